@@ -1,0 +1,50 @@
+# pg_egress — PGXS build
+EXTENSION = pg_egress
+EXTVERSION = 0.1
+MODULE_big = pg_egress
+
+OBJS = \
+	src/pg_egress.o \
+	src/guc.o \
+	src/shmem.o \
+	src/catalog/catalog.o \
+	src/catalog/sqlfuncs.o \
+	src/encode/singer_types.o \
+	src/encode/singer.o \
+	src/encode/preview.o \
+	src/sink/sink.o \
+	src/sink/file.o \
+	src/worker/launcher.o \
+	src/worker/dbworker.o \
+	src/worker/sync.o
+
+DATA = sql/pg_egress--$(EXTVERSION).sql
+PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"
+
+SHLIB_LINK = -lcurl -lz
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers -Wno-cast-function-type
+
+# pg_regress: a throwaway instance with the library preloaded.  The workers
+# serve another database, so the SQL-surface tests stay deterministic.
+REGRESS = catalog types
+REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
+	--temp-config=$(srcdir)/test/regress.conf --load-extension=plpgsql
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
+
+.PHONY: demo test tap bench
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+# TAP suites only, against the installed build (used by scripts/test.sh)
+tap:
+	bash scripts/run-tap.sh

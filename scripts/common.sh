@@ -1,0 +1,37 @@
+# Shared by the scripts: build, install, and the unprivileged user that runs
+# PostgreSQL (initdb and postgres refuse to run as root).
+# shellcheck shell=bash
+
+EGRESS_USER=${EGRESS_USER:-pgegress}
+PG_BINDIR=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+
+# Install packages (root only), build and install the extension.
+egress_setup() {
+	if [ "$(id -u)" -eq 0 ]; then
+		bash scripts/install-deps.sh
+	fi
+	PG_BINDIR=$(pg_config --bindir)
+	make -s -j2
+	if [ "$(id -u)" -eq 0 ]; then
+		make -s install
+	else
+		# a developer's own machine: install needs write access to PostgreSQL's dirs
+		make -s install || sudo make -s install
+	fi
+}
+
+# Create the unprivileged user when running as root.
+egress_ensure_user() {
+	if [ "$(id -u)" -eq 0 ] && ! id "$EGRESS_USER" >/dev/null 2>&1; then
+		useradd --create-home --shell /bin/bash "$EGRESS_USER"
+	fi
+}
+
+# Run a command as the unprivileged user (or as is, when not root).
+egress_as_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u "$EGRESS_USER" -- env PATH="$PG_BINDIR:$PATH" "$@"
+	else
+		env PATH="$PG_BINDIR:$PATH" "$@"
+	fi
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# make demo: install what is missing, build, start a throwaway cluster with
+# pg_egress loaded, stream a sample table to a local directory, show the
+# output and egress_streams, then stop the cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+egress_setup
+egress_ensure_user
+
+demo=$(mktemp -d /tmp/pg_egress-demo.XXXXXX)
+chmod 755 "$demo"
+[ "$(id -u)" -eq 0 ] && chown "$EGRESS_USER" "$demo"
+port=${DEMO_PORT:-55431}
+data="$demo/data"
+out="$demo/out"
+
+stop_cluster() {
+	egress_as_user pg_ctl -D "$data" -m fast stop >/dev/null 2>&1 || true
+}
+trap stop_cluster EXIT
+
+egress_as_user initdb -D "$data" -U postgres --auth=trust >/dev/null
+cat >>"$data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$demo'
+shared_preload_libraries = 'pg_egress'
+wal_level = logical
+pg_egress.database = 'app'
+pg_egress.naptime = '2s'
+CONF
+egress_as_user pg_ctl -D "$data" -l "$demo/server.log" -w start >/dev/null
+
+psql_demo() {
+	egress_as_user psql -X -q -v ON_ERROR_STOP=1 -h "$demo" -p "$port" -U postgres "$@"
+}
+
+psql_demo -d postgres -c "CREATE DATABASE app"
+psql_demo -d app <<SQL
+CREATE EXTENSION pg_egress;
+CREATE TABLE public.orders (
+	id bigint PRIMARY KEY,
+	customer text NOT NULL,
+	amount numeric(12,2),
+	placed_at timestamptz NOT NULL DEFAULT now(),
+	tags text[],
+	details jsonb
+);
+INSERT INTO public.orders
+SELECT g, 'customer ' || g, g * 1.25, timestamptz '2026-11-01 12:00+00' + g * interval '1 minute',
+	   ARRAY['web', 'promo'], jsonb_build_object('items', g % 5 + 1)
+FROM generate_series(1, 1000) g;
+SELECT egress_add_destination('local', 'file://$out');
+SELECT egress_add_stream('orders', 'public.orders', method => 'FULL_TABLE', destination => 'local',
+						 options => '{"batch_max_rows": 400}');
+SQL
+
+echo "Waiting for the stream to sync..."
+deadline=$((SECONDS + 60))
+until [ "$(psql_demo -d app -Atc "SELECT state FROM egress_streams WHERE name = 'orders'")" = synced ]; do
+	if [ $SECONDS -ge $deadline ]; then
+		echo "the stream did not sync within 60 s; server log:" >&2
+		tail -n 30 "$demo/server.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+
+echo
+echo "Files written to $out:"
+ls -l "$out"
+first=$(ls "$out"/*.jsonl | head -n 1)
+last=$(ls "$out"/*.jsonl | tail -n 1)
+echo
+echo "First lines of $(basename "$first"):"
+head -n 4 "$first" | cut -c1-400
+echo "..."
+echo "Last lines of $(basename "$last"):"
+tail -n 2 "$last" | cut -c1-400
+echo
+psql_demo -d app -c "SELECT name, relation, method, state, rows_sent, batches_sent, bytes_sent, version, last_error FROM egress_streams"
+psql_demo -d app -c "SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pg_egress%'"
+echo "Demo done; the cluster is stopped and $demo can be removed."

@@ -1,0 +1,166 @@
+-- The SQL surface: every egress_* function, with each bad input.
+-- The workers serve another database (test/regress.conf), so nothing here
+-- races with them.
+\set VERBOSITY default
+CREATE EXTENSION pg_egress;
+
+-- the catalog and the administration functions are not public
+SELECT n.nspname, c.relname,
+	   has_table_privilege('public', c.oid, 'SELECT') AS public_select,
+	   has_table_privilege('public', c.oid, 'INSERT') AS public_insert
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'egress' AND c.relkind IN ('r', 'S') ORDER BY 2;
+SELECT has_schema_privilege('public', 'egress', 'USAGE') AS public_usage;
+SELECT proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+  FROM pg_proc p WHERE proname LIKE 'egress\_%' ORDER BY 1;
+SELECT has_table_privilege('public', 'egress_streams', 'SELECT') AS public_select;
+
+-- GUCs are defined with units; unknown pg_egress.* names are refused
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'pg\_egress.%' ORDER BY 1;
+SET pg_egress.no_such_setting = 1;
+
+CREATE TABLE public.orders (id bigint PRIMARY KEY, note text);
+CREATE SEQUENCE public.orders_seq;
+CREATE INDEX orders_note_idx ON public.orders (note);
+CREATE TYPE public.pair AS (a int, b int);
+CREATE VIEW public.orders_view AS SELECT * FROM public.orders;
+CREATE TEMP TABLE scratch (id int);
+
+-- destinations
+SELECT egress_add_destination('local', 'file:///tmp/pg_egress_regress/out/');
+SELECT name, kind, location, options FROM egress.destination;
+SELECT egress_add_destination('local', 'file:///tmp/other');
+SELECT egress_add_destination('Bad-Name', 'file:///tmp/x');
+SELECT egress_add_destination('', 'file:///tmp/x');
+SELECT egress_add_destination('a_name_that_is_much_too_long_for_a_destination_xx', 'file:///tmp/x');
+SELECT egress_add_destination('rel', 'file://relative/dir');
+SELECT egress_add_destination('web', 'https://user:secret@example.com/ingest');
+SELECT egress_add_destination('lake', 's3://bucket/prefix');
+SELECT egress_add_destination('ftp', 'ftp://user:secret@example.com/');
+SELECT egress_add_destination('opts', 'file:///tmp/x', '{"fsync": false}');
+SELECT egress_add_destination('opts', 'file:///tmp/x', '[1, 2]');
+SELECT egress_add_destination(NULL, 'file:///tmp/x');
+SELECT egress_add_destination('nullurl', NULL);
+SELECT egress_add_destination('nullopts', 'file:///tmp/x', NULL);
+SELECT count(*) AS destinations FROM egress.destination;
+
+-- streams: good
+SELECT egress_add_stream('orders', 'public.orders', method => 'FULL_TABLE', destination => 'local');
+SELECT egress_add_stream('orders_view', 'orders_view', 'full_table', 'local',
+						 options => '{"batch_max_rows": 500, "batch_max_bytes": 1048576}');
+SELECT name, relation, method, destination, state, version, rows_sent, worker_pid, options
+  FROM egress_streams ORDER BY name;
+
+-- streams: bad input, each refused before anything is written
+SELECT egress_add_stream('orders', 'public.orders', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('missing', 'public.no_such_table', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('dropped', 4000000000::oid::regclass, 'FULL_TABLE', 'local');
+SELECT egress_add_stream('seq', 'public.orders_seq', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('idx', 'public.orders_note_idx', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('comp', 'public.pair', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('tmp', 'scratch', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('m1', 'public.orders', 'SNAPSHOT', 'local');
+SELECT egress_add_stream('m2', 'public.orders', 'LOG_BASED', 'local');
+SELECT egress_add_stream('m3', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id');
+SELECT egress_add_stream('k1', 'public.orders', 'FULL_TABLE', 'local', replication_key => 'id');
+SELECT egress_add_stream('d1', 'public.orders', 'FULL_TABLE', 'nowhere');
+SELECT egress_add_stream('o1', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_rows": 5}');
+SELECT egress_add_stream('o2', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": 0}');
+SELECT egress_add_stream('o3', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": "10"}');
+SELECT egress_add_stream('o4', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_bytes": 1.5}');
+SELECT egress_add_stream('o5', 'public.orders', 'FULL_TABLE', 'local', options => '"x"');
+SELECT egress_add_stream('N1', 'public.orders', 'FULL_TABLE', 'local');
+SELECT egress_add_stream(NULL, 'public.orders', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('n2', NULL, 'FULL_TABLE', 'local');
+SELECT egress_add_stream('n3', 'public.orders', NULL, 'local');
+SELECT egress_add_stream('n4', 'public.orders', 'FULL_TABLE', NULL);
+SELECT egress_add_stream('n5', 'public.orders', 'FULL_TABLE', 'local', options => NULL);
+SELECT name FROM egress.stream ORDER BY name;
+SELECT count(*) AS states FROM egress.stream_state;
+
+-- pause, resume, resync
+SELECT egress_pause_stream('orders');
+SELECT name, state FROM egress_streams WHERE name = 'orders';
+SELECT egress_resume_stream('orders');
+SELECT name, state FROM egress_streams WHERE name = 'orders';
+UPDATE egress.stream_state SET state = 'error', resync = false, last_error = 'boom'
+ WHERE stream_id = (SELECT id FROM egress.stream WHERE name = 'orders');
+SELECT egress_resume_stream('orders');
+SELECT s.name, st.state, st.resync, st.last_error FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id WHERE s.name = 'orders';
+UPDATE egress.stream_state SET state = 'synced', resync = false
+ WHERE stream_id = (SELECT id FROM egress.stream WHERE name = 'orders');
+SELECT egress_resync_stream('orders');
+SELECT s.name, st.state, st.resync FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id WHERE s.name = 'orders';
+SELECT egress_pause_stream('nope');
+SELECT egress_resume_stream('nope');
+SELECT egress_resync_stream('nope');
+SELECT egress_remove_stream('nope');
+SELECT egress_pause_stream(NULL);
+
+-- a failed call inside a transaction leaves nothing behind
+BEGIN;
+SELECT egress_add_stream('half', 'public.orders', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('half', 'public.orders', 'FULL_TABLE', 'local');
+ROLLBACK;
+SELECT count(*) AS half FROM egress.stream WHERE name = 'half';
+
+-- privileges: a role needs EXECUTE, SELECT on the table, and file rights
+CREATE ROLE egress_etl;
+CREATE ROLE egress_other;
+CREATE TABLE public.secret (id int PRIMARY KEY);
+SET ROLE egress_etl;
+SELECT egress_add_stream('x', 'public.orders', 'FULL_TABLE', 'local');
+SELECT * FROM egress_streams;
+SELECT * FROM egress.stream;
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_add_destination(text, text, jsonb), egress_pause_stream(text),
+	egress_remove_destination(text, boolean) TO egress_etl;
+GRANT SELECT ON egress_streams TO egress_etl;
+GRANT SELECT ON public.orders TO egress_etl;
+SET ROLE egress_etl;
+SELECT egress_add_destination('etl_files', 'file:///tmp/etl');
+SELECT egress_add_stream('x', 'public.secret', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('x', 'public.orders', 'FULL_TABLE', 'local');
+SELECT egress_pause_stream('orders');
+SELECT egress_remove_destination('local');
+RESET ROLE;
+GRANT pg_write_server_files TO egress_etl;
+SET ROLE egress_etl;
+SELECT egress_add_destination('etl_files', 'file:///tmp/etl');
+SELECT egress_add_stream('etl_orders', 'public.orders', 'FULL_TABLE', 'etl_files');
+SELECT name, owner FROM egress_streams;
+RESET ROLE;
+SELECT name, owner = current_user::regrole AS mine FROM egress_streams ORDER BY name;
+SELECT name, owner = current_user::regrole AS mine FROM egress.destination ORDER BY name;
+-- another role without the file right cannot use the destination
+GRANT EXECUTE ON FUNCTION egress_add_stream(text, regclass, text, text, text, jsonb) TO egress_other;
+GRANT SELECT ON public.orders TO egress_other;
+GRANT egress_etl TO egress_other;
+REVOKE pg_write_server_files FROM egress_etl;
+SET ROLE egress_other;
+SELECT egress_add_stream('other_orders', 'public.orders', 'FULL_TABLE', 'etl_files');
+RESET ROLE;
+
+-- removing
+SELECT egress_remove_destination('local');
+SELECT egress_remove_destination('nope');
+SELECT egress_remove_stream('orders_view');
+SELECT egress_remove_destination('local', cascade => true);
+SELECT name FROM egress.destination ORDER BY name;
+SELECT name FROM egress.stream ORDER BY name;
+SELECT egress_remove_stream('etl_orders');
+SELECT egress_remove_destination('etl_files');
+SELECT count(*) FROM egress.stream_state;
+
+-- previews use the one type map
+SELECT egress_preview_schema('public.orders');
+INSERT INTO public.orders VALUES (1, 'first "quoted"');
+SELECT egress_preview_record(o) FROM public.orders o;
+
+DROP TABLE public.secret;
+DROP OWNED BY egress_etl, egress_other;
+DROP ROLE egress_etl;
+DROP ROLE egress_other;
+DROP EXTENSION pg_egress;
+SELECT count(*) FROM pg_namespace WHERE nspname = 'egress';

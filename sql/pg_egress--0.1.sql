@@ -1,0 +1,164 @@
+/* pg_egress 0.1 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_egress" to load this file. \quit
+
+CREATE SCHEMA egress;
+REVOKE ALL ON SCHEMA egress FROM PUBLIC;
+
+-- Where batches go.  Written only through egress_add_destination().
+CREATE TABLE egress.destination (
+	name		text PRIMARY KEY,
+	kind		text NOT NULL CHECK (kind IN ('file', 'http', 's3', 'kinesis')),
+	location	text NOT NULL,
+	options		jsonb NOT NULL DEFAULT '{}',
+	owner		regrole NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- What is read and how.  relid is an oid, not a dependency: dropping the
+-- table puts the stream into an error state instead of being refused.
+CREATE TABLE egress.stream (
+	id			serial PRIMARY KEY,
+	name		text NOT NULL UNIQUE,
+	relid		oid NOT NULL,
+	relation	text NOT NULL,		-- qualified name when added, for messages
+	method		text NOT NULL CHECK (method IN ('FULL_TABLE', 'INCREMENTAL', 'LOG_BASED')),
+	replication_key text,
+	destination	text NOT NULL REFERENCES egress.destination (name),
+	format		text NOT NULL DEFAULT 'singer',
+	options		jsonb NOT NULL DEFAULT '{}',
+	owner		regrole NOT NULL,
+	enabled		boolean NOT NULL DEFAULT true,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- Progress, written by the workers (the bookmark together with the figures).
+CREATE TABLE egress.stream_state (
+	stream_id	integer PRIMARY KEY REFERENCES egress.stream (id) ON DELETE CASCADE,
+	state		text NOT NULL DEFAULT 'pending'
+				CHECK (state IN ('pending', 'syncing', 'synced', 'error')),
+	resync		boolean NOT NULL DEFAULT true,
+	version		bigint,
+	bookmark	jsonb,
+	rows_sent	bigint NOT NULL DEFAULT 0,
+	bytes_sent	bigint NOT NULL DEFAULT 0,
+	batches_sent bigint NOT NULL DEFAULT 0,
+	attempts	integer NOT NULL DEFAULT 0,
+	last_error	text,
+	last_error_at timestamptz,
+	sync_started_at timestamptz,
+	sync_finished_at timestamptz,
+	updated_at	timestamptz NOT NULL DEFAULT now()
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA egress FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA egress FROM PUBLIC;
+
+-- Live figures of running workers, from shared memory.
+CREATE FUNCTION egress_stream_activity(
+	OUT stream_id integer,
+	OUT pid integer,
+	OUT phase text,
+	OUT rows_sent bigint,
+	OUT bytes_sent bigint,
+	OUT batches_sent bigint,
+	OUT started_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'egress_stream_activity'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION egress_add_destination(
+	name text,
+	url text,
+	options jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_add_destination'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_remove_destination(
+	name text,
+	cascade boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_remove_destination'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_add_stream(
+	name text,
+	relation regclass,
+	method text,
+	destination text,
+	replication_key text DEFAULT NULL,
+	options jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_add_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_remove_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_remove_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_pause_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_pause_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_resume_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_resume_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_resync_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_resync_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_preview_schema(relation regclass)
+RETURNS json
+AS 'MODULE_PATHNAME', 'egress_preview_schema'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION egress_preview_record(value anyelement)
+RETURNS json
+AS 'MODULE_PATHNAME', 'egress_preview_record'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE VIEW egress_streams AS
+SELECT s.name,
+	   s.relation,
+	   s.method,
+	   s.destination,
+	   CASE WHEN NOT s.enabled THEN 'paused'
+			WHEN a.pid IS NOT NULL THEN 'syncing'
+			WHEN st.state = 'syncing' THEN 'pending'
+			ELSE st.state END AS state,
+	   st.version,
+	   coalesce(a.rows_sent, st.rows_sent) AS rows_sent,
+	   coalesce(a.bytes_sent, st.bytes_sent) AS bytes_sent,
+	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
+	   st.bookmark,
+	   st.last_error,
+	   st.last_error_at,
+	   coalesce(a.started_at, st.sync_started_at) AS sync_started_at,
+	   st.sync_finished_at,
+	   a.pid AS worker_pid,
+	   s.owner,
+	   s.options
+  FROM egress.stream s
+  JOIN egress.stream_state st ON st.stream_id = s.id
+  LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
+ -- a role sees the streams of the roles it is a member of (superusers: all)
+ WHERE pg_has_role(s.owner, 'MEMBER');
+
+-- Administration is granted explicitly, by role.
+REVOKE ALL ON FUNCTION
+	egress_add_destination(text, text, jsonb),
+	egress_remove_destination(text, boolean),
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_remove_stream(text),
+	egress_pause_stream(text),
+	egress_resume_stream(text),
+	egress_resync_stream(text)
+FROM PUBLIC;
+REVOKE ALL ON egress_streams FROM PUBLIC;

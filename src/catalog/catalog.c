@@ -1,0 +1,153 @@
+/*-------------------------------------------------------------------------
+ * catalog.c
+ *	  Access to the egress.* catalog through SPI.
+ *
+ * The catalog is revoked from PUBLIC; the SQL functions check the caller's
+ * rights themselves and then touch the catalog as the bootstrap superuser,
+ * with search_path pinned to pg_catalog so a caller's schemas cannot
+ * capture an operator or function in these statements.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "catalog/catalog.h"
+
+void
+egress_catalog_enter(EgressCatalogGuard *guard)
+{
+	GetUserIdAndSecContext(&guard->save_userid, &guard->save_sec_context);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   guard->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	guard->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+void
+egress_catalog_exit(EgressCatalogGuard *guard)
+{
+	SPI_finish();
+	AtEOXact_GUC(true, guard->save_nestlevel);
+	SetUserIdAndSecContext(guard->save_userid, guard->save_sec_context);
+}
+
+/* Run one statement; returns SPI_processed.  Internal failures are elog. */
+int
+egress_catalog_exec(const char *sql, int nargs, Oid *argtypes,
+					Datum *values, const char *nulls, bool read_only)
+{
+	int			rc;
+
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
+	if (rc < 0)
+		elog(ERROR, "pg_egress catalog statement failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+	return (int) SPI_processed;
+}
+
+bool
+egress_extension_present(void)
+{
+	return OidIsValid(get_extension_oid("pg_egress", true));
+}
+
+static char *
+spi_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	return SPI_getvalue(tup, desc, col);
+}
+
+static Jsonb *
+spi_jsonb(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		return NULL;
+	return DatumGetJsonbPCopy(d);
+}
+
+/*
+ * Load a stream and its destination into callercxt (SPI's own context
+ * is gone after egress_catalog_exit).
+ * Returns NULL when the stream no longer exists.  Caller is inside
+ * egress_catalog_enter().
+ */
+EgressStreamDef *
+egress_load_stream(int32 stream_id, MemoryContext callercxt)
+{
+	MemoryContext oldcxt;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(stream_id)};
+	EgressStreamDef *def;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+
+	egress_catalog_exec("SELECT s.id, s.name, s.relid, s.relation, s.method, s.replication_key, "
+						"s.format, s.options, s.owner::oid, s.enabled, d.name, d.kind, "
+						"d.location, d.options, st.version "
+						"FROM egress.stream s JOIN egress.destination d ON d.name = s.destination "
+						"JOIN egress.stream_state st ON st.stream_id = s.id "
+						"WHERE s.id = $1",
+						1, argtypes, values, NULL, true);
+	if (SPI_processed == 0)
+		return NULL;
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	oldcxt = MemoryContextSwitchTo(callercxt);
+	def = palloc0(sizeof(EgressStreamDef));
+	def->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	def->name = spi_text(tup, desc, 2);
+	def->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	def->relation = spi_text(tup, desc, 4);
+	def->method = spi_text(tup, desc, 5);
+	def->replication_key = spi_text(tup, desc, 6);
+	def->format = spi_text(tup, desc, 7);
+	def->options = spi_jsonb(tup, desc, 8);
+	def->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
+	def->enabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	def->dest_name = spi_text(tup, desc, 11);
+	def->dest_kind = spi_text(tup, desc, 12);
+	def->dest_location = spi_text(tup, desc, 13);
+	def->dest_options = spi_jsonb(tup, desc, 14);
+	def->prev_version = DatumGetInt64(SPI_getbinval(tup, desc, 15, &isnull));
+	if (isnull)
+		def->prev_version = 0;
+	MemoryContextSwitchTo(oldcxt);
+	return def;
+}
+
+/* Integer option from a jsonb object; false when absent. */
+bool
+egress_jsonb_get_int64(Jsonb *options, const char *key, int64 *result)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (options == NULL || !JB_ROOT_IS_OBJECT(options))
+		return false;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type != jbvNumeric)
+		return false;
+	*result = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+												NumericGetDatum(v->val.numeric)));
+	return true;
+}

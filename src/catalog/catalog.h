@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ * catalog.h
+ *	  Reading and writing the egress.* catalog.
+ *-------------------------------------------------------------------------
+ */
+#ifndef EGRESS_CATALOG_H
+#define EGRESS_CATALOG_H
+
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+
+/* Saved caller context while SQL runs on the catalog (see catalog.c). */
+typedef struct EgressCatalogGuard
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} EgressCatalogGuard;
+
+extern void egress_catalog_enter(EgressCatalogGuard *guard);
+extern void egress_catalog_exit(EgressCatalogGuard *guard);
+extern int	egress_catalog_exec(const char *sql, int nargs, Oid *argtypes,
+								Datum *values, const char *nulls, bool read_only);
+
+/* A stream with its destination, as a worker needs it. */
+typedef struct EgressStreamDef
+{
+	int32		id;
+	char	   *name;
+	Oid			relid;
+	char	   *relation;
+	char	   *method;
+	char	   *replication_key;
+	char	   *format;
+	Jsonb	   *options;
+	Oid			owner;
+	bool		enabled;
+	char	   *dest_name;
+	char	   *dest_kind;
+	char	   *dest_location;
+	Jsonb	   *dest_options;
+	int64		prev_version;
+} EgressStreamDef;
+
+extern bool egress_extension_present(void);
+extern EgressStreamDef *egress_load_stream(int32 stream_id, MemoryContext callercxt);
+
+/* option helpers */
+extern bool egress_jsonb_get_int64(Jsonb *options, const char *key, int64 *result);
+
+#endif							/* EGRESS_CATALOG_H */

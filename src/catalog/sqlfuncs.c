@@ -1,0 +1,578 @@
+/*-------------------------------------------------------------------------
+ * sqlfuncs.c
+ *	  The egress_* administration functions.
+ *
+ * Each validates every argument before it writes anything, so an error
+ * leaves no partial rows; the writes happen in the caller's transaction and
+ * the database worker is woken only when that transaction commits.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "catalog/catalog.h"
+#include "pg_egress.h"
+
+PG_FUNCTION_INFO_V1(egress_add_destination);
+PG_FUNCTION_INFO_V1(egress_remove_destination);
+PG_FUNCTION_INFO_V1(egress_add_stream);
+PG_FUNCTION_INFO_V1(egress_remove_stream);
+PG_FUNCTION_INFO_V1(egress_pause_stream);
+PG_FUNCTION_INFO_V1(egress_resume_stream);
+PG_FUNCTION_INFO_V1(egress_resync_stream);
+
+#define MAX_NAME_LEN 48
+
+/* Stream options and the kind of value each takes. */
+typedef struct OptionSpec
+{
+	const char *name;
+	enum
+	{
+		OPT_POSITIVE_INT
+	}			type;
+} OptionSpec;
+
+static const OptionSpec stream_options[] = {
+	{"batch_max_rows", OPT_POSITIVE_INT},
+	{"batch_max_bytes", OPT_POSITIVE_INT},
+};
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be null", argname)));
+}
+
+/*
+ * Names end up in file names, slot names and HTTP headers: keep them to a
+ * set of characters that is safe in all of these.
+ */
+static void
+validate_name(const char *what, const char *name)
+{
+	size_t		len = strlen(name);
+	bool		ok = len > 0 && len <= MAX_NAME_LEN && name[0] >= 'a' && name[0] <= 'z';
+
+	for (size_t i = 0; ok && i < len; i++)
+	{
+		char		c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			ok = false;
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid %s name \"%s\"", what, name),
+				 errdetail("A %s name has 1 to %d characters: lower-case letters, digits and underscores, starting with a letter.",
+						   what, MAX_NAME_LEN)));
+}
+
+static void
+validate_options_object(Jsonb *options, const char *argname)
+{
+	if (!JB_ROOT_IS_OBJECT(options) || JB_ROOT_IS_SCALAR(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be a JSON object", argname)));
+}
+
+static const char *
+option_names(const OptionSpec *specs, int nspecs)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < nspecs; i++)
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", specs[i].name);
+	return buf.data;
+}
+
+/* Every key known, every value of the right kind. */
+static void
+validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
+				 const char *what)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+
+	validate_options_object(options, "options");
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		const OptionSpec *spec = NULL;
+
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+
+		for (int i = 0; i < nspecs; i++)
+			if (strcmp(specs[i].name, key) == 0)
+				spec = &specs[i];
+		if (spec == NULL)
+		{
+			if (nspecs == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("unrecognized %s option \"%s\"", what, key),
+						 errdetail("This kind of %s takes no options.", what)));
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unrecognized %s option \"%s\"", what, key),
+					 errhint("Valid options are: %s.", option_names(specs, nspecs))));
+		}
+
+		switch (spec->type)
+		{
+			case OPT_POSITIVE_INT:
+				{
+					bool		ok = false;
+
+					if (v.type == jbvNumeric)
+					{
+						Numeric		n = v.val.numeric;
+						char	   *txt = DatumGetCString(DirectFunctionCall1(numeric_out,
+																			   NumericGetDatum(n)));
+
+						/* an integer in 1 .. INT64_MAX */
+						ok = strspn(txt, "0123456789") == strlen(txt) &&
+							strlen(txt) <= 18 && strtoll(txt, NULL, 10) > 0;
+					}
+					if (!ok)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be a positive integer", what, key)));
+				}
+				break;
+		}
+	}
+}
+
+/* The caller may act for role "owner" (a member of it, or superuser). */
+static void
+check_owner(Oid owner, const char *what, const char *name)
+{
+	if (!has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for %s \"%s\"", what, name),
+				 errdetail("Only members of the %s's owner role may change it.", what)));
+}
+
+static void
+check_write_server_files(void)
+{
+	if (!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to write to file destinations"),
+				 errdetail("File destinations need the rights of COPY to a file."),
+				 errhint("Only roles with privileges of the \"pg_write_server_files\" role may use file destinations.")));
+}
+
+/*
+ * Splits a destination URL into kind and location.  Never echoes the whole
+ * URL in an error: it may carry credentials.
+ */
+static void
+parse_destination_url(const char *url, char **kind, char **location)
+{
+	if (strncmp(url, "file://", 7) == 0)
+	{
+		char	   *path = pstrdup(url + 7);
+		size_t		len = strlen(path);
+
+		if (path[0] != '/')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("file destination must name an absolute directory"),
+					 errhint("Write it as file:///absolute/directory.")));
+		while (len > 1 && path[len - 1] == '/')
+			path[--len] = '\0';
+		*kind = "file";
+		*location = path;
+		return;
+	}
+	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
+		strncmp(url, "s3://", 5) == 0 || strncmp(url, "kinesis://", 10) == 0)
+	{
+		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s destinations are not supported in this release", scheme),
+				 errhint("Use a file:/// destination.")));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unsupported destination URL"),
+			 errdetail("A destination URL starts with file://, http://, https://, s3:// or kinesis://.")));
+}
+
+Datum
+egress_add_destination(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *url;
+	Jsonb	   *options;
+	char	   *kind;
+	char	   *location;
+	EgressCatalogGuard guard;
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[5];
+
+	require_arg(fcinfo, 0, "name");
+	require_arg(fcinfo, 1, "url");
+	require_arg(fcinfo, 2, "options");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	options = PG_GETARG_JSONB_P(2);
+
+	validate_name("destination", name);
+	parse_destination_url(url, &kind, &location);
+	validate_options(options, NULL, 0, "destination");
+	if (strcmp(kind, "file") == 0)
+		check_write_server_files();
+
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(name);
+	if (egress_catalog_exec("SELECT 1 FROM egress.destination WHERE name = $1",
+							1, argtypes, values, NULL, false) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("destination \"%s\" already exists", name)));
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = CStringGetTextDatum(location);
+	values[3] = JsonbPGetDatum(options);
+	values[4] = ObjectIdGetDatum(guard.save_userid);
+	egress_catalog_exec("INSERT INTO egress.destination (name, kind, location, options, owner) "
+						"VALUES ($1, $2, $3, $4, $5)",
+						5, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+
+	PG_RETURN_VOID();
+}
+
+Datum
+egress_remove_destination(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	bool		cascade;
+	EgressCatalogGuard guard;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+	Oid			owner;
+	int			nstreams;
+
+	require_arg(fcinfo, 0, "name");
+	require_arg(fcinfo, 1, "cascade");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	cascade = PG_GETARG_BOOL(1);
+
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(name);
+	if (egress_catalog_exec("SELECT owner::oid FROM egress.destination WHERE name = $1 FOR UPDATE",
+							1, argtypes, values, NULL, false) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("destination \"%s\" does not exist", name)));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
+	check_owner(owner, "destination", name);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
+						   guard.save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
+	nstreams = egress_catalog_exec("SELECT s.name, s.owner::oid FROM egress.stream s "
+								   "WHERE s.destination = $1 ORDER BY s.name FOR UPDATE",
+								   1, argtypes, values, NULL, false);
+	if (nstreams > 0)
+	{
+		StringInfoData names;
+
+		initStringInfo(&names);
+		for (int i = 0; i < nstreams; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			char	   *sname = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+			Oid			sowner = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+																2, &isnull));
+
+			appendStringInfo(&names, "%s%s", i > 0 ? ", " : "", sname);
+			if (cascade && !has_privs_of_role(guard.save_userid, sowner))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied for stream \"%s\"", sname),
+						 errdetail("Removing destination \"%s\" would remove stream \"%s\" of another role.",
+								   name, sname)));
+		}
+		if (!cascade)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("cannot remove destination \"%s\" because streams use it", name),
+					 errdetail("Streams using it: %s.", names.data),
+					 errhint("Remove those streams first, or use cascade => true.")));
+		egress_catalog_exec("DELETE FROM egress.stream WHERE destination = $1",
+							1, argtypes, values, NULL, false);
+	}
+	egress_catalog_exec("DELETE FROM egress.destination WHERE name = $1",
+						1, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+
+	egress_wake_dbworker_at_commit();
+	PG_RETURN_VOID();
+}
+
+Datum
+egress_add_stream(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			relid;
+	char	   *method;
+	char	   *dest;
+	char	   *replication_key = NULL;
+	Jsonb	   *options;
+	char		relkind;
+	char	   *relname;
+	char	   *qualified;
+	EgressCatalogGuard guard;
+	Oid			argtypes[8] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
+	bool		isnull;
+	Oid			dest_owner;
+	char	   *dest_kind;
+	int32		stream_id;
+	Oid			caller = GetUserId();
+
+	require_arg(fcinfo, 0, "name");
+	require_arg(fcinfo, 1, "relation");
+	require_arg(fcinfo, 2, "method");
+	require_arg(fcinfo, 3, "destination");
+	require_arg(fcinfo, 5, "options");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	relid = PG_GETARG_OID(1);
+	method = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	dest = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	if (!PG_ARGISNULL(4))
+		replication_key = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	options = PG_GETARG_JSONB_P(5);
+
+	validate_name("stream", name);
+
+	/* the relation: exists, readable kind, not temporary, caller may read it */
+	relname = get_rel_name(relid);
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										   relname);
+	relkind = get_rel_relkind(relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+		relkind != RELKIND_VIEW && relkind != RELKIND_MATVIEW &&
+		relkind != RELKIND_FOREIGN_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot stream relation \"%s\"", qualified),
+				 errdetail("Streams read tables, partitioned tables, views, materialized views and foreign tables.")));
+	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot stream temporary relation \"%s\"", relname),
+				 errdetail("Temporary relations are visible only to the session that created them.")));
+
+	/* the method */
+	if (pg_strcasecmp(method, "FULL_TABLE") == 0)
+		method = "FULL_TABLE";
+	else if (pg_strcasecmp(method, "INCREMENTAL") == 0 ||
+			 pg_strcasecmp(method, "LOG_BASED") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("replication method \"%s\" is not supported in this release", method),
+				 errhint("Use FULL_TABLE.")));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unrecognized replication method \"%s\"", method),
+				 errhint("Valid methods are FULL_TABLE, INCREMENTAL and LOG_BASED.")));
+	if (replication_key != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("replication_key is only valid for INCREMENTAL streams")));
+
+	validate_options(options, stream_options, lengthof(stream_options), "stream");
+
+	if (pg_class_aclcheck(relid, caller, ACL_SELECT) != ACLCHECK_OK &&
+		pg_attribute_aclcheck_all(relid, caller, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", qualified),
+				 errdetail("A stream reads with the privileges of the role that adds it.")));
+
+	egress_catalog_enter(&guard);
+
+	/* the destination: exists, the caller may use it */
+	values[0] = CStringGetTextDatum(dest);
+	if (egress_catalog_exec("SELECT owner::oid, kind FROM egress.destination WHERE name = $1 FOR SHARE",
+							1, argtypes, values, NULL, false) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("destination \"%s\" does not exist", dest),
+				 errhint("Create it with egress_add_destination().")));
+	dest_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	dest_kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (!has_privs_of_role(caller, dest_owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for destination \"%s\"", dest),
+				 errdetail("Only members of the destination's owner role may send streams to it.")));
+	if (strcmp(dest_kind, "file") == 0 &&
+		!has_privs_of_role(caller, ROLE_PG_WRITE_SERVER_FILES))
+	{
+		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
+		check_write_server_files();
+	}
+
+	values[0] = CStringGetTextDatum(name);
+	if (egress_catalog_exec("SELECT 1 FROM egress.stream WHERE name = $1",
+							1, argtypes, values, NULL, false) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("stream \"%s\" already exists", name)));
+
+	values[1] = ObjectIdGetDatum(relid);
+	values[2] = CStringGetTextDatum(qualified);
+	values[3] = CStringGetTextDatum(method);
+	values[4] = (Datum) 0;
+	nulls[4] = 'n';
+	values[5] = CStringGetTextDatum(dest);
+	values[6] = JsonbPGetDatum(options);
+	values[7] = ObjectIdGetDatum(caller);
+	egress_catalog_exec("INSERT INTO egress.stream "
+						"(name, relid, relation, method, replication_key, destination, options, owner) "
+						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+						8, argtypes, values, nulls, false);
+	stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+	argtypes[0] = INT4OID;
+	values[0] = Int32GetDatum(stream_id);
+	egress_catalog_exec("INSERT INTO egress.stream_state (stream_id) VALUES ($1)",
+						1, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+
+	egress_wake_dbworker_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Locks the stream named by the first argument, checks that the caller may
+ * change it, then runs the statements ($1 = the stream id).
+ */
+static void
+change_own_stream(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	char	   *name;
+	int32		id;
+	bool		isnull;
+	Oid			owner;
+
+	require_arg(fcinfo, 0, "name");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(name);
+	if (egress_catalog_exec("SELECT id, owner::oid FROM egress.stream WHERE name = $1 FOR UPDATE",
+							1, argtypes, values, NULL, false) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream \"%s\" does not exist", name)));
+	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (!has_privs_of_role(guard.save_userid, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for stream \"%s\"", name),
+				 errdetail("Only members of the stream's owner role may change it.")));
+
+	argtypes[0] = INT4OID;
+	values[0] = Int32GetDatum(id);
+	for (int i = 0; i < nsqls; i++)
+		egress_catalog_exec(sqls[i], 1, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+
+	egress_wake_dbworker_at_commit();
+}
+
+Datum
+egress_remove_stream(PG_FUNCTION_ARGS)
+{
+	static const char *const sqls[] = {
+		"DELETE FROM egress.stream WHERE id = $1"
+	};
+
+	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	PG_RETURN_VOID();
+}
+
+Datum
+egress_pause_stream(PG_FUNCTION_ARGS)
+{
+	static const char *const sqls[] = {
+		"UPDATE egress.stream SET enabled = false WHERE id = $1"
+	};
+
+	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	PG_RETURN_VOID();
+}
+
+Datum
+egress_resume_stream(PG_FUNCTION_ARGS)
+{
+	static const char *const sqls[] = {
+		"UPDATE egress.stream SET enabled = true WHERE id = $1",
+		"UPDATE egress.stream_state SET state = 'pending', updated_at = now() "
+		"WHERE stream_id = $1 AND state = 'error'"
+	};
+
+	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	PG_RETURN_VOID();
+}
+
+Datum
+egress_resync_stream(PG_FUNCTION_ARGS)
+{
+	static const char *const sqls[] = {
+		"UPDATE egress.stream_state SET resync = true, "
+		"state = CASE WHEN state = 'error' THEN 'pending' ELSE state END, "
+		"updated_at = now() WHERE stream_id = $1"
+	};
+
+	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	PG_RETURN_VOID();
+}

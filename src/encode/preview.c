@@ -1,0 +1,218 @@
+/*-------------------------------------------------------------------------
+ * preview.c
+ *	  SQL functions showing what pg_egress would send for a table and a row.
+ *
+ * egress_preview_schema(regclass) returns the Singer schema object of a
+ * relation, egress_preview_record(anyelement) the Singer record object of
+ * a row.  Both go through singer_types.c, the map every sync path uses, so
+ * what they show is what a stream sends.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/tupdesc.h"
+#include "catalog/pg_class.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/typcache.h"
+
+#include "encode/singer_types.h"
+
+PG_FUNCTION_INFO_V1(egress_preview_schema);
+PG_FUNCTION_INFO_V1(egress_preview_record);
+
+/*
+ * Per-call-site cache of egress_preview_record, in fn_extra: the row type
+ * it was built for and that type's columns, so that a query previewing
+ * many rows sets the columns up once.
+ */
+typedef struct PreviewRecordCache
+{
+	Oid			typid;
+	int32		typmod;
+	TupleDesc	tupdesc;		/* copy of the row type's descriptor */
+	EgressColumn *columns;		/* one per attribute; unused if dropped */
+	char	  **keys;			/* "name": per attribute, NULL if dropped */
+	Datum	   *values;
+	bool	   *nulls;
+} PreviewRecordCache;
+
+/*
+ * egress_preview_schema
+ *		The Singer schema object of a relation's columns.
+ */
+Datum
+egress_preview_schema(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	Relation	rel;
+	TupleDesc	tupdesc;
+	StringInfoData buf;
+	bool		first = true;
+	int			i;
+
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+
+	/* only relations whose rows a stream could send */
+	switch (rel->rd_rel->relkind)
+	{
+		case RELKIND_RELATION:
+		case RELKIND_PARTITIONED_TABLE:
+		case RELKIND_VIEW:
+		case RELKIND_MATVIEW:
+		case RELKIND_FOREIGN_TABLE:
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("cannot preview the schema of relation \"%s\"",
+							RelationGetRelationName(rel)),
+					 errdetail_relkind_not_supported(rel->rd_rel->relkind)));
+	}
+
+	tupdesc = RelationGetDescr(rel);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"type\":\"object\",\"properties\":{");
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		EgressColumn col;
+
+		if (att->attisdropped)
+			continue;
+		egress_column_init(&col, NameStr(att->attname), att->atttypid,
+						   att->atttypmod, att->attnotnull);
+		if (!first)
+			appendStringInfoChar(&buf, ',');
+		first = false;
+		escape_json(&buf, NameStr(att->attname));
+		appendStringInfoChar(&buf, ':');
+		egress_column_schema(&buf, &col);
+	}
+	appendStringInfoString(&buf, "}}");
+
+	relation_close(rel, AccessShareLock);
+
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+}
+
+/*
+ * build_record_cache
+ *		Set up the columns of row type typid/typmod in fn_mcxt.
+ */
+static PreviewRecordCache *
+build_record_cache(FunctionCallInfo fcinfo, Oid typid, int32 typmod)
+{
+	MemoryContext oldcxt;
+	PreviewRecordCache *cache;
+	TupleDesc	tupdesc;
+	int			natts;
+	int			i;
+
+	oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+	cache = (PreviewRecordCache *) palloc0(sizeof(PreviewRecordCache));
+	cache->typid = typid;
+	cache->typmod = typmod;
+
+	tupdesc = lookup_rowtype_tupdesc(typid, typmod);
+	cache->tupdesc = CreateTupleDescCopy(tupdesc);
+	ReleaseTupleDesc(tupdesc);
+	tupdesc = cache->tupdesc;
+
+	natts = tupdesc->natts;
+	cache->columns = (EgressColumn *) palloc0(Max(natts, 1) * sizeof(EgressColumn));
+	cache->keys = (char **) palloc0(Max(natts, 1) * sizeof(char *));
+	cache->values = (Datum *) palloc(Max(natts, 1) * sizeof(Datum));
+	cache->nulls = (bool *) palloc(Max(natts, 1) * sizeof(bool));
+
+	for (i = 0; i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		StringInfoData key;
+
+		if (att->attisdropped)
+			continue;
+		egress_column_init(&cache->columns[i], NameStr(att->attname),
+						   att->atttypid, att->atttypmod, att->attnotnull);
+		initStringInfo(&key);
+		escape_json(&key, NameStr(att->attname));
+		appendStringInfoChar(&key, ':');
+		cache->keys[i] = key.data;
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	return cache;
+}
+
+/*
+ * egress_preview_record
+ *		The Singer record object of a row value.
+ */
+Datum
+egress_preview_record(PG_FUNCTION_ARGS)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	HeapTupleHeader td;
+	Oid			typid;
+	int32		typmod;
+	PreviewRecordCache *cache;
+	HeapTupleData tuple;
+	StringInfoData buf;
+	bool		first = true;
+	int			i;
+
+	if (!OidIsValid(argtype) || !type_is_rowtype(argtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("argument of egress_preview_record must be a row value"),
+				 OidIsValid(argtype) ?
+				 errdetail("Type %s is not a composite type.",
+						   format_type_be(argtype)) : 0,
+				 errhint("Pass a table row, as in SELECT egress_preview_record(t) FROM t.")));
+
+	td = PG_GETARG_HEAPTUPLEHEADER(0);
+	typid = HeapTupleHeaderGetTypeId(td);
+	typmod = HeapTupleHeaderGetTypMod(td);
+
+	cache = (PreviewRecordCache *) fcinfo->flinfo->fn_extra;
+	if (cache == NULL || cache->typid != typid || cache->typmod != typmod)
+	{
+		cache = build_record_cache(fcinfo, typid, typmod);
+		fcinfo->flinfo->fn_extra = cache;
+	}
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&(tuple.t_self));
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+	heap_deform_tuple(&tuple, cache->tupdesc, cache->values, cache->nulls);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (i = 0; i < cache->tupdesc->natts; i++)
+	{
+		if (cache->keys[i] == NULL)
+			continue;
+		if (!first)
+			appendStringInfoChar(&buf, ',');
+		first = false;
+		appendStringInfoString(&buf, cache->keys[i]);
+		egress_column_value(&buf, &cache->columns[i], cache->values[i],
+							cache->nulls[i]);
+	}
+	appendStringInfoChar(&buf, '}');
+
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+}

@@ -1,0 +1,77 @@
+/*-------------------------------------------------------------------------
+ * guc.c
+ *	  Every pg_egress configuration parameter, defined in one place.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "pg_egress.h"
+
+char	   *egress_database = NULL;
+int			egress_max_workers = 4;
+int			egress_naptime_ms = 10000;
+int			egress_batch_max_rows = 100000;
+int			egress_batch_max_bytes_kb = 64 * 1024;
+int			egress_flush_interval_ms = 1000;
+
+void
+egress_define_gucs(void)
+{
+	DefineCustomStringVariable("pg_egress.database",
+							   "Database whose egress catalog the pg_egress workers serve.",
+							   NULL,
+							   &egress_database,
+							   "postgres",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.max_workers",
+							"Maximum number of pg_egress sync workers running at once.",
+							"Each is a dynamic background worker counted in max_worker_processes.",
+							&egress_max_workers,
+							4, 1, 64,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.naptime",
+							"Time the pg_egress database worker sleeps when nothing wakes it.",
+							NULL,
+							&egress_naptime_ms,
+							10000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.batch_max_rows",
+							"Records after which a batch is closed.",
+							NULL,
+							&egress_batch_max_rows,
+							100000, 1, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.batch_max_bytes",
+							"Size after which a batch is closed.",
+							NULL,
+							&egress_batch_max_bytes_kb,
+							64 * 1024, 1, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.flush_interval",
+							"Age after which a batch of changes is closed.",
+							NULL,
+							&egress_flush_interval_ms,
+							1000, 1, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("pg_egress");
+}

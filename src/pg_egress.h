@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ * pg_egress.h
+ *	  Declarations shared by the pg_egress modules: GUCs, shared state.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_EGRESS_H
+#define PG_EGRESS_H
+
+#include "datatype/timestamp.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+
+#define EGRESS_VERSION_STR "0.1"
+
+/* GUCs (guc.c) */
+extern char *egress_database;
+extern int	egress_max_workers;
+extern int	egress_naptime_ms;
+extern int	egress_batch_max_rows;
+extern int	egress_batch_max_bytes_kb;
+extern int	egress_flush_interval_ms;
+
+extern void egress_define_gucs(void);
+
+/* One slot per running sync worker: live figures shown by egress_streams. */
+typedef struct EgressWorkerSlot
+{
+	bool		in_use;
+	int32		stream_id;
+	pid_t		pid;
+	char		phase[16];
+	uint64		rows_sent;
+	uint64		bytes_sent;
+	uint64		batches_sent;
+	TimestampTz started_at;
+} EgressWorkerSlot;
+
+typedef struct EgressShared
+{
+	LWLock	   *lock;
+	PGPROC	   *launcher;		/* to wake the launcher */
+	PGPROC	   *dbworker;		/* to wake the database worker */
+	int			nslots;
+	EgressWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} EgressShared;
+
+extern EgressShared *egress_shared;
+
+/* shmem.c */
+extern void egress_shmem_init(void);
+extern void egress_wake_dbworker(void);
+extern void egress_wake_dbworker_at_commit(void);
+extern EgressWorkerSlot *egress_claim_slot(int32 stream_id);
+extern void egress_release_slot(EgressWorkerSlot *slot);
+
+/* launcher.c, dbworker.c, sync.c: entry points named in bgw_function_name */
+extern void egress_register_launcher(void);
+extern PGDLLEXPORT void egress_launcher_main(Datum main_arg);
+extern PGDLLEXPORT void egress_dbworker_main(Datum main_arg);
+extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
+
+#endif							/* PG_EGRESS_H */

@@ -1,0 +1,164 @@
+/*-------------------------------------------------------------------------
+ * shmem.c
+ *	  Shared state: how to wake the workers, and the live figures of the
+ *	  running sync workers (egress_stream_activity()).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "pg_egress.h"
+
+EgressShared *egress_shared = NULL;
+
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+PG_FUNCTION_INFO_V1(egress_stream_activity);
+
+/* Called from shmem_startup_hook, also after a crash restart. */
+void
+egress_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	egress_shared = ShmemInitStruct("pg_egress",
+									offsetof(EgressShared, slots) +
+									sizeof(EgressWorkerSlot) * egress_max_workers,
+									&found);
+	if (!found)
+	{
+		memset(egress_shared, 0, offsetof(EgressShared, slots) +
+			   sizeof(EgressWorkerSlot) * egress_max_workers);
+		egress_shared->lock = &(GetNamedLWLockTranche("pg_egress"))->lock;
+		egress_shared->nslots = egress_max_workers;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+egress_wake_dbworker(void)
+{
+	PGPROC	   *proc;
+
+	if (egress_shared == NULL)
+		return;
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	proc = egress_shared->dbworker;
+	if (proc != NULL)
+		SetLatch(&proc->procLatch);
+	LWLockRelease(egress_shared->lock);
+}
+
+static void
+egress_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				egress_wake_dbworker();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Catalog changes take effect when they commit: the worker is woken then,
+ * never before, so it cannot act on an uncommitted row.
+ */
+void
+egress_wake_dbworker_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(egress_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* Take a free slot for a sync worker; NULL when all are taken. */
+EgressWorkerSlot *
+egress_claim_slot(int32 stream_id)
+{
+	EgressWorkerSlot *result = NULL;
+
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+
+		if (!slot->in_use)
+		{
+			memset(slot, 0, sizeof(*slot));
+			slot->in_use = true;
+			slot->stream_id = stream_id;
+			slot->pid = MyProcPid;
+			slot->started_at = GetCurrentTimestamp();
+			strlcpy(slot->phase, "starting", sizeof(slot->phase));
+			result = slot;
+			break;
+		}
+	}
+	LWLockRelease(egress_shared->lock);
+	return result;
+}
+
+void
+egress_release_slot(EgressWorkerSlot *slot)
+{
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	slot->in_use = false;
+	slot->pid = 0;
+	LWLockRelease(egress_shared->lock);
+}
+
+Datum
+egress_stream_activity(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (egress_shared == NULL)
+		PG_RETURN_VOID();
+
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+		Datum		values[7];
+		bool		nulls[7] = {0};
+
+		if (!slot->in_use)
+			continue;
+		values[0] = Int32GetDatum(slot->stream_id);
+		values[1] = Int32GetDatum(slot->pid);
+		values[2] = CStringGetTextDatum(slot->phase);
+		values[3] = Int64GetDatum((int64) slot->rows_sent);
+		values[4] = Int64GetDatum((int64) slot->bytes_sent);
+		values[5] = Int64GetDatum((int64) slot->batches_sent);
+		values[6] = TimestampTzGetDatum(slot->started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(egress_shared->lock);
+
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,219 @@
+/*-------------------------------------------------------------------------
+ * file.c
+ *	  File destinations: one file per batch in a directory.
+ *
+ * A batch is written to a hidden temporary name, then durable_rename()
+ * fsyncs it, renames it into place and fsyncs the directory, so a reader
+ * listing the directory never sees half a file and a crash never leaves a
+ * visible one.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/file_perm.h"
+#include "miscadmin.h"
+#include "port.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+
+#include "sink/sink.h"
+
+#define FILE_SINK_BUFSIZE (1024 * 1024)
+
+typedef struct FileSink
+{
+	char	   *dir;
+	int			fd;				/* -1 when no batch is open */
+	char		tmp_path[MAXPGPATH];
+	char		final_path[MAXPGPATH];
+	char	   *buf;
+	size_t		buflen;
+} FileSink;
+
+/* The open temporary file, removed if the process exits mid-batch. */
+static char exit_cleanup_path[MAXPGPATH];
+static bool exit_cleanup_registered = false;
+
+static void
+file_sink_exit_cleanup(int code, Datum arg)
+{
+	if (exit_cleanup_path[0] != '\0')
+		unlink(exit_cleanup_path);
+}
+
+static void
+file_flush(FileSink *fs)
+{
+	size_t		off = 0;
+
+	while (off < fs->buflen)
+	{
+		ssize_t		n = write(fs->fd, fs->buf + off, fs->buflen - off);
+
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not write file \"%s\": %m", fs->tmp_path)));
+		}
+		off += n;
+	}
+	fs->buflen = 0;
+}
+
+static void
+file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
+{
+	FileSink   *fs = sink->private_data;
+
+	Assert(fs->fd < 0);
+	if (pg_mkdir_p(fs->dir, pg_dir_create_mode) != 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", fs->dir)));
+
+	snprintf(fs->final_path, MAXPGPATH, "%s/%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d.jsonl",
+			 fs->dir, info->stream_name, info->version, info->seq);
+	snprintf(fs->tmp_path, MAXPGPATH, "%s/.%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d.jsonl.tmp",
+			 fs->dir, info->stream_name, info->version, info->seq);
+
+	if (!exit_cleanup_registered)
+	{
+		before_shmem_exit(file_sink_exit_cleanup, (Datum) 0);
+		exit_cleanup_registered = true;
+	}
+	strlcpy(exit_cleanup_path, fs->tmp_path, MAXPGPATH);
+
+	fs->fd = OpenTransientFile(fs->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fs->fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", fs->tmp_path)));
+	fs->buflen = 0;
+}
+
+static void
+file_write(EgressSink *sink, const char *data, size_t len)
+{
+	FileSink   *fs = sink->private_data;
+
+	if (fs->buflen + len > FILE_SINK_BUFSIZE)
+		file_flush(fs);
+	if (len > FILE_SINK_BUFSIZE)
+	{
+		/* larger than the buffer: write it through */
+		char	   *save = fs->buf;
+
+		fs->buf = (char *) data;
+		fs->buflen = len;
+		file_flush(fs);
+		fs->buf = save;
+		return;
+	}
+	memcpy(fs->buf + fs->buflen, data, len);
+	fs->buflen += len;
+}
+
+static void
+file_commit_batch(EgressSink *sink)
+{
+	FileSink   *fs = sink->private_data;
+
+	file_flush(fs);
+	if (CloseTransientFile(fs->fd) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not close file \"%s\": %m", fs->tmp_path)));
+	fs->fd = -1;
+	/* fsyncs the file, renames it, fsyncs the directory */
+	(void) durable_rename(fs->tmp_path, fs->final_path, ERROR);
+	exit_cleanup_path[0] = '\0';
+}
+
+static void
+file_abort_batch(EgressSink *sink)
+{
+	FileSink   *fs = sink->private_data;
+
+	if (fs->fd >= 0)
+	{
+		CloseTransientFile(fs->fd);
+		fs->fd = -1;
+	}
+	if (fs->tmp_path[0] != '\0')
+		unlink(fs->tmp_path);
+	exit_cleanup_path[0] = '\0';
+	fs->buflen = 0;
+}
+
+/* Remove temporary files an interrupted run of this stream left behind. */
+static void
+file_cleanup_stream(EgressSink *sink, const char *stream_name)
+{
+	FileSink   *fs = sink->private_data;
+	DIR		   *dir;
+	struct dirent *de;
+	char		prefix[MAXPGPATH];
+	size_t		plen;
+
+	snprintf(prefix, sizeof(prefix), ".%s-", stream_name);
+	plen = strlen(prefix);
+	dir = AllocateDir(fs->dir);
+	if (dir == NULL)
+		return;					/* not created yet: nothing to clean */
+	while ((de = ReadDirExtended(dir, fs->dir, LOG)) != NULL)
+	{
+		size_t		len = strlen(de->d_name);
+
+		if (strncmp(de->d_name, prefix, plen) == 0 && len > 4 &&
+			strcmp(de->d_name + len - 4, ".tmp") == 0)
+		{
+			char		path[MAXPGPATH];
+
+			snprintf(path, sizeof(path), "%s/%s", fs->dir, de->d_name);
+			if (unlink(path) != 0)
+				ereport(LOG,
+						(errcode_for_file_access(),
+						 errmsg("could not remove file \"%s\": %m", path)));
+		}
+	}
+	FreeDir(dir);
+}
+
+static void
+file_close(EgressSink *sink)
+{
+	file_abort_batch(sink);
+}
+
+static const EgressSinkOps file_sink_ops = {
+	.begin_batch = file_begin_batch,
+	.write = file_write,
+	.commit_batch = file_commit_batch,
+	.abort_batch = file_abort_batch,
+	.cleanup_stream = file_cleanup_stream,
+	.close = file_close,
+};
+
+EgressSink *
+egress_file_sink_create(const char *location, Jsonb *options)
+{
+	EgressSink *sink = palloc0(sizeof(EgressSink));
+	FileSink   *fs = palloc0(sizeof(FileSink));
+
+	fs->dir = pstrdup(location);
+	fs->fd = -1;
+	fs->buf = palloc(FILE_SINK_BUFSIZE);
+	sink->ops = &file_sink_ops;
+	sink->location = fs->dir;
+	sink->options = options;
+	sink->private_data = fs;
+	return sink;
+}
