@@ -30,7 +30,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 # serve another database, so the SQL-surface tests stay deterministic.
 REGRESS = catalog types
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
-	--temp-config=$(srcdir)/test/regress.conf --load-extension=plpgsql
+	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -13,6 +13,7 @@ pkgs=(
 	libipc-run-perl
 	libjson-pp-perl
 	python3
+	bc
 )
 
 missing=()

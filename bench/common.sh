@@ -1,0 +1,68 @@
+# Shared by the benchmarks: a throwaway cluster with pg_egress loaded.
+# shellcheck shell=bash
+. scripts/common.sh
+
+bench_start_cluster() {
+	BENCH_DIR=$(mktemp -d /tmp/pg_egress-bench.XXXXXX)
+	chmod 755 "$BENCH_DIR"
+	[ "$(id -u)" -eq 0 ] && chown "$EGRESS_USER" "$BENCH_DIR"
+	BENCH_PORT=${BENCH_PORT:-55441}
+	egress_as_user initdb -D "$BENCH_DIR/data" -U postgres --auth=trust >/dev/null
+	cat >>"$BENCH_DIR/data/postgresql.conf" <<CONF
+port = $BENCH_PORT
+listen_addresses = ''
+unix_socket_directories = '$BENCH_DIR'
+shared_preload_libraries = 'pg_egress'
+wal_level = logical
+shared_buffers = 512MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+pg_egress.database = 'bench'
+pg_egress.naptime = '1s'
+CONF
+	egress_as_user pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
+	trap bench_stop_cluster EXIT
+	bench_psql -d postgres -c "CREATE DATABASE bench" >/dev/null
+}
+
+bench_stop_cluster() {
+	egress_as_user pg_ctl -D "$BENCH_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+	rm -rf "$BENCH_DIR"
+}
+
+bench_psql() {
+	egress_as_user psql -X -q -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$@"
+}
+
+# seconds, as a decimal, taken by "$@"
+bench_time() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	"$@" >/dev/null
+	t1=$(date +%s.%N)
+	echo "$t1 - $t0" | bc -l
+}
+
+# The bench table of the issues: 2,000,000 rows unless BENCH_ROWS says otherwise.
+bench_make_table() {
+	local rows=${BENCH_ROWS:-2000000}
+	bench_psql -d bench <<SQL
+CREATE TABLE public.bench (
+	id bigint PRIMARY KEY,
+	qty int NOT NULL,
+	label text NOT NULL,
+	amount numeric(12,2),
+	created_at timestamptz NOT NULL,
+	active boolean NOT NULL,
+	attrs jsonb,
+	ref uuid NOT NULL
+);
+INSERT INTO public.bench
+SELECT g, g % 1000, md5(g::text) || lpad(g::text, 8, '0'), (g % 100000) / 100.0,
+	   timestamptz '2026-01-01 00:00+00' + g * interval '1 second', g % 2 = 0,
+	   jsonb_build_object('a', g, 'b', 'x' || (g % 7), 'c', g % 3 = 0), gen_random_uuid()
+FROM generate_series(1, $rows) g;
+VACUUM ANALYZE public.bench;
+SELECT count(*) FROM public.bench;
+SQL
+}
