@@ -38,6 +38,9 @@ include $(PGXS)
 
 EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
 
+# PGXS tracks no header dependencies: rebuild everything when a header changes
+$(OBJS): $(wildcard $(srcdir)/src/*.h $(srcdir)/src/*/*.h)
+
 .PHONY: demo test tap bench
 demo:
 	bash scripts/demo.sh

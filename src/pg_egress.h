@@ -28,6 +28,7 @@ typedef struct EgressWorkerSlot
 	bool		in_use;
 	int32		stream_id;
 	pid_t		pid;
+	bool		claimed;		/* the stream is taken: resync flag cleared */
 	char		phase[16];
 	uint64		rows_sent;
 	uint64		bytes_sent;

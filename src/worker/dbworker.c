@@ -110,8 +110,13 @@ find_want(StreamWant *wants, int n, int32 id)
 	return NULL;
 }
 
+/*
+ * Is a sync of this stream past its claim (its first transaction, which
+ * clears the resync flag, has committed)?  Read before the catalog, so a
+ * resync flag seen afterwards was set after the claim.
+ */
 static bool
-slot_phase_is(int32 stream_id, const char *phase)
+claimed_before(int32 stream_id)
 {
 	bool		result = false;
 
@@ -120,8 +125,7 @@ slot_phase_is(int32 stream_id, const char *phase)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
-		if (slot->in_use && slot->stream_id == stream_id &&
-			strcmp(slot->phase, phase) == 0)
+		if (slot->in_use && slot->stream_id == stream_id && slot->claimed)
 			result = true;
 	}
 	LWLockRelease(egress_shared->lock);
@@ -172,7 +176,12 @@ static void
 reconcile(void)
 {
 	StreamWant *wants = NULL;
-	int			nwants = read_catalog(&wants);
+	int			nwants;
+	bool	   *claimed = palloc0(sizeof(bool) * Max(nrunning, 1));
+
+	for (int i = 0; i < nrunning; i++)
+		claimed[i] = claimed_before(running[i].stream_id);
+	nwants = read_catalog(&wants);
 
 	/* forget finished workers, stop those whose stream no longer wants them */
 	for (int i = 0; i < nrunning;)
@@ -183,19 +192,20 @@ reconcile(void)
 		if (GetBackgroundWorkerPid(running[i].handle, &pid) == BGWH_STOPPED)
 		{
 			pfree(running[i].handle);
+			claimed[i] = claimed[nrunning - 1];
 			running[i] = running[--nrunning];
 			continue;
 		}
 
 		/*
 		 * Removed, paused, or resync asked for after this worker took its
-		 * stream (phase past "starting"): stop it; a resync starts anew.
+		 * stream: stop it; a resync then starts anew.
 		 */
-		if (w == NULL || !w->enabled ||
-			(w->resync && !slot_phase_is(running[i].stream_id, "starting")))
+		if (w == NULL || !w->enabled || (w->resync && claimed[i]))
 			TerminateBackgroundWorker(running[i].handle);
 		i++;
 	}
+	pfree(claimed);
 
 	for (int i = 0; i < nwants && nrunning < egress_max_workers; i++)
 	{

@@ -305,7 +305,6 @@ run_sync(SyncState *ss)
 	for (int i = 0; i < ss->st->ncolumns; i++)
 		ss->st->attnums[i] = i + 1;
 
-	strlcpy(ss->slot->phase, "reading", sizeof(ss->slot->phase));
 	(void) PortalRunFetch(portal, FETCH_FORWARD, FETCH_ALL, &ss->pub);
 
 	/* the last batch closes the version, even for an empty relation */
@@ -433,6 +432,10 @@ egress_sync_main(Datum main_arg)
 		ss->def = claim_stream(stream_id, &ss->version);
 		if (ss->def == NULL)
 			proc_exit(0);		/* removed or paused meanwhile */
+		LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+		slot->claimed = true;
+		strlcpy(slot->phase, "reading", sizeof(slot->phase));
+		LWLockRelease(egress_shared->lock);
 
 		ss->max_rows = batch_limit(ss->def->options, "batch_max_rows",
 								   egress_batch_max_rows);

@@ -140,9 +140,10 @@ sub read_batches
 		{
 			open(my $fh, '<:raw', $path) or die "could not open \"$path\": $!";
 			my (@lines, @messages);
+			my $newline_end = 1;
 			while (my $line = <$fh>)
 			{
-				chomp $line;
+				$newline_end = chomp($line) ? 1 : 0;
 				push @lines, $line;
 				push @messages, json_decode($line, "$path:$.");
 			}
@@ -153,6 +154,7 @@ sub read_batches
 					name => $name,
 					path => $path,
 					size => $st[7],
+					newline_end => $newline_end,
 					lines => \@lines,
 					messages => \@messages
 				}
@@ -174,7 +176,7 @@ sub records_of { return messages_of_type('RECORD', @_); }
 
 # Problems with one batch file as a list of strings (empty when fine):
 # SCHEMA first, STATE last, nothing unknown in between, every line an object
-# with a known type.
+# with a known type, the last line ended by a newline (NDJSON).
 sub check_batch_file
 {
 	my ($batch) = @_;
@@ -186,6 +188,8 @@ sub check_batch_file
 	  unless ref $m[0] eq 'HASH' && ($m[0]{type} // '') eq 'SCHEMA';
 	push @problems, "$batch->{name}: last message is not STATE"
 	  unless ref $m[-1] eq 'HASH' && ($m[-1]{type} // '') eq 'STATE';
+	push @problems, "$batch->{name}: the last line has no newline"
+	  unless $batch->{newline_end};
 	for my $i (0 .. $#m)
 	{
 		my $t = ref $m[$i] eq 'HASH' ? ($m[$i]{type} // '') : '';

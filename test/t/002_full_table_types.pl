@@ -334,6 +334,7 @@ sub check_sync
 	my @batches = read_batches($out, qr/^types-\Q$version\E-/);
 	is(scalar(@batches), 1, "$label: one file for 6 rows");
 	is($batches[0]{name}, "types-$version-000001.jsonl", "$label: file name");
+	is_deeply([ check_batch_file($batches[0]) ], [], "$label: a well-formed batch file");
 	my @m = @{ $batches[0]{messages} };
 	my @lines = @{ $batches[0]{lines} };
 
@@ -367,7 +368,8 @@ sub check_sync
 			"$label: RECORD $id keys in column order");
 		foreach my $col (@columns)
 		{
-			is_deeply($got[$i]{$col}, $expected[$i]{$col}, "$label: row $id $col");
+			is_deeply($got[$i]{$col}, $expected[$i]{$col}, "$label: row $id $col")
+			  or diag explain { got => $got[$i]{$col}, expected => $expected[$i]{$col} };
 		}
 	}
 	foreach my $rc (@raw_checks)

@@ -79,8 +79,10 @@ if (!$reached)
 	exit;
 }
 is(stream_row($node, 's')->{state}, 'syncing', 'the stream is syncing');
-like($_->{name}, qr/^s-\Q$old_v\E-\d{6}\.jsonl$/, "file $_->{name} is of version $old_v")
-  foreach scan_files();
+is($node->safe_psql('postgres', "SELECT backend_type FROM pg_stat_activity WHERE pid = $pid"),
+	'pg_egress sync', 'the sync worker shows in pg_stat_activity as pg_egress sync');
+is_deeply([ grep { !/^s-\Q$old_v\E-\d{6}\.jsonl$/ } map { $_->{name} } scan_files() ],
+	[], "every file so far is of version $old_v");
 
 my $log_offset = -s $node->logfile;
 ok(kill('KILL', $pid), "sent SIGKILL to sync worker $pid");

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the worker paths (launcher, database worker, sync worker, file sink,
+# type map over every type) of the installed build under valgrind memcheck
+# and lists the reports that involve pg_egress code.
+# Usage (as the unprivileged user, after make install): bash scripts/valgrind-smoke.sh
+set -euo pipefail
+B=$(pg_config --bindir)
+dir=$(mktemp -d /tmp/pg_egress-vg.XXXXXX)
+port=${VG_PORT:-55461}
+mkdir -p "$dir/vglogs"
+"$B/initdb" -D "$dir/data" -U postgres --auth=trust >/dev/null
+cat >>"$dir/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'pg_egress'
+wal_level = logical
+pg_egress.naptime = '1s'
+CONF
+valgrind --quiet --trace-children=yes --leak-check=no --num-callers=20 \
+	--log-file="$dir/vglogs/vg.%p.log" "$B/postgres" -D "$dir/data" >"$dir/server.log" 2>&1 &
+P=("$B/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1)
+for _ in $(seq 1 240); do "$B/pg_isready" -h "$dir" -p "$port" -U postgres -q && break; sleep 0.5; done
+"${P[@]}" <<SQL
+CREATE EXTENSION pg_egress;
+CREATE EXTENSION hstore;
+CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE TABLE t (id int PRIMARY KEY, a int2, b int8, n numeric(12,2), nu numeric, r real, d float8,
+	bo bool, bi bit(1), tx text, vc varchar(10), ch char(5), u uuid, e mood, dt date, ts timestamp,
+	tz timestamptz, tm time, ttz timetz, j json, jb jsonb, h hstore, ia int[], ta text[],
+	iv interval, by bytea, p point);
+INSERT INTO t SELECT g, g, g * 1000, g / 3.0, 'NaN', 'Infinity', g / 7.0, g % 2 = 0, B'1',
+	'x"\\' || g, 'v', 'c', gen_random_uuid(), 'sad', '2024-01-01'::date + g, 'infinity', now(),
+	'12:00', '12:00+02', '{"a": [1, 2]}', '{"b": null}', 'a=>1,b=>NULL', ARRAY[1, NULL, 3],
+	ARRAY[['a', 'b'], ['c', 'd']], '1 day 2 hours', '\\x00ff', '(1,2)'
+FROM generate_series(1, 2000) g;
+SELECT egress_add_destination('local', 'file://$dir/out');
+SELECT egress_add_stream('t', 't', 'FULL_TABLE', 'local', options => '{"batch_max_rows": 300}');
+SQL
+wait_synced() {
+	for _ in $(seq 1 600); do
+		[ "$("${P[@]}" -Atc "SELECT state || coalesce(worker_pid::text, '') FROM egress_streams")" = synced ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+wait_synced
+"${P[@]}" -c "SELECT egress_resync_stream('t')" >/dev/null
+wait_synced
+"${P[@]}" -c "SELECT name, state, rows_sent, batches_sent, last_error FROM egress_streams"
+"${P[@]}" -c "SELECT egress_preview_record(t) FROM t" >/dev/null
+"$B/pg_ctl" -D "$dir/data" -m fast stop -w -t 300 >/dev/null
+# PostgreSQL's own known false positives (relcache init file, WAL padding) name no pg_egress frame
+found=0
+for f in "$dir"/vglogs/*.log; do
+	if grep -q "egress\|singer\|sink" "$f" && grep -A30 "^==[0-9]*== [A-Z]" "$f" | grep -v "RelationCacheInitializePhase3\|BackgroundWorkerInitializeConnection" | grep -q "egress_\|singer_\|sink"; then
+		echo "== $f"; cat "$f"; found=1
+	fi
+done
+echo "valgrind logs in $dir/vglogs; reports involving pg_egress: $found"
+[ "$found" -eq 0 ]
