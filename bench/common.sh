@@ -3,24 +3,15 @@
 . scripts/common.sh
 
 bench_start_cluster() {
-	BENCH_DIR=$(mktemp -d /tmp/pg_egress-bench.XXXXXX)
-	chmod 755 "$BENCH_DIR"
-	[ "$(id -u)" -eq 0 ] && chown "$EGRESS_USER" "$BENCH_DIR"
+	BENCH_DIR=$(egress_scratch_dir pg_egress-bench)
 	BENCH_PORT=${BENCH_PORT:-55441}
-	egress_as_user initdb -D "$BENCH_DIR/data" -U postgres --auth=trust >/dev/null
-	cat >>"$BENCH_DIR/data/postgresql.conf" <<CONF
-port = $BENCH_PORT
-listen_addresses = ''
-unix_socket_directories = '$BENCH_DIR'
-shared_preload_libraries = 'pg_egress'
-wal_level = logical
+	egress_start_cluster "$BENCH_DIR" "$BENCH_PORT" <<CONF
 shared_buffers = 512MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 pg_egress.database = 'bench'
 pg_egress.naptime = '1s'
 CONF
-	egress_as_user pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
 	trap bench_stop_cluster EXIT
 	bench_psql -d postgres -c "CREATE DATABASE bench" >/dev/null
 }

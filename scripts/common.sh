@@ -35,3 +35,30 @@ egress_as_user() {
 		env PATH="$PG_BINDIR:$PATH" "$@"
 	fi
 }
+
+# A throwaway cluster in DIR (socket there too) on PORT, pg_egress loaded.
+# Further postgresql.conf lines come on standard input.
+egress_start_cluster() {
+	local dir=$1 port=$2
+	egress_as_user initdb -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C >/dev/null
+	{
+		cat <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'pg_egress'
+wal_level = logical
+CONF
+		cat
+	} >>"$dir/data/postgresql.conf"
+	egress_as_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+# A scratch directory the unprivileged user owns.
+egress_scratch_dir() {
+	local dir
+	dir=$(mktemp -d "/tmp/$1.XXXXXX")
+	chmod 755 "$dir"
+	if [ "$(id -u)" -eq 0 ]; then chown "$EGRESS_USER" "$dir"; fi
+	echo "$dir"
+}

@@ -9,9 +9,7 @@ cd "$(dirname "$0")/.."
 egress_setup
 egress_ensure_user
 
-demo=$(mktemp -d /tmp/pg_egress-demo.XXXXXX)
-chmod 755 "$demo"
-[ "$(id -u)" -eq 0 ] && chown "$EGRESS_USER" "$demo"
+demo=$(egress_scratch_dir pg_egress-demo)
 port=${DEMO_PORT:-55431}
 data="$demo/data"
 out="$demo/out"
@@ -21,17 +19,10 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-egress_as_user initdb -D "$data" -U postgres --auth=trust >/dev/null
-cat >>"$data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$demo'
-shared_preload_libraries = 'pg_egress'
-wal_level = logical
+egress_start_cluster "$demo" "$port" <<CONF
 pg_egress.database = 'app'
 pg_egress.naptime = '2s'
 CONF
-egress_as_user pg_ctl -D "$data" -l "$demo/server.log" -w start >/dev/null
 
 psql_demo() {
 	egress_as_user psql -X -q -v ON_ERROR_STOP=1 -h "$demo" -p "$port" -U postgres "$@"
