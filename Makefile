@@ -9,6 +9,8 @@ OBJS = \
 	src/shmem.o \
 	src/catalog/catalog.o \
 	src/catalog/sqlfuncs.o \
+	src/decode/slot.o \
+	src/decode/wal2json.o \
 	src/encode/singer_types.o \
 	src/encode/singer.o \
 	src/encode/preview.o \
@@ -16,6 +18,8 @@ OBJS = \
 	src/sink/file.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
+	src/worker/cdc.o \
+	src/worker/snapshot.o \
 	src/worker/sync.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql
@@ -30,13 +34,21 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 # serve another database, so the SQL-surface tests stay deterministic.
 REGRESS = catalog types
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
-	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
+	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-EXTRA_CLEAN = tmp_regress tmp_check results regression.diffs regression.out
+EXTRA_CLEAN = tmp_regress tmp_regress.conf tmp_check results regression.diffs regression.out
+
+# Servers that restrict output plugins (output_plugin_libraries) must allow
+# wal2json for LOG_BASED streams; other builds do not know the setting.
+installcheck: tmp_regress.conf
+tmp_regress.conf: test/regress.conf
+	cp $< $@
+	if "$(bindir)/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then \
+		echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'" >> $@; fi
 
 # PGXS tracks no header dependencies: rebuild everything when a header changes
 $(OBJS): $(wildcard $(srcdir)/src/*.h $(srcdir)/src/*/*.h)

@@ -57,3 +57,14 @@ VACUUM ANALYZE public.bench;
 SELECT count(*) FROM public.bench;
 SQL
 }
+
+# Append postgresql.conf lines (standard input) to the bench cluster and restart it.
+bench_reconfigure() {
+	cat >>"$BENCH_DIR/data/postgresql.conf"
+	egress_as_user pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w restart >/dev/null
+}
+
+# now, in seconds since the epoch, as a decimal
+bench_now() {
+	date +%s.%N
+}

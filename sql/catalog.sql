@@ -60,7 +60,6 @@ SELECT egress_add_stream('idx', 'public.orders_note_idx', 'FULL_TABLE', 'local')
 SELECT egress_add_stream('comp', 'public.pair', 'FULL_TABLE', 'local');
 SELECT egress_add_stream('tmp', 'scratch', 'FULL_TABLE', 'local');
 SELECT egress_add_stream('m1', 'public.orders', 'SNAPSHOT', 'local');
-SELECT egress_add_stream('m2', 'public.orders', 'LOG_BASED', 'local');
 SELECT egress_add_stream('m3', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id');
 SELECT egress_add_stream('k1', 'public.orders', 'FULL_TABLE', 'local', replication_key => 'id');
 SELECT egress_add_stream('d1', 'public.orders', 'FULL_TABLE', 'nowhere');
@@ -70,6 +69,8 @@ SELECT egress_add_stream('o3', 'public.orders', 'FULL_TABLE', 'local', options =
 SELECT egress_add_stream('o4', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_bytes": 1.5}');
 SELECT egress_add_stream('o5', 'public.orders', 'FULL_TABLE', 'local', options => '"x"');
 SELECT egress_add_stream('N1', 'public.orders', 'FULL_TABLE', 'local');
+SELECT egress_add_stream('o6', 'public.orders', 'FULL_TABLE', 'local', options => '{"debug_lsn": "yes"}');
+SELECT egress_add_stream('o7', 'public.orders', 'FULL_TABLE', 'local', options => '{"lag_policy": "drop"}');
 SELECT egress_add_stream(NULL, 'public.orders', 'FULL_TABLE', 'local');
 SELECT egress_add_stream('n2', NULL, 'FULL_TABLE', 'local');
 SELECT egress_add_stream('n3', 'public.orders', NULL, 'local');
@@ -77,6 +78,30 @@ SELECT egress_add_stream('n4', 'public.orders', 'FULL_TABLE', NULL);
 SELECT egress_add_stream('n5', 'public.orders', 'FULL_TABLE', 'local', options => NULL);
 SELECT name FROM egress.stream ORDER BY name;
 SELECT count(*) AS states FROM egress.stream_state;
+
+-- LOG_BASED: tables with a key only; every requirement checked when added
+CREATE TABLE public.nokey (a int, b text);
+CREATE TABLE public.fullident (a int, b text);
+ALTER TABLE public.fullident REPLICA IDENTITY FULL;
+CREATE TABLE public.parted (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE public.parted_1 PARTITION OF public.parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE public.parted_nokey (id int, v text) PARTITION BY RANGE (id);
+CREATE TABLE public.parted_nokey_1 PARTITION OF public.parted_nokey FOR VALUES FROM (0) TO (100);
+ALTER TABLE public.parted_nokey REPLICA IDENTITY FULL;
+SELECT egress_add_stream('l1', 'public.orders_view', 'LOG_BASED', 'local');
+SELECT egress_add_stream('l2', 'public.nokey', 'LOG_BASED', 'local');
+SELECT egress_add_stream('l3', 'public.parted_nokey', 'LOG_BASED', 'local');
+SELECT egress_add_stream('l4', 'public.orders', 'log_based', 'local', options => '{"debug_lsn": true, "lag_policy": "pause"}');
+SELECT egress_add_stream('l5', 'public.fullident', 'LOG_BASED', 'local');
+SELECT egress_add_stream('l6', 'public.parted', 'LOG_BASED', 'local');
+SELECT name, method, state, confirmed_lsn, lag_bytes, slot_name FROM egress_streams WHERE method = 'LOG_BASED' ORDER BY name;
+SELECT egress_add_destination('slotted', 'file:///tmp/x', '{"slot_name": "Not A Slot"}');
+SELECT egress_add_destination('slotted', 'file:///tmp/x', '{"slot_name": 5}');
+SELECT egress_add_destination('slotted', 'file:///tmp/x', '{"drop_adopted_slot": "yes"}');
+SELECT egress_add_destination('slotted', 'file:///tmp/x', '{"slot_name": "tap_slot", "drop_adopted_slot": true}');
+SELECT egress_remove_stream('l4');
+SELECT egress_remove_stream('l5');
+SELECT egress_remove_stream('l6');
 
 -- pause, resume, resync
 SELECT egress_pause_stream('orders');
@@ -150,6 +175,7 @@ SELECT egress_remove_destination('local', cascade => true);
 SELECT name FROM egress.destination ORDER BY name;
 SELECT name FROM egress.stream ORDER BY name;
 SELECT egress_remove_stream('etl_orders');
+SELECT egress_remove_destination('slotted');
 SELECT egress_remove_destination('etl_files');
 SELECT count(*) FROM egress.stream_state;
 

@@ -13,6 +13,9 @@ CREATE TABLE egress.destination (
 	location	text NOT NULL,
 	options		jsonb NOT NULL DEFAULT '{}',
 	owner		regrole NOT NULL,
+	-- the logical slot of its LOG_BASED streams, once one exists
+	slot_name	name,
+	slot_owned	boolean NOT NULL DEFAULT false,	-- created by pg_egress (dropped with the last stream)
 	created_at	timestamptz NOT NULL DEFAULT now()
 );
 
@@ -37,10 +40,11 @@ CREATE TABLE egress.stream (
 CREATE TABLE egress.stream_state (
 	stream_id	integer PRIMARY KEY REFERENCES egress.stream (id) ON DELETE CASCADE,
 	state		text NOT NULL DEFAULT 'pending'
-				CHECK (state IN ('pending', 'syncing', 'synced', 'error')),
+				CHECK (state IN ('pending', 'syncing', 'synced', 'streaming', 'error')),
 	resync		boolean NOT NULL DEFAULT true,
 	version		bigint,
 	bookmark	jsonb,
+	confirmed_lsn pg_lsn,		-- LOG_BASED: changes up to here are acknowledged
 	rows_sent	bigint NOT NULL DEFAULT 0,
 	bytes_sent	bigint NOT NULL DEFAULT 0,
 	batches_sent bigint NOT NULL DEFAULT 0,
@@ -50,6 +54,12 @@ CREATE TABLE egress.stream_state (
 	sync_started_at timestamptz,
 	sync_finished_at timestamptz,
 	updated_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- Slots of removed destinations, for the database worker to drop after
+-- commit (dropping a slot cannot be rolled back).
+CREATE TABLE egress.dropped_slot (
+	slot_name	name PRIMARY KEY
 );
 
 REVOKE ALL ON ALL TABLES IN SCHEMA egress FROM PUBLIC;
@@ -63,7 +73,8 @@ CREATE FUNCTION egress_stream_activity(
 	OUT rows_sent bigint,
 	OUT bytes_sent bigint,
 	OUT batches_sent bigint,
-	OUT started_at timestamptz)
+	OUT started_at timestamptz,
+	OUT lag_bytes bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'egress_stream_activity'
 LANGUAGE C STRICT VOLATILE;
@@ -124,20 +135,25 @@ RETURNS json
 AS 'MODULE_PATHNAME', 'egress_preview_record'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
+CREATE FUNCTION egress_preview_record_via_text(value anyelement) RETURNS json AS 'MODULE_PATHNAME', 'egress_preview_record_via_text' LANGUAGE C STABLE STRICT;
+
 CREATE VIEW egress_streams AS
 SELECT s.name,
 	   s.relation,
 	   s.method,
 	   s.destination,
 	   CASE WHEN NOT s.enabled THEN 'paused'
-			WHEN a.pid IS NOT NULL THEN 'syncing'
-			WHEN st.state = 'syncing' THEN 'pending'
+			WHEN a.phase IN ('reading', 'syncing') THEN 'syncing'
+			WHEN st.state = 'syncing' AND a.pid IS NULL THEN 'pending'
 			ELSE st.state END AS state,
 	   st.version,
 	   coalesce(a.rows_sent, st.rows_sent) AS rows_sent,
 	   coalesce(a.bytes_sent, st.bytes_sent) AS bytes_sent,
 	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
 	   st.bookmark,
+	   st.confirmed_lsn,
+	   a.lag_bytes,
+	   d.slot_name,
 	   st.last_error,
 	   st.last_error_at,
 	   coalesce(a.started_at, st.sync_started_at) AS sync_started_at,
@@ -147,6 +163,7 @@ SELECT s.name,
 	   s.options
   FROM egress.stream s
   JOIN egress.stream_state st ON st.stream_id = s.id
+  JOIN egress.destination d ON d.name = s.destination
   LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
  -- a role sees the streams of the roles it is a member of (superusers: all)
  WHERE pg_has_role(s.owner, 'MEMBER');

@@ -225,12 +225,93 @@ SELECT egress_preview_record(v) FROM (VALUES
 -- an anonymous row: keys are the row's field names
 SELECT egress_preview_record(ROW(1, 'x', NULL::int[]));
 
+-- the CDC path renders values from their output text (printed, as wal2json
+-- prints them in the worker, under DateStyle ISO, IntervalStyle postgres,
+-- TimeZone UTC, extra_float_digits 1, bytea_output hex): it must give the
+-- same records as the Datum path, whatever this session's settings are.
+-- Each query lists the rows that differ: none.
+SELECT id FROM types_t t
+WHERE egress_preview_record(t)::text IS DISTINCT FROM egress_preview_record_via_text(t)::text;
+SELECT egress_preview_record_via_text(t) FROM types_t t WHERE id IN (1, 3) ORDER BY id;
+SELECT n_int8 FROM schema_t s
+WHERE egress_preview_record(s)::text IS DISTINCT FROM egress_preview_record_via_text(s)::text;
+-- floats over their whole range, subnormals included
+SELECT n FROM (SELECT n, sin(n) * 10.0::float8 ^ (n % 616 - 308) AS d,
+		(cos(n) * 10.0::float8 ^ (n % 76 - 37))::float4 AS r
+	FROM generate_series(1, 20000) n) v
+WHERE egress_preview_record(v)::text IS DISTINCT FROM egress_preview_record_via_text(v)::text;
+SELECT n FROM (VALUES
+	(1, '5e-324'::float8, '1.4e-45'::float4),
+	(2, 1.7976931348623157e308, 1e-7),
+	(3, 123456789012345678, 16777216),
+	(4, 0.30000000000000004, 0.3),
+	(5, -1e-5, 100),
+	(6, '-0'::float8, '-0'::float4),
+	(7, 2.2250738585072014e-308, '1e-40'::float4),
+	(8, 1/3::float8, (1/3::float8)::float4),
+	(9, 'NaN', '-Infinity')) v(n, d, r)
+WHERE egress_preview_record(v)::text IS DISTINCT FROM egress_preview_record_via_text(v)::text;
+-- dates, times and timestamps with every length of fraction, and intervals
+SELECT n FROM (SELECT n, ts, ts::timestamptz AS tstz, ts::date AS d, ts::time AS t,
+		ts::time::timetz AS ttz, ts - timestamp '2000-01-01' AS i,
+		ARRAY[ts::timestamptz, NULL] AS tstz_arr, ARRAY[ts - timestamp '1999-12-31 23:59:59.999'] AS i_arr
+	FROM (SELECT n, timestamp '0001-01-01' + (n * 104729 % 73) * interval '137 years' +
+			(n * 7919) * interval '1 second 17 milliseconds' +
+			(n % 7) * interval '1 microsecond' * 10 ^ (n % 6) AS ts
+		FROM generate_series(1, 3000) n) g) v
+WHERE egress_preview_record(v)::text IS DISTINCT FROM egress_preview_record_via_text(v)::text;
+SELECT egress_preview_record_via_text(v) FROM (VALUES
+	(1, timestamptz '2024-01-15 13:45:30.1+00', timestamp '2024-01-15 13:45:30.000001', time '13:45:30.12'),
+	(2, timestamptz '0001-01-01 00:00:00+00', timestamp '0044-03-15 12:00:00 BC', time '24:00:00'),
+	(3, timestamptz '10000-01-01 00:00:00+00', timestamp 'infinity', time '00:00:00.000001')) v(n, tstz, ts, t);
+-- domains and arrays over the types rendered from a Datum
+CREATE DOMAIN d_bool AS boolean;
+CREATE DOMAIN d_bytea AS bytea;
+CREATE DOMAIN d_tstz AS timestamptz;
+CREATE DOMAIN d_float AS float8;
+CREATE DOMAIN d_interval AS interval;
+CREATE DOMAIN d_json AS json;
+CREATE DOMAIN d_dates AS date[];
+CREATE TABLE domain_t (
+	id integer,
+	c_bool d_bool,
+	c_bytea d_bytea,
+	c_tstz d_tstz,
+	c_float d_float,
+	c_interval d_interval,
+	c_json d_json,
+	c_dates d_dates,
+	c_bool_arr boolean[],
+	c_bytea_arr bytea[],
+	c_float_arr float8[],
+	c_interval_arr interval[],
+	c_timetz_arr timetz[],
+	c_jsonb_arr jsonb[],
+	c_hstore_arr hstore[],
+	c_bit1_arr bit(1)[]
+);
+INSERT INTO domain_t VALUES
+	(1, true, '\xdeadBEEF', '2024-01-15 08:45:30.5-05', 0.1, '1 day -00:00:01.5',
+	 '{"a" : 1}', '{2024-01-15,infinity,NULL}', '{t,f,NULL}', '{"\\x00ff",""}',
+	 '{0.1,NaN,-Infinity,1e300}', '{"-1 years 2 mons","00:00:00.000001"}',
+	 '{"12:00:00+15:59:59","00:00:00-01"}', ARRAY['{"b": [1, 2]}'::jsonb, 'null'],
+	 ARRAY['a=>1'::hstore, NULL], '{1,0}'),
+	(2, false, '', 'infinity', 'NaN', '0', 'null', '{}', '{}', '{}', '{}', '{}',
+	 '{}', '{}', '{}', '{}'),
+	(3, NULL, NULL, NULL, '-Infinity', NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+	 NULL, NULL, NULL, NULL);
+SELECT id FROM domain_t t
+WHERE egress_preview_record(t)::text IS DISTINCT FROM egress_preview_record_via_text(t)::text;
+SELECT egress_preview_record_via_text(t) FROM domain_t t WHERE id = 1;
+
 -- errors
 SELECT egress_preview_schema(0);
 CREATE SEQUENCE types_seq;
 SELECT egress_preview_schema('types_seq');
 SELECT egress_preview_record(42);
 SELECT egress_preview_record('text'::text);
+SELECT egress_preview_record_via_text(42);
 -- STRICT: NULL in, NULL out
 SELECT egress_preview_schema(NULL) IS NULL AS null_schema,
-	egress_preview_record(NULL::types_t) IS NULL AS null_record;
+	egress_preview_record(NULL::types_t) IS NULL AS null_record,
+	egress_preview_record_via_text(NULL::types_t) IS NULL AS null_record_via_text;

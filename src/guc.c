@@ -15,6 +15,8 @@ int			egress_naptime_ms = 10000;
 int			egress_batch_max_rows = 100000;
 int			egress_batch_max_bytes_kb = 64 * 1024;
 int			egress_flush_interval_ms = 1000;
+int			egress_max_slot_lag_mb = 1024;
+int			egress_max_active_streams = 256;
 
 void
 egress_define_gucs(void)
@@ -71,6 +73,24 @@ egress_define_gucs(void)
 							1000, 1, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.max_slot_lag",
+							"WAL a pg_egress replication slot may hold before its streams are warned about or paused.",
+							"0 turns the guard off.",
+							&egress_max_slot_lag_mb,
+							1024, 0, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.max_active_streams",
+							"Streams whose live figures shared memory can hold at once.",
+							NULL,
+							&egress_max_active_streams,
+							256, 8, 65536,
+							PGC_POSTMASTER,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pg_egress");

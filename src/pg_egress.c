@@ -24,7 +24,7 @@ static Size
 egress_shmem_size(void)
 {
 	return add_size(offsetof(EgressShared, slots),
-					mul_size(egress_max_workers, sizeof(EgressWorkerSlot)));
+					mul_size(egress_max_active_streams, sizeof(EgressWorkerSlot)));
 }
 
 static void

@@ -7,6 +7,7 @@
 #define PG_EGRESS_H
 
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 
@@ -19,10 +20,16 @@ extern int	egress_naptime_ms;
 extern int	egress_batch_max_rows;
 extern int	egress_batch_max_bytes_kb;
 extern int	egress_flush_interval_ms;
+extern int	egress_max_slot_lag_mb;
+extern int	egress_max_active_streams;
 
 extern void egress_define_gucs(void);
 
-/* One slot per running sync worker: live figures shown by egress_streams. */
+/*
+ * One entry per stream a worker is serving (a sync worker serves one, a CDC
+ * worker all LOG_BASED streams of its destination): the live figures shown
+ * by egress_streams.
+ */
 typedef struct EgressWorkerSlot
 {
 	bool		in_use;
@@ -33,6 +40,7 @@ typedef struct EgressWorkerSlot
 	uint64		rows_sent;
 	uint64		bytes_sent;
 	uint64		batches_sent;
+	int64		lag_bytes;		/* CDC: WAL held by the slot, -1 unknown */
 	TimestampTz started_at;
 } EgressWorkerSlot;
 
@@ -41,6 +49,7 @@ typedef struct EgressShared
 	LWLock	   *lock;
 	PGPROC	   *launcher;		/* to wake the launcher */
 	PGPROC	   *dbworker;		/* to wake the database worker */
+	pg_atomic_uint32 config_gen;	/* bumped by every committed egress_* change */
 	int			nslots;
 	EgressWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } EgressShared;
@@ -51,13 +60,16 @@ extern EgressShared *egress_shared;
 extern void egress_shmem_init(void);
 extern void egress_wake_dbworker(void);
 extern void egress_wake_dbworker_at_commit(void);
-extern EgressWorkerSlot *egress_claim_slot(int32 stream_id);
+extern EgressWorkerSlot *egress_claim_slot(int32 stream_id, const char *phase);
 extern void egress_release_slot(EgressWorkerSlot *slot);
+extern void egress_set_phase(EgressWorkerSlot *slot, const char *phase);
 
 /* launcher.c, dbworker.c, sync.c: entry points named in bgw_function_name */
 extern void egress_register_launcher(void);
 extern PGDLLEXPORT void egress_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void egress_dbworker_main(Datum main_arg);
 extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
+extern PGDLLEXPORT void egress_cdc_main(Datum main_arg);
+extern void egress_record_stream_error(int32 stream_id, const char *message);
 
 #endif							/* PG_EGRESS_H */

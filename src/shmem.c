@@ -33,14 +33,15 @@ egress_shmem_init(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	egress_shared = ShmemInitStruct("pg_egress",
 									offsetof(EgressShared, slots) +
-									sizeof(EgressWorkerSlot) * egress_max_workers,
+									sizeof(EgressWorkerSlot) * egress_max_active_streams,
 									&found);
 	if (!found)
 	{
 		memset(egress_shared, 0, offsetof(EgressShared, slots) +
-			   sizeof(EgressWorkerSlot) * egress_max_workers);
+			   sizeof(EgressWorkerSlot) * egress_max_active_streams);
 		egress_shared->lock = &(GetNamedLWLockTranche("pg_egress"))->lock;
-		egress_shared->nslots = egress_max_workers;
+		egress_shared->nslots = egress_max_active_streams;
+		pg_atomic_init_u32(&egress_shared->config_gen, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -66,8 +67,12 @@ egress_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_at_commit)
+			if (wake_at_commit && egress_shared != NULL)
+			{
+				/* CDC workers notice this between rounds */
+				pg_atomic_fetch_add_u32(&egress_shared->config_gen, 1);
 				egress_wake_dbworker();
+			}
 			wake_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
@@ -96,7 +101,7 @@ egress_wake_dbworker_at_commit(void)
 
 /* Take a free slot for a sync worker; NULL when all are taken. */
 EgressWorkerSlot *
-egress_claim_slot(int32 stream_id)
+egress_claim_slot(int32 stream_id, const char *phase)
 {
 	EgressWorkerSlot *result = NULL;
 
@@ -112,13 +117,22 @@ egress_claim_slot(int32 stream_id)
 			slot->stream_id = stream_id;
 			slot->pid = MyProcPid;
 			slot->started_at = GetCurrentTimestamp();
-			strlcpy(slot->phase, "starting", sizeof(slot->phase));
+			slot->lag_bytes = -1;
+			strlcpy(slot->phase, phase, sizeof(slot->phase));
 			result = slot;
 			break;
 		}
 	}
 	LWLockRelease(egress_shared->lock);
 	return result;
+}
+
+void
+egress_set_phase(EgressWorkerSlot *slot, const char *phase)
+{
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	strlcpy(slot->phase, phase, sizeof(slot->phase));
+	LWLockRelease(egress_shared->lock);
 }
 
 void
@@ -144,8 +158,8 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 	for (int i = 0; i < egress_shared->nslots; i++)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
-		Datum		values[7];
-		bool		nulls[7] = {0};
+		Datum		values[8];
+		bool		nulls[8] = {0};
 
 		if (!slot->in_use)
 			continue;
@@ -156,6 +170,8 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 		values[4] = Int64GetDatum((int64) slot->bytes_sent);
 		values[5] = Int64GetDatum((int64) slot->batches_sent);
 		values[6] = TimestampTzGetDatum(slot->started_at);
+		values[7] = Int64GetDatum(slot->lag_bytes);
+		nulls[7] = slot->lag_bytes < 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(egress_shared->lock);

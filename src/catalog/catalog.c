@@ -151,3 +151,39 @@ egress_jsonb_get_int64(Jsonb *options, const char *key, int64 *result)
 												NumericGetDatum(v->val.numeric)));
 	return true;
 }
+
+static JsonbValue *
+jsonb_get(Jsonb *options, const char *key)
+{
+	JsonbValue	k;
+
+	if (options == NULL || !JB_ROOT_IS_OBJECT(options))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	return findJsonbValueFromContainer(&options->root, JB_FOBJECT, &k);
+}
+
+/* Boolean option from a jsonb object; false when absent. */
+bool
+egress_jsonb_get_bool(Jsonb *options, const char *key, bool *result)
+{
+	JsonbValue *v = jsonb_get(options, key);
+
+	if (v == NULL || v->type != jbvBool)
+		return false;
+	*result = v->val.boolean;
+	return true;
+}
+
+/* String option from a jsonb object (palloc'd); NULL when absent. */
+char *
+egress_jsonb_get_string(Jsonb *options, const char *key)
+{
+	JsonbValue *v = jsonb_get(options, key);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}

@@ -47,5 +47,7 @@ extern EgressStreamDef *egress_load_stream(int32 stream_id, MemoryContext caller
 
 /* option helpers */
 extern bool egress_jsonb_get_int64(Jsonb *options, const char *key, int64 *result);
+extern bool egress_jsonb_get_bool(Jsonb *options, const char *key, bool *result);
+extern char *egress_jsonb_get_string(Jsonb *options, const char *key);
 
 #endif							/* EGRESS_CATALOG_H */

@@ -9,7 +9,10 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
+#include "utils/rel.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -21,7 +24,9 @@
 #include "utils/lsyscache.h"
 
 #include "catalog/catalog.h"
+#include "decode/slot.h"
 #include "pg_egress.h"
+#include "replication/slot.h"
 
 PG_FUNCTION_INFO_V1(egress_add_destination);
 PG_FUNCTION_INFO_V1(egress_remove_destination);
@@ -39,13 +44,23 @@ typedef struct OptionSpec
 	const char *name;
 	enum
 	{
-		OPT_POSITIVE_INT
+		OPT_POSITIVE_INT,
+		OPT_BOOL,
+		OPT_LAG_POLICY,
+		OPT_SLOT_NAME
 	}			type;
 } OptionSpec;
 
 static const OptionSpec stream_options[] = {
 	{"batch_max_rows", OPT_POSITIVE_INT},
 	{"batch_max_bytes", OPT_POSITIVE_INT},
+	{"debug_lsn", OPT_BOOL},
+	{"lag_policy", OPT_LAG_POLICY},
+};
+
+static const OptionSpec file_destination_options[] = {
+	{"slot_name", OPT_SLOT_NAME},
+	{"drop_adopted_slot", OPT_BOOL},
 };
 
 static void
@@ -144,6 +159,28 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 
 		switch (spec->type)
 		{
+			case OPT_BOOL:
+				if (v.type != jbvBool)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be true or false", what, key)));
+				break;
+			case OPT_LAG_POLICY:
+				if (v.type != jbvString ||
+					!((v.val.string.len == 5 && strncmp(v.val.string.val, "pause", 5) == 0) ||
+					  (v.val.string.len == 8 && strncmp(v.val.string.val, "continue", 8) == 0)))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be \"pause\" or \"continue\"", what, key)));
+				break;
+			case OPT_SLOT_NAME:
+				if (v.type != jbvString)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a string", what, key)));
+				(void) ReplicationSlotValidateName(pnstrdup(v.val.string.val, v.val.string.len),
+												   ERROR);
+				break;
 			case OPT_POSITIVE_INT:
 				{
 					bool		ok = false;
@@ -229,6 +266,77 @@ parse_destination_url(const char *url, char **kind, char **location)
 			 errdetail("A destination URL starts with file://, http://, https://, s3:// or kinesis://.")));
 }
 
+/*
+ * UPDATEs and DELETEs of a LOG_BASED stream's table must say which row they
+ * change: a primary key, a replica identity index, or REPLICA IDENTITY
+ * FULL, on the table and (for a partitioned table) on every partition,
+ * since each partition logs its own replica identity.
+ */
+static void
+check_changes_keyed(Oid relid, const char *qualified)
+{
+	List	   *rels = find_all_inheritors(relid, AccessShareLock, NULL);
+	ListCell   *lc;
+
+	foreach(lc, rels)
+	{
+		Relation	rel = relation_open(lfirst_oid(lc), NoLock);
+		char		ident = rel->rd_rel->relreplident;
+		bool		keyed;
+
+		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && lfirst_oid(lc) != relid)
+			keyed = true;		/* holds no rows itself */
+		else if (ident == REPLICA_IDENTITY_FULL || ident == REPLICA_IDENTITY_INDEX)
+			keyed = true;
+		else if (ident == REPLICA_IDENTITY_DEFAULT)
+			keyed = OidIsValid(RelationGetPrimaryKeyIndex(rel));
+		else
+			keyed = false;
+		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && lfirst_oid(lc) == relid &&
+			list_length(rels) > 1 && ident != REPLICA_IDENTITY_NOTHING)
+			keyed = true;		/* its partitions decide */
+		if (!keyed)
+		{
+			char	   *name = pstrdup(RelationGetRelationName(rel));
+
+			relation_close(rel, NoLock);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot stream changes of \"%s\": updates and deletes of \"%s\" cannot be keyed",
+							qualified, name),
+					 errdetail("The table has no primary key and its replica identity is not FULL."),
+					 errhint("Add a primary key, or run ALTER TABLE ... REPLICA IDENTITY FULL.")));
+		}
+		relation_close(rel, NoLock);
+	}
+}
+
+/*
+ * The destination's slot can be used or made, and one more slot is free
+ * for the initial sync's snapshot.
+ */
+static void
+check_slot_available(const char *dest, const char *slot_name)
+{
+	char	   *plugin = NULL;
+	Oid			dboid = InvalidOid;
+	bool		exists = egress_slot_lookup(slot_name, &plugin, &dboid);
+	int			needed = exists ? 1 : 2;
+
+	if (exists && (strcmp(plugin, EGRESS_PLUGIN) != 0 || dboid != MyDatabaseId))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"", slot_name, dest),
+				 errdetail("pg_egress needs a slot of this database with plugin wal2json; it has plugin \"%s\".",
+						   plugin)));
+	if (egress_free_slots() < needed)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no free replication slot for a LOG_BASED stream of destination \"%s\"", dest),
+				 errdetail("%d free replication slots are needed, %d are free.", needed, egress_free_slots()),
+				 errhint("Raise max_replication_slots: pg_egress uses one slot per destination and one more while an initial sync runs.")));
+}
+
 Datum
 egress_add_destination(PG_FUNCTION_ARGS)
 {
@@ -250,7 +358,8 @@ egress_add_destination(PG_FUNCTION_ARGS)
 
 	validate_name("destination", name);
 	parse_destination_url(url, &kind, &location);
-	validate_options(options, NULL, 0, "destination");
+	validate_options(options, file_destination_options,
+					 lengthof(file_destination_options), "destination");
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
 
@@ -336,6 +445,13 @@ egress_remove_destination(PG_FUNCTION_ARGS)
 		egress_catalog_exec("DELETE FROM egress.stream WHERE destination = $1",
 							1, argtypes, values, NULL, false);
 	}
+	/* its slot goes after commit, by the database worker */
+	egress_catalog_exec("INSERT INTO egress.dropped_slot (slot_name) "
+						"SELECT slot_name FROM egress.destination WHERE name = $1 "
+						"AND slot_name IS NOT NULL AND (slot_owned OR "
+						"coalesce((options->>'drop_adopted_slot')::boolean, false)) "
+						"ON CONFLICT DO NOTHING",
+						1, argtypes, values, NULL, false);
 	egress_catalog_exec("DELETE FROM egress.destination WHERE name = $1",
 						1, argtypes, values, NULL, false);
 	egress_catalog_exit(&guard);
@@ -406,12 +522,13 @@ egress_add_stream(PG_FUNCTION_ARGS)
 	/* the method */
 	if (pg_strcasecmp(method, "FULL_TABLE") == 0)
 		method = "FULL_TABLE";
-	else if (pg_strcasecmp(method, "INCREMENTAL") == 0 ||
-			 pg_strcasecmp(method, "LOG_BASED") == 0)
+	else if (pg_strcasecmp(method, "LOG_BASED") == 0)
+		method = "LOG_BASED";
+	else if (pg_strcasecmp(method, "INCREMENTAL") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("replication method \"%s\" is not supported in this release", method),
-				 errhint("Use FULL_TABLE.")));
+				 errhint("Use FULL_TABLE or LOG_BASED.")));
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -421,6 +538,17 @@ egress_add_stream(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("replication_key is only valid for INCREMENTAL streams")));
+	if (strcmp(method, "LOG_BASED") == 0)
+	{
+		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("cannot stream changes of \"%s\"", qualified),
+					 errdetail("LOG_BASED streams read tables and partitioned tables."),
+					 errhint("Use FULL_TABLE for views, materialized views and foreign tables.")));
+		egress_check_decoding_possible();
+		check_changes_keyed(relid, qualified);
+	}
 
 	validate_options(options, stream_options, lengthof(stream_options), "stream");
 
@@ -435,7 +563,8 @@ egress_add_stream(PG_FUNCTION_ARGS)
 
 	/* the destination: exists, the caller may use it */
 	values[0] = CStringGetTextDatum(dest);
-	if (egress_catalog_exec("SELECT owner::oid, kind FROM egress.destination WHERE name = $1 FOR SHARE",
+	if (egress_catalog_exec("SELECT owner::oid, kind, coalesce(slot_name::text, options->>'slot_name', "
+							"'pg_egress_' || name) FROM egress.destination WHERE name = $1 FOR SHARE",
 							1, argtypes, values, NULL, false) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -444,6 +573,8 @@ egress_add_stream(PG_FUNCTION_ARGS)
 	dest_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 1, &isnull));
 	dest_kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (strcmp(method, "LOG_BASED") == 0)
+		check_slot_available(dest, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
 	if (!has_privs_of_role(caller, dest_owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

@@ -6,6 +6,11 @@
  * relation, egress_preview_record(anyelement) the Singer record object of
  * a row.  Both go through singer_types.c, the map every sync path uses, so
  * what they show is what a stream sends.
+ *
+ * egress_preview_record_via_text(anyelement) renders the row the way the
+ * CDC path does, from each value's output text (as wal2json prints it in
+ * the worker's pinned session) through egress_column_value_text; the
+ * tests check that both give the same record.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -18,6 +23,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -27,6 +33,7 @@
 
 PG_FUNCTION_INFO_V1(egress_preview_schema);
 PG_FUNCTION_INFO_V1(egress_preview_record);
+PG_FUNCTION_INFO_V1(egress_preview_record_via_text);
 
 /*
  * Per-call-site cache of egress_preview_record, in fn_extra: the row type
@@ -42,6 +49,10 @@ typedef struct PreviewRecordCache
 	char	  **keys;			/* "name": per attribute, NULL if dropped */
 	Datum	   *values;
 	bool	   *nulls;
+	FmgrInfo   *outfuncs;		/* output function of each attribute's
+								 * declared type, for the text path; set up
+								 * on first use */
+	char	  **texts;
 } PreviewRecordCache;
 
 /*
@@ -157,11 +168,12 @@ build_record_cache(FunctionCallInfo fcinfo, Oid typid, int32 typmod)
 }
 
 /*
- * egress_preview_record
- *		The Singer record object of a row value.
+ * deform_row_argument
+ *		Check that the first argument is a row value, set up the call site's
+ *		cache for its type and deform it into cache->values/nulls.
  */
-Datum
-egress_preview_record(PG_FUNCTION_ARGS)
+static PreviewRecordCache *
+deform_row_argument(FunctionCallInfo fcinfo, const char *funcname)
 {
 	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
 	HeapTupleHeader td;
@@ -169,18 +181,16 @@ egress_preview_record(PG_FUNCTION_ARGS)
 	int32		typmod;
 	PreviewRecordCache *cache;
 	HeapTupleData tuple;
-	StringInfoData buf;
-	bool		first = true;
-	int			i;
 
 	if (!OidIsValid(argtype) || !type_is_rowtype(argtype))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("argument of egress_preview_record must be a row value"),
+				 errmsg("argument of %s must be a row value", funcname),
 				 OidIsValid(argtype) ?
 				 errdetail("Type %s is not a composite type.",
 						   format_type_be(argtype)) : 0,
-				 errhint("Pass a table row, as in SELECT egress_preview_record(t) FROM t.")));
+				 errhint("Pass a table row, as in SELECT %s(t) FROM t.",
+						 funcname)));
 
 	td = PG_GETARG_HEAPTUPLEHEADER(0);
 	typid = HeapTupleHeaderGetTypeId(td);
@@ -199,6 +209,23 @@ egress_preview_record(PG_FUNCTION_ARGS)
 	tuple.t_data = td;
 	heap_deform_tuple(&tuple, cache->tupdesc, cache->values, cache->nulls);
 
+	return cache;
+}
+
+/*
+ * egress_preview_record
+ *		The Singer record object of a row value.
+ */
+Datum
+egress_preview_record(PG_FUNCTION_ARGS)
+{
+	PreviewRecordCache *cache;
+	StringInfoData buf;
+	bool		first = true;
+	int			i;
+
+	cache = deform_row_argument(fcinfo, "egress_preview_record");
+
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '{');
 	for (i = 0; i < cache->tupdesc->natts; i++)
@@ -211,6 +238,94 @@ egress_preview_record(PG_FUNCTION_ARGS)
 		appendStringInfoString(&buf, cache->keys[i]);
 		egress_column_value(&buf, &cache->columns[i], cache->values[i],
 							cache->nulls[i]);
+	}
+	appendStringInfoChar(&buf, '}');
+
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+}
+
+/*
+ * egress_preview_record_via_text
+ *		The Singer record object of a row value, rendered from the values'
+ *		output text as the CDC path renders wal2json's values.
+ *
+ * Every value is printed with its type's output function under the
+ * settings the CDC worker pins (the caller's settings are restored
+ * afterwards), then rendered with egress_column_value_text in the caller's
+ * session.
+ */
+Datum
+egress_preview_record_via_text(PG_FUNCTION_ARGS)
+{
+	PreviewRecordCache *cache;
+	TupleDesc	tupdesc;
+	StringInfoData buf;
+	bool		first = true;
+	int			nestlevel;
+	int			i;
+
+	cache = deform_row_argument(fcinfo, "egress_preview_record_via_text");
+	tupdesc = cache->tupdesc;
+
+	if (cache->outfuncs == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		cache->outfuncs = (FmgrInfo *) palloc0(Max(tupdesc->natts, 1) * sizeof(FmgrInfo));
+		cache->texts = (char **) palloc0(Max(tupdesc->natts, 1) * sizeof(char *));
+		for (i = 0; i < tupdesc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+			Oid			typoutput;
+			bool		typisvarlena;
+
+			if (att->attisdropped)
+				continue;
+			/* the declared type's, as wal2json does; a domain has its base's */
+			getTypeOutputInfo(att->atttypid, &typoutput, &typisvarlena);
+			fmgr_info_cxt(typoutput, &cache->outfuncs[i], fcinfo->flinfo->fn_mcxt);
+		}
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("DateStyle", "ISO, MDY",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("IntervalStyle", "postgres",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("TimeZone", "UTC",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "1",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("bytea_output", "hex",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		if (cache->keys[i] == NULL || cache->nulls[i])
+			cache->texts[i] = NULL;
+		else
+			cache->texts[i] = OutputFunctionCall(&cache->outfuncs[i],
+												 cache->values[i]);
+	}
+	AtEOXact_GUC(true, nestlevel);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		if (cache->keys[i] == NULL)
+			continue;
+		if (!first)
+			appendStringInfoChar(&buf, ',');
+		first = false;
+		appendStringInfoString(&buf, cache->keys[i]);
+		egress_column_value_text(&buf, &cache->columns[i], cache->texts[i],
+								 cache->nulls[i]);
 	}
 	appendStringInfoChar(&buf, '}');
 

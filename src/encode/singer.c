@@ -47,15 +47,11 @@ primary_key_columns(Relation rel)
 	return result;
 }
 
-/*
- * Describe a relation as a Singer stream, in CurrentMemoryContext.  The
- * caller holds a lock on the relation or accepts that it may change.
- */
-EgressSingerStream *
-egress_singer_stream_for_relation(Oid relid)
+/* Describe an open relation as a Singer stream, in CurrentMemoryContext. */
+static EgressSingerStream *
+stream_for_rel(Relation rel, bool log_based, bool debug_lsn)
 {
 	EgressSingerStream *st = palloc0(sizeof(EgressSingerStream));
-	Relation	rel = relation_open(relid, AccessShareLock);
 	TupleDesc	desc = RelationGetDescr(rel);
 	StringInfoData buf;
 	int			n = 0;
@@ -81,7 +77,8 @@ egress_singer_stream_for_relation(Oid relid)
 		rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE ||
 		rel->rd_rel->relkind == RELKIND_MATVIEW)
 		st->key_properties = primary_key_columns(rel);
-	relation_close(rel, NoLock);
+	st->log_based = log_based;
+	st->debug_lsn = debug_lsn;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"type\":\"object\",\"properties\":{");
@@ -93,14 +90,45 @@ egress_singer_stream_for_relation(Oid relid)
 		appendStringInfoChar(&buf, ':');
 		egress_column_schema(&buf, &st->columns[i]);
 	}
+	if (log_based)
+		appendStringInfoString(&buf, ",\"_sdc_deleted_at\":{\"type\":[\"null\",\"string\"],\"format\":\"date-time\"}");
+	if (log_based && debug_lsn)
+		appendStringInfoString(&buf, ",\"_sdc_lsn\":{\"type\":[\"null\",\"string\"]}");
 	appendStringInfoString(&buf, "}}");
 	st->schema_json = buf.data;
 	return st;
 }
 
+/* Describe a relation as a Singer stream, in CurrentMemoryContext. */
+EgressSingerStream *
+egress_singer_stream_for_relation(Oid relid, bool log_based, bool debug_lsn)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	EgressSingerStream *st = stream_for_rel(rel, log_based, debug_lsn);
+
+	relation_close(rel, NoLock);
+	return st;
+}
+
+/*
+ * The same, taking no lock: for logical decoding, where the relation is
+ * seen as of the change being decoded and a lock could wait on DDL.
+ */
+EgressSingerStream *
+egress_singer_stream_for_relation_nolock(Oid relid, bool log_based, bool debug_lsn)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	EgressSingerStream *st;
+
+	if (!RelationIsValid(rel))
+		elog(ERROR, "could not open relation with OID %u", relid);
+	st = stream_for_rel(rel, log_based, debug_lsn);
+	RelationClose(rel);
+	return st;
+}
+
 void
-egress_singer_schema(StringInfo buf, EgressSingerStream *st,
-					 const char *bookmark_property)
+egress_singer_schema(StringInfo buf, EgressSingerStream *st)
 {
 	ListCell   *lc;
 	bool		first = true;
@@ -117,21 +145,35 @@ egress_singer_schema(StringInfo buf, EgressSingerStream *st,
 		escape_json(buf, (char *) lfirst(lc));
 		first = false;
 	}
-	appendStringInfoString(buf, "],\"bookmark_properties\":[");
-	if (bookmark_property)
-		escape_json(buf, bookmark_property);
-	appendStringInfoString(buf, "]}\n");
+	appendStringInfoString(buf, st->log_based ?
+						   "],\"bookmark_properties\":[\"lsn\"]}\n" :
+						   "],\"bookmark_properties\":[]}\n");
+}
+
+void
+egress_singer_record_open(StringInfo buf, EgressSingerStream *st)
+{
+	appendStringInfoString(buf, "{\"type\":\"RECORD\",\"stream\":");
+	escape_json(buf, st->stream_id);
+	appendStringInfoString(buf, ",\"record\":{");
+}
+
+/* time_extracted is already a quoted JSON string */
+void
+egress_singer_record_close(StringInfo buf, int64 version, const char *time_extracted)
+{
+	appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s}\n",
+					 version, time_extracted);
 }
 
 /* values/isnull are indexed by attnum - 1, as in a deformed tuple. */
 void
 egress_singer_record(StringInfo buf, EgressSingerStream *st,
 					 Datum *values, bool *isnull,
-					 int64 version, const char *time_extracted)
+					 int64 version, const char *time_extracted,
+					 const char *extra)
 {
-	appendStringInfoString(buf, "{\"type\":\"RECORD\",\"stream\":");
-	escape_json(buf, st->stream_id);
-	appendStringInfoString(buf, ",\"record\":{");
+	egress_singer_record_open(buf, st);
 	for (int i = 0; i < st->ncolumns; i++)
 	{
 		int			a = st->attnums[i] - 1;
@@ -142,9 +184,9 @@ egress_singer_record(StringInfo buf, EgressSingerStream *st,
 		appendStringInfoChar(buf, ':');
 		egress_column_value(buf, &st->columns[i], values[a], isnull[a]);
 	}
-	/* time_extracted is already a quoted JSON string */
-	appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s}\n",
-					 version, time_extracted);
+	if (extra)
+		appendStringInfoString(buf, extra);
+	egress_singer_record_close(buf, version, time_extracted);
 }
 
 void
@@ -164,18 +206,39 @@ egress_singer_bookmark_full_table(StringInfo buf, int64 version)
 					 version);
 }
 
+/* ... and for a LOG_BASED one: the LSN as an integer, as the tap has it. */
 void
-egress_singer_state_full_table(StringInfo buf, EgressSingerStream *st,
-							   bool currently_syncing, int64 version)
+egress_singer_bookmark_log_based(StringInfo buf, XLogRecPtr lsn, int64 version)
+{
+	appendStringInfo(buf,
+					 "{\"last_replication_method\":\"LOG_BASED\",\"lsn\":" UINT64_FORMAT ",\"version\":" INT64_FORMAT ",\"xmin\":null}",
+					 (uint64) lsn, version);
+}
+
+void
+egress_singer_state_open(StringInfo buf, const char *currently_syncing)
 {
 	appendStringInfoString(buf, "{\"type\":\"STATE\",\"value\":{\"currently_syncing\":");
 	if (currently_syncing)
-		escape_json(buf, st->stream_id);
+		escape_json(buf, currently_syncing);
 	else
 		appendStringInfoString(buf, "null");
 	appendStringInfoString(buf, ",\"bookmarks\":{");
-	escape_json(buf, st->stream_id);
+}
+
+void
+egress_singer_state_add(StringInfo buf, const char *stream_id,
+						const char *bookmark_json, bool first)
+{
+	if (!first)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, stream_id);
 	appendStringInfoChar(buf, ':');
-	egress_singer_bookmark_full_table(buf, version);
+	appendStringInfoString(buf, bookmark_json);
+}
+
+void
+egress_singer_state_close(StringInfo buf)
+{
 	appendStringInfoString(buf, "}}}\n");
 }

@@ -7,6 +7,7 @@
 #define EGRESS_SINGER_H
 
 #include "access/tupdesc.h"
+#include "access/xlogdefs.h"
 #include "encode/singer_types.h"
 #include "nodes/pg_list.h"
 
@@ -18,20 +19,39 @@ typedef struct EgressSingerStream
 	EgressColumn *columns;		/* non-dropped columns, in attnum order */
 	AttrNumber *attnums;		/* their attribute numbers in the tuple */
 	List	   *key_properties; /* column names (char *) of the primary key */
+	bool		log_based;		/* declares _sdc_deleted_at, bookmark "lsn" */
+	bool		debug_lsn;		/* declares _sdc_lsn */
 	char	   *schema_json;	/* the "schema" object, built once */
 } EgressSingerStream;
 
-extern EgressSingerStream *egress_singer_stream_for_relation(Oid relid);
+extern EgressSingerStream *egress_singer_stream_for_relation(Oid relid, bool log_based,
+															 bool debug_lsn);
+extern EgressSingerStream *egress_singer_stream_for_relation_nolock(Oid relid, bool log_based,
+																	bool debug_lsn);
 
-extern void egress_singer_schema(StringInfo buf, EgressSingerStream *st,
-								 const char *bookmark_property);
+extern void egress_singer_schema(StringInfo buf, EgressSingerStream *st);
+
+/* A RECORD from a deformed tuple; extra is appended inside "record" (or NULL). */
 extern void egress_singer_record(StringInfo buf, EgressSingerStream *st,
 								 Datum *values, bool *isnull,
-								 int64 version, const char *time_extracted);
+								 int64 version, const char *time_extracted,
+								 const char *extra);
+/* A RECORD built piecewise: open, then "key":value pairs, then close. */
+extern void egress_singer_record_open(StringInfo buf, EgressSingerStream *st);
+extern void egress_singer_record_close(StringInfo buf, int64 version,
+									   const char *time_extracted);
+
 extern void egress_singer_activate_version(StringInfo buf, EgressSingerStream *st,
 										   int64 version);
-extern void egress_singer_state_full_table(StringInfo buf, EgressSingerStream *st,
-										   bool currently_syncing, int64 version);
+
+/* STATE: open, one bookmark per stream, close. */
+extern void egress_singer_state_open(StringInfo buf, const char *currently_syncing);
+extern void egress_singer_state_add(StringInfo buf, const char *stream_id,
+									const char *bookmark_json, bool first);
+extern void egress_singer_state_close(StringInfo buf);
+
 extern void egress_singer_bookmark_full_table(StringInfo buf, int64 version);
+extern void egress_singer_bookmark_log_based(StringInfo buf, XLogRecPtr lsn,
+											 int64 version);
 
 #endif							/* EGRESS_SINGER_H */

@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <math.h>
 
 #include "catalog/dependency.h"
@@ -62,6 +63,7 @@
 #define NUMERIC_TYPMOD_SCALE(typmod) \
 	(((((typmod) - VARHDRSZ) & 0x7ff) ^ 1024) - 1024)
 
+static void setup_input(EgressColumn *col);
 static bool lookup_hstore_to_json(Oid typid, FmgrInfo *finfo);
 static void append_type_list(StringInfo buf, bool nullable,
 							 const char *type1, const char *type2);
@@ -75,6 +77,11 @@ static void append_bytea(StringInfo buf, Datum value);
 static void append_array(StringInfo buf, EgressColumn *col, Datum value);
 static void compact_json_tail(StringInfo buf, int start);
 static char *put_digits(char *p, int value, int ndigits);
+static bool is_special_number(const char *text);
+static int	scan_time_text(const char *text, int *fraclen);
+static void append_fraction6(StringInfo buf, const char *frac, int fraclen);
+static bool append_datetime_text(StringInfo buf, EgressColumn *col,
+								 const char *text);
 
 
 /*
@@ -112,6 +119,7 @@ egress_column_init(EgressColumn *col, const char *name,
 		/* an array column's typmod applies to its elements */
 		col->elem = (EgressColumn *) palloc(sizeof(EgressColumn));
 		egress_column_init(col->elem, NULL, elemtypid, basetypmod, false);
+		setup_input(col);
 		return;
 	}
 
@@ -129,39 +137,50 @@ egress_column_init(EgressColumn *col, const char *name,
 			return;
 		case BOOLOID:
 			col->kind = EGRESS_KIND_BOOL;
+			setup_input(col);
 			return;
 		case DATEOID:
 			col->kind = EGRESS_KIND_DATE;
+			setup_input(col);
 			return;
 		case TIMESTAMPOID:
 			col->kind = EGRESS_KIND_TIMESTAMP;
+			setup_input(col);
 			return;
 		case TIMESTAMPTZOID:
 			col->kind = EGRESS_KIND_TIMESTAMPTZ;
+			setup_input(col);
 			return;
 		case TIMEOID:
 			col->kind = EGRESS_KIND_TIME;
+			setup_input(col);
 			return;
 		case TIMETZOID:
 			col->kind = EGRESS_KIND_TIMETZ;
+			setup_input(col);
 			return;
 		case JSONOID:
 			col->kind = EGRESS_KIND_JSON;
+			setup_input(col);
 			return;
 		case JSONBOID:
 			col->kind = EGRESS_KIND_JSONB;
+			setup_input(col);
 			return;
 		case INTERVALOID:
 			col->kind = EGRESS_KIND_INTERVAL;
+			setup_input(col);
 			return;
 		case BYTEAOID:
 			col->kind = EGRESS_KIND_BYTEA;
+			setup_input(col);
 			return;
 		case BITOID:
 			/* only bit(1) is a boolean; bit(n) is a string of digits */
 			if (basetypmod == 1)
 			{
 				col->kind = EGRESS_KIND_BIT1;
+				setup_input(col);
 				return;
 			}
 			break;
@@ -174,6 +193,7 @@ egress_column_init(EgressColumn *col, const char *name,
 			if (lookup_hstore_to_json(basetypid, &col->outfunc))
 			{
 				col->kind = EGRESS_KIND_HSTORE;
+				setup_input(col);
 				return;
 			}
 			break;
@@ -181,6 +201,22 @@ egress_column_init(EgressColumn *col, const char *name,
 
 	getTypeOutputInfo(basetypid, &typoutput, &typisvarlena);
 	fmgr_info_cxt(typoutput, &col->outfunc, CurrentMemoryContext);
+}
+
+/*
+ * setup_input
+ *		Look up the input function of the column's base type, with which
+ *		egress_column_value_text turns text back into a Datum.
+ */
+static void
+setup_input(EgressColumn *col)
+{
+	Oid			typinput;
+
+	getTypeInputInfo(col->basetypid, &typinput, &col->typioparam);
+	fmgr_info_cxt(typinput, &col->infunc, CurrentMemoryContext);
+	col->typbyval = get_typbyval(col->basetypid);
+	col->has_infunc = true;
 }
 
 /*
@@ -583,6 +619,275 @@ egress_column_value(StringInfo buf, EgressColumn *col,
 			}
 			break;
 	}
+}
+
+/*
+ * egress_column_value_text
+ *		Append the JSON rendering of one value given as its output text.
+ *
+ * Where the text already is the rendering (integers, numeric, floats,
+ * strings) or can be rearranged into it without doubt (booleans, bit(1),
+ * json, jsonb, bytea in hex, and dates, timestamps and times of four-digit
+ * years in ISO format), it is used directly; anything else goes through
+ * the type's input function and egress_column_value, so the result is the
+ * same as for the Datum.
+ */
+void
+egress_column_value_text(StringInfo buf, EgressColumn *col,
+						 const char *text, bool isnull)
+{
+	Datum		value;
+
+	if (isnull || text == NULL)
+	{
+		appendBinaryStringInfo(buf, "null", 4);
+		return;
+	}
+
+	switch (col->kind)
+	{
+		case EGRESS_KIND_INTEGER:
+			appendStringInfoString(buf, text);
+			return;
+
+		case EGRESS_KIND_NUMERIC:
+		case EGRESS_KIND_FLOAT:
+
+			/*
+			 * numeric_out prints plain decimal digits, float4out/float8out
+			 * with extra_float_digits > 0 the shortest round-trip text,
+			 * which is what egress_column_value prints; JSON numbers must
+			 * be finite.
+			 */
+			if (is_special_number(text))
+				appendBinaryStringInfo(buf, "null", 4);
+			else
+				appendStringInfoString(buf, text);
+			return;
+
+		case EGRESS_KIND_STRING:
+			escape_json(buf, text);
+			return;
+
+		case EGRESS_KIND_BOOL:
+			/* boolout prints t or f */
+			if (text[0] == 't' && text[1] == '\0')
+			{
+				appendBinaryStringInfo(buf, "true", 4);
+				return;
+			}
+			if (text[0] == 'f' && text[1] == '\0')
+			{
+				appendBinaryStringInfo(buf, "false", 5);
+				return;
+			}
+			break;
+
+		case EGRESS_KIND_BIT1:
+			if (text[0] == '1' && text[1] == '\0')
+			{
+				appendBinaryStringInfo(buf, "true", 4);
+				return;
+			}
+			if (text[0] == '0' && text[1] == '\0')
+			{
+				appendBinaryStringInfo(buf, "false", 5);
+				return;
+			}
+			break;
+
+		case EGRESS_KIND_DATE:
+		case EGRESS_KIND_TIMESTAMP:
+		case EGRESS_KIND_TIMESTAMPTZ:
+		case EGRESS_KIND_TIME:
+			if (append_datetime_text(buf, col, text))
+				return;
+			break;
+
+		case EGRESS_KIND_JSON:
+		case EGRESS_KIND_JSONB:
+			{
+				int			start = buf->len;
+
+				/*
+				 * json_out returns the stored text and jsonb_out the text of
+				 * JsonbToCString, both exactly what egress_column_value
+				 * appends before compacting.
+				 */
+				appendStringInfoString(buf, text);
+				compact_json_tail(buf, start);
+			}
+			return;
+
+		case EGRESS_KIND_BYTEA:
+			{
+				size_t		len = strlen(text);
+
+				/* byteaout's hex format: \x and lower-case hex digits */
+				if (len >= 2 && text[0] == '\\' && text[1] == 'x' &&
+					strspn(text + 2, "0123456789abcdef") == len - 2)
+				{
+					appendBinaryStringInfo(buf, "\"\\\\", 3);
+					appendBinaryStringInfo(buf, text + 1, len - 1);
+					appendStringInfoChar(buf, '"');
+					return;
+				}
+			}
+			break;
+
+		case EGRESS_KIND_TIMETZ:
+		case EGRESS_KIND_INTERVAL:
+		case EGRESS_KIND_HSTORE:
+		case EGRESS_KIND_ARRAY:
+			break;
+	}
+
+	/* the rest: back to a Datum, with the column's typmod */
+	Assert(col->has_infunc);
+	value = InputFunctionCall(&col->infunc, unconstify(char *, text),
+							  col->typioparam, col->basetypmod);
+	egress_column_value(buf, col, value, false);
+	if (!col->typbyval)
+		pfree(DatumGetPointer(value));
+}
+
+/*
+ * is_special_number
+ *		Whether a numeric or float output text is NaN or an infinity.
+ */
+static bool
+is_special_number(const char *text)
+{
+	return text[0] == 'N' || text[0] == 'I' ||
+		(text[0] == '-' && text[1] == 'I');
+}
+
+/*
+ * scan_time_text
+ *		Match "HH:MM:SS" with an optional fraction of 1-6 digits that are not
+ *		all zeros (as time_out and timestamp_out print it) at the start of
+ *		text.  Returns the length matched, or -1; *fraclen is the number of
+ *		fraction digits.
+ */
+static int
+scan_time_text(const char *text, int *fraclen)
+{
+	int			i;
+	bool		nonzero = false;
+
+	for (i = 0; i < 8; i++)
+	{
+		if (i == 2 || i == 5)
+		{
+			if (text[i] != ':')
+				return -1;
+		}
+		else if (!isdigit((unsigned char) text[i]))
+			return -1;
+	}
+	*fraclen = 0;
+	if (text[8] != '.')
+		return 8;
+	for (i = 9; isdigit((unsigned char) text[i]); i++)
+	{
+		if (text[i] != '0')
+			nonzero = true;
+	}
+	*fraclen = i - 9;
+	if (*fraclen < 1 || *fraclen > 6 || !nonzero)
+		return -1;
+	return i;
+}
+
+/*
+ * append_fraction6
+ *		Append "." and the fraction digits padded to six with zeros, as
+ *		egress_column_value prints microseconds.
+ */
+static void
+append_fraction6(StringInfo buf, const char *frac, int fraclen)
+{
+	char		out[7];
+
+	out[0] = '.';
+	memcpy(out + 1, frac, fraclen);
+	memset(out + 1 + fraclen, '0', 6 - fraclen);
+	appendBinaryStringInfo(buf, out, 7);
+}
+
+/*
+ * append_datetime_text
+ *		The fast path for the ISO output of date ("YYYY-MM-DD"), timestamp
+ *		("YYYY-MM-DD HH:MM:SS[.f]"), timestamptz (the same with "+00", for
+ *		TimeZone UTC) and time ("HH:MM:SS[.f]").  A four-digit year without
+ *		BC is inside the range egress_column_value prints as it is.  Returns
+ *		false, having appended nothing, for any other text.
+ */
+static bool
+append_datetime_text(StringInfo buf, EgressColumn *col, const char *text)
+{
+	int			fraclen;
+	int			timelen;
+	int			i;
+
+	if (col->kind == EGRESS_KIND_TIME)
+	{
+		timelen = scan_time_text(text, &fraclen);
+		if (timelen < 0 || text[timelen] != '\0')
+			return false;
+		appendStringInfoChar(buf, '"');
+		appendBinaryStringInfo(buf, text, 8);
+		if (fraclen > 0)
+			append_fraction6(buf, text + 9, fraclen);
+		appendStringInfoChar(buf, '"');
+		return true;
+	}
+
+	/* YYYY-MM-DD, year 0001-9999 */
+	for (i = 0; i < 10; i++)
+	{
+		if (i == 4 || i == 7)
+		{
+			if (text[i] != '-')
+				return false;
+		}
+		else if (!isdigit((unsigned char) text[i]))
+			return false;
+	}
+	if (memcmp(text, "0000", 4) == 0)
+		return false;
+
+	if (col->kind == EGRESS_KIND_DATE)
+	{
+		if (text[10] != '\0')
+			return false;
+		appendStringInfoChar(buf, '"');
+		appendBinaryStringInfo(buf, text, 10);
+		appendBinaryStringInfo(buf, "T00:00:00" EGRESS_UTC_SUFFIX "\"", 16);
+		return true;
+	}
+
+	if (text[10] != ' ')
+		return false;
+	timelen = scan_time_text(text + 11, &fraclen);
+	if (timelen < 0)
+		return false;
+	if (col->kind == EGRESS_KIND_TIMESTAMPTZ)
+	{
+		if (strcmp(text + 11 + timelen, "+00") != 0)
+			return false;
+	}
+	else if (text[11 + timelen] != '\0')
+		return false;
+
+	appendStringInfoChar(buf, '"');
+	appendBinaryStringInfo(buf, text, 10);
+	appendStringInfoChar(buf, 'T');
+	appendBinaryStringInfo(buf, text + 11, 8);
+	if (fraclen > 0)
+		append_fraction6(buf, text + 20, fraclen);
+	appendBinaryStringInfo(buf, EGRESS_UTC_SUFFIX "\"", 7);
+	return true;
 }
 
 /*

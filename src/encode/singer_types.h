@@ -52,6 +52,16 @@ typedef struct EgressColumn
 	int16		elmlen;
 	bool		elmbyval;
 	char		elmalign;
+
+	/*
+	 * Input function of basetypid, for egress_column_value_text; set up for
+	 * the kinds that are rendered from a Datum (not for integers, numeric,
+	 * floats and strings, whose text is the rendering).
+	 */
+	bool		has_infunc;
+	FmgrInfo	infunc;
+	Oid			typioparam;
+	bool		typbyval;
 } EgressColumn;
 
 /*
@@ -67,6 +77,17 @@ extern void egress_column_schema(StringInfo buf, const EgressColumn *col);
 /* Append the JSON rendering of one value (null when isnull). */
 extern void egress_column_value(StringInfo buf, EgressColumn *col,
 								Datum value, bool isnull);
+
+/*
+ * Append the JSON rendering of one value given as the text the type's output
+ * function printed, byte-identical to egress_column_value on the Datum.  The
+ * text must come from a session with DateStyle ISO, IntervalStyle postgres,
+ * TimeZone UTC, extra_float_digits 1 (or more) and bytea_output hex, as in
+ * the CDC worker; this function's result does not depend on the settings
+ * of the session it runs in.
+ */
+extern void egress_column_value_text(StringInfo buf, EgressColumn *col,
+									 const char *text, bool isnull);
 
 /* Append a quoted RFC 3339 UTC timestamp "YYYY-MM-DDTHH:MI:SS.ffffffZ" (time_extracted). */
 extern void egress_append_time_extracted(StringInfo buf, TimestampTz ts);

@@ -31,6 +31,7 @@ typedef struct FileSink
 	int			fd;				/* -1 when no batch is open */
 	char		tmp_path[MAXPGPATH];
 	char		final_path[MAXPGPATH];
+	uint64		counter;		/* makes temporary names unique */
 	char	   *buf;
 	size_t		buflen;
 } FileSink;
@@ -79,10 +80,9 @@ file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 				(errcode_for_file_access(),
 				 errmsg("could not create directory \"%s\": %m", fs->dir)));
 
-	snprintf(fs->final_path, MAXPGPATH, "%s/%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d.jsonl",
-			 fs->dir, info->stream_name, info->version, info->seq);
-	snprintf(fs->tmp_path, MAXPGPATH, "%s/.%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d.jsonl.tmp",
-			 fs->dir, info->stream_name, info->version, info->seq);
+	/* the final name is known at commit; the temporary one is ours alone */
+	snprintf(fs->tmp_path, MAXPGPATH, "%s/.%s-%d-" UINT64_FORMAT ".jsonl.tmp",
+			 fs->dir, info->prefix, MyProcPid, ++fs->counter);
 
 	if (!exit_cleanup_registered)
 	{
@@ -91,7 +91,11 @@ file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	}
 	strlcpy(exit_cleanup_path, fs->tmp_path, MAXPGPATH);
 
-	fs->fd = OpenTransientFile(fs->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	/*
+	 * Not a transient file: a CDC batch outlives the transactions decoding
+	 * runs in, and this sink closes it itself on every path.
+	 */
+	fs->fd = BasicOpenFile(fs->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fs->fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
@@ -122,12 +126,13 @@ file_write(EgressSink *sink, const char *data, size_t len)
 }
 
 static void
-file_commit_batch(EgressSink *sink)
+file_commit_batch(EgressSink *sink, const char *batch_id)
 {
 	FileSink   *fs = sink->private_data;
 
+	snprintf(fs->final_path, MAXPGPATH, "%s/%s.jsonl", fs->dir, batch_id);
 	file_flush(fs);
-	if (CloseTransientFile(fs->fd) != 0)
+	if (close(fs->fd) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not close file \"%s\": %m", fs->tmp_path)));
@@ -144,7 +149,7 @@ file_abort_batch(EgressSink *sink)
 
 	if (fs->fd >= 0)
 	{
-		CloseTransientFile(fs->fd);
+		close(fs->fd);
 		fs->fd = -1;
 	}
 	if (fs->tmp_path[0] != '\0')
@@ -153,9 +158,9 @@ file_abort_batch(EgressSink *sink)
 	fs->buflen = 0;
 }
 
-/* Remove temporary files an interrupted run of this stream left behind. */
+/* Remove temporary files an interrupted run under this prefix left behind. */
 static void
-file_cleanup_stream(EgressSink *sink, const char *stream_name)
+file_cleanup(EgressSink *sink, const char *prefix_name)
 {
 	FileSink   *fs = sink->private_data;
 	DIR		   *dir;
@@ -163,7 +168,7 @@ file_cleanup_stream(EgressSink *sink, const char *stream_name)
 	char		prefix[MAXPGPATH];
 	size_t		plen;
 
-	snprintf(prefix, sizeof(prefix), ".%s-", stream_name);
+	snprintf(prefix, sizeof(prefix), ".%s-", prefix_name);
 	plen = strlen(prefix);
 	dir = AllocateDir(fs->dir);
 	if (dir == NULL)
@@ -198,7 +203,7 @@ static const EgressSinkOps file_sink_ops = {
 	.write = file_write,
 	.commit_batch = file_commit_batch,
 	.abort_batch = file_abort_batch,
-	.cleanup_stream = file_cleanup_stream,
+	.cleanup = file_cleanup,
 	.close = file_close,
 };
 

@@ -15,9 +15,8 @@
 
 typedef struct EgressBatchInfo
 {
-	const char *stream_name;	/* egress stream name */
-	int64		version;		/* table version the batch belongs to */
-	int64		seq;			/* 1, 2, ... within the version */
+	/* stream or destination name: what temporary leftovers are found by */
+	const char *prefix;
 } EgressBatchInfo;
 
 typedef struct EgressSink EgressSink;
@@ -26,11 +25,16 @@ typedef struct EgressSinkOps
 {
 	void		(*begin_batch) (EgressSink *sink, const EgressBatchInfo *info);
 	void		(*write) (EgressSink *sink, const char *data, size_t len);
-	void		(*commit_batch) (EgressSink *sink);
+	/*
+	 * batch_id is deterministic (stream and positions), so that a batch sent
+	 * again after a crash carries the same id: the file name, the HTTP
+	 * header, ...
+	 */
+	void		(*commit_batch) (EgressSink *sink, const char *batch_id);
 	/* drop an uncommitted batch; must not raise an error */
 	void		(*abort_batch) (EgressSink *sink);
-	/* forget leftovers of earlier, interrupted runs of a stream */
-	void		(*cleanup_stream) (EgressSink *sink, const char *stream_name);
+	/* forget leftovers of earlier, interrupted runs under this prefix */
+	void		(*cleanup) (EgressSink *sink, const char *prefix);
 	void		(*close) (EgressSink *sink);
 } EgressSinkOps;
 

@@ -20,17 +20,20 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
+#include "decode/slot.h"
 #include "pg_egress.h"
 
-/* A sync worker this process started. */
+/* A worker this process started: a FULL_TABLE sync or a destination's CDC. */
 typedef struct RunningSync
 {
-	int32		stream_id;
+	int32		stream_id;		/* sync workers */
+	char		dest[NAMEDATALEN];	/* CDC workers ("" for sync workers) */
 	BackgroundWorkerHandle *handle;
 } RunningSync;
 
@@ -54,6 +57,54 @@ dbworker_detach(int code, Datum arg)
 	if (egress_shared->dbworker == MyProc)
 		egress_shared->dbworker = NULL;
 	LWLockRelease(egress_shared->lock);
+}
+
+/* Destinations whose LOG_BASED streams need a CDC worker. */
+static List *cdc_wanted = NIL;
+
+/* Slots pg_egress should drop: (destination or NULL, slot name) */
+static List *slots_to_drop = NIL;
+
+static void
+read_cdc_catalog(void)
+{
+	int			n;
+	MemoryContext oldcxt;
+
+	list_free_deep(cdc_wanted);
+	cdc_wanted = NIL;
+	list_free_deep(slots_to_drop);
+	slots_to_drop = NIL;
+
+	n = egress_catalog_exec("SELECT DISTINCT s.destination FROM egress.stream s "
+							"JOIN egress.stream_state st ON st.stream_id = s.id "
+							"WHERE s.method = 'LOG_BASED' AND s.enabled AND st.state <> 'error' "
+							"ORDER BY 1",
+							0, NULL, NULL, NULL, true);
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	for (int i = 0; i < n; i++)
+		cdc_wanted = lappend(cdc_wanted,
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	MemoryContextSwitchTo(oldcxt);
+
+	/*
+	 * Slots of destinations without LOG_BASED streams, if pg_egress made
+	 * them (or is asked to drop adopted ones), and slots of removed
+	 * destinations.
+	 */
+	n = egress_catalog_exec("SELECT d.name, d.slot_name FROM egress.destination d "
+							"WHERE d.slot_name IS NOT NULL "
+							"AND (d.slot_owned OR coalesce((d.options->>'drop_adopted_slot')::boolean, false)) "
+							"AND NOT EXISTS (SELECT 1 FROM egress.stream s WHERE s.destination = d.name "
+							"AND s.method = 'LOG_BASED') "
+							"UNION ALL SELECT NULL, slot_name FROM egress.dropped_slot",
+							0, NULL, NULL, NULL, true);
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	for (int i = 0; i < n; i++)
+		slots_to_drop = lappend(slots_to_drop,
+								list_make2(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+										   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /* Read the streams of the catalog; returns how many, in *wants. */
@@ -90,10 +141,17 @@ read_catalog(StreamWant **wants)
 			(*wants)[i].wants_sync = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 			(*wants)[i].resync = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 		}
+		read_cdc_catalog();
 		egress_catalog_exit(&guard);
 	}
 	else
+	{
 		*wants = MemoryContextAllocZero(TopMemoryContext, sizeof(StreamWant));
+		list_free_deep(cdc_wanted);
+		cdc_wanted = NIL;
+		list_free_deep(slots_to_drop);
+		slots_to_drop = NIL;
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -166,12 +224,114 @@ start_sync(int32 stream_id)
 	MemoryContextSwitchTo(oldcxt);
 	register_warned = false;
 	running[nrunning].stream_id = stream_id;
+	running[nrunning].dest[0] = '\0';
 	running[nrunning].handle = handle;
 	nrunning++;
 	return true;
 }
 
-/* Make the running sync workers match what the catalog wants. */
+static bool
+start_cdc(const char *dest)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext oldcxt;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* this worker restarts it */
+	strlcpy(worker.bgw_library_name, "pg_egress", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "egress_cdc_main", BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress cdc for destination %s", dest);
+	strlcpy(worker.bgw_type, "pg_egress cdc", BGW_MAXLEN);
+	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
+	strlcpy(worker.bgw_extra + sizeof(Oid), dest, BGW_EXTRALEN - sizeof(Oid));
+	worker.bgw_notify_pid = MyProcPid;
+
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		MemoryContextSwitchTo(oldcxt);
+		if (!register_warned)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("pg_egress could not start a CDC worker"),
+					 errhint("Raise max_worker_processes.")));
+		register_warned = true;
+		return false;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	register_warned = false;
+	running[nrunning].stream_id = 0;
+	strlcpy(running[nrunning].dest, dest, NAMEDATALEN);
+	running[nrunning].handle = handle;
+	nrunning++;
+	return true;
+}
+
+static bool
+cdc_is_wanted(const char *dest)
+{
+	ListCell   *lc;
+
+	foreach(lc, cdc_wanted)
+		if (strcmp((char *) lfirst(lc), dest) == 0)
+			return true;
+	return false;
+}
+
+static bool
+cdc_is_running(const char *dest)
+{
+	for (int j = 0; j < nrunning; j++)
+		if (running[j].dest[0] != '\0' && strcmp(running[j].dest, dest) == 0)
+			return true;
+	return false;
+}
+
+/* Drop the slots nobody needs any more (never one a CDC worker holds). */
+static void
+drop_unused_slots(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, slots_to_drop)
+	{
+		List	   *pair = lfirst(lc);
+		char	   *dest = linitial(pair);
+		char	   *slot = lsecond(pair);
+		EgressCatalogGuard guard;
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+		Datum		values[2];
+		char		nulls[2] = "  ";
+
+		if (dest && cdc_is_running(dest))
+			continue;
+		if (!egress_slot_drop(slot))
+			continue;			/* in use: next time */
+		ereport(LOG,
+				(errmsg("pg_egress dropped replication slot \"%s\"", slot)));
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		egress_catalog_enter(&guard);
+		values[0] = dest ? CStringGetTextDatum(dest) : (Datum) 0;
+		nulls[0] = dest ? ' ' : 'n';
+		values[1] = CStringGetTextDatum(slot);
+		egress_catalog_exec("UPDATE egress.destination SET slot_name = NULL, slot_owned = false "
+							"WHERE name = $1 AND slot_name = $2",
+							2, argtypes, values, nulls, false);
+		egress_catalog_exec("DELETE FROM egress.dropped_slot WHERE slot_name = $2 AND $1 IS NULL",
+							2, argtypes, values, nulls, false);
+		egress_catalog_exit(&guard);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+}
+
+/* Make the running workers match what the catalog wants. */
 static void
 reconcile(void)
 {
@@ -180,7 +340,7 @@ reconcile(void)
 	bool	   *claimed = palloc0(sizeof(bool) * Max(nrunning, 1));
 
 	for (int i = 0; i < nrunning; i++)
-		claimed[i] = claimed_before(running[i].stream_id);
+		claimed[i] = running[i].dest[0] == '\0' && claimed_before(running[i].stream_id);
 	nwants = read_catalog(&wants);
 
 	/* forget finished workers, stop those whose stream no longer wants them */
@@ -194,6 +354,14 @@ reconcile(void)
 			pfree(running[i].handle);
 			claimed[i] = claimed[nrunning - 1];
 			running[i] = running[--nrunning];
+			continue;
+		}
+		if (running[i].dest[0] != '\0')
+		{
+			/* a CDC worker exits by itself when its streams are gone */
+			if (!cdc_is_wanted(running[i].dest))
+				TerminateBackgroundWorker(running[i].handle);
+			i++;
 			continue;
 		}
 
@@ -214,12 +382,27 @@ reconcile(void)
 		if (!wants[i].enabled || !wants[i].wants_sync)
 			continue;
 		for (int j = 0; j < nrunning; j++)
-			if (running[j].stream_id == wants[i].id)
+			if (running[j].dest[0] == '\0' && running[j].stream_id == wants[i].id)
 				is_running = true;
 		if (!is_running && !start_sync(wants[i].id))
 			break;
 	}
 	pfree(wants);
+
+	{
+		ListCell   *lc;
+
+		foreach(lc, cdc_wanted)
+		{
+			char	   *dest = lfirst(lc);
+
+			if (nrunning >= egress_max_workers)
+				break;
+			if (!cdc_is_running(dest) && !start_cdc(dest))
+				break;
+		}
+	}
+	drop_unused_slots();
 }
 
 void

@@ -12,6 +12,7 @@ use B ();
 use Exporter 'import';
 use File::Temp ();
 use File::Spec;
+use IPC::Run ();
 use JSON::PP;
 use Math::BigFloat;
 use PostgreSQL::Test::Cluster;
@@ -25,6 +26,10 @@ our @EXPORT = qw(
   canon num TRUE FALSE raw_pairs raw_record_value
   poll_until wait_stream_where wait_stream_state stream_row
   backend_pids query_as sql_quote check_batch_file
+  lsn_int add_destination cdc_batches sync_batches mirror table_state
+  same_value compare_states wait_caught_up cdc_worker_pids slot_row
+  write_file start_pgbench finish_pgbench sqlstate_of utc_commit_time
+  count_records_raw check_cdc_batch is_lsn_number cdc_name_lsns is_cdc_name
 );
 
 # Client encoding of every psql the tests start: the data is UTF-8.
@@ -36,8 +41,21 @@ my $DEFAULT_TIMEOUT = 180;
 # Nodes and directories
 # ---------------------------------------------------------------------------
 
-# create_node($name, conf => "extra postgresql.conf lines", extension => 0)
-# Returns a started node with pg_egress created in database postgres.
+# Settings of clusters that run LOG_BASED streams (create_node(..., cdc => 1)).
+our $CDC_CONF = q{
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+output_plugin_libraries = 'pgoutput, test_decoding, wal2json'
+pg_egress.flush_interval = '200ms'
+pg_egress.naptime = '1s'
+track_commit_timestamp = on
+};
+
+# create_node($name, conf => "extra postgresql.conf lines", extension => 0,
+#             cdc => 1)
+# Returns a started node with pg_egress created in database postgres.  With
+# cdc => 1 the node gets $CDC_CONF (before conf, which can override it).
 sub create_node
 {
 	my ($name, %opts) = @_;
@@ -57,6 +75,7 @@ pg_egress.database = 'postgres'
 pg_egress.naptime = '1s'
 output_plugin_libraries = 'pgoutput, test_decoding, wal2json'
 });
+	$node->append_conf('postgresql.conf', $CDC_CONF) if $opts{cdc};
 	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION pg_egress')
@@ -414,6 +433,507 @@ sub query_as
 		"\\set VERBOSITY verbose\n$sql",
 		connstr => $node->connstr('postgres') . " user=$role");
 	return ($ret, $out, $err);
+}
+
+# ---------------------------------------------------------------------------
+# LOG_BASED (change data capture) helpers
+# ---------------------------------------------------------------------------
+
+# An LSN as an integer: accepts pg_lsn text ("0/16B3748"), exactly 16 hex
+# digits (as in CDC file names; 16 decimal digits are read as hex too), or a
+# decimal integer or decimal string.
+sub lsn_int
+{
+	my ($v) = @_;
+	return undef unless defined $v;
+	$v = "$v";
+	no warnings 'portable';
+	return hex($1) * 4294967296 + hex($2) if $v =~ /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/;
+	return hex($v) if $v =~ /^[0-9A-Fa-f]{16}$/;    # 16 digits: as in file names
+	return 0 + $v if $v =~ /^\d+$/;
+	die "lsn_int: not an LSN: $v\n";
+}
+
+# add_destination($node, $name, $dir [, $options_json])
+sub add_destination
+{
+	my ($node, $name, $dir, $options) = @_;
+	$node->safe_psql('postgres',
+		'SELECT egress_add_destination('
+		  . sql_quote($name) . ', '
+		  . sql_quote(file_url($dir))
+		  . (defined $options ? ', ' . sql_quote($options) . '::jsonb' : '')
+		  . ')');
+	return;
+}
+
+# Change batch files: <destination>-<16 hex>-<16 hex>[-<NNNNNN>].jsonl (first
+# and last commit LSN, and the position of the batch's first record within
+# its transaction), in delivery order: by first LSN, last LSN, then the
+# number (compared as numbers, not as text).  Optionally of one destination.
+our $CDC_NAME_RE = qr/^([a-z][a-z0-9_]*)-([0-9A-Fa-f]{16})-([0-9A-Fa-f]{16})(?:-(\d+))?\.jsonl$/;
+
+sub cdc_batches
+{
+	my ($dir, $dest) = @_;
+	my @b = grep {
+		$_->{name} =~ $CDC_NAME_RE && (!defined $dest || $1 eq $dest)
+	} read_batches($dir, $CDC_NAME_RE);
+	return sort { _cdc_cmp($a->{name}, $b->{name}) } @b;
+}
+
+sub _cdc_cmp
+{
+	my ($x, $y) = @_;
+	my @x = $x =~ $CDC_NAME_RE;
+	my @y = $y =~ $CDC_NAME_RE;
+	return lc($x[1]) cmp lc($y[1]) || lc($x[2]) cmp lc($y[2]) || ($x[3] // 0) <=> ($y[3] // 0) || $x cmp $y;
+}
+
+# (first, last) commit LSN of a change file name, as integers.
+sub cdc_name_lsns
+{
+	my ($name) = @_;
+	my @p = $name =~ $CDC_NAME_RE or return ();
+	return (lsn_int($p[1]), lsn_int($p[2]));
+}
+
+# Snapshot (initial sync / FULL_TABLE) files <stream>-<version>-<NNNNNN>.jsonl,
+# ordered by stream, version, number.  Optionally of one stream name only.
+sub sync_batches
+{
+	my ($dir, $stream) = @_;
+	my $re =
+	  defined $stream
+	  ? qr/^\Q$stream\E-\d+-\d{6}\.jsonl$/
+	  : qr/^[a-z][a-z0-9_]*-\d+-\d{6}\.jsonl$/;
+	my @b = read_batches($dir, $re);
+	my $k = sub { $_[0]{name} =~ /^(.*)-(\d+)-(\d{6})\.jsonl$/; return ($1, $2, $3); };
+	return sort {
+		my @x = $k->($a);
+		my @y = $k->($b);
+		$x[0] cmp $y[0] || $x[1] <=> $y[1] || $x[2] <=> $y[2]
+	} @b;
+}
+
+sub _pk_key
+{
+	my ($rec, $pk) = @_;
+	return join("\x1f", map { defined $rec->{$_} ? "$rec->{$_}" : "\x00NULL" } @$pk);
+}
+
+# mirror($dir, $stream_id, \@pk_columns [, \%info]) -> { key => record }
+#
+# What a Singer target that honours versions would hold after loading every
+# complete file of the directory: the initial-sync files of the newest
+# version holding $stream_id (ordered by NNNNNN), then the change files
+# ordered by name.  RECORDs with "_sdc_deleted_at" null are upserts (stored
+# without their _sdc_* keys), others delete the key; an ACTIVATE_VERSION
+# drops the entries of older versions.  Keys are the PK values joined by
+# \x1f.  A resync of a LOG_BASED stream after change files is not modelled.
+# %info receives counts: records, deletes, cdc_records, sync_records,
+# activate_versions, sync_version.
+sub mirror
+{
+	my ($dir, $sid, $pk, $info) = @_;
+	$info = {} unless $info;
+	my %groups;
+	foreach my $b (sync_batches($dir))
+	{
+		$b->{name} =~ /^(.*)-(\d+)-(\d{6})\.jsonl$/;
+		push @{ $groups{"$1\0$2"} }, $b;
+	}
+	my ($best, $bestv);
+	foreach my $g (keys %groups)
+	{
+		my ($name, $v) = split /\0/, $g;
+		next
+		  unless grep { ref $_ eq 'HASH' && ($_->{stream} // '') eq $sid }
+		  map { @{ $_->{messages} } } @{ $groups{$g} };
+		($best, $bestv) = ($g, $v) if !defined $bestv || $v > $bestv;
+	}
+	my @sync = defined $best ? @{ $groups{$best} } : ();
+	my @cdc = cdc_batches($dir);
+	$info->{sync_version} = $bestv;
+	$info->{$_} = 0 foreach qw(records deletes cdc_records sync_records activate_versions);
+
+	my %m;
+	foreach my $part ([ sync => \@sync ], [ cdc => \@cdc ])
+	{
+		my ($kind, $files) = @$part;
+		foreach my $b (@$files)
+		{
+			foreach my $msg (@{ $b->{messages} })
+			{
+				next unless ref $msg eq 'HASH' && ($msg->{stream} // '') eq $sid;
+				my $type = $msg->{type} // '';
+				if ($type eq 'RECORD')
+				{
+					my $r = $msg->{record};
+					my $key = _pk_key($r, $pk);
+					$info->{records}++;
+					$info->{"${kind}_records"}++;
+					if (defined $r->{_sdc_deleted_at})
+					{
+						$info->{deletes}++;
+						delete $m{$key};
+					}
+					else
+					{
+						my %c = map { ($_ => $r->{$_}) } grep { !/^_sdc_/ } keys %$r;
+						$m{$key} = { version => $msg->{version} // 0, record => \%c };
+					}
+				}
+				elsif ($type eq 'ACTIVATE_VERSION')
+				{
+					$info->{activate_versions}++;
+					my $v = $msg->{version} // 0;
+					foreach my $k (keys %m)
+					{
+						delete $m{$k} if $m{$k}{version} < $v;
+					}
+				}
+			}
+		}
+	}
+	return { map { ($_ => $m{$_}{record}) } keys %m };
+}
+
+# table_state($node, $table, \@pk) -> { key => record } of the table's rows
+# as egress_preview_record renders them (the same keys as mirror()).
+sub table_state
+{
+	my ($node, $table, $pk) = @_;
+	my $out = $node->safe_psql('postgres',
+		"SELECT egress_preview_record(egress_tap_row)::text FROM $table egress_tap_row");
+	my %h;
+	foreach my $line (split /\n/, $out)
+	{
+		next if $line eq '';
+		my $r = json_decode($line, "egress_preview_record of $table");
+		my %c = map { ($_ => $r->{$_}) } grep { !/^_sdc_/ } keys %$r;
+		$h{ _pk_key(\%c, $pk) } = \%c;
+	}
+	return \%h;
+}
+
+# Deep equality of decoded JSON values: numbers by value (1.50 == 1.5),
+# booleans by truth, strings exactly.
+sub same_value
+{
+	my ($x, $y) = @_;
+	return 1 if !defined $x && !defined $y;
+	return 0 if !defined $x || !defined $y;
+	my ($rx, $ry) = (ref $x, ref $y);
+	my $isnum = sub {
+		my ($v, $r) = @_;
+		return $r eq 'Math::BigFloat' || $r eq 'Math::BigInt' || ($r eq '' && _is_number($v));
+	};
+	if ($isnum->($x, $rx) || $isnum->($y, $ry))
+	{
+		return 0 unless $isnum->($x, $rx) && $isnum->($y, $ry);
+		return 1 if "$x" eq "$y";
+		return Math::BigFloat->new("$x")->bcmp(Math::BigFloat->new("$y")) == 0;
+	}
+	if ($rx eq 'JSON::PP::Boolean' || $ry eq 'JSON::PP::Boolean')
+	{
+		return 0 unless $rx eq $ry;
+		return (!!$x) == (!!$y);
+	}
+	return 0 unless $rx eq $ry;
+	return $x eq $y if $rx eq '';
+	if ($rx eq 'ARRAY')
+	{
+		return 0 unless @$x == @$y;
+		for my $i (0 .. $#$x) { return 0 unless same_value($x->[$i], $y->[$i]); }
+		return 1;
+	}
+	if ($rx eq 'HASH')
+	{
+		return 0 unless keys %$x == keys %$y;
+		foreach my $k (keys %$x)
+		{
+			return 0 unless exists $y->{$k} && same_value($x->{$k}, $y->{$k});
+		}
+		return 1;
+	}
+	die "same_value: unexpected reference $rx";
+}
+
+my $DIAG_JSON = JSON::PP->new->canonical->allow_nonref->allow_bignum->allow_blessed->convert_blessed;
+
+sub _short
+{
+	my ($v) = @_;
+	my $s = eval { $DIAG_JSON->encode(canon($v)) } // "$v";
+	$s = substr($s, 0, 300) . '...' if length $s > 300;
+	return $s;
+}
+
+# compare_states($mirror, $table, $label, lenient => 1): one test; true when
+# the mirror holds exactly the table's keys with the same values.  With
+# lenient, a key missing from a mirror record counts as null and keys the
+# table row does not have are ignored (columns added or dropped after the
+# row was last sent).  Shows the first differences.
+sub compare_states
+{
+	my ($mirror, $table, $label, %opt) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my (@missing, @extra, @diff);
+	foreach my $k (sort keys %$table)
+	{
+		if (!exists $mirror->{$k}) { push @missing, $k; next; }
+		my ($m, $t) = ($mirror->{$k}, $table->{$k});
+		if ($opt{lenient})
+		{
+			$m = { map { ($_ => $m->{$_}) } keys %$t };
+		}
+		push @diff, $k unless same_value($m, $t);
+	}
+	@extra = grep { !exists $table->{$_} } sort keys %$mirror;
+	my $ok = ok(!@missing && !@extra && !@diff,
+		"$label: mirror == table ("
+		  . scalar(keys %$table)
+		  . ' rows in the table, '
+		  . scalar(keys %$mirror)
+		  . ' in the mirror)');
+	if (!$ok)
+	{
+		my $show = sub { my $k = shift; $k =~ s/\x1f/,/g; $k =~ s/\x00NULL/NULL/g; return $k; };
+		diag sprintf('%d keys missing from the mirror, %d extra in the mirror, %d with other values',
+			scalar @missing, scalar @extra, scalar @diff);
+		diag 'missing: ' . join(' ', map { $show->($_) } @missing[ 0 .. ($#missing < 9 ? $#missing : 9) ])
+		  if @missing;
+		diag 'extra: ' . join(' ', map { $show->($_) } @extra[ 0 .. ($#extra < 9 ? $#extra : 9) ])
+		  if @extra;
+		foreach my $k (@diff[ 0 .. ($#diff < 4 ? $#diff : 4) ])
+		{
+			diag 'key ' . $show->($k) . "\n  mirror: " . _short($mirror->{$k}) . "\n  table:  " . _short($table->{$k});
+		}
+	}
+	return $ok;
+}
+
+# wait_caught_up($node, $stream [, $timeout]): waits until the stream is
+# 'streaming' and its confirmed_lsn has reached the pg_current_wal_lsn()
+# taken when the wait started.  One test.
+sub wait_caught_up
+{
+	my ($node, $stream, $timeout) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$timeout = $DEFAULT_TIMEOUT unless defined $timeout;
+	my $target_text;
+	poll_until(
+		'the server to answer', $timeout,
+		sub {
+			my ($ret, $out) = $node->psql('postgres', 'SELECT pg_current_wal_lsn()');
+			$target_text = $out if $ret == 0;
+			return $ret == 0;
+		});
+	my $target = lsn_int($target_text);
+	my $last;
+	my $ok = poll_until(
+		"stream $stream streaming with confirmed_lsn >= $target_text",
+		$timeout,
+		sub {
+			my $row = stream_row($node, $stream);
+			$last = $row if $row;
+			return 0 unless $row && ($row->{state} // '') eq 'streaming';
+			return 0 unless defined $row->{confirmed_lsn};
+			return lsn_int($row->{confirmed_lsn}) >= $target;
+		});
+	if (!$ok)
+	{
+		diag "last egress_streams row of $stream: " . (defined $last ? _short_row($last) : '(none)');
+		my ($ret, $out) = $node->psql('postgres',
+			q{SELECT string_agg(slot_name || ' ' || coalesce(plugin, '-') || ' active_pid=' || coalesce(active_pid::text, '-') || ' restart=' || coalesce(restart_lsn::text, '-') || ' confirmed_flush=' || coalesce(confirmed_flush_lsn::text, '-'), '; ') FROM pg_replication_slots});
+		diag "slots: $out" if $ret == 0;
+	}
+	ok($ok, "stream $stream caught up to $target_text");
+	return $ok;
+}
+
+sub _short_row
+{
+	my ($row) = @_;
+	my $s = eval { $DIAG_JSON->encode($row) } // "$row";
+	return $s;
+}
+
+sub is_cdc_name { return $_[0] =~ $CDC_NAME_RE; }
+
+# pids of the CDC workers ('pg_egress cdc'), sorted.
+sub cdc_worker_pids
+{
+	my ($node) = @_;
+	return backend_pids($node, 'pg_egress cdc');
+}
+
+# The pg_replication_slots row of a slot as a hash (undef when absent or
+# when the server does not answer).
+sub slot_row
+{
+	my ($node, $slot) = @_;
+	my ($ret, $out) = $node->psql('postgres',
+		'SELECT row_to_json(s) FROM pg_replication_slots s WHERE slot_name = ' . sql_quote($slot));
+	return undef if $ret != 0 || $out eq '';
+	return json_decode($out, 'pg_replication_slots row');
+}
+
+sub write_file
+{
+	my ($path, $text) = @_;
+	open(my $fh, '>', $path) or die "could not write \"$path\": $!";
+	print $fh $text;
+	close $fh or die "could not close \"$path\": $!";
+	return $path;
+}
+
+# start_pgbench($node, $name, $script_text, @pgbench_args) -> handle; runs
+# pgbench -n -f <script> @args <connstr> in the background.
+sub start_pgbench
+{
+	my ($node, $name, $script, @args) = @_;
+	my $file = write_file($node->basedir . "/$name.pgbench", $script);
+	my ($out, $err) = ('', '');
+	my @cmd = ($node->installed_command('pgbench'), '-n', '-f', $file, @args, $node->connstr('postgres'));
+	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);
+	return { h => $h, out => \$out, err => \$err, cmd => "@cmd" };
+}
+
+# finish_pgbench($handle) -> true when pgbench exited with 0 (diag otherwise).
+sub finish_pgbench
+{
+	my ($pb) = @_;
+	eval { $pb->{h}->finish; };
+	my $rc = $@ ? -1 : $pb->{h}->result(0);
+	if ($rc != 0)
+	{
+		diag "pgbench failed ($rc): ${ $pb->{err} }";
+	}
+	return $rc == 0;
+}
+
+# sqlstate_of($node, $sql) -> ($sqlstate or '' on success, stderr)
+sub sqlstate_of
+{
+	my ($node, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return ('', $err) if $ret == 0;
+	return ($err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : 'unknown', $err);
+}
+
+# The commit time of the transaction that wrote a row, in UTC, as the
+# contract renders timestamps: ('YYYY-MM-DDTHH:MI:SS.ffffff+00:00',
+# the same without a fraction when it is 0).  $where selects one row.
+sub utc_commit_time
+{
+	my ($node, $table, $where) = @_;
+	my $t = $node->safe_psql('postgres',
+		q{SELECT to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')}
+		  . " FROM $table WHERE $where");
+	my $short = $t;
+	$short =~ s/\.000000\+00:00$/+00:00/;
+	return ($t, $short);
+}
+
+# count_records_raw($dir, $stream_id [, $re_files]) -> (records, files,
+# max records in a file, \%per_file): counts RECORD lines of a stream in the
+# change files without decoding JSON (a regex on the raw line).
+sub count_records_raw
+{
+	my ($dir, $sid, $files_re) = @_;
+	$files_re = $CDC_NAME_RE unless $files_re;
+	my ($n, $files, $max, %per) = (0, 0, 0);
+	my $rec = qr/"type"\s*:\s*"RECORD"/;
+	my $st = qr/"stream"\s*:\s*"\Q$sid\E"/;
+	foreach my $name (list_dir($dir))
+	{
+		next unless $name =~ $files_re;
+		open(my $fh, '<:raw', "$dir/$name") or die "could not open $dir/$name: $!";
+		my $c = 0;
+		while (my $line = <$fh>)
+		{
+			$c++ if $line =~ $rec && $line =~ $st;
+		}
+		close $fh;
+		$files++;
+		$n += $c;
+		$per{$name} = $c;
+		$max = $c if $c > $max;
+	}
+	return ($n, $files, $max, \%per);
+}
+
+# A JSON number holding a non-negative integer (an LSN in a bookmark).
+sub is_lsn_number
+{
+	my ($v) = @_;
+	return 0 unless defined $v;
+	my $r = ref $v;
+	return "$v" =~ /^\d+$/ if $r eq 'Math::BigInt';
+	return $r eq '' && _is_number($v) && "$v" =~ /^\d+$/;
+}
+
+# Problems of one change batch file as strings (empty when fine):
+# check_batch_file(), plus: a SCHEMA of a stream precedes its first RECORD
+# in the file; an upsert RECORD has exactly the properties of the latest
+# SCHEMA of its stream (as a set; _sdc_* included); a delete RECORD
+# (_sdc_deleted_at not null) only properties of it; "_sdc_deleted_at" is
+# declared and present in every RECORD; exactly one STATE (the last line).
+sub check_cdc_batch
+{
+	my ($batch) = @_;
+	my @problems = check_batch_file($batch);
+	my %schema;
+	my $i = 0;
+	my $states = 0;
+	foreach my $m (@{ $batch->{messages} })
+	{
+		$i++;
+		next unless ref $m eq 'HASH';
+		my $t = $m->{type} // '';
+		my $where = "$batch->{name}:$i";
+		if ($t eq 'SCHEMA')
+		{
+			my $props = $m->{schema}{properties} // {};
+			$schema{ $m->{stream} } = $props;
+			push @problems, "$where: SCHEMA of $m->{stream} does not declare _sdc_deleted_at"
+			  unless $props->{_sdc_deleted_at};
+		}
+		elsif ($t eq 'RECORD')
+		{
+			my $props = $schema{ $m->{stream} // '' };
+			if (!$props)
+			{
+				push @problems, "$where: RECORD of $m->{stream} before any SCHEMA of it in the file";
+				next;
+			}
+			my $r = $m->{record};
+			if (!exists $r->{_sdc_deleted_at})
+			{
+				push @problems, "$where: RECORD without _sdc_deleted_at";
+				next;
+			}
+			my @rk = sort keys %$r;
+			my @pk = sort keys %$props;
+			if (defined $r->{_sdc_deleted_at})
+			{
+				my @unknown = grep { !exists $props->{$_} } @rk;
+				push @problems, "$where: delete RECORD keys not in the SCHEMA: @unknown" if @unknown;
+			}
+			elsif ("@rk" ne "@pk")
+			{
+				push @problems, "$where: RECORD keys (@rk) differ from the latest SCHEMA's properties (@pk)";
+			}
+		}
+		elsif ($t eq 'STATE')
+		{
+			$states++;
+		}
+	}
+	push @problems, "$batch->{name}: $states STATE messages (want 1)" unless $states == 1;
+	return @problems;
 }
 
 1;

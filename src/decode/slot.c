@@ -1,0 +1,194 @@
+/*-------------------------------------------------------------------------
+ * slot.c
+ *	  Creating, finding and dropping the logical slots of LOG_BASED
+ *	  streams, and taking a slot's initial snapshot for an initial sync.
+ *
+ * Modelled on what slotfuncs.c and the walsender's CREATE_REPLICATION_SLOT
+ * ... USE_SNAPSHOT (used by logical replication's table sync) do.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogutils.h"
+#include "miscadmin.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "replication/snapbuild.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
+
+#include "decode/slot.h"
+
+/*
+ * wal2json must be installed, and some builds only let listed libraries be
+ * output plugins (output_plugin_libraries): say what to change rather than
+ * fail later inside the worker.
+ */
+void
+egress_check_decoding_possible(void)
+{
+	char		path[MAXPGPATH];
+	struct stat st;
+	const char *allowed;
+
+	if (wal_level < WAL_LEVEL_LOGICAL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("LOG_BASED streams need wal_level \"logical\""),
+				 errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
+
+	snprintf(path, sizeof(path), "%s/%s%s", pkglib_path, EGRESS_PLUGIN, DLSUFFIX);
+	if (stat(path, &st) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("LOG_BASED streams need the wal2json output plugin"),
+				 errdetail("File \"%s\" does not exist.", path),
+				 errhint("Install wal2json (on Debian: the postgresql-15-wal2json package).")));
+
+	allowed = GetConfigOption("output_plugin_libraries", true, false);
+	if (allowed != NULL)
+	{
+		char	   *copy = pstrdup(allowed);
+		List	   *names;
+		ListCell   *lc;
+		bool		found = false;
+
+		if (SplitIdentifierString(copy, ',', &names))
+		{
+			foreach(lc, names)
+				if (strcmp((char *) lfirst(lc), EGRESS_PLUGIN) == 0)
+					found = true;
+		}
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("LOG_BASED streams need wal2json to be allowed as an output plugin"),
+					 errdetail("output_plugin_libraries is \"%s\".", allowed),
+					 errhint("Add wal2json to output_plugin_libraries in postgresql.conf, e.g. output_plugin_libraries = '%s, wal2json', and reload.",
+							 allowed)));
+	}
+}
+
+bool
+egress_slot_lookup(const char *name, char **plugin, Oid *dboid)
+{
+	bool		found = false;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (int i = 0; i < max_replication_slots; i++)
+	{
+		ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+
+		if (s->in_use && strcmp(NameStr(s->data.name), name) == 0)
+		{
+			found = true;
+			if (plugin)
+				*plugin = pstrdup(NameStr(s->data.plugin));
+			if (dboid)
+				*dboid = s->data.database;
+			break;
+		}
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return found;
+}
+
+int
+egress_free_slots(void)
+{
+	int			nfree = 0;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (int i = 0; i < max_replication_slots; i++)
+		if (!ReplicationSlotCtl->replication_slots[i].in_use)
+			nfree++;
+	LWLockRelease(ReplicationSlotControlLock);
+	return nfree;
+}
+
+void
+egress_slot_create(const char *name)
+{
+	LogicalDecodingContext *ctx;
+
+	Assert(!MyReplicationSlot);
+	CheckSlotRequirements();
+	CheckLogicalDecodingRequirements();
+
+	/* ephemeral until it is ready: an error on the way drops it */
+	ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
+	ctx = CreateInitDecodingContext(EGRESS_PLUGIN, NIL, false, InvalidXLogRecPtr,
+									XL_ROUTINE(.page_read = read_local_xlog_page,
+											   .segment_open = wal_segment_open,
+											   .segment_close = wal_segment_close),
+									NULL, NULL, NULL);
+	DecodingContextFindStartpoint(ctx);
+	FreeDecodingContext(ctx);
+	ReplicationSlotPersist();
+	ReplicationSlotRelease();
+}
+
+bool
+egress_slot_drop(const char *name)
+{
+	ReplicationSlot *s;
+	bool		active;
+
+	if (!egress_slot_lookup(name, NULL, NULL))
+		return true;
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	s = SearchNamedReplicationSlot(name, false);
+	active = s != NULL && s->active_pid != 0;
+	LWLockRelease(ReplicationSlotControlLock);
+	if (active)
+		return false;
+	ReplicationSlotDrop(name, true);
+	return true;
+}
+
+XLogRecPtr
+egress_slot_snapshot(const char *tmpname)
+{
+	LogicalDecodingContext *ctx;
+	Snapshot	snap;
+	XLogRecPtr	consistent;
+
+	Assert(!MyReplicationSlot);
+	Assert(IsTransactionState() && XactIsoLevel == XACT_REPEATABLE_READ);
+	if (FirstSnapshotSet)
+		elog(ERROR, "pg_egress: the initial snapshot must be the transaction's first");
+
+	CheckSlotRequirements();
+	CheckLogicalDecodingRequirements();
+
+	/* ephemeral: gone on error and when released below */
+	ReplicationSlotCreate(tmpname, true, RS_EPHEMERAL, false);
+	ctx = CreateInitDecodingContext(EGRESS_PLUGIN, NIL, true, InvalidXLogRecPtr,
+									XL_ROUTINE(.page_read = read_local_xlog_page,
+											   .segment_open = wal_segment_open,
+											   .segment_close = wal_segment_close),
+									NULL, NULL, NULL);
+	DecodingContextFindStartpoint(ctx);
+	consistent = MyReplicationSlot->data.confirmed_flush;
+
+	/* SnapBuildInitialSnapshot refuses if anything set MyProc->xmin */
+	InvalidateCatalogSnapshot();
+	snap = SnapBuildInitialSnapshot(ctx->snapshot_builder);
+	RestoreTransactionSnapshot(snap, MyProc);
+
+	FreeDecodingContext(ctx);
+
+	/*
+	 * The transaction's snapshot (MyProc->xmin) now protects the rows it
+	 * sees; the slot is no longer needed.
+	 */
+	ReplicationSlotRelease();
+	return consistent;
+}

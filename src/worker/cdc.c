@@ -1,0 +1,1435 @@
+/*-------------------------------------------------------------------------
+ * cdc.c
+ *	  The CDC worker of a destination: decodes the destination's logical
+ *	  slot in-process with wal2json and publishes the committed changes of
+ *	  its LOG_BASED streams as Singer batches.
+ *
+ * One worker per destination, because a process holds one slot at a time.
+ * Decoding is driven the way pg_logical_slot_get_changes() drives it, but
+ * the decoding context stays open across rounds; each round reads WAL up
+ * to the flush pointer taken at its start, then the worker sleeps on its
+ * latch.  A batch is acknowledged by the sink before the positions it
+ * carried are recorded (stream bookmarks in the catalog, the slot's
+ * confirmed_flush), so after any crash delivery resumes from the last
+ * acknowledged position; transactions at or before a stream's bookmark
+ * are skipped when WAL is decoded again.
+ *
+ * LOG_BASED_READY
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/heaptoast.h"
+#include "access/relation.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
+#include "storage/procarray.h"
+#include "utils/snapshot.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogutils.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "nodes/value.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "catalog/catalog.h"
+#include "decode/slot.h"
+#include "decode/wal2json.h"
+#include "encode/singer.h"
+#include "pg_egress.h"
+#include "sink/sink.h"
+#include "worker/snapshot.h"
+
+/* One LOG_BASED stream of the destination. */
+typedef struct CdcStream
+{
+	EgressStreamDef *def;
+	EgressSingerStream *st;		/* rebuilt from the decoded catalog after DDL */
+	bool		st_stale;
+	char	   *sent_schema;	/* schema_json last sent for this stream */
+	bool		schema_in_batch;	/* SCHEMA already written in the batch */
+	bool		debug_lsn;
+	bool		pause_on_lag;
+	int64		version;
+	XLogRecPtr	bookmark;		/* transactions ending at or before are done */
+	bool		needs_sync;		/* initial sync (or resync) pending */
+	EgressWorkerSlot *slot;
+	int64		rows_sent;
+	int64		bytes_sent;
+	int64		batches_sent;
+} CdcStream;
+
+/* Where a decoded table name leads: a stream index or -1. */
+typedef struct RelMapEntry
+{
+	char		key[NAMEDATALEN * 2 + 2];	/* "schema.table" */
+	int			stream;
+} RelMapEntry;
+
+typedef struct CdcState
+{
+	char	   *dest_name;
+	char	   *dest_kind;
+	char	   *dest_location;
+	Jsonb	   *dest_options;
+	char	   *slot_name;
+	bool		slot_owned;
+
+	int			nstreams;
+	CdcStream  *streams;
+	HTAB	   *relmap;
+
+	LogicalDecodingContext *ctx;
+	MemoryContext decodecxt;	/* the decoding context and its helpers */
+	EgressSink *sink;
+
+	/* the open batch */
+	bool		batch_open;
+	int64		batch_rows;
+	int64		batch_bytes;
+	TimestampTz batch_started;
+	XLogRecPtr	batch_first_commit;
+	int			batch_first_ordinal;	/* record number in its transaction */
+	XLogRecPtr	batch_last_commit;
+	XLogRecPtr	batch_last_end; /* end of the last complete txn in the batch */
+	StringInfoData buf;
+	StringInfoData time_extracted;
+	MemoryContext batchcxt;
+	MemoryContext msgcxt;
+	int64		max_rows;
+	int64		max_bytes;
+	bool		acked_since_persist;
+
+	/* the transaction being replayed */
+	XLogRecPtr	txn_commit;
+	XLogRecPtr	txn_end;
+	TimestampTz txn_time;
+	int			txn_records;
+
+	XLogRecPtr	delivered;		/* everything ending here or before is acked */
+	bool		lag_warned;
+	uint32		config_gen;
+	EgressColumn deleted_at_col;	/* renders _sdc_deleted_at */
+} CdcState;
+
+static CdcState *cdc;
+static ResourceOwner cdc_owner;
+
+static void cdc_commit_batch(void);
+
+/* ---- relation map and DDL ------------------------------------------------ */
+
+static void
+cdc_relcache_callback(Datum arg, Oid relid)
+{
+	if (cdc == NULL)
+		return;
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (!OidIsValid(relid) || cdc->streams[i].def->relid == relid)
+			cdc->streams[i].st_stale = true;
+	/* a rename or a new partition changes where names lead */
+	if (cdc->relmap)
+	{
+		hash_destroy(cdc->relmap);
+		cdc->relmap = NULL;
+	}
+}
+
+static int
+stream_of_relid(Oid relid)
+{
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].def->relid == relid && !cdc->streams[i].needs_sync)
+			return i;
+	return -1;
+}
+
+/* Runs inside decoding: catalog lookups see the catalog as of the change. */
+static int
+lookup_stream(const char *schema, const char *table)
+{
+	RelMapEntry *e;
+	bool		found;
+	char		key[NAMEDATALEN * 2 + 2];
+
+	if (cdc->relmap == NULL)
+	{
+		HASHCTL		hctl;
+
+		hctl.keysize = sizeof(key);
+		hctl.entrysize = sizeof(RelMapEntry);
+		hctl.hcxt = cdc->decodecxt;
+		cdc->relmap = hash_create("pg_egress relation map", 64, &hctl,
+								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	snprintf(key, sizeof(key), "%s.%s", schema, table);
+	e = hash_search(cdc->relmap, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		Oid			nsp = get_namespace_oid(schema, true);
+		Oid			relid = OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
+
+		e->stream = OidIsValid(relid) ? stream_of_relid(relid) : -1;
+		if (e->stream < 0 && OidIsValid(relid) && get_rel_relispartition(relid))
+		{
+			/* a partition: its rows belong to the partitioned table's stream */
+			List	   *ancestors = get_partition_ancestors(relid);
+			ListCell   *lc;
+
+			foreach(lc, ancestors)
+			{
+				e->stream = stream_of_relid(lfirst_oid(lc));
+				if (e->stream >= 0)
+					break;
+			}
+		}
+	}
+	return e->stream;
+}
+
+/* The stream's column layout as of the change being decoded. */
+static void
+refresh_descriptor(CdcStream *s)
+{
+	Relation	rel;
+	MemoryContext oldcxt;
+
+	if (!s->st_stale && s->st != NULL)
+		return;
+	rel = RelationIdGetRelation(s->def->relid);
+	if (!RelationIsValid(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation %s of stream \"%s\" no longer exists",
+						s->def->relation, s->def->name)));
+	RelationClose(rel);
+	oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+	s->st = egress_singer_stream_for_relation_nolock(s->def->relid, true, s->debug_lsn);
+	MemoryContextSwitchTo(oldcxt);
+	s->st_stale = false;
+	if (s->sent_schema == NULL || strcmp(s->sent_schema, s->st->schema_json) != 0)
+		s->schema_in_batch = false; /* a new SCHEMA before the next record */
+}
+
+/* ---- batches ------------------------------------------------------------- */
+
+static void
+hand_to_sink(void)
+{
+	if (cdc->buf.len > 0)
+	{
+		cdc->sink->ops->write(cdc->sink, cdc->buf.data, cdc->buf.len);
+		cdc->batch_bytes += cdc->buf.len;
+		resetStringInfo(&cdc->buf);
+	}
+}
+
+static void
+cdc_begin_batch(void)
+{
+	EgressBatchInfo info;
+	char		prefix[NAMEDATALEN + 2];
+
+	/* '~' cannot start a stream name: no clash with snapshot batches */
+	snprintf(prefix, sizeof(prefix), "~%s", cdc->dest_name);
+	info.prefix = prefix;
+	cdc->sink->ops->begin_batch(cdc->sink, &info);
+	cdc->batch_open = true;
+	cdc->batch_rows = 0;
+	cdc->batch_bytes = 0;
+	cdc->batch_started = GetCurrentTimestamp();
+	cdc->batch_first_commit = cdc->txn_commit;
+	cdc->batch_first_ordinal = cdc->txn_records;
+	cdc->batch_last_end = InvalidXLogRecPtr;
+	resetStringInfo(&cdc->time_extracted);
+	egress_append_time_extracted(&cdc->time_extracted, cdc->batch_started);
+	for (int i = 0; i < cdc->nstreams; i++)
+		cdc->streams[i].schema_in_batch = false;
+}
+
+/* Before a record (or ACTIVATE_VERSION) of stream s goes into the batch. */
+static void
+prepare_record(CdcStream *s)
+{
+	if (!cdc->batch_open)
+		cdc_begin_batch();
+	refresh_descriptor(s);
+	if (!s->schema_in_batch)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+
+		egress_singer_schema(&cdc->buf, s->st);
+		if (s->sent_schema)
+			pfree(s->sent_schema);
+		s->sent_schema = pstrdup(s->st->schema_json);
+		s->schema_in_batch = true;
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+static void
+after_record(void)
+{
+	cdc->batch_rows++;
+	cdc->txn_records++;
+	cdc->batch_last_commit = cdc->txn_commit;
+	if (cdc->buf.len >= 256 * 1024)
+		hand_to_sink();
+	if (cdc->batch_rows >= cdc->max_rows ||
+		cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes)
+		cdc_commit_batch();
+}
+
+static XLogRecPtr
+stream_lsn(CdcStream *s, XLogRecPtr upto)
+{
+	return Max(s->bookmark, upto);
+}
+
+static void
+cdc_commit_batch(void)
+{
+	char		batch_id[NAMEDATALEN + 64];
+	XLogRecPtr	upto;
+	bool		first = true;
+	StringInfoData bm;
+
+	if (!cdc->batch_open)
+		return;
+
+	/* the positions this batch completes: its last whole transaction */
+	upto = XLogRecPtrIsInvalid(cdc->batch_last_end) ? cdc->delivered : cdc->batch_last_end;
+
+	initStringInfo(&bm);
+	egress_singer_state_open(&cdc->buf, NULL);
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync || s->st == NULL)
+			continue;
+		resetStringInfo(&bm);
+		egress_singer_bookmark_log_based(&bm, stream_lsn(s, upto), s->version);
+		egress_singer_state_add(&cdc->buf, s->st->stream_id, bm.data, first);
+		first = false;
+	}
+	egress_singer_state_close(&cdc->buf);
+	pfree(bm.data);
+	hand_to_sink();
+
+	snprintf(batch_id, sizeof(batch_id), "%s-%08X%08X-%08X%08X-%06d",
+			 cdc->dest_name,
+			 LSN_FORMAT_ARGS(cdc->batch_first_commit),
+			 LSN_FORMAT_ARGS(cdc->batch_last_commit),
+			 cdc->batch_first_ordinal);
+	cdc->sink->ops->commit_batch(cdc->sink, batch_id);
+	cdc->batch_open = false;
+
+	/* acknowledged: what it completed is delivered */
+	cdc->delivered = Max(cdc->delivered, upto);
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync)
+			continue;
+		s->bookmark = Max(s->bookmark, cdc->delivered);
+		s->batches_sent++;
+		if (s->slot)
+		{
+			s->slot->rows_sent = s->rows_sent;
+			s->slot->batches_sent = s->batches_sent;
+		}
+	}
+	cdc->acked_since_persist = true;
+	MemoryContextReset(cdc->batchcxt);
+	ereport(DEBUG1,
+			(errmsg_internal("pg_egress destination \"%s\": batch %s acknowledged",
+							 cdc->dest_name, batch_id)));
+}
+
+/* ---- rendering changes ---------------------------------------------------- */
+
+static EgressChangeColumn *
+find_column(EgressChangeColumn *cols, int ncols, const char *name, int *hint)
+{
+	/* wal2json writes columns in attribute order: try the next one first */
+	if (*hint < ncols && strcmp(cols[*hint].name, name) == 0)
+		return &cols[(*hint)++];
+	for (int i = 0; i < ncols; i++)
+		if (strcmp(cols[i].name, name) == 0)
+		{
+			*hint = i + 1;
+			return &cols[i];
+		}
+	return NULL;
+}
+
+static void
+append_value(EgressColumn *col, EgressChangeColumn *mc)
+{
+	if (mc->isnull)
+		egress_column_value_text(&cdc->buf, col, NULL, true);
+	else
+		egress_column_value_text(&cdc->buf, col,
+								 egress_wal2json_value_text(mc, col->basetypid), false);
+}
+
+static void
+append_sdc(CdcStream *s, bool deleted, bool first)
+{
+	appendStringInfoString(&cdc->buf, first ? "\"_sdc_deleted_at\":" : ",\"_sdc_deleted_at\":");
+	if (deleted)
+		egress_column_value(&cdc->buf, &cdc->deleted_at_col,
+							TimestampTzGetDatum(cdc->txn_time), false);
+	else
+		appendStringInfoString(&cdc->buf, "null");
+	if (s->debug_lsn)
+		appendStringInfo(&cdc->buf, ",\"_sdc_lsn\":\"" UINT64_FORMAT "\"",
+						 (uint64) cdc->txn_commit);
+}
+
+/*
+ * Unchanged TOASTed values are not in an UPDATE's WAL unless the old row
+ * was logged whole (REPLICA IDENTITY FULL).  Otherwise read the row again
+ * by primary key in a fresh snapshot: the value may be newer than the
+ * change, never a made-up null.  Returns NULL if the row is gone (a later
+ * change in the WAL then carries its fate).
+ */
+static HeapTuple
+reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
+{
+	Relation	rel;
+	Relation	idx;
+	Oid			pkoid;
+	IndexScanDesc scan;
+	ScanKeyData keys[INDEX_MAX_KEYS];
+	Form_pg_index indexform;
+	SnapshotData snapdata;
+	Snapshot	snap;
+	TupleTableSlot *slot;
+	HeapTuple	result = NULL;
+
+	rel = table_open(s->def->relid, AccessShareLock);
+	pkoid = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(pkoid))
+	{
+		table_close(rel, AccessShareLock);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot fill unchanged TOAST values of %s without a primary key",
+						s->def->relation),
+				 errhint("Set REPLICA IDENTITY FULL on the table.")));
+	}
+	idx = index_open(pkoid, AccessShareLock);
+	indexform = idx->rd_index;
+	for (int k = 0; k < indexform->indnkeyatts; k++)
+	{
+		AttrNumber	attno = indexform->indkey.values[k];
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attno - 1);
+		int			hint = 0;
+		EgressChangeColumn *mc = find_column(ch->columns, ch->ncolumns,
+											 NameStr(att->attname), &hint);
+		Oid			typinput;
+		Oid			typioparam;
+		Oid			opfamily = idx->rd_opfamily[k];
+		Oid			opno;
+		Datum		value;
+
+		if (mc == NULL || mc->isnull)
+			elog(ERROR, "pg_egress: key column \"%s\" missing from a decoded change",
+				 NameStr(att->attname));
+		getTypeInputInfo(att->atttypid, &typinput, &typioparam);
+		value = OidInputFunctionCall(typinput,
+									 (char *) egress_wal2json_value_text(mc, getBaseType(att->atttypid)),
+									 typioparam, att->atttypmod);
+		opno = get_opfamily_member(opfamily, idx->rd_opcintype[k], idx->rd_opcintype[k],
+								   BTEqualStrategyNumber);
+		ScanKeyInit(&keys[k], k + 1, BTEqualStrategyNumber, get_opcode(opno), value);
+		keys[k].sk_collation = idx->rd_indcollation[k];
+	}
+
+	/* a current MVCC snapshot, not the decoding's historic one */
+	snapdata.snapshot_type = SNAPSHOT_MVCC;
+	snap = GetSnapshotData(&snapdata);
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, idx, snap, indexform->indnkeyatts, 0);
+	index_rescan(scan, keys, indexform->indnkeyatts, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		shouldfree;
+		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, true, &shouldfree);
+
+		/* detoast now: the snapshot goes away with this function */
+		result = heap_copytuple(toast_flatten_tuple(tup, RelationGetDescr(rel)));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	*descp = CreateTupleDescCopy(RelationGetDescr(rel));
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/*
+ * The new row of an INSERT or UPDATE.  Columns wal2json left out are
+ * unchanged TOASTed values: taken from the old row when it was logged
+ * (REPLICA IDENTITY FULL), else read again.
+ */
+static void
+emit_row(CdcStream *s, EgressChange *ch)
+{
+	int			hint = 0;
+	int			ihint = 0;
+	HeapTuple	again = NULL;
+	TupleDesc	againdesc = NULL;
+	bool		reselected = false;
+
+	prepare_record(s);
+
+	/* first see whether anything is missing, so a record is never half written */
+	for (int i = 0; i < s->st->ncolumns && !reselected; i++)
+	{
+		const char *name = s->st->columns[i].name;
+
+		if (find_column(ch->columns, ch->ncolumns, name, &hint) == NULL &&
+			find_column(ch->identity, ch->nidentity, name, &ihint) == NULL)
+		{
+			again = reselect_row(s, ch, &againdesc);
+			reselected = true;
+			if (again == NULL)
+			{
+				ereport(DEBUG1,
+						(errmsg_internal("pg_egress stream \"%s\": row of an UPDATE is gone, its later change carries it",
+										 s->def->name)));
+				return;
+			}
+		}
+	}
+
+	hint = ihint = 0;
+	egress_singer_record_open(&cdc->buf, s->st);
+	for (int i = 0; i < s->st->ncolumns; i++)
+	{
+		EgressColumn *col = &s->st->columns[i];
+		EgressChangeColumn *mc = find_column(ch->columns, ch->ncolumns, col->name, &hint);
+
+		if (mc == NULL)
+			mc = find_column(ch->identity, ch->nidentity, col->name, &ihint);
+		if (i > 0)
+			appendStringInfoChar(&cdc->buf, ',');
+		escape_json(&cdc->buf, col->name);
+		appendStringInfoChar(&cdc->buf, ':');
+		if (mc != NULL)
+			append_value(col, mc);
+		else
+		{
+			int			attno = -1;
+			bool		isnull = true;
+			Datum		d = (Datum) 0;
+
+			for (int a = 0; a < againdesc->natts; a++)
+				if (!TupleDescAttr(againdesc, a)->attisdropped &&
+					strcmp(NameStr(TupleDescAttr(againdesc, a)->attname), col->name) == 0)
+					attno = a + 1;
+			if (attno > 0)
+				d = heap_getattr(again, attno, againdesc, &isnull);
+			egress_column_value(&cdc->buf, col, d, isnull);
+		}
+	}
+	append_sdc(s, false, s->st->ncolumns == 0);
+	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
+	s->rows_sent++;
+	after_record();
+}
+
+/* A deletion: the replica identity columns and the commit time. */
+static void
+emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
+{
+	bool		first = true;
+
+	prepare_record(s);
+	egress_singer_record_open(&cdc->buf, s->st);
+	for (int i = 0; i < s->st->ncolumns; i++)
+	{
+		EgressColumn *col = &s->st->columns[i];
+		int			hint = 0;
+		EgressChangeColumn *mc = find_column(key, nkey, col->name, &hint);
+
+		if (mc == NULL)
+			continue;
+		if (!first)
+			appendStringInfoChar(&cdc->buf, ',');
+		first = false;
+		escape_json(&cdc->buf, col->name);
+		appendStringInfoChar(&cdc->buf, ':');
+		append_value(col, mc);
+	}
+	append_sdc(s, true, first);
+	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
+	s->rows_sent++;
+	after_record();
+}
+
+/* Did an UPDATE change the key?  identity holds the old key values. */
+static bool
+key_changed(EgressChange *ch)
+{
+	for (int i = 0; i < ch->nidentity; i++)
+	{
+		int			hint = 0;
+		EgressChangeColumn *old = &ch->identity[i];
+		EgressChangeColumn *new = find_column(ch->columns, ch->ncolumns, old->name, &hint);
+
+		if (new == NULL)
+			continue;			/* unchanged TOAST: not a key change */
+		if (old->isnull != new->isnull)
+			return true;
+		if (!old->isnull && strcmp(old->value, new->value) != 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+emit_truncate(CdcStream *s)
+{
+	prepare_record(s);
+	s->version = egress_next_version(s->version);
+	egress_singer_activate_version(&cdc->buf, s->st, s->version);
+	cdc->batch_last_commit = cdc->txn_commit;
+	cdc->txn_records++;
+}
+
+static void
+cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+				  bool last_write)
+{
+	resetStringInfo(ctx->out);
+}
+
+static void
+cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+		  bool last_write)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->msgcxt);
+	EgressChange ch;
+	int			si;
+	CdcStream  *s;
+
+	egress_wal2json_parse(ctx->out->data, ctx->out->len, &ch);
+	switch (ch.action)
+	{
+		case EGRESS_CHANGE_BEGIN:
+			cdc->txn_commit = ch.lsn;
+			cdc->txn_end = ch.nextlsn;
+			cdc->txn_time = ch.timestamp;
+			cdc->txn_records = 0;
+			break;
+		case EGRESS_CHANGE_COMMIT:
+			/* the whole transaction is in the batch, or had nothing for us */
+			if (cdc->batch_open)
+				cdc->batch_last_end = cdc->txn_end;
+			else
+				cdc->delivered = Max(cdc->delivered, cdc->txn_end);
+			break;
+		case EGRESS_CHANGE_INSERT:
+		case EGRESS_CHANGE_UPDATE:
+		case EGRESS_CHANGE_DELETE:
+		case EGRESS_CHANGE_TRUNCATE:
+			si = lookup_stream(ch.schema, ch.table);
+			if (si < 0)
+				break;
+			s = &cdc->streams[si];
+			/* in the initial snapshot, or acknowledged before a crash */
+			if (cdc->txn_end <= s->bookmark)
+				break;
+			if (ch.action == EGRESS_CHANGE_INSERT)
+				emit_row(s, &ch);
+			else if (ch.action == EGRESS_CHANGE_UPDATE)
+			{
+				if (ch.nidentity > 0 && key_changed(&ch))
+					emit_delete(s, ch.identity, ch.nidentity);
+				emit_row(s, &ch);
+			}
+			else if (ch.action == EGRESS_CHANGE_DELETE)
+				emit_delete(s, ch.identity, ch.nidentity);
+			else
+				emit_truncate(s);
+			break;
+		case EGRESS_CHANGE_MESSAGE:
+			break;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(cdc->msgcxt);
+}
+
+/* ---- configuration ----------------------------------------------------- */
+
+static void
+release_stream_slots(void)
+{
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot)
+		{
+			egress_release_slot(cdc->streams[i].slot);
+			cdc->streams[i].slot = NULL;
+		}
+}
+
+static void
+release_slots_at_exit(int code, Datum arg)
+{
+	if (cdc)
+		release_stream_slots();
+}
+
+/*
+ * Read the destination and its LOG_BASED streams.  Streams whose relation
+ * is gone or no longer readable by their owner are put into the error
+ * state here, so they cannot stop the others.  Returns the number of
+ * streams to serve.
+ */
+static int
+load_config(MemoryContext cxt)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int			n;
+	int32	   *ids;
+	List	   *errors = NIL;	/* pairs: stream id, message */
+	ListCell   *lc;
+	MemoryContext oldcxt;
+
+	release_stream_slots();
+	cdc->nstreams = 0;
+	cdc->config_gen = pg_atomic_read_u32(&egress_shared->config_gen);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!egress_extension_present())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return 0;
+	}
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	if (egress_catalog_exec("SELECT kind, location, options, slot_name, slot_owned "
+							"FROM egress.destination WHERE name = $1",
+							1, argtypes, values, NULL, true) == 0)
+	{
+		egress_catalog_exit(&guard);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return 0;
+	}
+	oldcxt = MemoryContextSwitchTo(cxt);
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+		char	   *opt_slot;
+
+		cdc->dest_kind = SPI_getvalue(tup, desc, 1);
+		cdc->dest_location = SPI_getvalue(tup, desc, 2);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		cdc->dest_options = isnull ? NULL : DatumGetJsonbPCopy(d);
+		cdc->slot_name = SPI_getvalue(tup, desc, 4);
+		cdc->slot_owned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		opt_slot = egress_jsonb_get_string(cdc->dest_options, "slot_name");
+		if (cdc->slot_name == NULL)
+			cdc->slot_name = opt_slot ? opt_slot : psprintf("pg_egress_%s", cdc->dest_name);
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	n = egress_catalog_exec("SELECT s.id FROM egress.stream s "
+							"JOIN egress.stream_state st ON st.stream_id = s.id "
+							"WHERE s.destination = $1 AND s.method = 'LOG_BASED' "
+							"AND s.enabled AND st.state <> 'error' ORDER BY s.id",
+							1, argtypes, values, NULL, true);
+	ids = palloc(sizeof(int32) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+											 1, &isnull));
+	}
+
+	cdc->streams = MemoryContextAllocZero(cxt, sizeof(CdcStream) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		EgressStreamDef *def = egress_load_stream(ids[i], cxt);
+		CdcStream  *s;
+		Oid			argtypes2[1] = {INT4OID};
+		Datum		values2[1] = {Int32GetDatum(ids[i])};
+		bool		isnull;
+		char	   *state;
+		Datum		d;
+		const char *problem = NULL;
+		char	   *policy;
+
+		if (def == NULL)
+			continue;
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(def->relid)))
+			problem = psprintf("relation %s of stream \"%s\" no longer exists",
+							   def->relation, def->name);
+		else if (GetUserNameFromId(def->owner, true) == NULL)
+			problem = psprintf("the role that owns stream \"%s\" no longer exists", def->name);
+		else if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
+				 pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+			problem = psprintf("permission denied for table %s", def->relation);
+		if (problem)
+		{
+			errors = lappend(errors, list_make2(makeInteger(def->id),
+												makeString(MemoryContextStrdup(cxt, problem))));
+			continue;
+		}
+
+		egress_catalog_exec("SELECT state, resync, version, confirmed_lsn "
+							"FROM egress.stream_state WHERE stream_id = $1",
+							1, argtypes2, values2, NULL, true);
+		s = &cdc->streams[cdc->nstreams++];
+		s->def = def;
+		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		s->needs_sync = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) ||
+			strcmp(state, "streaming") != 0;
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+		s->version = isnull ? 0 : DatumGetInt64(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+		s->bookmark = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &s->debug_lsn);
+		policy = egress_jsonb_get_string(def->options, "lag_policy");
+		s->pause_on_lag = policy != NULL && strcmp(policy, "pause") == 0;
+		s->st_stale = true;
+		s->slot = egress_claim_slot(def->id, s->needs_sync ? "pending" : "streaming");
+	}
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	foreach(lc, errors)
+	{
+		List	   *pair = lfirst(lc);
+
+		ereport(WARNING,
+				(errmsg("pg_egress stream stopped: %s", strVal(lsecond(pair)))));
+		egress_record_stream_error(intVal(linitial(pair)), strVal(lsecond(pair)));
+	}
+	return cdc->nstreams;
+}
+
+/* Record the catalog side of the slot before creating it (see below). */
+static void
+record_slot(const char *slot_name, bool owned)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[3];
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	values[1] = CStringGetTextDatum(slot_name);
+	values[2] = BoolGetDatum(owned);
+	egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = $3 "
+						"WHERE name = $1",
+						3, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * The destination's slot: adopt one that exists, else create it.  The
+ * catalog says "ours" before the slot exists, so a crash in between never
+ * leaves a slot pg_egress made but would not drop.
+ */
+static void
+ensure_slot(void)
+{
+	char	   *plugin = NULL;
+	Oid			dboid = InvalidOid;
+
+	if (egress_slot_lookup(cdc->slot_name, &plugin, &dboid))
+	{
+		if (strcmp(plugin, EGRESS_PLUGIN) != 0 || dboid != MyDatabaseId)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"",
+							cdc->slot_name, cdc->dest_name),
+					 errdetail("It uses plugin \"%s\" in another database or with another plugin; pg_egress needs a wal2json slot of this database.",
+							   plugin)));
+		if (!cdc->slot_owned)
+			record_slot(cdc->slot_name, false);
+		return;
+	}
+
+	record_slot(cdc->slot_name, true);
+	cdc->slot_owned = true;
+	egress_slot_create(cdc->slot_name);
+	ereport(LOG,
+			(errmsg("pg_egress destination \"%s\": created replication slot \"%s\"",
+					cdc->dest_name, cdc->slot_name)));
+
+	/*
+	 * Streams with a bookmark from an earlier slot have lost what happened
+	 * meanwhile: they start over.
+	 */
+	for (int i = 0; i < cdc->nstreams; i++)
+		cdc->streams[i].needs_sync = true;
+}
+
+/* Record acknowledged positions: the bookmarks and figures of every stream. */
+static void
+persist_bookmarks(void)
+{
+	EgressCatalogGuard guard;
+	StringInfoData bm;
+
+	InvalidateSystemCaches();
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	initStringInfo(&bm);
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+		Oid			argtypes[6] = {INT4OID, LSNOID, JSONBOID, INT8OID, INT8OID, INT8OID};
+		Datum		values[6];
+
+		if (s->needs_sync)
+			continue;
+		resetStringInfo(&bm);
+		egress_singer_bookmark_log_based(&bm, s->bookmark, s->version);
+		values[0] = Int32GetDatum(s->def->id);
+		values[1] = LSNGetDatum(s->bookmark);
+		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(bm.data));
+		values[3] = Int64GetDatum(s->version);
+		values[4] = Int64GetDatum(s->rows_sent);
+		values[5] = Int64GetDatum(s->batches_sent);
+		egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
+							"version = $4, rows_sent = $5, batches_sent = $6, "
+							"last_error = NULL, last_error_at = NULL, attempts = 0, "
+							"updated_at = now() WHERE stream_id = $1 AND state = 'streaming'",
+							6, argtypes, values, NULL, false);
+	}
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	cdc->acked_since_persist = false;
+}
+
+/* Show a failure on every stream of the destination, without stopping them. */
+static void
+note_failure(const char *message)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (egress_extension_present())
+	{
+		egress_catalog_enter(&guard);
+		values[0] = CStringGetTextDatum(cdc->dest_name);
+		values[1] = CStringGetTextDatum(message);
+		egress_catalog_exec("UPDATE egress.stream_state st SET last_error = $2, "
+							"last_error_at = now(), attempts = attempts + 1, updated_at = now() "
+							"FROM egress.stream s WHERE s.id = st.stream_id "
+							"AND s.destination = $1 AND s.method = 'LOG_BASED'",
+							2, argtypes, values, NULL, false);
+		egress_catalog_exit(&guard);
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* ---- initial sync ---------------------------------------------------------- */
+
+static int32 syncing_stream = 0;	/* for the error path */
+
+static void
+initial_sync(CdcStream *s)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[5] = {INT4OID, INT8OID, LSNOID, JSONBOID, INT8OID};
+	Datum		values[5];
+	int64		version;
+	XLogRecPtr	consistent;
+	EgressSnapshotResult result;
+	char		tmpname[NAMEDATALEN];
+	StringInfoData bm;
+
+	syncing_stream = s->def->id;
+	version = egress_next_version(s->version);
+	egress_set_phase(s->slot, "syncing");
+
+	/* announce it */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	values[0] = Int32GetDatum(s->def->id);
+	values[1] = Int64GetDatum(version);
+	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
+						"version = $2, attempts = attempts + 1, sync_started_at = now(), "
+						"updated_at = now() WHERE stream_id = $1",
+						2, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	/* read the table in the initial snapshot of a short-lived slot */
+	ereport(LOG,
+			(errmsg("pg_egress stream \"%s\": initial sync of %s started, version " INT64_FORMAT,
+					s->def->name, s->def->relation, version)));
+	snprintf(tmpname, sizeof(tmpname), "pg_egress_sync_%d", MyProcPid);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	XactIsoLevel = XACT_REPEATABLE_READ;
+	consistent = egress_slot_snapshot(tmpname);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "LOG_BASED initial sync");
+	egress_snapshot_write(s->def, cdc->sink, s->slot, version, true, consistent, &result);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	/* from here on, changes committed after the snapshot */
+	initStringInfo(&bm);
+	egress_singer_bookmark_log_based(&bm, consistent, version);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	values[0] = Int32GetDatum(s->def->id);
+	values[1] = Int64GetDatum(version);
+	values[2] = LSNGetDatum(consistent);
+	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(bm.data));
+	values[4] = Int64GetDatum(result.rows);
+	egress_catalog_exec("UPDATE egress.stream_state SET state = 'streaming', confirmed_lsn = $3, "
+						"bookmark = $4, rows_sent = $5, bytes_sent = 0, batches_sent = 0, "
+						"last_error = NULL, last_error_at = NULL, attempts = 0, "
+						"sync_finished_at = now(), updated_at = now() "
+						"WHERE stream_id = $1 AND version = $2",
+						5, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	s->version = version;
+	s->bookmark = consistent;
+	s->needs_sync = false;
+	s->rows_sent = result.rows;
+	s->batches_sent = 0;
+	s->st_stale = true;
+	egress_set_phase(s->slot, "streaming");
+	syncing_stream = 0;
+	ereport(LOG,
+			(errmsg("pg_egress stream \"%s\": initial sync finished, " INT64_FORMAT " rows; changes follow from %X/%X",
+					s->def->name, result.rows, LSN_FORMAT_ARGS(consistent))));
+}
+
+/* ---- decoding ---------------------------------------------------------------- */
+
+static void
+open_decoding(void)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+
+	ReplicationSlotAcquire(cdc->slot_name, true);
+	if (XLogRecPtrIsInvalid(MyReplicationSlot->data.restart_lsn))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication slot \"%s\" cannot be decoded: it has no restart position",
+						cdc->slot_name)));
+	InvalidateSystemCaches();
+	cdc->ctx = CreateDecodingContext(InvalidXLogRecPtr, egress_wal2json_options(NULL), false,
+									 XL_ROUTINE(.page_read = read_local_xlog_page,
+												.segment_open = wal_segment_open,
+												.segment_close = wal_segment_close),
+									 cdc_prepare_write, cdc_write, NULL);
+	XLogBeginRead(cdc->ctx->reader, MyReplicationSlot->data.restart_lsn);
+	cdc->delivered = Max(cdc->delivered, MyReplicationSlot->data.confirmed_flush);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static void
+close_decoding(void)
+{
+	if (cdc->ctx)
+	{
+		FreeDecodingContext(cdc->ctx);
+		cdc->ctx = NULL;
+	}
+	if (MyReplicationSlot)
+		ReplicationSlotRelease();
+	InvalidateSystemCaches();
+	if (cdc->relmap)
+	{
+		hash_destroy(cdc->relmap);
+		cdc->relmap = NULL;
+	}
+}
+
+/* One round: decode the WAL flushed so far, send what is due. */
+static void
+decode_round(void)
+{
+	XLogRecPtr	end = GetFlushRecPtr(NULL);
+	XLogRecPtr	restart;
+	int64		lag;
+
+	while (cdc->ctx->reader->EndRecPtr < end)
+	{
+		XLogRecord *record;
+		char	   *errm = NULL;
+
+		record = XLogReadRecord(cdc->ctx->reader, &errm);
+		if (errm)
+			ereport(ERROR,
+					(errmsg("could not read WAL for logical decoding: %s", errm)));
+		if (record != NULL)
+			LogicalDecodingProcessRecord(cdc->ctx, cdc->ctx->reader);
+		/* decoding's transaction handling resets it */
+		CurrentResourceOwner = cdc_owner;
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	if (cdc->batch_open &&
+		TimestampDifferenceExceeds(cdc->batch_started, GetCurrentTimestamp(),
+								   egress_flush_interval_ms))
+		cdc_commit_batch();
+	if (!cdc->batch_open)
+		cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);
+
+	/* acknowledged: record the bookmarks, then free the WAL */
+	if (cdc->acked_since_persist)
+		persist_bookmarks();
+	if (cdc->delivered > MyReplicationSlot->data.confirmed_flush)
+	{
+		LogicalConfirmReceivedLocation(cdc->delivered);
+		ReplicationSlotMarkDirty();
+	}
+
+	/* the WAL retention guard */
+	restart = MyReplicationSlot->data.restart_lsn;
+	lag = (int64) (end - restart);
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot)
+			cdc->streams[i].slot->lag_bytes = lag;
+	if (egress_max_slot_lag_mb > 0 && lag > (int64) egress_max_slot_lag_mb * 1024 * 1024)
+	{
+		if (!cdc->lag_warned)
+			ereport(WARNING,
+					(errmsg("pg_egress replication slot \"%s\" holds " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_lag (%d MB)",
+							cdc->slot_name, lag / (1024 * 1024), egress_max_slot_lag_mb),
+					 errhint("Check the destination \"%s\"; streams with lag_policy \"pause\" are stopped.",
+							 cdc->dest_name)));
+		cdc->lag_warned = true;
+	}
+	else
+		cdc->lag_warned = false;
+}
+
+/* Streams with lag_policy "pause" stop when the slot holds too much WAL. */
+static bool
+pause_lagging_streams(int64 lag)
+{
+	bool		paused = false;
+
+	if (egress_max_slot_lag_mb <= 0 || lag <= (int64) egress_max_slot_lag_mb * 1024 * 1024)
+		return false;
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (!s->pause_on_lag)
+			continue;
+		egress_record_stream_error(s->def->id,
+								   psprintf("stopped: replication slot \"%s\" holds " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_lag (%d MB)",
+											cdc->slot_name, lag / (1024 * 1024), egress_max_slot_lag_mb));
+		paused = true;
+	}
+	return paused;
+}
+
+static int64
+current_lag(void)
+{
+	XLogRecPtr	restart = InvalidXLogRecPtr;
+	ReplicationSlot *s;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	s = SearchNamedReplicationSlot(cdc->slot_name, false);
+	if (s)
+	{
+		SpinLockAcquire(&s->mutex);
+		restart = s->data.restart_lsn;
+		SpinLockRelease(&s->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	if (XLogRecPtrIsInvalid(restart))
+		return 0;
+	return (int64) (GetFlushRecPtr(NULL) - restart);
+}
+
+/*
+ * One session: configuration, slot, initial syncs, then decoding until the
+ * configuration changes.  Returns false when there is nothing to serve.
+ */
+static bool
+run_session(MemoryContext sessioncxt)
+{
+	bool		need_sync = false;
+
+	if (load_config(sessioncxt) == 0)
+		return false;
+	if (pause_lagging_streams(current_lag()))
+		return true;			/* reload without them */
+
+	if (cdc->sink == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		cdc->sink = egress_sink_open(MemoryContextStrdup(TopMemoryContext, cdc->dest_kind),
+									 MemoryContextStrdup(TopMemoryContext, cdc->dest_location),
+									 cdc->dest_options);
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	ensure_slot();
+	for (int i = 0; i < cdc->nstreams; i++)
+		need_sync |= cdc->streams[i].needs_sync;
+	if (need_sync)
+	{
+		for (int i = 0; i < cdc->nstreams; i++)
+			if (cdc->streams[i].needs_sync)
+				initial_sync(&cdc->streams[i]);
+	}
+
+	{
+		char		prefix[NAMEDATALEN + 2];
+
+		snprintf(prefix, sizeof(prefix), "~%s", cdc->dest_name);
+		cdc->sink->ops->cleanup(cdc->sink, prefix);
+	}
+
+	open_decoding();
+	cdc->max_rows = PG_INT64_MAX;
+	cdc->max_bytes = PG_INT64_MAX;
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		cdc->max_rows = Min(cdc->max_rows, egress_stream_batch_rows(cdc->streams[i].def));
+		cdc->max_bytes = Min(cdc->max_bytes, egress_stream_batch_bytes(cdc->streams[i].def));
+	}
+	pgstat_report_activity(STATE_RUNNING, "streaming changes");
+
+	for (;;)
+	{
+		long		timeout;
+		int64		lag;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		decode_round();
+
+		lag = current_lag();
+		if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen ||
+			(lag > (int64) egress_max_slot_lag_mb * 1024 * 1024 && egress_max_slot_lag_mb > 0 &&
+			 pause_lagging_streams(lag)))
+			break;
+
+		/* poll the flush position at the flush interval; sooner if a batch is due */
+		timeout = egress_flush_interval_ms;
+		if (cdc->batch_open)
+		{
+			long		age = TimestampDifferenceMilliseconds(cdc->batch_started,
+															  GetCurrentTimestamp());
+
+			timeout = Max(1, egress_flush_interval_ms - age);
+		}
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	/* configuration changed: deliver what is pending, then start over */
+	cdc_commit_batch();
+	if (cdc->acked_since_persist)
+		persist_bookmarks();
+	if (cdc->delivered > MyReplicationSlot->data.confirmed_flush)
+	{
+		LogicalConfirmReceivedLocation(cdc->delivered);
+		ReplicationSlotMarkDirty();
+	}
+	close_decoding();
+	return true;
+}
+
+void
+egress_cdc_main(Datum main_arg)
+{
+	Oid			dboid;
+	char		dest[NAMEDATALEN];
+	MemoryContext sessioncxt;
+	volatile int failures = 0;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	strlcpy(dest, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(dest));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	egress_pin_output_settings();
+
+	cdc = MemoryContextAllocZero(TopMemoryContext, sizeof(CdcState));
+	cdc->dest_name = MemoryContextStrdup(TopMemoryContext, dest);
+	cdc->batchcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc batch",
+										  ALLOCSET_DEFAULT_SIZES);
+	cdc->msgcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc message",
+										ALLOCSET_DEFAULT_SIZES);
+	sessioncxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc session",
+									   ALLOCSET_DEFAULT_SIZES);
+	cdc->decodecxt = sessioncxt;
+	{
+		MemoryContext oldcxt;
+
+		/* the type map looks up type information: inside a transaction */
+		StartTransactionCommand();
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		initStringInfo(&cdc->buf);
+		initStringInfo(&cdc->time_extracted);
+		egress_column_init(&cdc->deleted_at_col, "_sdc_deleted_at", TIMESTAMPTZOID, -1, false);
+		MemoryContextSwitchTo(oldcxt);
+		CommitTransactionCommand();
+	}
+	CacheRegisterRelcacheCallback(cdc_relcache_callback, (Datum) 0);
+	before_shmem_exit(release_slots_at_exit, (Datum) 0);
+
+	ereport(LOG,
+			(errmsg("pg_egress CDC worker started for destination \"%s\"", dest)));
+
+	for (;;)
+	{
+		volatile bool more = true;
+
+		cdc_owner = ResourceOwnerCreate(NULL, "pg_egress cdc");
+		CurrentResourceOwner = cdc_owner;
+		PG_TRY();
+		{
+			more = run_session(sessioncxt);
+			failures = 0;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			long		backoff;
+
+			MemoryContextSwitchTo(TopMemoryContext);
+			edata = CopyErrorData();
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			if (MyReplicationSlot)
+				ReplicationSlotRelease();
+			ReplicationSlotCleanup();
+			InvalidateSystemCaches();
+			cdc->ctx = NULL;	/* its memory goes with the session context */
+			cdc->relmap = NULL;
+			if (cdc->sink)
+				cdc->sink->ops->abort_batch(cdc->sink);
+			cdc->batch_open = false;
+			MemoryContextReset(cdc->batchcxt);
+			MemoryContextReset(cdc->msgcxt);
+
+			if (syncing_stream != 0)
+			{
+				/* an initial sync that failed stops its stream, not the others */
+				egress_record_stream_error(syncing_stream, edata->message);
+				syncing_stream = 0;
+				backoff = 0;
+			}
+			else
+			{
+				/* a failing destination: show it, retry with a growing pause */
+				note_failure(edata->message);
+				failures++;
+				backoff = Min(1000L << Min(failures - 1, 6), 60000L);
+			}
+			FreeErrorData(edata);
+			if (backoff > 0)
+			{
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 backoff, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+			}
+		}
+		PG_END_TRY();
+
+		release_stream_slots();
+		CurrentResourceOwner = NULL;
+		ResourceOwnerRelease(cdc_owner, RESOURCE_RELEASE_BEFORE_LOCKS, false, true);
+		ResourceOwnerRelease(cdc_owner, RESOURCE_RELEASE_LOCKS, false, true);
+		ResourceOwnerRelease(cdc_owner, RESOURCE_RELEASE_AFTER_LOCKS, false, true);
+		ResourceOwnerDelete(cdc_owner);
+		cdc->streams = NULL;
+		cdc->nstreams = 0;
+		MemoryContextReset(sessioncxt);
+		if (!more)
+			break;
+	}
+
+	ereport(LOG,
+			(errmsg("pg_egress CDC worker for destination \"%s\" has no streams left", dest)));
+	proc_exit(0);
+}

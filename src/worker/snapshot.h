@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ * snapshot.h
+ *	  Writing the rows of a relation, read in the current snapshot, as
+ *	  Singer batches: FULL_TABLE syncs and the initial sync of LOG_BASED
+ *	  streams.
+ *-------------------------------------------------------------------------
+ */
+#ifndef EGRESS_SNAPSHOT_H
+#define EGRESS_SNAPSHOT_H
+
+#include "access/xlogdefs.h"
+
+#include "catalog/catalog.h"
+#include "pg_egress.h"
+#include "sink/sink.h"
+
+typedef struct EgressSnapshotResult
+{
+	int64		rows;
+	int64		bytes;
+	int64		batches;
+} EgressSnapshotResult;
+
+/*
+ * Inside a transaction whose snapshot is the one to read: read def's
+ * relation as its owner and write it to the sink.  For LOG_BASED initial
+ * syncs (log_based) the STATE bookmark carries lsn.
+ */
+extern void egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
+								  EgressWorkerSlot *slot, int64 version,
+								  bool log_based, XLogRecPtr lsn,
+								  EgressSnapshotResult *result);
+
+/* ERROR unless the relation exists and the stream's owner may read it. */
+extern void egress_check_relation_access(EgressStreamDef *def);
+
+/* Session settings the type map and wal2json output rely on. */
+extern void egress_pin_output_settings(void);
+
+/* Batch sizes of a stream: its options, else the GUCs. */
+extern int64 egress_stream_batch_rows(EgressStreamDef *def);
+extern int64 egress_stream_batch_bytes(EgressStreamDef *def);
+
+/* A new table version: epoch ms, always above the previous one. */
+extern int64 egress_next_version(int64 prev_version);
+
+#endif							/* EGRESS_SNAPSHOT_H */

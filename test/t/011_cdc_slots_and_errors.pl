@@ -1,0 +1,256 @@
+
+# Replication slots of LOG_BASED streams and their errors: the default slot
+# pg_egress_<destination> (wal2json) appears with the first stream and goes
+# with the last; an existing slot named by the destination option slot_name
+# is adopted (the CDC worker holds it) and kept on removal unless
+# drop_adopted_slot.  Refused at add time, with their SQLSTATEs: a table
+# without primary key or REPLICA IDENTITY FULL, a view, no free slot,
+# wal2json missing from output_plugin_libraries, wal_level replica.  A
+# dropped source table puts its stream into state error without stopping
+# the CDC worker or the destination's other streams.  pg_egress.max_slot_lag
+# with a failing destination: lag_bytes, a WARNING, lag_policy pause ->
+# state error; after the destination is fixed and the stream resumed it
+# catches up without loss.
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use EgressTest;
+
+# ---------------------------------------------------------------------------
+# Refusals that need another server configuration: a second cluster
+# ---------------------------------------------------------------------------
+{
+	my $errs = create_node('cdc_errs', cdc => 1, conf => "max_replication_slots = 1\n");
+	my $dir = new_outdir($errs, 'errs');
+	$errs->safe_psql('postgres', 'CREATE TABLE e (id integer PRIMARY KEY)');
+	add_destination($errs, 'de', $dir);
+	my $add = q{SELECT egress_add_stream('se', 'e', method => 'LOG_BASED', destination => 'de')};
+	my $none = sub { $errs->safe_psql('postgres', 'SELECT count(*) FROM egress.stream') };
+
+	$errs->safe_psql('postgres', q{SELECT pg_create_logical_replication_slot('filler', 'test_decoding')});
+	my ($state, $err) = sqlstate_of($errs, $add);
+	is($state, '53400', 'no free replication slot: SQLSTATE 53400') or diag $err;
+	is($none->(), '0', 'no free replication slot: nothing created');
+
+	$errs->safe_psql('postgres', q{SELECT pg_drop_replication_slot('filler')});
+	$errs->safe_psql('postgres', q{ALTER SYSTEM SET output_plugin_libraries = 'pgoutput, test_decoding'});
+	$errs->restart;
+	($state, $err) = sqlstate_of($errs, $add);
+	is($state, '55000', 'wal2json not in output_plugin_libraries: SQLSTATE 55000') or diag $err;
+	like($err, qr/HINT:.*output_plugin_libraries/, 'wal2json not in output_plugin_libraries: the hint names the setting')
+	  or diag $err;
+	is($none->(), '0', 'wal2json not in output_plugin_libraries: nothing created');
+
+	$errs->safe_psql('postgres', q{ALTER SYSTEM RESET output_plugin_libraries});
+	$errs->safe_psql('postgres', q{ALTER SYSTEM SET wal_level = 'replica'});
+	$errs->restart;
+	is($errs->safe_psql('postgres', 'SHOW wal_level'), 'replica', 'second cluster runs with wal_level replica');
+	($state, $err) = sqlstate_of($errs, $add);
+	is($state, '55000', 'wal_level replica: SQLSTATE 55000') or diag $err;
+	like($err, qr/wal_level/, 'wal_level replica: the message names wal_level') or diag $err;
+	is($none->(), '0', 'wal_level replica: nothing created');
+	$errs->stop;
+}
+
+my $node = create_node('cdc_slots', cdc => 1);
+my %dir = map { ($_ => new_outdir($node, $_)) } qw(d1 d2 d3 d4 d5);
+
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE nopk (a integer, b text);
+CREATE VIEW v AS SELECT 1 AS id;
+CREATE TABLE t1 (id integer PRIMARY KEY, v text);
+CREATE TABLE t2 (id integer PRIMARY KEY, v text);
+CREATE TABLE t3 (id integer PRIMARY KEY, v text);
+CREATE TABLE ta (id integer PRIMARY KEY, v text);
+CREATE TABLE tb (id integer PRIMARY KEY, v text);
+CREATE TABLE tl (id integer PRIMARY KEY, v text);
+INSERT INTO t1 SELECT i, 'v' || i FROM generate_series(1, 100) i;
+INSERT INTO t2 SELECT i, 'v' || i FROM generate_series(1, 100) i;
+INSERT INTO ta SELECT i, 'v' || i FROM generate_series(1, 100) i;
+INSERT INTO tb SELECT i, 'v' || i FROM generate_series(1, 100) i;
+INSERT INTO tl SELECT i, 'v' || i FROM generate_series(1, 100) i;
+});
+
+sub add_stream
+{
+	my ($name, $table, $dest, $options) = @_;
+	$node->safe_psql('postgres',
+		"SELECT egress_add_stream('$name', '$table', method => 'LOG_BASED', destination => '$dest'"
+		  . (defined $options ? ", options => '$options'" : '') . ')');
+}
+
+sub slot_gone
+{
+	my ($slot, $desc) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok(poll_until("slot $slot dropped", 60, sub { !slot_row($node, $slot) }), $desc);
+}
+
+# ---------------------------------------------------------------------------
+# bad relations
+# ---------------------------------------------------------------------------
+add_destination($node, 'd1', $dir{d1});
+my ($state, $err) = sqlstate_of($node,
+	q{SELECT egress_add_stream('bad1', 'nopk', method => 'LOG_BASED', destination => 'd1')});
+is($state, '55000', 'a table without primary key or REPLICA IDENTITY FULL: SQLSTATE 55000') or diag $err;
+like($err, qr/HINT:/, '... with a hint') or diag $err;
+($state, $err) = sqlstate_of($node,
+	q{SELECT egress_add_stream('bad2', 'v', method => 'LOG_BASED', destination => 'd1')});
+is($state, '42809', 'a view: SQLSTATE 42809') or diag $err;
+is($node->safe_psql('postgres', 'SELECT count(*) FROM egress.stream'), '0', 'nothing created');
+
+# ---------------------------------------------------------------------------
+# the default slot
+# ---------------------------------------------------------------------------
+add_stream('s1', 't1', 'd1');
+ok( poll_until(
+		'slot pg_egress_d1', 60,
+		sub { my $s = slot_row($node, 'pg_egress_d1'); $s && ($s->{plugin} // '') eq 'wal2json' }),
+	'the default slot pg_egress_d1 (wal2json) exists once the stream is added');
+is(slot_row($node, 'pg_egress_d1')->{slot_type}, 'logical', 'it is a logical slot');
+wait_stream_state($node, 's1', 'streaming');
+is(stream_row($node, 's1')->{slot_name}, 'pg_egress_d1', 'egress_streams.slot_name');
+$node->safe_psql('postgres', q{INSERT INTO t1 VALUES (101, 'new'); UPDATE t1 SET v = 'u' WHERE id = 1; DELETE FROM t1 WHERE id = 2});
+wait_caught_up($node, 's1');
+compare_states(mirror($dir{d1}, 'public-t1', ['id']), table_state($node, 't1', ['id']), 's1');
+$node->safe_psql('postgres', q{SELECT egress_remove_stream('s1')});
+slot_gone('pg_egress_d1', 'removing the last LOG_BASED stream drops the default slot');
+
+# ---------------------------------------------------------------------------
+# an adopted slot
+# ---------------------------------------------------------------------------
+$node->safe_psql('postgres', q{SELECT pg_create_logical_replication_slot('tap_slot', 'wal2json')});
+add_destination($node, 'd2', $dir{d2}, '{"slot_name": "tap_slot"}');
+add_stream('s2', 't2', 'd2');
+wait_stream_state($node, 's2', 'streaming');
+is(stream_row($node, 's2')->{slot_name}, 'tap_slot', 'egress_streams.slot_name is the adopted slot');
+my $holder;
+ok( poll_until(
+		'the CDC worker to hold tap_slot', 60,
+		sub {
+			my $s = slot_row($node, 'tap_slot');
+			return 0 unless $s && defined $s->{active_pid};
+			$holder = $s->{active_pid};
+			return grep { $_ == $holder } cdc_worker_pids($node);
+		}),
+	'the adopted slot is held by a CDC worker (active_pid)');
+ok(!slot_row($node, 'pg_egress_d2'), 'no default slot was created for d2');
+$node->safe_psql('postgres', q{INSERT INTO t2 VALUES (101, 'new'); DELETE FROM t2 WHERE id = 3});
+wait_caught_up($node, 's2');
+compare_states(mirror($dir{d2}, 'public-t2', ['id']), table_state($node, 't2', ['id']), 's2 through the adopted slot');
+$node->safe_psql('postgres', q{SELECT egress_remove_stream('s2')});
+ok( poll_until(
+		'tap_slot released', 60,
+		sub { my $s = slot_row($node, 'tap_slot'); !$s || !defined $s->{active_pid} }),
+	'after removing the stream the CDC worker releases tap_slot');
+# A negative check: watch the slot for three pg_egress.naptime periods.
+my $kept = 1;
+my $until = time + 3;
+while (time < $until)
+{
+	if (!slot_row($node, 'tap_slot'))
+	{
+		$kept = 0;
+		last;
+	}
+	usleep(200_000);
+}
+ok($kept, 'the adopted slot is not dropped when the last stream is removed');
+
+# ---------------------------------------------------------------------------
+# an adopted slot with drop_adopted_slot
+# ---------------------------------------------------------------------------
+$node->safe_psql('postgres', q{SELECT pg_create_logical_replication_slot('tap_slot2', 'wal2json')});
+add_destination($node, 'd3', $dir{d3}, '{"slot_name": "tap_slot2", "drop_adopted_slot": true}');
+add_stream('s3', 't3', 'd3');
+wait_stream_state($node, 's3', 'streaming');
+$node->safe_psql('postgres', q{SELECT egress_remove_stream('s3')});
+slot_gone('tap_slot2', 'with drop_adopted_slot the adopted slot is dropped with the last stream');
+
+# ---------------------------------------------------------------------------
+# a dropped source table
+# ---------------------------------------------------------------------------
+add_destination($node, 'd4', $dir{d4});
+add_stream('sa', 'ta', 'd4');
+add_stream('sb', 'tb', 'd4');
+wait_stream_state($node, $_, 'streaming') foreach qw(sa sb);
+$node->safe_psql('postgres', q{INSERT INTO ta VALUES (101, 'new'); INSERT INTO tb VALUES (101, 'new')});
+wait_caught_up($node, $_) foreach qw(sa sb);
+my $pid;
+ok( poll_until(
+		'the CDC worker of d4', 60,
+		sub { my $s = slot_row($node, 'pg_egress_d4'); $pid = $s->{active_pid} if $s; defined $pid }),
+	'the CDC worker of d4 holds pg_egress_d4');
+$pid //= 0;
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', 'DROP TABLE ta');
+wait_stream_where($node, 'sa', q{state = 'error'}, 60, 'a dropped source table puts its stream into state error');
+diag 'last_error: ' . (stream_row($node, 'sa')->{last_error} // 'null');
+like(stream_row($node, 'sa')->{last_error} // '', qr/ta/, 'last_error names the table');
+$node->safe_psql('postgres', q{INSERT INTO tb VALUES (102, 'after'); UPDATE tb SET v = 'u' WHERE id = 5});
+wait_caught_up($node, 'sb');
+compare_states(mirror($dir{d4}, 'public-tb', ['id']), table_state($node, 'tb', ['id']),
+	'the other stream of the destination keeps streaming');
+is(stream_row($node, 'sa')->{state}, 'error', 'the stream of the dropped table stays in error');
+is(slot_row($node, 'pg_egress_d4')->{active_pid}, $pid, "the same CDC worker $pid holds the slot (no crash loop)");
+ok(kill(0, $pid), "CDC worker $pid still runs");
+ok(!$node->log_contains(qr/terminated by signal|terminating any other active server processes/, $log_offset),
+	'no process crashed');
+$node->safe_psql('postgres', q{SELECT egress_remove_stream('sa'); SELECT egress_remove_stream('sb')});
+slot_gone('pg_egress_d4', 'd4: the slot goes with the last stream');
+
+# ---------------------------------------------------------------------------
+# pg_egress.max_slot_lag with a failing destination, lag_policy pause
+# ---------------------------------------------------------------------------
+$node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('tap_slot')});
+$node->safe_psql('postgres', q{ALTER SYSTEM SET pg_egress.max_slot_lag = '1MB'; SELECT pg_reload_conf()});
+ok(poll_until('max_slot_lag reloaded', 30, sub { $node->safe_psql('postgres', 'SHOW pg_egress.max_slot_lag') eq '1MB' }),
+	'pg_egress.max_slot_lag = 1MB');
+add_destination($node, 'd5', $dir{d5});
+add_stream('s5', 'tl', 'd5', '{"lag_policy": "pause"}');
+wait_stream_state($node, 's5', 'streaming');
+$node->safe_psql('postgres', q{INSERT INTO tl VALUES (101, 'new')});
+wait_caught_up($node, 's5');
+
+$log_offset = -s $node->logfile;
+chmod(0500, $dir{d5}) or die "chmod: $!";
+my $lsn0 = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+$node->safe_psql('postgres', q{INSERT INTO tl SELECT i, repeat(md5(i::text), 4) FROM generate_series(1000, 21000) i});
+my $wal = $node->safe_psql('postgres', "SELECT pg_current_wal_lsn() - '$lsn0'::pg_lsn");
+cmp_ok($wal, '>', 2 * 1024 * 1024, "more than 2 MB of WAL written to the table ($wal bytes)");
+my $max_lag = 0;
+ok( poll_until(
+		'lag_bytes > 1 MB', 90,
+		sub {
+			my $r = stream_row($node, 's5');
+			$max_lag = $r->{lag_bytes} if $r && defined $r->{lag_bytes} && $r->{lag_bytes} > $max_lag;
+			return $max_lag > 1024 * 1024;
+		}),
+	"egress_streams.lag_bytes exceeds 1 MB ($max_lag)");
+wait_stream_where($node, 's5', q{state = 'error' AND last_error ~* 'lag'}, 90,
+	'lag_policy pause: the stream goes to state error, last_error mentions the lag');
+diag 'last_error: ' . (stream_row($node, 's5')->{last_error} // 'null');
+ok(poll_until('a WARNING about the lag', 30, sub { $node->log_contains(qr/WARNING:.*(lag|max_slot_lag)/i, $log_offset) }),
+	'a WARNING about the slot lag in the server log');
+my @warnings = grep { /WARNING/ } split /\n/, slurp_file($node->logfile, $log_offset);
+diag 'WARNING lines: ' . scalar(@warnings) . (@warnings ? "; first: $warnings[0]" : '');
+
+chmod(0700, $dir{d5}) or die "chmod: $!";
+$node->safe_psql('postgres', q{SELECT egress_resume_stream('s5')});
+if (!wait_caught_up($node, 's5', 90))
+{
+	diag 'with max_slot_lag still 1MB the resumed stream did not catch up; retrying with max_slot_lag off';
+	$node->safe_psql('postgres', q{ALTER SYSTEM RESET pg_egress.max_slot_lag; SELECT pg_reload_conf()});
+	$node->safe_psql('postgres', q{SELECT egress_resume_stream('s5')});
+	wait_caught_up($node, 's5', 90);
+}
+compare_states(mirror($dir{d5}, 'public-tl', ['id']), table_state($node, 'tl', ['id']),
+	'after the destination is fixed and the stream resumed: nothing lost');
+
+$node->stop;
+done_testing();
