@@ -74,7 +74,8 @@ CREATE FUNCTION egress_stream_activity(
 	OUT bytes_sent bigint,
 	OUT batches_sent bigint,
 	OUT started_at timestamptz,
-	OUT lag_bytes bigint)
+	OUT lag_bytes bigint,
+	OUT confirmed_lsn pg_lsn)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'egress_stream_activity'
 LANGUAGE C STRICT VOLATILE;
@@ -151,7 +152,7 @@ SELECT s.name,
 	   coalesce(a.bytes_sent, st.bytes_sent) AS bytes_sent,
 	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
 	   st.bookmark,
-	   st.confirmed_lsn,
+	   coalesce(a.confirmed_lsn, st.confirmed_lsn) AS confirmed_lsn,
 	   a.lag_bytes,
 	   d.slot_name,
 	   st.last_error,

@@ -41,6 +41,7 @@ typedef struct EgressWorkerSlot
 	uint64		bytes_sent;
 	uint64		batches_sent;
 	int64		lag_bytes;		/* CDC: WAL held by the slot, -1 unknown */
+	uint64		confirmed_lsn;	/* CDC: acknowledged position, 0 unknown */
 	TimestampTz started_at;
 } EgressWorkerSlot;
 

@@ -13,6 +13,7 @@
 #include "storage/latch.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
 #include "pg_egress.h"
@@ -158,8 +159,8 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 	for (int i = 0; i < egress_shared->nslots; i++)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
-		Datum		values[8];
-		bool		nulls[8] = {0};
+		Datum		values[9];
+		bool		nulls[9] = {0};
 
 		if (!slot->in_use)
 			continue;
@@ -172,6 +173,8 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 		values[6] = TimestampTzGetDatum(slot->started_at);
 		values[7] = Int64GetDatum(slot->lag_bytes);
 		nulls[7] = slot->lag_bytes < 0;
+		values[8] = LSNGetDatum((XLogRecPtr) slot->confirmed_lsn);
+		nulls[8] = slot->confirmed_lsn == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(egress_shared->lock);

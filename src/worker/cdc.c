@@ -138,6 +138,8 @@ typedef struct CdcState
 	int			txn_records;
 
 	XLogRecPtr	delivered;		/* everything ending here or before is acked */
+	XLogRecPtr	persisted_end;	/* end of our last bookmark update's WAL */
+	TimestampTz persisted_at;
 	bool		lag_warned;
 	uint32		config_gen;
 	EgressColumn deleted_at_col;	/* renders _sdc_deleted_at */
@@ -370,6 +372,7 @@ cdc_commit_batch(void)
 		{
 			s->slot->rows_sent = s->rows_sent;
 			s->slot->batches_sent = s->batches_sent;
+			s->slot->confirmed_lsn = s->bookmark;
 		}
 	}
 	cdc->acked_since_persist = true;
@@ -822,7 +825,7 @@ load_config(MemoryContext cxt)
 			continue;
 		}
 
-		egress_catalog_exec("SELECT state, resync, version, confirmed_lsn "
+		egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent "
 							"FROM egress.stream_state WHERE stream_id = $1",
 							1, argtypes2, values2, NULL, true);
 		s = &cdc->streams[cdc->nstreams++];
@@ -834,11 +837,18 @@ load_config(MemoryContext cxt)
 		s->version = isnull ? 0 : DatumGetInt64(d);
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
 		s->bookmark = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+		s->rows_sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+		s->batches_sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull));
 		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &s->debug_lsn);
 		policy = egress_jsonb_get_string(def->options, "lag_policy");
 		s->pause_on_lag = policy != NULL && strcmp(policy, "pause") == 0;
 		s->st_stale = true;
 		s->slot = egress_claim_slot(def->id, s->needs_sync ? "pending" : "streaming");
+		if (s->slot)
+		{
+			s->slot->rows_sent = s->rows_sent;
+			s->slot->batches_sent = s->batches_sent;
+		}
 	}
 	egress_catalog_exit(&guard);
 	PopActiveSnapshot();
@@ -957,6 +967,8 @@ persist_bookmarks(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	cdc->acked_since_persist = false;
+	cdc->persisted_end = XactLastCommitEnd;
+	cdc->persisted_at = GetCurrentTimestamp();
 }
 
 /* Show a failure on every stream of the destination, without stopping them. */
@@ -1145,8 +1157,25 @@ decode_round(void)
 	if (!cdc->batch_open)
 		cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);
 
-	/* acknowledged: record the bookmarks, then free the WAL */
-	if (cdc->acked_since_persist)
+	/*
+	 * Acknowledged: record the bookmarks, then free the WAL.  Progress that
+	 * carried no records is recorded now and then only, and never for WAL
+	 * that is just our own previous bookmark update.
+	 */
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync)
+			continue;
+		if (!cdc->batch_open)
+			s->bookmark = Max(s->bookmark, cdc->delivered);
+		if (s->slot)
+			s->slot->confirmed_lsn = s->bookmark;
+	}
+	if (cdc->acked_since_persist ||
+		(cdc->delivered > cdc->persisted_end &&
+		 TimestampDifferenceExceeds(cdc->persisted_at, GetCurrentTimestamp(), 10000)))
 		persist_bookmarks();
 	if (cdc->delivered > MyReplicationSlot->data.confirmed_flush)
 	{

@@ -30,6 +30,7 @@ our @EXPORT = qw(
   same_value compare_states wait_caught_up cdc_worker_pids slot_row
   write_file start_pgbench finish_pgbench sqlstate_of utc_commit_time
   count_records_raw check_cdc_batch is_lsn_number cdc_name_lsns is_cdc_name
+  caught_up
 );
 
 # Client encoding of every psql the tests start: the data is UTF-8.
@@ -479,7 +480,8 @@ sub cdc_batches
 	my @b = grep {
 		$_->{name} =~ $CDC_NAME_RE && (!defined $dest || $1 eq $dest)
 	} read_batches($dir, $CDC_NAME_RE);
-	return sort { _cdc_cmp($a->{name}, $b->{name}) } @b;
+	my @sorted = sort { _cdc_cmp($a->{name}, $b->{name}) } @b;
+	return @sorted;    # a count in scalar context
 }
 
 sub _cdc_cmp
@@ -509,11 +511,12 @@ sub sync_batches
 	  : qr/^[a-z][a-z0-9_]*-\d+-\d{6}\.jsonl$/;
 	my @b = read_batches($dir, $re);
 	my $k = sub { $_[0]{name} =~ /^(.*)-(\d+)-(\d{6})\.jsonl$/; return ($1, $2, $3); };
-	return sort {
+	my @sorted = sort {
 		my @x = $k->($a);
 		my @y = $k->($b);
 		$x[0] cmp $y[0] || $x[1] <=> $y[1] || $x[2] <=> $y[2]
 	} @b;
+	return @sorted;    # a count in scalar context
 }
 
 sub _pk_key
@@ -715,8 +718,30 @@ sub compare_states
 }
 
 # wait_caught_up($node, $stream [, $timeout]): waits until the stream is
-# 'streaming' and its confirmed_lsn has reached the pg_current_wal_lsn()
-# taken when the wait started.  One test.
+# 'streaming' and has delivered everything up to the pg_current_wal_lsn()
+# taken when the wait started: its confirmed_lsn reached it, or the
+# confirmed_flush_lsn of its slot (egress_streams.slot_name) did (the slot
+# never passes an unacknowledged change of any of its streams; a stream
+# without changes of its own may keep an older confirmed_lsn).  One test.
+# Counts in %EgressTest::caught_up_via how each wait ended.
+our %caught_up_via;
+
+# caught_up($node, $stream, $target_lsn_int) -> ('confirmed_lsn' | 'slot' |
+# undef, the egress_streams row): the test of wait_caught_up, once.
+sub caught_up
+{
+	my ($node, $stream, $target) = @_;
+	my $row = stream_row($node, $stream);
+	return (undef, $row) unless $row && ($row->{state} // '') eq 'streaming';
+	return ('confirmed_lsn', $row)
+	  if defined $row->{confirmed_lsn} && lsn_int($row->{confirmed_lsn}) >= $target;
+	return (undef, $row) unless defined $row->{slot_name};
+	my $slot = slot_row($node, $row->{slot_name});
+	return ('slot', $row)
+	  if $slot && defined $slot->{confirmed_flush_lsn} && lsn_int($slot->{confirmed_flush_lsn}) >= $target;
+	return (undef, $row);
+}
+
 sub wait_caught_up
 {
 	my ($node, $stream, $timeout) = @_;
@@ -731,16 +756,14 @@ sub wait_caught_up
 			return $ret == 0;
 		});
 	my $target = lsn_int($target_text);
-	my $last;
+	my ($last, $via);
 	my $ok = poll_until(
-		"stream $stream streaming with confirmed_lsn >= $target_text",
+		"stream $stream streaming and delivered up to $target_text",
 		$timeout,
 		sub {
-			my $row = stream_row($node, $stream);
+			($via, my $row) = caught_up($node, $stream, $target);
 			$last = $row if $row;
-			return 0 unless $row && ($row->{state} // '') eq 'streaming';
-			return 0 unless defined $row->{confirmed_lsn};
-			return lsn_int($row->{confirmed_lsn}) >= $target;
+			return defined $via;
 		});
 	if (!$ok)
 	{
@@ -748,6 +771,11 @@ sub wait_caught_up
 		my ($ret, $out) = $node->psql('postgres',
 			q{SELECT string_agg(slot_name || ' ' || coalesce(plugin, '-') || ' active_pid=' || coalesce(active_pid::text, '-') || ' restart=' || coalesce(restart_lsn::text, '-') || ' confirmed_flush=' || coalesce(confirmed_flush_lsn::text, '-'), '; ') FROM pg_replication_slots});
 		diag "slots: $out" if $ret == 0;
+	}
+	else
+	{
+		$caught_up_via{$via}++;
+		note "stream $stream caught up via $via";
 	}
 	ok($ok, "stream $stream caught up to $target_text");
 	return $ok;
@@ -796,7 +824,9 @@ sub start_pgbench
 	my ($node, $name, $script, @args) = @_;
 	my $file = write_file($node->basedir . "/$name.pgbench", $script);
 	my ($out, $err) = ('', '');
-	my @cmd = ($node->installed_command('pgbench'), '-n', '-f', $file, @args, $node->connstr('postgres'));
+	# application_name pgbench (the TAP modules set PGAPPNAME to the script)
+	my @cmd = ($node->installed_command('pgbench'), '-n', '-f', $file, @args,
+		$node->connstr('postgres') . ' application_name=pgbench');
 	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);
 	return { h => $h, out => \$out, err => \$err, cmd => "@cmd" };
 }

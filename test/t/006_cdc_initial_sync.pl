@@ -279,5 +279,7 @@ sub _num
 	return ($flags & (B::SVf_IOK | B::SVf_NOK)) && !($flags & B::SVf_POK);
 }
 
+diag 'wait_caught_up ended by: ' . join(', ', map { "$_ $EgressTest::caught_up_via{$_}" } sort keys %EgressTest::caught_up_via);
+
 $node->stop;
 done_testing();

@@ -85,10 +85,11 @@ while (time < $deadline)
 	if (defined $target && time >= $next_q)
 	{
 		$next_q = time + 0.5;
-		my $row = stream_row($node, 'big');
+		my ($via, $row) = caught_up($node, 'big', $target_int);
 		$last_row = $row if $row;
-		if ($row && defined $row->{confirmed_lsn} && lsn_int($row->{confirmed_lsn}) >= $target_int)
+		if (defined $via)
 		{
+			diag "caught up via $via";
 			$done = 1;
 			last;
 		}
