@@ -22,6 +22,7 @@ tps_seconds=${BENCH_TPS_SECONDS:-20}
 tps_rounds=${BENCH_TPS_ROUNDS:-2}
 pgbench_scale=${BENCH_PGBENCH_SCALE:-10}
 
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 egress_setup >/dev/null
 egress_ensure_user
 bench_start_cluster
@@ -128,9 +129,9 @@ recvlogical_args=(-h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres -d bench
 # pg_recvlogical in the background; recv_pid is the process to stop
 start_recvlogical() {
 	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u "$EGRESS_USER" -- env PATH="$PG_BINDIR:$PATH" pg_recvlogical "${recvlogical_args[@]}" "$@" &
+		runuser -u "$EGRESS_USER" -- env PATH="$PG_BINDIR:$PATH" pg_recvlogical "${recvlogical_args[@]}" "$@" 2>>"$recv_log" &
 	else
-		env PATH="$PG_BINDIR:$PATH" pg_recvlogical "${recvlogical_args[@]}" "$@" &
+		env PATH="$PG_BINDIR:$PATH" pg_recvlogical "${recvlogical_args[@]}" "$@" 2>>"$recv_log" &
 	fi
 	recv_pid=$!
 }
@@ -145,6 +146,7 @@ stop_recvlogical() {
 	wait_slot_idle "$slot"
 }
 recv_pid=
+recv_log="$BENCH_DIR/pg_recvlogical.log"
 trap '[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null; bench_stop_cluster' EXIT
 
 # ---- set-up: the empty bench table, two LOG_BASED streams, two baseline slots --
@@ -218,7 +220,7 @@ t_live_catchup=$(sub "$t_live_done" "$t_load_end")
 echo "pg_recvlogical and pg_logical_slot_peek_changes over the same WAL..."
 t=$(bench_now)
 start_recvlogical --slot bench_recv --start --no-loop --endpos="$lsn1" -f /dev/null
-wait "$recv_pid" || die "pg_recvlogical failed"
+wait "$recv_pid" || die "pg_recvlogical failed: $(cat "$recv_log")"
 recv_pid=
 t_recv=$(sub "$(bench_now)" "$t")
 
@@ -249,7 +251,8 @@ n_catchup=$(records_in "$out_catchup")
 sent_live=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'live'")
 sent_catchup=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup'")
 
-printf 'WAL of the load: %s MB; load took %.2f s\n' "$((wal_bytes / 1024 / 1024))" "$t_load"
+printf 'WAL of the load: %s MB; load took %.2f s; %s cores, load average at start %s, now %s\n' \
+	"$((wal_bytes / 1024 / 1024))" "$t_load" "$(nproc)" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-44s %8.2f s %10s rows/s\n' "pg_recvlogical wal2json v2 to /dev/null" "$t_recv" "$(rate "$rows" "$t_recv")"
 printf '%-44s %8.2f s %10s rows/s\n' "peek_changes count(*) (in-server ceiling)" "$t_peek" "$(rate "$rows" "$t_peek")"
 printf '%-44s %8.2f s %10s rows/s   (worker up after %.2f s)\n' "pg_egress LOG_BASED catch-up to files" \
@@ -341,7 +344,7 @@ for _ in $(seq 1 "$tps_rounds"); do
 	q "SELECT pg_create_logical_replication_slot('bench_tpcb_recv', 'wal2json')" >/dev/null
 	start_recvlogical --slot bench_tpcb_recv --start --no-loop -f /dev/null
 	wait_for "SELECT coalesce(bool_and(active), false) FROM pg_replication_slots WHERE slot_name = 'bench_tpcb_recv'" \
-		"pg_recvlogical did not start"
+		"pg_recvlogical did not start ($(cat "$recv_log"))"
 	tps=$(run_pgbench)
 	lag=$(catchup_recv "$(q "SELECT pg_current_wal_insert_lsn()")")
 	tps_recv+=("$tps")
@@ -359,5 +362,6 @@ printf '%-44s %10.1f   (runs: %s; caught up %s s after each)\n' "pgbench TPS, pg
 	"$m_egress" "${tps_egress[*]}" "$(printf '%.2f ' "${lag_egress[@]}" | sed 's/ $//')"
 printf '%-44s %10.1f   (runs: %s; caught up %s s after each)\n' "pgbench TPS, pg_recvlogical consuming" \
 	"$m_recv" "${tps_recv[*]}" "$(printf '%.2f ' "${lag_recv[@]}" | sed 's/ $//')"
+printf 'load average now: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'TPS ratio pg_egress/pg_recvlogical: %.3f (target >= 1.0)   pg_egress/no consumer: %.3f\n' \
 	"$(echo "$m_egress / $m_recv" | bc -l)" "$(echo "$m_egress / $tps_none" | bc -l)"

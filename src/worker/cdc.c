@@ -577,6 +577,27 @@ emit_row(CdcStream *s, EgressChange *ch)
 	after_record();
 }
 
+static void emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey);
+
+/* The old key of an UPDATE that changed it, as a deletion of that key. */
+static void
+emit_delete_key(CdcStream *s, EgressChange *ch)
+{
+	EgressChangeColumn *key = palloc(sizeof(EgressChangeColumn) * Max(ch->nidentity, 1));
+	int			nkey = 0;
+	ListCell   *lc;
+
+	foreach(lc, s->st->key_properties)
+	{
+		int			hint = 0;
+		EgressChangeColumn *c = find_column(ch->identity, ch->nidentity, lfirst(lc), &hint);
+
+		if (c)
+			key[nkey++] = *c;
+	}
+	emit_delete(s, key, nkey);
+}
+
 /* A deletion: the replica identity columns and the commit time. */
 static void
 emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
@@ -606,18 +627,25 @@ emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 	after_record();
 }
 
-/* Did an UPDATE change the key?  identity holds the old key values. */
+/*
+ * Did an UPDATE change the primary key?  identity holds the old key (or,
+ * with REPLICA IDENTITY FULL, the whole old row: only key columns count).
+ */
 static bool
-key_changed(EgressChange *ch)
+key_changed(CdcStream *s, EgressChange *ch)
 {
-	for (int i = 0; i < ch->nidentity; i++)
-	{
-		int			hint = 0;
-		EgressChangeColumn *old = &ch->identity[i];
-		EgressChangeColumn *new = find_column(ch->columns, ch->ncolumns, old->name, &hint);
+	ListCell   *lc;
 
-		if (new == NULL)
-			continue;			/* unchanged TOAST: not a key change */
+	foreach(lc, s->st->key_properties)
+	{
+		const char *name = lfirst(lc);
+		int			hint = 0;
+		int			ihint = 0;
+		EgressChangeColumn *old = find_column(ch->identity, ch->nidentity, name, &ihint);
+		EgressChangeColumn *new = find_column(ch->columns, ch->ncolumns, name, &hint);
+
+		if (old == NULL || new == NULL)
+			continue;			/* not logged: unchanged */
 		if (old->isnull != new->isnull)
 			return true;
 		if (!old->isnull && strcmp(old->value, new->value) != 0)
@@ -683,8 +711,9 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 				emit_row(s, &ch);
 			else if (ch.action == EGRESS_CHANGE_UPDATE)
 			{
-				if (ch.nidentity > 0 && key_changed(&ch))
-					emit_delete(s, ch.identity, ch.nidentity);
+				refresh_descriptor(s);
+				if (ch.nidentity > 0 && key_changed(s, &ch))
+					emit_delete_key(s, &ch);
 				emit_row(s, &ch);
 			}
 			else if (ch.action == EGRESS_CHANGE_DELETE)
@@ -1409,6 +1438,19 @@ egress_cdc_main(Datum main_arg)
 			EmitErrorReport();
 			FlushErrorState();
 			AbortOutOfAnyTransaction();
+			if (cdc->ctx)
+			{
+				/* closes the WAL segment and the reorder buffer's spill files */
+				PG_TRY();
+				{
+					FreeDecodingContext(cdc->ctx);
+				}
+				PG_CATCH();
+				{
+					FlushErrorState();
+				}
+				PG_END_TRY();
+			}
 			if (MyReplicationSlot)
 				ReplicationSlotRelease();
 			ReplicationSlotCleanup();
