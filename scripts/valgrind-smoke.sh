@@ -16,7 +16,11 @@ unix_socket_directories = '$dir'
 shared_preload_libraries = 'pg_egress'
 wal_level = logical
 pg_egress.naptime = '1s'
+pg_egress.flush_interval = '200ms'
 CONF
+if "$B/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+	echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'" >>"$dir/data/postgresql.conf"
+fi
 supp=$(cd "$(dirname "$0")/.." && pwd)/test/valgrind.supp
 valgrind --quiet --trace-children=yes --leak-check=no --num-callers=20 --suppressions="$supp" \
 	--log-file="$dir/vglogs/vg.%p.log" "$B/postgres" -D "$dir/data" >"$dir/server.log" 2>&1 &
@@ -48,7 +52,32 @@ wait_synced() {
 wait_synced
 "${P[@]}" -c "SELECT egress_resync_stream('t')" >/dev/null
 wait_synced
-"${P[@]}" -c "SELECT name, state, rows_sent, batches_sent, last_error FROM egress_streams"
+# the CDC paths: initial sync, changes, TOAST re-read, DDL, truncate
+"${P[@]}" <<SQL
+CREATE TABLE c (id int PRIMARY KEY, v text, big text);
+ALTER TABLE c ALTER big SET STORAGE EXTERNAL;
+INSERT INTO c SELECT g, 'v' || g, repeat(md5(g::text), 100) FROM generate_series(1, 200) g;
+SELECT egress_add_stream('c', 'c', 'LOG_BASED', 'local', options => '{"debug_lsn": true}');
+SQL
+for _ in $(seq 1 600); do
+	[ "$("${P[@]}" -Atc "SELECT state FROM egress_streams WHERE name = 'c'")" = streaming ] && break
+	sleep 0.5
+done
+"${P[@]}" <<SQL
+UPDATE c SET v = 'u' WHERE id <= 50;
+DELETE FROM c WHERE id > 150;
+UPDATE c SET id = id + 1000 WHERE id = 60;
+ALTER TABLE c ADD COLUMN extra int;
+INSERT INTO c SELECT g, 'n', 'b', g FROM generate_series(300, 400) g;
+TRUNCATE c;
+INSERT INTO c VALUES (1, 'again', 'x', 1);
+SQL
+target=$("${P[@]}" -Atc "SELECT pg_current_wal_lsn()")
+for _ in $(seq 1 600); do
+	[ "$("${P[@]}" -Atc "SELECT confirmed_lsn >= '$target' FROM egress_streams WHERE name = 'c'")" = t ] && break
+	sleep 0.5
+done
+"${P[@]}" -c "SELECT name, state, rows_sent, batches_sent, confirmed_lsn, last_error FROM egress_streams"
 "${P[@]}" -c "SELECT egress_preview_record(t) FROM t" >/dev/null
 "$B/pg_ctl" -D "$dir/data" -m fast stop -w -t 300 >/dev/null
 # any report left (known PostgreSQL false positives are suppressed) that runs through pg_egress code
