@@ -49,6 +49,10 @@ unix_socket_directories = '$dir'
 shared_preload_libraries = 'pg_egress'
 wal_level = logical
 CONF
+		# builds that restrict output plugins must allow wal2json
+		if egress_as_user "$PG_BINDIR/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
+			echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"
+		fi
 		cat
 	} >>"$dir/data/postgresql.conf"
 	egress_as_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null

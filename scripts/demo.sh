@@ -22,6 +22,7 @@ trap stop_cluster EXIT
 egress_start_cluster "$demo" "$port" <<CONF
 pg_egress.database = 'app'
 pg_egress.naptime = '2s'
+pg_egress.flush_interval = '200ms'
 CONF
 
 psql_demo() {
@@ -71,6 +72,38 @@ echo "..."
 echo "Last lines of $(basename "$last"):"
 tail -n 2 "$last" | cut -c1-400
 echo
-psql_demo -d app -c "SELECT name, relation, method, state, rows_sent, batches_sent, bytes_sent, version, last_error FROM egress_streams"
+
+echo
+echo "Now change data capture: a LOG_BASED stream of the same table, then some changes."
+psql_demo -d app -c "SELECT egress_add_stream('orders_cdc', 'public.orders', method => 'LOG_BASED', destination => 'local')" >/dev/null
+deadline=$((SECONDS + 60))
+until [ "$(psql_demo -d app -Atc "SELECT state FROM egress_streams WHERE name = 'orders_cdc'")" = streaming ]; do
+	if [ $SECONDS -ge $deadline ]; then
+		echo "the LOG_BASED stream did not start within 60 s; server log:" >&2
+		tail -n 30 "$demo/server.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+psql_demo -d app <<SQL
+INSERT INTO public.orders VALUES (1001, 'a new customer', 99.90, now(), ARRAY['app'], '{"items": 1}');
+UPDATE public.orders SET amount = amount + 1 WHERE id = 1;
+DELETE FROM public.orders WHERE id = 2;
+SQL
+target=$(psql_demo -d app -Atc "SELECT pg_current_wal_lsn()")
+deadline=$((SECONDS + 60))
+until [ "$(psql_demo -d app -Atc "SELECT confirmed_lsn >= '$target' FROM egress_streams WHERE name = 'orders_cdc'")" = t ]; do
+	if [ $SECONDS -ge $deadline ]; then
+		echo "the changes did not arrive within 60 s; server log:" >&2
+		tail -n 30 "$demo/server.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+changes=$(ls "$out"/local-*.jsonl | tail -n 1)
+echo "Change batch $(basename "$changes"):"
+cut -c1-300 "$changes"
+echo
+psql_demo -d app -c "SELECT name, method, state, rows_sent, batches_sent, confirmed_lsn, lag_bytes, last_error FROM egress_streams ORDER BY name"
 psql_demo -d app -c "SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pg_egress%'"
 echo "Demo done; the cluster is stopped and $demo can be removed."
