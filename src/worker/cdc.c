@@ -77,6 +77,7 @@ typedef struct CdcStream
 	EgressStreamDef *def;
 	EgressSingerStream *st;		/* rebuilt from the decoded catalog after DDL */
 	bool		st_stale;
+	bool		recheck;		/* DDL touched the table: does it still exist? */
 	char	   *sent_schema;	/* schema_json last sent for this stream */
 	bool		schema_in_batch;	/* SCHEMA already written in the batch */
 	bool		debug_lsn;
@@ -159,7 +160,7 @@ cdc_relcache_callback(Datum arg, Oid relid)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		if (!OidIsValid(relid) || cdc->streams[i].def->relid == relid)
-			cdc->streams[i].st_stale = true;
+			cdc->streams[i].st_stale = cdc->streams[i].recheck = true;
 	/* a rename or a new partition changes where names lead */
 	if (cdc->relmap)
 	{
@@ -1275,6 +1276,45 @@ current_lag(void)
 }
 
 /*
+ * A stream whose table was dropped stops with an error instead of waiting
+ * for changes that cannot come; checked when DDL touched a stream's table.
+ */
+static bool
+stop_dropped_streams(void)
+{
+	bool		any_stale = false;
+	List	   *gone = NIL;
+	ListCell   *lc;
+
+	for (int i = 0; i < cdc->nstreams; i++)
+		any_stale |= cdc->streams[i].recheck;
+	if (!any_stale)
+		return false;
+
+	InvalidateSystemCaches();
+	StartTransactionCommand();
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		if (cdc->streams[i].recheck &&
+			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(cdc->streams[i].def->relid)))
+			gone = lappend_int(gone, i);
+		cdc->streams[i].recheck = false;
+	}
+	CommitTransactionCommand();
+
+	foreach(lc, gone)
+	{
+		CdcStream  *s = &cdc->streams[lfirst_int(lc)];
+		char	   *msg = psprintf("relation %s of stream \"%s\" no longer exists",
+								   s->def->relation, s->def->name);
+
+		ereport(WARNING, (errmsg("pg_egress stream stopped: %s", msg)));
+		egress_record_stream_error(s->def->id, msg);
+	}
+	return gone != NIL;
+}
+
+/*
  * One session: configuration, slot, initial syncs, then decoding until the
  * configuration changes.  Returns false when there is nothing to serve.
  */
@@ -1341,6 +1381,7 @@ run_session(MemoryContext sessioncxt)
 
 		lag = current_lag();
 		if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen ||
+			stop_dropped_streams() ||
 			(lag > (int64) egress_max_slot_lag_mb * 1024 * 1024 && egress_max_slot_lag_mb > 0 &&
 			 pause_lagging_streams(lag)))
 			break;
