@@ -6,7 +6,7 @@
 # Usage: bash bench/cdc.sh
 #   BENCH_ROWS=...           rows inserted (default 1000000, in transactions of 100)
 #   BENCH_TPS_SECONDS=...    length of each pgbench run (default 20)
-#   BENCH_TPS_ROUNDS=...     pg_egress/pg_recvlogical pgbench rounds, alternating (default 2)
+#   BENCH_TPS_ROUNDS=...     pgbench rounds (none, pg_egress, pg_recvlogical; default 3)
 #   BENCH_PGBENCH_SCALE=...  pgbench -i scale (default 10)
 #   BENCH_TIMEOUT=...        seconds any single wait may take (default 300)
 set -euo pipefail
@@ -19,7 +19,7 @@ rows=$((rows / 100 * 100))
 txns=$((rows / 100))
 timeout=${BENCH_TIMEOUT:-300}
 tps_seconds=${BENCH_TPS_SECONDS:-20}
-tps_rounds=${BENCH_TPS_ROUNDS:-2}
+tps_rounds=${BENCH_TPS_ROUNDS:-3}
 pgbench_scale=${BENCH_PGBENCH_SCALE:-10}
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -269,7 +269,7 @@ printf 'output: %s in %s files (live), %s in %s files (catch-up)\n' \
 
 # ---- phase D: writers' TPS with pg_egress vs pg_recvlogical consuming ----------
 
-echo "pgbench (scale $pgbench_scale, -c 2 -j 2, ${tps_seconds}s runs): TPS with no consumer, pg_egress, pg_recvlogical..."
+echo "pgbench (scale $pgbench_scale, -c 2 -j 2, ${tps_seconds}s runs, $tps_rounds rounds): TPS with no consumer, pg_egress, pg_recvlogical..."
 q "SELECT egress_remove_stream('live')" >/dev/null
 q "SELECT egress_remove_stream('catchup')" >/dev/null
 q "SELECT pg_drop_replication_slot('bench_recv')" >/dev/null
@@ -319,17 +319,15 @@ catchup_recv() {
 	sub "$(bench_now)" "$t"
 }
 
-# no consumer: the stream paused, its slot idle
-q "SELECT egress_pause_stream('tpcb')" >/dev/null
-wait_slot_idle "$slot_tpcb"
-tps_none=$(run_pgbench)
-
-tps_egress=()
-tps_recv=()
-lag_egress=()
-lag_recv=()
-for _ in $(seq 1 "$tps_rounds"); do
-	# pg_egress: resumed and caught up with what it missed before the run
+# Each round runs pgbench with no consumer (the stream paused, its slot idle),
+# with pg_egress consuming and with pg_recvlogical consuming; the order of the
+# last two alternates between rounds.  Medians are reported.
+run_none() {
+	tps=$(run_pgbench)
+	tps_none+=("$tps")
+}
+run_egress() {
+	# resumed and caught up with what it missed while paused, before the run
 	q "SELECT egress_resume_stream('tpcb')" >/dev/null
 	wait_streaming "'tpcb'"
 	catchup_egress "$(q "SELECT pg_current_wal_insert_lsn()")" >/dev/null
@@ -339,8 +337,9 @@ for _ in $(seq 1 "$tps_rounds"); do
 	lag_egress+=("$lag")
 	q "SELECT egress_pause_stream('tpcb')" >/dev/null
 	wait_slot_idle "$slot_tpcb"
-
-	# pg_recvlogical on a fresh slot, continuously to /dev/null
+}
+run_recv() {
+	# on a fresh slot, continuously to /dev/null
 	q "SELECT pg_create_logical_replication_slot('bench_tpcb_recv', 'wal2json')" >/dev/null
 	start_recvlogical --slot bench_tpcb_recv --start --no-loop -f /dev/null
 	wait_for "SELECT coalesce(bool_and(active), false) FROM pg_replication_slots WHERE slot_name = 'bench_tpcb_recv'" \
@@ -351,17 +350,36 @@ for _ in $(seq 1 "$tps_rounds"); do
 	lag_recv+=("$lag")
 	stop_recvlogical bench_tpcb_recv
 	q "SELECT pg_drop_replication_slot('bench_tpcb_recv')" >/dev/null
+}
+
+tps_none=()
+tps_egress=()
+tps_recv=()
+lag_egress=()
+lag_recv=()
+q "SELECT egress_pause_stream('tpcb')" >/dev/null
+wait_slot_idle "$slot_tpcb"
+for round in $(seq 1 "$tps_rounds"); do
+	run_none
+	if [ $((round % 2)) = 1 ]; then
+		run_egress
+		run_recv
+	else
+		run_recv
+		run_egress
+	fi
 done
 [ "$(q "SELECT state FROM egress_streams WHERE name = 'tpcb'")" = paused ] || die "stream 'tpcb' is not paused"
 
+m_none=$(median "${tps_none[@]}")
 m_egress=$(median "${tps_egress[@]}")
 m_recv=$(median "${tps_recv[@]}")
 printf 'initial sync of pgbench_accounts (%d rows) to streaming: %.2f s\n' $((pgbench_scale * 100000)) "$t_tpcb_sync"
-printf '%-44s %10.1f\n' "pgbench TPS, no consumer" "$tps_none"
+printf '%-44s %10.1f   (runs: %s)\n' "pgbench TPS, no consumer" "$m_none" "${tps_none[*]}"
 printf '%-44s %10.1f   (runs: %s; caught up %s s after each)\n' "pgbench TPS, pg_egress LOG_BASED consuming" \
 	"$m_egress" "${tps_egress[*]}" "$(printf '%.2f ' "${lag_egress[@]}" | sed 's/ $//')"
 printf '%-44s %10.1f   (runs: %s; caught up %s s after each)\n' "pgbench TPS, pg_recvlogical consuming" \
 	"$m_recv" "${tps_recv[*]}" "$(printf '%.2f ' "${lag_recv[@]}" | sed 's/ $//')"
 printf 'load average now: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'TPS ratio pg_egress/pg_recvlogical: %.3f (target >= 1.0)   pg_egress/no consumer: %.3f\n' \
-	"$(echo "$m_egress / $m_recv" | bc -l)" "$(echo "$m_egress / $tps_none" | bc -l)"
+	"$(echo "$m_egress / $m_recv" | bc -l)" "$(echo "$m_egress / $m_none" | bc -l)"

@@ -91,6 +91,19 @@ typedef struct CdcStream
 	int64		batches_sent;
 } CdcStream;
 
+/* Output held back until a deferred row is re-read (see defer_row). */
+typedef struct PendingPiece
+{
+	StringInfoData text;		/* batch output before the deferred record */
+	CdcStream  *s;
+	EgressSingerStream *st;
+	EgressChange ch;
+	XLogRecPtr	commit;
+	TimestampTz commit_time;
+	int64		version;
+	char	   *time_extracted;
+} PendingPiece;
+
 /* Where a decoded table name leads: a stream index or -1. */
 typedef struct RelMapEntry
 {
@@ -128,6 +141,8 @@ typedef struct CdcState
 	StringInfoData time_extracted;
 	MemoryContext batchcxt;
 	MemoryContext msgcxt;
+	MemoryContext pendcxt;		/* deferred records */
+	List	   *pending;		/* of PendingPiece */
 	int64		max_rows;
 	int64		max_bytes;
 	bool		acked_since_persist;
@@ -150,6 +165,20 @@ static CdcState *cdc;
 static ResourceOwner cdc_owner;
 
 static void cdc_commit_batch(void);
+static void resolve_pending(void);
+
+/*
+ * Decoding leaves time-travel entries in the caches: throw them away before
+ * ordinary catalog work.  Only inside a transaction, since relcache entries
+ * in use are rebuilt on the spot.
+ */
+static void
+start_catalog_transaction(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	InvalidateSystemCaches();
+}
 
 /* ---- relation map and DDL ------------------------------------------------ */
 
@@ -250,7 +279,8 @@ refresh_descriptor(CdcStream *s)
 static void
 hand_to_sink(void)
 {
-	if (cdc->buf.len > 0)
+	/* after a deferred record, keep the order: wait until it is resolved */
+	if (cdc->buf.len > 0 && cdc->pending == NIL)
 	{
 		cdc->sink->ops->write(cdc->sink, cdc->buf.data, cdc->buf.len);
 		cdc->batch_bytes += cdc->buf.len;
@@ -309,8 +339,10 @@ after_record(void)
 	cdc->batch_last_commit = cdc->txn_commit;
 	if (cdc->buf.len >= 256 * 1024)
 		hand_to_sink();
-	if (cdc->batch_rows >= cdc->max_rows ||
-		cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes)
+	/* a batch waiting for a re-read is closed when decoding pauses */
+	if (cdc->pending == NIL &&
+		(cdc->batch_rows >= cdc->max_rows ||
+		 cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes))
 		cdc_commit_batch();
 }
 
@@ -330,6 +362,7 @@ cdc_commit_batch(void)
 
 	if (!cdc->batch_open)
 		return;
+	resolve_pending();
 
 	/* the positions this batch completes: its last whole transaction */
 	upto = XLogRecPtrIsInvalid(cdc->batch_last_end) ? cdc->delivered : cdc->batch_last_end;
@@ -411,25 +444,26 @@ append_value(EgressColumn *col, EgressChangeColumn *mc)
 }
 
 static void
-append_sdc(CdcStream *s, bool deleted, bool first)
+append_sdc(StringInfo buf, CdcStream *s, bool deleted, bool first,
+		   XLogRecPtr commit, TimestampTz commit_time)
 {
-	appendStringInfoString(&cdc->buf, first ? "\"_sdc_deleted_at\":" : ",\"_sdc_deleted_at\":");
+	appendStringInfoString(buf, first ? "\"_sdc_deleted_at\":" : ",\"_sdc_deleted_at\":");
 	if (deleted)
-		egress_column_value(&cdc->buf, &cdc->deleted_at_col,
-							TimestampTzGetDatum(cdc->txn_time), false);
+		egress_column_value(buf, &cdc->deleted_at_col, TimestampTzGetDatum(commit_time), false);
 	else
-		appendStringInfoString(&cdc->buf, "null");
+		appendStringInfoString(buf, "null");
 	if (s->debug_lsn)
-		appendStringInfo(&cdc->buf, ",\"_sdc_lsn\":\"" UINT64_FORMAT "\"",
-						 (uint64) cdc->txn_commit);
+		appendStringInfo(buf, ",\"_sdc_lsn\":\"" UINT64_FORMAT "\"", (uint64) commit);
 }
 
 /*
  * Unchanged TOASTed values are not in an UPDATE's WAL unless the old row
- * was logged whole (REPLICA IDENTITY FULL).  Otherwise read the row again
- * by primary key in a fresh snapshot: the value may be newer than the
- * change, never a made-up null.  Returns NULL if the row is gone (a later
- * change in the WAL then carries its fate).
+ * was logged whole (REPLICA IDENTITY FULL).  Otherwise the row is read
+ * again by primary key, after decoding (with the current catalog: the
+ * table may have been rewritten since the change), in the transaction
+ * snapshot of the caller: the value may be newer than the change, never a
+ * made-up null.  Returns NULL if the row is gone (a later change in the
+ * WAL then carries its fate).
  */
 static HeapTuple
 reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
@@ -440,7 +474,6 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 	IndexScanDesc scan;
 	ScanKeyData keys[INDEX_MAX_KEYS];
 	Form_pg_index indexform;
-	SnapshotData snapdata;
 	Snapshot	snap;
 	TupleTableSlot *slot;
 	HeapTuple	result = NULL;
@@ -484,9 +517,7 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 		keys[k].sk_collation = idx->rd_indcollation[k];
 	}
 
-	/* a current MVCC snapshot, not the decoding's historic one */
-	snapdata.snapshot_type = SNAPSHOT_MVCC;
-	snap = GetSnapshotData(&snapdata);
+	snap = GetActiveSnapshot();
 	slot = table_slot_create(rel, NULL);
 	scan = index_beginscan(rel, idx, snap, indexform->indnkeyatts, 0);
 	index_rescan(scan, keys, indexform->indnkeyatts, NULL, 0);
@@ -506,74 +537,165 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 	return result;
 }
 
-/*
- * The new row of an INSERT or UPDATE.  Columns wal2json left out are
- * unchanged TOASTed values: taken from the old row when it was logged
- * (REPLICA IDENTITY FULL), else read again.
- */
+/* Render the new row of a change; again/againdesc supply what WAL lacked. */
 static void
-emit_row(CdcStream *s, EgressChange *ch)
+render_row(StringInfo buf, CdcStream *s, EgressSingerStream *st, EgressChange *ch,
+		   HeapTuple again, TupleDesc againdesc, XLogRecPtr commit,
+		   TimestampTz commit_time, int64 version, const char *time_extracted)
 {
 	int			hint = 0;
 	int			ihint = 0;
-	HeapTuple	again = NULL;
-	TupleDesc	againdesc = NULL;
-	bool		reselected = false;
 
-	prepare_record(s);
-
-	/* first see whether anything is missing, so a record is never half written */
-	for (int i = 0; i < s->st->ncolumns && !reselected; i++)
+	egress_singer_record_open(buf, st);
+	for (int i = 0; i < st->ncolumns; i++)
 	{
-		const char *name = s->st->columns[i].name;
-
-		if (find_column(ch->columns, ch->ncolumns, name, &hint) == NULL &&
-			find_column(ch->identity, ch->nidentity, name, &ihint) == NULL)
-		{
-			again = reselect_row(s, ch, &againdesc);
-			reselected = true;
-			if (again == NULL)
-			{
-				ereport(DEBUG1,
-						(errmsg_internal("pg_egress stream \"%s\": row of an UPDATE is gone, its later change carries it",
-										 s->def->name)));
-				return;
-			}
-		}
-	}
-
-	hint = ihint = 0;
-	egress_singer_record_open(&cdc->buf, s->st);
-	for (int i = 0; i < s->st->ncolumns; i++)
-	{
-		EgressColumn *col = &s->st->columns[i];
+		EgressColumn *col = &st->columns[i];
 		EgressChangeColumn *mc = find_column(ch->columns, ch->ncolumns, col->name, &hint);
 
 		if (mc == NULL)
 			mc = find_column(ch->identity, ch->nidentity, col->name, &ihint);
 		if (i > 0)
-			appendStringInfoChar(&cdc->buf, ',');
-		escape_json(&cdc->buf, col->name);
-		appendStringInfoChar(&cdc->buf, ':');
+			appendStringInfoChar(buf, ',');
+		escape_json(buf, col->name);
+		appendStringInfoChar(buf, ':');
 		if (mc != NULL)
-			append_value(col, mc);
+		{
+			if (mc->isnull)
+				egress_column_value_text(buf, col, NULL, true);
+			else
+				egress_column_value_text(buf, col,
+										 egress_wal2json_value_text(mc, col->basetypid), false);
+		}
 		else
 		{
 			int			attno = -1;
 			bool		isnull = true;
 			Datum		d = (Datum) 0;
 
-			for (int a = 0; a < againdesc->natts; a++)
+			for (int a = 0; againdesc && a < againdesc->natts; a++)
 				if (!TupleDescAttr(againdesc, a)->attisdropped &&
 					strcmp(NameStr(TupleDescAttr(againdesc, a)->attname), col->name) == 0)
 					attno = a + 1;
 			if (attno > 0)
 				d = heap_getattr(again, attno, againdesc, &isnull);
-			egress_column_value(&cdc->buf, col, d, isnull);
+			egress_column_value(buf, col, d, isnull);
 		}
 	}
-	append_sdc(s, false, s->st->ncolumns == 0);
-	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
+	append_sdc(buf, s, false, st->ncolumns == 0, commit, commit_time);
+	egress_singer_record_close(buf, version, time_extracted);
+}
+
+static EgressChangeColumn *
+copy_columns(EgressChangeColumn *cols, int n)
+{
+	EgressChangeColumn *c = palloc(sizeof(EgressChangeColumn) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		c[i] = cols[i];
+		c[i].name = pstrdup(cols[i].name);
+		c[i].value = cols[i].value ? pstrdup(cols[i].value) : NULL;
+	}
+	return c;
+}
+
+/*
+ * A record that must wait for a re-read: what the batch holds so far is
+ * kept with it, and nothing more reaches the sink until decoding pauses.
+ */
+static void
+defer_row(CdcStream *s, EgressChange *ch)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->pendcxt);
+	PendingPiece *piece = palloc0(sizeof(PendingPiece));
+
+	initStringInfo(&piece->text);
+	appendBinaryStringInfo(&piece->text, cdc->buf.data, cdc->buf.len);
+	resetStringInfo(&cdc->buf);
+	piece->s = s;
+	piece->st = s->st;
+	piece->ch = *ch;
+	piece->ch.columns = copy_columns(ch->columns, ch->ncolumns);
+	piece->ch.identity = copy_columns(ch->identity, ch->nidentity);
+	piece->commit = cdc->txn_commit;
+	piece->commit_time = cdc->txn_time;
+	piece->version = s->version;
+	piece->time_extracted = pstrdup(cdc->time_extracted.data);
+	cdc->pending = lappend(cdc->pending, piece);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Outside decoding: re-read the deferred rows, hand everything to the sink. */
+static void
+resolve_pending(void)
+{
+	ListCell   *lc;
+	StringInfoData rec;
+	List	   *pending = cdc->pending;
+
+	if (pending == NIL)
+		return;
+	cdc->pending = NIL;			/* hand_to_sink may now write */
+
+	start_catalog_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	initStringInfo(&rec);
+	foreach(lc, pending)
+	{
+		PendingPiece *p = lfirst(lc);
+		TupleDesc	desc = NULL;
+		HeapTuple	again;
+
+		cdc->sink->ops->write(cdc->sink, p->text.data, p->text.len);
+		cdc->batch_bytes += p->text.len;
+
+		again = reselect_row(p->s, &p->ch, &desc);
+		if (again == NULL)
+		{
+			ereport(DEBUG1,
+					(errmsg_internal("pg_egress stream \"%s\": the row of an UPDATE is gone; its later change carries it",
+									 p->s->def->name)));
+			p->s->rows_sent--;
+			continue;
+		}
+		resetStringInfo(&rec);
+		render_row(&rec, p->s, p->st, &p->ch, again, desc, p->commit,
+				   p->commit_time, p->version, p->time_extracted);
+		cdc->sink->ops->write(cdc->sink, rec.data, rec.len);
+		cdc->batch_bytes += rec.len;
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pfree(rec.data);
+	MemoryContextReset(cdc->pendcxt);
+}
+
+/*
+ * The new row of an INSERT or UPDATE.  Columns wal2json left out are
+ * unchanged TOASTed values: taken from the old row when it was logged
+ * (REPLICA IDENTITY FULL), else read again once decoding pauses.
+ */
+static void
+emit_row(CdcStream *s, EgressChange *ch)
+{
+	int			hint = 0;
+	int			ihint = 0;
+	bool		missing = false;
+
+	prepare_record(s);
+	for (int i = 0; i < s->st->ncolumns && !missing; i++)
+	{
+		const char *name = s->st->columns[i].name;
+
+		if (find_column(ch->columns, ch->ncolumns, name, &hint) == NULL &&
+			find_column(ch->identity, ch->nidentity, name, &ihint) == NULL)
+			missing = true;
+	}
+	if (missing)
+		defer_row(s, ch);
+	else
+		render_row(&cdc->buf, s, s->st, ch, NULL, NULL, cdc->txn_commit,
+				   cdc->txn_time, s->version, cdc->time_extracted.data);
 	s->rows_sent++;
 	after_record();
 }
@@ -622,7 +744,7 @@ emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 		appendStringInfoChar(&cdc->buf, ':');
 		append_value(col, mc);
 	}
-	append_sdc(s, true, first);
+	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
 	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
 	s->rows_sent++;
 	after_record();
@@ -965,9 +1087,7 @@ persist_bookmarks(void)
 	EgressCatalogGuard guard;
 	StringInfoData bm;
 
-	InvalidateSystemCaches();
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	start_catalog_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	egress_catalog_enter(&guard);
 	initStringInfo(&bm);
@@ -1127,7 +1247,6 @@ open_decoding(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("replication slot \"%s\" cannot be decoded: it has no restart position",
 						cdc->slot_name)));
-	InvalidateSystemCaches();
 	cdc->ctx = CreateDecodingContext(InvalidXLogRecPtr, egress_wal2json_options(NULL), false,
 									 XL_ROUTINE(.page_read = read_local_xlog_page,
 												.segment_open = wal_segment_open,
@@ -1148,7 +1267,8 @@ close_decoding(void)
 	}
 	if (MyReplicationSlot)
 		ReplicationSlotRelease();
-	InvalidateSystemCaches();
+	start_catalog_transaction();
+	CommitTransactionCommand();
 	if (cdc->relmap)
 	{
 		hash_destroy(cdc->relmap);
@@ -1179,6 +1299,7 @@ decode_round(void)
 		CurrentResourceOwner = cdc_owner;
 		CHECK_FOR_INTERRUPTS();
 	}
+	resolve_pending();
 
 	if (cdc->batch_open &&
 		TimestampDifferenceExceeds(cdc->batch_started, GetCurrentTimestamp(),
@@ -1291,15 +1412,24 @@ stop_dropped_streams(void)
 	if (!any_stale)
 		return false;
 
-	InvalidateSystemCaches();
-	StartTransactionCommand();
+	start_catalog_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	for (int i = 0; i < cdc->nstreams; i++)
 	{
+		Oid			argtypes[1] = {OIDOID};
+		Datum		values[1] = {ObjectIdGetDatum(cdc->streams[i].def->relid)};
+
 		if (cdc->streams[i].recheck &&
-			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(cdc->streams[i].def->relid)))
+			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1",
+								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 0)
 			gone = lappend_int(gone, i);
 		cdc->streams[i].recheck = false;
 	}
+	SPI_finish();
+	PopActiveSnapshot();
 	CommitTransactionCommand();
 
 	foreach(lc, gone)
@@ -1437,6 +1567,8 @@ egress_cdc_main(Datum main_arg)
 										  ALLOCSET_DEFAULT_SIZES);
 	cdc->msgcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc message",
 										ALLOCSET_DEFAULT_SIZES);
+	cdc->pendcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc deferred",
+										 ALLOCSET_DEFAULT_SIZES);
 	sessioncxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc session",
 									   ALLOCSET_DEFAULT_SIZES);
 	cdc->decodecxt = sessioncxt;
@@ -1495,14 +1627,18 @@ egress_cdc_main(Datum main_arg)
 			if (MyReplicationSlot)
 				ReplicationSlotRelease();
 			ReplicationSlotCleanup();
-			InvalidateSystemCaches();
+			start_catalog_transaction();
+			CommitTransactionCommand();
 			cdc->ctx = NULL;	/* its memory goes with the session context */
 			cdc->relmap = NULL;
 			if (cdc->sink)
 				cdc->sink->ops->abort_batch(cdc->sink);
 			cdc->batch_open = false;
+			cdc->pending = NIL;
+			resetStringInfo(&cdc->buf);
 			MemoryContextReset(cdc->batchcxt);
 			MemoryContextReset(cdc->msgcxt);
+			MemoryContextReset(cdc->pendcxt);
 
 			if (syncing_stream != 0)
 			{

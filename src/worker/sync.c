@@ -20,6 +20,7 @@
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -132,6 +133,8 @@ egress_record_stream_error(int32 stream_id, const char *message)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/* a CDC worker may come here from decoding: no time-travel cache entries */
+	InvalidateSystemCaches();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (egress_extension_present())
 	{

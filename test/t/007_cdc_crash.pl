@@ -70,13 +70,23 @@ sub wait_files
 		"$what: $n more change files written under the writes");
 }
 
-wait_files(3, 'before the crashes');
+wait_files(5, 'before the crashes');
+
+# Crash while a batch is being written: wait until a temporary file exists.
+sub batch_open
+{
+	my ($what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok(poll_until("an open batch ($what)", 30, sub { scalar(tmp_files($out)) > 0 }),
+		"$what: a batch is open (temporary file present)");
+}
 
 # kill -9 of the CDC worker
 my @pids = cdc_worker_pids($node);
 is(scalar(@pids), 1, 'one CDC worker') or diag "pids: @pids";
 my $pid = $pids[0];
 my $log_offset = -s $node->logfile;
+batch_open('kill -9');
 ok(kill('KILL', $pid), "sent SIGKILL to the CDC worker $pid");
 ok( poll_until(
 		'a new CDC worker', undef,
@@ -87,12 +97,13 @@ ok( poll_until(
 	'a new CDC worker runs after kill -9');
 ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $log_offset),
 	'the postmaster saw the CDC worker die of signal 9');
-wait_files(3, 'after kill -9 of the CDC worker');
+wait_files(5, 'after kill -9 of the CDC worker');
 
 # immediate stop and start of the server
+batch_open('immediate stop');
 $node->stop('immediate');
 $node->start;
-wait_files(3, 'after an immediate stop and start');
+wait_files(5, 'after an immediate stop and start');
 
 # stop the writer, catch up
 write_file($stop, '');

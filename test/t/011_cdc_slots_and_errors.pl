@@ -9,8 +9,8 @@
 # dropped source table puts its stream into state error without stopping
 # the CDC worker or the destination's other streams.  pg_egress.max_slot_lag
 # with a failing destination: lag_bytes, a WARNING, lag_policy pause ->
-# state error; after the destination is fixed and the stream resumed it
-# catches up without loss.
+# state error (lag_policy continue keeps trying); after the destinations
+# are fixed and the paused stream resumed both catch up without loss.
 
 use strict;
 use warnings;
@@ -57,7 +57,7 @@ use EgressTest;
 }
 
 my $node = create_node('cdc_slots', cdc => 1);
-my %dir = map { ($_ => new_outdir($node, $_)) } qw(d1 d2 d3 d4 d5);
+my %dir = map { ($_ => new_outdir($node, $_)) } qw(d1 d2 d3 d4 d5 d6);
 
 $node->safe_psql(
 	'postgres', q{
@@ -189,7 +189,7 @@ ok( poll_until(
 $pid //= 0;
 my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', 'DROP TABLE ta');
-wait_stream_where($node, 'sa', q{state = 'error'}, 60, 'a dropped source table puts its stream into state error');
+wait_stream_where($node, 'sa', q{state = 'error'}, 30, 'a dropped source table puts its stream into state error');
 diag 'last_error: ' . (stream_row($node, 'sa')->{last_error} // 'null');
 like(stream_row($node, 'sa')->{last_error} // '', qr/ta/, 'last_error names the table');
 $node->safe_psql('postgres', q{INSERT INTO tb VALUES (102, 'after'); UPDATE tb SET v = 'u' WHERE id = 5});
@@ -205,52 +205,70 @@ $node->safe_psql('postgres', q{SELECT egress_remove_stream('sa'); SELECT egress_
 slot_gone('pg_egress_d4', 'd4: the slot goes with the last stream');
 
 # ---------------------------------------------------------------------------
-# pg_egress.max_slot_lag with a failing destination, lag_policy pause
+# pg_egress.max_slot_lag with failing destinations: d5 (lag_policy pause)
+# and d6 (lag_policy continue, the default) both stream table tl
 # ---------------------------------------------------------------------------
 $node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('tap_slot')});
 $node->safe_psql('postgres', q{ALTER SYSTEM SET pg_egress.max_slot_lag = '1MB'; SELECT pg_reload_conf()});
 ok(poll_until('max_slot_lag reloaded', 30, sub { $node->safe_psql('postgres', 'SHOW pg_egress.max_slot_lag') eq '1MB' }),
 	'pg_egress.max_slot_lag = 1MB');
 add_destination($node, 'd5', $dir{d5});
+add_destination($node, 'd6', $dir{d6});
 add_stream('s5', 'tl', 'd5', '{"lag_policy": "pause"}');
-wait_stream_state($node, 's5', 'streaming');
+add_stream('s6', 'tl', 'd6');
+wait_stream_state($node, $_, 'streaming') foreach qw(s5 s6);
 $node->safe_psql('postgres', q{INSERT INTO tl VALUES (101, 'new')});
-wait_caught_up($node, 's5');
+wait_caught_up($node, $_) foreach qw(s5 s6);
 
 $log_offset = -s $node->logfile;
 chmod(0500, $dir{d5}) or die "chmod: $!";
+chmod(0500, $dir{d6}) or die "chmod: $!";
 my $lsn0 = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 $node->safe_psql('postgres', q{INSERT INTO tl SELECT i, repeat(md5(i::text), 4) FROM generate_series(1000, 21000) i});
 my $wal = $node->safe_psql('postgres', "SELECT pg_current_wal_lsn() - '$lsn0'::pg_lsn");
 cmp_ok($wal, '>', 2 * 1024 * 1024, "more than 2 MB of WAL written to the table ($wal bytes)");
-my $max_lag = 0;
-ok( poll_until(
-		'lag_bytes > 1 MB', 90,
-		sub {
-			my $r = stream_row($node, 's5');
-			$max_lag = $r->{lag_bytes} if $r && defined $r->{lag_bytes} && $r->{lag_bytes} > $max_lag;
-			return $max_lag > 1024 * 1024;
-		}),
-	"egress_streams.lag_bytes exceeds 1 MB ($max_lag)");
-wait_stream_where($node, 's5', q{state = 'error' AND last_error ~* 'lag'}, 90,
+my %max_lag = (s5 => 0, s6 => 0);
+my $lag_ok = poll_until(
+	'lag_bytes > 1 MB', 30,
+	sub {
+		foreach my $s (qw(s5 s6))
+		{
+			my $r = stream_row($node, $s);
+			$max_lag{$s} = $r->{lag_bytes} if $r && defined $r->{lag_bytes} && $r->{lag_bytes} > $max_lag{$s};
+		}
+		return $max_lag{s5} > 1024 * 1024 && $max_lag{s6} > 1024 * 1024;
+	});
+ok($max_lag{s6} > 1024 * 1024, "lag_policy continue: egress_streams.lag_bytes exceeds 1 MB (max seen $max_lag{s6})");
+ok($max_lag{s5} > 1024 * 1024, "lag_policy pause: egress_streams.lag_bytes exceeds 1 MB (max seen $max_lag{s5})");
+wait_stream_where($node, 's5', q{state = 'error' AND last_error ~* 'lag'}, 60,
 	'lag_policy pause: the stream goes to state error, last_error mentions the lag');
-diag 'last_error: ' . (stream_row($node, 's5')->{last_error} // 'null');
-ok(poll_until('a WARNING about the lag', 30, sub { $node->log_contains(qr/WARNING:.*(lag|max_slot_lag)/i, $log_offset) }),
+my $r5 = stream_row($node, 's5');
+diag 's5 after the pause: last_error: ' . ($r5->{last_error} // 'null') . '; lag_bytes: ' . ($r5->{lag_bytes} // 'null');
+my $r6 = stream_row($node, 's6');
+diag 's6 (continue): state ' . ($r6->{state} // '?') . '; last_error: ' . ($r6->{last_error} // 'null') . '; lag_bytes: ' . ($r6->{lag_bytes} // 'null');
+isnt($r6->{state}, 'error', 'lag_policy continue: the stream is not stopped');
+ok(poll_until('a WARNING about the lag', 15, sub { $node->log_contains(qr/WARNING:.*(lag|max_slot_lag)/i, $log_offset) }),
 	'a WARNING about the slot lag in the server log');
 my @warnings = grep { /WARNING/ } split /\n/, slurp_file($node->logfile, $log_offset);
 diag 'WARNING lines: ' . scalar(@warnings) . (@warnings ? "; first: $warnings[0]" : '');
 
 chmod(0700, $dir{d5}) or die "chmod: $!";
+chmod(0700, $dir{d6}) or die "chmod: $!";
+wait_caught_up($node, 's6', 60);
 $node->safe_psql('postgres', q{SELECT egress_resume_stream('s5')});
-if (!wait_caught_up($node, 's5', 90))
+if (!wait_caught_up($node, 's5', 60))
 {
 	diag 'with max_slot_lag still 1MB the resumed stream did not catch up; retrying with max_slot_lag off';
+	diag 's5: ' . join(', ', map { "$_=" . (stream_row($node, 's5')->{$_} // 'null') } qw(state last_error last_error_at));
 	$node->safe_psql('postgres', q{ALTER SYSTEM RESET pg_egress.max_slot_lag; SELECT pg_reload_conf()});
 	$node->safe_psql('postgres', q{SELECT egress_resume_stream('s5')});
-	wait_caught_up($node, 's5', 90);
+	wait_caught_up($node, 's5', 60);
 }
-compare_states(mirror($dir{d5}, 'public-tl', ['id']), table_state($node, 'tl', ['id']),
-	'after the destination is fixed and the stream resumed: nothing lost');
+my $table = table_state($node, 'tl', ['id']);
+compare_states(mirror($dir{d5}, 'public-tl', ['id']), $table,
+	'lag_policy pause: after the destination is fixed and the stream resumed: nothing lost');
+compare_states(mirror($dir{d6}, 'public-tl', ['id']), $table,
+	'lag_policy continue: after the destination is fixed: nothing lost');
 
 $node->stop;
 done_testing();
