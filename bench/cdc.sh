@@ -381,5 +381,11 @@ printf '%-44s %10.1f   (runs: %s; caught up %s s after each)\n' "pgbench TPS, pg
 printf '%-44s %10.1f   (runs: %s; caught up %s s after each)\n' "pgbench TPS, pg_recvlogical consuming" \
 	"$m_recv" "${tps_recv[*]}" "$(printf '%.2f ' "${lag_recv[@]}" | sed 's/ $//')"
 printf 'load average now: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf 'TPS ratio pg_egress/pg_recvlogical: %.3f (target >= 1.0)   pg_egress/no consumer: %.3f\n' \
-	"$(echo "$m_egress / $m_recv" | bc -l)" "$(echo "$m_egress / $m_none" | bc -l)"
+# per round too: the machine's background load drifts between rounds more than within one
+round_ratios=()
+for i in "${!tps_egress[@]}"; do
+	round_ratios+=("$(echo "${tps_egress[$i]} / ${tps_recv[$i]}" | bc -l | xargs printf '%.3f')")
+done
+printf 'TPS ratio pg_egress/pg_recvlogical: %.3f (target >= 1.0; median of per-round ratios %.3f: %s)   pg_egress/no consumer: %.3f\n' \
+	"$(echo "$m_egress / $m_recv" | bc -l)" "$(median "${round_ratios[@]}")" "${round_ratios[*]}" \
+	"$(echo "$m_egress / $m_none" | bc -l)"

@@ -664,9 +664,9 @@ resolve_pending(void)
 		cdc->sink->ops->write(cdc->sink, rec.data, rec.len);
 		cdc->batch_bytes += rec.len;
 	}
+	/* rec lived in the transaction's memory */
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	pfree(rec.data);
 	MemoryContextReset(cdc->pendcxt);
 }
 
