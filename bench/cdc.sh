@@ -5,6 +5,7 @@
 # consumes the WAL vs while pg_recvlogical does.
 # Usage: bash bench/cdc.sh
 #   BENCH_ROWS=...           rows inserted (default 1000000, in transactions of 100)
+#   BENCH_DECODE_ROUNDS=...  rounds of pg_recvlogical, peek and pg_egress catch-up (default 2)
 #   BENCH_TPS_SECONDS=...    length of each pgbench run (default 20)
 #   BENCH_TPS_ROUNDS=...     pgbench rounds (none, pg_egress, pg_recvlogical; default 3)
 #   BENCH_PGBENCH_SCALE=...  pgbench -i scale (default 10)
@@ -20,6 +21,7 @@ txns=$((rows / 100))
 timeout=${BENCH_TIMEOUT:-300}
 tps_seconds=${BENCH_TPS_SECONDS:-20}
 tps_rounds=${BENCH_TPS_ROUNDS:-3}
+decode_rounds=${BENCH_DECODE_ROUNDS:-2}
 pgbench_scale=${BENCH_PGBENCH_SCALE:-10}
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -28,8 +30,12 @@ egress_ensure_user
 bench_start_cluster
 
 # logical decoding for three consumers, and wal2json allowed as an output plugin
-conf="max_replication_slots = 10
-max_wal_senders = 10"
+# slots: live, catchupN, bench_recvN, bench_peek, and temporary ones for initial syncs
+slots=$((2 * decode_rounds + 6))
+[ $slots -ge 10 ] || slots=10
+conf="max_replication_slots = $slots
+max_wal_senders = 10
+max_worker_processes = $((decode_rounds + 8))"
 if egress_as_user postgres --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
 	conf+=$'\n'"output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"
 fi
@@ -149,10 +155,11 @@ recv_pid=
 recv_log="$BENCH_DIR/pg_recvlogical.log"
 trap '[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null; bench_stop_cluster' EXIT
 
-# ---- set-up: the empty bench table, two LOG_BASED streams, two baseline slots --
+# ---- set-up: the empty bench table, the LOG_BASED stream 'live', one paused
+# LOG_BASED stream 'catchupN' and one baseline slot 'bench_recvN' per decoding
+# round, and the slot 'bench_peek' ------------------------------------------------
 
 out_live="$BENCH_DIR/out_live"
-out_catchup="$BENCH_DIR/out_catchup"
 bench_psql -d bench >/dev/null <<SQL
 CREATE TABLE public.bench (
 	id bigint PRIMARY KEY,
@@ -179,22 +186,28 @@ END
 \$\$;
 CREATE EXTENSION pg_egress;
 SELECT egress_add_destination('cdc_live', 'file://$out_live');
-SELECT egress_add_destination('cdc_catchup', 'file://$out_catchup');
 SELECT egress_add_stream('live', 'public.bench', 'LOG_BASED', 'cdc_live');
-SELECT egress_add_stream('catchup', 'public.bench', 'LOG_BASED', 'cdc_catchup');
 SQL
-wait_streaming "'live', 'catchup'"
-
-# phase C's stream waits, paused, with its slot before the load
-q "SELECT egress_pause_stream('catchup')" >/dev/null
+streams="'live'"
+for r in $(seq 1 "$decode_rounds"); do
+	q "SELECT egress_add_destination('cdc_catchup$r', 'file://$BENCH_DIR/out_catchup$r')" >/dev/null
+	q "SELECT egress_add_stream('catchup$r', 'public.bench', 'LOG_BASED', 'cdc_catchup$r')" >/dev/null
+	streams+=", 'catchup$r'"
+done
+wait_streaming "$streams"
 slot_live=$(slot_of cdc_live)
-slot_catchup=$(slot_of cdc_catchup)
-if [ -z "$slot_live" ] || [ -z "$slot_catchup" ]; then die "the destinations have no replication slots"; fi
-wait_slot_idle "$slot_catchup"
+[ -n "$slot_live" ] || die "destination cdc_live has no replication slot"
 
-q "SELECT pg_create_logical_replication_slot('bench_recv', 'wal2json')" >/dev/null
+# the catch-up streams wait, paused, with their slots from before the load
+for r in $(seq 1 "$decode_rounds"); do
+	q "SELECT egress_pause_stream('catchup$r')" >/dev/null
+	slot=$(slot_of "cdc_catchup$r")
+	[ -n "$slot" ] || die "destination cdc_catchup$r has no replication slot"
+	wait_slot_idle "$slot"
+	q "SELECT pg_create_logical_replication_slot('bench_recv$r', 'wal2json')" >/dev/null
+done
 q "SELECT pg_create_logical_replication_slot('bench_peek', 'wal2json')" >/dev/null
-# the pause restarts every CDC worker's session (at its next round, within
+# a pause restarts every CDC worker's session (at its next round, within
 # pg_egress.flush_interval): let 'live' settle before the load
 sleep 2.5
 
@@ -214,65 +227,107 @@ t_live_done=$(landed_at "$out_live")
 t_load=$(sub "$t_load_end" "$t0")
 t_live=$(sub "$t_live_done" "$t0")
 t_live_catchup=$(sub "$t_live_done" "$t_load_end")
-
-# ---- phase B: the baselines over the same WAL --------------------------------
-
-echo "pg_recvlogical and pg_logical_slot_peek_changes over the same WAL..."
-t=$(bench_now)
-start_recvlogical --slot bench_recv --start --no-loop --endpos="$lsn1" -f /dev/null
-wait "$recv_pid" || die "pg_recvlogical failed: $(cat "$recv_log")"
-recv_pid=
-t_recv=$(sub "$(bench_now)" "$t")
-
-t=$(bench_now)
-peek_rows=$(q "SELECT count(*) FROM pg_logical_slot_peek_changes('bench_peek', '$lsn1', NULL,
-	'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1')")
-t_peek=$(sub "$(bench_now)" "$t")
-[ "$peek_rows" -ge "$rows" ] || die "peek returned $peek_rows changes, fewer than $rows"
-
-# ---- phase C: pg_egress over the same WAL from a standing start --------------
-
-echo "stream 'catchup' resumed over the same WAL..."
-catchup_base=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup'")
-catchup_version=$(q "SELECT version FROM egress_streams WHERE name = 'catchup'")
-t=$(bench_now)
-q "SELECT egress_resume_stream('catchup')" >/dev/null
-wait_delivered catchup "$slot_catchup" "$lsn1"
-t_catchup_done=$(landed_at "$out_catchup")
-[ "$(q "SELECT version FROM egress_streams WHERE name = 'catchup'")" = "$catchup_version" ] ||
-	die "stream 'catchup' was synced again instead of catching up"
-t_catchup=$(sub "$t_catchup_done" "$t")
-t_catchup_start=$(sub "${seen_worker_at:-$t}" "$t")
-
 n_live=$(records_in "$out_live")
-n_catchup=$(records_in "$out_catchup")
 [ "$n_live" = "$rows" ] || die "stream 'live' wrote $n_live RECORDs, expected $rows"
-[ "$n_catchup" = "$rows" ] || die "stream 'catchup' wrote $n_catchup RECORDs, expected $rows"
 sent_live=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'live'")
-sent_catchup=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup'")
+
+# ---- phases B and C: the baselines and pg_egress over the same WAL -------------
+
+t_recv=()
+t_peek=()
+t_catchup=()
+t_start=()
+sent_catchup=()
+
+# B: pg_recvlogical from its slot made before the load, up to the load's end
+round_recv() {
+	local t
+	t=$(bench_now)
+	start_recvlogical --slot "bench_recv$1" --start --no-loop --endpos="$lsn1" -f /dev/null
+	wait "$recv_pid" || die "pg_recvlogical failed: $(cat "$recv_log")"
+	recv_pid=
+	t_recv+=("$(sub "$(bench_now)" "$t")")
+}
+
+# B: the in-server ceiling; peeking does not consume, so every round reads the same slot
+round_peek() {
+	local t n
+	t=$(bench_now)
+	n=$(q "SELECT count(*) FROM pg_logical_slot_peek_changes('bench_peek', '$lsn1', NULL,
+		'format-version', '2', 'include-timestamp', '1', 'include-lsn', '1')")
+	t_peek+=("$(sub "$(bench_now)" "$t")")
+	[ "$n" -ge "$rows" ] || die "peek returned $n changes, fewer than $rows"
+}
+
+# C: a paused stream resumed, from a standing start to its last batch; paused again after
+round_catchup() {
+	local r=$1 t base version slot out=$BENCH_DIR/out_catchup$1 n
+	slot=$(slot_of "cdc_catchup$r")
+	base=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup$r'")
+	version=$(q "SELECT version FROM egress_streams WHERE name = 'catchup$r'")
+	t=$(bench_now)
+	q "SELECT egress_resume_stream('catchup$r')" >/dev/null
+	wait_delivered "catchup$r" "$slot" "$lsn1"
+	t_catchup+=("$(sub "$(landed_at "$out")" "$t")")
+	t_start+=("$(sub "${seen_worker_at:-$t}" "$t" | xargs printf '%.2f')")
+	[ "$(q "SELECT version FROM egress_streams WHERE name = 'catchup$r'")" = "$version" ] ||
+		die "stream 'catchup$r' was synced again instead of catching up"
+	sent_catchup+=($(($(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup$r'") - base)))
+	q "SELECT egress_pause_stream('catchup$r')" >/dev/null
+	wait_slot_idle "$slot"
+	n=$(records_in "$out")
+	[ "$n" = "$rows" ] || die "stream 'catchup$r' wrote $n RECORDs, expected $rows"
+}
+
+echo "over the same WAL, $decode_rounds rounds: pg_recvlogical, pg_logical_slot_peek_changes, pg_egress catch-up..."
+for r in $(seq 1 "$decode_rounds"); do
+	if [ $((r % 2)) = 1 ]; then
+		round_recv "$r"
+		round_peek
+		round_catchup "$r"
+	else
+		round_catchup "$r"
+		round_peek
+		round_recv "$r"
+	fi
+done
+
+rates() { for t in "$@"; do printf '%s ' "$(rate "$rows" "$t")"; done | sed 's/ $//'; }
+m_recv_t=$(median "${t_recv[@]}")
+m_peek_t=$(median "${t_peek[@]}")
+m_catchup_t=$(median "${t_catchup[@]}")
+decode_ratios=()
+for i in "${!t_recv[@]}"; do
+	decode_ratios+=("$(echo "${t_recv[$i]} / ${t_catchup[$i]}" | bc -l | xargs printf '%.2f')")
+done
 
 printf 'WAL of the load: %s MB; load took %.2f s; %s cores, load average at start %s, now %s\n' \
 	"$((wal_bytes / 1024 / 1024))" "$t_load" "$(nproc)" "$load_start" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-44s %8.2f s %10s rows/s\n' "pg_recvlogical wal2json v2 to /dev/null" "$t_recv" "$(rate "$rows" "$t_recv")"
-printf '%-44s %8.2f s %10s rows/s\n' "peek_changes count(*) (in-server ceiling)" "$t_peek" "$(rate "$rows" "$t_peek")"
-printf '%-44s %8.2f s %10s rows/s   (worker up after %.2f s)\n' "pg_egress LOG_BASED catch-up to files" \
-	"$t_catchup" "$(rate "$rows" "$t_catchup")" "$t_catchup_start"
-printf 'ratio pg_egress/pg_recvlogical: %.2fx (target >= 1.5x)   pg_egress/ceiling: %.2fx\n' \
-	"$(echo "$t_recv / $t_catchup" | bc -l)" "$(echo "$t_peek / $t_catchup" | bc -l)"
+printf '%-44s %8.2f s %10s rows/s   (runs: %s)\n' "pg_recvlogical wal2json v2 to /dev/null" \
+	"$m_recv_t" "$(rate "$rows" "$m_recv_t")" "$(rates "${t_recv[@]}")"
+printf '%-44s %8.2f s %10s rows/s   (runs: %s)\n' "peek_changes count(*) (in-server ceiling)" \
+	"$m_peek_t" "$(rate "$rows" "$m_peek_t")" "$(rates "${t_peek[@]}")"
+printf '%-44s %8.2f s %10s rows/s   (runs: %s; worker up after %s s)\n' "pg_egress LOG_BASED catch-up to files" \
+	"$m_catchup_t" "$(rate "$rows" "$m_catchup_t")" "$(rates "${t_catchup[@]}")" "${t_start[*]}"
+printf 'ratio pg_egress/pg_recvlogical: %.2fx (target >= 1.5x; per round: %s)   pg_egress/ceiling: %.2fx\n' \
+	"$(echo "$m_recv_t / $m_catchup_t" | bc -l)" "${decode_ratios[*]}" "$(echo "$m_peek_t / $m_catchup_t" | bc -l)"
 printf '%-44s %8.2f s %10s rows/s   (%.2f s after the load ended)\n' "pg_egress live: load start to last batch" \
 	"$t_live" "$(rate "$rows" "$t_live")" "$t_live_catchup"
-[ $((sent_live - live_base)) = "$rows" ] && [ $((sent_catchup - catchup_base)) = "$rows" ] ||
-	echo "note: egress_streams.rows_sent says $((sent_live - live_base)) (live) and $((sent_catchup - catchup_base)) (catch-up); the files hold $rows RECORDs each"
-printf 'output: %s in %s files (live), %s in %s files (catch-up)\n' \
+if [ $((sent_live - live_base)) != "$rows" ] || printf '%s\n' "${sent_catchup[@]}" | grep -vx "$rows" >/dev/null; then
+	echo "note: egress_streams.rows_sent says $((sent_live - live_base)) (live), ${sent_catchup[*]} (catch-up); the files hold $rows RECORDs each"
+fi
+printf 'output: %s in %s files (live), %s in %s files (catchup1)\n' \
 	"$(du -sh "$out_live" | cut -f1)" "$(find "$out_live" -type f | wc -l)" \
-	"$(du -sh "$out_catchup" | cut -f1)" "$(find "$out_catchup" -type f | wc -l)"
+	"$(du -sh "$BENCH_DIR/out_catchup1" | cut -f1)" "$(find "$BENCH_DIR/out_catchup1" -type f | wc -l)"
 
 # ---- phase D: writers' TPS with pg_egress vs pg_recvlogical consuming ----------
 
 echo "pgbench (scale $pgbench_scale, -c 2 -j 2, ${tps_seconds}s runs, $tps_rounds rounds): TPS with no consumer, pg_egress, pg_recvlogical..."
 q "SELECT egress_remove_stream('live')" >/dev/null
-q "SELECT egress_remove_stream('catchup')" >/dev/null
-q "SELECT pg_drop_replication_slot('bench_recv')" >/dev/null
+for r in $(seq 1 "$decode_rounds"); do
+	q "SELECT egress_remove_stream('catchup$r')" >/dev/null
+	q "SELECT pg_drop_replication_slot('bench_recv$r')" >/dev/null
+done
 q "SELECT pg_drop_replication_slot('bench_peek')" >/dev/null
 q "DROP TABLE public.bench" >/dev/null
 deadline=$((SECONDS + 30))

@@ -1561,6 +1561,13 @@ egress_cdc_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	egress_pin_output_settings();
 
+	/*
+	 * The reorder buffer keeps this much of large transactions in memory
+	 * before spilling to disk; half the server default keeps the worker
+	 * well under 100 MB with room for batches and caches.
+	 */
+	SetConfigOption("logical_decoding_work_mem", "32MB", PGC_USERSET, PGC_S_OVERRIDE);
+
 	cdc = MemoryContextAllocZero(TopMemoryContext, sizeof(CdcState));
 	cdc->dest_name = MemoryContextStrdup(TopMemoryContext, dest);
 	cdc->batchcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc batch",

@@ -30,7 +30,7 @@ our @EXPORT = qw(
   same_value compare_states wait_caught_up cdc_worker_pids slot_row
   write_file start_pgbench finish_pgbench sqlstate_of utc_commit_time
   count_records_raw check_cdc_batch is_lsn_number cdc_name_lsns is_cdc_name
-  caught_up
+  caught_up server_up stream_row_wait no_crash_since
 );
 
 # Client encoding of every psql the tests start: the data is UTF-8.
@@ -964,6 +964,36 @@ sub check_cdc_batch
 	}
 	push @problems, "$batch->{name}: $states STATE messages (want 1)" unless $states == 1;
 	return @problems;
+}
+
+# server_up($node [, $timeout]): waits until the server answers (after a
+# crash it is in recovery for a moment).  True when it does.
+sub server_up
+{
+	my ($node, $timeout) = @_;
+	return poll_until('the server to answer', $timeout // 60,
+		sub { ($node->psql('postgres', 'SELECT 1'))[0] == 0 });
+}
+
+# stream_row_wait($node, $stream): the egress_streams row as a hash, after
+# waiting for the server to answer; {} when the stream does not exist.
+sub stream_row_wait
+{
+	my ($node, $stream) = @_;
+	server_up($node);
+	return stream_row($node, $stream) // {};
+}
+
+# no_crash_since($node, $log_offset, $label): one test: no server process
+# died of a signal since the offset (shows the postmaster's lines).
+sub no_crash_since
+{
+	my ($node, $offset, $label) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $log = slurp_file($node->logfile, $offset);
+	my @lines = grep { /terminated by signal|Failed process was running/ } split /\n/, $log;
+	ok(!@lines, $label // 'no server process crashed') or diag join("\n", @lines);
+	return !@lines;
 }
 
 1;

@@ -20,6 +20,7 @@ use EgressTest;
 
 my $node = create_node('cdc_initial', cdc => 1);
 my $out = new_outdir($node, 'cdc');
+my $log_start = -s $node->logfile;
 
 $node->safe_psql(
 	'postgres', q{
@@ -123,7 +124,7 @@ compare_states(mirror($out, 'public-t', ['id'], \%i1), table_state($node, 't', [
 compare_states(mirror($out, 'public-t2', ['id'], \%i2), table_state($node, 't2', ['id']), 'phase 2, s2');
 diag "phase 2 mirror of public-t2: " . join(', ', map { "$_=" . ($i2{$_} // 'undef') } sort keys %i2);
 cmp_ok($i2{cdc_records}, '>', 0, "phase 2: the change stream carried changes of t2 ($i2{cdc_records} records)");
-my $v2 = "" . stream_row($node, 's2')->{version};
+my $v2 = "" . (stream_row_wait($node, 's2')->{version} // '');
 
 # ---------------------------------------------------------------------------
 # Shapes
@@ -280,6 +281,8 @@ sub _num
 }
 
 diag 'wait_caught_up ended by: ' . join(', ', map { "$_ $EgressTest::caught_up_via{$_}" } sort keys %EgressTest::caught_up_via);
+
+no_crash_since($node, $log_start, 'no server process crashed');
 
 $node->stop;
 done_testing();

@@ -110,7 +110,7 @@ write_file($stop, '');
 eval { $writer->finish; };
 diag 'writer: ' . (slurp_file($wlog) =~ /(runs=\d+ ok=\d+)/ ? $1 : '?');
 wait_caught_up($node, 's');
-is(stream_row($node, 's')->{state}, 'streaming', 'the stream is streaming');
+is(stream_row_wait($node, 's')->{state}, 'streaming', 'the stream is streaming');
 
 ok(poll_until('no temporary files', 30, sub { !tmp_files($out) }), 'no temporary files remain')
   or diag 'temporary files: ' . join(' ', tmp_files($out));

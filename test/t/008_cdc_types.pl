@@ -18,6 +18,7 @@ use EgressTest;
 
 my $node = create_node('cdc_types', cdc => 1);
 my $out = new_outdir($node, 'cdc');
+my $log_start = -s $node->logfile;
 
 $node->safe_psql('postgres', q{ALTER DATABASE postgres SET TimeZone = 'Pacific/Chatham'});
 
@@ -248,6 +249,8 @@ my %props = %{ $schemas[0]{schema}{properties} };
 ok(delete $props{_sdc_deleted_at}, 'SCHEMA declares _sdc_deleted_at');
 ok(same_value(\%props, $pschema->{properties}),
 	'SCHEMA properties without _sdc_* equal egress_preview_schema');
+
+no_crash_since($node, $log_start, 'no server process crashed');
 
 $node->stop;
 done_testing();

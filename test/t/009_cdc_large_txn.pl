@@ -20,6 +20,7 @@ my $LIMIT_KB = 100 * 1024;
 
 my $node = create_node('cdc_large', cdc => 1);
 my $out = new_outdir($node, 'cdc');
+my $log_start = -s $node->logfile;
 
 $node->safe_psql('postgres', 'CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL)');
 add_destination($node, 'cdc', $out);
@@ -139,6 +140,8 @@ my $missing = 0;
 foreach my $i (1 .. $N) { $missing++ unless vec($bits, $i, 1); }
 is($missing, 0, 'every id 1..1,000,000 present');
 diag sprintf('counting took %.1f s', time - $tc);
+
+no_crash_since($node, $log_start, 'no server process crashed');
 
 $node->stop;
 done_testing();

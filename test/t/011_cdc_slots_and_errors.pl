@@ -57,6 +57,11 @@ use EgressTest;
 }
 
 my $node = create_node('cdc_slots', cdc => 1);
+my $log_start = -s $node->logfile;
+
+# (waits for the server first: after a crash the later checks still run)
+sub sql { server_up($node); return $node->safe_psql('postgres', $_[0]); }
+
 my %dir = map { ($_ => new_outdir($node, $_)) } qw(d1 d2 d3 d4 d5 d6);
 
 $node->safe_psql(
@@ -102,7 +107,7 @@ like($err, qr/HINT:/, '... with a hint') or diag $err;
 ($state, $err) = sqlstate_of($node,
 	q{SELECT egress_add_stream('bad2', 'v', method => 'LOG_BASED', destination => 'd1')});
 is($state, '42809', 'a view: SQLSTATE 42809') or diag $err;
-is($node->safe_psql('postgres', 'SELECT count(*) FROM egress.stream'), '0', 'nothing created');
+is(sql('SELECT count(*) FROM egress.stream'), '0', 'nothing created');
 
 # ---------------------------------------------------------------------------
 # the default slot
@@ -114,21 +119,21 @@ ok( poll_until(
 	'the default slot pg_egress_d1 (wal2json) exists once the stream is added');
 is(slot_row($node, 'pg_egress_d1')->{slot_type}, 'logical', 'it is a logical slot');
 wait_stream_state($node, 's1', 'streaming');
-is(stream_row($node, 's1')->{slot_name}, 'pg_egress_d1', 'egress_streams.slot_name');
-$node->safe_psql('postgres', q{INSERT INTO t1 VALUES (101, 'new'); UPDATE t1 SET v = 'u' WHERE id = 1; DELETE FROM t1 WHERE id = 2});
+is(stream_row_wait($node, 's1')->{slot_name}, 'pg_egress_d1', 'egress_streams.slot_name');
+sql(q{INSERT INTO t1 VALUES (101, 'new'); UPDATE t1 SET v = 'u' WHERE id = 1; DELETE FROM t1 WHERE id = 2});
 wait_caught_up($node, 's1');
 compare_states(mirror($dir{d1}, 'public-t1', ['id']), table_state($node, 't1', ['id']), 's1');
-$node->safe_psql('postgres', q{SELECT egress_remove_stream('s1')});
+sql(q{SELECT egress_remove_stream('s1')});
 slot_gone('pg_egress_d1', 'removing the last LOG_BASED stream drops the default slot');
 
 # ---------------------------------------------------------------------------
 # an adopted slot
 # ---------------------------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT pg_create_logical_replication_slot('tap_slot', 'wal2json')});
+sql(q{SELECT pg_create_logical_replication_slot('tap_slot', 'wal2json')});
 add_destination($node, 'd2', $dir{d2}, '{"slot_name": "tap_slot"}');
 add_stream('s2', 't2', 'd2');
 wait_stream_state($node, 's2', 'streaming');
-is(stream_row($node, 's2')->{slot_name}, 'tap_slot', 'egress_streams.slot_name is the adopted slot');
+is(stream_row_wait($node, 's2')->{slot_name}, 'tap_slot', 'egress_streams.slot_name is the adopted slot');
 my $holder;
 ok( poll_until(
 		'the CDC worker to hold tap_slot', 60,
@@ -140,10 +145,10 @@ ok( poll_until(
 		}),
 	'the adopted slot is held by a CDC worker (active_pid)');
 ok(!slot_row($node, 'pg_egress_d2'), 'no default slot was created for d2');
-$node->safe_psql('postgres', q{INSERT INTO t2 VALUES (101, 'new'); DELETE FROM t2 WHERE id = 3});
+sql(q{INSERT INTO t2 VALUES (101, 'new'); DELETE FROM t2 WHERE id = 3});
 wait_caught_up($node, 's2');
 compare_states(mirror($dir{d2}, 'public-t2', ['id']), table_state($node, 't2', ['id']), 's2 through the adopted slot');
-$node->safe_psql('postgres', q{SELECT egress_remove_stream('s2')});
+sql(q{SELECT egress_remove_stream('s2')});
 ok( poll_until(
 		'tap_slot released', 60,
 		sub { my $s = slot_row($node, 'tap_slot'); !$s || !defined $s->{active_pid} }),
@@ -165,11 +170,11 @@ ok($kept, 'the adopted slot is not dropped when the last stream is removed');
 # ---------------------------------------------------------------------------
 # an adopted slot with drop_adopted_slot
 # ---------------------------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT pg_create_logical_replication_slot('tap_slot2', 'wal2json')});
+sql(q{SELECT pg_create_logical_replication_slot('tap_slot2', 'wal2json')});
 add_destination($node, 'd3', $dir{d3}, '{"slot_name": "tap_slot2", "drop_adopted_slot": true}');
 add_stream('s3', 't3', 'd3');
 wait_stream_state($node, 's3', 'streaming');
-$node->safe_psql('postgres', q{SELECT egress_remove_stream('s3')});
+sql(q{SELECT egress_remove_stream('s3')});
 slot_gone('tap_slot2', 'with drop_adopted_slot the adopted slot is dropped with the last stream');
 
 # ---------------------------------------------------------------------------
@@ -179,7 +184,7 @@ add_destination($node, 'd4', $dir{d4});
 add_stream('sa', 'ta', 'd4');
 add_stream('sb', 'tb', 'd4');
 wait_stream_state($node, $_, 'streaming') foreach qw(sa sb);
-$node->safe_psql('postgres', q{INSERT INTO ta VALUES (101, 'new'); INSERT INTO tb VALUES (101, 'new')});
+sql(q{INSERT INTO ta VALUES (101, 'new'); INSERT INTO tb VALUES (101, 'new')});
 wait_caught_up($node, $_) foreach qw(sa sb);
 my $pid;
 ok( poll_until(
@@ -188,44 +193,44 @@ ok( poll_until(
 	'the CDC worker of d4 holds pg_egress_d4');
 $pid //= 0;
 my $log_offset = -s $node->logfile;
-$node->safe_psql('postgres', 'DROP TABLE ta');
+sql('DROP TABLE ta');
 wait_stream_where($node, 'sa', q{state = 'error'}, 30, 'a dropped source table puts its stream into state error');
-diag 'last_error: ' . (stream_row($node, 'sa')->{last_error} // 'null');
-like(stream_row($node, 'sa')->{last_error} // '', qr/ta/, 'last_error names the table');
-$node->safe_psql('postgres', q{INSERT INTO tb VALUES (102, 'after'); UPDATE tb SET v = 'u' WHERE id = 5});
+diag 'last_error: ' . (stream_row_wait($node, 'sa')->{last_error} // 'null');
+like(stream_row_wait($node, 'sa')->{last_error} // '', qr/ta/, 'last_error names the table');
+sql(q{INSERT INTO tb VALUES (102, 'after'); UPDATE tb SET v = 'u' WHERE id = 5});
 wait_caught_up($node, 'sb');
 compare_states(mirror($dir{d4}, 'public-tb', ['id']), table_state($node, 'tb', ['id']),
 	'the other stream of the destination keeps streaming');
-is(stream_row($node, 'sa')->{state}, 'error', 'the stream of the dropped table stays in error');
+is(stream_row_wait($node, 'sa')->{state}, 'error', 'the stream of the dropped table stays in error');
 is(slot_row($node, 'pg_egress_d4')->{active_pid}, $pid, "the same CDC worker $pid holds the slot (no crash loop)");
 ok(kill(0, $pid), "CDC worker $pid still runs");
 ok(!$node->log_contains(qr/terminated by signal|terminating any other active server processes/, $log_offset),
 	'no process crashed');
-$node->safe_psql('postgres', q{SELECT egress_remove_stream('sa'); SELECT egress_remove_stream('sb')});
+sql(q{SELECT egress_remove_stream('sa'); SELECT egress_remove_stream('sb')});
 slot_gone('pg_egress_d4', 'd4: the slot goes with the last stream');
 
 # ---------------------------------------------------------------------------
 # pg_egress.max_slot_lag with failing destinations: d5 (lag_policy pause)
 # and d6 (lag_policy continue, the default) both stream table tl
 # ---------------------------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('tap_slot')});
-$node->safe_psql('postgres', q{ALTER SYSTEM SET pg_egress.max_slot_lag = '1MB'; SELECT pg_reload_conf()});
-ok(poll_until('max_slot_lag reloaded', 30, sub { $node->safe_psql('postgres', 'SHOW pg_egress.max_slot_lag') eq '1MB' }),
+sql(q{SELECT pg_drop_replication_slot('tap_slot')});
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_lag = '1MB'; SELECT pg_reload_conf()});
+ok(poll_until('max_slot_lag reloaded', 30, sub { sql('SHOW pg_egress.max_slot_lag') eq '1MB' }),
 	'pg_egress.max_slot_lag = 1MB');
 add_destination($node, 'd5', $dir{d5});
 add_destination($node, 'd6', $dir{d6});
 add_stream('s5', 'tl', 'd5', '{"lag_policy": "pause"}');
 add_stream('s6', 'tl', 'd6');
 wait_stream_state($node, $_, 'streaming') foreach qw(s5 s6);
-$node->safe_psql('postgres', q{INSERT INTO tl VALUES (101, 'new')});
+sql(q{INSERT INTO tl VALUES (101, 'new')});
 wait_caught_up($node, $_) foreach qw(s5 s6);
 
 $log_offset = -s $node->logfile;
 chmod(0500, $dir{d5}) or die "chmod: $!";
 chmod(0500, $dir{d6}) or die "chmod: $!";
-my $lsn0 = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-$node->safe_psql('postgres', q{INSERT INTO tl SELECT i, repeat(md5(i::text), 4) FROM generate_series(1000, 21000) i});
-my $wal = $node->safe_psql('postgres', "SELECT pg_current_wal_lsn() - '$lsn0'::pg_lsn");
+my $lsn0 = sql('SELECT pg_current_wal_lsn()');
+sql(q{INSERT INTO tl SELECT i, repeat(md5(i::text), 4) FROM generate_series(1000, 21000) i});
+my $wal = sql("SELECT pg_current_wal_lsn() - '$lsn0'::pg_lsn");
 cmp_ok($wal, '>', 2 * 1024 * 1024, "more than 2 MB of WAL written to the table ($wal bytes)");
 my %max_lag = (s5 => 0, s6 => 0);
 my $lag_ok = poll_until(
@@ -255,13 +260,13 @@ diag 'WARNING lines: ' . scalar(@warnings) . (@warnings ? "; first: $warnings[0]
 chmod(0700, $dir{d5}) or die "chmod: $!";
 chmod(0700, $dir{d6}) or die "chmod: $!";
 wait_caught_up($node, 's6', 60);
-$node->safe_psql('postgres', q{SELECT egress_resume_stream('s5')});
+sql(q{SELECT egress_resume_stream('s5')});
 if (!wait_caught_up($node, 's5', 60))
 {
 	diag 'with max_slot_lag still 1MB the resumed stream did not catch up; retrying with max_slot_lag off';
-	diag 's5: ' . join(', ', map { "$_=" . (stream_row($node, 's5')->{$_} // 'null') } qw(state last_error last_error_at));
-	$node->safe_psql('postgres', q{ALTER SYSTEM RESET pg_egress.max_slot_lag; SELECT pg_reload_conf()});
-	$node->safe_psql('postgres', q{SELECT egress_resume_stream('s5')});
+	diag 's5: ' . join(', ', map { "$_=" . (stream_row_wait($node, 's5')->{$_} // 'null') } qw(state last_error last_error_at));
+	sql(q{ALTER SYSTEM RESET pg_egress.max_slot_lag; SELECT pg_reload_conf()});
+	sql(q{SELECT egress_resume_stream('s5')});
 	wait_caught_up($node, 's5', 60);
 }
 my $table = table_state($node, 'tl', ['id']);
@@ -269,6 +274,8 @@ compare_states(mirror($dir{d5}, 'public-tl', ['id']), $table,
 	'lag_policy pause: after the destination is fixed and the stream resumed: nothing lost');
 compare_states(mirror($dir{d6}, 'public-tl', ['id']), $table,
 	'lag_policy continue: after the destination is fixed: nothing lost');
+
+no_crash_since($node, $log_start, 'no server process crashed');
 
 $node->stop;
 done_testing();
