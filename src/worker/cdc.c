@@ -1140,7 +1140,8 @@ note_failure(const char *message)
 		egress_catalog_exec("UPDATE egress.stream_state st SET last_error = $2, "
 							"last_error_at = now(), attempts = attempts + 1, updated_at = now() "
 							"FROM egress.stream s WHERE s.id = st.stream_id "
-							"AND s.destination = $1 AND s.method = 'LOG_BASED'",
+							"AND s.destination = $1 AND s.method = 'LOG_BASED' "
+							"AND st.state <> 'error'",
 							2, argtypes, values, NULL, false);
 		egress_catalog_exit(&guard);
 	}
@@ -1281,8 +1282,6 @@ static void
 decode_round(void)
 {
 	XLogRecPtr	end = GetFlushRecPtr(NULL);
-	XLogRecPtr	restart;
-	int64		lag;
 
 	while (cdc->ctx->reader->EndRecPtr < end)
 	{
@@ -1334,24 +1333,6 @@ decode_round(void)
 		ReplicationSlotMarkDirty();
 	}
 
-	/* the WAL retention guard */
-	restart = MyReplicationSlot->data.restart_lsn;
-	lag = (int64) (end - restart);
-	for (int i = 0; i < cdc->nstreams; i++)
-		if (cdc->streams[i].slot)
-			cdc->streams[i].slot->lag_bytes = lag;
-	if (egress_max_slot_lag_mb > 0 && lag > (int64) egress_max_slot_lag_mb * 1024 * 1024)
-	{
-		if (!cdc->lag_warned)
-			ereport(WARNING,
-					(errmsg("pg_egress replication slot \"%s\" holds " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_lag (%d MB)",
-							cdc->slot_name, lag / (1024 * 1024), egress_max_slot_lag_mb),
-					 errhint("Check the destination \"%s\"; streams with lag_policy \"pause\" are stopped.",
-							 cdc->dest_name)));
-		cdc->lag_warned = true;
-	}
-	else
-		cdc->lag_warned = false;
 }
 
 /* Streams with lag_policy "pause" stop when the slot holds too much WAL. */
@@ -1394,6 +1375,35 @@ current_lag(void)
 	if (XLogRecPtrIsInvalid(restart))
 		return 0;
 	return (int64) (GetFlushRecPtr(NULL) - restart);
+}
+
+/*
+ * The WAL retention guard: show the WAL the slot holds, warn once per
+ * crossing of pg_egress.max_slot_lag, stop streams with lag_policy
+ * "pause".  Returns true if streams were stopped.
+ */
+static bool
+check_lag(int64 lag)
+{
+	bool		over = egress_max_slot_lag_mb > 0 &&
+		lag > (int64) egress_max_slot_lag_mb * 1024 * 1024;
+
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot)
+			cdc->streams[i].slot->lag_bytes = lag;
+	if (!over)
+	{
+		cdc->lag_warned = false;
+		return false;
+	}
+	if (!cdc->lag_warned)
+		ereport(WARNING,
+				(errmsg("pg_egress replication slot \"%s\" holds " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_lag (%d MB)",
+						cdc->slot_name, lag / (1024 * 1024), egress_max_slot_lag_mb),
+				 errhint("Check destination \"%s\"; its streams with lag_policy \"pause\" are stopped.",
+						 cdc->dest_name)));
+	cdc->lag_warned = true;
+	return pause_lagging_streams(lag);
 }
 
 /*
@@ -1455,7 +1465,7 @@ run_session(MemoryContext sessioncxt)
 
 	if (load_config(sessioncxt) == 0)
 		return false;
-	if (pause_lagging_streams(current_lag()))
+	if (check_lag(current_lag()))
 		return true;			/* reload without them */
 
 	if (cdc->sink == NULL)
@@ -1498,7 +1508,6 @@ run_session(MemoryContext sessioncxt)
 	for (;;)
 	{
 		long		timeout;
-		int64		lag;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -1509,11 +1518,9 @@ run_session(MemoryContext sessioncxt)
 
 		decode_round();
 
-		lag = current_lag();
 		if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen ||
 			stop_dropped_streams() ||
-			(lag > (int64) egress_max_slot_lag_mb * 1024 * 1024 && egress_max_slot_lag_mb > 0 &&
-			 pause_lagging_streams(lag)))
+			check_lag(current_lag()))
 			break;
 
 		/* poll the flush position at the flush interval; sooner if a batch is due */
@@ -1601,6 +1608,11 @@ egress_cdc_main(Datum main_arg)
 	{
 		volatile bool more = true;
 
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 		cdc_owner = ResourceOwnerCreate(NULL, "pg_egress cdc");
 		CurrentResourceOwner = cdc_owner;
 		PG_TRY();
@@ -1662,6 +1674,10 @@ egress_cdc_main(Datum main_arg)
 				backoff = Min(1000L << Min(failures - 1, 6), 60000L);
 			}
 			FreeErrorData(edata);
+
+			/* while the destination fails, WAL piles up: show it, apply the policy */
+			if (cdc->nstreams > 0 && check_lag(current_lag()))
+				backoff = 0;
 			if (backoff > 0)
 			{
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
