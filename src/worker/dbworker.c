@@ -190,8 +190,13 @@ claimed_before(int32 stream_id)
 	return result;
 }
 
+/*
+ * Start a worker of ours in this database (a sync worker for stream_id, or
+ * the CDC worker of dest) and remember it.  This worker restarts them as the
+ * catalog says, so the postmaster never does.
+ */
 static bool
-start_sync(int32 stream_id)
+start_worker(const char *function, const char *type, int32 stream_id, const char *dest)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -200,13 +205,18 @@ start_sync(int32 stream_id)
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the catalog says what to rerun */
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(worker.bgw_library_name, "pg_egress", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "egress_sync_main", BGW_MAXLEN);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress sync of stream %d", stream_id);
-	strlcpy(worker.bgw_type, "pg_egress sync", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	if (dest)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s for destination %s", type, dest);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, "%s of stream %d", type, stream_id);
+	strlcpy(worker.bgw_type, type, BGW_MAXLEN);
 	worker.bgw_main_arg = Int32GetDatum(stream_id);
 	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
+	if (dest)
+		strlcpy(worker.bgw_extra + sizeof(Oid), dest, BGW_EXTRALEN - sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
@@ -216,7 +226,7 @@ start_sync(int32 stream_id)
 		if (!register_warned)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("pg_egress could not start a sync worker"),
+					 errmsg("pg_egress could not start a background worker (%s)", type),
 					 errhint("Raise max_worker_processes.")));
 		register_warned = true;
 		return false;
@@ -224,50 +234,22 @@ start_sync(int32 stream_id)
 	MemoryContextSwitchTo(oldcxt);
 	register_warned = false;
 	running[nrunning].stream_id = stream_id;
-	running[nrunning].dest[0] = '\0';
+	strlcpy(running[nrunning].dest, dest ? dest : "", NAMEDATALEN);
 	running[nrunning].handle = handle;
 	nrunning++;
 	return true;
 }
 
 static bool
+start_sync(int32 stream_id)
+{
+	return start_worker("egress_sync_main", "pg_egress sync", stream_id, NULL);
+}
+
+static bool
 start_cdc(const char *dest)
 {
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	MemoryContext oldcxt;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* this worker restarts it */
-	strlcpy(worker.bgw_library_name, "pg_egress", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "egress_cdc_main", BGW_MAXLEN);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress cdc for destination %s", dest);
-	strlcpy(worker.bgw_type, "pg_egress cdc", BGW_MAXLEN);
-	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
-	strlcpy(worker.bgw_extra + sizeof(Oid), dest, BGW_EXTRALEN - sizeof(Oid));
-	worker.bgw_notify_pid = MyProcPid;
-
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-	{
-		MemoryContextSwitchTo(oldcxt);
-		if (!register_warned)
-			ereport(WARNING,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("pg_egress could not start a CDC worker"),
-					 errhint("Raise max_worker_processes.")));
-		register_warned = true;
-		return false;
-	}
-	MemoryContextSwitchTo(oldcxt);
-	register_warned = false;
-	running[nrunning].stream_id = 0;
-	strlcpy(running[nrunning].dest, dest, NAMEDATALEN);
-	running[nrunning].handle = handle;
-	nrunning++;
-	return true;
+	return start_worker("egress_cdc_main", "pg_egress cdc", 0, dest);
 }
 
 static bool
