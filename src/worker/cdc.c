@@ -78,6 +78,7 @@ typedef struct CdcStream
 	EgressSingerStream *st;		/* rebuilt from the decoded catalog after DDL */
 	bool		st_stale;
 	bool		recheck;		/* DDL touched the table: does it still exist? */
+	bool		dropped;		/* ... it does not */
 	char	   *sent_schema;	/* schema_json last sent for this stream */
 	bool		schema_in_batch;	/* SCHEMA already written in the batch */
 	bool		debug_lsn;
@@ -972,8 +973,12 @@ load_config(MemoryContext cxt)
 			problem = psprintf("permission denied for table %s", def->relation);
 		if (problem)
 		{
+			/* in cxt: SPI's memory is gone when these are reported */
+			MemoryContext oldcxt2 = MemoryContextSwitchTo(cxt);
+
 			errors = lappend(errors, list_make2(makeInteger(def->id),
-												makeString(MemoryContextStrdup(cxt, problem))));
+												makeString(pstrdup(problem))));
+			MemoryContextSwitchTo(oldcxt2);
 			continue;
 		}
 
@@ -1414,8 +1419,7 @@ static bool
 stop_dropped_streams(void)
 {
 	bool		any_stale = false;
-	List	   *gone = NIL;
-	ListCell   *lc;
+	bool		any_gone = false;
 
 	for (int i = 0; i < cdc->nstreams; i++)
 		any_stale |= cdc->streams[i].recheck;
@@ -1431,27 +1435,32 @@ stop_dropped_streams(void)
 		Oid			argtypes[1] = {OIDOID};
 		Datum		values[1] = {ObjectIdGetDatum(cdc->streams[i].def->relid)};
 
+		/* flags, not a list: SPI's and the transaction's memory go away */
 		if (cdc->streams[i].recheck &&
 			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1",
 								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 0)
-			gone = lappend_int(gone, i);
+			cdc->streams[i].dropped = any_gone = true;
 		cdc->streams[i].recheck = false;
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	foreach(lc, gone)
+	for (int i = 0; i < cdc->nstreams; i++)
 	{
-		CdcStream  *s = &cdc->streams[lfirst_int(lc)];
-		char	   *msg = psprintf("relation %s of stream \"%s\" no longer exists",
+		CdcStream  *s = &cdc->streams[i];
+		char	   *msg;
+
+		if (!s->dropped)
+			continue;
+		msg = psprintf("relation %s of stream \"%s\" no longer exists",
 								   s->def->relation, s->def->name);
 
 		ereport(WARNING, (errmsg("pg_egress stream stopped: %s", msg)));
 		egress_record_stream_error(s->def->id, msg);
 	}
-	return gone != NIL;
+	return any_gone;
 }
 
 /*
@@ -1522,6 +1531,10 @@ run_session(MemoryContext sessioncxt)
 			stop_dropped_streams() ||
 			check_lag(current_lag()))
 			break;
+
+		/* more WAL flushed meanwhile: decode it now */
+		if (GetFlushRecPtr(NULL) > cdc->ctx->reader->EndRecPtr)
+			continue;
 
 		/* poll the flush position at the flush interval; sooner if a batch is due */
 		timeout = egress_flush_interval_ms;
