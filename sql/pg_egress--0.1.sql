@@ -153,7 +153,11 @@ SELECT s.name,
 	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
 	   st.bookmark,
 	   coalesce(a.confirmed_lsn, st.confirmed_lsn) AS confirmed_lsn,
-	   a.lag_bytes,
+	   -- WAL the slot holds, also while no worker serves it
+	   coalesce(a.lag_bytes,
+				(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), r.restart_lsn)::bigint
+				   FROM pg_catalog.pg_replication_slots r
+				  WHERE s.method = 'LOG_BASED' AND r.slot_name = d.slot_name)) AS lag_bytes,
 	   d.slot_name,
 	   st.last_error,
 	   st.last_error_at,

@@ -1384,11 +1384,13 @@ current_lag(void)
 
 /*
  * The WAL retention guard: show the WAL the slot holds, warn once per
- * crossing of pg_egress.max_slot_lag, stop streams with lag_policy
- * "pause".  Returns true if streams were stopped.
+ * crossing of pg_egress.max_slot_lag, and, when the destination is failing
+ * (may_pause), stop streams with lag_policy "pause".  A healthy destination
+ * that is catching up is never stopped.  Returns true if streams were
+ * stopped.
  */
 static bool
-check_lag(int64 lag)
+check_lag(int64 lag, bool may_pause)
 {
 	bool		over = egress_max_slot_lag_mb > 0 &&
 		lag > (int64) egress_max_slot_lag_mb * 1024 * 1024;
@@ -1408,7 +1410,7 @@ check_lag(int64 lag)
 				 errhint("Check destination \"%s\"; its streams with lag_policy \"pause\" are stopped.",
 						 cdc->dest_name)));
 	cdc->lag_warned = true;
-	return pause_lagging_streams(lag);
+	return may_pause && pause_lagging_streams(lag);
 }
 
 /*
@@ -1474,8 +1476,7 @@ run_session(MemoryContext sessioncxt)
 
 	if (load_config(sessioncxt) == 0)
 		return false;
-	if (check_lag(current_lag()))
-		return true;			/* reload without them */
+	(void) check_lag(current_lag(), false);
 
 	if (cdc->sink == NULL)
 	{
@@ -1528,9 +1529,9 @@ run_session(MemoryContext sessioncxt)
 		decode_round();
 
 		if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen ||
-			stop_dropped_streams() ||
-			check_lag(current_lag()))
+			stop_dropped_streams())
 			break;
+		(void) check_lag(current_lag(), false);
 
 		/* more WAL flushed meanwhile: decode it now */
 		if (GetFlushRecPtr(NULL) > cdc->ctx->reader->EndRecPtr)
@@ -1689,7 +1690,7 @@ egress_cdc_main(Datum main_arg)
 			FreeErrorData(edata);
 
 			/* while the destination fails, WAL piles up: show it, apply the policy */
-			if (cdc->nstreams > 0 && check_lag(current_lag()))
+			if (cdc->nstreams > 0 && check_lag(current_lag(), true))
 				backoff = 0;
 			if (backoff > 0)
 			{
