@@ -385,7 +385,7 @@ cdc_commit_batch(void)
 	pfree(bm.data);
 	hand_to_sink();
 
-	snprintf(batch_id, sizeof(batch_id), "%s-%08X%08X-%08X%08X-%06d",
+	snprintf(batch_id, sizeof(batch_id), "%s-%08X%08X-%08X%08X-%010d",
 			 cdc->dest_name,
 			 LSN_FORMAT_ARGS(cdc->batch_first_commit),
 			 LSN_FORMAT_ARGS(cdc->batch_last_commit),
