@@ -159,6 +159,7 @@ typedef struct CdcState
 	TimestampTz persisted_at;
 	bool		lag_warned;
 	uint32		config_gen;
+	char	   *fingerprint;	/* of the configuration loaded (TopMemoryContext) */
 	EgressColumn deleted_at_col;	/* renders _sdc_deleted_at */
 } CdcState;
 
@@ -167,6 +168,7 @@ static ResourceOwner cdc_owner;
 
 static void cdc_commit_batch(void);
 static void resolve_pending(void);
+static char *config_fingerprint(MemoryContext cxt);
 
 /*
  * Decoding leaves time-travel entries in the caches: throw them away before
@@ -904,6 +906,15 @@ load_config(MemoryContext cxt)
 		return 0;
 	}
 	egress_catalog_enter(&guard);
+
+	/*
+	 * First: everything read below is at least as new as this, so a change
+	 * the fingerprint shows has been acted on (see config_changed()).
+	 */
+	if (cdc->fingerprint)
+		pfree(cdc->fingerprint);
+	cdc->fingerprint = config_fingerprint(TopMemoryContext);
+
 	values[0] = CStringGetTextDatum(cdc->dest_name);
 	if (egress_catalog_exec("SELECT kind, location, options, slot_name, slot_owned "
 							"FROM egress.destination WHERE name = $1",
@@ -1020,6 +1031,64 @@ load_config(MemoryContext cxt)
 		egress_record_stream_error(intVal(linitial(pair)), strVal(lsecond(pair)));
 	}
 	return cdc->nstreams;
+}
+
+/*
+ * What this destination's configuration looks like; a committed egress_*
+ * call elsewhere (another destination, a FULL_TABLE stream) leaves it
+ * unchanged, and then the decoding session goes on.  Caller is inside
+ * egress_catalog_enter().  Result in CurrentMemoryContext of the caller's
+ * choosing (cxt).
+ */
+static char *
+config_fingerprint(MemoryContext cxt)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	char	   *fp;
+
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::text FROM egress.destination d "
+						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
+						"s.id || ':' || s.enabled || ':' || (st.state = 'error') || ':' || (st.resync AND st.state = 'streaming') || ':' || "
+						"s.options::text, ',' ORDER BY s.id), '') "
+						"FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id "
+						"WHERE s.destination = $1 AND s.method = 'LOG_BASED'",
+						1, argtypes, values, NULL, true);
+	fp = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return MemoryContextStrdup(cxt, fp ? fp : "");
+}
+
+/* Did our configuration change since load_config()? */
+static bool
+config_changed(void)
+{
+	EgressCatalogGuard guard;
+	uint32		gen = pg_atomic_read_u32(&egress_shared->config_gen);
+	char	   *fp;
+	bool		changed;
+
+	if (gen == cdc->config_gen)
+		return false;
+	start_catalog_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!egress_extension_present())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return true;
+	}
+	egress_catalog_enter(&guard);
+	fp = config_fingerprint(TopMemoryContext);
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	changed = cdc->fingerprint == NULL || strcmp(fp, cdc->fingerprint) != 0;
+	pfree(fp);
+	if (!changed)
+		cdc->config_gen = gen;	/* someone else's change */
+	return changed;
 }
 
 /* Record the catalog side of the slot before creating it (see below). */
@@ -1528,8 +1597,7 @@ run_session(MemoryContext sessioncxt)
 
 		decode_round();
 
-		if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen ||
-			stop_dropped_streams())
+		if (config_changed() || stop_dropped_streams())
 			break;
 		(void) check_lag(current_lag(), false);
 
