@@ -187,3 +187,18 @@ egress_jsonb_get_string(Jsonb *options, const char *key)
 		return NULL;
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
+
+/* A sync of the stream starts: new version, resync request taken. */
+void
+egress_mark_syncing(int32 stream_id, int64 version)
+{
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(stream_id);
+	values[1] = Int64GetDatum(version);
+	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
+						"version = $2, attempts = attempts + 1, sync_started_at = now(), "
+						"updated_at = now() WHERE stream_id = $1",
+						2, argtypes, values, NULL, false);
+}

@@ -44,6 +44,7 @@ typedef struct EgressStreamDef
 
 extern bool egress_extension_present(void);
 extern EgressStreamDef *egress_load_stream(int32 stream_id, MemoryContext callercxt);
+extern void egress_mark_syncing(int32 stream_id, int64 version);
 
 /* option helpers */
 extern bool egress_jsonb_get_int64(Jsonb *options, const char *key, int64 *result);

@@ -1248,12 +1248,7 @@ initial_sync(CdcStream *s)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	egress_catalog_enter(&guard);
-	values[0] = Int32GetDatum(s->def->id);
-	values[1] = Int64GetDatum(version);
-	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
-						"version = $2, attempts = attempts + 1, sync_started_at = now(), "
-						"updated_at = now() WHERE stream_id = $1",
-						2, argtypes, values, NULL, false);
+	egress_mark_syncing(s->def->id, version);
 	egress_catalog_exit(&guard);
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -36,8 +36,6 @@ claim_stream(int32 stream_id, int64 *version)
 {
 	EgressCatalogGuard guard;
 	EgressStreamDef *def;
-	Oid			argtypes[2] = {INT4OID, INT8OID};
-	Datum		values[2];
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -60,12 +58,7 @@ claim_stream(int32 stream_id, int64 *version)
 	}
 
 	*version = egress_next_version(def->prev_version);
-	values[0] = Int32GetDatum(stream_id);
-	values[1] = Int64GetDatum(*version);
-	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
-						"version = $2, attempts = attempts + 1, sync_started_at = now(), "
-						"updated_at = now() WHERE stream_id = $1",
-						2, argtypes, values, NULL, false);
+	egress_mark_syncing(stream_id, *version);
 	egress_catalog_exit(&guard);
 	PopActiveSnapshot();
 	CommitTransactionCommand();

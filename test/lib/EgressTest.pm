@@ -31,6 +31,7 @@ our @EXPORT = qw(
   write_file start_pgbench finish_pgbench sqlstate_of utc_commit_time
   count_records_raw check_cdc_batch is_lsn_number cdc_name_lsns is_cdc_name
   caught_up server_up stream_row_wait no_crash_since
+  every_type_table
 );
 
 # Client encoding of every psql the tests start: the data is UTF-8.
@@ -994,6 +995,108 @@ sub no_crash_since
 	my @lines = grep { /terminated by signal|Failed process was running/ } split /\n/, $log;
 	ok(!@lines, $label // 'no server process crashed') or diag join("\n", @lines);
 	return !@lines;
+}
+
+
+# The every-type table of 002 and 008: a value for every row of singer-format.md,
+# created with a session time zone far from UTC (values must come out in UTC).
+# Returns its column names in order.
+sub every_type_table
+{
+	my ($node) = @_;
+
+	$node->safe_psql('postgres', q{ALTER DATABASE postgres SET TimeZone = 'Pacific/Chatham'});
+	# a heredoc: no Perl escape processing inside the SQL
+	$node->safe_psql('postgres', <<'SQL');
+CREATE EXTENSION hstore;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE t (
+	id			integer PRIMARY KEY,
+	c_int2		smallint,
+	c_int4		integer,
+	c_int8		bigint,
+	c_num		numeric(12,2),
+	c_numu		numeric,
+	c_real		real,
+	c_dbl		double precision,
+	c_bool		boolean,
+	c_bit		bit(1),
+	c_text		text,
+	c_vc		varchar(10),
+	c_ch		char(5),
+	c_uuid		uuid,
+	c_inet		inet,
+	c_enum		mood,
+	c_date		date,
+	c_ts		timestamp,
+	c_tstz		timestamptz,
+	c_time		time,
+	c_timetz	timetz,
+	c_json		json,
+	c_jsonb		jsonb,
+	c_hstore	hstore,
+	c_intarr	integer[],
+	c_txtarr	text[],
+	c_intv		interval,
+	c_bytea		bytea,
+	c_point		point,
+	c_dom		posint,
+	c_nn		text NOT NULL
+);
+INSERT INTO t VALUES
+(1, -32768, 2147483647, -9223372036854775808,
+ 1234567890.12, 12345678901234.56789012345678901234567890, 1.1, 0.30000000000000004,
+ true, B'1', E'caf\u00e9 "q" \\ back\nnew\ttab \U0001F600 /', 'abc', 'ab',
+ 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', 'happy',
+ '2024-01-15', '2024-01-15 13:45:30.123456', '2024-01-15 13:45:30.5+02',
+ '13:45:30.123456', '13:45:30.654321+02',
+ '{"a": [1, 2.50, "x"], "b": null}', '{"k": {"n": 12345678901234567890.5}, "t": true}',
+ 'a=>1, b=>NULL, "c d"=>"x\"y"', '{1,NULL,3}', '{{a,b},{"c,d",NULL}}',
+ '1 year 2 months 3 days 04:05:06.5', '\x0102ff', '(1.5,-2)', 42, 'required'),
+(2, 32767, -2147483648, 9223372036854775807,
+ 'NaN', 'Infinity', 'NaN', 'Infinity',
+ false, B'0', '', 'ten chars!', 'abcde',
+ '00000000-0000-0000-0000-000000000000', '::1', 'sad',
+ 'infinity', '-infinity', 'infinity',
+ '08:00:00', '23:30:00-03',
+ '"just a string"', '[1, "two", null]',
+ '', '{}', '{}',
+ '2 hours 30 minutes', '\x', '(0,0)', 1, 'x'),
+(3, 0, 0, 0,
+ -0.50, '-Infinity', '-Infinity', 'NaN',
+ true, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL,
+ '0044-03-15 BC', 'infinity', '-infinity',
+ NULL, NULL,
+ '42', '"s"',
+ NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, 'three'),
+(4, NULL, NULL, NULL,
+ NULL, -0.000001000, -1.5e-10, 1e300,
+ NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL,
+ '-infinity', '0001-06-01 12:00:00 BC', '0010-01-01 00:00:00+00 BC',
+ NULL, NULL,
+ NULL, NULL,
+ NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, 'four'),
+(5, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL,
+ '12345-06-07', '10000-01-01 00:00:00', '9999-12-31 23:00:00-05',
+ NULL, NULL,
+ NULL, NULL,
+ NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, 'five'),
+(6, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+ NULL, NULL, NULL, NULL, 'only');
+SQL
+	return qw(id c_int2 c_int4 c_int8 c_num c_numu c_real c_dbl c_bool c_bit
+	  c_text c_vc c_ch c_uuid c_inet c_enum c_date c_ts c_tstz c_time c_timetz
+	  c_json c_jsonb c_hstore c_intarr c_txtarr c_intv c_bytea c_point c_dom c_nn);
 }
 
 1;
