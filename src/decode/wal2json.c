@@ -9,10 +9,17 @@
  *	 "columns":[{"name":"id","value":1},{"name":"t","value":"x"}]}
  *
  * B and C carry "lsn" and "nextlsn", U and D an "identity" array like
- * "columns", M "transactional", "prefix" and "content".  The parser is
- * PostgreSQL's own (common/jsonapi.h) driven by semantic actions; keys it
- * does not know are skipped with everything below them, so options that
- * add keys do not break it.
+ * "columns", M "transactional", "prefix" and "content".  Keys we do not
+ * know are skipped with everything below them, so options that add keys do
+ * not break the parser.
+ *
+ * The tokens come from PostgreSQL's own JSON lexer (common/jsonapi.h), run
+ * without de-escaping: that is what makes parsing cheap, since most strings
+ * (numbers printed as strings, timestamps, names) hold no escape sequence
+ * and are simply copied.  A string that does is de-escaped by the same
+ * lexer, on that one token.  The grammar of a message is fixed and shallow,
+ * so it is walked here directly rather than through semantic callbacks,
+ * which in PostgreSQL 15 do not see the raw token of a string.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -21,6 +28,7 @@
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
 #include "utils/builtins.h"
@@ -35,10 +43,9 @@
 /* first size of the columns and identity arrays; doubled when full */
 #define EGRESS_WAL2JSON_INITIAL_COLUMNS 16
 
-/* the top-level key whose value is being parsed */
+/* the top-level keys we use */
 typedef enum TopField
 {
-	TOP_NONE,					/* between keys */
 	TOP_OTHER,					/* a key we do not use: skip its value */
 	TOP_ACTION,
 	TOP_LSN,
@@ -54,15 +61,6 @@ typedef enum TopField
 	TOP_CONTENT
 } TopField;
 
-/* the key of a column object whose value is being parsed */
-typedef enum ColumnField
-{
-	COL_NONE,
-	COL_OTHER,					/* "type", "typeoid", ...: skipped */
-	COL_NAME,
-	COL_VALUE
-} ColumnField;
-
 /* a growing array of columns */
 typedef struct ColumnArray
 {
@@ -71,23 +69,14 @@ typedef struct ColumnArray
 	int			size;
 } ColumnArray;
 
-typedef struct ParseState
+typedef struct Walker
 {
 	const char *data;			/* the message, for errors */
 	int			len;
-	EgressChange *change;
-	int			depth;			/* objects and arrays open */
-	TopField	top;			/* key at depth 1 */
-	ColumnField colfield;		/* key at depth 3 inside columns/identity */
-	ColumnArray *array;			/* columns or identity, while inside it */
-	EgressChangeColumn *column; /* the column object being parsed */
-	bool		has_name;
-	bool		has_value;
-	bool		has_action;
+	JsonLexContext *lex;		/* positioned on the current token */
 	bool		reporting;		/* parse_error is reporting */
-	ColumnArray columns;
-	ColumnArray identity;
-} ParseState;
+	StringInfoData unescaped;	/* de-escaping buffer, set up when needed */
+} Walker;
 
 /*
  * The commit timestamp is the same in every message of a transaction, and
@@ -98,16 +87,22 @@ static char last_ts_text[64];
 static int	last_ts_len = -1;
 static TimestampTz last_ts_value;
 
-static void parse_error(ParseState *state, const char *reason)
-			pg_attribute_noreturn();
+static void parse_error(Walker *w, const char *reason) pg_attribute_noreturn();
 static void parse_error_context(void *arg);
-static void w2j_object_start(void *arg);
-static void w2j_object_end(void *arg);
-static void w2j_array_start(void *arg);
-static void w2j_array_end(void *arg);
-static void w2j_object_field_start(void *arg, char *fname, bool isnull);
-static void w2j_scalar(void *arg, char *token, JsonTokenType tokentype);
-static void top_scalar(ParseState *state, char *token, JsonTokenType tokentype);
+static inline void next_token(Walker *w);
+static inline JsonTokenType token(Walker *w);
+static void expect(Walker *w, JsonTokenType type);
+static bool next_member(Walker *w, JsonTokenType end, bool *first);
+static void unexpected_token(Walker *w) pg_attribute_noreturn();
+static bool key_is(Walker *w, const char *key, int keylen);
+static TopField top_field(Walker *w);
+static char *take_string(Walker *w, bool *plain);
+static char *take_raw(Walker *w);
+static void skip_value(Walker *w);
+static void parse_top_value(Walker *w, TopField field, EgressChange *change,
+							ColumnArray *columns, ColumnArray *identity,
+							bool *has_action);
+static void parse_columns(Walker *w, ColumnArray *array);
 static TimestampTz parse_timestamp(const char *text);
 static EgressChangeColumn *column_array_add(ColumnArray *array);
 
@@ -117,17 +112,16 @@ static EgressChangeColumn *column_array_add(ColumnArray *array);
  *		Report a message we cannot use.  reason is a full sentence.
  */
 static void
-parse_error(ParseState *state, const char *reason)
+parse_error(Walker *w, const char *reason)
 {
-	int			cut = pg_mbcliplen(state->data, state->len,
-								   EGRESS_WAL2JSON_ERROR_BYTES);
+	int			cut = pg_mbcliplen(w->data, w->len, EGRESS_WAL2JSON_ERROR_BYTES);
 
-	state->reporting = true;
+	w->reporting = true;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 			 errmsg("could not parse wal2json message"),
 			 errdetail("%s The message starts with: %.*s%s", reason,
-					   cut, state->data, cut < state->len ? "..." : "")));
+					   cut, w->data, cut < w->len ? "..." : "")));
 }
 
 /*
@@ -138,14 +132,14 @@ parse_error(ParseState *state, const char *reason)
 static void
 parse_error_context(void *arg)
 {
-	ParseState *state = (ParseState *) arg;
+	Walker	   *w = (Walker *) arg;
 	int			cut;
 
-	if (state->reporting)
+	if (w->reporting)
 		return;
-	cut = pg_mbcliplen(state->data, state->len, EGRESS_WAL2JSON_ERROR_BYTES);
+	cut = pg_mbcliplen(w->data, w->len, EGRESS_WAL2JSON_ERROR_BYTES);
 	errcontext("wal2json message: %.*s%s",
-			   cut, state->data, cut < state->len ? "..." : "");
+			   cut, w->data, cut < w->len ? "..." : "");
 }
 
 /*
@@ -155,10 +149,11 @@ parse_error_context(void *arg)
 void
 egress_wal2json_parse(const char *data, int len, EgressChange *change)
 {
-	ParseState	state;
-	JsonSemAction sem;
-	JsonLexContext *lex;
-	JsonParseErrorType result;
+	Walker		w;
+	ColumnArray columns = {0};
+	ColumnArray identity = {0};
+	bool		has_action = false;
+	bool		first = true;
 	ErrorContextCallback errcallback;
 
 	memset(change, 0, sizeof(EgressChange));
@@ -166,39 +161,38 @@ egress_wal2json_parse(const char *data, int len, EgressChange *change)
 	change->nextlsn = InvalidXLogRecPtr;
 	change->xid = InvalidTransactionId;
 
-	memset(&state, 0, sizeof(ParseState));
-	state.data = data;
-	state.len = len;
-	state.change = change;
-
-	memset(&sem, 0, sizeof(JsonSemAction));
-	sem.semstate = &state;
-	sem.object_start = w2j_object_start;
-	sem.object_end = w2j_object_end;
-	sem.array_start = w2j_array_start;
-	sem.array_end = w2j_array_end;
-	sem.object_field_start = w2j_object_field_start;
-	sem.scalar = w2j_scalar;
+	memset(&w, 0, sizeof(Walker));
+	w.data = data;
+	w.len = len;
 
 	errcallback.callback = parse_error_context;
-	errcallback.arg = &state;
+	errcallback.arg = &w;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	/* the lexer does not write to its input */
-	lex = makeJsonLexContextCstringLen(unconstify(char *, data), len,
-									   GetDatabaseEncoding(), true);
-	result = pg_parse_json(lex, &sem);
-	if (result != JSON_SUCCESS)
-		parse_error(&state, json_errdetail(result, lex));
+	/* no de-escaping: the lexer only finds and checks the tokens */
+	w.lex = makeJsonLexContextCstringLen(unconstify(char *, data), len,
+										 GetDatabaseEncoding(), false);
+	next_token(&w);
+	if (token(&w) != JSON_TOKEN_OBJECT_START)
+		parse_error(&w, "The message is not a JSON object.");
+	next_token(&w);
+	while (next_member(&w, JSON_TOKEN_OBJECT_END, &first))
+	{
+		TopField	field = top_field(&w);
 
-	/* the lexer's buffer is 1 kB: give it back, batches are large */
-	pfree(lex->strval->data);
-	pfree(lex->strval);
-	pfree(lex);
+		next_token(&w);
+		expect(&w, JSON_TOKEN_COLON);
+		parse_top_value(&w, field, change, &columns, &identity, &has_action);
+	}
+	if (token(&w) != JSON_TOKEN_END)
+		parse_error(&w, "The message has more than one JSON value.");
+	pfree(w.lex);
+	if (w.unescaped.data != NULL)
+		pfree(w.unescaped.data);
 
-	if (!state.has_action)
-		parse_error(&state, "The message has no \"action\".");
+	if (!has_action)
+		parse_error(&w, "The message has no \"action\".");
 	switch (change->action)
 	{
 		case EGRESS_CHANGE_INSERT:
@@ -206,7 +200,7 @@ egress_wal2json_parse(const char *data, int len, EgressChange *change)
 		case EGRESS_CHANGE_DELETE:
 		case EGRESS_CHANGE_TRUNCATE:
 			if (change->table == NULL)
-				parse_error(&state, "The change has no \"table\".");
+				parse_error(&w, "The change has no \"table\".");
 			break;
 		default:
 			break;
@@ -214,222 +208,267 @@ egress_wal2json_parse(const char *data, int len, EgressChange *change)
 
 	error_context_stack = errcallback.previous;
 
-	change->ncolumns = state.columns.count;
-	change->columns = state.columns.items;
-	change->nidentity = state.identity.count;
-	change->identity = state.identity.items;
+	change->ncolumns = columns.count;
+	change->columns = columns.items;
+	change->nidentity = identity.count;
+	change->identity = identity.items;
 }
 
-static void
-w2j_object_start(void *arg)
+/* Move to the next token; a lexical error is reported with the message. */
+static inline void
+next_token(Walker *w)
 {
-	ParseState *state = (ParseState *) arg;
+	JsonParseErrorType result = json_lex(w->lex);
 
-	state->depth++;
-	if (state->depth == 3 && state->array != NULL)
-	{
-		/* a column object in "columns" or "identity" */
-		state->column = column_array_add(state->array);
-		state->colfield = COL_NONE;
-		state->has_name = false;
-		state->has_value = false;
-	}
-	else if (state->depth == 2 && state->top != TOP_OTHER)
-		parse_error(state, "A known key has an object value.");
-	else if (state->depth == 4 && state->column != NULL &&
-			 state->colfield != COL_OTHER)
-		parse_error(state, "A column has a non-scalar name or value.");
+	if (result != JSON_SUCCESS)
+		parse_error(w, json_errdetail(result, w->lex));
 }
 
-static void
-w2j_object_end(void *arg)
+static inline JsonTokenType
+token(Walker *w)
 {
-	ParseState *state = (ParseState *) arg;
-
-	if (state->depth == 3 && state->column != NULL)
-	{
-		if (!state->has_name || !state->has_value)
-			parse_error(state, "A column has no \"name\" or no \"value\".");
-		state->column = NULL;
-	}
-	else if (state->depth == 2)
-		state->top = TOP_NONE;
-	state->depth--;
+	return w->lex->token_type;
 }
 
+/* Step over a token of the given type, which must be the current one. */
 static void
-w2j_array_start(void *arg)
+expect(Walker *w, JsonTokenType type)
 {
-	ParseState *state = (ParseState *) arg;
-
-	state->depth++;
-	if (state->depth == 1)
-		parse_error(state, "The message is not a JSON object.");
-	else if (state->depth == 2)
-	{
-		if (state->top == TOP_COLUMNS || state->top == TOP_IDENTITY)
-		{
-			state->array = (state->top == TOP_COLUMNS) ?
-				&state->columns : &state->identity;
-			/* a repeated key replaces the earlier array */
-			state->array->count = 0;
-		}
-		else if (state->top != TOP_OTHER)
-			parse_error(state, "A known key has an array value.");
-	}
-	else if (state->depth == 3 && state->array != NULL)
-		parse_error(state, "An element of \"columns\" or \"identity\" is not an object.");
-	else if (state->depth == 4 && state->column != NULL &&
-			 state->colfield != COL_OTHER)
-		parse_error(state, "A column has a non-scalar name or value.");
-}
-
-static void
-w2j_array_end(void *arg)
-{
-	ParseState *state = (ParseState *) arg;
-
-	if (state->depth == 2)
-	{
-		state->array = NULL;
-		state->top = TOP_NONE;
-	}
-	state->depth--;
-}
-
-static void
-w2j_object_field_start(void *arg, char *fname, bool isnull)
-{
-	ParseState *state = (ParseState *) arg;
-
-	if (state->depth == 1)
-	{
-		TopField	top = TOP_OTHER;
-
-		/* by length first: this runs for every key of every message */
-		switch (strlen(fname))
-		{
-			case 3:
-				if (strcmp(fname, "lsn") == 0)
-					top = TOP_LSN;
-				else if (strcmp(fname, "xid") == 0)
-					top = TOP_XID;
-				break;
-			case 5:
-				if (strcmp(fname, "table") == 0)
-					top = TOP_TABLE;
-				break;
-			case 6:
-				if (strcmp(fname, "action") == 0)
-					top = TOP_ACTION;
-				else if (strcmp(fname, "schema") == 0)
-					top = TOP_SCHEMA;
-				else if (strcmp(fname, "prefix") == 0)
-					top = TOP_PREFIX;
-				break;
-			case 7:
-				if (strcmp(fname, "columns") == 0)
-					top = TOP_COLUMNS;
-				else if (strcmp(fname, "nextlsn") == 0)
-					top = TOP_NEXTLSN;
-				else if (strcmp(fname, "content") == 0)
-					top = TOP_CONTENT;
-				break;
-			case 8:
-				if (strcmp(fname, "identity") == 0)
-					top = TOP_IDENTITY;
-				break;
-			case 9:
-				if (strcmp(fname, "timestamp") == 0)
-					top = TOP_TIMESTAMP;
-				break;
-			case 13:
-				if (strcmp(fname, "transactional") == 0)
-					top = TOP_TRANSACTIONAL;
-				break;
-		}
-		state->top = top;
-	}
-	else if (state->depth == 3 && state->column != NULL)
-	{
-		if (strcmp(fname, "value") == 0)
-			state->colfield = COL_VALUE;
-		else if (strcmp(fname, "name") == 0)
-			state->colfield = COL_NAME;
-		else
-			state->colfield = COL_OTHER;
-	}
-	pfree(fname);
-}
-
-static void
-w2j_scalar(void *arg, char *token, JsonTokenType tokentype)
-{
-	ParseState *state = (ParseState *) arg;
-
-	if (state->depth == 1)
-	{
-		top_scalar(state, token, tokentype);
-		state->top = TOP_NONE;
-		return;
-	}
-	if (state->depth == 3 && state->column != NULL)
-	{
-		EgressChangeColumn *col = state->column;
-
-		switch (state->colfield)
-		{
-			case COL_NAME:
-				if (tokentype != JSON_TOKEN_STRING)
-					parse_error(state, "A column name is not a string.");
-				col->name = token;
-				state->has_name = true;
-				return;
-			case COL_VALUE:
-				col->quoted = (tokentype == JSON_TOKEN_STRING);
-				col->isnull = (tokentype == JSON_TOKEN_NULL);
-				if (col->isnull)
-				{
-					col->value = NULL;
-					pfree(token);
-				}
-				else
-					col->value = token;
-				state->has_value = true;
-				return;
-			default:
-				break;
-		}
-	}
-	else if (state->depth == 0)
-		parse_error(state, "The message is not a JSON object.");
-	else if (state->depth == 2 && state->array != NULL)
-		parse_error(state, "An element of \"columns\" or \"identity\" is not an object.");
-	pfree(token);
+	if (token(w) != type)
+		unexpected_token(w);
+	next_token(w);
 }
 
 /*
- * top_scalar
- *		Store the scalar value of a top-level key.
+ * next_member
+ *		Inside an object or array whose opening token has been consumed:
+ *		true when another member follows (then positioned on it, past a
+ *		comma), false at the end (then past the closing token).  *first is
+ *		true before the first call for a container.
+ */
+static bool
+next_member(Walker *w, JsonTokenType end, bool *first)
+{
+	if (*first)
+	{
+		*first = false;
+		if (token(w) != end)
+			return true;
+	}
+	else if (token(w) != end)
+	{
+		expect(w, JSON_TOKEN_COMMA);
+		if (token(w) != end)
+			return true;
+		/* a comma before the end */
+		unexpected_token(w);
+	}
+	next_token(w);
+	return false;
+}
+
+/* Report the current token as out of place. */
+static void
+unexpected_token(Walker *w)
+{
+	parse_error(w, psprintf("The message is not valid JSON (unexpected token at byte %d).",
+							(int) (w->lex->token_start - w->data)));
+}
+
+/* Whether the current token is the string key (no escapes in our keys). */
+static bool
+key_is(Walker *w, const char *key, int keylen)
+{
+	const char *start = w->lex->token_start;
+
+	return w->lex->token_terminator - start == keylen + 2 &&
+		memcmp(start + 1, key, keylen) == 0;
+}
+
+/* The top-level key at the current token, which must be a string. */
+static TopField
+top_field(Walker *w)
+{
+	if (token(w) != JSON_TOKEN_STRING)
+		unexpected_token(w);
+
+	/* by length first: this runs for every key of every message */
+	switch (w->lex->token_terminator - w->lex->token_start - 2)
+	{
+		case 3:
+			if (key_is(w, "lsn", 3))
+				return TOP_LSN;
+			if (key_is(w, "xid", 3))
+				return TOP_XID;
+			break;
+		case 5:
+			if (key_is(w, "table", 5))
+				return TOP_TABLE;
+			break;
+		case 6:
+			if (key_is(w, "action", 6))
+				return TOP_ACTION;
+			if (key_is(w, "schema", 6))
+				return TOP_SCHEMA;
+			if (key_is(w, "prefix", 6))
+				return TOP_PREFIX;
+			break;
+		case 7:
+			if (key_is(w, "columns", 7))
+				return TOP_COLUMNS;
+			if (key_is(w, "nextlsn", 7))
+				return TOP_NEXTLSN;
+			if (key_is(w, "content", 7))
+				return TOP_CONTENT;
+			break;
+		case 8:
+			if (key_is(w, "identity", 8))
+				return TOP_IDENTITY;
+			break;
+		case 9:
+			if (key_is(w, "timestamp", 9))
+				return TOP_TIMESTAMP;
+			break;
+		case 13:
+			if (key_is(w, "transactional", 13))
+				return TOP_TRANSACTIONAL;
+			break;
+	}
+	return TOP_OTHER;
+}
+
+/*
+ * take_string
+ *		The content of the current string token, de-escaped, and step over
+ *		it.  *plain (if given) tells whether it held no escape sequence.
+ */
+static char *
+take_string(Walker *w, bool *plain)
+{
+	const char *start = w->lex->token_start;
+	int			len = w->lex->token_terminator - start;
+	char	   *result;
+
+	Assert(token(w) == JSON_TOKEN_STRING);
+	if (memchr(start + 1, '\\', len - 2) == NULL)
+	{
+		result = pnstrdup(start + 1, len - 2);
+		if (plain)
+			*plain = true;
+	}
+	else
+	{
+		JsonLexContext sub;
+		JsonParseErrorType r;
+
+		/* the same lexer, de-escaping just this token */
+		if (w->unescaped.data == NULL)
+			initStringInfo(&w->unescaped);
+		resetStringInfo(&w->unescaped);
+		memset(&sub, 0, sizeof(JsonLexContext));
+		sub.input = sub.token_terminator = sub.line_start = unconstify(char *, start);
+		sub.input_length = len;
+		sub.input_encoding = w->lex->input_encoding;
+		sub.line_number = 1;
+		sub.strval = &w->unescaped;
+		r = json_lex(&sub);
+		if (r != JSON_SUCCESS)
+			parse_error(w, json_errdetail(r, &sub));
+		result = pnstrdup(w->unescaped.data, w->unescaped.len);
+		if (plain)
+			*plain = false;
+	}
+	next_token(w);
+	return result;
+}
+
+/* The current scalar token as written (numbers, true, false), stepped over. */
+static char *
+take_raw(Walker *w)
+{
+	char	   *result = pnstrdup(w->lex->token_start,
+								  w->lex->token_terminator - w->lex->token_start);
+
+	next_token(w);
+	return result;
+}
+
+/* Step over the current value, whatever it is. */
+static void
+skip_value(Walker *w)
+{
+	JsonTokenType type = token(w);
+	bool		first = true;
+
+	check_stack_depth();
+	switch (type)
+	{
+		case JSON_TOKEN_OBJECT_START:
+			next_token(w);
+			while (next_member(w, JSON_TOKEN_OBJECT_END, &first))
+			{
+				expect(w, JSON_TOKEN_STRING);
+				expect(w, JSON_TOKEN_COLON);
+				skip_value(w);
+			}
+			break;
+		case JSON_TOKEN_ARRAY_START:
+			next_token(w);
+			while (next_member(w, JSON_TOKEN_ARRAY_END, &first))
+				skip_value(w);
+			break;
+		case JSON_TOKEN_STRING:
+		case JSON_TOKEN_NUMBER:
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+		case JSON_TOKEN_NULL:
+			next_token(w);
+			break;
+		default:
+			unexpected_token(w);
+	}
+}
+
+/*
+ * parse_top_value
+ *		Store the value of a top-level key, and step over it.
  */
 static void
-top_scalar(ParseState *state, char *token, JsonTokenType tokentype)
+parse_top_value(Walker *w, TopField field, EgressChange *change,
+				ColumnArray *columns, ColumnArray *identity, bool *has_action)
 {
-	EgressChange *change = state->change;
-	bool		isstring = (tokentype == JSON_TOKEN_STRING);
-	bool		isnull = (tokentype == JSON_TOKEN_NULL);
+	JsonTokenType type = token(w);
+	bool		isstring = (type == JSON_TOKEN_STRING);
+	bool		isnull = (type == JSON_TOKEN_NULL);
+	char	   *text;
 
-	switch (state->top)
+	if (field == TOP_OTHER)
 	{
-		case TOP_NONE:
-		case TOP_OTHER:
-			pfree(token);
-			return;
+		skip_value(w);
+		return;
+	}
+	if (field == TOP_COLUMNS || field == TOP_IDENTITY)
+	{
+		if (isnull)
+			next_token(w);
+		else
+			parse_columns(w, field == TOP_COLUMNS ? columns : identity);
+		return;
+	}
+	if (type == JSON_TOKEN_OBJECT_START)
+		parse_error(w, "A known key has an object value.");
+	if (type == JSON_TOKEN_ARRAY_START)
+		parse_error(w, "A known key has an array value.");
 
+	switch (field)
+	{
 		case TOP_ACTION:
-			if (!isstring || token[0] == '\0' || token[1] != '\0')
-				parse_error(state, "The \"action\" is not a one-letter string.");
-			switch (token[0])
+			if (!isstring)
+				parse_error(w, "The \"action\" is not a one-letter string.");
+			text = take_string(w, NULL);
+			if (text[0] == '\0' || text[1] != '\0')
+				parse_error(w, "The \"action\" is not a one-letter string.");
+			switch (text[0])
 			{
 				case 'B':
 					change->action = EGRESS_CHANGE_BEGIN;
@@ -453,11 +492,10 @@ top_scalar(ParseState *state, char *token, JsonTokenType tokentype)
 					change->action = EGRESS_CHANGE_MESSAGE;
 					break;
 				default:
-					parse_error(state,
-								psprintf("The action \"%s\" is unknown.", token));
+					parse_error(w, psprintf("The action \"%s\" is unknown.", text));
 			}
-			state->has_action = true;
-			pfree(token);
+			*has_action = true;
+			pfree(text);
 			return;
 
 		case TOP_LSN:
@@ -469,16 +507,18 @@ top_scalar(ParseState *state, char *token, JsonTokenType tokentype)
 				XLogRecPtr	lsn;
 
 				if (!isstring)
-					parse_error(state, "An LSN is not a string.");
-				lsn = pg_lsn_in_internal(token, &have_error);
+					parse_error(w, "An LSN is not a string.");
+				text = take_string(w, NULL);
+				lsn = pg_lsn_in_internal(text, &have_error);
 				if (have_error)
-					parse_error(state, "An LSN is malformed.");
-				if (state->top == TOP_LSN)
+					parse_error(w, "An LSN is malformed.");
+				if (field == TOP_LSN)
 					change->lsn = lsn;
 				else
 					change->nextlsn = lsn;
+				pfree(text);
 			}
-			break;
+			return;
 
 		case TOP_TIMESTAMP:
 			/* null in a non-transactional message */
@@ -489,10 +529,12 @@ top_scalar(ParseState *state, char *token, JsonTokenType tokentype)
 				break;
 			}
 			if (!isstring)
-				parse_error(state, "The \"timestamp\" is not a string.");
-			change->timestamp = parse_timestamp(token);
+				parse_error(w, "The \"timestamp\" is not a string.");
+			text = take_string(w, NULL);
+			change->timestamp = parse_timestamp(text);
 			change->has_timestamp = true;
-			break;
+			pfree(text);
+			return;
 
 		case TOP_XID:
 			if (isnull)
@@ -501,20 +543,22 @@ top_scalar(ParseState *state, char *token, JsonTokenType tokentype)
 				char	   *end;
 				unsigned long xid;
 
-				if (tokentype != JSON_TOKEN_NUMBER)
-					parse_error(state, "The \"xid\" is not a number.");
+				if (type != JSON_TOKEN_NUMBER)
+					parse_error(w, "The \"xid\" is not a number.");
+				text = take_raw(w);
 				errno = 0;
-				xid = strtoul(token, &end, 10);
+				xid = strtoul(text, &end, 10);
 				if (errno != 0 || *end != '\0' || xid > PG_UINT32_MAX)
-					parse_error(state, "The \"xid\" is not a transaction ID.");
+					parse_error(w, "The \"xid\" is not a transaction ID.");
 				change->xid = (TransactionId) xid;
+				pfree(text);
 			}
-			break;
+			return;
 
 		case TOP_TRANSACTIONAL:
-			if (tokentype != JSON_TOKEN_TRUE && tokentype != JSON_TOKEN_FALSE)
-				parse_error(state, "The \"transactional\" field is not a boolean.");
-			change->transactional = (tokentype == JSON_TOKEN_TRUE);
+			if (type != JSON_TOKEN_TRUE && type != JSON_TOKEN_FALSE)
+				parse_error(w, "The \"transactional\" field is not a boolean.");
+			change->transactional = (type == JSON_TOKEN_TRUE);
 			break;
 
 		case TOP_SCHEMA:
@@ -524,25 +568,100 @@ top_scalar(ParseState *state, char *token, JsonTokenType tokentype)
 			if (isnull)
 				break;
 			if (!isstring)
-				parse_error(state, "A name or message field is not a string.");
-			/* keep the token */
-			if (state->top == TOP_SCHEMA)
-				change->schema = token;
-			else if (state->top == TOP_TABLE)
-				change->table = token;
-			else if (state->top == TOP_PREFIX)
-				change->prefix = token;
+				parse_error(w, "A name or message field is not a string.");
+			text = take_string(w, NULL);
+			if (field == TOP_SCHEMA)
+				change->schema = text;
+			else if (field == TOP_TABLE)
+				change->table = text;
+			else if (field == TOP_PREFIX)
+				change->prefix = text;
 			else
-				change->content = token;
+				change->content = text;
 			return;
 
+		case TOP_OTHER:
 		case TOP_COLUMNS:
 		case TOP_IDENTITY:
-			if (isnull)
-				break;
-			parse_error(state, "The \"columns\" or \"identity\" field is not an array.");
+			/* handled above */
+			break;
 	}
-	pfree(token);
+	next_token(w);
+}
+
+/*
+ * parse_columns
+ *		The array of "columns" or "identity": objects with "name" and
+ *		"value" (and keys we skip, such as "type").  A repeated key replaces
+ *		the earlier array.
+ */
+static void
+parse_columns(Walker *w, ColumnArray *array)
+{
+	bool		first = true;
+
+	if (token(w) != JSON_TOKEN_ARRAY_START)
+		parse_error(w, "The \"columns\" or \"identity\" field is not an array.");
+	next_token(w);
+	array->count = 0;
+	while (next_member(w, JSON_TOKEN_ARRAY_END, &first))
+	{
+		EgressChangeColumn *col;
+		bool		has_name = false;
+		bool		has_value = false;
+		bool		first_key = true;
+
+		if (token(w) != JSON_TOKEN_OBJECT_START)
+			parse_error(w, "An element of \"columns\" or \"identity\" is not an object.");
+		next_token(w);
+		col = column_array_add(array);
+		while (next_member(w, JSON_TOKEN_OBJECT_END, &first_key))
+		{
+			bool		is_name;
+			bool		is_value;
+			JsonTokenType type;
+
+			if (token(w) != JSON_TOKEN_STRING)
+				unexpected_token(w);
+			is_value = key_is(w, "value", 5);
+			is_name = !is_value && key_is(w, "name", 4);
+			next_token(w);
+			expect(w, JSON_TOKEN_COLON);
+			if (!is_name && !is_value)
+			{
+				skip_value(w);
+				continue;
+			}
+
+			type = token(w);
+			if (type == JSON_TOKEN_OBJECT_START || type == JSON_TOKEN_ARRAY_START)
+				parse_error(w, "A column has a non-scalar name or value.");
+			if (is_name)
+			{
+				if (type != JSON_TOKEN_STRING)
+					parse_error(w, "A column name is not a string.");
+				col->name = take_string(w, NULL);
+				has_name = true;
+				continue;
+			}
+
+			has_value = true;
+			col->quoted = (type == JSON_TOKEN_STRING);
+			col->isnull = (type == JSON_TOKEN_NULL);
+			col->plain = false;
+			if (col->isnull)
+			{
+				col->value = NULL;
+				next_token(w);
+			}
+			else if (col->quoted)
+				col->value = take_string(w, &col->plain);
+			else
+				col->value = take_raw(w);
+		}
+		if (!has_name || !has_value)
+			parse_error(w, "A column has no \"name\" or no \"value\".");
+	}
 }
 
 /*
@@ -601,6 +720,7 @@ column_array_add(ColumnArray *array)
 	col->value = NULL;
 	col->isnull = true;
 	col->quoted = false;
+	col->plain = false;
 	return col;
 }
 

@@ -40,6 +40,8 @@ typedef struct EgressChangeColumn
 								 * JSON null */
 	bool		isnull;
 	bool		quoted;			/* value was a JSON string */
+	bool		plain;			/* ... without escape sequences, so that
+								 * escape_json(value) is value in quotes */
 } EgressChangeColumn;
 
 typedef struct EgressChange

@@ -622,6 +622,24 @@ egress_column_value(StringInfo buf, EgressColumn *col,
 }
 
 /*
+ * egress_column_value_plain_text
+ *		egress_column_value_text for a text that needs no JSON escaping.
+ */
+void
+egress_column_value_plain_text(StringInfo buf, EgressColumn *col,
+							   const char *text)
+{
+	if (col->kind == EGRESS_KIND_STRING)
+	{
+		appendStringInfoChar(buf, '"');
+		appendStringInfoString(buf, text);
+		appendStringInfoChar(buf, '"');
+	}
+	else
+		egress_column_value_text(buf, col, text, false);
+}
+
+/*
  * egress_column_value_text
  *		Append the JSON rendering of one value given as its output text.
  *

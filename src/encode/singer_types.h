@@ -89,6 +89,14 @@ extern void egress_column_value(StringInfo buf, EgressColumn *col,
 extern void egress_column_value_text(StringInfo buf, EgressColumn *col,
 									 const char *text, bool isnull);
 
+/*
+ * egress_column_value_text for a text known to need no JSON escaping (no
+ * quote, backslash or control character, as a JSON string without escape
+ * sequences): strings are then copied without a scan.
+ */
+extern void egress_column_value_plain_text(StringInfo buf, EgressColumn *col,
+										   const char *text);
+
 /* Append a quoted RFC 3339 UTC timestamp "YYYY-MM-DDTHH:MI:SS.ffffffZ" (time_extracted). */
 extern void egress_append_time_extracted(StringInfo buf, TimestampTz ts);
 

@@ -436,13 +436,17 @@ find_column(EgressChangeColumn *cols, int ncols, const char *name, int *hint)
 	return NULL;
 }
 
+/* Append the rendering of a decoded column value. */
 static void
-append_value(EgressColumn *col, EgressChangeColumn *mc)
+append_value(StringInfo buf, EgressColumn *col, EgressChangeColumn *mc)
 {
 	if (mc->isnull)
-		egress_column_value_text(&cdc->buf, col, NULL, true);
+		egress_column_value_text(buf, col, NULL, true);
+	else if (mc->plain)
+		egress_column_value_plain_text(buf, col,
+									   egress_wal2json_value_text(mc, col->basetypid));
 	else
-		egress_column_value_text(&cdc->buf, col,
+		egress_column_value_text(buf, col,
 								 egress_wal2json_value_text(mc, col->basetypid), false);
 }
 
@@ -562,13 +566,7 @@ render_row(StringInfo buf, CdcStream *s, EgressSingerStream *st, EgressChange *c
 		escape_json(buf, col->name);
 		appendStringInfoChar(buf, ':');
 		if (mc != NULL)
-		{
-			if (mc->isnull)
-				egress_column_value_text(buf, col, NULL, true);
-			else
-				egress_column_value_text(buf, col,
-										 egress_wal2json_value_text(mc, col->basetypid), false);
-		}
+			append_value(buf, col, mc);
 		else
 		{
 			int			attno = -1;
@@ -745,7 +743,7 @@ emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 		first = false;
 		escape_json(&cdc->buf, col->name);
 		appendStringInfoChar(&cdc->buf, ':');
-		append_value(col, mc);
+		append_value(&cdc->buf, col, mc);
 	}
 	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
 	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
