@@ -9,6 +9,7 @@ OBJS = \
 	src/shmem.o \
 	src/catalog/catalog.o \
 	src/catalog/sqlfuncs.o \
+	src/catalog/takeover.o \
 	src/decode/slot.o \
 	src/decode/wal2json.o \
 	src/encode/singer_types.o \
@@ -20,7 +21,8 @@ OBJS = \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
 	src/worker/snapshot.o \
-	src/worker/sync.o
+	src/worker/sync.o \
+	src/worker/incremental.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"

@@ -126,6 +126,12 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'egress_resync_stream'
 LANGUAGE C VOLATILE;
 
+-- INCREMENTAL streams: a run now; FULL_TABLE streams: a resync.
+CREATE FUNCTION egress_sync_now(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_sync_now'
+LANGUAGE C VOLATILE;
+
 CREATE FUNCTION egress_preview_schema(relation regclass)
 RETURNS json
 AS 'MODULE_PATHNAME', 'egress_preview_schema'
@@ -181,6 +187,7 @@ REVOKE ALL ON FUNCTION
 	egress_remove_stream(text),
 	egress_pause_stream(text),
 	egress_resume_stream(text),
-	egress_resync_stream(text)
+	egress_resync_stream(text),
+	egress_sync_now(text)
 FROM PUBLIC;
 REVOKE ALL ON egress_streams FROM PUBLIC;
