@@ -132,6 +132,13 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'egress_sync_now'
 LANGUAGE C VOLATILE;
 
+-- The Singer catalog (as "tap-postgres --discover" prints it) of what the
+-- caller may read.
+CREATE FUNCTION egress_discover(schemas text[] DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'egress_discover'
+LANGUAGE C STABLE;
+
 CREATE FUNCTION egress_preview_schema(relation regclass)
 RETURNS json
 AS 'MODULE_PATHNAME', 'egress_preview_schema'
