@@ -11,6 +11,7 @@ OBJS = \
 	src/catalog/sqlfuncs.o \
 	src/catalog/takeover.o \
 	src/catalog/discover.o \
+	src/catalog/patterns.o \
 	src/decode/slot.o \
 	src/decode/wal2json.o \
 	src/encode/singer_types.o \
@@ -35,7 +36,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
-REGRESS = catalog types discover
+REGRESS = catalog types discover patterns
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 
