@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "executor/spi.h"
@@ -402,11 +403,30 @@ egress_add_streams(PG_FUNCTION_ARGS)
 		values[3] = CStringGetTextDatum(dest);
 		values[4] = JsonbPGetDatum(per_stream);
 		values[5] = ObjectIdGetDatum(guard.save_userid);
-		if (egress_catalog_exec("SELECT 1 FROM egress.destination WHERE name = $4 FOR SHARE",
+		if (egress_catalog_exec("SELECT owner::oid, kind FROM egress.destination WHERE name = $4 FOR SHARE",
 								6, argtypes, values, nulls, false) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("destination \"%s\" does not exist", dest)));
+		/* as egress_add_stream() checks it, for the streams to come */
+		{
+			bool		isnull;
+			Oid			dest_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																	SPI_tuptable->tupdesc, 1, &isnull));
+			char	   *kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+			if (!has_privs_of_role(guard.save_userid, dest_owner))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied for destination \"%s\"", dest),
+						 errdetail("Only members of the destination's owner role may send streams to it.")));
+			if (strcmp(kind, "file") == 0 &&
+				!has_privs_of_role(guard.save_userid, ROLE_PG_WRITE_SERVER_FILES))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to write to file destinations"),
+						 errhint("Only roles with privileges of the \"pg_write_server_files\" role may use file destinations.")));
+		}
 		egress_catalog_exec("INSERT INTO egress.stream_pattern "
 							"(include, exclude, method, destination, options, owner) "
 							"VALUES ($1, $2, $3, $4, $5, $6)",
