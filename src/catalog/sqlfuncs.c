@@ -208,33 +208,40 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 				break;
 			case OPT_INTERVAL:
 				{
-					/* seconds (a positive number) or an interval string */
+					/*
+					 * seconds (a number) or an interval string, at least
+					 * 100ms: a run is a new background worker
+					 */
 					bool		ok;
 
 					if (v.type == jbvNumeric)
-						ok = DatumGetBool(DirectFunctionCall2(numeric_gt,
+						ok = DatumGetBool(DirectFunctionCall2(numeric_ge,
 															  NumericGetDatum(v.val.numeric),
-															  DirectFunctionCall1(int4_numeric, Int32GetDatum(0))));
+															  DirectFunctionCall3(numeric_in,
+																				  CStringGetDatum("0.1"),
+																				  ObjectIdGetDatum(InvalidOid),
+																				  Int32GetDatum(-1))));
 					else if (v.type == jbvString)
 					{
 						Interval   *iv;
-						Interval	zero;
+						Interval	least;
 
 						iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
 																   CStringGetDatum(pnstrdup(v.val.string.val, v.val.string.len)),
 																   ObjectIdGetDatum(InvalidOid),
 																   Int32GetDatum(-1)));
-						memset(&zero, 0, sizeof(zero));
-						ok = DatumGetBool(DirectFunctionCall2(interval_gt,
+						memset(&least, 0, sizeof(least));
+						least.time = 100 * INT64CONST(1000);
+						ok = DatumGetBool(DirectFunctionCall2(interval_ge,
 															  IntervalPGetDatum(iv),
-															  IntervalPGetDatum(&zero)));
+															  IntervalPGetDatum(&least)));
 					}
 					else
 						ok = false;
 					if (!ok)
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("%s option \"%s\" must be a positive number of seconds or a positive interval", what, key)));
+								 errmsg("%s option \"%s\" must be a number of seconds or an interval, at least 100 milliseconds", what, key)));
 				}
 				break;
 			case OPT_POSITIVE_INT:

@@ -177,4 +177,28 @@ is(scalar(keys %tsseen), 40, 'timestamptz key: no row twice');
 is(last_bookmark('ts', 'public-ts')->{replication_key_value}, '2024-01-15T10:00:00.000010+00:00',
 	'timestamptz key: replication_key_value as in RECORDs');
 
+# ---- every key type: shared values, small batches and runs ------------------------
+my %keys = (
+	numeric => q{round((i / 3)::numeric / 7, 3)},
+	text => q{'k' || lpad((i / 3)::text, 3, '0')},
+	varchar => q{('v' || (i / 4))::varchar(10)},
+	date => q{date '2024-02-27' + (i / 5)},
+	timestamp => q{timestamp '2024-01-01 00:00' + (i / 3) * interval '1.5 seconds'},
+	bigint => q{(i / 6)::bigint},
+	smallint => q{(i % 5)::smallint},
+);
+foreach my $type (sort keys %keys)
+{
+	sql("CREATE TABLE k_$type (id int PRIMARY KEY, k $type)");
+	sql("INSERT INTO k_$type SELECT i, $keys{$type} FROM generate_series(1, 30) i");
+	sql("SELECT egress_add_stream('k_$type', 'k_$type', 'INCREMENTAL', 'd', 'k', '{\"batch_max_rows\": 2, \"limit\": 4, \"interval\": 0.1}')");
+}
+foreach my $type (sort keys %keys)
+{
+	wait_stream_where($node, "k_$type", 'rows_sent = 30', undef, "$type key: all 30 rows sent");
+	my @got = map { $_->{id} } inc_records("k_$type");
+	my @want = split /\n/, sql("SELECT id FROM k_$type ORDER BY k, id");
+	is_deeply(\@got, \@want, "$type key: in (key, id) order, each row once");
+}
+
 done_testing();
