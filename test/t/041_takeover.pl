@@ -120,4 +120,19 @@ my @ist = messages_of_type('STATE', @ib);
 is($ist[-1]{value}{bookmarks}{'public-inc'}{replication_key_value}, '2024-01-03T00:00:00+00:00',
 	'STATE replication_key_value moves on');
 
+# ---- egress_add_streams: one STATE for many tables ---------------------------------
+sql(q{CREATE SCHEMA m});
+sql(q{CREATE TABLE m.a (id int PRIMARY KEY, k int NOT NULL)});
+sql(q{CREATE TABLE m.b (id int PRIMARY KEY, k int NOT NULL)});
+sql(q{INSERT INTO m.a SELECT i, i FROM generate_series(1, 10) i});
+sql(q{INSERT INTO m.b SELECT i, i FROM generate_series(1, 10) i});
+is(sql(q{SELECT egress_add_streams('m.*', method => 'INCREMENTAL', destination => 'd', options => '{"replication_key": "k", "interval": 3600, "state": {"bookmarks": {"m-a": {"replication_key": "k", "replication_key_value": 7, "version": 5}, "m-zzz": {"lsn": 1}}}}')}),
+	'{m_a,m_b}', 'a pattern with a STATE of many tables');
+wait_stream_where($node, 'm_a', "state = 'synced' AND rows_sent = 4");
+wait_stream_where($node, 'm_b', "state = 'synced' AND rows_sent = 10");
+is_deeply([ map { $_->{record}{id} } records_of(read_batches($out, qr/^m_a-\d+-\d{10}\.jsonl$/)) ],
+	[ 7 .. 10 ], 'the table with a bookmark resumes from it');
+is_deeply([ map { $_->{record}{id} } records_of(read_batches($out, qr/^m_b-\d+-\d{10}\.jsonl$/)) ],
+	[ 1 .. 10 ], 'the table without one starts from its first row');
+
 done_testing();
