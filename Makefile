@@ -9,6 +9,9 @@ OBJS = \
 	src/shmem.o \
 	src/catalog/catalog.o \
 	src/catalog/sqlfuncs.o \
+	src/catalog/takeover.o \
+	src/catalog/discover.o \
+	src/catalog/patterns.o \
 	src/decode/slot.o \
 	src/decode/wal2json.o \
 	src/encode/singer_types.o \
@@ -20,7 +23,8 @@ OBJS = \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
 	src/worker/snapshot.o \
-	src/worker/sync.o
+	src/worker/sync.o \
+	src/worker/incremental.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"
@@ -32,7 +36,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
-REGRESS = catalog types
+REGRESS = catalog types discover patterns
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 

@@ -60,7 +60,7 @@ SELECT egress_add_stream('idx', 'public.orders_note_idx', 'FULL_TABLE', 'local')
 SELECT egress_add_stream('comp', 'public.pair', 'FULL_TABLE', 'local');
 SELECT egress_add_stream('tmp', 'scratch', 'FULL_TABLE', 'local');
 SELECT egress_add_stream('m1', 'public.orders', 'SNAPSHOT', 'local');
-SELECT egress_add_stream('m3', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id');
+SELECT egress_add_stream('m3', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'nosuch');
 SELECT egress_add_stream('k1', 'public.orders', 'FULL_TABLE', 'local', replication_key => 'id');
 SELECT egress_add_stream('d1', 'public.orders', 'FULL_TABLE', 'nowhere');
 SELECT egress_add_stream('o1', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_rows": 5}');

@@ -56,6 +56,19 @@ CREATE TABLE egress.stream_state (
 	updated_at	timestamptz NOT NULL DEFAULT now()
 );
 
+-- Rules of egress_add_streams(..., options => '{"follow_new_tables": true}'):
+-- tables created later that match get a stream (event trigger below).
+CREATE TABLE egress.stream_pattern (
+	id			serial PRIMARY KEY,
+	include		text NOT NULL,
+	exclude		text,
+	method		text NOT NULL CHECK (method IN ('FULL_TABLE', 'LOG_BASED')),
+	destination	text NOT NULL REFERENCES egress.destination (name) ON DELETE CASCADE,
+	options		jsonb NOT NULL DEFAULT '{}',	-- of each stream added
+	owner		regrole NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
 -- Slots of removed destinations, for the database worker to drop after
 -- commit (dropping a slot cannot be rolled back).
 CREATE TABLE egress.dropped_slot (
@@ -106,6 +119,22 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'egress_add_stream'
 LANGUAGE C VOLATILE;
 
+-- One stream per table matching psql-style patterns; returns their names.
+CREATE FUNCTION egress_add_streams(
+	include text,
+	exclude text DEFAULT NULL,
+	method text DEFAULT NULL,
+	destination text DEFAULT NULL,
+	options jsonb DEFAULT '{}')
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'egress_add_streams'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_remove_stream_pattern(id integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_remove_stream_pattern'
+LANGUAGE C VOLATILE;
+
 CREATE FUNCTION egress_remove_stream(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'egress_remove_stream'
@@ -125,6 +154,19 @@ CREATE FUNCTION egress_resync_stream(name text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'egress_resync_stream'
 LANGUAGE C VOLATILE;
+
+-- INCREMENTAL streams: a run now; FULL_TABLE streams: a resync.
+CREATE FUNCTION egress_sync_now(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_sync_now'
+LANGUAGE C VOLATILE;
+
+-- The Singer catalog (as "tap-postgres --discover" prints it) of what the
+-- caller may read.
+CREATE FUNCTION egress_discover(schemas text[] DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'egress_discover'
+LANGUAGE C STABLE;
 
 CREATE FUNCTION egress_preview_schema(relation regclass)
 RETURNS json
@@ -173,6 +215,11 @@ SELECT s.name,
  -- a role sees the streams of the roles it is a member of (superusers: all)
  WHERE pg_has_role(s.owner, 'MEMBER');
 
+CREATE VIEW egress_stream_patterns AS
+SELECT p.id, p.include, p.exclude, p.method, p.destination, p.options, p.owner, p.created_at
+  FROM egress.stream_pattern p
+ WHERE pg_has_role(p.owner, 'MEMBER');
+
 -- Administration is granted explicitly, by role.
 REVOKE ALL ON FUNCTION
 	egress_add_destination(text, text, jsonb),
@@ -181,6 +228,22 @@ REVOKE ALL ON FUNCTION
 	egress_remove_stream(text),
 	egress_pause_stream(text),
 	egress_resume_stream(text),
-	egress_resync_stream(text)
+	egress_resync_stream(text),
+	egress_sync_now(text),
+	egress_add_streams(text, text, text, text, jsonb),
+	egress_remove_stream_pattern(integer)
 FROM PUBLIC;
 REVOKE ALL ON egress_streams FROM PUBLIC;
+REVOKE ALL ON egress_stream_patterns FROM PUBLIC;
+
+-- Tables created later that match a stream pattern.  The function reads
+-- the catalog as the bootstrap superuser: any role may create tables.
+CREATE FUNCTION egress_follow_new_tables()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'egress_follow_new_tables'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION egress_follow_new_tables() FROM PUBLIC;
+
+CREATE EVENT TRIGGER egress_follow_new_tables ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+	EXECUTE FUNCTION egress_follow_new_tables();

@@ -22,9 +22,14 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
 
 #include "catalog/catalog.h"
+#include "catalog/sqlfuncs.h"
+#include "catalog/takeover.h"
 #include "decode/slot.h"
+#include "worker/incremental.h"
 #include "pg_egress.h"
 #include "replication/slot.h"
 
@@ -35,6 +40,7 @@ PG_FUNCTION_INFO_V1(egress_remove_stream);
 PG_FUNCTION_INFO_V1(egress_pause_stream);
 PG_FUNCTION_INFO_V1(egress_resume_stream);
 PG_FUNCTION_INFO_V1(egress_resync_stream);
+PG_FUNCTION_INFO_V1(egress_sync_now);
 
 #define MAX_NAME_LEN 48
 
@@ -47,7 +53,10 @@ typedef struct OptionSpec
 		OPT_POSITIVE_INT,
 		OPT_BOOL,
 		OPT_LAG_POLICY,
-		OPT_SLOT_NAME
+		OPT_SLOT_NAME,
+		OPT_INTERVAL,
+		OPT_OBJECT,
+		OPT_STRING
 	}			type;
 } OptionSpec;
 
@@ -56,6 +65,10 @@ static const OptionSpec stream_options[] = {
 	{"batch_max_bytes", OPT_POSITIVE_INT},
 	{"debug_lsn", OPT_BOOL},
 	{"lag_policy", OPT_LAG_POLICY},
+	{"replication_key", OPT_STRING},
+	{"interval", OPT_INTERVAL},
+	{"limit", OPT_POSITIVE_INT},
+	{"state", OPT_OBJECT},
 };
 
 static const OptionSpec file_destination_options[] = {
@@ -180,6 +193,56 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 							 errmsg("%s option \"%s\" must be a string", what, key)));
 				(void) ReplicationSlotValidateName(pnstrdup(v.val.string.val, v.val.string.len),
 												   ERROR);
+				break;
+			case OPT_STRING:
+				if (v.type != jbvString)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a string", what, key)));
+				break;
+			case OPT_OBJECT:
+				if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a JSON object", what, key)));
+				break;
+			case OPT_INTERVAL:
+				{
+					/*
+					 * seconds (a number) or an interval string, at least
+					 * 100ms: a run is a new background worker
+					 */
+					bool		ok;
+
+					if (v.type == jbvNumeric)
+						ok = DatumGetBool(DirectFunctionCall2(numeric_ge,
+															  NumericGetDatum(v.val.numeric),
+															  DirectFunctionCall3(numeric_in,
+																				  CStringGetDatum("0.1"),
+																				  ObjectIdGetDatum(InvalidOid),
+																				  Int32GetDatum(-1))));
+					else if (v.type == jbvString)
+					{
+						Interval   *iv;
+						Interval	least;
+
+						iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+																   CStringGetDatum(pnstrdup(v.val.string.val, v.val.string.len)),
+																   ObjectIdGetDatum(InvalidOid),
+																   Int32GetDatum(-1)));
+						memset(&least, 0, sizeof(least));
+						least.time = 100 * INT64CONST(1000);
+						ok = DatumGetBool(DirectFunctionCall2(interval_ge,
+															  IntervalPGetDatum(iv),
+															  IntervalPGetDatum(&least)));
+					}
+					else
+						ok = false;
+					if (!ok)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be a number of seconds or an interval, at least 100 milliseconds", what, key)));
+				}
 				break;
 			case OPT_POSITIVE_INT:
 				{
@@ -460,15 +523,66 @@ egress_remove_destination(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * Replication keys of INCREMENTAL streams: a column whose type orders as
+ * users expect (what the tap reads with ORDER BY too), of a relation with a
+ * primary key, which breaks ties between rows sharing a key value.
+ */
+static void
+check_replication_key(Oid relid, const char *qualified, const char *key)
+{
+	AttrNumber	att = get_attnum(relid, key);
+	Oid			base;
+
+	if (att == InvalidAttrNumber || att < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("replication key column \"%s\" of relation \"%s\" does not exist",
+						key, qualified)));
+	base = getBaseType(get_atttype(relid, att));
+	if (base != INT2OID && base != INT4OID && base != INT8OID && base != NUMERICOID &&
+		base != DATEOID && base != TIMESTAMPOID && base != TIMESTAMPTZOID &&
+		base != TEXTOID && base != VARCHAROID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("replication key column \"%s\" has type %s, which INCREMENTAL streams cannot use",
+						key, format_type_be(get_atttype(relid, att))),
+				 errdetail("A replication key is of type smallint, integer, bigint, numeric, date, timestamp, timestamp with time zone, text or varchar.")));
+	if (egress_primary_key_columns(relid) == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot add INCREMENTAL stream of \"%s\": it has no primary key", qualified),
+				 errdetail("INCREMENTAL streams resume after the last (replication key, primary key) sent, so that rows sharing a key value are neither lost nor sent twice."),
+				 errhint("Add a primary key, or use FULL_TABLE.")));
+}
+
 Datum
 egress_add_stream(PG_FUNCTION_ARGS)
 {
-	char	   *name;
-	Oid			relid;
-	char	   *method;
-	char	   *dest;
-	char	   *replication_key = NULL;
-	Jsonb	   *options;
+	require_arg(fcinfo, 0, "name");
+	require_arg(fcinfo, 1, "relation");
+	require_arg(fcinfo, 2, "method");
+	require_arg(fcinfo, 3, "destination");
+	require_arg(fcinfo, 5, "options");
+	egress_add_stream_internal(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							   PG_GETARG_OID(1),
+							   text_to_cstring(PG_GETARG_TEXT_PP(2)),
+							   text_to_cstring(PG_GETARG_TEXT_PP(3)),
+							   PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4)),
+							   PG_GETARG_JSONB_P(5), false);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Adds one stream, in the caller's transaction; an ERROR leaves nothing.
+ * With state_missing_ok, a "state" option without a bookmark for this
+ * relation is no error (patterns: one STATE for many tables).
+ */
+void
+egress_add_stream_internal(const char *name, Oid relid, const char *method,
+						   const char *dest, const char *replication_key,
+						   Jsonb *options, bool state_missing_ok)
+{
 	char		relkind;
 	char	   *relname;
 	char	   *qualified;
@@ -481,21 +595,13 @@ egress_add_stream(PG_FUNCTION_ARGS)
 	char	   *dest_kind;
 	int32		stream_id;
 	Oid			caller = GetUserId();
-
-	require_arg(fcinfo, 0, "name");
-	require_arg(fcinfo, 1, "relation");
-	require_arg(fcinfo, 2, "method");
-	require_arg(fcinfo, 3, "destination");
-	require_arg(fcinfo, 5, "options");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	relid = PG_GETARG_OID(1);
-	method = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	dest = text_to_cstring(PG_GETARG_TEXT_PP(3));
-	if (!PG_ARGISNULL(4))
-		replication_key = text_to_cstring(PG_GETARG_TEXT_PP(4));
-	options = PG_GETARG_JSONB_P(5);
+	char	   *key_option;
+	Jsonb	   *state = NULL;
+	EgressTakeover takeover;
+	bool		taking_over = false;
 
 	validate_name("stream", name);
+	validate_options(options, stream_options, lengthof(stream_options), "stream");
 
 	/* the relation: exists, readable kind, not temporary, caller may read it */
 	relname = get_rel_name(relid);
@@ -525,19 +631,44 @@ egress_add_stream(PG_FUNCTION_ARGS)
 	else if (pg_strcasecmp(method, "LOG_BASED") == 0)
 		method = "LOG_BASED";
 	else if (pg_strcasecmp(method, "INCREMENTAL") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("replication method \"%s\" is not supported in this release", method),
-				 errhint("Use FULL_TABLE or LOG_BASED.")));
+		method = "INCREMENTAL";
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unrecognized replication method \"%s\"", method),
 				 errhint("Valid methods are FULL_TABLE, INCREMENTAL and LOG_BASED.")));
-	if (replication_key != NULL)
+	key_option = egress_jsonb_get_string(options, "replication_key");
+	if (key_option != NULL && replication_key != NULL && strcmp(key_option, replication_key) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("replication_key \"%s\" and stream option \"replication_key\" \"%s\" differ",
+						replication_key, key_option)));
+	if (replication_key == NULL)
+		replication_key = key_option;
+	if (strcmp(method, "INCREMENTAL") == 0)
+	{
+		if (replication_key == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("INCREMENTAL streams need a replication key"),
+					 errhint("Pass replication_key => 'column'.")));
+		check_replication_key(relid, qualified, replication_key);
+	}
+	else if (replication_key != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("replication_key is only valid for INCREMENTAL streams")));
+	else
+	{
+		int64		dummy;
+
+		if (egress_jsonb_get_int64(options, "limit", &dummy) ||
+			egress_jsonb_get_string(options, "interval") != NULL ||
+			egress_jsonb_get_int64(options, "interval", &dummy))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("stream options \"interval\" and \"limit\" are only valid for INCREMENTAL streams")));
+	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
@@ -550,14 +681,28 @@ egress_add_stream(PG_FUNCTION_ARGS)
 		check_changes_keyed(relid, qualified);
 	}
 
-	validate_options(options, stream_options, lengthof(stream_options), "stream");
-
 	if (pg_class_aclcheck(relid, caller, ACL_SELECT) != ACLCHECK_OK &&
 		pg_attribute_aclcheck_all(relid, caller, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", qualified),
 				 errdetail("A stream reads with the privileges of the role that adds it.")));
+
+	/* taking over from a tap: read its bookmark (as the caller) */
+	{
+		JsonbValue	k;
+		JsonbValue *v;
+
+		k.type = jbvString;
+		k.val.string.val = "state";
+		k.val.string.len = 5;
+		v = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &k);
+		if (v != NULL)
+			state = JsonbValueToJsonb(v);
+	}
+	if (state != NULL)
+		taking_over = egress_takeover_parse(state, relid, method, replication_key,
+											state_missing_ok, &takeover);
 
 	egress_catalog_enter(&guard);
 
@@ -574,7 +719,13 @@ egress_add_stream(PG_FUNCTION_ARGS)
 												SPI_tuptable->tupdesc, 1, &isnull));
 	dest_kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	if (strcmp(method, "LOG_BASED") == 0)
-		check_slot_available(dest, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+	{
+		char	   *slot_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+		check_slot_available(dest, slot_name);
+		if (taking_over)
+			egress_takeover_check_slot(&takeover, slot_name);
+	}
 	if (!has_privs_of_role(caller, dest_owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -597,8 +748,8 @@ egress_add_stream(PG_FUNCTION_ARGS)
 	values[1] = ObjectIdGetDatum(relid);
 	values[2] = CStringGetTextDatum(qualified);
 	values[3] = CStringGetTextDatum(method);
-	values[4] = (Datum) 0;
-	nulls[4] = 'n';
+	values[4] = replication_key ? CStringGetTextDatum(replication_key) : (Datum) 0;
+	nulls[4] = replication_key ? ' ' : 'n';
 	values[5] = CStringGetTextDatum(dest);
 	values[6] = JsonbPGetDatum(options);
 	values[7] = ObjectIdGetDatum(caller);
@@ -612,10 +763,31 @@ egress_add_stream(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(stream_id);
 	egress_catalog_exec("INSERT INTO egress.stream_state (stream_id) VALUES ($1)",
 						1, argtypes, values, NULL, false);
+	if (taking_over)
+	{
+		/*
+		 * Where the tap stopped, without an initial sync: LOG_BASED streams
+		 * stream from its lsn, INCREMENTAL ones run from its key value.
+		 */
+		Oid			targtypes[5] = {INT4OID, TEXTOID, INT8OID, JSONBOID, LSNOID};
+		Datum		tvalues[5];
+		char		tnulls[5] = "     ";
+
+		tvalues[0] = Int32GetDatum(stream_id);
+		tvalues[1] = CStringGetTextDatum(takeover.log_based ? "streaming" : "pending");
+		tvalues[2] = Int64GetDatum(takeover.version);
+		tvalues[3] = DirectFunctionCall1(jsonb_in,
+										 CStringGetDatum(egress_takeover_bookmark(&takeover, replication_key)));
+		tvalues[4] = LSNGetDatum(takeover.lsn);
+		if (!takeover.log_based)
+			tnulls[4] = 'n';
+		egress_catalog_exec("UPDATE egress.stream_state SET state = $2, resync = false, "
+							"version = $3, bookmark = $4, confirmed_lsn = $5 WHERE stream_id = $1",
+							5, targtypes, tvalues, tnulls, false);
+	}
 	egress_catalog_exit(&guard);
 
 	egress_wake_dbworker_at_commit();
-	PG_RETURN_VOID();
 }
 
 /*
@@ -703,6 +875,43 @@ egress_resync_stream(PG_FUNCTION_ARGS)
 		"state = CASE WHEN state = 'error' THEN 'pending' ELSE state END, "
 		"updated_at = now() WHERE stream_id = $1"
 	};
+
+	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	PG_RETURN_VOID();
+}
+
+/*
+ * A run now: an INCREMENTAL stream's next run, a FULL_TABLE stream's
+ * resync.  LOG_BASED streams send changes as they come.
+ */
+Datum
+egress_sync_now(PG_FUNCTION_ARGS)
+{
+	static const char *const sqls[] = {
+		"UPDATE egress.stream_state st SET "
+		"resync = st.resync OR s.method = 'FULL_TABLE', "
+		"state = CASE WHEN s.method = 'INCREMENTAL' OR st.state = 'error' THEN 'pending' "
+		"ELSE st.state END, updated_at = now() "
+		"FROM egress.stream s WHERE s.id = st.stream_id AND st.stream_id = $1"
+	};
+	EgressCatalogGuard guard;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	char	   *method = NULL;
+
+	require_arg(fcinfo, 0, "name");
+	egress_catalog_enter(&guard);
+	values[0] = PG_GETARG_DATUM(0);
+	if (egress_catalog_exec("SELECT method FROM egress.stream WHERE name = $1",
+							1, argtypes, values, NULL, true) > 0)
+		method = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	egress_catalog_exit(&guard);
+	if (method != NULL && strcmp(method, "LOG_BASED") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("stream \"%s\" is LOG_BASED: it sends changes continuously",
+						text_to_cstring(PG_GETARG_TEXT_PP(0))),
+				 errhint("Use egress_resync_stream() for a new initial sync.")));
 
 	change_own_stream(fcinfo, sqls, lengthof(sqls));
 	PG_RETURN_VOID();

@@ -145,9 +145,16 @@ egress_singer_schema(StringInfo buf, EgressSingerStream *st)
 		escape_json(buf, (char *) lfirst(lc));
 		first = false;
 	}
-	appendStringInfoString(buf, st->log_based ?
-						   "],\"bookmark_properties\":[\"lsn\"]}\n" :
-						   "],\"bookmark_properties\":[]}\n");
+	if (st->replication_key)
+	{
+		appendStringInfoString(buf, "],\"bookmark_properties\":[");
+		escape_json(buf, st->replication_key);
+		appendStringInfoString(buf, "]}\n");
+	}
+	else
+		appendStringInfoString(buf, st->log_based ?
+							   "],\"bookmark_properties\":[\"lsn\"]}\n" :
+							   "],\"bookmark_properties\":[]}\n");
 }
 
 void
@@ -241,4 +248,22 @@ void
 egress_singer_state_close(StringInfo buf)
 {
 	appendStringInfoString(buf, "}}}\n");
+}
+
+/*
+ * ... and for an INCREMENTAL one, with the tap's keys; pg_egress_position
+ * (ours, ignored by the tap) holds the exact (key, primary key) position.
+ */
+void
+egress_singer_bookmark_incremental(StringInfo buf, const char *key,
+								   const char *key_value_json, int64 version,
+								   const char *position_json)
+{
+	appendStringInfoString(buf, "{\"last_replication_method\":\"INCREMENTAL\",\"replication_key\":");
+	escape_json(buf, key);
+	appendStringInfo(buf, ",\"replication_key_value\":%s,\"version\":" INT64_FORMAT,
+					 key_value_json ? key_value_json : "null", version);
+	if (position_json)
+		appendStringInfo(buf, ",\"pg_egress_position\":%s", position_json);
+	appendStringInfoChar(buf, '}');
 }

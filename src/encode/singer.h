@@ -21,6 +21,7 @@ typedef struct EgressSingerStream
 	List	   *key_properties; /* column names (char *) of the primary key */
 	bool		log_based;		/* declares _sdc_deleted_at, bookmark "lsn" */
 	bool		debug_lsn;		/* declares _sdc_lsn */
+	char	   *replication_key;	/* INCREMENTAL: the bookmark property */
 	char	   *schema_json;	/* the "schema" object, built once */
 } EgressSingerStream;
 
@@ -53,5 +54,13 @@ extern void egress_singer_state_close(StringInfo buf);
 extern void egress_singer_bookmark_full_table(StringInfo buf, int64 version);
 extern void egress_singer_bookmark_log_based(StringInfo buf, XLogRecPtr lsn,
 											 int64 version);
+/*
+ * ... and for an INCREMENTAL one: key_value_json is the key's rendering
+ * (as in RECORDs); position_json, when not NULL, our exact resume position.
+ */
+extern void egress_singer_bookmark_incremental(StringInfo buf, const char *key,
+											   const char *key_value_json,
+											   int64 version,
+											   const char *position_json);
 
 #endif							/* EGRESS_SINGER_H */

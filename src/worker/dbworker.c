@@ -48,7 +48,11 @@ typedef struct StreamWant
 	bool		enabled;
 	bool		wants_sync;
 	bool		resync;
+	bool		incremental;	/* runs egress_incremental_main */
 } StreamWant;
+
+/* ms until the next INCREMENTAL run is due (-1: none), from read_catalog */
+static long next_run_ms = -1;
 
 static void
 dbworker_detach(int code, Datum arg)
@@ -121,14 +125,34 @@ read_catalog(StreamWant **wants)
 
 	if (egress_extension_present())
 	{
+		char	   *sql;
+
 		egress_catalog_enter(&guard);
-		n = egress_catalog_exec("SELECT s.id, s.enabled, "
-								"s.method = 'FULL_TABLE' AND "
-								"(st.resync OR st.state IN ('pending', 'syncing')), "
-								"st.resync "
-								"FROM egress.stream s JOIN egress.stream_state st "
-								"ON st.stream_id = s.id ORDER BY s.id",
-								0, NULL, NULL, NULL, true);
+		/*
+		 * INCREMENTAL streams run when asked for (pending, resync) and
+		 * every "interval" option (a number of seconds or an interval
+		 * string; default pg_egress.naptime) after their last run.
+		 */
+		sql = psprintf("WITH x AS (SELECT s.id, s.enabled, s.method, st.resync, st.state, "
+					   "st.sync_finished_at + CASE jsonb_typeof(s.options->'interval') "
+					   "WHEN 'number' THEN make_interval(secs => (s.options->>'interval')::float8) "
+					   "WHEN 'string' THEN (s.options->>'interval')::interval "
+					   "ELSE make_interval(secs => %d / 1000.0) END AS due "
+					   "FROM egress.stream s JOIN egress.stream_state st "
+					   "ON st.stream_id = s.id) "
+					   "SELECT id, enabled, "
+					   "CASE method WHEN 'FULL_TABLE' THEN "
+					   "resync OR state IN ('pending', 'syncing') "
+					   "WHEN 'INCREMENTAL' THEN resync OR state IN ('pending', 'syncing') OR "
+					   "(state = 'synced' AND (due IS NULL OR due <= now())) "
+					   "ELSE false END, "
+					   "resync, method = 'INCREMENTAL', "
+					   "CASE WHEN method = 'INCREMENTAL' AND enabled AND state = 'synced' AND due > now() "
+					   "THEN ceil(extract(epoch FROM due - now()) * 1000)::bigint END "
+					   "FROM x ORDER BY id",
+					   egress_naptime_ms);
+		n = egress_catalog_exec(sql, 0, NULL, NULL, NULL, true);
+		next_run_ms = -1;
 		*wants = MemoryContextAllocZero(TopMemoryContext, sizeof(StreamWant) * Max(n, 1));
 		for (int i = 0; i < n; i++)
 		{
@@ -140,6 +164,13 @@ read_catalog(StreamWant **wants)
 			(*wants)[i].enabled = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
 			(*wants)[i].wants_sync = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 			(*wants)[i].resync = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+			(*wants)[i].incremental = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+			{
+				int64		due = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+
+				if (!isnull && (next_run_ms < 0 || due < next_run_ms))
+					next_run_ms = (long) Min(due, (int64) INT_MAX);
+			}
 		}
 		read_cdc_catalog();
 		egress_catalog_exit(&guard);
@@ -244,6 +275,12 @@ static bool
 start_sync(int32 stream_id)
 {
 	return start_worker("egress_sync_main", "pg_egress sync", stream_id, NULL);
+}
+
+static bool
+start_incremental(int32 stream_id)
+{
+	return start_worker("egress_incremental_main", "pg_egress incremental", stream_id, NULL);
 }
 
 static bool
@@ -366,7 +403,8 @@ reconcile(void)
 		for (int j = 0; j < nrunning; j++)
 			if (running[j].dest[0] == '\0' && running[j].stream_id == wants[i].id)
 				is_running = true;
-		if (!is_running && !start_sync(wants[i].id))
+		if (!is_running &&
+			!(wants[i].incremental ? start_incremental(wants[i].id) : start_sync(wants[i].id)))
 			break;
 	}
 	pfree(wants);
@@ -427,8 +465,10 @@ egress_dbworker_main(Datum main_arg)
 
 		reconcile();
 
+		/* wake for the next INCREMENTAL run that is due before the naptime */
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 next_run_ms > 0 ? Min(next_run_ms, (long) egress_naptime_ms) :
 						 egress_naptime_ms,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

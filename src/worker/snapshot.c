@@ -16,6 +16,8 @@
 #include "tcop/pquery.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/json.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -47,6 +49,18 @@ typedef struct SnapshotWriter
 	int64		batch_rows;
 	int64		batch_bytes;
 	EgressSnapshotResult *result;	/* acknowledged figures */
+
+	/* INCREMENTAL runs: the position of the last row written */
+	EgressIncrementalSpec *inc;
+	int			npos;			/* key, then primary-key columns */
+	int		   *poscol;			/* their indexes in st->columns */
+	Datum	   *posval;			/* copies, in poscxt */
+	bool	   *posnull;
+	int16	   *poslen;
+	bool	   *posbyval;
+	Oid		   *posout;
+	MemoryContext poscxt;		/* reset for every row */
+	bool		have_pos;
 } SnapshotWriter;
 
 #define SINK_CHUNK (256 * 1024)
@@ -116,8 +130,43 @@ begin_batch(SnapshotWriter *w)
 	egress_append_time_extracted(&w->time_extracted, GetCurrentTimestamp());
 
 	egress_singer_schema(&w->buf, w->st);
-	if (w->seq == 1)
+	if (w->seq == 1 && w->inc == NULL)
 		egress_singer_activate_version(&w->buf, w->st, w->version);
+}
+
+/*
+ * The bookmark of an INCREMENTAL batch: the position of its last row, as
+ * the replication key's rendering (the tap's replication_key_value) and as
+ * exact text of the key and primary key, which resumes the next run.
+ */
+static void
+incremental_bookmark(SnapshotWriter *w)
+{
+	StringInfoData keyjson;
+	StringInfoData pos;
+	MemoryContext oldcxt = MemoryContextSwitchTo(w->batchcxt);
+
+	Assert(w->have_pos);
+	initStringInfo(&keyjson);
+	egress_column_value(&keyjson, &w->st->columns[w->poscol[0]],
+						w->posval[0], w->posnull[0]);
+	initStringInfo(&pos);
+	for (int i = 0; i < w->npos; i++)
+	{
+		if (i == 0)
+			appendStringInfoString(&pos, "{\"key\":");
+		else
+			appendStringInfoString(&pos, i == 1 ? ",\"pk\":[" : ",");
+		if (w->posnull[i])
+			appendStringInfoString(&pos, "null");
+		else
+			escape_json(&pos, OidOutputFunctionCall(w->posout[i], w->posval[i]));
+	}
+	appendStringInfoString(&pos, w->npos > 1 ? "]}" : ",\"pk\":[]}");
+	resetStringInfo(&w->bookmark);
+	egress_singer_bookmark_incremental(&w->bookmark, w->inc->key, keyjson.data,
+									   w->version, pos.data);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 static void
@@ -125,15 +174,21 @@ commit_batch(SnapshotWriter *w, bool last)
 {
 	char		batch_id[NAMEDATALEN * 2];
 
-	if (last)
+	if (w->inc)
+		incremental_bookmark(w);
+	else if (last)
 		egress_singer_activate_version(&w->buf, w->st, w->version);
 	egress_singer_state_open(&w->buf, last ? NULL : w->st->stream_id);
 	egress_singer_state_add(&w->buf, w->st->stream_id, w->bookmark.data, true);
 	egress_singer_state_close(&w->buf);
 	hand_to_sink(w);
 
-	snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
-			 w->def->name, w->version, w->seq);
+	if (w->inc)
+		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%010" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->seq);
+	else
+		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->seq);
 	w->sink->ops->commit_batch(w->sink, batch_id);
 	w->batch_open = false;
 
@@ -176,6 +231,23 @@ writer_receive(TupleTableSlot *slot, DestReceiver *self)
 	MemoryContextSwitchTo(oldcxt);
 	w->batch_rows++;
 
+	if (w->inc)
+	{
+		/* keep the position: the slot is gone when the batch is cut */
+		MemoryContextReset(w->poscxt);
+		oldcxt = MemoryContextSwitchTo(w->poscxt);
+		for (int i = 0; i < w->npos; i++)
+		{
+			int			c = w->poscol[i];
+
+			w->posnull[i] = slot->tts_isnull[c];
+			w->posval[i] = w->posnull[i] ? (Datum) 0 :
+				datumCopy(slot->tts_values[c], w->posbyval[i], w->poslen[i]);
+		}
+		MemoryContextSwitchTo(oldcxt);
+		w->have_pos = true;
+	}
+
 	if (w->buf.len >= SINK_CHUNK)
 		hand_to_sink(w);
 	return true;
@@ -216,11 +288,24 @@ egress_check_relation_access(EgressStreamDef *def)
 						   def->name, rolname)));
 }
 
-void
-egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
-					  EgressWorkerSlot *slot, int64 version,
-					  bool log_based, XLogRecPtr lsn,
-					  EgressSnapshotResult *result)
+static int
+column_index(EgressSingerStream *st, const char *name)
+{
+	for (int i = 0; i < st->ncolumns; i++)
+		if (strcmp(st->columns[i].name, name) == 0)
+			return i;
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("column \"%s\" of the stream's relation no longer exists", name)));
+	return -1;					/* keep compiler quiet */
+}
+
+static void
+snapshot_write(EgressStreamDef *def, EgressSink *sink,
+			   EgressWorkerSlot *slot, int64 version,
+			   bool log_based, XLogRecPtr lsn,
+			   EgressIncrementalSpec *inc,
+			   EgressSnapshotResult *result)
 {
 	SnapshotWriter *w;
 	MemoryContext oldcxt;
@@ -231,6 +316,8 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	Portal		portal;
 	SPIPlanPtr	plan;
 	bool		debug_lsn = false;
+	Oid		   *argtypes = NULL;
+	Datum	   *argvalues = NULL;
 
 	egress_check_relation_access(def);
 
@@ -265,9 +352,39 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 		w->extra = debug_lsn ? ",\"_sdc_deleted_at\":null,\"_sdc_lsn\":null" :
 			",\"_sdc_deleted_at\":null";
 	}
-	else
+	else if (inc == NULL)
 		egress_singer_bookmark_full_table(&w->bookmark, version);
 	memset(result, 0, sizeof(*result));
+
+	if (inc)
+	{
+		ListCell   *lc;
+		int			i = 1;
+
+		w->inc = inc;
+		w->seq = inc->seq_base;
+		w->st->replication_key = pstrdup(inc->key);
+		w->npos = 1 + list_length(inc->pk);
+		w->poscol = palloc(sizeof(int) * w->npos);
+		w->posval = palloc0(sizeof(Datum) * w->npos);
+		w->posnull = palloc0(sizeof(bool) * w->npos);
+		w->poslen = palloc(sizeof(int16) * w->npos);
+		w->posbyval = palloc(sizeof(bool) * w->npos);
+		w->posout = palloc(sizeof(Oid) * w->npos);
+		w->poscol[0] = column_index(w->st, inc->key);
+		foreach(lc, inc->pk)
+			w->poscol[i++] = column_index(w->st, (char *) lfirst(lc));
+		for (i = 0; i < w->npos; i++)
+		{
+			bool		isvarlena;
+			Oid			typid = w->st->columns[w->poscol[i]].typid;
+
+			get_typlenbyval(typid, &w->poslen[i], &w->posbyval[i]);
+			getTypeOutputInfo(typid, &w->posout[i], &isvarlena);
+		}
+		w->poscxt = AllocSetContextCreate(writercxt, "pg_egress position",
+										  ALLOCSET_SMALL_SIZES);
+	}
 
 	sink->ops->cleanup(sink, def->name);
 
@@ -281,6 +398,25 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	appendStringInfo(&sql, " FROM %s",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(def->relid)),
 												get_rel_name(def->relid)));
+	if (inc)
+	{
+		ListCell   *lc;
+
+		if (inc->where)
+			appendStringInfo(&sql, " WHERE %s", inc->where);
+		appendStringInfo(&sql, " ORDER BY %s", quote_identifier(inc->key));
+		foreach(lc, inc->pk)
+			appendStringInfo(&sql, ", %s", quote_identifier((char *) lfirst(lc)));
+		if (inc->limit > 0)
+			appendStringInfo(&sql, " LIMIT " INT64_FORMAT, inc->limit);
+		argtypes = palloc(sizeof(Oid) * Max(inc->nargs, 1));
+		argvalues = palloc(sizeof(Datum) * Max(inc->nargs, 1));
+		for (int i = 0; i < inc->nargs; i++)
+		{
+			argtypes[i] = TEXTOID;
+			argvalues[i] = CStringGetTextDatum(inc->args[i]);
+		}
+	}
 
 	/* the columns queried are the stream's columns, in order: 1..n */
 	for (int i = 0; i < w->st->ncolumns; i++)
@@ -296,17 +432,23 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(sql.data, 0, NULL);
+	plan = SPI_prepare(sql.data, inc ? inc->nargs : 0, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s", sql.data,
 			 SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	portal = SPI_cursor_open(NULL, plan, argvalues, NULL, true);
 	(void) PortalRunFetch(portal, FETCH_FORWARD, FETCH_ALL, &w->pub);
 
-	/* the last batch closes the version, even for an empty relation */
-	if (!w->batch_open)
+	/*
+	 * The last batch closes the version, even for an empty relation; an
+	 * INCREMENTAL run that found nothing new sends nothing.
+	 */
+	if (inc == NULL && !w->batch_open)
 		begin_batch(w);
-	commit_batch(w, true);
+	if (w->batch_open)
+		commit_batch(w, true);
+	if (inc && w->have_pos)
+		inc->bookmark = MemoryContextStrdup(oldcxt, w->bookmark.data);
 
 	SPI_cursor_close(portal);
 	SPI_finish();
@@ -314,4 +456,23 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(writercxt);
+}
+
+void
+egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
+					  EgressWorkerSlot *slot, int64 version,
+					  bool log_based, XLogRecPtr lsn,
+					  EgressSnapshotResult *result)
+{
+	snapshot_write(def, sink, slot, version, log_based, lsn, NULL, result);
+}
+
+void
+egress_snapshot_write_incremental(EgressStreamDef *def, EgressSink *sink,
+								  EgressWorkerSlot *slot, int64 version,
+								  EgressIncrementalSpec *inc,
+								  EgressSnapshotResult *result)
+{
+	inc->bookmark = NULL;
+	snapshot_write(def, sink, slot, version, false, InvalidXLogRecPtr, inc, result);
 }

@@ -31,6 +31,32 @@ extern void egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 								  bool log_based, XLogRecPtr lsn,
 								  EgressSnapshotResult *result);
 
+/*
+ * An INCREMENTAL run: the rows satisfying "where" (over the stream's
+ * columns, with text parameters $1..$nargs; NULL for all rows), in
+ * (replication key, primary key) order, at most "limit" (0: no limit).
+ * Every STATE carries the position of the batch's last row; afterwards
+ * "bookmark" holds the last one sent (NULL when no row was sent), in the
+ * caller's memory context.  No ACTIVATE_VERSION: the version stays.
+ */
+typedef struct EgressIncrementalSpec
+{
+	const char *key;			/* replication key column */
+	List	   *pk;				/* primary-key column names (char *) */
+	const char *where;
+	int			nargs;
+	const char **args;
+	int64		limit;
+	int64		seq_base;		/* batches the stream sent before: batch ids
+								 * go on from there */
+	char	   *bookmark;		/* out */
+} EgressIncrementalSpec;
+
+extern void egress_snapshot_write_incremental(EgressStreamDef *def, EgressSink *sink,
+											  EgressWorkerSlot *slot, int64 version,
+											  EgressIncrementalSpec *inc,
+											  EgressSnapshotResult *result);
+
 /* ERROR unless the relation exists and the stream's owner may read it. */
 extern void egress_check_relation_access(EgressStreamDef *def);
 

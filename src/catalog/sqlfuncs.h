@@ -1,0 +1,15 @@
+/*-------------------------------------------------------------------------
+ * sqlfuncs.h
+ *	  The egress_* administration functions, for callers in C.
+ *-------------------------------------------------------------------------
+ */
+#ifndef EGRESS_SQLFUNCS_H
+#define EGRESS_SQLFUNCS_H
+
+#include "utils/jsonb.h"
+
+extern void egress_add_stream_internal(const char *name, Oid relid, const char *method,
+									   const char *dest, const char *replication_key,
+									   Jsonb *options, bool state_missing_ok);
+
+#endif							/* EGRESS_SQLFUNCS_H */

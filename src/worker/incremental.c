@@ -1,0 +1,383 @@
+/*-------------------------------------------------------------------------
+ * incremental.c
+ *	  The INCREMENTAL run worker: sends the rows of a relation that come
+ *	  after the stream's bookmark, in (replication key, primary key) order.
+ *
+ * The database worker starts one run per stream whenever its interval has
+ * passed (or egress_sync_now() asked for one).  Three transactions, as for
+ * FULL_TABLE syncs: claim the stream, read and write the rows (one query,
+ * one snapshot, through the snapshot writer: the stream owner's privileges
+ * under a restricted operation), record the new bookmark.
+ *
+ * Exactness: the bookmark holds the exact text of the last row's key and
+ * primary key, and the next run reads WHERE (key, pk...) > (those), so rows
+ * sharing the boundary key value are neither lost nor sent twice, whatever
+ * the batch size or "limit".  A bookmark taken over from a tap holds only
+ * replication_key_value; that run reads key >= value, as the tap would (the
+ * rows with exactly that value are sent again once).  A crash in the middle
+ * of a run sends that run's rows again (at least once).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "catalog/catalog.h"
+#include "pg_egress.h"
+#include "sink/sink.h"
+#include "worker/incremental.h"
+#include "worker/snapshot.h"
+
+/* Where a run starts. */
+typedef struct RunStart
+{
+	int64		version;
+	int64		batches_before;
+	char	   *pos_key;		/* exact text of the last key sent, or NULL */
+	List	   *pos_pk;			/* ... and of its primary key (char *) */
+	char	   *key_value;		/* a tap's replication_key_value, or NULL */
+} RunStart;
+
+/*
+ * The primary-key column names of a relation, in key order; NIL without
+ * one.
+ */
+List *
+egress_primary_key_columns(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	List	   *result = NIL;
+
+	if (OidIsValid(pkoid))
+	{
+		Relation	idx = relation_open(pkoid, AccessShareLock);
+
+		for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+			result = lappend(result,
+							 get_attname(relid, idx->rd_index->indkey.values[i], false));
+		relation_close(idx, AccessShareLock);
+	}
+	relation_close(rel, AccessShareLock);
+	return result;
+}
+
+/* First transaction: take the stream and read where to start. */
+static EgressStreamDef *
+claim_run(int32 stream_id, RunStart *start)
+{
+	EgressCatalogGuard guard;
+	EgressStreamDef *def;
+	Oid			argtypes[3] = {INT4OID, INT8OID, BOOLOID};
+	Datum		values[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	bool		resync;
+	Datum		d;
+	MemoryContext workcxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	if (!egress_extension_present())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return NULL;
+	}
+	egress_catalog_enter(&guard);
+	def = egress_load_stream(stream_id, TopMemoryContext);
+	if (def == NULL || !def->enabled || strcmp(def->method, "INCREMENTAL") != 0)
+	{
+		egress_catalog_exit(&guard);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return NULL;
+	}
+
+	values[0] = Int32GetDatum(stream_id);
+	egress_catalog_exec("SELECT st.resync, st.version, st.batches_sent, "
+						"st.bookmark->'pg_egress_position'->>'key', "
+						"ARRAY(SELECT jsonb_array_elements_text(st.bookmark->'pg_egress_position'->'pk')), "
+						"CASE jsonb_typeof(st.bookmark->'replication_key_value') "
+						"WHEN 'string' THEN st.bookmark->>'replication_key_value' "
+						"WHEN 'number' THEN st.bookmark->>'replication_key_value' END "
+						"FROM egress.stream_state st WHERE st.stream_id = $1 FOR UPDATE",
+						1, argtypes, values, NULL, false);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	resync = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	start->version = (resync || isnull) ? egress_next_version(def->prev_version) : DatumGetInt64(d);
+	start->batches_before = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	start->pos_key = NULL;
+	start->pos_pk = NIL;
+	start->key_value = NULL;
+	if (!resync)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(workcxt);
+		char	   *s;
+
+		s = SPI_getvalue(tup, desc, 4);
+		start->pos_key = s ? pstrdup(s) : NULL;
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			nelems;
+
+			deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &nulls, &nelems);
+			for (int i = 0; i < nelems; i++)
+				start->pos_pk = lappend(start->pos_pk,
+										nulls[i] ? NULL : TextDatumGetCString(elems[i]));
+		}
+		s = SPI_getvalue(tup, desc, 6);
+		start->key_value = s ? pstrdup(s) : NULL;
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	values[1] = Int64GetDatum(start->version);
+	values[2] = BoolGetDatum(resync);
+	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
+						"version = $2, bookmark = CASE WHEN $3 THEN NULL ELSE bookmark END, "
+						"attempts = attempts + 1, sync_started_at = now(), updated_at = now() "
+						"WHERE stream_id = $1",
+						3, argtypes, values, NULL, false);
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return def;
+}
+
+/* "$n::type" for a parameter compared with a column */
+static void
+append_param(StringInfo buf, int n, Oid typid)
+{
+	appendStringInfo(buf, "$%d::%s", n, format_type_be(typid));
+}
+
+/* Second transaction: the rows after the bookmark. */
+static void
+run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
+				RunStart *start, EgressIncrementalSpec *inc,
+				EgressSnapshotResult *result)
+{
+	StringInfoData where;
+	AttrNumber	keyatt;
+	const char *qkey;
+	int64		limit = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "INCREMENTAL run");
+
+	egress_check_relation_access(def);
+	keyatt = get_attnum(def->relid, def->replication_key);
+	if (keyatt == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("replication key \"%s\" of stream \"%s\" no longer exists",
+						def->replication_key, def->name)));
+	memset(inc, 0, sizeof(*inc));
+	inc->key = def->replication_key;
+	inc->pk = egress_primary_key_columns(def->relid);
+	if (inc->pk == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation %s of INCREMENTAL stream \"%s\" has no primary key",
+						def->relation, def->name),
+				 errdetail("INCREMENTAL streams resume by replication key and primary key.")));
+	if (egress_jsonb_get_int64(def->options, "limit", &limit) && limit > 0)
+		inc->limit = limit;
+	inc->seq_base = start->batches_before;
+
+	qkey = quote_identifier(def->replication_key);
+	initStringInfo(&where);
+	appendStringInfo(&where, "%s IS NOT NULL", qkey);
+	if (start->pos_key != NULL && list_length(start->pos_pk) == list_length(inc->pk))
+	{
+		ListCell   *lc;
+		int			n = 1;
+
+		inc->nargs = 1 + list_length(inc->pk);
+		inc->args = palloc(sizeof(char *) * inc->nargs);
+		inc->args[0] = start->pos_key;
+		appendStringInfo(&where, " AND (%s", qkey);
+		foreach(lc, inc->pk)
+			appendStringInfo(&where, ", %s", quote_identifier((char *) lfirst(lc)));
+		appendStringInfoString(&where, ") > (");
+		append_param(&where, n++, get_atttype(def->relid, keyatt));
+		foreach(lc, inc->pk)
+		{
+			char	   *col = lfirst(lc);
+
+			appendStringInfoString(&where, ", ");
+			append_param(&where, n, get_atttype(def->relid, get_attnum(def->relid, col)));
+			inc->args[n - 1] = list_nth(start->pos_pk, n - 2);
+			if (inc->args[n - 1] == NULL)
+				elog(ERROR, "bookmark of stream \"%s\" has a null primary-key value", def->name);
+			n++;
+		}
+		appendStringInfoChar(&where, ')');
+	}
+	else if (start->pos_key != NULL || start->key_value != NULL)
+	{
+		/*
+		 * Only a key value (taken over from a tap, or the primary key
+		 * changed): from that value on, that value included.
+		 */
+		inc->nargs = 1;
+		inc->args = palloc(sizeof(char *));
+		inc->args[0] = start->pos_key ? start->pos_key : start->key_value;
+		appendStringInfo(&where, " AND %s >= ", qkey);
+		append_param(&where, 1, get_atttype(def->relid, keyatt));
+	}
+	inc->where = where.data;
+
+	egress_snapshot_write_incremental(def, sink, slot, start->version, inc, result);
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Third transaction: the run is done; record the bookmark.  A run asked
+ * for meanwhile (egress_sync_now() set 'pending') stays asked for.
+ */
+static void
+finish_run(EgressStreamDef *def, RunStart *start, EgressIncrementalSpec *inc,
+		   EgressSnapshotResult *result)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[6] = {INT4OID, INT8OID, JSONBOID, INT8OID, INT8OID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	egress_catalog_enter(&guard);
+	values[0] = Int32GetDatum(def->id);
+	values[1] = Int64GetDatum(start->version);
+	if (inc->bookmark)
+		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(inc->bookmark));
+	else
+		nulls[2] = 'n';
+	values[3] = Int64GetDatum(result->rows);
+	values[4] = Int64GetDatum(result->bytes);
+	values[5] = Int64GetDatum(result->batches);
+	egress_catalog_exec("UPDATE egress.stream_state SET "
+						"state = CASE WHEN state = 'pending' THEN 'pending' ELSE 'synced' END, "
+						"bookmark = coalesce($3, bookmark), "
+						"rows_sent = rows_sent + $4, bytes_sent = bytes_sent + $5, "
+						"batches_sent = batches_sent + $6, "
+						"last_error = NULL, last_error_at = NULL, attempts = 0, "
+						"sync_finished_at = now(), updated_at = now() "
+						"WHERE stream_id = $1 AND version = $2",
+						6, argtypes, values, nulls, false);
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+static void
+release_slot_at_exit(int code, Datum arg)
+{
+	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
+}
+
+/* the sink of the running run, for the error path */
+static EgressSink *current_sink = NULL;
+
+static void
+incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
+{
+	EgressStreamDef *def;
+	RunStart	start;
+	EgressIncrementalSpec inc;
+	EgressSnapshotResult result;
+
+	def = claim_run(stream_id, &start);
+	if (def == NULL)
+		return;					/* removed or paused meanwhile */
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	slot->claimed = true;
+	LWLockRelease(egress_shared->lock);
+	egress_set_phase(slot, "reading");
+
+	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
+	run_incremental(def, current_sink, slot, &start, &inc, &result);
+	finish_run(def, &start, &inc, &result);
+	ereport(DEBUG1,
+			(errmsg_internal("pg_egress stream \"%s\": INCREMENTAL run sent " INT64_FORMAT " rows in " INT64_FORMAT " batches",
+							 def->name, result.rows, result.batches)));
+}
+
+void
+egress_incremental_main(Datum main_arg)
+{
+	int32		stream_id = DatumGetInt32(main_arg);
+	Oid			dboid;
+	EgressWorkerSlot *slot;
+	MemoryContext workcxt;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	egress_pin_output_settings();
+
+	slot = egress_claim_slot(stream_id, "starting");
+	if (slot == NULL)
+		proc_exit(0);			/* all slots busy: the database worker retries */
+	before_shmem_exit(release_slot_at_exit, PointerGetDatum(slot));
+
+	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress incremental",
+									ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(workcxt);
+
+	PG_TRY();
+	{
+		incremental_stream(stream_id, slot);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(workcxt);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		if (current_sink)
+			current_sink->ops->abort_batch(current_sink);
+		egress_record_stream_error(stream_id, edata->message);
+	}
+	PG_END_TRY();
+
+	proc_exit(0);
+}

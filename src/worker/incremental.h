@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ * incremental.h
+ *	  INCREMENTAL streams: runs of the rows after a bookmark.
+ *-------------------------------------------------------------------------
+ */
+#ifndef EGRESS_INCREMENTAL_H
+#define EGRESS_INCREMENTAL_H
+
+#include "nodes/pg_list.h"
+
+/* The primary-key column names of a relation, in key order; NIL without one. */
+extern List *egress_primary_key_columns(Oid relid);
+
+extern PGDLLEXPORT void egress_incremental_main(Datum main_arg);
+
+#endif							/* EGRESS_INCREMENTAL_H */
