@@ -184,3 +184,18 @@ REVOKE ALL ON FUNCTION
 	egress_resync_stream(text)
 FROM PUBLIC;
 REVOKE ALL ON egress_streams FROM PUBLIC;
+
+-- Exports: a query's result as COPY writes it, to a file or an S3 object,
+-- run in the caller's backend with the caller's privileges.  Uses the
+-- server's S3 credentials: granted explicitly, by role.
+CREATE FUNCTION egress_export(
+	query text,
+	uri text,
+	options text DEFAULT '',
+	OUT rows_uploaded bigint,
+	OUT files_uploaded bigint,
+	OUT bytes_uploaded bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'egress_export'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION egress_export(text, text, text) FROM PUBLIC;
