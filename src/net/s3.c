@@ -86,6 +86,7 @@ struct EgressS3Upload
 	bool		sealed;
 	bool		completed;
 	uint64		bytes;
+	size_t		since_pump;		/* bytes written since the last pump */
 };
 
 static CURLM *s3_multi = NULL;
@@ -879,6 +880,8 @@ send_fill(EgressS3Upload *up)
 void
 egress_s3_upload_write(EgressS3Upload *up, const char *data, size_t len)
 {
+	size_t		total = len;
+
 	Assert(!up->sealed);
 	while (len > 0)
 	{
@@ -893,9 +896,16 @@ egress_s3_upload_write(EgressS3Upload *up, const char *data, size_t len)
 		if (up->fill.len >= up->part_size)
 			send_fill(up);
 	}
-	/* keep the part in flight moving while the caller produces more */
-	if (up->req.running)
+	/*
+	 * Keep the part in flight moving while the caller produces more: every
+	 * 64 kB, about what a socket buffer takes, not on every row.
+	 */
+	up->since_pump += total;
+	if (up->req.running && up->since_pump >= 64 * 1024)
+	{
+		up->since_pump = 0;
 		request_pump(up);
+	}
 }
 
 void
