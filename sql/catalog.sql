@@ -35,7 +35,7 @@ SELECT egress_add_destination('', 'file:///tmp/x');
 SELECT egress_add_destination('a_name_that_is_much_too_long_for_a_destination_xx', 'file:///tmp/x');
 SELECT egress_add_destination('rel', 'file://relative/dir');
 SELECT egress_add_destination('web', 'https://user:secret@example.com/ingest');
-SELECT egress_add_destination('lake', 's3://bucket/prefix');
+SELECT egress_add_destination('lake', 's3://Bucket_Name/prefix');
 SELECT egress_add_destination('ftp', 'ftp://user:secret@example.com/');
 SELECT egress_add_destination('opts', 'file:///tmp/x', '{"fsync": false}');
 SELECT egress_add_destination('opts', 'file:///tmp/x', '[1, 2]');

@@ -250,8 +250,30 @@ parse_destination_url(const char *url, char **kind, char **location)
 		*location = path;
 		return;
 	}
+	if (strncmp(url, "s3://", 5) == 0)
+	{
+		/* s3://bucket[/prefix]: objects <prefix>/<batch id>.jsonl */
+		char	   *loc = pstrdup(url + 5);
+		size_t		len = strlen(loc);
+		char	   *slash;
+
+		while (len > 0 && loc[len - 1] == '/')
+			loc[--len] = '\0';
+		slash = strchr(loc, '/');
+		if (len == 0 || slash == loc ||
+			strspn(loc, "abcdefghijklmnopqrstuvwxyz0123456789-.") !=
+			(slash ? (size_t) (slash - loc) : len) ||
+			(slash ? (size_t) (slash - loc) : len) < 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid S3 destination URL"),
+					 errhint("Write it as s3://bucket or s3://bucket/prefix, with a valid bucket name.")));
+		*kind = "s3";
+		*location = loc;
+		return;
+	}
 	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
-		strncmp(url, "s3://", 5) == 0 || strncmp(url, "kinesis://", 10) == 0)
+		strncmp(url, "kinesis://", 10) == 0)
 	{
 		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
 

@@ -964,29 +964,24 @@ egress_s3_upload_abort(EgressS3Upload *up)
 		StringInfoData qs;
 
 		/*
-		 * Errors are not raised here: this runs on error paths.  Stores that
-		 * lack AbortMultipartUpload answer 405/501; their parts stay unseen
-		 * as no object is ever completed.
+		 * This runs on error paths, possibly with an error in flight: it
+		 * neither checks for interrupts nor raises errors.  Stores that lack
+		 * AbortMultipartUpload answer 405/501; their parts stay unseen as no
+		 * object is ever completed.
 		 */
-		PG_TRY();
-		{
-			initStringInfo(&qs);
-			appendStringInfoString(&qs, "uploadId=");
-			append_uri_encoded(&qs, up->upload_id, false);
-			request_start(up, "DELETE", qs.data, NULL, 0, true);
-			request_wait(up, false);
-			if (up->req.result != CURLE_OK ||
-				(up->req.status != 204 && up->req.status != 200 &&
-				 up->req.status != 404))
-				ereport(LOG,
-						(errmsg("pg_egress: could not abort the multipart upload of S3 object \"s3://%s/%s\": HTTP status %ld",
-								up->bucket, up->key, up->req.status)));
-		}
-		PG_CATCH();
-		{
-			FlushErrorState();
-		}
-		PG_END_TRY();
+		initStringInfo(&qs);
+		appendStringInfoString(&qs, "uploadId=");
+		append_uri_encoded(&qs, up->upload_id, false);
+		request_start(up, "DELETE", qs.data, NULL, 0, true);
+		request_wait(up, false);
+		if (up->req.result != CURLE_OK ||
+			(up->req.status != 204 && up->req.status != 200 &&
+			 up->req.status != 404))
+			ereport(LOG,
+					(errmsg("pg_egress: could not abort the multipart upload of S3 object \"s3://%s/%s\": %s%ld",
+							up->bucket, up->key,
+							up->req.result != CURLE_OK ? "transfer error, HTTP status " : "HTTP status ",
+							up->req.status)));
 		request_cancel(up);
 		up->upload_id = NULL;
 	}
@@ -1006,16 +1001,13 @@ egress_s3_upload_abort(EgressS3Upload *up)
 void
 egress_s3_delete_object(EgressS3Upload *up)
 {
-	PG_TRY();
-	{
-		request_cancel(up);
-		request_start(up, "DELETE", NULL, NULL, 0, true);
-		request_wait(up, false);
-	}
-	PG_CATCH();
-	{
-		FlushErrorState();
-	}
-	PG_END_TRY();
+	request_cancel(up);
+	request_start(up, "DELETE", NULL, NULL, 0, true);
+	request_wait(up, false);
+	if (up->req.result != CURLE_OK ||
+		(up->req.status != 204 && up->req.status != 200))
+		ereport(LOG,
+				(errmsg("pg_egress: could not delete S3 object \"s3://%s/%s\" of a failed export: HTTP status %ld",
+						up->bucket, up->key, up->req.status)));
 	request_cancel(up);
 }

@@ -47,6 +47,10 @@ extern void egress_s3_upload_write(EgressS3Upload *up, const char *data, size_t 
 /* sends what is buffered; the object appears only at complete */
 extern void egress_s3_upload_seal(EgressS3Upload *up);
 extern void egress_s3_upload_complete(EgressS3Upload *up);
+/*
+ * Releases the upload; one not completed is aborted first.  Raises no
+ * error and does not check for interrupts: callable from PG_CATCH.
+ */
 extern void egress_s3_upload_abort(EgressS3Upload *up);
 extern uint64 egress_s3_upload_bytes(EgressS3Upload *up);
 /* best effort, for objects completed before a later failure */
