@@ -37,6 +37,7 @@ char	   *egress_s3_access_key_id = NULL;
 char	   *egress_s3_secret_access_key = NULL;
 char	   *egress_s3_session_token = NULL;
 int			egress_s3_part_size_kb = 8 * 1024;
+int			egress_s3_max_concurrency = 4;
 
 #define S3_MAX_ATTEMPTS		5
 #define S3_POLL_MS			50
@@ -56,11 +57,14 @@ typedef struct S3Request
 	bool		running;
 	CURLcode	result;
 	long		status;
-	/* to restart a failed request */
-	char	   *method;
-	char	   *query;
 	int			attempt;
+	/* a part upload: its number and bytes */
+	int			partno;
+	char	   *query;
+	StringInfoData data;
 } S3Request;
+
+#define S3_MAX_INFLIGHT		16
 
 struct EgressS3Upload
 {
@@ -77,12 +81,14 @@ struct EgressS3Upload
 	size_t		part_size;
 
 	StringInfoData fill;		/* part being filled */
-	StringInfoData flight;		/* part being sent */
-	S3Request	req;
+	S3Request	req;			/* single PUT, create, complete, abort */
+	S3Request	parts[S3_MAX_INFLIGHT]; /* part uploads */
+	int			nslots;			/* of parts[] in use */
 
 	char	   *upload_id;		/* multipart upload, once created */
-	int			nparts;			/* parts sent or in flight */
-	StringInfoData etags;		/* <Part> elements of the parts done */
+	int			nparts;			/* parts started */
+	char	  **etags;			/* by part number - 1 */
+	int			etags_size;
 	bool		sealed;
 	bool		completed;
 	uint64		bytes;
@@ -146,6 +152,15 @@ egress_s3_define_gucs(void)
 							8 * 1024, 5 * 1024, 512 * 1024,
 							PGC_USERSET,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.s3_max_concurrency",
+							"Parts of one S3 multipart upload sent at once.",
+							"An upload holds this many parts plus the one being filled in memory.",
+							&egress_s3_max_concurrency,
+							4, 1, S3_MAX_INFLIGHT,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 }
 
@@ -453,14 +468,14 @@ ensure_curl(void)
 }
 
 /*
- * Starts a request on the upload's handle: method, query string (already
- * encoded and in name order), body.  Does not wait.
+ * Starts a request on req's handle: method, query string (already encoded
+ * and in name order), body.  Does not wait.
  */
 static void
-request_start(EgressS3Upload *up, const char *method, const char *query,
-			  const char *body, size_t body_len, bool for_abort)
+request_start(EgressS3Upload *up, S3Request *req, const char *method,
+			  const char *query, const char *body, size_t body_len,
+			  bool for_abort)
 {
-	S3Request  *req = &up->req;
 	StringInfoData url;
 	StringInfoData h;
 	CURL	   *e;
@@ -481,6 +496,13 @@ request_start(EgressS3Upload *up, const char *method, const char *query,
 	{
 		curl_slist_free_all(req->headers);
 		req->headers = NULL;
+	}
+	if (req->response.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+		initStringInfo(&req->response);
+		MemoryContextSwitchTo(old);
 	}
 	resetStringInfo(&req->response);
 	req->etag[0] = '\0';
@@ -508,7 +530,7 @@ request_start(EgressS3Upload *up, const char *method, const char *query,
 	}
 	/* server-side encryption is requested where the object is created */
 	if (up->kms_key &&
-		(strcmp(method, "PUT") == 0 && query == NULL ? true :
+		((strcmp(method, "PUT") == 0 && query == NULL) ||
 		 (query && strcmp(query, "uploads=") == 0)))
 	{
 		req->headers = curl_slist_append(req->headers,
@@ -530,6 +552,7 @@ request_start(EgressS3Upload *up, const char *method, const char *query,
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *) req);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
 	curl_easy_setopt(e, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
@@ -566,53 +589,62 @@ request_start(EgressS3Upload *up, const char *method, const char *query,
 	pfree(h.data);
 }
 
-/* advances transfers; true once the upload's request has finished */
-static bool
-request_pump(EgressS3Upload *up)
+/* advances every transfer; notes the requests that finished */
+static void
+multi_pump(void)
 {
-	S3Request  *req = &up->req;
 	int			still;
 	CURLMsg    *msg;
 	int			left;
 
-	if (!req->running)
-		return true;
 	curl_multi_perform(s3_multi, &still);
 	while ((msg = curl_multi_info_read(s3_multi, &left)) != NULL)
 	{
-		if (msg->msg == CURLMSG_DONE && msg->easy_handle == req->easy)
-		{
-			req->result = msg->data.result;
-			curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
-			curl_multi_remove_handle(s3_multi, req->easy);
-			req->running = false;
-		}
+		S3Request  *req = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		if (req == NULL)
+			continue;
+		req->result = msg->data.result;
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
+		curl_multi_remove_handle(s3_multi, req->easy);
+		req->running = false;
 	}
-	return !req->running;
 }
 
 /* stops a running request without waiting for it; never raises an error */
 static void
-request_cancel(EgressS3Upload *up)
+request_cancel(S3Request *req)
 {
-	if (up->req.running)
+	if (req->running)
 	{
-		curl_multi_remove_handle(s3_multi, up->req.easy);
-		up->req.running = false;
+		curl_multi_remove_handle(s3_multi, req->easy);
+		req->running = false;
 	}
 }
 
-/* waits for the running request, checking for interrupts */
 static void
-request_wait(EgressS3Upload *up, bool interruptible)
+multi_poll(bool interruptible)
 {
-	while (!request_pump(up))
-	{
-		int			numfds;
+	int			numfds;
 
-		if (interruptible)
-			CHECK_FOR_INTERRUPTS();
-		curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
+	if (interruptible)
+		CHECK_FOR_INTERRUPTS();
+	curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
+}
+
+/* waits for one request, checking for interrupts */
+static void
+request_wait(S3Request *req, bool interruptible)
+{
+	for (;;)
+	{
+		multi_pump();
+		if (!req->running)
+			return;
+		multi_poll(interruptible);
 	}
 }
 
@@ -662,10 +694,8 @@ xml_value(const char *xml, const char *tag)
 }
 
 static void
-request_report(EgressS3Upload *up, const char *what)
+request_report(EgressS3Upload *up, S3Request *req, const char *what)
 {
-	S3Request  *req = &up->req;
-
 	if (req->result != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -705,12 +735,12 @@ request_run(EgressS3Upload *up, const char *method, const char *query,
 {
 	for (up->req.attempt = 1;; up->req.attempt++)
 	{
-		request_start(up, method, query, body, body_len, false);
-		request_wait(up, true);
+		request_start(up, &up->req, method, query, body, body_len, false);
+		request_wait(&up->req, true);
 		if (request_ok(&up->req))
 			return;
 		if (!request_retryable(&up->req) || up->req.attempt >= S3_MAX_ATTEMPTS)
-			request_report(up, what);
+			request_report(up, &up->req, what);
 		backoff(up->req.attempt);
 	}
 }
@@ -773,9 +803,7 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	up->object_url = buf.data;
 
 	initStringInfo(&up->fill);
-	initStringInfo(&up->flight);
-	initStringInfo(&up->etags);
-	initStringInfo(&up->req.response);
+	up->nslots = Max(1, Min(egress_s3_max_concurrency, S3_MAX_INFLIGHT));
 	MemoryContextSwitchTo(old);
 	return up;
 }
@@ -789,92 +817,140 @@ egress_s3_upload_bytes(EgressS3Upload *up)
 static void
 create_multipart(EgressS3Upload *up)
 {
+	char	   *id;
+
 	request_run(up, "POST", "uploads=", NULL, 0, "start a multipart upload of");
-	up->upload_id = xml_value(up->req.response.data, "UploadId");
-	if (up->upload_id == NULL)
+	id = xml_value(up->req.response.data, "UploadId");
+	if (id == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("could not start a multipart upload of S3 object \"s3://%s/%s\"",
 						up->bucket, up->key),
 				 errdetail("The answer has no UploadId.")));
-	{
-		MemoryContext old = MemoryContextSwitchTo(up->cxt);
-
-		up->upload_id = pstrdup(up->upload_id);
-		MemoryContextSwitchTo(old);
-	}
+	up->upload_id = MemoryContextStrdup(up->cxt, id);
 }
 
-static char *
-part_query(EgressS3Upload *up, int part)
+static void
+part_start(EgressS3Upload *up, S3Request *p)
 {
 	StringInfoData q;
-
-	initStringInfo(&q);
-	appendStringInfo(&q, "partNumber=%d&uploadId=", part);
-	append_uri_encoded(&q, up->upload_id, false);
-	return q.data;
-}
-
-static void
-part_start(EgressS3Upload *up)
-{
 	MemoryContext old = MemoryContextSwitchTo(up->cxt);
 
-	if (up->req.query)
-		pfree(up->req.query);
-	up->req.query = part_query(up, up->nparts);
+	if (p->query)
+		pfree(p->query);
+	initStringInfo(&q);
+	appendStringInfo(&q, "partNumber=%d&uploadId=", p->partno);
+	append_uri_encoded(&q, up->upload_id, false);
+	p->query = q.data;
 	MemoryContextSwitchTo(old);
-	request_start(up, "PUT", up->req.query, up->flight.data, up->flight.len, false);
+	request_start(up, p, "PUT", p->query, p->data.data, p->data.len, false);
 }
 
-/* waits for the part in flight, retrying it; records its ETag */
-static void
-part_finish(EgressS3Upload *up)
+/*
+ * A part upload that finished: record its ETag, or retry it (after a
+ * backoff), or raise the error.  True when the slot is free again.
+ */
+static bool
+part_settle(EgressS3Upload *up, S3Request *p)
 {
-	if (up->flight.len == 0 && !up->req.running)
-		return;
+	if (p->running || p->partno == 0)
+		return !p->running;
+	if (request_ok(p) && p->etag[0] != '\0')
+	{
+		if (p->partno > up->etags_size)
+		{
+			int			n = Max(up->etags_size * 2, Max(p->partno, 16));
+
+			if (up->etags == NULL)
+				up->etags = MemoryContextAllocZero(up->cxt, n * sizeof(char *));
+			else
+			{
+				up->etags = repalloc(up->etags, n * sizeof(char *));
+				memset(up->etags + up->etags_size, 0,
+					   (n - up->etags_size) * sizeof(char *));
+			}
+			up->etags_size = n;
+		}
+		up->etags[p->partno - 1] = MemoryContextStrdup(up->cxt, p->etag);
+		up->bytes += p->data.len;
+		p->partno = 0;
+		resetStringInfo(&p->data);
+		return true;
+	}
+	if ((request_ok(p) || request_retryable(p)) && p->attempt < S3_MAX_ATTEMPTS)
+	{
+		ereport(DEBUG1,
+				(errmsg_internal("pg_egress: retrying part %d of s3://%s/%s (HTTP %ld)",
+								 p->partno, up->bucket, up->key, p->status)));
+		backoff(p->attempt);
+		p->attempt++;
+		part_start(up, p);
+		return false;
+	}
+	request_report(up, p, "upload a part of");
+	return false;				/* not reached */
+}
+
+/* a free part slot, waiting for one if all are busy */
+static S3Request *
+part_slot(EgressS3Upload *up)
+{
 	for (;;)
 	{
-		request_wait(up, true);
-		if (request_ok(&up->req) && up->req.etag[0] != '\0')
-			break;
-		if ((request_ok(&up->req) || request_retryable(&up->req)) &&
-			up->req.attempt < S3_MAX_ATTEMPTS)
+		multi_pump();
+		for (int i = 0; i < up->nslots; i++)
 		{
-			ereport(DEBUG1,
-					(errmsg_internal("pg_egress: retrying part %d of s3://%s/%s (HTTP %ld)",
-									 up->nparts, up->bucket, up->key, up->req.status)));
-			backoff(up->req.attempt);
-			up->req.attempt++;
-			part_start(up);
-			continue;
+			S3Request  *p = &up->parts[i];
+
+			if (part_settle(up, p))
+				return p;
 		}
-		request_report(up, "upload a part of");
+		multi_poll(true);
 	}
-	appendStringInfo(&up->etags,
-					 "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
-					 up->nparts, up->req.etag);
-	up->bytes += up->flight.len;
-	resetStringInfo(&up->flight);
 }
 
-/* sends the filled part (after the previous one is done) */
+/* waits until every part is uploaded */
+static void
+parts_wait(EgressS3Upload *up)
+{
+	for (;;)
+	{
+		bool		busy = false;
+
+		multi_pump();
+		for (int i = 0; i < up->nslots; i++)
+			if (!part_settle(up, &up->parts[i]))
+				busy = true;
+		if (!busy)
+			return;
+		multi_poll(true);
+	}
+}
+
+/* sends the filled part in a free slot */
 static void
 send_fill(EgressS3Upload *up)
 {
+	S3Request  *p;
 	StringInfoData tmp;
 
 	if (up->upload_id == NULL)
 		create_multipart(up);
-	part_finish(up);
-	tmp = up->flight;
-	up->flight = up->fill;
+	p = part_slot(up);
+	if (p->data.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+		initStringInfo(&p->data);
+		MemoryContextSwitchTo(old);
+	}
+	tmp = p->data;
+	p->data = up->fill;
 	up->fill = tmp;
 	resetStringInfo(&up->fill);
-	up->nparts++;
-	up->req.attempt = 1;
-	part_start(up);
+	p->partno = ++up->nparts;
+	p->attempt = 1;
+	part_start(up, p);
 }
 
 void
@@ -896,15 +972,16 @@ egress_s3_upload_write(EgressS3Upload *up, const char *data, size_t len)
 		if (up->fill.len >= up->part_size)
 			send_fill(up);
 	}
+
 	/*
-	 * Keep the part in flight moving while the caller produces more: every
+	 * Keep the parts in flight moving while the caller produces more: every
 	 * 64 kB, about what a socket buffer takes, not on every row.
 	 */
 	up->since_pump += total;
-	if (up->req.running && up->since_pump >= 64 * 1024)
+	if (up->upload_id != NULL && up->since_pump >= 64 * 1024)
 	{
 		up->since_pump = 0;
-		request_pump(up);
+		multi_pump();
 	}
 }
 
@@ -917,7 +994,7 @@ egress_s3_upload_seal(EgressS3Upload *up)
 	{
 		if (up->fill.len > 0)
 			send_fill(up);
-		part_finish(up);
+		parts_wait(up);
 	}
 	up->sealed = true;
 }
@@ -926,6 +1003,7 @@ void
 egress_s3_upload_complete(EgressS3Upload *up)
 {
 	StringInfoData xml;
+	StringInfoData qs;
 
 	egress_s3_upload_seal(up);
 	if (up->upload_id == NULL)
@@ -938,19 +1016,31 @@ egress_s3_upload_complete(EgressS3Upload *up)
 	}
 	initStringInfo(&xml);
 	appendStringInfoString(&xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-	appendBinaryStringInfo(&xml, up->etags.data, up->etags.len);
+	for (int i = 0; i < up->nparts; i++)
+		appendStringInfo(&xml, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
+						 i + 1, up->etags[i]);
 	appendStringInfoString(&xml, "</CompleteMultipartUpload>");
-	{
-		char	   *q;
-		StringInfoData qs;
-
-		initStringInfo(&qs);
-		appendStringInfoString(&qs, "uploadId=");
-		append_uri_encoded(&qs, up->upload_id, false);
-		q = qs.data;
-		request_run(up, "POST", q, xml.data, xml.len, "complete the upload of");
-	}
+	initStringInfo(&qs);
+	appendStringInfoString(&qs, "uploadId=");
+	append_uri_encoded(&qs, up->upload_id, false);
+	request_run(up, "POST", qs.data, xml.data, xml.len, "complete the upload of");
 	up->completed = true;
+}
+
+static void
+request_free(S3Request *req)
+{
+	request_cancel(req);
+	if (req->easy)
+	{
+		curl_easy_cleanup(req->easy);
+		req->easy = NULL;
+	}
+	if (req->headers)
+	{
+		curl_slist_free_all(req->headers);
+		req->headers = NULL;
+	}
 }
 
 void
@@ -958,7 +1048,9 @@ egress_s3_upload_abort(EgressS3Upload *up)
 {
 	if (up == NULL)
 		return;
-	request_cancel(up);
+	for (int i = 0; i < S3_MAX_INFLIGHT; i++)
+		request_free(&up->parts[i]);
+	request_cancel(&up->req);
 	if (up->upload_id != NULL && !up->completed)
 	{
 		StringInfoData qs;
@@ -972,8 +1064,8 @@ egress_s3_upload_abort(EgressS3Upload *up)
 		initStringInfo(&qs);
 		appendStringInfoString(&qs, "uploadId=");
 		append_uri_encoded(&qs, up->upload_id, false);
-		request_start(up, "DELETE", qs.data, NULL, 0, true);
-		request_wait(up, false);
+		request_start(up, &up->req, "DELETE", qs.data, NULL, 0, true);
+		request_wait(&up->req, false);
 		if (up->req.result != CURLE_OK ||
 			(up->req.status != 204 && up->req.status != 200 &&
 			 up->req.status != 404))
@@ -982,32 +1074,22 @@ egress_s3_upload_abort(EgressS3Upload *up)
 							up->bucket, up->key,
 							up->req.result != CURLE_OK ? "transfer error, HTTP status " : "HTTP status ",
 							up->req.status)));
-		request_cancel(up);
 		up->upload_id = NULL;
 	}
-	if (up->req.easy)
-	{
-		curl_easy_cleanup(up->req.easy);
-		up->req.easy = NULL;
-	}
-	if (up->req.headers)
-	{
-		curl_slist_free_all(up->req.headers);
-		up->req.headers = NULL;
-	}
+	request_free(&up->req);
 	MemoryContextDelete(up->cxt);
 }
 
 void
 egress_s3_delete_object(EgressS3Upload *up)
 {
-	request_cancel(up);
-	request_start(up, "DELETE", NULL, NULL, 0, true);
-	request_wait(up, false);
+	request_cancel(&up->req);
+	request_start(up, &up->req, "DELETE", NULL, NULL, 0, true);
+	request_wait(&up->req, false);
 	if (up->req.result != CURLE_OK ||
 		(up->req.status != 204 && up->req.status != 200))
 		ereport(LOG,
 				(errmsg("pg_egress: could not delete S3 object \"s3://%s/%s\" of a failed export: HTTP status %ld",
 						up->bucket, up->key, up->req.status)));
-	request_cancel(up);
+	request_cancel(&up->req);
 }

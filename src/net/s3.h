@@ -21,6 +21,7 @@ extern char *egress_s3_access_key_id;
 extern char *egress_s3_secret_access_key;
 extern char *egress_s3_session_token;
 extern int	egress_s3_part_size_kb;
+extern int	egress_s3_max_concurrency;
 
 extern void egress_s3_define_gucs(void);
 
