@@ -23,6 +23,7 @@ OBJS = \
 	src/worker/snapshot.o \
 	src/worker/sync.o \
 	src/export/export.o \
+	src/export/fast_sync.o \
 	src/net/s3.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql

@@ -47,7 +47,8 @@ typedef struct OptionSpec
 		OPT_POSITIVE_INT,
 		OPT_BOOL,
 		OPT_LAG_POLICY,
-		OPT_SLOT_NAME
+		OPT_SLOT_NAME,
+		OPT_FAST_SYNC_FORMAT
 	}			type;
 } OptionSpec;
 
@@ -56,6 +57,8 @@ static const OptionSpec stream_options[] = {
 	{"batch_max_bytes", OPT_POSITIVE_INT},
 	{"debug_lsn", OPT_BOOL},
 	{"lag_policy", OPT_LAG_POLICY},
+	{"fast_sync", OPT_BOOL},
+	{"fast_sync_format", OPT_FAST_SYNC_FORMAT},
 };
 
 static const OptionSpec file_destination_options[] = {
@@ -172,6 +175,14 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("%s option \"%s\" must be \"pause\" or \"continue\"", what, key)));
+				break;
+			case OPT_FAST_SYNC_FORMAT:
+				if (v.type != jbvString ||
+					!((v.val.string.len == 3 && strncmp(v.val.string.val, "rds", 3) == 0) ||
+					  (v.val.string.len == 5 && strncmp(v.val.string.val, "batch", 5) == 0)))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be \"rds\" or \"batch\"", what, key)));
 				break;
 			case OPT_SLOT_NAME:
 				if (v.type != jbvString)

@@ -303,12 +303,6 @@ parse_uri(const char *uri, ExportState *st)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid file URI \"%s\"", uri),
 					 errdetail("The URI names a directory, not a file.")));
-		if (!is_member_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied to export to a file"),
-					 errdetail("Only roles with privileges of the \"%s\" role may export to a file.",
-							   "pg_write_server_files")));
 		st->path = pstrdup(path);
 	}
 	else
@@ -790,6 +784,14 @@ egress_export(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("query and uri must not be null")));
+	/* as for COPY TO 'file' (workers check this when a destination is added) */
+	if (strncmp(uri, "file:", 5) == 0 &&
+		!is_member_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to export to a file"),
+				 errdetail("Only roles with privileges of the \"%s\" role may export to a file.",
+						   "pg_write_server_files")));
 	egress_export_run(query, uri, text_arg(fcinfo, 2), NULL, &r);
 	PG_RETURN_DATUM(export_result_datum(fcinfo, &r));
 }

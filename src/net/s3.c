@@ -397,6 +397,12 @@ resolve_region(const char *region)
 	return pstrdup(r);
 }
 
+char *
+egress_s3_default_region(void)
+{
+	return resolve_region(NULL);
+}
+
 /* ---------------------------------------------------------------------
  * Requests
  * ---------------------------------------------------------------------

@@ -39,6 +39,9 @@ typedef struct EgressS3Target
 
 typedef struct EgressS3Upload EgressS3Upload;
 
+/* the region used when a call names none */
+extern char *egress_s3_default_region(void);
+
 /* splits "s3://bucket/key"; ERROR when malformed */
 extern void egress_s3_parse_uri(const char *uri, char **bucket, char **key);
 

@@ -24,6 +24,7 @@
 #include "utils/timestamp.h"
 
 #include "encode/singer.h"
+#include "export/fast_sync.h"
 #include "worker/snapshot.h"
 
 typedef struct SnapshotWriter
@@ -231,6 +232,13 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	Portal		portal;
 	SPIPlanPtr	plan;
 	bool		debug_lsn = false;
+
+	/* FULL_TABLE fast sync: one CSV export and a message pointing at it */
+	if (!log_based && egress_fast_sync_enabled(def))
+	{
+		egress_fast_sync_write(def, sink, slot, version, result);
+		return;
+	}
 
 	egress_check_relation_access(def);
 
