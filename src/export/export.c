@@ -679,8 +679,12 @@ egress_export_run(const char *query, const char *uri, const char *options,
 		pstate->p_sourcetext = query;
 
 		active_export = st;
-		saved_comm = PqCommMethods;
-		saved_forward = (prev_dest == DestRemote);
+		/* an export inside an export's query keeps the real methods */
+		if (PqCommMethods != &ExportCommMethods)
+		{
+			saved_comm = PqCommMethods;
+			saved_forward = (prev_dest == DestRemote);
+		}
 		PqCommMethods = &ExportCommMethods;
 		/* COPY TO STDOUT writes to the protocol only when DestRemote */
 		whereToSendOutput = DestRemote;

@@ -189,6 +189,25 @@ foreach my $fmt ('text', 'csv', 'binary')
 	is_deeply([ list_dir($dir) ], [], 'cancel: nothing left in the directory');
 }
 
+# notices raised by the query still reach the client; an export inside an
+# export's query works
+{
+	$node->safe_psql('postgres', q{
+CREATE FUNCTION noisy(i int) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'row %', i; RETURN i; END $$});
+	my ($ret, $o, $err) = $node->psql('postgres',
+		"SELECT files_uploaded FROM egress_export('SELECT noisy(g) FROM generate_series(1, 3) g', 'file://$out/noisy.txt', '')");
+	is($o, '1', 'noisy query: exported');
+	like($err, qr/NOTICE:  row 1.*NOTICE:  row 3/s, 'noisy query: the notices reach the client');
+	is(slurp("$out/noisy.txt"), "1\n2\n3\n", 'noisy query: the data does not');
+	($ret, $o, $err) = $node->psql('postgres',
+		"SELECT rows_uploaded FROM egress_export('SELECT * FROM egress_export(''SELECT noisy(42)'', ''file://$out/inner.txt'')', 'file://$out/outer.txt', 'format csv')");
+	is($o, '1', 'nested export: outer counts');
+	like($err, qr/NOTICE:  row 42/, 'nested export: a notice of the inner query reaches the client');
+	is(slurp("$out/inner.txt"), "42\n", 'nested export: inner file');
+	is(slurp("$out/outer.txt"), "1,1,3\n", 'nested export: outer file holds the inner result');
+}
+
 # --- privileges: EXECUTE, and pg_write_server_files for files
 $node->safe_psql('postgres', q{CREATE ROLE alice LOGIN; CREATE TABLE secret (x int); INSERT INTO secret VALUES (1)});
 {
