@@ -159,7 +159,7 @@ egress_s3_define_gucs(void)
 							"An upload holds this many parts plus the one being filled in memory.",
 							&egress_s3_max_concurrency,
 							4, 1, S3_MAX_INFLIGHT,
-							PGC_USERSET,
+							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
 }
