@@ -146,6 +146,26 @@ foreach my $fmt ('text', 'csv', 'binary')
 	ok($joined eq $want, "$fmt split: the parts make up COPY's output");
 }
 
+# gzip and splitting: every part a gzip stream of whole rows
+{
+	my $want = psql_copy($bq, 'format text', "$out/gzsplit.psql");
+	my ($rows, $files, $bytes) =
+	  export($bq, "file://$out/gzsplit.gz", 'max_file_size 20000, compression gzip');
+	cmp_ok($files, '>', 3, "gzip split: $files parts");
+	my ($joined, $sum) = ('', 0);
+	foreach my $name ('gzsplit.gz', map { "gzsplit.gz_part$_" } 2 .. $files)
+	{
+		my $gz = slurp("$out/$name");
+		$sum += length $gz;
+		my $plain;
+		gunzip(\$gz => \$plain) or die "gunzip $name: $GunzipError";
+		ok(length($plain) <= 20000 && $plain =~ /\n\z/, "gzip split: $name holds whole rows within max_file_size");
+		$joined .= $plain;
+	}
+	ok($joined eq $want, 'gzip split: the parts make up COPY\'s output');
+	is_deeply([ $rows, $bytes ], [ 5000, $sum ], 'gzip split: counts');
+}
+
 # a query failing halfway: nothing left (no file, no temporary file)
 {
 	my $dir = new_outdir($node, 'fail');

@@ -1,8 +1,9 @@
 
 # S3 destinations for streams: a FULL_TABLE sync writes one object per
 # batch, <prefix>/<batch id>.jsonl, complete Singer files; a 503 on one PUT
-# is retried; a missing bucket puts the stream in error with a message that
-# names bucket, key and status, and leaves no object.
+# is retried; a LOG_BASED stream delivers its changes as objects too; a
+# missing bucket puts the stream in error with a message that names bucket,
+# key and status, and leaves no object.
 
 use strict;
 use warnings;
@@ -13,7 +14,7 @@ use Test::More;
 use EgressTest;
 use S3Server;
 
-my $node = create_node('s3_sink');
+my $node = create_node('s3_sink', cdc => 1);
 my $s3 = S3Server->start($node->basedir . '/s3', 'lake');
 my $endpoint = $s3->endpoint;
 $node->append_conf('postgresql.conf', qq{
@@ -58,6 +59,35 @@ is_deeply(\@problems, [], 'every object is a complete Singer batch');
 my @ids = sort { $a <=> $b } map { $_->{record}{id} } records_of(@batches);
 is_deeply(\@ids, [ 1 .. 2500 ], 'every row exactly once');
 is($s3->state->{faults_injected}, 1, 'the 503 was injected and retried');
+
+# LOG_BASED to S3: the initial sync and then the changes, as objects
+$node->safe_psql('postgres', q{
+CREATE TABLE c (id int PRIMARY KEY, v text);
+INSERT INTO c SELECT g, 'c' || g FROM generate_series(1, 10) g;
+SELECT egress_add_destination('cdc', 's3://lake/cdc');
+SELECT egress_add_stream('c', 'c', 'LOG_BASED', 'cdc');
+});
+wait_stream_state($node, 'c', 'streaming');
+$node->safe_psql('postgres', q{
+INSERT INTO c SELECT g, 'c' || g FROM generate_series(11, 20) g;
+DELETE FROM c WHERE id <= 5;
+});
+my @cdc;
+ok( poll_until(
+		'the changes in S3 objects',
+		undef,
+		sub {
+			@cdc = records_of(fetch_batches('cdc'));
+			return (grep { defined $_->{record}{_sdc_deleted_at} } @cdc) == 5;
+		}),
+	'LOG_BASED: changes delivered as S3 objects');
+my %live;
+foreach my $r (@cdc)
+{
+	if (defined $r->{record}{_sdc_deleted_at}) { delete $live{ $r->{record}{id} }; }
+	else { $live{ $r->{record}{id} } = 1; }
+}
+is_deeply([ sort { $a <=> $b } keys %live ], [ 6 .. 20 ], 'LOG_BASED: replaying the objects gives the table');
 
 # a missing bucket: error state naming bucket, key and status; no object
 $node->safe_psql('postgres',
