@@ -33,6 +33,7 @@ const state = {
   aborted: [],
   ops: {},
   faults_injected: 0,
+  session_tokens: [],   // x-amz-security-token values seen
 };
 let faults = [];   // {op, remaining, status}
 let delays = [];   // {op, ms}
@@ -133,6 +134,8 @@ async function main() {
     if (req.url.startsWith('/__ctl/')) return control(req, res);
     const op = operation(req);
     state.ops[op] = (state.ops[op] || 0) + 1;
+    const token = req.headers['x-amz-security-token'];
+    if (token && !state.session_tokens.includes(token)) state.session_tokens.push(token);
     if (op === 'AbortMultipartUpload') {
       state.aborted.push(new URL(req.url, 'http://x').searchParams.get('uploadId'));
     }

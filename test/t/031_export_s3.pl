@@ -241,6 +241,7 @@ SELECT rows_uploaded, files_uploaded, bytes_uploaded FROM aws_s3.query_export_to
 SELECT * FROM aws_s3.query_export_to_s3('SELECT 42', aws_commons.create_s3_uri('lake', 'rds/token.txt', 'us-east-1'),
 	credentials := aws_commons.create_aws_credentials('S3RVER', 'S3RVER', 'a-session-token'))});
 	is($r, '1|1|3', 'RDS: explicit credentials with a session token (signed header)');
+	is_deeply($s3->state->{session_tokens}, ['a-session-token'], 'the session token is sent (x-amz-security-token)');
 }
 
 # --- credentials from the environment and the shared credentials file
