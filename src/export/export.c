@@ -44,6 +44,7 @@
 #include "parser/parser.h"
 #include "parser/parse_node.h"
 #include "storage/fd.h"
+#include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -94,6 +95,14 @@ typedef struct ExportState
 } ExportState;
 
 static ExportState *active_export = NULL;
+
+/*
+ * File exports under way, for the exit callback: a FATAL exit runs no
+ * PG_CATCH, and its temporary files must go too.  (S3 uploads are aborted
+ * by net/s3.c's own exit callback.)
+ */
+static List *running_exports = NIL;
+static bool exit_callback_registered = false;
 static const PQcommMethods *saved_comm = NULL;
 static bool saved_forward = false;
 
@@ -523,6 +532,30 @@ export_discard(ExportState *st)
 	}
 }
 
+static void
+export_exit_cleanup(int code, Datum arg)
+{
+	ListCell   *lc;
+
+	foreach(lc, running_exports)
+	{
+		ExportState *st = lfirst(lc);
+		ListCell   *lc2;
+
+		foreach(lc2, st->parts)
+		{
+			ExportPart *part = lfirst(lc2);
+
+			if (part->s3 != NULL)
+				continue;
+			if (part->done)
+				(void) unlink(part->name);
+			else if (part->tmp_path)
+				(void) unlink(part->tmp_path);
+		}
+	}
+}
+
 /* ---------------------------------------------------------------------
  * Receiving COPY's output
  * ---------------------------------------------------------------------
@@ -668,6 +701,18 @@ egress_export_run(const char *query, const char *uri, const char *options,
 	copy_opts = parse_options(options ? options : "", st);
 	rs = parse_query(query);
 
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(export_exit_cleanup, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		running_exports = lcons(st, running_exports);
+		MemoryContextSwitchTo(old);
+	}
+
 	PG_TRY();
 	{
 		ParseState *pstate;
@@ -730,9 +775,12 @@ egress_export_run(const char *query, const char *uri, const char *options,
 		edata = CopyErrorData();
 		FlushErrorState();
 		export_discard(st);
+		running_exports = list_delete_ptr(running_exports, st);
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
+
+	running_exports = list_delete_ptr(running_exports, st);
 
 	/* release curl handles */
 	{

@@ -23,6 +23,7 @@
 
 #include "lib/stringinfo.h"
 #include "storage/fd.h"
+#include "storage/ipc.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
@@ -93,9 +94,24 @@ struct EgressS3Upload
 	bool		completed;
 	uint64		bytes;
 	size_t		since_pump;		/* bytes written since the last pump */
+	EgressS3Upload *live_next;	/* in live_uploads */
 };
 
 static CURLM *s3_multi = NULL;
+
+/*
+ * Uploads begun and not yet released.  A FATAL exit (pg_terminate_backend,
+ * a worker's SIGTERM) runs no PG_CATCH: the exit callback aborts them.
+ */
+static EgressS3Upload *live_uploads = NULL;
+static bool exit_callback_registered = false;
+
+static void
+s3_exit_abort(int code, Datum arg)
+{
+	while (live_uploads != NULL)
+		egress_s3_upload_abort(live_uploads);
+}
 
 void
 egress_s3_define_gucs(void)
@@ -810,6 +826,14 @@ egress_s3_upload_begin(const EgressS3Target *t)
 
 	initStringInfo(&up->fill);
 	up->nslots = Max(1, Min(egress_s3_max_concurrency, S3_MAX_INFLIGHT));
+
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(s3_exit_abort, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	up->live_next = live_uploads;
+	live_uploads = up;
 	MemoryContextSwitchTo(old);
 	return up;
 }
@@ -1054,6 +1078,14 @@ egress_s3_upload_abort(EgressS3Upload *up)
 {
 	if (up == NULL)
 		return;
+	for (EgressS3Upload **l = &live_uploads; *l != NULL; l = &(*l)->live_next)
+	{
+		if (*l == up)
+		{
+			*l = up->live_next;
+			break;
+		}
+	}
 	for (int i = 0; i < S3_MAX_INFLIGHT; i++)
 		request_free(&up->parts[i]);
 	request_cancel(&up->req);

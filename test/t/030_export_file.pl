@@ -228,6 +228,25 @@ BEGIN RAISE NOTICE 'row %', i; RETURN i; END $$});
 	is(slurp("$out/outer.txt"), "1,1,3\n", 'nested export: outer file holds the inner result');
 }
 
+# pg_terminate_backend (FATAL: no error handling runs) leaves nothing either
+{
+	my $dir = new_outdir($node, 'terminate');
+	my ($o, $e) = ('', '');
+	my $h = IPC::Run::start(
+		[
+			'psql', '-X', '-d', $node->connstr('postgres') . ' application_name=terminated',
+			'-c',
+			"SELECT * FROM egress_export('SELECT g, pg_sleep(0.002) FROM generate_series(1, 100000) g', 'file://$dir/x.txt', '')"
+		],
+		'>', \$o, '2>', \$e);
+	ok(poll_until('the temporary file', undef, sub { scalar list_dir($dir) }), 'terminate: export under way');
+	$node->safe_psql('postgres',
+		q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'terminated'});
+	$h->finish;
+	like($e, qr/terminating connection due to administrator command/, 'terminate: the backend exits');
+	is_deeply([ list_dir($dir) ], [], 'terminate: nothing left in the directory');
+}
+
 # --- privileges: EXECUTE, and pg_write_server_files for files
 $node->safe_psql('postgres', q{CREATE ROLE alice LOGIN; CREATE TABLE secret (x int); INSERT INTO secret VALUES (1)});
 {

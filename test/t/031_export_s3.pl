@@ -174,6 +174,26 @@ sub start_export
 
 {
 	my $before = $s3->state;
+	$s3->delay('UploadPart', 1500);
+	my ($h, $o, $e) = start_export(
+		"SET pg_egress.s3_part_size = '5MB'; SELECT * FROM egress_export('$bq', 's3://lake/abort/terminate.csv', 'format csv')");
+	ok( poll_until(
+			'a part upload under way',
+			undef,
+			sub { ($s3->state->{ops}{UploadPart} // 0) > ($before->{ops}{UploadPart} // 0) }),
+		'terminate: upload under way');
+	$node->safe_psql('postgres',
+		q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'exporter'});
+	$h->finish;
+	$s3->delay('UploadPart', 0);
+	like($$e, qr/terminating connection due to administrator command/, 'terminate: the backend exits');
+	ok(!defined $s3->object('lake', 'abort/terminate.csv'), 'terminate: no object');
+	my $st = no_open_uploads('terminate');
+	is(scalar @{ $st->{aborted} }, scalar @{ $before->{aborted} } + 1, 'terminate: the upload was aborted');
+}
+
+{
+	my $before = $s3->state;
 	$s3->delay('UploadPart', 3000);
 	my ($ret, $o, $e) = export($bq, 's3://lake/abort/timeout.csv', 'format csv',
 		"SET pg_egress.s3_part_size = '5MB';\nSET statement_timeout = '2s';\n");
