@@ -65,6 +65,7 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 	bool		batch_format = format != NULL && strcmp(format, "batch") == 0;
 	char	   *nspname = get_namespace_name(get_rel_namespace(def->relid));
 	char	   *relname = get_rel_name(def->relid);
+	char	   *dirname;
 	StringInfoData sql;
 	StringInfoData relpath;		/* <schema>-<table>/<stamp>_<hex>.csv */
 	StringInfoData buf;
@@ -98,8 +99,13 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate a random file name")));
+	/* a '/' in a name must not make another directory level */
+	dirname = psprintf("%s-%s", nspname, relname);
+	for (char *c = dirname; *c; c++)
+		if (*c == '/')
+			*c = '_';
 	initStringInfo(&relpath);
-	appendStringInfo(&relpath, "%s-%s/%s_%08x.csv", nspname, relname, stamp, rnd);
+	appendStringInfo(&relpath, "%s/%s_%08x.csv", dirname, stamp, rnd);
 	if (strcmp(def->dest_kind, "s3") == 0)
 	{
 		const char *slash = strchr(def->dest_location, '/');
@@ -112,7 +118,7 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 	}
 	else
 	{
-		char	   *dir = psprintf("%s/%s-%s", def->dest_location, nspname, relname);
+		char	   *dir = psprintf("%s/%s", def->dest_location, dirname);
 
 		if (pg_mkdir_p(dir, pg_dir_create_mode) != 0 && errno != EEXIST)
 			ereport(ERROR,

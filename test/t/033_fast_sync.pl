@@ -86,7 +86,7 @@ $node->safe_psql('postgres',
 	q{SELECT egress_add_stream('fb', 't', 'FULL_TABLE', 'local', options => '{"fast_sync": true, "fast_sync_format": "batch"}')});
 wait_stream_state($node, 'fb', 'synced');
 {
-	my ($b) = read_batches($out);
+	my ($b) = grep { $_->{name} =~ /^fb-/ } read_batches($out);
 	is_deeply([ messages($b) ],
 		[ 'SCHEMA', 'ACTIVATE_VERSION', 'BATCH', 'ACTIVATE_VERSION', 'STATE' ],
 		'file destination: SCHEMA, ACTIVATE_VERSION, BATCH, ACTIVATE_VERSION, STATE');
@@ -99,6 +99,19 @@ wait_stream_state($node, 'fb', 'synced');
 	my $got = do { local $/; <$fh> };
 	close $fh;
 	ok($got eq copy_csv(), 'the CSV file is COPY\'s output');
+}
+
+# a '/' in a table name does not make another directory level
+$node->safe_psql('postgres', q{
+CREATE TABLE "../x/y" (id int);
+INSERT INTO "../x/y" VALUES (1), (2);
+SELECT egress_add_stream('slash', '"../x/y"', 'FULL_TABLE', 'local', options => '{"fast_sync": true, "fast_sync_format": "batch"}');
+});
+wait_stream_state($node, 'slash', 'synced');
+{
+	my ($b) = grep { $_->{name} =~ /^slash-/ } read_batches($out);
+	my ($m) = grep { $_->{type} eq 'BATCH' } @{ $b->{messages} };
+	like($m->{manifest}[0], qr{^file://\Q$out\E/public-\.\._x_y/[^/]+\.csv$}, "slashes replaced: $m->{manifest}[0]");
 }
 
 # --- bad option values are refused
