@@ -1,5 +1,5 @@
 # pg_egress — PGXS build
-EXTENSION = pg_egress
+EXTENSION = pg_egress aws_s3
 EXTVERSION = 0.1
 MODULE_big = pg_egress
 
@@ -19,14 +19,18 @@ OBJS = \
 	src/encode/preview.o \
 	src/sink/sink.o \
 	src/sink/file.o \
+	src/sink/s3.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
 	src/worker/snapshot.o \
 	src/worker/sync.o \
-	src/worker/incremental.o
+	src/worker/incremental.o \
+	src/export/export.o \
+	src/export/fast_sync.o \
+	src/net/s3.o
 
-DATA = sql/pg_egress--$(EXTVERSION).sql
+DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"
 
 SHLIB_LINK = -lcurl -lz
@@ -36,7 +40,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
-REGRESS = catalog types discover patterns
+REGRESS = catalog types discover patterns export
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 

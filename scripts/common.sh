@@ -11,6 +11,7 @@ egress_setup() {
 		bash scripts/install-deps.sh
 	fi
 	PG_BINDIR=$(pg_config --bindir)
+	egress_npm_deps
 	make -s -j2
 	if [ "$(id -u)" -eq 0 ]; then
 		make -s install
@@ -18,6 +19,18 @@ egress_setup() {
 		# a developer's own machine: install needs write access to PostgreSQL's dirs
 		make -s install || sudo make -s install
 	fi
+}
+
+# Test servers from npm, pinned by the committed package-lock.json files.
+egress_npm_deps() {
+	local d
+	for d in test/s3; do
+		if [ -f "$d/package-lock.json" ] &&
+			{ [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; }; then
+			(cd "$d" && npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
+			touch "$d/node_modules"
+		fi
+	done
 }
 
 # Create the unprivileged user when running as root.

@@ -10,11 +10,18 @@ pkgs=(
 	postgresql-15-wal2json
 	libcurl4-openssl-dev
 	zlib1g-dev
+	libkrb5-dev
 	libipc-run-perl
 	libjson-pp-perl
 	python3
 	bc
 )
+
+# the local S3 server of the tests (test/s3) runs on Node.js; any node
+# already on PATH will do
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -35,7 +35,7 @@ SELECT egress_add_destination('', 'file:///tmp/x');
 SELECT egress_add_destination('a_name_that_is_much_too_long_for_a_destination_xx', 'file:///tmp/x');
 SELECT egress_add_destination('rel', 'file://relative/dir');
 SELECT egress_add_destination('web', 'https://user:secret@example.com/ingest');
-SELECT egress_add_destination('lake', 's3://bucket/prefix');
+SELECT egress_add_destination('lake', 's3://Bucket_Name/prefix');
 SELECT egress_add_destination('ftp', 'ftp://user:secret@example.com/');
 SELECT egress_add_destination('opts', 'file:///tmp/x', '{"fsync": false}');
 SELECT egress_add_destination('opts', 'file:///tmp/x', '[1, 2]');
@@ -64,6 +64,7 @@ SELECT egress_add_stream('m3', 'public.orders', 'INCREMENTAL', 'local', replicat
 SELECT egress_add_stream('k1', 'public.orders', 'FULL_TABLE', 'local', replication_key => 'id');
 SELECT egress_add_stream('d1', 'public.orders', 'FULL_TABLE', 'nowhere');
 SELECT egress_add_stream('o1', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_rows": 5}');
+SELECT egress_add_stream('o1', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id', options => '{"fast_sync": true}');
 SELECT egress_add_stream('o2', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": 0}');
 SELECT egress_add_stream('o3', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": "10"}');
 SELECT egress_add_stream('o4', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_bytes": 1.5}');

@@ -247,3 +247,18 @@ REVOKE ALL ON FUNCTION egress_follow_new_tables() FROM PUBLIC;
 CREATE EVENT TRIGGER egress_follow_new_tables ON ddl_command_end
 	WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
 	EXECUTE FUNCTION egress_follow_new_tables();
+
+-- Exports: a query's result as COPY writes it, to a file or an S3 object,
+-- run in the caller's backend with the caller's privileges.  Uses the
+-- server's S3 credentials: granted explicitly, by role.
+CREATE FUNCTION egress_export(
+	query text,
+	uri text,
+	options text DEFAULT '',
+	OUT rows_uploaded bigint,
+	OUT files_uploaded bigint,
+	OUT bytes_uploaded bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'egress_export'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION egress_export(text, text, text) FROM PUBLIC;

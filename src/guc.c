@@ -8,6 +8,7 @@
 #include "utils/guc.h"
 
 #include "pg_egress.h"
+#include "net/s3.h"
 
 char	   *egress_database = NULL;
 int			egress_max_workers = 4;
@@ -92,6 +93,8 @@ egress_define_gucs(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+
+	egress_s3_define_gucs();
 
 	MarkGUCPrefixReserved("pg_egress");
 }

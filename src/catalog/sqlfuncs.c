@@ -56,7 +56,8 @@ typedef struct OptionSpec
 		OPT_SLOT_NAME,
 		OPT_INTERVAL,
 		OPT_OBJECT,
-		OPT_STRING
+		OPT_STRING,
+		OPT_FAST_SYNC_FORMAT
 	}			type;
 } OptionSpec;
 
@@ -69,6 +70,8 @@ static const OptionSpec stream_options[] = {
 	{"interval", OPT_INTERVAL},
 	{"limit", OPT_POSITIVE_INT},
 	{"state", OPT_OBJECT},
+	{"fast_sync", OPT_BOOL},
+	{"fast_sync_format", OPT_FAST_SYNC_FORMAT},
 };
 
 static const OptionSpec file_destination_options[] = {
@@ -185,6 +188,14 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("%s option \"%s\" must be \"pause\" or \"continue\"", what, key)));
+				break;
+			case OPT_FAST_SYNC_FORMAT:
+				if (v.type != jbvString ||
+					!((v.val.string.len == 3 && strncmp(v.val.string.val, "rds", 3) == 0) ||
+					  (v.val.string.len == 5 && strncmp(v.val.string.val, "batch", 5) == 0)))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be \"rds\" or \"batch\"", what, key)));
 				break;
 			case OPT_SLOT_NAME:
 				if (v.type != jbvString)
@@ -313,8 +324,30 @@ parse_destination_url(const char *url, char **kind, char **location)
 		*location = path;
 		return;
 	}
+	if (strncmp(url, "s3://", 5) == 0)
+	{
+		/* s3://bucket[/prefix]: objects <prefix>/<batch id>.jsonl */
+		char	   *loc = pstrdup(url + 5);
+		size_t		len = strlen(loc);
+		char	   *slash;
+
+		while (len > 0 && loc[len - 1] == '/')
+			loc[--len] = '\0';
+		slash = strchr(loc, '/');
+		if (len == 0 || slash == loc ||
+			strspn(loc, "abcdefghijklmnopqrstuvwxyz0123456789-.") !=
+			(slash ? (size_t) (slash - loc) : len) ||
+			(slash ? (size_t) (slash - loc) : len) < 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid S3 destination URL"),
+					 errhint("Write it as s3://bucket or s3://bucket/prefix, with a valid bucket name.")));
+		*kind = "s3";
+		*location = loc;
+		return;
+	}
 	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
-		strncmp(url, "s3://", 5) == 0 || strncmp(url, "kinesis://", 10) == 0)
+		strncmp(url, "kinesis://", 10) == 0)
 	{
 		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
 
@@ -599,6 +632,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	Jsonb	   *state = NULL;
 	EgressTakeover takeover;
 	bool		taking_over = false;
+	bool		fast_sync;
 
 	validate_name("stream", name);
 	validate_options(options, stream_options, lengthof(stream_options), "stream");
@@ -669,6 +703,12 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("stream options \"interval\" and \"limit\" are only valid for INCREMENTAL streams")));
 	}
+	if (strcmp(method, "FULL_TABLE") != 0 &&
+		(egress_jsonb_get_string(options, "fast_sync_format") != NULL ||
+		 egress_jsonb_get_bool(options, "fast_sync", &fast_sync)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream options \"fast_sync\" and \"fast_sync_format\" are only valid for FULL_TABLE streams")));
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)

@@ -52,5 +52,6 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
 
 /* sink kinds, one per file */
 extern EgressSink *egress_file_sink_create(const char *location, Jsonb *options);
+extern EgressSink *egress_s3_sink_create(const char *location, Jsonb *options);
 
 #endif							/* EGRESS_SINK_H */

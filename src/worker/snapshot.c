@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "encode/singer.h"
+#include "export/fast_sync.h"
 #include "worker/snapshot.h"
 
 typedef struct SnapshotWriter
@@ -318,6 +319,13 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	bool		debug_lsn = false;
 	Oid		   *argtypes = NULL;
 	Datum	   *argvalues = NULL;
+
+	/* FULL_TABLE fast sync: one CSV export and a message pointing at it */
+	if (!log_based && inc == NULL && egress_fast_sync_enabled(def))
+	{
+		egress_fast_sync_write(def, sink, slot, version, result);
+		return;
+	}
 
 	egress_check_relation_access(def);
 

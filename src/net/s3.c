@@ -1,0 +1,1133 @@
+/*-------------------------------------------------------------------------
+ * s3.c
+ *	  S3 client for exports and sinks: SigV4 signing through libcurl
+ *	  (CURLOPT_AWS_SIGV4), path-style URLs against pg_egress.s3_endpoint or
+ *	  AWS, single PUT for small objects and multipart upload for large
+ *	  ones, retries with backoff, abort on every error path.
+ *
+ * libcurl 7.88 signing rules this file follows (see docs/export.md):
+ * x-amz-content-sha256 is always sent; query strings are written in name
+ * order, valueless parameters with a trailing '='; the path is
+ * percent-encoded by us; no header-removal entries in the header list.
+ *
+ * Waiting: requests run on a curl multi handle polled in short slices, with
+ * CHECK_FOR_INTERRUPTS between them, so pg_cancel_backend and
+ * statement_timeout stop an upload within about 50 ms.  The caller's
+ * PG_CATCH then calls egress_s3_upload_abort().
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+#include <sys/stat.h>
+
+#include "lib/stringinfo.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#include "net/s3.h"
+
+char	   *egress_s3_endpoint = NULL;
+char	   *egress_s3_region = NULL;
+char	   *egress_s3_access_key_id = NULL;
+char	   *egress_s3_secret_access_key = NULL;
+char	   *egress_s3_session_token = NULL;
+int			egress_s3_part_size_kb = 8 * 1024;
+int			egress_s3_max_concurrency = 4;
+
+#define S3_MAX_ATTEMPTS		5
+#define S3_POLL_MS			50
+#define S3_RESPONSE_MAX		(64 * 1024)
+#define S3_ABORT_TIMEOUT_S	10
+
+typedef struct S3Request
+{
+	CURL	   *easy;
+	struct curl_slist *headers;
+	const char *body;
+	size_t		body_len;
+	size_t		body_off;
+	StringInfoData response;
+	char		etag[128];
+	char		errbuf[CURL_ERROR_SIZE];
+	bool		running;
+	CURLcode	result;
+	long		status;
+	int			attempt;
+	/* a part upload: its number and bytes */
+	int			partno;
+	char	   *query;
+	StringInfoData data;
+} S3Request;
+
+#define S3_MAX_INFLIGHT		16
+
+struct EgressS3Upload
+{
+	MemoryContext cxt;
+	char	   *bucket;
+	char	   *key;
+	char	   *region;
+	char	   *access_key;
+	char	   *secret_key;
+	char	   *session_token;
+	char	   *kms_key;
+	char	   *sigv4;			/* "aws:amz:<region>:s3" */
+	char	   *object_url;		/* endpoint/bucket/encoded-key */
+	size_t		part_size;
+
+	StringInfoData fill;		/* part being filled */
+	S3Request	req;			/* single PUT, create, complete, abort */
+	S3Request	parts[S3_MAX_INFLIGHT]; /* part uploads */
+	int			nslots;			/* of parts[] in use */
+
+	char	   *upload_id;		/* multipart upload, once created */
+	int			nparts;			/* parts started */
+	char	  **etags;			/* by part number - 1 */
+	int			etags_size;
+	bool		sealed;
+	bool		completed;
+	uint64		bytes;
+	size_t		since_pump;		/* bytes written since the last pump */
+	EgressS3Upload *live_next;	/* in live_uploads */
+};
+
+static CURLM *s3_multi = NULL;
+
+/*
+ * Uploads begun and not yet released.  A FATAL exit (pg_terminate_backend,
+ * a worker's SIGTERM) runs no PG_CATCH: the exit callback aborts them.
+ */
+static EgressS3Upload *live_uploads = NULL;
+static bool exit_callback_registered = false;
+
+static void
+s3_exit_abort(int code, Datum arg)
+{
+	while (live_uploads != NULL)
+		egress_s3_upload_abort(live_uploads);
+}
+
+void
+egress_s3_define_gucs(void)
+{
+	DefineCustomStringVariable("pg_egress.s3_endpoint",
+							   "Base URL of an S3-compatible store, used with path-style addressing.",
+							   "Empty means AWS: https://s3.<region>.amazonaws.com.",
+							   &egress_s3_endpoint,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_egress.s3_region",
+							   "AWS region used when a call names none.",
+							   "Empty means AWS_REGION, AWS_DEFAULT_REGION, then us-east-1.",
+							   &egress_s3_region,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_egress.s3_access_key_id",
+							   "AWS access key id used for S3.",
+							   NULL,
+							   &egress_s3_access_key_id,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_egress.s3_secret_access_key",
+							   "AWS secret access key used for S3.",
+							   NULL,
+							   &egress_s3_secret_access_key,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_egress.s3_session_token",
+							   "AWS session token sent with the S3 credentials.",
+							   NULL,
+							   &egress_s3_session_token,
+							   "",
+							   PGC_SUSET,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.s3_part_size",
+							"Size of the parts of an S3 multipart upload.",
+							"Objects smaller than this are sent with one PUT. Two parts are held in memory.",
+							&egress_s3_part_size_kb,
+							8 * 1024, 5 * 1024, 512 * 1024,
+							PGC_USERSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.s3_max_concurrency",
+							"Parts of one S3 multipart upload sent at once.",
+							"An upload holds this many parts plus the one being filled in memory.",
+							&egress_s3_max_concurrency,
+							4, 1, S3_MAX_INFLIGHT,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * URIs, encoding
+ * ---------------------------------------------------------------------
+ */
+
+void
+egress_s3_parse_uri(const char *uri, char **bucket, char **key)
+{
+	const char *b;
+	const char *slash;
+
+	if (strncmp(uri, "s3://", 5) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid S3 URI \"%s\"", uri),
+				 errdetail("An S3 URI has the form s3://bucket/key.")));
+	b = uri + 5;
+	slash = strchr(b, '/');
+	if (slash == NULL || slash == b || slash[1] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid S3 URI \"%s\"", uri),
+				 errdetail("An S3 URI has the form s3://bucket/key, with a non-empty bucket and key.")));
+	*bucket = pnstrdup(b, slash - b);
+	*key = pstrdup(slash + 1);
+}
+
+static void
+check_bucket_name(const char *bucket)
+{
+	const char *p;
+
+	if (strlen(bucket) < 3 || strlen(bucket) > 63)
+		goto bad;
+	for (p = bucket; *p; p++)
+	{
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			  *p == '-' || *p == '.'))
+			goto bad;
+	}
+	return;
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid S3 bucket name \"%s\"", bucket),
+			 errdetail("Bucket names have 3 to 63 characters: lower-case letters, digits, hyphens and dots.")));
+}
+
+/* percent-encodes everything but A-Za-z0-9-._~ (and '/' if keep_slash) */
+static void
+append_uri_encoded(StringInfo buf, const char *s, bool keep_slash)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+			c == '~' || (keep_slash && c == '/'))
+			appendStringInfoChar(buf, c);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[c >> 4]);
+			appendStringInfoChar(buf, hex[c & 15]);
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Credentials and region
+ * ---------------------------------------------------------------------
+ */
+
+static char *
+trim(char *s)
+{
+	char	   *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+/* reads one profile of an AWS shared credentials file; false if none */
+static bool
+read_credentials_file(const char *path, const char *profile,
+					  char **akey, char **skey, char **token)
+{
+	FILE	   *f;
+	char		line[1024];
+	bool		in_profile = false;
+
+	f = AllocateFile(path, "r");
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		char	   *l = trim(line);
+		char	   *eq;
+
+		if (*l == '#' || *l == ';' || *l == '\0')
+			continue;
+		if (*l == '[')
+		{
+			char	   *end = strchr(l, ']');
+
+			if (end)
+				*end = '\0';
+			in_profile = strcmp(trim(l + 1), profile) == 0;
+			continue;
+		}
+		if (!in_profile || (eq = strchr(l, '=')) == NULL)
+			continue;
+		*eq = '\0';
+		l = trim(l);
+		if (strcmp(l, "aws_access_key_id") == 0)
+			*akey = pstrdup(trim(eq + 1));
+		else if (strcmp(l, "aws_secret_access_key") == 0)
+			*skey = pstrdup(trim(eq + 1));
+		else if (strcmp(l, "aws_session_token") == 0)
+			*token = pstrdup(trim(eq + 1));
+	}
+	FreeFile(f);
+	explicit_bzero(line, sizeof(line));
+	return *akey != NULL && *skey != NULL;
+}
+
+static bool
+nonempty(const char *s)
+{
+	return s != NULL && s[0] != '\0';
+}
+
+static void
+resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
+{
+	char	   *akey = NULL;
+	char	   *skey = NULL;
+	char	   *token = NULL;
+	const char *source;
+
+	if (nonempty(t->access_key))
+	{
+		source = "the call";
+		akey = pstrdup(t->access_key);
+		skey = t->secret_key ? pstrdup(t->secret_key) : NULL;
+		token = nonempty(t->session_token) ? pstrdup(t->session_token) : NULL;
+	}
+	else if (nonempty(egress_s3_access_key_id))
+	{
+		source = "pg_egress.s3_access_key_id";
+		akey = pstrdup(egress_s3_access_key_id);
+		skey = pstrdup(egress_s3_secret_access_key);
+		token = nonempty(egress_s3_session_token) ? pstrdup(egress_s3_session_token) : NULL;
+	}
+	else if (nonempty(getenv("AWS_ACCESS_KEY_ID")))
+	{
+		source = "AWS_ACCESS_KEY_ID";
+		akey = pstrdup(getenv("AWS_ACCESS_KEY_ID"));
+		skey = getenv("AWS_SECRET_ACCESS_KEY") ? pstrdup(getenv("AWS_SECRET_ACCESS_KEY")) : NULL;
+		token = nonempty(getenv("AWS_SESSION_TOKEN")) ? pstrdup(getenv("AWS_SESSION_TOKEN")) : NULL;
+	}
+	else
+	{
+		const char *path = getenv("AWS_SHARED_CREDENTIALS_FILE");
+		const char *profile = getenv("AWS_PROFILE");
+		char		home_path[MAXPGPATH];
+
+		if (!nonempty(profile))
+			profile = "default";
+		if (!nonempty(path))
+		{
+			const char *home = getenv("HOME");
+
+			if (!nonempty(home))
+				home = "";
+			snprintf(home_path, sizeof(home_path), "%s/.aws/credentials", home);
+			path = home_path;
+		}
+		source = "the shared credentials file";
+		if (!read_credentials_file(path, profile, &akey, &skey, &token))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no AWS credentials for S3 object \"s3://%s/%s\"",
+							up->bucket, up->key),
+					 errdetail("Neither the call, nor pg_egress.s3_access_key_id, nor the server's AWS_ACCESS_KEY_ID, nor profile \"%s\" of \"%s\" gives credentials.",
+							   profile, path),
+					 errhint("Set pg_egress.s3_access_key_id and pg_egress.s3_secret_access_key, or give the server credentials in its environment or shared credentials file.")));
+	}
+	if (!nonempty(skey))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no AWS secret access key for S3 object \"s3://%s/%s\"",
+						up->bucket, up->key),
+				 errdetail("The access key id comes from %s, which gives no secret access key.",
+						   source)));
+	if (strchr(akey, ':') != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid AWS access key id"),
+				 errdetail("The access key id from %s contains a colon.", source)));
+	up->access_key = akey;
+	up->secret_key = skey;
+	up->session_token = token;
+}
+
+static char *
+resolve_region(const char *region)
+{
+	const char *r = region;
+
+	if (!nonempty(r))
+		r = egress_s3_region;
+	if (!nonempty(r))
+		r = getenv("AWS_REGION");
+	if (!nonempty(r))
+		r = getenv("AWS_DEFAULT_REGION");
+	if (!nonempty(r))
+		r = "us-east-1";
+	for (const char *p = r; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid AWS region \"%s\"", r)));
+	return pstrdup(r);
+}
+
+char *
+egress_s3_default_region(void)
+{
+	return resolve_region(NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Requests
+ * ---------------------------------------------------------------------
+ */
+
+static size_t
+read_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	S3Request  *req = (S3Request *) arg;
+	size_t		n = Min(size * nitems, req->body_len - req->body_off);
+
+	memcpy(buf, req->body + req->body_off, n);
+	req->body_off += n;
+	return n;
+}
+
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	S3Request  *req = (S3Request *) arg;
+	size_t		n = size * nmemb;
+
+	/* keep the start of the answer only: it is for error messages */
+	if (req->response.len < S3_RESPONSE_MAX)
+		appendBinaryStringInfo(&req->response, ptr,
+							   Min(n, S3_RESPONSE_MAX - req->response.len));
+	return n;
+}
+
+static size_t
+header_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	S3Request  *req = (S3Request *) arg;
+	size_t		n = size * nitems;
+
+	if (n > 5 && pg_strncasecmp(buf, "etag:", 5) == 0)
+	{
+		size_t		start = 5;
+		size_t		end = n;
+
+		while (start < end && (buf[start] == ' ' || buf[start] == '\t'))
+			start++;
+		while (end > start && (buf[end - 1] == '\r' || buf[end - 1] == '\n' || buf[end - 1] == ' '))
+			end--;
+		if (end - start < sizeof(req->etag))
+		{
+			memcpy(req->etag, buf + start, end - start);
+			req->etag[end - start] = '\0';
+		}
+	}
+	return n;
+}
+
+static void
+ensure_curl(void)
+{
+	if (s3_multi == NULL)
+	{
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not initialize libcurl")));
+		s3_multi = curl_multi_init();
+		if (s3_multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl multi handle")));
+	}
+}
+
+/*
+ * Starts a request on req's handle: method, query string (already encoded
+ * and in name order), body.  Does not wait.
+ */
+static void
+request_start(EgressS3Upload *up, S3Request *req, const char *method,
+			  const char *query, const char *body, size_t body_len,
+			  bool for_abort)
+{
+	StringInfoData url;
+	StringInfoData h;
+	CURL	   *e;
+
+	Assert(!req->running);
+	if (req->easy == NULL)
+	{
+		req->easy = curl_easy_init();
+		if (req->easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl handle")));
+	}
+	else
+		curl_easy_reset(req->easy);
+	e = req->easy;
+	if (req->headers)
+	{
+		curl_slist_free_all(req->headers);
+		req->headers = NULL;
+	}
+	if (req->response.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+		initStringInfo(&req->response);
+		MemoryContextSwitchTo(old);
+	}
+	resetStringInfo(&req->response);
+	req->etag[0] = '\0';
+	req->errbuf[0] = '\0';
+	req->body = body;
+	req->body_len = body_len;
+	req->body_off = 0;
+	req->status = 0;
+	req->result = CURLE_OK;
+
+	initStringInfo(&url);
+	appendStringInfoString(&url, up->object_url);
+	if (query)
+	{
+		appendStringInfoChar(&url, '?');
+		appendStringInfoString(&url, query);
+	}
+
+	initStringInfo(&h);
+	req->headers = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+	if (up->session_token)
+	{
+		appendStringInfo(&h, "x-amz-security-token: %s", up->session_token);
+		req->headers = curl_slist_append(req->headers, h.data);
+	}
+	/* server-side encryption is requested where the object is created */
+	if (up->kms_key &&
+		((strcmp(method, "PUT") == 0 && query == NULL) ||
+		 (query && strcmp(query, "uploads=") == 0)))
+	{
+		req->headers = curl_slist_append(req->headers,
+										 "x-amz-server-side-encryption: aws:kms");
+		resetStringInfo(&h);
+		appendStringInfo(&h, "x-amz-server-side-encryption-aws-kms-key-id: %s", up->kms_key);
+		req->headers = curl_slist_append(req->headers, h.data);
+	}
+	if (strcmp(method, "POST") == 0 && body_len > 0)
+		req->headers = curl_slist_append(req->headers, "Content-Type: application/xml");
+
+	curl_easy_setopt(e, CURLOPT_URL, url.data);
+	curl_easy_setopt(e, CURLOPT_AWS_SIGV4, up->sigv4);
+	curl_easy_setopt(e, CURLOPT_USERNAME, up->access_key);
+	curl_easy_setopt(e, CURLOPT_PASSWORD, up->secret_key);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *) req);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
+	curl_easy_setopt(e, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
+	/* a stalled transfer is a failure, retried like one */
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (for_abort)
+		curl_easy_setopt(e, CURLOPT_TIMEOUT, (long) S3_ABORT_TIMEOUT_S);
+
+	if (strcmp(method, "PUT") == 0)
+	{
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(e, CURLOPT_READDATA, req);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) body_len);
+	}
+	else if (strcmp(method, "POST") == 0)
+	{
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	}
+	else
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+
+	if (curl_multi_add_handle(s3_multi, e) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start an S3 request")));
+	req->running = true;
+	pfree(url.data);
+	explicit_bzero(h.data, h.len);
+	pfree(h.data);
+}
+
+/* advances every transfer; notes the requests that finished */
+static void
+multi_pump(void)
+{
+	int			still;
+	CURLMsg    *msg;
+	int			left;
+
+	curl_multi_perform(s3_multi, &still);
+	while ((msg = curl_multi_info_read(s3_multi, &left)) != NULL)
+	{
+		S3Request  *req = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		if (req == NULL)
+			continue;
+		req->result = msg->data.result;
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
+		curl_multi_remove_handle(s3_multi, req->easy);
+		req->running = false;
+	}
+}
+
+/* stops a running request without waiting for it; never raises an error */
+static void
+request_cancel(S3Request *req)
+{
+	if (req->running)
+	{
+		curl_multi_remove_handle(s3_multi, req->easy);
+		req->running = false;
+	}
+}
+
+static void
+multi_poll(bool interruptible)
+{
+	int			numfds;
+
+	if (interruptible)
+		CHECK_FOR_INTERRUPTS();
+	curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
+}
+
+/* waits for one request, checking for interrupts */
+static void
+request_wait(S3Request *req, bool interruptible)
+{
+	for (;;)
+	{
+		multi_pump();
+		if (!req->running)
+			return;
+		multi_poll(interruptible);
+	}
+}
+
+static bool
+request_retryable(S3Request *req)
+{
+	if (req->result != CURLE_OK)
+		return req->result != CURLE_URL_MALFORMAT &&
+			req->result != CURLE_UNSUPPORTED_PROTOCOL;
+	return req->status == 500 || req->status == 502 ||
+		req->status == 503 || req->status == 504 ||
+		(req->status == 200 && strstr(req->response.data, "<Error>") != NULL &&
+		 (strstr(req->response.data, "SlowDown") ||
+		  strstr(req->response.data, "InternalError")));
+}
+
+static bool
+request_ok(S3Request *req)
+{
+	if (req->result != CURLE_OK || req->status < 200 || req->status >= 300)
+		return false;
+	/* S3 may answer 200 with an error document (CompleteMultipartUpload) */
+	if (strstr(req->response.data, "<Error>") != NULL)
+		return false;
+	return true;
+}
+
+/* text between <tag> and </tag> in an S3 XML answer, or NULL */
+static char *
+xml_value(const char *xml, const char *tag)
+{
+	char		open[64];
+	char		close[64];
+	const char *s;
+	const char *e;
+
+	snprintf(open, sizeof(open), "<%s>", tag);
+	snprintf(close, sizeof(close), "</%s>", tag);
+	s = strstr(xml, open);
+	if (s == NULL)
+		return NULL;
+	s += strlen(open);
+	e = strstr(s, close);
+	if (e == NULL)
+		return NULL;
+	return pnstrdup(s, e - s);
+}
+
+static void
+request_report(EgressS3Upload *up, S3Request *req, const char *what)
+{
+	if (req->result != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not %s S3 object \"s3://%s/%s\": %s",
+						what, up->bucket, up->key,
+						req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result)),
+				 errdetail("Tried %d times.", req->attempt)));
+	else
+	{
+		char	   *code = xml_value(req->response.data, "Code");
+		char	   *message = xml_value(req->response.data, "Message");
+
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not %s S3 object \"s3://%s/%s\": HTTP status %ld%s%s",
+						what, up->bucket, up->key, req->status,
+						code ? " " : "", code ? code : ""),
+				 message ? errdetail("S3 says: %s", message) : 0));
+	}
+}
+
+static void
+backoff(int attempt)
+{
+	long		ms = 100L << Min(attempt, 6);
+
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* a whole request with retries; ERROR unless it succeeds */
+static void
+request_run(EgressS3Upload *up, const char *method, const char *query,
+			const char *body, size_t body_len, const char *what)
+{
+	for (up->req.attempt = 1;; up->req.attempt++)
+	{
+		request_start(up, &up->req, method, query, body, body_len, false);
+		request_wait(&up->req, true);
+		if (request_ok(&up->req))
+			return;
+		if (!request_retryable(&up->req) || up->req.attempt >= S3_MAX_ATTEMPTS)
+			request_report(up, &up->req, what);
+		backoff(up->req.attempt);
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Uploads
+ * ---------------------------------------------------------------------
+ */
+
+EgressS3Upload *
+egress_s3_upload_begin(const EgressS3Target *t)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	EgressS3Upload *up;
+	StringInfoData buf;
+
+	check_bucket_name(t->bucket);
+	if (t->key[0] == '\0' || strlen(t->key) > 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid S3 key \"%s\"", t->key),
+				 errdetail("An S3 key has 1 to 1024 bytes.")));
+	ensure_curl();
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress S3 upload",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	up = palloc0(sizeof(EgressS3Upload));
+	up->cxt = cxt;
+	up->bucket = pstrdup(t->bucket);
+	up->key = pstrdup(t->key);
+	up->region = resolve_region(t->region);
+	up->kms_key = nonempty(t->kms_key) ? pstrdup(t->kms_key) : NULL;
+	resolve_credentials(up, t);
+	up->sigv4 = psprintf("aws:amz:%s:s3", up->region);
+	up->part_size = (size_t) egress_s3_part_size_kb * 1024;
+
+	initStringInfo(&buf);
+	if (nonempty(egress_s3_endpoint))
+	{
+		int			len = strlen(egress_s3_endpoint);
+
+		if (strncmp(egress_s3_endpoint, "http://", 7) != 0 &&
+			strncmp(egress_s3_endpoint, "https://", 8) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid pg_egress.s3_endpoint \"%s\"", egress_s3_endpoint),
+					 errdetail("The endpoint is an http:// or https:// URL.")));
+		while (len > 0 && egress_s3_endpoint[len - 1] == '/')
+			len--;
+		appendBinaryStringInfo(&buf, egress_s3_endpoint, len);
+	}
+	else
+		appendStringInfo(&buf, "https://s3.%s.amazonaws.com", up->region);
+	appendStringInfoChar(&buf, '/');
+	append_uri_encoded(&buf, up->bucket, false);
+	appendStringInfoChar(&buf, '/');
+	append_uri_encoded(&buf, up->key, true);
+	up->object_url = buf.data;
+
+	initStringInfo(&up->fill);
+	up->nslots = Max(1, Min(egress_s3_max_concurrency, S3_MAX_INFLIGHT));
+
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(s3_exit_abort, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	up->live_next = live_uploads;
+	live_uploads = up;
+	MemoryContextSwitchTo(old);
+	return up;
+}
+
+uint64
+egress_s3_upload_bytes(EgressS3Upload *up)
+{
+	return up->bytes;
+}
+
+static void
+create_multipart(EgressS3Upload *up)
+{
+	char	   *id;
+
+	request_run(up, "POST", "uploads=", NULL, 0, "start a multipart upload of");
+	id = xml_value(up->req.response.data, "UploadId");
+	if (id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("could not start a multipart upload of S3 object \"s3://%s/%s\"",
+						up->bucket, up->key),
+				 errdetail("The answer has no UploadId.")));
+	up->upload_id = MemoryContextStrdup(up->cxt, id);
+}
+
+static void
+part_start(EgressS3Upload *up, S3Request *p)
+{
+	StringInfoData q;
+	MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+	if (p->query)
+		pfree(p->query);
+	initStringInfo(&q);
+	appendStringInfo(&q, "partNumber=%d&uploadId=", p->partno);
+	append_uri_encoded(&q, up->upload_id, false);
+	p->query = q.data;
+	MemoryContextSwitchTo(old);
+	request_start(up, p, "PUT", p->query, p->data.data, p->data.len, false);
+}
+
+/*
+ * A part upload that finished: record its ETag, or retry it (after a
+ * backoff), or raise the error.  True when the slot is free again.
+ */
+static bool
+part_settle(EgressS3Upload *up, S3Request *p)
+{
+	if (p->running || p->partno == 0)
+		return !p->running;
+	if (request_ok(p) && p->etag[0] != '\0')
+	{
+		if (p->partno > up->etags_size)
+		{
+			int			n = Max(up->etags_size * 2, Max(p->partno, 16));
+
+			if (up->etags == NULL)
+				up->etags = MemoryContextAllocZero(up->cxt, n * sizeof(char *));
+			else
+			{
+				up->etags = repalloc(up->etags, n * sizeof(char *));
+				memset(up->etags + up->etags_size, 0,
+					   (n - up->etags_size) * sizeof(char *));
+			}
+			up->etags_size = n;
+		}
+		up->etags[p->partno - 1] = MemoryContextStrdup(up->cxt, p->etag);
+		up->bytes += p->data.len;
+		p->partno = 0;
+		resetStringInfo(&p->data);
+		return true;
+	}
+	if ((request_ok(p) || request_retryable(p)) && p->attempt < S3_MAX_ATTEMPTS)
+	{
+		ereport(DEBUG1,
+				(errmsg_internal("pg_egress: retrying part %d of s3://%s/%s (HTTP %ld)",
+								 p->partno, up->bucket, up->key, p->status)));
+		backoff(p->attempt);
+		p->attempt++;
+		part_start(up, p);
+		return false;
+	}
+	request_report(up, p, "upload a part of");
+	return false;				/* not reached */
+}
+
+/* a free part slot, waiting for one if all are busy */
+static S3Request *
+part_slot(EgressS3Upload *up)
+{
+	for (;;)
+	{
+		multi_pump();
+		for (int i = 0; i < up->nslots; i++)
+		{
+			S3Request  *p = &up->parts[i];
+
+			if (part_settle(up, p))
+				return p;
+		}
+		multi_poll(true);
+	}
+}
+
+/* waits until every part is uploaded */
+static void
+parts_wait(EgressS3Upload *up)
+{
+	for (;;)
+	{
+		bool		busy = false;
+
+		multi_pump();
+		for (int i = 0; i < up->nslots; i++)
+			if (!part_settle(up, &up->parts[i]))
+				busy = true;
+		if (!busy)
+			return;
+		multi_poll(true);
+	}
+}
+
+/* sends the filled part in a free slot */
+static void
+send_fill(EgressS3Upload *up)
+{
+	S3Request  *p;
+	StringInfoData tmp;
+
+	if (up->upload_id == NULL)
+		create_multipart(up);
+	p = part_slot(up);
+	if (p->data.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+		initStringInfo(&p->data);
+		MemoryContextSwitchTo(old);
+	}
+	tmp = p->data;
+	p->data = up->fill;
+	up->fill = tmp;
+	resetStringInfo(&up->fill);
+	p->partno = ++up->nparts;
+	p->attempt = 1;
+	part_start(up, p);
+}
+
+void
+egress_s3_upload_write(EgressS3Upload *up, const char *data, size_t len)
+{
+	size_t		total = len;
+
+	Assert(!up->sealed);
+	while (len > 0)
+	{
+		size_t		room = up->part_size - up->fill.len;
+		size_t		n = Min(room, len);
+
+		if (up->fill.maxlen < (int) up->part_size + 1)
+			enlargeStringInfo(&up->fill, up->part_size);
+		appendBinaryStringInfo(&up->fill, data, n);
+		data += n;
+		len -= n;
+		if (up->fill.len >= up->part_size)
+			send_fill(up);
+	}
+
+	/*
+	 * Keep the parts in flight moving while the caller produces more: every
+	 * 64 kB, about what a socket buffer takes, not on every row.
+	 */
+	up->since_pump += total;
+	if (up->upload_id != NULL && up->since_pump >= 64 * 1024)
+	{
+		up->since_pump = 0;
+		multi_pump();
+	}
+}
+
+void
+egress_s3_upload_seal(EgressS3Upload *up)
+{
+	if (up->sealed)
+		return;
+	if (up->upload_id != NULL)
+	{
+		if (up->fill.len > 0)
+			send_fill(up);
+		parts_wait(up);
+	}
+	up->sealed = true;
+}
+
+void
+egress_s3_upload_complete(EgressS3Upload *up)
+{
+	StringInfoData xml;
+	StringInfoData qs;
+
+	egress_s3_upload_seal(up);
+	if (up->upload_id == NULL)
+	{
+		/* small object: one PUT of the buffer (possibly empty) */
+		request_run(up, "PUT", NULL, up->fill.data, up->fill.len, "upload");
+		up->bytes = up->fill.len;
+		up->completed = true;
+		return;
+	}
+	initStringInfo(&xml);
+	appendStringInfoString(&xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+	for (int i = 0; i < up->nparts; i++)
+		appendStringInfo(&xml, "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
+						 i + 1, up->etags[i]);
+	appendStringInfoString(&xml, "</CompleteMultipartUpload>");
+	initStringInfo(&qs);
+	appendStringInfoString(&qs, "uploadId=");
+	append_uri_encoded(&qs, up->upload_id, false);
+	request_run(up, "POST", qs.data, xml.data, xml.len, "complete the upload of");
+	up->completed = true;
+}
+
+static void
+request_free(S3Request *req)
+{
+	request_cancel(req);
+	if (req->easy)
+	{
+		curl_easy_cleanup(req->easy);
+		req->easy = NULL;
+	}
+	if (req->headers)
+	{
+		curl_slist_free_all(req->headers);
+		req->headers = NULL;
+	}
+}
+
+void
+egress_s3_upload_abort(EgressS3Upload *up)
+{
+	if (up == NULL)
+		return;
+	for (EgressS3Upload **l = &live_uploads; *l != NULL; l = &(*l)->live_next)
+	{
+		if (*l == up)
+		{
+			*l = up->live_next;
+			break;
+		}
+	}
+	for (int i = 0; i < S3_MAX_INFLIGHT; i++)
+		request_free(&up->parts[i]);
+	request_cancel(&up->req);
+	if (up->upload_id != NULL && !up->completed)
+	{
+		StringInfoData qs;
+
+		/*
+		 * This runs on error paths, possibly with an error in flight: it
+		 * neither checks for interrupts nor raises errors.  Stores that lack
+		 * AbortMultipartUpload answer 405/501; their parts stay unseen as no
+		 * object is ever completed.
+		 */
+		initStringInfo(&qs);
+		appendStringInfoString(&qs, "uploadId=");
+		append_uri_encoded(&qs, up->upload_id, false);
+		request_start(up, &up->req, "DELETE", qs.data, NULL, 0, true);
+		request_wait(&up->req, false);
+		if (up->req.result != CURLE_OK ||
+			(up->req.status != 204 && up->req.status != 200 &&
+			 up->req.status != 404))
+			ereport(LOG,
+					(errmsg("pg_egress: could not abort the multipart upload of S3 object \"s3://%s/%s\": %s%ld",
+							up->bucket, up->key,
+							up->req.result != CURLE_OK ? "transfer error, HTTP status " : "HTTP status ",
+							up->req.status)));
+		up->upload_id = NULL;
+	}
+	request_free(&up->req);
+	MemoryContextDelete(up->cxt);
+}
+
+void
+egress_s3_delete_object(EgressS3Upload *up)
+{
+	request_cancel(&up->req);
+	request_start(up, &up->req, "DELETE", NULL, NULL, 0, true);
+	request_wait(&up->req, false);
+	if (up->req.result != CURLE_OK ||
+		(up->req.status != 204 && up->req.status != 200))
+		ereport(LOG,
+				(errmsg("pg_egress: could not delete S3 object \"s3://%s/%s\" of a failed export: HTTP status %ld",
+						up->bucket, up->key, up->req.status)));
+	request_cancel(&up->req);
+}

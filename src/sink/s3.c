@@ -1,0 +1,148 @@
+/*-------------------------------------------------------------------------
+ * s3.c
+ *	  S3 destinations: one object per batch, <prefix>/<batch_id>.jsonl.
+ *
+ * The object's key is the batch id, known only at commit, so a batch is
+ * held in memory (bounded by pg_egress.batch_max_bytes and the streams'
+ * batch options) and sent at commit: one PUT, or a multipart upload when
+ * larger than pg_egress.s3_part_size.  The object exists only once S3 has
+ * acknowledged it; a failed commit leaves no object and no open upload
+ * (net/s3.c aborts it).  A batch sent again after a crash has the same id,
+ * hence the same key: it replaces the earlier copy.
+ *
+ * Credentials, region and endpoint: the server's (pg_egress.s3_* settings,
+ * the AWS environment, the shared credentials file), as for exports.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "net/s3.h"
+#include "sink/sink.h"
+
+typedef struct S3Sink
+{
+	MemoryContext cxt;
+	char	   *bucket;
+	char	   *prefix;			/* without trailing '/'; may be empty */
+	StringInfoData batch;
+	bool		open;
+} S3Sink;
+
+static void
+s3_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
+{
+	S3Sink	   *ss = sink->private_data;
+
+	resetStringInfo(&ss->batch);
+	ss->open = true;
+}
+
+static void
+s3_write(EgressSink *sink, const char *data, size_t len)
+{
+	S3Sink	   *ss = sink->private_data;
+
+	appendBinaryStringInfo(&ss->batch, data, len);
+}
+
+static void
+s3_commit_batch(EgressSink *sink, const char *batch_id)
+{
+	S3Sink	   *ss = sink->private_data;
+	EgressS3Target t = {0};
+	EgressS3Upload *volatile up = NULL;
+
+	t.bucket = ss->bucket;
+	t.key = ss->prefix[0] ? psprintf("%s/%s.jsonl", ss->prefix, batch_id)
+		: psprintf("%s.jsonl", batch_id);
+	PG_TRY();
+	{
+		up = egress_s3_upload_begin(&t);
+		egress_s3_upload_write(up, ss->batch.data, ss->batch.len);
+		egress_s3_upload_complete(up);
+	}
+	PG_CATCH();
+	{
+		/* abort the upload (no object appears) before the error goes on */
+		if (up)
+			egress_s3_upload_abort(up);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	egress_s3_upload_abort(up);	/* completed: releases the handle */
+	pfree(t.key);
+	ss->open = false;
+	/* do not keep a large buffer between batches */
+	if (ss->batch.maxlen > 8 * 1024 * 1024)
+	{
+		ss->batch.data = repalloc(ss->batch.data, 1024);
+		ss->batch.maxlen = 1024;
+	}
+	resetStringInfo(&ss->batch);
+}
+
+static void
+s3_abort_batch(EgressSink *sink)
+{
+	S3Sink	   *ss = sink->private_data;
+
+	resetStringInfo(&ss->batch);
+	ss->open = false;
+}
+
+static void
+s3_cleanup(EgressSink *sink, const char *prefix)
+{
+	/* nothing is stored before a commit: no leftovers to remove */
+}
+
+static void
+s3_close(EgressSink *sink)
+{
+	s3_abort_batch(sink);
+}
+
+static const EgressSinkOps s3_sink_ops = {
+	.begin_batch = s3_begin_batch,
+	.write = s3_write,
+	.commit_batch = s3_commit_batch,
+	.abort_batch = s3_abort_batch,
+	.cleanup = s3_cleanup,
+	.close = s3_close,
+};
+
+/* location: "bucket" or "bucket/prefix" */
+EgressSink *
+egress_s3_sink_create(const char *location, Jsonb *options)
+{
+	EgressSink *sink = palloc0(sizeof(EgressSink));
+	S3Sink	   *ss = palloc0(sizeof(S3Sink));
+	const char *slash = strchr(location, '/');
+	MemoryContext old;
+
+	ss->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress S3 sink",
+									ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(ss->cxt);
+	if (slash)
+	{
+		ss->bucket = pnstrdup(location, slash - location);
+		ss->prefix = pstrdup(slash + 1);
+	}
+	else
+	{
+		ss->bucket = pstrdup(location);
+		ss->prefix = pstrdup("");
+	}
+	initStringInfo(&ss->batch);
+	MemoryContextSwitchTo(old);
+
+	sink->ops = &s3_sink_ops;
+	sink->location = pstrdup(location);
+	sink->options = options;
+	sink->private_data = ss;
+	return sink;
+}
