@@ -16,6 +16,7 @@ OBJS = \
 	src/encode/preview.o \
 	src/sink/sink.o \
 	src/sink/file.o \
+	src/sink/http.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \

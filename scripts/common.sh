@@ -11,6 +11,7 @@ egress_setup() {
 		bash scripts/install-deps.sh
 	fi
 	PG_BINDIR=$(pg_config --bindir)
+	egress_npm_ci test/http
 	make -s -j2
 	if [ "$(id -u)" -eq 0 ]; then
 		make -s install
@@ -18,6 +19,16 @@ egress_setup() {
 		# a developer's own machine: install needs write access to PostgreSQL's dirs
 		make -s install || sudo make -s install
 	fi
+}
+
+# npm packages of a test server directory, from its package-lock.json;
+# skipped when installed after the lock file last changed.
+egress_npm_ci() {
+	local dir=$1
+	if [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+		return 0
+	fi
+	(cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
 # Create the unprivileged user when running as root.

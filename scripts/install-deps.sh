@@ -27,6 +27,13 @@ done
 srv=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
 dev=$(dpkg-query -W -f='${Version}' postgresql-server-dev-15 2>/dev/null || true)
 
+# Node (test receivers, JSON-schema validation): any installed node >= 18 will
+# do; Debian's packages otherwise
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	missing+=(nodejs npm)
+	pkgs+=(nodejs npm)
+fi
+
 if [ ${#missing[@]} -eq 0 ] && [ "$srv" = "$dev" ]; then
 	echo "install-deps: all packages present"
 	exit 0

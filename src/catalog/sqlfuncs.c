@@ -9,6 +9,9 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+#include <curl/curl.h>
+
 #include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
@@ -27,6 +30,7 @@
 #include "decode/slot.h"
 #include "pg_egress.h"
 #include "replication/slot.h"
+#include "sink/sink.h"
 
 PG_FUNCTION_INFO_V1(egress_add_destination);
 PG_FUNCTION_INFO_V1(egress_remove_destination);
@@ -47,7 +51,11 @@ typedef struct OptionSpec
 		OPT_POSITIVE_INT,
 		OPT_BOOL,
 		OPT_LAG_POLICY,
-		OPT_SLOT_NAME
+		OPT_SLOT_NAME,
+		OPT_INTERVAL,
+		OPT_STRING,
+		OPT_HEADERS,
+		OPT_GZIP_LEVEL
 	}			type;
 } OptionSpec;
 
@@ -61,6 +69,28 @@ static const OptionSpec stream_options[] = {
 static const OptionSpec file_destination_options[] = {
 	{"slot_name", OPT_SLOT_NAME},
 	{"drop_adopted_slot", OPT_BOOL},
+	{"batch_max_rows", OPT_POSITIVE_INT},
+	{"batch_max_bytes", OPT_POSITIVE_INT},
+	{"flush_interval", OPT_INTERVAL},
+	{"error_retry_interval", OPT_INTERVAL},
+};
+
+static const OptionSpec http_destination_options[] = {
+	{"slot_name", OPT_SLOT_NAME},
+	{"drop_adopted_slot", OPT_BOOL},
+	{"batch_max_rows", OPT_POSITIVE_INT},
+	{"batch_max_bytes", OPT_POSITIVE_INT},
+	{"flush_interval", OPT_INTERVAL},
+	{"error_retry_interval", OPT_INTERVAL},
+	{"headers", OPT_HEADERS},
+	{"gzip", OPT_BOOL},
+	{"gzip_level", OPT_GZIP_LEVEL},
+	{"timeout", OPT_INTERVAL},
+	{"connect_timeout", OPT_INTERVAL},
+	{"retry_initial_interval", OPT_INTERVAL},
+	{"retry_max_interval", OPT_INTERVAL},
+	{"ca_file", OPT_STRING},
+	{"verify", OPT_BOOL},
 };
 
 static void
@@ -115,6 +145,70 @@ option_names(const OptionSpec *specs, int nspecs)
 	for (int i = 0; i < nspecs; i++)
 		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", specs[i].name);
 	return buf.data;
+}
+
+/*
+ * The "headers" option: an object of header names to string values.  The
+ * values are secrets (tokens): no message shows them.
+ */
+static void
+validate_headers(JsonbValue *obj, const char *what, const char *key)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s option \"%s\" must be a JSON object of header names and string values",
+						what, key)));
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			char	   *name = pnstrdup(v.val.string.val, v.val.string.len);
+			bool		ok = v.val.string.len > 0;
+
+			/* an RFC 9110 token */
+			for (int i = 0; ok && name[i]; i++)
+				ok = isalnum((unsigned char) name[i]) || strchr("!#$%&'*+-.^_`|~", name[i]) != NULL;
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid HTTP header name \"%s\" in %s option \"%s\"",
+								name, what, key)));
+			if (pg_strcasecmp(name, "Content-Type") == 0 ||
+				pg_strcasecmp(name, "Content-Encoding") == 0 ||
+				pg_strcasecmp(name, "Content-Length") == 0 ||
+				pg_strcasecmp(name, "Transfer-Encoding") == 0 ||
+				pg_strcasecmp(name, "Host") == 0 ||
+				pg_strncasecmp(name, "X-Egress-", 9) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("HTTP header \"%s\" cannot be set in %s option \"%s\"",
+								name, what, key),
+						 errdetail("pg_egress sets this header itself.")));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			bool		ok = v.type == jbvString;
+
+			/* no line breaks or other control characters; never shown */
+			for (int i = 0; ok && i < v.val.string.len; i++)
+			{
+				unsigned char c = v.val.string.val[i];
+
+				ok = c >= 0x20 && c != 0x7f;
+			}
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("values of %s option \"%s\" must be strings without control characters",
+								what, key)));
+		}
+	}
 }
 
 /* Every key known, every value of the right kind. */
@@ -180,6 +274,35 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 							 errmsg("%s option \"%s\" must be a string", what, key)));
 				(void) ReplicationSlotValidateName(pnstrdup(v.val.string.val, v.val.string.len),
 												   ERROR);
+				break;
+			case OPT_INTERVAL:
+				{
+					char	   *txt = v.type == jbvString ?
+						pnstrdup(v.val.string.val, v.val.string.len) : NULL;
+
+					if (txt == NULL || egress_parse_interval_ms(txt) <= 0)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be a positive interval", what, key),
+								 errhint("Write it as a string such as \"30s\", \"500ms\", \"5min\" or \"1h\".")));
+				}
+				break;
+			case OPT_STRING:
+				if (v.type != jbvString || v.val.string.len == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a non-empty string", what, key)));
+				break;
+			case OPT_GZIP_LEVEL:
+				if (v.type != jbvNumeric ||
+					strspn(DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric))), "123456789") != 1 ||
+					strlen(DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)))) != 1)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be an integer from 1 to 9", what, key)));
+				break;
+			case OPT_HEADERS:
+				validate_headers(&v, what, key);
 				break;
 			case OPT_POSITIVE_INT:
 				{
@@ -250,8 +373,33 @@ parse_destination_url(const char *url, char **kind, char **location)
 		*location = path;
 		return;
 	}
-	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
-		strncmp(url, "s3://", 5) == 0 || strncmp(url, "kinesis://", 10) == 0)
+	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0)
+	{
+		CURLU	   *u = curl_url();
+		char	   *host = NULL;
+		bool		ok;
+
+		if (u == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+			curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+			host != NULL && host[0] != '\0' &&
+			strpbrk(url, " \t\r\n") == NULL;
+		if (host)
+			curl_free(host);
+		curl_url_cleanup(u);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid HTTP destination URL"),
+					 errhint("Write it as http://host[:port]/path or https://host[:port]/path.")));
+		*kind = "http";
+		*location = pstrdup(url);
+		return;
+	}
+	if (strncmp(url, "s3://", 5) == 0 || strncmp(url, "kinesis://", 10) == 0)
 	{
 		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
 
@@ -358,8 +506,12 @@ egress_add_destination(PG_FUNCTION_ARGS)
 
 	validate_name("destination", name);
 	parse_destination_url(url, &kind, &location);
-	validate_options(options, file_destination_options,
-					 lengthof(file_destination_options), "destination");
+	if (strcmp(kind, "http") == 0)
+		validate_options(options, http_destination_options,
+						 lengthof(http_destination_options), "destination");
+	else
+		validate_options(options, file_destination_options,
+						 lengthof(file_destination_options), "destination");
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
 

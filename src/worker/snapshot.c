@@ -24,6 +24,7 @@
 #include "utils/timestamp.h"
 
 #include "encode/singer.h"
+#include "sink/sink.h"
 #include "worker/snapshot.h"
 
 typedef struct SnapshotWriter
@@ -68,6 +69,8 @@ egress_stream_batch_rows(EgressStreamDef *def)
 
 	if (egress_jsonb_get_int64(def->options, "batch_max_rows", &v) && v > 0)
 		return v;
+	if (egress_jsonb_get_int64(def->dest_options, "batch_max_rows", &v) && v > 0)
+		return v;
 	return egress_batch_max_rows;
 }
 
@@ -78,7 +81,18 @@ egress_stream_batch_bytes(EgressStreamDef *def)
 
 	if (egress_jsonb_get_int64(def->options, "batch_max_bytes", &v) && v > 0)
 		return v;
+	if (egress_jsonb_get_int64(def->dest_options, "batch_max_bytes", &v) && v > 0)
+		return v;
 	return (int64) egress_batch_max_bytes_kb * 1024;
+}
+
+int
+egress_dest_flush_interval_ms(Jsonb *dest_options)
+{
+	char	   *s = egress_jsonb_get_string(dest_options, "flush_interval");
+	long		v = s ? egress_parse_interval_ms(s) : -1;
+
+	return v > 0 ? (int) v : egress_flush_interval_ms;
 }
 
 int64
