@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 #include <zlib.h>
 
+#include "common/base64.h"
 #include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -633,12 +634,16 @@ user_headers(HttpSink *hs, Jsonb *options, struct curl_slist *list)
 	return list;
 }
 
-/* user name and password of the URL, as written and decoded */
+/*
+ * User name and password of the URL, as written and decoded, and the Basic
+ * authorization credentials made of them (an answer may echo the header).
+ */
 static void
 url_secrets(HttpSink *hs, const char *url)
 {
 	CURLU	   *u = curl_url();
 	CURLUPart	parts[2] = {CURLUPART_USER, CURLUPART_PASSWORD};
+	char	   *decoded[2] = {NULL, NULL};
 
 	if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
 	{
@@ -653,13 +658,31 @@ url_secrets(HttpSink *hs, const char *url)
 			char	   *part = NULL;
 
 			if (curl_url_get(u, parts[i], &part, decode ? CURLU_URLDECODE : 0) == CURLUE_OK &&
-				part != NULL && strlen(part) >= 4)
-				hs->secrets = lappend(hs->secrets, pstrdup(part));
+				part != NULL)
+			{
+				if (strlen(part) >= 4)
+					hs->secrets = lappend(hs->secrets, pstrdup(part));
+				if (decode)
+					decoded[i] = pstrdup(part);
+			}
 			if (part)
 				curl_free(part);
 		}
 	}
 	curl_url_cleanup(u);
+	if (decoded[0] != NULL)
+	{
+		char	   *pair = psprintf("%s:%s", decoded[0], decoded[1] ? decoded[1] : "");
+		int			len = strlen(pair);
+		char	   *b64 = palloc(pg_b64_enc_len(len) + 1);
+		int			n = pg_b64_encode(pair, len, b64, pg_b64_enc_len(len));
+
+		if (n > 0)
+		{
+			b64[n] = '\0';
+			hs->secrets = lappend(hs->secrets, b64);
+		}
+	}
 }
 
 EgressSink *
