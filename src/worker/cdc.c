@@ -292,6 +292,18 @@ static int64 current_lag(void);
 static bool check_lag(int64 lag, bool may_pause);
 static int32 syncing_stream;
 
+/* the sink is retrying a batch: the streams show state "retrying" */
+static bool cdc_retrying = false;
+
+static void
+set_retrying(bool retrying)
+{
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot && !cdc->streams[i].needs_sync)
+			egress_set_phase(cdc->streams[i].slot, retrying ? "retrying" : "streaming");
+	cdc_retrying = retrying;
+}
+
 /*
  * Asked by the sink between retries of a batch.  It gives up (and the
  * error path shows the failure, applies the WAL retention guard and starts
@@ -308,6 +320,8 @@ cdc_keep_retrying(void *arg, TimestampTz since)
 
 	if (syncing_stream != 0)
 		return true;
+	if (!cdc_retrying)
+		set_retrying(true);
 	if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen)
 		return false;
 	if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), CDC_MAX_RETRY_MS))
@@ -438,6 +452,8 @@ cdc_commit_batch(void)
 			 cdc->batch_first_ordinal);
 	cdc->sink->ops->commit_batch(cdc->sink, batch_id);
 	cdc->batch_open = false;
+	if (cdc_retrying)
+		set_retrying(false);
 
 	/* acknowledged: what it completed is delivered */
 	cdc->delivered = Max(cdc->delivered, upto);
@@ -1593,6 +1609,7 @@ run_session(MemoryContext sessioncxt)
 {
 	bool		need_sync = false;
 
+	cdc_retrying = false;
 	if (load_config(sessioncxt) == 0)
 		return false;
 	(void) check_lag(current_lag(), false);
