@@ -193,8 +193,12 @@ validate_headers(JsonbValue *obj, const char *what, const char *key)
 		}
 		else if (tok == WJB_VALUE)
 		{
-			bool		ok = v.type == jbvString;
+			bool		ok = true;
 
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("values of %s option \"%s\" must be strings", what, key)));
 			/* no line breaks or other control characters; never shown */
 			for (int i = 0; ok && i < v.val.string.len; i++)
 			{
@@ -205,7 +209,7 @@ validate_headers(JsonbValue *obj, const char *what, const char *key)
 			if (!ok)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("values of %s option \"%s\" must be strings without control characters",
+						 errmsg("values of %s option \"%s\" must not contain control characters",
 								what, key)));
 		}
 	}
@@ -294,12 +298,16 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 							 errmsg("%s option \"%s\" must be a non-empty string", what, key)));
 				break;
 			case OPT_GZIP_LEVEL:
-				if (v.type != jbvNumeric ||
-					strspn(DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric))), "123456789") != 1 ||
-					strlen(DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)))) != 1)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s option \"%s\" must be an integer from 1 to 9", what, key)));
+				{
+					char	   *txt = v.type == jbvNumeric ?
+						DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v.val.numeric))) : "";
+
+					if (strlen(txt) != 1 || txt[0] < '1' || txt[0] > '9')
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be an integer from 1 to 9", what, key)));
+				}
 				break;
 			case OPT_HEADERS:
 				validate_headers(&v, what, key);
