@@ -24,12 +24,19 @@ my $OUTAGE = 10;    # seconds; the issue says 30, 10 proves the same faster
 
 my $node = create_node('http_outage', cdc => 1);
 my $rcv = EgressHttp->start($node);
+my $rcv2 = EgressHttp->start($node, name => 'healthy');
 
 $node->safe_psql('postgres', q{
 CREATE TABLE t (id integer PRIMARY KEY, v text NOT NULL, n integer NOT NULL DEFAULT 0);
 INSERT INTO t SELECT i, md5(i::text), 0 FROM generate_series(1, 2000) i;
 CREATE TABLE k (id integer PRIMARY KEY, v text NOT NULL);
+CREATE TABLE g (id integer PRIMARY KEY);
 });
+# another destination, on a receiver that stays up
+$node->safe_psql('postgres',
+	"SELECT egress_add_destination('hg', " . sql_quote($rcv2->url('/g')) . q{, '{"flush_interval": "100ms"}')});
+$node->safe_psql('postgres', q{SELECT egress_add_stream('sg', 'g', 'LOG_BASED', 'hg')});
+wait_stream_state($node, 'sg', 'streaming');
 $node->safe_psql('postgres',
 	"SELECT egress_add_destination('ho', " . sql_quote($rcv->url('/o'))
 	  . q{, '{"retry_initial_interval": "200ms", "retry_max_interval": "2s", "timeout": "5s", "flush_interval": "100ms"}')});
@@ -58,6 +65,10 @@ my $down_at = time;
 my $acked_before = grep { $_->{status} eq '200' } $rcv->requests;
 wait_stream_state($node, 'so', 'retrying', 30);
 my $lsn_during = stream_row($node, 'so')->{confirmed_lsn};
+# the other destination is not held up
+$node->safe_psql('postgres', q{INSERT INTO g SELECT generate_series(1, 10)});
+ok(poll_until('g to be delivered', 30, sub { scalar($rcv2->records('public-g')) == 10 }),
+	'another destination delivers while this one is down');
 # stay down for $OUTAGE s, checking that nothing is acknowledged meanwhile
 poll_until('the outage to last', $OUTAGE + 5, sub { time - $down_at >= $OUTAGE });
 is(stream_row($node, 'so')->{confirmed_lsn}, $lsn_during, 'nothing is acknowledged while the endpoint is down');
@@ -108,4 +119,5 @@ compare_states(mirror($rcv->to_dir($node->basedir . '/o2'), 'public-k', ['id'], 
 $rcv->validate('outage and crash');
 
 $rcv->stop;
+$rcv2->stop;
 done_testing();
