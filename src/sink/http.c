@@ -80,16 +80,28 @@ static bool curl_initialized = false;
 
 /* ---- options --------------------------------------------------------------- */
 
-/* "30s", "500ms", "2min", "1h" or a number of seconds; -1 if invalid */
+/*
+ * "30s", "500ms", "2min", "1h" (also "sec", "seconds", "minutes", "hours",
+ * with or without a space) or a number of seconds, as milliseconds; -1 if
+ * invalid.  Every accepted string is also a valid SQL interval with the
+ * same meaning (the database worker reads error_retry_interval in SQL).
+ */
 long
 egress_parse_interval_ms(const char *s)
 {
 	char	   *end;
 	double		v;
+	size_t		ndigits = strspn(s, "0123456789.");
 
+	/*
+	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
+	 * also reads these as SQL intervals.
+	 */
+	if (ndigits == 0)
+		return -1;
 	errno = 0;
 	v = strtod(s, &end);
-	if (end == s || errno != 0 || v < 0)
+	if (end != s + ndigits || errno != 0 || v < 0)
 		return -1;
 	while (*end == ' ')
 		end++;
