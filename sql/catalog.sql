@@ -46,6 +46,8 @@ SELECT egress_add_destination('web', 'https://example.com/', '{"headers": {"Auth
 SELECT egress_add_destination('web', 'https://example.com/', '{"headers": {"Auth orization": "Bearer t0ken"}}');
 SELECT egress_add_destination('web', 'https://example.com/', '{"headers": {"Content-Type": "text/plain"}}');
 SELECT egress_add_destination('web', 'https://example.com/', '{"timeout": "soon"}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"timeout": "1.s"}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"error_retry_interval": "1e3s"}');
 SELECT egress_add_destination('web', 'https://example.com/', '{"gzip": 1}');
 SELECT egress_add_destination('web', 'https://example.com/', '{"gzip_level": 0}');
 SELECT egress_add_destination('web', 'https://example.com/', '{"ca_file": ""}');

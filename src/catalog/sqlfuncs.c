@@ -91,6 +91,7 @@ static const OptionSpec http_destination_options[] = {
 	{"retry_max_interval", OPT_INTERVAL},
 	{"ca_file", OPT_STRING},
 	{"verify", OPT_BOOL},
+	{"stream", OPT_BOOL},
 };
 
 static void

@@ -43,6 +43,7 @@
 #define HTTP_RESP_KEEP		1024	/* bytes of an answer's body kept */
 #define HTTP_POLL_MS		100		/* interrupt latency during a transfer */
 #define HTTP_MAX_RETRY_AFTER_MS	(3600 * 1000)
+#define HTTP_STREAM_START	(256 * 1024)	/* body size at which streaming starts */
 
 typedef struct HttpSink
 {
@@ -65,6 +66,18 @@ typedef struct HttpSink
 
 	/* the open batch */
 	bool		open;
+	bool		stream_body;	/* option "stream" */
+	char		announced_id[NAMEDATALEN * 2 + 32];	/* "" if none */
+
+	/* the request under way (a streamed one outlives http_write calls) */
+	bool		in_flight;
+	bool		streamed;		/* body sent while written (chunked) */
+	bool		body_done;		/* streamed: the whole body is there */
+	bool		paused;			/* streamed: waiting for more body */
+	size_t		sent;			/* streamed: body bytes handed to curl */
+	bool		done;			/* the transfer ended */
+	CURLcode	done_result;
+	struct curl_slist *req_headers;
 	char		stream[NAMEDATALEN + 2];
 	StringInfoData body;
 	z_stream	zs;
@@ -77,6 +90,10 @@ typedef struct HttpSink
 } HttpSink;
 
 static bool curl_initialized = false;
+
+static void http_start(HttpSink *hs, const char *batch_id, bool streamed);
+static void http_pump(HttpSink *hs);
+static void http_end(HttpSink *hs);
 
 /* ---- options --------------------------------------------------------------- */
 
@@ -97,7 +114,8 @@ egress_parse_interval_ms(const char *s)
 	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
 	 * also reads these as SQL intervals.
 	 */
-	if (ndigits == 0)
+	if (ndigits == 0 || s[ndigits - 1] == '.' ||
+		(strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.')))
 		return -1;
 	errno = 0;
 	v = strtod(s, &end);
@@ -236,6 +254,8 @@ http_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	if (name[0] == '~')
 		name++;
 	strlcpy(hs->stream, name, sizeof(hs->stream));
+	hs->announced_id[0] = '\0';
+	hs->body_done = false;
 	resetStringInfo(&hs->body);
 	if (hs->gzip)
 	{
@@ -289,6 +309,24 @@ http_write(EgressSink *sink, const char *data, size_t len)
 	else
 		appendBinaryStringInfo(&hs->body, data, len);
 	MemoryContextSwitchTo(oldcxt);
+
+	/* the batch's id is known: send while the rest is being written */
+	if (hs->announced_id[0] != '\0')
+	{
+		if (!hs->in_flight && hs->body.len >= HTTP_STREAM_START)
+			http_start(hs, hs->announced_id, true);
+		http_pump(hs);
+	}
+}
+
+static void
+http_announce_batch_id(EgressSink *sink, const char *batch_id)
+{
+	HttpSink   *hs = sink->private_data;
+
+	Assert(hs->open);
+	if (hs->stream_body && strlen(batch_id) < sizeof(hs->announced_id))
+		strlcpy(hs->announced_id, batch_id, sizeof(hs->announced_id));
 }
 
 /*
@@ -327,8 +365,62 @@ http_backoff(EgressSink *sink, HttpSink *hs, int attempt, TimestampTz since,
 	}
 }
 
+/* A streamed body: what has been written so far, then pause until more. */
+static size_t
+http_read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	HttpSink   *hs = userdata;
+	size_t		avail = hs->body.len - hs->sent;
+	size_t		n = Min(avail, size * nitems);
+
+	if (n == 0)
+	{
+		if (hs->body_done)
+			return 0;			/* end of body */
+		hs->paused = true;
+		return CURL_READFUNC_PAUSE;
+	}
+	memcpy(buffer, hs->body.data + hs->sent, n);
+	hs->sent += n;
+	return n;
+}
+
+/* Note a finished transfer, if there is one. */
+static void
+http_collect(HttpSink *hs)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(hs->multi, &left)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE)
+		{
+			hs->done = true;
+			hs->done_result = msg->data.result;
+		}
+	}
+}
+
+/* Let a streamed request take what the batch has so far; never waits. */
+static void
+http_pump(HttpSink *hs)
+{
+	int			running;
+
+	if (!hs->in_flight || hs->done)
+		return;
+	if (hs->paused && hs->sent < hs->body.len)
+	{
+		hs->paused = false;
+		curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+	}
+	(void) curl_multi_perform(hs->multi, &running);
+	http_collect(hs);
+}
+
 /*
- * Run the added request to its end.  Returns false on a failure of the
+ * Run the request under way to its end.  Returns false on a failure of the
  * multi interface itself (message in curl_error); else *result is the
  * transfer's outcome.
  */
@@ -336,22 +428,26 @@ static bool
 http_transfer(HttpSink *hs, CURLcode *result)
 {
 	int			running = 1;
-	CURLMcode	mc;
+	CURLMcode	mc = CURLM_OK;
 
-	while (running > 0)
+	for (;;)
 	{
 		int			numfds;
-		CURLMsg    *msg;
-		int			left;
 
+		if (hs->paused && (hs->sent < hs->body.len || hs->body_done))
+		{
+			hs->paused = false;
+			curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+		}
 		mc = curl_multi_perform(hs->multi, &running);
 		if (mc != CURLM_OK)
 			break;
-		while ((msg = curl_multi_info_read(hs->multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE)
-				*result = msg->data.result;
-		if (running == 0)
+		http_collect(hs);
+		if (hs->done)
+		{
+			*result = hs->done_result;
 			return true;
+		}
 		/* wakes on socket activity; the timeout bounds interrupt latency */
 		mc = curl_multi_poll(hs->multi, NULL, 0, HTTP_POLL_MS, &numfds);
 		if (mc != CURLM_OK)
@@ -364,18 +460,34 @@ http_transfer(HttpSink *hs, CURLcode *result)
 	return false;
 }
 
-/* One POST of the batch; returns the HTTP status, or 0 for a transport error. */
-static long
-http_post_once(HttpSink *hs, const char *batch_id)
+/* Forget the request under way (a streamed one is cut off: never complete). */
+static void
+http_end(HttpSink *hs)
 {
-	struct curl_slist *volatile headers = NULL;
-	struct curl_slist *h;
-	char		line[NAMEDATALEN + 128];
-	CURLMcode	mc;
-	volatile CURLcode result = CURLE_OK;
-	long		status = 0;
-	volatile bool failed = false;
+	if (!hs->in_flight)
+		return;
+	curl_multi_remove_handle(hs->multi, hs->easy);
+	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hs->req_headers);
+	hs->req_headers = NULL;
+	hs->in_flight = false;
+	hs->paused = false;
+}
 
+/*
+ * Start a POST of the batch: of the whole body, or (streamed) of what the
+ * batch has so far and the rest as it is written, with chunked transfer
+ * encoding.
+ */
+static void
+http_start(HttpSink *hs, const char *batch_id, bool streamed)
+{
+	struct curl_slist *headers = NULL;
+	struct curl_slist *h;
+	char		line[NAMEDATALEN * 2 + 64];
+	CURLMcode	mc;
+
+	Assert(!hs->in_flight);
 	/* per request: the fixed ones, then batch id and stream */
 	for (h = hs->base_headers; h; h = h->next)
 		headers = curl_slist_append(headers, h->data);
@@ -394,37 +506,71 @@ http_post_once(HttpSink *hs, const char *batch_id)
 	hs->resp.data[0] = '\0';
 	hs->retry_after_ms = -1;
 	hs->curl_error[0] = '\0';
+	hs->done = false;
+	hs->done_result = CURLE_OK;
+	hs->streamed = streamed;
+	hs->paused = false;
+	hs->sent = 0;
 
 	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
-	curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+	if (streamed)
+	{
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
+		curl_easy_setopt(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
+		curl_easy_setopt(hs->easy, CURLOPT_READDATA, hs);
+	}
+	else
+	{
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+	}
 
 	mc = curl_multi_add_handle(hs->multi, hs->easy);
 	if (mc != CURLM_OK)
 	{
+		curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
 		curl_slist_free_all(headers);
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start HTTP request: %s", curl_multi_strerror(mc))));
 	}
+	hs->req_headers = headers;
+	hs->in_flight = true;
+}
+
+/*
+ * Finish the request under way; returns the HTTP status, or 0 for a
+ * transport error (message in curl_error).
+ */
+/* http_transfer(), then http_end() on every path */
+static bool
+http_transfer_and_end(HttpSink *hs, CURLcode *result)
+{
+	volatile bool ok = false;
 
 	PG_TRY();
 	{
-		{
-			CURLcode	r = CURLE_OK;
-
-			failed = !http_transfer(hs, &r);
-			result = r;
-		}
+		ok = http_transfer(hs, result);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		curl_multi_remove_handle(hs->multi, hs->easy);
-		curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
+		http_end(hs);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	http_end(hs);
+	return ok;
+}
 
+static long
+http_finish(HttpSink *hs)
+{
+	CURLcode	result = CURLE_OK;
+	bool		failed;
+	long		status = 0;
+
+	failed = !http_transfer_and_end(hs, &result);
 	if (failed)
 		return 0;
 	if (result != CURLE_OK)
@@ -433,7 +579,15 @@ http_post_once(HttpSink *hs, const char *batch_id)
 			strlcpy(hs->curl_error, curl_easy_strerror(result), sizeof(hs->curl_error));
 		return 0;
 	}
+	/* kept by the handle after the transfer */
 	curl_easy_getinfo(hs->easy, CURLINFO_RESPONSE_CODE, &status);
+	/* an answer before the whole streamed body was taken is no acknowledgement */
+	if (hs->streamed && hs->sent != hs->body.len && status >= 200 && status < 300)
+	{
+		snprintf(hs->curl_error, sizeof(hs->curl_error),
+				 "answered with status %ld before the whole body was sent", status);
+		return 0;
+	}
 	return status;
 }
 
@@ -511,6 +665,12 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 	}
 	MemoryContextSwitchTo(oldcxt);
 
+	hs->body_done = true;
+
+	/* a streamed request under way for another id cannot be used */
+	if (hs->in_flight && strcmp(hs->announced_id, batch_id) != 0)
+		http_end(hs);
+
 	for (;;)
 	{
 		long		status;
@@ -518,7 +678,9 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 		long		delay;
 
 		attempt++;
-		status = http_post_once(hs, batch_id);
+		if (!hs->in_flight)
+			http_start(hs, batch_id, false);
+		status = http_finish(hs);
 		if (status >= 200 && status < 300)
 			break;
 
@@ -568,6 +730,7 @@ http_abort_batch(EgressSink *sink)
 {
 	HttpSink   *hs = sink->private_data;
 
+	http_end(hs);
 	if (hs->zs_active)
 	{
 		deflateEnd(&hs->zs);
@@ -601,6 +764,7 @@ http_close(EgressSink *sink)
 
 static const EgressSinkOps http_sink_ops = {
 	.begin_batch = http_begin_batch,
+	.announce_batch_id = http_announce_batch_id,
 	.write = http_write,
 	.commit_batch = http_commit_batch,
 	.abort_batch = http_abort_batch,
@@ -726,6 +890,8 @@ egress_http_sink_create(const char *location, Jsonb *options)
 		hs->gzip_level = (int) level;
 	hs->verify = true;
 	(void) egress_jsonb_get_bool(options, "verify", &hs->verify);
+	hs->stream_body = true;
+	(void) egress_jsonb_get_bool(options, "stream", &hs->stream_body);
 	hs->ca_file = egress_jsonb_get_string(options, "ca_file");
 	hs->timeout_ms = interval_option(options, "timeout", 30000);
 	hs->connect_timeout_ms = interval_option(options, "connect_timeout", 10000);
@@ -766,6 +932,8 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	curl_easy_setopt(hs->easy, CURLOPT_ERRORBUFFER, hs->curl_error);
 	curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(hs->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* large bodies go out in fewer, larger writes (the default is 64 kB) */
+	curl_easy_setopt(hs->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
 	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYPEER, hs->verify ? 1L : 0L);
 	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYHOST, hs->verify ? 2L : 0L);
 	if (hs->ca_file)

@@ -25,6 +25,12 @@ typedef struct EgressSink EgressSink;
 typedef struct EgressSinkOps
 {
 	void		(*begin_batch) (EgressSink *sink, const EgressBatchInfo *info);
+	/*
+	 * Optional (NULL if not implemented), called right after begin_batch by
+	 * callers that know the id commit_batch will be given: lets a sink start
+	 * sending while the batch is still being written.
+	 */
+	void		(*announce_batch_id) (EgressSink *sink, const char *batch_id);
 	void		(*write) (EgressSink *sink, const char *data, size_t len);
 	/*
 	 * batch_id is deterministic (stream and positions), so that a batch sent

@@ -123,6 +123,15 @@ begin_batch(SnapshotWriter *w)
 	w->seq++;
 	info.prefix = w->def->name;
 	w->sink->ops->begin_batch(w->sink, &info);
+	if (w->sink->ops->announce_batch_id)
+	{
+		char		batch_id[NAMEDATALEN * 2];
+
+		/* the id commit_batch() gives it */
+		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->seq);
+		w->sink->ops->announce_batch_id(w->sink, batch_id);
+	}
 	w->batch_open = true;
 	w->batch_rows = 0;
 	w->batch_bytes = 0;

@@ -103,20 +103,25 @@ sub fault
 }
 
 # Every logged request, in arrival order: hashes as receiver.js writes them.
+# Parsed once: new lines are read from where the last call stopped
+# (JSON::PP is slow on large bodies).
 sub requests
 {
 	my ($self) = @_;
 	my $path = "$self->{dir}/requests.jsonl";
 	return () unless -e $path;
+	$self->{parsed} //= [];
+	$self->{offset} //= 0;
 	open(my $fh, '<:raw', $path) or die "could not open $path: $!";
-	my @r;
+	seek($fh, $self->{offset}, 0);
 	while (my $line = <$fh>)
 	{
-		next unless $line =~ /\n\z/;    # a line being written
-		push @r, $JSON->decode($line);
+		last unless $line =~ /\n\z/;    # a line being written
+		$self->{offset} += length $line;
+		push @{ $self->{parsed} }, $JSON->decode($line);
 	}
 	close $fh;
-	return @r;
+	return @{ $self->{parsed} };
 }
 
 # Acknowledged (2xx) requests, the first of each batch id only, in order.
@@ -136,11 +141,9 @@ sub records
 	my @out;
 	foreach my $b ($self->batches)
 	{
-		foreach my $line (split /\n/, $b->{body} // '')
-		{
-			my $m = $JSON->decode($line);
-			push @out, $m if $m->{type} eq 'RECORD' && (!defined $stream || $m->{stream} eq $stream);
-		}
+		$b->{messages} //= [ map { $JSON->decode($_) } split /\n/, $b->{body} // '' ];
+		push @out, grep { $_->{type} eq 'RECORD' && (!defined $stream || $_->{stream} eq $stream) }
+		  @{ $b->{messages} };
 	}
 	return @out;
 }
@@ -154,6 +157,7 @@ sub to_dir
 	foreach my $b ($self->batches)
 	{
 		my $id = $b->{headers}{'x-egress-batch-id'};
+		next if $self->{written}{$dir}{$id}++;
 		die "unsafe batch id $id" unless $id =~ /^[A-Za-z0-9_~.-]+$/;
 		open(my $fh, '>:raw', "$dir/$id.jsonl") or die "could not write $dir/$id.jsonl: $!";
 		print $fh $b->{body};

@@ -89,6 +89,18 @@ compare_states(mirror($tmp, 'public-big', ['id'], \%info), table_state($node, 'b
 is($info{records}, 5000, 'FULL_TABLE big: every row exactly once');
 compare_states(mirror($tmp, 'public-t', ['id'], \%info), table_state($node, 't', ['id']), 'FULL_TABLE every type');
 
+# ---- FULL_TABLE, no gzip: batches larger than 256 kB are sent while written ----------
+$node->safe_psql('postgres',
+	'SELECT egress_add_destination(\'hp\', ' . sql_quote($rcv->url('/plain')) . q{, '{"batch_max_rows": 2000}')});
+$node->safe_psql('postgres', q{SELECT egress_add_stream('ft_plain', 'big', 'FULL_TABLE', 'hp')});
+wait_stream_state($node, 'ft_plain', 'synced');
+my @plain = grep { $_->{path} eq '/plain' } $rcv->requests;
+is(scalar(@plain), 3, 'FULL_TABLE without gzip: 3 POSTs of up to 2000 rows');
+ok((grep { ($_->{headers}{'transfer-encoding'} // '') eq 'chunked' } @plain) >= 2,
+	'large batches are streamed (chunked) while they are written');
+compare_states(mirror($rcv->to_dir($node->basedir . '/as_files_plain'), 'public-big', ['id'], \%info),
+	table_state($node, 'big', ['id']), 'FULL_TABLE big, streamed');
+
 # ---- LOG_BASED, no gzip ------------------------------------------------------------
 $node->safe_psql('postgres', q{
 CREATE TABLE c (id integer PRIMARY KEY, v text, ts timestamptz DEFAULT now());

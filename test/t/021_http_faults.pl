@@ -104,6 +104,25 @@ ok(check_retries('/f', 'FULL_TABLE') >= 1, 'FULL_TABLE: some batches needed retr
 is_deeply(ids_of('public-f'), [ 1 .. 3000 ], 'FULL_TABLE: after de-duplication every row exactly once, in order');
 is(stream_row($node, 'sf')->{last_error}, undef, 'FULL_TABLE: no error left once delivered');
 
+# ---- FULL_TABLE, streamed batches (> 256 kB, chunked): 503, reset, hang ---------------
+$node->safe_psql('postgres', q{
+CREATE TABLE f2 (id integer PRIMARY KEY, v text NOT NULL);
+INSERT INTO f2 SELECT i, repeat(md5(i::text), 20) FROM generate_series(1, 3000) i;
+});
+$node->safe_psql('postgres',
+	"SELECT egress_add_destination('hf2', " . sql_quote($rcv->url('/f2'))
+	  . ", '{$fast, \"batch_max_rows\": 1000}')");
+$rcv->fault('fail', 2, status => 503);
+$rcv->fault('reset', 1);
+$rcv->fault('hang', 1);
+$node->safe_psql('postgres', q{SELECT egress_add_stream('sf2', 'f2', 'FULL_TABLE', 'hf2')});
+wait_stream_state($node, 'sf2', 'synced');
+my @f2 = reqs('/f2');
+ok((grep { ($_->{headers}{'transfer-encoding'} // '') eq 'chunked' } @f2) >= 1, 'streamed: first tries are chunked');
+is(scalar(grep { $_->{status} ne '200' } @f2), 4, 'streamed: four failed tries');
+ok(check_retries('/f2', 'FULL_TABLE streamed') >= 1, 'streamed: a batch was retried');
+is_deeply(ids_of('public-f2'), [ 1 .. 3000 ], 'streamed: after de-duplication every row exactly once, in order');
+
 # ---- LOG_BASED: 503 x 3 then recovery, with debug_lsn ---------------------------------
 $node->safe_psql('postgres',
 	"SELECT egress_add_destination('hc', " . sql_quote($rcv->url('/c'))
