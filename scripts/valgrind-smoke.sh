@@ -93,7 +93,7 @@ if command -v node >/dev/null 2>&1; then
 	"${P[@]}" <<SQL
 SELECT egress_add_destination('web', 'http://u:p4ss@127.0.0.1:$rport/x',
 	'{"gzip": true, "retry_initial_interval": "100ms", "timeout": "20s", "headers": {"Authorization": "Bearer x"}, "flush_interval": "100ms"}');
-SELECT egress_add_stream('th', 't', 'FULL_TABLE', 'web', options => '{"batch_max_rows": 500}');
+SELECT egress_add_stream('th', 't', 'FULL_TABLE', 'web', options => '{"batch_max_rows": 1500}');
 SELECT egress_add_stream('ch', 'c', 'LOG_BASED', 'web');
 SQL
 	for _ in $(seq 1 600); do
