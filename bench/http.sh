@@ -77,6 +77,7 @@ sync_once() {
 t_file=$(sync_once bench_file "file://$BENCH_DIR/out" '{}')
 rm -rf "$BENCH_DIR/out"
 t_http=$(sync_once bench_http "http://127.0.0.1:$discard_port/ingest" '{}')
+t_nostream=$(sync_once bench_nostream "http://127.0.0.1:$discard_port/ingest" '{"stream": false}')
 t_gzip=$(sync_once bench_gzip "http://127.0.0.1:$discard_port/ingest" '{"gzip": true}')
 stats=$(node -e "fetch(process.argv[1]).then((r) => r.text()).then(console.log)" "http://127.0.0.1:$discard_port/_stats")
 
@@ -84,6 +85,8 @@ r() { echo "$rows / $1" | bc -l | xargs printf '%.0f'; }
 printf '%-40s %8.2f s %10s rows/s\n' "FULL_TABLE to files" "$t_file" "$(r "$t_file")"
 printf '%-40s %8.2f s %10s rows/s  %.2fx the file rate\n' "FULL_TABLE to HTTP (receiver discards)" \
 	"$t_http" "$(r "$t_http")" "$(echo "$t_file / $t_http" | bc -l)"
+printf '%-40s %8.2f s %10s rows/s  %.2fx the file rate\n' "FULL_TABLE to HTTP, stream off" \
+	"$t_nostream" "$(r "$t_nostream")" "$(echo "$t_file / $t_nostream" | bc -l)"
 printf '%-40s %8.2f s %10s rows/s  %.2fx the file rate\n' "FULL_TABLE to HTTP, gzip" \
 	"$t_gzip" "$(r "$t_gzip")" "$(echo "$t_file / $t_gzip" | bc -l)"
 echo "receiver: $stats"

@@ -44,6 +44,7 @@
 #define HTTP_POLL_MS		100		/* interrupt latency during a transfer */
 #define HTTP_MAX_RETRY_AFTER_MS	(3600 * 1000)
 #define HTTP_STREAM_START	(256 * 1024)	/* body size at which streaming starts */
+#define HTTP_PUMP_MIN		(1024 * 1024)	/* unsent body worth a curl call */
 
 typedef struct HttpSink
 {
@@ -314,8 +315,12 @@ http_write(EgressSink *sink, const char *data, size_t len)
 	if (hs->announced_id[0] != '\0')
 	{
 		if (!hs->in_flight && hs->body.len >= HTTP_STREAM_START)
+		{
 			http_start(hs, hs->announced_id, true);
-		http_pump(hs);
+			http_pump(hs);
+		}
+		else if (hs->in_flight && hs->body.len - hs->sent >= HTTP_PUMP_MIN)
+			http_pump(hs);
 	}
 }
 
