@@ -95,9 +95,12 @@ SELECT egress_add_destination('web', 'http://u:p4ss@127.0.0.1:$rport/x',
 	'{"gzip": true, "retry_initial_interval": "100ms", "timeout": "20s", "headers": {"Authorization": "Bearer x"}, "flush_interval": "100ms"}');
 SELECT egress_add_stream('th', 't', 'FULL_TABLE', 'web', options => '{"batch_max_rows": 1500}');
 SELECT egress_add_stream('ch', 'c', 'LOG_BASED', 'web');
+-- no gzip, one large batch: sent while it is written (chunked)
+SELECT egress_add_destination('webp', 'http://127.0.0.1:$rport/p', '{"batch_max_rows": 2000}');
+SELECT egress_add_stream('tp', 't', 'FULL_TABLE', 'webp');
 SQL
 	for _ in $(seq 1 600); do
-		[ "$("${P[@]}" -Atc "SELECT string_agg(state, ',' ORDER BY name) FROM egress_streams WHERE name IN ('th', 'ch')")" = streaming,synced ] && break
+		[ "$("${P[@]}" -Atc "SELECT string_agg(state, ',' ORDER BY name) FROM egress_streams WHERE name IN ('th', 'ch', 'tp')")" = streaming,synced,synced ] && break
 		sleep 0.5
 	done
 	control '{"action": "fail", "count": 1, "status": 400, "body": "echo"}'

@@ -143,9 +143,22 @@ is_deeply(ids_of('public-c'), [ 1 .. 120 ], 'LOG_BASED: after de-duplication eve
 	is_deeply(\@lsns, \@sorted, 'LOG_BASED: commit LSNs never go back');
 }
 
+# ---- a slow answer within the timeout is no failure --------------------------------------
+$rcv->fault('delay', 1, ms => 1000);
+my $nbefore = () = reqs('/c');
+$node->safe_psql('postgres', "INSERT INTO c VALUES (121, 'slow')");
+wait_caught_up($node, 'sc');
+{
+	my @new = (reqs('/c'))[ $nbefore .. scalar(reqs('/c')) - 1 ];
+	my ($slow) = grep { ($_->{fault} // '') eq 'delay' } @new;
+	ok($slow && $slow->{status} eq '200', 'a delayed answer (1 s, timeout 2 s) is an acknowledgement');
+	is(scalar(grep { $_->{headers}{'x-egress-batch-id'} eq $slow->{headers}{'x-egress-batch-id'} } reqs('/c')),
+		1, '... and its batch is not sent again');
+}
+
 # ---- a rejection (400) of a LOG_BASED batch: error state, then resume -----------------
 $rcv->fault('fail', 1, status => 400, body => 'echo');
-$node->safe_psql('postgres', "INSERT INTO c SELECT i, 'd' FROM generate_series(121, 140) i");
+$node->safe_psql('postgres', "INSERT INTO c SELECT i, 'd' FROM generate_series(122, 140) i");
 wait_stream_state($node, 'sc', 'error');
 my $row = stream_row($node, 'sc');
 like($row->{last_error}, qr/rejected batch hc-[0-9A-F]{16}-[0-9A-F]{16}-\d+: HTTP status 400: \{/,
