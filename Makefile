@@ -20,6 +20,7 @@ OBJS = \
 	src/sink/sink.o \
 	src/sink/file.o \
 	src/sink/s3.o \
+	src/sink/http.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \

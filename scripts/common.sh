@@ -11,7 +11,8 @@ egress_setup() {
 		bash scripts/install-deps.sh
 	fi
 	PG_BINDIR=$(pg_config --bindir)
-	egress_npm_deps
+	egress_npm_ci test/s3
+	egress_npm_ci test/http
 	make -s -j2
 	if [ "$(id -u)" -eq 0 ]; then
 		make -s install
@@ -21,16 +22,18 @@ egress_setup() {
 	fi
 }
 
-# Test servers from npm, pinned by the committed package-lock.json files.
-egress_npm_deps() {
-	local d
-	for d in test/s3; do
-		if [ -f "$d/package-lock.json" ] &&
-			{ [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; }; then
-			(cd "$d" && npm ci --ignore-scripts --no-audit --no-fund >/dev/null)
-			touch "$d/node_modules"
-		fi
-	done
+# npm packages of a test server directory, from its package-lock.json;
+# skipped when installed after the lock file last changed.
+egress_npm_ci() {
+	local dir=$1
+	if [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+		return 0
+	fi
+	if ! command -v npm >/dev/null 2>&1; then
+		echo "npm not found: the test servers in $dir need it (scripts/install-deps.sh installs it as root)" >&2
+		return 1
+	fi
+	(cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
 # Create the unprivileged user when running as root.

@@ -17,12 +17,6 @@ pkgs=(
 	bc
 )
 
-# the local S3 server of the tests (test/s3) runs on Node.js; any node
-# already on PATH will do
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-	pkgs+=(nodejs npm)
-fi
-
 missing=()
 for p in "${pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -33,6 +27,13 @@ done
 # server and headers must be the same minor release (PGXS builds against the headers)
 srv=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
 dev=$(dpkg-query -W -f='${Version}' postgresql-server-dev-15 2>/dev/null || true)
+
+# Node (the test S3 server and HTTP receiver, JSON-schema validation): any installed node >= 18 will
+# do; Debian's packages otherwise
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	missing+=(nodejs npm)
+	pkgs+=(nodejs npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ] && [ "$srv" = "$dev" ]; then
 	echo "install-deps: all packages present"

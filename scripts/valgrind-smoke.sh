@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the worker paths (launcher, database worker, sync worker, file sink,
+# Runs the worker paths (launcher, database worker, sync worker, file and HTTP sinks,
 # type map over every type) of the installed build under valgrind memcheck
 # and lists the reports that involve pg_egress code.
 # Usage (as the unprivileged user, after make install): bash scripts/valgrind-smoke.sh
@@ -77,13 +77,53 @@ for _ in $(seq 1 600); do
 	[ "$("${P[@]}" -Atc "SELECT confirmed_lsn >= '$target' FROM egress_streams WHERE name = 'c'")" = t ] && break
 	sleep 0.5
 done
+# the HTTP sink (test receiver from test/http): gzip, headers, retries after
+# 503, a rejection (400), a FULL_TABLE and a LOG_BASED stream
+root=$(cd "$(dirname "$0")/.." && pwd)
+if command -v node >/dev/null 2>&1; then
+	node "$root/test/http/receiver.js" --dir "$dir/rcv" >"$dir/rcv.log" 2>&1 &
+	rcv_pid=$!
+	for _ in $(seq 1 100); do [ -s "$dir/rcv/port" ] && break; sleep 0.1; done
+	rport=$(cat "$dir/rcv/port")
+	control() {
+		node -e 'fetch(process.argv[1], {method: "POST", body: process.argv[2]}).then((r) => r.text())' \
+			"http://127.0.0.1:$rport/_control" "$1"
+	}
+	control '{"action": "fail", "count": 2, "status": 503}'
+	"${P[@]}" <<SQL
+SELECT egress_add_destination('web', 'http://u:p4ss@127.0.0.1:$rport/x',
+	'{"gzip": true, "retry_initial_interval": "100ms", "timeout": "20s", "headers": {"Authorization": "Bearer x"}, "flush_interval": "100ms"}');
+SELECT egress_add_stream('th', 't', 'FULL_TABLE', 'web', options => '{"batch_max_rows": 1500}');
+SELECT egress_add_stream('ch', 'c', 'LOG_BASED', 'web');
+-- no gzip, one large batch: sent while it is written (chunked)
+SELECT egress_add_destination('webp', 'http://127.0.0.1:$rport/p', '{"batch_max_rows": 2000}');
+SELECT egress_add_stream('tp', 't', 'FULL_TABLE', 'webp');
+SQL
+	for _ in $(seq 1 600); do
+		[ "$("${P[@]}" -Atc "SELECT string_agg(state, ',' ORDER BY name) FROM egress_streams WHERE name IN ('th', 'ch', 'tp')")" = streaming,synced,synced ] && break
+		sleep 0.5
+	done
+	control '{"action": "fail", "count": 1, "status": 400, "body": "echo"}'
+	"${P[@]}" -c "INSERT INTO c SELECT g, 'h', 'h' FROM generate_series(2000, 2100) g"
+	for _ in $(seq 1 600); do
+		[ "$("${P[@]}" -Atc "SELECT state FROM egress_streams WHERE name = 'ch'")" = error ] && break
+		sleep 0.5
+	done
+	"${P[@]}" -c "SELECT egress_resume_stream('ch')" >/dev/null
+	for _ in $(seq 1 600); do
+		[ "$("${P[@]}" -Atc "SELECT state FROM egress_streams WHERE name = 'ch'")" = streaming ] && break
+		sleep 0.5
+	done
+	echo "HTTP requests received: $(wc -l <"$dir/rcv/requests.jsonl")"
+fi
 "${P[@]}" -c "SELECT name, state, rows_sent, batches_sent, confirmed_lsn, last_error FROM egress_streams"
 "${P[@]}" -c "SELECT egress_preview_record(t) FROM t" >/dev/null
 "$B/pg_ctl" -D "$dir/data" -m fast stop -w -t 300 >/dev/null
+[ -z "${rcv_pid:-}" ] || kill "$rcv_pid"
 # any report left (known PostgreSQL false positives are suppressed) that runs through pg_egress code
 found=0
 for f in "$dir"/vglogs/*.log; do
-	if grep -q "^==[0-9]*== [A-Z]" "$f" && grep -q "egress_\|singer\|sink\|pg_egress.so" "$f"; then
+	if grep -q "^==[0-9]*== [A-Z]" "$f" && grep -q "egress_\|singer\|sink\|pg_egress.so\|curl" "$f"; then
 		echo "== $f"
 		cat "$f"
 		found=1

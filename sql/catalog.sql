@@ -34,7 +34,24 @@ SELECT egress_add_destination('Bad-Name', 'file:///tmp/x');
 SELECT egress_add_destination('', 'file:///tmp/x');
 SELECT egress_add_destination('a_name_that_is_much_too_long_for_a_destination_xx', 'file:///tmp/x');
 SELECT egress_add_destination('rel', 'file://relative/dir');
-SELECT egress_add_destination('web', 'https://user:secret@example.com/ingest');
+-- HTTP(S): errors never echo the URL or header values (they may be secrets)
+BEGIN;
+SELECT egress_add_destination('web', 'https://user:secret@example.com/ingest',
+	'{"headers": {"Authorization": "Bearer t0ken"}, "gzip": true, "timeout": "30s", "flush_interval": "50ms", "verify": false, "error_retry_interval": "5min"}');
+SELECT name, kind, options->'gzip' AS gzip FROM egress.destination WHERE name = 'web';
+ROLLBACK;
+SELECT egress_add_destination('web', 'https://user:secret@/ingest');
+SELECT egress_add_destination('web', 'http://example.com/a b');
+SELECT egress_add_destination('web', 'https://example.com/', '{"headers": {"Authorization": ["Bearer t0ken"]}}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"headers": {"Auth orization": "Bearer t0ken"}}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"headers": {"Content-Type": "text/plain"}}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"timeout": "soon"}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"timeout": "1.s"}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"error_retry_interval": "1e3s"}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"gzip": 1}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"gzip_level": 0}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"ca_file": ""}');
+SELECT egress_add_destination('web', 'https://example.com/', '{"fsync": false}');
 SELECT egress_add_destination('lake', 's3://Bucket_Name/prefix');
 SELECT egress_add_destination('ftp', 'ftp://user:secret@example.com/');
 SELECT egress_add_destination('opts', 'file:///tmp/x', '{"fsync": false}');

@@ -187,6 +187,8 @@ SELECT s.name,
 	   s.destination,
 	   CASE WHEN NOT s.enabled THEN 'paused'
 			WHEN a.phase IN ('reading', 'syncing') THEN 'syncing'
+			-- the destination fails; the batch is being sent again
+			WHEN a.phase = 'retrying' THEN 'retrying'
 			WHEN st.state = 'syncing' AND a.pid IS NULL THEN 'pending'
 			ELSE st.state END AS state,
 	   st.version,

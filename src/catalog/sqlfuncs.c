@@ -9,6 +9,9 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+#include <curl/curl.h>
+
 #include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
@@ -32,6 +35,7 @@
 #include "worker/incremental.h"
 #include "pg_egress.h"
 #include "replication/slot.h"
+#include "sink/sink.h"
 
 PG_FUNCTION_INFO_V1(egress_add_destination);
 PG_FUNCTION_INFO_V1(egress_remove_destination);
@@ -57,7 +61,10 @@ typedef struct OptionSpec
 		OPT_INTERVAL,
 		OPT_OBJECT,
 		OPT_STRING,
-		OPT_FAST_SYNC_FORMAT
+		OPT_FAST_SYNC_FORMAT,
+		OPT_DURATION,
+		OPT_HEADERS,
+		OPT_GZIP_LEVEL
 	}			type;
 } OptionSpec;
 
@@ -77,6 +84,29 @@ static const OptionSpec stream_options[] = {
 static const OptionSpec file_destination_options[] = {
 	{"slot_name", OPT_SLOT_NAME},
 	{"drop_adopted_slot", OPT_BOOL},
+	{"batch_max_rows", OPT_POSITIVE_INT},
+	{"batch_max_bytes", OPT_POSITIVE_INT},
+	{"flush_interval", OPT_DURATION},
+	{"error_retry_interval", OPT_DURATION},
+};
+
+static const OptionSpec http_destination_options[] = {
+	{"slot_name", OPT_SLOT_NAME},
+	{"drop_adopted_slot", OPT_BOOL},
+	{"batch_max_rows", OPT_POSITIVE_INT},
+	{"batch_max_bytes", OPT_POSITIVE_INT},
+	{"flush_interval", OPT_DURATION},
+	{"error_retry_interval", OPT_DURATION},
+	{"headers", OPT_HEADERS},
+	{"gzip", OPT_BOOL},
+	{"gzip_level", OPT_GZIP_LEVEL},
+	{"timeout", OPT_DURATION},
+	{"connect_timeout", OPT_DURATION},
+	{"retry_initial_interval", OPT_DURATION},
+	{"retry_max_interval", OPT_DURATION},
+	{"ca_file", OPT_STRING},
+	{"verify", OPT_BOOL},
+	{"stream", OPT_BOOL},
 };
 
 static void
@@ -131,6 +161,74 @@ option_names(const OptionSpec *specs, int nspecs)
 	for (int i = 0; i < nspecs; i++)
 		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", specs[i].name);
 	return buf.data;
+}
+
+/*
+ * The "headers" option: an object of header names to string values.  The
+ * values are secrets (tokens): no message shows them.
+ */
+static void
+validate_headers(JsonbValue *obj, const char *what, const char *key)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s option \"%s\" must be a JSON object of header names and string values",
+						what, key)));
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			char	   *name = pnstrdup(v.val.string.val, v.val.string.len);
+			bool		ok = v.val.string.len > 0;
+
+			/* an RFC 9110 token */
+			for (int i = 0; ok && name[i]; i++)
+				ok = isalnum((unsigned char) name[i]) || strchr("!#$%&'*+-.^_`|~", name[i]) != NULL;
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid HTTP header name \"%s\" in %s option \"%s\"",
+								name, what, key)));
+			if (pg_strcasecmp(name, "Content-Type") == 0 ||
+				pg_strcasecmp(name, "Content-Encoding") == 0 ||
+				pg_strcasecmp(name, "Content-Length") == 0 ||
+				pg_strcasecmp(name, "Transfer-Encoding") == 0 ||
+				pg_strcasecmp(name, "Host") == 0 ||
+				pg_strncasecmp(name, "X-Egress-", 9) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("HTTP header \"%s\" cannot be set in %s option \"%s\"",
+								name, what, key),
+						 errdetail("pg_egress sets this header itself.")));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			bool		ok = true;
+
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("values of %s option \"%s\" must be strings", what, key)));
+			/* no line breaks or other control characters; never shown */
+			for (int i = 0; ok && i < v.val.string.len; i++)
+			{
+				unsigned char c = v.val.string.val[i];
+
+				ok = c >= 0x20 && c != 0x7f;
+			}
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("values of %s option \"%s\" must not contain control characters",
+								what, key)));
+		}
+	}
 }
 
 /* Every key known, every value of the right kind. */
@@ -206,10 +304,10 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 												   ERROR);
 				break;
 			case OPT_STRING:
-				if (v.type != jbvString)
+				if (v.type != jbvString || v.val.string.len == 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s option \"%s\" must be a string", what, key)));
+							 errmsg("%s option \"%s\" must be a non-empty string", what, key)));
 				break;
 			case OPT_OBJECT:
 				if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
@@ -254,6 +352,33 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 								 errmsg("%s option \"%s\" must be a number of seconds or an interval, at least 100 milliseconds", what, key)));
 				}
+				break;
+			case OPT_DURATION:
+				{
+					char	   *txt = v.type == jbvString ?
+						pnstrdup(v.val.string.val, v.val.string.len) : NULL;
+
+					if (txt == NULL || egress_parse_interval_ms(txt) <= 0)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be a positive interval", what, key),
+								 errhint("Write it as a string such as \"30s\", \"500ms\", \"5min\" or \"1h\".")));
+				}
+				break;
+			case OPT_GZIP_LEVEL:
+				{
+					char	   *txt = v.type == jbvNumeric ?
+						DatumGetCString(DirectFunctionCall1(numeric_out,
+															NumericGetDatum(v.val.numeric))) : "";
+
+					if (strlen(txt) != 1 || txt[0] < '1' || txt[0] > '9')
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be an integer from 1 to 9", what, key)));
+				}
+				break;
+			case OPT_HEADERS:
+				validate_headers(&v, what, key);
 				break;
 			case OPT_POSITIVE_INT:
 				{
@@ -324,6 +449,32 @@ parse_destination_url(const char *url, char **kind, char **location)
 		*location = path;
 		return;
 	}
+	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0)
+	{
+		CURLU	   *u = curl_url();
+		char	   *host = NULL;
+		bool		ok;
+
+		if (u == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+			curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+			host != NULL && host[0] != '\0' &&
+			strpbrk(url, " \t\r\n") == NULL;
+		if (host)
+			curl_free(host);
+		curl_url_cleanup(u);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid HTTP destination URL"),
+					 errhint("Write it as http://host[:port]/path or https://host[:port]/path.")));
+		*kind = "http";
+		*location = pstrdup(url);
+		return;
+	}
 	if (strncmp(url, "s3://", 5) == 0)
 	{
 		/* s3://bucket[/prefix]: objects <prefix>/<batch id>.jsonl */
@@ -346,15 +497,14 @@ parse_destination_url(const char *url, char **kind, char **location)
 		*location = loc;
 		return;
 	}
-	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 ||
-		strncmp(url, "kinesis://", 10) == 0)
+	if (strncmp(url, "kinesis://", 10) == 0)
 	{
 		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
 
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s destinations are not supported in this release", scheme),
-				 errhint("Use a file:/// destination.")));
+				 errhint("Use a file://, http(s):// or s3:// destination.")));
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -454,8 +604,12 @@ egress_add_destination(PG_FUNCTION_ARGS)
 
 	validate_name("destination", name);
 	parse_destination_url(url, &kind, &location);
-	validate_options(options, file_destination_options,
-					 lengthof(file_destination_options), "destination");
+	if (strcmp(kind, "http") == 0)
+		validate_options(options, http_destination_options,
+						 lengthof(http_destination_options), "destination");
+	else
+		validate_options(options, file_destination_options,
+						 lengthof(file_destination_options), "destination");
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
 

@@ -16,6 +16,8 @@ egress_sink_open(const char *kind, const char *location, Jsonb *options)
 		sink = egress_file_sink_create(location, options);
 	else if (strcmp(kind, "s3") == 0)
 		sink = egress_s3_sink_create(location, options);
+	else if (strcmp(kind, "http") == 0)
+		sink = egress_http_sink_create(location, options);
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

@@ -11,6 +11,7 @@
 #ifndef EGRESS_SINK_H
 #define EGRESS_SINK_H
 
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
 typedef struct EgressBatchInfo
@@ -24,6 +25,12 @@ typedef struct EgressSink EgressSink;
 typedef struct EgressSinkOps
 {
 	void		(*begin_batch) (EgressSink *sink, const EgressBatchInfo *info);
+	/*
+	 * Optional (NULL if not implemented), called right after begin_batch by
+	 * callers that know the id commit_batch will be given: lets a sink start
+	 * sending while the batch is still being written.
+	 */
+	void		(*announce_batch_id) (EgressSink *sink, const char *batch_id);
 	void		(*write) (EgressSink *sink, const char *data, size_t len);
 	/*
 	 * batch_id is deterministic (stream and positions), so that a batch sent
@@ -45,7 +52,22 @@ struct EgressSink
 	char	   *location;
 	Jsonb	   *options;
 	void	   *private_data;
+
+	/*
+	 * Optional, set by the caller: asked while a sink waits to retry a
+	 * failed delivery; false makes commit_batch give up with an ERROR, so
+	 * that the caller can act (a configuration change, a WAL retention
+	 * limit).  since: when the first attempt of this batch started.
+	 */
+	bool		(*keep_retrying) (void *arg, TimestampTz since);
+	void	   *keep_retrying_arg;
 };
+
+/*
+ * SQLSTATE of a batch the destination refused for good (an HTTP 4xx other
+ * than 408 and 429): sending it again unchanged cannot succeed.
+ */
+#define EGRESS_ERRCODE_REJECTED ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
 
 extern EgressSink *egress_sink_open(const char *kind, const char *location,
 									Jsonb *options);
@@ -53,5 +75,10 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
 /* sink kinds, one per file */
 extern EgressSink *egress_file_sink_create(const char *location, Jsonb *options);
 extern EgressSink *egress_s3_sink_create(const char *location, Jsonb *options);
+extern EgressSink *egress_http_sink_create(const char *location, Jsonb *options);
+
+/* http.c helpers, also used to validate options */
+extern long egress_parse_interval_ms(const char *s);
+extern char *egress_http_shown_url(const char *url);
 
 #endif							/* EGRESS_SINK_H */

@@ -277,6 +277,64 @@ refresh_descriptor(CdcStream *s)
 		s->schema_in_batch = false; /* a new SCHEMA before the next record */
 }
 
+/* ---- delivery: batch age, giving up a retry -------------------------------- */
+
+/* How long a sink retries a batch before the worker takes over again. */
+#define CDC_MAX_RETRY_MS 30000
+
+static int
+cdc_flush_interval_ms(void)
+{
+	return egress_dest_flush_interval_ms(cdc->dest_options);
+}
+
+static int64 current_lag(void);
+static bool check_lag(int64 lag, bool may_pause);
+static int32 syncing_stream;
+
+/* the sink is retrying a batch: the streams show state "retrying" */
+static bool cdc_retrying = false;
+
+static void
+set_retrying(bool retrying)
+{
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot && !cdc->streams[i].needs_sync)
+			egress_set_phase(cdc->streams[i].slot, retrying ? "retrying" : "streaming");
+	cdc_retrying = retrying;
+}
+
+/*
+ * Asked by the sink between retries of a batch.  It gives up (and the
+ * error path shows the failure, applies the WAL retention guard and starts
+ * a new session after a pause) when the configuration changed, when the
+ * slot holds more WAL than allowed, or after CDC_MAX_RETRY_MS.  Nothing was
+ * acknowledged, so the new session sends the same changes again.  An
+ * initial sync's batches are retried until they are delivered (giving up
+ * would put the stream into state error).
+ */
+static bool
+cdc_keep_retrying(void *arg, TimestampTz since)
+{
+	int64		lag;
+
+	if (syncing_stream != 0)
+		return true;
+	if (!cdc_retrying)
+		set_retrying(true);
+	if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen)
+		return false;
+	if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), CDC_MAX_RETRY_MS))
+		return false;
+	lag = current_lag();
+	(void) check_lag(lag, false);
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].pause_on_lag && egress_max_slot_lag_mb > 0 &&
+			lag > (int64) egress_max_slot_lag_mb * 1024 * 1024)
+			return false;
+	return true;
+}
+
 /* ---- batches ------------------------------------------------------------- */
 
 static void
@@ -394,6 +452,8 @@ cdc_commit_batch(void)
 			 cdc->batch_first_ordinal);
 	cdc->sink->ops->commit_batch(cdc->sink, batch_id);
 	cdc->batch_open = false;
+	if (cdc_retrying)
+		set_retrying(false);
 
 	/* acknowledged: what it completed is delivered */
 	cdc->delivered = Max(cdc->delivered, upto);
@@ -1193,9 +1253,14 @@ persist_bookmarks(void)
 	cdc->persisted_at = GetCurrentTimestamp();
 }
 
-/* Show a failure on every stream of the destination, without stopping them. */
+/*
+ * Show a failure on every stream of the destination, without stopping them;
+ * or, when the destination rejected a batch for good (stop), put them into
+ * state error until egress_resume_stream() or the destination's
+ * error_retry_interval.
+ */
 static void
-note_failure(const char *message)
+note_failure(const char *message, bool stop)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
@@ -1209,7 +1274,13 @@ note_failure(const char *message)
 		egress_catalog_enter(&guard);
 		values[0] = CStringGetTextDatum(cdc->dest_name);
 		values[1] = CStringGetTextDatum(message);
-		egress_catalog_exec("UPDATE egress.stream_state st SET last_error = $2, "
+		egress_catalog_exec(stop ?
+							"UPDATE egress.stream_state st SET state = 'error', last_error = $2, "
+							"last_error_at = now(), attempts = attempts + 1, updated_at = now() "
+							"FROM egress.stream s WHERE s.id = st.stream_id "
+							"AND s.destination = $1 AND s.method = 'LOG_BASED' "
+							"AND s.enabled AND st.state <> 'error'" :
+							"UPDATE egress.stream_state st SET last_error = $2, "
 							"last_error_at = now(), attempts = attempts + 1, updated_at = now() "
 							"FROM egress.stream s WHERE s.id = st.stream_id "
 							"AND s.destination = $1 AND s.method = 'LOG_BASED' "
@@ -1369,7 +1440,7 @@ decode_round(void)
 
 	if (cdc->batch_open &&
 		TimestampDifferenceExceeds(cdc->batch_started, GetCurrentTimestamp(),
-								   egress_flush_interval_ms))
+								   cdc_flush_interval_ms()))
 		cdc_commit_batch();
 	if (!cdc->batch_open)
 		cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);
@@ -1536,6 +1607,7 @@ run_session(MemoryContext sessioncxt)
 {
 	bool		need_sync = false;
 
+	cdc_retrying = false;
 	if (load_config(sessioncxt) == 0)
 		return false;
 	(void) check_lag(current_lag(), false);
@@ -1547,6 +1619,7 @@ run_session(MemoryContext sessioncxt)
 		cdc->sink = egress_sink_open(MemoryContextStrdup(TopMemoryContext, cdc->dest_kind),
 									 MemoryContextStrdup(TopMemoryContext, cdc->dest_location),
 									 cdc->dest_options);
+		cdc->sink->keep_retrying = cdc_keep_retrying;
 		MemoryContextSwitchTo(oldcxt);
 	}
 
@@ -1599,13 +1672,13 @@ run_session(MemoryContext sessioncxt)
 			continue;
 
 		/* poll the flush position at the flush interval; sooner if a batch is due */
-		timeout = egress_flush_interval_ms;
+		timeout = cdc_flush_interval_ms();
 		if (cdc->batch_open)
 		{
 			long		age = TimestampDifferenceMilliseconds(cdc->batch_started,
 															  GetCurrentTimestamp());
 
-			timeout = Max(1, egress_flush_interval_ms - age);
+			timeout = Max(1, cdc_flush_interval_ms() - age);
 		}
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1741,10 +1814,19 @@ egress_cdc_main(Datum main_arg)
 				syncing_stream = 0;
 				backoff = 0;
 			}
+			else if (edata->sqlerrcode == EGRESS_ERRCODE_REJECTED)
+			{
+				/* refused for good: its streams stop until resumed */
+				ereport(WARNING,
+						(errmsg("pg_egress streams of destination \"%s\" stopped: the destination rejected a batch",
+								cdc->dest_name)));
+				note_failure(edata->message, true);
+				backoff = 0;
+			}
 			else
 			{
 				/* a failing destination: show it, retry with a growing pause */
-				note_failure(edata->message);
+				note_failure(edata->message, false);
 				failures++;
 				backoff = Min(1000L << Min(failures - 1, 6), 60000L);
 			}

@@ -111,12 +111,36 @@ read_cdc_catalog(void)
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/*
+ * Streams of destinations with the error_retry_interval option that have
+ * been in state error for that long are resumed as egress_resume_stream()
+ * would.  Checked at every round, so at least every pg_egress.naptime.
+ */
+static bool
+retry_failed_streams(void)
+{
+	if (egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', updated_at = now() "
+							"FROM egress.stream s JOIN egress.destination d ON d.name = s.destination "
+							"WHERE st.stream_id = s.id AND st.state = 'error' AND s.enabled "
+							"AND d.options ? 'error_retry_interval' "
+							"AND st.last_error_at + (d.options->>'error_retry_interval')::interval <= now()",
+							0, NULL, NULL, NULL, false) > 0)
+	{
+		ereport(LOG,
+				(errmsg("pg_egress resumed " UINT64_FORMAT " streams in state error after their destination's error_retry_interval",
+						(uint64) SPI_processed)));
+		return true;
+	}
+	return false;
+}
+
 /* Read the streams of the catalog; returns how many, in *wants. */
 static int
 read_catalog(StreamWant **wants)
 {
 	int			n = 0;
 	EgressCatalogGuard guard;
+	bool		retried = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -128,6 +152,7 @@ read_catalog(StreamWant **wants)
 		char	   *sql;
 
 		egress_catalog_enter(&guard);
+		retried = retry_failed_streams();
 		/*
 		 * INCREMENTAL streams run when asked for (pending, resync) and
 		 * every "interval" option (a number of seconds or an interval
@@ -187,6 +212,9 @@ read_catalog(StreamWant **wants)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	/* after commit: running CDC workers re-read their configuration */
+	if (retried)
+		pg_atomic_fetch_add_u32(&egress_shared->config_gen, 1);
 	return n;
 }
 

@@ -27,6 +27,7 @@
 
 #include "encode/singer.h"
 #include "export/fast_sync.h"
+#include "sink/sink.h"
 #include "worker/snapshot.h"
 
 typedef struct SnapshotWriter
@@ -83,6 +84,8 @@ egress_stream_batch_rows(EgressStreamDef *def)
 
 	if (egress_jsonb_get_int64(def->options, "batch_max_rows", &v) && v > 0)
 		return v;
+	if (egress_jsonb_get_int64(def->dest_options, "batch_max_rows", &v) && v > 0)
+		return v;
 	return egress_batch_max_rows;
 }
 
@@ -93,7 +96,18 @@ egress_stream_batch_bytes(EgressStreamDef *def)
 
 	if (egress_jsonb_get_int64(def->options, "batch_max_bytes", &v) && v > 0)
 		return v;
+	if (egress_jsonb_get_int64(def->dest_options, "batch_max_bytes", &v) && v > 0)
+		return v;
 	return (int64) egress_batch_max_bytes_kb * 1024;
+}
+
+int
+egress_dest_flush_interval_ms(Jsonb *dest_options)
+{
+	char	   *s = egress_jsonb_get_string(dest_options, "flush_interval");
+	long		v = s ? egress_parse_interval_ms(s) : -1;
+
+	return v > 0 ? (int) v : egress_flush_interval_ms;
 }
 
 int64
@@ -124,6 +138,15 @@ begin_batch(SnapshotWriter *w)
 	w->seq++;
 	info.prefix = w->def->name;
 	w->sink->ops->begin_batch(w->sink, &info);
+	if (w->sink->ops->announce_batch_id)
+	{
+		char		batch_id[NAMEDATALEN * 2];
+
+		/* the id commit_batch() gives it */
+		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->seq);
+		w->sink->ops->announce_batch_id(w->sink, batch_id);
+	}
 	w->batch_open = true;
 	w->batch_rows = 0;
 	w->batch_bytes = 0;

@@ -63,9 +63,11 @@ extern void egress_check_relation_access(EgressStreamDef *def);
 /* Session settings the type map and wal2json output rely on. */
 extern void egress_pin_output_settings(void);
 
-/* Batch sizes of a stream: its options, else the GUCs. */
+/* Batch sizes of a stream: its options, its destination's, else the GUCs. */
 extern int64 egress_stream_batch_rows(EgressStreamDef *def);
 extern int64 egress_stream_batch_bytes(EgressStreamDef *def);
+/* Batch age limit: the destination's flush_interval, else the GUC. */
+extern int	egress_dest_flush_interval_ms(Jsonb *dest_options);
 
 /* A new table version: epoch ms, always above the previous one. */
 extern int64 egress_next_version(int64 prev_version);

@@ -1,0 +1,952 @@
+/*-------------------------------------------------------------------------
+ * http.c
+ *	  HTTP(S) destinations: one POST per batch.
+ *
+ * A batch is buffered (gzip-compressed as it is written when the "gzip"
+ * option is on) and POSTed at commit with a deterministic batch id header,
+ * so a receiver can drop a batch it has seen.  commit_batch returns only on
+ * a 2xx answer.  Answers that may succeed later (408, 429, 5xx, connection
+ * errors, timeouts) are retried with the same body and the same id, after
+ * an exponential backoff with jitter that honours Retry-After; the wait
+ * sleeps on the latch and the transfer itself runs on libcurl's multi
+ * interface in short polls, so interrupts (SIGTERM, postmaster death) are
+ * served while a slow or dead endpoint is waited for.  Any other answer is
+ * a rejection: an ERROR with SQLSTATE EGRESS_ERRCODE_REJECTED that carries
+ * the status and a short excerpt of the answer.
+ *
+ * One easy handle per sink is reused for every request, so the connection
+ * is kept alive between batches.  Header values and URL credentials never
+ * appear in messages: the URL is shown without user information and query.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+#include <zlib.h>
+
+#include "common/base64.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/pmsignal.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "catalog/catalog.h"
+#include "pg_egress.h"
+#include "sink/sink.h"
+
+#define HTTP_EXCERPT_LEN	200		/* of an answer's body, in messages */
+#define HTTP_RESP_KEEP		1024	/* bytes of an answer's body kept */
+#define HTTP_POLL_MS		100		/* interrupt latency during a transfer */
+#define HTTP_MAX_RETRY_AFTER_MS	(3600 * 1000)
+#define HTTP_STREAM_START	(256 * 1024)	/* body size at which streaming starts */
+#define HTTP_PUMP_MIN		(1024 * 1024)	/* unsent body worth a curl call */
+
+typedef struct HttpSink
+{
+	MemoryContext cxt;
+	char	   *url;			/* as configured: may carry credentials */
+	char	   *shown_url;		/* safe to show: no userinfo, no query */
+	bool		gzip;
+	int			gzip_level;
+	long		timeout_ms;
+	long		connect_timeout_ms;
+	long		retry_initial_ms;
+	long		retry_max_ms;
+	char	   *ca_file;
+	bool		verify;
+	struct curl_slist *base_headers;	/* fixed ones and the user's */
+	List	   *secrets;		/* header values, URL userinfo: never shown */
+
+	CURLM	   *multi;
+	CURL	   *easy;
+
+	/* the open batch */
+	bool		open;
+	bool		stream_body;	/* option "stream" */
+	char		announced_id[NAMEDATALEN * 2 + 32];	/* "" if none */
+
+	/* the request under way (a streamed one outlives http_write calls) */
+	bool		in_flight;
+	bool		streamed;		/* body sent while written (chunked) */
+	bool		body_done;		/* streamed: the whole body is there */
+	bool		paused;			/* streamed: waiting for more body */
+	size_t		sent;			/* streamed: body bytes handed to curl */
+	bool		done;			/* the transfer ended */
+	CURLcode	done_result;
+	struct curl_slist *req_headers;
+	char		stream[NAMEDATALEN + 2];
+	StringInfoData body;
+	z_stream	zs;
+	bool		zs_active;
+
+	/* the last answer */
+	StringInfoData resp;
+	long		retry_after_ms; /* -1: none */
+	char		curl_error[CURL_ERROR_SIZE];
+} HttpSink;
+
+static bool curl_initialized = false;
+
+static void http_start(HttpSink *hs, const char *batch_id, bool streamed);
+static void http_pump(HttpSink *hs);
+static void http_end(HttpSink *hs);
+
+/* ---- options --------------------------------------------------------------- */
+
+/*
+ * "30s", "500ms", "2min", "1h" (also "sec", "seconds", "minutes", "hours",
+ * with or without a space) or a number of seconds, as milliseconds; -1 if
+ * invalid.  Every accepted string is also a valid SQL interval with the
+ * same meaning (the database worker reads error_retry_interval in SQL).
+ */
+long
+egress_parse_interval_ms(const char *s)
+{
+	char	   *end;
+	double		v;
+	size_t		ndigits = strspn(s, "0123456789.");
+
+	/*
+	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
+	 * also reads these as SQL intervals.
+	 */
+	if (ndigits == 0 || s[ndigits - 1] == '.' ||
+		(strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.')))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (end != s + ndigits || errno != 0 || v < 0)
+		return -1;
+	while (*end == ' ')
+		end++;
+	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 ||
+		strcmp(end, "seconds") == 0)
+		v *= 1000;
+	else if (strcmp(end, "ms") == 0)
+		;
+	else if (strcmp(end, "min") == 0 || strcmp(end, "minutes") == 0)
+		v *= 60 * 1000;
+	else if (strcmp(end, "h") == 0 || strcmp(end, "hours") == 0)
+		v *= 3600 * 1000;
+	else
+		return -1;
+	if (v > (double) INT_MAX)
+		return -1;
+	return (long) v;
+}
+
+static long
+interval_option(Jsonb *options, const char *key, long dflt)
+{
+	char	   *s = egress_jsonb_get_string(options, key);
+	long		v;
+
+	if (s == NULL)
+		return dflt;
+	v = egress_parse_interval_ms(s);
+	return v < 0 ? dflt : v;
+}
+
+/*
+ * The URL without user information and query string: what messages may
+ * show.  Also used by the catalog functions.
+ */
+char *
+egress_http_shown_url(const char *url)
+{
+	const char *scheme_end = strstr(url, "://");
+	const char *host;
+	const char *path;
+	const char *at;
+	const char *q;
+	StringInfoData buf;
+
+	if (scheme_end == NULL)
+		return pstrdup("(invalid URL)");
+	host = scheme_end + 3;
+	path = host + strcspn(host, "/?#");
+	at = memchr(host, '@', path - host);
+	/* userinfo may itself hold '@': the last one before the path counts */
+	while (at != NULL)
+	{
+		const char *next = memchr(at + 1, '@', path - at - 1);
+
+		host = at + 1;
+		at = next;
+	}
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, url, scheme_end + 3 - url);
+	q = path + strcspn(path, "?#");
+	appendBinaryStringInfo(&buf, host, q - host);
+	return buf.data;
+}
+
+/* ---- curl callbacks ---------------------------------------------------------- */
+
+static size_t
+http_body_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpSink   *hs = userdata;
+	size_t		len = size * nmemb;
+	size_t		room = hs->resp.len < HTTP_RESP_KEEP ? HTTP_RESP_KEEP - hs->resp.len : 0;
+
+	/* called from within curl: no palloc failure may escape; room is reserved */
+	if (room > 0)
+	{
+		size_t		n = Min(room, len);
+
+		memcpy(hs->resp.data + hs->resp.len, ptr, n);
+		hs->resp.len += n;
+		hs->resp.data[hs->resp.len] = '\0';
+	}
+	return len;
+}
+
+static size_t
+http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpSink   *hs = userdata;
+	size_t		len = size * nmemb;
+
+	if (len > 12 && pg_strncasecmp(ptr, "retry-after:", 12) == 0)
+	{
+		char		val[64];
+		size_t		n = Min(len - 12, sizeof(val) - 1);
+		char	   *p;
+		char	   *end;
+		long		secs;
+
+		memcpy(val, ptr + 12, n);
+		val[n] = '\0';
+		p = val;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		errno = 0;
+		secs = strtol(p, &end, 10);
+		/* delta-seconds only; an HTTP date falls back to the backoff */
+		if (end != p && errno == 0 && secs >= 0)
+			hs->retry_after_ms = Min((long) HTTP_MAX_RETRY_AFTER_MS, secs * 1000);
+	}
+	else if (len >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
+	{
+		/* a new answer (after a 100 Continue, say): forget the last one's */
+		hs->retry_after_ms = -1;
+		hs->resp.len = 0;
+		hs->resp.data[0] = '\0';
+	}
+	return len;
+}
+
+/* ---- the interface ------------------------------------------------------------ */
+
+static void
+http_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
+{
+	HttpSink   *hs = sink->private_data;
+	const char *name = info->prefix;
+
+	Assert(!hs->open);
+	/* CDC batches are named "~<destination>": send the plain name */
+	if (name[0] == '~')
+		name++;
+	strlcpy(hs->stream, name, sizeof(hs->stream));
+	hs->announced_id[0] = '\0';
+	hs->body_done = false;
+	resetStringInfo(&hs->body);
+	if (hs->gzip)
+	{
+		memset(&hs->zs, 0, sizeof(hs->zs));
+		/* 15 + 16: a gzip wrapper, not zlib's */
+		if (deflateInit2(&hs->zs, hs->gzip_level, Z_DEFLATED, 15 + 16, 8,
+						 Z_DEFAULT_STRATEGY) != Z_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not initialize compression")));
+		hs->zs_active = true;
+	}
+	hs->open = true;
+}
+
+static void
+http_deflate(HttpSink *hs, const char *data, size_t len, int flush)
+{
+	hs->zs.next_in = (Bytef *) data;
+	hs->zs.avail_in = len;
+	for (;;)
+	{
+		int			rc;
+		size_t		room;
+
+		enlargeStringInfo(&hs->body, 64 * 1024);
+		room = hs->body.maxlen - hs->body.len - 1;
+		hs->zs.next_out = (Bytef *) hs->body.data + hs->body.len;
+		hs->zs.avail_out = room;
+		rc = deflate(&hs->zs, flush);
+		if (rc == Z_STREAM_ERROR)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not compress batch")));
+		hs->body.len += room - hs->zs.avail_out;
+		if (flush == Z_FINISH ? rc == Z_STREAM_END
+			: (hs->zs.avail_in == 0 && hs->zs.avail_out > 0))
+			break;
+	}
+}
+
+static void
+http_write(EgressSink *sink, const char *data, size_t len)
+{
+	HttpSink   *hs = sink->private_data;
+	MemoryContext oldcxt = MemoryContextSwitchTo(hs->cxt);
+
+	Assert(hs->open);
+	if (hs->gzip)
+		http_deflate(hs, data, len, Z_NO_FLUSH);
+	else
+		appendBinaryStringInfo(&hs->body, data, len);
+	MemoryContextSwitchTo(oldcxt);
+
+	/* the batch's id is known: send while the rest is being written */
+	if (hs->announced_id[0] != '\0')
+	{
+		if (!hs->in_flight && hs->body.len >= HTTP_STREAM_START)
+		{
+			http_start(hs, hs->announced_id, true);
+			http_pump(hs);
+		}
+		else if (hs->in_flight && hs->body.len - hs->sent >= HTTP_PUMP_MIN)
+			http_pump(hs);
+	}
+}
+
+static void
+http_announce_batch_id(EgressSink *sink, const char *batch_id)
+{
+	HttpSink   *hs = sink->private_data;
+
+	Assert(hs->open);
+	if (hs->stream_body && strlen(batch_id) < sizeof(hs->announced_id))
+		strlcpy(hs->announced_id, batch_id, sizeof(hs->announced_id));
+}
+
+/*
+ * Wait for the retry delay on the latch.  Returns false if the caller's
+ * keep_retrying callback says to give up.
+ */
+static bool
+http_backoff(EgressSink *sink, HttpSink *hs, int attempt, TimestampTz since,
+			 long *delay_ms)
+{
+	long		base;
+	long		delay;
+	TimestampTz until;
+
+	base = hs->retry_initial_ms << Min(attempt - 1, 20);
+	base = Min(base, hs->retry_max_ms);
+	/* half fixed, half random: retries of many workers spread out */
+	delay = base / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, base / 2 + 1);
+	if (hs->retry_after_ms >= 0)
+		delay = Max(delay, hs->retry_after_ms);
+	*delay_ms = delay;
+
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+		CHECK_FOR_INTERRUPTS();
+		if (sink->keep_retrying && !sink->keep_retrying(sink->keep_retrying_arg, since))
+			return false;
+		if (left <= 0)
+			return true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(left, 1000L), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* A streamed body: what has been written so far, then pause until more. */
+static size_t
+http_read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	HttpSink   *hs = userdata;
+	size_t		avail = hs->body.len - hs->sent;
+	size_t		n = Min(avail, size * nitems);
+
+	if (n == 0)
+	{
+		if (hs->body_done)
+			return 0;			/* end of body */
+		hs->paused = true;
+		return CURL_READFUNC_PAUSE;
+	}
+	memcpy(buffer, hs->body.data + hs->sent, n);
+	hs->sent += n;
+	return n;
+}
+
+/* Note a finished transfer, if there is one. */
+static void
+http_collect(HttpSink *hs)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(hs->multi, &left)) != NULL)
+	{
+		if (msg->msg == CURLMSG_DONE)
+		{
+			hs->done = true;
+			hs->done_result = msg->data.result;
+		}
+	}
+}
+
+/* Let a streamed request take what the batch has so far; never waits. */
+static void
+http_pump(HttpSink *hs)
+{
+	int			running;
+
+	if (!hs->in_flight || hs->done)
+		return;
+	if (hs->paused && hs->sent < hs->body.len)
+	{
+		hs->paused = false;
+		curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+	}
+	(void) curl_multi_perform(hs->multi, &running);
+	http_collect(hs);
+}
+
+/*
+ * Run the request under way to its end.  Returns false on a failure of the
+ * multi interface itself (message in curl_error); else *result is the
+ * transfer's outcome.
+ */
+static bool
+http_transfer(HttpSink *hs, CURLcode *result)
+{
+	int			running = 1;
+	CURLMcode	mc = CURLM_OK;
+
+	for (;;)
+	{
+		int			numfds;
+
+		if (hs->paused && (hs->sent < hs->body.len || hs->body_done))
+		{
+			hs->paused = false;
+			curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+		}
+		mc = curl_multi_perform(hs->multi, &running);
+		if (mc != CURLM_OK)
+			break;
+		http_collect(hs);
+		if (hs->done)
+		{
+			*result = hs->done_result;
+			return true;
+		}
+		/* wakes on socket activity; the timeout bounds interrupt latency */
+		mc = curl_multi_poll(hs->multi, NULL, 0, HTTP_POLL_MS, &numfds);
+		if (mc != CURLM_OK)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		if (!PostmasterIsAlive())
+			proc_exit(1);
+	}
+	snprintf(hs->curl_error, sizeof(hs->curl_error), "%s", curl_multi_strerror(mc));
+	return false;
+}
+
+/* Forget the request under way (a streamed one is cut off: never complete). */
+static void
+http_end(HttpSink *hs)
+{
+	if (!hs->in_flight)
+		return;
+	curl_multi_remove_handle(hs->multi, hs->easy);
+	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hs->req_headers);
+	hs->req_headers = NULL;
+	hs->in_flight = false;
+	hs->paused = false;
+}
+
+/*
+ * Start a POST of the batch: of the whole body, or (streamed) of what the
+ * batch has so far and the rest as it is written, with chunked transfer
+ * encoding.
+ */
+static void
+http_start(HttpSink *hs, const char *batch_id, bool streamed)
+{
+	struct curl_slist *headers = NULL;
+	struct curl_slist *h;
+	char		line[NAMEDATALEN * 2 + 64];
+	CURLMcode	mc;
+
+	Assert(!hs->in_flight);
+	/* per request: the fixed ones, then batch id and stream */
+	for (h = hs->base_headers; h; h = h->next)
+		headers = curl_slist_append(headers, h->data);
+	snprintf(line, sizeof(line), "X-Egress-Batch-Id: %s", batch_id);
+	headers = curl_slist_append(headers, line);
+	snprintf(line, sizeof(line), "X-Egress-Stream: %s", hs->stream);
+	headers = curl_slist_append(headers, line);
+	if (hs->gzip)
+		headers = curl_slist_append(headers, "Content-Encoding: gzip");
+	if (headers == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+
+	hs->resp.len = 0;
+	hs->resp.data[0] = '\0';
+	hs->retry_after_ms = -1;
+	hs->curl_error[0] = '\0';
+	hs->done = false;
+	hs->done_result = CURLE_OK;
+	hs->streamed = streamed;
+	hs->paused = false;
+	hs->sent = 0;
+
+	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, headers);
+	if (streamed)
+	{
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
+		curl_easy_setopt(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
+		curl_easy_setopt(hs->easy, CURLOPT_READDATA, hs);
+	}
+	else
+	{
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
+		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+	}
+
+	mc = curl_multi_add_handle(hs->multi, hs->easy);
+	if (mc != CURLM_OK)
+	{
+		curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_slist_free_all(headers);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start HTTP request: %s", curl_multi_strerror(mc))));
+	}
+	hs->req_headers = headers;
+	hs->in_flight = true;
+}
+
+/*
+ * Finish the request under way; returns the HTTP status, or 0 for a
+ * transport error (message in curl_error).
+ */
+/* http_transfer(), then http_end() on every path */
+static bool
+http_transfer_and_end(HttpSink *hs, CURLcode *result)
+{
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		ok = http_transfer(hs, result);
+	}
+	PG_CATCH();
+	{
+		http_end(hs);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	http_end(hs);
+	return ok;
+}
+
+static long
+http_finish(HttpSink *hs)
+{
+	CURLcode	result = CURLE_OK;
+	bool		failed;
+	long		status = 0;
+
+	failed = !http_transfer_and_end(hs, &result);
+	if (failed)
+		return 0;
+	if (result != CURLE_OK)
+	{
+		if (hs->curl_error[0] == '\0')
+			strlcpy(hs->curl_error, curl_easy_strerror(result), sizeof(hs->curl_error));
+		return 0;
+	}
+	/* kept by the handle after the transfer */
+	curl_easy_getinfo(hs->easy, CURLINFO_RESPONSE_CODE, &status);
+	/* an answer before the whole streamed body was taken is no acknowledgement */
+	if (hs->streamed && hs->sent != hs->body.len && status >= 200 && status < 300)
+	{
+		snprintf(hs->curl_error, sizeof(hs->curl_error),
+				 "answered with status %ld before the whole body was sent", status);
+		return 0;
+	}
+	return status;
+}
+
+/* A short, printable excerpt of the answer's body. */
+static char *
+resp_excerpt(HttpSink *hs)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < hs->resp.len && i < HTTP_EXCERPT_LEN; i++)
+	{
+		unsigned char c = hs->resp.data[i];
+
+		appendStringInfoChar(&buf, (c >= 0x20 && c < 0x7f) ? c : ' ');
+	}
+	if (hs->resp.len > HTTP_EXCERPT_LEN)
+		appendStringInfoString(&buf, "...");
+	return buf.data;
+}
+
+/*
+ * Messages quote the receiver's answer, which might echo a header: mask
+ * every secret in them.
+ */
+static char *
+redact(HttpSink *hs, char *msg)
+{
+	ListCell   *lc;
+
+	foreach(lc, hs->secrets)
+	{
+		const char *secret = lfirst(lc);
+		size_t		slen = strlen(secret);
+		StringInfoData buf;
+		char	   *p = msg;
+		char	   *hit;
+
+		if (slen == 0 || strstr(msg, secret) == NULL)
+			continue;
+		initStringInfo(&buf);
+		while ((hit = strstr(p, secret)) != NULL)
+		{
+			appendBinaryStringInfo(&buf, p, hit - p);
+			appendStringInfoString(&buf, "***");
+			p = hit + slen;
+		}
+		appendStringInfoString(&buf, p);
+		msg = buf.data;
+	}
+	return msg;
+}
+
+static bool
+status_is_retryable(long status)
+{
+	return status == 0 || status == 408 || status == 429 || status >= 500;
+}
+
+static void
+http_commit_batch(EgressSink *sink, const char *batch_id)
+{
+	HttpSink   *hs = sink->private_data;
+	int			attempt = 0;
+	TimestampTz since = GetCurrentTimestamp();
+	MemoryContext oldcxt;
+
+	Assert(hs->open);
+	oldcxt = MemoryContextSwitchTo(hs->cxt);
+	if (hs->gzip)
+	{
+		http_deflate(hs, NULL, 0, Z_FINISH);
+		deflateEnd(&hs->zs);
+		hs->zs_active = false;
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	hs->body_done = true;
+
+	/* a streamed request under way for another id cannot be used */
+	if (hs->in_flight && strcmp(hs->announced_id, batch_id) != 0)
+		http_end(hs);
+
+	for (;;)
+	{
+		long		status;
+		char	   *what;
+		long		delay;
+
+		attempt++;
+		if (!hs->in_flight)
+			http_start(hs, batch_id, false);
+		status = http_finish(hs);
+		if (status >= 200 && status < 300)
+			break;
+
+		if (status == 0)
+			what = psprintf("%s", hs->curl_error);
+		else
+			what = psprintf("HTTP status %ld: %s", status, resp_excerpt(hs));
+		what = redact(hs, what);
+
+		if (!status_is_retryable(status))
+			ereport(ERROR,
+					(errcode(EGRESS_ERRCODE_REJECTED),
+					 errmsg("HTTP destination %s rejected batch %s: %s",
+							hs->shown_url, batch_id, what),
+					 errhint("Fix the cause, then call egress_resume_stream().")));
+
+		if (!http_backoff(sink, hs, attempt, since, &delay))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not deliver batch %s to HTTP destination %s after %d attempts: %s",
+							batch_id, hs->shown_url, attempt, what)));
+		ereport(attempt == 1 ? LOG : DEBUG1,
+				(errmsg("pg_egress could not deliver batch %s to HTTP destination %s (attempt %d): %s; retrying in %ld ms",
+						batch_id, hs->shown_url, attempt, what, delay)));
+		pfree(what);
+	}
+
+	if (attempt > 1)
+		ereport(LOG,
+				(errmsg("pg_egress delivered batch %s to HTTP destination %s after %d attempts",
+						batch_id, hs->shown_url, attempt)));
+	hs->open = false;
+	/* a huge batch's buffer is not kept for the next, small one */
+	if (hs->body.maxlen > 16 * 1024 * 1024)
+	{
+		pfree(hs->body.data);
+		oldcxt = MemoryContextSwitchTo(hs->cxt);
+		initStringInfo(&hs->body);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	else
+		resetStringInfo(&hs->body);
+}
+
+static void
+http_abort_batch(EgressSink *sink)
+{
+	HttpSink   *hs = sink->private_data;
+
+	http_end(hs);
+	if (hs->zs_active)
+	{
+		deflateEnd(&hs->zs);
+		hs->zs_active = false;
+	}
+	hs->open = false;
+	resetStringInfo(&hs->body);
+}
+
+/* Nothing is left behind at the receiver by an interrupted batch. */
+static void
+http_cleanup(EgressSink *sink, const char *prefix)
+{
+}
+
+static void
+http_close(EgressSink *sink)
+{
+	HttpSink   *hs = sink->private_data;
+
+	http_abort_batch(sink);
+	if (hs->easy)
+		curl_easy_cleanup(hs->easy);
+	if (hs->multi)
+		curl_multi_cleanup(hs->multi);
+	curl_slist_free_all(hs->base_headers);
+	hs->easy = NULL;
+	hs->multi = NULL;
+	hs->base_headers = NULL;
+}
+
+static const EgressSinkOps http_sink_ops = {
+	.begin_batch = http_begin_batch,
+	.announce_batch_id = http_announce_batch_id,
+	.write = http_write,
+	.commit_batch = http_commit_batch,
+	.abort_batch = http_abort_batch,
+	.cleanup = http_cleanup,
+	.close = http_close,
+};
+
+/* The "headers" option: an object of strings. */
+static struct curl_slist *
+user_headers(HttpSink *hs, Jsonb *options, struct curl_slist *list)
+{
+	JsonbValue *obj;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+	JsonbValue	kv;
+
+	if (options == NULL)
+		return list;
+	kv.type = jbvString;
+	kv.val.string.val = "headers";
+	kv.val.string.len = 7;
+	obj = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &kv);
+	if (obj == NULL || obj->type != jbvBinary)
+		return list;
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE && v.type == jbvString)
+		{
+			char	   *line = psprintf("%s: %.*s", key, v.val.string.len, v.val.string.val);
+
+			list = curl_slist_append(list, line);
+			pfree(line);
+			if (v.val.string.len >= 4)
+				hs->secrets = lappend(hs->secrets,
+									  pnstrdup(v.val.string.val, v.val.string.len));
+		}
+	}
+	return list;
+}
+
+/*
+ * User name and password of the URL, as written and decoded, and the Basic
+ * authorization credentials made of them (an answer may echo the header).
+ */
+static void
+url_secrets(HttpSink *hs, const char *url)
+{
+	CURLU	   *u = curl_url();
+	CURLUPart	parts[2] = {CURLUPART_USER, CURLUPART_PASSWORD};
+	char	   *decoded[2] = {NULL, NULL};
+
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+	{
+		if (u)
+			curl_url_cleanup(u);
+		return;
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		for (int decode = 0; decode < 2; decode++)
+		{
+			char	   *part = NULL;
+
+			if (curl_url_get(u, parts[i], &part, decode ? CURLU_URLDECODE : 0) == CURLUE_OK &&
+				part != NULL)
+			{
+				if (strlen(part) >= 4)
+					hs->secrets = lappend(hs->secrets, pstrdup(part));
+				if (decode)
+					decoded[i] = pstrdup(part);
+			}
+			if (part)
+				curl_free(part);
+		}
+	}
+	curl_url_cleanup(u);
+	if (decoded[0] != NULL)
+	{
+		char	   *pair = psprintf("%s:%s", decoded[0], decoded[1] ? decoded[1] : "");
+		int			len = strlen(pair);
+		char	   *b64 = palloc(pg_b64_enc_len(len) + 1);
+		int			n = pg_b64_encode(pair, len, b64, pg_b64_enc_len(len));
+
+		if (n > 0)
+		{
+			b64[n] = '\0';
+			hs->secrets = lappend(hs->secrets, b64);
+		}
+	}
+}
+
+EgressSink *
+egress_http_sink_create(const char *location, Jsonb *options)
+{
+	EgressSink *sink = palloc0(sizeof(EgressSink));
+	HttpSink   *hs = palloc0(sizeof(HttpSink));
+	int64		level;
+	MemoryContext oldcxt;
+
+	if (!curl_initialized)
+	{
+		if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not initialize libcurl")));
+		curl_initialized = true;
+	}
+
+	hs->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress http sink",
+									ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(hs->cxt);
+	hs->url = pstrdup(location);
+	hs->shown_url = egress_http_shown_url(location);
+	hs->gzip = false;
+	(void) egress_jsonb_get_bool(options, "gzip", &hs->gzip);
+	hs->gzip_level = 1;
+	if (egress_jsonb_get_int64(options, "gzip_level", &level) && level >= 1 && level <= 9)
+		hs->gzip_level = (int) level;
+	hs->verify = true;
+	(void) egress_jsonb_get_bool(options, "verify", &hs->verify);
+	hs->stream_body = true;
+	(void) egress_jsonb_get_bool(options, "stream", &hs->stream_body);
+	hs->ca_file = egress_jsonb_get_string(options, "ca_file");
+	hs->timeout_ms = interval_option(options, "timeout", 30000);
+	hs->connect_timeout_ms = interval_option(options, "connect_timeout", 10000);
+	hs->retry_initial_ms = Max(1, interval_option(options, "retry_initial_interval", 500));
+	hs->retry_max_ms = Max(hs->retry_initial_ms, interval_option(options, "retry_max_interval", 60000));
+	initStringInfo(&hs->body);
+	initStringInfo(&hs->resp);
+	enlargeStringInfo(&hs->resp, HTTP_RESP_KEEP + 1);
+	hs->retry_after_ms = -1;
+	MemoryContextSwitchTo(oldcxt);
+
+	hs->base_headers = curl_slist_append(NULL, "Content-Type: application/x-ndjson");
+	/* no "Expect: 100-continue" round trip before each large body */
+	hs->base_headers = curl_slist_append(hs->base_headers, "Expect:");
+	oldcxt = MemoryContextSwitchTo(hs->cxt);
+	hs->base_headers = user_headers(hs, options, hs->base_headers);
+	url_secrets(hs, location);
+	MemoryContextSwitchTo(oldcxt);
+
+	hs->multi = curl_multi_init();
+	hs->easy = curl_easy_init();
+	if (hs->multi == NULL || hs->easy == NULL || hs->base_headers == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create an HTTP client")));
+
+	curl_easy_setopt(hs->easy, CURLOPT_URL, hs->url);
+	curl_easy_setopt(hs->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(hs->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
+	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, hs->timeout_ms);
+	curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
+	curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
+	curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);
+	curl_easy_setopt(hs->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+	curl_easy_setopt(hs->easy, CURLOPT_HEADERDATA, hs);
+	curl_easy_setopt(hs->easy, CURLOPT_ERRORBUFFER, hs->curl_error);
+	curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(hs->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* large bodies go out in fewer, larger writes (the default is 64 kB) */
+	curl_easy_setopt(hs->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYPEER, hs->verify ? 1L : 0L);
+	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYHOST, hs->verify ? 2L : 0L);
+	if (hs->ca_file)
+		curl_easy_setopt(hs->easy, CURLOPT_CAINFO, hs->ca_file);
+
+	sink->ops = &http_sink_ops;
+	sink->location = hs->shown_url;
+	sink->options = options;
+	sink->private_data = hs;
+	return sink;
+}
