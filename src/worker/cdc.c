@@ -1393,6 +1393,23 @@ open_decoding(void)
 									 cdc_prepare_write, cdc_write, NULL);
 	XLogBeginRead(cdc->ctx->reader, MyReplicationSlot->data.restart_lsn);
 	cdc->delivered = Max(cdc->delivered, MyReplicationSlot->data.confirmed_flush);
+
+	/*
+	 * The slot confirms only what was acknowledged for every streaming
+	 * stream, but progress without records is recorded in the catalog now
+	 * and then only: start the bookmarks from the slot, so that what
+	 * egress_streams shows never goes back when a session restarts.
+	 */
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync)
+			continue;
+		s->bookmark = Max(s->bookmark, MyReplicationSlot->data.confirmed_flush);
+		if (s->slot)
+			s->slot->confirmed_lsn = s->bookmark;
+	}
 	MemoryContextSwitchTo(oldcxt);
 }
 

@@ -16,7 +16,7 @@ use Test::More;
 use EgressTest;
 use EgressHttp;
 
-plan skip_all => 'npm packages of test/http are not installed (scripts/common.sh egress_npm_ci)'
+BAIL_OUT('npm packages of test/http are not installed (scripts/common.sh egress_npm_ci)')
   unless EgressHttp::node_ready();
 
 my $node = create_node('http_basic', cdc => 1);

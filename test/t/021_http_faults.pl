@@ -17,7 +17,7 @@ use Time::HiRes qw(time);
 use EgressTest;
 use EgressHttp;
 
-plan skip_all => 'npm packages of test/http are not installed (scripts/common.sh egress_npm_ci)'
+BAIL_OUT('npm packages of test/http are not installed (scripts/common.sh egress_npm_ci)')
   unless EgressHttp::node_ready();
 
 my $node = create_node('http_faults', cdc => 1);
