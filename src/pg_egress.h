@@ -73,4 +73,10 @@ extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
 extern PGDLLEXPORT void egress_cdc_main(Datum main_arg);
 extern void egress_record_stream_error(int32 stream_id, const char *message);
 
+/* sync.c: the life of a worker that runs one stream once (sync.c, incremental.c) */
+struct EgressSink;
+extern void egress_run_stream_worker(Datum main_arg,
+									 void (*body) (int32 stream_id, EgressWorkerSlot *slot),
+									 struct EgressSink **sink);
+
 #endif							/* PG_EGRESS_H */

@@ -302,12 +302,6 @@ finish_run(EgressStreamDef *def, RunStart *start, EgressIncrementalSpec *inc,
 	CommitTransactionCommand();
 }
 
-static void
-release_slot_at_exit(int code, Datum arg)
-{
-	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
-}
-
 /* the sink of the running run, for the error path */
 static EgressSink *current_sink = NULL;
 
@@ -338,46 +332,5 @@ incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
 void
 egress_incremental_main(Datum main_arg)
 {
-	int32		stream_id = DatumGetInt32(main_arg);
-	Oid			dboid;
-	EgressWorkerSlot *slot;
-	MemoryContext workcxt;
-
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	egress_pin_output_settings();
-
-	slot = egress_claim_slot(stream_id, "starting");
-	if (slot == NULL)
-		proc_exit(0);			/* all slots busy: the database worker retries */
-	before_shmem_exit(release_slot_at_exit, PointerGetDatum(slot));
-
-	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress incremental",
-									ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(workcxt);
-
-	PG_TRY();
-	{
-		incremental_stream(stream_id, slot);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(workcxt);
-		edata = CopyErrorData();
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		if (current_sink)
-			current_sink->ops->abort_batch(current_sink);
-		egress_record_stream_error(stream_id, edata->message);
-	}
-	PG_END_TRY();
-
-	proc_exit(0);
+	egress_run_stream_worker(main_arg, incremental_stream, &current_sink);
 }

@@ -178,8 +178,18 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 					def->name, result.rows, result.batches)));
 }
 
+/*
+ * egress_run_stream_worker
+ *		The life of a worker that runs one stream once (a FULL_TABLE sync, an
+ *		INCREMENTAL run): connect, claim the stream's shared slot, run body,
+ *		and record an error on the stream instead of exiting with it, so a
+ *		failing stream never crash-loops.  *sink is the body's open sink, if
+ *		any, whose batch is dropped on error.
+ */
 void
-egress_sync_main(Datum main_arg)
+egress_run_stream_worker(Datum main_arg,
+						 void (*body) (int32 stream_id, EgressWorkerSlot *slot),
+						 EgressSink **sink)
 {
 	int32		stream_id = DatumGetInt32(main_arg);
 	Oid			dboid;
@@ -199,13 +209,13 @@ egress_sync_main(Datum main_arg)
 		proc_exit(0);			/* all slots busy: the database worker retries */
 	before_shmem_exit(release_slot_at_exit, PointerGetDatum(slot));
 
-	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress sync",
+	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress stream worker",
 									ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(workcxt);
 
 	PG_TRY();
 	{
-		sync_stream(stream_id, slot);
+		body(stream_id, slot);
 	}
 	PG_CATCH();
 	{
@@ -217,11 +227,17 @@ egress_sync_main(Datum main_arg)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		if (current_sink)
-			current_sink->ops->abort_batch(current_sink);
+		if (*sink)
+			(*sink)->ops->abort_batch(*sink);
 		egress_record_stream_error(stream_id, edata->message);
 	}
 	PG_END_TRY();
 
 	proc_exit(0);
+}
+
+void
+egress_sync_main(Datum main_arg)
+{
+	egress_run_stream_worker(main_arg, sync_stream, &current_sink);
 }
