@@ -52,6 +52,18 @@ wait_synced() {
 wait_synced
 "${P[@]}" -c "SELECT egress_resync_stream('t')" >/dev/null
 wait_synced
+# an INCREMENTAL stream: two runs, the second from the first one's bookmark
+"${P[@]}" -c "SELECT egress_add_stream('i', 't', 'INCREMENTAL', 'local', replication_key => 'b', options => '{\"batch_max_rows\": 300, \"interval\": 3600}')" >/dev/null
+wait_inc() {
+	for _ in $(seq 1 600); do
+		[ "$("${P[@]}" -Atc "SELECT state || ':' || rows_sent FROM egress_streams WHERE name = 'i'")" = "synced:$1" ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+wait_inc 2000
+"${P[@]}" -c "UPDATE t SET b = b + 10000000 WHERE id <= 100" -c "SELECT egress_sync_now('i')" >/dev/null
+wait_inc 2100
 # the CDC paths: initial sync, changes, TOAST re-read, DDL, truncate
 "${P[@]}" <<SQL
 CREATE TABLE c (id int PRIMARY KEY, v text, big text);

@@ -82,6 +82,7 @@ SELECT egress_add_stream('k1', 'public.orders', 'FULL_TABLE', 'local', replicati
 SELECT egress_add_stream('d1', 'public.orders', 'FULL_TABLE', 'nowhere');
 SELECT egress_add_stream('o1', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_rows": 5}');
 SELECT egress_add_stream('o1', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id', options => '{"fast_sync": true}');
+SELECT egress_add_stream('o1', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id', options => '{"interval": "1000000 years"}');
 SELECT egress_add_stream('o2', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": 0}');
 SELECT egress_add_stream('o3', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": "10"}');
 SELECT egress_add_stream('o4', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_bytes": 1.5}');

@@ -93,8 +93,9 @@ BEGIN;
 CREATE TABLE sales.new_rolled_back (id int);
 ROLLBACK;
 SELECT name, relation, method, options FROM egress_streams WHERE name LIKE 'sales_new%' ORDER BY name;
--- a table the rule's owner cannot read, by a role that cannot read the
--- egress catalog: the table is made, the stream is not
+-- a table of a role whose privileges the rule's owner does not have, by a
+-- role that cannot read the egress catalog: the table is made, the stream
+-- is not
 CREATE ROLE pat_owner;
 CREATE ROLE pat_user;
 GRANT CREATE, USAGE ON SCHEMA sales TO pat_user;
@@ -110,6 +111,11 @@ RESET ROLE;
 SET ROLE pat_user;
 CREATE TABLE sales.mine_1 (id int);
 SELECT count(*) FROM sales.mine_1;
+RESET ROLE;
+-- followed once the rule's owner has the privileges of the table's owner
+GRANT pat_user TO pat_owner;
+SET ROLE pat_user;
+CREATE TABLE sales.mine_2 (id int PRIMARY KEY);
 RESET ROLE;
 -- a LOG_BASED rule and a table that cannot be keyed
 SELECT egress_add_streams('sales.cdc_*', method => 'LOG_BASED', destination => 'pat',

@@ -495,6 +495,21 @@ follow_one(FollowRule *rule, MatchedTable *m)
 	int			save_sec;
 	char	   *name = stream_name_for(m->nspname, m->relname);
 
+	/*
+	 * Only tables the rule's owner owns (or has the privileges of their
+	 * owner): otherwise anyone who may create a table in a matching schema
+	 * could have code of theirs (a row security policy, say) run as the
+	 * rule's owner by its syncs.  The server log says why; the table's
+	 * creator is not told about the rule.
+	 */
+	if (!pg_class_ownercheck(m->relid, rule->owner))
+	{
+		ereport(LOG,
+				(errmsg("pg_egress did not add a stream for new table %s: stream pattern %d follows only tables of roles whose privileges its owner has",
+						quote_qualified_identifier(m->nspname, m->relname), rule->id)));
+		return;
+	}
+
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -525,7 +540,7 @@ follow_one(FollowRule *rule, MatchedTable *m)
 		ereport(WARNING,
 				(errmsg("pg_egress could not add a stream for new table %s: %s",
 						quote_qualified_identifier(m->nspname, m->relname), edata->message),
-				 errdetail("The table matches stream pattern %d (\"%s\").", rule->id, rule->include)));
+				 errdetail("The table matches stream pattern %d.", rule->id)));
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();

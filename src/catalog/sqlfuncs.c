@@ -319,21 +319,23 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 				{
 					/*
 					 * seconds (a number) or an interval string, at least
-					 * 100ms: a run is a new background worker
+					 * 100ms (a run is a new background worker) and at most
+					 * 366 days (the next run's time must stay in range)
 					 */
 					bool		ok;
 
 					if (v.type == jbvNumeric)
-						ok = DatumGetBool(DirectFunctionCall2(numeric_ge,
-															  NumericGetDatum(v.val.numeric),
-															  DirectFunctionCall3(numeric_in,
-																				  CStringGetDatum("0.1"),
-																				  ObjectIdGetDatum(InvalidOid),
-																				  Int32GetDatum(-1))));
+					{
+						float8		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+																			  NumericGetDatum(v.val.numeric)));
+
+						ok = secs >= 0.1 && secs <= 366.0 * SECS_PER_DAY;
+					}
 					else if (v.type == jbvString)
 					{
 						Interval   *iv;
 						Interval	least;
+						Interval	most;
 
 						iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
 																   CStringGetDatum(pnstrdup(v.val.string.val, v.val.string.len)),
@@ -341,16 +343,21 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 																   Int32GetDatum(-1)));
 						memset(&least, 0, sizeof(least));
 						least.time = 100 * INT64CONST(1000);
+						memset(&most, 0, sizeof(most));
+						most.day = 366;
 						ok = DatumGetBool(DirectFunctionCall2(interval_ge,
 															  IntervalPGetDatum(iv),
-															  IntervalPGetDatum(&least)));
+															  IntervalPGetDatum(&least))) &&
+							DatumGetBool(DirectFunctionCall2(interval_le,
+															 IntervalPGetDatum(iv),
+															 IntervalPGetDatum(&most)));
 					}
 					else
 						ok = false;
 					if (!ok)
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("%s option \"%s\" must be a number of seconds or an interval, at least 100 milliseconds", what, key)));
+								 errmsg("%s option \"%s\" must be a number of seconds or an interval from 100 milliseconds to 366 days", what, key)));
 				}
 				break;
 			case OPT_DURATION:

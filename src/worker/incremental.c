@@ -47,6 +47,9 @@
 typedef struct RunStart
 {
 	int64		version;
+	int64		run_id;			/* the run's start, epoch ms */
+	int64		rows_before;	/* the stream's totals so far */
+	int64		bytes_before;
 	int64		batches_before;
 	char	   *pos_key;		/* exact text of the last key sent, or NULL */
 	List	   *pos_pk;			/* ... and of its primary key (char *) */
@@ -113,12 +116,13 @@ claim_run(int32 stream_id, RunStart *start)
 	}
 
 	values[0] = Int32GetDatum(stream_id);
-	egress_catalog_exec("SELECT st.resync, st.version, st.batches_sent, "
+	egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
 						"st.bookmark->'pg_egress_position'->>'key', "
 						"ARRAY(SELECT jsonb_array_elements_text(st.bookmark->'pg_egress_position'->'pk')), "
 						"CASE jsonb_typeof(st.bookmark->'replication_key_value') "
 						"WHEN 'string' THEN st.bookmark->>'replication_key_value' "
-						"WHEN 'number' THEN st.bookmark->>'replication_key_value' END "
+						"WHEN 'number' THEN st.bookmark->>'replication_key_value' END, "
+						"st.bytes_sent, st.batches_sent "
 						"FROM egress.stream_state st WHERE st.stream_id = $1 FOR UPDATE",
 						1, argtypes, values, NULL, false);
 	tup = SPI_tuptable->vals[0];
@@ -126,7 +130,11 @@ claim_run(int32 stream_id, RunStart *start)
 	resync = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
 	d = SPI_getbinval(tup, desc, 2, &isnull);
 	start->version = (resync || isnull) ? egress_next_version(def->prev_version) : DatumGetInt64(d);
-	start->batches_before = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	/* unique per run, so that no batch id names other rows later */
+	start->run_id = egress_next_version(0);
+	start->rows_before = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	start->bytes_before = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+	start->batches_before = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	start->pos_key = NULL;
 	start->pos_pk = NIL;
 	start->key_value = NULL;
@@ -185,6 +193,7 @@ run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 	AttrNumber	keyatt;
 	const char *qkey;
 	int64		limit = 0;
+	MemoryContext callercxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -209,7 +218,10 @@ run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 				 errdetail("INCREMENTAL streams resume by replication key and primary key.")));
 	if (egress_jsonb_get_int64(def->options, "limit", &limit) && limit > 0)
 		inc->limit = limit;
-	inc->seq_base = start->batches_before;
+	inc->run_id = start->run_id;
+	inc->rows_before = start->rows_before;
+	inc->bytes_before = start->bytes_before;
+	inc->batches_before = start->batches_before;
 
 	qkey = quote_identifier(def->replication_key);
 	initStringInfo(&where);
@@ -255,6 +267,9 @@ run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 	inc->where = where.data;
 
 	egress_snapshot_write_incremental(def, sink, slot, start->version, inc, result);
+	/* it is in the transaction's memory, gone at commit */
+	if (inc->bookmark)
+		inc->bookmark = MemoryContextStrdup(callercxt, inc->bookmark);
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();

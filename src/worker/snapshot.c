@@ -130,6 +130,21 @@ hand_to_sink(SnapshotWriter *w)
 	}
 }
 
+/*
+ * The batch's id: <stream>-<version>-<NNNNNN> for a sync, and
+ * <stream>-<version>-<run>-<NNNNNN> for an INCREMENTAL run.
+ */
+static void
+batch_id_of(SnapshotWriter *w, char *batch_id, size_t size)
+{
+	if (w->inc)
+		snprintf(batch_id, size, "%s-" INT64_FORMAT "-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->inc->run_id, w->seq);
+	else
+		snprintf(batch_id, size, "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->seq);
+}
+
 static void
 begin_batch(SnapshotWriter *w)
 {
@@ -143,8 +158,7 @@ begin_batch(SnapshotWriter *w)
 		char		batch_id[NAMEDATALEN * 2];
 
 		/* the id commit_batch() gives it */
-		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
-				 w->def->name, w->version, w->seq);
+		batch_id_of(w, batch_id, sizeof(batch_id));
 		w->sink->ops->announce_batch_id(w->sink, batch_id);
 	}
 	w->batch_open = true;
@@ -207,12 +221,7 @@ commit_batch(SnapshotWriter *w, bool last)
 	egress_singer_state_close(&w->buf);
 	hand_to_sink(w);
 
-	if (w->inc)
-		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%010" INT64_MODIFIER "d",
-				 w->def->name, w->version, w->seq);
-	else
-		snprintf(batch_id, sizeof(batch_id), "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
-				 w->def->name, w->version, w->seq);
+	batch_id_of(w, batch_id, sizeof(batch_id));
 	w->sink->ops->commit_batch(w->sink, batch_id);
 	w->batch_open = false;
 
@@ -221,9 +230,10 @@ commit_batch(SnapshotWriter *w, bool last)
 	w->result->batches++;
 	if (w->slot)
 	{
-		w->slot->rows_sent = w->result->rows;
-		w->slot->bytes_sent = w->result->bytes;
-		w->slot->batches_sent = w->result->batches;
+		/* egress_streams shows a stream's totals, and a run adds to them */
+		w->slot->rows_sent = w->result->rows + (w->inc ? w->inc->rows_before : 0);
+		w->slot->bytes_sent = w->result->bytes + (w->inc ? w->inc->bytes_before : 0);
+		w->slot->batches_sent = w->result->batches + (w->inc ? w->inc->batches_before : 0);
 	}
 
 	MemoryContextReset(w->batchcxt);
@@ -393,7 +403,6 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 		int			i = 1;
 
 		w->inc = inc;
-		w->seq = inc->seq_base;
 		w->st->replication_key = pstrdup(inc->key);
 		w->npos = 1 + list_length(inc->pk);
 		w->poscol = palloc(sizeof(int) * w->npos);

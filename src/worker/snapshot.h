@@ -47,8 +47,13 @@ typedef struct EgressIncrementalSpec
 	int			nargs;
 	const char **args;
 	int64		limit;
-	int64		seq_base;		/* batches the stream sent before: batch ids
-								 * go on from there */
+	int64		run_id;			/* the run's start, epoch ms: batch ids are
+								 * <stream>-<version>-<run_id>-<NNNNNN>, so
+								 * an id never names other rows in a later
+								 * run */
+	int64		rows_before;	/* the stream's totals before the run */
+	int64		bytes_before;
+	int64		batches_before;
 	char	   *bookmark;		/* out */
 } EgressIncrementalSpec;
 

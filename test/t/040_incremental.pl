@@ -16,11 +16,11 @@ my $node = create_node('incremental');
 my $out = new_outdir($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# Batch files of an INCREMENTAL stream: <stream>-<version>-<10 digits>.jsonl
+# Batch files of an INCREMENTAL stream: <stream>-<version>-<run>-<6 digits>.jsonl
 sub inc_batches
 {
 	my ($stream) = @_;
-	my @b = read_batches($out, qr/^\Q$stream\E-\d+-\d{10}\.jsonl$/);
+	my @b = read_batches($out, qr/^\Q$stream\E-\d+-\d{13}-\d{6}\.jsonl$/);
 	my @sorted = sort { $a->{name} cmp $b->{name} } @b;
 	return @sorted;    # a count in scalar context
 }

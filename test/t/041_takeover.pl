@@ -111,7 +111,7 @@ is($bst, '22023', 'state for another replication key: SQLSTATE 22023');
 is($bst, '22007', 'replication_key_value not of the key type: SQLSTATE 22007');
 sql(q{SELECT egress_add_stream('i', 'inc', 'INCREMENTAL', 'd', 'updated_at', '{"interval": 3600, "state": {"currently_syncing": null, "bookmarks": {"public-inc": {"last_replication_method": "INCREMENTAL", "replication_key": "updated_at", "replication_key_value": "2024-01-02T12:00:00+00:00", "version": 42}}}}')});
 wait_stream_where($node, 'i', "state = 'synced' AND rows_sent > 0");
-my @ib = read_batches($out, qr/^i-\d+-\d{10}\.jsonl$/);
+my @ib = read_batches($out, qr/^i-\d+-\d{13}-\d{6}\.jsonl$/);
 my @irecs = records_of(@ib);
 is_deeply([ map { $_->{record}{id} } @irecs ], [ 36 .. 48 ],
 	'INCREMENTAL: from the tap\'s value on, that value included (as the tap would)');
@@ -130,9 +130,9 @@ is(sql(q{SELECT egress_add_streams('m.*', method => 'INCREMENTAL', destination =
 	'{m_a,m_b}', 'a pattern with a STATE of many tables');
 wait_stream_where($node, 'm_a', "state = 'synced' AND rows_sent = 4");
 wait_stream_where($node, 'm_b', "state = 'synced' AND rows_sent = 10");
-is_deeply([ map { $_->{record}{id} } records_of(read_batches($out, qr/^m_a-\d+-\d{10}\.jsonl$/)) ],
+is_deeply([ map { $_->{record}{id} } records_of(read_batches($out, qr/^m_a-\d+-\d{13}-\d{6}\.jsonl$/)) ],
 	[ 7 .. 10 ], 'the table with a bookmark resumes from it');
-is_deeply([ map { $_->{record}{id} } records_of(read_batches($out, qr/^m_b-\d+-\d{10}\.jsonl$/)) ],
+is_deeply([ map { $_->{record}{id} } records_of(read_batches($out, qr/^m_b-\d+-\d{13}-\d{6}\.jsonl$/)) ],
 	[ 1 .. 10 ], 'the table without one starts from its first row');
 
 done_testing();
