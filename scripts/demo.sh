@@ -104,6 +104,24 @@ changes=$(ls "$out"/local-*.jsonl | tail -n 1)
 echo "Change batch $(basename "$changes"):"
 cut -c1-300 "$changes"
 echo
+echo
+echo "An export with COPY's own bytes (what aws_s3.query_export_to_s3 does, here to a file):"
+psql_demo -d app -c "SELECT * FROM egress_export('SELECT id, customer, amount FROM public.orders WHERE id <= 3 ORDER BY id', 'file://$demo/orders.csv', 'format csv, header true')"
+cat "$demo/orders.csv"
+echo
+echo "An INCREMENTAL stream by id: the rows after its bookmark, now and every interval."
+psql_demo -d app -c "SELECT egress_add_stream('orders_inc', 'public.orders', method => 'INCREMENTAL', destination => 'local', replication_key => 'id')" >/dev/null
+deadline=$((SECONDS + 60))
+until [ "$(psql_demo -d app -Atc "SELECT state FROM egress_streams WHERE name = 'orders_inc' AND rows_sent > 0")" = synced ]; do
+	if [ $SECONDS -ge $deadline ]; then
+		echo "the INCREMENTAL run did not finish within 60 s; server log:" >&2
+		tail -n 30 "$demo/server.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+psql_demo -d app -Atc "SELECT 'bookmark: ' || bookmark::text FROM egress_streams WHERE name = 'orders_inc'"
+echo
 psql_demo -d app -c "SELECT name, method, state, rows_sent, batches_sent, confirmed_lsn, lag_bytes, last_error FROM egress_streams ORDER BY name"
 psql_demo -d app -c "SELECT pid, backend_type FROM pg_stat_activity WHERE backend_type LIKE 'pg_egress%'"
 echo "Demo done; the cluster is stopped and $demo can be removed."
