@@ -596,24 +596,6 @@ http_finish(HttpSink *hs)
 	return status;
 }
 
-/* A short, printable excerpt of the answer's body. */
-static char *
-resp_excerpt(HttpSink *hs)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < hs->resp.len && i < HTTP_EXCERPT_LEN; i++)
-	{
-		unsigned char c = hs->resp.data[i];
-
-		appendStringInfoChar(&buf, (c >= 0x20 && c < 0x7f) ? c : ' ');
-	}
-	if (hs->resp.len > HTTP_EXCERPT_LEN)
-		appendStringInfoString(&buf, "...");
-	return buf.data;
-}
-
 /*
  * Messages quote the receiver's answer, which might echo a header: mask
  * every secret in them.
@@ -644,6 +626,67 @@ redact(HttpSink *hs, char *msg)
 		msg = buf.data;
 	}
 	return msg;
+}
+
+/*
+ * A short, printable excerpt of the answer's body, secrets masked.  The
+ * whole kept answer is masked before it is cut, so that no secret shows
+ * its start at the cut; a secret that starts in the kept answer and goes
+ * on past its end (the rest was not kept) is left out too.  Bytes other
+ * than printable ASCII become spaces, so the cut cannot split a character.
+ */
+static char *
+resp_excerpt(HttpSink *hs)
+{
+	StringInfoData buf;
+	StringInfoData out;
+	int			len = hs->resp.len;
+	bool		cut = false;
+	char	   *masked;
+	int			mlen;
+	ListCell   *lc;
+
+	/* the answer was cut at HTTP_RESP_KEEP: drop a secret's partial start */
+	if (len >= HTTP_RESP_KEEP)
+	{
+		foreach(lc, hs->secrets)
+		{
+			const char *secret = lfirst(lc);
+			int			slen = strlen(secret);
+
+			for (int k = Min(slen - 1, len); k > 0; k--)
+			{
+				if (memcmp(hs->resp.data + len - k, secret, k) == 0)
+				{
+					len -= k;
+					cut = true;
+					break;
+				}
+			}
+		}
+	}
+
+	/* secrets are C strings: a NUL in the answer cannot be part of one */
+	initStringInfo(&buf);
+	for (int i = 0; i < len; i++)
+	{
+		char		c = hs->resp.data[i];
+
+		appendStringInfoChar(&buf, c != '\0' ? c : ' ');
+	}
+	masked = redact(hs, buf.data);
+	mlen = strlen(masked);
+
+	initStringInfo(&out);
+	for (int i = 0; i < mlen && i < HTTP_EXCERPT_LEN; i++)
+	{
+		unsigned char c = masked[i];
+
+		appendStringInfoChar(&out, (c >= 0x20 && c < 0x7f) ? c : ' ');
+	}
+	if (mlen > HTTP_EXCERPT_LEN || cut)
+		appendStringInfoString(&out, "...");
+	return out.data;
 }
 
 static bool
@@ -807,7 +850,8 @@ user_headers(HttpSink *hs, Jsonb *options, struct curl_slist *list)
 
 			list = curl_slist_append(list, line);
 			pfree(line);
-			if (v.val.string.len >= 4)
+			/* every value may be a secret, however short */
+			if (v.val.string.len > 0)
 				hs->secrets = lappend(hs->secrets,
 									  pnstrdup(v.val.string.val, v.val.string.len));
 		}
@@ -841,7 +885,7 @@ url_secrets(HttpSink *hs, const char *url)
 			if (curl_url_get(u, parts[i], &part, decode ? CURLU_URLDECODE : 0) == CURLUE_OK &&
 				part != NULL)
 			{
-				if (strlen(part) >= 4)
+				if (part[0] != '\0')
 					hs->secrets = lappend(hs->secrets, pstrdup(part));
 				if (decode)
 					decoded[i] = pstrdup(part);
