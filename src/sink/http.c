@@ -434,6 +434,15 @@ http_transfer(HttpSink *hs, CURLcode *result)
 {
 	int			running = 1;
 	CURLMcode	mc = CURLM_OK;
+	TimestampTz deadline = 0;
+
+	/*
+	 * A streamed request sat paused while the batch was written: its
+	 * "timeout" counts from now, the end of the batch (curl's own timeout,
+	 * which would count the pauses too, is off for it).
+	 */
+	if (hs->streamed && hs->timeout_ms > 0)
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hs->timeout_ms);
 
 	for (;;)
 	{
@@ -460,6 +469,14 @@ http_transfer(HttpSink *hs, CURLcode *result)
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);
+		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+		{
+			snprintf(hs->curl_error, sizeof(hs->curl_error),
+					 "streamed request timed out %ld ms after the end of the batch",
+					 hs->timeout_ms);
+			*result = CURLE_OPERATION_TIMEDOUT;
+			return true;
+		}
 	}
 	snprintf(hs->curl_error, sizeof(hs->curl_error), "%s", curl_multi_strerror(mc));
 	return false;
@@ -518,6 +535,8 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	hs->sent = 0;
 
 	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, headers);
+	/* a streamed request pauses while rows are produced: see http_transfer */
+	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
 	if (streamed)
 	{
 		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, NULL);
@@ -972,7 +991,6 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(hs->easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
-	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, hs->timeout_ms);
 	curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
 	curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
 	curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);
