@@ -168,6 +168,13 @@ SELECT egress_add_stream('x', 'public.secret', 'FULL_TABLE', 'local');
 SELECT egress_add_stream('x', 'public.orders', 'FULL_TABLE', 'local');
 SELECT egress_pause_stream('orders');
 SELECT egress_remove_destination('local');
+-- S3 destinations use the server's credentials: the right of egress_export()
+SELECT egress_add_destination('etl_lake', 's3://lake/etl');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION egress_export(text, text, text) TO egress_etl;
+SET ROLE egress_etl;
+SELECT egress_add_destination('etl_lake', 's3://lake/etl');
+SELECT egress_remove_destination('etl_lake');
 RESET ROLE;
 GRANT pg_write_server_files TO egress_etl;
 SET ROLE egress_etl;

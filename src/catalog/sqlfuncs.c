@@ -21,6 +21,8 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -434,6 +436,41 @@ check_write_server_files(void)
 }
 
 /*
+ * S3 destinations write with the server's S3 credentials, as egress_export()
+ * does: they need superuser or the right to execute egress_export(), which
+ * is not granted to PUBLIC.
+ */
+static void
+check_s3_credentials_use(FunctionCallInfo fcinfo)
+{
+	Oid			extschema = InvalidOid;
+	Oid			fnoid = InvalidOid;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+	if (superuser())
+		return;
+	/* the extension's schema: the one of the calling function */
+	if (fcinfo->flinfo && OidIsValid(fcinfo->flinfo->fn_oid))
+		extschema = get_func_namespace(fcinfo->flinfo->fn_oid);
+	if (OidIsValid(extschema))
+	{
+		char	   *nspname = get_namespace_name(extschema);
+
+		if (nspname != NULL)
+			fnoid = LookupFuncName(list_make2(makeString(nspname),
+											  makeString("egress_export")),
+								   3, argtypes, true);
+	}
+	if (!OidIsValid(fnoid) ||
+		pg_proc_aclcheck(fnoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to use S3 destinations"),
+				 errdetail("S3 destinations write with the server's S3 credentials."),
+				 errhint("Only superusers and roles allowed to execute egress_export(text, text, text) may add S3 destinations.")));
+}
+
+/*
  * Splits a destination URL into kind and location.  Never echoes the whole
  * URL in an error: it may carry credentials.
  */
@@ -619,6 +656,8 @@ egress_add_destination(PG_FUNCTION_ARGS)
 						 lengthof(file_destination_options), "destination");
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
+	else if (strcmp(kind, "s3") == 0)
+		check_s3_credentials_use(fcinfo);
 
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(name);

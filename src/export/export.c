@@ -838,7 +838,7 @@ egress_export(PG_FUNCTION_ARGS)
 				 errmsg("query and uri must not be null")));
 	/* as for COPY TO 'file' (workers check this when a destination is added) */
 	if (strncmp(uri, "file:", 5) == 0 &&
-		!is_member_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+		!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to export to a file"),

@@ -42,7 +42,7 @@ int			egress_s3_max_concurrency = 4;
 
 #define S3_MAX_ATTEMPTS		5
 #define S3_POLL_MS			50
-#define S3_RESPONSE_MAX		(64 * 1024)
+#define S3_RESPONSE_MAX		(16 * 1024)	/* bytes of an answer kept */
 #define S3_ABORT_TIMEOUT_S	10
 
 typedef struct S3Request
@@ -440,11 +440,30 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	S3Request  *req = (S3Request *) arg;
 	size_t		n = size * nmemb;
+	size_t		skip = 0;
+	size_t		room;
 
-	/* keep the start of the answer only: it is for error messages */
-	if (req->response.len < S3_RESPONSE_MAX)
-		appendBinaryStringInfo(&req->response, ptr,
-							   Min(n, S3_RESPONSE_MAX - req->response.len));
+	/*
+	 * Keep the start of the answer only: the ones read (errors, the results
+	 * of CreateMultipartUpload and CompleteMultipartUpload) are small, and a
+	 * cut one just lacks the values looked for.  Called from within libcurl:
+	 * no ERROR may escape, so the buffer was enlarged beforehand and this
+	 * only copies.  Whitespace before the document (S3 pads a slow
+	 * CompleteMultipartUpload with it) is not kept.
+	 */
+	if (req->response.len == 0)
+		while (skip < n && isspace((unsigned char) ptr[skip]))
+			skip++;
+	room = S3_RESPONSE_MAX - req->response.len;
+	if (room > 0 && skip < n)
+	{
+		size_t		len = Min(n - skip, room);
+
+		Assert(req->response.maxlen > S3_RESPONSE_MAX);
+		memcpy(req->response.data + req->response.len, ptr + skip, len);
+		req->response.len += len;
+		req->response.data[req->response.len] = '\0';
+	}
 	return n;
 }
 
@@ -524,6 +543,8 @@ request_start(EgressS3Upload *up, S3Request *req, const char *method,
 		MemoryContext old = MemoryContextSwitchTo(up->cxt);
 
 		initStringInfo(&req->response);
+		/* write_cb copies into this room, it cannot enlarge it */
+		enlargeStringInfo(&req->response, S3_RESPONSE_MAX + 1);
 		MemoryContextSwitchTo(old);
 	}
 	resetStringInfo(&req->response);

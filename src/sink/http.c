@@ -434,6 +434,15 @@ http_transfer(HttpSink *hs, CURLcode *result)
 {
 	int			running = 1;
 	CURLMcode	mc = CURLM_OK;
+	TimestampTz deadline = 0;
+
+	/*
+	 * A streamed request sat paused while the batch was written: its
+	 * "timeout" counts from now, the end of the batch (curl's own timeout,
+	 * which would count the pauses too, is off for it).
+	 */
+	if (hs->streamed && hs->timeout_ms > 0)
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), hs->timeout_ms);
 
 	for (;;)
 	{
@@ -460,6 +469,14 @@ http_transfer(HttpSink *hs, CURLcode *result)
 		CHECK_FOR_INTERRUPTS();
 		if (!PostmasterIsAlive())
 			proc_exit(1);
+		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+		{
+			snprintf(hs->curl_error, sizeof(hs->curl_error),
+					 "streamed request timed out %ld ms after the end of the batch",
+					 hs->timeout_ms);
+			*result = CURLE_OPERATION_TIMEDOUT;
+			return true;
+		}
 	}
 	snprintf(hs->curl_error, sizeof(hs->curl_error), "%s", curl_multi_strerror(mc));
 	return false;
@@ -518,6 +535,8 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	hs->sent = 0;
 
 	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, headers);
+	/* a streamed request pauses while rows are produced: see http_transfer */
+	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
 	if (streamed)
 	{
 		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, NULL);
@@ -596,24 +615,6 @@ http_finish(HttpSink *hs)
 	return status;
 }
 
-/* A short, printable excerpt of the answer's body. */
-static char *
-resp_excerpt(HttpSink *hs)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < hs->resp.len && i < HTTP_EXCERPT_LEN; i++)
-	{
-		unsigned char c = hs->resp.data[i];
-
-		appendStringInfoChar(&buf, (c >= 0x20 && c < 0x7f) ? c : ' ');
-	}
-	if (hs->resp.len > HTTP_EXCERPT_LEN)
-		appendStringInfoString(&buf, "...");
-	return buf.data;
-}
-
 /*
  * Messages quote the receiver's answer, which might echo a header: mask
  * every secret in them.
@@ -644,6 +645,67 @@ redact(HttpSink *hs, char *msg)
 		msg = buf.data;
 	}
 	return msg;
+}
+
+/*
+ * A short, printable excerpt of the answer's body, secrets masked.  The
+ * whole kept answer is masked before it is cut, so that no secret shows
+ * its start at the cut; a secret that starts in the kept answer and goes
+ * on past its end (the rest was not kept) is left out too.  Bytes other
+ * than printable ASCII become spaces, so the cut cannot split a character.
+ */
+static char *
+resp_excerpt(HttpSink *hs)
+{
+	StringInfoData buf;
+	StringInfoData out;
+	int			len = hs->resp.len;
+	bool		cut = false;
+	char	   *masked;
+	int			mlen;
+	ListCell   *lc;
+
+	/* the answer was cut at HTTP_RESP_KEEP: drop a secret's partial start */
+	if (len >= HTTP_RESP_KEEP)
+	{
+		foreach(lc, hs->secrets)
+		{
+			const char *secret = lfirst(lc);
+			int			slen = strlen(secret);
+
+			for (int k = Min(slen - 1, len); k > 0; k--)
+			{
+				if (memcmp(hs->resp.data + len - k, secret, k) == 0)
+				{
+					len -= k;
+					cut = true;
+					break;
+				}
+			}
+		}
+	}
+
+	/* secrets are C strings: a NUL in the answer cannot be part of one */
+	initStringInfo(&buf);
+	for (int i = 0; i < len; i++)
+	{
+		char		c = hs->resp.data[i];
+
+		appendStringInfoChar(&buf, c != '\0' ? c : ' ');
+	}
+	masked = redact(hs, buf.data);
+	mlen = strlen(masked);
+
+	initStringInfo(&out);
+	for (int i = 0; i < mlen && i < HTTP_EXCERPT_LEN; i++)
+	{
+		unsigned char c = masked[i];
+
+		appendStringInfoChar(&out, (c >= 0x20 && c < 0x7f) ? c : ' ');
+	}
+	if (mlen > HTTP_EXCERPT_LEN || cut)
+		appendStringInfoString(&out, "...");
+	return out.data;
 }
 
 static bool
@@ -807,7 +869,8 @@ user_headers(HttpSink *hs, Jsonb *options, struct curl_slist *list)
 
 			list = curl_slist_append(list, line);
 			pfree(line);
-			if (v.val.string.len >= 4)
+			/* every value may be a secret, however short */
+			if (v.val.string.len > 0)
 				hs->secrets = lappend(hs->secrets,
 									  pnstrdup(v.val.string.val, v.val.string.len));
 		}
@@ -841,7 +904,7 @@ url_secrets(HttpSink *hs, const char *url)
 			if (curl_url_get(u, parts[i], &part, decode ? CURLU_URLDECODE : 0) == CURLUE_OK &&
 				part != NULL)
 			{
-				if (strlen(part) >= 4)
+				if (part[0] != '\0')
 					hs->secrets = lappend(hs->secrets, pstrdup(part));
 				if (decode)
 					decoded[i] = pstrdup(part);
@@ -928,7 +991,6 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(hs->easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
-	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, hs->timeout_ms);
 	curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
 	curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
 	curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);

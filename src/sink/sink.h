@@ -65,9 +65,13 @@ struct EgressSink
 
 /*
  * SQLSTATE of a batch the destination refused for good (an HTTP 4xx other
- * than 408 and 429): sending it again unchanged cannot succeed.
+ * than 408 and 429): sending it again unchanged cannot succeed.  Only the
+ * HTTP sink raises it; the CDC worker then stops the destination's streams
+ * (state error) instead of retrying.  Every other delivery failure (S3
+ * errors included, even after their retries) uses another SQLSTATE and is
+ * retried by the worker.
  */
-#define EGRESS_ERRCODE_REJECTED ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
+#define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
 
 extern EgressSink *egress_sink_open(const char *kind, const char *location,
 									Jsonb *options);

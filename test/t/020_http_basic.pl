@@ -101,6 +101,25 @@ ok((grep { ($_->{headers}{'transfer-encoding'} // '') eq 'chunked' } @plain) >= 
 compare_states(mirror($rcv->to_dir($node->basedir . '/as_files_plain'), 'public-big', ['id'], \%info),
 	table_state($node, 'big', ['id']), 'FULL_TABLE big, streamed');
 
+# A streamed batch sits paused while its rows are produced: 2 s of pauses
+# here (a view that sleeps 0.1 s every 100 rows), over the 1 s "timeout",
+# which counts from the end of the batch: no timeout, one POST.
+$node->safe_psql('postgres', q{
+CREATE VIEW slow AS SELECT id, v || CASE WHEN id % 100 = 0 THEN pg_sleep(0.1)::text ELSE '' END AS v
+  FROM big WHERE id <= 3000;
+});
+$node->safe_psql('postgres',
+	'SELECT egress_add_destination(\'hslow\', ' . sql_quote($rcv->url('/slow'))
+	  . q{, '{"batch_max_rows": 3000, "batch_max_bytes": 100000000, "timeout": "1s"}')});
+$node->safe_psql('postgres', q{SELECT egress_add_stream('ft_slow', 'slow', 'FULL_TABLE', 'hslow')});
+wait_stream_state($node, 'ft_slow', 'synced');
+my @slow = grep { $_->{path} eq '/slow' } $rcv->requests;
+is(scalar(@slow), 1, 'a slowly written streamed batch: one POST');
+is($slow[0]{headers}{'transfer-encoding'} // '', 'chunked', '... streamed');
+is($slow[0]{status}, 200, '... acknowledged');
+my @timeouts = grep { m{/slow \(attempt} } split /\n/, slurp_file($node->logfile);
+is_deeply(\@timeouts, [], '... without a failed attempt (the pauses do not count in "timeout")');
+
 # ---- LOG_BASED, no gzip ------------------------------------------------------------
 $node->safe_psql('postgres', q{
 CREATE TABLE c (id integer PRIMARY KEY, v text, ts timestamptz DEFAULT now());

@@ -218,5 +218,20 @@ my $log = slurp_file($node->logfile);
 my @leaks = grep { !/ statement: / && /S3CRET|pa55w0rd|bG9hZGVyOnBhNTV3MHJkLXh5eg/ } split /\n/, $log;
 is_deeply(\@leaks, [], 'no secret in the server log (statements aside: log_statement is the DBA\'s choice)');
 
+# ---- secrets across the excerpt's cut, and short ones ------------------------------------------
+# The answer holds a header value from byte 185 on, across the cut of the
+# excerpt at 200 bytes, and a 3-character header value: both are masked.
+$node->safe_psql('postgres', q{CREATE TABLE m (id int PRIMARY KEY); INSERT INTO m VALUES (1), (2)});
+$node->safe_psql('postgres', q{SELECT egress_add_destination('hm', '} . $rcv->url('/m')
+	  . q{', '{"headers": {"Authorization": "Bearer tok-L0NGSECRET-77", "X-Pin": "Q7z"}}')});
+$rcv->fault('fail', 1, status => 403, body => ('x' x 185) . 'Bearer tok-L0NGSECRET-77 pin=Q7z');
+$node->safe_psql('postgres', q{SELECT egress_add_stream('sm', 'm', 'FULL_TABLE', 'hm')});
+wait_stream_state($node, 'sm', 'error');
+my $merr = stream_row($node, 'sm')->{last_error};
+like($merr, qr/HTTP status 403: x{185}\*\*\* pin=\*\*\*/, 'the excerpt masks a secret across its cut and a short one');
+unlike($merr, qr/tok-|Q7z/, '... and shows no part of them');
+@leaks = grep { !/ statement: / && /tok-L0N|Q7z/ } split /\n/, slurp_file($node->logfile);
+is_deeply(\@leaks, [], '... nor does the server log');
+
 $rcv->stop;
 done_testing();

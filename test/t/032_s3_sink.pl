@@ -1,7 +1,8 @@
 
 # S3 destinations for streams: a FULL_TABLE sync writes one object per
 # batch, <prefix>/<batch id>.jsonl, complete Singer files; a 503 on one PUT
-# is retried; a LOG_BASED stream delivers its changes as objects too; a
+# is retried; a LOG_BASED stream delivers its changes as objects too, and
+# an S3 outage past the upload's retries is retried, not a rejection; a
 # missing bucket puts the stream in error with a message that names bucket,
 # key and status, and leaves no object.
 
@@ -88,6 +89,20 @@ foreach my $r (@cdc)
 	else { $live{ $r->{record}{id} } = 1; }
 }
 is_deeply([ sort { $a <=> $b } keys %live ], [ 6 .. 20 ], 'LOG_BASED: replaying the objects gives the table');
+
+# an S3 outage longer than the upload's own retries (six 503s in a row) is
+# no rejection: the worker retries, the streams never go to state error
+$s3->fail('PutObject', $_, 503) for 1 .. 6;
+my $faults_before = $s3->state->{faults_injected};
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (21, 'c21')});
+ok( poll_until(
+		'the change after the outage in S3',
+		undef,
+		sub { return grep { $_->{record}{id} == 21 } records_of(fetch_batches('cdc')); }),
+	'LOG_BASED: a change sent during a 503 outage is delivered');
+is($s3->state->{faults_injected} - $faults_before, 6, 'all six 503s were injected');
+is($node->safe_psql('postgres', q{SELECT state FROM egress_streams WHERE name = 'c'}),
+	'streaming', 'an S3 outage does not stop the LOG_BASED stream');
 
 # a missing bucket: error state naming bucket, key and status; no object
 $node->safe_psql('postgres',
