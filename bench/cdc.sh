@@ -160,25 +160,13 @@ trap '[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null; bench_stop_clust
 # round, and the slot 'bench_peek' ------------------------------------------------
 
 out_live="$BENCH_DIR/out_live"
+bench_create_table >/dev/null
 bench_psql -d bench >/dev/null <<SQL
-CREATE TABLE public.bench (
-	id bigint PRIMARY KEY,
-	qty int NOT NULL,
-	label text NOT NULL,
-	amount numeric(12,2),
-	created_at timestamptz NOT NULL,
-	active boolean NOT NULL,
-	attrs jsonb,
-	ref uuid NOT NULL
-);
 -- n rows of the bench shape, committed every 100 rows
 CREATE PROCEDURE public.bench_load(n int) LANGUAGE plpgsql AS \$\$
 BEGIN
 	FOR i IN 0 .. n / 100 - 1 LOOP
-		INSERT INTO public.bench
-		SELECT g, g % 1000, md5(g::text) || lpad(g::text, 8, '0'), (g % 100000) / 100.0,
-			   timestamptz '2026-01-01 00:00+00' + g * interval '1 second', g % 2 = 0,
-			   jsonb_build_object('a', g, 'b', 'x' || (g % 7), 'c', g % 3 = 0), gen_random_uuid()
+		INSERT INTO public.bench SELECT $BENCH_ROW
 		FROM generate_series(i * 100 + 1, i * 100 + 100) g;
 		COMMIT;
 	END LOOP;

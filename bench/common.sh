@@ -34,9 +34,13 @@ bench_time() {
 	echo "$t1 - $t0" | bc -l
 }
 
-# The bench table of the issues: 2,000,000 rows unless BENCH_ROWS says otherwise.
-bench_make_table() {
-	local rows=${BENCH_ROWS:-2000000}
+# One row of the bench shape of the issues, made from the integer g.
+BENCH_ROW="g, g % 1000, md5(g::text) || lpad(g::text, 8, '0'), (g % 100000) / 100.0,
+	   timestamptz '2026-01-01 00:00+00' + g * interval '1 second', g % 2 = 0,
+	   jsonb_build_object('a', g, 'b', 'x' || (g % 7), 'c', g % 3 = 0), gen_random_uuid()"
+
+# The bench table, empty.
+bench_create_table() {
 	bench_psql -d bench <<SQL
 CREATE TABLE public.bench (
 	id bigint PRIMARY KEY,
@@ -48,14 +52,29 @@ CREATE TABLE public.bench (
 	attrs jsonb,
 	ref uuid NOT NULL
 );
-INSERT INTO public.bench
-SELECT g, g % 1000, md5(g::text) || lpad(g::text, 8, '0'), (g % 100000) / 100.0,
-	   timestamptz '2026-01-01 00:00+00' + g * interval '1 second', g % 2 = 0,
-	   jsonb_build_object('a', g, 'b', 'x' || (g % 7), 'c', g % 3 = 0), gen_random_uuid()
-FROM generate_series(1, $rows) g;
+SQL
+}
+
+# The bench table of the issues: 2,000,000 rows unless BENCH_ROWS says otherwise.
+bench_make_table() {
+	local rows=${BENCH_ROWS:-2000000}
+	bench_create_table
+	bench_psql -d bench <<SQL
+INSERT INTO public.bench SELECT $BENCH_ROW FROM generate_series(1, $rows) g;
 VACUUM ANALYZE public.bench;
 SELECT count(*) FROM public.bench;
 SQL
+}
+
+# Set-up shared by the table benchmarks: build, a cluster, the bench table
+# ($rows rows).
+bench_start_with_table() {
+	egress_setup >/dev/null
+	egress_ensure_user
+	bench_start_cluster
+	rows=${BENCH_ROWS:-2000000}
+	echo "building the bench table ($rows rows)..."
+	bench_make_table >/dev/null
 }
 
 # Append postgresql.conf lines (standard input) to the bench cluster and restart it.

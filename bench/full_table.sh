@@ -5,12 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
 
-egress_setup >/dev/null
-egress_ensure_user
-bench_start_cluster
-rows=${BENCH_ROWS:-2000000}
-echo "building the bench table ($rows rows)..."
-bench_make_table >/dev/null
+bench_start_with_table
 out="$BENCH_DIR/out"
 
 t_json=$(bench_time bench_psql -d bench -c "COPY (SELECT row_to_json(t) FROM public.bench t) TO '$BENCH_DIR/rowjson.json'")

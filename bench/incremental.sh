@@ -9,12 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
 
-egress_setup >/dev/null
-egress_ensure_user
-bench_start_cluster
-rows=${BENCH_ROWS:-2000000}
-echo "building the bench table ($rows rows)..."
-bench_make_table >/dev/null
+bench_start_with_table
 # the replication key: a timestamp, indexed with the primary key
 bench_psql -d bench -c "ALTER TABLE public.bench ADD COLUMN updated_at timestamptz" \
 	-c "UPDATE public.bench SET updated_at = created_at" \

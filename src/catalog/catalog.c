@@ -10,14 +10,17 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
 
@@ -61,6 +64,32 @@ bool
 egress_extension_present(void)
 {
 	return OidIsValid(get_extension_oid("pg_egress", true));
+}
+
+bool
+egress_worker_catalog_begin(EgressCatalogGuard *guard, bool invalidate)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (invalidate)
+		InvalidateSystemCaches();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!egress_extension_present())
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return false;
+	}
+	egress_catalog_enter(guard);
+	return true;
+}
+
+void
+egress_worker_catalog_end(EgressCatalogGuard *guard)
+{
+	egress_catalog_exit(guard);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
 }
 
 static char *

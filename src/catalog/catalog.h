@@ -19,6 +19,16 @@ typedef struct EgressCatalogGuard
 
 extern void egress_catalog_enter(EgressCatalogGuard *guard);
 extern void egress_catalog_exit(EgressCatalogGuard *guard);
+
+/*
+ * A background worker's catalog transaction: begin starts a transaction
+ * with a snapshot and enters the guard, or returns false with nothing
+ * started when the extension is not installed in this database; end leaves
+ * the guard and commits.  invalidate first forgets catalog cache entries a
+ * decoding session may have built from historic snapshots.
+ */
+extern bool egress_worker_catalog_begin(EgressCatalogGuard *guard, bool invalidate);
+extern void egress_worker_catalog_end(EgressCatalogGuard *guard);
 extern int	egress_catalog_exec(const char *sql, int nargs, Oid *argtypes,
 								Datum *values, const char *nulls, bool read_only);
 

@@ -954,16 +954,8 @@ load_config(MemoryContext cxt)
 	cdc->nstreams = 0;
 	cdc->config_gen = pg_atomic_read_u32(&egress_shared->config_gen);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!egress_extension_present())
-	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+	if (!egress_worker_catalog_begin(&guard, false))
 		return 0;
-	}
-	egress_catalog_enter(&guard);
 
 	/*
 	 * First: everything read below is at least as new as this, so a change
@@ -978,9 +970,7 @@ load_config(MemoryContext cxt)
 							"FROM egress.destination WHERE name = $1",
 							1, argtypes, values, NULL, true) == 0)
 	{
-		egress_catalog_exit(&guard);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		egress_worker_catalog_end(&guard);
 		return 0;
 	}
 	oldcxt = MemoryContextSwitchTo(cxt);
@@ -1076,9 +1066,7 @@ load_config(MemoryContext cxt)
 			s->slot->batches_sent = s->batches_sent;
 		}
 	}
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 
 	foreach(lc, errors)
 	{
@@ -1128,19 +1116,10 @@ config_changed(void)
 
 	if (gen == cdc->config_gen)
 		return false;
-	start_catalog_transaction();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!egress_extension_present())
-	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+	if (!egress_worker_catalog_begin(&guard, true))
 		return true;
-	}
-	egress_catalog_enter(&guard);
 	fp = config_fingerprint(TopMemoryContext);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 
 	changed = cdc->fingerprint == NULL || strcmp(fp, cdc->fingerprint) != 0;
 	pfree(fp);
@@ -1167,9 +1146,7 @@ record_slot(const char *slot_name, bool owned)
 	egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = $3 "
 						"WHERE name = $1",
 						3, argtypes, values, NULL, false);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 }
 
 /*
@@ -1245,9 +1222,7 @@ persist_bookmarks(void)
 							"updated_at = now() WHERE stream_id = $1 AND state = 'streaming'",
 							6, argtypes, values, NULL, false);
 	}
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 	cdc->acked_since_persist = false;
 	cdc->persisted_end = XactLastCommitEnd;
 	cdc->persisted_at = GetCurrentTimestamp();
@@ -1266,12 +1241,8 @@ note_failure(const char *message, bool stop)
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (egress_extension_present())
+	if (egress_worker_catalog_begin(&guard, false))
 	{
-		egress_catalog_enter(&guard);
 		values[0] = CStringGetTextDatum(cdc->dest_name);
 		values[1] = CStringGetTextDatum(message);
 		egress_catalog_exec(stop ?
@@ -1286,10 +1257,8 @@ note_failure(const char *message, bool stop)
 							"AND s.destination = $1 AND s.method = 'LOG_BASED' "
 							"AND st.state <> 'error'",
 							2, argtypes, values, NULL, false);
-		egress_catalog_exit(&guard);
+		egress_worker_catalog_end(&guard);
 	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 }
 
 /* ---- initial sync ---------------------------------------------------------- */
@@ -1318,9 +1287,7 @@ initial_sync(CdcStream *s)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	egress_catalog_enter(&guard);
 	egress_mark_syncing(s->def->id, version);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 
 	/* read the table in the initial snapshot of a short-lived slot */
 	ereport(LOG,
@@ -1356,9 +1323,7 @@ initial_sync(CdcStream *s)
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",
 						5, argtypes, values, NULL, false);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 
 	s->version = version;
 	s->bookmark = consistent;

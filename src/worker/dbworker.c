@@ -372,9 +372,7 @@ drop_unused_slots(void)
 							2, argtypes, values, nulls, false);
 		egress_catalog_exec("DELETE FROM egress.dropped_slot WHERE slot_name = $2 AND $1 IS NULL",
 							2, argtypes, values, nulls, false);
-		egress_catalog_exit(&guard);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		egress_worker_catalog_end(&guard);
 	}
 }
 

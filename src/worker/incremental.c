@@ -95,23 +95,12 @@ claim_run(int32 stream_id, RunStart *start)
 	Datum		d;
 	MemoryContext workcxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-
-	if (!egress_extension_present())
-	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+	if (!egress_worker_catalog_begin(&guard, false))
 		return NULL;
-	}
-	egress_catalog_enter(&guard);
 	def = egress_load_stream(stream_id, TopMemoryContext);
 	if (def == NULL || !def->enabled || strcmp(def->method, "INCREMENTAL") != 0)
 	{
-		egress_catalog_exit(&guard);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		egress_worker_catalog_end(&guard);
 		return NULL;
 	}
 
@@ -170,9 +159,7 @@ claim_run(int32 stream_id, RunStart *start)
 						"attempts = attempts + 1, sync_started_at = now(), updated_at = now() "
 						"WHERE stream_id = $1",
 						3, argtypes, values, NULL, false);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 	return def;
 }
 
@@ -312,9 +299,7 @@ finish_run(EgressStreamDef *def, RunStart *start, EgressIncrementalSpec *inc,
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",
 						6, argtypes, values, nulls, false);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 }
 
 /* the sink of the running run, for the error path */

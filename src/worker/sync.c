@@ -20,7 +20,6 @@
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
-#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -37,31 +36,18 @@ claim_stream(int32 stream_id, int64 *version)
 	EgressCatalogGuard guard;
 	EgressStreamDef *def;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-
-	if (!egress_extension_present())
-	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+	if (!egress_worker_catalog_begin(&guard, false))
 		return NULL;
-	}
-	egress_catalog_enter(&guard);
 	def = egress_load_stream(stream_id, TopMemoryContext);
 	if (def == NULL || !def->enabled)
 	{
-		egress_catalog_exit(&guard);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		egress_worker_catalog_end(&guard);
 		return NULL;
 	}
 
 	*version = egress_next_version(def->prev_version);
 	egress_mark_syncing(stream_id, *version);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 	return def;
 }
 
@@ -111,9 +97,7 @@ finish_stream(EgressStreamDef *def, int64 version, EgressSnapshotResult *result)
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",
 						6, argtypes, values, NULL, false);
-	egress_catalog_exit(&guard);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	egress_worker_catalog_end(&guard);
 }
 
 /* After a failure: show it in egress_streams; the stream waits for resume. */
@@ -124,23 +108,16 @@ egress_record_stream_error(int32 stream_id, const char *message)
 	Oid			argtypes[2] = {INT4OID, TEXTOID};
 	Datum		values[2];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	/* a CDC worker may come here from decoding: no time-travel cache entries */
-	InvalidateSystemCaches();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (egress_extension_present())
+	if (egress_worker_catalog_begin(&guard, true))
 	{
-		egress_catalog_enter(&guard);
 		values[0] = Int32GetDatum(stream_id);
 		values[1] = CStringGetTextDatum(message);
 		egress_catalog_exec("UPDATE egress.stream_state SET state = 'error', last_error = $2, "
 							"last_error_at = now(), updated_at = now() WHERE stream_id = $1",
 							2, argtypes, values, NULL, false);
-		egress_catalog_exit(&guard);
+		egress_worker_catalog_end(&guard);
 	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 }
 
 static void
