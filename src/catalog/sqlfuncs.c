@@ -58,29 +58,29 @@ typedef struct OptionSpec
 	{
 		OPT_POSITIVE_INT,
 		OPT_BOOL,
-		OPT_LAG_POLICY,
+		OPT_CHOICE,				/* one of two strings, in choices */
 		OPT_SLOT_NAME,
 		OPT_INTERVAL,
 		OPT_OBJECT,
 		OPT_STRING,
-		OPT_FAST_SYNC_FORMAT,
 		OPT_DURATION,
 		OPT_HEADERS,
 		OPT_GZIP_LEVEL
 	}			type;
+	const char *choices[2];
 } OptionSpec;
 
 static const OptionSpec stream_options[] = {
 	{"batch_max_rows", OPT_POSITIVE_INT},
 	{"batch_max_bytes", OPT_POSITIVE_INT},
 	{"debug_lsn", OPT_BOOL},
-	{"lag_policy", OPT_LAG_POLICY},
+	{"lag_policy", OPT_CHOICE, {"pause", "continue"}},
 	{"replication_key", OPT_STRING},
 	{"interval", OPT_INTERVAL},
 	{"limit", OPT_POSITIVE_INT},
 	{"state", OPT_OBJECT},
 	{"fast_sync", OPT_BOOL},
-	{"fast_sync_format", OPT_FAST_SYNC_FORMAT},
+	{"fast_sync_format", OPT_CHOICE, {"rds", "batch"}},
 };
 
 static const OptionSpec file_destination_options[] = {
@@ -281,21 +281,20 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("%s option \"%s\" must be true or false", what, key)));
 				break;
-			case OPT_LAG_POLICY:
-				if (v.type != jbvString ||
-					!((v.val.string.len == 5 && strncmp(v.val.string.val, "pause", 5) == 0) ||
-					  (v.val.string.len == 8 && strncmp(v.val.string.val, "continue", 8) == 0)))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s option \"%s\" must be \"pause\" or \"continue\"", what, key)));
-				break;
-			case OPT_FAST_SYNC_FORMAT:
-				if (v.type != jbvString ||
-					!((v.val.string.len == 3 && strncmp(v.val.string.val, "rds", 3) == 0) ||
-					  (v.val.string.len == 5 && strncmp(v.val.string.val, "batch", 5) == 0)))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s option \"%s\" must be \"rds\" or \"batch\"", what, key)));
+			case OPT_CHOICE:
+				{
+					bool		ok = false;
+
+					for (int c = 0; c < lengthof(spec->choices) && v.type == jbvString; c++)
+						if (v.val.string.len == strlen(spec->choices[c]) &&
+							strncmp(v.val.string.val, spec->choices[c], v.val.string.len) == 0)
+							ok = true;
+					if (!ok)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be \"%s\" or \"%s\"", what, key,
+										spec->choices[0], spec->choices[1])));
+				}
 				break;
 			case OPT_SLOT_NAME:
 				if (v.type != jbvString)
