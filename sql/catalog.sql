@@ -161,6 +161,7 @@ GRANT EXECUTE ON FUNCTION egress_add_stream(text, regclass, text, text, text, js
 	egress_add_destination(text, text, jsonb), egress_pause_stream(text),
 	egress_remove_destination(text, boolean) TO egress_etl;
 GRANT SELECT ON egress_streams TO egress_etl;
+GRANT EXECUTE ON FUNCTION egress_stream_activity() TO egress_etl;
 GRANT SELECT ON public.orders TO egress_etl;
 SET ROLE egress_etl;
 SELECT egress_add_destination('etl_files', 'file:///tmp/etl');
@@ -209,6 +210,128 @@ SELECT count(*) FROM egress.stream_state;
 SELECT egress_preview_schema('public.orders');
 INSERT INTO public.orders VALUES (1, 'first "quoted"');
 SELECT egress_preview_record(o) FROM public.orders o;
+
+-- Who may do what (issue 10).  Roles with the administration functions and
+-- the file right, one with REPLICATION, one with BYPASSRLS, one that reads
+-- everything (pg_read_all_data).
+CREATE ROLE egress_t1;
+CREATE ROLE egress_rep REPLICATION;
+CREATE ROLE egress_byp BYPASSRLS;
+CREATE ROLE egress_reader;
+GRANT pg_read_all_data TO egress_reader;
+GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
+	egress_add_stream(text, regclass, text, text, text, jsonb), egress_sync_now(text),
+	egress_remove_destination(text, boolean), egress_remove_stream(text),
+	egress_stream_activity() TO egress_t1, egress_rep, egress_byp;
+GRANT SELECT ON egress_streams TO egress_t1, egress_rep, egress_byp;
+GRANT pg_write_server_files TO egress_t1, egress_rep, egress_byp;
+
+-- naming a replication slot (adopting another tool's) and dropping an
+-- adopted slot need REPLICATION; ca_file and verify => false a superuser
+SET ROLE egress_t1;
+SELECT egress_add_destination('t1_slot', 'file:///tmp/t1', '{"slot_name": "tap_slot"}');
+SELECT egress_add_destination('t1_slot', 'file:///tmp/t1', '{"drop_adopted_slot": true}');
+SELECT egress_add_destination('t1_web', 'https://example.com/', '{"ca_file": "/etc/ssl/private/server.key"}');
+SELECT egress_add_destination('t1_web', 'https://example.com/', '{"verify": false}');
+SELECT egress_add_destination('t1_files', 'file:///tmp/t1', '{"drop_adopted_slot": false}');
+RESET ROLE;
+SET ROLE egress_rep;
+SELECT egress_add_destination('rep_files', 'file:///tmp/rep', '{"slot_name": "tap_slot", "drop_adopted_slot": true}');
+SELECT egress_add_destination('rep_web', 'https://example.com/', '{"verify": false}');
+RESET ROLE;
+SELECT egress_add_destination('su_web', 'https://example.com/',
+	'{"verify": false, "ca_file": "/etc/ssl/certs/ca-certificates.crt", "headers": {"Authorization": "Bearer t0ken-XYZ"}}');
+SELECT name, owner, options->'slot_name' AS slot_name FROM egress.destination
+ WHERE name IN ('t1_files', 'rep_files', 'su_web') ORDER BY name;
+
+-- LOG_BASED streams of tables with row-level security: refused unless the
+-- policies would not apply to the stream's owner (changes come from the WAL)
+CREATE TABLE public.tenant_rows (id int PRIMARY KEY, tenant name NOT NULL);
+ALTER TABLE public.tenant_rows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON public.tenant_rows USING (tenant = current_user);
+GRANT SELECT ON public.tenant_rows TO egress_t1, egress_byp;
+GRANT SELECT ON public.orders TO egress_byp;
+CREATE TABLE public.t1_owned (id int PRIMARY KEY, tenant name NOT NULL);
+ALTER TABLE public.t1_owned OWNER TO egress_t1;
+ALTER TABLE public.t1_owned ENABLE ROW LEVEL SECURITY;
+CREATE TABLE public.tenant_parted (id int PRIMARY KEY, tenant name NOT NULL) PARTITION BY RANGE (id);
+CREATE TABLE public.tenant_parted_1 PARTITION OF public.tenant_parted FOR VALUES FROM (0) TO (100);
+ALTER TABLE public.tenant_parted ENABLE ROW LEVEL SECURITY;
+GRANT SELECT ON public.tenant_parted, public.tenant_parted_1 TO egress_t1;
+SET ROLE egress_t1;
+SELECT egress_add_stream('t1_rls', 'public.tenant_rows', 'LOG_BASED', 't1_files');
+SELECT egress_add_stream('t1_rls', 'public.tenant_rows', 'FULL_TABLE', 't1_files');
+SELECT egress_add_stream('t1_owned', 'public.t1_owned', 'LOG_BASED', 't1_files');
+-- through the parent its policies apply; a partition has its own (none)
+SELECT egress_add_stream('t1_parted', 'public.tenant_parted', 'LOG_BASED', 't1_files');
+SELECT egress_add_stream('t1_parted_1', 'public.tenant_parted_1', 'LOG_BASED', 't1_files');
+RESET ROLE;
+ALTER TABLE public.t1_owned FORCE ROW LEVEL SECURITY;
+SET ROLE egress_t1;
+SELECT egress_add_stream('t1_forced', 'public.t1_owned', 'LOG_BASED', 't1_files');
+RESET ROLE;
+SET ROLE egress_byp;
+SELECT egress_add_destination('byp_files', 'file:///tmp/byp');
+SELECT egress_add_stream('byp_rls', 'public.tenant_rows', 'LOG_BASED', 'byp_files');
+RESET ROLE;
+SELECT egress_add_stream('su_rls', 'public.tenant_rows', 'LOG_BASED', 'su_web');
+SELECT name, method, owner FROM egress_streams WHERE name IN ('t1_rls', 't1_owned', 't1_parted_1', 'byp_rls', 'su_rls') ORDER BY name;
+
+-- the owner's privileges: SELECT on the table and USAGE on its schema
+CREATE SCHEMA hidden;
+CREATE TABLE hidden.t (id int PRIMARY KEY);
+GRANT SELECT ON hidden.t TO egress_t1;
+SELECT 'hidden.t'::regclass::oid AS hidden_t \gset
+SET ROLE egress_t1;
+SELECT egress_add_stream('t1_hidden', :hidden_t::oid::regclass, 'FULL_TABLE', 't1_files');
+RESET ROLE;
+
+-- secrets: destinations are hidden even from pg_read_all_data; the live
+-- figures of every stream are not PUBLIC's
+SET ROLE egress_reader;
+SELECT count(*) AS destinations_seen FROM egress.destination;
+SELECT count(*) > 0 AS streams_seen FROM egress.stream;
+SELECT egress_stream_activity();
+SELECT count(*) FROM egress_streams;
+RESET ROLE;
+SELECT c.relname, c.relrowsecurity FROM pg_class c
+ WHERE c.relnamespace = 'egress'::regnamespace AND c.relkind = 'r' ORDER BY 1;
+SET ROLE egress_t1;
+SELECT name FROM egress_streams ORDER BY name;
+RESET ROLE;
+
+-- other roles' streams and destinations: nothing said about them
+GRANT egress_t1 TO egress_byp;
+SET ROLE egress_byp;
+SELECT egress_add_stream('byp_on_t1', 'public.orders', 'FULL_TABLE', 't1_files');
+RESET ROLE;
+SET ROLE egress_rep;
+SELECT egress_sync_now('t1_owned');
+SELECT egress_sync_now('no_such_stream');
+SELECT egress_remove_destination('t1_files');
+RESET ROLE;
+SET ROLE egress_t1;
+SELECT egress_sync_now('t1_owned');
+SELECT egress_remove_destination('t1_files');
+SELECT egress_remove_destination('t1_files', cascade => true);
+RESET ROLE;
+
+-- previews: only what the caller may read
+CREATE TABLE public.cols (a int, b int, hush text);
+GRANT SELECT (a, b) ON public.cols TO egress_t1;
+SET ROLE egress_t1;
+SELECT egress_preview_schema('public.cols');
+SELECT egress_preview_schema('public.secret');
+RESET ROLE;
+
+SELECT egress_remove_destination('t1_files', cascade => true);
+SELECT egress_remove_destination('rep_files');
+SELECT egress_remove_destination('byp_files', cascade => true);
+SELECT egress_remove_destination('su_web', cascade => true);
+DROP TABLE public.tenant_rows, public.tenant_parted, public.cols, hidden.t;
+DROP SCHEMA hidden;
+DROP OWNED BY egress_t1, egress_rep, egress_byp, egress_reader;
+DROP ROLE egress_t1, egress_rep, egress_byp, egress_reader;
 
 DROP TABLE public.secret;
 DROP OWNED BY egress_etl, egress_other;

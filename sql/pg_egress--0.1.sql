@@ -78,6 +78,14 @@ CREATE TABLE egress.dropped_slot (
 REVOKE ALL ON ALL TABLES IN SCHEMA egress FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA egress FROM PUBLIC;
 
+-- Destinations hold secrets (header tokens, credentials in URLs).  Row
+-- security with no policy hides every row from every role that is subject
+-- to it, pg_read_all_data included (it bypasses GRANTs, not policies); the
+-- functions and the workers read the table as a superuser, the
+-- egress_streams view as its owner (the superuser who created the
+-- extension).
+ALTER TABLE egress.destination ENABLE ROW LEVEL SECURITY;
+
 -- Live figures of running workers, from shared memory.
 CREATE FUNCTION egress_stream_activity(
 	OUT stream_id integer,
@@ -92,6 +100,10 @@ CREATE FUNCTION egress_stream_activity(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'egress_stream_activity'
 LANGUAGE C STRICT VOLATILE;
+-- It shows every role's streams.  A view checks EXECUTE on the functions it
+-- calls as the role that reads the view: roles that read egress_streams are
+-- granted both.
+REVOKE ALL ON FUNCTION egress_stream_activity() FROM PUBLIC;
 
 CREATE FUNCTION egress_add_destination(
 	name text,

@@ -15,6 +15,9 @@
 #include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_namespace.h"
+#include "storage/lmgr.h"
+#include "utils/syscache.h"
 #include "utils/rel.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
@@ -412,17 +415,6 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 	}
 }
 
-/* The caller may act for role "owner" (a member of it, or superuser). */
-static void
-check_owner(Oid owner, const char *what, const char *name)
-{
-	if (!has_privs_of_role(GetUserId(), owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for %s \"%s\"", what, name),
-				 errdetail("Only members of the %s's owner role may change it.", what)));
-}
-
 static void
 check_write_server_files(void)
 {
@@ -467,6 +459,53 @@ check_s3_credentials_use(FunctionCallInfo fcinfo)
 				 errmsg("permission denied to use S3 destinations"),
 				 errdetail("S3 destinations write with the server's S3 credentials."),
 				 errhint("Only superusers and roles allowed to execute egress_export(text, text, text) may add S3 destinations.")));
+}
+
+/*
+ * Destination options that hand out more than the destination itself:
+ *
+ * "slot_name" makes the destination consume (and "drop_adopted_slot" drop)
+ * a replication slot that may belong to another tool; that is what the
+ * REPLICATION attribute is for, as for pg_logical_slot_get_changes().
+ *
+ * "ca_file" makes the server read a file of its choice and "verify": false
+ * turns off the check of whom the server talks to: superusers only.
+ *
+ * The option values are not shown (a slot name is fine, a file name may
+ * say more than its owner wants).
+ */
+static void
+check_privileged_destination_options(Jsonb *options)
+{
+	bool		b;
+	Oid			caller = GetUserId();
+
+	if (egress_jsonb_get_string(options, "slot_name") != NULL &&
+		!has_rolreplication(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"slot_name\""),
+				 errdetail("A destination that names a replication slot consumes changes from that slot, which may belong to another tool."),
+				 errhint("Only superusers and roles with the REPLICATION attribute may name the slot; without \"slot_name\" the destination uses a slot of its own.")));
+	if (egress_jsonb_get_bool(options, "drop_adopted_slot", &b) && b &&
+		!has_rolreplication(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"drop_adopted_slot\""),
+				 errdetail("Dropping a replication slot that pg_egress did not create can break the tool that made it."),
+				 errhint("Only superusers and roles with the REPLICATION attribute may set it.")));
+	if (egress_jsonb_get_string(options, "ca_file") != NULL && !superuser_arg(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"ca_file\""),
+				 errdetail("The option makes the server read a file and decides which servers a destination trusts."),
+				 errhint("Only superusers may set it; other roles use the system's certificate authorities.")));
+	if (egress_jsonb_get_bool(options, "verify", &b) && !b && !superuser_arg(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"verify\" to false"),
+				 errdetail("Without verification any server on the way can read and change what the destination sends."),
+				 errhint("Only superusers may turn verification off.")));
 }
 
 /*
@@ -653,6 +692,7 @@ egress_add_destination(PG_FUNCTION_ARGS)
 	else
 		validate_options(options, file_destination_options,
 						 lengthof(file_destination_options), "destination");
+	check_privileged_destination_options(options);
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
 	else if (strcmp(kind, "s3") == 0)
@@ -660,7 +700,7 @@ egress_add_destination(PG_FUNCTION_ARGS)
 
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(name);
-	if (egress_catalog_exec("SELECT 1 FROM egress.destination WHERE name = $1",
+	if (egress_catalog_exec("SELECT 1 FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, false) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -696,58 +736,83 @@ egress_remove_destination(PG_FUNCTION_ARGS)
 
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(name);
-	if (egress_catalog_exec("SELECT owner::oid FROM egress.destination WHERE name = $1 FOR UPDATE",
-							1, argtypes, values, NULL, false) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("destination \"%s\" does not exist", name)));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
-	check_owner(owner, "destination", name);
-	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
-						   guard.save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 
-	nstreams = egress_catalog_exec("SELECT s.name, s.owner::oid FROM egress.stream s "
-								   "WHERE s.destination = $1 ORDER BY s.name FOR UPDATE",
+	/*
+	 * Whose it is, before any lock: a role that may not remove it must not
+	 * hold up its owner either.  Then lock it and look again, since it may
+	 * have gone meanwhile.
+	 */
+	for (int pass = 0; pass < 2; pass++)
+	{
+		if (egress_catalog_exec(pass == 0 ?
+								"SELECT owner::pg_catalog.oid FROM egress.destination "
+								"WHERE name OPERATOR(pg_catalog.=) $1" :
+								"SELECT owner::pg_catalog.oid FROM egress.destination "
+								"WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+								1, argtypes, values, NULL, false) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("destination \"%s\" does not exist", name)));
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		if (!has_privs_of_role(guard.save_userid, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for destination \"%s\"", name),
+					 errdetail("Only members of the destination's owner role may change it.")));
+	}
+
+	nstreams = egress_catalog_exec("SELECT s.name, s.owner::pg_catalog.oid FROM egress.stream s "
+								   "WHERE s.destination OPERATOR(pg_catalog.=) $1 "
+								   "ORDER BY s.name FOR UPDATE",
 								   1, argtypes, values, NULL, false);
 	if (nstreams > 0)
 	{
 		StringInfoData names;
+		int			nothers = 0;
 
+		/* the names of other roles' streams are not the caller's to see */
 		initStringInfo(&names);
 		for (int i = 0; i < nstreams; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
-			char	   *sname = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
 			Oid			sowner = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc,
 																2, &isnull));
 
-			appendStringInfo(&names, "%s%s", i > 0 ? ", " : "", sname);
-			if (cascade && !has_privs_of_role(guard.save_userid, sowner))
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("permission denied for stream \"%s\"", sname),
-						 errdetail("Removing destination \"%s\" would remove stream \"%s\" of another role.",
-								   name, sname)));
+			if (!has_privs_of_role(guard.save_userid, sowner))
+			{
+				nothers++;
+				continue;
+			}
+			appendStringInfo(&names, "%s%s", names.len > 0 ? ", " : "",
+							 SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
 		}
+		if (cascade && nothers > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to remove destination \"%s\" with its streams", name),
+					 errdetail("Streams of other roles use it.")));
 		if (!cascade)
+		{
+			if (nothers > 0)
+				appendStringInfo(&names, "%sstreams of other roles", names.len > 0 ? ", and " : "");
 			ereport(ERROR,
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
 					 errmsg("cannot remove destination \"%s\" because streams use it", name),
 					 errdetail("Streams using it: %s.", names.data),
 					 errhint("Remove those streams first, or use cascade => true.")));
-		egress_catalog_exec("DELETE FROM egress.stream WHERE destination = $1",
+		}
+		egress_catalog_exec("DELETE FROM egress.stream WHERE destination OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, false);
 	}
 	/* its slot goes after commit, by the database worker */
 	egress_catalog_exec("INSERT INTO egress.dropped_slot (slot_name) "
-						"SELECT slot_name FROM egress.destination WHERE name = $1 "
+						"SELECT slot_name FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 "
 						"AND slot_name IS NOT NULL AND (slot_owned OR "
-						"coalesce((options->>'drop_adopted_slot')::boolean, false)) "
+						"coalesce((options OPERATOR(pg_catalog.->>) 'drop_adopted_slot')::pg_catalog.bool, false)) "
 						"ON CONFLICT DO NOTHING",
 						1, argtypes, values, NULL, false);
-	egress_catalog_exec("DELETE FROM egress.destination WHERE name = $1",
+	egress_catalog_exec("DELETE FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1",
 						1, argtypes, values, NULL, false);
 	egress_catalog_exit(&guard);
 
@@ -786,6 +851,73 @@ check_replication_key(Oid relid, const char *qualified, const char *key)
 				 errmsg("cannot add INCREMENTAL stream of \"%s\": it has no primary key", qualified),
 				 errdetail("INCREMENTAL streams resume after the last (replication key, primary key) sent, so that rows sharing a key value are neither lost nor sent twice."),
 				 errhint("Add a primary key, or use FULL_TABLE.")));
+}
+
+/*
+ * What a stream's owner needs to read the relation the way its workers
+ * read it: SELECT on the table (or on every column) and USAGE on its
+ * schema (the workers' queries name it).  Uses the caches only: takes no
+ * lock.
+ */
+static void
+check_stream_privileges(Oid relid, const char *qualified, Oid owner)
+{
+	Oid			nspid = get_rel_namespace(relid);
+
+	if (pg_class_aclcheck(relid, owner, ACL_SELECT) != ACLCHECK_OK &&
+		pg_attribute_aclcheck_all(relid, owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", qualified),
+				 errdetail("A stream reads with the privileges of the role that adds it.")));
+	if (!OidIsValid(nspid) ||
+		pg_namespace_aclcheck(nspid, owner, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schema of table %s", qualified),
+				 errdetail("A stream reads with the privileges of the role that adds it: it needs USAGE on the schema.")));
+}
+
+/*
+ * LOG_BASED streams and row-level security.  Changes are decoded from the
+ * WAL, where no policy applies: a stream would send every row of every
+ * change, whatever the policies let its owner see.  So the table may have
+ * row security only where the policies would not apply to the owner's
+ * SELECT either: the owner is a superuser or has BYPASSRLS, or owns the
+ * table (is a member of its owner role) and the table does not FORCE ROW
+ * LEVEL SECURITY -- what check_enable_rls() decides, for the stream's
+ * owner instead of the session's user.
+ *
+ * Only the relation streamed counts, as for a SELECT: a query through a
+ * partitioned (or inheritance) parent applies the parent's policies and not
+ * its partitions', a query of a partition the partition's own.
+ */
+static void
+check_row_security(Oid relid, const char *qualified, Oid owner)
+{
+	HeapTuple	tup;
+	bool		rowsecurity;
+	bool		force;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s\" does not exist", qualified)));
+	rowsecurity = ((Form_pg_class) GETSTRUCT(tup))->relrowsecurity;
+	force = ((Form_pg_class) GETSTRUCT(tup))->relforcerowsecurity;
+	ReleaseSysCache(tup);
+
+	if (!rowsecurity || has_bypassrls_privilege(owner))
+		return;
+	if (pg_class_ownercheck(relid, owner) && !force)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot stream changes of \"%s\": it has row-level security", qualified),
+			 errdetail("LOG_BASED streams decode changes from the write-ahead log, where the table's row-level security policies cannot filter them, and the policies apply to role \"%s\".",
+					   GetUserNameFromId(owner, false)),
+			 errhint("Grant the role BYPASSRLS, use a FULL_TABLE or INCREMENTAL stream (they read through the policies), or have the table's owner add the stream.")));
 }
 
 Datum
@@ -858,6 +990,20 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 				 errmsg("cannot stream temporary relation \"%s\"", relname),
 				 errdetail("Temporary relations are visible only to the session that created them.")));
 
+	/*
+	 * The caller may read it: checked before anything below locks it, so
+	 * that no role can queue locks on a relation it cannot read.  Then lock
+	 * it, so that it cannot go away before this transaction commits, and
+	 * check again what may have changed while waiting for the lock.
+	 */
+	check_stream_privileges(relid, qualified, caller);
+	LockRelationOid(relid, AccessShareLock);
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s\" does not exist", qualified)));
+	check_stream_privileges(relid, qualified, caller);
+
 	/* the method */
 	if (pg_strcasecmp(method, "FULL_TABLE") == 0)
 		method = "FULL_TABLE";
@@ -916,16 +1062,10 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					 errmsg("cannot stream changes of \"%s\"", qualified),
 					 errdetail("LOG_BASED streams read tables and partitioned tables."),
 					 errhint("Use FULL_TABLE for views, materialized views and foreign tables.")));
+		check_row_security(relid, qualified, caller);
 		egress_check_decoding_possible();
 		check_changes_keyed(relid, qualified);
 	}
-
-	if (pg_class_aclcheck(relid, caller, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(relid, caller, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for table %s", qualified),
-				 errdetail("A stream reads with the privileges of the role that adds it.")));
 
 	/* taking over from a tap: read its bookmark (as the caller) */
 	{
@@ -945,18 +1085,40 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 
 	egress_catalog_enter(&guard);
 
-	/* the destination: exists, the caller may use it */
+	/*
+	 * The destination: exists, the caller may use it.  Whose it is is known
+	 * before its row is locked and before anything about its slot is said.
+	 */
 	values[0] = CStringGetTextDatum(dest);
-	if (egress_catalog_exec("SELECT owner::oid, kind, coalesce(slot_name::text, options->>'slot_name', "
-							"'pg_egress_' || name) FROM egress.destination WHERE name = $1 FOR SHARE",
-							1, argtypes, values, NULL, false) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("destination \"%s\" does not exist", dest),
-				 errhint("Create it with egress_add_destination().")));
-	dest_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull));
+	for (int pass = 0; pass < 2; pass++)
+	{
+		if (egress_catalog_exec(pass == 0 ?
+								"SELECT owner::pg_catalog.oid FROM egress.destination "
+								"WHERE name OPERATOR(pg_catalog.=) $1" :
+								"SELECT owner::pg_catalog.oid, kind, "
+								"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
+								"'pg_egress_' OPERATOR(pg_catalog.||) name) "
+								"FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
+								1, argtypes, values, NULL, false) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("destination \"%s\" does not exist", dest),
+					 errhint("Create it with egress_add_destination().")));
+		dest_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		if (!has_privs_of_role(caller, dest_owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for destination \"%s\"", dest),
+					 errdetail("Only members of the destination's owner role may send streams to it.")));
+	}
 	dest_kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (strcmp(dest_kind, "file") == 0 &&
+		!has_privs_of_role(caller, ROLE_PG_WRITE_SERVER_FILES))
+	{
+		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
+		check_write_server_files();
+	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		char	   *slot_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
@@ -965,20 +1127,9 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		if (taking_over)
 			egress_takeover_check_slot(&takeover, slot_name);
 	}
-	if (!has_privs_of_role(caller, dest_owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for destination \"%s\"", dest),
-				 errdetail("Only members of the destination's owner role may send streams to it.")));
-	if (strcmp(dest_kind, "file") == 0 &&
-		!has_privs_of_role(caller, ROLE_PG_WRITE_SERVER_FILES))
-	{
-		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
-		check_write_server_files();
-	}
 
 	values[0] = CStringGetTextDatum(name);
-	if (egress_catalog_exec("SELECT 1 FROM egress.stream WHERE name = $1",
+	if (egress_catalog_exec("SELECT 1 FROM egress.stream WHERE name OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, false) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -992,10 +1143,11 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	values[5] = CStringGetTextDatum(dest);
 	values[6] = JsonbPGetDatum(options);
 	values[7] = ObjectIdGetDatum(caller);
-	egress_catalog_exec("INSERT INTO egress.stream "
-						"(name, relid, relation, method, replication_key, destination, options, owner) "
-						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-						8, argtypes, values, nulls, false);
+	if (egress_catalog_exec("INSERT INTO egress.stream "
+							"(name, relid, relation, method, replication_key, destination, options, owner) "
+							"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+							8, argtypes, values, nulls, false) != 1)
+		elog(ERROR, "pg_egress could not add stream \"%s\"", name);
 	stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1, &isnull));
 	argtypes[0] = INT4OID;
@@ -1021,7 +1173,8 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		if (!takeover.log_based)
 			tnulls[4] = 'n';
 		egress_catalog_exec("UPDATE egress.stream_state SET state = $2, resync = false, "
-							"version = $3, bookmark = $4, confirmed_lsn = $5 WHERE stream_id = $1",
+							"version = $3, bookmark = $4, confirmed_lsn = $5 "
+							"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 							5, targtypes, tvalues, tnulls, false);
 	}
 	egress_catalog_exit(&guard);
@@ -1030,37 +1183,57 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 }
 
 /*
- * Locks the stream named by the first argument, checks that the caller may
- * change it, then runs the statements ($1 = the stream id).
+ * Checks that the caller may change the stream named by the first
+ * argument, locks it, then runs the statements ($1 = the stream id).
+ *
+ * Another role's stream gets "permission denied" and nothing else: not its
+ * method, not a lock on its row (which would hold up its owner's calls), so
+ * the row is read first and locked only when it is the caller's.  With
+ * refuse_log_based, a LOG_BASED stream is refused (egress_sync_now).
  */
 static void
-change_own_stream(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls)
+change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls,
+					  bool refuse_log_based)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	char	   *name;
-	int32		id;
+	int32		id = 0;
 	bool		isnull;
 	Oid			owner;
+	char	   *method = NULL;
 
 	require_arg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(name);
-	if (egress_catalog_exec("SELECT id, owner::oid FROM egress.stream WHERE name = $1 FOR UPDATE",
-							1, argtypes, values, NULL, false) == 0)
+	for (int pass = 0; pass < 2; pass++)
+	{
+		if (egress_catalog_exec(pass == 0 ?
+								"SELECT id, owner::pg_catalog.oid, method FROM egress.stream "
+								"WHERE name OPERATOR(pg_catalog.=) $1" :
+								"SELECT id, owner::pg_catalog.oid, method FROM egress.stream "
+								"WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+								1, argtypes, values, NULL, false) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("stream \"%s\" does not exist", name)));
+		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		method = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		if (!has_privs_of_role(guard.save_userid, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for stream \"%s\"", name),
+					 errdetail("Only members of the stream's owner role may change it.")));
+	}
+	if (refuse_log_based && method != NULL && strcmp(method, "LOG_BASED") == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("stream \"%s\" does not exist", name)));
-	id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (!has_privs_of_role(guard.save_userid, owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for stream \"%s\"", name),
-				 errdetail("Only members of the stream's owner role may change it.")));
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("stream \"%s\" is LOG_BASED: it sends changes continuously", name),
+				 errhint("Use egress_resync_stream() for a new initial sync.")));
 
 	argtypes[0] = INT4OID;
 	values[0] = Int32GetDatum(id);
@@ -1071,11 +1244,17 @@ change_own_stream(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls)
 	egress_wake_dbworker_at_commit();
 }
 
+static void
+change_own_stream(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls)
+{
+	change_own_stream_ext(fcinfo, sqls, nsqls, false);
+}
+
 Datum
 egress_remove_stream(PG_FUNCTION_ARGS)
 {
 	static const char *const sqls[] = {
-		"DELETE FROM egress.stream WHERE id = $1"
+		"DELETE FROM egress.stream WHERE id OPERATOR(pg_catalog.=) $1"
 	};
 
 	change_own_stream(fcinfo, sqls, lengthof(sqls));
@@ -1111,8 +1290,8 @@ egress_resync_stream(PG_FUNCTION_ARGS)
 {
 	static const char *const sqls[] = {
 		"UPDATE egress.stream_state SET resync = true, "
-		"state = CASE WHEN state = 'error' THEN 'pending' ELSE state END, "
-		"updated_at = now() WHERE stream_id = $1"
+		"state = CASE WHEN state OPERATOR(pg_catalog.=) 'error' THEN 'pending' ELSE state END, "
+		"updated_at = pg_catalog.now() WHERE stream_id OPERATOR(pg_catalog.=) $1"
 	};
 
 	change_own_stream(fcinfo, sqls, lengthof(sqls));
@@ -1128,30 +1307,14 @@ egress_sync_now(PG_FUNCTION_ARGS)
 {
 	static const char *const sqls[] = {
 		"UPDATE egress.stream_state st SET "
-		"resync = st.resync OR s.method = 'FULL_TABLE', "
-		"state = CASE WHEN s.method = 'INCREMENTAL' OR st.state = 'error' THEN 'pending' "
-		"ELSE st.state END, updated_at = now() "
-		"FROM egress.stream s WHERE s.id = st.stream_id AND st.stream_id = $1"
+		"resync = st.resync OR s.method OPERATOR(pg_catalog.=) 'FULL_TABLE', "
+		"state = CASE WHEN s.method OPERATOR(pg_catalog.=) 'INCREMENTAL' "
+		"OR st.state OPERATOR(pg_catalog.=) 'error' THEN 'pending' "
+		"ELSE st.state END, updated_at = pg_catalog.now() "
+		"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+		"AND st.stream_id OPERATOR(pg_catalog.=) $1"
 	};
-	EgressCatalogGuard guard;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	char	   *method = NULL;
 
-	require_arg(fcinfo, 0, "name");
-	egress_catalog_enter(&guard);
-	values[0] = PG_GETARG_DATUM(0);
-	if (egress_catalog_exec("SELECT method FROM egress.stream WHERE name = $1",
-							1, argtypes, values, NULL, true) > 0)
-		method = pstrdup(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	egress_catalog_exit(&guard);
-	if (method != NULL && strcmp(method, "LOG_BASED") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("stream \"%s\" is LOG_BASED: it sends changes continuously",
-						text_to_cstring(PG_GETARG_TEXT_PP(0))),
-				 errhint("Use egress_resync_stream() for a new initial sync.")));
-
-	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), true);
 	PG_RETURN_VOID();
 }

@@ -22,6 +22,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -67,7 +69,27 @@ egress_preview_schema(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	StringInfoData buf;
 	bool		first = true;
+	bool		all_columns;
+	char	   *relname;
 	int			i;
+
+	/*
+	 * The caller must be able to read the relation (or some of its
+	 * columns), and that is checked before the relation is locked: a role
+	 * must not queue locks on a relation it cannot read.  Only the columns
+	 * it may read are shown.
+	 */
+	relname = get_rel_name(relid);
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	all_columns = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+	if (!all_columns &&
+		pg_attribute_aclcheck_all(relid, GetUserId(), ACL_SELECT, ACLMASK_ANY) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", relname)));
 
 	rel = try_relation_open(relid, AccessShareLock);
 	if (rel == NULL)
@@ -101,6 +123,9 @@ egress_preview_schema(PG_FUNCTION_ARGS)
 		EgressColumn col;
 
 		if (att->attisdropped)
+			continue;
+		if (!all_columns &&
+			pg_attribute_aclcheck(relid, att->attnum, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 			continue;
 		egress_column_init(&col, NameStr(att->attname), att->atttypid,
 						   att->atttypmod, att->attnotnull);
