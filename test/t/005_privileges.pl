@@ -37,6 +37,8 @@ GRANT EXECUTE ON FUNCTION
 	egress_resync_stream(text)
 TO etl;
 GRANT SELECT ON egress_streams TO etl;
+-- the view shows live figures through it; a view checks EXECUTE as its reader
+GRANT EXECUTE ON FUNCTION egress_stream_activity() TO etl;
 GRANT pg_write_server_files TO etl;
 
 -- may add destinations but lacks pg_write_server_files, may not add streams

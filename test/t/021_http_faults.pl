@@ -193,6 +193,7 @@ GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
 	egress_add_stream(text, regclass, text, text, text, jsonb),
 	egress_resume_stream(text) TO etl;
 GRANT SELECT ON egress_streams TO etl;
+GRANT EXECUTE ON FUNCTION egress_stream_activity() TO etl;
 GRANT SELECT ON c TO etl;
 });
 my $secret_url = $rcv->url('/s');
