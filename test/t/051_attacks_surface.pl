@@ -38,6 +38,7 @@ GRANT EXECUTE ON FUNCTION
 	egress_add_destination(text, text, jsonb),
 	egress_add_stream(text, regclass, text, text, text, jsonb),
 	egress_remove_stream(text),
+	egress_add_streams(text, text, text, text, jsonb),
 	egress_stream_activity()
 TO tenant_a, table_owner, bypasser, prober;
 GRANT SELECT ON egress_streams TO tenant_a, table_owner, bypasser, prober;
@@ -91,6 +92,12 @@ is($state, '0A000', 'a tenant under a policy cannot add a LOG_BASED stream of th
 like($err, qr/row-level security/, '... the message says row-level security');
 like($err, qr/HINT:.*BYPASSRLS/, '... the hint names BYPASSRLS and the other ways');
 is(count_streams('a_cdc'), '0', '... and no stream was added');
+
+# the same through a pattern (all or nothing)
+($state, $err) = sqlstate_as('tenant_a',
+	q{SELECT egress_add_streams('public.tenant_*', method => 'LOG_BASED', destination => 'd_tenant_a')});
+is($state, '0A000', 'the tenant cannot add it through egress_add_streams either') or diag $err;
+is($node->safe_psql('postgres', 'SELECT count(*) FROM egress.stream'), '0', '... and no stream was added');
 
 # the same tenant's FULL_TABLE stream reads through the policy
 ($state, $err) = sqlstate_as('tenant_a',
