@@ -226,13 +226,15 @@ SELECT s.name,
   JOIN egress.stream_state st ON st.stream_id = s.id
   JOIN egress.destination d ON d.name = s.destination
   LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
- -- a role sees the streams of the roles it is a member of (superusers: all)
- WHERE pg_has_role(s.owner, 'MEMBER');
+ -- a role sees the streams of the roles it is a member of (superusers: all);
+ -- qualified, since pg_catalog has no pg_has_role(regrole, text) and one in
+ -- the installing search_path would otherwise match better
+ WHERE pg_catalog.pg_has_role(s.owner, 'MEMBER');
 
 CREATE VIEW egress_stream_patterns AS
 SELECT p.id, p.include, p.exclude, p.method, p.destination, p.options, p.owner, p.created_at
   FROM egress.stream_pattern p
- WHERE pg_has_role(p.owner, 'MEMBER');
+ WHERE pg_catalog.pg_has_role(p.owner, 'MEMBER');
 
 -- Administration is granted explicitly, by role.
 REVOKE ALL ON FUNCTION
