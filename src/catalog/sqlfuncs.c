@@ -874,8 +874,10 @@ check_stream_privileges(Oid relid, const char *qualified, Oid owner)
 		pg_namespace_aclcheck(nspid, owner, ACL_USAGE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for schema of table %s", qualified),
-				 errdetail("A stream reads with the privileges of the role that adds it: it needs USAGE on the schema.")));
+				 errmsg("permission denied for schema %s",
+						OidIsValid(nspid) ? quote_identifier(get_namespace_name(nspid)) : "?"),
+				 errdetail("A stream reads %s with the privileges of the role that adds it, which needs USAGE on the table's schema.",
+						   qualified)));
 }
 
 /*
