@@ -52,7 +52,7 @@ GRANT USAGE ON SEQUENCE public.pwned_n_seq TO PUBLIC;
 CREATE SCHEMA evil;
 CREATE FUNCTION evil.esc(tag text) RETURNS bool LANGUAGE plpgsql AS $$
 DECLARE
-	su bool;
+	su pg_catalog.bool;
 BEGIN
 	SELECT r.rolsuper INTO su FROM pg_catalog.pg_roles r
 	 WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER;
