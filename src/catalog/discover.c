@@ -48,7 +48,7 @@ discover_relation(StringInfo buf, Oid relid, const char *nspname,
 {
 	Relation	rel = try_relation_open(relid, AccessShareLock);
 	TupleDesc	desc;
-	bool		whole = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+	bool		whole;
 	List	   *pk = NIL;
 	List	   *visible_pk = NIL;
 	List	   *visible = NIL;	/* primary-key columns the caller may read */
@@ -60,6 +60,7 @@ discover_relation(StringInfo buf, Oid relid, const char *nspname,
 
 	if (rel == NULL)
 		return false;			/* dropped meanwhile */
+	whole = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
 	desc = RelationGetDescr(rel);
 	if (relkind == RELKIND_RELATION || relkind == RELKIND_PARTITIONED_TABLE)
 		pk = egress_primary_key_columns(relid);

@@ -230,4 +230,19 @@ foreach my $type (sort keys %keys)
 	is_deeply(\@got, \@want, "$type key: in (key, id) order, each row once");
 }
 
+# ---- orderings of other schemas: a citext primary key, a domain key -------------
+# The WHERE that resumes a run compares with the operators of each column's
+# default ordering, as ORDER BY does: citext's own (case-insensitive), not
+# text's; a domain's base type.
+sql(q{CREATE EXTENSION citext});
+sql(q{CREATE DOMAIN posint AS int CHECK (VALUE > 0)});
+sql(q{CREATE TABLE ci (code citext PRIMARY KEY, k posint NOT NULL)});
+sql(q{INSERT INTO ci SELECT c, 1 + i / 8 FROM (SELECT i, CASE WHEN i % 2 = 0 THEN upper(chr(97 + i % 26)) ELSE chr(97 + i % 26) END || i AS c
+	  FROM generate_series(1, 40) i) s});
+sql(q{SELECT egress_add_stream('ci', 'ci', 'INCREMENTAL', 'd', 'k', '{"batch_max_rows": 2, "limit": 3, "interval": 0.1}')});
+wait_stream_where($node, 'ci', 'rows_sent = 40', undef, 'citext primary key, domain key: all 40 rows sent');
+my @ci = map { $_->{code} } inc_records('ci');
+is_deeply(\@ci, [ split /\n/, sql(q{SELECT code FROM ci ORDER BY k, code}) ],
+	'citext primary key, domain key: in (key, code) order as ORDER BY sorts, each row once');
+
 done_testing();
