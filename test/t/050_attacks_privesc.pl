@@ -252,5 +252,36 @@ is(rolsuper('eve'), 'f', 'eve is not a superuser');
 is(sql(q{SELECT string_agg(DISTINCT by_role || '/' || restricted, ',') FROM public.probe_log}),
 	'owner_i/true', 'the run\'s query ran as the stream owner in a security-restricted operation');
 
+# A database owner (here: the superuser, on eve's request) put public before
+# pg_catalog in the database's search path, which workers take: eve's
+# operators on integer now come first even for an integer key.
+($ret, $stdout, $stderr) = query_as($node, 'eve', q{
+CREATE FUNCTION public.i_ge(a int, b int) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN PERFORM evil.esc('operator on integer in public'); RETURN a OPERATOR(pg_catalog.>=) b; END $$;
+CREATE FUNCTION public.i_gt(a int, b int) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN PERFORM evil.esc('operator on integer in public'); RETURN a OPERATOR(pg_catalog.>) b; END $$;
+CREATE OPERATOR public.>= (LEFTARG = int, RIGHTARG = int, FUNCTION = public.i_ge);
+CREATE OPERATOR public.> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.i_gt);
+});
+is($ret, 0, 'eve defines operators on integer in public') or diag $stderr;
+sql(q{
+CREATE TABLE public.ik (id int PRIMARY KEY, k int);
+INSERT INTO public.ik SELECT i, i FROM generate_series(1, 10) i;
+GRANT SELECT ON public.ik TO owner_i;
+ALTER DATABASE postgres SET search_path = public, pg_catalog;
+});
+($ret, $stdout, $stderr) = query_as($node, 'owner_i',
+	q{SELECT egress_add_stream('ik', 'public.ik', 'INCREMENTAL', 'inc_d', 'k',
+	'{"interval": "1 hour", "state": {"replication_key": "k", "replication_key_value": 4}}');});
+is($ret, 0, 'owner_i adds an INCREMENTAL stream with an integer key') or diag $stderr;
+wait_stream_where($node, 'ik', "state = 'synced' AND rows_sent = 7", 120, 'integer key: the first run sends 7 rows');
+sql(q{INSERT INTO public.ik VALUES (11, 11)});
+query_as($node, 'owner_i', q{SELECT egress_sync_now('ik')});
+wait_stream_where($node, 'ik', "state = 'synced' AND rows_sent = 8", 120, 'integer key: the next run sends the new row');
+is_deeply([ map { $_->{record}{id} } records_of(read_batches($inc_out, qr/^ik-/)) ], [ 4 .. 11 ],
+	'integer key: rows in order, none twice');
+sql(q{ALTER DATABASE postgres RESET search_path});
+is(pwned_tags('%integer%'), '', 'the runs did not call the operators on integer in public');
+
 is(pwned_as_super(), '', 'nothing ran as a superuser in any attack');
 done_testing();
