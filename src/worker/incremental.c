@@ -12,7 +12,10 @@
  * Exactness: the bookmark holds the exact text of the last row's key and
  * primary key, and the next run reads WHERE (key, pk...) > (those), so rows
  * sharing the boundary key value are neither lost nor sent twice, whatever
- * the batch size or "limit".  A bookmark taken over from a tap holds only
+ * the batch size or "limit".  The first run (no bookmark) reads every row,
+ * those with a NULL key first (as the tap does); later runs see no NULL key
+ * unless the first was cut among them.  Rows that commit behind the
+ * bookmark are missed (docs/incremental.md says when).  A bookmark taken over from a tap holds only
  * replication_key_value; that run reads key >= value, as the tap would (the
  * rows with exactly that value are sent again once).  A crash in the middle
  * of a run sends that run's rows again (at least once).
