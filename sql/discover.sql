@@ -46,6 +46,7 @@ CREATE TABLE disc.every (
 	c_int_arr integer[],
 	c_text_arr text[],
 	c_num_arr numeric(4,2)[],
+	c_varchar_arr varchar(20)[],
 	c_tstz_arr timestamptz[],
 	c_interval interval,
 	c_bytea bytea,

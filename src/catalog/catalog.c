@@ -3,9 +3,13 @@
  *	  Access to the egress.* catalog through SPI.
  *
  * The catalog is revoked from PUBLIC; the SQL functions check the caller's
- * rights themselves and then touch the catalog as the bootstrap superuser,
- * with search_path pinned to pg_catalog so a caller's schemas cannot
- * capture an operator or function in these statements.
+ * rights themselves and then touch the catalog as the bootstrap superuser.
+ * No name in these statements may resolve to an object a caller made:
+ * search_path is pinned to "pg_catalog, pg_temp" (pg_temp last: when the
+ * path does not name it, the session's temporary schema is searched FIRST
+ * for types and relations, so a caller's pg_temp.oid domain with a CHECK of
+ * its own would capture "x::oid"), and every type, operator and function in
+ * the SQL text is schema-qualified all the same.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,6 +28,21 @@
 
 #include "catalog/catalog.h"
 
+/*
+ * The search path of code that runs with raised privileges or on behalf of
+ * another role: pg_catalog, then the session's temporary schema (never
+ * searched for functions and operators; last for types and relations).
+ * Undone by AtEOXact_GUC() of the caller's nest level, or at (sub)transaction
+ * abort.
+ */
+void
+egress_pin_search_path(void)
+{
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
 void
 egress_catalog_enter(EgressCatalogGuard *guard)
 {
@@ -31,9 +50,7 @@ egress_catalog_enter(EgressCatalogGuard *guard)
 	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID,
 						   guard->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	guard->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	egress_pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
@@ -127,11 +144,12 @@ egress_load_stream(int32 stream_id, MemoryContext callercxt)
 	bool		isnull;
 
 	egress_catalog_exec("SELECT s.id, s.name, s.relid, s.relation, s.method, s.replication_key, "
-						"s.format, s.options, s.owner::oid, s.enabled, d.name, d.kind, "
+						"s.format, s.options, s.owner::pg_catalog.oid, s.enabled, d.name, d.kind, "
 						"d.location, d.options, st.version "
-						"FROM egress.stream s JOIN egress.destination d ON d.name = s.destination "
-						"JOIN egress.stream_state st ON st.stream_id = s.id "
-						"WHERE s.id = $1",
+						"FROM egress.stream s JOIN egress.destination d "
+						"ON d.name OPERATOR(pg_catalog.=) s.destination "
+						"JOIN egress.stream_state st ON st.stream_id OPERATOR(pg_catalog.=) s.id "
+						"WHERE s.id OPERATOR(pg_catalog.=) $1",
 						1, argtypes, values, NULL, true);
 	if (SPI_processed == 0)
 		return NULL;
@@ -227,7 +245,8 @@ egress_mark_syncing(int32 stream_id, int64 version)
 	values[0] = Int32GetDatum(stream_id);
 	values[1] = Int64GetDatum(version);
 	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
-						"version = $2, attempts = attempts + 1, sync_started_at = now(), "
-						"updated_at = now() WHERE stream_id = $1",
+						"version = $2, attempts = attempts OPERATOR(pg_catalog.+) 1, "
+						"sync_started_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 						2, argtypes, values, NULL, false);
 }

@@ -17,6 +17,7 @@ typedef struct EgressCatalogGuard
 	int			save_nestlevel;
 } EgressCatalogGuard;
 
+extern void egress_pin_search_path(void);
 extern void egress_catalog_enter(EgressCatalogGuard *guard);
 extern void egress_catalog_exit(EgressCatalogGuard *guard);
 

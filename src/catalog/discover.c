@@ -27,6 +27,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "catalog/catalog.h"
 #include "encode/singer_types.h"
 #include "worker/incremental.h"
 
@@ -47,7 +48,7 @@ discover_relation(StringInfo buf, Oid relid, const char *nspname,
 {
 	Relation	rel = try_relation_open(relid, AccessShareLock);
 	TupleDesc	desc;
-	bool		whole = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+	bool		whole;
 	List	   *pk = NIL;
 	List	   *visible_pk = NIL;
 	List	   *visible = NIL;	/* primary-key columns the caller may read */
@@ -59,6 +60,7 @@ discover_relation(StringInfo buf, Oid relid, const char *nspname,
 
 	if (rel == NULL)
 		return false;			/* dropped meanwhile */
+	whole = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
 	desc = RelationGetDescr(rel);
 	if (relkind == RELKIND_RELATION || relkind == RELKIND_PARTITIONED_TABLE)
 		pk = egress_primary_key_columns(relid);
@@ -93,7 +95,8 @@ discover_relation(StringInfo buf, Oid relid, const char *nspname,
 		appendStringInfoString(&colmeta, ",{\"breadcrumb\":[\"properties\",");
 		escape_json(&colmeta, NameStr(att->attname));
 		appendStringInfoString(&colmeta, "],\"metadata\":{\"sql-datatype\":");
-		escape_json(&colmeta, format_type_be(att->atttypid));
+		/* with its modifier, as format_type() prints it: character varying(20) */
+		escape_json(&colmeta, format_type_with_typemod(att->atttypid, att->atttypmod));
 		appendStringInfo(&colmeta, ",\"inclusion\":\"%s\",",
 						 is_pk ? "automatic" : "available");
 		append_bool(&colmeta, "selected-by-default", true);
@@ -161,22 +164,30 @@ egress_discover(PG_FUNCTION_ARGS)
 	char	   *kinds;
 	int64	   *counts;
 
-	/* the catalog query runs as the caller, with no schema of theirs in the way */
+	/*
+	 * The catalog query runs as the caller, with no schema of theirs in the
+	 * way (pg_temp last: otherwise it is searched first for types and
+	 * relations) and every name qualified all the same.
+	 */
 	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	egress_pin_search_path();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT c.oid, n.nspname, c.relname, c.relkind, "
-							  "greatest(c.reltuples, 0)::bigint "
-							  "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-							  "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition "
-							  "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'egress') "
-							  "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)' "
-							  "AND ($1 IS NULL OR n.nspname = ANY ($1)) "
-							  "AND has_schema_privilege(n.oid, 'USAGE') "
-							  "AND (has_table_privilege(c.oid, 'SELECT') "
-							  "OR has_any_column_privilege(c.oid, 'SELECT')) "
+							  "GREATEST(c.reltuples, 0::pg_catalog.float4)::pg_catalog.int8 "
+							  "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+							  "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+							  "WHERE c.relkind OPERATOR(pg_catalog.=) "
+							  "ANY ('{r,p,v,m,f}'::pg_catalog.\"char\"[]) "
+							  "AND NOT c.relispartition "
+							  "AND n.nspname OPERATOR(pg_catalog.<>) "
+							  "ALL ('{pg_catalog,information_schema,egress}'::pg_catalog.name[]) "
+							  "AND n.nspname OPERATOR(pg_catalog.!~) "
+							  "'^pg_(toast|temp_|toast_temp_)'::pg_catalog.text "
+							  "AND ($1 IS NULL OR n.nspname OPERATOR(pg_catalog.=) ANY ($1)) "
+							  "AND pg_catalog.has_schema_privilege(n.oid, 'USAGE'::pg_catalog.text) "
+							  "AND (pg_catalog.has_table_privilege(c.oid, 'SELECT'::pg_catalog.text) "
+							  "OR pg_catalog.has_any_column_privilege(c.oid, 'SELECT'::pg_catalog.text)) "
 							  "ORDER BY n.nspname, c.relname",
 							  1, argtypes, values, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "egress_discover: catalog query failed");

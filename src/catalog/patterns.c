@@ -29,6 +29,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -173,11 +174,11 @@ patterns_condition(List *patterns)
 			appendStringInfoString(&buf, " OR ");
 		appendStringInfoChar(&buf, '(');
 		if (tp->nsp_re)
-			appendStringInfo(&buf, "n.nspname OPERATOR(pg_catalog.~) %s COLLATE pg_catalog.\"default\"",
+			appendStringInfo(&buf, "n.nspname OPERATOR(pg_catalog.~) %s::pg_catalog.text COLLATE pg_catalog.\"default\"",
 							 quote_literal_cstr(tp->nsp_re));
 		else
 			appendStringInfoString(&buf, "pg_catalog.pg_table_is_visible(c.oid)");
-		appendStringInfo(&buf, " AND c.relname OPERATOR(pg_catalog.~) %s COLLATE pg_catalog.\"default\")",
+		appendStringInfo(&buf, " AND c.relname OPERATOR(pg_catalog.~) %s::pg_catalog.text COLLATE pg_catalog.\"default\")",
 						 quote_literal_cstr(tp->rel_re));
 	}
 	appendStringInfoChar(&buf, ')');
@@ -208,15 +209,15 @@ matching_tables(const char *include, const char *exclude, Oid relid)
 					 "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
 					 "WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[]) "
 					 "AND NOT c.relispartition "
-					 "AND c.relpersistence OPERATOR(pg_catalog.<>) 't' "
+					 "AND c.relpersistence OPERATOR(pg_catalog.<>) 't'::pg_catalog.\"char\" "
 					 "AND n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema,egress}'::pg_catalog.name[]) "
-					 "AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)' "
+					 "AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'::pg_catalog.text "
 					 "AND %s", patterns_condition(parse_patterns(include, "include")));
 	if (exclude != NULL)
 		appendStringInfo(&sql, " AND NOT %s",
 						 patterns_condition(parse_patterns(exclude, "exclude")));
 	if (OidIsValid(relid))
-		appendStringInfo(&sql, " AND c.oid OPERATOR(pg_catalog.=) %u", relid);
+		appendStringInfo(&sql, " AND c.oid OPERATOR(pg_catalog.=) '%u'::pg_catalog.oid", relid);
 	appendStringInfoString(&sql, " ORDER BY 2, 3");
 
 	if (SPI_execute(sql.data, false, 0) != SPI_OK_SELECT)
@@ -403,7 +404,8 @@ egress_add_streams(PG_FUNCTION_ARGS)
 		values[3] = CStringGetTextDatum(dest);
 		values[4] = JsonbPGetDatum(per_stream);
 		values[5] = ObjectIdGetDatum(guard.save_userid);
-		if (egress_catalog_exec("SELECT owner::oid, kind FROM egress.destination WHERE name = $4 FOR SHARE",
+		if (egress_catalog_exec("SELECT owner::pg_catalog.oid, kind FROM egress.destination "
+								"WHERE name OPERATOR(pg_catalog.=) $4 FOR SHARE",
 								6, argtypes, values, nulls, false) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -452,7 +454,8 @@ egress_remove_stream_pattern(PG_FUNCTION_ARGS)
 				 errmsg("argument \"id\" must not be null")));
 	values[0] = PG_GETARG_DATUM(0);
 	egress_catalog_enter(&guard);
-	if (egress_catalog_exec("SELECT owner::oid FROM egress.stream_pattern WHERE id = $1 FOR UPDATE",
+	if (egress_catalog_exec("SELECT owner::pg_catalog.oid FROM egress.stream_pattern "
+							"WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 							1, argtypes, values, NULL, false) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -463,7 +466,7 @@ egress_remove_stream_pattern(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for stream pattern %d", DatumGetInt32(values[0])),
 				 errdetail("Only members of the pattern's owner role may remove it.")));
-	egress_catalog_exec("DELETE FROM egress.stream_pattern WHERE id = $1",
+	egress_catalog_exec("DELETE FROM egress.stream_pattern WHERE id OPERATOR(pg_catalog.=) $1",
 						1, argtypes, values, NULL, false);
 	egress_catalog_exit(&guard);
 	PG_RETURN_VOID();
@@ -494,6 +497,7 @@ follow_one(FollowRule *rule, MatchedTable *m)
 	Oid			save_userid;
 	int			save_sec;
 	char	   *name = stream_name_for(m->nspname, m->relname);
+	int			nestlevel;
 
 	/*
 	 * Only tables the rule's owner owns (or has the privileges of their
@@ -509,6 +513,14 @@ follow_one(FollowRule *rule, MatchedTable *m)
 						quote_qualified_identifier(m->nspname, m->relname), rule->id)));
 		return;
 	}
+
+	/*
+	 * The stream is added as the rule's owner, in the session of whoever
+	 * created the table: nothing may resolve through that session's schemas
+	 * or its pg_temp while it runs.
+	 */
+	nestlevel = NewGUCNestLevel();
+	egress_pin_search_path();
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	BeginInternalSubTransaction(NULL);
@@ -544,6 +556,7 @@ follow_one(FollowRule *rule, MatchedTable *m)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	AtEOXact_GUC(true, nestlevel);
 }
 
 /*
@@ -569,7 +582,7 @@ egress_follow_new_tables(PG_FUNCTION_ARGS)
 				 errmsg("egress_follow_new_tables() must be called as an event trigger")));
 
 	egress_catalog_enter(&guard);
-	n = egress_catalog_exec("SELECT id, include, exclude, method, destination, options, owner::oid "
+	n = egress_catalog_exec("SELECT id, include, exclude, method, destination, options, owner::pg_catalog.oid "
 							"FROM egress.stream_pattern ORDER BY id",
 							0, NULL, NULL, NULL, true);
 	for (int i = 0; i < n; i++)
@@ -594,8 +607,8 @@ egress_follow_new_tables(PG_FUNCTION_ARGS)
 	}
 	if (rules != NIL)
 	{
-		n = egress_catalog_exec("SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands() "
-								"WHERE object_type = 'table' AND NOT in_extension",
+		n = egress_catalog_exec("SELECT DISTINCT objid FROM pg_catalog.pg_event_trigger_ddl_commands() "
+								"WHERE object_type OPERATOR(pg_catalog.=) 'table' AND NOT in_extension",
 								0, NULL, NULL, NULL, true);
 		for (int i = 0; i < n; i++)
 		{

@@ -11,8 +11,10 @@
 
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
+#include "replication/slot.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -24,7 +26,6 @@
 #include "catalog/takeover.h"
 #include "commands/dbcommands.h"
 #include "encode/singer.h"
-#include "decode/slot.h"
 #include "worker/snapshot.h"
 
 static JsonbValue *
@@ -199,32 +200,44 @@ egress_takeover_parse(Jsonb *state, Oid relid, const char *method,
 
 /*
  * LOG_BASED: the tap's slot must still hold the changes after its lsn.
- * Caller is inside egress_catalog_enter().
+ * Reads the slot's confirmed_flush from shared memory (no SQL).
  */
 void
 egress_takeover_check_slot(EgressTakeover *t, const char *slot_name)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	bool		isnull;
-	XLogRecPtr	confirmed;
-	char	   *plugin;
-	Oid			dboid;
+	XLogRecPtr	confirmed = InvalidXLogRecPtr;
+	Oid			database = InvalidOid;
+	bool		found = false;
 
-	if (!egress_slot_lookup(slot_name, &plugin, &dboid))
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (int i = 0; i < max_replication_slots; i++)
+	{
+		ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+
+		if (s->in_use && strcmp(NameStr(s->data.name), slot_name) == 0)
+		{
+			found = true;
+			SpinLockAcquire(&s->mutex);
+			confirmed = s->data.confirmed_flush;
+			database = s->data.database;
+			SpinLockRelease(&s->mutex);
+			break;
+		}
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+
+	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot resume from the tap's \"lsn\": replication slot \"%s\" does not exist",
 						slot_name),
 				 errhint("Name the tap's slot with the destination option \"slot_name\".")));
-	values[0] = CStringGetTextDatum(slot_name);
-	egress_catalog_exec("SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
-						"WHERE slot_name = $1",
-						1, argtypes, values, NULL, true);
-	if (SPI_processed == 0)
-		return;
-	confirmed = DatumGetLSN(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (!isnull && t->lsn < confirmed)
+	if (database != MyDatabaseId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot resume from the tap's \"lsn\": replication slot \"%s\" is not a logical slot of this database",
+						slot_name)));
+	if (!XLogRecPtrIsInvalid(confirmed) && t->lsn < confirmed)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("\"lsn\" %X/%X in stream option \"state\" is older than the restart point %X/%X of replication slot \"%s\"",

@@ -12,7 +12,10 @@
  * Exactness: the bookmark holds the exact text of the last row's key and
  * primary key, and the next run reads WHERE (key, pk...) > (those), so rows
  * sharing the boundary key value are neither lost nor sent twice, whatever
- * the batch size or "limit".  A bookmark taken over from a tap holds only
+ * the batch size or "limit".  The first run (no bookmark) reads every row,
+ * those with a NULL key first (as the tap does); later runs see no NULL key
+ * unless the first was cut among them.  Rows that commit behind the
+ * bookmark are missed (docs/incremental.md says when).  A bookmark taken over from a tap holds only
  * replication_key_value; that run reads key >= value, as the tap would (the
  * rows with exactly that value are sent again once).  A crash in the middle
  * of a run sends that run's rows again (at least once).
@@ -21,7 +24,9 @@
 #include "postgres.h"
 
 #include "access/relation.h"
+#include "access/stratnum.h"
 #include "access/xact.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -32,10 +37,13 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "catalog/catalog.h"
 #include "pg_egress.h"
@@ -106,13 +114,15 @@ claim_run(int32 stream_id, RunStart *start)
 
 	values[0] = Int32GetDatum(stream_id);
 	egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
-						"st.bookmark->'pg_egress_position'->>'key', "
-						"ARRAY(SELECT jsonb_array_elements_text(st.bookmark->'pg_egress_position'->'pk')), "
-						"CASE jsonb_typeof(st.bookmark->'replication_key_value') "
-						"WHEN 'string' THEN st.bookmark->>'replication_key_value' "
-						"WHEN 'number' THEN st.bookmark->>'replication_key_value' END, "
+						"st.bookmark OPERATOR(pg_catalog.->) 'pg_egress_position' "
+						"OPERATOR(pg_catalog.->>) 'key', "
+						"ARRAY(SELECT pg_catalog.jsonb_array_elements_text(st.bookmark "
+						"OPERATOR(pg_catalog.->) 'pg_egress_position' OPERATOR(pg_catalog.->) 'pk')), "
+						"CASE WHEN pg_catalog.jsonb_typeof(st.bookmark OPERATOR(pg_catalog.->) "
+						"'replication_key_value') OPERATOR(pg_catalog.=) ANY ('{string,number}'::pg_catalog.text[]) "
+						"THEN st.bookmark OPERATOR(pg_catalog.->>) 'replication_key_value' END, "
 						"st.bytes_sent, st.batches_sent "
-						"FROM egress.stream_state st WHERE st.stream_id = $1 FOR UPDATE",
+						"FROM egress.stream_state st WHERE st.stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 						1, argtypes, values, NULL, false);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -156,18 +166,112 @@ claim_run(int32 stream_id, RunStart *start)
 	values[2] = BoolGetDatum(resync);
 	egress_catalog_exec("UPDATE egress.stream_state SET state = 'syncing', resync = false, "
 						"version = $2, bookmark = CASE WHEN $3 THEN NULL ELSE bookmark END, "
-						"attempts = attempts + 1, sync_started_at = now(), updated_at = now() "
-						"WHERE stream_id = $1",
+						"attempts = attempts OPERATOR(pg_catalog.+) 1, "
+						"sync_started_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 						3, argtypes, values, NULL, false);
 	egress_worker_catalog_end(&guard);
 	return def;
 }
 
-/* "$n::type" for a parameter compared with a column */
-static void
-append_param(StringInfo buf, int n, Oid typid)
+/*
+ * A column of the (key, primary key) position, as the run's WHERE compares
+ * it: with the operators of its type's default btree ordering (the one
+ * ORDER BY uses), each named with its own schema, and the type both sides
+ * are cast to.  Nothing in the condition is looked up in a search path, so
+ * no operator or type of the owner's schemas (or of anyone who may create
+ * in them, e.g. in public) can stand in for the ordering.
+ */
+typedef struct PosColumn
 {
-	appendStringInfo(buf, "$%d::%s", n, format_type_be(typid));
+	char	   *lhs;			/* the column, cast when needed */
+	char	   *cast;			/* "::<qualified type>" for the parameter */
+	char	   *op_gt;			/* "OPERATOR(schema.>)" */
+	char	   *op_eq;
+	char	   *op_ge;
+} PosColumn;
+
+static char *
+btree_operator(Oid opfamily, Oid opintype, int16 strategy, const char *col)
+{
+	Oid			opr = get_opfamily_member(opfamily, opintype, opintype, strategy);
+	HeapTuple	tup;
+	Form_pg_operator form;
+	char	   *result;
+
+	if (!OidIsValid(opr))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the ordering of column \"%s\" has no operator of btree strategy %d",
+						col, strategy)));
+	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opr));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for operator %u", opr);
+	form = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)",
+					  quote_identifier(get_namespace_name(form->oprnamespace)),
+					  NameStr(form->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
+static void
+pos_column_init(PosColumn *pc, EgressStreamDef *def, const char *col)
+{
+	AttrNumber	att = get_attnum(def->relid, col);
+	Oid			coltype;
+	Oid			cmptype;
+	TypeCacheEntry *tce;
+	const char *qcol = quote_identifier(col);
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of stream \"%s\" no longer exists", col, def->name)));
+	coltype = get_atttype(def->relid, att);
+	tce = lookup_type_cache(coltype, TYPECACHE_BTREE_OPFAMILY);
+	if (!OidIsValid(tce->btree_opf))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("column \"%s\" of relation %s has type %s, which has no default ordering",
+						col, def->relation, format_type_be(coltype))));
+
+	/*
+	 * Both sides are of the ordering's own input type (text for varchar, the
+	 * base type for a domain); a polymorphic one (anyenum, anyarray, record)
+	 * takes the column's type.  Typmod is left out: a bare "character" would
+	 * mean character(1).
+	 */
+	cmptype = tce->btree_opintype;
+	if (get_typtype(cmptype) == TYPTYPE_PSEUDO)
+		cmptype = coltype;
+	pc->cast = psprintf("::%s",
+						format_type_extended(cmptype, -1,
+											 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
+	pc->lhs = cmptype == coltype ? pstrdup(qcol) : psprintf("%s%s", qcol, pc->cast);
+	pc->op_gt = btree_operator(tce->btree_opf, tce->btree_opintype, BTGreaterStrategyNumber, col);
+	pc->op_eq = btree_operator(tce->btree_opf, tce->btree_opintype, BTEqualStrategyNumber, col);
+	pc->op_ge = btree_operator(tce->btree_opf, tce->btree_opintype, BTGreaterEqualStrategyNumber, col);
+}
+
+/*
+ * (cols[0], ..., cols[n-1]) > ($first, ...), written out column by column
+ * ("c0 > p0 OR (c0 = p0 AND (c1 > p1 OR ...))"): a row comparison takes
+ * one operator name for all its columns, and they may have orderings of
+ * different schemas.
+ */
+static void
+append_after(StringInfo buf, PosColumn *cols, int n, int first)
+{
+	appendStringInfo(buf, "(%s %s $%d%s", cols[0].lhs, cols[0].op_gt, first, cols[0].cast);
+	if (n > 1)
+	{
+		appendStringInfo(buf, " OR (%s %s $%d%s AND ",
+						 cols[0].lhs, cols[0].op_eq, first, cols[0].cast);
+		append_after(buf, cols + 1, n - 1, first + 1);
+		appendStringInfoChar(buf, ')');
+	}
+	appendStringInfoChar(buf, ')');
 }
 
 /* Second transaction: the rows after the bookmark. */
@@ -180,6 +284,11 @@ run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 	AttrNumber	keyatt;
 	const char *qkey;
 	int64		limit = 0;
+	PosColumn  *pos;
+	int			npos;
+	bool		have_pos;
+	ListCell   *lc;
+	int			nestlevel;
 	MemoryContext callercxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
@@ -210,34 +319,46 @@ run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 	inc->bytes_before = start->bytes_before;
 	inc->batches_before = start->batches_before;
 
+	npos = 1 + list_length(inc->pk);
+	pos = palloc(sizeof(PosColumn) * npos);
+	pos_column_init(&pos[0], def, def->replication_key);
+	foreach(lc, inc->pk)
+		pos_column_init(&pos[1 + foreach_current_index(lc)], def, (char *) lfirst(lc));
 	qkey = quote_identifier(def->replication_key);
+	have_pos = start->pos_pk != NIL && list_length(start->pos_pk) == list_length(inc->pk);
 	initStringInfo(&where);
-	appendStringInfo(&where, "%s IS NOT NULL", qkey);
-	if (start->pos_key != NULL && list_length(start->pos_pk) == list_length(inc->pk))
+	inc->nargs = 0;
+	inc->args = palloc(sizeof(char *) * npos);
+	if (have_pos)
 	{
-		ListCell   *lc;
-		int			n = 1;
-
-		inc->nargs = 1 + list_length(inc->pk);
-		inc->args = palloc(sizeof(char *) * inc->nargs);
-		inc->args[0] = start->pos_key;
-		appendStringInfo(&where, " AND (%s", qkey);
-		foreach(lc, inc->pk)
-			appendStringInfo(&where, ", %s", quote_identifier((char *) lfirst(lc)));
-		appendStringInfoString(&where, ") > (");
-		append_param(&where, n++, get_atttype(def->relid, keyatt));
-		foreach(lc, inc->pk)
-		{
-			char	   *col = lfirst(lc);
-
-			appendStringInfoString(&where, ", ");
-			append_param(&where, n, get_atttype(def->relid, get_attnum(def->relid, col)));
-			inc->args[n - 1] = list_nth(start->pos_pk, n - 2);
-			if (inc->args[n - 1] == NULL)
+		foreach(lc, start->pos_pk)
+			if (lfirst(lc) == NULL)
 				elog(ERROR, "bookmark of stream \"%s\" has a null primary-key value", def->name);
-			n++;
-		}
-		appendStringInfoChar(&where, ')');
+	}
+	if (have_pos && start->pos_key != NULL)
+	{
+		/*
+		 * After the last (key, primary key) sent; "key >= $1" first, so that
+		 * an index on the key bounds the scan.
+		 */
+		inc->args[inc->nargs++] = start->pos_key;
+		foreach(lc, start->pos_pk)
+			inc->args[inc->nargs++] = lfirst(lc);
+		appendStringInfo(&where, "%s %s $1%s AND ", pos[0].lhs, pos[0].op_ge, pos[0].cast);
+		append_after(&where, pos, npos, 1);
+	}
+	else if (have_pos)
+	{
+		/*
+		 * The last row sent had a NULL key (the first run was cut by
+		 * "limit" among them): the rest of those, then every other row.
+		 */
+		foreach(lc, start->pos_pk)
+			inc->args[inc->nargs++] = lfirst(lc);
+		appendStringInfo(&where, "(%s IS NULL AND ", qkey);
+		append_after(&where, pos + 1, npos - 1, 1);
+		appendStringInfo(&where, ") OR %s IS NOT NULL", qkey);
+		inc->nulls_first = true;
 	}
 	else if (start->pos_key != NULL || start->key_value != NULL)
 	{
@@ -245,15 +366,28 @@ run_incremental(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 		 * Only a key value (taken over from a tap, or the primary key
 		 * changed): from that value on, that value included.
 		 */
-		inc->nargs = 1;
-		inc->args = palloc(sizeof(char *));
-		inc->args[0] = start->pos_key ? start->pos_key : start->key_value;
-		appendStringInfo(&where, " AND %s >= ", qkey);
-		append_param(&where, 1, get_atttype(def->relid, keyatt));
+		inc->args[inc->nargs++] = start->pos_key ? start->pos_key : start->key_value;
+		appendStringInfo(&where, "%s %s $1%s", pos[0].lhs, pos[0].op_ge, pos[0].cast);
 	}
-	inc->where = where.data;
+	else
+	{
+		/*
+		 * No bookmark yet (a new stream, a resync): every row, those with a
+		 * NULL key first, as the tap's first run sends them.
+		 */
+		inc->nulls_first = true;
+	}
+	inc->where = where.len > 0 ? where.data : NULL;
 
+	/*
+	 * The query runs as the stream's owner under a security-restricted
+	 * operation (the snapshot writer's doing); its names resolve in
+	 * pg_catalog only, never in the schemas of the owner's search path.
+	 */
+	nestlevel = NewGUCNestLevel();
+	egress_pin_search_path();
 	egress_snapshot_write_incremental(def, sink, slot, start->version, inc, result);
+	AtEOXact_GUC(true, nestlevel);
 	/* it is in the transaction's memory, gone at commit */
 	if (inc->bookmark)
 		inc->bookmark = MemoryContextStrdup(callercxt, inc->bookmark);
@@ -291,13 +425,15 @@ finish_run(EgressStreamDef *def, RunStart *start, EgressIncrementalSpec *inc,
 	values[4] = Int64GetDatum(result->bytes);
 	values[5] = Int64GetDatum(result->batches);
 	egress_catalog_exec("UPDATE egress.stream_state SET "
-						"state = CASE WHEN state = 'pending' THEN 'pending' ELSE 'synced' END, "
+						"state = CASE WHEN state OPERATOR(pg_catalog.=) 'pending' "
+						"THEN 'pending' ELSE 'synced' END, "
 						"bookmark = coalesce($3, bookmark), "
-						"rows_sent = rows_sent + $4, bytes_sent = bytes_sent + $5, "
-						"batches_sent = batches_sent + $6, "
+						"rows_sent = rows_sent OPERATOR(pg_catalog.+) $4, "
+						"bytes_sent = bytes_sent OPERATOR(pg_catalog.+) $5, "
+						"batches_sent = batches_sent OPERATOR(pg_catalog.+) $6, "
 						"last_error = NULL, last_error_at = NULL, attempts = 0, "
-						"sync_finished_at = now(), updated_at = now() "
-						"WHERE stream_id = $1 AND version = $2",
+						"sync_finished_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 						6, argtypes, values, nulls, false);
 	egress_worker_catalog_end(&guard);
 }

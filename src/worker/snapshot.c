@@ -444,7 +444,8 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 
 		if (inc->where)
 			appendStringInfo(&sql, " WHERE %s", inc->where);
-		appendStringInfo(&sql, " ORDER BY %s", quote_identifier(inc->key));
+		appendStringInfo(&sql, " ORDER BY %s%s", quote_identifier(inc->key),
+						 inc->nulls_first ? " NULLS FIRST" : "");
 		foreach(lc, inc->pk)
 			appendStringInfo(&sql, ", %s", quote_identifier((char *) lfirst(lc)));
 		if (inc->limit > 0)

@@ -44,6 +44,7 @@ typedef struct EgressIncrementalSpec
 	const char *key;			/* replication key column */
 	List	   *pk;				/* primary-key column names (char *) */
 	const char *where;
+	bool		nulls_first;	/* rows with a NULL key first */
 	int			nargs;
 	const char **args;
 	int64		limit;

@@ -2,7 +2,8 @@
 # INCREMENTAL streams: rows in (key, primary key) order; many rows sharing
 # one key value across batch and run boundaries (batch_max_rows, limit) are
 # neither lost nor sent twice; egress_sync_now; updates that move a key
-# forward; a key that goes backwards is missed (documented); rows inserted
+# forward; a key that goes backwards is missed (documented); NULL keys (sent
+# first by the first run, not seen afterwards); rows inserted
 # while runs go on; the "interval" option; resync; bad input.
 
 use strict;
@@ -71,7 +72,6 @@ is(sql('SELECT count(*) FROM egress.stream_state'), '0', 'bad input: no state ro
 # k = 3 for ids 11..13, k = 5 for ids 1..10, k = 7 for ids 14..20
 sql(q{INSERT INTO t (id, k, v) SELECT i, CASE WHEN i <= 10 THEN 5 WHEN i <= 13 THEN 3 ELSE 7 END, 'r' || i
 	  FROM generate_series(1, 20) i});
-sql(q{INSERT INTO t (id, k, v) VALUES (21, NULL, 'null key')});
 sql(q{SELECT egress_add_stream('inc', 't', 'INCREMENTAL', 'd', 'k',
 	  '{"batch_max_rows": 4, "limit": 6, "interval": "1 hour"}')});
 
@@ -86,10 +86,13 @@ foreach my $run (1 .. 4)
 	my @ids = map { $_->{id} } inc_records('inc');
 	is_deeply(\@ids, [ @order[ 0 .. $expect - 1 ] ], "run $run: rows in (key, id) order, none twice, none lost");
 	$sent = $expect;
+	# a row with a NULL key inserted after the first run: behind the bookmark
+	sql(q{INSERT INTO t (id, k, v) VALUES (21, NULL, 'null key')}) if $run == 1;
 }
 my @b = inc_batches('inc');
 is(scalar(@b), 7, 'batches of at most 4 rows, runs of at most 6: 7 batches');
-is(scalar(grep { !defined $_->{id} || $_->{id} == 21 } inc_records('inc')), 0, 'a row with a null key is not sent');
+is(scalar(grep { !defined $_->{id} || $_->{id} == 21 } inc_records('inc')), 0,
+	'a row with a NULL key inserted after the first run is not sent (documented)');
 is_deeply([ map { scalar(records_of($_)) } @b ], [ 4, 2, 4, 2, 4, 2, 2 ], 'batch sizes');
 my ($schema) = messages_of_type('SCHEMA', $b[0]);
 is_deeply($schema->{bookmark_properties}, ['k'], 'SCHEMA bookmark_properties is the replication key');
@@ -134,8 +137,34 @@ sql(q{SELECT egress_resync_stream('inc')});
 wait_stream_where($node, 'inc', "state = 'synced' AND rows_sent >= 29");
 my @all = map { messages_of_type('RECORD', $_) } inc_batches('inc');
 my @newv = grep { $_->{version} != $all[0]{version} } @all;
-is_deeply([ map { $_->{record}{id} } @newv ], [ 24, 11, 12, 13, 2, 3 ],
-	'resync: a new version, from the start (limit 6), the row behind included');
+is_deeply([ map { $_->{record}{id} } @newv ], [ 21, 24, 11, 12, 13, 2 ],
+	'resync: a new version, from the start (limit 6): the NULL-key row first, the row behind included');
+
+# ---- NULL keys: the first run sends them first; later ones are not seen ---------
+# ids 1..5 have a NULL key, 6..9 keys 1..4; the first run is cut by "limit"
+# among the NULL keys, so the second run resumes inside them.
+sql(q{CREATE TABLE nk (id int PRIMARY KEY, k timestamptz)});
+sql(q{INSERT INTO nk SELECT i, CASE WHEN i > 5 THEN timestamptz '2024-01-01 00:00+00' + (i - 5) * interval '1 hour' END
+	  FROM generate_series(1, 9) i});
+sql(q{SELECT egress_add_stream('nk', 'nk', 'INCREMENTAL', 'd', 'k', '{"limit": 3, "batch_max_rows": 2, "interval": "1 hour"}')});
+wait_stream_where($node, 'nk', "state = 'synced' AND rows_sent = 3", undef, 'NULL keys: the first run sends 3 rows');
+is_deeply([ map { $_->{id} } inc_records('nk') ], [ 1, 2, 3 ], 'the first run: NULL keys first, by primary key');
+my $nkbm = last_bookmark('nk', 'public-nk');
+ok(exists $nkbm->{replication_key_value} && !defined $nkbm->{replication_key_value},
+	'a run that ends among the NULL keys: replication_key_value null');
+is_deeply($nkbm->{pg_egress_position}, { key => undef, pk => ['3'] }, '... and the exact position (NULL key, id 3)');
+sql(q{SELECT egress_sync_now('nk')});
+wait_stream_where($node, 'nk', "state = 'synced' AND rows_sent = 6");
+sql(q{SELECT egress_sync_now('nk')});
+wait_stream_where($node, 'nk', "state = 'synced' AND rows_sent = 9");
+is_deeply([ map { $_->{id} } inc_records('nk') ], [ 1 .. 9 ],
+	'the next runs: the rest of the NULL keys, then the keys in order; none twice');
+sql(q{INSERT INTO nk VALUES (10, NULL), (11, '2025-01-01 00:00+00')});
+sql(q{SELECT egress_sync_now('nk')});
+wait_stream_where($node, 'nk', "state = 'synced' AND rows_sent = 10");
+poll_until('the run is over', 60, sub { sql(q{SELECT state FROM egress_streams WHERE name = 'nk'}) eq 'synced' });
+is_deeply([ map { $_->{id} } inc_records('nk') ], [ 1 .. 9, 11 ],
+	'after the first run a new NULL-key row is not sent (documented), a new key is');
 
 # ---- interval and rows inserted while runs go on ------------------------------
 sql(q{CREATE TABLE ev (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), note text)});
@@ -200,5 +229,20 @@ foreach my $type (sort keys %keys)
 	my @want = split /\n/, sql("SELECT id FROM k_$type ORDER BY k, id");
 	is_deeply(\@got, \@want, "$type key: in (key, id) order, each row once");
 }
+
+# ---- orderings of other schemas: a citext primary key, a domain key -------------
+# The WHERE that resumes a run compares with the operators of each column's
+# default ordering, as ORDER BY does: citext's own (case-insensitive), not
+# text's; a domain's base type.
+sql(q{CREATE EXTENSION citext});
+sql(q{CREATE DOMAIN posint AS int CHECK (VALUE > 0)});
+sql(q{CREATE TABLE ci (code citext PRIMARY KEY, k posint NOT NULL)});
+sql(q{INSERT INTO ci SELECT c, 1 + i / 8 FROM (SELECT i, CASE WHEN i % 2 = 0 THEN upper(chr(97 + i % 26)) ELSE chr(97 + i % 26) END || i AS c
+	  FROM generate_series(1, 40) i) s});
+sql(q{SELECT egress_add_stream('ci', 'ci', 'INCREMENTAL', 'd', 'k', '{"batch_max_rows": 2, "limit": 3, "interval": 0.1}')});
+wait_stream_where($node, 'ci', 'rows_sent = 40', undef, 'citext primary key, domain key: all 40 rows sent');
+my @ci = map { $_->{code} } inc_records('ci');
+is_deeply(\@ci, [ split /\n/, sql(q{SELECT code FROM ci ORDER BY k, code}) ],
+	'citext primary key, domain key: in (key, code) order as ORDER BY sorts, each row once');
 
 done_testing();
