@@ -20,6 +20,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "executor/spi.h"
@@ -34,6 +35,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 
 #include "catalog/catalog.h"
 #include "catalog/sqlfuncs.h"
@@ -484,6 +486,20 @@ typedef struct FollowRule
 	Oid			owner;
 } FollowRule;
 
+/* The owner of a relation; InvalidOid when it is gone. */
+static Oid
+relation_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /*
  * Adds one stream as the rule's owner, in a subtransaction: a table the
  * owner may not read, or that the method cannot stream, gets a WARNING and
@@ -500,16 +516,17 @@ follow_one(FollowRule *rule, MatchedTable *m)
 	int			nestlevel;
 
 	/*
-	 * Only tables the rule's owner owns (or has the privileges of their
-	 * owner): otherwise anyone who may create a table in a matching schema
-	 * could have code of theirs (a row security policy, say) run as the
-	 * rule's owner by its syncs.  The server log says why; the table's
-	 * creator is not told about the rule.
+	 * Only tables owned by the rule's owner or by a role it is a member of,
+	 * not counting superuser's implicit privileges: otherwise anyone who may
+	 * create a table in a matching schema could have code of theirs (a row
+	 * security policy, a domain's CHECK run when a change is rendered) run as
+	 * the rule's owner, a superuser included.  The server log says why; the
+	 * table's creator is not told about the rule.
 	 */
-	if (!pg_class_ownercheck(m->relid, rule->owner))
+	if (!is_member_of_role_nosuper(rule->owner, relation_owner(m->relid)))
 	{
 		ereport(LOG,
-				(errmsg("pg_egress did not add a stream for new table %s: stream pattern %d follows only tables of roles whose privileges its owner has",
+				(errmsg("pg_egress did not add a stream for new table %s: stream pattern %d follows only tables owned by its owner or by roles its owner is a member of",
 						quote_qualified_identifier(m->nspname, m->relname), rule->id)));
 		return;
 	}
