@@ -215,21 +215,27 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 	if (len > 12 && pg_strncasecmp(ptr, "retry-after:", 12) == 0)
 	{
-		char		val[64];
-		size_t		n = Min(len - 12, sizeof(val) - 1);
-		char	   *p;
-		char	   *end;
-		long		secs;
+		const char *p = ptr + 12;
+		const char *end = ptr + len;
+		long		secs = 0;
+		bool		digits = false;
 
-		memcpy(val, ptr + 12, n);
-		val[n] = '\0';
-		p = val;
-		while (*p == ' ' || *p == '\t')
+		while (p < end && (*p == ' ' || *p == '\t'))
 			p++;
-		errno = 0;
-		secs = strtol(p, &end, 10);
-		/* delta-seconds only; an HTTP date falls back to the backoff */
-		if (end != p && errno == 0 && secs >= 0)
+
+		/*
+		 * delta-seconds only (an HTTP date falls back to the backoff),
+		 * saturated rather than overflowed: an absurd value must mean "a
+		 * long time", never a negative or tiny wait.  http_backoff caps it
+		 * at retry_max_interval.
+		 */
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+		{
+			digits = true;
+			if (secs < HTTP_MAX_RETRY_AFTER_MS / 1000)
+				secs = secs * 10 + (*p - '0');
+		}
+		if (digits)
 			hs->retry_after_ms = Min((long) HTTP_MAX_RETRY_AFTER_MS, secs * 1000);
 	}
 	else if (len >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
@@ -350,8 +356,9 @@ http_backoff(EgressSink *sink, HttpSink *hs, int attempt, TimestampTz since,
 	base = Min(base, hs->retry_max_ms);
 	/* half fixed, half random: retries of many workers spread out */
 	delay = base / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, base / 2 + 1);
+	/* the receiver's Retry-After, up to retry_max_interval */
 	if (hs->retry_after_ms >= 0)
-		delay = Max(delay, hs->retry_after_ms);
+		delay = Max(delay, Min(hs->retry_after_ms, hs->retry_max_ms));
 	*delay_ms = delay;
 
 	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
