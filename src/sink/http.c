@@ -21,6 +21,10 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 #include <zlib.h>
 
@@ -36,6 +40,7 @@
 #include "utils/wait_event.h"
 
 #include "catalog/catalog.h"
+#include "net/hosts.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 
@@ -49,8 +54,10 @@
 typedef struct HttpSink
 {
 	MemoryContext cxt;
+	EgressSink *sink;			/* the sink this is the private data of */
 	char	   *url;			/* as configured: may carry credentials */
-	char	   *shown_url;		/* safe to show: no userinfo, no query */
+	char	   *shown_url;		/* safe to show: no userinfo, query or path */
+	char	   *host;			/* the URL's host, without brackets */
 	bool		gzip;
 	int			gzip_level;
 	long		timeout_ms;
@@ -84,6 +91,10 @@ typedef struct HttpSink
 	z_stream	zs;
 	bool		zs_active;
 
+	/* connections: checked against pg_egress.allowed_destination_hosts */
+	bool		restricted;		/* the owner is not a superuser */
+	char		refused[256];	/* why a connection was refused, or "" */
+
 	/* the last answer */
 	StringInfoData resp;
 	long		retry_after_ms; /* -1: none */
@@ -95,6 +106,23 @@ static bool curl_initialized = false;
 static void http_start(HttpSink *hs, const char *batch_id, bool streamed);
 static void http_pump(HttpSink *hs);
 static void http_end(HttpSink *hs);
+
+/*
+ * curl_easy_setopt, checked: an option libcurl refuses (one this build
+ * lacks, say) must not leave the handle silently misconfigured.
+ */
+#define HTTP_SETOPT(easy, opt, val) \
+	http_setopt_check(curl_easy_setopt((easy), (opt), (val)), #opt)
+
+static void
+http_setopt_check(CURLcode rc, const char *optname)
+{
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not set libcurl option %s: %s",
+						optname, curl_easy_strerror(rc))));
+}
 
 /* ---- options --------------------------------------------------------------- */
 
@@ -246,6 +274,50 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		hs->resp.data[0] = '\0';
 	}
 	return len;
+}
+
+/*
+ * Every socket libcurl opens for a restricted destination goes to an
+ * address pg_egress.allowed_destination_hosts allows: the address actually
+ * connected to, whatever the name resolved to when the destination was
+ * added (DNS answers change).  A refused address gets no connection at all.
+ */
+static curl_socket_t
+http_opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpSink   *hs = clientp;
+
+	if (hs->restricted &&
+		!egress_address_allowed(hs->host, &address->addr,
+								hs->refused, sizeof(hs->refused)))
+		return CURL_SOCKET_BAD;
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * And before every request, on a new or a reused connection: a connection
+ * kept alive from before a change of the setting is checked again.
+ */
+static int
+http_prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+			   int conn_primary_port, int conn_local_port)
+{
+	HttpSink   *hs = clientp;
+	struct sockaddr_storage ss;
+
+	if (!hs->restricted)
+		return CURL_PREREQFUNC_OK;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	else
+		ss.ss_family = AF_UNSPEC;	/* a proxy over a Unix socket: refused */
+	if (!egress_address_allowed(hs->host, (struct sockaddr *) &ss,
+								hs->refused, sizeof(hs->refused)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 /* ---- the interface ------------------------------------------------------------ */
@@ -419,15 +491,28 @@ static void
 http_pump(HttpSink *hs)
 {
 	int			running;
+	CURLcode	rc;
+	CURLMcode	mc;
 
 	if (!hs->in_flight || hs->done)
 		return;
+
 	if (hs->paused && hs->sent < hs->body.len)
 	{
 		hs->paused = false;
-		curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+		rc = curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+		if (rc != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not resume the HTTP request to %s: %s",
+							hs->shown_url, curl_easy_strerror(rc))));
 	}
-	(void) curl_multi_perform(hs->multi, &running);
+	mc = curl_multi_perform(hs->multi, &running);
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not run the HTTP request to %s: %s",
+						hs->shown_url, curl_multi_strerror(mc))));
 	http_collect(hs);
 }
 
@@ -457,8 +542,16 @@ http_transfer(HttpSink *hs, CURLcode *result)
 
 		if (hs->paused && (hs->sent < hs->body.len || hs->body_done))
 		{
+			CURLcode	rc;
+
 			hs->paused = false;
-			curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+			rc = curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+			if (rc != CURLE_OK)
+			{
+				snprintf(hs->curl_error, sizeof(hs->curl_error),
+						 "could not resume the request: %s", curl_easy_strerror(rc));
+				return false;
+			}
 		}
 		mc = curl_multi_perform(hs->multi, &running);
 		if (mc != CURLM_OK)
@@ -495,8 +588,9 @@ http_end(HttpSink *hs)
 {
 	if (!hs->in_flight)
 		return;
-	curl_multi_remove_handle(hs->multi, hs->easy);
-	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+	/* called on error paths: nothing here may raise an error */
+	(void) curl_multi_remove_handle(hs->multi, hs->easy);
+	(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hs->req_headers);
 	hs->req_headers = NULL;
 	hs->in_flight = false;
@@ -511,7 +605,7 @@ http_end(HttpSink *hs)
 static void
 http_start(HttpSink *hs, const char *batch_id, bool streamed)
 {
-	struct curl_slist *headers = NULL;
+	struct curl_slist *volatile headers = NULL;
 	struct curl_slist *h;
 	char		line[NAMEDATALEN * 2 + 64];
 	CURLMcode	mc;
@@ -535,32 +629,44 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	hs->resp.data[0] = '\0';
 	hs->retry_after_ms = -1;
 	hs->curl_error[0] = '\0';
+	hs->refused[0] = '\0';
+	hs->restricted = !hs->sink->owner_superuser;
 	hs->done = false;
 	hs->done_result = CURLE_OK;
 	hs->streamed = streamed;
 	hs->paused = false;
 	hs->sent = 0;
 
-	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, headers);
-	/* a streamed request pauses while rows are produced: see http_transfer */
-	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
-	if (streamed)
+	PG_TRY();
 	{
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, NULL);
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
-		curl_easy_setopt(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
-		curl_easy_setopt(hs->easy, CURLOPT_READDATA, hs);
+		HTTP_SETOPT(hs->easy, CURLOPT_HTTPHEADER, headers);
+		/* a streamed request pauses while rows are produced: see http_transfer */
+		HTTP_SETOPT(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
+		if (streamed)
+		{
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, NULL);
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
+			HTTP_SETOPT(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
+			HTTP_SETOPT(hs->easy, CURLOPT_READDATA, hs);
+		}
+		else
+		{
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+		}
 	}
-	else
+	PG_CATCH();
 	{
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_slist_free_all(headers);
+		PG_RE_THROW();
 	}
+	PG_END_TRY();
 
 	mc = curl_multi_add_handle(hs->multi, hs->easy);
 	if (mc != CURLM_OK)
 	{
-		curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
 		curl_slist_free_all(headers);
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -757,6 +863,15 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 		status = http_finish(hs);
 		if (status >= 200 && status < 300)
 			break;
+
+		/* a connection pg_egress.allowed_destination_hosts refused */
+		if (status == 0 && hs->refused[0] != '\0')
+			ereport(ERROR,
+					(errcode(EGRESS_ERRCODE_REJECTED),
+					 errmsg("HTTP destination %s may not be connected to: %s",
+							hs->shown_url, hs->refused),
+					 errdetail("pg_egress.allowed_destination_hosts does not allow this address for destinations of roles that are not superusers."),
+					 errhint("A superuser can list the host, its address or its network in pg_egress.allowed_destination_hosts; then call egress_resume_stream().")));
 
 		if (status == 0)
 			what = psprintf("%s", hs->curl_error);
@@ -956,8 +1071,10 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	hs->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress http sink",
 									ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
+	hs->sink = sink;
 	hs->url = pstrdup(location);
 	hs->shown_url = egress_http_shown_url(location);
+	hs->host = egress_url_host(location);
 	hs->gzip = false;
 	(void) egress_jsonb_get_bool(options, "gzip", &hs->gzip);
 	hs->gzip_level = 1;
@@ -993,25 +1110,30 @@ egress_http_sink_create(const char *location, Jsonb *options)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create an HTTP client")));
 
-	curl_easy_setopt(hs->easy, CURLOPT_URL, hs->url);
-	curl_easy_setopt(hs->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(hs->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
-	curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
-	curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
-	curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);
-	curl_easy_setopt(hs->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
-	curl_easy_setopt(hs->easy, CURLOPT_HEADERDATA, hs);
-	curl_easy_setopt(hs->easy, CURLOPT_ERRORBUFFER, hs->curl_error);
-	curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(hs->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	HTTP_SETOPT(hs->easy, CURLOPT_URL, hs->url);
+	HTTP_SETOPT(hs->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	HTTP_SETOPT(hs->easy, CURLOPT_NOSIGNAL, 1L);
+	HTTP_SETOPT(hs->easy, CURLOPT_POST, 1L);
+	HTTP_SETOPT(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
+	HTTP_SETOPT(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
+	HTTP_SETOPT(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_WRITEDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_HEADERDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_ERRORBUFFER, hs->curl_error);
+	/* never to another host than the one checked: no redirects */
+	HTTP_SETOPT(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	HTTP_SETOPT(hs->easy, CURLOPT_OPENSOCKETFUNCTION, http_opensocket_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_OPENSOCKETDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_PREREQFUNCTION, http_prereq_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_PREREQDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* large bodies go out in fewer, larger writes (the default is 64 kB) */
-	curl_easy_setopt(hs->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
-	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYPEER, hs->verify ? 1L : 0L);
-	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYHOST, hs->verify ? 2L : 0L);
+	HTTP_SETOPT(hs->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+	HTTP_SETOPT(hs->easy, CURLOPT_SSL_VERIFYPEER, hs->verify ? 1L : 0L);
+	HTTP_SETOPT(hs->easy, CURLOPT_SSL_VERIFYHOST, hs->verify ? 2L : 0L);
 	if (hs->ca_file)
-		curl_easy_setopt(hs->easy, CURLOPT_CAINFO, hs->ca_file);
+		HTTP_SETOPT(hs->easy, CURLOPT_CAINFO, hs->ca_file);
 
 	sink->ops = &http_sink_ops;
 	sink->location = hs->shown_url;
