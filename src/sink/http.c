@@ -181,8 +181,10 @@ interval_option(Jsonb *options, const char *key, long dflt)
 }
 
 /*
- * The URL without user information and query string: what messages may
- * show.  Also used by the catalog functions.
+ * What messages may show of a URL: scheme, host and port.  User
+ * information and query string may hold credentials, and so may the path
+ * (webhook URLs carry their token there: /services/T000/B000/XXXX): a path
+ * other than "/" is shown as "/" followed by three asterisks.
  */
 char *
 egress_http_shown_url(const char *url)
@@ -209,8 +211,12 @@ egress_http_shown_url(const char *url)
 	}
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, url, scheme_end + 3 - url);
+	appendBinaryStringInfo(&buf, host, path - host);
 	q = path + strcspn(path, "?#");
-	appendBinaryStringInfo(&buf, host, q - host);
+	if (q - path > 1)
+		appendStringInfoString(&buf, "/***");
+	else if (q - path == 1)
+		appendStringInfoChar(&buf, '/');
 	return buf.data;
 }
 
@@ -1035,6 +1041,39 @@ url_secrets(HttpSink *hs, const char *url)
 				curl_free(part);
 		}
 	}
+
+	/*
+	 * Path and query may carry tokens too (webhook URLs): an answer that
+	 * echoes them (a 404 page naming the path, say) is masked.  Each piece
+	 * between '/', '&' and '=' of 6 or more characters counts, as written
+	 * and decoded; shorter ones are words ("api", "v1") more than secrets.
+	 */
+	for (int i = 0; i < 2; i++)
+	{
+		for (int decode = 0; decode < 2; decode++)
+		{
+			char	   *part = NULL;
+
+			if (curl_url_get(u, i == 0 ? CURLUPART_PATH : CURLUPART_QUERY, &part,
+							 decode ? CURLU_URLDECODE : 0) == CURLUE_OK && part != NULL)
+			{
+				const char *p = part;
+
+				while (*p != '\0')
+				{
+					size_t		n = strcspn(p, "/&=");
+
+					if (n >= 6)
+						hs->secrets = lappend(hs->secrets, pnstrdup(p, n));
+					p += n;
+					if (*p != '\0')
+						p++;
+				}
+			}
+			if (part)
+				curl_free(part);
+		}
+	}
 	curl_url_cleanup(u);
 	if (decoded[0] != NULL)
 	{
@@ -1049,6 +1088,16 @@ url_secrets(HttpSink *hs, const char *url)
 			hs->secrets = lappend(hs->secrets, b64);
 		}
 	}
+}
+
+/* longest first: a secret is masked before any shorter one inside it */
+static int
+secret_cmp(const ListCell *a, const ListCell *b)
+{
+	size_t		la = strlen(lfirst(a));
+	size_t		lb = strlen(lfirst(b));
+
+	return la > lb ? -1 : la < lb ? 1 : 0;
 }
 
 EgressSink *
@@ -1101,6 +1150,7 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
 	hs->base_headers = user_headers(hs, options, hs->base_headers);
 	url_secrets(hs, location);
+	list_sort(hs->secrets, secret_cmp);
 	MemoryContextSwitchTo(oldcxt);
 
 	hs->multi = curl_multi_init();
