@@ -1044,9 +1044,10 @@ url_secrets(HttpSink *hs, const char *url)
 
 	/*
 	 * Path and query may carry tokens too (webhook URLs): an answer that
-	 * echoes them (a 404 page naming the path, say) is masked.  Each piece
-	 * between '/', '&' and '=' of 6 or more characters counts, as written
-	 * and decoded; shorter ones are words ("api", "v1") more than secrets.
+	 * echoes them (a 404 page naming the path, say) is masked: the whole
+	 * path and query, and each piece between '/', '&' and '=' of 6 or more
+	 * characters, as written and decoded; shorter pieces are words ("api",
+	 * "v1") more than secrets.
 	 */
 	for (int i = 0; i < 2; i++)
 	{
@@ -1058,6 +1059,10 @@ url_secrets(HttpSink *hs, const char *url)
 							 decode ? CURLU_URLDECODE : 0) == CURLUE_OK && part != NULL)
 			{
 				const char *p = part;
+
+				/* the whole of it too: an echo then shows none of its pieces */
+				if (strlen(part) >= 6)
+					hs->secrets = lappend(hs->secrets, pstrdup(part));
 
 				while (*p != '\0')
 				{
