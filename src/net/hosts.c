@@ -360,21 +360,33 @@ addr_entry_matches(const HostEntry *e, void *arg)
 	return false;
 }
 
+/*
+ * Is the address allowed for a URL naming url_host?  If not, *kind is the
+ * kind of special address it is, or NULL when it is merely not listed.
+ */
 static bool
-addr_allowed(const char *url_host, const HostAddr *h, char *why, size_t whylen)
+addr_check(const char *url_host, const HostAddr *h, const char **kind)
 {
 	AddrMatch	m;
-	const char *kind;
-	char		text[INET6_ADDRSTRLEN];
 
+	*kind = NULL;
 	if (host_name_listed(url_host))
 		return true;
 	m.addr = h;
 	m.any = false;
 	if (for_each_entry(egress_allowed_destination_hosts, addr_entry_matches, &m))
 		return true;
-	kind = special_kind(h);
-	if (m.any && kind == NULL)
+	*kind = special_kind(h);
+	return m.any && *kind == NULL;
+}
+
+static bool
+addr_allowed(const char *url_host, const HostAddr *h, char *why, size_t whylen)
+{
+	const char *kind;
+	char		text[INET6_ADDRSTRLEN];
+
+	if (addr_check(url_host, h, &kind))
 		return true;
 	addr_to_text(h, text, sizeof(text));
 	if (kind != NULL)
@@ -502,14 +514,22 @@ egress_check_destination_host(const char *kind, const char *location)
 		return;
 	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next)
 	{
-		char		addrwhy[200];
+		const char *what;
+		char		text[INET6_ADDRSTRLEN];
 
-		if (!egress_address_allowed(host, ai->ai_addr, addrwhy, sizeof(addrwhy)))
-		{
-			snprintf(why, sizeof(why), "\"%s\" resolves to %s", host, addrwhy);
-			freeaddrinfo(res);
-			refuse_host(host, why);
-		}
+		if (!addr_from_sockaddr(ai->ai_addr, &h))
+			continue;			/* getaddrinfo gave IPv4 and IPv6 only */
+		if (addr_check(host, &h, &what))
+			continue;
+		addr_to_text(&h, text, sizeof(text));
+		if (what != NULL)
+			snprintf(why, sizeof(why), "\"%s\" resolves to %s, a %s address",
+					 host, text, what);
+		else
+			snprintf(why, sizeof(why), "\"%s\" resolves to %s, which is not listed",
+					 host, text);
+		freeaddrinfo(res);
+		refuse_host(host, why);
 	}
 	freeaddrinfo(res);
 }
