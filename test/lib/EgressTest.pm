@@ -111,7 +111,7 @@ sub list_dir
 	return @names;
 }
 
-# Hidden temporary files (.<stream>-<version>-<NNNNNN>.jsonl.tmp) in a directory.
+# Hidden temporary files (.<batch prefix>-<pid>-<n>-<8 random hex>.jsonl.tmp) in a directory.
 sub tmp_files
 {
 	my ($dir) = @_;

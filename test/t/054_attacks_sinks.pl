@@ -133,6 +133,14 @@ my $row = stream_row($node, 'sm');
 like($row->{last_error}, qr/may not be connected to: 127\.0\.0\.1 is a loopback address/,
 	'the connection to 127.0.0.1 is refused: last_error says why');
 is(scalar(reqs('/m')), 0, '... and the receiver got no request');
+# a name allowed when added, no longer listed: its addresses are refused
+($ret, $out, $err) = query_as($node, 'mallory', q{SELECT egress_add_stream('sn', 't', 'FULL_TABLE', 'okname')});
+is($ret, 0, 'a stream to the destination named by localhost') or diag $err;
+wait_stream_state($node, 'sn', 'error');
+like(stream_row($node, 'sn')->{last_error},
+	qr{HTTP destination http://localhost:\d+/\*\*\* may not be connected to: (127\.0\.0\.1|::1) is a loopback address},
+	'a name resolving to a loopback address is refused on the connection');
+is(scalar(reqs('/name')), 0, '... and the receiver got no request');
 
 # allowed again: resume delivers
 set_allowed('*, 127.0.0.1');
