@@ -29,7 +29,8 @@ OBJS = \
 	src/worker/incremental.o \
 	src/export/export.o \
 	src/export/fast_sync.o \
-	src/net/s3.o
+	src/net/s3.o \
+	src/net/hosts.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"

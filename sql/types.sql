@@ -217,6 +217,17 @@ SELECT egress_preview_record(v) FROM (VALUES
 	(1, timetz '12:00:00+15:59:59', timestamptz '2024-07-01 12:00:00+05:30'),
 	(2, timetz '12:00:00-15:59:59', timestamptz '2024-07-01 12:00:00 America/Los_Angeles'),
 	(3, timetz '00:00:00+00', timestamptz '1969-12-31 23:59:59.999999+00')) v(n, tz, tstz);
+-- midnight as hour 24 is "00:00:00" (RFC 3339 has no hour 24), for time and
+-- timetz, in arrays too, from a Datum and from output text alike
+SELECT egress_preview_record(v) FROM (VALUES
+	(1, time '24:00:00', timetz '24:00:00+00', timetz '24:00:00+05', timetz '19:00:00-05'),
+	(2, time '23:59:59.999999', timetz '24:00:00-15:59', timetz '00:00:00+00', timetz '01:00:00+01')) v(n, t, tz, tz5, tzm5);
+SELECT egress_preview_record(ROW(ARRAY[time '24:00:00', NULL], ARRAY[timetz '24:00:00+00']));
+SELECT n FROM (VALUES
+	(1, time '24:00:00', timetz '24:00:00+00', ARRAY[time '24:00:00'], ARRAY[timetz '24:00:00+00']),
+	(2, time '00:00:00', timetz '19:00:00-05', ARRAY[time '00:00:00.5'], ARRAY[timetz '24:00:00-01'])) v(n, t, tz, ta, tza)
+WHERE egress_preview_record(v)::text IS DISTINCT FROM egress_preview_record_via_text(v)::text
+   OR egress_preview_record(v)::text LIKE '%24:00%';
 SELECT egress_preview_record(v) FROM (VALUES
 	(1, json ' { "sp ace" : "t\tab" } ', jsonb '"str"'),
 	(2, json '-1.5e+10', jsonb '1.50'),

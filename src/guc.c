@@ -8,6 +8,7 @@
 #include "utils/guc.h"
 
 #include "pg_egress.h"
+#include "net/hosts.h"
 #include "net/s3.h"
 
 char	   *egress_database = NULL;
@@ -93,6 +94,17 @@ egress_define_gucs(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("pg_egress.allowed_destination_hosts",
+							   "Hosts that destinations of roles that are not superusers may send to.",
+							   "Comma-separated host names, domains (.example.com), IP addresses, CIDR ranges, "
+							   "and * for any address that is not loopback, link-local, private or otherwise special. "
+							   "Empty: none.",
+							   &egress_allowed_destination_hosts,
+							   "*",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   egress_check_allowed_hosts, NULL, NULL);
 
 	egress_s3_define_gucs();
 

@@ -697,6 +697,7 @@ egress_add_destination(PG_FUNCTION_ARGS)
 		check_write_server_files();
 	else if (strcmp(kind, "s3") == 0)
 		check_s3_credentials_use(fcinfo);
+	egress_check_destination_host(kind, location);
 
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(name);

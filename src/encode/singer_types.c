@@ -541,15 +541,14 @@ egress_column_value(StringInfo buf, EgressColumn *col,
 
 				/*
 				 * zone is seconds west of UTC, so adding it gives UTC.  The
-				 * offset is at most 16 hours, so one wrap suffices.  Only an
-				 * input of 24:00:00 UTC stays 24:00:00 (as for time);
-				 * midnight reached by the conversion is 00:00:00.
+				 * offset is at most 16 hours, so one wrap suffices.
+				 * Midnight, however reached (24:00:00+00 included), is
+				 * 00:00:00: see append_time.
 				 */
 				t = tz->time + (int64) tz->zone * USECS_PER_SEC;
 				if (t < 0)
 					t += USECS_PER_DAY;
-				else if (t > USECS_PER_DAY ||
-						 (t == USECS_PER_DAY && tz->time != USECS_PER_DAY))
+				else if (t >= USECS_PER_DAY)
 					t -= USECS_PER_DAY;
 				appendStringInfoChar(buf, '"');
 				append_time(buf, t);
@@ -854,7 +853,12 @@ append_datetime_text(StringInfo buf, EgressColumn *col, const char *text)
 		if (timelen < 0 || text[timelen] != '\0')
 			return false;
 		appendStringInfoChar(buf, '"');
-		appendBinaryStringInfo(buf, text, 8);
+		/* 24:00:00 (time's only hour 24) as 00:00:00: see append_time */
+		if (text[0] == '2' && text[1] == '4')
+			appendBinaryStringInfo(buf, "00", 2);
+		else
+			appendBinaryStringInfo(buf, text, 2);
+		appendBinaryStringInfo(buf, text + 2, 6);
 		if (fraclen > 0)
 			append_fraction6(buf, text + 9, fraclen);
 		appendStringInfoChar(buf, '"');
@@ -1041,14 +1045,21 @@ append_date(StringInfo buf, DateADT date)
 /*
  * append_time
  *		Append (unquoted) "HH:MI:SS[.ffffff]" for 0 <= time <= 24:00:00.
+ *		24:00:00 is written 00:00:00, as the tap does: RFC 3339 (and
+ *		strict "format": "time" validators) know no hour 24.
  */
 static void
 append_time(StringInfo buf, TimeADT time)
 {
 	char		out[16];
 	char	   *p = out;
-	int			secs = (int) (time / USECS_PER_SEC);
-	int			usecs = (int) (time % USECS_PER_SEC);
+	int			secs;
+	int			usecs;
+
+	if (time >= USECS_PER_DAY)
+		time = 0;
+	secs = (int) (time / USECS_PER_SEC);
+	usecs = (int) (time % USECS_PER_SEC);
 
 	p = put_digits(p, secs / 3600, 2);
 	*p++ = ':';

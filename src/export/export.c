@@ -35,6 +35,7 @@
 #include <zlib.h>
 
 #include "catalog/pg_authid.h"
+#include "common/pg_prng.h"
 #include "commands/copy.h"
 #include "commands/defrem.h"
 #include "funcapi.h"
@@ -365,16 +366,32 @@ part_open(ExportState *st)
 		part->name = part_name(st->path, n);
 		slash = strrchr(part->name, '/');
 		dir = pnstrdup(part->name, slash - part->name);
-		part->tmp_path = psprintf("%s/.%s.%d.egress-tmp", dir[0] ? dir : "",
-								  slash + 1, MyProcPid);
-		part->file = AllocateFile(part->tmp_path, PG_BINARY_W);
-		if (part->file == NULL)
+
+		/*
+		 * Created here ("x": O_EXCL, which never follows a symbolic link),
+		 * under a name with a random part: whoever can write to the
+		 * directory cannot have the export written through a link planted
+		 * at a predictable name.
+		 */
+		for (int attempt = 0;; attempt++)
 		{
-			part->tmp_path = NULL;	/* nothing to remove */
-			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not create file \"%s\" for export: %m",
-							part->name)));
+			part->tmp_path = psprintf("%s/.%s.%d.%08x.egress-tmp", dir[0] ? dir : "",
+									  slash + 1, MyProcPid,
+									  (unsigned int) pg_prng_uint32(&pg_global_prng_state));
+			part->file = AllocateFile(part->tmp_path, "wx");
+			if (part->file != NULL)
+				break;
+			if (errno != EEXIST || attempt >= 10)
+			{
+				int			save_errno = errno;
+
+				part->tmp_path = NULL;	/* nothing of ours to remove */
+				errno = save_errno;
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not create file \"%s\" for export: %m",
+								part->name)));
+			}
 		}
 		part->filebuf = palloc(FILE_BUFFER_SIZE);
 		setvbuf(part->file, part->filebuf, _IOFBF, FILE_BUFFER_SIZE);

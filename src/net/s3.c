@@ -87,6 +87,8 @@ struct EgressS3Upload
 	int			nslots;			/* of parts[] in use */
 
 	char	   *upload_id;		/* multipart upload, once created */
+	char	   *abort_query;	/* its AbortMultipartUpload query, made in
+								 * advance: aborting allocates nothing */
 	int			nparts;			/* parts started */
 	char	  **etags;			/* by part number - 1 */
 	int			etags_size;
@@ -509,26 +511,58 @@ ensure_curl(void)
 }
 
 /*
- * Starts a request on req's handle: method, query string (already encoded
- * and in name order), body.  Does not wait.
+ * An allocation that, for requests of error paths (no_raise), gives NULL
+ * instead of raising an error.
  */
-static void
+static char *
+s3_alloc(size_t len, bool no_raise)
+{
+	char	   *r = palloc_extended(len, no_raise ? MCXT_ALLOC_NO_OOM : 0);
+
+	return r;
+}
+
+/*
+ * Starts a request on req's handle: method, query string (already encoded
+ * and in name order), body.  Does not wait.  A request of an error path
+ * (for_abort) raises no error: false when it could not be started.
+ */
+static bool
 request_start(EgressS3Upload *up, S3Request *req, const char *method,
 			  const char *query, const char *body, size_t body_len,
 			  bool for_abort)
 {
-	StringInfoData url;
-	StringInfoData h;
+	char	   *url;
+	char	   *token_header = NULL;
+	char	   *kms_header = NULL;
+	size_t		len;
 	CURL	   *e;
+	const char *failed_opt = NULL;
+	CURLcode	failed_rc = CURLE_OK;
+	CURLMcode	mc;
+
+#define S3_SETOPT(opt, val) \
+	do { \
+		CURLcode	rc_ = curl_easy_setopt(e, (opt), (val)); \
+		if (rc_ != CURLE_OK && failed_opt == NULL) \
+		{ \
+			failed_opt = #opt; \
+			failed_rc = rc_; \
+		} \
+	} while (0)
 
 	Assert(!req->running);
 	if (req->easy == NULL)
 	{
 		req->easy = curl_easy_init();
 		if (req->easy == NULL)
+		{
+			if (for_abort)
+				return false;
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl handle")));
+		}
 	}
 	else
 		curl_easy_reset(req->easy);
@@ -540,8 +574,11 @@ request_start(EgressS3Upload *up, S3Request *req, const char *method,
 	}
 	if (req->response.data == NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+		MemoryContext old;
 
+		if (for_abort)
+			return false;		/* never used: nothing was started with it */
+		old = MemoryContextSwitchTo(up->cxt);
 		initStringInfo(&req->response);
 		/* write_cb copies into this room, it cannot enlarge it */
 		enlargeStringInfo(&req->response, S3_RESPONSE_MAX + 1);
@@ -556,20 +593,24 @@ request_start(EgressS3Upload *up, S3Request *req, const char *method,
 	req->status = 0;
 	req->result = CURLE_OK;
 
-	initStringInfo(&url);
-	appendStringInfoString(&url, up->object_url);
-	if (query)
-	{
-		appendStringInfoChar(&url, '?');
-		appendStringInfoString(&url, query);
-	}
+	len = strlen(up->object_url) + (query ? strlen(query) + 1 : 0) + 1;
+	url = s3_alloc(len, for_abort);
+	if (url == NULL)
+		return false;
+	snprintf(url, len, "%s%s%s", up->object_url, query ? "?" : "", query ? query : "");
 
-	initStringInfo(&h);
 	req->headers = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
 	if (up->session_token)
 	{
-		appendStringInfo(&h, "x-amz-security-token: %s", up->session_token);
-		req->headers = curl_slist_append(req->headers, h.data);
+		len = strlen(up->session_token) + 64;
+		token_header = s3_alloc(len, for_abort);
+		if (token_header == NULL)
+		{
+			pfree(url);
+			return false;
+		}
+		snprintf(token_header, len, "x-amz-security-token: %s", up->session_token);
+		req->headers = curl_slist_append(req->headers, token_header);
 	}
 	/* server-side encryption is requested where the object is created */
 	if (up->kms_key &&
@@ -578,83 +619,128 @@ request_start(EgressS3Upload *up, S3Request *req, const char *method,
 	{
 		req->headers = curl_slist_append(req->headers,
 										 "x-amz-server-side-encryption: aws:kms");
-		resetStringInfo(&h);
-		appendStringInfo(&h, "x-amz-server-side-encryption-aws-kms-key-id: %s", up->kms_key);
-		req->headers = curl_slist_append(req->headers, h.data);
+		kms_header = psprintf("x-amz-server-side-encryption-aws-kms-key-id: %s", up->kms_key);
+		req->headers = curl_slist_append(req->headers, kms_header);
+		pfree(kms_header);
 	}
 	if (strcmp(method, "POST") == 0 && body_len > 0)
 		req->headers = curl_slist_append(req->headers, "Content-Type: application/xml");
 
-	curl_easy_setopt(e, CURLOPT_URL, url.data);
-	curl_easy_setopt(e, CURLOPT_AWS_SIGV4, up->sigv4);
-	curl_easy_setopt(e, CURLOPT_USERNAME, up->access_key);
-	curl_easy_setopt(e, CURLOPT_PASSWORD, up->secret_key);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *) req);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
-	curl_easy_setopt(e, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
+	S3_SETOPT(CURLOPT_URL, url);
+	S3_SETOPT(CURLOPT_AWS_SIGV4, up->sigv4);
+	S3_SETOPT(CURLOPT_USERNAME, up->access_key);
+	S3_SETOPT(CURLOPT_PASSWORD, up->secret_key);
+	S3_SETOPT(CURLOPT_HTTPHEADER, req->headers);
+	S3_SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
+	S3_SETOPT(CURLOPT_WRITEDATA, req);
+	S3_SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
+	S3_SETOPT(CURLOPT_HEADERDATA, req);
+	S3_SETOPT(CURLOPT_ERRORBUFFER, req->errbuf);
+	S3_SETOPT(CURLOPT_PRIVATE, (void *) req);
+	S3_SETOPT(CURLOPT_NOSIGNAL, 1L);
+	S3_SETOPT(CURLOPT_CONNECTTIMEOUT, 30L);
+	S3_SETOPT(CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
 	/* a stalled transfer is a failure, retried like one */
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	S3_SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
+	S3_SETOPT(CURLOPT_LOW_SPEED_TIME, 60L);
+	S3_SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+	/* never to another host than the endpoint: no redirects */
+	S3_SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 	if (for_abort)
-		curl_easy_setopt(e, CURLOPT_TIMEOUT, (long) S3_ABORT_TIMEOUT_S);
+		S3_SETOPT(CURLOPT_TIMEOUT, (long) S3_ABORT_TIMEOUT_S);
 
 	if (strcmp(method, "PUT") == 0)
 	{
-		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
-		curl_easy_setopt(e, CURLOPT_READDATA, req);
-		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t) body_len);
+		S3_SETOPT(CURLOPT_UPLOAD, 1L);
+		S3_SETOPT(CURLOPT_READFUNCTION, read_cb);
+		S3_SETOPT(CURLOPT_READDATA, req);
+		S3_SETOPT(CURLOPT_INFILESIZE_LARGE, (curl_off_t) body_len);
 	}
 	else if (strcmp(method, "POST") == 0)
 	{
-		curl_easy_setopt(e, CURLOPT_POST, 1L);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+		S3_SETOPT(CURLOPT_POST, 1L);
+		S3_SETOPT(CURLOPT_POSTFIELDS, body ? body : "");
+		S3_SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
 	}
 	else
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+		S3_SETOPT(CURLOPT_CUSTOMREQUEST, method);
+#undef S3_SETOPT
 
-	if (curl_multi_add_handle(s3_multi, e) != CURLM_OK)
+	/* libcurl copied the URL and the header list's strings */
+	pfree(url);
+	if (token_header)
+	{
+		explicit_bzero(token_header, strlen(token_header));
+		pfree(token_header);
+	}
+	if (req->headers == NULL || failed_opt != NULL)
+	{
+		if (for_abort)
+			return false;
+		if (req->headers == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not start an S3 request")));
+				 errmsg("could not set libcurl option %s: %s",
+						failed_opt, curl_easy_strerror(failed_rc))));
+	}
+
+	mc = curl_multi_add_handle(s3_multi, e);
+	if (mc != CURLM_OK)
+	{
+		if (for_abort)
+			return false;
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start an S3 request: %s", curl_multi_strerror(mc))));
+	}
 	req->running = true;
-	pfree(url.data);
-	explicit_bzero(h.data, h.len);
-	pfree(h.data);
+	return true;
 }
 
-/* advances every transfer; notes the requests that finished */
-static void
+/*
+ * Advances every transfer; notes the requests that finished.  A failure of
+ * the multi interface itself is returned (error paths must not raise).
+ */
+static CURLMcode
 multi_pump(void)
 {
 	int			still;
 	CURLMsg    *msg;
 	int			left;
+	CURLMcode	mc;
 
-	curl_multi_perform(s3_multi, &still);
+	mc = curl_multi_perform(s3_multi, &still);
 	while ((msg = curl_multi_info_read(s3_multi, &left)) != NULL)
 	{
 		S3Request  *req = NULL;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-		if (req == NULL)
+		if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req) != CURLE_OK ||
+			req == NULL)
 			continue;
 		req->result = msg->data.result;
-		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status);
-		curl_multi_remove_handle(s3_multi, req->easy);
+		if (curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->status) != CURLE_OK)
+			req->status = 0;
+		(void) curl_multi_remove_handle(s3_multi, req->easy);
 		req->running = false;
 	}
+	return mc;
+}
+
+/* multi_pump, raising its failure */
+static void
+multi_pump_checked(void)
+{
+	CURLMcode	mc = multi_pump();
+
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("S3 transfer failed: %s", curl_multi_strerror(mc))));
 }
 
 /* stops a running request without waiting for it; never raises an error */
@@ -663,31 +749,53 @@ request_cancel(S3Request *req)
 {
 	if (req->running)
 	{
-		curl_multi_remove_handle(s3_multi, req->easy);
+		(void) curl_multi_remove_handle(s3_multi, req->easy);
 		req->running = false;
 	}
 }
 
-static void
+static CURLMcode
 multi_poll(bool interruptible)
 {
 	int			numfds;
+	CURLMcode	mc;
 
 	if (interruptible)
 		CHECK_FOR_INTERRUPTS();
-	curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
+	mc = curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
+	if (mc != CURLM_OK && interruptible)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("S3 transfer failed: %s", curl_multi_strerror(mc))));
+	return mc;
 }
 
-/* waits for one request, checking for interrupts */
+/*
+ * Waits for one request, checking for interrupts if interruptible; else (on
+ * error paths) raises nothing: a failure of the multi interface ends the
+ * request with result CURLE_RECV_ERROR.
+ */
 static void
 request_wait(S3Request *req, bool interruptible)
 {
 	for (;;)
 	{
-		multi_pump();
+		CURLMcode	mc = CURLM_OK;
+
+		if (interruptible)
+			multi_pump_checked();
+		else
+			mc = multi_pump();
 		if (!req->running)
 			return;
-		multi_poll(interruptible);
+		if (mc == CURLM_OK)
+			mc = multi_poll(interruptible);
+		if (mc != CURLM_OK)
+		{
+			request_cancel(req);
+			req->result = CURLE_RECV_ERROR;
+			return;
+		}
 	}
 }
 
@@ -778,7 +886,7 @@ request_run(EgressS3Upload *up, const char *method, const char *query,
 {
 	for (up->req.attempt = 1;; up->req.attempt++)
 	{
-		request_start(up, &up->req, method, query, body, body_len, false);
+		(void) request_start(up, &up->req, method, query, body, body_len, false);
 		request_wait(&up->req, true);
 		if (request_ok(&up->req))
 			return;
@@ -878,7 +986,17 @@ create_multipart(EgressS3Upload *up)
 				 errmsg("could not start a multipart upload of S3 object \"s3://%s/%s\"",
 						up->bucket, up->key),
 				 errdetail("The answer has no UploadId.")));
-	up->upload_id = MemoryContextStrdup(up->cxt, id);
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+		StringInfoData qs;
+
+		initStringInfo(&qs);
+		appendStringInfoString(&qs, "uploadId=");
+		append_uri_encoded(&qs, id, false);
+		up->abort_query = qs.data;
+		up->upload_id = pstrdup(id);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 static void
@@ -894,7 +1012,7 @@ part_start(EgressS3Upload *up, S3Request *p)
 	append_uri_encoded(&q, up->upload_id, false);
 	p->query = q.data;
 	MemoryContextSwitchTo(old);
-	request_start(up, p, "PUT", p->query, p->data.data, p->data.len, false);
+	(void) request_start(up, p, "PUT", p->query, p->data.data, p->data.len, false);
 }
 
 /*
@@ -948,7 +1066,7 @@ part_slot(EgressS3Upload *up)
 {
 	for (;;)
 	{
-		multi_pump();
+		multi_pump_checked();
 		for (int i = 0; i < up->nslots; i++)
 		{
 			S3Request  *p = &up->parts[i];
@@ -956,7 +1074,7 @@ part_slot(EgressS3Upload *up)
 			if (part_settle(up, p))
 				return p;
 		}
-		multi_poll(true);
+		(void) multi_poll(true);
 	}
 }
 
@@ -968,13 +1086,13 @@ parts_wait(EgressS3Upload *up)
 	{
 		bool		busy = false;
 
-		multi_pump();
+		multi_pump_checked();
 		for (int i = 0; i < up->nslots; i++)
 			if (!part_settle(up, &up->parts[i]))
 				busy = true;
 		if (!busy)
 			return;
-		multi_poll(true);
+		(void) multi_poll(true);
 	}
 }
 
@@ -1032,7 +1150,7 @@ egress_s3_upload_write(EgressS3Upload *up, const char *data, size_t len)
 	if (up->upload_id != NULL && up->since_pump >= 64 * 1024)
 	{
 		up->since_pump = 0;
-		multi_pump();
+		multi_pump_checked();
 	}
 }
 
@@ -1112,19 +1230,18 @@ egress_s3_upload_abort(EgressS3Upload *up)
 	request_cancel(&up->req);
 	if (up->upload_id != NULL && !up->completed)
 	{
-		StringInfoData qs;
-
 		/*
-		 * This runs on error paths, possibly with an error in flight: it
-		 * neither checks for interrupts nor raises errors.  Stores that lack
-		 * AbortMultipartUpload answer 405/501; their parts stay unseen as no
-		 * object is ever completed.
+		 * This runs on error paths (PG_CATCH, exit callbacks), possibly with
+		 * an error in flight: it neither checks for interrupts nor raises
+		 * errors, and allocates nothing that could fail (the query was made
+		 * with the upload id; request_start and request_wait raise nothing
+		 * for it).  Stores that lack AbortMultipartUpload answer 405/501;
+		 * their parts stay unseen as no object is ever completed.
 		 */
-		initStringInfo(&qs);
-		appendStringInfoString(&qs, "uploadId=");
-		append_uri_encoded(&qs, up->upload_id, false);
-		request_start(up, &up->req, "DELETE", qs.data, NULL, 0, true);
-		request_wait(&up->req, false);
+		if (request_start(up, &up->req, "DELETE", up->abort_query, NULL, 0, true))
+			request_wait(&up->req, false);
+		else
+			up->req.result = CURLE_FAILED_INIT;	/* not started */
 		if (up->req.result != CURLE_OK ||
 			(up->req.status != 204 && up->req.status != 200 &&
 			 up->req.status != 404))
@@ -1143,8 +1260,11 @@ void
 egress_s3_delete_object(EgressS3Upload *up)
 {
 	request_cancel(&up->req);
-	request_start(up, &up->req, "DELETE", NULL, NULL, 0, true);
-	request_wait(&up->req, false);
+	/* an error path too: raises nothing */
+	if (request_start(up, &up->req, "DELETE", NULL, NULL, 0, true))
+		request_wait(&up->req, false);
+	else
+		up->req.result = CURLE_FAILED_INIT;
 	if (up->req.result != CURLE_OK ||
 		(up->req.status != 204 && up->req.status != 200))
 		ereport(LOG,

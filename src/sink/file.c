@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/file_perm.h"
+#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "port.h"
 #include "storage/fd.h"
@@ -80,26 +81,41 @@ file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 				(errcode_for_file_access(),
 				 errmsg("could not create directory \"%s\": %m", fs->dir)));
 
-	/* the final name is known at commit; the temporary one is ours alone */
-	snprintf(fs->tmp_path, MAXPGPATH, "%s/.%s-%d-" UINT64_FORMAT ".jsonl.tmp",
-			 fs->dir, info->prefix, MyProcPid, ++fs->counter);
-
 	if (!exit_cleanup_registered)
 	{
 		before_shmem_exit(file_sink_exit_cleanup, (Datum) 0);
 		exit_cleanup_registered = true;
 	}
-	strlcpy(exit_cleanup_path, fs->tmp_path, MAXPGPATH);
 
 	/*
-	 * Not a transient file: a CDC batch outlives the transactions decoding
-	 * runs in, and this sink closes it itself on every path.
+	 * The final name is known at commit; the temporary one is ours alone:
+	 * created here (O_EXCL, never through a symbolic link), under a name
+	 * with a random part, so that nobody who can write to the directory can
+	 * have it written through a link planted in advance.  Not a transient
+	 * file: a CDC batch outlives the transactions decoding runs in, and
+	 * this sink closes it itself on every path.
 	 */
-	fs->fd = BasicOpenFile(fs->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
-	if (fs->fd < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", fs->tmp_path)));
+	for (int attempt = 0;; attempt++)
+	{
+		snprintf(fs->tmp_path, MAXPGPATH, "%s/.%s-%d-" UINT64_FORMAT "-%08x.jsonl.tmp",
+				 fs->dir, info->prefix, MyProcPid, ++fs->counter,
+				 (unsigned int) pg_prng_uint32(&pg_global_prng_state));
+		fs->fd = BasicOpenFile(fs->tmp_path,
+							   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | PG_BINARY);
+		if (fs->fd >= 0)
+			break;
+		if (errno != EEXIST || attempt >= 10)
+		{
+			int			save_errno = errno;
+
+			fs->tmp_path[0] = '\0';	/* not ours: never removed */
+			errno = save_errno;
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create a temporary file in \"%s\": %m", fs->dir)));
+		}
+	}
+	strlcpy(exit_cleanup_path, fs->tmp_path, MAXPGPATH);
 	fs->buflen = 0;
 }
 
@@ -140,6 +156,7 @@ file_commit_batch(EgressSink *sink, const char *batch_id)
 	/* fsyncs the file, renames it, fsyncs the directory */
 	(void) durable_rename(fs->tmp_path, fs->final_path, ERROR);
 	exit_cleanup_path[0] = '\0';
+	fs->tmp_path[0] = '\0';
 }
 
 static void
@@ -154,6 +171,7 @@ file_abort_batch(EgressSink *sink)
 	}
 	if (fs->tmp_path[0] != '\0')
 		unlink(fs->tmp_path);
+	fs->tmp_path[0] = '\0';
 	exit_cleanup_path[0] = '\0';
 	fs->buflen = 0;
 }

@@ -21,6 +21,10 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 #include <zlib.h>
 
@@ -36,6 +40,7 @@
 #include "utils/wait_event.h"
 
 #include "catalog/catalog.h"
+#include "net/hosts.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 
@@ -49,8 +54,10 @@
 typedef struct HttpSink
 {
 	MemoryContext cxt;
+	EgressSink *sink;			/* the sink this is the private data of */
 	char	   *url;			/* as configured: may carry credentials */
-	char	   *shown_url;		/* safe to show: no userinfo, no query */
+	char	   *shown_url;		/* safe to show: no userinfo, query or path */
+	char	   *host;			/* the URL's host, without brackets */
 	bool		gzip;
 	int			gzip_level;
 	long		timeout_ms;
@@ -84,6 +91,10 @@ typedef struct HttpSink
 	z_stream	zs;
 	bool		zs_active;
 
+	/* connections: checked against pg_egress.allowed_destination_hosts */
+	bool		restricted;		/* the owner is not a superuser */
+	char		refused[256];	/* why a connection was refused, or "" */
+
 	/* the last answer */
 	StringInfoData resp;
 	long		retry_after_ms; /* -1: none */
@@ -95,6 +106,23 @@ static bool curl_initialized = false;
 static void http_start(HttpSink *hs, const char *batch_id, bool streamed);
 static void http_pump(HttpSink *hs);
 static void http_end(HttpSink *hs);
+
+/*
+ * curl_easy_setopt, checked: an option libcurl refuses (one this build
+ * lacks, say) must not leave the handle silently misconfigured.
+ */
+#define HTTP_SETOPT(easy, opt, val) \
+	http_setopt_check(curl_easy_setopt((easy), (opt), (val)), #opt)
+
+static void
+http_setopt_check(CURLcode rc, const char *optname)
+{
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not set libcurl option %s: %s",
+						optname, curl_easy_strerror(rc))));
+}
 
 /* ---- options --------------------------------------------------------------- */
 
@@ -153,8 +181,10 @@ interval_option(Jsonb *options, const char *key, long dflt)
 }
 
 /*
- * The URL without user information and query string: what messages may
- * show.  Also used by the catalog functions.
+ * What messages may show of a URL: scheme, host and port.  User
+ * information and query string may hold credentials, and so may the path
+ * (webhook URLs carry their token there: /services/T000/B000/XXXX): a path
+ * other than "/" is shown as "/" followed by three asterisks.
  */
 char *
 egress_http_shown_url(const char *url)
@@ -181,8 +211,12 @@ egress_http_shown_url(const char *url)
 	}
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, url, scheme_end + 3 - url);
+	appendBinaryStringInfo(&buf, host, path - host);
 	q = path + strcspn(path, "?#");
-	appendBinaryStringInfo(&buf, host, q - host);
+	if (q - path > 1)
+		appendStringInfoString(&buf, "/***");
+	else if (q - path == 1)
+		appendStringInfoChar(&buf, '/');
 	return buf.data;
 }
 
@@ -215,21 +249,27 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 	if (len > 12 && pg_strncasecmp(ptr, "retry-after:", 12) == 0)
 	{
-		char		val[64];
-		size_t		n = Min(len - 12, sizeof(val) - 1);
-		char	   *p;
-		char	   *end;
-		long		secs;
+		const char *p = ptr + 12;
+		const char *end = ptr + len;
+		long		secs = 0;
+		bool		digits = false;
 
-		memcpy(val, ptr + 12, n);
-		val[n] = '\0';
-		p = val;
-		while (*p == ' ' || *p == '\t')
+		while (p < end && (*p == ' ' || *p == '\t'))
 			p++;
-		errno = 0;
-		secs = strtol(p, &end, 10);
-		/* delta-seconds only; an HTTP date falls back to the backoff */
-		if (end != p && errno == 0 && secs >= 0)
+
+		/*
+		 * delta-seconds only (an HTTP date falls back to the backoff),
+		 * saturated rather than overflowed: an absurd value must mean "a
+		 * long time", never a negative or tiny wait.  http_backoff caps it
+		 * at retry_max_interval.
+		 */
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+		{
+			digits = true;
+			if (secs < HTTP_MAX_RETRY_AFTER_MS / 1000)
+				secs = secs * 10 + (*p - '0');
+		}
+		if (digits)
 			hs->retry_after_ms = Min((long) HTTP_MAX_RETRY_AFTER_MS, secs * 1000);
 	}
 	else if (len >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
@@ -240,6 +280,50 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		hs->resp.data[0] = '\0';
 	}
 	return len;
+}
+
+/*
+ * Every socket libcurl opens for a restricted destination goes to an
+ * address pg_egress.allowed_destination_hosts allows: the address actually
+ * connected to, whatever the name resolved to when the destination was
+ * added (DNS answers change).  A refused address gets no connection at all.
+ */
+static curl_socket_t
+http_opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpSink   *hs = clientp;
+
+	if (hs->restricted &&
+		!egress_address_allowed(hs->host, &address->addr,
+								hs->refused, sizeof(hs->refused)))
+		return CURL_SOCKET_BAD;
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * And before every request, on a new or a reused connection: a connection
+ * kept alive from before a change of the setting is checked again.
+ */
+static int
+http_prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+			   int conn_primary_port, int conn_local_port)
+{
+	HttpSink   *hs = clientp;
+	struct sockaddr_storage ss;
+
+	if (!hs->restricted)
+		return CURL_PREREQFUNC_OK;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	else
+		ss.ss_family = AF_UNSPEC;	/* a proxy over a Unix socket: refused */
+	if (!egress_address_allowed(hs->host, (struct sockaddr *) &ss,
+								hs->refused, sizeof(hs->refused)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 /* ---- the interface ------------------------------------------------------------ */
@@ -350,8 +434,9 @@ http_backoff(EgressSink *sink, HttpSink *hs, int attempt, TimestampTz since,
 	base = Min(base, hs->retry_max_ms);
 	/* half fixed, half random: retries of many workers spread out */
 	delay = base / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, base / 2 + 1);
+	/* the receiver's Retry-After, up to retry_max_interval */
 	if (hs->retry_after_ms >= 0)
-		delay = Max(delay, hs->retry_after_ms);
+		delay = Max(delay, Min(hs->retry_after_ms, hs->retry_max_ms));
 	*delay_ms = delay;
 
 	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
@@ -412,15 +497,28 @@ static void
 http_pump(HttpSink *hs)
 {
 	int			running;
+	CURLcode	rc;
+	CURLMcode	mc;
 
 	if (!hs->in_flight || hs->done)
 		return;
+
 	if (hs->paused && hs->sent < hs->body.len)
 	{
 		hs->paused = false;
-		curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+		rc = curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+		if (rc != CURLE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not resume the HTTP request to %s: %s",
+							hs->shown_url, curl_easy_strerror(rc))));
 	}
-	(void) curl_multi_perform(hs->multi, &running);
+	mc = curl_multi_perform(hs->multi, &running);
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not run the HTTP request to %s: %s",
+						hs->shown_url, curl_multi_strerror(mc))));
 	http_collect(hs);
 }
 
@@ -450,8 +548,16 @@ http_transfer(HttpSink *hs, CURLcode *result)
 
 		if (hs->paused && (hs->sent < hs->body.len || hs->body_done))
 		{
+			CURLcode	rc;
+
 			hs->paused = false;
-			curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+			rc = curl_easy_pause(hs->easy, CURLPAUSE_CONT);
+			if (rc != CURLE_OK)
+			{
+				snprintf(hs->curl_error, sizeof(hs->curl_error),
+						 "could not resume the request: %s", curl_easy_strerror(rc));
+				return false;
+			}
 		}
 		mc = curl_multi_perform(hs->multi, &running);
 		if (mc != CURLM_OK)
@@ -488,8 +594,9 @@ http_end(HttpSink *hs)
 {
 	if (!hs->in_flight)
 		return;
-	curl_multi_remove_handle(hs->multi, hs->easy);
-	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+	/* called on error paths: nothing here may raise an error */
+	(void) curl_multi_remove_handle(hs->multi, hs->easy);
+	(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hs->req_headers);
 	hs->req_headers = NULL;
 	hs->in_flight = false;
@@ -504,7 +611,7 @@ http_end(HttpSink *hs)
 static void
 http_start(HttpSink *hs, const char *batch_id, bool streamed)
 {
-	struct curl_slist *headers = NULL;
+	struct curl_slist *volatile headers = NULL;
 	struct curl_slist *h;
 	char		line[NAMEDATALEN * 2 + 64];
 	CURLMcode	mc;
@@ -528,32 +635,44 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	hs->resp.data[0] = '\0';
 	hs->retry_after_ms = -1;
 	hs->curl_error[0] = '\0';
+	hs->refused[0] = '\0';
+	hs->restricted = !hs->sink->owner_superuser;
 	hs->done = false;
 	hs->done_result = CURLE_OK;
 	hs->streamed = streamed;
 	hs->paused = false;
 	hs->sent = 0;
 
-	curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, headers);
-	/* a streamed request pauses while rows are produced: see http_transfer */
-	curl_easy_setopt(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
-	if (streamed)
+	PG_TRY();
 	{
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, NULL);
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
-		curl_easy_setopt(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
-		curl_easy_setopt(hs->easy, CURLOPT_READDATA, hs);
+		HTTP_SETOPT(hs->easy, CURLOPT_HTTPHEADER, headers);
+		/* a streamed request pauses while rows are produced: see http_transfer */
+		HTTP_SETOPT(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
+		if (streamed)
+		{
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, NULL);
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
+			HTTP_SETOPT(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
+			HTTP_SETOPT(hs->easy, CURLOPT_READDATA, hs);
+		}
+		else
+		{
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
+			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+		}
 	}
-	else
+	PG_CATCH();
 	{
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
-		curl_easy_setopt(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
+		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_slist_free_all(headers);
+		PG_RE_THROW();
 	}
+	PG_END_TRY();
 
 	mc = curl_multi_add_handle(hs->multi, hs->easy);
 	if (mc != CURLM_OK)
 	{
-		curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
 		curl_slist_free_all(headers);
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -751,6 +870,15 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 		if (status >= 200 && status < 300)
 			break;
 
+		/* a connection pg_egress.allowed_destination_hosts refused */
+		if (status == 0 && hs->refused[0] != '\0')
+			ereport(ERROR,
+					(errcode(EGRESS_ERRCODE_REJECTED),
+					 errmsg("HTTP destination %s may not be connected to: %s",
+							hs->shown_url, hs->refused),
+					 errdetail("pg_egress.allowed_destination_hosts does not allow this address for destinations of roles that are not superusers."),
+					 errhint("A superuser can list the host, its address or its network in pg_egress.allowed_destination_hosts; then call egress_resume_stream().")));
+
 		if (status == 0)
 			what = psprintf("%s", hs->curl_error);
 		else
@@ -913,6 +1041,44 @@ url_secrets(HttpSink *hs, const char *url)
 				curl_free(part);
 		}
 	}
+
+	/*
+	 * Path and query may carry tokens too (webhook URLs): an answer that
+	 * echoes them (a 404 page naming the path, say) is masked: the whole
+	 * path and query, and each piece between '/', '&' and '=' of 6 or more
+	 * characters, as written and decoded; shorter pieces are words ("api",
+	 * "v1") more than secrets.
+	 */
+	for (int i = 0; i < 2; i++)
+	{
+		for (int decode = 0; decode < 2; decode++)
+		{
+			char	   *part = NULL;
+
+			if (curl_url_get(u, i == 0 ? CURLUPART_PATH : CURLUPART_QUERY, &part,
+							 decode ? CURLU_URLDECODE : 0) == CURLUE_OK && part != NULL)
+			{
+				const char *p = part;
+
+				/* the whole of it too: an echo then shows none of its pieces */
+				if (strlen(part) >= 6)
+					hs->secrets = lappend(hs->secrets, pstrdup(part));
+
+				while (*p != '\0')
+				{
+					size_t		n = strcspn(p, "/&=");
+
+					if (n >= 6)
+						hs->secrets = lappend(hs->secrets, pnstrdup(p, n));
+					p += n;
+					if (*p != '\0')
+						p++;
+				}
+			}
+			if (part)
+				curl_free(part);
+		}
+	}
 	curl_url_cleanup(u);
 	if (decoded[0] != NULL)
 	{
@@ -927,6 +1093,16 @@ url_secrets(HttpSink *hs, const char *url)
 			hs->secrets = lappend(hs->secrets, b64);
 		}
 	}
+}
+
+/* longest first: a secret is masked before any shorter one inside it */
+static int
+secret_cmp(const ListCell *a, const ListCell *b)
+{
+	size_t		la = strlen(lfirst(a));
+	size_t		lb = strlen(lfirst(b));
+
+	return la > lb ? -1 : la < lb ? 1 : 0;
 }
 
 EgressSink *
@@ -949,8 +1125,10 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	hs->cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress http sink",
 									ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
+	hs->sink = sink;
 	hs->url = pstrdup(location);
 	hs->shown_url = egress_http_shown_url(location);
+	hs->host = egress_url_host(location);
 	hs->gzip = false;
 	(void) egress_jsonb_get_bool(options, "gzip", &hs->gzip);
 	hs->gzip_level = 1;
@@ -977,6 +1155,7 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
 	hs->base_headers = user_headers(hs, options, hs->base_headers);
 	url_secrets(hs, location);
+	list_sort(hs->secrets, secret_cmp);
 	MemoryContextSwitchTo(oldcxt);
 
 	hs->multi = curl_multi_init();
@@ -986,25 +1165,30 @@ egress_http_sink_create(const char *location, Jsonb *options)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create an HTTP client")));
 
-	curl_easy_setopt(hs->easy, CURLOPT_URL, hs->url);
-	curl_easy_setopt(hs->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(hs->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(hs->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
-	curl_easy_setopt(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
-	curl_easy_setopt(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
-	curl_easy_setopt(hs->easy, CURLOPT_WRITEDATA, hs);
-	curl_easy_setopt(hs->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
-	curl_easy_setopt(hs->easy, CURLOPT_HEADERDATA, hs);
-	curl_easy_setopt(hs->easy, CURLOPT_ERRORBUFFER, hs->curl_error);
-	curl_easy_setopt(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(hs->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	HTTP_SETOPT(hs->easy, CURLOPT_URL, hs->url);
+	HTTP_SETOPT(hs->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	HTTP_SETOPT(hs->easy, CURLOPT_NOSIGNAL, 1L);
+	HTTP_SETOPT(hs->easy, CURLOPT_POST, 1L);
+	HTTP_SETOPT(hs->easy, CURLOPT_USERAGENT, "pg_egress/" EGRESS_VERSION_STR);
+	HTTP_SETOPT(hs->easy, CURLOPT_CONNECTTIMEOUT_MS, hs->connect_timeout_ms);
+	HTTP_SETOPT(hs->easy, CURLOPT_WRITEFUNCTION, http_body_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_WRITEDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_HEADERDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_ERRORBUFFER, hs->curl_error);
+	/* never to another host than the one checked: no redirects */
+	HTTP_SETOPT(hs->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	HTTP_SETOPT(hs->easy, CURLOPT_OPENSOCKETFUNCTION, http_opensocket_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_OPENSOCKETDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_PREREQFUNCTION, http_prereq_cb);
+	HTTP_SETOPT(hs->easy, CURLOPT_PREREQDATA, hs);
+	HTTP_SETOPT(hs->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* large bodies go out in fewer, larger writes (the default is 64 kB) */
-	curl_easy_setopt(hs->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
-	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYPEER, hs->verify ? 1L : 0L);
-	curl_easy_setopt(hs->easy, CURLOPT_SSL_VERIFYHOST, hs->verify ? 2L : 0L);
+	HTTP_SETOPT(hs->easy, CURLOPT_UPLOAD_BUFFERSIZE, 2L * 1024 * 1024);
+	HTTP_SETOPT(hs->easy, CURLOPT_SSL_VERIFYPEER, hs->verify ? 1L : 0L);
+	HTTP_SETOPT(hs->easy, CURLOPT_SSL_VERIFYHOST, hs->verify ? 2L : 0L);
 	if (hs->ca_file)
-		curl_easy_setopt(hs->easy, CURLOPT_CAINFO, hs->ca_file);
+		HTTP_SETOPT(hs->easy, CURLOPT_CAINFO, hs->ca_file);
 
 	sink->ops = &http_sink_ops;
 	sink->location = hs->shown_url;

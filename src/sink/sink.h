@@ -14,6 +14,9 @@
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
+/* egress_check_destination_host(), for egress_add_destination */
+#include "net/hosts.h"
+
 typedef struct EgressBatchInfo
 {
 	/* stream or destination name: what temporary leftovers are found by */
@@ -61,6 +64,14 @@ struct EgressSink
 	 */
 	bool		(*keep_retrying) (void *arg, TimestampTz since);
 	void	   *keep_retrying_arg;
+
+	/*
+	 * Set by the caller: the destination's owner (who chose its URL) is a
+	 * superuser.  While false (the default, also when the caller does not
+	 * know), every connection the sink opens must go to an address that
+	 * pg_egress.allowed_destination_hosts allows (net/hosts.h).
+	 */
+	bool		owner_superuser;
 };
 
 /*

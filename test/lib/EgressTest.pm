@@ -76,6 +76,8 @@ restart_after_crash = on
 pg_egress.database = 'postgres'
 pg_egress.naptime = '1s'
 output_plugin_libraries = 'pgoutput, test_decoding, wal2json'
+# the test receivers listen on 127.0.0.1; streams of non-superusers send there
+pg_egress.allowed_destination_hosts = '*, 127.0.0.1'
 });
 	$node->append_conf('postgresql.conf', $CDC_CONF) if $opts{cdc};
 	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};
@@ -109,7 +111,7 @@ sub list_dir
 	return @names;
 }
 
-# Hidden temporary files (.<stream>-<version>-<NNNNNN>.jsonl.tmp) in a directory.
+# Hidden temporary files (.<batch prefix>-<pid>-<n>-<8 random hex>.jsonl.tmp) in a directory.
 sub tmp_files
 {
 	my ($dir) = @_;

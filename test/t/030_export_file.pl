@@ -201,7 +201,7 @@ foreach my $fmt ('text', 'csv', 'binary')
 		'rows and bytes so far are visible while exporting');
 	my @tmp = list_dir($dir);
 	is(scalar @tmp, 1, 'a hidden temporary file while exporting');
-	like($tmp[0] // '', qr/^\.c\.txt\.\d+\.egress-tmp$/, 'its name');
+	like($tmp[0] // '', qr/^\.c\.txt\.\d+\.[0-9a-f]{8}\.egress-tmp$/, 'its name');
 	$node->safe_psql('postgres',
 		q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'exporter'});
 	$h->finish;
