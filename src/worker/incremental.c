@@ -97,6 +97,12 @@ claim_run(int32 stream_id, RunStart *start)
 
 	if (!egress_worker_catalog_begin(&guard, false))
 		return NULL;
+	/* removed meanwhile: end quietly (see egress_lock_stream_state) */
+	if (!egress_lock_stream_state(stream_id))
+	{
+		egress_worker_catalog_end(&guard);
+		return NULL;
+	}
 	def = egress_load_stream(stream_id, TopMemoryContext);
 	if (def == NULL || !def->enabled || strcmp(def->method, "INCREMENTAL") != 0)
 	{
@@ -105,15 +111,20 @@ claim_run(int32 stream_id, RunStart *start)
 	}
 
 	values[0] = Int32GetDatum(stream_id);
-	egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
-						"st.bookmark->'pg_egress_position'->>'key', "
-						"ARRAY(SELECT jsonb_array_elements_text(st.bookmark->'pg_egress_position'->'pk')), "
-						"CASE jsonb_typeof(st.bookmark->'replication_key_value') "
-						"WHEN 'string' THEN st.bookmark->>'replication_key_value' "
-						"WHEN 'number' THEN st.bookmark->>'replication_key_value' END, "
-						"st.bytes_sent, st.batches_sent "
-						"FROM egress.stream_state st WHERE st.stream_id = $1 FOR UPDATE",
-						1, argtypes, values, NULL, false);
+	if (egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
+							"st.bookmark->'pg_egress_position'->>'key', "
+							"ARRAY(SELECT jsonb_array_elements_text(st.bookmark->'pg_egress_position'->'pk')), "
+							"CASE jsonb_typeof(st.bookmark->'replication_key_value') "
+							"WHEN 'string' THEN st.bookmark->>'replication_key_value' "
+							"WHEN 'number' THEN st.bookmark->>'replication_key_value' END, "
+							"st.bytes_sent, st.batches_sent "
+							"FROM egress.stream_state st WHERE st.stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							1, argtypes, values, NULL, false) == 0)
+	{
+		/* the row is locked above; this is only a second guard */
+		egress_worker_catalog_end(&guard);
+		return NULL;
+	}
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	resync = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
