@@ -29,6 +29,7 @@ use EgressHttp;
 my $node = create_node('attacks_op', cdc => 1, conf => "pg_egress.max_workers = 6\n");
 my $log_start = -s $node->logfile;
 my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+my $rcv = EgressHttp->start($node);
 
 sub sql { server_up($node); return $node->safe_psql('postgres', $_[0]); }
 
@@ -118,10 +119,11 @@ is(sql('SELECT count(*) FROM egress.stream_state'), '0', 'nothing left behind in
 # ---------------------------------------------------------------------------
 sql(q{
 CREATE TABLE big (id integer PRIMARY KEY, v text);
-INSERT INTO big SELECT i, repeat(md5(i::text), 8) FROM generate_series(1, 200000) i;
+INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 20000) i;
 });
-my $dir_b = new_outdir($node, 'big');
-add_destination($node, 'db', $dir_b);
+# a slow destination: the sync lasts a few seconds
+sql("SELECT egress_add_destination('db', " . sql_quote($rcv->url('/b')) . ')');
+$rcv->fault('delay', 1000, ms => 400);
 $offset = -s $node->logfile;
 sql(q{SELECT egress_add_stream('sbig', 'big', method => 'FULL_TABLE', destination => 'db', options => '{"batch_max_rows": 2000}')});
 my $sid = sql(q{SELECT id FROM egress.stream WHERE name = 'sbig'});
@@ -147,13 +149,13 @@ while (time < $t_end)
 	usleep(50_000);
 }
 ok($synced, 'sbig synced after the database worker restarted');
-is($most, 1, 'never more than one worker on the stream (egress_stream_activity)');
+cmp_ok($most, '<=', 1, "never more than one worker on the stream (egress_stream_activity: at most $most)");
 my $starts = () = log_since($offset) =~ /FULL_TABLE sync of [^\n]*big started/g;
 is($starts, 1, 'the sync was started once, not again by the restarted database worker');
 my %bt = map { ($_ => 1) } backend_pids($node, 'pg_egress worker');
 ok(scalar(keys %bt) == 1 && !$bt{$dbw}, 'a new database worker runs');
-# (the rows themselves: 002/003 check syncs; here the count, since 200000 rows are slow to compare in Perl)
-is(stream_row($node, 'sbig')->{rows_sent}, '200000', 'sbig: all rows sent once');
+is(stream_row($node, 'sbig')->{rows_sent}, '20000', 'sbig: all rows sent once');
+$rcv->fault('clear');
 sql(q{SELECT egress_remove_stream('sbig')});
 
 # ---------------------------------------------------------------------------
@@ -175,6 +177,13 @@ wait_caught_up($node, $_) foreach qw(sa sb);
 my $v0 = stream_row($node, 'sa')->{version};
 sql(q{SELECT egress_pause_stream('sa')});
 wait_stream_state($node, 'sa', 'paused');
+# the CDC worker has let go of the paused stream (a new session without it)
+ok( poll_until(
+		'the CDC worker to drop sa', 30,
+		sub {
+			sql(q{SELECT count(*) FROM egress_stream_activity() a JOIN egress.stream s ON s.id = a.stream_id WHERE s.name = 'sa'}) eq '0';
+		}),
+	'the CDC worker no longer serves the paused stream');
 sql(q{
 INSERT INTO pa VALUES (52, 'paused');
 UPDATE pa SET v = 'changed while paused' WHERE id = 3;
@@ -203,7 +212,6 @@ sql(q{SELECT egress_remove_stream('sa'); SELECT egress_remove_stream('sb')});
 # ---------------------------------------------------------------------------
 # D. the hard WAL limit with a destination that always fails (HTTP 503)
 # ---------------------------------------------------------------------------
-my $rcv = EgressHttp->start($node);
 sql("SELECT egress_add_destination('dg', " . sql_quote($rcv->url('/g'))
 	  . q{, '{"retry_initial_interval": "200ms", "retry_max_interval": "1s", "flush_interval": "100ms"}')});
 sql(q{
@@ -222,8 +230,12 @@ ok(poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wa
 	'pg_egress.max_slot_wal = 2MB');
 $offset = -s $node->logfile;
 $rcv->fault('fail', 1000000, status => 503);
-sql(q{INSERT INTO ga SELECT i, repeat(md5(i::text), 4) FROM generate_series(1000, 31000) i});
+# changes of the streams, whose batch cannot be delivered, then WAL of a
+# table no stream reads (the slot holds all WAL after the oldest undelivered change)
+sql(q{INSERT INTO ga SELECT i, 'outage' || i FROM generate_series(1000, 1100) i});
 sql(q{UPDATE gb SET v = 'during the outage' WHERE id <= 10});
+sql(q{CREATE TABLE filler (id integer, v text)});
+sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 31000) i});
 ok( poll_until(
 		'a WARNING about max_slot_wal', 90,
 		sub { log_since($offset) =~ /WARNING:.*dropped replication slot "pg_egress_dg".*max_slot_wal/ }),
@@ -243,7 +255,7 @@ wait_stream_where($node, $_, q{last_error ~ 'max_slot_wal' AND state IN ('pendin
 my $held = 0;
 foreach my $i (1 .. 15)
 {
-	sql(qq{INSERT INTO ga SELECT i, repeat(md5(i::text), 4) FROM generate_series(100000 + $i * 5000, 100000 + $i * 5000 + 4000) i});
+	sql(qq{INSERT INTO ga VALUES (100000 + $i, 'still down'); INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 4000) i});
 	my $lag = sql(q{SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 0) FROM pg_replication_slots WHERE slot_name LIKE 'pg_egress%'});
 	$held = $lag if $lag > $held;
 	usleep(300_000);
