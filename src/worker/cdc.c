@@ -1952,6 +1952,9 @@ egress_cdc_main(Datum main_arg)
 						 cdc->slot_name);
 				slot_must_go = true;
 			}
+			/* a sink that fails at once (file) never asks cdc_keep_retrying */
+			if (!slot_must_go && cdc->slot_name != NULL && cdc->nstreams > 0)
+				(void) over_wal_limit(current_lag());
 			if (slot_must_go)
 			{
 				give_up_slot();

@@ -274,8 +274,49 @@ foreach my $t (qw(ga gb))
 	compare_states(mirror_version($gdir, "public-$t", ['id'], $v), table_state($node, $t, ['id']),
 		"$t: after the slot was dropped and the destination came back: nothing lost");
 }
-sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
 sql(q{SELECT egress_remove_stream('ga'); SELECT egress_remove_stream('gb')});
+
+# ---------------------------------------------------------------------------
+# D2. the same with a file destination, which fails at once (no retries);
+# its initial sync then fails too and the stream stops in state error: the
+# database worker applies the limit to the slot no CDC worker serves
+# ---------------------------------------------------------------------------
+my $dir_f = new_outdir($node, 'fguard');
+add_destination($node, 'df', $dir_f);
+sql(q{
+CREATE TABLE fa (id integer PRIMARY KEY, v text);
+INSERT INTO fa SELECT i, 'v' || i FROM generate_series(1, 50) i;
+SELECT egress_add_stream('fa', 'fa', method => 'LOG_BASED', destination => 'df');
+});
+wait_stream_state($node, 'fa', 'streaming');
+my $fv = stream_row($node, 'fa')->{version};
+$offset = -s $node->logfile;
+chmod(0500, $dir_f) or die "chmod: $!";
+sql(q{INSERT INTO fa VALUES (51, 'during the outage')});
+sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 31000) i});
+ok(poll_until('the CDC worker to drop the slot', 90,
+		sub { log_since($offset) =~ /WARNING:.*dropped replication slot "pg_egress_df".*max_slot_wal/ }),
+	'file destination: the CDC worker dropped the slot over max_slot_wal');
+wait_stream_where($node, 'fa', q{state = 'error'}, 60,
+	'file destination: the initial sync on the new slot fails, the stream stops in state error');
+my $n0 = () = log_since($offset) =~ /dropped replication slot "pg_egress_df"/g;
+sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 31000) i});
+ok( poll_until(
+		'the database worker to drop the idle slot', 60,
+		sub {
+			my $n = () = log_since($offset) =~ /dropped replication slot "pg_egress_df"/g;
+			$n > $n0 && !slot_row($node, 'pg_egress_df');
+		}),
+	'no CDC worker serves the slot: the database worker drops it over max_slot_wal');
+chmod(0700, $dir_f) or die "chmod: $!";
+sql(q{SELECT egress_resume_stream('fa')});
+wait_stream_where($node, 'fa', "state = 'streaming' AND version > $fv", 60, 'fa synced again after resume');
+sql(q{UPDATE fa SET v = 'after' WHERE id = 7});
+wait_caught_up($node, 'fa');
+compare_states(mirror_version($dir_f, 'public-fa', ['id'], stream_row($node, 'fa')->{version}),
+	table_state($node, 'fa', ['id']), 'fa: nothing lost');
+sql(q{SELECT egress_remove_stream('fa')});
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
 
 # ---------------------------------------------------------------------------
 # E. a slot invalidated by max_slot_wal_keep_size
