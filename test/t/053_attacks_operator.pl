@@ -13,9 +13,11 @@
 #  D. the hard WAL limit pg_egress.max_slot_wal with a dead destination:
 #     the slot is dropped, the streams are marked for resync (WARNING,
 #     last_error), and once the destination works the targets end equal to
-#     the tables;
+#     the tables; with a file destination whose initial sync then fails
+#     too, the database worker applies the limit to the slot nobody serves;
 #  E. a slot invalidated by max_slot_wal_keep_size is recovered with a
-#     resync instead of failing forever.
+#     resync instead of failing forever;
+#  F. a crash right after streams were added: they are all served after it.
 
 use strict;
 use warnings;
@@ -28,7 +30,9 @@ use EgressHttp;
 
 my $node = create_node('attacks_op', cdc => 1, conf => "pg_egress.max_workers = 6\n");
 my $log_start = -s $node->logfile;
-my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+# after a crash the postmaster restarts its children: a new checkpointer
+my $ckpt_sql = q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'};
+my $checkpointer = $node->safe_psql('postgres', $ckpt_sql);
 my $rcv = EgressHttp->start($node);
 
 sub sql { server_up($node); return $node->safe_psql('postgres', $_[0]); }
@@ -101,7 +105,7 @@ SELECT egress_remove_stream('f2_$r');
 note "$rounds rounds of add + remove";
 cmp_ok($rounds, '>=', 20, "at least 20 rounds of add + remove ($rounds)");
 ok(server_up($node), 'the server answers after the rounds');
-is(sql('SELECT pg_postmaster_start_time()'), $started, 'the server did not restart (no crash)');
+is(sql($ckpt_sql), $checkpointer, 'the server did not restart after a crash (same checkpointer)');
 no_crash_since($node, $offset, 'add + remove: no server process crashed');
 ok( poll_until(
 		'stream workers to end', 60,
@@ -358,7 +362,38 @@ compare_states(mirror_version($dir_k, 'public-ka', ['id'], $kv), table_state($no
 	'after the invalidated slot was replaced: nothing lost');
 isnt(slot_row($node, 'pg_egress_dk')->{wal_status} // 'none', 'lost', 'the new slot is not lost');
 
-is(sql('SELECT pg_postmaster_start_time()'), $started, 'the server never restarted');
+is(sql($ckpt_sql), $checkpointer, 'the server never restarted after a crash');
 no_crash_since($node, $log_start, 'no server process crashed');
+
+# ---------------------------------------------------------------------------
+# F. a crash right after egress_add_stream: kill -9 of the first worker that
+# serves the new streams (the postmaster restarts everything); nothing is
+# left behind half-started: every stream is served afterwards
+# ---------------------------------------------------------------------------
+sql(q{
+SELECT egress_add_stream('c_inc', 'ri', method => 'INCREMENTAL', destination => 'dr', replication_key => 'id');
+SELECT egress_add_stream('c_full', 'rf', method => 'FULL_TABLE', destination => 'dr');
+SELECT egress_add_stream('c_log', 'rf', method => 'LOG_BASED', destination => 'dr');
+});
+my $victim;
+poll_until(
+	'a worker of the new streams', 30,
+	sub {
+		($victim) = grep { $_ } map { backend_pids($node, $_) } ('pg_egress sync', 'pg_egress incremental', 'pg_egress cdc');
+		return defined $victim;
+	});
+ok(defined $victim && kill('KILL', $victim), 'kill -9 of a worker right after the streams were added');
+ok( poll_until(
+		'the crash restart', 60,
+		sub {
+			my ($ret, $out) = $node->psql('postgres', $ckpt_sql);
+			return $ret == 0 && $out ne '' && $out ne $checkpointer;
+		}),
+	'the server restarted after the crash and answers');
+wait_stream_state($node, 'c_full', 'synced', 60);
+wait_stream_state($node, 'c_inc', 'synced', 60);
+wait_stream_state($node, 'c_log', 'streaming', 60);
+sql(q{INSERT INTO rf VALUES (5000, 'after the crash')});
+wait_caught_up($node, 'c_log', 60);
 $node->stop;
 done_testing();
