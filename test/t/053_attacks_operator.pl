@@ -10,6 +10,8 @@
 #     whose other stream keeps streaming: the resumed stream is synced again
 #     (new version) and its target ends equal to the table (0.1 resumed it
 #     at the slot's position: the paused interval was lost);
+#  C2. a slot of pg_egress dropped and made again by someone else under the
+#     same name (another plugin) is never dropped by pg_egress;
 #  D. the hard WAL limit pg_egress.max_slot_wal with a dead destination:
 #     the slot is dropped, the streams are marked for resync (WARNING,
 #     last_error), and once the destination works the targets end equal to
@@ -212,6 +214,28 @@ compare_states(mirror($dir_p, 'public-pb', ['id']), table_state($node, 'pb', ['i
 	'the other stream of the destination is unaffected');
 is(stream_row($node, 'sb')->{version}, stream_row($node, 'sb')->{version}, 'sb keeps its version');
 sql(q{SELECT egress_remove_stream('sa'); SELECT egress_remove_stream('sb')});
+
+# ---------------------------------------------------------------------------
+# C2. a slot pg_egress made was dropped by someone, who made another of the
+# same name: pg_egress never drops that one
+# ---------------------------------------------------------------------------
+my $dir_x = new_outdir($node, 'other');
+add_destination($node, 'dx', $dir_x);
+sql(q{SELECT egress_add_stream('sx', 'pb', method => 'LOG_BASED', destination => 'dx')});
+wait_stream_state($node, 'sx', 'streaming');
+sql(q{SELECT egress_pause_stream('sx')});
+ok( poll_until(
+		'the CDC worker of dx to let go of its slot', 30,
+		sub { my $r = slot_row($node, 'pg_egress_dx'); $r && !defined $r->{active_pid} }),
+	'paused: no CDC worker holds pg_egress_dx');
+sql(q{SELECT pg_drop_replication_slot('pg_egress_dx'); SELECT pg_create_logical_replication_slot('pg_egress_dx', 'test_decoding')});
+$offset = -s $node->logfile;
+sql(q{SELECT egress_remove_stream('sx')});
+ok(poll_until('a WARNING about the foreign slot', 30,
+		sub { log_since($offset) =~ /WARNING:.*did not drop replication slot "pg_egress_dx"/ }),
+	'a WARNING says the slot of that name is not a slot of pg_egress');
+is((slot_row($node, 'pg_egress_dx') // {})->{plugin}, 'test_decoding', 'the other slot of that name is kept');
+sql(q{SELECT pg_drop_replication_slot('pg_egress_dx')});
 
 # ---------------------------------------------------------------------------
 # D. the hard WAL limit with a destination that always fails (HTTP 503)
