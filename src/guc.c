@@ -19,6 +19,7 @@ int			egress_batch_max_bytes_kb = 64 * 1024;
 int			egress_flush_interval_ms = 1000;
 int			egress_max_slot_lag_mb = 1024;
 int			egress_max_active_streams = 256;
+int			egress_max_slot_wal_mb = 16 * 1024;
 
 void
 egress_define_gucs(void)
@@ -82,6 +83,15 @@ egress_define_gucs(void)
 							"0 turns the guard off.",
 							&egress_max_slot_lag_mb,
 							1024, 0, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.max_slot_wal",
+							"WAL a pg_egress replication slot may hold before it is dropped and its streams synced again.",
+							"The hard limit that protects pg_wal from a destination that keeps failing; 0 turns it off.",
+							&egress_max_slot_wal_mb,
+							16 * 1024, 0, INT_MAX / 2,
 							PGC_SIGHUP,
 							GUC_UNIT_MB,
 							NULL, NULL, NULL);

@@ -22,6 +22,7 @@ extern int	egress_batch_max_bytes_kb;
 extern int	egress_flush_interval_ms;
 extern int	egress_max_slot_lag_mb;
 extern int	egress_max_active_streams;
+extern int	egress_max_slot_wal_mb;
 
 extern void egress_define_gucs(void);
 
@@ -33,8 +34,10 @@ extern void egress_define_gucs(void);
 typedef struct EgressWorkerSlot
 {
 	bool		in_use;
-	int32		stream_id;
+	int32		stream_id;		/* 0: the entry of a CDC worker's destination */
+	char		dest[NAMEDATALEN];	/* that destination ("" for streams) */
 	pid_t		pid;
+	bool		cdc_stream;		/* a stream of the CDC worker pid */
 	bool		claimed;		/* the stream is taken: resync flag cleared */
 	char		phase[16];
 	uint64		rows_sent;
@@ -62,6 +65,11 @@ extern void egress_shmem_init(void);
 extern void egress_wake_dbworker(void);
 extern void egress_wake_dbworker_at_commit(void);
 extern EgressWorkerSlot *egress_claim_slot(int32 stream_id, const char *phase);
+extern EgressWorkerSlot *egress_claim_stream(int32 stream_id, const char *phase,
+											 pid_t *holder);
+extern EgressWorkerSlot *egress_claim_cdc_stream(int32 stream_id, const char *phase);
+extern EgressWorkerSlot *egress_claim_destination(const char *dest, pid_t *holder);
+extern pid_t egress_stream_holder(int32 stream_id, const char *dest);
 extern void egress_release_slot(EgressWorkerSlot *slot);
 extern void egress_set_phase(EgressWorkerSlot *slot, const char *phase);
 
@@ -72,6 +80,7 @@ extern PGDLLEXPORT void egress_dbworker_main(Datum main_arg);
 extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
 extern PGDLLEXPORT void egress_cdc_main(Datum main_arg);
 extern void egress_record_stream_error(int32 stream_id, const char *message);
+extern bool egress_lock_stream_state(int32 stream_id);
 
 /* sync.c: the life of a worker that runs one stream once (sync.c, incremental.c) */
 struct EgressSink;

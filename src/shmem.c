@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -100,27 +102,123 @@ egress_wake_dbworker_at_commit(void)
 	wake_at_commit = true;
 }
 
-/* Take a free slot for a sync worker; NULL when all are taken. */
-EgressWorkerSlot *
-egress_claim_slot(int32 stream_id, const char *phase)
+/*
+ * Does the process that holds an entry still exist?  Entries are released
+ * at exit (before_shmem_exit) and shared memory is made anew after a crash,
+ * so this only guards against a process that died without its exit hooks.
+ */
+static bool
+holder_alive(pid_t pid)
+{
+	if (pid == 0)
+		return false;
+	return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+/*
+ * Take an entry for a stream (stream_id > 0) or for a destination's CDC
+ * worker (dest), under the lock, so two workers can never both hold the
+ * same one: a database worker that was restarted does not know the workers
+ * its predecessor started, and may start a second one for the same stream.
+ * Returns NULL with *holder set to the pid of the live process that holds
+ * it, or NULL with *holder = 0 when all entries are taken.
+ */
+static EgressWorkerSlot *
+claim_entry(int32 stream_id, const char *dest, const char *phase, bool cdc_stream,
+			pid_t *holder)
 {
 	EgressWorkerSlot *result = NULL;
+	EgressWorkerSlot *free_slot = NULL;
 
+	*holder = 0;
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < egress_shared->nslots; i++)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
-		if (!slot->in_use)
+		if (slot->in_use && slot->stream_id == stream_id &&
+			strcmp(slot->dest, dest) == 0 && slot->pid != MyProcPid)
 		{
-			memset(slot, 0, sizeof(*slot));
-			slot->in_use = true;
-			slot->stream_id = stream_id;
-			slot->pid = MyProcPid;
-			slot->started_at = GetCurrentTimestamp();
-			slot->lag_bytes = -1;
-			strlcpy(slot->phase, phase, sizeof(slot->phase));
-			result = slot;
+			if (holder_alive(slot->pid))
+			{
+				*holder = slot->pid;
+				LWLockRelease(egress_shared->lock);
+				return NULL;
+			}
+			slot->in_use = false;	/* left by a process that is gone */
+		}
+		if (!slot->in_use && free_slot == NULL)
+			free_slot = slot;
+	}
+	if (free_slot != NULL)
+	{
+		result = free_slot;
+		memset(result, 0, sizeof(*result));
+		result->in_use = true;
+		result->stream_id = stream_id;
+		strlcpy(result->dest, dest, sizeof(result->dest));
+		result->pid = MyProcPid;
+		result->cdc_stream = cdc_stream;
+		result->started_at = GetCurrentTimestamp();
+		result->lag_bytes = -1;
+		strlcpy(result->phase, phase, sizeof(result->phase));
+	}
+	LWLockRelease(egress_shared->lock);
+	return result;
+}
+
+/* Take the entry of a stream; see claim_entry(). */
+EgressWorkerSlot *
+egress_claim_stream(int32 stream_id, const char *phase, pid_t *holder)
+{
+	Assert(stream_id > 0);
+	return claim_entry(stream_id, "", phase, false, holder);
+}
+
+/* Take the entry of a LOG_BASED stream for its destination's CDC worker. */
+EgressWorkerSlot *
+egress_claim_cdc_stream(int32 stream_id, const char *phase)
+{
+	pid_t		holder;
+
+	Assert(stream_id > 0);
+	return claim_entry(stream_id, "", phase, true, &holder);
+}
+
+/* Take a free slot for a stream; NULL when all are taken or it is held. */
+EgressWorkerSlot *
+egress_claim_slot(int32 stream_id, const char *phase)
+{
+	pid_t		holder;
+
+	return egress_claim_stream(stream_id, phase, &holder);
+}
+
+/* The entry of a destination's CDC worker: one per destination. */
+EgressWorkerSlot *
+egress_claim_destination(const char *dest, pid_t *holder)
+{
+	return claim_entry(0, dest, "cdc", false, holder);
+}
+
+/*
+ * The live process that holds a stream's entry (stream_id > 0) or a
+ * destination's (dest), or 0.
+ */
+pid_t
+egress_stream_holder(int32 stream_id, const char *dest)
+{
+	pid_t		result = 0;
+
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+
+		if (slot->in_use && slot->stream_id == stream_id &&
+			strcmp(slot->dest, dest ? dest : "") == 0 && holder_alive(slot->pid))
+		{
+			result = slot->pid;
 			break;
 		}
 	}
@@ -162,8 +260,8 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 		Datum		values[9];
 		bool		nulls[9] = {0};
 
-		if (!slot->in_use)
-			continue;
+		if (!slot->in_use || slot->stream_id == 0)
+			continue;			/* destinations' entries are not streams */
 		values[0] = Int32GetDatum(slot->stream_id);
 		values[1] = Int32GetDatum(slot->pid);
 		values[2] = CStringGetTextDatum(slot->phase);

@@ -1275,13 +1275,24 @@ egress_pause_stream(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * A LOG_BASED stream that was paused (or stopped by an error) missed the
+ * changes its destination's slot passed meanwhile for the other streams:
+ * it is synced again (state pending: a new version, a new initial sync),
+ * never resumed past the gap.
+ */
 Datum
 egress_resume_stream(PG_FUNCTION_ARGS)
 {
 	static const char *const sqls[] = {
-		"UPDATE egress.stream SET enabled = true WHERE id = $1",
-		"UPDATE egress.stream_state SET state = 'pending', updated_at = now() "
-		"WHERE stream_id = $1 AND state = 'error'"
+		"UPDATE egress.stream_state st SET state = 'pending', "
+		"resync = st.resync OR s.method OPERATOR(pg_catalog.=) 'LOG_BASED', "
+		"updated_at = pg_catalog.now() "
+		"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+		"AND st.stream_id OPERATOR(pg_catalog.=) $1 "
+		"AND (st.state OPERATOR(pg_catalog.=) 'error' "
+		"OR (s.method OPERATOR(pg_catalog.=) 'LOG_BASED' AND NOT s.enabled))",
+		"UPDATE egress.stream SET enabled = true WHERE id OPERATOR(pg_catalog.=) $1"
 	};
 
 	change_own_stream(fcinfo, sqls, lengthof(sqls));

@@ -20,6 +20,7 @@
 #include "replication/snapbuild.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/spin.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
@@ -135,22 +136,130 @@ egress_slot_create(const char *name)
 	ReplicationSlotRelease();
 }
 
+/*
+ * Drop a slot of pg_egress: a logical slot of this database using
+ * pg_egress's output plugin.  Returns true when there is nothing left for
+ * pg_egress to drop: the slot was dropped, or does not exist, or turned out
+ * not to be a pg_egress slot (someone dropped ours and made another of that
+ * name: it is left alone, with a WARNING).  Returns false when another
+ * process holds it (try again later).
+ *
+ * Looking a slot up and then dropping it by name is a race: between the two
+ * another process may drop it, or drop it and make a new one.  So the slot
+ * is acquired first (which fails cleanly if it is gone or in use), checked
+ * while it is held, and dropped while still held: marked ephemeral, the
+ * release drops it, as for a slot whose creation failed.  Nothing is
+ * written to disk before the drop, so a crash in between keeps the slot.
+ */
 bool
 egress_slot_drop(const char *name)
 {
-	ReplicationSlot *s;
-	bool		active;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile int outcome = 0;	/* 0 held, 1 gone, 2 in use */
+	ReplicationSlot *slot;
+	bool		ours;
 
+	Assert(!MyReplicationSlot);
 	if (!egress_slot_lookup(name, NULL, NULL))
 		return true;
+
+	/*
+	 * ReplicationSlotAcquire() raises its "does not exist" and "is active"
+	 * errors before it takes anything (its lock is released first), so
+	 * catching just those two is safe here.
+	 */
+	PG_TRY();
+	{
+		ReplicationSlotAcquire(name, true);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+			outcome = 1;
+		else if (edata->sqlerrcode == ERRCODE_OBJECT_IN_USE)
+			outcome = 2;
+		else
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	if (outcome != 0)
+		return outcome == 1;
+
+	slot = MyReplicationSlot;
+	ours = SlotIsLogical(slot) && slot->data.database == MyDatabaseId &&
+		strcmp(NameStr(slot->data.plugin), EGRESS_PLUGIN) == 0;
+	if (!ours)
+	{
+		char	   *plugin = pstrdup(NameStr(slot->data.plugin));
+		Oid			dboid = slot->data.database;
+
+		ReplicationSlotRelease();
+		ereport(WARNING,
+				(errmsg("pg_egress did not drop replication slot \"%s\": it is not a slot of pg_egress",
+						name),
+				 errdetail("It uses plugin \"%s\" in database %u; pg_egress makes %s slots in database %u.",
+						   plugin, dboid, EGRESS_PLUGIN, MyDatabaseId)));
+		return true;
+	}
+
+	SpinLockAcquire(&slot->mutex);
+	slot->data.persistency = RS_EPHEMERAL;
+	SpinLockRelease(&slot->mutex);
+	ReplicationSlotRelease();	/* drops an ephemeral slot */
+	return true;
+}
+
+/*
+ * WAL a slot holds (flush position minus its restart_lsn) when no process
+ * holds the slot; -1 when it does not exist, is held, or keeps no WAL.
+ */
+int64
+egress_slot_idle_lag(const char *name)
+{
+	int64		lag = -1;
+	ReplicationSlot *s;
+
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	s = SearchNamedReplicationSlot(name, false);
-	active = s != NULL && s->active_pid != 0;
+	if (s != NULL)
+	{
+		SpinLockAcquire(&s->mutex);
+		if (s->active_pid == 0 && !XLogRecPtrIsInvalid(s->data.restart_lsn))
+			lag = (int64) (GetFlushRecPtr(NULL) - s->data.restart_lsn);
+		SpinLockRelease(&s->mutex);
+	}
 	LWLockRelease(ReplicationSlotControlLock);
-	if (active)
-		return false;
-	ReplicationSlotDrop(name, true);
-	return true;
+	return lag;
+}
+
+/*
+ * Was the slot invalidated (max_slot_wal_keep_size): it exists but keeps no
+ * WAL, so nothing can be decoded from it any more.
+ */
+bool
+egress_slot_lost(const char *name)
+{
+	bool		lost = false;
+	ReplicationSlot *s;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	s = SearchNamedReplicationSlot(name, false);
+	if (s != NULL)
+	{
+		SpinLockAcquire(&s->mutex);
+		lost = s->data.persistency == RS_PERSISTENT &&
+			(!XLogRecPtrIsInvalid(s->data.invalidated_at) ||
+			 XLogRecPtrIsInvalid(s->data.restart_lsn));
+		SpinLockRelease(&s->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return lost;
 }
 
 XLogRecPtr

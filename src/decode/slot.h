@@ -19,8 +19,18 @@ extern bool egress_slot_lookup(const char *name, char **plugin, Oid *dboid);
 /* Create a persistent wal2json slot (not acquired afterwards). */
 extern void egress_slot_create(const char *name);
 
-/* Drop a slot if it exists and nobody uses it; false if it is in use. */
+/*
+ * Drop a pg_egress slot (wal2json, this database) if it exists and nobody
+ * uses it; false if it is in use.  A slot of that name that is not a
+ * pg_egress slot is left alone (true, with a WARNING).
+ */
 extern bool egress_slot_drop(const char *name);
+
+/* WAL held by a slot nobody holds; -1 when absent, held or without WAL. */
+extern int64 egress_slot_idle_lag(const char *name);
+
+/* Does the slot exist but was invalidated (it keeps no WAL)? */
+extern bool egress_slot_lost(const char *name);
 
 /*
  * At the start of a REPEATABLE READ transaction, before anything took a

@@ -290,6 +290,9 @@ cdc_flush_interval_ms(void)
 
 static int64 current_lag(void);
 static bool check_lag(int64 lag, bool may_pause);
+static void enforce_wal_limit(int64 lag);
+static bool over_wal_limit(int64 lag);
+static void slot_invalidated(void);
 static int32 syncing_stream;
 
 /* the sink is retrying a batch: the streams show state "retrying" */
@@ -318,6 +321,19 @@ cdc_keep_retrying(void *arg, TimestampTz since)
 {
 	int64		lag;
 
+	/*
+	 * The WAL guards first: a dead destination must not hold WAL past them,
+	 * not even while an initial sync is retried.
+	 */
+	lag = current_lag();
+	if (over_wal_limit(lag))
+		return false;			/* the error path drops the slot */
+	(void) check_lag(lag, false);
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].pause_on_lag && egress_max_slot_lag_mb > 0 &&
+			lag > (int64) egress_max_slot_lag_mb * 1024 * 1024)
+			return false;
+
 	if (syncing_stream != 0)
 		return true;
 	if (!cdc_retrying)
@@ -326,12 +342,6 @@ cdc_keep_retrying(void *arg, TimestampTz since)
 		return false;
 	if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), CDC_MAX_RETRY_MS))
 		return false;
-	lag = current_lag();
-	(void) check_lag(lag, false);
-	for (int i = 0; i < cdc->nstreams; i++)
-		if (cdc->streams[i].pause_on_lag && egress_max_slot_lag_mb > 0 &&
-			lag > (int64) egress_max_slot_lag_mb * 1024 * 1024)
-			return false;
 	return true;
 }
 
@@ -1041,9 +1051,10 @@ load_config(MemoryContext cxt)
 			continue;
 		}
 
-		egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent "
-							"FROM egress.stream_state WHERE stream_id = $1",
-							1, argtypes2, values2, NULL, true);
+		if (egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent "
+								"FROM egress.stream_state WHERE stream_id OPERATOR(pg_catalog.=) $1",
+								1, argtypes2, values2, NULL, true) == 0)
+			continue;			/* removed meanwhile */
 		s = &cdc->streams[cdc->nstreams++];
 		s->def = def;
 		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -1059,7 +1070,7 @@ load_config(MemoryContext cxt)
 		policy = egress_jsonb_get_string(def->options, "lag_policy");
 		s->pause_on_lag = policy != NULL && strcmp(policy, "pause") == 0;
 		s->st_stale = true;
-		s->slot = egress_claim_slot(def->id, s->needs_sync ? "pending" : "streaming");
+		s->slot = egress_claim_cdc_stream(def->id, s->needs_sync ? "pending" : "streaming");
 		if (s->slot)
 		{
 			s->slot->rows_sent = s->rows_sent;
@@ -1169,6 +1180,8 @@ ensure_slot(void)
 							cdc->slot_name, cdc->dest_name),
 					 errdetail("It uses plugin \"%s\" in another database or with another plugin; pg_egress needs a wal2json slot of this database.",
 							   plugin)));
+		if (egress_slot_lost(cdc->slot_name))
+			slot_invalidated();
 		if (!cdc->slot_owned)
 			record_slot(cdc->slot_name, false);
 		return;
@@ -1347,10 +1360,7 @@ open_decoding(void)
 
 	ReplicationSlotAcquire(cdc->slot_name, true);
 	if (XLogRecPtrIsInvalid(MyReplicationSlot->data.restart_lsn))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("replication slot \"%s\" cannot be decoded: it has no restart position",
-						cdc->slot_name)));
+		slot_invalidated();		/* released by the error path */
 	cdc->ctx = CreateDecodingContext(InvalidXLogRecPtr, egress_wal2json_options(NULL), false,
 									 XL_ROUTINE(.page_read = read_local_xlog_page,
 												.segment_open = wal_segment_open,
@@ -1453,6 +1463,118 @@ decode_round(void)
 		ReplicationSlotMarkDirty();
 	}
 
+}
+
+/*
+ * The destination's slot is of no more use, and the error path should give
+ * it up (give_up_slot()): it held more WAL than pg_egress.max_slot_wal, or
+ * PostgreSQL invalidated it.
+ */
+static bool slot_must_go = false;
+static char slot_problem[512];
+
+static bool
+over_wal_limit(int64 lag)
+{
+	if (egress_max_slot_wal_mb <= 0 || lag <= (int64) egress_max_slot_wal_mb * 1024 * 1024)
+		return false;
+	if (!slot_must_go)
+		snprintf(slot_problem, sizeof(slot_problem),
+				 "replication slot \"%s\" held " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_wal (%d MB)",
+				 cdc->slot_name, lag / (1024 * 1024), egress_max_slot_wal_mb);
+	slot_must_go = true;
+	return true;
+}
+
+/* The hard WAL limit, outside a sink's retries: ends the session. */
+static void
+enforce_wal_limit(int64 lag)
+{
+	if (over_wal_limit(lag))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("%s", slot_problem)));
+}
+
+/* The slot was invalidated (max_slot_wal_keep_size): ends the session. */
+static void
+slot_invalidated(void)
+{
+	snprintf(slot_problem, sizeof(slot_problem),
+			 "replication slot \"%s\" was invalidated by the server (max_slot_wal_keep_size): the changes it held are gone",
+			 cdc->slot_name);
+	slot_must_go = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("%s", slot_problem)));
+}
+
+/*
+ * Mark every LOG_BASED stream of the destination (not those in state
+ * error, whose resume syncs them again anyway) for a new initial sync, with
+ * the reason in last_error.
+ */
+static void
+resync_destination_streams(const char *why)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	if (egress_worker_catalog_begin(&guard, true))
+	{
+		values[0] = CStringGetTextDatum(cdc->dest_name);
+		values[1] = CStringGetTextDatum(why);
+		egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', resync = true, "
+							"last_error = $2, last_error_at = pg_catalog.now(), "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+							"AND st.state OPERATOR(pg_catalog.<>) 'error'",
+							2, argtypes, values, NULL, false);
+		egress_worker_catalog_end(&guard);
+	}
+}
+
+/*
+ * Give up the destination's slot (it is not held: called from the error
+ * path): drop it and sync the streams again; the next session makes a new
+ * slot.  A slot pg_egress did not create is dropped only with the
+ * destination option drop_adopted_slot; otherwise its streams stop (state
+ * error) and the slot is left to whoever made it.
+ */
+static void
+give_up_slot(void)
+{
+	bool		drop_adopted = false;
+
+	(void) egress_jsonb_get_bool(cdc->dest_options, "drop_adopted_slot", &drop_adopted);
+	if (!cdc->slot_owned && !drop_adopted)
+	{
+		ereport(WARNING,
+				(errmsg("pg_egress streams of destination \"%s\" stopped: %s",
+						cdc->dest_name, slot_problem),
+				 errdetail("The slot was not created by pg_egress; it is dropped only with the destination option drop_adopted_slot."),
+				 errhint("Drop the slot yourself, then resume the streams: they are synced again.")));
+		note_failure(slot_problem, true);
+		return;
+	}
+
+	if (!egress_slot_drop(cdc->slot_name))
+	{
+		/* another process holds it: the next session tries again */
+		ereport(WARNING,
+				(errmsg("pg_egress could not drop replication slot \"%s\" of destination \"%s\": it is in use",
+						cdc->slot_name, cdc->dest_name),
+				 errdetail("%s", slot_problem)));
+		return;
+	}
+	ereport(WARNING,
+			(errmsg("pg_egress dropped replication slot \"%s\" of destination \"%s\": %s",
+					cdc->slot_name, cdc->dest_name, slot_problem),
+			 errdetail("Its streams are synced again (a new version) once the destination accepts batches.")));
+	resync_destination_streams(slot_problem);
 }
 
 /* Streams with lag_policy "pause" stop when the slot holds too much WAL. */
@@ -1592,7 +1714,12 @@ run_session(MemoryContext sessioncxt)
 	cdc_retrying = false;
 	if (load_config(sessioncxt) == 0)
 		return false;
-	(void) check_lag(current_lag(), false);
+	{
+		int64		lag = current_lag();
+
+		(void) check_lag(lag, false);
+		enforce_wal_limit(lag);
+	}
 
 	if (cdc->sink == NULL)
 	{
@@ -1647,7 +1774,12 @@ run_session(MemoryContext sessioncxt)
 
 		if (config_changed() || stop_dropped_streams())
 			break;
-		(void) check_lag(current_lag(), false);
+		{
+			int64		lag = current_lag();
+
+			(void) check_lag(lag, false);
+			enforce_wal_limit(lag);
+		}
 
 		/* more WAL flushed meanwhile: decode it now */
 		if (GetFlushRecPtr(NULL) > cdc->ctx->reader->EndRecPtr)
@@ -1681,6 +1813,12 @@ run_session(MemoryContext sessioncxt)
 	return true;
 }
 
+static void
+release_dest_entry(int code, Datum arg)
+{
+	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
+}
+
 void
 egress_cdc_main(Datum main_arg)
 {
@@ -1688,6 +1826,8 @@ egress_cdc_main(Datum main_arg)
 	char		dest[NAMEDATALEN];
 	MemoryContext sessioncxt;
 	volatile int failures = 0;
+	EgressWorkerSlot *dest_entry;
+	pid_t		holder;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	strlcpy(dest, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(dest));
@@ -1697,6 +1837,21 @@ egress_cdc_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	egress_pin_output_settings();
+
+	/*
+	 * One CDC worker per destination: a database worker that was restarted
+	 * does not know the one its predecessor started.
+	 */
+	dest_entry = egress_claim_destination(dest, &holder);
+	if (dest_entry == NULL && holder != 0)
+	{
+		ereport(LOG,
+				(errmsg("pg_egress destination \"%s\" is already served by process %d",
+						dest, (int) holder)));
+		proc_exit(0);
+	}
+	if (dest_entry != NULL)
+		before_shmem_exit(release_dest_entry, PointerGetDatum(dest_entry));
 
 	/*
 	 * The reorder buffer keeps this much of large transactions in memory
@@ -1789,7 +1944,27 @@ egress_cdc_main(Datum main_arg)
 			MemoryContextReset(cdc->msgcxt);
 			MemoryContextReset(cdc->pendcxt);
 
-			if (syncing_stream != 0)
+			/* a slot that held too much WAL, or was invalidated */
+			if (!slot_must_go && cdc->slot_name != NULL && egress_slot_lost(cdc->slot_name))
+			{
+				snprintf(slot_problem, sizeof(slot_problem),
+						 "replication slot \"%s\" was invalidated by the server (max_slot_wal_keep_size): the changes it held are gone",
+						 cdc->slot_name);
+				slot_must_go = true;
+			}
+			/* a sink that fails at once (file) never asks cdc_keep_retrying */
+			if (!slot_must_go && cdc->slot_name != NULL && cdc->nstreams > 0)
+				(void) over_wal_limit(current_lag());
+			if (slot_must_go)
+			{
+				give_up_slot();
+				slot_must_go = false;
+				syncing_stream = 0;
+				/* the destination may still be dead: do not hurry */
+				failures++;
+				backoff = Min(1000L << Min(failures - 1, 6), 60000L);
+			}
+			else if (syncing_stream != 0)
 			{
 				/* an initial sync that failed stops its stream, not the others */
 				egress_record_stream_error(syncing_stream, edata->message);
@@ -1834,6 +2009,7 @@ egress_cdc_main(Datum main_arg)
 		ResourceOwnerDelete(cdc_owner);
 		cdc->streams = NULL;
 		cdc->nstreams = 0;
+		cdc->slot_name = NULL;	/* in the session's memory */
 		MemoryContextReset(sessioncxt);
 		if (!more)
 			break;

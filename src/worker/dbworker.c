@@ -9,6 +9,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -69,6 +71,9 @@ static List *cdc_wanted = NIL;
 /* Slots pg_egress should drop: (destination or NULL, slot name) */
 static List *slots_to_drop = NIL;
 
+/* Slots of destinations, for the WAL limit: (destination, slot, "t" if droppable) */
+static List *guarded_slots = NIL;
+
 static void
 read_cdc_catalog(void)
 {
@@ -79,6 +84,20 @@ read_cdc_catalog(void)
 	cdc_wanted = NIL;
 	list_free_deep(slots_to_drop);
 	slots_to_drop = NIL;
+	list_free_deep(guarded_slots);
+	guarded_slots = NIL;
+
+	n = egress_catalog_exec("SELECT d.name, d.slot_name, "
+							"d.slot_owned OR coalesce((d.options->>'drop_adopted_slot')::pg_catalog.bool, false) "
+							"FROM egress.destination d WHERE d.slot_name IS NOT NULL",
+							0, NULL, NULL, NULL, true);
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	for (int i = 0; i < n; i++)
+		guarded_slots = lappend(guarded_slots,
+								list_make3(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+										   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+										   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3)));
+	MemoryContextSwitchTo(oldcxt);
 
 	n = egress_catalog_exec("SELECT DISTINCT s.destination FROM egress.stream s "
 							"JOIN egress.stream_state st ON st.stream_id = s.id "
@@ -207,6 +226,8 @@ read_catalog(StreamWant **wants)
 		cdc_wanted = NIL;
 		list_free_deep(slots_to_drop);
 		slots_to_drop = NIL;
+		list_free_deep(guarded_slots);
+		guarded_slots = NIL;
 	}
 
 	PopActiveSnapshot();
@@ -334,7 +355,8 @@ cdc_is_running(const char *dest)
 	for (int j = 0; j < nrunning; j++)
 		if (running[j].dest[0] != '\0' && strcmp(running[j].dest, dest) == 0)
 			return true;
-	return false;
+	/* one that an earlier database worker started */
+	return egress_stream_holder(0, dest) != 0;
 }
 
 /* Drop the slots nobody needs any more (never one a CDC worker holds). */
@@ -373,6 +395,111 @@ drop_unused_slots(void)
 		egress_catalog_exec("DELETE FROM egress.dropped_slot WHERE slot_name = $2 AND $1 IS NULL",
 							2, argtypes, values, nulls, false);
 		egress_worker_catalog_end(&guard);
+	}
+}
+
+/*
+ * Stream workers that an earlier database worker started (this one has no
+ * handle for them) whose stream was removed or paused meanwhile: stop them
+ * as reconcile() stops its own.  Their shared-memory entries name them;
+ * an entry is released when its process exits, so the pid is that worker.
+ */
+static void
+stop_orphans(StreamWant *wants, int nwants)
+{
+	List	   *pids = NIL;
+	ListCell   *lc;
+
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+		StreamWant *w;
+		bool		ours = false;
+
+		if (!slot->in_use || slot->stream_id == 0 || slot->dest[0] != '\0')
+			continue;
+		for (int j = 0; j < nrunning; j++)
+			if (running[j].dest[0] == '\0' && running[j].stream_id == slot->stream_id)
+				ours = true;
+		if (ours)
+			continue;
+		/* a CDC worker stops serving a removed stream by itself */
+		if (slot->cdc_stream)
+			continue;
+		w = find_want(wants, nwants, slot->stream_id);
+		if (w == NULL || !w->enabled)
+			pids = lappend_int(pids, (int) slot->pid);
+	}
+	LWLockRelease(egress_shared->lock);
+
+	foreach(lc, pids)
+	{
+		ereport(LOG,
+				(errmsg("pg_egress stopping worker %d: its stream was removed or paused",
+						lfirst_int(lc))));
+		(void) kill((pid_t) lfirst_int(lc), SIGTERM);
+	}
+	list_free(pids);
+}
+
+/*
+ * The hard WAL limit (pg_egress.max_slot_wal) for slots no CDC worker
+ * serves, e.g. when every stream of the destination stopped with an error:
+ * the CDC worker applies it to the slot it holds, this to the others.  A
+ * slot pg_egress made (or may drop: drop_adopted_slot) is dropped and the
+ * destination's LOG_BASED streams are marked for a new initial sync; a
+ * stream in state error keeps it and is synced again when resumed.
+ */
+static void
+guard_idle_slots(void)
+{
+	ListCell   *lc;
+
+	if (egress_max_slot_wal_mb <= 0)
+		return;
+	foreach(lc, guarded_slots)
+	{
+		List	   *t = lfirst(lc);
+		char	   *dest = linitial(t);
+		char	   *slot = lsecond(t);
+		bool		droppable = strcmp((char *) lthird(t), "t") == 0;
+		int64		lag;
+		char	   *why;
+		EgressCatalogGuard guard;
+		Oid			argtypes[2] = {TEXTOID, TEXTOID};
+		Datum		values[2];
+
+		if (!droppable || cdc_is_running(dest))
+			continue;
+		lag = egress_slot_idle_lag(slot);
+		if (lag <= (int64) egress_max_slot_wal_mb * 1024 * 1024)
+			continue;
+		if (!egress_slot_drop(slot))
+			continue;			/* someone took it meanwhile */
+		why = psprintf("replication slot \"%s\" held " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_wal (%d MB)",
+					   slot, lag / (1024 * 1024), egress_max_slot_wal_mb);
+		ereport(WARNING,
+				(errmsg("pg_egress dropped replication slot \"%s\" of destination \"%s\": %s",
+						slot, dest, why),
+				 errdetail("Its streams are synced again (a new version); streams in state error when they are resumed.")));
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		egress_catalog_enter(&guard);
+		values[0] = CStringGetTextDatum(dest);
+		values[1] = CStringGetTextDatum(why);
+		egress_catalog_exec("UPDATE egress.stream_state st SET "
+							"state = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN 'error' ELSE 'pending' END, "
+							"resync = true, last_error = $2, last_error_at = pg_catalog.now(), "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
+							2, argtypes, values, NULL, false);
+		egress_worker_catalog_end(&guard);
+		pfree(why);
 	}
 }
 
@@ -429,10 +556,19 @@ reconcile(void)
 		for (int j = 0; j < nrunning; j++)
 			if (running[j].dest[0] == '\0' && running[j].stream_id == wants[i].id)
 				is_running = true;
+
+		/*
+		 * A worker an earlier database worker started still runs the
+		 * stream: leave it be (its claim in shared memory would refuse a
+		 * second one anyway).
+		 */
+		if (!is_running && egress_stream_holder(wants[i].id, NULL) != 0)
+			is_running = true;
 		if (!is_running &&
 			!(wants[i].incremental ? start_incremental(wants[i].id) : start_sync(wants[i].id)))
 			break;
 	}
+	stop_orphans(wants, nwants);
 	pfree(wants);
 
 	{
@@ -449,6 +585,7 @@ reconcile(void)
 		}
 	}
 	drop_unused_slots();
+	guard_idle_slots();
 }
 
 void

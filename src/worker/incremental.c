@@ -105,6 +105,12 @@ claim_run(int32 stream_id, RunStart *start)
 
 	if (!egress_worker_catalog_begin(&guard, false))
 		return NULL;
+	/* removed meanwhile: end quietly (see egress_lock_stream_state) */
+	if (!egress_lock_stream_state(stream_id))
+	{
+		egress_worker_catalog_end(&guard);
+		return NULL;
+	}
 	def = egress_load_stream(stream_id, TopMemoryContext);
 	if (def == NULL || !def->enabled || strcmp(def->method, "INCREMENTAL") != 0)
 	{
@@ -113,17 +119,22 @@ claim_run(int32 stream_id, RunStart *start)
 	}
 
 	values[0] = Int32GetDatum(stream_id);
-	egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
-						"st.bookmark OPERATOR(pg_catalog.->) 'pg_egress_position' "
-						"OPERATOR(pg_catalog.->>) 'key', "
-						"ARRAY(SELECT pg_catalog.jsonb_array_elements_text(st.bookmark "
-						"OPERATOR(pg_catalog.->) 'pg_egress_position' OPERATOR(pg_catalog.->) 'pk')), "
-						"CASE WHEN pg_catalog.jsonb_typeof(st.bookmark OPERATOR(pg_catalog.->) "
-						"'replication_key_value') OPERATOR(pg_catalog.=) ANY ('{string,number}'::pg_catalog.text[]) "
-						"THEN st.bookmark OPERATOR(pg_catalog.->>) 'replication_key_value' END, "
-						"st.bytes_sent, st.batches_sent "
-						"FROM egress.stream_state st WHERE st.stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-						1, argtypes, values, NULL, false);
+	if (egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
+							"st.bookmark OPERATOR(pg_catalog.->) 'pg_egress_position' "
+							"OPERATOR(pg_catalog.->>) 'key', "
+							"ARRAY(SELECT pg_catalog.jsonb_array_elements_text(st.bookmark "
+							"OPERATOR(pg_catalog.->) 'pg_egress_position' OPERATOR(pg_catalog.->) 'pk')), "
+							"CASE WHEN pg_catalog.jsonb_typeof(st.bookmark OPERATOR(pg_catalog.->) "
+							"'replication_key_value') OPERATOR(pg_catalog.=) ANY ('{string,number}'::pg_catalog.text[]) "
+							"THEN st.bookmark OPERATOR(pg_catalog.->>) 'replication_key_value' END, "
+							"st.bytes_sent, st.batches_sent "
+							"FROM egress.stream_state st WHERE st.stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							1, argtypes, values, NULL, false) == 0)
+	{
+		/* the row is locked above; this is only a second guard */
+		egress_worker_catalog_end(&guard);
+		return NULL;
+	}
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	resync = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));

@@ -29,6 +29,22 @@
 #include "sink/sink.h"
 #include "worker/snapshot.h"
 
+/*
+ * Lock the egress.stream_state row of a stream for the rest of the
+ * transaction; false when the stream is gone (removed meanwhile).  Caller
+ * is inside egress_catalog_enter().
+ */
+bool
+egress_lock_stream_state(int32 stream_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(stream_id)};
+
+	return egress_catalog_exec("SELECT 1 FROM egress.stream_state "
+							   "WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							   1, argtypes, values, NULL, false) > 0;
+}
+
 /* First transaction: take the stream, announce a new version. */
 static EgressStreamDef *
 claim_stream(int32 stream_id, int64 *version)
@@ -38,6 +54,17 @@ claim_stream(int32 stream_id, int64 *version)
 
 	if (!egress_worker_catalog_begin(&guard, false))
 		return NULL;
+
+	/*
+	 * Lock the stream's state first: a concurrent egress_remove_stream()
+	 * then either committed before (no row: the worker ends quietly) or
+	 * waits until this claim committed.
+	 */
+	if (!egress_lock_stream_state(stream_id))
+	{
+		egress_worker_catalog_end(&guard);
+		return NULL;
+	}
 	def = egress_load_stream(stream_id, TopMemoryContext);
 	if (def == NULL || !def->enabled)
 	{
@@ -172,6 +199,7 @@ egress_run_stream_worker(Datum main_arg,
 	Oid			dboid;
 	EgressWorkerSlot *slot;
 	MemoryContext workcxt;
+	pid_t		holder;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 
@@ -181,9 +209,20 @@ egress_run_stream_worker(Datum main_arg,
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	egress_pin_output_settings();
 
-	slot = egress_claim_slot(stream_id, "starting");
+	slot = egress_claim_stream(stream_id, "starting", &holder);
 	if (slot == NULL)
-		proc_exit(0);			/* all slots busy: the database worker retries */
+	{
+		/*
+		 * Another live worker serves the stream (one a database worker
+		 * started before it was restarted): leave it to that one.  Or all
+		 * entries are busy: the database worker retries.
+		 */
+		if (holder != 0)
+			ereport(LOG,
+					(errmsg("pg_egress stream %d is already served by process %d",
+							stream_id, (int) holder)));
+		proc_exit(0);
+	}
 	before_shmem_exit(release_slot_at_exit, PointerGetDatum(slot));
 
 	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress stream worker",
