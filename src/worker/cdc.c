@@ -655,7 +655,8 @@ as_owner_begin(CdcStream *s, OwnerScope *sc)
 static void
 as_owner_end(OwnerScope *sc)
 {
-	AtEOXact_GUC(true, sc->nestlevel);
+	/* settings the user code changed go too, as after an error */
+	AtEOXact_GUC(false, sc->nestlevel);
 	SetUserIdAndSecContext(sc->save_userid, sc->save_sec);
 }
 
