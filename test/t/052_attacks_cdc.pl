@@ -59,19 +59,21 @@ sub grant_egress
 # A. a domain CHECK that wants to be superuser
 # ---------------------------------------------------------------------------
 my $out_a = new_outdir($node, 'a');
+my $out_a2 = new_outdir($node, 'a2');
 $node->safe_psql('postgres', q{
 CREATE ROLE mallory LOGIN;
 CREATE SCHEMA mal AUTHORIZATION mallory;
 });
 grant_egress('mallory');
 my $big = q{(SELECT string_agg(md5(i::text || 'x'), '') FROM generate_series(1, 3125) i)};
-my $log_a = -s $node->logfile;
 # mal.ta: its key is of a domain whose CHECK records who runs it and tries
 # to make mallory superuser; an UPDATE that leaves the TOASTed column alone
 # makes the worker read the row again by that key.  mal.tarr: arrays of the
 # domain (whose CHECK needs SQL, which cannot run during decoding) and of a
 # composite with a field of a domain whose CHECK shows who runs it: it
-# takes a session advisory lock keyed by current_user, in the worker.
+# takes a session advisory lock keyed by current_user, in the worker.  Two
+# destinations: on the old code the first change of mal.tarr failed for
+# good and would have hidden the re-read of mal.ta.
 my ($ret, $o, $err) = query_as($node, 'mallory', qq{
 CREATE TABLE mal.side (who text, su boolean);
 CREATE FUNCTION mal.chk(integer) RETURNS boolean LANGUAGE plpgsql AS \$\$
@@ -96,7 +98,8 @@ INSERT INTO mal.ta VALUES (1, $big, 1);
 CREATE TABLE mal.tarr (id integer PRIMARY KEY, arr mal.md[], prs mal.pair[]);
 SELECT egress_add_destination('dm', 'file://$out_a');
 SELECT egress_add_stream('s_mal', 'mal.ta', method => 'LOG_BASED', destination => 'dm');
-SELECT egress_add_stream('s_arr', 'mal.tarr', method => 'LOG_BASED', destination => 'dm');
+SELECT egress_add_destination('dm2', 'file://$out_a2');
+SELECT egress_add_stream('s_arr', 'mal.tarr', method => 'LOG_BASED', destination => 'dm2');
 });
 is($ret, 0, 'mallory sets up tables with domains whose CHECKs want superuser powers, and streams') or diag $err;
 wait_stream_state($node, $_, 'streaming') foreach qw(s_mal s_arr);
@@ -107,7 +110,7 @@ INSERT INTO mal.tarr VALUES (1, '{3,4}', ARRAY[ROW(5, 'five')::mal.pair]);
 is($ret, 0, 'mallory changes her tables') or diag $err;
 poll_until('the changes of mal.ta and mal.tarr arrive', 60, sub {
 	return (grep { "$_->{id}" eq '1' && "$_->{small}" eq '11' } cdc_records($out_a, 'mal-ta'))
-	  && (grep { "$_->{id}" eq '1' } cdc_records($out_a, 'mal-tarr'));
+	  && (grep { "$_->{id}" eq '1' } cdc_records($out_a2, 'mal-tarr'));
 });
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}),
 	'f', 'A: mallory is not superuser');
@@ -117,7 +120,7 @@ is($node->safe_psql('postgres',
 my @recs_a = cdc_records($out_a, 'mal-ta');
 ok((grep { "$_->{id}" eq '1' && "$_->{small}" eq '11' && defined $_->{big} && length($_->{big}) > 1000 } @recs_a),
 	'A: the update re-read for its TOASTed value arrived, big value included');
-ok((grep { "$_->{id}" eq '1' && ref $_->{arr} eq 'ARRAY' && ref $_->{prs} eq 'ARRAY' } cdc_records($out_a, 'mal-tarr')),
+ok((grep { "$_->{id}" eq '1' && ref $_->{arr} eq 'ARRAY' && ref $_->{prs} eq 'ARRAY' } cdc_records($out_a2, 'mal-tarr')),
 	'A: the insert with arrays of the domains arrived');
 is(stream_row($node, $_)->{state}, 'streaming', "A: $_ is streaming") foreach qw(s_mal s_arr);
 is($node->safe_psql('postgres', q{
