@@ -100,6 +100,7 @@ typedef struct CdcStream
 	int64		bytes_sent;
 	int64		batches_sent;
 	bool		privs_stale;	/* grants, schema, roles or policies changed */
+	bool		user_code;		/* rendering may reach user code */
 	CdcStopKind stop;			/* stopped in this session (see stop_stream) */
 	char	   *stop_message;
 	int64		acked_version;	/* version as of the last acknowledged batch */
@@ -356,7 +357,9 @@ privilege_problem(EgressStreamDef *def)
 						get_namespace_name(nsp), role);
 	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
 		pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
-		return psprintf("permission denied for table %s: role \"%s\" may not read all of its columns",
+		return psprintf(pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ANY) == ACLCHECK_OK ?
+						"permission denied for table %s: role \"%s\" may not read all of its columns" :
+						"permission denied for table %s: role \"%s\" may not read it",
 						def->relation, role);
 	if (check_enable_rls(def->relid, def->owner, true) == RLS_ENABLED)
 		return psprintf("row-level security of table %s applies to role \"%s\", the owner of stream \"%s\"",
@@ -410,6 +413,23 @@ refresh_descriptor(CdcStream *s)
 
 		if (col->kind == EGRESS_KIND_ARRAY && col->has_infunc)
 			col->typioparam = getBaseType(col->typioparam);
+	}
+
+	/*
+	 * Which input functions can reach user code: the elements of an array
+	 * that are composite (a domain field), ranges (of a domain), or other
+	 * non-base types.  Base types' input functions are C, written by a
+	 * superuser.  Only then does rendering switch to the owner (it costs a
+	 * settings save and restore per change).
+	 */
+	s->user_code = false;
+	for (int i = 0; i < s->st->ncolumns; i++)
+	{
+		EgressColumn *col = &s->st->columns[i];
+
+		if (col->kind == EGRESS_KIND_ARRAY && col->has_infunc &&
+			get_typtype(col->typioparam) != TYPTYPE_BASE)
+			s->user_code = true;
 	}
 	if (s->sent_schema == NULL || strcmp(s->sent_schema, s->st->schema_json) != 0)
 		s->schema_in_batch = false; /* a new SCHEMA before the next record */
@@ -633,15 +653,19 @@ cdc_commit_batch(void)
 typedef struct OwnerScope
 {
 	CdcStream  *s;
+	bool		active;
 	Oid			save_userid;
 	int			save_sec;
 	int			nestlevel;
 } OwnerScope;
 
 static void
-as_owner_begin(CdcStream *s, OwnerScope *sc)
+as_owner_begin(CdcStream *s, OwnerScope *sc, bool always)
 {
 	sc->s = s;
+	sc->active = always || s->user_code;
+	if (!sc->active)
+		return;
 	GetUserIdAndSecContext(&sc->save_userid, &sc->save_sec);
 	SetUserIdAndSecContext(s->def->owner,
 						   sc->save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -655,6 +679,8 @@ as_owner_begin(CdcStream *s, OwnerScope *sc)
 static void
 as_owner_end(OwnerScope *sc)
 {
+	if (!sc->active)
+		return;
 	/* settings the user code changed go too, as after an error */
 	AtEOXact_GUC(false, sc->nestlevel);
 	SetUserIdAndSecContext(sc->save_userid, sc->save_sec);
@@ -923,7 +949,7 @@ resolve_pending(void)
 		cdc->batch_bytes += p->text.len;
 
 		resetStringInfo(&rec);
-		as_owner_begin(p->s, &sc);
+		as_owner_begin(p->s, &sc, true);
 		PG_TRY();
 		{
 			again = reselect_row(p->s, &p->ch, &desc);
@@ -981,7 +1007,7 @@ emit_row(CdcStream *s, EgressChange *ch)
 	{
 		OwnerScope	sc;
 
-		as_owner_begin(s, &sc);
+		as_owner_begin(s, &sc, false);
 		PG_TRY();
 		{
 			render_row(&cdc->buf, s, s->st, ch, NULL, NULL, cdc->txn_commit,
@@ -1028,7 +1054,7 @@ emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 
 	prepare_record(s);
 	egress_singer_record_open(&cdc->buf, s->st);
-	as_owner_begin(s, &sc);
+	as_owner_begin(s, &sc, false);
 	PG_TRY();
 	{
 		for (int i = 0; i < s->st->ncolumns; i++)
@@ -1331,9 +1357,11 @@ load_config(MemoryContext cxt)
 			continue;
 		}
 
-		egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent "
-							"FROM egress.stream_state WHERE stream_id = $1",
-							1, argtypes2, values2, NULL, true);
+		/* removed by a concurrent egress_remove_stream(): not ours any more */
+		if (egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent "
+								"FROM egress.stream_state WHERE stream_id = $1",
+								1, argtypes2, values2, NULL, true) == 0)
+			continue;
 		s = &cdc->streams[cdc->nstreams++];
 		s->def = def;
 		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -1386,14 +1414,14 @@ config_fingerprint(MemoryContext cxt)
 	char	   *fp;
 
 	values[0] = CStringGetTextDatum(cdc->dest_name);
-	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::text FROM egress.destination d "
+	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::pg_catalog.text FROM egress.destination d "
 						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
 						"s.id || ':' || s.enabled || ':' || (st.state = 'error') || ':' || (st.resync AND st.state = 'streaming') || ':' || "
-						"s.options::text, ',' ORDER BY s.id), '') "
+						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') "
 						"FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id "
 						"WHERE s.destination = $1 AND s.method = 'LOG_BASED'",
 						1, argtypes, values, NULL, true);
-	fp = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	fp = SPI_processed > 0 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 	return MemoryContextStrdup(cxt, fp ? fp : "");
 }
 
