@@ -194,6 +194,18 @@ ok(!(grep { exists $_->{secret} } cdc_records($out_b, 'ps-p_col')), 'B: the secr
 is(cdc_ids($out_b, 'ps2-p_usage'), '1', 'B: REVOKE USAGE on the schema: no row after it');
 is(cdc_ids($out_b, 'ps-p_rls'), '1', 'B: row-level security enabled: no row after it');
 
+# coming back: the slot moved on for s_ok meanwhile, so resuming must not
+# continue after the gap: a new sync (a new version) with every row
+my $rev_v = '' . stream_row($node, 's_rev')->{version};
+$node->safe_psql('postgres', 'GRANT SELECT ON ps.p_rev TO etl');
+($ret, $o, $err) = query_as($node, 'etl', "SELECT egress_resume_stream('s_rev')");
+is($ret, 0, 'B: etl resumes s_rev after the GRANT') or diag $err;
+wait_stream_where($node, 's_rev', "state = 'streaming' AND version > $rev_v", 60,
+	'B: the resumed stream is synchronized again (a new version)');
+my $rev_now = '' . stream_row($node, 's_rev')->{version};
+is(join(",", sort map { "$_->{record}{id}" } grep { "$_->{version}" eq $rev_now } records_of(sync_batches($out_b, 's_rev'))),
+	'1,2', 'B: the new version carries every row, also the one committed while the stream was stopped');
+
 # ---------------------------------------------------------------------------
 # C. names with dots
 # ---------------------------------------------------------------------------
