@@ -130,6 +130,29 @@ FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 WHERE l.locktype = 'advisory' AND l.classid = 4242 AND a.backend_type = 'pg_egress cdc'}),
 	'mallory', 'A: in the CDC worker, the CHECK of the composite\'s domain field ran as mallory');
 
+# User code that fails in the worker (here: a CHECK that holds in sessions
+# with an application_name only) stops its own stream, not the others of
+# the destination.
+($ret, $o, $err) = query_as($node, 'mallory', q{
+CREATE DOMAIN mal.md3 AS integer CHECK (pg_catalog.current_setting('application_name') <> '');
+CREATE TYPE mal.pair3 AS (x mal.md3);
+CREATE TABLE mal.tbad (id integer PRIMARY KEY, prs mal.pair3[]);
+SELECT egress_add_stream('s_bad', 'mal.tbad', method => 'LOG_BASED', destination => 'dm2');
+});
+is($ret, 0, 'mallory adds a stream whose CHECK fails in the worker') or diag $err;
+wait_stream_state($node, 's_bad', 'streaming');
+($ret, $o, $err) = query_as($node, 'mallory', q{INSERT INTO mal.tbad VALUES (1, ARRAY[ROW(1)::mal.pair3])});
+is($ret, 0, 'mallory inserts a row that passes the CHECK in her session') or diag $err;
+wait_stream_state($node, 's_bad', 'error', 60);
+like(stream_row($node, 's_bad')->{last_error} // '', qr/could not be rendered as role "mallory".*md3/,
+	'A: last_error says the change could not be rendered as the owner');
+($ret, $o, $err) = query_as($node, 'mallory', q{INSERT INTO mal.tarr VALUES (2, '{7}', NULL)});
+poll_until('the next change of mal.tarr arrives', 60, sub {
+	return grep { "$_->{id}" eq '2' } cdc_records($out_a2, 'mal-tarr');
+});
+is(stream_row($node, 's_arr')->{state}, 'streaming', 'A: the other stream of the destination goes on');
+is(cdc_ids($out_a2, 'mal-tarr'), '1,2', 'A: and delivers its rows');
+
 # ---------------------------------------------------------------------------
 # B. privileges change while streaming
 # ---------------------------------------------------------------------------
