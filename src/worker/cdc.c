@@ -700,6 +700,14 @@ as_owner_failed(OwnerScope *sc)
 		PG_RE_THROW();			/* FATAL and worse go on as they are */
 	FlushErrorState();
 	role = GetUserNameFromId(sc->s->def->owner, true);
+
+	/*
+	 * Errors of input functions (data exceptions) quote the value: row
+	 * data, which must not reach the server log or egress_streams.
+	 */
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
+		edata->message = psprintf("a value could not be read back (SQLSTATE %s)",
+								  unpack_sql_state(edata->sqlerrcode));
 	syncing_stream = sc->s->def->id;
 	ereport(ERROR,
 			(errcode(edata->sqlerrcode),
