@@ -14,6 +14,11 @@
  * acknowledged position; transactions at or before a stream's bookmark
  * are skipped when WAL is decoded again.
  *
+ * The worker runs as the bootstrap superuser but reads for each stream's
+ * owner: privileges are checked again, as of the change, after every
+ * catalog change that can affect them (privilege_problem), and user code
+ * reached while rendering runs as the owner (as_owner_begin).
+ *
  * LOG_BASED_READY
  *-------------------------------------------------------------------------
  */
@@ -1932,7 +1937,7 @@ stop_dropped_streams(void)
 
 		/* flags, not a list: SPI's and the transaction's memory go away */
 		if (cdc->streams[i].recheck &&
-			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1",
+			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
 								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 0)
 			cdc->streams[i].dropped = any_gone = true;
