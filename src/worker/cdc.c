@@ -701,8 +701,11 @@ as_owner_failed(OwnerScope *sc)
 
 	edata = CopyErrorData();
 	MemoryContextSwitchTo(oldcxt);
-	if (edata->elevel != ERROR)
-		PG_RE_THROW();			/* FATAL and worse go on as they are */
+	/* FATAL and worse, a cancel, lack of memory: not the stream's fault */
+	if (edata->elevel != ERROR ||
+		edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+		PG_RE_THROW();
 	FlushErrorState();
 	role = GetUserNameFromId(sc->s->def->owner, true);
 
