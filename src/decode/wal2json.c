@@ -37,9 +37,6 @@
 
 #include "decode/wal2json.h"
 
-/* how much of a bad message an error shows */
-#define EGRESS_WAL2JSON_ERROR_BYTES 200
-
 /* first size of the columns and identity arrays; doubled when full */
 #define EGRESS_WAL2JSON_INITIAL_COLUMNS 16
 
@@ -110,36 +107,39 @@ static EgressChangeColumn *column_array_add(ColumnArray *array);
 /*
  * parse_error
  *		Report a message we cannot use.  reason is a full sentence.
+ *
+ * The message carries row data, and errors go to the server log: neither
+ * the message nor any value or token of it is shown, only where in it
+ * parsing stopped.
  */
 static void
 parse_error(Walker *w, const char *reason)
 {
-	int			cut = pg_mbcliplen(w->data, w->len, EGRESS_WAL2JSON_ERROR_BYTES);
+	int			at = (w->lex && w->lex->token_start) ?
+		(int) (w->lex->token_start - w->lex->input) : w->len;
 
 	w->reporting = true;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 			 errmsg("could not parse wal2json message"),
-			 errdetail("%s The message starts with: %.*s%s", reason,
-					   cut, w->data, cut < w->len ? "..." : "")));
+			 errdetail("%s Parsing stopped at byte %d of a message of %d bytes.",
+					   reason, Max(at, 0), w->len)));
 }
 
 /*
  * parse_error_context
- *		Show the message in errors raised while parsing it elsewhere (an
- *		input function, out of memory).
+ *		Say what was being parsed in errors raised elsewhere meanwhile (an
+ *		input function, out of memory); like parse_error, without the
+ *		message's content.
  */
 static void
 parse_error_context(void *arg)
 {
 	Walker	   *w = (Walker *) arg;
-	int			cut;
 
 	if (w->reporting)
 		return;
-	cut = pg_mbcliplen(w->data, w->len, EGRESS_WAL2JSON_ERROR_BYTES);
-	errcontext("wal2json message: %.*s%s",
-			   cut, w->data, cut < w->len ? "..." : "");
+	errcontext("parsing a wal2json message of %d bytes", w->len);
 }
 
 /*
@@ -188,6 +188,7 @@ egress_wal2json_parse(const char *data, int len, EgressChange *change)
 	if (token(&w) != JSON_TOKEN_END)
 		parse_error(&w, "The message has more than one JSON value.");
 	pfree(w.lex);
+	w.lex = NULL;
 	if (w.unescaped.data != NULL)
 		pfree(w.unescaped.data);
 
@@ -221,7 +222,7 @@ next_token(Walker *w)
 	JsonParseErrorType result = json_lex(w->lex);
 
 	if (result != JSON_SUCCESS)
-		parse_error(w, json_errdetail(result, w->lex));
+		parse_error(w, "The message is not valid JSON.");
 }
 
 static inline JsonTokenType
@@ -373,7 +374,7 @@ take_string(Walker *w, bool *plain)
 		sub.strval = &w->unescaped;
 		r = json_lex(&sub);
 		if (r != JSON_SUCCESS)
-			parse_error(w, json_errdetail(r, &sub));
+			parse_error(w, "A string of the message is not valid JSON.");
 		result = pnstrdup(w->unescaped.data, w->unescaped.len);
 		if (plain)
 			*plain = false;

@@ -14,6 +14,11 @@
  * acknowledged position; transactions at or before a stream's bookmark
  * are skipped when WAL is decoded again.
  *
+ * The worker runs as the bootstrap superuser but reads for each stream's
+ * owner: privileges are checked again, as of the change, after every
+ * catalog change that can affect them (privilege_problem), and user code
+ * reached while rendering runs as the owner (as_owner_begin).
+ *
  * LOG_BASED_READY
  *-------------------------------------------------------------------------
  */
@@ -60,6 +65,7 @@
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -70,6 +76,14 @@
 #include "pg_egress.h"
 #include "sink/sink.h"
 #include "worker/snapshot.h"
+
+/* Why a stream takes no more changes in this session. */
+typedef enum CdcStopKind
+{
+	CDC_STOP_NONE,
+	CDC_STOP_ERROR,				/* its owner may no longer read it */
+	CDC_STOP_RESYNC				/* a partition was truncated */
+} CdcStopKind;
 
 /* One LOG_BASED stream of the destination. */
 typedef struct CdcStream
@@ -90,6 +104,11 @@ typedef struct CdcStream
 	int64		rows_sent;
 	int64		bytes_sent;
 	int64		batches_sent;
+	bool		privs_stale;	/* grants, schema, roles or policies changed */
+	bool		user_code;		/* rendering may reach user code */
+	CdcStopKind stop;			/* stopped in this session (see stop_stream) */
+	char	   *stop_message;
+	int64		acked_version;	/* version as of the last acknowledged batch */
 } CdcStream;
 
 /* Output held back until a deferred row is re-read (see defer_row). */
@@ -105,11 +124,22 @@ typedef struct PendingPiece
 	char	   *time_extracted;
 } PendingPiece;
 
-/* Where a decoded table name leads: a stream index or -1. */
+/*
+ * Where a decoded table name leads: a stream index or -1.  Keyed by the
+ * (schema, table) pair as wal2json gives them: joined with a dot, "a.b"."c"
+ * and "a"."b.c" would be one key.
+ */
+typedef struct RelMapKey
+{
+	NameData	schema;
+	NameData	table;
+} RelMapKey;
+
 typedef struct RelMapEntry
 {
-	char		key[NAMEDATALEN * 2 + 2];	/* "schema.table" */
+	RelMapKey	key;
 	int			stream;
+	Oid			relid;			/* the decoded relation (maybe a partition) */
 } RelMapEntry;
 
 typedef struct CdcState
@@ -124,6 +154,7 @@ typedef struct CdcState
 	int			nstreams;
 	CdcStream  *streams;
 	HTAB	   *relmap;
+	bool		relmap_stale;	/* rebuilt at the next lookup */
 
 	LogicalDecodingContext *ctx;
 	MemoryContext decodecxt;	/* the decoding context and its helpers */
@@ -185,6 +216,13 @@ start_catalog_transaction(void)
 
 /* ---- relation map and DDL ------------------------------------------------ */
 
+/*
+ * Invalidation callbacks.  They run wherever invalidations are processed,
+ * also in the middle of a catalog lookup of lookup_stream(): they only mark
+ * things stale and never free memory that may be in use.  During decoding
+ * they report the catalog changes of decoded transactions, so the stale
+ * marks take effect from the first change committed after them.
+ */
 static void
 cdc_relcache_callback(Datum arg, Oid relid)
 {
@@ -192,13 +230,22 @@ cdc_relcache_callback(Datum arg, Oid relid)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		if (!OidIsValid(relid) || cdc->streams[i].def->relid == relid)
-			cdc->streams[i].st_stale = cdc->streams[i].recheck = true;
+			cdc->streams[i].st_stale = cdc->streams[i].recheck =
+				cdc->streams[i].privs_stale = true;
 	/* a rename or a new partition changes where names lead */
-	if (cdc->relmap)
-	{
-		hash_destroy(cdc->relmap);
-		cdc->relmap = NULL;
-	}
+	cdc->relmap_stale = true;
+}
+
+/* Schemas (USAGE), roles (superuser, BYPASSRLS) and memberships changed. */
+static void
+cdc_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	if (cdc == NULL)
+		return;
+	for (int i = 0; i < cdc->nstreams; i++)
+		cdc->streams[i].privs_stale = true;
+	if (cacheid == NAMESPACEOID)
+		cdc->relmap_stale = true;	/* a renamed schema */
 }
 
 static int
@@ -210,47 +257,132 @@ stream_of_relid(Oid relid)
 	return -1;
 }
 
-/* Runs inside decoding: catalog lookups see the catalog as of the change. */
+/*
+ * Runs inside decoding: catalog lookups see the catalog as of the change.
+ * *relid is the decoded relation (a partition of the stream's table, or
+ * the table itself).
+ */
 static int
-lookup_stream(const char *schema, const char *table)
+lookup_stream(const char *schema, const char *table, Oid *relidp)
 {
+	RelMapKey	key;
 	RelMapEntry *e;
 	bool		found;
-	char		key[NAMEDATALEN * 2 + 2];
+	Oid			nsp;
+	Oid			relid;
+	int			stream;
 
+	*relidp = InvalidOid;
+	if (strlen(schema) >= NAMEDATALEN || strlen(table) >= NAMEDATALEN)
+		return -1;				/* not a name PostgreSQL could have */
+
+	/* nothing points into the map here: a stale one can go */
+	if (cdc->relmap != NULL && cdc->relmap_stale)
+	{
+		hash_destroy(cdc->relmap);
+		cdc->relmap = NULL;
+	}
 	if (cdc->relmap == NULL)
 	{
 		HASHCTL		hctl;
 
-		hctl.keysize = sizeof(key);
+		hctl.keysize = sizeof(RelMapKey);
 		hctl.entrysize = sizeof(RelMapEntry);
 		hctl.hcxt = cdc->decodecxt;
 		cdc->relmap = hash_create("pg_egress relation map", 64, &hctl,
-								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		cdc->relmap_stale = false;
 	}
-	snprintf(key, sizeof(key), "%s.%s", schema, table);
-	e = hash_search(cdc->relmap, key, HASH_ENTER, &found);
-	if (!found)
+	memset(&key, 0, sizeof(key));
+	namestrcpy(&key.schema, schema);
+	namestrcpy(&key.table, table);
+	e = hash_search(cdc->relmap, &key, HASH_FIND, NULL);
+	if (e != NULL)
 	{
-		Oid			nsp = get_namespace_oid(schema, true);
-		Oid			relid = OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
-
-		e->stream = OidIsValid(relid) ? stream_of_relid(relid) : -1;
-		if (e->stream < 0 && OidIsValid(relid) && get_rel_relispartition(relid))
-		{
-			/* a partition: its rows belong to the partitioned table's stream */
-			List	   *ancestors = get_partition_ancestors(relid);
-			ListCell   *lc;
-
-			foreach(lc, ancestors)
-			{
-				e->stream = stream_of_relid(lfirst_oid(lc));
-				if (e->stream >= 0)
-					break;
-			}
-		}
+		*relidp = e->relid;
+		return e->stream;
 	}
-	return e->stream;
+
+	/*
+	 * Resolve first, enter afterwards: these lookups may process
+	 * invalidations.  If one arrives meanwhile, the entry is entered all
+	 * the same and the map is rebuilt at the next lookup.
+	 */
+	nsp = get_namespace_oid(schema, true);
+	relid = OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
+	stream = OidIsValid(relid) ? stream_of_relid(relid) : -1;
+	if (stream < 0 && OidIsValid(relid) && get_rel_relispartition(relid))
+	{
+		/* a partition: its rows belong to the partitioned table's stream */
+		List	   *ancestors = get_partition_ancestors(relid);
+		ListCell   *lc;
+
+		foreach(lc, ancestors)
+		{
+			stream = stream_of_relid(lfirst_oid(lc));
+			if (stream >= 0)
+				break;
+		}
+		list_free(ancestors);
+	}
+
+	e = hash_search(cdc->relmap, &key, HASH_ENTER, &found);
+	e->stream = stream;
+	e->relid = relid;
+	*relidp = relid;
+	return stream;
+}
+
+/*
+ * What the stream's owner lacks to read the stream's table as it is now
+ * (inside decoding: as of the change being decoded), or NULL.  The same
+ * rules as egress_add_stream: USAGE on the schema, SELECT on the table or
+ * on every column, and no row-level security that applies to the owner.
+ * A table that is gone is left to stop_dropped_streams().  Result in
+ * CurrentMemoryContext.
+ */
+static char *
+privilege_problem(EgressStreamDef *def)
+{
+	HeapTuple	tup;
+	Oid			nsp;
+	char	   *role;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(def->relid));
+	if (!HeapTupleIsValid(tup))
+		return NULL;
+	nsp = ((Form_pg_class) GETSTRUCT(tup))->relnamespace;
+	ReleaseSysCache(tup);
+
+	role = GetUserNameFromId(def->owner, true);
+	if (role == NULL)
+		return psprintf("the role that owns stream \"%s\" no longer exists", def->name);
+	if (pg_namespace_aclcheck(nsp, def->owner, ACL_USAGE) != ACLCHECK_OK)
+		return psprintf("permission denied for schema %s: role \"%s\" has no USAGE on it",
+						get_namespace_name(nsp), role);
+	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
+		pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		return psprintf(pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ANY) == ACLCHECK_OK ?
+						"permission denied for table %s: role \"%s\" may not read all of its columns" :
+						"permission denied for table %s: role \"%s\" may not read it",
+						def->relation, role);
+	if (check_enable_rls(def->relid, def->owner, true) == RLS_ENABLED)
+		return psprintf("row-level security of table %s applies to role \"%s\", the owner of stream \"%s\"",
+						def->relation, role, def->name);
+	return NULL;
+}
+
+/*
+ * The stream takes no more changes in this session; apply_stream_stops()
+ * records why once decoding pauses, and the session starts over.
+ */
+static void
+stop_stream(CdcStream *s, CdcStopKind kind, const char *message)
+{
+	if (s->stop != CDC_STOP_NONE)
+		return;
+	s->stop = kind;
+	s->stop_message = MemoryContextStrdup(cdc->decodecxt, message);
 }
 
 /* The stream's column layout as of the change being decoded. */
@@ -273,6 +405,37 @@ refresh_descriptor(CdcStream *s)
 	s->st = egress_singer_stream_for_relation_nolock(s->def->relid, true, s->debug_lsn);
 	MemoryContextSwitchTo(oldcxt);
 	s->st_stale = false;
+
+	/*
+	 * Values come as text and some are parsed again (egress_column_value_
+	 * text).  The elements of an array of a domain are parsed as the
+	 * domain's base type: they passed the domain's CHECK when they were
+	 * written, and the CHECK is user code (see as_owner_begin).
+	 */
+	for (int i = 0; i < s->st->ncolumns; i++)
+	{
+		EgressColumn *col = &s->st->columns[i];
+
+		if (col->kind == EGRESS_KIND_ARRAY && col->has_infunc)
+			col->typioparam = getBaseType(col->typioparam);
+	}
+
+	/*
+	 * Which input functions can reach user code: the elements of an array
+	 * that are composite (a domain field), ranges (of a domain), or other
+	 * non-base types.  Base types' input functions are C, written by a
+	 * superuser.  Only then does rendering switch to the owner (it costs a
+	 * settings save and restore per change).
+	 */
+	s->user_code = false;
+	for (int i = 0; i < s->st->ncolumns; i++)
+	{
+		EgressColumn *col = &s->st->columns[i];
+
+		if (col->kind == EGRESS_KIND_ARRAY && col->has_infunc &&
+			get_typtype(col->typioparam) != TYPTYPE_BASE)
+			s->user_code = true;
+	}
 	if (s->sent_schema == NULL || strcmp(s->sent_schema, s->st->schema_json) != 0)
 		s->schema_in_batch = false; /* a new SCHEMA before the next record */
 }
@@ -444,7 +607,7 @@ cdc_commit_batch(void)
 	{
 		CdcStream  *s = &cdc->streams[i];
 
-		if (s->needs_sync || s->st == NULL)
+		if (s->needs_sync || s->st == NULL || s->stop != CDC_STOP_NONE)
 			continue;
 		resetStringInfo(&bm);
 		egress_singer_bookmark_log_based(&bm, stream_lsn(s, upto), s->version);
@@ -471,9 +634,10 @@ cdc_commit_batch(void)
 	{
 		CdcStream  *s = &cdc->streams[i];
 
-		if (s->needs_sync)
+		if (s->needs_sync || s->stop != CDC_STOP_NONE)
 			continue;
 		s->bookmark = Max(s->bookmark, cdc->delivered);
+		s->acked_version = s->version;
 		s->batches_sent++;
 		if (s->slot)
 		{
@@ -490,6 +654,86 @@ cdc_commit_batch(void)
 }
 
 /* ---- rendering changes ---------------------------------------------------- */
+
+/*
+ * Rendering a change can call user code: input functions that reach a
+ * domain's CHECK (an array of a composite type with a domain field, a
+ * range of a domain), and the TOAST re-read.  It runs as the stream's
+ * owner under SECURITY_RESTRICTED_OPERATION with search_path pinned, as
+ * snapshot.c runs the initial sync's query; never as the bootstrap
+ * superuser the worker is.  An error there stops that stream only (the
+ * error path of egress_cdc_main records it on syncing_stream); the
+ * transaction's abort restores the user and the settings.
+ */
+typedef struct OwnerScope
+{
+	CdcStream  *s;
+	bool		active;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+} OwnerScope;
+
+static void
+as_owner_begin(CdcStream *s, OwnerScope *sc, bool always)
+{
+	sc->s = s;
+	sc->active = always || s->user_code;
+	if (!sc->active)
+		return;
+	GetUserIdAndSecContext(&sc->save_userid, &sc->save_sec);
+	SetUserIdAndSecContext(s->def->owner,
+						   sc->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	sc->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static void
+as_owner_end(OwnerScope *sc)
+{
+	if (!sc->active)
+		return;
+	/* settings the user code changed go too, as after an error */
+	AtEOXact_GUC(false, sc->nestlevel);
+	SetUserIdAndSecContext(sc->save_userid, sc->save_sec);
+}
+
+/* In PG_CATCH of code run by as_owner_begin: blame the stream, rethrow. */
+static void
+as_owner_failed(OwnerScope *sc)
+{
+	ErrorData  *edata;
+	char	   *role;
+	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+
+	edata = CopyErrorData();
+	MemoryContextSwitchTo(oldcxt);
+	/* FATAL and worse, a cancel, lack of memory: not the stream's fault */
+	if (edata->elevel != ERROR ||
+		edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+		PG_RE_THROW();
+	FlushErrorState();
+	role = GetUserNameFromId(sc->s->def->owner, true);
+
+	/*
+	 * Errors of input functions (data exceptions) quote the value: row
+	 * data, which must not reach the server log or egress_streams.
+	 */
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
+		edata->message = psprintf("a value could not be read back (SQLSTATE %s)",
+								  unpack_sql_state(edata->sqlerrcode));
+	syncing_stream = sc->s->def->id;
+	ereport(ERROR,
+			(errcode(edata->sqlerrcode),
+			 errmsg("stream \"%s\" stopped: a change could not be rendered as role \"%s\": %s",
+					sc->s->def->name, role ? role : "?",
+					edata->message),
+			 errhint("Fix the cause, then call egress_resume_stream(); the stream is synchronized again.")));
+}
 
 static EgressChangeColumn *
 find_column(EgressChangeColumn *cols, int ncols, const char *name, int *hint)
@@ -579,15 +823,23 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 		Oid			typioparam;
 		Oid			opfamily = idx->rd_opfamily[k];
 		Oid			opno;
+		Oid			basetype;
+		int32		basetypmod = att->atttypmod;
 		Datum		value;
 
 		if (mc == NULL || mc->isnull)
 			elog(ERROR, "pg_egress: key column \"%s\" missing from a decoded change",
 				 NameStr(att->attname));
-		getTypeInputInfo(att->atttypid, &typinput, &typioparam);
+
+		/*
+		 * The key as its base type: it passed a domain's CHECK when it was
+		 * written, and the CHECK is user code.
+		 */
+		basetype = getBaseTypeAndTypmod(att->atttypid, &basetypmod);
+		getTypeInputInfo(basetype, &typinput, &typioparam);
 		value = OidInputFunctionCall(typinput,
-									 (char *) egress_wal2json_value_text(mc, getBaseType(att->atttypid)),
-									 typioparam, att->atttypmod);
+									 (char *) egress_wal2json_value_text(mc, basetype),
+									 typioparam, basetypmod);
 		opno = get_opfamily_member(opfamily, idx->rd_opcintype[k], idx->rd_opcintype[k],
 								   BTEqualStrategyNumber);
 		ScanKeyInit(&keys[k], k + 1, BTEqualStrategyNumber, get_opcode(opno), value);
@@ -717,10 +969,26 @@ resolve_pending(void)
 		TupleDesc	desc = NULL;
 		HeapTuple	again;
 
+		OwnerScope	sc;
+
 		cdc->sink->ops->write(cdc->sink, p->text.data, p->text.len);
 		cdc->batch_bytes += p->text.len;
 
-		again = reselect_row(p->s, &p->ch, &desc);
+		resetStringInfo(&rec);
+		as_owner_begin(p->s, &sc, true);
+		PG_TRY();
+		{
+			again = reselect_row(p->s, &p->ch, &desc);
+			if (again != NULL)
+				render_row(&rec, p->s, p->st, &p->ch, again, desc, p->commit,
+						   p->commit_time, p->version, p->time_extracted);
+		}
+		PG_CATCH();
+		{
+			as_owner_failed(&sc);
+		}
+		PG_END_TRY();
+		as_owner_end(&sc);
 		if (again == NULL)
 		{
 			ereport(DEBUG1,
@@ -729,9 +997,6 @@ resolve_pending(void)
 			p->s->rows_sent--;
 			continue;
 		}
-		resetStringInfo(&rec);
-		render_row(&rec, p->s, p->st, &p->ch, again, desc, p->commit,
-				   p->commit_time, p->version, p->time_extracted);
 		cdc->sink->ops->write(cdc->sink, rec.data, rec.len);
 		cdc->batch_bytes += rec.len;
 	}
@@ -765,8 +1030,22 @@ emit_row(CdcStream *s, EgressChange *ch)
 	if (missing)
 		defer_row(s, ch);
 	else
-		render_row(&cdc->buf, s, s->st, ch, NULL, NULL, cdc->txn_commit,
-				   cdc->txn_time, s->version, cdc->time_extracted.data);
+	{
+		OwnerScope	sc;
+
+		as_owner_begin(s, &sc, false);
+		PG_TRY();
+		{
+			render_row(&cdc->buf, s, s->st, ch, NULL, NULL, cdc->txn_commit,
+					   cdc->txn_time, s->version, cdc->time_extracted.data);
+		}
+		PG_CATCH();
+		{
+			as_owner_failed(&sc);
+		}
+		PG_END_TRY();
+		as_owner_end(&sc);
+	}
 	s->rows_sent++;
 	after_record();
 }
@@ -796,25 +1075,36 @@ emit_delete_key(CdcStream *s, EgressChange *ch)
 static void
 emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 {
-	bool		first = true;
+	volatile bool first = true;
+	OwnerScope	sc;
 
 	prepare_record(s);
 	egress_singer_record_open(&cdc->buf, s->st);
-	for (int i = 0; i < s->st->ncolumns; i++)
+	as_owner_begin(s, &sc, false);
+	PG_TRY();
 	{
-		EgressColumn *col = &s->st->columns[i];
-		int			hint = 0;
-		EgressChangeColumn *mc = find_column(key, nkey, col->name, &hint);
+		for (int i = 0; i < s->st->ncolumns; i++)
+		{
+			EgressColumn *col = &s->st->columns[i];
+			int			hint = 0;
+			EgressChangeColumn *mc = find_column(key, nkey, col->name, &hint);
 
-		if (mc == NULL)
-			continue;
-		if (!first)
-			appendStringInfoChar(&cdc->buf, ',');
-		first = false;
-		escape_json(&cdc->buf, col->name);
-		appendStringInfoChar(&cdc->buf, ':');
-		append_value(&cdc->buf, col, mc);
+			if (mc == NULL)
+				continue;
+			if (!first)
+				appendStringInfoChar(&cdc->buf, ',');
+			first = false;
+			escape_json(&cdc->buf, col->name);
+			appendStringInfoChar(&cdc->buf, ':');
+			append_value(&cdc->buf, col, mc);
+		}
 	}
+	PG_CATCH();
+	{
+		as_owner_failed(&sc);
+	}
+	PG_END_TRY();
+	as_owner_end(&sc);
 	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
 	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
 	s->rows_sent++;
@@ -848,11 +1138,22 @@ key_changed(CdcStream *s, EgressChange *ch)
 	return false;
 }
 
+/*
+ * A TRUNCATE of the stream's table: a new version, from which a target
+ * drops the older rows.  The version is a function of the WAL (the commit
+ * time in milliseconds, above the previous version), not of the clock, so
+ * that a batch sent again after a crash carries the same version; the
+ * version recorded with the bookmarks is the one of the acknowledged
+ * batches (acked_version).
+ */
 static void
 emit_truncate(CdcStream *s)
 {
+	int64		commit_ms = cdc->txn_time / 1000 +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
 	prepare_record(s);
-	s->version = egress_next_version(s->version);
+	s->version = Max(commit_ms, s->version + 1);
 	egress_singer_activate_version(&cdc->buf, s->st, s->version);
 	cdc->batch_last_commit = cdc->txn_commit;
 	cdc->txn_records++;
@@ -873,6 +1174,8 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 	EgressChange ch;
 	int			si;
 	CdcStream  *s;
+	Oid			relid;
+	char	   *problem;
 
 	egress_wal2json_parse(ctx->out->data, ctx->out->len, &ch);
 	switch (ch.action)
@@ -894,13 +1197,45 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 		case EGRESS_CHANGE_UPDATE:
 		case EGRESS_CHANGE_DELETE:
 		case EGRESS_CHANGE_TRUNCATE:
-			si = lookup_stream(ch.schema, ch.table);
+			si = lookup_stream(ch.schema, ch.table, &relid);
 			if (si < 0)
 				break;
 			s = &cdc->streams[si];
 			/* in the initial snapshot, or acknowledged before a crash */
 			if (cdc->txn_end <= s->bookmark)
 				break;
+			if (s->stop != CDC_STOP_NONE)
+				break;
+
+			/*
+			 * Grants, the schema, roles or policies changed in a
+			 * transaction decoded before this one: may the owner still
+			 * read the table, as of this change?
+			 */
+			if (s->privs_stale)
+			{
+				s->privs_stale = false;
+				problem = privilege_problem(s->def);
+				if (problem)
+				{
+					stop_stream(s, CDC_STOP_ERROR, problem);
+					break;
+				}
+			}
+
+			/*
+			 * A partition's TRUNCATE: the other partitions keep their rows,
+			 * so no ACTIVATE_VERSION; the stream is synchronized again.
+			 */
+			if (ch.action == EGRESS_CHANGE_TRUNCATE && relid != s->def->relid)
+			{
+				stop_stream(s, CDC_STOP_RESYNC,
+							psprintf("partition %s.%s of %s was truncated",
+									 quote_identifier(ch.schema),
+									 quote_identifier(ch.table),
+									 s->def->relation));
+				break;
+			}
 			if (ch.action == EGRESS_CHANGE_INSERT)
 				emit_row(s, &ch);
 			else if (ch.action == EGRESS_CHANGE_UPDATE)
@@ -1035,11 +1370,8 @@ load_config(MemoryContext cxt)
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(def->relid)))
 			problem = psprintf("relation %s of stream \"%s\" no longer exists",
 							   def->relation, def->name);
-		else if (GetUserNameFromId(def->owner, true) == NULL)
-			problem = psprintf("the role that owns stream \"%s\" no longer exists", def->name);
-		else if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
-				 pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
-			problem = psprintf("permission denied for table %s", def->relation);
+		else
+			problem = privilege_problem(def);
 		if (problem)
 		{
 			/* in cxt: SPI's memory is gone when these are reported */
@@ -1062,6 +1394,8 @@ load_config(MemoryContext cxt)
 			strcmp(state, "streaming") != 0;
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 		s->version = isnull ? 0 : DatumGetInt64(d);
+		s->acked_version = s->version;
+		s->privs_stale = true;	/* checked again as of the first change */
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
 		s->bookmark = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 		s->rows_sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
@@ -1105,14 +1439,14 @@ config_fingerprint(MemoryContext cxt)
 	char	   *fp;
 
 	values[0] = CStringGetTextDatum(cdc->dest_name);
-	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::text FROM egress.destination d "
+	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::pg_catalog.text FROM egress.destination d "
 						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
 						"s.id || ':' || s.enabled || ':' || (st.state = 'error') || ':' || (st.resync AND st.state = 'streaming') || ':' || "
-						"s.options::text, ',' ORDER BY s.id), '') "
+						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') "
 						"FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id "
 						"WHERE s.destination = $1 AND s.method = 'LOG_BASED'",
 						1, argtypes, values, NULL, true);
-	fp = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	fp = SPI_processed > 0 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 	return MemoryContextStrdup(cxt, fp ? fp : "");
 }
 
@@ -1219,14 +1553,15 @@ persist_bookmarks(void)
 		Oid			argtypes[6] = {INT4OID, LSNOID, JSONBOID, INT8OID, INT8OID, INT8OID};
 		Datum		values[6];
 
-		if (s->needs_sync)
+		/* a stopped stream keeps the bookmark it had: it is synced again */
+		if (s->needs_sync || s->stop != CDC_STOP_NONE)
 			continue;
 		resetStringInfo(&bm);
-		egress_singer_bookmark_log_based(&bm, s->bookmark, s->version);
+		egress_singer_bookmark_log_based(&bm, s->bookmark, s->acked_version);
 		values[0] = Int32GetDatum(s->def->id);
 		values[1] = LSNGetDatum(s->bookmark);
 		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(bm.data));
-		values[3] = Int64GetDatum(s->version);
+		values[3] = Int64GetDatum(s->acked_version);
 		values[4] = Int64GetDatum(s->rows_sent);
 		values[5] = Int64GetDatum(s->batches_sent);
 		egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
@@ -1339,6 +1674,7 @@ initial_sync(CdcStream *s)
 	egress_worker_catalog_end(&guard);
 
 	s->version = version;
+	s->acked_version = version;
 	s->bookmark = consistent;
 	s->needs_sync = false;
 	s->rows_sent = result.rows;
@@ -1651,6 +1987,54 @@ check_lag(int64 lag, bool may_pause)
 }
 
 /*
+ * Record what stopped streams during the round (see stop_stream): an
+ * owner who may no longer read the table puts the stream into state error
+ * (egress_resume_stream() then synchronizes it again, since the slot moved
+ * on for the other streams); a partition's TRUNCATE asks for a new sync.
+ * Returns true if any stream stopped: the session starts over without it.
+ */
+static bool
+apply_stream_stops(void)
+{
+	bool		any = false;
+
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+		EgressCatalogGuard guard;
+
+		if (s->stop == CDC_STOP_ERROR)
+		{
+			ereport(WARNING,
+					(errmsg("pg_egress stream \"%s\" stopped: %s",
+							s->def->name, s->stop_message),
+					 errdetail("No change committed after the privileges changed was sent."),
+					 errhint("Grant the privileges again, then call egress_resume_stream(); the stream is synchronized again.")));
+			egress_record_stream_error(s->def->id, s->stop_message);
+			any = true;
+		}
+		else if (s->stop == CDC_STOP_RESYNC)
+		{
+			Oid			argtypes[1] = {INT4OID};
+			Datum		values[1] = {Int32GetDatum(s->def->id)};
+
+			ereport(LOG,
+					(errmsg("pg_egress stream \"%s\": %s; the stream is synchronized again",
+							s->def->name, s->stop_message)));
+			if (egress_worker_catalog_begin(&guard, true))
+			{
+				egress_catalog_exec("UPDATE egress.stream_state SET resync = true, updated_at = now() "
+									"WHERE stream_id = $1",
+									1, argtypes, values, NULL, false);
+				egress_worker_catalog_end(&guard);
+			}
+			any = true;
+		}
+	}
+	return any;
+}
+
+/*
  * A stream whose table was dropped stops with an error instead of waiting
  * for changes that cannot come; checked when DDL touched a stream's table.
  */
@@ -1676,7 +2060,7 @@ stop_dropped_streams(void)
 
 		/* flags, not a list: SPI's and the transaction's memory go away */
 		if (cdc->streams[i].recheck &&
-			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid = $1",
+			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
 								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 0)
 			cdc->streams[i].dropped = any_gone = true;
@@ -1772,7 +2156,7 @@ run_session(MemoryContext sessioncxt)
 
 		decode_round();
 
-		if (config_changed() || stop_dropped_streams())
+		if (apply_stream_stops() || config_changed() || stop_dropped_streams())
 			break;
 		{
 			int64		lag = current_lag();
@@ -1884,6 +2268,10 @@ egress_cdc_main(Datum main_arg)
 		CommitTransactionCommand();
 	}
 	CacheRegisterRelcacheCallback(cdc_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, cdc_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, cdc_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, cdc_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, cdc_syscache_callback, (Datum) 0);
 	before_shmem_exit(release_slots_at_exit, (Datum) 0);
 
 	ereport(LOG,

@@ -346,6 +346,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	MemoryContext writercxt;
 	Oid			save_userid;
 	int			save_sec;
+	int			save_nestlevel = -1;
 	StringInfoData sql;
 	Portal		portal;
 	SPIPlanPtr	plan;
@@ -471,6 +472,20 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	SetUserIdAndSecContext(def->owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 
+	/*
+	 * A sync's query names nothing unqualified, but user code it runs (row
+	 * level security policies, functions they call) must not find names
+	 * through the worker's search_path.  (An INCREMENTAL run's condition
+	 * resolves its key's comparison operators; incremental.c decides.)
+	 */
+	if (inc == NULL)
+	{
+		save_nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, pg_temp",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	plan = SPI_prepare(sql.data, inc ? inc->nargs : 0, argtypes);
@@ -493,6 +508,8 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 
 	SPI_cursor_close(portal);
 	SPI_finish();
+	if (save_nestlevel >= 0)
+		AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	MemoryContextSwitchTo(oldcxt);
