@@ -145,7 +145,7 @@ egress_load_stream(int32 stream_id, MemoryContext callercxt)
 
 	egress_catalog_exec("SELECT s.id, s.name, s.relid, s.relation, s.method, s.replication_key, "
 						"s.format, s.options, s.owner::pg_catalog.oid, s.enabled, d.name, d.kind, "
-						"d.location, d.options, st.version "
+						"d.location, d.options, st.version, d.owner::pg_catalog.oid "
 						"FROM egress.stream s JOIN egress.destination d "
 						"ON d.name OPERATOR(pg_catalog.=) s.destination "
 						"JOIN egress.stream_state st ON st.stream_id OPERATOR(pg_catalog.=) s.id "
@@ -175,6 +175,8 @@ egress_load_stream(int32 stream_id, MemoryContext callercxt)
 	def->prev_version = DatumGetInt64(SPI_getbinval(tup, desc, 15, &isnull));
 	if (isnull)
 		def->prev_version = 0;
+	def->dest_owner_superuser =
+		superuser_arg(DatumGetObjectId(SPI_getbinval(tup, desc, 16, &isnull)));
 	MemoryContextSwitchTo(oldcxt);
 	return def;
 }

@@ -50,6 +50,7 @@ typedef struct EgressStreamDef
 	char	   *dest_kind;
 	char	   *dest_location;
 	Jsonb	   *dest_options;
+	bool		dest_owner_superuser;	/* the destination's owner */
 	int64		prev_version;
 } EgressStreamDef;
 

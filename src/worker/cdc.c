@@ -147,6 +147,7 @@ typedef struct CdcState
 	char	   *dest_name;
 	char	   *dest_kind;
 	char	   *dest_location;
+	bool		dest_owner_superuser;
 	Jsonb	   *dest_options;
 	char	   *slot_name;
 	bool		slot_owned;
@@ -456,7 +457,9 @@ static bool check_lag(int64 lag, bool may_pause);
 static void enforce_wal_limit(int64 lag);
 static bool over_wal_limit(int64 lag);
 static void slot_invalidated(void);
-static int32 syncing_stream;
+
+/* the stream an initial sync is for, for the error path; 0: none */
+static int32 syncing_stream = 0;
 
 /* the sink is retrying a batch: the streams show state "retrying" */
 static bool cdc_retrying = false;
@@ -1311,7 +1314,8 @@ load_config(MemoryContext cxt)
 	cdc->fingerprint = config_fingerprint(TopMemoryContext);
 
 	values[0] = CStringGetTextDatum(cdc->dest_name);
-	if (egress_catalog_exec("SELECT kind, location, options, slot_name, slot_owned "
+	if (egress_catalog_exec("SELECT kind, location, options, slot_name, slot_owned, "
+							"owner::pg_catalog.oid "
 							"FROM egress.destination WHERE name = $1",
 							1, argtypes, values, NULL, true) == 0)
 	{
@@ -1332,6 +1336,8 @@ load_config(MemoryContext cxt)
 		cdc->dest_options = isnull ? NULL : DatumGetJsonbPCopy(d);
 		cdc->slot_name = SPI_getvalue(tup, desc, 4);
 		cdc->slot_owned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		cdc->dest_owner_superuser =
+			superuser_arg(DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)));
 		opt_slot = egress_jsonb_get_string(cdc->dest_options, "slot_name");
 		if (cdc->slot_name == NULL)
 			cdc->slot_name = opt_slot ? opt_slot : psprintf("pg_egress_%s", cdc->dest_name);
@@ -1610,8 +1616,6 @@ note_failure(const char *message, bool stop)
 }
 
 /* ---- initial sync ---------------------------------------------------------- */
-
-static int32 syncing_stream = 0;	/* for the error path */
 
 static void
 initial_sync(CdcStream *s)
@@ -2115,6 +2119,8 @@ run_session(MemoryContext sessioncxt)
 		cdc->sink->keep_retrying = cdc_keep_retrying;
 		MemoryContextSwitchTo(oldcxt);
 	}
+	/* every session: the owner's superuser status may have changed */
+	cdc->sink->owner_superuser = cdc->dest_owner_superuser;
 
 	ensure_slot();
 	for (int i = 0; i < cdc->nstreams; i++)

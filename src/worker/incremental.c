@@ -469,6 +469,7 @@ incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
 	egress_set_phase(slot, "reading");
 
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
+	current_sink->owner_superuser = def->dest_owner_superuser;
 	run_incremental(def, current_sink, slot, &start, &inc, &result);
 	finish_run(def, &start, &inc, &result);
 	ereport(DEBUG1,

@@ -172,6 +172,7 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	egress_set_phase(slot, "reading");
 
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
+	current_sink->owner_superuser = def->dest_owner_superuser;
 	ereport(LOG,
 			(errmsg("pg_egress stream \"%s\": FULL_TABLE sync of %s started, version " INT64_FORMAT,
 					def->name, def->relation, version)));

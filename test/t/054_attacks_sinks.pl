@@ -154,16 +154,8 @@ set_allowed(undef);
 $node->safe_psql('postgres',
 	"SELECT egress_add_destination('dsu', 'http://127.0.0.1:$port/su', '{\"flush_interval\": \"100ms\"}')");
 $node->safe_psql('postgres', q{SELECT egress_add_stream('ssu', 't', 'FULL_TABLE', 'dsu')});
-TODO:
-{
-	# The sink learns whether the destination's owner is a superuser from
-	# the worker that opens it (EgressSink.owner_superuser): until the
-	# workers set it, every destination is treated as a non-superuser's.
-	# Remove this TODO with that wiring.
-	local $TODO = 'workers do not set EgressSink.owner_superuser yet';
-	ok(poll_until('the batch at /su', 60, sub { grep { $_->{status} eq '200' } reqs('/su') }),
-		'a superuser\'s destination at 127.0.0.1 delivers under the default setting');
-}
+ok(poll_until('the batch at /su', 60, sub { grep { $_->{status} eq '200' } reqs('/su') }),
+	'a superuser\'s destination at 127.0.0.1 delivers under the default setting');
 
 # ---- 2. tokens in URL paths ----------------------------------------------------------------------
 # (the superuser's destinations below send to 127.0.0.1 whoever owns them)
