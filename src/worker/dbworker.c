@@ -192,7 +192,7 @@ read_catalog(StreamWant **wants)
 					   "ELSE false END, "
 					   "resync, method = 'INCREMENTAL', "
 					   "CASE WHEN method = 'INCREMENTAL' AND enabled AND state = 'synced' AND due > now() "
-					   "THEN ceil(extract(epoch FROM due - now()) * 1000)::bigint END "
+					   "THEN ceil(extract(epoch FROM due - now()) * 1000)::pg_catalog.int8 END "
 					   "FROM x ORDER BY id",
 					   egress_naptime_ms);
 		n = egress_catalog_exec(sql, 0, NULL, NULL, NULL, true);
