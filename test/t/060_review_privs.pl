@@ -91,8 +91,9 @@ for my $s (qw(arr_su comp_su arr_etl))
 }
 # the next runs resume after the bookmark (key, primary key)
 ($ret, $stdout, $stderr) = query_as($node, 'mallory', q{
-INSERT INTO m.arr VALUES (3, '{3}');
-INSERT INTO m.comp VALUES (3, '(3,3)');
+-- same key as the bookmark: the primary-key comparison must be evaluated
+INSERT INTO m.arr VALUES (2, '{5}');
+INSERT INTO m.comp VALUES (2, '(5,5)');
 });
 sql(q{TRUNCATE public.ran});
 sql(q{SELECT egress_sync_now('arr_su'); SELECT egress_sync_now('comp_su')});
@@ -134,5 +135,35 @@ is($ret, 0, 'etl queries egress_streams with a leaky function') or diag $stderr;
 unlike($stderr, qr/hr_secret_stream/, 'FAILS NOW: egress_streams does not leak other roles\' stream names');
 unlike($stderr, qr/424242/, 'FAILS NOW: egress_streams does not leak other roles\' bookmarks (data of tables etl cannot read)');
 unlike($stderr, qr/secret_pattern/, 'FAILS NOW: egress_stream_patterns does not leak other roles\' patterns');
+
+# ---- 3. fast_sync reads as the owner without pinning search_path: user
+# code it runs (a row security policy's function) resolves names through
+# the worker's default search_path ("$user", public), unlike every other
+# sync path (snapshot.c pins it).  FAILS NOW.
+# src/export/fast_sync.c egress_fast_sync_write(): SetUserIdAndSecContext()
+# around egress_export_run() without NewGUCNestLevel()+egress_pin_search_path().
+sql(q{
+CREATE TABLE public.sp_log (how text, by_role text, path text);
+GRANT INSERT ON public.sp_log TO PUBLIC;
+CREATE FUNCTION public.sp_probe(how text) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.sp_log VALUES (how, CURRENT_USER, pg_catalog.current_setting('search_path'));
+	RETURN true;
+END $$;
+CREATE TABLE public.fs_t (id int PRIMARY KEY);
+INSERT INTO public.fs_t VALUES (1);
+ALTER TABLE public.fs_t ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON public.fs_t FOR SELECT USING (public.sp_probe(pg_catalog.current_setting('application_name')));
+GRANT SELECT ON public.fs_t TO etl;
+});
+($ret, $stdout, $stderr) = query_as($node, 'etl', q{
+SELECT egress_add_stream('fs_plain', 'public.fs_t', 'FULL_TABLE', 'etl_d');
+SELECT egress_add_stream('fs_fast', 'public.fs_t', 'FULL_TABLE', 'etl_d', options => '{"fast_sync": true, "fast_sync_format": "batch"}');
+});
+is($ret, 0, 'etl adds a plain and a fast_sync FULL_TABLE stream') or diag $stderr;
+wait_stream_where($node, $_, "state IN ('synced', 'error')", 120, "$_ done") for qw(fs_plain fs_fast);
+is(sql(q{SELECT coalesce(string_agg(DISTINCT by_role || ': ' || path, '; '), '') FROM public.sp_log}),
+	'etl: pg_catalog, pg_temp',
+	'FAILS NOW: every sync (fast_sync too) runs policies as the owner with search_path pg_catalog, pg_temp');
 
 done_testing();
