@@ -34,7 +34,7 @@ CREATE ROLE mallory LOGIN;
 CREATE ROLE etl LOGIN;
 GRANT pg_write_server_files TO etl;
 GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
-	egress_add_stream(text, regclass, text, text, text, jsonb), egress_sync_now(text) TO etl;
+	egress_add_stream(text, regclass, text, text, text, jsonb), egress_sync_now(text), egress_resync_stream(text) TO etl;
 CREATE SCHEMA m AUTHORIZATION mallory;
 });
 
@@ -165,5 +165,26 @@ wait_stream_where($node, $_, "state IN ('synced', 'error')", 120, "$_ done") for
 is(sql(q{SELECT coalesce(string_agg(DISTINCT by_role || ': ' || path, '; '), '') FROM public.sp_log}),
 	'etl: pg_catalog, pg_temp',
 	'FAILS NOW: every sync (fast_sync too) runs policies as the owner with search_path pg_catalog, pg_temp');
+
+# ---- 4. pg_write_server_files is checked only when a file destination or
+# stream is added: once it is revoked, the role still has the workers
+# (running as the bootstrap superuser) write server files for it, e.g.
+# through egress_resync_stream().  FAILS NOW.
+# src/worker/sync.c / snapshot.c / cdc.c / fast_sync.c open the file sink
+# without checking the stream owner's (or destination owner's) rights.
+my $ver = sql(q{SELECT version FROM egress_streams WHERE name = 'fs_plain'});
+sql(q{REVOKE pg_write_server_files FROM etl});
+($ret, $stdout, $stderr) = query_as($node, 'etl', q{SELECT egress_resync_stream('fs_plain')});
+if ($ret == 0)
+{
+	wait_stream_where($node, 'fs_plain', "state = 'error' OR (state = 'synced' AND version <> $ver)", 120,
+		'fs_plain: resync after the REVOKE done');
+	is(sql(q{SELECT state FROM egress_streams WHERE name = 'fs_plain'}), 'error',
+		'FAILS NOW: a role that lost pg_write_server_files gets no more server files written');
+}
+else
+{
+	pass('egress_resync_stream refused after REVOKE pg_write_server_files');
+}
 
 done_testing();
