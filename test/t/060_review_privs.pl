@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use EgressTest;
 
-my $node = create_node('review_privs');
+my $node = create_node('review_privs', cdc => 1);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 sub rolsuper
@@ -186,5 +186,47 @@ else
 {
 	pass('egress_resync_stream refused after REVOKE pg_write_server_files');
 }
+
+# ---- 5. CDC TOAST re-read of a table whose primary key is an array of a
+# domain: the key text is parsed with array_in -> domain_in, i.e. the table
+# owner's CHECK runs as the stream's owner (here a superuser, who can then
+# run programs on the server).  The comment in cdc.c ("the key as its base
+# type") covers a domain key only.  FAILS NOW (if reproduced).
+# src/worker/cdc.c (TOAST re-read): getBaseTypeAndTypmod(att->atttypid) of
+# an array of a domain is the array type itself.
+my $cdc_out = new_outdir($node, 'cdc');
+my $flag = $node->basedir . '/pwned_by_check';
+my $big = q{(SELECT string_agg(md5(i::text || 'x'), '') FROM generate_series(1, 3125) i)};
+($ret, $stdout, $stderr) = query_as($node, 'mallory', qq{
+CREATE FUNCTION m.chk3(v int) RETURNS bool LANGUAGE plpgsql AS \$\$
+BEGIN
+	PERFORM pg_catalog.pg_try_advisory_lock_shared(4343, pg_catalog.hashtext(current_user::pg_catalog.text));
+	BEGIN
+		EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch $flag''';
+	EXCEPTION WHEN others THEN NULL;
+	END;
+	RETURN true;
+END \$\$;
+CREATE DOMAIN m.posint3 AS int CHECK (m.chk3(VALUE));
+CREATE TABLE m.tt (id m.posint3[] PRIMARY KEY, big text, small int);
+ALTER TABLE m.tt ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO m.tt VALUES ('{1}', $big, 1);
+GRANT SELECT ON m.tt TO PUBLIC;
+});
+is($ret, 0, 'mallory creates a table keyed by an array of a domain') or diag $stderr;
+sql('SELECT egress_add_destination(' . sql_quote('cdc_d') . ', ' . sql_quote(file_url($cdc_out)) . ')');
+sql(q{SELECT egress_add_stream('tt_su', 'm.tt', method => 'LOG_BASED', destination => 'cdc_d')});
+wait_stream_state($node, 'tt_su', 'streaming');
+query_as($node, 'mallory', q{UPDATE m.tt SET small = small + 10});
+poll_until('the update of m.tt arrives', 60, sub {
+	return grep { ($_->{type} // '') eq 'RECORD' && "$_->{record}{small}" eq '11' }
+	  map { @{ $_->{messages} } } cdc_batches($cdc_out);
+});
+ok(!-e $flag, 'FAILS NOW: mallory\'s CHECK did not run a program as the superuser stream owner (TOAST re-read)');
+is(sql(q{
+SELECT coalesce(string_agg(DISTINCT CASE WHEN l.objid = pg_catalog.hashtext('mallory')::oid THEN 'mallory' ELSE 'another role' END, ','), 'none')
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE l.locktype = 'advisory' AND l.classid = 4343 AND a.backend_type = 'pg_egress cdc'}),
+	'none', 'FAILS NOW: no code of mallory ran in the CDC worker');
 
 done_testing();
