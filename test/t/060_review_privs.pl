@@ -229,4 +229,15 @@ FROM pg_locks l JOIN pg_stat_activity a USING (pid)
 WHERE l.locktype = 'advisory' AND l.classid = 4343 AND a.backend_type = 'pg_egress cdc'}),
 	'none', 'FAILS NOW: no code of mallory ran in the CDC worker');
 
+# ---- 6. egress_stream_activity() (EXECUTE granted to readers of
+# egress_streams, as the docs say to) lists every stream's live figures,
+# not only the caller's: stream ids, phases, rows sent, slot lag, confirmed
+# LSN of other roles' streams.  FAILS NOW.  src/shmem.c egress_stream_activity().
+my $tt_id = sql(q{SELECT id FROM egress.stream WHERE name = 'tt_su'});
+ok(poll_until('tt_su has a worker slot', 30,
+	sub { sql("SELECT count(*) FROM egress_stream_activity() WHERE stream_id = $tt_id") eq '1' }),
+	'the superuser sees the activity of tt_su');
+($ret, $stdout, $stderr) = query_as($node, 'etl', "SELECT count(*) FROM egress_stream_activity() WHERE stream_id = $tt_id");
+is($stdout, '0', 'FAILS NOW: etl does not see the live figures of the superuser\'s stream');
+
 done_testing();
