@@ -240,4 +240,37 @@ ok(poll_until('tt_su has a worker slot', 30,
 ($ret, $stdout, $stderr) = query_as($node, 'etl', "SELECT count(*) FROM egress_stream_activity() WHERE stream_id = $tt_id");
 is($stdout, '0', 'FAILS NOW: etl does not see the live figures of the superuser\'s stream');
 
+# ---- 7. Slot adoption without REPLICATION through the default slot name:
+# "slot_name" needs REPLICATION, but a destination named <x> uses slot
+# "pg_egress_<x>" and adopts it silently when it exists (another tool's
+# wal2json slot, or another destination's adopted slot), consuming and
+# advancing it.  FAILS NOW.
+# src/catalog/sqlfuncs.c check_slot_available() (called for the default
+# name too) and src/worker/cdc.c ensure_slot() (adopts, slot_owned false).
+sql(q{
+SELECT pg_create_logical_replication_slot('pg_egress_tool', 'wal2json');
+CREATE TABLE public.lb (id int PRIMARY KEY);
+GRANT SELECT ON public.lb TO etl;
+GRANT pg_write_server_files TO etl;
+});
+my $tool_lsn = sql(q{SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_egress_tool'});
+my $lb_out = new_outdir($node, 'lb');
+($ret, $stdout, $stderr) = query_as($node, 'etl',
+	'SELECT egress_add_destination(' . sql_quote('tool') . ', ' . sql_quote(file_url($lb_out)) . ');'
+	  . q{SELECT egress_add_stream('lb_etl', 'public.lb', method => 'LOG_BASED', destination => 'tool');});
+if ($ret == 0)
+{
+	wait_stream_where($node, 'lb_etl', "state IN ('streaming', 'error')", 120, 'lb_etl started');
+	sql(q{INSERT INTO public.lb VALUES (1)});
+	poll_until('etl\'s destination consumes the tool\'s slot', 30, sub {
+		return sql(q{SELECT confirmed_flush_lsn > '} . $tool_lsn . q{' FROM pg_replication_slots WHERE slot_name = 'pg_egress_tool'}) eq 't';
+	});
+	is(sql(q{SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_egress_tool'}), $tool_lsn,
+		'FAILS NOW: a role without REPLICATION did not consume another tool\'s slot (default slot name)');
+}
+else
+{
+	like($stderr, qr/42501|slot/, 'etl may not adopt an existing slot through the default slot name');
+}
+
 done_testing();
