@@ -37,6 +37,7 @@
 #include "catalog/sqlfuncs.h"
 #include "catalog/takeover.h"
 #include "decode/slot.h"
+#include "encode/singer_types.h"
 #include "worker/incremental.h"
 #include "pg_egress.h"
 #include "replication/slot.h"
@@ -855,6 +856,38 @@ check_replication_key(Oid relid, const char *qualified, const char *key)
 }
 
 /*
+ * Primary-key values the workers parse again: an INCREMENTAL stream's
+ * bookmark (compared in its runs' WHERE), a LOG_BASED stream's key of a
+ * row read again for its unchanged TOAST values (unless the table logs
+ * whole old rows, REPLICA IDENTITY FULL).  They run as the stream's
+ * owner, and must not run code a plain SELECT by the owner would not: a
+ * type whose values cannot be parsed without a domain's CHECK (the
+ * domain owner's code) is refused (egress_check_free_input_type).
+ */
+static void
+check_key_types(Oid relid, const char *qualified, const char *method)
+{
+	ListCell   *lc;
+
+	foreach(lc, egress_primary_key_columns(relid))
+	{
+		const char *col = lfirst(lc);
+		Oid			typid = get_atttype(relid, get_attnum(relid, col));
+
+		if (!OidIsValid(egress_check_free_input_type(typid, NULL)))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot add %s stream of \"%s\": its primary key values cannot be read back safely",
+							method, qualified),
+					 errdetail("Primary key column \"%s\" has type %s, whose values cannot be parsed without running code of the type's owners (a domain's CHECK).",
+							   col, format_type_be(typid)),
+					 strcmp(method, "LOG_BASED") == 0 ?
+					 errhint("Set REPLICA IDENTITY FULL on the table, or use a primary key without domains inside composite or range types.") :
+					 errhint("Use a primary key without domains inside composite or range types, or use FULL_TABLE.")));
+	}
+}
+
+/*
  * What a stream's owner needs to read the relation the way its workers
  * read it: SELECT on the table (or on every column) and USAGE on its
  * schema (the workers' queries name it).  Uses the caches only: takes no
@@ -1035,6 +1068,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					 errmsg("INCREMENTAL streams need a replication key"),
 					 errhint("Pass replication_key => 'column'.")));
 		check_replication_key(relid, qualified, replication_key);
+		check_key_types(relid, qualified, "INCREMENTAL");
 	}
 	else if (replication_key != NULL)
 		ereport(ERROR,
@@ -1068,6 +1102,14 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		check_row_security(relid, qualified, caller);
 		egress_check_decoding_possible();
 		check_changes_keyed(relid, qualified);
+		{
+			Relation	rel = relation_open(relid, AccessShareLock);
+			bool		full = rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL;
+
+			relation_close(rel, AccessShareLock);
+			if (!full)
+				check_key_types(relid, qualified, "LOG_BASED");
+		}
 	}
 
 	/* taking over from a tap: read its bookmark (as the caller) */

@@ -22,6 +22,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "miscadmin.h"
 #include "common/shortest_dec.h"
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
@@ -36,6 +37,7 @@
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "encode/singer_types.h"
 
@@ -217,6 +219,81 @@ setup_input(EgressColumn *col)
 	fmgr_info_cxt(typinput, &col->infunc, CurrentMemoryContext);
 	col->typbyval = get_typbyval(col->basetypid);
 	col->has_infunc = true;
+}
+
+/*
+ * egress_check_free_input_type
+ *		The type to parse a value of typid with so that no user code runs;
+ *		InvalidOid if there is none (see singer_types.h).
+ *
+ * Parsing a value calls input functions: a domain's runs its CHECK (the
+ * domain owner's code, which a plain SELECT of the value never runs), and
+ * array_in, record_in, range_in and multirange_in call those of the
+ * element, the fields, the subtype.  A domain's value passed its CHECK
+ * when it was written and reads the same as its base type; an array of
+ * a domain reads the same as the array of the base type (same storage,
+ * only the element type in the array header differs).  A composite or a
+ * range has no such twin: a field or subtype that needs mapping makes it
+ * unusable.  Base types' input functions are C, written by a superuser;
+ * enum_in reads the catalog; a range's canonical function is C too.
+ */
+Oid
+egress_check_free_input_type(Oid typid, int32 *typmod)
+{
+	char		typtype;
+	Oid			elem;
+
+	check_stack_depth();		/* composites and domains nest */
+	typtype = get_typtype(typid);
+	if (typtype == TYPTYPE_DOMAIN)
+	{
+		int32		basetypmod = typmod ? *typmod : -1;
+		Oid			base = getBaseTypeAndTypmod(typid, &basetypmod);
+
+		if (typmod)
+			*typmod = basetypmod;
+		return egress_check_free_input_type(base, typmod);
+	}
+	elem = get_element_type(typid);
+	if (OidIsValid(elem))
+	{
+		Oid			mapped = egress_check_free_input_type(elem, NULL);
+
+		if (mapped == elem)
+			return typid;
+		if (typmod)
+			*typmod = -1;
+		return OidIsValid(mapped) ? get_array_type(mapped) : InvalidOid;
+	}
+	if (typtype == TYPTYPE_COMPOSITE)
+	{
+		TupleDesc	desc = lookup_rowtype_tupdesc(typid, -1);
+		bool		ok = true;
+
+		for (int i = 0; i < desc->natts && ok; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped &&
+				egress_check_free_input_type(att->atttypid, NULL) != att->atttypid)
+				ok = false;
+		}
+		ReleaseTupleDesc(desc);
+		return ok ? typid : InvalidOid;
+	}
+	if (typtype == TYPTYPE_RANGE)
+	{
+		Oid			sub = get_range_subtype(typid);
+
+		return egress_check_free_input_type(sub, NULL) == sub ? typid : InvalidOid;
+	}
+	if (typtype == TYPTYPE_MULTIRANGE)
+	{
+		Oid			range = get_multirange_range(typid);
+
+		return egress_check_free_input_type(range, NULL) == range ? typid : InvalidOid;
+	}
+	return typid;
 }
 
 /*

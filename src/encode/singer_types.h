@@ -97,6 +97,19 @@ extern void egress_column_value_text(StringInfo buf, EgressColumn *col,
 extern void egress_column_value_plain_text(StringInfo buf, EgressColumn *col,
 										   const char *text);
 
+/*
+ * A type whose input function reads the text of a value of typid the same
+ * way and reaches no user code: typid itself (base types, whose input
+ * functions are C written by a superuser; enums; composites, ranges and
+ * arrays of such), its base type for a domain (a domain's CHECK is the
+ * domain owner's code), the array of the mapped element for an array whose
+ * element maps to another type.  InvalidOid when a value of typid cannot be
+ * parsed without user code: a composite with a field of a domain, a range
+ * of a domain, an array of those.  *typmod (if not NULL) is updated to the
+ * result's typmod (a domain's base typmod, -1 for a mapped array).
+ */
+extern Oid	egress_check_free_input_type(Oid typid, int32 *typmod);
+
 /* Append a quoted RFC 3339 UTC timestamp "YYYY-MM-DDTHH:MI:SS.ffffffZ" (time_extracted). */
 extern void egress_append_time_extracted(StringInfo buf, TimestampTz ts);
 

@@ -60,6 +60,7 @@
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/json.h"
+#include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -408,34 +409,31 @@ refresh_descriptor(CdcStream *s)
 	s->st_stale = false;
 
 	/*
-	 * Values come as text and some are parsed again (egress_column_value_
-	 * text).  The elements of an array of a domain are parsed as the
-	 * domain's base type: they passed the domain's CHECK when they were
-	 * written, and the CHECK is user code (see as_owner_begin).
-	 */
-	for (int i = 0; i < s->st->ncolumns; i++)
-	{
-		EgressColumn *col = &s->st->columns[i];
-
-		if (col->kind == EGRESS_KIND_ARRAY && col->has_infunc)
-			col->typioparam = getBaseType(col->typioparam);
-	}
-
-	/*
-	 * Which input functions can reach user code: the elements of an array
-	 * that are composite (a domain field), ranges (of a domain), or other
-	 * non-base types.  Base types' input functions are C, written by a
-	 * superuser.  Only then does rendering switch to the owner (it costs a
-	 * settings save and restore per change).
+	 * Values come as text and arrays are parsed again (egress_column_value_
+	 * text).  Their elements are parsed with a type whose input function
+	 * reaches no user code (egress_check_free_input_type): a domain's base
+	 * type, since the values passed the domain's CHECK when they were
+	 * written, and the CHECK is user code.  When there is none (a composite
+	 * with a domain field, a range of a domain), rendering may reach user
+	 * code: only then does it switch to the owner (see as_owner_begin; it
+	 * costs a settings save and restore per change).
 	 */
 	s->user_code = false;
 	for (int i = 0; i < s->st->ncolumns; i++)
 	{
 		EgressColumn *col = &s->st->columns[i];
+		Oid			elem;
 
-		if (col->kind == EGRESS_KIND_ARRAY && col->has_infunc &&
-			get_typtype(col->typioparam) != TYPTYPE_BASE)
+		if (col->kind != EGRESS_KIND_ARRAY || !col->has_infunc)
+			continue;
+		elem = egress_check_free_input_type(col->typioparam, NULL);
+		if (OidIsValid(elem))
+			col->typioparam = elem;
+		else
+		{
+			col->typioparam = getBaseType(col->typioparam);
 			s->user_code = true;
+		}
 	}
 	if (s->sent_schema == NULL || strcmp(s->sent_schema, s->st->schema_json) != 0)
 		s->schema_in_batch = false; /* a new SCHEMA before the next record */
@@ -827,6 +825,7 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 		Oid			opfamily = idx->rd_opfamily[k];
 		Oid			opno;
 		Oid			basetype;
+		Oid			coltype;
 		int32		basetypmod = att->atttypmod;
 		Datum		value;
 
@@ -835,14 +834,35 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 				 NameStr(att->attname));
 
 		/*
-		 * The key as its base type: it passed a domain's CHECK when it was
-		 * written, and the CHECK is user code.
+		 * The key as a type whose input function reaches no user code: it
+		 * passed a domain's CHECK when it was written, and the CHECK is user
+		 * code, which a plain SELECT by the owner would not run.  A domain
+		 * is read as its base type, an array of a domain as the array of
+		 * the base type, relabelled below to the column's element type (the
+		 * index's array_eq compares element types); egress_add_stream
+		 * refuses keys that have no such type.
 		 */
-		basetype = getBaseTypeAndTypmod(att->atttypid, &basetypmod);
+		basetype = egress_check_free_input_type(att->atttypid, &basetypmod);
+		if (!OidIsValid(basetype))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot read a row of %s again by its primary key column \"%s\"",
+							s->def->relation, NameStr(att->attname)),
+					 errdetail("Values of type %s cannot be read back without running code of the type's owners (a domain's CHECK).",
+							   format_type_be(att->atttypid)),
+					 errhint("Set REPLICA IDENTITY FULL on the table.")));
 		getTypeInputInfo(basetype, &typinput, &typioparam);
 		value = OidInputFunctionCall(typinput,
 									 (char *) egress_wal2json_value_text(mc, basetype),
 									 typioparam, basetypmod);
+		coltype = getBaseType(att->atttypid);
+		if (basetype != coltype && type_is_array(coltype))
+		{
+			ArrayType  *arr = DatumGetArrayTypePCopy(value);
+
+			ARR_ELEMTYPE(arr) = get_element_type(coltype);
+			value = PointerGetDatum(arr);
+		}
 		opno = get_opfamily_member(opfamily, idx->rd_opcintype[k], idx->rd_opcintype[k],
 								   BTEqualStrategyNumber);
 		ScanKeyInit(&keys[k], k + 1, BTEqualStrategyNumber, get_opcode(opno), value);

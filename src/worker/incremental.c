@@ -46,6 +46,7 @@
 #include "utils/typcache.h"
 
 #include "catalog/catalog.h"
+#include "encode/singer_types.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 #include "worker/incremental.h"
@@ -252,10 +253,27 @@ pos_column_init(PosColumn *pc, EgressStreamDef *def, const char *col)
 	 * base type for a domain); a polymorphic one (anyenum, anyarray, record)
 	 * takes the column's type.  Typmod is left out: a bare "character" would
 	 * mean character(1).
+	 *
+	 * The bookmark's value is parsed with that type, as the stream's owner:
+	 * it must be one whose input function reaches no user code (a domain's
+	 * CHECK is the table owner's code; see egress_check_free_input_type).
+	 * An array of a domain compares as the array of the base type (same
+	 * ordering: a domain's default btree ordering is its base type's); a
+	 * composite with a domain field, or a range of a domain, has no such
+	 * twin and egress_add_stream refuses it.
 	 */
 	cmptype = tce->btree_opintype;
 	if (get_typtype(cmptype) == TYPTYPE_PSEUDO)
 		cmptype = coltype;
+	cmptype = egress_check_free_input_type(cmptype, NULL);
+	if (!OidIsValid(cmptype))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("INCREMENTAL stream \"%s\" cannot resume by column \"%s\" of relation %s",
+						def->name, col, def->relation),
+				 errdetail("Values of type %s cannot be read back without running code of the type's owners (a domain's CHECK).",
+						   format_type_be(coltype)),
+				 errhint("Use a primary key without domains inside composite or range types, or use FULL_TABLE.")));
 	pc->cast = psprintf("::%s",
 						format_type_extended(cmptype, -1,
 											 FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY));
