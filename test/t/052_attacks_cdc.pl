@@ -296,6 +296,45 @@ is(@av ? '' . $av[0]{version} : '', "$want",
 	'D: the TRUNCATE\'s version is max(previous + 1, its commit time in ms): the same when replayed');
 compare_states(mirror($out_d, 'public-tt', ['id']), table_state($node, 'tt', ['id']), 'D: tt');
 
+# ---------------------------------------------------------------------------
+# E. keys that cannot be read again without user code
+# ---------------------------------------------------------------------------
+# A row re-read for its unchanged TOAST values is looked up by its primary
+# key, parsed from the change's text.  A composite with a domain field
+# cannot be parsed without the domain's CHECK (mallory's code): such a key
+# is refused when the stream is added (unless the table logs whole old
+# rows), and a key changed to it later stops the stream with a clear error.
+($ret, $o, $err) = query_as($node, 'mallory', q{
+CREATE TABLE mal.tcomp (id mal.pair PRIMARY KEY, big text);
+SELECT egress_add_stream('s_comp', 'mal.tcomp', method => 'LOG_BASED', destination => 'dm2');
+});
+isnt($ret, 0, 'E: a LOG_BASED stream keyed by a composite with a domain field is refused');
+like($err, qr/primary key values cannot be read back safely.*\n.*column "id" has type mal\.pair/,
+	'E: the refusal names the column and its type');
+($ret, $o, $err) = query_as($node, 'mallory', q{
+ALTER TABLE mal.tcomp REPLICA IDENTITY FULL;
+SELECT egress_add_stream('s_comp', 'mal.tcomp', method => 'LOG_BASED', destination => 'dm2');
+SELECT egress_remove_stream('s_comp');
+});
+is($ret, 0, 'E: with REPLICA IDENTITY FULL (no re-read) it is accepted') or diag $err;
+($ret, $o, $err) = query_as($node, 'mallory', qq{
+CREATE TABLE mal.tlate (id integer PRIMARY KEY, big text, small integer);
+ALTER TABLE mal.tlate ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO mal.tlate VALUES (1, $big, 1);
+SELECT egress_add_stream('s_late', 'mal.tlate', method => 'LOG_BASED', destination => 'dm2');
+});
+is($ret, 0, 'E: mallory streams a table keyed by an integer') or diag $err;
+wait_stream_state($node, 's_late', 'streaming');
+($ret, $o, $err) = query_as($node, 'mallory', q{
+ALTER TABLE mal.tlate ALTER COLUMN id TYPE mal.pair USING ROW(id, 'x')::mal.pair;
+UPDATE mal.tlate SET small = small + 10;
+});
+is($ret, 0, 'E: mallory makes the key a composite with a domain field, then updates') or diag $err;
+wait_stream_state($node, 's_late', 'error', 60);
+like(stream_row($node, 's_late')->{last_error} // '', qr/cannot read a row of mal\.tlate again by its primary key column "id"/,
+	'E: last_error says the row cannot be read again by that key');
+is(stream_row($node, 's_arr')->{state}, 'streaming', 'E: the other stream of the destination goes on');
+
 # no crash on the way
 no_crash_since($node, 0, 'no server process crashed');
 
