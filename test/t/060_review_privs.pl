@@ -115,6 +115,9 @@ for my $s (qw(arr_su arr_etl))
 is(ran_as_others('array of domain'), '', 'primary key of an array of a domain: no code of mallory ran as another role');
 is(ran_as_others('composite with domain'), '', 'composite primary key with a domain field: no code of mallory ran as another role');
 is(rolsuper('mallory'), 'f', 'mallory did not become a superuser through an INCREMENTAL bookmark');
+is(sql(q{SELECT string_agg(name || ': ' || state, ', ' ORDER BY name) FROM egress_streams
+	WHERE name IN ('arr_su', 'arr_etl') AND bookmark::text LIKE '%{5}%'}),
+	'arr_etl: synced, arr_su: synced', 'the runs after an array-of-domain bookmark succeed and send the new row');
 
 
 # ---- 2. egress_streams / egress_stream_patterns are not security_barrier
@@ -235,6 +238,10 @@ poll_until('the update of m.tt arrives', 60, sub {
 	return grep { ($_->{type} // '') eq 'RECORD' && "$_->{record}{small}" eq '11' }
 	  map { @{ $_->{messages} } } cdc_batches($cdc_out);
 });
+ok((grep { ($_->{type} // '') eq 'RECORD' && "$_->{record}{small}" eq '11' && length($_->{record}{big} // '') > 1000 }
+	  map { @{ $_->{messages} } } cdc_batches($cdc_out)),
+	'the update re-read by its array-of-domain key arrived, TOASTed value included');
+is(sql(q{SELECT state FROM egress_streams WHERE name = 'tt_su'}), 'streaming', 'tt_su still streams');
 ok(!-e $flag, 'mallory\'s CHECK did not run a program as the superuser stream owner (TOAST re-read)');
 is(sql(q{
 SELECT coalesce(string_agg(DISTINCT CASE WHEN l.objid = pg_catalog.hashtext('mallory')::oid THEN 'mallory' ELSE 'another role' END, ','), 'none')
