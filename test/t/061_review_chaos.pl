@@ -1,0 +1,179 @@
+
+# Careless-operator / chaos review of issue 10 (helper 8).  Each part
+# asserts the correct behaviour; parts marked FAILS NOW reproduce a defect
+# of the code under review.
+#
+#  A. (FAILS NOW) the destination's slot disappears while a destination
+#     fails (an operator drops it to free pg_wal, as the hint of
+#     give_up_slot() tells to do for adopted slots).  ensure_slot() then
+#     creates a new slot and marks every stream for a new sync in memory
+#     only (cdc.c, ensure_slot: "cdc->streams[i].needs_sync = true").  If
+#     the session ends before every stream was synced (the worker is
+#     terminated, or the sync of an earlier stream fails), the next session
+#     adopts the new slot and the streams not yet synced go on as
+#     'streaming' from their old bookmark: the changes made while no slot
+#     existed are silently lost.
+#  B. kill -9 of the CDC worker during an initial sync (crash restart of
+#     the cluster): the stream recovers with everything.
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use IPC::Run;
+use EgressTest;
+
+my $node = create_node('review_chaos', cdc => 1, conf => "pg_egress.max_workers = 6\n");
+
+sub sql { server_up($node); return $node->safe_psql('postgres', $_[0]); }
+
+# mirror() of one stream reading only its own sync files (the big tables'
+# sync files are not parsed): the latest sync version, then the changes
+sub mirror_of
+{
+	my ($dir, $stream, $sid, $pk) = @_;
+	my %byv;
+	foreach my $b (sync_batches($dir, $stream))
+	{
+		$b->{name} =~ /-(\d+)-\d{6}\.jsonl$/;
+		push @{ $byv{$1} }, $b;
+	}
+	my ($v) = sort { $b <=> $a } keys %byv;
+	my %m;
+	foreach my $b ((defined $v ? @{ $byv{$v} } : ()), cdc_batches($dir))
+	{
+		foreach my $msg (@{ $b->{messages} })
+		{
+			next unless ref $msg eq 'HASH' && ($msg->{stream} // '') eq $sid;
+			my $type = $msg->{type} // '';
+			if ($type eq 'RECORD')
+			{
+				my $r = $msg->{record};
+				my $key = join("\x1f", map { defined $r->{$_} ? "$r->{$_}" : "\x00NULL" } @$pk);
+				if (defined $r->{_sdc_deleted_at}) { delete $m{$key}; next; }
+				my %c = map { ($_ => $r->{$_}) } grep { !/^_sdc_/ } keys %$r;
+				$m{$key} = { version => $msg->{version} // 0, record => \%c };
+			}
+			elsif ($type eq 'ACTIVATE_VERSION')
+			{
+				my $av = $msg->{version} // 0;
+				foreach my $k (keys %m) { delete $m{$k} if $m{$k}{version} < $av; }
+			}
+		}
+	}
+	return { map { ($_ => $m{$_}{record}) } keys %m };
+}
+
+# ---------------------------------------------------------------------------
+# A. slot gone while the destination fails, session ends mid-resync
+# ---------------------------------------------------------------------------
+my $dir_a = new_outdir($node, 'a');
+END { chmod(0700, $dir_a) if defined $dir_a; }
+add_destination($node, 'da', $dir_a);
+sql(q{
+CREATE TABLE ta (id integer PRIMARY KEY, v text);
+CREATE TABLE tb (id integer PRIMARY KEY, v text);
+INSERT INTO ta SELECT i, 'v' FROM generate_series(1, 1000000) i;
+INSERT INTO tb SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('ta', 'ta', method => 'LOG_BASED', destination => 'da');
+SELECT egress_add_stream('tb', 'tb', method => 'LOG_BASED', destination => 'da');
+});
+wait_stream_state($node, $_, 'streaming') foreach qw(ta tb);
+sql(q{INSERT INTO tb VALUES (21, 'before')});
+wait_caught_up($node, 'tb');
+my %va = map { ($_ => stream_row($node, $_)->{version}) } qw(ta tb);
+
+# the destination fails: the worker releases the slot between retries
+chmod(0500, $dir_a) or die "chmod: $!";
+sql(q{INSERT INTO ta VALUES (-1, 'while failing')});
+ok( poll_until(
+		'the operator to drop the slot', 90,
+		sub {
+			my ($ret) = $node->psql('postgres', q{SELECT pg_drop_replication_slot('pg_egress_da')});
+			return $ret == 0;
+		}),
+	'A: the operator dropped the slot of the failing destination');
+# changes while no slot exists
+sql(q{INSERT INTO tb SELECT i, 'no slot' FROM generate_series(200, 210) i});
+sql(q{UPDATE tb SET v = 'updated without slot' WHERE id <= 5});
+
+# the new session syncs ta (big) first; the worker is terminated meanwhile
+chmod(0700, $dir_a) or die "chmod: $!";
+ok(poll_until('the CDC worker to sync ta again', 90,
+		sub { sql(qq{SELECT state = 'syncing' AND version > $va{ta} FROM egress_streams WHERE name = 'ta'}) eq 't' }),
+	'A: the new session syncs ta first');
+ok(slot_row($node, 'pg_egress_da'), 'A: a new slot exists');
+my ($wpid) = cdc_worker_pids($node);
+is(stream_row($node, 'tb')->{state}, 'streaming', 'A: tb still shows streaming (not marked for resync)');
+sql("SELECT pg_terminate_backend($wpid)");
+poll_until('the worker to exit', 30, sub { sql("SELECT count(*) FROM pg_stat_activity WHERE pid = $wpid") eq '0' });
+
+wait_stream_where($node, 'ta', "state = 'streaming' AND version > $va{ta}", 90, 'A: ta synced again');
+wait_stream_state($node, 'tb', 'streaming');
+sql(q{INSERT INTO tb VALUES (1000, 'after')});
+wait_caught_up($node, $_) foreach qw(ta tb);
+note 'tb: ' . EgressTest::_short_row(stream_row($node, 'tb'));
+compare_states(mirror_of($dir_a, 'tb', 'public-tb', ['id']), table_state($node, 'tb', ['id']),
+	'A (FAILS NOW): tb, whose sync on the new slot was never done, lost nothing');
+sql(q{SELECT egress_remove_stream('ta'); SELECT egress_remove_stream('tb')});
+
+# ---------------------------------------------------------------------------
+# B. kill -9 of the CDC worker during an initial sync
+# ---------------------------------------------------------------------------
+my $dir_b = new_outdir($node, 'b');
+add_destination($node, 'db', $dir_b);
+sql(q{
+CREATE TABLE tc (id integer PRIMARY KEY, v text);
+CREATE TABLE td (id integer PRIMARY KEY, v text);
+INSERT INTO tc SELECT i, 'v' FROM generate_series(1, 1000000) i;
+INSERT INTO td SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('td', 'td', method => 'LOG_BASED', destination => 'db');
+});
+wait_stream_state($node, 'td', 'streaming');
+sql(q{SELECT egress_add_stream('tc', 'tc', method => 'LOG_BASED', destination => 'db')});
+ok(poll_until('the CDC worker to sync tc', 90,
+		sub { sql(q{SELECT state FROM egress_streams WHERE name = 'tc'}) eq 'syncing' }),
+	'B: tc is syncing');
+sql(q{INSERT INTO td SELECT i, 'during sync' FROM generate_series(100, 110) i});
+my ($wpid2) = cdc_worker_pids($node);
+kill 'KILL', $wpid2;
+poll_until('the cluster to come back', 60, sub { my ($r) = $node->psql('postgres', 'SELECT 1'); $r == 0 });
+sql(q{INSERT INTO tc VALUES (500, 'after crash'); INSERT INTO td VALUES (500, 'after crash')});
+wait_stream_state($node, $_, 'streaming') foreach qw(tc td);
+wait_caught_up($node, $_) foreach qw(tc td);
+compare_states(mirror_of($dir_b, 'td', 'public-td', ['id']), table_state($node, 'td', ['id']),
+	'B: td nothing lost after kill -9 during the sync of tc');
+
+# ---------------------------------------------------------------------------
+# C. (FAILS NOW) pause and resume in quick succession (one transaction, or
+# both before the CDC worker looked): egress_resume_stream() marks the
+# stream 'pending' + resync, but config_fingerprint() (cdc.c) hashes
+# enabled, state = 'error' and (resync AND state = 'streaming') only, which
+# are all as before: the worker never starts a new session, the resync
+# never happens and egress_streams shows 'pending' for good, while
+# persist_bookmarks() ("... AND state = 'streaming'") stops recording the
+# stream's progress.
+# ---------------------------------------------------------------------------
+my $dir_c = new_outdir($node, 'c');
+add_destination($node, 'dc', $dir_c);
+sql(q{
+CREATE TABLE te (id integer PRIMARY KEY, v text);
+CREATE TABLE tf (id integer PRIMARY KEY, v text);
+INSERT INTO te SELECT i, 'v' || i FROM generate_series(1, 20) i;
+INSERT INTO tf SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('te', 'te', method => 'LOG_BASED', destination => 'dc');
+SELECT egress_add_stream('tf', 'tf', method => 'LOG_BASED', destination => 'dc');
+});
+wait_stream_state($node, $_, 'streaming') foreach qw(te tf);
+my $ve = stream_row($node, 'te')->{version};
+sql(q{SELECT egress_pause_stream('te'); SELECT egress_resume_stream('te')});
+sql(q{INSERT INTO te VALUES (100, 'after resume'); INSERT INTO tf VALUES (100, 'after resume')});
+wait_stream_where($node, 'te', "state = 'streaming' AND version > $ve", 30,
+	'C (FAILS NOW): pause + resume at once: the stream is synced again (new version), egress_streams shows streaming');
+wait_caught_up($node, 'tf');
+compare_states(mirror($dir_c, 'public-te', ['id']), table_state($node, 'te', ['id']), 'C: te nothing lost');
+
+$node->stop;
+done_testing();
