@@ -101,14 +101,19 @@ sql(q{UPDATE tb SET v = 'updated without slot' WHERE id <= 5});
 
 # the new session syncs ta (big) first; the worker is terminated meanwhile
 chmod(0700, $dir_a) or die "chmod: $!";
-ok(poll_until('the CDC worker to sync ta again', 90,
-		sub { sql(qq{SELECT state = 'syncing' AND version > $va{ta} FROM egress_streams WHERE name = 'ta'}) eq 't' }),
-	'A: the new session syncs ta first');
+# terminate the worker as soon as it syncs ta (one round trip)
+my $killed = '';
+ok( poll_until(
+		'the CDC worker to sync ta again', 90,
+		sub {
+			$killed = sql(qq{SELECT pg_terminate_backend(a.pid) FROM egress_streams s, pg_stat_activity a
+				WHERE s.name = 'ta' AND s.state = 'syncing' AND s.version > $va{ta}
+				AND a.backend_type = 'pg_egress cdc'});
+			return $killed =~ /t/;
+		}),
+	'A: the new session syncs ta first; the worker is terminated during that sync');
 ok(slot_row($node, 'pg_egress_da'), 'A: a new slot exists');
-my ($wpid) = cdc_worker_pids($node);
 is(stream_row($node, 'tb')->{state}, 'streaming', 'A: tb still shows streaming (not marked for resync)');
-sql("SELECT pg_terminate_backend($wpid)");
-poll_until('the worker to exit', 30, sub { sql("SELECT count(*) FROM pg_stat_activity WHERE pid = $wpid") eq '0' });
 
 wait_stream_where($node, 'ta', "state = 'streaming' AND version > $va{ta}", 90, 'A: ta synced again');
 wait_stream_state($node, 'tb', 'streaming');
@@ -132,15 +137,21 @@ INSERT INTO td SELECT i, 'v' || i FROM generate_series(1, 20) i;
 SELECT egress_add_stream('td', 'td', method => 'LOG_BASED', destination => 'db');
 });
 wait_stream_state($node, 'td', 'streaming');
+sql(q{INSERT INTO td SELECT i, 'before the sync of tc' FROM generate_series(100, 110) i});
 sql(q{SELECT egress_add_stream('tc', 'tc', method => 'LOG_BASED', destination => 'db')});
-ok(poll_until('the CDC worker to sync tc', 90,
-		sub { sql(q{SELECT state FROM egress_streams WHERE name = 'tc'}) eq 'syncing' }),
-	'B: tc is syncing');
-sql(q{INSERT INTO td SELECT i, 'during sync' FROM generate_series(100, 110) i});
-my ($wpid2) = cdc_worker_pids($node);
-kill 'KILL', $wpid2;
+my $wpid2 = '';
+ok( poll_until(
+		'the CDC worker to sync tc', 90,
+		sub {
+			$wpid2 = sql(q{SELECT a.pid FROM egress_streams s, pg_stat_activity a
+				WHERE s.name = 'tc' AND s.state = 'syncing' AND a.pid = s.worker_pid AND a.backend_type = 'pg_egress cdc'});
+			return 0 if $wpid2 eq '';
+			kill 'KILL', $wpid2;
+			return 1;
+		}),
+	'B: tc is syncing; its CDC worker killed with SIGKILL');
 poll_until('the cluster to come back', 60, sub { my ($r) = $node->psql('postgres', 'SELECT 1'); $r == 0 });
-sql(q{INSERT INTO tc VALUES (500, 'after crash'); INSERT INTO td VALUES (500, 'after crash')});
+sql(q{INSERT INTO tc VALUES (-1, 'after crash'); INSERT INTO td VALUES (500, 'after crash')});
 wait_stream_state($node, $_, 'streaming') foreach qw(tc td);
 wait_caught_up($node, $_) foreach qw(tc td);
 compare_states(mirror_of($dir_b, 'td', 'public-td', ['id']), table_state($node, 'td', ['id']),
