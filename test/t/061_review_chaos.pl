@@ -14,7 +14,13 @@
 #     'streaming' from their old bookmark: the changes made while no slot
 #     existed are silently lost.
 #  B. kill -9 of the CDC worker during an initial sync (crash restart of
-#     the cluster): the stream recovers with everything.
+#     the cluster): the stream recovers with everything (passes).
+#  C. (FAILS NOW) pause + resume at once: the promised resync never
+#     happens, egress_streams shows 'pending' for good.
+#  D. (FAILS NOW) pg_egress.max_slot_wal drops the slot of a healthy,
+#     caught-up destination when a long transaction elsewhere pins
+#     restart_lsn, and the new slot then waits for that transaction: the
+#     destination's streams deliver nothing meanwhile.
 
 use strict;
 use warnings;
@@ -185,6 +191,59 @@ wait_stream_where($node, 'te', "state = 'streaming' AND version > $ve", 30,
 	'C (FAILS NOW): pause + resume at once: the stream is synced again (new version), egress_streams shows streaming');
 wait_caught_up($node, 'tf');
 compare_states(mirror($dir_c, 'public-te', ['id']), table_state($node, 'te', ['id']), 'C: te nothing lost');
+
+# ---------------------------------------------------------------------------
+# D. (FAILS NOW) the hard WAL limit and a long transaction elsewhere.  A
+# slot's restart_lsn cannot pass the start of the oldest running
+# transaction that wrote WAL, whatever table it touches.  One long bulk
+# load (or a session idle in transaction with an xid) while other WAL is
+# written makes a HEALTHY, caught-up destination's slot "hold" more than
+# pg_egress.max_slot_wal: enforce_wal_limit() (cdc.c) drops it and resyncs
+# every stream, and the new slot's creation then waits for that
+# transaction to end: no change of any stream of the destination is
+# delivered meanwhile.
+# ---------------------------------------------------------------------------
+my $dir_d = new_outdir($node, 'd');
+add_destination($node, 'dd', $dir_d);
+sql(q{
+CREATE TABLE tg (id integer PRIMARY KEY, v text);
+CREATE TABLE unrelated (id integer);
+CREATE TABLE filler (id integer, v text);
+INSERT INTO tg SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('tg', 'tg', method => 'LOG_BASED', destination => 'dd');
+});
+wait_stream_state($node, 'tg', 'streaming');
+my $vg = stream_row($node, 'tg')->{version};
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '2MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wal') eq '2MB' });
+my $offset_d = -s $node->logfile;
+# a long transaction on a table no stream reads
+my $long = IPC::Run::start(
+	[ 'psql', '-X', '-q', '-d', $node->connstr('postgres') . ' application_name=longtx',
+	  '-c', 'BEGIN; INSERT INTO unrelated VALUES (1); SELECT pg_sleep(60); COMMIT;' ],
+	'>', '/dev/null', '2>', '/dev/null');
+poll_until('the long transaction to have an xid', 30,
+	sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'longtx' AND backend_xid IS NOT NULL}) eq '1' });
+# ordinary traffic: 4 x 1.5 MB of WAL, and a change of the stream each time
+foreach my $i (1 .. 4)
+{
+	sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, 10000) i});
+	sql(qq{INSERT INTO tg VALUES (100 + $i, 'healthy destination')});
+	usleep(300_000);
+}
+my $delivered = poll_until('tg to deliver its changes while the long transaction runs', 20,
+	sub { my @r = grep { $_->{id} >= 101 } map { $_->{record} } grep { ($_->{type} // '') eq 'RECORD' && ($_->{stream} // '') eq 'public-tg' }
+			map { @{ $_->{messages} } } cdc_batches($dir_d);
+		  return scalar(@r) >= 4; });
+ok($delivered, 'D (FAILS NOW): a healthy destination delivers while a long transaction elsewhere runs');
+unlike(substr(slurp_file($node->logfile), $offset_d), qr/dropped replication slot "pg_egress_dd"/,
+	'D (FAILS NOW): the slot of a healthy, caught-up destination is not dropped by max_slot_wal');
+$node->psql('postgres', q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'longtx'});
+eval { $long->finish; };
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+wait_stream_state($node, 'tg', 'streaming');
+wait_caught_up($node, 'tg');
+compare_states(mirror_of($dir_d, 'tg', 'public-tg', ['id']), table_state($node, 'tg', ['id']), 'D: tg nothing lost');
 
 $node->stop;
 done_testing();
