@@ -1,0 +1,249 @@
+
+# Careless-operator / chaos review of issue 10 (helper 8).  Each part
+# asserts the correct behaviour; parts marked FAILS NOW reproduce a defect
+# of the code under review.
+#
+#  A. (FAILS NOW) the destination's slot disappears while a destination
+#     fails (an operator drops it to free pg_wal, as the hint of
+#     give_up_slot() tells to do for adopted slots).  ensure_slot() then
+#     creates a new slot and marks every stream for a new sync in memory
+#     only (cdc.c, ensure_slot: "cdc->streams[i].needs_sync = true").  If
+#     the session ends before every stream was synced (the worker is
+#     terminated, or the sync of an earlier stream fails), the next session
+#     adopts the new slot and the streams not yet synced go on as
+#     'streaming' from their old bookmark: the changes made while no slot
+#     existed are silently lost.
+#  B. kill -9 of the CDC worker during an initial sync (crash restart of
+#     the cluster): the stream recovers with everything (passes).
+#  C. (FAILS NOW) pause + resume at once: the promised resync never
+#     happens, egress_streams shows 'pending' for good.
+#  D. (FAILS NOW) pg_egress.max_slot_wal drops the slot of a healthy,
+#     caught-up destination when a long transaction elsewhere pins
+#     restart_lsn, and the new slot then waits for that transaction: the
+#     destination's streams deliver nothing meanwhile.
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use IPC::Run;
+use EgressTest;
+
+my $node = create_node('review_chaos', cdc => 1, conf => "pg_egress.max_workers = 6\n");
+
+sub sql { server_up($node); return $node->safe_psql('postgres', $_[0]); }
+
+# mirror() of one stream reading only its own sync files (the big tables'
+# sync files are not parsed): the latest sync version, then the changes
+sub mirror_of
+{
+	my ($dir, $stream, $sid, $pk) = @_;
+	my %byv;
+	foreach my $b (sync_batches($dir, $stream))
+	{
+		$b->{name} =~ /-(\d+)-\d{6}\.jsonl$/;
+		push @{ $byv{$1} }, $b;
+	}
+	my ($v) = sort { $b <=> $a } keys %byv;
+	my %m;
+	foreach my $b ((defined $v ? @{ $byv{$v} } : ()), cdc_batches($dir))
+	{
+		foreach my $msg (@{ $b->{messages} })
+		{
+			next unless ref $msg eq 'HASH' && ($msg->{stream} // '') eq $sid;
+			my $type = $msg->{type} // '';
+			if ($type eq 'RECORD')
+			{
+				my $r = $msg->{record};
+				my $key = join("\x1f", map { defined $r->{$_} ? "$r->{$_}" : "\x00NULL" } @$pk);
+				if (defined $r->{_sdc_deleted_at}) { delete $m{$key}; next; }
+				my %c = map { ($_ => $r->{$_}) } grep { !/^_sdc_/ } keys %$r;
+				$m{$key} = { version => $msg->{version} // 0, record => \%c };
+			}
+			elsif ($type eq 'ACTIVATE_VERSION')
+			{
+				my $av = $msg->{version} // 0;
+				foreach my $k (keys %m) { delete $m{$k} if $m{$k}{version} < $av; }
+			}
+		}
+	}
+	return { map { ($_ => $m{$_}{record}) } keys %m };
+}
+
+# ---------------------------------------------------------------------------
+# A. slot gone while the destination fails, session ends mid-resync
+# ---------------------------------------------------------------------------
+my $dir_a = new_outdir($node, 'a');
+END { chmod(0700, $dir_a) if defined $dir_a; }
+add_destination($node, 'da', $dir_a);
+sql(q{
+CREATE TABLE ta (id integer PRIMARY KEY, v text);
+CREATE TABLE tb (id integer PRIMARY KEY, v text);
+INSERT INTO ta SELECT i, 'v' FROM generate_series(1, 1000000) i;
+INSERT INTO tb SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('ta', 'ta', method => 'LOG_BASED', destination => 'da');
+SELECT egress_add_stream('tb', 'tb', method => 'LOG_BASED', destination => 'da');
+});
+wait_stream_state($node, $_, 'streaming') foreach qw(ta tb);
+sql(q{INSERT INTO tb VALUES (21, 'before')});
+wait_caught_up($node, 'tb');
+my %va = map { ($_ => stream_row($node, $_)->{version}) } qw(ta tb);
+
+# the destination fails: the worker releases the slot between retries
+chmod(0500, $dir_a) or die "chmod: $!";
+sql(q{INSERT INTO ta VALUES (-1, 'while failing')});
+ok( poll_until(
+		'the operator to drop the slot', 90,
+		sub {
+			my ($ret) = $node->psql('postgres', q{SELECT pg_drop_replication_slot('pg_egress_da')});
+			return $ret == 0;
+		}),
+	'A: the operator dropped the slot of the failing destination');
+# changes while no slot exists
+sql(q{INSERT INTO tb SELECT i, 'no slot' FROM generate_series(200, 210) i});
+sql(q{UPDATE tb SET v = 'updated without slot' WHERE id <= 5});
+
+# the new session syncs ta (big) first; the worker is terminated meanwhile
+chmod(0700, $dir_a) or die "chmod: $!";
+# terminate the worker as soon as it syncs ta (one round trip)
+my $killed = '';
+ok( poll_until(
+		'the CDC worker to sync ta again', 90,
+		sub {
+			$killed = sql(qq{SELECT pg_terminate_backend(a.pid) FROM egress_streams s, pg_stat_activity a
+				WHERE s.name = 'ta' AND s.state = 'syncing' AND s.version > $va{ta}
+				AND a.backend_type = 'pg_egress cdc'});
+			return $killed =~ /t/;
+		}),
+	'A: the new session syncs ta first; the worker is terminated during that sync');
+ok(slot_row($node, 'pg_egress_da'), 'A: a new slot exists');
+is(stream_row($node, 'tb')->{state}, 'streaming', 'A: tb still shows streaming (not marked for resync)');
+
+wait_stream_where($node, 'ta', "state = 'streaming' AND version > $va{ta}", 90, 'A: ta synced again');
+wait_stream_state($node, 'tb', 'streaming');
+sql(q{INSERT INTO tb VALUES (1000, 'after')});
+wait_caught_up($node, $_) foreach qw(ta tb);
+note 'tb: ' . EgressTest::_short_row(stream_row($node, 'tb'));
+compare_states(mirror_of($dir_a, 'tb', 'public-tb', ['id']), table_state($node, 'tb', ['id']),
+	'A (FAILS NOW): tb, whose sync on the new slot was never done, lost nothing');
+sql(q{SELECT egress_remove_stream('ta'); SELECT egress_remove_stream('tb')});
+
+# ---------------------------------------------------------------------------
+# B. kill -9 of the CDC worker during an initial sync
+# ---------------------------------------------------------------------------
+my $dir_b = new_outdir($node, 'b');
+add_destination($node, 'db', $dir_b);
+sql(q{
+CREATE TABLE tc (id integer PRIMARY KEY, v text);
+CREATE TABLE td (id integer PRIMARY KEY, v text);
+INSERT INTO tc SELECT i, 'v' FROM generate_series(1, 1000000) i;
+INSERT INTO td SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('td', 'td', method => 'LOG_BASED', destination => 'db');
+});
+wait_stream_state($node, 'td', 'streaming');
+sql(q{INSERT INTO td SELECT i, 'before the sync of tc' FROM generate_series(100, 110) i});
+sql(q{SELECT egress_add_stream('tc', 'tc', method => 'LOG_BASED', destination => 'db')});
+my $wpid2 = '';
+ok( poll_until(
+		'the CDC worker to sync tc', 90,
+		sub {
+			$wpid2 = sql(q{SELECT a.pid FROM egress_streams s, pg_stat_activity a
+				WHERE s.name = 'tc' AND s.state = 'syncing' AND a.pid = s.worker_pid AND a.backend_type = 'pg_egress cdc'});
+			return 0 if $wpid2 eq '';
+			kill 'KILL', $wpid2;
+			return 1;
+		}),
+	'B: tc is syncing; its CDC worker killed with SIGKILL');
+poll_until('the cluster to come back', 60, sub { my ($r) = $node->psql('postgres', 'SELECT 1'); $r == 0 });
+sql(q{INSERT INTO tc VALUES (-1, 'after crash'); INSERT INTO td VALUES (500, 'after crash')});
+wait_stream_state($node, $_, 'streaming') foreach qw(tc td);
+wait_caught_up($node, $_) foreach qw(tc td);
+compare_states(mirror_of($dir_b, 'td', 'public-td', ['id']), table_state($node, 'td', ['id']),
+	'B: td nothing lost after kill -9 during the sync of tc');
+
+# ---------------------------------------------------------------------------
+# C. (FAILS NOW) pause and resume in quick succession (one transaction, or
+# both before the CDC worker looked): egress_resume_stream() marks the
+# stream 'pending' + resync, but config_fingerprint() (cdc.c) hashes
+# enabled, state = 'error' and (resync AND state = 'streaming') only, which
+# are all as before: the worker never starts a new session, the resync
+# never happens and egress_streams shows 'pending' for good, while
+# persist_bookmarks() ("... AND state = 'streaming'") stops recording the
+# stream's progress.
+# ---------------------------------------------------------------------------
+my $dir_c = new_outdir($node, 'c');
+add_destination($node, 'dc', $dir_c);
+sql(q{
+CREATE TABLE te (id integer PRIMARY KEY, v text);
+CREATE TABLE tf (id integer PRIMARY KEY, v text);
+INSERT INTO te SELECT i, 'v' || i FROM generate_series(1, 20) i;
+INSERT INTO tf SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('te', 'te', method => 'LOG_BASED', destination => 'dc');
+SELECT egress_add_stream('tf', 'tf', method => 'LOG_BASED', destination => 'dc');
+});
+wait_stream_state($node, $_, 'streaming') foreach qw(te tf);
+my $ve = stream_row($node, 'te')->{version};
+sql(q{SELECT egress_pause_stream('te'); SELECT egress_resume_stream('te')});
+sql(q{INSERT INTO te VALUES (100, 'after resume'); INSERT INTO tf VALUES (100, 'after resume')});
+wait_stream_where($node, 'te', "state = 'streaming' AND version > $ve", 30,
+	'C (FAILS NOW): pause + resume at once: the stream is synced again (new version), egress_streams shows streaming');
+wait_caught_up($node, 'tf');
+compare_states(mirror($dir_c, 'public-te', ['id']), table_state($node, 'te', ['id']), 'C: te nothing lost');
+
+# ---------------------------------------------------------------------------
+# D. (FAILS NOW) the hard WAL limit and a long transaction elsewhere.  A
+# slot's restart_lsn cannot pass the start of the oldest running
+# transaction that wrote WAL, whatever table it touches.  One long bulk
+# load (or a session idle in transaction with an xid) while other WAL is
+# written makes a HEALTHY, caught-up destination's slot "hold" more than
+# pg_egress.max_slot_wal: enforce_wal_limit() (cdc.c) drops it and resyncs
+# every stream, and the new slot's creation then waits for that
+# transaction to end: no change of any stream of the destination is
+# delivered meanwhile.
+# ---------------------------------------------------------------------------
+my $dir_d = new_outdir($node, 'd');
+add_destination($node, 'dd', $dir_d);
+sql(q{
+CREATE TABLE tg (id integer PRIMARY KEY, v text);
+CREATE TABLE unrelated (id integer);
+CREATE TABLE filler (id integer, v text);
+INSERT INTO tg SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('tg', 'tg', method => 'LOG_BASED', destination => 'dd');
+});
+wait_stream_state($node, 'tg', 'streaming');
+my $vg = stream_row($node, 'tg')->{version};
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '2MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wal') eq '2MB' });
+my $offset_d = -s $node->logfile;
+# a long transaction on a table no stream reads
+my $long = IPC::Run::start(
+	[ 'psql', '-X', '-q', '-d', $node->connstr('postgres') . ' application_name=longtx',
+	  '-c', 'BEGIN; INSERT INTO unrelated VALUES (1); SELECT pg_sleep(60); COMMIT;' ],
+	'>', '/dev/null', '2>', '/dev/null');
+poll_until('the long transaction to have an xid', 30,
+	sub { sql(q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'longtx' AND backend_xid IS NOT NULL}) eq '1' });
+# ordinary traffic: 4 x 1.5 MB of WAL, and a change of the stream each time
+foreach my $i (1 .. 4)
+{
+	sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, 10000) i});
+	sql(qq{INSERT INTO tg VALUES (100 + $i, 'healthy destination')});
+	usleep(300_000);
+}
+my $delivered = poll_until('tg to deliver its changes while the long transaction runs', 20,
+	sub { my @r = grep { $_->{id} >= 101 } map { $_->{record} } grep { ($_->{type} // '') eq 'RECORD' && ($_->{stream} // '') eq 'public-tg' }
+			map { @{ $_->{messages} } } cdc_batches($dir_d);
+		  return scalar(@r) >= 4; });
+ok($delivered, 'D (FAILS NOW): a healthy destination delivers while a long transaction elsewhere runs');
+unlike(substr(slurp_file($node->logfile), $offset_d), qr/dropped replication slot "pg_egress_dd"/,
+	'D (FAILS NOW): the slot of a healthy, caught-up destination is not dropped by max_slot_wal');
+$node->psql('postgres', q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'longtx'});
+eval { $long->finish; };
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+wait_stream_state($node, 'tg', 'streaming');
+wait_caught_up($node, 'tg');
+compare_states(mirror_of($dir_d, 'tg', 'public-tg', ['id']), table_state($node, 'tg', ['id']), 'D: tg nothing lost');
+
+$node->stop;
+done_testing();
