@@ -14,6 +14,12 @@
 
 #include "access/relation.h"
 #include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "utils/fmgroids.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "storage/lmgr.h"
@@ -415,10 +421,118 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 	}
 }
 
+/* The schema of extension pg_egress, or InvalidOid (PG 15 exports no helper). */
+static Oid
+egress_extension_schema(void)
+{
+	Oid			extoid = get_extension_oid("pg_egress", true);
+	Oid			result = InvalidOid;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	if (!OidIsValid(extoid))
+		return InvalidOid;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		result = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/*
+ * May role use the server's S3 credentials, as egress_export() does?
+ * Superusers, and roles allowed to execute egress_export(text, text, text)
+ * of the extension's schema (not granted to PUBLIC).
+ */
+static bool
+may_use_s3_credentials(Oid role)
+{
+	Oid			extschema;
+	Oid			fnoid = InvalidOid;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+	if (superuser_arg(role))
+		return true;
+	extschema = egress_extension_schema();
+	if (OidIsValid(extschema))
+	{
+		char	   *nspname = get_namespace_name(extschema);
+
+		if (nspname != NULL)
+			fnoid = LookupFuncName(list_make2(makeString(nspname),
+											  makeString("egress_export")),
+								   3, argtypes, true);
+	}
+	return OidIsValid(fnoid) && pg_proc_aclcheck(fnoid, role, ACL_EXECUTE) == ACLCHECK_OK;
+}
+
+/*
+ * egress_destination_use_problem
+ *		What keeps role from sending a stream to a destination of this kind
+ *		owned by dest_owner (InvalidOid: not checked), or NULL when nothing
+ *		does.  The one rule for egress_add_destination(), egress_add_stream()
+ *		and the workers, which check it again whenever they open a sink: a
+ *		right revoked since the stream was added stops it.
+ *
+ *		file: the rights of COPY to a file (pg_write_server_files);
+ *		s3: the server's S3 credentials (see may_use_s3_credentials);
+ *		any kind: the privileges of the destination's owner.
+ *
+ *		Caller is in a transaction; the message is palloc'd.
+ */
+char *
+egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner)
+{
+	char	   *rolename = GetUserNameFromId(role, true);
+
+	if (rolename == NULL)
+		return psprintf("role %u no longer exists", role);
+	if (OidIsValid(dest_owner) && !has_privs_of_role(role, dest_owner))
+	{
+		char	   *ownername = GetUserNameFromId(dest_owner, true);
+
+		return ownername ?
+			psprintf("role \"%s\" no longer has the privileges of role \"%s\", the owner of the destination",
+					 rolename, ownername) :
+			psprintf("the role that owned the destination no longer exists");
+	}
+	if (strcmp(kind, "file") == 0 && !has_privs_of_role(role, ROLE_PG_WRITE_SERVER_FILES))
+		return psprintf("role \"%s\" has no privileges of role \"pg_write_server_files\", which file destinations need",
+						rolename);
+	if (strcmp(kind, "s3") == 0 && !may_use_s3_credentials(role))
+		return psprintf("role \"%s\" may not use the server's S3 credentials, which S3 destinations need",
+						rolename);
+	return NULL;
+}
+
+/*
+ * In a worker: the stream's owner may still send the stream to its
+ * destination, or ERROR (which the worker records as the stream's error).
+ */
+void
+egress_check_destination_use(EgressStreamDef *def)
+{
+	char	   *problem = egress_destination_use_problem(def->owner, def->dest_kind,
+														 def->dest_owner);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("stream \"%s\" may no longer use destination \"%s\": %s",
+						def->name, def->dest_name, problem)));
+}
+
 static void
 check_write_server_files(void)
 {
-	if (!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+	if (egress_destination_use_problem(GetUserId(), "file", InvalidOid) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to write to file destinations"),
@@ -432,28 +546,9 @@ check_write_server_files(void)
  * is not granted to PUBLIC.
  */
 static void
-check_s3_credentials_use(FunctionCallInfo fcinfo)
+check_s3_credentials_use(void)
 {
-	Oid			extschema = InvalidOid;
-	Oid			fnoid = InvalidOid;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-
-	if (superuser())
-		return;
-	/* the extension's schema: the one of the calling function */
-	if (fcinfo->flinfo && OidIsValid(fcinfo->flinfo->fn_oid))
-		extschema = get_func_namespace(fcinfo->flinfo->fn_oid);
-	if (OidIsValid(extschema))
-	{
-		char	   *nspname = get_namespace_name(extschema);
-
-		if (nspname != NULL)
-			fnoid = LookupFuncName(list_make2(makeString(nspname),
-											  makeString("egress_export")),
-								   3, argtypes, true);
-	}
-	if (!OidIsValid(fnoid) ||
-		pg_proc_aclcheck(fnoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (egress_destination_use_problem(GetUserId(), "s3", InvalidOid) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to use S3 destinations"),
@@ -696,7 +791,7 @@ egress_add_destination(PG_FUNCTION_ARGS)
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
 	else if (strcmp(kind, "s3") == 0)
-		check_s3_credentials_use(fcinfo);
+		check_s3_credentials_use();
 	egress_check_destination_host(kind, location);
 
 	egress_catalog_enter(&guard);
@@ -1116,11 +1211,14 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					 errdetail("Only members of the destination's owner role may send streams to it.")));
 	}
 	dest_kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (strcmp(dest_kind, "file") == 0 &&
-		!has_privs_of_role(caller, ROLE_PG_WRITE_SERVER_FILES))
+	/* the same rule the workers apply again whenever they open the sink */
+	if (egress_destination_use_problem(caller, dest_kind, InvalidOid) != NULL)
 	{
 		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
-		check_write_server_files();
+		if (strcmp(dest_kind, "s3") == 0)
+			check_s3_credentials_use();
+		else
+			check_write_server_files();
 	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{

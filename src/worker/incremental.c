@@ -46,6 +46,7 @@
 #include "utils/typcache.h"
 
 #include "catalog/catalog.h"
+#include "catalog/sqlfuncs.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 #include "worker/incremental.h"
@@ -117,6 +118,8 @@ claim_run(int32 stream_id, RunStart *start)
 		egress_worker_catalog_end(&guard);
 		return NULL;
 	}
+	/* the owner may still use the destination (rights may have been revoked) */
+	egress_check_destination_use(def);
 
 	values[0] = Int32GetDatum(stream_id);
 	if (egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
@@ -463,6 +466,7 @@ incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
 	def = claim_run(stream_id, &start);
 	if (def == NULL)
 		return;					/* removed or paused meanwhile */
+	egress_set_slot_owner(slot, def->owner);
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	slot->claimed = true;
 	LWLockRelease(egress_shared->lock);

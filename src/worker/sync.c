@@ -24,6 +24,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
+#include "catalog/sqlfuncs.h"
 #include "encode/singer.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
@@ -71,6 +72,8 @@ claim_stream(int32 stream_id, int64 *version)
 		egress_worker_catalog_end(&guard);
 		return NULL;
 	}
+	/* the owner may still use the destination (rights may have been revoked) */
+	egress_check_destination_use(def);
 
 	*version = egress_next_version(def->prev_version);
 	egress_mark_syncing(stream_id, *version);
@@ -166,6 +169,7 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	def = claim_stream(stream_id, &version);
 	if (def == NULL)
 		return;					/* removed or paused meanwhile */
+	egress_set_slot_owner(slot, def->owner);
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	slot->claimed = true;
 	LWLockRelease(egress_shared->lock);
