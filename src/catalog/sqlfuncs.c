@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "commands/extension.h"
 #include "access/genam.h"
@@ -515,12 +516,28 @@ egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner)
 /*
  * In a worker: the stream's owner may still send the stream to its
  * destination, or ERROR (which the worker records as the stream's error).
+ * Called in a transaction or between a worker's transactions, after the
+ * stream was claimed (its resync request taken: no restart loop).
  */
 void
 egress_check_destination_use(EgressStreamDef *def)
 {
-	char	   *problem = egress_destination_use_problem(def->owner, def->dest_kind,
-														 def->dest_owner);
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		in_xact = IsTransactionState();
+	char	   *problem;
+
+	/* between a worker's transactions: one of its own, to read the catalog */
+	if (!in_xact)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+	problem = egress_destination_use_problem(def->owner, def->dest_kind, def->dest_owner);
+	if (problem != NULL)
+		problem = MemoryContextStrdup(oldcxt, problem);
+	if (!in_xact)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(oldcxt);
 
 	if (problem != NULL)
 		ereport(ERROR,
@@ -737,9 +754,19 @@ check_changes_keyed(Oid relid, const char *qualified)
 /*
  * The destination's slot can be used or made, and one more slot is free
  * for the initial sync's snapshot.
+ *
+ * An existing slot the destination did not create (slot_owned false), under
+ * the name of option "slot_name" or the default name pg_egress_<dest>,
+ * would be adopted: consumed and advanced, maybe under another tool's feet.
+ * That needs the REPLICATION attribute of the destination's owner (as
+ * "slot_name" does of its setter), except for a slot pg_egress made for a
+ * removed destination of the same name, waiting in egress.dropped_slot for
+ * the database worker: that one the CDC worker takes over.  Caller is
+ * inside egress_catalog_enter().
  */
 static void
-check_slot_available(const char *dest, const char *slot_name)
+check_slot_available(const char *dest, const char *slot_name, Oid dest_owner,
+					 bool slot_owned)
 {
 	char	   *plugin = NULL;
 	Oid			dboid = InvalidOid;
@@ -752,6 +779,22 @@ check_slot_available(const char *dest, const char *slot_name)
 				 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"", slot_name, dest),
 				 errdetail("pg_egress needs a slot of this database with plugin wal2json; it has plugin \"%s\".",
 						   plugin)));
+	if (exists && !slot_owned && !has_rolreplication(dest_owner))
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(slot_name)};
+
+		if (egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
+								"WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+								1, argtypes, values, NULL, true) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to use replication slot \"%s\" for destination \"%s\"",
+							slot_name, dest),
+					 errdetail("The slot exists and destination \"%s\" did not create it: consuming it would take changes from the tool that made it.",
+							   dest),
+					 errhint("Only destinations owned by superusers or roles with the REPLICATION attribute may use an existing slot; add the destination under another name to get a slot of its own.")));
+	}
 	if (egress_free_slots() < needed)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -1195,7 +1238,8 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 								"WHERE name OPERATOR(pg_catalog.=) $1" :
 								"SELECT owner::pg_catalog.oid, kind, "
 								"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
-								"'pg_egress_' OPERATOR(pg_catalog.||) name) "
+								"'pg_egress_' OPERATOR(pg_catalog.||) name), "
+								"slot_name IS NOT NULL AND slot_owned "
 								"FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
 								1, argtypes, values, NULL, false) == 0)
 			ereport(ERROR,
@@ -1223,8 +1267,10 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		char	   *slot_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		bool		slot_owned = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 4, &isnull));
 
-		check_slot_available(dest, slot_name);
+		check_slot_available(dest, slot_name, dest_owner, slot_owned);
 		if (taking_over)
 			egress_takeover_check_slot(&takeover, slot_name);
 	}

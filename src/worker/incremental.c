@@ -118,8 +118,6 @@ claim_run(int32 stream_id, RunStart *start)
 		egress_worker_catalog_end(&guard);
 		return NULL;
 	}
-	/* the owner may still use the destination (rights may have been revoked) */
-	egress_check_destination_use(def);
 
 	values[0] = Int32GetDatum(stream_id);
 	if (egress_catalog_exec("SELECT st.resync, st.version, st.rows_sent, "
@@ -472,6 +470,11 @@ incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
 	LWLockRelease(egress_shared->lock);
 	egress_set_phase(slot, "reading");
 
+	/*
+	 * The owner may still send the stream there: a right revoked since the
+	 * stream was added stops it (the error becomes the stream's).
+	 */
+	egress_check_destination_use(def);
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 	current_sink->owner_superuser = def->dest_owner_superuser;
 	run_incremental(def, current_sink, slot, &start, &inc, &result);

@@ -72,8 +72,6 @@ claim_stream(int32 stream_id, int64 *version)
 		egress_worker_catalog_end(&guard);
 		return NULL;
 	}
-	/* the owner may still use the destination (rights may have been revoked) */
-	egress_check_destination_use(def);
 
 	*version = egress_next_version(def->prev_version);
 	egress_mark_syncing(stream_id, *version);
@@ -175,6 +173,11 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	LWLockRelease(egress_shared->lock);
 	egress_set_phase(slot, "reading");
 
+	/*
+	 * The owner may still send the stream there: a right revoked since the
+	 * stream was added stops it (the error becomes the stream's).
+	 */
+	egress_check_destination_use(def);
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 	current_sink->owner_superuser = def->dest_owner_superuser;
 	ereport(LOG,
