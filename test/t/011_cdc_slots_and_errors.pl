@@ -245,6 +245,15 @@ SELECT pg_create_logical_replication_slot('pg_egress_rt', 'wal2json');
 	sql(q{INSERT INTO tr VALUES (2, 're-added')});
 	wait_caught_up($node, 'srr');
 	is(stream_row_wait($node, 'srr')->{state}, 'streaming', 'the re-added destination streams');
+
+	# the right to write server files is checked again as of the next change
+	my $files = scalar(cdc_batches($rdir));
+	sql(q{REVOKE pg_write_server_files FROM norep});
+	sql(q{INSERT INTO tr VALUES (3, 'after the revoke')});
+	wait_stream_where($node, 'srr', q{state = 'error'}, 60,
+		'LOG_BASED: an owner who lost pg_write_server_files: the stream goes to error');
+	like(stream_row_wait($node, 'srr')->{last_error} // '', qr/pg_write_server_files/, 'last_error names it');
+	is(scalar(cdc_batches($rdir)), $files, 'the change after the revoke was not written');
 	sql(q{SELECT egress_remove_destination('rr', true); SELECT egress_remove_destination('rt', true);
 		SELECT egress_remove_destination('rt2', true); SELECT pg_drop_replication_slot('pg_egress_rt2')});
 	# adopted, not pg_egress's: left alone on removal
