@@ -192,7 +192,11 @@ LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 CREATE FUNCTION egress_preview_record_via_text(value anyelement) RETURNS json AS 'MODULE_PATHNAME', 'egress_preview_record_via_text' LANGUAGE C STABLE STRICT;
 
-CREATE VIEW egress_streams AS
+-- security_barrier: the membership qual is evaluated before any function
+-- of the caller's WHERE clause, which could otherwise see (and leak) the
+-- rows of other roles' streams: names, bookmarks (key values), options,
+-- last_error.
+CREATE VIEW egress_streams WITH (security_barrier) AS
 SELECT s.name,
 	   s.relation,
 	   s.method,
@@ -231,7 +235,7 @@ SELECT s.name,
  -- the installing search_path would otherwise match better
  WHERE pg_catalog.pg_has_role(s.owner, 'MEMBER');
 
-CREATE VIEW egress_stream_patterns AS
+CREATE VIEW egress_stream_patterns WITH (security_barrier) AS
 SELECT p.id, p.include, p.exclude, p.method, p.destination, p.options, p.owner, p.created_at
   FROM egress.stream_pattern p
  WHERE pg_catalog.pg_has_role(p.owner, 'MEMBER');

@@ -46,6 +46,9 @@ typedef struct EgressWorkerSlot
 	int64		lag_bytes;		/* CDC: WAL held by the slot, -1 unknown */
 	uint64		confirmed_lsn;	/* CDC: acknowledged position, 0 unknown */
 	TimestampTz started_at;
+	Oid			owner;			/* the stream's owner; InvalidOid: not known
+								 * yet (egress_stream_activity() shows the
+								 * entry to superusers only) */
 } EgressWorkerSlot;
 
 typedef struct EgressShared
@@ -72,6 +75,7 @@ extern EgressWorkerSlot *egress_claim_destination(const char *dest, pid_t *holde
 extern pid_t egress_stream_holder(int32 stream_id, const char *dest);
 extern void egress_release_slot(EgressWorkerSlot *slot);
 extern void egress_set_phase(EgressWorkerSlot *slot, const char *phase);
+extern void egress_set_slot_owner(EgressWorkerSlot *slot, Oid owner);
 
 /* launcher.c, dbworker.c, sync.c: entry points named in bgw_function_name */
 extern void egress_register_launcher(void);

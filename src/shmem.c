@@ -14,6 +14,7 @@
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -234,6 +235,20 @@ egress_set_phase(EgressWorkerSlot *slot, const char *phase)
 	LWLockRelease(egress_shared->lock);
 }
 
+/*
+ * The owner of the stream an entry serves, once the worker has loaded the
+ * stream: egress_stream_activity() shows the entry to that owner's members.
+ */
+void
+egress_set_slot_owner(EgressWorkerSlot *slot, Oid owner)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	slot->owner = owner;
+	LWLockRelease(egress_shared->lock);
+}
+
 void
 egress_release_slot(EgressWorkerSlot *slot)
 {
@@ -247,21 +262,40 @@ Datum
 egress_stream_activity(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EgressWorkerSlot *copy;
+	int			n = 0;
+	bool		caller_super = superuser();
 
 	InitMaterializedSRF(fcinfo, 0);
 
 	if (egress_shared == NULL)
 		PG_RETURN_VOID();
 
+	/*
+	 * A copy first: whose rows the caller may see is decided outside the
+	 * lock (role membership reads the catalog).
+	 */
+	copy = palloc(sizeof(EgressWorkerSlot) * Max(egress_shared->nslots, 1));
 	LWLockAcquire(egress_shared->lock, LW_SHARED);
 	for (int i = 0; i < egress_shared->nslots; i++)
+		if (egress_shared->slots[i].in_use && egress_shared->slots[i].stream_id != 0)
+			copy[n++] = egress_shared->slots[i];	/* destinations' entries are not streams */
+	LWLockRelease(egress_shared->lock);
+
+	for (int i = 0; i < n; i++)
 	{
-		EgressWorkerSlot *slot = &egress_shared->slots[i];
+		EgressWorkerSlot *slot = &copy[i];
 		Datum		values[9];
 		bool		nulls[9] = {0};
 
-		if (!slot->in_use || slot->stream_id == 0)
-			continue;			/* destinations' entries are not streams */
+		/*
+		 * The live figures of the streams of the roles the caller is a
+		 * member of, as egress_streams shows their rows; an entry whose
+		 * owner is not known yet only to superusers.
+		 */
+		if (!caller_super &&
+			(!OidIsValid(slot->owner) || !is_member_of_role(GetUserId(), slot->owner)))
+			continue;
 		values[0] = Int32GetDatum(slot->stream_id);
 		values[1] = Int32GetDatum(slot->pid);
 		values[2] = CStringGetTextDatum(slot->phase);
@@ -275,7 +309,6 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 		nulls[8] = slot->confirmed_lsn == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(egress_shared->lock);
 
 	PG_RETURN_VOID();
 }

@@ -175,8 +175,8 @@ egress_load_stream(int32 stream_id, MemoryContext callercxt)
 	def->prev_version = DatumGetInt64(SPI_getbinval(tup, desc, 15, &isnull));
 	if (isnull)
 		def->prev_version = 0;
-	def->dest_owner_superuser =
-		superuser_arg(DatumGetObjectId(SPI_getbinval(tup, desc, 16, &isnull)));
+	def->dest_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 16, &isnull));
+	def->dest_owner_superuser = superuser_arg(def->dest_owner);
 	MemoryContextSwitchTo(oldcxt);
 	return def;
 }

@@ -50,7 +50,8 @@ typedef struct EgressStreamDef
 	char	   *dest_kind;
 	char	   *dest_location;
 	Jsonb	   *dest_options;
-	bool		dest_owner_superuser;	/* the destination's owner */
+	Oid			dest_owner;		/* the destination's owner */
+	bool		dest_owner_superuser;	/* ... is a superuser */
 	int64		prev_version;
 } EgressStreamDef;
 

@@ -13,7 +13,14 @@
 #include <curl/curl.h>
 
 #include "access/relation.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "utils/fmgroids.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "storage/lmgr.h"
@@ -416,10 +423,134 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 	}
 }
 
+/* The schema of extension pg_egress, or InvalidOid (PG 15 exports no helper). */
+static Oid
+egress_extension_schema(void)
+{
+	Oid			extoid = get_extension_oid("pg_egress", true);
+	Oid			result = InvalidOid;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	if (!OidIsValid(extoid))
+		return InvalidOid;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		result = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+/*
+ * May role use the server's S3 credentials, as egress_export() does?
+ * Superusers, and roles allowed to execute egress_export(text, text, text)
+ * of the extension's schema (not granted to PUBLIC).
+ */
+static bool
+may_use_s3_credentials(Oid role)
+{
+	Oid			extschema;
+	Oid			fnoid = InvalidOid;
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+
+	if (superuser_arg(role))
+		return true;
+	extschema = egress_extension_schema();
+	if (OidIsValid(extschema))
+	{
+		char	   *nspname = get_namespace_name(extschema);
+
+		if (nspname != NULL)
+			fnoid = LookupFuncName(list_make2(makeString(nspname),
+											  makeString("egress_export")),
+								   3, argtypes, true);
+	}
+	return OidIsValid(fnoid) && pg_proc_aclcheck(fnoid, role, ACL_EXECUTE) == ACLCHECK_OK;
+}
+
+/*
+ * egress_destination_use_problem
+ *		What keeps role from sending a stream to a destination of this kind
+ *		owned by dest_owner (InvalidOid: not checked), or NULL when nothing
+ *		does.  The one rule for egress_add_destination(), egress_add_stream()
+ *		and the workers, which check it again whenever they open a sink: a
+ *		right revoked since the stream was added stops it.
+ *
+ *		file: the rights of COPY to a file (pg_write_server_files);
+ *		s3: the server's S3 credentials (see may_use_s3_credentials);
+ *		any kind: the privileges of the destination's owner.
+ *
+ *		Caller is in a transaction; the message is palloc'd.
+ */
+char *
+egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner)
+{
+	char	   *rolename = GetUserNameFromId(role, true);
+
+	if (rolename == NULL)
+		return psprintf("role %u no longer exists", role);
+	if (OidIsValid(dest_owner) && !has_privs_of_role(role, dest_owner))
+	{
+		char	   *ownername = GetUserNameFromId(dest_owner, true);
+
+		return ownername ?
+			psprintf("role \"%s\" no longer has the privileges of role \"%s\", the owner of the destination",
+					 rolename, ownername) :
+			psprintf("the role that owned the destination no longer exists");
+	}
+	if (strcmp(kind, "file") == 0 && !has_privs_of_role(role, ROLE_PG_WRITE_SERVER_FILES))
+		return psprintf("role \"%s\" has no privileges of role \"pg_write_server_files\", which file destinations need",
+						rolename);
+	if (strcmp(kind, "s3") == 0 && !may_use_s3_credentials(role))
+		return psprintf("role \"%s\" may not use the server's S3 credentials, which S3 destinations need",
+						rolename);
+	return NULL;
+}
+
+/*
+ * In a worker: the stream's owner may still send the stream to its
+ * destination, or ERROR (which the worker records as the stream's error).
+ * Called in a transaction or between a worker's transactions, after the
+ * stream was claimed (its resync request taken: no restart loop).
+ */
+void
+egress_check_destination_use(EgressStreamDef *def)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		in_xact = IsTransactionState();
+	char	   *problem;
+
+	/* between a worker's transactions: one of its own, to read the catalog */
+	if (!in_xact)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+	}
+	problem = egress_destination_use_problem(def->owner, def->dest_kind, def->dest_owner);
+	if (problem != NULL)
+		problem = MemoryContextStrdup(oldcxt, problem);
+	if (!in_xact)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(oldcxt);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("stream \"%s\" may no longer use destination \"%s\": %s",
+						def->name, def->dest_name, problem)));
+}
+
 static void
 check_write_server_files(void)
 {
-	if (!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+	if (egress_destination_use_problem(GetUserId(), "file", InvalidOid) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to write to file destinations"),
@@ -433,28 +564,9 @@ check_write_server_files(void)
  * is not granted to PUBLIC.
  */
 static void
-check_s3_credentials_use(FunctionCallInfo fcinfo)
+check_s3_credentials_use(void)
 {
-	Oid			extschema = InvalidOid;
-	Oid			fnoid = InvalidOid;
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-
-	if (superuser())
-		return;
-	/* the extension's schema: the one of the calling function */
-	if (fcinfo->flinfo && OidIsValid(fcinfo->flinfo->fn_oid))
-		extschema = get_func_namespace(fcinfo->flinfo->fn_oid);
-	if (OidIsValid(extschema))
-	{
-		char	   *nspname = get_namespace_name(extschema);
-
-		if (nspname != NULL)
-			fnoid = LookupFuncName(list_make2(makeString(nspname),
-											  makeString("egress_export")),
-								   3, argtypes, true);
-	}
-	if (!OidIsValid(fnoid) ||
-		pg_proc_aclcheck(fnoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (egress_destination_use_problem(GetUserId(), "s3", InvalidOid) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to use S3 destinations"),
@@ -643,9 +755,19 @@ check_changes_keyed(Oid relid, const char *qualified)
 /*
  * The destination's slot can be used or made, and one more slot is free
  * for the initial sync's snapshot.
+ *
+ * An existing slot the destination did not create (slot_owned false), under
+ * the name of option "slot_name" or the default name pg_egress_<dest>,
+ * would be adopted: consumed and advanced, maybe under another tool's feet.
+ * That needs the REPLICATION attribute of the destination's owner (as
+ * "slot_name" does of its setter), except for a slot pg_egress made for a
+ * removed destination of the same name, waiting in egress.dropped_slot for
+ * the database worker: that one the CDC worker takes over.  Caller is
+ * inside egress_catalog_enter().
  */
 static void
-check_slot_available(const char *dest, const char *slot_name)
+check_slot_available(const char *dest, const char *slot_name, Oid dest_owner,
+					 bool slot_owned)
 {
 	char	   *plugin = NULL;
 	Oid			dboid = InvalidOid;
@@ -658,6 +780,22 @@ check_slot_available(const char *dest, const char *slot_name)
 				 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"", slot_name, dest),
 				 errdetail("pg_egress needs a slot of this database with plugin wal2json; it has plugin \"%s\".",
 						   plugin)));
+	if (exists && !slot_owned && !has_rolreplication(dest_owner))
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(slot_name)};
+
+		if (egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
+								"WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+								1, argtypes, values, NULL, true) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to use replication slot \"%s\" for destination \"%s\"",
+							slot_name, dest),
+					 errdetail("The slot exists and destination \"%s\" did not create it: consuming it would take changes from the tool that made it.",
+							   dest),
+					 errhint("Only destinations owned by superusers or roles with the REPLICATION attribute may use an existing slot; add the destination under another name to get a slot of its own.")));
+	}
 	if (egress_free_slots() < needed)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -697,7 +835,7 @@ egress_add_destination(PG_FUNCTION_ARGS)
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
 	else if (strcmp(kind, "s3") == 0)
-		check_s3_credentials_use(fcinfo);
+		check_s3_credentials_use();
 	egress_check_destination_host(kind, location);
 
 	egress_catalog_enter(&guard);
@@ -1142,7 +1280,8 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 								"WHERE name OPERATOR(pg_catalog.=) $1" :
 								"SELECT owner::pg_catalog.oid, kind, "
 								"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
-								"'pg_egress_' OPERATOR(pg_catalog.||) name) "
+								"'pg_egress_' OPERATOR(pg_catalog.||) name), "
+								"slot_name IS NOT NULL AND slot_owned "
 								"FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
 								1, argtypes, values, NULL, false) == 0)
 			ereport(ERROR,
@@ -1158,17 +1297,22 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					 errdetail("Only members of the destination's owner role may send streams to it.")));
 	}
 	dest_kind = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (strcmp(dest_kind, "file") == 0 &&
-		!has_privs_of_role(caller, ROLE_PG_WRITE_SERVER_FILES))
+	/* the same rule the workers apply again whenever they open the sink */
+	if (egress_destination_use_problem(caller, dest_kind, InvalidOid) != NULL)
 	{
 		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
-		check_write_server_files();
+		if (strcmp(dest_kind, "s3") == 0)
+			check_s3_credentials_use();
+		else
+			check_write_server_files();
 	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		char	   *slot_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		bool		slot_owned = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 4, &isnull));
 
-		check_slot_available(dest, slot_name);
+		check_slot_available(dest, slot_name, dest_owner, slot_owned);
 		if (taking_over)
 			egress_takeover_check_slot(&takeover, slot_name);
 	}

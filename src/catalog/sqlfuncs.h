@@ -8,8 +8,12 @@
 
 #include "utils/jsonb.h"
 
+#include "catalog/catalog.h"
+
 extern void egress_add_stream_internal(const char *name, Oid relid, const char *method,
 									   const char *dest, const char *replication_key,
 									   Jsonb *options, bool state_missing_ok);
+extern char *egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner);
+extern void egress_check_destination_use(EgressStreamDef *def);
 
 #endif							/* EGRESS_SQLFUNCS_H */

@@ -30,8 +30,11 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "catalog/catalog.h"
+#include "catalog/sqlfuncs.h"
 #include "encode/singer.h"
 #include "encode/singer_types.h"
 #include "export/export.h"
@@ -81,6 +84,7 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 	EgressExportResult r = {0};
 	Oid			save_userid;
 	int			save_sec;
+	int			save_nestlevel;
 	EgressBatchInfo info;
 	char		batch_id[NAMEDATALEN * 2];
 
@@ -89,6 +93,8 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("fast_sync of stream \"%s\" needs an s3 or file destination", def->name)));
 
+	/* the owner may still write there (rights may have been revoked) */
+	egress_check_destination_use(def);
 	egress_check_relation_access(def);
 	st = egress_singer_stream_for_relation(def->relid, false, false);
 
@@ -138,11 +144,19 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 		appendStringInfoString(&sql, "1");
 	appendStringInfo(&sql, " FROM %s", quote_qualified_identifier(nspname, relname));
 
-	/* read as the stream's owner, in the sync's snapshot */
+	/*
+	 * Read as the stream's owner, in the sync's snapshot, with search_path
+	 * pinned: user code the read reaches (policies, views, functions) must
+	 * not resolve names through the worker's default search_path.  An error
+	 * aborts the transaction, which restores both.
+	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(def->owner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	egress_pin_search_path();
 	egress_export_run(sql.data, uri, "format csv", NULL, &r);
+	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	/* the batch pointing at it */

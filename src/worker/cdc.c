@@ -71,6 +71,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog/catalog.h"
+#include "catalog/sqlfuncs.h"
 #include "decode/slot.h"
 #include "decode/wal2json.h"
 #include "encode/singer.h"
@@ -148,6 +149,7 @@ typedef struct CdcState
 	char	   *dest_name;
 	char	   *dest_kind;
 	char	   *dest_location;
+	Oid			dest_owner;
 	bool		dest_owner_superuser;
 	Jsonb	   *dest_options;
 	char	   *slot_name;
@@ -349,6 +351,7 @@ privilege_problem(EgressStreamDef *def)
 	HeapTuple	tup;
 	Oid			nsp;
 	char	   *role;
+	char	   *problem;
 
 	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(def->relid));
 	if (!HeapTupleIsValid(tup))
@@ -371,6 +374,11 @@ privilege_problem(EgressStreamDef *def)
 	if (check_enable_rls(def->relid, def->owner, true) == RLS_ENABLED)
 		return psprintf("row-level security of table %s applies to role \"%s\", the owner of stream \"%s\"",
 						def->relation, role, def->name);
+	/* and may still send it there (pg_write_server_files, S3, destination owner) */
+	problem = egress_destination_use_problem(def->owner, def->dest_kind, def->dest_owner);
+	if (problem != NULL)
+		return psprintf("stream \"%s\" may no longer use destination \"%s\": %s",
+						def->name, def->dest_name, problem);
 	return NULL;
 }
 
@@ -1356,8 +1364,8 @@ load_config(MemoryContext cxt)
 		cdc->dest_options = isnull ? NULL : DatumGetJsonbPCopy(d);
 		cdc->slot_name = SPI_getvalue(tup, desc, 4);
 		cdc->slot_owned = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-		cdc->dest_owner_superuser =
-			superuser_arg(DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)));
+		cdc->dest_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
+		cdc->dest_owner_superuser = superuser_arg(cdc->dest_owner);
 		opt_slot = egress_jsonb_get_string(cdc->dest_options, "slot_name");
 		if (cdc->slot_name == NULL)
 			cdc->slot_name = opt_slot ? opt_slot : psprintf("pg_egress_%s", cdc->dest_name);
@@ -1431,6 +1439,8 @@ load_config(MemoryContext cxt)
 		s->pause_on_lag = policy != NULL && strcmp(policy, "pause") == 0;
 		s->st_stale = true;
 		s->slot = egress_claim_cdc_stream(def->id, s->needs_sync ? "pending" : "streaming");
+		/* egress_stream_activity() shows the entry to the owner's members */
+		egress_set_slot_owner(s->slot, def->owner);
 		if (s->slot)
 		{
 			s->slot->rows_sent = s->rows_sent;
@@ -1520,12 +1530,64 @@ record_slot(const char *slot_name, bool owned)
 	egress_worker_catalog_end(&guard);
 }
 
+static void note_failure(const char *message, bool stop);
+
 /*
- * The destination's slot: adopt one that exists, else create it.  The
- * catalog says "ours" before the slot exists, so a crash in between never
- * leaves a slot pg_egress made but would not drop.
+ * May this destination use the existing slot it did not create?
+ *
+ * A slot in egress.dropped_slot is one pg_egress made (or was told to drop)
+ * for a destination removed since, waiting for the database worker: a
+ * destination added again under that name takes it over as its own, in the
+ * transaction that takes it off the list (the database worker drops only
+ * listed slots, and never one in use).
+ *
+ * Any other slot belongs to another tool (or destination): consuming it
+ * advances it for that tool, which is what the REPLICATION attribute is
+ * for.  Checked at every session, whether the slot was named by option
+ * "slot_name" or has the default name pg_egress_<destination>.
  */
-static void
+static bool
+adoption_allowed(void)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	bool		ours;
+	bool		allowed;
+
+	if (!egress_worker_catalog_begin(&guard, true))
+		return false;
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	values[1] = CStringGetTextDatum(cdc->slot_name);
+	ours = egress_catalog_exec("DELETE FROM egress.dropped_slot "
+							   "WHERE slot_name OPERATOR(pg_catalog.=) $2::pg_catalog.name",
+							   2, argtypes, values, NULL, false) > 0;
+	if (ours)
+	{
+		egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = true "
+							"WHERE name OPERATOR(pg_catalog.=) $1",
+							2, argtypes, values, NULL, false);
+		cdc->slot_owned = true;
+		allowed = true;
+	}
+	else
+		allowed = has_rolreplication(cdc->dest_owner);
+	egress_worker_catalog_end(&guard);
+	if (ours)
+		ereport(LOG,
+				(errmsg("pg_egress destination \"%s\": took over replication slot \"%s\" of a removed destination",
+						cdc->dest_name, cdc->slot_name)));
+	return allowed;
+}
+
+/*
+ * The destination's slot: adopt one that exists (see adoption_allowed),
+ * else create it.  The catalog says "ours" before the slot exists, so a
+ * crash in between never leaves a slot pg_egress made but would not drop.
+ * Returns false when the destination may not adopt the slot: its streams
+ * are then in state error, and the slot is left alone.
+ */
+static bool
 ensure_slot(void)
 {
 	char	   *plugin = NULL;
@@ -1540,11 +1602,22 @@ ensure_slot(void)
 							cdc->slot_name, cdc->dest_name),
 					 errdetail("It uses plugin \"%s\" in another database or with another plugin; pg_egress needs a wal2json slot of this database.",
 							   plugin)));
+		if (!cdc->slot_owned && !adoption_allowed())
+		{
+			char	   *message = psprintf("permission denied to use replication slot \"%s\": destination \"%s\" did not create it and its owner has no REPLICATION attribute",
+										   cdc->slot_name, cdc->dest_name);
+
+			ereport(WARNING,
+					(errmsg("pg_egress streams of destination \"%s\" stopped: %s",
+							cdc->dest_name, message)));
+			note_failure(message, true);
+			return false;
+		}
 		if (egress_slot_lost(cdc->slot_name))
 			slot_invalidated();
 		if (!cdc->slot_owned)
 			record_slot(cdc->slot_name, false);
-		return;
+		return true;
 	}
 
 	record_slot(cdc->slot_name, true);
@@ -1560,6 +1633,7 @@ ensure_slot(void)
 	 */
 	for (int i = 0; i < cdc->nstreams; i++)
 		cdc->streams[i].needs_sync = true;
+	return true;
 }
 
 /* Record acknowledged positions: the bookmarks and figures of every stream. */
@@ -2142,7 +2216,8 @@ run_session(MemoryContext sessioncxt)
 	/* every session: the owner's superuser status may have changed */
 	cdc->sink->owner_superuser = cdc->dest_owner_superuser;
 
-	ensure_slot();
+	if (!ensure_slot())
+		return true;			/* its streams stopped: the next session sees */
 	for (int i = 0; i < cdc->nstreams; i++)
 		need_sync |= cdc->streams[i].needs_sync;
 	if (need_sync)

@@ -24,6 +24,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
+#include "catalog/sqlfuncs.h"
 #include "encode/singer.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
@@ -166,11 +167,17 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	def = claim_stream(stream_id, &version);
 	if (def == NULL)
 		return;					/* removed or paused meanwhile */
+	egress_set_slot_owner(slot, def->owner);
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	slot->claimed = true;
 	LWLockRelease(egress_shared->lock);
 	egress_set_phase(slot, "reading");
 
+	/*
+	 * The owner may still send the stream there: a right revoked since the
+	 * stream was added stops it (the error becomes the stream's).
+	 */
+	egress_check_destination_use(def);
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 	current_sink->owner_superuser = def->dest_owner_superuser;
 	ereport(LOG,

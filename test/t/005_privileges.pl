@@ -180,5 +180,54 @@ sqlstate_is('etl', q{SELECT egress_resync_stream('good1')}, '42501', "etl resync
 sqlstate_is('etl', q{SELECT egress_remove_stream('good1')}, '42501', "etl removes a superuser's stream");
 is(stream_row($node, 'good1')->{state}, 'synced', "the superuser's stream is untouched");
 
+# --- rights to the destination: checked again whenever a worker opens it --
+
+my $team_dir = new_outdir($node, 'team');
+$node->safe_psql('postgres', q{
+CREATE ROLE team;
+GRANT pg_write_server_files TO team;
+GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb) TO team;
+GRANT team TO etl;
+GRANT SELECT ON t2 TO etl;
+});
+ok_as('etl', 'SET ROLE team; SELECT egress_add_destination(' . sql_quote('team_dest') . ', '
+	  . sql_quote(file_url($team_dir)) . ')', 'etl adds a destination as role team');
+ok_as('etl', q{SELECT egress_add_stream('inc_team', 't2', 'INCREMENTAL', 'team_dest', 'id', '{"interval": "1 hour"}')},
+	"etl, a member of team, adds an INCREMENTAL stream to team's destination");
+wait_stream_where($node, 'inc_team', q{state = 'synced' AND rows_sent = 5}, 60, 'inc_team: first run');
+my $team_batches = scalar(read_batches($team_dir));
+
+# no longer a member of the destination's owner
+$node->safe_psql('postgres', 'REVOKE team FROM etl');
+$node->safe_psql('postgres', q{INSERT INTO t2 VALUES (6)});
+$node->safe_psql('postgres', q{SELECT egress_resync_stream('inc_team')});
+wait_stream_state($node, 'inc_team', 'error');
+like(stream_row($node, 'inc_team')->{last_error} // '', qr/privileges of role "team"/,
+	'INCREMENTAL: a stream owner no longer in the destination\'s owner role: error, last_error says why');
+is(scalar(read_batches($team_dir)), $team_batches, 'nothing more was written to the destination');
+$attempts = attempts('inc_team');
+barrier();
+is(stream_row($node, 'inc_team')->{state}, 'error', 'inc_team stays in error');
+is(attempts('inc_team'), $attempts, 'inc_team was not retried on its own');
+is(dbworker_pid(), $worker, 'the database worker did not restart');
+
+# pg_write_server_files revoked: the workers write no more server files for etl
+ok_as('etl', q{SELECT egress_add_stream('inc_etl', 't2', 'INCREMENTAL', 'etl_dest', 'id', '{"interval": "1 hour"}')},
+	'etl adds an INCREMENTAL stream to its own file destination');
+wait_stream_where($node, 'inc_etl', q{state = 'synced' AND rows_sent = 6}, 60, 'inc_etl: first run');
+my $etl_batches = scalar(read_batches($etl_dir));
+$node->safe_psql('postgres', 'REVOKE pg_write_server_files FROM etl');
+$node->safe_psql('postgres', q{INSERT INTO t2 VALUES (7)});
+ok_as('etl', q{SELECT egress_resync_stream('inc_etl')}, 'etl asks for a run');
+wait_stream_state($node, 'inc_etl', 'error');
+like(stream_row($node, 'inc_etl')->{last_error} // '', qr/pg_write_server_files/,
+	'INCREMENTAL: an owner without pg_write_server_files: error, last_error names the role it lacks');
+is(scalar(read_batches($etl_dir)), $etl_batches, 'no file was written for etl');
+ok_as('etl', q{SELECT egress_resync_stream('s1')}, 'etl resyncs its FULL_TABLE stream');
+wait_stream_state($node, 's1', 'error');
+like(stream_row($node, 's1')->{last_error} // '', qr/pg_write_server_files/, 'FULL_TABLE: the same');
+is(scalar(read_batches($etl_dir)), $etl_batches, 'still no file written for etl');
+is(dbworker_pid(), $worker, 'the database worker still did not restart');
+
 $node->stop;
 done_testing();

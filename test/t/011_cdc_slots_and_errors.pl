@@ -178,6 +178,94 @@ sql(q{SELECT egress_remove_stream('s3')});
 slot_gone('tap_slot2', 'with drop_adopted_slot the adopted slot is dropped with the last stream');
 
 # ---------------------------------------------------------------------------
+# adopting an existing slot needs the REPLICATION attribute of the
+# destination's owner: also for the default slot name, and again at every
+# CDC session (here: after the attribute was taken away)
+# ---------------------------------------------------------------------------
+{
+	my $rdir = new_outdir($node, 'rep');
+	sql(q{
+CREATE ROLE rep LOGIN REPLICATION;
+CREATE ROLE norep LOGIN;
+GRANT pg_write_server_files TO rep, norep;
+GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_remove_destination(text, boolean) TO rep, norep;
+CREATE TABLE tr (id integer PRIMARY KEY, v text);
+GRANT SELECT ON tr TO rep, norep;
+SELECT pg_create_logical_replication_slot('pg_egress_rt', 'wal2json');
+});
+	my ($ret, $out, $err) = query_as($node, 'rep',
+		'SELECT egress_add_destination(' . sql_quote('rt') . ', ' . sql_quote(file_url($rdir)) . ');'
+		  . q{SELECT egress_add_stream('sr', 'tr', method => 'LOG_BASED', destination => 'rt')});
+	is($ret, 0, 'a role with REPLICATION adopts an existing slot under the default name') or diag $err;
+	wait_stream_state($node, 'sr', 'streaming');
+	is(sql(q{SELECT slot_name || ' ' || slot_owned FROM egress.destination WHERE name = 'rt'}),
+		'pg_egress_rt false', 'the slot is recorded as adopted');
+
+	# no REPLICATION any more: the next session refuses the slot
+	sql(q{ALTER ROLE rep NOREPLICATION});
+	sql(q{SELECT egress_pause_stream('sr')});
+	ok(poll_until('the CDC worker of rt releases its slot', 60,
+			sub { my $s = slot_row($node, 'pg_egress_rt'); $s && !defined $s->{active_pid} }),
+		'pausing the only stream ends the session');
+	my $lsn = sql(q{SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_egress_rt'});
+	sql(q{INSERT INTO tr VALUES (1, 'after')});
+	sql(q{SELECT egress_resume_stream('sr')});
+	wait_stream_where($node, 'sr', q{state = 'error'}, 60,
+		'without REPLICATION the owner\'s stream goes to error instead of consuming the adopted slot');
+	like(stream_row_wait($node, 'sr')->{last_error} // '', qr/pg_egress_rt.*REPLICATION/,
+		'last_error says why');
+	is(sql(q{SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_egress_rt'}), $lsn,
+		'the slot was not consumed');
+	ok(slot_row($node, 'pg_egress_rt'), 'the adopted slot is left alone');
+
+	# add time: a role without REPLICATION may not adopt it either
+	my ($state, $serr) = sqlstate_of($node, q{SET ROLE norep; SELECT egress_add_destination('rt2', }
+		  . sql_quote(file_url($rdir)) . q{, '{}'); RESET ROLE; SELECT pg_create_logical_replication_slot('pg_egress_rt2', 'wal2json'); SET ROLE norep; SELECT egress_add_stream('sr2', 'tr', method => 'LOG_BASED', destination => 'rt2')});
+	is($state, '42501', 'add time: the default-name slot exists and the owner has no REPLICATION: SQLSTATE 42501')
+	  or diag $serr;
+	like($serr, qr/HINT:/, '... with a hint') or diag $serr;
+	is(sql(q{SELECT count(*) FROM egress.stream WHERE name = 'sr2'}), '0', 'nothing created');
+
+	# a destination removed and added again under its name by a role
+	# without REPLICATION: its own slot (maybe still waiting to be dropped)
+	# is no adoption
+	($ret, $out, $err) = query_as($node, 'norep',
+		'SELECT egress_add_destination(' . sql_quote('rr') . ', ' . sql_quote(file_url($rdir)) . ');'
+		  . q{SELECT egress_add_stream('srr', 'tr', method => 'LOG_BASED', destination => 'rr')});
+	is($ret, 0, 'a role without REPLICATION adds a LOG_BASED stream (a slot of its own)') or diag $err;
+	wait_stream_state($node, 'srr', 'streaming');
+	($ret, $out, $err) = query_as($node, 'norep',
+		q{SELECT egress_remove_destination('rr', true);}
+		  . 'SELECT egress_add_destination(' . sql_quote('rr') . ', ' . sql_quote(file_url($rdir)) . ');'
+		  . q{SELECT egress_add_stream('srr', 'tr', method => 'LOG_BASED', destination => 'rr')});
+	is($ret, 0, 'it removes the destination and adds it again at once') or diag $err;
+	wait_stream_state($node, 'srr', 'streaming');
+	sql(q{INSERT INTO tr VALUES (2, 're-added')});
+	wait_caught_up($node, 'srr');
+	is(stream_row_wait($node, 'srr')->{state}, 'streaming', 'the re-added destination streams');
+
+	# the right to write server files is checked again as of the next change
+	my $files = scalar(cdc_batches($rdir));
+	sql(q{REVOKE pg_write_server_files FROM norep});
+	sql(q{INSERT INTO tr VALUES (3, 'after the revoke')});
+	wait_stream_where($node, 'srr', q{state = 'error'}, 60,
+		'LOG_BASED: an owner who lost pg_write_server_files: the stream goes to error');
+	like(stream_row_wait($node, 'srr')->{last_error} // '', qr/pg_write_server_files/, 'last_error names it');
+	is(scalar(cdc_batches($rdir)), $files, 'the change after the revoke was not written');
+	sql(q{SELECT egress_remove_destination('rr', true); SELECT egress_remove_destination('rt', true);
+		SELECT egress_remove_destination('rt2', true); SELECT pg_drop_replication_slot('pg_egress_rt2')});
+	# adopted, not pg_egress's: left alone on removal
+	ok(slot_row($node, 'pg_egress_rt'), 'the adopted slot is kept when its destination is removed');
+	ok(poll_until('pg_egress_rt is free', 30,
+			sub { my $s = slot_row($node, 'pg_egress_rt'); $s && !defined $s->{active_pid} }),
+		'no worker holds it');
+	sql(q{SELECT pg_drop_replication_slot('pg_egress_rt')});
+	slot_gone('pg_egress_rr', 'the re-added destination\'s slot goes with it');
+}
+
+# ---------------------------------------------------------------------------
 # a dropped source table
 # ---------------------------------------------------------------------------
 add_destination($node, 'd4', $dir{d4});

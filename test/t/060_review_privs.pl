@@ -124,7 +124,7 @@ is(sql(q{SELECT string_agg(name || ': ' || state, ', ' ORDER BY name) FROM egres
 # views: a cheap leaky function in the caller's WHERE clause is evaluated
 # below "pg_has_role(s.owner, 'MEMBER')" and sees other roles' rows (stream
 # and relation names, bookmarks -- key values of tables the caller cannot
-# read --, last_error, options).  FAILS NOW.
+# read --, last_error, options).  Fixed: both are security_barrier views.
 # sql/pg_egress--0.1.sql: CREATE VIEW egress_streams / egress_stream_patterns.
 sql(q{
 CREATE SCHEMA hr;
@@ -144,14 +144,14 @@ SELECT count(*) FROM egress_streams WHERE pg_temp.leak(bookmark::text);
 SELECT count(*) FROM egress_stream_patterns WHERE pg_temp.leak(include);
 });
 is($ret, 0, 'etl queries egress_streams with a leaky function') or diag $stderr;
-unlike($stderr, qr/hr_secret_stream/, 'FAILS NOW: egress_streams does not leak other roles\' stream names');
-unlike($stderr, qr/424242/, 'FAILS NOW: egress_streams does not leak other roles\' bookmarks (data of tables etl cannot read)');
-unlike($stderr, qr/secret_pattern/, 'FAILS NOW: egress_stream_patterns does not leak other roles\' patterns');
+unlike($stderr, qr/hr_secret_stream/, 'egress_streams does not leak other roles\' stream names');
+unlike($stderr, qr/424242/, 'egress_streams does not leak other roles\' bookmarks (data of tables etl cannot read)');
+unlike($stderr, qr/secret_pattern/, 'egress_stream_patterns does not leak other roles\' patterns');
 
 # ---- 3. fast_sync reads as the owner without pinning search_path: user
 # code it runs (a row security policy's function) resolves names through
 # the worker's default search_path ("$user", public), unlike every other
-# sync path (snapshot.c pins it).  FAILS NOW.
+# sync path (snapshot.c pins it).  Fixed: fast_sync pins it too.
 # src/export/fast_sync.c egress_fast_sync_write(): SetUserIdAndSecContext()
 # around egress_export_run() without NewGUCNestLevel()+egress_pin_search_path().
 sql(q{
@@ -176,12 +176,13 @@ is($ret, 0, 'etl adds a plain and a fast_sync FULL_TABLE stream') or diag $stder
 wait_stream_where($node, $_, "state IN ('synced', 'error')", 120, "$_ done") for qw(fs_plain fs_fast);
 is(sql(q{SELECT coalesce(string_agg(DISTINCT by_role || ': ' || path, '; '), '') FROM public.sp_log}),
 	'etl: pg_catalog, pg_temp',
-	'FAILS NOW: every sync (fast_sync too) runs policies as the owner with search_path pg_catalog, pg_temp');
+	'every sync (fast_sync too) runs policies as the owner with search_path pg_catalog, pg_temp');
 
 # ---- 4. pg_write_server_files is checked only when a file destination or
 # stream is added: once it is revoked, the role still has the workers
 # (running as the bootstrap superuser) write server files for it, e.g.
-# through egress_resync_stream().  FAILS NOW.
+# through egress_resync_stream().  Fixed: workers check the owner's right
+# to use the destination (egress_destination_use_problem) before they open it.
 # src/worker/sync.c / snapshot.c / cdc.c / fast_sync.c open the file sink
 # without checking the stream owner's (or destination owner's) rights.
 my $ver = sql(q{SELECT version FROM egress_streams WHERE name = 'fs_plain'});
@@ -192,7 +193,7 @@ if ($ret == 0)
 	wait_stream_where($node, 'fs_plain', "state = 'error' OR (state = 'synced' AND version <> $ver)", 120,
 		'fs_plain: resync after the REVOKE done');
 	is(sql(q{SELECT state FROM egress_streams WHERE name = 'fs_plain'}), 'error',
-		'FAILS NOW: a role that lost pg_write_server_files gets no more server files written');
+		'a role that lost pg_write_server_files gets no more server files written');
 }
 else
 {
@@ -252,19 +253,21 @@ WHERE l.locktype = 'advisory' AND l.classid = 4343 AND a.backend_type = 'pg_egre
 # ---- 6. egress_stream_activity() (EXECUTE granted to readers of
 # egress_streams, as the docs say to) lists every stream's live figures,
 # not only the caller's: stream ids, phases, rows sent, slot lag, confirmed
-# LSN of other roles' streams.  FAILS NOW.  src/shmem.c egress_stream_activity().
+# LSN of other roles' streams.  Fixed: src/shmem.c egress_stream_activity()
+# shows the entries of the streams of roles the caller is a member of.
 my $tt_id = sql(q{SELECT id FROM egress.stream WHERE name = 'tt_su'});
 ok(poll_until('tt_su has a worker slot', 30,
 	sub { sql("SELECT count(*) FROM egress_stream_activity() WHERE stream_id = $tt_id") eq '1' }),
 	'the superuser sees the activity of tt_su');
 ($ret, $stdout, $stderr) = query_as($node, 'etl', "SELECT count(*) FROM egress_stream_activity() WHERE stream_id = $tt_id");
-is($stdout, '0', 'FAILS NOW: etl does not see the live figures of the superuser\'s stream');
+is($stdout, '0', 'etl does not see the live figures of the superuser\'s stream');
 
 # ---- 7. Slot adoption without REPLICATION through the default slot name:
 # "slot_name" needs REPLICATION, but a destination named <x> uses slot
 # "pg_egress_<x>" and adopts it silently when it exists (another tool's
 # wal2json slot, or another destination's adopted slot), consuming and
-# advancing it.  FAILS NOW.
+# advancing it.  Fixed: adopting an existing slot pg_egress did not create
+# needs the REPLICATION attribute of the destination's owner.
 # src/catalog/sqlfuncs.c check_slot_available() (called for the default
 # name too) and src/worker/cdc.c ensure_slot() (adopts, slot_owned false).
 sql(q{
@@ -286,7 +289,7 @@ if ($ret == 0)
 		return sql(q{SELECT confirmed_flush_lsn > '} . $tool_lsn . q{' FROM pg_replication_slots WHERE slot_name = 'pg_egress_tool'}) eq 't';
 	});
 	is(sql(q{SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_egress_tool'}), $tool_lsn,
-		'FAILS NOW: a role without REPLICATION did not consume another tool\'s slot (default slot name)');
+		'a role without REPLICATION did not consume another tool\'s slot (default slot name)');
 }
 else
 {
