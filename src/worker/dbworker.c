@@ -466,12 +466,13 @@ stop_orphans(StreamWant *wants, int nwants)
  * or error in between must never leave a stream that carries on from its
  * bookmark on a new slot that lacks the changes made meanwhile.
  */
-static void
+static int
 mark_dest_streams(const char *dest, const char *why, bool to_error)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
+	int			n;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -479,7 +480,7 @@ mark_dest_streams(const char *dest, const char *why, bool to_error)
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(dest);
 	values[1] = CStringGetTextDatum(why);
-	egress_catalog_exec(to_error ?
+	n = egress_catalog_exec(to_error ?
 						"UPDATE egress.stream_state st SET state = 'error', "
 						"last_error = $2, last_error_at = pg_catalog.now(), "
 						"attempts = st.attempts OPERATOR(pg_catalog.+) 1, "
@@ -497,6 +498,7 @@ mark_dest_streams(const char *dest, const char *why, bool to_error)
 						"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
 						2, argtypes, values, NULL, false);
 	egress_worker_catalog_end(&guard);
+	return n;
 }
 
 static void
@@ -529,12 +531,14 @@ guard_idle_slots(void)
 			char	   *msg = psprintf("%s; it is not a slot of pg_egress (another database's, or another output plugin's) and was not dropped",
 									   why);
 
-			ereport(WARNING,
-					(errmsg("pg_egress did not drop replication slot \"%s\" of destination \"%s\": it is not a slot of pg_egress",
-							slot, dest),
-					 errdetail("%s.", why),
-					 errhint("Its streams are stopped; drop or rename that slot, then resume them.")));
-			mark_dest_streams(dest, msg, true);
+			/* said once: when it stops streams */
+			if (mark_dest_streams(dest, msg, true) > 0)
+				ereport(WARNING,
+						(errmsg("pg_egress did not drop replication slot \"%s\" of destination \"%s\": it is not a slot of pg_egress",
+								slot, dest),
+						 errdetail("%s.", why),
+						 errhint("Its streams are stopped; drop or rename that slot, then resume them.")));
+			pfree(msg);
 			pfree(why);
 			continue;
 		}

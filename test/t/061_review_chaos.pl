@@ -23,6 +23,10 @@
 #     and the new slot then waited for that transaction.  The hard limit
 #     now counts the WAL the destination has not acknowledged
 #     (confirmed_flush_lsn), not the WAL the slot retains.
+#  E. the slot over the hard WAL limit is not pg_egress's any more (someone
+#     replaced it by another plugin's): it used to be reported "dropped"
+#     and the streams synced again; now a WARNING, and the streams stop in
+#     state error with the reason.
 
 use strict;
 use warnings;
@@ -253,6 +257,95 @@ sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
 wait_stream_state($node, 'tg', 'streaming');
 wait_caught_up($node, 'tg');
 compare_states(mirror_of($dir_d, 'tg', 'public-tg', ['id']), table_state($node, 'tg', ['id']), 'D: tg nothing lost');
+
+# ---------------------------------------------------------------------------
+# E. the slot that the hard WAL limit would drop is not pg_egress's any more
+# (someone dropped ours and made a test_decoding slot of that name).
+# egress_slot_drop() used to answer "nothing left to drop" (true) for it, so
+# the database worker (guard_idle_slots) and the CDC worker (give_up_slot)
+# logged "dropped replication slot" and synced the streams again on a slot
+# they could not use, though nothing was dropped.  Now: a WARNING that says
+# it is not a slot of pg_egress, nothing "dropped", the streams stop in state
+# error with that reason.
+# ---------------------------------------------------------------------------
+sub swap_for_foreign_slot
+{
+	my ($slot) = @_;
+	# between retries the CDC worker lets go of its slot
+	ok( poll_until(
+			"to replace $slot", 90,
+			sub {
+				my ($ret) = $node->psql('postgres', qq{SELECT pg_drop_replication_slot('$slot');
+					SELECT pg_create_logical_replication_slot('$slot', 'test_decoding')});
+				return $ret == 0;
+			}),
+		"E: $slot replaced by a test_decoding slot of the same name");
+	is((slot_row($node, $slot) // {})->{plugin}, 'test_decoding', "E: $slot is a test_decoding slot");
+}
+
+sub more_wal
+{
+	sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, 10000) i}) foreach 1 .. 3;
+}
+
+# E1. no CDC worker serves the slot (its only stream is paused): the database worker's guard
+my $dir_e = new_outdir($node, 'e');
+add_destination($node, 'de', $dir_e);
+sql(q{
+CREATE TABLE th (id integer PRIMARY KEY, v text);
+INSERT INTO th SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('th', 'th', method => 'LOG_BASED', destination => 'de');
+});
+wait_stream_state($node, 'th', 'streaming');
+sql(q{SELECT egress_pause_stream('th')});
+swap_for_foreign_slot('pg_egress_de');
+my $offset_e = -s $node->logfile;
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '1MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wal') eq '1MB' });
+more_wal();
+ok( poll_until(
+		'a WARNING about the foreign slot of de', 60,
+		sub { substr(slurp_file($node->logfile), $offset_e) =~ /WARNING:.*did not drop replication slot "pg_egress_de".*not a slot of pg_egress/ }),
+	'E1: the database worker says the slot over max_slot_wal is not a slot of pg_egress');
+# (egress_streams shows a paused stream as paused)
+wait_stream_where($node, 'th', q{last_error ~ 'not a slot of pg_egress'}, 30,
+	'E1: its stream says why');
+is(sql(q{SELECT st.state FROM egress.stream_state st JOIN egress.stream s ON s.id = st.stream_id WHERE s.name = 'th'}),
+	'error', 'E1: its stream is in state error in the catalog');
+unlike(substr(slurp_file($node->logfile), $offset_e), qr/dropped replication slot "pg_egress_de"/,
+	'E1: nothing claims the foreign slot was dropped');
+is((slot_row($node, 'pg_egress_de') // {})->{plugin}, 'test_decoding', 'E1: the foreign slot is kept');
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+sql(q{SELECT pg_drop_replication_slot('pg_egress_de'); SELECT egress_remove_stream('th')});
+
+# E2. the CDC worker runs (its destination fails) and gives the slot up
+my $dir_e2 = new_outdir($node, 'e2');
+END { chmod(0700, $dir_e2) if defined $dir_e2; }
+add_destination($node, 'de2', $dir_e2);
+sql(q{
+CREATE TABLE ti (id integer PRIMARY KEY, v text);
+INSERT INTO ti SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('ti', 'ti', method => 'LOG_BASED', destination => 'de2');
+});
+wait_stream_state($node, 'ti', 'streaming');
+chmod(0500, $dir_e2) or die "chmod: $!";
+sql(q{INSERT INTO ti VALUES (-1, 'while failing')});
+swap_for_foreign_slot('pg_egress_de2');
+$offset_e = -s $node->logfile;
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '1MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wal') eq '1MB' });
+more_wal();
+ok( poll_until(
+		'a WARNING about the foreign slot of de2', 60,
+		sub { substr(slurp_file($node->logfile), $offset_e) =~ /WARNING:.*did not drop replication slot "pg_egress_de2".*not a slot of pg_egress/ }),
+	'E2: the CDC worker says the slot over max_slot_wal is not a slot of pg_egress');
+wait_stream_where($node, 'ti', q{state = 'error' AND last_error ~ 'not a slot of pg_egress'}, 30,
+	'E2: its stream stops in state error, saying why');
+unlike(substr(slurp_file($node->logfile), $offset_e), qr/dropped replication slot "pg_egress_de2"/,
+	'E2: nothing claims the foreign slot was dropped');
+is((slot_row($node, 'pg_egress_de2') // {})->{plugin}, 'test_decoding', 'E2: the foreign slot is kept');
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+chmod(0700, $dir_e2);
 
 $node->stop;
 done_testing();
