@@ -477,7 +477,8 @@ set_retrying(bool retrying)
  * Asked by the sink between retries of a batch.  It gives up (and the
  * error path shows the failure, applies the WAL retention guard and starts
  * a new session after a pause) when the configuration changed, when the
- * slot holds more WAL than allowed, or after CDC_MAX_RETRY_MS.  Nothing was
+ * destination left more WAL unacknowledged than pg_egress.max_slot_wal,
+ * when a stream's lag_policy "pause" applies, or after CDC_MAX_RETRY_MS.  Nothing was
  * acknowledged, so the new session sends the same changes again.  An
  * initial sync's batches are retried until they are delivered (giving up
  * would put the stream into state error).
@@ -1462,9 +1463,9 @@ load_config(MemoryContext cxt)
  * then egress_resume_stream() leave enabled as it was but the stream
  * pending a resync).  The worker's own state changes (an initial sync
  * finished, a stream stopped with an error) change it too: then the next
- * committed egress_* call costs one needless new session, nothing more.  Caller is inside
- * egress_catalog_enter().  Result in CurrentMemoryContext of the caller's
- * choosing (cxt).
+ * committed egress_* call costs one needless new session, nothing more.
+ * Caller is inside egress_catalog_enter().  Result in CurrentMemoryContext
+ * of the caller's choosing (cxt).
  */
 static char *
 config_fingerprint(MemoryContext cxt)
@@ -1886,8 +1887,8 @@ decode_round(void)
 
 /*
  * The destination's slot is of no more use, and the error path should give
- * it up (give_up_slot()): it held more WAL than pg_egress.max_slot_wal, or
- * PostgreSQL invalidated it.
+ * it up (give_up_slot()): the destination left more WAL unacknowledged than
+ * pg_egress.max_slot_wal, or PostgreSQL invalidated the slot.
  */
 static bool slot_must_go = false;
 static char slot_problem[512];
@@ -1952,19 +1953,17 @@ resync_destination_streams(const char *why)
 
 	if (!egress_worker_catalog_begin(&guard, true))
 		return false;
-	{
-		values[0] = CStringGetTextDatum(cdc->dest_name);
-		values[1] = CStringGetTextDatum(why);
-		egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', resync = true, "
-							"last_error = $2, last_error_at = pg_catalog.now(), "
-							"updated_at = pg_catalog.now() "
-							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
-							"AND s.destination OPERATOR(pg_catalog.=) $1 "
-							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
-							"AND st.state OPERATOR(pg_catalog.<>) 'error'",
-							2, argtypes, values, NULL, false);
-		egress_worker_catalog_end(&guard);
-	}
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	values[1] = CStringGetTextDatum(why);
+	egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', resync = true, "
+						"last_error = $2, last_error_at = pg_catalog.now(), "
+						"updated_at = pg_catalog.now() "
+						"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+						"AND s.destination OPERATOR(pg_catalog.=) $1 "
+						"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+						"AND st.state OPERATOR(pg_catalog.<>) 'error'",
+						2, argtypes, values, NULL, false);
+	egress_worker_catalog_end(&guard);
 	return true;
 }
 

@@ -453,18 +453,10 @@ stop_orphans(StreamWant *wants, int nwants)
 }
 
 /*
- * The hard WAL limit (pg_egress.max_slot_wal) for slots no CDC worker
- * serves, e.g. when every stream of the destination stopped with an error:
- * the CDC worker applies it to the slot it holds, this to the others.  What
- * counts is the WAL the destination has not acknowledged (flush position
- * minus the slot's confirmed_flush_lsn), as in the CDC worker.  A slot
- * pg_egress made (or may drop: drop_adopted_slot) is dropped and the
- * destination's LOG_BASED streams are marked for a new initial sync; a
- * stream in state error keeps it and is synced again when resumed.
- *
- * The streams are marked (committed) BEFORE the slot is dropped: a crash
- * or error in between must never leave a stream that carries on from its
- * bookmark on a new slot that lacks the changes made meanwhile.
+ * Mark the LOG_BASED streams of a destination for a new initial sync (those
+ * in state error keep it, and are synced again when resumed), or, with
+ * to_error, stop them (state error).  why goes to last_error.  Committed on
+ * return; returns the number of streams changed.
  */
 static int
 mark_dest_streams(const char *dest, const char *why, bool to_error)
@@ -481,26 +473,40 @@ mark_dest_streams(const char *dest, const char *why, bool to_error)
 	values[0] = CStringGetTextDatum(dest);
 	values[1] = CStringGetTextDatum(why);
 	n = egress_catalog_exec(to_error ?
-						"UPDATE egress.stream_state st SET state = 'error', "
-						"last_error = $2, last_error_at = pg_catalog.now(), "
-						"attempts = st.attempts OPERATOR(pg_catalog.+) 1, "
-						"updated_at = pg_catalog.now() "
-						"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
-						"AND s.destination OPERATOR(pg_catalog.=) $1 "
-						"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
-						"AND st.state OPERATOR(pg_catalog.<>) 'error'" :
-						"UPDATE egress.stream_state st SET "
-						"state = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN 'error' ELSE 'pending' END, "
-						"resync = true, last_error = $2, last_error_at = pg_catalog.now(), "
-						"updated_at = pg_catalog.now() "
-						"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
-						"AND s.destination OPERATOR(pg_catalog.=) $1 "
-						"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
-						2, argtypes, values, NULL, false);
+							"UPDATE egress.stream_state st SET state = 'error', "
+							"last_error = $2, last_error_at = pg_catalog.now(), "
+							"attempts = st.attempts OPERATOR(pg_catalog.+) 1, "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+							"AND st.state OPERATOR(pg_catalog.<>) 'error'" :
+							"UPDATE egress.stream_state st SET "
+							"state = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN 'error' ELSE 'pending' END, "
+							"resync = true, last_error = $2, last_error_at = pg_catalog.now(), "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
+							2, argtypes, values, NULL, false);
 	egress_worker_catalog_end(&guard);
 	return n;
 }
 
+/*
+ * The hard WAL limit (pg_egress.max_slot_wal) for slots no CDC worker
+ * serves, e.g. when every stream of the destination stopped with an error:
+ * the CDC worker applies it to the slot it holds, this to the others.  What
+ * counts is the WAL the destination has not acknowledged (flush position
+ * minus the slot's confirmed_flush_lsn), as in the CDC worker.  A slot
+ * pg_egress made (or may drop: drop_adopted_slot) is dropped and the
+ * destination's LOG_BASED streams are marked for a new initial sync; a
+ * stream in state error keeps it and is synced again when resumed.
+ *
+ * The streams are marked (committed) BEFORE the slot is dropped: a crash
+ * or error in between must never leave a stream that carries on from its
+ * bookmark on a new slot that lacks the changes made meanwhile.
+ */
 static void
 guard_idle_slots(void)
 {
