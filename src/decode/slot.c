@@ -138,11 +138,13 @@ egress_slot_create(const char *name)
 
 /*
  * Drop a slot of pg_egress: a logical slot of this database using
- * pg_egress's output plugin.  Returns true when there is nothing left for
- * pg_egress to drop: the slot was dropped, or does not exist, or turned out
- * not to be a pg_egress slot (someone dropped ours and made another of that
- * name: it is left alone, with a WARNING).  Returns false when another
- * process holds it (try again later).
+ * pg_egress's output plugin.  Returns EGRESS_SLOT_DROPPED or
+ * EGRESS_SLOT_ABSENT when there is nothing left for pg_egress to drop,
+ * EGRESS_SLOT_IN_USE when another process holds it (try again later), and
+ * EGRESS_SLOT_NOT_OURS when the slot of that name is not a pg_egress slot
+ * (someone dropped ours and made another of that name, or the name is
+ * another database's): it is left alone, and the caller must not act as if
+ * it had been dropped.
  *
  * Looking a slot up and then dropping it by name is a race: between the two
  * another process may drop it, or drop it and make a new one.  So the slot
@@ -151,17 +153,17 @@ egress_slot_create(const char *name)
  * release drops it, as for a slot whose creation failed.  Nothing is
  * written to disk before the drop, so a crash in between keeps the slot.
  */
-bool
+EgressSlotDropResult
 egress_slot_drop(const char *name)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	volatile int outcome = 0;	/* 0 held, 1 gone, 2 in use */
+	volatile EgressSlotDropResult outcome = EGRESS_SLOT_DROPPED;
 	ReplicationSlot *slot;
 	bool		ours;
 
 	Assert(!MyReplicationSlot);
 	if (!egress_slot_lookup(name, NULL, NULL))
-		return true;
+		return EGRESS_SLOT_ABSENT;
 
 	/*
 	 * ReplicationSlotAcquire() raises its "does not exist" and "is active"
@@ -179,48 +181,53 @@ egress_slot_drop(const char *name)
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		if (edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
-			outcome = 1;
+			outcome = EGRESS_SLOT_ABSENT;
 		else if (edata->sqlerrcode == ERRCODE_OBJECT_IN_USE)
-			outcome = 2;
+			outcome = EGRESS_SLOT_IN_USE;
 		else
 			PG_RE_THROW();
 		FlushErrorState();
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	if (outcome != 0)
-		return outcome == 1;
+	if (outcome != EGRESS_SLOT_DROPPED)
+		return outcome;
 
 	slot = MyReplicationSlot;
 	ours = SlotIsLogical(slot) && slot->data.database == MyDatabaseId &&
 		strcmp(NameStr(slot->data.plugin), EGRESS_PLUGIN) == 0;
 	if (!ours)
 	{
-		char	   *plugin = pstrdup(NameStr(slot->data.plugin));
-		Oid			dboid = slot->data.database;
-
 		ReplicationSlotRelease();
-		ereport(WARNING,
-				(errmsg("pg_egress did not drop replication slot \"%s\": it is not a slot of pg_egress",
-						name),
-				 errdetail("It uses plugin \"%s\" in database %u; pg_egress makes %s slots in database %u.",
-						   plugin, dboid, EGRESS_PLUGIN, MyDatabaseId)));
-		return true;
+		return EGRESS_SLOT_NOT_OURS;
 	}
 
 	SpinLockAcquire(&slot->mutex);
 	slot->data.persistency = RS_EPHEMERAL;
 	SpinLockRelease(&slot->mutex);
 	ReplicationSlotRelease();	/* drops an ephemeral slot */
-	return true;
+	return EGRESS_SLOT_DROPPED;
+}
+
+bool
+egress_slot_is_ours(const char *name)
+{
+	char	   *plugin = NULL;
+	Oid			dboid = InvalidOid;
+
+	if (!egress_slot_lookup(name, &plugin, &dboid))
+		return true;
+	return dboid == MyDatabaseId && strcmp(plugin, EGRESS_PLUGIN) == 0;
 }
 
 /*
- * WAL a slot holds (flush position minus its restart_lsn) when no process
- * holds the slot; -1 when it does not exist, is held, or keeps no WAL.
+ * WAL the slot's consumer has not acknowledged: flush position minus its
+ * confirmed_flush_lsn.  Unlike the WAL the slot retains (from restart_lsn),
+ * this does not grow because of a long transaction elsewhere, whose start
+ * restart_lsn cannot pass: dropping the slot would not free that WAL.
  */
 int64
-egress_slot_idle_lag(const char *name)
+egress_slot_unacked_wal(const char *name, bool idle_only)
 {
 	int64		lag = -1;
 	ReplicationSlot *s;
@@ -229,9 +236,14 @@ egress_slot_idle_lag(const char *name)
 	s = SearchNamedReplicationSlot(name, false);
 	if (s != NULL)
 	{
+		XLogRecPtr	flush = GetFlushRecPtr(NULL);
+
 		SpinLockAcquire(&s->mutex);
-		if (s->active_pid == 0 && !XLogRecPtrIsInvalid(s->data.restart_lsn))
-			lag = (int64) (GetFlushRecPtr(NULL) - s->data.restart_lsn);
+		if ((!idle_only || s->active_pid == 0) &&
+			!XLogRecPtrIsInvalid(s->data.restart_lsn) &&
+			!XLogRecPtrIsInvalid(s->data.confirmed_flush))
+			lag = flush > s->data.confirmed_flush ?
+				(int64) (flush - s->data.confirmed_flush) : 0;
 		SpinLockRelease(&s->mutex);
 	}
 	LWLockRelease(ReplicationSlotControlLock);

@@ -19,15 +19,31 @@ extern bool egress_slot_lookup(const char *name, char **plugin, Oid *dboid);
 /* Create a persistent wal2json slot (not acquired afterwards). */
 extern void egress_slot_create(const char *name);
 
+/* What egress_slot_drop() did. */
+typedef enum EgressSlotDropResult
+{
+	EGRESS_SLOT_DROPPED,		/* dropped */
+	EGRESS_SLOT_ABSENT,			/* there was no slot of that name */
+	EGRESS_SLOT_IN_USE,			/* another process holds it: try later */
+	EGRESS_SLOT_NOT_OURS		/* another database's or plugin's: left alone */
+} EgressSlotDropResult;
+
 /*
  * Drop a pg_egress slot (wal2json, this database) if it exists and nobody
- * uses it; false if it is in use.  A slot of that name that is not a
- * pg_egress slot is left alone (true, with a WARNING).
+ * uses it.  A slot of that name that is not a pg_egress slot is left alone
+ * (EGRESS_SLOT_NOT_OURS, no message: the caller says what it means).
  */
-extern bool egress_slot_drop(const char *name);
+extern EgressSlotDropResult egress_slot_drop(const char *name);
 
-/* WAL held by a slot nobody holds; -1 when absent, held or without WAL. */
-extern int64 egress_slot_idle_lag(const char *name);
+/* Is the slot, if it exists, one pg_egress may use (wal2json, this database)? */
+extern bool egress_slot_is_ours(const char *name);
+
+/*
+ * WAL written since the slot's confirmed_flush_lsn: what its destination
+ * has not acknowledged.  With idle_only, -1 when a process holds the slot.
+ * -1 when the slot does not exist or keeps no WAL.
+ */
+extern int64 egress_slot_unacked_wal(const char *name, bool idle_only);
 
 /* Does the slot exist but was invalidated (it keeps no WAL)? */
 extern bool egress_slot_lost(const char *name);

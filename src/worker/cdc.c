@@ -195,6 +195,7 @@ typedef struct CdcState
 	bool		lag_warned;
 	uint32		config_gen;
 	char	   *fingerprint;	/* of the configuration loaded (TopMemoryContext) */
+	bool		catalog_moved;	/* a bookmark found its stream no longer streaming */
 	EgressColumn deleted_at_col;	/* renders _sdc_deleted_at */
 } CdcState;
 
@@ -459,6 +460,7 @@ cdc_flush_interval_ms(void)
 }
 
 static int64 current_lag(void);
+static int64 current_unacked(void);
 static bool check_lag(int64 lag, bool may_pause);
 static void enforce_wal_limit(int64 lag);
 static bool over_wal_limit(int64 lag);
@@ -483,7 +485,8 @@ set_retrying(bool retrying)
  * Asked by the sink between retries of a batch.  It gives up (and the
  * error path shows the failure, applies the WAL retention guard and starts
  * a new session after a pause) when the configuration changed, when the
- * slot holds more WAL than allowed, or after CDC_MAX_RETRY_MS.  Nothing was
+ * destination left more WAL unacknowledged than pg_egress.max_slot_wal,
+ * when a stream's lag_policy "pause" applies, or after CDC_MAX_RETRY_MS.  Nothing was
  * acknowledged, so the new session sends the same changes again.  An
  * initial sync's batches are retried until they are delivered (giving up
  * would put the stream into state error).
@@ -497,9 +500,9 @@ cdc_keep_retrying(void *arg, TimestampTz since)
 	 * The WAL guards first: a dead destination must not hold WAL past them,
 	 * not even while an initial sync is retried.
 	 */
-	lag = current_lag();
-	if (over_wal_limit(lag))
+	if (over_wal_limit(current_unacked()))
 		return false;			/* the error path drops the slot */
+	lag = current_lag();
 	(void) check_lag(lag, false);
 	for (int i = 0; i < cdc->nstreams; i++)
 		if (cdc->streams[i].pause_on_lag && egress_max_slot_lag_mb > 0 &&
@@ -1328,6 +1331,7 @@ load_config(MemoryContext cxt)
 
 	release_stream_slots();
 	cdc->nstreams = 0;
+	cdc->catalog_moved = false;
 	cdc->config_gen = pg_atomic_read_u32(&egress_shared->config_gen);
 
 	if (!egress_worker_catalog_begin(&guard, false))
@@ -1463,9 +1467,15 @@ load_config(MemoryContext cxt)
 /*
  * What this destination's configuration looks like; a committed egress_*
  * call elsewhere (another destination, a FULL_TABLE stream) leaves it
- * unchanged, and then the decoding session goes on.  Caller is inside
- * egress_catalog_enter().  Result in CurrentMemoryContext of the caller's
- * choosing (cxt).
+ * unchanged, and then the decoding session goes on.  Every stream's state
+ * and resync flag are in it, so that any request for a resync is seen,
+ * whatever came before it in the same transaction (egress_pause_stream()
+ * then egress_resume_stream() leave enabled as it was but the stream
+ * pending a resync).  The worker's own state changes (an initial sync
+ * finished, a stream stopped with an error) change it too: then the next
+ * committed egress_* call costs one needless new session, nothing more.
+ * Caller is inside egress_catalog_enter().  Result in CurrentMemoryContext
+ * of the caller's choosing (cxt).
  */
 static char *
 config_fingerprint(MemoryContext cxt)
@@ -1477,7 +1487,7 @@ config_fingerprint(MemoryContext cxt)
 	values[0] = CStringGetTextDatum(cdc->dest_name);
 	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::pg_catalog.text FROM egress.destination d "
 						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
-						"s.id || ':' || s.enabled || ':' || (st.state = 'error') || ':' || (st.resync AND st.state = 'streaming') || ':' || "
+						"s.id || ':' || s.enabled || ':' || st.state || ':' || st.resync || ':' || "
 						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') "
 						"FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id "
 						"WHERE s.destination = $1 AND s.method = 'LOG_BASED'",
@@ -1495,6 +1505,8 @@ config_changed(void)
 	char	   *fp;
 	bool		changed;
 
+	if (cdc->catalog_moved)
+		return true;
 	if (gen == cdc->config_gen)
 		return false;
 	if (!egress_worker_catalog_begin(&guard, true))
@@ -1531,6 +1543,48 @@ record_slot(const char *slot_name, bool owned)
 }
 
 static void note_failure(const char *message, bool stop);
+
+/*
+ * Before a new slot is created: record it as the destination's (ours), and
+ * in the same transaction mark every stream that carries on from a bookmark
+ * of an earlier slot (state streaming) for a new initial sync.  The new
+ * slot lacks the changes made while no slot existed, so no stream may ever
+ * go on from its bookmark on it; marking only in memory would lose them if
+ * the session ended before every such stream was synced again.  Streams in
+ * state error are synced again when resumed; they are flagged too, their
+ * error left as it is.  Pending and syncing streams are synced anyway.
+ */
+static void
+record_new_slot(const char *slot_name)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	values[1] = CStringGetTextDatum(slot_name);
+	egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = true "
+						"WHERE name OPERATOR(pg_catalog.=) $1",
+						2, argtypes, values, NULL, false);
+	values[1] = CStringGetTextDatum(psprintf("replication slot \"%s\" was created anew: the changes made while it did not exist are not in it",
+											 slot_name));
+	egress_catalog_exec("UPDATE egress.stream_state st SET resync = true, "
+						"state = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN 'error' ELSE 'pending' END, "
+						"last_error = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN st.last_error ELSE $2 END, "
+						"last_error_at = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN st.last_error_at ELSE pg_catalog.now() END, "
+						"updated_at = pg_catalog.now() "
+						"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+						"AND s.destination OPERATOR(pg_catalog.=) $1 "
+						"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+						"AND (st.state OPERATOR(pg_catalog.=) 'streaming' "
+						"OR (st.state OPERATOR(pg_catalog.=) 'error' AND NOT st.resync))",
+						2, argtypes, values, NULL, false);
+	egress_worker_catalog_end(&guard);
+}
 
 /*
  * May this destination use the existing slot it did not create?
@@ -1620,7 +1674,7 @@ ensure_slot(void)
 		return true;
 	}
 
-	record_slot(cdc->slot_name, true);
+	record_new_slot(cdc->slot_name);	/* marks the streams for resync */
 	cdc->slot_owned = true;
 	egress_slot_create(cdc->slot_name);
 	ereport(LOG,
@@ -1629,7 +1683,7 @@ ensure_slot(void)
 
 	/*
 	 * Streams with a bookmark from an earlier slot have lost what happened
-	 * meanwhile: they start over.
+	 * meanwhile: they start over (the catalog says so: record_new_slot()).
 	 */
 	for (int i = 0; i < cdc->nstreams; i++)
 		cdc->streams[i].needs_sync = true;
@@ -1664,11 +1718,17 @@ persist_bookmarks(void)
 		values[3] = Int64GetDatum(s->acked_version);
 		values[4] = Int64GetDatum(s->rows_sent);
 		values[5] = Int64GetDatum(s->batches_sent);
-		egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
-							"version = $4, rows_sent = $5, batches_sent = $6, "
-							"last_error = NULL, last_error_at = NULL, attempts = 0, "
-							"updated_at = now() WHERE stream_id = $1 AND state = 'streaming'",
-							6, argtypes, values, NULL, false);
+		/*
+		 * Not streaming any more (a resync or a pause asked for meanwhile):
+		 * its bookmark no longer counts; make sure the session starts over
+		 * and sees why, rather than go on without recording its progress.
+		 */
+		if (egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
+								"version = $4, rows_sent = $5, batches_sent = $6, "
+								"last_error = NULL, last_error_at = NULL, attempts = 0, "
+								"updated_at = now() WHERE stream_id = $1 AND state = 'streaming'",
+								6, argtypes, values, NULL, false) == 0)
+			cdc->catalog_moved = true;
 	}
 	egress_worker_catalog_end(&guard);
 	cdc->acked_since_persist = false;
@@ -1901,21 +1961,31 @@ decode_round(void)
 
 /*
  * The destination's slot is of no more use, and the error path should give
- * it up (give_up_slot()): it held more WAL than pg_egress.max_slot_wal, or
- * PostgreSQL invalidated it.
+ * it up (give_up_slot()): the destination left more WAL unacknowledged than
+ * pg_egress.max_slot_wal, or PostgreSQL invalidated the slot.
  */
 static bool slot_must_go = false;
 static char slot_problem[512];
 
+/* bytes as MB, rounded up: "held 3 MB, more than 2 MB", never "2 MB ... 2 MB" */
+#define MB_ROUNDED_UP(b) (((b) + 1024 * 1024 - 1) / (1024 * 1024))
+
+/*
+ * The hard limit: unacked is the WAL the destination has not acknowledged
+ * (current_unacked()), not the WAL the slot retains (current_lag()).  A
+ * long transaction anywhere in the cluster keeps restart_lsn back while a
+ * caught-up destination acknowledges everything: dropping its slot would
+ * free none of that WAL, only resync every stream.
+ */
 static bool
-over_wal_limit(int64 lag)
+over_wal_limit(int64 unacked)
 {
-	if (egress_max_slot_wal_mb <= 0 || lag <= (int64) egress_max_slot_wal_mb * 1024 * 1024)
+	if (egress_max_slot_wal_mb <= 0 || unacked <= (int64) egress_max_slot_wal_mb * 1024 * 1024)
 		return false;
 	if (!slot_must_go)
 		snprintf(slot_problem, sizeof(slot_problem),
-				 "replication slot \"%s\" held " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_wal (%d MB)",
-				 cdc->slot_name, lag / (1024 * 1024), egress_max_slot_wal_mb);
+				 "replication slot \"%s\" held " INT64_FORMAT " MB of WAL its destination has not acknowledged, more than pg_egress.max_slot_wal (%d MB)",
+				 cdc->slot_name, MB_ROUNDED_UP(unacked), egress_max_slot_wal_mb);
 	slot_must_go = true;
 	return true;
 }
@@ -1948,27 +2018,48 @@ slot_invalidated(void)
  * error, whose resume syncs them again anyway) for a new initial sync, with
  * the reason in last_error.
  */
-static void
+static bool
 resync_destination_streams(const char *why)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 
-	if (egress_worker_catalog_begin(&guard, true))
-	{
-		values[0] = CStringGetTextDatum(cdc->dest_name);
-		values[1] = CStringGetTextDatum(why);
-		egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', resync = true, "
-							"last_error = $2, last_error_at = pg_catalog.now(), "
-							"updated_at = pg_catalog.now() "
-							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
-							"AND s.destination OPERATOR(pg_catalog.=) $1 "
-							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
-							"AND st.state OPERATOR(pg_catalog.<>) 'error'",
-							2, argtypes, values, NULL, false);
-		egress_worker_catalog_end(&guard);
-	}
+	if (!egress_worker_catalog_begin(&guard, true))
+		return false;
+	values[0] = CStringGetTextDatum(cdc->dest_name);
+	values[1] = CStringGetTextDatum(why);
+	egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', resync = true, "
+						"last_error = $2, last_error_at = pg_catalog.now(), "
+						"updated_at = pg_catalog.now() "
+						"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+						"AND s.destination OPERATOR(pg_catalog.=) $1 "
+						"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+						"AND st.state OPERATOR(pg_catalog.<>) 'error'",
+						2, argtypes, values, NULL, false);
+	egress_worker_catalog_end(&guard);
+	return true;
+}
+
+/*
+ * The slot to give up turned out not to be a slot of pg_egress (another
+ * database's, or another plugin's: someone replaced ours): nothing is
+ * dropped, and the streams stop (state error) rather than being synced
+ * again as if a slot had been freed.
+ */
+static void
+stop_for_foreign_slot(void)
+{
+	char	   *msg = psprintf("%s; it is not a slot of pg_egress (another database's, or another output plugin's) and was not dropped",
+							   slot_problem);
+
+	ereport(WARNING,
+			(errmsg("pg_egress did not drop replication slot \"%s\" of destination \"%s\": it is not a slot of pg_egress",
+					cdc->slot_name, cdc->dest_name),
+			 errdetail("%s.", slot_problem),
+			 errhint("The streams of the destination are stopped; drop or rename that slot, then resume them.")));
+	note_failure(msg, true);
+	pfree(msg);
 }
 
 /*
@@ -1995,20 +2086,47 @@ give_up_slot(void)
 		return;
 	}
 
-	if (!egress_slot_drop(cdc->slot_name))
+	if (!egress_slot_is_ours(cdc->slot_name))
 	{
-		/* another process holds it: the next session tries again */
-		ereport(WARNING,
-				(errmsg("pg_egress could not drop replication slot \"%s\" of destination \"%s\": it is in use",
-						cdc->slot_name, cdc->dest_name),
-				 errdetail("%s", slot_problem)));
+		stop_for_foreign_slot();
 		return;
 	}
-	ereport(WARNING,
-			(errmsg("pg_egress dropped replication slot \"%s\" of destination \"%s\": %s",
-					cdc->slot_name, cdc->dest_name, slot_problem),
-			 errdetail("Its streams are synced again (a new version) once the destination accepts batches.")));
-	resync_destination_streams(slot_problem);
+
+	/*
+	 * First the resync, committed; then the drop: a stream must never carry
+	 * on from its bookmark on a new slot that lacks what happened meanwhile.
+	 * If the drop does not happen (in use), the streams are synced again on
+	 * the old slot: needless, but nothing is lost.
+	 */
+	if (!resync_destination_streams(slot_problem))
+		return;
+	switch (egress_slot_drop(cdc->slot_name))
+	{
+		case EGRESS_SLOT_IN_USE:
+			/* another process holds it: the next session tries again */
+			ereport(WARNING,
+					(errmsg("pg_egress could not drop replication slot \"%s\" of destination \"%s\": it is in use",
+							cdc->slot_name, cdc->dest_name),
+					 errdetail("%s", slot_problem),
+					 errhint("Its streams are synced again (a new version).")));
+			break;
+		case EGRESS_SLOT_ABSENT:
+			ereport(WARNING,
+					(errmsg("pg_egress replication slot \"%s\" of destination \"%s\" is gone: %s",
+							cdc->slot_name, cdc->dest_name, slot_problem),
+					 errdetail("Its streams are synced again (a new version) once the destination accepts batches.")));
+			break;
+		case EGRESS_SLOT_NOT_OURS:
+			/* replaced since the check above */
+			stop_for_foreign_slot();
+			break;
+		case EGRESS_SLOT_DROPPED:
+			ereport(WARNING,
+					(errmsg("pg_egress dropped replication slot \"%s\" of destination \"%s\": %s",
+							cdc->slot_name, cdc->dest_name, slot_problem),
+					 errdetail("Its streams are synced again (a new version) once the destination accepts batches.")));
+			break;
+	}
 }
 
 /* Streams with lag_policy "pause" stop when the slot holds too much WAL. */
@@ -2027,7 +2145,7 @@ pause_lagging_streams(int64 lag)
 			continue;
 		egress_record_stream_error(s->def->id,
 								   psprintf("stopped: replication slot \"%s\" holds " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_lag (%d MB)",
-											cdc->slot_name, lag / (1024 * 1024), egress_max_slot_lag_mb));
+											cdc->slot_name, MB_ROUNDED_UP(lag), egress_max_slot_lag_mb));
 		paused = true;
 	}
 	return paused;
@@ -2051,6 +2169,13 @@ current_lag(void)
 	if (XLogRecPtrIsInvalid(restart))
 		return 0;
 	return (int64) (GetFlushRecPtr(NULL) - restart);
+}
+
+/* WAL the destination has not acknowledged: what pg_egress.max_slot_wal limits */
+static int64
+current_unacked(void)
+{
+	return Max(egress_slot_unacked_wal(cdc->slot_name, false), 0);
 }
 
 /*
@@ -2077,7 +2202,7 @@ check_lag(int64 lag, bool may_pause)
 	if (!cdc->lag_warned)
 		ereport(WARNING,
 				(errmsg("pg_egress replication slot \"%s\" holds " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_lag (%d MB)",
-						cdc->slot_name, lag / (1024 * 1024), egress_max_slot_lag_mb),
+						cdc->slot_name, MB_ROUNDED_UP(lag), egress_max_slot_lag_mb),
 				 errhint("Check destination \"%s\"; its streams with lag_policy \"pause\" are stopped.",
 						 cdc->dest_name)));
 	cdc->lag_warned = true;
@@ -2197,10 +2322,8 @@ run_session(MemoryContext sessioncxt)
 	if (load_config(sessioncxt) == 0)
 		return false;
 	{
-		int64		lag = current_lag();
-
-		(void) check_lag(lag, false);
-		enforce_wal_limit(lag);
+		(void) check_lag(current_lag(), false);
+		enforce_wal_limit(current_unacked());
 	}
 
 	if (cdc->sink == NULL)
@@ -2260,10 +2383,8 @@ run_session(MemoryContext sessioncxt)
 		if (apply_stream_stops() || config_changed() || stop_dropped_streams())
 			break;
 		{
-			int64		lag = current_lag();
-
-			(void) check_lag(lag, false);
-			enforce_wal_limit(lag);
+			(void) check_lag(current_lag(), false);
+			enforce_wal_limit(current_unacked());
 		}
 
 		/* more WAL flushed meanwhile: decode it now */
@@ -2328,15 +2449,25 @@ egress_cdc_main(Datum main_arg)
 	 * does not know the one its predecessor started.
 	 */
 	dest_entry = egress_claim_destination(dest, &holder);
-	if (dest_entry == NULL && holder != 0)
+	if (dest_entry == NULL)
 	{
-		ereport(LOG,
-				(errmsg("pg_egress destination \"%s\" is already served by process %d",
-						dest, (int) holder)));
+		/*
+		 * Without the entry nothing keeps a second worker off this
+		 * destination (two decoding sessions, two writers): never go on
+		 * without it.  The database worker starts one again later.
+		 */
+		if (holder != 0)
+			ereport(LOG,
+					(errmsg("pg_egress destination \"%s\" is already served by process %d",
+							dest, (int) holder)));
+		else
+			ereport(LOG,
+					(errmsg("pg_egress CDC worker for destination \"%s\" exits: no free shared worker entry",
+							dest),
+					 errhint("Raise pg_egress.max_active_streams (needs a restart).")));
 		proc_exit(0);
 	}
-	if (dest_entry != NULL)
-		before_shmem_exit(release_dest_entry, PointerGetDatum(dest_entry));
+	before_shmem_exit(release_dest_entry, PointerGetDatum(dest_entry));
 
 	/*
 	 * The reorder buffer keeps this much of large transactions in memory
@@ -2443,7 +2574,7 @@ egress_cdc_main(Datum main_arg)
 			}
 			/* a sink that fails at once (file) never asks cdc_keep_retrying */
 			if (!slot_must_go && cdc->slot_name != NULL && cdc->nstreams > 0)
-				(void) over_wal_limit(current_lag());
+				(void) over_wal_limit(current_unacked());
 			if (slot_must_go)
 			{
 				give_up_slot();

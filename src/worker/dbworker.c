@@ -374,13 +374,22 @@ drop_unused_slots(void)
 		Oid			argtypes[2] = {TEXTOID, TEXTOID};
 		Datum		values[2];
 		char		nulls[2] = "  ";
+		EgressSlotDropResult res;
 
 		if (dest && cdc_is_running(dest))
 			continue;
-		if (!egress_slot_drop(slot))
+		res = egress_slot_drop(slot);
+		if (res == EGRESS_SLOT_IN_USE)
 			continue;			/* in use: next time */
-		ereport(LOG,
-				(errmsg("pg_egress dropped replication slot \"%s\"", slot)));
+		if (res == EGRESS_SLOT_DROPPED)
+			ereport(LOG,
+					(errmsg("pg_egress dropped replication slot \"%s\"", slot)));
+		else if (res == EGRESS_SLOT_NOT_OURS)
+			ereport(WARNING,
+					(errmsg("pg_egress did not drop replication slot \"%s\": it is not a slot of pg_egress",
+							slot),
+					 errdetail("It belongs to another database or uses another output plugin than %s; it is left alone.",
+							   EGRESS_PLUGIN)));
 
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
@@ -444,12 +453,59 @@ stop_orphans(StreamWant *wants, int nwants)
 }
 
 /*
+ * Mark the LOG_BASED streams of a destination for a new initial sync (those
+ * in state error keep it, and are synced again when resumed), or, with
+ * to_error, stop them (state error).  why goes to last_error.  Committed on
+ * return; returns the number of streams changed.
+ */
+static int
+mark_dest_streams(const char *dest, const char *why, bool to_error)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	int			n;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	values[0] = CStringGetTextDatum(dest);
+	values[1] = CStringGetTextDatum(why);
+	n = egress_catalog_exec(to_error ?
+							"UPDATE egress.stream_state st SET state = 'error', "
+							"last_error = $2, last_error_at = pg_catalog.now(), "
+							"attempts = st.attempts OPERATOR(pg_catalog.+) 1, "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+							"AND st.state OPERATOR(pg_catalog.<>) 'error'" :
+							"UPDATE egress.stream_state st SET "
+							"state = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN 'error' ELSE 'pending' END, "
+							"resync = true, last_error = $2, last_error_at = pg_catalog.now(), "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
+							2, argtypes, values, NULL, false);
+	egress_worker_catalog_end(&guard);
+	return n;
+}
+
+/*
  * The hard WAL limit (pg_egress.max_slot_wal) for slots no CDC worker
  * serves, e.g. when every stream of the destination stopped with an error:
- * the CDC worker applies it to the slot it holds, this to the others.  A
- * slot pg_egress made (or may drop: drop_adopted_slot) is dropped and the
+ * the CDC worker applies it to the slot it holds, this to the others.  What
+ * counts is the WAL the destination has not acknowledged (flush position
+ * minus the slot's confirmed_flush_lsn), as in the CDC worker.  A slot
+ * pg_egress made (or may drop: drop_adopted_slot) is dropped and the
  * destination's LOG_BASED streams are marked for a new initial sync; a
  * stream in state error keeps it and is synced again when resumed.
+ *
+ * The streams are marked (committed) BEFORE the slot is dropped: a crash
+ * or error in between must never leave a stream that carries on from its
+ * bookmark on a new slot that lacks the changes made meanwhile.
  */
 static void
 guard_idle_slots(void)
@@ -466,39 +522,55 @@ guard_idle_slots(void)
 		bool		droppable = strcmp((char *) lthird(t), "t") == 0;
 		int64		lag;
 		char	   *why;
-		EgressCatalogGuard guard;
-		Oid			argtypes[2] = {TEXTOID, TEXTOID};
-		Datum		values[2];
+		EgressSlotDropResult res;
 
 		if (!droppable || cdc_is_running(dest))
 			continue;
-		lag = egress_slot_idle_lag(slot);
+		lag = egress_slot_unacked_wal(slot, true);
 		if (lag <= (int64) egress_max_slot_wal_mb * 1024 * 1024)
 			continue;
-		if (!egress_slot_drop(slot))
-			continue;			/* someone took it meanwhile */
-		why = psprintf("replication slot \"%s\" held " INT64_FORMAT " MB of WAL, more than pg_egress.max_slot_wal (%d MB)",
-					   slot, lag / (1024 * 1024), egress_max_slot_wal_mb);
+		/* rounded up: never "2 MB, more than 2 MB" */
+		why = psprintf("replication slot \"%s\" held " INT64_FORMAT " MB of WAL its destination has not acknowledged, more than pg_egress.max_slot_wal (%d MB)",
+					   slot, (lag + 1024 * 1024 - 1) / (1024 * 1024), egress_max_slot_wal_mb);
+		if (!egress_slot_is_ours(slot))
+		{
+			char	   *msg = psprintf("%s; it is not a slot of pg_egress (another database's, or another output plugin's) and was not dropped",
+									   why);
+
+			/* said once: when it stops streams */
+			if (mark_dest_streams(dest, msg, true) > 0)
+				ereport(WARNING,
+						(errmsg("pg_egress did not drop replication slot \"%s\" of destination \"%s\": it is not a slot of pg_egress",
+								slot, dest),
+						 errdetail("%s.", why),
+						 errhint("Its streams are stopped; drop or rename that slot, then resume them.")));
+			pfree(msg);
+			pfree(why);
+			continue;
+		}
+		/* first the resync, then the drop (see above) */
+		mark_dest_streams(dest, why, false);
+		res = egress_slot_drop(slot);
+		if (res == EGRESS_SLOT_IN_USE || res == EGRESS_SLOT_ABSENT)
+		{
+			/* taken or dropped meanwhile: the streams are synced again anyway */
+			pfree(why);
+			continue;
+		}
+		if (res == EGRESS_SLOT_NOT_OURS)
+		{
+			ereport(WARNING,
+					(errmsg("pg_egress did not drop replication slot \"%s\" of destination \"%s\": it is not a slot of pg_egress",
+							slot, dest),
+					 errdetail("%s.", why)));
+			mark_dest_streams(dest, psprintf("%s; it is not a slot of pg_egress and was not dropped", why), true);
+			pfree(why);
+			continue;
+		}
 		ereport(WARNING,
 				(errmsg("pg_egress dropped replication slot \"%s\" of destination \"%s\": %s",
 						slot, dest, why),
 				 errdetail("Its streams are synced again (a new version); streams in state error when they are resumed.")));
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		egress_catalog_enter(&guard);
-		values[0] = CStringGetTextDatum(dest);
-		values[1] = CStringGetTextDatum(why);
-		egress_catalog_exec("UPDATE egress.stream_state st SET "
-							"state = CASE WHEN st.state OPERATOR(pg_catalog.=) 'error' THEN 'error' ELSE 'pending' END, "
-							"resync = true, last_error = $2, last_error_at = pg_catalog.now(), "
-							"updated_at = pg_catalog.now() "
-							"FROM egress.stream s WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
-							"AND s.destination OPERATOR(pg_catalog.=) $1 "
-							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
-							2, argtypes, values, NULL, false);
-		egress_worker_catalog_end(&guard);
 		pfree(why);
 	}
 }

@@ -1,26 +1,32 @@
 
 # Careless-operator / chaos review of issue 10 (helper 8).  Each part
-# asserts the correct behaviour; parts marked FAILS NOW reproduce a defect
-# of the code under review.
+# asserts the correct behaviour; parts A, C and D reproduced defects of the
+# code under review (fixed since; the notes say what was wrong).
 #
-#  A. (FAILS NOW) the destination's slot disappears while a destination
-#     fails (an operator drops it to free pg_wal, as the hint of
-#     give_up_slot() tells to do for adopted slots).  ensure_slot() then
-#     creates a new slot and marks every stream for a new sync in memory
-#     only (cdc.c, ensure_slot: "cdc->streams[i].needs_sync = true").  If
-#     the session ends before every stream was synced (the worker is
-#     terminated, or the sync of an earlier stream fails), the next session
-#     adopts the new slot and the streams not yet synced go on as
-#     'streaming' from their old bookmark: the changes made while no slot
-#     existed are silently lost.
+#  A. the destination's slot disappears while a destination fails (an
+#     operator drops it to free pg_wal, as the hint of give_up_slot() tells
+#     to do for adopted slots).  ensure_slot() then created a new slot and
+#     marked every stream for a new sync in memory only.  If the session
+#     ended before every stream was synced (the worker is terminated, or
+#     the sync of an earlier stream fails), the next session adopted the
+#     new slot and the streams not yet synced went on as 'streaming' from
+#     their old bookmark: the changes made while no slot existed were
+#     silently lost.  Now the streams are marked in the catalog, in the
+#     transaction that records the new slot, before it exists.
 #  B. kill -9 of the CDC worker during an initial sync (crash restart of
-#     the cluster): the stream recovers with everything (passes).
-#  C. (FAILS NOW) pause + resume at once: the promised resync never
-#     happens, egress_streams shows 'pending' for good.
-#  D. (FAILS NOW) pg_egress.max_slot_wal drops the slot of a healthy,
-#     caught-up destination when a long transaction elsewhere pins
-#     restart_lsn, and the new slot then waits for that transaction: the
-#     destination's streams deliver nothing meanwhile.
+#     the cluster): the stream recovers with everything.
+#  C. pause + resume at once: the promised resync never happened,
+#     egress_streams showed 'pending' for good (the worker's configuration
+#     fingerprint did not cover the state and resync flag).
+#  D. pg_egress.max_slot_wal dropped the slot of a healthy, caught-up
+#     destination when a long transaction elsewhere pinned restart_lsn,
+#     and the new slot then waited for that transaction.  The hard limit
+#     now counts the WAL the destination has not acknowledged
+#     (confirmed_flush_lsn), not the WAL the slot retains.
+#  E. the slot over the hard WAL limit is not pg_egress's any more (someone
+#     replaced it by another plugin's): it used to be reported "dropped"
+#     and the streams synced again; now a WARNING, and the streams stop in
+#     state error with the reason.
 
 use strict;
 use warnings;
@@ -119,7 +125,15 @@ ok( poll_until(
 		}),
 	'A: the new session syncs ta first; the worker is terminated during that sync');
 ok(slot_row($node, 'pg_egress_da'), 'A: a new slot exists');
-is(stream_row($node, 'tb')->{state}, 'streaming', 'A: tb still shows streaming (not marked for resync)');
+{
+	# tb's bookmark is from the old slot: the catalog must say it is synced
+	# again before the new slot serves anything (until its sync is done)
+	my $rb = sql(q{SELECT st.state || ' ' || st.resync || ' ' || st.version FROM egress.stream_state st
+		JOIN egress.stream s ON s.id = st.stream_id WHERE s.name = 'tb'});
+	my ($state, $resync, $version) = split / /, $rb;
+	ok($version > $va{tb} || ($state ne 'streaming' && $resync eq 'true'),
+		"A: tb is marked for resync in the catalog ($rb)");
+}
 
 wait_stream_where($node, 'ta', "state = 'streaming' AND version > $va{ta}", 90, 'A: ta synced again');
 wait_stream_state($node, 'tb', 'streaming');
@@ -127,7 +141,7 @@ sql(q{INSERT INTO tb VALUES (1000, 'after')});
 wait_caught_up($node, $_) foreach qw(ta tb);
 note 'tb: ' . EgressTest::_short_row(stream_row($node, 'tb'));
 compare_states(mirror_of($dir_a, 'tb', 'public-tb', ['id']), table_state($node, 'tb', ['id']),
-	'A (FAILS NOW): tb, whose sync on the new slot was never done, lost nothing');
+	'A: tb, whose sync on the new slot was never done, lost nothing');
 sql(q{SELECT egress_remove_stream('ta'); SELECT egress_remove_stream('tb')});
 
 # ---------------------------------------------------------------------------
@@ -164,13 +178,13 @@ compare_states(mirror_of($dir_b, 'td', 'public-td', ['id']), table_state($node, 
 	'B: td nothing lost after kill -9 during the sync of tc');
 
 # ---------------------------------------------------------------------------
-# C. (FAILS NOW) pause and resume in quick succession (one transaction, or
-# both before the CDC worker looked): egress_resume_stream() marks the
-# stream 'pending' + resync, but config_fingerprint() (cdc.c) hashes
-# enabled, state = 'error' and (resync AND state = 'streaming') only, which
-# are all as before: the worker never starts a new session, the resync
-# never happens and egress_streams shows 'pending' for good, while
-# persist_bookmarks() ("... AND state = 'streaming'") stops recording the
+# C. pause and resume in quick succession (one transaction, or both before
+# the CDC worker looked): egress_resume_stream() marks the stream 'pending'
+# + resync, but config_fingerprint() (cdc.c) hashed enabled, state =
+# 'error' and (resync AND state = 'streaming') only, which were all as
+# before: the worker never started a new session, the resync never
+# happened and egress_streams showed 'pending' for good, while
+# persist_bookmarks() ("... AND state = 'streaming'") stopped recording the
 # stream's progress.
 # ---------------------------------------------------------------------------
 my $dir_c = new_outdir($node, 'c');
@@ -188,20 +202,19 @@ my $ve = stream_row($node, 'te')->{version};
 sql(q{SELECT egress_pause_stream('te'); SELECT egress_resume_stream('te')});
 sql(q{INSERT INTO te VALUES (100, 'after resume'); INSERT INTO tf VALUES (100, 'after resume')});
 wait_stream_where($node, 'te', "state = 'streaming' AND version > $ve", 30,
-	'C (FAILS NOW): pause + resume at once: the stream is synced again (new version), egress_streams shows streaming');
+	'C: pause + resume at once: the stream is synced again (new version), egress_streams shows streaming');
 wait_caught_up($node, 'tf');
 compare_states(mirror($dir_c, 'public-te', ['id']), table_state($node, 'te', ['id']), 'C: te nothing lost');
 
 # ---------------------------------------------------------------------------
-# D. (FAILS NOW) the hard WAL limit and a long transaction elsewhere.  A
-# slot's restart_lsn cannot pass the start of the oldest running
-# transaction that wrote WAL, whatever table it touches.  One long bulk
-# load (or a session idle in transaction with an xid) while other WAL is
-# written makes a HEALTHY, caught-up destination's slot "hold" more than
-# pg_egress.max_slot_wal: enforce_wal_limit() (cdc.c) drops it and resyncs
-# every stream, and the new slot's creation then waits for that
-# transaction to end: no change of any stream of the destination is
-# delivered meanwhile.
+# D. the hard WAL limit and a long transaction elsewhere.  A slot's
+# restart_lsn cannot pass the start of the oldest running transaction that
+# wrote WAL, whatever table it touches.  One long bulk load (or a session
+# idle in transaction with an xid) while other WAL is written made a
+# HEALTHY, caught-up destination's slot "hold" more than
+# pg_egress.max_slot_wal: enforce_wal_limit() (cdc.c) dropped it and
+# resynced every stream, and the new slot's creation then waited for that
+# transaction to end.  The limit now counts the WAL not acknowledged.
 # ---------------------------------------------------------------------------
 my $dir_d = new_outdir($node, 'd');
 add_destination($node, 'dd', $dir_d);
@@ -235,15 +248,104 @@ my $delivered = poll_until('tg to deliver its changes while the long transaction
 	sub { my @r = grep { $_->{id} >= 101 } map { $_->{record} } grep { ($_->{type} // '') eq 'RECORD' && ($_->{stream} // '') eq 'public-tg' }
 			map { @{ $_->{messages} } } cdc_batches($dir_d);
 		  return scalar(@r) >= 4; });
-ok($delivered, 'D (FAILS NOW): a healthy destination delivers while a long transaction elsewhere runs');
+ok($delivered, 'D: a healthy destination delivers while a long transaction elsewhere runs');
 unlike(substr(slurp_file($node->logfile), $offset_d), qr/dropped replication slot "pg_egress_dd"/,
-	'D (FAILS NOW): the slot of a healthy, caught-up destination is not dropped by max_slot_wal');
+	'D: the slot of a healthy, caught-up destination is not dropped by max_slot_wal');
 $node->psql('postgres', q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'longtx'});
 eval { $long->finish; };
 sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
 wait_stream_state($node, 'tg', 'streaming');
 wait_caught_up($node, 'tg');
 compare_states(mirror_of($dir_d, 'tg', 'public-tg', ['id']), table_state($node, 'tg', ['id']), 'D: tg nothing lost');
+
+# ---------------------------------------------------------------------------
+# E. the slot that the hard WAL limit would drop is not pg_egress's any more
+# (someone dropped ours and made a test_decoding slot of that name).
+# egress_slot_drop() used to answer "nothing left to drop" (true) for it, so
+# the database worker (guard_idle_slots) and the CDC worker (give_up_slot)
+# logged "dropped replication slot" and synced the streams again on a slot
+# they could not use, though nothing was dropped.  Now: a WARNING that says
+# it is not a slot of pg_egress, nothing "dropped", the streams stop in state
+# error with that reason.
+# ---------------------------------------------------------------------------
+sub swap_for_foreign_slot
+{
+	my ($slot) = @_;
+	# between retries the CDC worker lets go of its slot
+	ok( poll_until(
+			"to replace $slot", 90,
+			sub {
+				my ($ret) = $node->psql('postgres', qq{SELECT pg_drop_replication_slot('$slot');
+					SELECT pg_create_logical_replication_slot('$slot', 'test_decoding')});
+				return $ret == 0;
+			}),
+		"E: $slot replaced by a test_decoding slot of the same name");
+	is((slot_row($node, $slot) // {})->{plugin}, 'test_decoding', "E: $slot is a test_decoding slot");
+}
+
+sub more_wal
+{
+	sql(q{INSERT INTO filler SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, 10000) i}) foreach 1 .. 3;
+}
+
+# E1. no CDC worker serves the slot (its only stream is paused): the database worker's guard
+my $dir_e = new_outdir($node, 'e');
+add_destination($node, 'de', $dir_e);
+sql(q{
+CREATE TABLE th (id integer PRIMARY KEY, v text);
+INSERT INTO th SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('th', 'th', method => 'LOG_BASED', destination => 'de');
+});
+wait_stream_state($node, 'th', 'streaming');
+sql(q{SELECT egress_pause_stream('th')});
+swap_for_foreign_slot('pg_egress_de');
+my $offset_e = -s $node->logfile;
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '1MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wal') eq '1MB' });
+more_wal();
+ok( poll_until(
+		'a WARNING about the foreign slot of de', 60,
+		sub { substr(slurp_file($node->logfile), $offset_e) =~ /WARNING:.*did not drop replication slot "pg_egress_de".*not a slot of pg_egress/ }),
+	'E1: the database worker says the slot over max_slot_wal is not a slot of pg_egress');
+# (egress_streams shows a paused stream as paused)
+wait_stream_where($node, 'th', q{last_error ~ 'not a slot of pg_egress'}, 30,
+	'E1: its stream says why');
+is(sql(q{SELECT st.state FROM egress.stream_state st JOIN egress.stream s ON s.id = st.stream_id WHERE s.name = 'th'}),
+	'error', 'E1: its stream is in state error in the catalog');
+unlike(substr(slurp_file($node->logfile), $offset_e), qr/dropped replication slot "pg_egress_de"/,
+	'E1: nothing claims the foreign slot was dropped');
+is((slot_row($node, 'pg_egress_de') // {})->{plugin}, 'test_decoding', 'E1: the foreign slot is kept');
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+sql(q{SELECT pg_drop_replication_slot('pg_egress_de'); SELECT egress_remove_stream('th')});
+
+# E2. the CDC worker runs (its destination fails) and gives the slot up
+my $dir_e2 = new_outdir($node, 'e2');
+END { chmod(0700, $dir_e2) if defined $dir_e2; }
+add_destination($node, 'de2', $dir_e2);
+sql(q{
+CREATE TABLE ti (id integer PRIMARY KEY, v text);
+INSERT INTO ti SELECT i, 'v' || i FROM generate_series(1, 20) i;
+SELECT egress_add_stream('ti', 'ti', method => 'LOG_BASED', destination => 'de2');
+});
+wait_stream_state($node, 'ti', 'streaming');
+chmod(0500, $dir_e2) or die "chmod: $!";
+sql(q{INSERT INTO ti VALUES (-1, 'while failing')});
+swap_for_foreign_slot('pg_egress_de2');
+$offset_e = -s $node->logfile;
+sql(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '1MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { sql('SHOW pg_egress.max_slot_wal') eq '1MB' });
+more_wal();
+ok( poll_until(
+		'a WARNING about the foreign slot of de2', 60,
+		sub { substr(slurp_file($node->logfile), $offset_e) =~ /WARNING:.*did not drop replication slot "pg_egress_de2".*not a slot of pg_egress/ }),
+	'E2: the CDC worker says the slot over max_slot_wal is not a slot of pg_egress');
+wait_stream_where($node, 'ti', q{state = 'error' AND last_error ~ 'not a slot of pg_egress'}, 30,
+	'E2: its stream stops in state error, saying why');
+unlike(substr(slurp_file($node->logfile), $offset_e), qr/dropped replication slot "pg_egress_de2"/,
+	'E2: nothing claims the foreign slot was dropped');
+is((slot_row($node, 'pg_egress_de2') // {})->{plugin}, 'test_decoding', 'E2: the foreign slot is kept');
+sql(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+chmod(0700, $dir_e2);
 
 $node->stop;
 done_testing();
