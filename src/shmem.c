@@ -230,6 +230,8 @@ egress_stream_holder(int32 stream_id, const char *dest)
 void
 egress_set_phase(EgressWorkerSlot *slot, const char *phase)
 {
+	if (slot == NULL)
+		return;
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	strlcpy(slot->phase, phase, sizeof(slot->phase));
 	LWLockRelease(egress_shared->lock);

@@ -1443,13 +1443,28 @@ load_config(MemoryContext cxt)
 		s->pause_on_lag = policy != NULL && strcmp(policy, "pause") == 0;
 		s->st_stale = true;
 		s->slot = egress_claim_cdc_stream(def->id, s->needs_sync ? "pending" : "streaming");
+		if (s->slot == NULL)
+		{
+			/*
+			 * Every shared entry is taken.  Without one the stream has no
+			 * live figures and no claim: stop it where the owner sees why,
+			 * rather than serve it unguarded.
+			 */
+			MemoryContext oldcxt2 = MemoryContextSwitchTo(cxt);
+
+			errors = lappend(errors,
+							 list_make2(makeInteger(def->id),
+										makeString(psprintf("stream \"%s\" has no shared worker entry: all %d are taken (raise pg_egress.max_active_streams)",
+															def->name, egress_max_active_streams))));
+			MemoryContextSwitchTo(oldcxt2);
+			memset(s, 0, sizeof(*s));
+			cdc->nstreams--;
+			continue;
+		}
 		/* egress_stream_activity() shows the entry to the owner's members */
 		egress_set_slot_owner(s->slot, def->owner);
-		if (s->slot)
-		{
-			s->slot->rows_sent = s->rows_sent;
-			s->slot->batches_sent = s->batches_sent;
-		}
+		s->slot->rows_sent = s->rows_sent;
+		s->slot->batches_sent = s->batches_sent;
 	}
 	egress_worker_catalog_end(&guard);
 
@@ -1766,6 +1781,52 @@ note_failure(const char *message, bool stop)
 							"AND st.state <> 'error'",
 							2, argtypes, values, NULL, false);
 		egress_worker_catalog_end(&guard);
+	}
+}
+
+/*
+ * No shared entry is free for this destination's worker: say so on its
+ * streams (their state stays: nothing was lost, they go on once an entry is
+ * free), and wait one naptime before exiting, so that the database worker,
+ * which starts a wanted destination's worker again at once, does not start
+ * one after another.
+ */
+static void
+no_free_entry(const char *dest)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	if (egress_worker_catalog_begin(&guard, false))
+	{
+		values[0] = CStringGetTextDatum(dest);
+		values[1] = CStringGetTextDatum(psprintf("the CDC worker of destination \"%s\" has no shared worker entry: all %d are taken (raise pg_egress.max_active_streams)",
+												 dest, egress_max_active_streams));
+		egress_catalog_exec("UPDATE egress.stream_state st SET last_error = $2, "
+							"last_error_at = pg_catalog.now() FROM egress.stream s "
+							"WHERE s.id OPERATOR(pg_catalog.=) st.stream_id "
+							"AND s.destination OPERATOR(pg_catalog.=) $1 "
+							"AND s.method OPERATOR(pg_catalog.=) 'LOG_BASED'",
+							2, argtypes, values, NULL, false);
+		egress_worker_catalog_end(&guard);
+	}
+	/* the whole naptime: a wake-up of the latch is no reason to go sooner */
+	{
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														Max(egress_naptime_ms, 1000));
+
+		for (;;)
+		{
+			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+			if (left <= 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 left, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
 	}
 }
 
@@ -2461,10 +2522,13 @@ egress_cdc_main(Datum main_arg)
 					(errmsg("pg_egress destination \"%s\" is already served by process %d",
 							dest, (int) holder)));
 		else
+		{
 			ereport(LOG,
 					(errmsg("pg_egress CDC worker for destination \"%s\" exits: no free shared worker entry",
 							dest),
 					 errhint("Raise pg_egress.max_active_streams (needs a restart).")));
+			no_free_entry(dest);
+		}
 		proc_exit(0);
 	}
 	before_shmem_exit(release_dest_entry, PointerGetDatum(dest_entry));

@@ -142,7 +142,8 @@ egress_record_stream_error(int32 stream_id, const char *message)
 		values[0] = Int32GetDatum(stream_id);
 		values[1] = CStringGetTextDatum(message);
 		egress_catalog_exec("UPDATE egress.stream_state SET state = 'error', last_error = $2, "
-							"last_error_at = now(), updated_at = now() WHERE stream_id = $1",
+							"last_error_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+							"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 							2, argtypes, values, NULL, false);
 		egress_worker_catalog_end(&guard);
 	}
