@@ -30,7 +30,7 @@ egress_ensure_user
 bench_start_cluster
 
 # logical decoding for three consumers, and wal2json allowed as an output plugin
-# slots: live, catchupN, bench_recvN, bench_peek, and temporary ones for initial syncs
+# slots: live, bench_catchN, bench_recvN, bench_peek, and temporary ones for initial syncs
 slots=$((2 * decode_rounds + 6))
 [ $slots -ge 10 ] || slots=10
 conf="max_replication_slots = $slots
@@ -155,9 +155,10 @@ recv_pid=
 recv_log="$BENCH_DIR/pg_recvlogical.log"
 trap '[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null; bench_stop_cluster' EXIT
 
-# ---- set-up: the empty bench table, the LOG_BASED stream 'live', one paused
-# LOG_BASED stream 'catchupN' and one baseline slot 'bench_recvN' per decoding
-# round, and the slot 'bench_peek' ------------------------------------------------
+# ---- set-up: the empty bench table, the LOG_BASED stream 'live', per decoding
+# round a wal2json slot 'bench_catchN' that a pg_egress stream takes over after
+# the load (as from a Singer tap) and a baseline slot 'bench_recvN', and the
+# slot 'bench_peek' -------------------------------------------------------------
 
 out_live="$BENCH_DIR/out_live"
 bench_create_table >/dev/null
@@ -176,28 +177,17 @@ CREATE EXTENSION pg_egress;
 SELECT egress_add_destination('cdc_live', 'file://$out_live');
 SELECT egress_add_stream('live', 'public.bench', 'LOG_BASED', 'cdc_live');
 SQL
-streams="'live'"
-for r in $(seq 1 "$decode_rounds"); do
-	q "SELECT egress_add_destination('cdc_catchup$r', 'file://$BENCH_DIR/out_catchup$r')" >/dev/null
-	q "SELECT egress_add_stream('catchup$r', 'public.bench', 'LOG_BASED', 'cdc_catchup$r')" >/dev/null
-	streams+=", 'catchup$r'"
-done
-wait_streaming "$streams"
+wait_streaming "'live'"
 slot_live=$(slot_of cdc_live)
 [ -n "$slot_live" ] || die "destination cdc_live has no replication slot"
 
-# the catch-up streams wait, paused, with their slots from before the load
+# the slots the catch-up streams take over, and the baselines', from before the
+# load (a paused stream is resynced when resumed: it cannot measure catching up)
 for r in $(seq 1 "$decode_rounds"); do
-	q "SELECT egress_pause_stream('catchup$r')" >/dev/null
-	slot=$(slot_of "cdc_catchup$r")
-	[ -n "$slot" ] || die "destination cdc_catchup$r has no replication slot"
-	wait_slot_idle "$slot"
+	q "SELECT pg_create_logical_replication_slot('bench_catch$r', 'wal2json')" >/dev/null
 	q "SELECT pg_create_logical_replication_slot('bench_recv$r', 'wal2json')" >/dev/null
 done
 q "SELECT pg_create_logical_replication_slot('bench_peek', 'wal2json')" >/dev/null
-# a pause restarts every CDC worker's session (at its next round, within
-# pg_egress.flush_interval): let 'live' settle before the load
-sleep 2.5
 
 # ---- phase A: the load, pg_egress streaming it live ------------------------
 
@@ -247,21 +237,21 @@ round_peek() {
 	[ "$n" -ge "$rows" ] || die "peek returned $n changes, fewer than $rows"
 }
 
-# C: a paused stream resumed, from a standing start to its last batch; paused again after
+# C: a stream that takes over the slot made before the load at its start (option
+# state, as from a Singer tap: no initial sync), from a standing start to its
+# last batch; removed after (the adopted slot stays)
 round_catchup() {
-	local r=$1 t base version slot out=$BENCH_DIR/out_catchup$1 n
-	slot=$(slot_of "cdc_catchup$r")
-	base=$(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup$r'")
-	version=$(q "SELECT version FROM egress_streams WHERE name = 'catchup$r'")
+	local r=$1 t slot=bench_catch$1 out=$BENCH_DIR/out_catchup$1 n lsn
+	lsn=$(q "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '$slot'")
 	t=$(bench_now)
-	q "SELECT egress_resume_stream('catchup$r')" >/dev/null
+	q "SELECT egress_add_destination('cdc_catchup$r', 'file://$out', '{\"slot_name\": \"$slot\"}')" >/dev/null
+	q "SELECT egress_add_stream('catchup$r', 'public.bench', 'LOG_BASED', 'cdc_catchup$r',
+		options => '{\"state\": {\"lsn\": \"$lsn\"}}')" >/dev/null
 	wait_delivered "catchup$r" "$slot" "$lsn1"
 	t_catchup+=("$(sub "$(landed_at "$out")" "$t")")
 	t_start+=("$(sub "${seen_worker_at:-$t}" "$t" | xargs printf '%.2f')")
-	[ "$(q "SELECT version FROM egress_streams WHERE name = 'catchup$r'")" = "$version" ] ||
-		die "stream 'catchup$r' was synced again instead of catching up"
-	sent_catchup+=($(($(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup$r'") - base)))
-	q "SELECT egress_pause_stream('catchup$r')" >/dev/null
+	sent_catchup+=($(q "SELECT rows_sent FROM egress_streams WHERE name = 'catchup$r'"))
+	q "SELECT egress_remove_stream('catchup$r')" >/dev/null
 	wait_slot_idle "$slot"
 	n=$(records_in "$out")
 	[ "$n" = "$rows" ] || die "stream 'catchup$r' wrote $n RECORDs, expected $rows"
@@ -313,7 +303,7 @@ printf 'output: %s in %s files (live), %s in %s files (catchup1)\n' \
 echo "pgbench (scale $pgbench_scale, -c 2 -j 2, ${tps_seconds}s runs, $tps_rounds rounds): TPS with no consumer, pg_egress, pg_recvlogical..."
 q "SELECT egress_remove_stream('live')" >/dev/null
 for r in $(seq 1 "$decode_rounds"); do
-	q "SELECT egress_remove_stream('catchup$r')" >/dev/null
+	q "SELECT pg_drop_replication_slot('bench_catch$r')" >/dev/null
 	q "SELECT pg_drop_replication_slot('bench_recv$r')" >/dev/null
 done
 q "SELECT pg_drop_replication_slot('bench_peek')" >/dev/null
@@ -370,7 +360,7 @@ run_none() {
 	tps_none+=("$tps")
 }
 run_egress() {
-	# resumed and caught up with what it missed while paused, before the run
+	# resumed (which syncs it again: a new version) and caught up, before the run
 	q "SELECT egress_resume_stream('tpcb')" >/dev/null
 	wait_streaming "'tpcb'"
 	catchup_egress "$(q "SELECT pg_current_wal_insert_lsn()")" >/dev/null
