@@ -275,6 +275,26 @@ parse_entry(const char *tok, size_t len, HostEntry *e)
 }
 
 /*
+ * The next entry of a comma-separated list at *p: [*start, *end) without the
+ * white space around it; false at the end of the list.
+ */
+static bool
+next_entry(const char **p, const char **start, const char **end)
+{
+	while (**p == ' ' || **p == '\t' || **p == ',')
+		(*p)++;
+	if (**p == '\0')
+		return false;
+	*start = *p;
+	while (**p != '\0' && **p != ',')
+		(*p)++;
+	*end = *p;
+	while (*end > *start && ((*end)[-1] == ' ' || (*end)[-1] == '\t'))
+		(*end)--;
+	return true;
+}
+
+/*
  * Calls fn for every entry of list, until it returns true; returns whether
  * one did.  Entries that do not parse are skipped (the check hook refused
  * them before they could be set).
@@ -283,26 +303,14 @@ static bool
 for_each_entry(const char *list, bool (*fn) (const HostEntry *e, void *arg), void *arg)
 {
 	const char *p = list ? list : "";
+	const char *start;
+	const char *end;
+	HostEntry	e;
 
-	for (;;)
-	{
-		const char *start;
-		const char *end;
-		HostEntry	e;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (*p == '\0')
-			return false;
-		start = p;
-		while (*p != '\0' && *p != ',')
-			p++;
-		end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
+	while (next_entry(&p, &start, &end))
 		if (parse_entry(start, end - start, &e) && fn(&e, arg))
 			return true;
-	}
+	return false;
 }
 
 typedef struct NameMatch
@@ -414,30 +422,18 @@ bool
 egress_check_allowed_hosts(char **newval, void **extra, GucSource source)
 {
 	const char *p = *newval ? *newval : "";
+	const char *start;
+	const char *end;
+	HostEntry	e;
 
-	for (;;)
-	{
-		const char *start;
-		const char *end;
-		HostEntry	e;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		if (*p == '\0')
-			return true;
-		start = p;
-		while (*p != '\0' && *p != ',')
-			p++;
-		end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
+	while (next_entry(&p, &start, &end))
 		if (!parse_entry(start, end - start, &e))
 		{
 			GUC_check_errdetail("\"%.*s\" is not a host name, a domain (.example.com), an IP address, a CIDR range or *.",
 								(int) (end - start), start);
 			return false;
 		}
-	}
+	return true;
 }
 
 char *
