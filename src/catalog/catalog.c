@@ -8,7 +8,7 @@
  * search_path is pinned to "pg_catalog, pg_temp" (pg_temp last: when the
  * path does not name it, the session's temporary schema is searched FIRST
  * for types and relations, so a caller's pg_temp.oid domain with a CHECK of
- * its own would capture "x::oid"), and every type, operator and function in
+ * its own would capture a cast to oid), and every type, operator and function in
  * the SQL text is schema-qualified all the same.
  *-------------------------------------------------------------------------
  */
