@@ -12,7 +12,10 @@ OBJS = \
 	src/catalog/takeover.o \
 	src/catalog/discover.o \
 	src/catalog/patterns.o \
+	src/catalog/publication.o \
 	src/decode/slot.o \
+	src/decode/change.o \
+	src/decode/pgoutput.o \
 	src/decode/wal2json.o \
 	src/encode/singer_types.o \
 	src/encode/singer.o \

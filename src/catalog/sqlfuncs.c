@@ -774,11 +774,11 @@ check_slot_available(const char *dest, const char *slot_name, Oid dest_owner,
 	bool		exists = egress_slot_lookup(slot_name, &plugin, &dboid);
 	int			needed = exists ? 1 : 2;
 
-	if (exists && (strcmp(plugin, EGRESS_PLUGIN) != 0 || dboid != MyDatabaseId))
+	if (exists && (!egress_plugin_is_ours(plugin) || dboid != MyDatabaseId))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"", slot_name, dest),
-				 errdetail("pg_egress needs a slot of this database with plugin wal2json; it has plugin \"%s\".",
+				 errdetail("pg_egress needs a slot of this database with plugin pgoutput or wal2json; it has plugin \"%s\".",
 						   plugin)));
 	if (exists && !slot_owned && !has_rolreplication(dest_owner))
 	{
@@ -1238,7 +1238,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					 errdetail("LOG_BASED streams read tables and partitioned tables."),
 					 errhint("Use FULL_TABLE for views, materialized views and foreign tables.")));
 		check_row_security(relid, qualified, caller);
-		egress_check_decoding_possible();
+		egress_check_decoding_possible(EGRESS_PLUGIN_WAL2JSON);	/* FIXME(h4): the destination's decoder */
 		check_changes_keyed(relid, qualified);
 		{
 			Relation	rel = relation_open(relid, AccessShareLock);

@@ -27,13 +27,20 @@
 
 #include "decode/slot.h"
 
+bool
+egress_plugin_is_ours(const char *plugin)
+{
+	return strcmp(plugin, EGRESS_PLUGIN_PGOUTPUT) == 0 ||
+		strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) == 0;
+}
+
 /*
- * wal2json must be installed, and some builds only let listed libraries be
- * output plugins (output_plugin_libraries): say what to change rather than
- * fail later inside the worker.
+ * The plugin must be installed (pgoutput is built in), and some builds only
+ * let listed libraries be output plugins (output_plugin_libraries): say
+ * what to change rather than fail later inside the worker.
  */
 void
-egress_check_decoding_possible(void)
+egress_check_decoding_possible(const char *plugin)
 {
 	char		path[MAXPGPATH];
 	struct stat st;
@@ -45,8 +52,8 @@ egress_check_decoding_possible(void)
 				 errmsg("LOG_BASED streams need wal_level \"logical\""),
 				 errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
 
-	snprintf(path, sizeof(path), "%s/%s%s", pkglib_path, EGRESS_PLUGIN, DLSUFFIX);
-	if (stat(path, &st) != 0)
+	snprintf(path, sizeof(path), "%s/%s%s", pkglib_path, plugin, DLSUFFIX);
+	if (strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) == 0 && stat(path, &st) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("LOG_BASED streams need the wal2json output plugin"),
@@ -64,16 +71,16 @@ egress_check_decoding_possible(void)
 		if (SplitIdentifierString(copy, ',', &names))
 		{
 			foreach(lc, names)
-				if (strcmp((char *) lfirst(lc), EGRESS_PLUGIN) == 0)
+				if (strcmp((char *) lfirst(lc), plugin) == 0)
 					found = true;
 		}
 		if (!found)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("LOG_BASED streams need wal2json to be allowed as an output plugin"),
+					 errmsg("decoding with %s needs it to be allowed as an output plugin", plugin),
 					 errdetail("output_plugin_libraries is \"%s\".", allowed),
-					 errhint("Add wal2json to output_plugin_libraries in postgresql.conf, e.g. output_plugin_libraries = '%s, wal2json', and reload.",
-							 allowed)));
+					 errhint("Add %s to output_plugin_libraries in postgresql.conf, e.g. output_plugin_libraries = '%s, %s', and reload.",
+							 plugin, allowed, plugin)));
 	}
 }
 
@@ -115,7 +122,7 @@ egress_free_slots(void)
 }
 
 void
-egress_slot_create(const char *name)
+egress_slot_create(const char *name, const char *plugin)
 {
 	LogicalDecodingContext *ctx;
 
@@ -125,7 +132,7 @@ egress_slot_create(const char *name)
 
 	/* ephemeral until it is ready: an error on the way drops it */
 	ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
-	ctx = CreateInitDecodingContext(EGRESS_PLUGIN, NIL, false, InvalidXLogRecPtr,
+	ctx = CreateInitDecodingContext(plugin, NIL, false, InvalidXLogRecPtr,
 									XL_ROUTINE(.page_read = read_local_xlog_page,
 											   .segment_open = wal_segment_open,
 											   .segment_close = wal_segment_close),
@@ -195,7 +202,7 @@ egress_slot_drop(const char *name)
 
 	slot = MyReplicationSlot;
 	ours = SlotIsLogical(slot) && slot->data.database == MyDatabaseId &&
-		strcmp(NameStr(slot->data.plugin), EGRESS_PLUGIN) == 0;
+		egress_plugin_is_ours(NameStr(slot->data.plugin));
 	if (!ours)
 	{
 		ReplicationSlotRelease();
@@ -217,7 +224,7 @@ egress_slot_is_ours(const char *name)
 
 	if (!egress_slot_lookup(name, &plugin, &dboid))
 		return true;
-	return dboid == MyDatabaseId && strcmp(plugin, EGRESS_PLUGIN) == 0;
+	return dboid == MyDatabaseId && egress_plugin_is_ours(plugin);
 }
 
 /*
@@ -291,7 +298,8 @@ egress_slot_snapshot(const char *tmpname)
 
 	/* ephemeral: gone on error and when released below */
 	ReplicationSlotCreate(tmpname, true, RS_EPHEMERAL, false);
-	ctx = CreateInitDecodingContext(EGRESS_PLUGIN, NIL, true, InvalidXLogRecPtr,
+	/* core's plugin: its initial snapshot is all that is used */
+	ctx = CreateInitDecodingContext(EGRESS_PLUGIN_PGOUTPUT, NIL, true, InvalidXLogRecPtr,
 									XL_ROUTINE(.page_read = read_local_xlog_page,
 											   .segment_open = wal_segment_open,
 											   .segment_close = wal_segment_close),

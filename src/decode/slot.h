@@ -8,16 +8,28 @@
 
 #include "access/xlogdefs.h"
 
-#define EGRESS_PLUGIN "wal2json"
+/*
+ * The output plugins pg_egress decodes with: pgoutput (core, the default)
+ * and wal2json (slots taken over from a Singer tap, or destination option
+ * "decoder": "wal2json").  A slot's plugin decides how it is decoded.
+ */
+#define EGRESS_PLUGIN_PGOUTPUT "pgoutput"
+#define EGRESS_PLUGIN_WAL2JSON "wal2json"
 
-/* ERROR (with the setting to change) unless this server can decode with wal2json. */
-extern void egress_check_decoding_possible(void);
+/* Is plugin one pg_egress decodes with? */
+extern bool egress_plugin_is_ours(const char *plugin);
+
+/*
+ * ERROR (with the setting to change) unless this server can decode with
+ * plugin: wal_level, the plugin installed, output_plugin_libraries.
+ */
+extern void egress_check_decoding_possible(const char *plugin);
 
 /* Does the slot exist?  If so, its plugin and database. */
 extern bool egress_slot_lookup(const char *name, char **plugin, Oid *dboid);
 
-/* Create a persistent wal2json slot (not acquired afterwards). */
-extern void egress_slot_create(const char *name);
+/* Create a persistent slot for plugin (not acquired afterwards). */
+extern void egress_slot_create(const char *name, const char *plugin);
 
 /* What egress_slot_drop() did. */
 typedef enum EgressSlotDropResult
@@ -25,17 +37,17 @@ typedef enum EgressSlotDropResult
 	EGRESS_SLOT_DROPPED,		/* dropped */
 	EGRESS_SLOT_ABSENT,			/* there was no slot of that name */
 	EGRESS_SLOT_IN_USE,			/* another process holds it: try later */
-	EGRESS_SLOT_NOT_OURS		/* another database's or plugin's: left alone */
+	EGRESS_SLOT_NOT_OURS		/* another database's, or not a plugin of ours: left alone */
 } EgressSlotDropResult;
 
 /*
- * Drop a pg_egress slot (wal2json, this database) if it exists and nobody
+ * Drop a pg_egress slot (pgoutput or wal2json, this database) if it exists and nobody
  * uses it.  A slot of that name that is not a pg_egress slot is left alone
  * (EGRESS_SLOT_NOT_OURS, no message: the caller says what it means).
  */
 extern EgressSlotDropResult egress_slot_drop(const char *name);
 
-/* Is the slot, if it exists, one pg_egress may use (wal2json, this database)? */
+/* Is the slot, if it exists, one pg_egress may use (our plugins, this database)? */
 extern bool egress_slot_is_ours(const char *name);
 
 /*

@@ -722,6 +722,8 @@ column_array_add(ColumnArray *array)
 	col->isnull = true;
 	col->quoted = false;
 	col->plain = false;
+	col->unchanged = false;
+	col->raw_text = false;
 	return col;
 }
 

@@ -17,64 +17,9 @@
 #ifndef EGRESS_DECODE_WAL2JSON_H
 #define EGRESS_DECODE_WAL2JSON_H
 
-#include "access/xlogdefs.h"
-#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
-typedef enum EgressChangeAction
-{
-	EGRESS_CHANGE_BEGIN,		/* "B" */
-	EGRESS_CHANGE_COMMIT,		/* "C" */
-	EGRESS_CHANGE_INSERT,		/* "I" */
-	EGRESS_CHANGE_UPDATE,		/* "U" */
-	EGRESS_CHANGE_DELETE,		/* "D" */
-	EGRESS_CHANGE_TRUNCATE,		/* "T" */
-	EGRESS_CHANGE_MESSAGE		/* "M" (pg_logical_emit_message) */
-} EgressChangeAction;
-
-typedef struct EgressChangeColumn
-{
-	char	   *name;
-	char	   *value;			/* de-escaped string content, or the raw
-								 * token for numbers/true/false; NULL when
-								 * JSON null */
-	bool		isnull;
-	bool		quoted;			/* value was a JSON string */
-	bool		plain;			/* ... without escape sequences, so that
-								 * escape_json(value) is value in quotes */
-} EgressChangeColumn;
-
-typedef struct EgressChange
-{
-	EgressChangeAction action;
-	XLogRecPtr	lsn;			/* "lsn" (InvalidXLogRecPtr if absent) */
-	XLogRecPtr	nextlsn;		/* "nextlsn" of B/C (InvalidXLogRecPtr if
-								 * absent) */
-	TimestampTz timestamp;		/* "timestamp" (0 if absent or null) */
-	bool		has_timestamp;
-	TransactionId xid;			/* "xid" (InvalidTransactionId if absent) */
-	char	   *schema;			/* NULL for B/C/M */
-	char	   *table;			/* NULL for B/C/M */
-
-	/*
-	 * "columns": the new row of I/U, in table column order.  wal2json leaves
-	 * out unchanged TOASTed values of an UPDATE, so a column may be missing.
-	 */
-	int			ncolumns;
-	EgressChangeColumn *columns;
-
-	/*
-	 * "identity": the replica identity of U/D (the old key, or the whole old
-	 * row with REPLICA IDENTITY FULL), in table column order.
-	 */
-	int			nidentity;
-	EgressChangeColumn *identity;
-
-	/* "M" only */
-	bool		transactional;
-	char	   *prefix;
-	char	   *content;
-} EgressChange;
+#include "decode/change.h"
 
 /*
  * Parse one message of len bytes (need not be NUL-terminated) into *change.

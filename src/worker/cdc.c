@@ -770,10 +770,10 @@ append_value(StringInfo buf, EgressColumn *col, EgressChangeColumn *mc)
 		egress_column_value_text(buf, col, NULL, true);
 	else if (mc->plain)
 		egress_column_value_plain_text(buf, col,
-									   egress_wal2json_value_text(mc, col->basetypid));
+									   egress_change_value_text(mc, col->basetypid));
 	else
 		egress_column_value_text(buf, col,
-								 egress_wal2json_value_text(mc, col->basetypid), false);
+								 egress_change_value_text(mc, col->basetypid), false);
 }
 
 static void
@@ -864,7 +864,7 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 					 errhint("Set REPLICA IDENTITY FULL on the table.")));
 		getTypeInputInfo(basetype, &typinput, &typioparam);
 		value = OidInputFunctionCall(typinput,
-									 (char *) egress_wal2json_value_text(mc, basetype),
+									 (char *) egress_change_value_text(mc, basetype),
 									 typioparam, basetypmod);
 		coltype = getBaseType(att->atttypid);
 		if (basetype != coltype && type_is_array(coltype))
@@ -1285,6 +1285,8 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 				emit_truncate(s);
 			break;
 		case EGRESS_CHANGE_MESSAGE:
+		case EGRESS_CHANGE_RELATION:
+		case EGRESS_CHANGE_OTHER:
 			break;
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -1664,7 +1666,7 @@ ensure_slot(void)
 
 	if (egress_slot_lookup(cdc->slot_name, &plugin, &dboid))
 	{
-		if (strcmp(plugin, EGRESS_PLUGIN) != 0 || dboid != MyDatabaseId)
+		if (strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) != 0 || dboid != MyDatabaseId)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"",
@@ -1691,7 +1693,7 @@ ensure_slot(void)
 
 	record_new_slot(cdc->slot_name);	/* marks the streams for resync */
 	cdc->slot_owned = true;
-	egress_slot_create(cdc->slot_name);
+	egress_slot_create(cdc->slot_name, EGRESS_PLUGIN_WAL2JSON);
 	ereport(LOG,
 			(errmsg("pg_egress destination \"%s\": created replication slot \"%s\"",
 					cdc->dest_name, cdc->slot_name)));

@@ -388,8 +388,7 @@ drop_unused_slots(void)
 			ereport(WARNING,
 					(errmsg("pg_egress did not drop replication slot \"%s\": it is not a slot of pg_egress",
 							slot),
-					 errdetail("It belongs to another database or uses another output plugin than %s; it is left alone.",
-							   EGRESS_PLUGIN)));
+					 errdetail("It belongs to another database or uses another output plugin than pgoutput or wal2json; it is left alone.")));
 
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
