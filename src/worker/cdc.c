@@ -37,17 +37,31 @@ ResourceOwner cdc_owner;
 /* the stream an initial sync is for, for the error path; 0: none */
 int32		cdc_syncing_stream = 0;
 
+bool		cdc_own_invalidation = false;
+
 /*
  * Decoding leaves time-travel entries in the caches: throw them away before
  * ordinary catalog work.  Only inside a transaction, since relcache entries
- * in use are rebuilt on the spot.
+ * in use are rebuilt on the spot.  This flush is no catalog change: the
+ * invalidation callbacks ignore it (cdc_own_invalidation), else every
+ * batch (persisting the bookmarks) would mark every descriptor, the
+ * relation map and the privileges stale and rebuild them.
  */
 void
 cdc_start_catalog_transaction(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	InvalidateSystemCaches();
+	cdc_own_invalidation = true;
+	PG_TRY();
+	{
+		InvalidateSystemCaches();
+	}
+	PG_FINALLY();
+	{
+		cdc_own_invalidation = false;
+	}
+	PG_END_TRY();
 }
 
 static void

@@ -76,6 +76,7 @@ typedef struct CdcStream
 {
 	EgressStreamDef *def;
 	EgressSingerStream *st;		/* rebuilt from the decoded catalog after DDL */
+	MemoryContext stcxt;		/* holds st; replaced when st is rebuilt */
 	bool		st_stale;
 	bool		recheck;		/* DDL touched the table: does it still exist? */
 	bool		dropped;		/* ... it does not */
@@ -187,6 +188,7 @@ typedef struct CdcState
 extern CdcState *cdc;
 extern ResourceOwner cdc_owner;
 extern int32 cdc_syncing_stream;	/* the stream an initial sync is for; 0: none */
+extern bool cdc_own_invalidation;	/* in cdc_start_catalog_transaction's flush */
 extern void cdc_start_catalog_transaction(void);
 
 /* cdc_relmap.c */

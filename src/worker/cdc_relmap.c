@@ -24,7 +24,7 @@
 void
 cdc_relcache_callback(Datum arg, Oid relid)
 {
-	if (cdc == NULL)
+	if (cdc == NULL || cdc_own_invalidation)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		if (!OidIsValid(relid) || cdc->streams[i].def->relid == relid)
@@ -38,7 +38,7 @@ cdc_relcache_callback(Datum arg, Oid relid)
 void
 cdc_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
-	if (cdc == NULL)
+	if (cdc == NULL || cdc_own_invalidation)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		cdc->streams[i].privs_stale = true;
@@ -205,7 +205,23 @@ cdc_refresh_descriptor(CdcStream *s)
 				 errmsg("relation %s of stream \"%s\" no longer exists",
 						s->def->relation, s->def->name)));
 	RelationClose(rel);
-	oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+
+	/*
+	 * Each descriptor lives in a context of its own, freed when it is
+	 * replaced; deferred rows still rendered with the old one keep it until
+	 * they are resolved (it goes with the deferred rows' context).
+	 */
+	if (s->stcxt != NULL)
+	{
+		if (cdc->pending != NIL)
+			MemoryContextSetParent(s->stcxt, cdc->pendcxt);
+		else
+			MemoryContextDelete(s->stcxt);
+	}
+	s->st = NULL;
+	s->stcxt = AllocSetContextCreate(cdc->decodecxt, "pg_egress cdc descriptor",
+									 ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(s->stcxt);
 	s->st = egress_singer_stream_for_relation_nolock(s->def->relid, true, s->debug_lsn);
 	MemoryContextSwitchTo(oldcxt);
 	s->st_stale = false;
