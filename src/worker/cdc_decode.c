@@ -187,12 +187,18 @@ cdc_decode_round(void)
 		/* decoding's transaction handling resets it */
 		CurrentResourceOwner = cdc_owner;
 		CHECK_FOR_INTERRUPTS();
+		/* too many deferred TOAST rows: resolve them now (a new round follows) */
+		if (cdc_pending_over_limit())
+			break;
 	}
 	cdc_resolve_pending();
 
+	/* ... and a batch that grew past its limits meanwhile is cut */
 	if (cdc->batch_open &&
-		TimestampDifferenceExceeds(cdc->batch_started, GetCurrentTimestamp(),
-								   cdc_flush_interval_ms()))
+		(TimestampDifferenceExceeds(cdc->batch_started, GetCurrentTimestamp(),
+									cdc_flush_interval_ms()) ||
+		 cdc->batch_rows >= cdc->max_rows ||
+		 cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes))
 		cdc_commit_batch();
 	if (!cdc->batch_open)
 		cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);

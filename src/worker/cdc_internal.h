@@ -209,6 +209,7 @@ extern void cdc_commit_batch(void);
 
 /* cdc_render.c */
 extern void cdc_resolve_pending(void);
+extern bool cdc_pending_over_limit(void);
 extern void cdc_emit_row(CdcStream *s, EgressChange *ch);
 extern void cdc_emit_delete_key(CdcStream *s, EgressChange *ch);
 extern void cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey);

@@ -91,19 +91,28 @@ as_owner_failed(OwnerScope *sc)
 			 errhint("Fix the cause, then call egress_resume_stream(); the stream is synchronized again.")));
 }
 
+/*
+ * The decoded value of a column, or NULL when the change does not carry it:
+ * wal2json leaves an unchanged TOASTed value out, pgoutput marks it
+ * unchanged ('u').  Both mean the same: not in the WAL.
+ */
 static EgressChangeColumn *
 find_column(EgressChangeColumn *cols, int ncols, const char *name, int *hint)
 {
-	/* wal2json writes columns in attribute order: try the next one first */
+	EgressChangeColumn *c = NULL;
+
+	/* decoders give columns in attribute order: try the next one first */
 	if (*hint < ncols && strcmp(cols[*hint].name, name) == 0)
-		return &cols[(*hint)++];
-	for (int i = 0; i < ncols; i++)
-		if (strcmp(cols[i].name, name) == 0)
-		{
-			*hint = i + 1;
-			return &cols[i];
-		}
-	return NULL;
+		c = &cols[(*hint)++];
+	else
+		for (int i = 0; i < ncols; i++)
+			if (strcmp(cols[i].name, name) == 0)
+			{
+				*hint = i + 1;
+				c = &cols[i];
+				break;
+			}
+	return (c != NULL && !c->unchanged) ? c : NULL;
 }
 
 /* Append the rendering of a decoded column value. */
@@ -301,6 +310,38 @@ copy_columns(EgressChangeColumn *cols, int n)
 }
 
 /*
+ * Deferred rows are bounded: past either limit, decoding stops at the end
+ * of the record it is in (cdc_decode_round asks cdc_pending_over_limit),
+ * the rows are read again and everything held goes to the sink.  A record
+ * is a transaction boundary (decoding replays a whole transaction at its
+ * commit record), so one transaction's deferred rows are held together.
+ */
+#define CDC_PENDING_MAX_ROWS	10000
+#define CDC_PENDING_MAX_BYTES	(16 * 1024 * 1024)
+
+static int64 pending_rows;		/* since cdc->pending was last empty */
+static int64 pending_bytes;		/* their held output and decoded values */
+
+bool
+cdc_pending_over_limit(void)
+{
+	if (cdc->pending == NIL)
+		return false;
+	return pending_rows >= CDC_PENDING_MAX_ROWS ||
+		pending_bytes + cdc->buf.len >= CDC_PENDING_MAX_BYTES;
+}
+
+static int64
+columns_size(EgressChangeColumn *cols, int n)
+{
+	int64		size = sizeof(EgressChangeColumn) * Max(n, 1);
+
+	for (int i = 0; i < n; i++)
+		size += strlen(cols[i].name) + 1 + (cols[i].value ? strlen(cols[i].value) + 1 : 0);
+	return size;
+}
+
+/*
  * A record that must wait for a re-read: what the batch holds so far is
  * kept with it, and nothing more reaches the sink until decoding pauses.
  */
@@ -310,7 +351,18 @@ defer_row(CdcStream *s, EgressChange *ch)
 	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->pendcxt);
 	PendingPiece *piece = palloc0(sizeof(PendingPiece));
 
-	initStringInfo(&piece->text);
+	if (cdc->pending == NIL)
+		pending_rows = pending_bytes = 0;
+	pending_rows++;
+	pending_bytes += sizeof(PendingPiece) + cdc->buf.len +
+		columns_size(ch->columns, ch->ncolumns) +
+		columns_size(ch->identity, ch->nidentity);
+
+	/* exactly the size needed: many small pieces must not hold 1 kB each */
+	piece->text.maxlen = cdc->buf.len + 1;
+	piece->text.data = palloc(piece->text.maxlen);
+	piece->text.len = 0;
+	piece->text.cursor = 0;
 	appendBinaryStringInfo(&piece->text, cdc->buf.data, cdc->buf.len);
 	resetStringInfo(&cdc->buf);
 	piece->s = s;
@@ -326,26 +378,71 @@ defer_row(CdcStream *s, EgressChange *ch)
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/*
+ * A process that decodes is left out of the data horizon
+ * (PROC_IN_LOGICAL_DECODING, set by CreateDecodingContext): its snapshots
+ * do not stop other backends from pruning or vacuuming away row versions
+ * they still see.  The re-read needs an ordinary snapshot: without this, a
+ * row updated again meanwhile can vanish from under it (and be skipped as
+ * "gone"), or its TOAST chunks can be vacuumed while it is read.  Cleared
+ * before the re-read's snapshot is taken, set again once its transaction
+ * has ended (decoding does not run meanwhile).
+ */
+static bool
+leave_decoding_horizon(void)
+{
+	bool		was_set;
+
+	LWLockAcquire(ProcArrayLock, LW_EXCLUSIVE);
+	was_set = (MyProc->statusFlags & PROC_IN_LOGICAL_DECODING) != 0;
+	MyProc->statusFlags &= ~PROC_IN_LOGICAL_DECODING;
+	ProcGlobal->statusFlags[MyProc->pgxactoff] = MyProc->statusFlags;
+	LWLockRelease(ProcArrayLock);
+	return was_set;
+}
+
+static void
+rejoin_decoding_horizon(void)
+{
+	LWLockAcquire(ProcArrayLock, LW_EXCLUSIVE);
+	MyProc->statusFlags |= PROC_IN_LOGICAL_DECODING;
+	ProcGlobal->statusFlags[MyProc->pgxactoff] = MyProc->statusFlags;
+	LWLockRelease(ProcArrayLock);
+}
+
 /* Outside decoding: re-read the deferred rows, hand everything to the sink. */
 void
 cdc_resolve_pending(void)
 {
 	ListCell   *lc;
 	StringInfoData rec;
+	MemoryContext rowcxt;
+	bool		in_decoding;
 	List	   *pending = cdc->pending;
 
 	if (pending == NIL)
 		return;
 	cdc->pending = NIL;			/* hand_to_sink may now write */
 
+	/* an error on the way leaves it cleared: harmless outside transactions */
+	in_decoding = leave_decoding_horizon();
 	cdc_start_catalog_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	initStringInfo(&rec);
+
+	/*
+	 * Each row's re-read (its key, the tuple with its TOASTed values, the
+	 * descriptor copy) in memory of its own, freed before the next one: the
+	 * transaction's memory would otherwise hold them all until its end.
+	 */
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress cdc re-read",
+								   ALLOCSET_DEFAULT_SIZES);
 	foreach(lc, pending)
 	{
 		PendingPiece *p = lfirst(lc);
 		TupleDesc	desc = NULL;
 		HeapTuple	again;
+		MemoryContext oldcxt;
 
 		OwnerScope	sc;
 
@@ -353,6 +450,8 @@ cdc_resolve_pending(void)
 		cdc->batch_bytes += p->text.len;
 
 		resetStringInfo(&rec);
+		MemoryContextReset(rowcxt);
+		oldcxt = MemoryContextSwitchTo(rowcxt);
 		as_owner_begin(p->s, &sc, true);
 		PG_TRY();
 		{
@@ -367,6 +466,7 @@ cdc_resolve_pending(void)
 		}
 		PG_END_TRY();
 		as_owner_end(&sc);
+		MemoryContextSwitchTo(oldcxt);
 		if (again == NULL)
 		{
 			ereport(DEBUG1,
@@ -378,10 +478,13 @@ cdc_resolve_pending(void)
 		cdc->sink->ops->write(cdc->sink, rec.data, rec.len);
 		cdc->batch_bytes += rec.len;
 	}
-	/* rec lived in the transaction's memory */
+	/* rec and rowcxt lived in the transaction's memory */
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	if (in_decoding)
+		rejoin_decoding_horizon();
 	MemoryContextReset(cdc->pendcxt);
+	pending_rows = pending_bytes = 0;
 }
 
 /*
