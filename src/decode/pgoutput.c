@@ -116,6 +116,8 @@ egress_pgoutput_reset(void)
 	else
 		MemoryContextReset(map_cxt);	/* the hash and every entry's context */
 	relation_map = NULL;
+	begin_final_lsn = InvalidXLogRecPtr;
+	begin_end_lsn = InvalidXLogRecPtr;
 }
 
 static HTAB *
@@ -221,6 +223,7 @@ tuple_columns(LogicalRepRelation *rel, LogicalRepTupleData *tuple,
 			continue;
 		col = &cols[n++];
 		col->name = pstrdup(rel->attnames[i]);
+		col->raw_text = true;	/* a value is never in wal2json's form */
 		switch (tuple->colstatus[i])
 		{
 			case LOGICALREP_COLUMN_NULL:
@@ -232,7 +235,6 @@ tuple_columns(LogicalRepRelation *rel, LogicalRepTupleData *tuple,
 			case LOGICALREP_COLUMN_TEXT:
 				/* logicalrep_read_tuple made it NUL-terminated */
 				col->value = tuple->colvalues[i].data;
-				col->raw_text = true;
 				break;
 			default:
 				/* binary 'false' is asked for: 'b' is a protocol error */
