@@ -406,7 +406,7 @@ egress_cdc_main(Datum main_arg)
 			cdc_start_catalog_transaction();
 			CommitTransactionCommand();
 			cdc->ctx = NULL;	/* its memory goes with the session context */
-			cdc->relmap = NULL;
+			cdc_relmap_close(false);
 			if (cdc->sink)
 				cdc->sink->ops->abort_batch(cdc->sink);
 			cdc->batch_open = false;
