@@ -302,8 +302,8 @@ writer_noop(DestReceiver *self)
  * Without SELECT on the table: SELECT on every column the stream reads
  * (all of them, or those of option "columns" that still exist).
  */
-static bool
-columns_readable(EgressStreamDef *def)
+bool
+egress_columns_readable(EgressStreamDef *def)
 {
 	ListCell   *lc;
 
@@ -338,7 +338,7 @@ egress_check_relation_access(EgressStreamDef *def)
 						def->relation, def->name),
 				 errhint("Remove the stream with egress_remove_stream().")));
 	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
-		!columns_readable(def))
+		!egress_columns_readable(def))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", def->relation),
