@@ -281,9 +281,16 @@ record_slot(const char *slot_name, bool owned)
  * the session ended before every such stream was synced again.  Streams in
  * state error are synced again when resumed; they are flagged too, their
  * error left as it is.  Pending and syncing streams are synced anyway.
+ *
+ * A slot of that name still listed in egress.dropped_slot (one replaced by
+ * cdc_ensure_slot, or one a crash left listed) is taken off the list: the
+ * database worker must not drop the new one.  For a pgoutput slot, the
+ * destination's publication is brought in step first: pgoutput reads it
+ * with the catalog as of each change, so it must exist before the slot's
+ * start.
  */
 static void
-record_new_slot(const char *slot_name)
+record_new_slot(const char *slot_name, bool pgoutput)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
@@ -293,10 +300,15 @@ record_new_slot(const char *slot_name)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	egress_catalog_enter(&guard);
+	if (pgoutput)
+		egress_publication_sync(cdc->dest_name);
 	values[0] = CStringGetTextDatum(cdc->dest_name);
 	values[1] = CStringGetTextDatum(slot_name);
 	egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = true "
 						"WHERE name OPERATOR(pg_catalog.=) $1",
+						2, argtypes, values, NULL, false);
+	egress_catalog_exec("DELETE FROM egress.dropped_slot "
+						"WHERE slot_name OPERATOR(pg_catalog.=) $2::pg_catalog.name",
 						2, argtypes, values, NULL, false);
 	values[1] = CStringGetTextDatum(psprintf("replication slot \"%s\" was created anew: the changes made while it did not exist are not in it",
 											 slot_name));
@@ -314,33 +326,52 @@ record_new_slot(const char *slot_name)
 	egress_worker_catalog_end(&guard);
 }
 
+/* What cdc_ensure_slot may do with an existing slot it did not create. */
+typedef enum CdcAdoption
+{
+	CDC_ADOPT_DENIED,			/* nothing: the streams stop */
+	CDC_ADOPT_OK,				/* use it */
+	CDC_ADOPT_REPLACE			/* drop it and create a new one */
+} CdcAdoption;
+
 /*
  * May this destination use the existing slot it did not create?
  *
  * A slot in egress.dropped_slot is one pg_egress made (or was told to drop)
  * for a destination removed since, waiting for the database worker: a
- * destination added again under that name takes it over as its own, in the
- * transaction that takes it off the list (the database worker drops only
- * listed slots, and never one in use).
+ * destination added again under that name takes a wal2json slot over as its
+ * own, in the transaction that takes it off the list (the database worker
+ * drops only listed slots, and never one in use).  A pgoutput slot is not
+ * taken over: it decodes with the publication of the removed
+ * destination as the catalog had it then, and the re-added destination's
+ * streams are new anyway; it is replaced.
  *
  * Any other slot belongs to another tool (or destination): consuming it
  * advances it for that tool, which is what the REPLICATION attribute is
  * for.  Checked at every session, whether the slot was named by option
  * "slot_name" or has the default name pg_egress_<destination>.
  */
-static bool
-adoption_allowed(void)
+static CdcAdoption
+adoption_allowed(bool pgoutput)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	bool		ours;
-	bool		allowed;
+	CdcAdoption allowed;
 
 	if (!egress_worker_catalog_begin(&guard, true))
-		return false;
+		return CDC_ADOPT_DENIED;
 	values[0] = CStringGetTextDatum(cdc->dest_name);
 	values[1] = CStringGetTextDatum(cdc->slot_name);
+	if (pgoutput &&
+		egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
+							"WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+							1, argtypes + 1, values + 1, NULL, true) > 0)
+	{
+		egress_worker_catalog_end(&guard);
+		return CDC_ADOPT_REPLACE;
+	}
 	ours = egress_catalog_exec("DELETE FROM egress.dropped_slot "
 							   "WHERE slot_name OPERATOR(pg_catalog.=) $2::pg_catalog.name",
 							   2, argtypes, values, NULL, false) > 0;
@@ -350,10 +381,10 @@ adoption_allowed(void)
 							"WHERE name OPERATOR(pg_catalog.=) $1",
 							2, argtypes, values, NULL, false);
 		cdc->slot_owned = true;
-		allowed = true;
+		allowed = CDC_ADOPT_OK;
 	}
 	else
-		allowed = has_rolreplication(cdc->dest_owner);
+		allowed = has_rolreplication(cdc->dest_owner) ? CDC_ADOPT_OK : CDC_ADOPT_DENIED;
 	egress_worker_catalog_end(&guard);
 	if (ours)
 		ereport(LOG,
@@ -363,8 +394,60 @@ adoption_allowed(void)
 }
 
 /*
+ * The decoder a new slot of the destination uses: option "decoder"
+ * (fixed when the destination was added), pgoutput by default.
+ */
+static const char *
+chosen_decoder(void)
+{
+	const char *decoder = egress_destination_decoder(cdc->dest_options);
+
+	if (!egress_plugin_is_ours(decoder))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination \"%s\" has an unknown decoder \"%s\"",
+						cdc->dest_name, decoder),
+				 errhint("The decoder is \"pgoutput\" or \"wal2json\".")));
+	return decoder;
+}
+
+/*
+ * Drop a pgoutput slot of a removed destination (see adoption_allowed)
+ * before a new one of that name is created.
+ */
+static void
+replace_dropped_slot(void)
+{
+	switch (egress_slot_drop(cdc->slot_name))
+	{
+		case EGRESS_SLOT_DROPPED:
+		case EGRESS_SLOT_ABSENT:
+			ereport(LOG,
+					(errmsg("pg_egress destination \"%s\": dropped replication slot \"%s\" of a removed destination to create it anew",
+							cdc->dest_name, cdc->slot_name)));
+			break;
+		case EGRESS_SLOT_IN_USE:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("replication slot \"%s\" of a removed destination is in use",
+							cdc->slot_name),
+					 errdetail("Destination \"%s\" creates a new slot of that name once it is free.",
+							   cdc->dest_name)));
+			break;
+		case EGRESS_SLOT_NOT_OURS:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"",
+							cdc->slot_name, cdc->dest_name),
+					 errdetail("It is not a slot of pg_egress.")));
+			break;
+	}
+}
+
+/*
  * The destination's slot: adopt one that exists (see adoption_allowed),
- * else create it.  The catalog says "ours" before the slot exists, so a
+ * else create it with the destination's decoder (a pgoutput slot of a
+ * removed destination is replaced).  The catalog says "ours" before the slot exists, so a
  * crash in between never leaves a slot pg_egress made but would not drop.
  * Returns false when the destination may not adopt the slot: its streams
  * are then in state error, and the slot is left alone.
@@ -374,17 +457,22 @@ cdc_ensure_slot(void)
 {
 	char	   *plugin = NULL;
 	Oid			dboid = InvalidOid;
+	const char *decoder;
 
 	if (egress_slot_lookup(cdc->slot_name, &plugin, &dboid))
 	{
-		if (strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) != 0 || dboid != MyDatabaseId)
+		CdcAdoption adoption = CDC_ADOPT_OK;
+
+		if (!egress_plugin_is_ours(plugin) || dboid != MyDatabaseId)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("replication slot \"%s\" cannot be used by destination \"%s\"",
 							cdc->slot_name, cdc->dest_name),
-					 errdetail("It uses plugin \"%s\" in another database or with another plugin; pg_egress needs a wal2json slot of this database.",
+					 errdetail("It uses plugin \"%s\" or belongs to another database; pg_egress needs a pgoutput or wal2json slot of this database.",
 							   plugin)));
-		if (!cdc->slot_owned && !adoption_allowed())
+		if (!cdc->slot_owned)
+			adoption = adoption_allowed(strcmp(plugin, EGRESS_PLUGIN_PGOUTPUT) == 0);
+		if (adoption == CDC_ADOPT_DENIED)
 		{
 			char	   *message = psprintf("permission denied to use replication slot \"%s\": destination \"%s\" did not create it and its owner has no REPLICATION attribute",
 										   cdc->slot_name, cdc->dest_name);
@@ -395,19 +483,26 @@ cdc_ensure_slot(void)
 			cdc_note_failure(message, true);
 			return false;
 		}
-		if (egress_slot_lost(cdc->slot_name))
-			cdc_slot_invalidated();
-		if (!cdc->slot_owned)
-			record_slot(cdc->slot_name, false);
-		return true;
+		if (adoption == CDC_ADOPT_OK)
+		{
+			if (egress_slot_lost(cdc->slot_name))
+				cdc_slot_invalidated();
+			if (!cdc->slot_owned)
+				record_slot(cdc->slot_name, false);
+			return true;
+		}
+		replace_dropped_slot();
 	}
 
-	record_new_slot(cdc->slot_name);	/* marks the streams for resync */
+	/* the existing slot's plugin decides; a new slot uses the option */
+	decoder = chosen_decoder();
+	egress_check_decoding_possible(decoder);
+	record_new_slot(cdc->slot_name, strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0);
 	cdc->slot_owned = true;
-	egress_slot_create(cdc->slot_name, EGRESS_PLUGIN_WAL2JSON);
+	egress_slot_create(cdc->slot_name, decoder);
 	ereport(LOG,
-			(errmsg("pg_egress destination \"%s\": created replication slot \"%s\"",
-					cdc->dest_name, cdc->slot_name)));
+			(errmsg("pg_egress destination \"%s\": created replication slot \"%s\" (%s)",
+					cdc->dest_name, cdc->slot_name, decoder)));
 
 	/*
 	 * Streams with a bookmark from an earlier slot have lost what happened

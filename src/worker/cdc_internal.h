@@ -55,7 +55,9 @@
 #include "utils/timestamp.h"
 
 #include "catalog/catalog.h"
+#include "catalog/publication.h"
 #include "catalog/sqlfuncs.h"
+#include "decode/pgoutput.h"
 #include "decode/slot.h"
 #include "decode/wal2json.h"
 #include "encode/singer.h"
@@ -111,24 +113,6 @@ typedef struct PendingPiece
 	char	   *time_extracted;
 } PendingPiece;
 
-/*
- * Where a decoded table name leads: a stream index or -1.  Keyed by the
- * (schema, table) pair as wal2json gives them: joined with a dot, "a.b"."c"
- * and "a"."b.c" would be one key.
- */
-typedef struct RelMapKey
-{
-	NameData	schema;
-	NameData	table;
-} RelMapKey;
-
-typedef struct RelMapEntry
-{
-	RelMapKey	key;
-	int			stream;
-	Oid			relid;			/* the decoded relation (maybe a partition) */
-} RelMapEntry;
-
 typedef struct CdcState
 {
 	char	   *dest_name;
@@ -139,15 +123,17 @@ typedef struct CdcState
 	Jsonb	   *dest_options;
 	char	   *slot_name;
 	bool		slot_owned;
+	bool		pgoutput;		/* the slot decodes with pgoutput, else wal2json */
 
 	int			nstreams;
 	CdcStream  *streams;
-	HTAB	   *relmap;
-	bool		relmap_stale;	/* rebuilt at the next lookup */
+	HTAB	   *relmap;			/* decoded relation -> stream (cdc_relmap.c) */
 
 	LogicalDecodingContext *ctx;
 	MemoryContext decodecxt;	/* the decoding context and its helpers */
 	EgressSink *sink;
+	MemoryContext sinkcxt;		/* the sink and sink_identity */
+	char	   *sink_identity;	/* kind|location|options it was opened with */
 
 	/* the open batch */
 	bool		batch_open;
@@ -194,7 +180,10 @@ extern void cdc_start_catalog_transaction(void);
 /* cdc_relmap.c */
 extern void cdc_relcache_callback(Datum arg, Oid relid);
 extern void cdc_syscache_callback(Datum arg, int cacheid, uint32 hashvalue);
-extern int	cdc_lookup_stream(const char *schema, const char *table, Oid *relidp);
+extern void cdc_relmap_open(void);
+extern void cdc_relmap_close(bool free);
+extern int	cdc_lookup_relid(Oid relid);
+extern Oid	cdc_lookup_name(const char *schema, const char *table);
 extern char *cdc_privilege_problem(EgressStreamDef *def);
 extern void cdc_stop_stream(CdcStream *s, CdcStopKind kind, const char *message);
 extern void cdc_refresh_descriptor(CdcStream *s);

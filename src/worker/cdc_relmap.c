@@ -15,23 +15,92 @@
 /* ---- relation map and DDL ------------------------------------------------ */
 
 /*
+ * Where a decoded relation leads: a stream index or -1.  Keyed by the
+ * decoded relation's OID (pgoutput gives it; wal2json's names are resolved
+ * to it first, see cdc_lookup_name), so a rename changes nothing here.  The
+ * map lives as long as the decoding session (cdc_relmap_open/close); its
+ * entries are never removed while it is in use: the invalidation callbacks
+ * only mark them invalid and the next lookup resolves them again, the way
+ * pgoutput's rel_sync_cache_relation_cb treats its RelationSyncCache.
+ */
+typedef struct RelMapEntry
+{
+	Oid			relid;			/* hash key: the decoded relation */
+	bool		valid;			/* stream is up to date */
+	bool		ispartition;	/* resolved through its ancestors */
+	int			stream;			/* index into cdc->streams, or -1 */
+} RelMapEntry;
+
+/* entries with ispartition set (counted while the map is in use) */
+static int	relmap_partitions = 0;
+
+void
+cdc_relmap_open(void)
+{
+	HASHCTL		hctl;
+
+	Assert(cdc->relmap == NULL);
+	hctl.keysize = sizeof(Oid);
+	hctl.entrysize = sizeof(RelMapEntry);
+	hctl.hcxt = cdc->decodecxt;
+	cdc->relmap = hash_create("pg_egress relation map", 64, &hctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	relmap_partitions = 0;
+}
+
+/*
+ * At the end of a decoding session (nothing points into the map then), or
+ * on the error path, where the session context that holds it is reset
+ * anyway (free = false).
+ */
+void
+cdc_relmap_close(bool free)
+{
+	if (cdc->relmap != NULL && free)
+		hash_destroy(cdc->relmap);
+	cdc->relmap = NULL;
+	relmap_partitions = 0;
+}
+
+/*
  * Invalidation callbacks.  They run wherever invalidations are processed,
- * also in the middle of a catalog lookup of cdc_lookup_stream(): they only mark
- * things stale and never free memory that may be in use.  During decoding
- * they report the catalog changes of decoded transactions, so the stale
- * marks take effect from the first change committed after them.
+ * also in the middle of a catalog lookup of cdc_lookup_relid(): they only
+ * mark things stale and never free memory that may be in use.  During
+ * decoding they report the catalog changes of decoded transactions, so the
+ * stale marks take effect from the first change committed after them.
  */
 void
 cdc_relcache_callback(Datum arg, Oid relid)
 {
+	RelMapEntry *e;
+	HASH_SEQ_STATUS seq;
+
 	if (cdc == NULL || cdc_own_invalidation)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		if (!OidIsValid(relid) || cdc->streams[i].def->relid == relid)
 			cdc->streams[i].st_stale = cdc->streams[i].recheck =
 				cdc->streams[i].privs_stale = true;
-	/* a rename or a new partition changes where names lead */
-	cdc->relmap_stale = true;
+	if (cdc->relmap == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		e = hash_search(cdc->relmap, &relid, HASH_FIND, NULL);
+		if (e != NULL)
+			e->valid = false;
+		if (relmap_partitions == 0)
+			return;
+	}
+
+	/*
+	 * Everything, or every partition: ATTACH and DETACH PARTITION invalidate
+	 * the partition and its parent, not the partitions below them, whose
+	 * ancestors changed all the same.
+	 */
+	hash_seq_init(&seq, cdc->relmap);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (!OidIsValid(relid) || e->ispartition)
+			e->valid = false;
 }
 
 /* Schemas (USAGE), roles (superuser, BYPASSRLS) and memberships changed. */
@@ -42,8 +111,6 @@ cdc_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		cdc->streams[i].privs_stale = true;
-	if (cacheid == NAMESPACEOID)
-		cdc->relmap_stale = true;	/* a renamed schema */
 }
 
 static int
@@ -56,65 +123,47 @@ stream_of_relid(Oid relid)
 }
 
 /*
- * Runs inside decoding: catalog lookups see the catalog as of the change.
- * *relid is the decoded relation (a partition of the stream's table, or
- * the table itself).
+ * The stream the decoded relation relid belongs to (its own table's, or for
+ * a partition its nearest ancestor's that has a stream), or -1.  Runs inside
+ * decoding: catalog lookups see the catalog as of the change.
  */
 int
-cdc_lookup_stream(const char *schema, const char *table, Oid *relidp)
+cdc_lookup_relid(Oid relid)
 {
-	RelMapKey	key;
 	RelMapEntry *e;
 	bool		found;
-	Oid			nsp;
-	Oid			relid;
 	int			stream;
+	bool		ispartition = false;
 
-	*relidp = InvalidOid;
-	if (strlen(schema) >= NAMEDATALEN || strlen(table) >= NAMEDATALEN)
-		return -1;				/* not a name PostgreSQL could have */
-
-	/* nothing points into the map here: a stale one can go */
-	if (cdc->relmap != NULL && cdc->relmap_stale)
-	{
-		hash_destroy(cdc->relmap);
-		cdc->relmap = NULL;
-	}
-	if (cdc->relmap == NULL)
-	{
-		HASHCTL		hctl;
-
-		hctl.keysize = sizeof(RelMapKey);
-		hctl.entrysize = sizeof(RelMapEntry);
-		hctl.hcxt = cdc->decodecxt;
-		cdc->relmap = hash_create("pg_egress relation map", 64, &hctl,
-								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		cdc->relmap_stale = false;
-	}
-	memset(&key, 0, sizeof(key));
-	namestrcpy(&key.schema, schema);
-	namestrcpy(&key.table, table);
-	e = hash_search(cdc->relmap, &key, HASH_FIND, NULL);
-	if (e != NULL)
-	{
-		*relidp = e->relid;
-		return e->stream;
-	}
+	if (!OidIsValid(relid))
+		return -1;
+	Assert(cdc->relmap != NULL);
 
 	/*
-	 * Resolve first, enter afterwards: these lookups may process
-	 * invalidations.  If one arrives meanwhile, the entry is entered all
-	 * the same and the map is rebuilt at the next lookup.
+	 * Enter first, then fill: the lookups below may process invalidations,
+	 * and the callback must find the entry to mark it.  It is marked valid
+	 * before them, so that one arriving meanwhile leaves it invalid and the
+	 * next change resolves it again.
 	 */
-	nsp = get_namespace_oid(schema, true);
-	relid = OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
-	stream = OidIsValid(relid) ? stream_of_relid(relid) : -1;
-	if (stream < 0 && OidIsValid(relid) && get_rel_relispartition(relid))
+	e = hash_search(cdc->relmap, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->valid = false;
+		e->ispartition = false;
+		e->stream = -1;
+	}
+	if (e->valid)
+		return e->stream;
+	e->valid = true;
+
+	stream = stream_of_relid(relid);
+	if (stream < 0 && get_rel_relispartition(relid))
 	{
 		/* a partition: its rows belong to the partitioned table's stream */
 		List	   *ancestors = get_partition_ancestors(relid);
 		ListCell   *lc;
 
+		ispartition = true;
 		foreach(lc, ancestors)
 		{
 			stream = stream_of_relid(lfirst_oid(lc));
@@ -124,11 +173,29 @@ cdc_lookup_stream(const char *schema, const char *table, Oid *relidp)
 		list_free(ancestors);
 	}
 
-	e = hash_search(cdc->relmap, &key, HASH_ENTER, &found);
+	/* the entry did not move: nothing is entered in the map meanwhile */
+	if (ispartition != e->ispartition)
+		relmap_partitions += ispartition ? 1 : -1;
+	e->ispartition = ispartition;
 	e->stream = stream;
-	e->relid = relid;
-	*relidp = relid;
 	return stream;
+}
+
+/*
+ * wal2json names the relation: the OID the names have as of the change,
+ * or InvalidOid (a relation of another database cannot be decoded here; a
+ * name PostgreSQL cannot have leads nowhere).
+ */
+Oid
+cdc_lookup_name(const char *schema, const char *table)
+{
+	Oid			nsp;
+
+	if (schema == NULL || table == NULL ||
+		strlen(schema) >= NAMEDATALEN || strlen(table) >= NAMEDATALEN)
+		return InvalidOid;
+	nsp = get_namespace_oid(schema, true);
+	return OidIsValid(nsp) ? get_relname_relid(table, nsp) : InvalidOid;
 }
 
 /*
@@ -160,7 +227,7 @@ cdc_privilege_problem(EgressStreamDef *def)
 		return psprintf("permission denied for schema %s: role \"%s\" has no USAGE on it",
 						get_namespace_name(nsp), role);
 	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		!egress_columns_readable(def))
 		return psprintf(pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ANY) == ACLCHECK_OK ?
 						"permission denied for table %s: role \"%s\" may not read all of its columns" :
 						"permission denied for table %s: role \"%s\" may not read it",
@@ -222,7 +289,7 @@ cdc_refresh_descriptor(CdcStream *s)
 	s->stcxt = AllocSetContextCreate(cdc->decodecxt, "pg_egress cdc descriptor",
 									 ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(s->stcxt);
-	s->st = egress_singer_stream_for_relation_nolock(s->def->relid, true, s->debug_lsn);
+	s->st = egress_singer_stream_for_def(s->def, false, s->debug_lsn);
 	MemoryContextSwitchTo(oldcxt);
 	s->st_stale = false;
 

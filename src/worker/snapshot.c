@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "catalog/publication.h"
 #include "encode/singer.h"
 #include "export/fast_sync.h"
 #include "sink/sink.h"
@@ -297,6 +298,29 @@ writer_noop(DestReceiver *self)
 {
 }
 
+/*
+ * Without SELECT on the table: SELECT on every column the stream reads
+ * (all of them, or those of option "columns" that still exist).
+ */
+bool
+egress_columns_readable(EgressStreamDef *def)
+{
+	ListCell   *lc;
+
+	if (def->columns == NIL)
+		return pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT,
+										 ACLMASK_ALL) == ACLCHECK_OK;
+	foreach(lc, def->columns)
+	{
+		AttrNumber	attnum = get_attnum(def->relid, lfirst(lc));
+
+		if (attnum > 0 &&
+			pg_attribute_aclcheck(def->relid, attnum, def->owner, ACL_SELECT) != ACLCHECK_OK)
+			return false;
+	}
+	return true;
+}
+
 void
 egress_check_relation_access(EgressStreamDef *def)
 {
@@ -314,7 +338,7 @@ egress_check_relation_access(EgressStreamDef *def)
 						def->relation, def->name),
 				 errhint("Remove the stream with egress_remove_stream().")));
 	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		!egress_columns_readable(def))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", def->relation),
@@ -382,7 +406,8 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	w->max_bytes = egress_stream_batch_bytes(def);
 	if (log_based)
 		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &debug_lsn);
-	w->st = egress_singer_stream_for_relation(def->relid, log_based, debug_lsn);
+	/* only the stream's columns (option "columns") */
+	w->st = egress_singer_stream_for_def(def, true, debug_lsn);
 	w->batchcxt = AllocSetContextCreate(writercxt, "pg_egress batch",
 										ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&w->buf);
@@ -439,12 +464,21 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	appendStringInfo(&sql, " FROM %s",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(def->relid)),
 												get_rel_name(def->relid)));
+
+	/*
+	 * Only the rows of the stream's filter: the expression as checked and
+	 * deparsed by egress_filter_sql() (as the owner), never the text given.
+	 */
+	if (def->filter != NULL)
+		appendStringInfo(&sql, " WHERE (%s)",
+						 egress_filter_sql(def->relid, def->filter, def->owner, NULL));
 	if (inc)
 	{
 		ListCell   *lc;
 
 		if (inc->where)
-			appendStringInfo(&sql, " WHERE %s", inc->where);
+			appendStringInfo(&sql, " %s (%s)", def->filter != NULL ? "AND" : "WHERE",
+							 inc->where);
 		appendStringInfo(&sql, " ORDER BY %s%s", quote_identifier(inc->key),
 						 inc->nulls_first ? " NULLS FIRST" : "");
 		foreach(lc, inc->pk)
