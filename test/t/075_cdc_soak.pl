@@ -73,11 +73,12 @@ sub contexts_logged
 			$ctx = {};
 			foreach my $line (split /\n/, $log)
 			{
-				next unless $line =~ /level: \d+; ([^:]+(?:: [^;]*)?): (\d+) total in \d+ blocks/;
-				my ($name, $total) = ($1, $2);
+				next unless $line =~ /level: \d+; ([^:]+(?:: [^;]*)?): (\d+) total in \d+ blocks;.*; (\d+) used/;
+				my ($name, $total, $used) = ($1, $2, $3);
 				$name =~ s/: .*$//;    # the identifier (a relation name...) varies
 				$ctx->{$name}[0] += $total;
 				$ctx->{$name}[1]++;
+				$ctx->{$name}[2] += $used;
 			}
 			$ok = 1;
 			return 1;
@@ -142,14 +143,16 @@ my %names = map { $_ => 1 } (keys %$base_ctx, keys %$end_ctx);
 my @grew;
 foreach my $n (keys %names)
 {
-	my $b = $base_ctx->{$n} // [ 0, 0 ];
-	my $e = $end_ctx->{$n} // [ 0, 0 ];
-	push @grew, [ $n, $e->[0] - $b->[0], $b, $e ] if $e->[0] != $b->[0] || $e->[1] != $b->[1];
+	my $b = $base_ctx->{$n} // [ 0, 0, 0 ];
+	my $e = $end_ctx->{$n} // [ 0, 0, 0 ];
+	push @grew, [ $n, $e->[0] - $b->[0], $b, $e ]
+	  if $e->[0] != $b->[0] || $e->[1] != $b->[1] || ($e->[2] // 0) != ($b->[2] // 0);
 }
 foreach my $g (sort { $b->[1] <=> $a->[1] } @grew)
 {
-	diag sprintf('context %-40s %+9d bytes (%d in %d -> %d in %d)',
-		$g->[0], $g->[1], $g->[2][0], $g->[2][1], $g->[3][0], $g->[3][1]);
+	diag sprintf('context %-32s %+8d bytes total (%d in %d -> %d in %d), used %+d',
+		$g->[0], $g->[1], $g->[2][0], $g->[2][1], $g->[3][0], $g->[3][1],
+		($g->[3][2] // 0) - ($g->[2][2] // 0));
 }
 
 cmp_ok($growth, '<', $LIMIT_KB,
