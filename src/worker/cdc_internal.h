@@ -100,19 +100,6 @@ typedef struct CdcStream
 	int64		acked_version;	/* version as of the last acknowledged batch */
 } CdcStream;
 
-/* Output held back until a deferred row is re-read (see defer_row). */
-typedef struct PendingPiece
-{
-	StringInfoData text;		/* batch output before the deferred record */
-	CdcStream  *s;
-	EgressSingerStream *st;
-	EgressChange ch;
-	XLogRecPtr	commit;
-	TimestampTz commit_time;
-	int64		version;
-	char	   *time_extracted;
-} PendingPiece;
-
 typedef struct CdcState
 {
 	char	   *dest_name;
@@ -149,7 +136,7 @@ typedef struct CdcState
 	MemoryContext batchcxt;
 	MemoryContext msgcxt;
 	MemoryContext pendcxt;		/* deferred records */
-	List	   *pending;		/* of PendingPiece */
+	List	   *pending;		/* deferred rows (cdc_render.c) */
 	int64		max_rows;
 	int64		max_bytes;
 	bool		acked_since_persist;

@@ -9,7 +9,29 @@
  */
 #include "postgres.h"
 
+#include "storage/buffile.h"
 #include "worker/cdc_internal.h"
+
+/* Output held back until deferred rows are re-read (see defer_row). */
+typedef enum PieceKind
+{
+	PIECE_ROW,					/* held output, then a row to read again */
+	PIECE_TEXT,					/* held output only (hold_output) */
+	PIECE_SPILLED				/* the pieces in the spill file */
+} PieceKind;
+
+typedef struct PendingPiece
+{
+	PieceKind	kind;
+	StringInfoData text;		/* batch output before the deferred record */
+	CdcStream  *s;
+	EgressSingerStream *st;
+	EgressChange ch;			/* action, columns and identity only */
+	XLogRecPtr	commit;
+	TimestampTz commit_time;
+	int64		version;
+	char	   *time_extracted;
+} PendingPiece;
 
 /*
  * Rendering a change can call user code: input functions that reach a
@@ -342,32 +364,193 @@ columns_size(EgressChangeColumn *cols, int n)
 }
 
 /*
+ * Within one transaction decoding cannot stop, so past CDC_PENDING_MAX_BYTES
+ * the deferred rows, and the output held behind them, go to a temporary
+ * file instead of memory, in order, until they are resolved.  The list
+ * then ends with a PIECE_SPILLED piece standing for the file's pieces.  The
+ * file is closed (and removed) when the deferred rows' context is reset:
+ * after they are resolved, and on the error path.
+ */
+static BufFile *spill_file = NULL;
+static int64 spill_pieces = 0;
+static MemoryContextCallback spill_cb;
+
+static void
+spill_close(void *arg)
+{
+	if (spill_file != NULL)
+		BufFileClose(spill_file);
+	spill_file = NULL;
+	spill_pieces = 0;
+}
+
+static void
+spill_write(const void *data, size_t len)
+{
+	BufFileWrite(spill_file, (void *) data, len);
+}
+
+static void
+spill_write_str(const char *str, int len)
+{
+	int32		l = str ? len : -1;
+
+	spill_write(&l, sizeof(l));
+	if (l > 0)
+		spill_write(str, l);
+}
+
+static void
+spill_read(void *data, size_t len)
+{
+	if (len > 0 && BufFileRead(spill_file, data, len) != len)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read deferred changes from a temporary file")));
+}
+
+static char *
+spill_read_str(int *lenp)
+{
+	int32		l;
+	char	   *str;
+
+	spill_read(&l, sizeof(l));
+	if (lenp)
+		*lenp = Max(l, 0);
+	if (l < 0)
+		return NULL;
+	str = palloc(l + 1);
+	spill_read(str, l);
+	str[l] = '\0';
+	return str;
+}
+
+static void
+spill_write_columns(EgressChangeColumn *cols, int n)
+{
+	int32		nn = n;
+
+	spill_write(&nn, sizeof(nn));
+	for (int i = 0; i < n; i++)
+	{
+		bool		flags[5] = {cols[i].isnull, cols[i].unchanged, cols[i].raw_text,
+		cols[i].quoted, cols[i].plain};
+
+		spill_write_str(cols[i].name, strlen(cols[i].name));
+		spill_write_str(cols[i].value, cols[i].value ? strlen(cols[i].value) : 0);
+		spill_write(flags, sizeof(flags));
+	}
+}
+
+static EgressChangeColumn *
+spill_read_columns(int *np)
+{
+	int32		n;
+	EgressChangeColumn *cols;
+
+	spill_read(&n, sizeof(n));
+	cols = palloc0(sizeof(EgressChangeColumn) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		flags[5];
+
+		cols[i].name = spill_read_str(NULL);
+		cols[i].value = spill_read_str(NULL);
+		spill_read(flags, sizeof(flags));
+		cols[i].isnull = flags[0];
+		cols[i].unchanged = flags[1];
+		cols[i].raw_text = flags[2];
+		cols[i].quoted = flags[3];
+		cols[i].plain = flags[4];
+	}
+	*np = n;
+	return cols;
+}
+
+/* Spill from now on?  Once spilling, until resolved. */
+static bool
+spilling(void)
+{
+	MemoryContext oldcxt;
+	PendingPiece *marker;
+
+	if (spill_file != NULL)
+		return true;
+	if (pending_bytes < CDC_PENDING_MAX_BYTES)
+		return false;
+	oldcxt = MemoryContextSwitchTo(cdc->pendcxt);
+	spill_file = BufFileCreateTemp(true);	/* closed by spill_close */
+	spill_pieces = 0;
+	spill_cb.func = spill_close;
+	spill_cb.arg = NULL;
+	MemoryContextRegisterResetCallback(cdc->pendcxt, &spill_cb);
+	marker = palloc0(sizeof(PendingPiece));
+	marker->kind = PIECE_SPILLED;
+	cdc->pending = lappend(cdc->pending, marker);
+	MemoryContextSwitchTo(oldcxt);
+	return true;
+}
+
+/* cdc->buf goes with the piece: exactly the size needed */
+static void
+take_buf(StringInfo text)
+{
+	text->maxlen = cdc->buf.len + 1;
+	text->data = MemoryContextAlloc(cdc->pendcxt, text->maxlen);
+	text->len = 0;
+	text->cursor = 0;
+	appendBinaryStringInfo(text, cdc->buf.data, cdc->buf.len);
+	resetStringInfo(&cdc->buf);
+}
+
+/*
  * A record that must wait for a re-read: what the batch holds so far is
  * kept with it, and nothing more reaches the sink until decoding pauses.
  */
 static void
 defer_row(CdcStream *s, EgressChange *ch)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->pendcxt);
-	PendingPiece *piece = palloc0(sizeof(PendingPiece));
+	MemoryContext oldcxt;
+	PendingPiece *piece;
 
 	if (cdc->pending == NIL)
 		pending_rows = pending_bytes = 0;
 	pending_rows++;
+	if (spilling())
+	{
+		int32		kind = PIECE_ROW;
+		int32		si = s - cdc->streams;
+
+		spill_write(&kind, sizeof(kind));
+		spill_write_str(cdc->buf.data, cdc->buf.len);
+		resetStringInfo(&cdc->buf);
+		spill_write(&si, sizeof(si));
+		/* kept alive: cdc_refresh_descriptor keeps it while rows are deferred */
+		spill_write(&s->st, sizeof(s->st));
+		spill_write(&cdc->txn_commit, sizeof(cdc->txn_commit));
+		spill_write(&cdc->txn_time, sizeof(cdc->txn_time));
+		spill_write(&s->version, sizeof(s->version));
+		spill_write_str(cdc->time_extracted.data, cdc->time_extracted.len);
+		spill_write(&ch->action, sizeof(ch->action));
+		spill_write_columns(ch->columns, ch->ncolumns);
+		spill_write_columns(ch->identity, ch->nidentity);
+		spill_pieces++;
+		return;
+	}
+
 	pending_bytes += sizeof(PendingPiece) + cdc->buf.len +
 		columns_size(ch->columns, ch->ncolumns) +
 		columns_size(ch->identity, ch->nidentity);
-
-	/* exactly the size needed: many small pieces must not hold 1 kB each */
-	piece->text.maxlen = cdc->buf.len + 1;
-	piece->text.data = palloc(piece->text.maxlen);
-	piece->text.len = 0;
-	piece->text.cursor = 0;
-	appendBinaryStringInfo(&piece->text, cdc->buf.data, cdc->buf.len);
-	resetStringInfo(&cdc->buf);
+	oldcxt = MemoryContextSwitchTo(cdc->pendcxt);
+	piece = palloc0(sizeof(PendingPiece));
+	piece->kind = PIECE_ROW;
+	take_buf(&piece->text);
 	piece->s = s;
 	piece->st = s->st;
-	piece->ch = *ch;
+	piece->ch.action = ch->action;
+	piece->ch.ncolumns = ch->ncolumns;
+	piece->ch.nidentity = ch->nidentity;
 	piece->ch.columns = copy_columns(ch->columns, ch->ncolumns);
 	piece->ch.identity = copy_columns(ch->identity, ch->nidentity);
 	piece->commit = cdc->txn_commit;
@@ -376,6 +559,64 @@ defer_row(CdcStream *s, EgressChange *ch)
 	piece->time_extracted = pstrdup(cdc->time_extracted.data);
 	cdc->pending = lappend(cdc->pending, piece);
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * While rows are deferred, the batch's output behind them cannot reach the
+ * sink: past CDC_HOLD_CHUNK it is held as a piece of its own (in memory,
+ * counted, or spilled), so that cdc->buf stays small.
+ */
+#define CDC_HOLD_CHUNK	(256 * 1024)
+
+static void
+hold_output(void)
+{
+	PendingPiece *piece;
+
+	if (cdc->pending == NIL || cdc->buf.len < CDC_HOLD_CHUNK)
+		return;
+	if (spilling())
+	{
+		int32		kind = PIECE_TEXT;
+
+		spill_write(&kind, sizeof(kind));
+		spill_write_str(cdc->buf.data, cdc->buf.len);
+		resetStringInfo(&cdc->buf);
+		spill_pieces++;
+		return;
+	}
+	pending_bytes += sizeof(PendingPiece) + cdc->buf.len;
+	piece = MemoryContextAllocZero(cdc->pendcxt, sizeof(PendingPiece));
+	piece->kind = PIECE_TEXT;
+	take_buf(&piece->text);
+	cdc->pending = lappend(cdc->pending, piece);
+}
+
+/* The next spilled piece, in CurrentMemoryContext. */
+static void
+read_spilled_piece(PendingPiece *p)
+{
+	int32		kind;
+	int32		si;
+
+	memset(p, 0, sizeof(*p));
+	spill_read(&kind, sizeof(kind));
+	p->kind = kind;
+	p->text.data = spill_read_str(&p->text.len);
+	if (p->kind != PIECE_ROW)
+		return;
+	spill_read(&si, sizeof(si));
+	if (si < 0 || si >= cdc->nstreams)
+		elog(ERROR, "pg_egress: deferred change of an unknown stream");
+	p->s = &cdc->streams[si];
+	spill_read(&p->st, sizeof(p->st));
+	spill_read(&p->commit, sizeof(p->commit));
+	spill_read(&p->commit_time, sizeof(p->commit_time));
+	spill_read(&p->version, sizeof(p->version));
+	p->time_extracted = spill_read_str(NULL);
+	spill_read(&p->ch.action, sizeof(p->ch.action));
+	p->ch.columns = spill_read_columns(&p->ch.ncolumns);
+	p->ch.identity = spill_read_columns(&p->ch.nidentity);
 }
 
 /*
@@ -410,6 +651,50 @@ rejoin_decoding_horizon(void)
 	LWLockRelease(ProcArrayLock);
 }
 
+/* One deferred piece: its held output, then its row read again. */
+static void
+resolve_piece(PendingPiece *p, StringInfo rec, MemoryContext rowcxt)
+{
+	TupleDesc	desc = NULL;
+	HeapTuple	again = NULL;
+	MemoryContext oldcxt;
+	OwnerScope	sc;
+
+	cdc->sink->ops->write(cdc->sink, p->text.data, p->text.len);
+	cdc->batch_bytes += p->text.len;
+	if (p->kind != PIECE_ROW)
+		return;
+
+	resetStringInfo(rec);
+	MemoryContextReset(rowcxt);
+	oldcxt = MemoryContextSwitchTo(rowcxt);
+	as_owner_begin(p->s, &sc, true);
+	PG_TRY();
+	{
+		again = reselect_row(p->s, &p->ch, &desc);
+		if (again != NULL)
+			render_row(rec, p->s, p->st, &p->ch, again, desc, p->commit,
+					   p->commit_time, p->version, p->time_extracted);
+	}
+	PG_CATCH();
+	{
+		as_owner_failed(&sc);
+	}
+	PG_END_TRY();
+	as_owner_end(&sc);
+	MemoryContextSwitchTo(oldcxt);
+	if (again == NULL)
+	{
+		ereport(DEBUG1,
+				(errmsg_internal("pg_egress stream \"%s\": the row of an UPDATE is gone; its later change carries it",
+								 p->s->def->name)));
+		p->s->rows_sent--;
+		return;
+	}
+	cdc->sink->ops->write(cdc->sink, rec->data, rec->len);
+	cdc->batch_bytes += rec->len;
+}
+
 /* Outside decoding: re-read the deferred rows, hand everything to the sink. */
 void
 cdc_resolve_pending(void)
@@ -417,6 +702,7 @@ cdc_resolve_pending(void)
 	ListCell   *lc;
 	StringInfoData rec;
 	MemoryContext rowcxt;
+	MemoryContext piececxt;
 	bool		in_decoding;
 	List	   *pending = cdc->pending;
 
@@ -437,46 +723,32 @@ cdc_resolve_pending(void)
 	 */
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress cdc re-read",
 								   ALLOCSET_DEFAULT_SIZES);
+	piececxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress cdc spilled change",
+									 ALLOCSET_DEFAULT_SIZES);
 	foreach(lc, pending)
 	{
 		PendingPiece *p = lfirst(lc);
-		TupleDesc	desc = NULL;
-		HeapTuple	again;
-		MemoryContext oldcxt;
 
-		OwnerScope	sc;
-
-		cdc->sink->ops->write(cdc->sink, p->text.data, p->text.len);
-		cdc->batch_bytes += p->text.len;
-
-		resetStringInfo(&rec);
-		MemoryContextReset(rowcxt);
-		oldcxt = MemoryContextSwitchTo(rowcxt);
-		as_owner_begin(p->s, &sc, true);
-		PG_TRY();
+		if (p->kind != PIECE_SPILLED)
 		{
-			again = reselect_row(p->s, &p->ch, &desc);
-			if (again != NULL)
-				render_row(&rec, p->s, p->st, &p->ch, again, desc, p->commit,
-						   p->commit_time, p->version, p->time_extracted);
-		}
-		PG_CATCH();
-		{
-			as_owner_failed(&sc);
-		}
-		PG_END_TRY();
-		as_owner_end(&sc);
-		MemoryContextSwitchTo(oldcxt);
-		if (again == NULL)
-		{
-			ereport(DEBUG1,
-					(errmsg_internal("pg_egress stream \"%s\": the row of an UPDATE is gone; its later change carries it",
-									 p->s->def->name)));
-			p->s->rows_sent--;
+			resolve_piece(p, &rec, rowcxt);
 			continue;
 		}
-		cdc->sink->ops->write(cdc->sink, rec.data, rec.len);
-		cdc->batch_bytes += rec.len;
+		if (BufFileSeek(spill_file, 0, 0, SEEK_SET) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not seek in a temporary file of deferred changes")));
+		for (int64 i = 0; i < spill_pieces; i++)
+		{
+			PendingPiece sp;
+			MemoryContext oldcxt;
+
+			MemoryContextReset(piececxt);
+			oldcxt = MemoryContextSwitchTo(piececxt);
+			read_spilled_piece(&sp);
+			MemoryContextSwitchTo(oldcxt);
+			resolve_piece(&sp, &rec, rowcxt);
+		}
 	}
 	/* rec and rowcxt lived in the transaction's memory */
 	PopActiveSnapshot();
@@ -528,6 +800,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 		as_owner_end(&sc);
 	}
 	s->rows_sent++;
+	hold_output();
 	cdc_after_record();
 }
 
@@ -587,6 +860,7 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
 	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
 	s->rows_sent++;
+	hold_output();
 	cdc_after_record();
 }
 

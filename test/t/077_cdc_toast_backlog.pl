@@ -8,7 +8,10 @@
 # and each re-read row is freed before the next): the CDC worker's RssAnon
 # stays under 64 MB, while the backlog's unchanged values add up to
 # hundreds of MB.  Then more UPDATEs run while the worker reads rows again
-# (their older versions are pruned meanwhile).  Every update arrives once,
+# (their older versions are pruned meanwhile).  Last, one transaction
+# updates every row and inserts 400,000 more: decoding cannot stop inside
+# it, so what waits behind the deferred rows goes to a temporary file; the
+# worker's RssAnon stays under 64 MB then too.  Every update arrives once,
 # with the right values.
 
 use strict;
@@ -24,6 +27,7 @@ use EgressTest;
 my $ROWS = 3000;
 my $UPDATES = 10;             # transactions, each updating every row
 my $LATER = 30;               # ... and as many again while the worker decodes
+my $INSERTS = 400_000;        # behind deferred rows in one transaction
 my $BIG = 6000;               # bytes of the unchanged TOASTed value
 my $LIMIT_KB = 64 * 1024;
 
@@ -130,11 +134,43 @@ my $pb = start_pgbench($node, 'toast_upd', "UPDATE tb SET n = n + 1;\n", '-c', '
 ok(finish_pgbench($pb), "$LATER more UPDATE transactions");
 wait_caught_up($node, 'tb', 120);
 
+# Last, one transaction: every row updated (deferred), then many INSERTs
+# whose output must wait behind those rows.  Decoding cannot stop inside a
+# transaction: past the limit, what waits goes to a temporary file.
+my $t_one = time;
+$node->safe_psql('postgres',
+	"BEGIN; UPDATE tb SET n = n + 1; INSERT INTO tb SELECT i, 0, 'ab' FROM generate_series(100001, 100000 + $INSERTS) i; COMMIT;");
+$target = lsn_int($node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()'));
+my $max_one = $before;
+$done = 0;
+$next_q = 0;
+while (time < $t_one + 300)
+{
+	my $r = rss_anon_kb();
+	last unless defined $r;
+	$max_one = $r if $r > $max_one;
+	if (time >= $next_q)
+	{
+		$next_q = time + 0.5;
+		my ($via) = caught_up($node, 'tb', $target);
+		if ($via)
+		{
+			$done = 1;
+			last;
+		}
+	}
+	usleep(100_000);
+}
+ok($done, 'the one large transaction was delivered');
+diag sprintf('one transaction of %d deferred rows and %d inserts: delivered in %.1f s, RssAnon max %d kB',
+	$ROWS, $INSERTS, time - $t_one, $max_one);
+cmp_ok($max_one, '<', $LIMIT_KB, "RssAnon of the CDC worker stayed under 64 MB during it (max $max_one kB)");
+
 # Every (id, n) once, with the unchanged value of big as it is in the table.
 my %want = map { my ($i, $h) = split /\|/; ($i => $h) }
   split /\n/, $node->safe_psql('postgres', 'SELECT id, md5(big) FROM tb');
-my (%seen, $dups, $bad, $records);
-($dups, $bad, $records) = (0, 0, 0);
+my (%seen, $dups, $bad, $records, $inserted);
+($dups, $bad, $records, $inserted) = (0, 0, 0, 0);
 foreach my $name (grep { is_cdc_name($_) } list_dir($out))
 {
 	open(my $fh, '<:raw', "$out/$name") or die "could not open $out/$name: $!";
@@ -144,6 +180,12 @@ foreach my $name (grep { is_cdc_name($_) } list_dir($out))
 		if ($line =~ /"record"\s*:\s*\{\s*"id"\s*:\s*(\d+)\s*,\s*"n"\s*:\s*(\d+)\s*,\s*"big"\s*:\s*"([0-9a-f]*)"/)
 		{
 			my ($id, $n, $big) = ($1, $2, $3);
+			if ($id > 100000)
+			{
+				$inserted++;
+				$bad++ unless $n == 0 && $big eq 'ab';
+				next;
+			}
 			next if $n == 0;    # the change that held the worker up
 			$records++;
 			$dups++ if $seen{"$id:$n"}++;
@@ -156,13 +198,14 @@ foreach my $name (grep { is_cdc_name($_) } list_dir($out))
 	}
 	close $fh;
 }
-is($records, $ROWS * ($UPDATES + $LATER), 'every update delivered');
+is($records, $ROWS * ($UPDATES + $LATER + 1), 'every update delivered');
+is($inserted, $INSERTS, 'every insert of the large transaction delivered');
 is($dups, 0, 'none twice');
 is($bad, 0, 'each with the unchanged TOASTed value');
 my $missing = 0;
 foreach my $id (1 .. $ROWS)
 {
-	foreach my $n (1 .. $UPDATES + $LATER) { $missing++ unless $seen{"$id:$n"}; }
+	foreach my $n (1 .. $UPDATES + $LATER + 1) { $missing++ unless $seen{"$id:$n"}; }
 }
 is($missing, 0, 'no (id, n) missing');
 
