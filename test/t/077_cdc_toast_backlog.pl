@@ -9,7 +9,7 @@
 # stays under 64 MB, while the backlog's unchanged values add up to
 # hundreds of MB.  Then more UPDATEs run while the worker reads rows again
 # (their older versions are pruned meanwhile).  Last, one transaction
-# updates every row and inserts 400,000 more: decoding cannot stop inside
+# updates every row and inserts 600,000 more: decoding cannot stop inside
 # it, so what waits behind the deferred rows goes to a temporary file; the
 # worker's RssAnon stays under 64 MB then too.  Every update arrives once,
 # with the right values.
@@ -27,7 +27,7 @@ use EgressTest;
 my $ROWS = 3000;
 my $UPDATES = 10;             # transactions, each updating every row
 my $LATER = 30;               # ... and as many again while the worker decodes
-my $INSERTS = 400_000;        # behind deferred rows in one transaction
+my $INSERTS = 600_000;        # behind deferred rows in one transaction
 my $BIG = 6000;               # bytes of the unchanged TOASTed value
 my $LIMIT_KB = 64 * 1024;
 
