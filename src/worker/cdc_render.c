@@ -4,6 +4,9 @@
  *	  user code as the stream's owner (as_owner_*), RECORD/ACTIVATE_VERSION
  *	  rendering (cdc_emit_*), and unchanged TOAST values: rows deferred and
  *	  read again once decoding pauses (defer_row, cdc_resolve_pending).
+ *	  Deferred rows are bounded: past 10,000 rows or 16 MB decoding stops at
+ *	  the next transaction boundary to resolve them, and inside one
+ *	  transaction what is held goes to a temporary file (spilling()).
  *
  *-------------------------------------------------------------------------
  */
