@@ -5,7 +5,9 @@
 # egress.dropped_slot) is not taken over by a destination added again under
 # that name: it was created before the destination's publication existed,
 # so pgoutput could not decode it; a new slot is created and the stream
-# streams; (C) a destination that fails while changes are being decoded
+# streams (the database worker, which also drops listed slots, usually
+# drops it first: then the CDC worker's own replacement path is not taken,
+# the end state is the same); (C) a destination that fails while changes are being decoded
 # (inside the decoding's transaction) sends the worker through its error
 # path: the same process goes on once the destination works again, nothing
 # is lost, and the server log shows no leaked resources.
