@@ -183,6 +183,13 @@ typedef struct PubStream
 	Jsonb	   *options;
 } PubStream;
 
+static void
+sync_error_callback(void *arg)
+{
+	errcontext("filter of stream \"%s\", for its destination's publication",
+			   (const char *) arg);
+}
+
 void
 egress_publication_sync(const char *destination)
 {
@@ -282,8 +289,18 @@ egress_publication_sync(const char *destination)
 			appendStringInfoChar(&sql, ')');
 		filter = egress_stream_filter(ps->options);
 		if (filter != NULL)
+		{
+			ErrorContextCallback errcb;
+
+			/* a filter that no longer passes names its stream */
+			errcb.callback = sync_error_callback;
+			errcb.arg = ps->name;
+			errcb.previous = error_context_stack;
+			error_context_stack = &errcb;
 			appendStringInfo(&sql, " WHERE (%s)",
 							 egress_filter_sql(ps->relid, filter, ps->owner, NULL));
+			error_context_stack = errcb.previous;
+		}
 	}
 
 	if (sql.len > 0)
