@@ -10,7 +10,9 @@
 #  (b) one watched table of 10 equally busy ones: pg_egress vs pg_recvlogical +
 #      wal2json with add-tables for that table;
 #  (c) UPDATE-heavy load on a table whose 10 kB TOASTed column is left
-#      unchanged: rows/s vs pg_recvlogical, and the CDC worker's peak RssAnon;
+#      unchanged: rows/s vs pg_recvlogical, and the CDC worker's peak RssAnon
+#      (the unchanged value is not in the WAL: wal2json leaves it out, while
+#      pg_egress reads it again and writes every RECORD whole, 10 kB each);
 #  (d) pgbench TPS while pg_egress consumes the WAL vs while pg_recvlogical does.
 # Usage: bash bench/cdc.sh
 #   BENCH_ROWS=...           rows inserted in (a) (default 1000000, in transactions of 100)
