@@ -24,6 +24,7 @@ OBJS = \
 	src/sink/file.o \
 	src/sink/s3.o \
 	src/sink/http.o \
+	src/sink/kinesis.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
@@ -33,6 +34,7 @@ OBJS = \
 	src/export/export.o \
 	src/export/fast_sync.o \
 	src/net/s3.o \
+	src/net/kinesis.o \
 	src/net/hosts.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql

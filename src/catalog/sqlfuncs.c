@@ -122,6 +122,18 @@ static const OptionSpec http_destination_options[] = {
 	{"stream", OPT_BOOL},
 };
 
+static const OptionSpec kinesis_destination_options[] = {
+	{"slot_name", OPT_SLOT_NAME},
+	{"drop_adopted_slot", OPT_BOOL},
+	{"batch_max_rows", OPT_POSITIVE_INT},
+	{"batch_max_bytes", OPT_POSITIVE_INT},
+	{"flush_interval", OPT_DURATION},
+	{"error_retry_interval", OPT_DURATION},
+	{"region", OPT_STRING},
+	{"format", OPT_CHOICE, {"singer", "pg_kinesis"}},
+	{"partition_key", OPT_STRING},
+};
+
 static void
 require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
@@ -508,7 +520,8 @@ egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner)
 	if (strcmp(kind, "file") == 0 && !has_privs_of_role(role, ROLE_PG_WRITE_SERVER_FILES))
 		return psprintf("role \"%s\" has no privileges of role \"pg_write_server_files\", which file destinations need",
 						rolename);
-	if (strcmp(kind, "s3") == 0 && !may_use_s3_credentials(role))
+	if ((strcmp(kind, "s3") == 0 || strcmp(kind, "kinesis") == 0) &&
+		!may_use_s3_credentials(role))
 		return psprintf("role \"%s\" may not use the server's S3 credentials, which S3 destinations need",
 						rolename);
 	return NULL;
@@ -694,12 +707,19 @@ parse_destination_url(const char *url, char **kind, char **location)
 	}
 	if (strncmp(url, "kinesis://", 10) == 0)
 	{
-		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
+		/* kinesis://stream: a Kinesis stream name */
+		const char *stream = url + 10;
+		size_t		len = strlen(stream);
 
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s destinations are not supported in this release", scheme),
-				 errhint("Use a file://, http(s):// or s3:// destination.")));
+		if (len == 0 || len > 128 ||
+			strspn(stream, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != len)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid Kinesis destination URL"),
+					 errhint("Write it as kinesis://stream, with a stream name of 1 to 128 letters, digits, underscores, hyphens and dots.")));
+		*kind = "kinesis";
+		*location = pstrdup(stream);
+		return;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -828,13 +848,16 @@ egress_add_destination(PG_FUNCTION_ARGS)
 	if (strcmp(kind, "http") == 0)
 		validate_options(options, http_destination_options,
 						 lengthof(http_destination_options), "destination");
+	else if (strcmp(kind, "kinesis") == 0)
+		validate_options(options, kinesis_destination_options,
+						 lengthof(kinesis_destination_options), "destination");
 	else
 		validate_options(options, file_destination_options,
 						 lengthof(file_destination_options), "destination");
 	check_privileged_destination_options(options);
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
-	else if (strcmp(kind, "s3") == 0)
+	else if (strcmp(kind, "s3") == 0 || strcmp(kind, "kinesis") == 0)
 		check_s3_credentials_use();
 	egress_check_destination_host(kind, location);
 
@@ -1301,7 +1324,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	if (egress_destination_use_problem(caller, dest_kind, InvalidOid) != NULL)
 	{
 		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
-		if (strcmp(dest_kind, "s3") == 0)
+		if (strcmp(dest_kind, "s3") == 0 || strcmp(dest_kind, "kinesis") == 0)
 			check_s3_credentials_use();
 		else
 			check_write_server_files();

@@ -321,20 +321,28 @@ nonempty(const char *s)
 	return s != NULL && s[0] != '\0';
 }
 
-static void
-resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
+/*
+ * The AWS credentials of a request to target (words for messages, e.g. S3
+ * object "s3://b/k"): the given ones, else pg_egress.s3_access_key_id and
+ * friends, else the server's environment, else its shared credentials file.
+ * Also used by net/kinesis.c.
+ */
+void
+egress_aws_credentials(const char *target, const char *access_key,
+					   const char *secret_key, const char *session_token,
+					   char **akey_out, char **skey_out, char **token_out)
 {
 	char	   *akey = NULL;
 	char	   *skey = NULL;
 	char	   *token = NULL;
 	const char *source;
 
-	if (nonempty(t->access_key))
+	if (nonempty(access_key))
 	{
 		source = "the call";
-		akey = pstrdup(t->access_key);
-		skey = t->secret_key ? pstrdup(t->secret_key) : NULL;
-		token = nonempty(t->session_token) ? pstrdup(t->session_token) : NULL;
+		akey = pstrdup(access_key);
+		skey = secret_key ? pstrdup(secret_key) : NULL;
+		token = nonempty(session_token) ? pstrdup(session_token) : NULL;
 	}
 	else if (nonempty(egress_s3_access_key_id))
 	{
@@ -371,8 +379,7 @@ resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
 		if (!read_credentials_file(path, profile, &akey, &skey, &token))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("no AWS credentials for S3 object \"s3://%s/%s\"",
-							up->bucket, up->key),
+					 errmsg("no AWS credentials for %s", target),
 					 errdetail("Neither the call, nor pg_egress.s3_access_key_id, nor the server's AWS_ACCESS_KEY_ID, nor profile \"%s\" of \"%s\" gives credentials.",
 							   profile, path),
 					 errhint("Set pg_egress.s3_access_key_id and pg_egress.s3_secret_access_key, or give the server credentials in its environment or shared credentials file.")));
@@ -380,8 +387,7 @@ resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
 	if (!nonempty(skey))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no AWS secret access key for S3 object \"s3://%s/%s\"",
-						up->bucket, up->key),
+				 errmsg("no AWS secret access key for %s", target),
 				 errdetail("The access key id comes from %s, which gives no secret access key.",
 						   source)));
 	if (strchr(akey, ':') != NULL)
@@ -389,9 +395,19 @@ resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid AWS access key id"),
 				 errdetail("The access key id from %s contains a colon.", source)));
-	up->access_key = akey;
-	up->secret_key = skey;
-	up->session_token = token;
+	*akey_out = akey;
+	*skey_out = skey;
+	*token_out = token;
+}
+
+static void
+resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
+{
+	char	   *target = psprintf("S3 object \"s3://%s/%s\"", up->bucket, up->key);
+
+	egress_aws_credentials(target, t->access_key, t->secret_key, t->session_token,
+						   &up->access_key, &up->secret_key, &up->session_token);
+	pfree(target);
 }
 
 static char *

@@ -18,6 +18,8 @@ egress_sink_open(const char *kind, const char *location, Jsonb *options)
 		sink = egress_s3_sink_create(location, options);
 	else if (strcmp(kind, "http") == 0)
 		sink = egress_http_sink_create(location, options);
+	else if (strcmp(kind, "kinesis") == 0)
+		sink = egress_kinesis_sink_create(location, options);
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

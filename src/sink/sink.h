@@ -36,6 +36,13 @@ typedef struct EgressSinkOps
 	void		(*announce_batch_id) (EgressSink *sink, const char *batch_id);
 	void		(*write) (EgressSink *sink, const char *data, size_t len);
 	/*
+	 * Optional (NULL if not implemented): one whole message with the
+	 * partition key the caller chose for it (Kinesis).  Callers use write()
+	 * for sinks without it.
+	 */
+	void		(*write_record) (EgressSink *sink, const char *data, size_t len,
+								 const char *partition_key);
+	/*
 	 * batch_id is deterministic (stream and positions), so that a batch sent
 	 * again after a crash carries the same id: the file name, the HTTP
 	 * header, ...
@@ -91,6 +98,12 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
 extern EgressSink *egress_file_sink_create(const char *location, Jsonb *options);
 extern EgressSink *egress_s3_sink_create(const char *location, Jsonb *options);
 extern EgressSink *egress_http_sink_create(const char *location, Jsonb *options);
+extern EgressSink *egress_kinesis_sink_create(const char *location, Jsonb *options);
+
+/* kinesis.c: checks a Kinesis destination's options (ERROR when wrong) */
+extern void egress_kinesis_sink_check_options(Jsonb *options, char **region,
+											  int *format, int *key_mode,
+											  char **key_column);
 
 /* http.c helpers, also used to validate options */
 extern long egress_parse_interval_ms(const char *s);
