@@ -676,6 +676,18 @@ backoff_wait(EgressKinesisClient *kc, int attempt, TimestampTz since,
 	}
 }
 
+/* 25-75 ms, interruptible: between resends of a call's failed entries */
+static void
+short_pause(void)
+{
+	long		ms = 25 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, 50);
+
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
 void
 egress_kinesis_flush(EgressKinesisClient *kc,
 					 bool (*keep_retrying) (void *arg, TimestampTz since),
@@ -686,11 +698,10 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 	int		   *chosen;
 	int			futile = 0;		/* failed calls in a row */
 	int			attempt = 0;	/* back-off step */
-	TimestampTz since = GetCurrentTimestamp();
+	TimestampTz since = GetCurrentTimestamp();	/* last progress */
 
 	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress Kinesis call",
 									 ALLOCSET_DEFAULT_SIZES);
-	chosen = MemoryContextAlloc(call_cxt, KINESIS_MAX_RECORDS_PER_CALL * sizeof(int));
 	old = MemoryContextSwitchTo(call_cxt);
 	for (;;)
 	{
@@ -732,25 +743,33 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 				{
 					attempt = 0;
 					futile = 0;
+					since = GetCurrentTimestamp();
 					continue;
 				}
-				/* some accepted: progress; resend the rest after a pause */
-				if (failed < n)
-					futile = 0;
-				else
-					futile++;
-				attempt++;
-				why = psprintf("%d of %d records failed (%s)", failed, n,
-							   ap.codes[0] ? ap.codes[0] : "");
-				for (int i = 0; i < n; i++)
+				why = NULL;
+				for (int i = 0; i < n && why == NULL; i++)
 					if (ap.codes[i])
-					{
 						why = psprintf("%d of %d records failed, e.g. %s", failed, n, ap.codes[i]);
-						break;
-					}
 				ereport(DEBUG1,
 						(errmsg_internal("pg_egress: Kinesis stream \"%s\": %s, resending them",
 										 kc->stream, why)));
+				if (failed < n)
+				{
+					/*
+					 * Some accepted: the batch progresses.  Resend the rest
+					 * after a short pause (partial failures are per shard:
+					 * the others keep taking records); the long back-off
+					 * and the caller's verdict are for calls that get
+					 * nothing in.
+					 */
+					futile = 0;
+					attempt = 0;
+					since = GetCurrentTimestamp();
+					short_pause();
+					continue;
+				}
+				futile++;
+				attempt++;
 				if (futile >= KINESIS_MAX_FUTILE && keep_retrying == NULL)
 					ereport(ERROR,
 							(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -806,7 +825,9 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 	if (kc->body.maxlen > 8 * 1024 * 1024)
 	{
 		pfree(kc->body.data);
+		old = MemoryContextSwitchTo(kc->cxt);
 		initStringInfo(&kc->body);
+		MemoryContextSwitchTo(old);
 	}
 }
 
