@@ -20,6 +20,7 @@ OBJS = \
 	src/encode/singer_types.o \
 	src/encode/singer.o \
 	src/encode/preview.o \
+	src/encode/pg_kinesis.o \
 	src/sink/sink.o \
 	src/sink/file.o \
 	src/sink/s3.o \
