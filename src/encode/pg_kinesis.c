@@ -7,10 +7,17 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
 #include "pgtime.h"
+#include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "encode/pg_kinesis.h"
@@ -104,7 +111,8 @@ append_go_string(StringInfo buf, const char *s)
 
 /*
  * The "v" and "q" of a value as pg_kinesis reads them from test_decoding:
- * unquoted for integers, oid, floats, numeric and boolean (as printed),
+ * unquoted for integers, oid, floats and numeric (as printed), booleans
+ * (true, false),
  * null ("null") and unchanged TOASTed values ("unchanged-toast-datum");
  * bit strings come as B'...' and pg_kinesis keeps "'..." of them; every
  * other value is quoted, single quotes doubled, and pg_kinesis keeps the
@@ -133,8 +141,10 @@ value_of(const EgressPgKinesisColumn *type, const EgressChangeColumn *col,
 		case FLOAT4OID:
 		case FLOAT8OID:
 		case NUMERICOID:
-		case BOOLOID:
 			return text;
+		case BOOLOID:
+			/* test_decoding spells booleans out */
+			return strcmp(text, "t") == 0 ? "true" : "false";
 		case BITOID:
 		case VARBITOID:
 			*quoted = true;
@@ -229,11 +239,16 @@ egress_pg_kinesis_render(StringInfo buf, const EgressChange *change,
 	kc = palloc0(sizeof(KColumn) * (Max(ncolumns, Max(change->ncolumns, change->nidentity)) + 1));
 	if (change->action == EGRESS_CHANGE_DELETE)
 	{
-		/* the replica identity, as "old" (nothing without one) */
+		/*
+		 * The replica identity, as "old" (nothing without one); test_decoding
+		 * leaves out its null values.
+		 */
 		for (int i = 0; i < change->nidentity; i++)
 		{
 			const EgressChangeColumn *c = &change->identity[i];
 
+			if (c->isnull)
+				continue;
 			kc[n].key = quote_identifier(c->name);
 			kc[n].type = find_type(columns, ncolumns, i, c->name);
 			kc[n].old_v = value_of(kc[n].type, c, &kc[n].old_q);
@@ -262,7 +277,7 @@ egress_pg_kinesis_render(StringInfo buf, const EgressChange *change,
 			/* the old value, when the replica identity gives it and it differs */
 			o = change->action == EGRESS_CHANGE_UPDATE ?
 				find_column(change->identity, change->nidentity, i, name) : NULL;
-			if (o != NULL)
+			if (o != NULL && !o->isnull)
 			{
 				bool		q;
 				const char *ov = value_of(kc[n].type, o, &q);
@@ -310,4 +325,96 @@ egress_pg_kinesis_render(StringInfo buf, const EgressChange *change,
 	appendStringInfoString(buf, "}}");
 	pfree(kc);
 	return true;
+}
+
+/*
+ * egress_pg_kinesis_preview(relation regclass, operation text,
+ *							 new_values text[], old_values text[],
+ *							 lsn pg_lsn, commit_time timestamptz) -> text
+ *
+ * The pg_kinesis JSON of one change given as the output functions' text of
+ * the relation's columns (in column order, dropped ones left out; NULL for
+ * a null value): new_values for INSERT/UPDATE, old_values the replica
+ * identity of UPDATE/DELETE (NULL: none; its null elements are columns it
+ * does not give).  A test hook, not in the extension's script: tests
+ * declare it (CREATE FUNCTION ... LANGUAGE C), which takes a superuser;
+ * the caller must be able to read the relation.
+ */
+PG_FUNCTION_INFO_V1(egress_pg_kinesis_preview);
+
+static EgressChangeColumn *
+preview_columns(ArrayType *arr, const EgressPgKinesisColumn *cols, int ncols,
+				int *n, bool skip_nulls)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	EgressChangeColumn *out;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+	if (nelems != ncols)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected %d values, got %d", ncols, nelems)));
+	out = palloc0(Max(nelems, 1) * sizeof(EgressChangeColumn));
+	*n = 0;
+	for (int i = 0; i < nelems; i++)
+	{
+		if (nulls[i] && skip_nulls)
+			continue;
+		out[*n].name = unconstify(char *, cols[i].name);
+		out[*n].isnull = nulls[i];
+		out[*n].value = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
+		out[*n].raw_text = true;
+		(*n)++;
+	}
+	return out;
+}
+
+Datum
+egress_pg_kinesis_preview(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *op;
+	Relation	rel;
+	EgressPgKinesisColumn *cols;
+	int			ncols;
+	EgressChange change = {0};
+	StringInfoData buf;
+	AclResult	aclresult;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(4) || PG_ARGISNULL(5))
+		PG_RETURN_NULL();
+	op = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(relid));
+	rel = table_open(relid, AccessShareLock);
+	cols = egress_pg_kinesis_columns(RelationGetDescr(rel), &ncols);
+
+	if (strcmp(op, "INSERT") == 0)
+		change.action = EGRESS_CHANGE_INSERT;
+	else if (strcmp(op, "UPDATE") == 0)
+		change.action = EGRESS_CHANGE_UPDATE;
+	else if (strcmp(op, "DELETE") == 0)
+		change.action = EGRESS_CHANGE_DELETE;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("operation must be INSERT, UPDATE or DELETE")));
+	if (!PG_ARGISNULL(2))
+		change.columns = preview_columns(PG_GETARG_ARRAYTYPE_P(2), cols, ncols,
+										 &change.ncolumns, false);
+	if (!PG_ARGISNULL(3))
+		change.identity = preview_columns(PG_GETARG_ARRAYTYPE_P(3), cols, ncols,
+										  &change.nidentity, true);
+	change.relid = relid;
+
+	initStringInfo(&buf);
+	(void) egress_pg_kinesis_render(&buf, &change,
+									get_namespace_name(RelationGetNamespace(rel)),
+									RelationGetRelationName(rel), cols, ncols,
+									PG_GETARG_LSN(4), PG_GETARG_TIMESTAMPTZ(5));
+	table_close(rel, AccessShareLock);
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
 }
