@@ -52,6 +52,8 @@ char	   *egress_kinesis_endpoint = NULL;
 #define KINESIS_RESPONSE_MAX	(1024 * 1024)
 #define KINESIS_BACKOFF_MIN_MS	50
 #define KINESIS_BACKOFF_MAX_MS	5000
+/* records of keys already in a call looked past while filling it */
+#define KINESIS_MAX_SKIPPED		1000
 /* failed calls in a row (nothing accepted) before giving up */
 #define KINESIS_MAX_FUTILE		10
 
@@ -75,7 +77,8 @@ struct EgressKinesisClient
 	MemoryContext cxt;
 	MemoryContext batch_cxt;	/* queued records; reset by flush/discard */
 	char	   *stream;
-	char	   *region;
+	char	   *region_opt;		/* the destination's, or NULL */
+	char	   *region;			/* in use */
 	char	   *url;
 	char	   *sigv4;
 	char	   *access_key;
@@ -127,7 +130,6 @@ egress_kinesis_open(const char *stream, const char *region)
 	MemoryContext cxt;
 	MemoryContext old;
 	EgressKinesisClient *kc;
-	char	   *target;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress Kinesis client",
 								ALLOCSET_DEFAULT_SIZES);
@@ -144,13 +146,37 @@ egress_kinesis_open(const char *stream, const char *region)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid AWS region \"%s\"", region)));
-		kc->region = pstrdup(region);
+		kc->region_opt = pstrdup(region);
 	}
-	else
-		kc->region = egress_s3_default_region();
-	target = psprintf("Kinesis stream \"%s\"", stream);
-	egress_aws_credentials(target, NULL, NULL, NULL,
-						   &kc->access_key, &kc->secret_key, &kc->session_token);
+	initStringInfo(&kc->body);
+	initStringInfo(&kc->response);
+	MemoryContextSwitchTo(old);
+	return kc;
+}
+
+/*
+ * Credentials, endpoint and signing scope, read again before every flush:
+ * a changed secret or endpoint (reloaded settings, a rotated credentials
+ * file) applies to the next batch without reopening the sink.
+ */
+static void
+refresh_settings(EgressKinesisClient *kc)
+{
+	MemoryContext old = MemoryContextSwitchTo(kc->cxt);
+	char	   *target;
+	char	   *akey;
+	char	   *skey;
+	char	   *token;
+	char	   *url;
+
+	target = psprintf("Kinesis stream \"%s\"", kc->stream);
+	egress_aws_credentials(target, NULL, NULL, NULL, &akey, &skey, &token);
+	pfree(target);
+	if (kc->region)
+		pfree(kc->region);
+	if (kc->sigv4)
+		pfree(kc->sigv4);
+	kc->region = kc->region_opt ? pstrdup(kc->region_opt) : egress_s3_default_region();
 	kc->sigv4 = psprintf("aws:amz:%s:kinesis", kc->region);
 	if (egress_kinesis_endpoint != NULL && egress_kinesis_endpoint[0] != '\0')
 	{
@@ -164,14 +190,36 @@ egress_kinesis_open(const char *stream, const char *region)
 					 errdetail("The endpoint is an http:// or https:// URL.")));
 		while (len > 0 && egress_kinesis_endpoint[len - 1] == '/')
 			len--;
-		kc->url = psprintf("%.*s/", len, egress_kinesis_endpoint);
+		url = psprintf("%.*s/", len, egress_kinesis_endpoint);
 	}
 	else
-		kc->url = psprintf("https://kinesis.%s.amazonaws.com/", kc->region);
-	initStringInfo(&kc->body);
-	initStringInfo(&kc->response);
+		url = psprintf("https://kinesis.%s.amazonaws.com/", kc->region);
+
+	if (kc->secret_key)
+	{
+		explicit_bzero(kc->secret_key, strlen(kc->secret_key));
+		pfree(kc->secret_key);
+	}
+	if (kc->session_token)
+	{
+		explicit_bzero(kc->session_token, strlen(kc->session_token));
+		pfree(kc->session_token);
+	}
+	if (kc->access_key)
+		pfree(kc->access_key);
+	if (kc->url)
+		pfree(kc->url);
+	kc->access_key = akey;
+	kc->secret_key = skey;
+	kc->session_token = token;
+	kc->url = url;
+	/* the header list carries the session token: made again */
+	if (kc->headers)
+	{
+		curl_slist_free_all(kc->headers);
+		kc->headers = NULL;
+	}
 	MemoryContextSwitchTo(old);
-	return kc;
 }
 
 void
@@ -271,6 +319,7 @@ build_call(EgressKinesisClient *kc, int *chosen)
 	HASHCTL		ctl;
 	HTAB	   *seen;
 	int			n = 0;
+	int			skipped = 0;
 	size_t		bytes = 0;
 
 	while (kc->first < kc->nrecs && kc->recs[kc->first].done)
@@ -304,7 +353,16 @@ build_call(EgressKinesisClient *kc, int *chosen)
 		 */
 		(void) hash_search(seen, r->key, HASH_ENTER, &found);
 		if (found)
+		{
+			/*
+			 * Looking further only costs time when few keys take most
+			 * records (partition_key "table"): the later records wait for
+			 * the next call.
+			 */
+			if (++skipped >= KINESIS_MAX_SKIPPED)
+				break;
 			continue;
+		}
 		if (bytes + r->len + r->keylen > KINESIS_MAX_BYTES_PER_CALL)
 			break;
 		bytes += r->len + r->keylen;
@@ -702,6 +760,8 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 
 	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress Kinesis call",
 									 ALLOCSET_DEFAULT_SIZES);
+	if (egress_kinesis_pending(kc) > 0)
+		refresh_settings(kc);
 	old = MemoryContextSwitchTo(call_cxt);
 	for (;;)
 	{

@@ -20,6 +20,7 @@ use EgressTest;
 use KinesisServer;
 
 my $JSON = JSON::PP->new->utf8->allow_bignum;
+my $row;
 
 my $node = create_node('kinesis', cdc => 1);
 my $k = KinesisServer->start($node->basedir . '/kinesis',
@@ -233,6 +234,29 @@ is($lost, 0, 'after kill -9: no change lost');
 is($disorder, 0, 'after kill -9: per key, changes first arrive in commit order');
 diag "kill -9 mid-batch: $dups duplicates of changes sent again";
 
+# ---- LOG_BASED with a wrong secret: last_error, then nothing dropped -------------
+$node->append_conf('postgresql.conf', "pg_egress.s3_secret_access_key = 'not-the-secret'\n");
+$node->reload;
+$k->reset;
+$node->safe_psql('postgres', 'UPDATE k SET n = n + 1 WHERE id <= 100');
+wait_stream_where($node, 'k', q{last_error LIKE '%InvalidSignatureException%'}, 120,
+	'LOG_BASED, wrong secret: Kinesis error in last_error');
+$row = stream_row($node, 'k');
+isnt($row->{state}, 'error', 'LOG_BASED, wrong secret: the stream keeps retrying');
+unlike($row->{last_error}, qr/not-the-secret/, 'the secret is not shown');
+$node->append_conf('postgresql.conf', "pg_egress.s3_secret_access_key = '$secret'\n");
+$node->reload;
+ok( poll_until(
+		'the held changes in Kinesis once the secret is fixed',
+		180,
+		sub {
+			my %last;
+			$last{ $_->{msg}{record}{id} } = $_->{msg}{record}{n}
+			  foreach grep { $_->{msg}{type} eq 'RECORD' } singer_records('changes');
+			return !grep { ($last{$_} // 0) != 31 } 1 .. 100;
+		}),
+	'LOG_BASED: after the secret is fixed, the changes held back arrive');
+
 # ---- oversize record -------------------------------------------------------
 $node->safe_psql('postgres', q{
 CREATE TABLE big (id int PRIMARY KEY, v text);
@@ -241,7 +265,7 @@ SELECT egress_add_destination('big', 'kinesis://big', '{}');
 SELECT egress_add_stream('big', 'big', 'FULL_TABLE', 'big');
 });
 wait_stream_state($node, 'big', 'error');
-my $row = stream_row($node, 'big');
+$row = stream_row($node, 'big');
 like($row->{last_error}, qr/row \(id\)=\(2\) of stream "public-big" is too large for Kinesis stream "big": \d{7} bytes/,
 	'the error names the row key and the size');
 my @big = grep { $_->{msg}{type} eq 'RECORD' } singer_records('big');
