@@ -24,6 +24,7 @@ OBJS = \
 	src/sink/file.o \
 	src/sink/s3.o \
 	src/sink/http.o \
+	src/sink/sink_options.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
@@ -45,7 +46,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
-REGRESS = catalog types discover patterns export
+REGRESS = catalog types discover patterns export sink_options
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 

@@ -39,7 +39,6 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "catalog/catalog.h"
 #include "net/hosts.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
@@ -127,67 +126,13 @@ http_setopt_check(CURLcode rc, const char *optname)
 /* ---- options --------------------------------------------------------------- */
 
 /*
- * "30s", "500ms", "2min", "1h" (also "sec", "seconds", "minutes", "hours",
- * with or without a space) or a number of seconds, as milliseconds; -1 if
- * invalid.  Every accepted string is also a valid SQL interval with the
- * same meaning (the database worker reads error_retry_interval in SQL).
- */
-long
-egress_parse_interval_ms(const char *s)
-{
-	char	   *end;
-	double		v;
-	size_t		ndigits = strspn(s, "0123456789.");
-
-	/*
-	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
-	 * also reads these as SQL intervals.
-	 */
-	if (ndigits == 0 || s[ndigits - 1] == '.' ||
-		(strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.')))
-		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (end != s + ndigits || errno != 0 || v < 0)
-		return -1;
-	while (*end == ' ')
-		end++;
-	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 ||
-		strcmp(end, "seconds") == 0)
-		v *= 1000;
-	else if (strcmp(end, "ms") == 0)
-		;
-	else if (strcmp(end, "min") == 0 || strcmp(end, "minutes") == 0)
-		v *= 60 * 1000;
-	else if (strcmp(end, "h") == 0 || strcmp(end, "hours") == 0)
-		v *= 3600 * 1000;
-	else
-		return -1;
-	if (v > (double) INT_MAX)
-		return -1;
-	return (long) v;
-}
-
-static long
-interval_option(Jsonb *options, const char *key, long dflt)
-{
-	char	   *s = egress_jsonb_get_string(options, key);
-	long		v;
-
-	if (s == NULL)
-		return dflt;
-	v = egress_parse_interval_ms(s);
-	return v < 0 ? dflt : v;
-}
-
-/*
  * What messages may show of a URL: scheme, host and port.  User
  * information and query string may hold credentials, and so may the path
  * (webhook URLs carry their token there: /services/T000/B000/XXXX): a path
  * other than "/" is shown as "/" followed by three asterisks.
  */
-char *
-egress_http_shown_url(const char *url)
+static char *
+http_shown_url(const char *url)
 {
 	const char *scheme_end = strstr(url, "://");
 	const char *host;
@@ -967,41 +912,22 @@ static const EgressSinkOps http_sink_ops = {
 	.close = http_close,
 };
 
-/* The "headers" option: an object of strings. */
+/* The "headers" option, after the fixed headers; every value is a secret. */
 static struct curl_slist *
-user_headers(HttpSink *hs, Jsonb *options, struct curl_slist *list)
+user_headers(HttpSink *hs, List *headers, struct curl_slist *list)
 {
-	JsonbValue *obj;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	char	   *key = NULL;
-	JsonbValue	kv;
+	ListCell   *lc;
 
-	if (options == NULL)
-		return list;
-	kv.type = jbvString;
-	kv.val.string.val = "headers";
-	kv.val.string.len = 7;
-	obj = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &kv);
-	if (obj == NULL || obj->type != jbvBinary)
-		return list;
-	it = JsonbIteratorInit(obj->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	foreach(lc, headers)
 	{
-		if (tok == WJB_KEY)
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (tok == WJB_VALUE && v.type == jbvString)
-		{
-			char	   *line = psprintf("%s: %.*s", key, v.val.string.len, v.val.string.val);
+		EgressSinkHeader *h = lfirst(lc);
+		char	   *line = psprintf("%s: %s", h->name, h->value);
 
-			list = curl_slist_append(list, line);
-			pfree(line);
-			/* every value may be a secret, however short */
-			if (v.val.string.len > 0)
-				hs->secrets = lappend(hs->secrets,
-									  pnstrdup(v.val.string.val, v.val.string.len));
-		}
+		list = curl_slist_append(list, line);
+		pfree(line);
+		/* every value may be a secret, however short */
+		if (h->value[0] != '\0')
+			hs->secrets = lappend(hs->secrets, pstrdup(h->value));
 	}
 	return list;
 }
@@ -1105,12 +1031,12 @@ secret_cmp(const ListCell *a, const ListCell *b)
 	return la > lb ? -1 : la < lb ? 1 : 0;
 }
 
-EgressSink *
-egress_http_sink_create(const char *location, Jsonb *options)
+static void
+http_open(EgressSink *sink)
 {
-	EgressSink *sink = palloc0(sizeof(EgressSink));
+	const char *location = sink->location;
+	const EgressSinkOptions *opts = &sink->opts;
 	HttpSink   *hs = palloc0(sizeof(HttpSink));
-	int64		level;
 	MemoryContext oldcxt;
 
 	if (!curl_initialized)
@@ -1127,22 +1053,17 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
 	hs->sink = sink;
 	hs->url = pstrdup(location);
-	hs->shown_url = egress_http_shown_url(location);
+	hs->shown_url = http_shown_url(location);
 	hs->host = egress_url_host(location);
-	hs->gzip = false;
-	(void) egress_jsonb_get_bool(options, "gzip", &hs->gzip);
-	hs->gzip_level = 1;
-	if (egress_jsonb_get_int64(options, "gzip_level", &level) && level >= 1 && level <= 9)
-		hs->gzip_level = (int) level;
-	hs->verify = true;
-	(void) egress_jsonb_get_bool(options, "verify", &hs->verify);
-	hs->stream_body = true;
-	(void) egress_jsonb_get_bool(options, "stream", &hs->stream_body);
-	hs->ca_file = egress_jsonb_get_string(options, "ca_file");
-	hs->timeout_ms = interval_option(options, "timeout", 30000);
-	hs->connect_timeout_ms = interval_option(options, "connect_timeout", 10000);
-	hs->retry_initial_ms = Max(1, interval_option(options, "retry_initial_interval", 500));
-	hs->retry_max_ms = Max(hs->retry_initial_ms, interval_option(options, "retry_max_interval", 60000));
+	hs->gzip = opts->gzip;
+	hs->gzip_level = opts->gzip_level;
+	hs->verify = opts->verify;
+	hs->stream_body = opts->stream;
+	hs->ca_file = opts->ca_file ? pstrdup(opts->ca_file) : NULL;
+	hs->timeout_ms = opts->timeout_ms;
+	hs->connect_timeout_ms = opts->connect_timeout_ms;
+	hs->retry_initial_ms = opts->retry_initial_ms;
+	hs->retry_max_ms = opts->retry_max_ms;
 	initStringInfo(&hs->body);
 	initStringInfo(&hs->resp);
 	enlargeStringInfo(&hs->resp, HTTP_RESP_KEEP + 1);
@@ -1153,7 +1074,7 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	/* no "Expect: 100-continue" round trip before each large body */
 	hs->base_headers = curl_slist_append(hs->base_headers, "Expect:");
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
-	hs->base_headers = user_headers(hs, options, hs->base_headers);
+	hs->base_headers = user_headers(hs, opts->headers, hs->base_headers);
 	url_secrets(hs, location);
 	list_sort(hs->secrets, secret_cmp);
 	MemoryContextSwitchTo(oldcxt);
@@ -1192,7 +1113,65 @@ egress_http_sink_create(const char *location, Jsonb *options)
 
 	sink->ops = &http_sink_ops;
 	sink->location = hs->shown_url;
-	sink->options = options;
 	sink->private_data = hs;
-	return sink;
 }
+
+/* http://host[:port]/path or https://...: the whole URL is the location */
+static char *
+http_parse_url(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	bool		ok;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+		host != NULL && host[0] != '\0' &&
+		strpbrk(url, " \t\r\n") == NULL;
+	if (host)
+		curl_free(host);
+	curl_url_cleanup(u);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid HTTP destination URL"),
+				 errhint("Write it as http://host[:port]/path or https://host[:port]/path.")));
+	return pstrdup(url);
+}
+
+/*
+ * "ca_file" makes the server read a file of its choice and "verify": false
+ * turns off the check of whom the server talks to: superusers only.  The
+ * option values are not shown (a file name may say more than its owner
+ * wants).  Then the host: pg_egress.allowed_destination_hosts.
+ */
+static void
+http_validate(const char *location, const EgressSinkOptions *opts, Oid owner,
+			  bool owner_superuser)
+{
+	if (opts->ca_file != NULL && !owner_superuser)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"ca_file\""),
+				 errdetail("The option makes the server read a file and decides which servers a destination trusts."),
+				 errhint("Only superusers may set it; other roles use the system's certificate authorities.")));
+	if (!opts->verify && !owner_superuser)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"verify\" to false"),
+				 errdetail("Without verification any server on the way can read and change what the destination sends."),
+				 errhint("Only superusers may turn verification off.")));
+	egress_check_destination_host("http", location);
+}
+
+const EgressSinkKind egress_http_sink_kind = {
+	.name = "http",
+	.schemes = {"http://", "https://", NULL},
+	.parse_url = http_parse_url,
+	.validate = http_validate,
+	.open = http_open,
+};
