@@ -34,7 +34,9 @@ OBJS = \
 	src/export/export.o \
 	src/export/fast_sync.o \
 	src/net/s3.o \
-	src/net/hosts.o
+	src/net/hosts.o \
+	src/net/backoff.o \
+	src/net/curl_wait.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"

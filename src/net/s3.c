@@ -10,10 +10,11 @@
  * order, valueless parameters with a trailing '='; the path is
  * percent-encoded by us; no header-removal entries in the header list.
  *
- * Waiting: requests run on a curl multi handle polled in short slices, with
- * CHECK_FOR_INTERRUPTS between them, so pg_cancel_backend and
- * statement_timeout stop an upload within about 50 ms.  The caller's
- * PG_CATCH then calls egress_s3_upload_abort().
+ * Waiting: requests run on a curl multi handle; waits are on its sockets
+ * and the latch at once (net/curl_wait.h), so pg_cancel_backend and
+ * statement_timeout stop an upload as soon as they arrive; retries wait
+ * with the shared back-off (net/backoff.h).  The caller's PG_CATCH (or
+ * PG_FINALLY) then calls egress_s3_upload_abort().
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -30,6 +31,8 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "net/backoff.h"
+#include "net/curl_wait.h"
 #include "net/s3.h"
 
 char	   *egress_s3_endpoint = NULL;
@@ -41,7 +44,9 @@ int			egress_s3_part_size_kb = 8 * 1024;
 int			egress_s3_max_concurrency = 4;
 
 #define S3_MAX_ATTEMPTS		5
-#define S3_POLL_MS			50
+#define S3_WAIT_MAX_MS		1000	/* longest wait before curl is called again */
+#define S3_RETRY_INITIAL_MS	200		/* back-off after the first failure */
+#define S3_RETRY_MAX_MS		6400
 #define S3_RESPONSE_MAX		(16 * 1024)	/* bytes of an answer kept */
 #define S3_ABORT_TIMEOUT_S	10
 
@@ -754,16 +759,20 @@ request_cancel(S3Request *req)
 	}
 }
 
+/*
+ * Waits for transfer activity: on the sockets and the latch (interrupts
+ * served as they arrive) if interruptible, else (error paths) on the
+ * sockets only, raising nothing.
+ */
 static CURLMcode
 multi_poll(bool interruptible)
 {
-	int			numfds;
 	CURLMcode	mc;
 
-	if (interruptible)
-		CHECK_FOR_INTERRUPTS();
-	mc = curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
-	if (mc != CURLM_OK && interruptible)
+	if (!interruptible)
+		return egress_curl_wait_quiet(s3_multi, S3_WAIT_MAX_MS);
+	mc = egress_curl_wait(s3_multi, S3_WAIT_MAX_MS);
+	if (mc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("S3 transfer failed: %s", curl_multi_strerror(mc))));
@@ -868,15 +877,20 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 	}
 }
 
+/*
+ * The delay before attempt number "attempt" + 1 of a request: the shared
+ * back-off (net/backoff.h), slept on the latch.
+ */
 static void
 backoff(int attempt)
 {
-	long		ms = 100L << Min(attempt, 6);
+	EgressBackoff b;
+	long		delay = 0;
 
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
+	egress_backoff_init(&b, S3_RETRY_INITIAL_MS, S3_RETRY_MAX_MS);
+	for (int i = 0; i < attempt; i++)
+		delay = egress_backoff_next(&b, -1);
+	(void) egress_backoff_sleep(delay, NULL, NULL, 0);
 }
 
 /* a whole request with retries; ERROR unless it succeeds */

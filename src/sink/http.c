@@ -7,10 +7,12 @@
  * so a receiver can drop a batch it has seen.  commit_batch returns only on
  * a 2xx answer.  Answers that may succeed later (408, 429, 5xx, connection
  * errors, timeouts) are retried with the same body and the same id, after
- * an exponential backoff with jitter that honours Retry-After; the wait
- * sleeps on the latch and the transfer itself runs on libcurl's multi
- * interface in short polls, so interrupts (SIGTERM, postmaster death) are
- * served while a slow or dead endpoint is waited for.  Any other answer is
+ * an exponential backoff with jitter that honours Retry-After
+ * (net/backoff.h); the back-off sleeps on the latch and the transfer runs
+ * on libcurl's multi interface, waiting on its sockets and the latch at
+ * once (net/curl_wait.h), so interrupts (SIGTERM, postmaster death) are
+ * served as soon as they arrive while a slow or dead endpoint is waited
+ * for.  Any other answer is
  * a rejection: an ERROR with SQLSTATE EGRESS_ERRCODE_REJECTED that carries
  * the status and a short excerpt of the answer.
  *
@@ -29,23 +31,23 @@
 #include <zlib.h>
 
 #include "common/base64.h"
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/pmsignal.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "net/backoff.h"
+#include "net/curl_wait.h"
 #include "net/hosts.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 
 #define HTTP_EXCERPT_LEN	200		/* of an answer's body, in messages */
 #define HTTP_RESP_KEEP		1024	/* bytes of an answer's body kept */
-#define HTTP_POLL_MS		100		/* interrupt latency during a transfer */
+#define HTTP_WAIT_MAX_MS	1000	/* longest wait before curl is called again */
 #define HTTP_MAX_RETRY_AFTER_MS	(3600 * 1000)
 #define HTTP_STREAM_START	(256 * 1024)	/* body size at which streaming starts */
 #define HTTP_PUMP_MIN		(1024 * 1024)	/* unsent body worth a curl call */
@@ -61,7 +63,7 @@ typedef struct HttpSink
 	int			gzip_level;
 	long		timeout_ms;
 	long		connect_timeout_ms;
-	long		retry_initial_ms;
+	long		retry_initial_ms;	/* back-off: see net/backoff.h */
 	long		retry_max_ms;
 	char	   *ca_file;
 	bool		verify;
@@ -205,7 +207,7 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		/*
 		 * delta-seconds only (an HTTP date falls back to the backoff),
 		 * saturated rather than overflowed: an absurd value must mean "a
-		 * long time", never a negative or tiny wait.  http_backoff caps it
+		 * long time", never a negative or tiny wait.  The back-off caps it
 		 * at retry_max_interval.
 		 */
 		for (; p < end && *p >= '0' && *p <= '9'; p++)
@@ -363,43 +365,6 @@ http_announce_batch_id(EgressSink *sink, const char *batch_id)
 		strlcpy(hs->announced_id, batch_id, sizeof(hs->announced_id));
 }
 
-/*
- * Wait for the retry delay on the latch.  Returns false if the caller's
- * keep_retrying callback says to give up.
- */
-static bool
-http_backoff(EgressSink *sink, HttpSink *hs, int attempt, TimestampTz since,
-			 long *delay_ms)
-{
-	long		base;
-	long		delay;
-	TimestampTz until;
-
-	base = hs->retry_initial_ms << Min(attempt - 1, 20);
-	base = Min(base, hs->retry_max_ms);
-	/* half fixed, half random: retries of many workers spread out */
-	delay = base / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, base / 2 + 1);
-	/* the receiver's Retry-After, up to retry_max_interval */
-	if (hs->retry_after_ms >= 0)
-		delay = Max(delay, Min(hs->retry_after_ms, hs->retry_max_ms));
-	*delay_ms = delay;
-
-	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-	for (;;)
-	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-
-		CHECK_FOR_INTERRUPTS();
-		if (sink->keep_retrying && !sink->keep_retrying(sink->keep_retrying_arg, since))
-			return false;
-		if (left <= 0)
-			return true;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 1000L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-}
-
 /* A streamed body: what has been written so far, then pause until more. */
 static size_t
 http_read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
@@ -489,7 +454,7 @@ http_transfer(HttpSink *hs, CURLcode *result)
 
 	for (;;)
 	{
-		int			numfds;
+		long		wait = HTTP_WAIT_MAX_MS;
 
 		if (hs->paused && (hs->sent < hs->body.len || hs->body_done))
 		{
@@ -513,13 +478,13 @@ http_transfer(HttpSink *hs, CURLcode *result)
 			*result = hs->done_result;
 			return true;
 		}
-		/* wakes on socket activity; the timeout bounds interrupt latency */
-		mc = curl_multi_poll(hs->multi, NULL, 0, HTTP_POLL_MS, &numfds);
+		if (deadline != 0)
+			wait = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		/* on the sockets and the latch: interrupts are served at once */
+		if (wait > 0)
+			mc = egress_curl_wait(hs->multi, Min(wait, HTTP_WAIT_MAX_MS));
 		if (mc != CURLM_OK)
 			break;
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
 		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
 		{
 			snprintf(hs->curl_error, sizeof(hs->curl_error),
@@ -784,6 +749,7 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 	HttpSink   *hs = sink->private_data;
 	int			attempt = 0;
 	TimestampTz since = GetCurrentTimestamp();
+	EgressBackoff backoff;
 	MemoryContext oldcxt;
 
 	Assert(hs->open);
@@ -802,6 +768,7 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 	if (hs->in_flight && strcmp(hs->announced_id, batch_id) != 0)
 		http_end(hs);
 
+	egress_backoff_init(&backoff, hs->retry_initial_ms, hs->retry_max_ms);
 	for (;;)
 	{
 		long		status;
@@ -837,7 +804,10 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 							hs->shown_url, batch_id, what),
 					 errhint("Fix the cause, then call egress_resume_stream().")));
 
-		if (!http_backoff(sink, hs, attempt, since, &delay))
+		/* the receiver's Retry-After, up to retry_max_interval */
+		delay = egress_backoff_next(&backoff, hs->retry_after_ms);
+		if (!egress_backoff_sleep(delay, sink->keep_retrying,
+								  sink->keep_retrying_arg, since))
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not deliver batch %s to HTTP destination %s after %d attempts: %s",
