@@ -29,6 +29,7 @@
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/wait_event.h"
 
 #include "net/backoff.h"
@@ -101,6 +102,7 @@ struct EgressS3Upload
 	bool		completed;
 	uint64		bytes;
 	size_t		since_pump;		/* bytes written since the last pump */
+	ResourceOwner owner;		/* CurrentResourceOwner at begin (or NULL) */
 	EgressS3Upload *live_next;	/* in live_uploads */
 };
 
@@ -118,6 +120,33 @@ s3_exit_abort(int code, Datum arg)
 {
 	while (live_uploads != NULL)
 		egress_s3_upload_abort(live_uploads);
+}
+
+/*
+ * And an error that reaches the end of a transaction (or of a portal) past
+ * a caller that did not abort its upload: the upload is aborted with the
+ * resource owner it was begun under (resowner.c makes the owner being
+ * released current while its callbacks run).  Uploads begun outside any
+ * resource owner (a worker between transactions) are its caller's.
+ */
+static void
+s3_resowner_abort(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
+				  void *arg)
+{
+	EgressS3Upload *up = live_uploads;
+
+	/* at a commit an open upload may still be in use: its caller's */
+	if (phase != RESOURCE_RELEASE_BEFORE_LOCKS || isCommit ||
+		CurrentResourceOwner == NULL)
+		return;
+	while (up != NULL)
+	{
+		EgressS3Upload *next = up->live_next;
+
+		if (up->owner == CurrentResourceOwner)
+			egress_s3_upload_abort(up);
+		up = next;
+	}
 }
 
 void
@@ -973,8 +1002,10 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	if (!exit_callback_registered)
 	{
 		before_shmem_exit(s3_exit_abort, (Datum) 0);
+		RegisterResourceReleaseCallback(s3_resowner_abort, NULL);
 		exit_callback_registered = true;
 	}
+	up->owner = CurrentResourceOwner;
 	up->live_next = live_uploads;
 	live_uploads = up;
 	MemoryContextSwitchTo(old);

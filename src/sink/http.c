@@ -275,6 +275,23 @@ http_prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 
 /* ---- the interface ------------------------------------------------------------ */
 
+/*
+ * zlib allocators: palloc in the sink's context, returning NULL (zlib's
+ * Z_MEM_ERROR) rather than raising an error from inside zlib.
+ */
+static voidpf
+http_zalloc(voidpf opaque, uInt items, uInt size)
+{
+	return MemoryContextAllocExtended((MemoryContext) opaque,
+									  (Size) items * size, MCXT_ALLOC_NO_OOM);
+}
+
+static void
+http_zfree(voidpf opaque, voidpf address)
+{
+	pfree(address);
+}
+
 static void
 http_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 {
@@ -291,7 +308,15 @@ http_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	resetStringInfo(&hs->body);
 	if (hs->gzip)
 	{
+		/* a stream an interrupted batch left (no abort_batch) is ended */
+		if (hs->zs_active)
+			deflateEnd(&hs->zs);
+		hs->zs_active = false;
 		memset(&hs->zs, 0, sizeof(hs->zs));
+		/* zlib's memory lives in the sink's context, never outlives it */
+		hs->zs.zalloc = http_zalloc;
+		hs->zs.zfree = http_zfree;
+		hs->zs.opaque = hs->cxt;
 		/* 15 + 16: a gzip wrapper, not zlib's */
 		if (deflateInit2(&hs->zs, hs->gzip_level, Z_DEFLATED, 15 + 16, 8,
 						 Z_DEFAULT_STRATEGY) != Z_OK)
@@ -318,7 +343,7 @@ http_deflate(HttpSink *hs, const char *data, size_t len, int flush)
 		hs->zs.next_out = (Bytef *) hs->body.data + hs->body.len;
 		hs->zs.avail_out = room;
 		rc = deflate(&hs->zs, flush);
-		if (rc == Z_STREAM_ERROR)
+		if (rc == Z_STREAM_ERROR || rc == Z_MEM_ERROR)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("could not compress batch")));
@@ -502,15 +527,29 @@ http_transfer(HttpSink *hs, CURLcode *result)
 static void
 http_end(HttpSink *hs)
 {
-	if (!hs->in_flight)
-		return;
 	/* called on error paths: nothing here may raise an error */
-	(void) curl_multi_remove_handle(hs->multi, hs->easy);
-	(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-	curl_slist_free_all(hs->req_headers);
-	hs->req_headers = NULL;
+	if (hs->in_flight)
+		(void) curl_multi_remove_handle(hs->multi, hs->easy);
+	if (hs->req_headers != NULL)
+	{
+		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_slist_free_all(hs->req_headers);
+		hs->req_headers = NULL;
+	}
 	hs->in_flight = false;
 	hs->paused = false;
+}
+
+/* appends to the request's header list; false when out of memory */
+static bool
+add_header(HttpSink *hs, const char *line)
+{
+	struct curl_slist *l = curl_slist_append(hs->req_headers, line);
+
+	if (l == NULL)
+		return false;
+	hs->req_headers = l;
+	return true;
 }
 
 /*
@@ -521,22 +560,28 @@ http_end(HttpSink *hs)
 static void
 http_start(HttpSink *hs, const char *batch_id, bool streamed)
 {
-	struct curl_slist *volatile headers = NULL;
 	struct curl_slist *h;
+	bool		ok = true;
 	char		line[NAMEDATALEN * 2 + 64];
 	CURLMcode	mc;
 
 	Assert(!hs->in_flight);
-	/* per request: the fixed ones, then batch id and stream */
-	for (h = hs->base_headers; h; h = h->next)
-		headers = curl_slist_append(headers, h->data);
+	http_end(hs);				/* headers of an earlier, failed start */
+
+	/*
+	 * per request: the fixed ones, then batch id and stream.  The list is
+	 * the request's from the start: http_end() frees it on every path (the
+	 * next start, abort_batch, close), so an error below leaks nothing.
+	 */
+	for (h = hs->base_headers; h && ok; h = h->next)
+		ok = add_header(hs, h->data);
 	snprintf(line, sizeof(line), "X-Egress-Batch-Id: %s", batch_id);
-	headers = curl_slist_append(headers, line);
+	ok = ok && add_header(hs, line);
 	snprintf(line, sizeof(line), "X-Egress-Stream: %s", hs->stream);
-	headers = curl_slist_append(headers, line);
+	ok = ok && add_header(hs, line);
 	if (hs->gzip)
-		headers = curl_slist_append(headers, "Content-Encoding: gzip");
-	if (headers == NULL)
+		ok = ok && add_header(hs, "Content-Encoding: gzip");
+	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
@@ -553,42 +598,27 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	hs->paused = false;
 	hs->sent = 0;
 
-	PG_TRY();
+	HTTP_SETOPT(hs->easy, CURLOPT_HTTPHEADER, hs->req_headers);
+	/* a streamed request pauses while rows are produced: see http_transfer */
+	HTTP_SETOPT(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
+	if (streamed)
 	{
-		HTTP_SETOPT(hs->easy, CURLOPT_HTTPHEADER, headers);
-		/* a streamed request pauses while rows are produced: see http_transfer */
-		HTTP_SETOPT(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
-		if (streamed)
-		{
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, NULL);
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
-			HTTP_SETOPT(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
-			HTTP_SETOPT(hs->easy, CURLOPT_READDATA, hs);
-		}
-		else
-		{
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
-		}
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, NULL);
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
+		HTTP_SETOPT(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
+		HTTP_SETOPT(hs->easy, CURLOPT_READDATA, hs);
 	}
-	PG_CATCH();
+	else
 	{
-		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
-		PG_RE_THROW();
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
 	}
-	PG_END_TRY();
 
 	mc = curl_multi_add_handle(hs->multi, hs->easy);
 	if (mc != CURLM_OK)
-	{
-		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start HTTP request: %s", curl_multi_strerror(mc))));
-	}
-	hs->req_headers = headers;
 	hs->in_flight = true;
 }
 
@@ -596,35 +626,21 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
  * Finish the request under way; returns the HTTP status, or 0 for a
  * transport error (message in curl_error).
  */
-/* http_transfer(), then http_end() on every path */
-static bool
-http_transfer_and_end(HttpSink *hs, CURLcode *result)
-{
-	volatile bool ok = false;
-
-	PG_TRY();
-	{
-		ok = http_transfer(hs, result);
-	}
-	PG_CATCH();
-	{
-		http_end(hs);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	http_end(hs);
-	return ok;
-}
-
 static long
 http_finish(HttpSink *hs)
 {
 	CURLcode	result = CURLE_OK;
-	bool		failed;
+	bool		ok;
 	long		status = 0;
 
-	failed = !http_transfer_and_end(hs, &result);
-	if (failed)
+	/*
+	 * On an error (an interrupt) the request stays registered: the
+	 * caller's abort_batch (or close, or the next start) ends it, as it
+	 * does every other resource of the batch.
+	 */
+	ok = http_transfer(hs, &result);
+	http_end(hs);
+	if (!ok)
 		return 0;
 	if (result != CURLE_OK)
 	{

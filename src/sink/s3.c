@@ -65,15 +65,16 @@ s3_commit_batch(EgressSink *sink, const char *batch_id)
 		egress_s3_upload_write(up, ss->batch.data, ss->batch.len);
 		egress_s3_upload_complete(up);
 	}
-	PG_CATCH();
+	PG_FINALLY();
 	{
-		/* abort the upload (no object appears) before the error goes on */
+		/*
+		 * Releases the upload: one that failed is aborted first (no object
+		 * appears) before the error goes on.
+		 */
 		if (up)
 			egress_s3_upload_abort(up);
-		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	egress_s3_upload_abort(up);	/* completed: releases the handle */
 	pfree(t.key);
 	ss->open = false;
 	/* do not keep a large buffer between batches */

@@ -40,7 +40,12 @@ typedef struct EgressSinkOps
 	 * header, ...
 	 */
 	void		(*commit_batch) (EgressSink *sink, const char *batch_id);
-	/* drop an uncommitted batch; must not raise an error */
+	/*
+	 * Drop an uncommitted batch; must not raise an error.  Callers call it
+	 * after an error of begin_batch, write or commit_batch, before using
+	 * the sink again: it releases what the batch holds (a request under
+	 * way, compression state, a temporary file).
+	 */
 	void		(*abort_batch) (EgressSink *sink);
 	/* forget leftovers of earlier, interrupted runs under this prefix */
 	void		(*cleanup) (EgressSink *sink, const char *prefix);
