@@ -32,22 +32,24 @@ typedef enum SinkOptionType
 	SOPT_GZIP_LEVEL
 } SinkOptionType;
 
-/* kinds an option applies to */
-#define SOPT_ALL	0
-#define SOPT_HTTP	1
-
 typedef struct SinkOptionSpec
 {
 	const char *name;
 	SinkOptionType type;
-	int			kinds;
+	const char *kind;			/* the one kind it applies to; NULL: every kind */
 	size_t		offset;			/* of the field in EgressSinkOptions */
 	const char *choices[2];		/* SOPT_CHOICE */
 } SinkOptionSpec;
 
+#define SOPT_ALL	NULL
+
 #define FIELD(f) offsetof(EgressSinkOptions, f)
 
-/* in the order the hint for an unknown key lists them */
+/*
+ * In the order the hint for an unknown key lists them.  A new kind's
+ * options: a field in EgressSinkOptions (and its default in
+ * egress_sink_options_parse), a line here naming the kind.
+ */
 static const SinkOptionSpec sink_options[] = {
 	{"slot_name", SOPT_SLOT_NAME, SOPT_ALL, FIELD(slot_name)},
 	{"drop_adopted_slot", SOPT_BOOL, SOPT_ALL, FIELD(drop_adopted_slot)},
@@ -56,16 +58,16 @@ static const SinkOptionSpec sink_options[] = {
 	{"flush_interval", SOPT_DURATION, SOPT_ALL, FIELD(flush_interval_ms)},
 	{"error_retry_interval", SOPT_DURATION, SOPT_ALL, FIELD(error_retry_interval_ms)},
 	{"decoder", SOPT_CHOICE, SOPT_ALL, FIELD(decoder), {"pgoutput", "wal2json"}},
-	{"headers", SOPT_HEADERS, SOPT_HTTP, FIELD(headers)},
-	{"gzip", SOPT_BOOL, SOPT_HTTP, FIELD(gzip)},
-	{"gzip_level", SOPT_GZIP_LEVEL, SOPT_HTTP, FIELD(gzip_level)},
-	{"timeout", SOPT_DURATION, SOPT_HTTP, FIELD(timeout_ms)},
-	{"connect_timeout", SOPT_DURATION, SOPT_HTTP, FIELD(connect_timeout_ms)},
-	{"retry_initial_interval", SOPT_DURATION, SOPT_HTTP, FIELD(retry_initial_ms)},
-	{"retry_max_interval", SOPT_DURATION, SOPT_HTTP, FIELD(retry_max_ms)},
-	{"ca_file", SOPT_STRING, SOPT_HTTP, FIELD(ca_file)},
-	{"verify", SOPT_BOOL, SOPT_HTTP, FIELD(verify)},
-	{"stream", SOPT_BOOL, SOPT_HTTP, FIELD(stream)},
+	{"headers", SOPT_HEADERS, "http", FIELD(headers)},
+	{"gzip", SOPT_BOOL, "http", FIELD(gzip)},
+	{"gzip_level", SOPT_GZIP_LEVEL, "http", FIELD(gzip_level)},
+	{"timeout", SOPT_DURATION, "http", FIELD(timeout_ms)},
+	{"connect_timeout", SOPT_DURATION, "http", FIELD(connect_timeout_ms)},
+	{"retry_initial_interval", SOPT_DURATION, "http", FIELD(retry_initial_ms)},
+	{"retry_max_interval", SOPT_DURATION, "http", FIELD(retry_max_ms)},
+	{"ca_file", SOPT_STRING, "http", FIELD(ca_file)},
+	{"verify", SOPT_BOOL, "http", FIELD(verify)},
+	{"stream", SOPT_BOOL, "http", FIELD(stream)},
 };
 
 #define WHAT "destination"
@@ -109,8 +111,7 @@ egress_parse_duration_ms(const char *s)
 static bool
 applies(const SinkOptionSpec *spec, const char *kind)
 {
-	return spec->kinds == SOPT_ALL ||
-		(spec->kinds == SOPT_HTTP && strcmp(kind, "http") == 0);
+	return spec->kind == NULL || strcmp(spec->kind, kind) == 0;
 }
 
 static const char *
