@@ -21,6 +21,16 @@ BAIL_OUT('npm packages of test/http are not installed (scripts/common.sh egress_
 my $node = create_node('http_interrupt', cdc => 1);
 my $rcv = EgressHttp->start($node);
 
+# voluntary context switches of a process so far: how often it woke up
+sub wakeups
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/status") or return undef;
+	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
+	close $fh;
+	return $n;
+}
+
 # user + system CPU ticks of a process so far
 sub cpu_ticks
 {
@@ -50,12 +60,16 @@ sub check_interrupt
 
 	# waiting, not polling: (almost) no CPU over two seconds
 	my $hz = `getconf CLK_TCK` + 0 || 100;
-	my $c0 = cpu_ticks($pid);
+	my ($c0, $w0) = (cpu_ticks($pid), wakeups($pid));
 	usleep(2_000_000);
-	my $c1 = cpu_ticks($pid);
+	my ($c1, $w1) = (cpu_ticks($pid), wakeups($pid));
 	my $cpu_ms = (defined $c0 && defined $c1) ? ($c1 - $c0) * 1000 / $hz : -1;
-	diag sprintf('%s: %.0f ms of CPU while waiting 2 s on the receiver', $label, $cpu_ms);
+	my $woke = (defined $w0 && defined $w1) ? $w1 - $w0 : -1;
+	diag sprintf('%s: %.0f ms of CPU and %d wake-ups while waiting 2 s on the receiver',
+		$label, $cpu_ms, $woke);
 	ok($cpu_ms >= 0 && $cpu_ms <= 100, "$label: the waiting worker uses no CPU ($cpu_ms ms in 2 s)");
+	# polling in 100 ms slices would wake it 20 times
+	ok($woke >= 0 && $woke <= 6, "$label: the waiting worker sleeps until something happens ($woke wake-ups in 2 s)");
 	is($node->safe_psql('postgres', "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $pid"),
 		'Extension', "$label: the worker waits in an extension wait event");
 
