@@ -20,6 +20,9 @@
 
 #include "net/curl_wait.h"
 
+/* egress_curl_wait reset a latch that was set: see egress_curl_wait_done */
+static bool latch_consumed = false;
+
 /* how long libcurl may wait, given the caller's limit */
 static long
 wait_ms(CURLM *multi, long max_ms, CURLMcode *mc)
@@ -119,9 +122,28 @@ egress_curl_wait(CURLM *multi, long max_ms)
 	}
 	else if (timeout > 0)
 		wait_sockets(&rd, &wr, &ex, maxfd, timeout);
-	ResetLatch(MyLatch);
+	/*
+	 * A latch set for someone else (a wake-up the caller's main loop waits
+	 * for) is consumed here so the next wait does not return at once; it is
+	 * set again by egress_curl_wait_done() when the transfers are over.
+	 */
+	if (MyLatch->is_set)
+	{
+		ResetLatch(MyLatch);
+		latch_consumed = true;
+	}
 	CHECK_FOR_INTERRUPTS();
 	return CURLM_OK;
+}
+
+void
+egress_curl_wait_done(void)
+{
+	if (latch_consumed)
+	{
+		latch_consumed = false;
+		SetLatch(MyLatch);
+	}
 }
 
 CURLMcode

@@ -22,6 +22,13 @@
 extern CURLMcode egress_curl_wait(CURLM *multi, long max_ms);
 
 /*
+ * Called when the caller's transfers are over (before it returns to its
+ * own loop): sets the latch again if a wait consumed a wake-up meant for
+ * that loop.
+ */
+extern void egress_curl_wait_done(void);
+
+/*
  * The same for error paths (PG_CATCH, exit callbacks): raises no error and
  * serves no interrupts; waits on the sockets only.
  */

@@ -825,7 +825,11 @@ request_wait(S3Request *req, bool interruptible)
 		else
 			mc = multi_pump();
 		if (!req->running)
+		{
+			if (interruptible)
+				egress_curl_wait_done();
 			return;
+		}
 		if (mc == CURLM_OK)
 			mc = multi_poll(interruptible);
 		if (mc != CURLM_OK)
@@ -1117,7 +1121,10 @@ part_slot(EgressS3Upload *up)
 			S3Request  *p = &up->parts[i];
 
 			if (part_settle(up, p))
+			{
+				egress_curl_wait_done();
 				return p;
+			}
 		}
 		(void) multi_poll(true);
 	}
@@ -1136,7 +1143,10 @@ parts_wait(EgressS3Upload *up)
 			if (!part_settle(up, &up->parts[i]))
 				busy = true;
 		if (!busy)
+		{
+			egress_curl_wait_done();
 			return;
+		}
 		(void) multi_poll(true);
 	}
 }

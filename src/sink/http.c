@@ -640,6 +640,7 @@ http_finish(HttpSink *hs)
 	 */
 	ok = http_transfer(hs, &result);
 	http_end(hs);
+	egress_curl_wait_done();
 	if (!ok)
 		return 0;
 	if (result != CURLE_OK)

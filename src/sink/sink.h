@@ -104,6 +104,17 @@ struct EgressSink
 #define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
 
 /*
+ * What else the sinks raise, so that callers can classify a failure by its
+ * SQLSTATE alone: ERRCODE_CONNECTION_FAILURE, a delivery that did not get
+ * through (transport errors, 408/429/5xx answers) once the sink's own
+ * retries (net/backoff.h, bounded by keep_retrying) are spent;
+ * ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, an error answer of S3;
+ * ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, no credentials; file access
+ * errors (errcode_for_file_access) for file destinations; and the usual
+ * interrupt and out-of-memory errors.  All of these the worker retries.
+ */
+
+/*
  * A sink kind: one per file (file.c, http.c, s3.c), listed in sink.c.
  * Adding a kind means adding a file and a line there, not touching the
  * catalog or the workers.
