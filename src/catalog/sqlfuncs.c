@@ -9,7 +9,6 @@
  */
 #include "postgres.h"
 
-
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
