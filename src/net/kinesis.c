@@ -19,10 +19,9 @@
  * The body is sent with CURLOPT_POSTFIELDS, so libcurl signs the SHA-256 of
  * the real payload, as Kinesis wants (not UNSIGNED-PAYLOAD).
  *
- * Waiting: requests run on a curl multi handle polled in short slices with
- * CHECK_FOR_INTERRUPTS between them, as net/s3.c does.
- * XXX: move to the shared libcurl wait loop and back-off helper (issue 12)
- * once they land.
+ * Waiting: requests run on a curl multi handle, waited for on their sockets
+ * and the latch at once (net/curl_wait.h); retries sleep the shared
+ * back-off (net/backoff.h).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -42,13 +41,16 @@
 #include "utils/wait_event.h"
 #include "common/pg_prng.h"
 
+#include "net/backoff.h"
+#include "net/curl_wait.h"
 #include "net/kinesis.h"
 #include "net/s3.h"
 #include "sink/sink.h"
 
 char	   *egress_kinesis_endpoint = NULL;
 
-#define KINESIS_POLL_MS			100
+#define KINESIS_WAIT_MAX_MS		1000	/* a wait's limit; sockets and the
+											 * latch end it earlier */
 #define KINESIS_RESPONSE_MAX	(1024 * 1024)
 #define KINESIS_BACKOFF_MIN_MS	50
 #define KINESIS_BACKOFF_MAX_MS	5000
@@ -515,7 +517,6 @@ perform(EgressKinesisClient *kc, long *status)
 		{
 			int			still;
 			int			left;
-			int			numfds;
 			CURLMsg    *msg;
 
 			mc = curl_multi_perform(kc->multi, &still);
@@ -528,12 +529,11 @@ perform(EgressKinesisClient *kc, long *status)
 				}
 			}
 			if (mc == CURLM_OK && running)
-				mc = curl_multi_poll(kc->multi, NULL, 0, KINESIS_POLL_MS, &numfds);
+				mc = egress_curl_wait(kc->multi, KINESIS_WAIT_MAX_MS);
 			if (mc != CURLM_OK)
 				ereport(ERROR,
 						(errcode(ERRCODE_INTERNAL_ERROR),
 						 errmsg("Kinesis transfer failed: %s", curl_multi_strerror(mc))));
-			CHECK_FOR_INTERRUPTS();
 		}
 	}
 	PG_FINALLY();
@@ -541,6 +541,7 @@ perform(EgressKinesisClient *kc, long *status)
 		(void) curl_multi_remove_handle(kc->multi, e);
 	}
 	PG_END_TRY();
+	egress_curl_wait_done();
 
 	*status = 0;
 	if (result == CURLE_OK &&
@@ -701,49 +702,33 @@ throttling_type(const char *type)
 					strcmp(type, "KMSThrottlingException") == 0);
 }
 
+/*
+ * The shared back-off (net/backoff.h) before the next attempt of a call
+ * that got nothing in; ERROR when keep_retrying says to give up.
+ */
 static void
-backoff_wait(EgressKinesisClient *kc, int attempt, TimestampTz since,
+backoff_wait(EgressKinesisClient *kc, EgressBackoff *b, TimestampTz since,
 			 bool (*keep_retrying) (void *, TimestampTz), void *arg,
 			 const char *why)
 {
-	long		base = KINESIS_BACKOFF_MIN_MS << Min(attempt, 10);
-	long		delay;
-	TimestampTz until;
+	long		delay = egress_backoff_next(b, -1);
 
-	base = Min(base, KINESIS_BACKOFF_MAX_MS);
-	/* half fixed, half random: retries of many workers spread out */
-	delay = base / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, base / 2);
-	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-	for (;;)
-	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-
-		CHECK_FOR_INTERRUPTS();
-		if (keep_retrying && !keep_retrying(arg, since))
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("gave up sending to Kinesis stream \"%s\": %s",
-							kc->stream, why),
-					 errdetail("%d records of the batch are not accepted yet.",
-							   egress_kinesis_pending(kc))));
-		if (left <= 0)
-			return;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 1000L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	if (!egress_backoff_sleep(delay, keep_retrying, arg, since))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("gave up sending to Kinesis stream \"%s\": %s",
+						kc->stream, why),
+				 errdetail("%d records of the batch are not accepted yet.",
+						   egress_kinesis_pending(kc))));
 }
 
-/* 25-75 ms, interruptible: between resends of a call's failed entries */
+/* 25-75 ms on the latch: between resends of a call's failed entries */
 static void
 short_pause(void)
 {
 	long		ms = 25 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, 50);
 
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
+	(void) egress_backoff_sleep(ms, NULL, NULL, 0);
 }
 
 void
@@ -755,13 +740,14 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 	MemoryContext old;
 	int		   *chosen;
 	int			futile = 0;		/* failed calls in a row */
-	int			attempt = 0;	/* back-off step */
+	EgressBackoff backoff;
 	TimestampTz since = GetCurrentTimestamp();	/* last progress */
 
 	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress Kinesis call",
 									 ALLOCSET_DEFAULT_SIZES);
 	if (egress_kinesis_pending(kc) > 0)
 		refresh_settings(kc);
+	egress_backoff_init(&backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
 	old = MemoryContextSwitchTo(call_cxt);
 	for (;;)
 	{
@@ -801,7 +787,7 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 				kc->stats.entries_failed += failed;
 				if (failed == 0)
 				{
-					attempt = 0;
+					egress_backoff_init(&backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
 					futile = 0;
 					since = GetCurrentTimestamp();
 					continue;
@@ -823,19 +809,18 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 					 * nothing in.
 					 */
 					futile = 0;
-					attempt = 0;
+					egress_backoff_init(&backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
 					since = GetCurrentTimestamp();
 					short_pause();
 					continue;
 				}
 				futile++;
-				attempt++;
 				if (futile >= KINESIS_MAX_FUTILE && keep_retrying == NULL)
 					ereport(ERROR,
 							(errcode(ERRCODE_CONNECTION_FAILURE),
 							 errmsg("could not send to Kinesis stream \"%s\": %s", kc->stream, why),
 							 errdetail("Tried %d times in a row without any record accepted.", futile)));
-				backoff_wait(kc, attempt, since, keep_retrying, arg, why);
+				backoff_wait(kc, &backoff, since, keep_retrying, arg, why);
 				continue;
 			}
 			if (status == 200)
@@ -867,7 +852,6 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 		}
 		/* the whole call failed: send the same records again */
 		futile++;
-		attempt++;
 		ereport(DEBUG1,
 				(errmsg_internal("pg_egress: Kinesis stream \"%s\": %s, retrying",
 								 kc->stream, why)));
@@ -876,7 +860,7 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not send to Kinesis stream \"%s\": %s", kc->stream, why),
 					 errdetail("Tried %d times.", futile)));
-		backoff_wait(kc, attempt, since, keep_retrying, arg, why);
+		backoff_wait(kc, &backoff, since, keep_retrying, arg, why);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(call_cxt);

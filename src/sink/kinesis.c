@@ -42,7 +42,6 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "catalog/catalog.h"
 #include "net/kinesis.h"
 #include "sink/sink.h"
 
@@ -540,73 +539,59 @@ static const EgressSinkOps kinesis_sink_ops = {
 	.close = kinesis_close,
 };
 
-/*
- * The options of a Kinesis destination, checked (ERROR when wrong).  Called
- * when the sink opens; meant as the kind's validate operation.
- */
-void
-egress_kinesis_sink_check_options(Jsonb *options, char **region,
-								  int *format, int *key_mode, char **key_column)
+/* kinesis://stream: a Kinesis stream name; the location is the name */
+static char *
+kinesis_parse_url(const char *url)
 {
-	char	   *s;
+	const char *stream = url + strlen("kinesis://");
+	size_t		len = strlen(stream);
 
-	s = options ? egress_jsonb_get_string(options, "region") : NULL;
-	if (s != NULL)
+	if (len == 0 || len > 128 ||
+		strspn(stream, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid Kinesis destination URL"),
+				 errhint("Write it as kinesis://stream, with a stream name of 1 to 128 letters, digits, underscores, hyphens and dots.")));
+	return pstrdup(stream);
+}
+
+/*
+ * The values of the Kinesis options (sink_options.c checked their kinds).
+ * Who may use the server's AWS credentials is the catalog's rule (as for
+ * S3), the endpoint a superuser's setting.
+ */
+static void
+kinesis_validate(const char *location, const EgressSinkOptions *opts,
+				 Oid owner, bool owner_superuser)
+{
+	if (opts->region != NULL)
 	{
-		bool		ok = s[0] != '\0' && strlen(s) <= 32;
+		bool		ok = strlen(opts->region) <= 32;
 
-		for (const char *p = s; ok && *p; p++)
+		for (const char *p = opts->region; ok && *p; p++)
 			ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-';
 		if (!ok)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid AWS region \"%s\" in destination option \"region\"", s)));
+					 errmsg("invalid AWS region \"%s\" in destination option \"region\"",
+							opts->region)));
 	}
-	if (region)
-		*region = s;
-
-	s = options ? egress_jsonb_get_string(options, "format") : NULL;
-	if (s == NULL || strcmp(s, "singer") == 0)
-		*format = KFORMAT_SINGER;
-	else if (strcmp(s, "pg_kinesis") == 0)
-		*format = KFORMAT_PG_KINESIS;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination option \"format\" must be \"singer\" or \"pg_kinesis\"")));
-
-	s = options ? egress_jsonb_get_string(options, "partition_key") : NULL;
-	*key_column = NULL;
-	if (s == NULL || strcmp(s, "primary_key") == 0)
-		*key_mode = KKEY_PRIMARY_KEY;
-	else if (strcmp(s, "table") == 0)
-		*key_mode = KKEY_TABLE;
-	else if (s[0] != '\0' && strlen(s) < NAMEDATALEN)
-	{
-		*key_mode = KKEY_COLUMN;
-		*key_column = s;
-	}
-	else
+	if (strlen(opts->partition_key) >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("destination option \"partition_key\" must be \"primary_key\", \"table\" or a column name")));
 }
 
-/* location: the Kinesis stream name */
-EgressSink *
-egress_kinesis_sink_create(const char *location, Jsonb *options)
+static void
+kinesis_open(EgressSink *sink)
 {
-	EgressSink *sink = palloc0(sizeof(EgressSink));
+	const EgressSinkOptions *opts = &sink->opts;
 	KinesisSink *ks;
 	MemoryContext cxt;
 	MemoryContext old;
 	HASHCTL		ctl;
-	char	   *region;
-	int			format;
-	int			key_mode;
-	char	   *key_column;
 
-	egress_kinesis_sink_check_options(options, &region, &format, &key_mode, &key_column);
+	kinesis_validate(sink->location, opts, InvalidOid, false);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress Kinesis sink",
 								ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
@@ -614,11 +599,18 @@ egress_kinesis_sink_create(const char *location, Jsonb *options)
 	ks->cxt = cxt;
 	ks->line_cxt = AllocSetContextCreate(cxt, "pg_egress Kinesis line",
 										 ALLOCSET_DEFAULT_SIZES);
-	ks->stream = pstrdup(location);
-	ks->region = region ? pstrdup(region) : NULL;
-	ks->format = format;
-	ks->key_mode = key_mode;
-	ks->key_column = key_column ? pstrdup(key_column) : NULL;
+	ks->stream = pstrdup(sink->location);
+	ks->region = opts->region ? pstrdup(opts->region) : NULL;
+	ks->format = strcmp(opts->format, "pg_kinesis") == 0 ? KFORMAT_PG_KINESIS : KFORMAT_SINGER;
+	if (strcmp(opts->partition_key, "primary_key") == 0)
+		ks->key_mode = KKEY_PRIMARY_KEY;
+	else if (strcmp(opts->partition_key, "table") == 0)
+		ks->key_mode = KKEY_TABLE;
+	else
+	{
+		ks->key_mode = KKEY_COLUMN;
+		ks->key_column = pstrdup(opts->partition_key);
+	}
 	initStringInfo(&ks->carry);
 	ctl.keysize = NAMEDATALEN * 2 + 8;
 	ctl.entrysize = sizeof(StreamKeys);
@@ -628,8 +620,13 @@ egress_kinesis_sink_create(const char *location, Jsonb *options)
 	MemoryContextSwitchTo(old);
 
 	sink->ops = &kinesis_sink_ops;
-	sink->location = pstrdup(location);
-	sink->options = options;
 	sink->private_data = ks;
-	return sink;
 }
+
+const EgressSinkKind egress_kinesis_sink_kind = {
+	.name = "kinesis",
+	.schemes = {"kinesis://", NULL},
+	.parse_url = kinesis_parse_url,
+	.validate = kinesis_validate,
+	.open = kinesis_open,
+};
