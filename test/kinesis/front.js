@@ -63,6 +63,8 @@ function newState() {
     put_accepted: 0,
     max_entries_per_call: 0,
     max_bytes_per_call: 0,
+    max_data_bytes_per_call: 0,   // data + partition keys, what the 5 MiB limit counts
+    max_record_bytes: 0,
     faults_injected: 0,
     throttled_calls: 0,
     entries_failed: 0,
@@ -299,6 +301,13 @@ async function putRecords(req, res, body) {
   state.put_entries += entries.length;
   state.max_entries_per_call = Math.max(state.max_entries_per_call, entries.length);
   state.max_bytes_per_call = Math.max(state.max_bytes_per_call, body.length);
+  let dataBytes = 0;
+  for (const e of entries) {
+    const n = Buffer.from(String(e.Data || ''), 'base64').length + Buffer.byteLength(String(e.PartitionKey || ''));
+    dataBytes += n;
+    state.max_record_bytes = Math.max(state.max_record_bytes, n);
+  }
+  state.max_data_bytes_per_call = Math.max(state.max_data_bytes_per_call, dataBytes);
 
   const status = injectedStatus();
   if (status) {

@@ -24,7 +24,7 @@ my $row;
 
 my $node = create_node('kinesis', cdc => 1);
 my $k = KinesisServer->start($node->basedir . '/kinesis',
-	'rows:2', 'bytable:2', 'bycol:2', 'changes:4', 'big:1', 'sec:1');
+	'rows:2', 'bytable:2', 'bycol:2', 'changes:4', 'big:1', 'sec:1', 'wide:2');
 my $endpoint = $k->endpoint;
 my ($akey, $secret) = ($k->access_key, $k->secret);
 $node->append_conf('postgresql.conf', qq{
@@ -107,6 +107,25 @@ ok($st->{faults_injected} >= 5, 'the 500s were injected and retried');
 ok($st->{max_entries_per_call} <= 500, "at most 500 records per call ($st->{max_entries_per_call})");
 ok($st->{max_entries_per_call} >= 400, "calls are filled ($st->{max_entries_per_call} records at most)");
 diag sprintf('FULL_TABLE 2500 rows: %d PutRecords calls for %d entries', $st->{put_calls}, $st->{put_entries});
+
+# ---- calls cut at 5 MiB ----------------------------------------------------
+$k->reset;
+$node->safe_psql('postgres', q{
+CREATE TABLE wide (id int PRIMARY KEY, v text);
+INSERT INTO wide SELECT g, repeat(chr(97 + g % 26), 200000) FROM generate_series(1, 60) g;
+SELECT egress_add_destination('wide', 'kinesis://wide', '{}');
+SELECT egress_add_stream('wide', 'wide', 'FULL_TABLE', 'wide');
+});
+wait_stream_state($node, 'wide', 'synced');
+@ids = sort { $a <=> $b } map { $_->{msg}{record}{id} }
+  grep { $_->{msg}{type} eq 'RECORD' } singer_records('wide');
+is_deeply(\@ids, [ 1 .. 60 ], '60 rows of 200 kB: every row');
+$st = $k->state;
+ok($st->{max_data_bytes_per_call} <= 5 * 1024 * 1024,
+	"no call over 5 MiB of data and keys ($st->{max_data_bytes_per_call})");
+ok($st->{max_data_bytes_per_call} > 4 * 1024 * 1024,
+	'calls filled up to the limit');
+ok($st->{put_calls} >= 3, "12 MB of rows in several calls ($st->{put_calls})");
 
 # ---- partition keys: table, column -----------------------------------------
 $node->safe_psql('postgres', q{
