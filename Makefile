@@ -20,10 +20,13 @@ OBJS = \
 	src/encode/singer_types.o \
 	src/encode/singer.o \
 	src/encode/preview.o \
+	src/encode/pg_kinesis.o \
 	src/sink/sink.o \
 	src/sink/file.o \
 	src/sink/s3.o \
 	src/sink/http.o \
+	src/sink/kinesis.o \
+	src/sink/sink_options.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
@@ -39,7 +42,10 @@ OBJS = \
 	src/export/export.o \
 	src/export/fast_sync.o \
 	src/net/s3.o \
-	src/net/hosts.o
+	src/net/kinesis.o \
+	src/net/hosts.o \
+	src/net/backoff.o \
+	src/net/curl_wait.o
 
 DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"
@@ -51,7 +57,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
-REGRESS = catalog types discover patterns export publication
+REGRESS = catalog types discover patterns export publication sink_options
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 

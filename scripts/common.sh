@@ -13,6 +13,7 @@ egress_setup() {
 	PG_BINDIR=$(pg_config --bindir)
 	egress_npm_ci test/s3
 	egress_npm_ci test/http
+	egress_npm_ci test/kinesis
 	make -s -j2
 	if [ "$(id -u)" -eq 0 ]; then
 		make -s install

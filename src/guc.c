@@ -9,6 +9,7 @@
 
 #include "pg_egress.h"
 #include "net/hosts.h"
+#include "net/kinesis.h"
 #include "net/s3.h"
 
 char	   *egress_database = NULL;
@@ -117,6 +118,16 @@ egress_define_gucs(void)
 							   egress_check_allowed_hosts, NULL, NULL);
 
 	egress_s3_define_gucs();
+
+	DefineCustomStringVariable("pg_egress.kinesis_endpoint",
+							   "Base URL of a Kinesis-compatible server.",
+							   "Empty means AWS: https://kinesis.<region>.amazonaws.com. "
+							   "Credentials are those of S3 (pg_egress.s3_access_key_id, ...).",
+							   &egress_kinesis_endpoint,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pg_egress");
 }

@@ -10,6 +10,7 @@
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "utils/jsonb.h"
 
 #define EGRESS_VERSION_STR "0.1"
 
@@ -85,6 +86,17 @@ extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
 extern PGDLLEXPORT void egress_cdc_main(Datum main_arg);
 extern void egress_record_stream_error(int32 stream_id, const char *message);
 extern bool egress_lock_stream_state(int32 stream_id);
+
+/*
+ * sink/sink.c: the destination kinds' validators, for egress_add_destination.
+ * As owner (the calling role): ERROR unless url has the grammar of a known
+ * kind and options are that kind's and allowed to owner (a message never
+ * shows the whole URL: it may carry credentials).  Returns the kind and sets
+ * *location to what egress.destination stores.  Declared here so that
+ * catalog code includes no sink header.
+ */
+extern const char *egress_validate_destination(const char *url, Jsonb *options,
+											   Oid owner, char **location);
 
 /* sync.c: the life of a worker that runs one stream once (sync.c, incremental.c) */
 struct EgressSink;

@@ -9,9 +9,6 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
-#include <curl/curl.h>
-
 #include "access/relation.h"
 #include "access/sysattr.h"
 #include "access/xact.h"
@@ -50,7 +47,6 @@
 #include "worker/incremental.h"
 #include "pg_egress.h"
 #include "replication/slot.h"
-#include "sink/sink.h"
 
 PG_FUNCTION_INFO_V1(egress_add_destination);
 PG_FUNCTION_INFO_V1(egress_remove_destination);
@@ -72,13 +68,9 @@ typedef struct OptionSpec
 		OPT_POSITIVE_INT,
 		OPT_BOOL,
 		OPT_CHOICE,				/* one of two strings, in choices */
-		OPT_SLOT_NAME,
 		OPT_INTERVAL,
 		OPT_OBJECT,
 		OPT_STRING,
-		OPT_DURATION,
-		OPT_HEADERS,
-		OPT_GZIP_LEVEL,
 		OPT_NAME_LIST			/* a non-empty JSON array of distinct names */
 	}			type;
 	const char *choices[2];
@@ -97,36 +89,6 @@ static const OptionSpec stream_options[] = {
 	{"fast_sync_format", OPT_CHOICE, {"rds", "batch"}},
 	{"columns", OPT_NAME_LIST},
 	{"filter", OPT_STRING},
-};
-
-static const OptionSpec file_destination_options[] = {
-	{"slot_name", OPT_SLOT_NAME},
-	{"drop_adopted_slot", OPT_BOOL},
-	{"decoder", OPT_CHOICE, {EGRESS_PLUGIN_PGOUTPUT, EGRESS_PLUGIN_WAL2JSON}},
-	{"batch_max_rows", OPT_POSITIVE_INT},
-	{"batch_max_bytes", OPT_POSITIVE_INT},
-	{"flush_interval", OPT_DURATION},
-	{"error_retry_interval", OPT_DURATION},
-};
-
-static const OptionSpec http_destination_options[] = {
-	{"slot_name", OPT_SLOT_NAME},
-	{"drop_adopted_slot", OPT_BOOL},
-	{"decoder", OPT_CHOICE, {EGRESS_PLUGIN_PGOUTPUT, EGRESS_PLUGIN_WAL2JSON}},
-	{"batch_max_rows", OPT_POSITIVE_INT},
-	{"batch_max_bytes", OPT_POSITIVE_INT},
-	{"flush_interval", OPT_DURATION},
-	{"error_retry_interval", OPT_DURATION},
-	{"headers", OPT_HEADERS},
-	{"gzip", OPT_BOOL},
-	{"gzip_level", OPT_GZIP_LEVEL},
-	{"timeout", OPT_DURATION},
-	{"connect_timeout", OPT_DURATION},
-	{"retry_initial_interval", OPT_DURATION},
-	{"retry_max_interval", OPT_DURATION},
-	{"ca_file", OPT_STRING},
-	{"verify", OPT_BOOL},
-	{"stream", OPT_BOOL},
 };
 
 static void
@@ -181,74 +143,6 @@ option_names(const OptionSpec *specs, int nspecs)
 	for (int i = 0; i < nspecs; i++)
 		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", specs[i].name);
 	return buf.data;
-}
-
-/*
- * The "headers" option: an object of header names to string values.  The
- * values are secrets (tokens): no message shows them.
- */
-static void
-validate_headers(JsonbValue *obj, const char *what, const char *key)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-
-	if (obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s option \"%s\" must be a JSON object of header names and string values",
-						what, key)));
-	it = JsonbIteratorInit(obj->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_KEY)
-		{
-			char	   *name = pnstrdup(v.val.string.val, v.val.string.len);
-			bool		ok = v.val.string.len > 0;
-
-			/* an RFC 9110 token */
-			for (int i = 0; ok && name[i]; i++)
-				ok = isalnum((unsigned char) name[i]) || strchr("!#$%&'*+-.^_`|~", name[i]) != NULL;
-			if (!ok)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid HTTP header name \"%s\" in %s option \"%s\"",
-								name, what, key)));
-			if (pg_strcasecmp(name, "Content-Type") == 0 ||
-				pg_strcasecmp(name, "Content-Encoding") == 0 ||
-				pg_strcasecmp(name, "Content-Length") == 0 ||
-				pg_strcasecmp(name, "Transfer-Encoding") == 0 ||
-				pg_strcasecmp(name, "Host") == 0 ||
-				pg_strncasecmp(name, "X-Egress-", 9) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("HTTP header \"%s\" cannot be set in %s option \"%s\"",
-								name, what, key),
-						 errdetail("pg_egress sets this header itself.")));
-		}
-		else if (tok == WJB_VALUE)
-		{
-			bool		ok = true;
-
-			if (v.type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("values of %s option \"%s\" must be strings", what, key)));
-			/* no line breaks or other control characters; never shown */
-			for (int i = 0; ok && i < v.val.string.len; i++)
-			{
-				unsigned char c = v.val.string.val[i];
-
-				ok = c >= 0x20 && c != 0x7f;
-			}
-			if (!ok)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("values of %s option \"%s\" must not contain control characters",
-								what, key)));
-		}
-	}
 }
 
 /* Every key known, every value of the right kind. */
@@ -314,14 +208,6 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 										spec->choices[0], spec->choices[1])));
 				}
 				break;
-			case OPT_SLOT_NAME:
-				if (v.type != jbvString)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s option \"%s\" must be a string", what, key)));
-				(void) ReplicationSlotValidateName(pnstrdup(v.val.string.val, v.val.string.len),
-												   ERROR);
-				break;
 			case OPT_STRING:
 				if (v.type != jbvString || v.val.string.len == 0)
 					ereport(ERROR,
@@ -378,33 +264,6 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 								 errmsg("%s option \"%s\" must be a number of seconds or an interval from 100 milliseconds to 366 days", what, key)));
 				}
-				break;
-			case OPT_DURATION:
-				{
-					char	   *txt = v.type == jbvString ?
-						pnstrdup(v.val.string.val, v.val.string.len) : NULL;
-
-					if (txt == NULL || egress_parse_interval_ms(txt) <= 0)
-						ereport(ERROR,
-								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("%s option \"%s\" must be a positive interval", what, key),
-								 errhint("Write it as a string such as \"30s\", \"500ms\", \"5min\" or \"1h\".")));
-				}
-				break;
-			case OPT_GZIP_LEVEL:
-				{
-					char	   *txt = v.type == jbvNumeric ?
-						DatumGetCString(DirectFunctionCall1(numeric_out,
-															NumericGetDatum(v.val.numeric))) : "";
-
-					if (strlen(txt) != 1 || txt[0] < '1' || txt[0] > '9')
-						ereport(ERROR,
-								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("%s option \"%s\" must be an integer from 1 to 9", what, key)));
-				}
-				break;
-			case OPT_HEADERS:
-				validate_headers(&v, what, key);
 				break;
 			case OPT_NAME_LIST:
 				{
@@ -530,7 +389,7 @@ may_use_s3_credentials(Oid role)
  *		right revoked since the stream was added stops it.
  *
  *		file: the rights of COPY to a file (pg_write_server_files);
- *		s3: the server's S3 credentials (see may_use_s3_credentials);
+ *		s3, kinesis: the server's S3 (AWS) credentials (see may_use_s3_credentials);
  *		any kind: the privileges of the destination's owner.
  *
  *		Caller is in a transaction; the message is palloc'd.
@@ -554,7 +413,8 @@ egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner)
 	if (strcmp(kind, "file") == 0 && !has_privs_of_role(role, ROLE_PG_WRITE_SERVER_FILES))
 		return psprintf("role \"%s\" has no privileges of role \"pg_write_server_files\", which file destinations need",
 						rolename);
-	if (strcmp(kind, "s3") == 0 && !may_use_s3_credentials(role))
+	if ((strcmp(kind, "s3") == 0 || strcmp(kind, "kinesis") == 0) &&
+		!may_use_s3_credentials(role))
 		return psprintf("role \"%s\" may not use the server's S3 credentials, which S3 destinations need",
 						rolename);
 	return NULL;
@@ -618,139 +478,6 @@ check_s3_credentials_use(void)
 				 errmsg("permission denied to use S3 destinations"),
 				 errdetail("S3 destinations write with the server's S3 credentials."),
 				 errhint("Only superusers and roles allowed to execute egress_export(text, text, text) may add S3 destinations.")));
-}
-
-/*
- * Destination options that hand out more than the destination itself:
- *
- * "slot_name" makes the destination consume (and "drop_adopted_slot" drop)
- * a replication slot that may belong to another tool; that is what the
- * REPLICATION attribute is for, as for pg_logical_slot_get_changes().
- *
- * "ca_file" makes the server read a file of its choice and "verify": false
- * turns off the check of whom the server talks to: superusers only.
- *
- * The option values are not shown (a slot name is fine, a file name may
- * say more than its owner wants).
- */
-static void
-check_privileged_destination_options(Jsonb *options)
-{
-	bool		b;
-	Oid			caller = GetUserId();
-
-	if (egress_jsonb_get_string(options, "slot_name") != NULL &&
-		!has_rolreplication(caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to set destination option \"slot_name\""),
-				 errdetail("A destination that names a replication slot consumes changes from that slot, which may belong to another tool."),
-				 errhint("Only superusers and roles with the REPLICATION attribute may name the slot; without \"slot_name\" the destination uses a slot of its own.")));
-	if (egress_jsonb_get_bool(options, "drop_adopted_slot", &b) && b &&
-		!has_rolreplication(caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to set destination option \"drop_adopted_slot\""),
-				 errdetail("Dropping a replication slot that pg_egress did not create can break the tool that made it."),
-				 errhint("Only superusers and roles with the REPLICATION attribute may set it.")));
-	if (egress_jsonb_get_string(options, "ca_file") != NULL && !superuser_arg(caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to set destination option \"ca_file\""),
-				 errdetail("The option makes the server read a file and decides which servers a destination trusts."),
-				 errhint("Only superusers may set it; other roles use the system's certificate authorities.")));
-	if (egress_jsonb_get_bool(options, "verify", &b) && !b && !superuser_arg(caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to set destination option \"verify\" to false"),
-				 errdetail("Without verification any server on the way can read and change what the destination sends."),
-				 errhint("Only superusers may turn verification off.")));
-}
-
-/*
- * Splits a destination URL into kind and location.  Never echoes the whole
- * URL in an error: it may carry credentials.
- */
-static void
-parse_destination_url(const char *url, char **kind, char **location)
-{
-	if (strncmp(url, "file://", 7) == 0)
-	{
-		char	   *path = pstrdup(url + 7);
-		size_t		len = strlen(path);
-
-		if (path[0] != '/')
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("file destination must name an absolute directory"),
-					 errhint("Write it as file:///absolute/directory.")));
-		while (len > 1 && path[len - 1] == '/')
-			path[--len] = '\0';
-		*kind = "file";
-		*location = path;
-		return;
-	}
-	if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0)
-	{
-		CURLU	   *u = curl_url();
-		char	   *host = NULL;
-		bool		ok;
-
-		if (u == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory")));
-		ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-			curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-			host != NULL && host[0] != '\0' &&
-			strpbrk(url, " \t\r\n") == NULL;
-		if (host)
-			curl_free(host);
-		curl_url_cleanup(u);
-		if (!ok)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid HTTP destination URL"),
-					 errhint("Write it as http://host[:port]/path or https://host[:port]/path.")));
-		*kind = "http";
-		*location = pstrdup(url);
-		return;
-	}
-	if (strncmp(url, "s3://", 5) == 0)
-	{
-		/* s3://bucket[/prefix]: objects <prefix>/<batch id>.jsonl */
-		char	   *loc = pstrdup(url + 5);
-		size_t		len = strlen(loc);
-		char	   *slash;
-
-		while (len > 0 && loc[len - 1] == '/')
-			loc[--len] = '\0';
-		slash = strchr(loc, '/');
-		if (len == 0 || slash == loc ||
-			strspn(loc, "abcdefghijklmnopqrstuvwxyz0123456789-.") !=
-			(slash ? (size_t) (slash - loc) : len) ||
-			(slash ? (size_t) (slash - loc) : len) < 3)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid S3 destination URL"),
-					 errhint("Write it as s3://bucket or s3://bucket/prefix, with a valid bucket name.")));
-		*kind = "s3";
-		*location = loc;
-		return;
-	}
-	if (strncmp(url, "kinesis://", 10) == 0)
-	{
-		char	   *scheme = pnstrdup(url, strchr(url, ':') - url);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s destinations are not supported in this release", scheme),
-				 errhint("Use a file://, http(s):// or s3:// destination.")));
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unsupported destination URL"),
-			 errdetail("A destination URL starts with file://, http://, https://, s3:// or kinesis://.")));
 }
 
 /*
@@ -873,19 +600,12 @@ egress_add_destination(PG_FUNCTION_ARGS)
 	options = PG_GETARG_JSONB_P(2);
 
 	validate_name("destination", name);
-	parse_destination_url(url, &kind, &location);
-	if (strcmp(kind, "http") == 0)
-		validate_options(options, http_destination_options,
-						 lengthof(http_destination_options), "destination");
-	else
-		validate_options(options, file_destination_options,
-						 lengthof(file_destination_options), "destination");
-	check_privileged_destination_options(options);
+	/* URL grammar and options: the destination kind's (sink/sink.c) */
+	kind = (char *) egress_validate_destination(url, options, GetUserId(), &location);
 	if (strcmp(kind, "file") == 0)
 		check_write_server_files();
-	else if (strcmp(kind, "s3") == 0)
+	else if (strcmp(kind, "s3") == 0 || strcmp(kind, "kinesis") == 0)
 		check_s3_credentials_use();
-	egress_check_destination_host(kind, location);
 
 	egress_catalog_enter(&guard);
 	values[0] = CStringGetTextDatum(name);
@@ -1560,7 +1280,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	if (egress_destination_use_problem(caller, dest_kind, InvalidOid) != NULL)
 	{
 		SetUserIdAndSecContext(guard.save_userid, guard.save_sec_context);
-		if (strcmp(dest_kind, "s3") == 0)
+		if (strcmp(dest_kind, "s3") == 0 || strcmp(dest_kind, "kinesis") == 0)
 			check_s3_credentials_use();
 		else
 			check_write_server_files();

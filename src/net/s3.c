@@ -10,10 +10,11 @@
  * order, valueless parameters with a trailing '='; the path is
  * percent-encoded by us; no header-removal entries in the header list.
  *
- * Waiting: requests run on a curl multi handle polled in short slices, with
- * CHECK_FOR_INTERRUPTS between them, so pg_cancel_backend and
- * statement_timeout stop an upload within about 50 ms.  The caller's
- * PG_CATCH then calls egress_s3_upload_abort().
+ * Waiting: requests run on a curl multi handle; waits are on its sockets
+ * and the latch at once (net/curl_wait.h), so pg_cancel_backend and
+ * statement_timeout stop an upload as soon as they arrive; retries wait
+ * with the shared back-off (net/backoff.h).  The caller's PG_CATCH (or
+ * PG_FINALLY) then calls egress_s3_upload_abort().
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -28,8 +29,11 @@
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/wait_event.h"
 
+#include "net/backoff.h"
+#include "net/curl_wait.h"
 #include "net/s3.h"
 
 char	   *egress_s3_endpoint = NULL;
@@ -41,7 +45,9 @@ int			egress_s3_part_size_kb = 8 * 1024;
 int			egress_s3_max_concurrency = 4;
 
 #define S3_MAX_ATTEMPTS		5
-#define S3_POLL_MS			50
+#define S3_WAIT_MAX_MS		1000	/* longest wait before curl is called again */
+#define S3_RETRY_INITIAL_MS	200		/* back-off after the first failure */
+#define S3_RETRY_MAX_MS		6400
 #define S3_RESPONSE_MAX		(16 * 1024)	/* bytes of an answer kept */
 #define S3_ABORT_TIMEOUT_S	10
 
@@ -96,6 +102,7 @@ struct EgressS3Upload
 	bool		completed;
 	uint64		bytes;
 	size_t		since_pump;		/* bytes written since the last pump */
+	ResourceOwner owner;		/* CurrentResourceOwner at begin (or NULL) */
 	EgressS3Upload *live_next;	/* in live_uploads */
 };
 
@@ -113,6 +120,33 @@ s3_exit_abort(int code, Datum arg)
 {
 	while (live_uploads != NULL)
 		egress_s3_upload_abort(live_uploads);
+}
+
+/*
+ * And an error that reaches the end of a transaction (or of a portal) past
+ * a caller that did not abort its upload: the upload is aborted with the
+ * resource owner it was begun under (resowner.c makes the owner being
+ * released current while its callbacks run).  Uploads begun outside any
+ * resource owner (a worker between transactions) are its caller's.
+ */
+static void
+s3_resowner_abort(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
+				  void *arg)
+{
+	EgressS3Upload *up = live_uploads;
+
+	/* at a commit an open upload may still be in use: its caller's */
+	if (phase != RESOURCE_RELEASE_BEFORE_LOCKS || isCommit ||
+		CurrentResourceOwner == NULL)
+		return;
+	while (up != NULL)
+	{
+		EgressS3Upload *next = up->live_next;
+
+		if (up->owner == CurrentResourceOwner)
+			egress_s3_upload_abort(up);
+		up = next;
+	}
 }
 
 void
@@ -321,20 +355,28 @@ nonempty(const char *s)
 	return s != NULL && s[0] != '\0';
 }
 
-static void
-resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
+/*
+ * The AWS credentials of a request to target (words for messages, e.g. S3
+ * object "s3://b/k"): the given ones, else pg_egress.s3_access_key_id and
+ * friends, else the server's environment, else its shared credentials file.
+ * Also used by net/kinesis.c.
+ */
+void
+egress_aws_credentials(const char *target, const char *access_key,
+					   const char *secret_key, const char *session_token,
+					   char **akey_out, char **skey_out, char **token_out)
 {
 	char	   *akey = NULL;
 	char	   *skey = NULL;
 	char	   *token = NULL;
 	const char *source;
 
-	if (nonempty(t->access_key))
+	if (nonempty(access_key))
 	{
 		source = "the call";
-		akey = pstrdup(t->access_key);
-		skey = t->secret_key ? pstrdup(t->secret_key) : NULL;
-		token = nonempty(t->session_token) ? pstrdup(t->session_token) : NULL;
+		akey = pstrdup(access_key);
+		skey = secret_key ? pstrdup(secret_key) : NULL;
+		token = nonempty(session_token) ? pstrdup(session_token) : NULL;
 	}
 	else if (nonempty(egress_s3_access_key_id))
 	{
@@ -371,8 +413,7 @@ resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
 		if (!read_credentials_file(path, profile, &akey, &skey, &token))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("no AWS credentials for S3 object \"s3://%s/%s\"",
-							up->bucket, up->key),
+					 errmsg("no AWS credentials for %s", target),
 					 errdetail("Neither the call, nor pg_egress.s3_access_key_id, nor the server's AWS_ACCESS_KEY_ID, nor profile \"%s\" of \"%s\" gives credentials.",
 							   profile, path),
 					 errhint("Set pg_egress.s3_access_key_id and pg_egress.s3_secret_access_key, or give the server credentials in its environment or shared credentials file.")));
@@ -380,8 +421,7 @@ resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
 	if (!nonempty(skey))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no AWS secret access key for S3 object \"s3://%s/%s\"",
-						up->bucket, up->key),
+				 errmsg("no AWS secret access key for %s", target),
 				 errdetail("The access key id comes from %s, which gives no secret access key.",
 						   source)));
 	if (strchr(akey, ':') != NULL)
@@ -389,9 +429,19 @@ resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid AWS access key id"),
 				 errdetail("The access key id from %s contains a colon.", source)));
-	up->access_key = akey;
-	up->secret_key = skey;
-	up->session_token = token;
+	*akey_out = akey;
+	*skey_out = skey;
+	*token_out = token;
+}
+
+static void
+resolve_credentials(EgressS3Upload *up, const EgressS3Target *t)
+{
+	char	   *target = psprintf("S3 object \"s3://%s/%s\"", up->bucket, up->key);
+
+	egress_aws_credentials(target, t->access_key, t->secret_key, t->session_token,
+						   &up->access_key, &up->secret_key, &up->session_token);
+	pfree(target);
 }
 
 static char *
@@ -754,16 +804,20 @@ request_cancel(S3Request *req)
 	}
 }
 
+/*
+ * Waits for transfer activity: on the sockets and the latch (interrupts
+ * served as they arrive) if interruptible, else (error paths) on the
+ * sockets only, raising nothing.
+ */
 static CURLMcode
 multi_poll(bool interruptible)
 {
-	int			numfds;
 	CURLMcode	mc;
 
-	if (interruptible)
-		CHECK_FOR_INTERRUPTS();
-	mc = curl_multi_poll(s3_multi, NULL, 0, S3_POLL_MS, &numfds);
-	if (mc != CURLM_OK && interruptible)
+	if (!interruptible)
+		return egress_curl_wait_quiet(s3_multi, S3_WAIT_MAX_MS);
+	mc = egress_curl_wait(s3_multi, S3_WAIT_MAX_MS);
+	if (mc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("S3 transfer failed: %s", curl_multi_strerror(mc))));
@@ -787,7 +841,11 @@ request_wait(S3Request *req, bool interruptible)
 		else
 			mc = multi_pump();
 		if (!req->running)
+		{
+			if (interruptible)
+				egress_curl_wait_done();
 			return;
+		}
 		if (mc == CURLM_OK)
 			mc = multi_poll(interruptible);
 		if (mc != CURLM_OK)
@@ -868,15 +926,20 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 	}
 }
 
+/*
+ * The delay before attempt number "attempt" + 1 of a request: the shared
+ * back-off (net/backoff.h), slept on the latch.
+ */
 static void
 backoff(int attempt)
 {
-	long		ms = 100L << Min(attempt, 6);
+	EgressBackoff b;
+	long		delay = 0;
 
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
+	egress_backoff_init(&b, S3_RETRY_INITIAL_MS, S3_RETRY_MAX_MS);
+	for (int i = 0; i < attempt; i++)
+		delay = egress_backoff_next(&b, -1);
+	(void) egress_backoff_sleep(delay, NULL, NULL, 0);
 }
 
 /* a whole request with retries; ERROR unless it succeeds */
@@ -959,8 +1022,10 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	if (!exit_callback_registered)
 	{
 		before_shmem_exit(s3_exit_abort, (Datum) 0);
+		RegisterResourceReleaseCallback(s3_resowner_abort, NULL);
 		exit_callback_registered = true;
 	}
+	up->owner = CurrentResourceOwner;
 	up->live_next = live_uploads;
 	live_uploads = up;
 	MemoryContextSwitchTo(old);
@@ -1072,7 +1137,10 @@ part_slot(EgressS3Upload *up)
 			S3Request  *p = &up->parts[i];
 
 			if (part_settle(up, p))
+			{
+				egress_curl_wait_done();
 				return p;
+			}
 		}
 		(void) multi_poll(true);
 	}
@@ -1091,7 +1159,10 @@ parts_wait(EgressS3Upload *up)
 			if (!part_settle(up, &up->parts[i]))
 				busy = true;
 		if (!busy)
+		{
+			egress_curl_wait_done();
 			return;
+		}
 		(void) multi_poll(true);
 	}
 }

@@ -39,6 +39,11 @@ typedef struct EgressS3Target
 
 typedef struct EgressS3Upload EgressS3Upload;
 
+/* AWS credentials as S3 requests resolve them (also for Kinesis) */
+extern void egress_aws_credentials(const char *target, const char *access_key,
+								   const char *secret_key, const char *session_token,
+								   char **akey, char **skey, char **token);
+
 /* the region used when a call names none */
 extern char *egress_s3_default_region(void);
 

@@ -225,18 +225,43 @@ static const EgressSinkOps file_sink_ops = {
 	.close = file_close,
 };
 
-EgressSink *
-egress_file_sink_create(const char *location, Jsonb *options)
+/* file:///absolute/directory: the directory, without trailing '/' */
+static char *
+file_parse_url(const char *url)
 {
-	EgressSink *sink = palloc0(sizeof(EgressSink));
+	char	   *path = pstrdup(url + strlen("file://"));
+	size_t		len = strlen(path);
+
+	if (path[0] != '/')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("file destination must name an absolute directory"),
+				 errhint("Write it as file:///absolute/directory.")));
+	while (len > 1 && path[len - 1] == '/')
+		path[--len] = '\0';
+	return path;
+}
+
+static void
+file_open(EgressSink *sink)
+{
 	FileSink   *fs = palloc0(sizeof(FileSink));
 
-	fs->dir = pstrdup(location);
+	fs->dir = sink->location;
 	fs->fd = -1;
 	fs->buf = palloc(FILE_SINK_BUFSIZE);
 	sink->ops = &file_sink_ops;
-	sink->location = fs->dir;
-	sink->options = options;
 	sink->private_data = fs;
-	return sink;
 }
+
+/*
+ * Who may write files (pg_write_server_files) is the catalog's rule, checked
+ * by egress_add_destination and by the workers: nothing more to validate.
+ */
+const EgressSinkKind egress_file_sink_kind = {
+	.name = "file",
+	.schemes = {"file://", NULL},
+	.parse_url = file_parse_url,
+	.validate = NULL,
+	.open = file_open,
+};

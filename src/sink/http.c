@@ -7,10 +7,12 @@
  * so a receiver can drop a batch it has seen.  commit_batch returns only on
  * a 2xx answer.  Answers that may succeed later (408, 429, 5xx, connection
  * errors, timeouts) are retried with the same body and the same id, after
- * an exponential backoff with jitter that honours Retry-After; the wait
- * sleeps on the latch and the transfer itself runs on libcurl's multi
- * interface in short polls, so interrupts (SIGTERM, postmaster death) are
- * served while a slow or dead endpoint is waited for.  Any other answer is
+ * an exponential backoff with jitter that honours Retry-After
+ * (net/backoff.h); the back-off sleeps on the latch and the transfer runs
+ * on libcurl's multi interface, waiting on its sockets and the latch at
+ * once (net/curl_wait.h), so interrupts (SIGTERM, postmaster death) are
+ * served as soon as they arrive while a slow or dead endpoint is waited
+ * for.  Any other answer is
  * a rejection: an ERROR with SQLSTATE EGRESS_ERRCODE_REJECTED that carries
  * the status and a short excerpt of the answer.
  *
@@ -29,24 +31,23 @@
 #include <zlib.h>
 
 #include "common/base64.h"
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/pmsignal.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "catalog/catalog.h"
+#include "net/backoff.h"
+#include "net/curl_wait.h"
 #include "net/hosts.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 
 #define HTTP_EXCERPT_LEN	200		/* of an answer's body, in messages */
 #define HTTP_RESP_KEEP		1024	/* bytes of an answer's body kept */
-#define HTTP_POLL_MS		100		/* interrupt latency during a transfer */
+#define HTTP_WAIT_MAX_MS	1000	/* longest wait before curl is called again */
 #define HTTP_MAX_RETRY_AFTER_MS	(3600 * 1000)
 #define HTTP_STREAM_START	(256 * 1024)	/* body size at which streaming starts */
 #define HTTP_PUMP_MIN		(1024 * 1024)	/* unsent body worth a curl call */
@@ -62,7 +63,7 @@ typedef struct HttpSink
 	int			gzip_level;
 	long		timeout_ms;
 	long		connect_timeout_ms;
-	long		retry_initial_ms;
+	long		retry_initial_ms;	/* back-off: see net/backoff.h */
 	long		retry_max_ms;
 	char	   *ca_file;
 	bool		verify;
@@ -127,67 +128,13 @@ http_setopt_check(CURLcode rc, const char *optname)
 /* ---- options --------------------------------------------------------------- */
 
 /*
- * "30s", "500ms", "2min", "1h" (also "sec", "seconds", "minutes", "hours",
- * with or without a space) or a number of seconds, as milliseconds; -1 if
- * invalid.  Every accepted string is also a valid SQL interval with the
- * same meaning (the database worker reads error_retry_interval in SQL).
- */
-long
-egress_parse_interval_ms(const char *s)
-{
-	char	   *end;
-	double		v;
-	size_t		ndigits = strspn(s, "0123456789.");
-
-	/*
-	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
-	 * also reads these as SQL intervals.
-	 */
-	if (ndigits == 0 || s[ndigits - 1] == '.' ||
-		(strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.')))
-		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (end != s + ndigits || errno != 0 || v < 0)
-		return -1;
-	while (*end == ' ')
-		end++;
-	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 ||
-		strcmp(end, "seconds") == 0)
-		v *= 1000;
-	else if (strcmp(end, "ms") == 0)
-		;
-	else if (strcmp(end, "min") == 0 || strcmp(end, "minutes") == 0)
-		v *= 60 * 1000;
-	else if (strcmp(end, "h") == 0 || strcmp(end, "hours") == 0)
-		v *= 3600 * 1000;
-	else
-		return -1;
-	if (v > (double) INT_MAX)
-		return -1;
-	return (long) v;
-}
-
-static long
-interval_option(Jsonb *options, const char *key, long dflt)
-{
-	char	   *s = egress_jsonb_get_string(options, key);
-	long		v;
-
-	if (s == NULL)
-		return dflt;
-	v = egress_parse_interval_ms(s);
-	return v < 0 ? dflt : v;
-}
-
-/*
  * What messages may show of a URL: scheme, host and port.  User
  * information and query string may hold credentials, and so may the path
  * (webhook URLs carry their token there: /services/T000/B000/XXXX): a path
  * other than "/" is shown as "/" followed by three asterisks.
  */
-char *
-egress_http_shown_url(const char *url)
+static char *
+http_shown_url(const char *url)
 {
 	const char *scheme_end = strstr(url, "://");
 	const char *host;
@@ -260,7 +207,7 @@ http_header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		/*
 		 * delta-seconds only (an HTTP date falls back to the backoff),
 		 * saturated rather than overflowed: an absurd value must mean "a
-		 * long time", never a negative or tiny wait.  http_backoff caps it
+		 * long time", never a negative or tiny wait.  The back-off caps it
 		 * at retry_max_interval.
 		 */
 		for (; p < end && *p >= '0' && *p <= '9'; p++)
@@ -328,6 +275,23 @@ http_prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 
 /* ---- the interface ------------------------------------------------------------ */
 
+/*
+ * zlib allocators: palloc in the sink's context, returning NULL (zlib's
+ * Z_MEM_ERROR) rather than raising an error from inside zlib.
+ */
+static voidpf
+http_zalloc(voidpf opaque, uInt items, uInt size)
+{
+	return MemoryContextAllocExtended((MemoryContext) opaque,
+									  (Size) items * size, MCXT_ALLOC_NO_OOM);
+}
+
+static void
+http_zfree(voidpf opaque, voidpf address)
+{
+	pfree(address);
+}
+
 static void
 http_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 {
@@ -344,7 +308,15 @@ http_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	resetStringInfo(&hs->body);
 	if (hs->gzip)
 	{
+		/* a stream an interrupted batch left (no abort_batch) is ended */
+		if (hs->zs_active)
+			deflateEnd(&hs->zs);
+		hs->zs_active = false;
 		memset(&hs->zs, 0, sizeof(hs->zs));
+		/* zlib's memory lives in the sink's context, never outlives it */
+		hs->zs.zalloc = http_zalloc;
+		hs->zs.zfree = http_zfree;
+		hs->zs.opaque = hs->cxt;
 		/* 15 + 16: a gzip wrapper, not zlib's */
 		if (deflateInit2(&hs->zs, hs->gzip_level, Z_DEFLATED, 15 + 16, 8,
 						 Z_DEFAULT_STRATEGY) != Z_OK)
@@ -371,7 +343,7 @@ http_deflate(HttpSink *hs, const char *data, size_t len, int flush)
 		hs->zs.next_out = (Bytef *) hs->body.data + hs->body.len;
 		hs->zs.avail_out = room;
 		rc = deflate(&hs->zs, flush);
-		if (rc == Z_STREAM_ERROR)
+		if (rc == Z_STREAM_ERROR || rc == Z_MEM_ERROR)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("could not compress batch")));
@@ -416,43 +388,6 @@ http_announce_batch_id(EgressSink *sink, const char *batch_id)
 	Assert(hs->open);
 	if (hs->stream_body && strlen(batch_id) < sizeof(hs->announced_id))
 		strlcpy(hs->announced_id, batch_id, sizeof(hs->announced_id));
-}
-
-/*
- * Wait for the retry delay on the latch.  Returns false if the caller's
- * keep_retrying callback says to give up.
- */
-static bool
-http_backoff(EgressSink *sink, HttpSink *hs, int attempt, TimestampTz since,
-			 long *delay_ms)
-{
-	long		base;
-	long		delay;
-	TimestampTz until;
-
-	base = hs->retry_initial_ms << Min(attempt - 1, 20);
-	base = Min(base, hs->retry_max_ms);
-	/* half fixed, half random: retries of many workers spread out */
-	delay = base / 2 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, base / 2 + 1);
-	/* the receiver's Retry-After, up to retry_max_interval */
-	if (hs->retry_after_ms >= 0)
-		delay = Max(delay, Min(hs->retry_after_ms, hs->retry_max_ms));
-	*delay_ms = delay;
-
-	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
-	for (;;)
-	{
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-
-		CHECK_FOR_INTERRUPTS();
-		if (sink->keep_retrying && !sink->keep_retrying(sink->keep_retrying_arg, since))
-			return false;
-		if (left <= 0)
-			return true;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 1000L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
 }
 
 /* A streamed body: what has been written so far, then pause until more. */
@@ -544,7 +479,7 @@ http_transfer(HttpSink *hs, CURLcode *result)
 
 	for (;;)
 	{
-		int			numfds;
+		long		wait = HTTP_WAIT_MAX_MS;
 
 		if (hs->paused && (hs->sent < hs->body.len || hs->body_done))
 		{
@@ -568,13 +503,13 @@ http_transfer(HttpSink *hs, CURLcode *result)
 			*result = hs->done_result;
 			return true;
 		}
-		/* wakes on socket activity; the timeout bounds interrupt latency */
-		mc = curl_multi_poll(hs->multi, NULL, 0, HTTP_POLL_MS, &numfds);
+		if (deadline != 0)
+			wait = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		/* on the sockets and the latch: interrupts are served at once */
+		if (wait > 0)
+			mc = egress_curl_wait(hs->multi, Min(wait, HTTP_WAIT_MAX_MS));
 		if (mc != CURLM_OK)
 			break;
-		CHECK_FOR_INTERRUPTS();
-		if (!PostmasterIsAlive())
-			proc_exit(1);
 		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
 		{
 			snprintf(hs->curl_error, sizeof(hs->curl_error),
@@ -592,15 +527,29 @@ http_transfer(HttpSink *hs, CURLcode *result)
 static void
 http_end(HttpSink *hs)
 {
-	if (!hs->in_flight)
-		return;
 	/* called on error paths: nothing here may raise an error */
-	(void) curl_multi_remove_handle(hs->multi, hs->easy);
-	(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-	curl_slist_free_all(hs->req_headers);
-	hs->req_headers = NULL;
+	if (hs->in_flight)
+		(void) curl_multi_remove_handle(hs->multi, hs->easy);
+	if (hs->req_headers != NULL)
+	{
+		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
+		curl_slist_free_all(hs->req_headers);
+		hs->req_headers = NULL;
+	}
 	hs->in_flight = false;
 	hs->paused = false;
+}
+
+/* appends to the request's header list; false when out of memory */
+static bool
+add_header(HttpSink *hs, const char *line)
+{
+	struct curl_slist *l = curl_slist_append(hs->req_headers, line);
+
+	if (l == NULL)
+		return false;
+	hs->req_headers = l;
+	return true;
 }
 
 /*
@@ -611,22 +560,28 @@ http_end(HttpSink *hs)
 static void
 http_start(HttpSink *hs, const char *batch_id, bool streamed)
 {
-	struct curl_slist *volatile headers = NULL;
 	struct curl_slist *h;
+	bool		ok = true;
 	char		line[NAMEDATALEN * 2 + 64];
 	CURLMcode	mc;
 
 	Assert(!hs->in_flight);
-	/* per request: the fixed ones, then batch id and stream */
-	for (h = hs->base_headers; h; h = h->next)
-		headers = curl_slist_append(headers, h->data);
+	http_end(hs);				/* headers of an earlier, failed start */
+
+	/*
+	 * per request: the fixed ones, then batch id and stream.  The list is
+	 * the request's from the start: http_end() frees it on every path (the
+	 * next start, abort_batch, close), so an error below leaks nothing.
+	 */
+	for (h = hs->base_headers; h && ok; h = h->next)
+		ok = add_header(hs, h->data);
 	snprintf(line, sizeof(line), "X-Egress-Batch-Id: %s", batch_id);
-	headers = curl_slist_append(headers, line);
+	ok = ok && add_header(hs, line);
 	snprintf(line, sizeof(line), "X-Egress-Stream: %s", hs->stream);
-	headers = curl_slist_append(headers, line);
+	ok = ok && add_header(hs, line);
 	if (hs->gzip)
-		headers = curl_slist_append(headers, "Content-Encoding: gzip");
-	if (headers == NULL)
+		ok = ok && add_header(hs, "Content-Encoding: gzip");
+	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
@@ -643,42 +598,27 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	hs->paused = false;
 	hs->sent = 0;
 
-	PG_TRY();
+	HTTP_SETOPT(hs->easy, CURLOPT_HTTPHEADER, hs->req_headers);
+	/* a streamed request pauses while rows are produced: see http_transfer */
+	HTTP_SETOPT(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
+	if (streamed)
 	{
-		HTTP_SETOPT(hs->easy, CURLOPT_HTTPHEADER, headers);
-		/* a streamed request pauses while rows are produced: see http_transfer */
-		HTTP_SETOPT(hs->easy, CURLOPT_TIMEOUT_MS, streamed ? 0L : hs->timeout_ms);
-		if (streamed)
-		{
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, NULL);
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
-			HTTP_SETOPT(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
-			HTTP_SETOPT(hs->easy, CURLOPT_READDATA, hs);
-		}
-		else
-		{
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
-			HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
-		}
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, NULL);
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) -1);
+		HTTP_SETOPT(hs->easy, CURLOPT_READFUNCTION, http_read_cb);
+		HTTP_SETOPT(hs->easy, CURLOPT_READDATA, hs);
 	}
-	PG_CATCH();
+	else
 	{
-		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
-		PG_RE_THROW();
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDS, hs->body.data);
+		HTTP_SETOPT(hs->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) hs->body.len);
 	}
-	PG_END_TRY();
 
 	mc = curl_multi_add_handle(hs->multi, hs->easy);
 	if (mc != CURLM_OK)
-	{
-		(void) curl_easy_setopt(hs->easy, CURLOPT_HTTPHEADER, NULL);
-		curl_slist_free_all(headers);
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start HTTP request: %s", curl_multi_strerror(mc))));
-	}
-	hs->req_headers = headers;
 	hs->in_flight = true;
 }
 
@@ -686,35 +626,22 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
  * Finish the request under way; returns the HTTP status, or 0 for a
  * transport error (message in curl_error).
  */
-/* http_transfer(), then http_end() on every path */
-static bool
-http_transfer_and_end(HttpSink *hs, CURLcode *result)
-{
-	volatile bool ok = false;
-
-	PG_TRY();
-	{
-		ok = http_transfer(hs, result);
-	}
-	PG_CATCH();
-	{
-		http_end(hs);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	http_end(hs);
-	return ok;
-}
-
 static long
 http_finish(HttpSink *hs)
 {
 	CURLcode	result = CURLE_OK;
-	bool		failed;
+	bool		ok;
 	long		status = 0;
 
-	failed = !http_transfer_and_end(hs, &result);
-	if (failed)
+	/*
+	 * On an error (an interrupt) the request stays registered: the
+	 * caller's abort_batch (or close, or the next start) ends it, as it
+	 * does every other resource of the batch.
+	 */
+	ok = http_transfer(hs, &result);
+	http_end(hs);
+	egress_curl_wait_done();
+	if (!ok)
 		return 0;
 	if (result != CURLE_OK)
 	{
@@ -839,6 +766,7 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 	HttpSink   *hs = sink->private_data;
 	int			attempt = 0;
 	TimestampTz since = GetCurrentTimestamp();
+	EgressBackoff backoff;
 	MemoryContext oldcxt;
 
 	Assert(hs->open);
@@ -857,6 +785,7 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 	if (hs->in_flight && strcmp(hs->announced_id, batch_id) != 0)
 		http_end(hs);
 
+	egress_backoff_init(&backoff, hs->retry_initial_ms, hs->retry_max_ms);
 	for (;;)
 	{
 		long		status;
@@ -892,7 +821,10 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 							hs->shown_url, batch_id, what),
 					 errhint("Fix the cause, then call egress_resume_stream().")));
 
-		if (!http_backoff(sink, hs, attempt, since, &delay))
+		/* the receiver's Retry-After, up to retry_max_interval */
+		delay = egress_backoff_next(&backoff, hs->retry_after_ms);
+		if (!egress_backoff_sleep(delay, sink->keep_retrying,
+								  sink->keep_retrying_arg, since))
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not deliver batch %s to HTTP destination %s after %d attempts: %s",
@@ -967,41 +899,22 @@ static const EgressSinkOps http_sink_ops = {
 	.close = http_close,
 };
 
-/* The "headers" option: an object of strings. */
+/* The "headers" option, after the fixed headers; every value is a secret. */
 static struct curl_slist *
-user_headers(HttpSink *hs, Jsonb *options, struct curl_slist *list)
+user_headers(HttpSink *hs, List *headers, struct curl_slist *list)
 {
-	JsonbValue *obj;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	char	   *key = NULL;
-	JsonbValue	kv;
+	ListCell   *lc;
 
-	if (options == NULL)
-		return list;
-	kv.type = jbvString;
-	kv.val.string.val = "headers";
-	kv.val.string.len = 7;
-	obj = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &kv);
-	if (obj == NULL || obj->type != jbvBinary)
-		return list;
-	it = JsonbIteratorInit(obj->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	foreach(lc, headers)
 	{
-		if (tok == WJB_KEY)
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (tok == WJB_VALUE && v.type == jbvString)
-		{
-			char	   *line = psprintf("%s: %.*s", key, v.val.string.len, v.val.string.val);
+		EgressSinkHeader *h = lfirst(lc);
+		char	   *line = psprintf("%s: %s", h->name, h->value);
 
-			list = curl_slist_append(list, line);
-			pfree(line);
-			/* every value may be a secret, however short */
-			if (v.val.string.len > 0)
-				hs->secrets = lappend(hs->secrets,
-									  pnstrdup(v.val.string.val, v.val.string.len));
-		}
+		list = curl_slist_append(list, line);
+		pfree(line);
+		/* every value may be a secret, however short */
+		if (h->value[0] != '\0')
+			hs->secrets = lappend(hs->secrets, pstrdup(h->value));
 	}
 	return list;
 }
@@ -1105,12 +1018,12 @@ secret_cmp(const ListCell *a, const ListCell *b)
 	return la > lb ? -1 : la < lb ? 1 : 0;
 }
 
-EgressSink *
-egress_http_sink_create(const char *location, Jsonb *options)
+static void
+http_open(EgressSink *sink)
 {
-	EgressSink *sink = palloc0(sizeof(EgressSink));
+	const char *location = sink->location;
+	const EgressSinkOptions *opts = &sink->opts;
 	HttpSink   *hs = palloc0(sizeof(HttpSink));
-	int64		level;
 	MemoryContext oldcxt;
 
 	if (!curl_initialized)
@@ -1127,22 +1040,17 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
 	hs->sink = sink;
 	hs->url = pstrdup(location);
-	hs->shown_url = egress_http_shown_url(location);
+	hs->shown_url = http_shown_url(location);
 	hs->host = egress_url_host(location);
-	hs->gzip = false;
-	(void) egress_jsonb_get_bool(options, "gzip", &hs->gzip);
-	hs->gzip_level = 1;
-	if (egress_jsonb_get_int64(options, "gzip_level", &level) && level >= 1 && level <= 9)
-		hs->gzip_level = (int) level;
-	hs->verify = true;
-	(void) egress_jsonb_get_bool(options, "verify", &hs->verify);
-	hs->stream_body = true;
-	(void) egress_jsonb_get_bool(options, "stream", &hs->stream_body);
-	hs->ca_file = egress_jsonb_get_string(options, "ca_file");
-	hs->timeout_ms = interval_option(options, "timeout", 30000);
-	hs->connect_timeout_ms = interval_option(options, "connect_timeout", 10000);
-	hs->retry_initial_ms = Max(1, interval_option(options, "retry_initial_interval", 500));
-	hs->retry_max_ms = Max(hs->retry_initial_ms, interval_option(options, "retry_max_interval", 60000));
+	hs->gzip = opts->gzip;
+	hs->gzip_level = opts->gzip_level;
+	hs->verify = opts->verify;
+	hs->stream_body = opts->stream;
+	hs->ca_file = opts->ca_file ? pstrdup(opts->ca_file) : NULL;
+	hs->timeout_ms = opts->timeout_ms;
+	hs->connect_timeout_ms = opts->connect_timeout_ms;
+	hs->retry_initial_ms = opts->retry_initial_ms;
+	hs->retry_max_ms = opts->retry_max_ms;
 	initStringInfo(&hs->body);
 	initStringInfo(&hs->resp);
 	enlargeStringInfo(&hs->resp, HTTP_RESP_KEEP + 1);
@@ -1153,7 +1061,7 @@ egress_http_sink_create(const char *location, Jsonb *options)
 	/* no "Expect: 100-continue" round trip before each large body */
 	hs->base_headers = curl_slist_append(hs->base_headers, "Expect:");
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
-	hs->base_headers = user_headers(hs, options, hs->base_headers);
+	hs->base_headers = user_headers(hs, opts->headers, hs->base_headers);
 	url_secrets(hs, location);
 	list_sort(hs->secrets, secret_cmp);
 	MemoryContextSwitchTo(oldcxt);
@@ -1192,7 +1100,65 @@ egress_http_sink_create(const char *location, Jsonb *options)
 
 	sink->ops = &http_sink_ops;
 	sink->location = hs->shown_url;
-	sink->options = options;
 	sink->private_data = hs;
-	return sink;
 }
+
+/* http://host[:port]/path or https://...: the whole URL is the location */
+static char *
+http_parse_url(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	bool		ok;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+		host != NULL && host[0] != '\0' &&
+		strpbrk(url, " \t\r\n") == NULL;
+	if (host)
+		curl_free(host);
+	curl_url_cleanup(u);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid HTTP destination URL"),
+				 errhint("Write it as http://host[:port]/path or https://host[:port]/path.")));
+	return pstrdup(url);
+}
+
+/*
+ * "ca_file" makes the server read a file of its choice and "verify": false
+ * turns off the check of whom the server talks to: superusers only.  The
+ * option values are not shown (a file name may say more than its owner
+ * wants).  Then the host: pg_egress.allowed_destination_hosts.
+ */
+static void
+http_validate(const char *location, const EgressSinkOptions *opts, Oid owner,
+			  bool owner_superuser)
+{
+	if (opts->ca_file != NULL && !owner_superuser)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"ca_file\""),
+				 errdetail("The option makes the server read a file and decides which servers a destination trusts."),
+				 errhint("Only superusers may set it; other roles use the system's certificate authorities.")));
+	if (!opts->verify && !owner_superuser)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"verify\" to false"),
+				 errdetail("Without verification any server on the way can read and change what the destination sends."),
+				 errhint("Only superusers may turn verification off.")));
+	egress_check_destination_host("http", location);
+}
+
+const EgressSinkKind egress_http_sink_kind = {
+	.name = "http",
+	.schemes = {"http://", "https://", NULL},
+	.parse_url = http_parse_url,
+	.validate = http_validate,
+	.open = http_open,
+};

@@ -65,15 +65,16 @@ s3_commit_batch(EgressSink *sink, const char *batch_id)
 		egress_s3_upload_write(up, ss->batch.data, ss->batch.len);
 		egress_s3_upload_complete(up);
 	}
-	PG_CATCH();
+	PG_FINALLY();
 	{
-		/* abort the upload (no object appears) before the error goes on */
+		/*
+		 * Releases the upload: one that failed is aborted first (no object
+		 * appears) before the error goes on.
+		 */
 		if (up)
 			egress_s3_upload_abort(up);
-		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	egress_s3_upload_abort(up);	/* completed: releases the handle */
 	pfree(t.key);
 	ss->open = false;
 	/* do not keep a large buffer between batches */
@@ -115,12 +116,37 @@ static const EgressSinkOps s3_sink_ops = {
 	.close = s3_close,
 };
 
-/* location: "bucket" or "bucket/prefix" */
-EgressSink *
-egress_s3_sink_create(const char *location, Jsonb *options)
+/*
+ * s3://bucket[/prefix]: objects <prefix>/<batch id>.jsonl; the location is
+ * "bucket" or "bucket/prefix", without trailing '/'.
+ */
+static char *
+s3_parse_url(const char *url)
 {
-	EgressSink *sink = palloc0(sizeof(EgressSink));
+	char	   *loc = pstrdup(url + strlen("s3://"));
+	size_t		len = strlen(loc);
+	char	   *slash;
+	size_t		blen;
+
+	while (len > 0 && loc[len - 1] == '/')
+		loc[--len] = '\0';
+	slash = strchr(loc, '/');
+	blen = slash ? (size_t) (slash - loc) : len;
+	if (len == 0 || slash == loc ||
+		strspn(loc, "abcdefghijklmnopqrstuvwxyz0123456789-.") != blen ||
+		blen < 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid S3 destination URL"),
+				 errhint("Write it as s3://bucket or s3://bucket/prefix, with a valid bucket name.")));
+	return loc;
+}
+
+static void
+s3_open(EgressSink *sink)
+{
 	S3Sink	   *ss = palloc0(sizeof(S3Sink));
+	const char *location = sink->location;
 	const char *slash = strchr(location, '/');
 	MemoryContext old;
 
@@ -141,8 +167,18 @@ egress_s3_sink_create(const char *location, Jsonb *options)
 	MemoryContextSwitchTo(old);
 
 	sink->ops = &s3_sink_ops;
-	sink->location = pstrdup(location);
-	sink->options = options;
 	sink->private_data = ss;
-	return sink;
 }
+
+/*
+ * Who may use the server's S3 credentials is the catalog's rule, checked by
+ * egress_add_destination and the workers; the endpoint is a superuser's
+ * setting: nothing more to validate.
+ */
+const EgressSinkKind egress_s3_sink_kind = {
+	.name = "s3",
+	.schemes = {"s3://", NULL},
+	.parse_url = s3_parse_url,
+	.validate = NULL,
+	.open = s3_open,
+};

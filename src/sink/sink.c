@@ -1,27 +1,110 @@
 /*-------------------------------------------------------------------------
  * sink.c
- *	  Chooses the sink implementation for a destination kind.
+ *	  The destination kinds: validation of a new destination, and opening
+ *	  a sink for one.
+ *
+ * Each kind (file.c, http.c, s3.c, kinesis.c) describes itself in an EgressSinkKind:
+ * its URL schemes, a validate operation that owns its URL grammar, and an
+ * open operation.  Options are parsed here, once, by sink_options.c, for
+ * both: what egress_add_destination accepts is what the sink reads.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+#include "utils/acl.h"
+
+#include "pg_egress.h"
 #include "sink/sink.h"
 
-EgressSink *
-egress_sink_open(const char *kind, const char *location, Jsonb *options)
+static const EgressSinkKind *const sink_kinds[] = {
+	&egress_file_sink_kind,
+	&egress_http_sink_kind,
+	&egress_s3_sink_kind,
+	&egress_kinesis_sink_kind,
+};
+
+static const EgressSinkKind *
+kind_by_name(const char *name)
 {
+	for (int i = 0; i < lengthof(sink_kinds); i++)
+		if (strcmp(sink_kinds[i]->name, name) == 0)
+			return sink_kinds[i];
+	return NULL;
+}
+
+static const EgressSinkKind *
+kind_by_url(const char *url)
+{
+	for (int i = 0; i < lengthof(sink_kinds); i++)
+		for (int j = 0; sink_kinds[i]->schemes[j] != NULL; j++)
+			if (strncmp(url, sink_kinds[i]->schemes[j],
+						strlen(sink_kinds[i]->schemes[j])) == 0)
+				return sink_kinds[i];
+	return NULL;
+}
+
+/*
+ * Options of every kind that hand out more than the destination itself:
+ * "slot_name" makes the destination consume (and "drop_adopted_slot" drop)
+ * a replication slot that may belong to another tool; that is what the
+ * REPLICATION attribute is for, as for pg_logical_slot_get_changes().  The
+ * values are not shown.  (Kind-specific ones are the kind's validate's.)
+ */
+static void
+check_common_privileges(const EgressSinkOptions *opts, Oid owner)
+{
+	if (opts->slot_name != NULL && !has_rolreplication(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"slot_name\""),
+				 errdetail("A destination that names a replication slot consumes changes from that slot, which may belong to another tool."),
+				 errhint("Only superusers and roles with the REPLICATION attribute may name the slot; without \"slot_name\" the destination uses a slot of its own.")));
+	if (opts->drop_adopted_slot && !has_rolreplication(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to set destination option \"drop_adopted_slot\""),
+				 errdetail("Dropping a replication slot that pg_egress did not create can break the tool that made it."),
+				 errhint("Only superusers and roles with the REPLICATION attribute may set it.")));
+}
+
+const char *
+egress_validate_destination(const char *url, Jsonb *options, Oid owner,
+							char **location)
+{
+	const EgressSinkKind *kind = kind_by_url(url);
+	EgressSinkOptions opts;
+
+	if (kind == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unsupported destination URL"),
+				 errdetail("A destination URL starts with file://, http://, https://, s3:// or kinesis://.")));
+
+	/* the URL first: its errors say more than an option's */
+	*location = kind->parse_url(url);
+	egress_sink_options_parse(kind->name, options, &opts);
+	check_common_privileges(&opts, owner);
+	if (kind->validate)
+		kind->validate(*location, &opts, owner, superuser_arg(owner));
+	return kind->name;
+}
+
+EgressSink *
+egress_sink_open(const char *kind_name, const char *location, Jsonb *options)
+{
+	const EgressSinkKind *kind = kind_by_name(kind_name);
 	EgressSink *sink;
 
-	if (strcmp(kind, "file") == 0)
-		sink = egress_file_sink_create(location, options);
-	else if (strcmp(kind, "s3") == 0)
-		sink = egress_s3_sink_create(location, options);
-	else if (strcmp(kind, "http") == 0)
-		sink = egress_http_sink_create(location, options);
-	else
+	if (kind == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s destinations are not supported in this release", kind)));
-	sink->kind = kind;
+				 errmsg("%s destinations are not supported in this release", kind_name)));
+	sink = palloc0(sizeof(EgressSink));
+	sink->kind = kind->name;
+	sink->location = pstrdup(location);
+	sink->options = options;
+	egress_sink_options_parse(kind->name, options, &sink->opts);
+	kind->open(sink);
 	return sink;
 }

@@ -14,8 +14,7 @@
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
-/* egress_check_destination_host(), for egress_add_destination */
-#include "net/hosts.h"
+#include "sink/sink_options.h"
 
 typedef struct EgressBatchInfo
 {
@@ -41,11 +40,30 @@ typedef struct EgressSinkOps
 	 * header, ...
 	 */
 	void		(*commit_batch) (EgressSink *sink, const char *batch_id);
-	/* drop an uncommitted batch; must not raise an error */
+	/*
+	 * Drop an uncommitted batch; must not raise an error.  Callers call it
+	 * after an error of begin_batch, write or commit_batch, before using
+	 * the sink again: it releases what the batch holds (a request under
+	 * way, compression state, a temporary file).
+	 */
 	void		(*abort_batch) (EgressSink *sink);
 	/* forget leftovers of earlier, interrupted runs under this prefix */
 	void		(*cleanup) (EgressSink *sink, const char *prefix);
 	void		(*close) (EgressSink *sink);
+
+	/*
+	 * Optional (NULL if not implemented): one record of the open batch,
+	 * for sinks whose destination stores records rather than a byte stream
+	 * (Kinesis).  data is one whole message without its line end;
+	 * partition_key, when not NULL, says which records must stay in order
+	 * relative to each other (records of one key are delivered in the
+	 * order written).  Callers that have records use it when it is set and
+	 * fall back to write() (data followed by a newline) otherwise; a sink
+	 * that sets it must still accept write(), splitting lines itself.
+	 * Delivery is acknowledged by commit_batch as for write().
+	 */
+	void		(*write_record) (EgressSink *sink, const char *data, size_t len,
+								 const char *partition_key);
 } EgressSinkOps;
 
 struct EgressSink
@@ -54,6 +72,7 @@ struct EgressSink
 	const char *kind;
 	char	   *location;
 	Jsonb	   *options;
+	EgressSinkOptions opts;		/* options, parsed by egress_sink_open */
 	void	   *private_data;
 
 	/*
@@ -84,16 +103,59 @@ struct EgressSink
  */
 #define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
 
+/*
+ * What else the sinks raise, so that callers can classify a failure by its
+ * SQLSTATE alone: ERRCODE_CONNECTION_FAILURE, a delivery that did not get
+ * through (transport errors, 408/429/5xx answers) once the sink's own
+ * retries (net/backoff.h, bounded by keep_retrying) are spent;
+ * ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, an error answer of S3;
+ * ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, no credentials; file access
+ * errors (errcode_for_file_access) for file destinations; and the usual
+ * interrupt and out-of-memory errors.  All of these the worker retries.
+ */
+
+/*
+ * A sink kind: one per file (file.c, http.c, s3.c), listed in sink.c.
+ * Adding a kind means adding a file and a line there, not touching the
+ * catalog or the workers.
+ */
+typedef struct EgressSinkKind
+{
+	const char *name;			/* egress.destination.kind */
+	const char *schemes[3];		/* URL prefixes of this kind, NULL-ended */
+
+	/*
+	 * The kind's URL grammar (postgres_fdw's validator model: the kind owns
+	 * its grammar and options): ERROR unless url is one of this kind;
+	 * returns the location egress.destination stores.  Never shows the
+	 * whole URL in a message: it may carry credentials.
+	 */
+	char	   *(*parse_url) (const char *url);
+
+	/*
+	 * At egress_add_destination, as owner (the calling role), after
+	 * parse_url and the parse of the options (keys and value types are
+	 * checked by then): ERROR unless this location and these options are
+	 * allowed to owner (privileged options, allowed hosts).  NULL: nothing
+	 * to check.
+	 */
+	void		(*validate) (const char *location, const EgressSinkOptions *opts,
+							 Oid owner, bool owner_superuser);
+
+	/*
+	 * Makes sink (allocated by egress_sink_open, with kind, location,
+	 * options and opts filled in) ready: sets ops and private_data; may
+	 * replace location by what messages may show of it.
+	 */
+	void		(*open) (EgressSink *sink);
+} EgressSinkKind;
+
+extern const EgressSinkKind egress_file_sink_kind;
+extern const EgressSinkKind egress_http_sink_kind;
+extern const EgressSinkKind egress_s3_sink_kind;
+extern const EgressSinkKind egress_kinesis_sink_kind;
+
 extern EgressSink *egress_sink_open(const char *kind, const char *location,
 									Jsonb *options);
-
-/* sink kinds, one per file */
-extern EgressSink *egress_file_sink_create(const char *location, Jsonb *options);
-extern EgressSink *egress_s3_sink_create(const char *location, Jsonb *options);
-extern EgressSink *egress_http_sink_create(const char *location, Jsonb *options);
-
-/* http.c helpers, also used to validate options */
-extern long egress_parse_interval_ms(const char *s);
-extern char *egress_http_shown_url(const char *url);
 
 #endif							/* EGRESS_SINK_H */

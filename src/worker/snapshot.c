@@ -106,7 +106,7 @@ int
 egress_dest_flush_interval_ms(Jsonb *dest_options)
 {
 	char	   *s = egress_jsonb_get_string(dest_options, "flush_interval");
-	long		v = s ? egress_parse_interval_ms(s) : -1;
+	long		v = s ? egress_parse_duration_ms(s) : -1;
 
 	return v > 0 ? (int) v : egress_flush_interval_ms;
 }

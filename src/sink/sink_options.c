@@ -1,0 +1,373 @@
+/*-------------------------------------------------------------------------
+ * sink_options.c
+ *	  Parses a destination's options once, for validation and for use.
+ *
+ * One table says which keys exist, for which kinds, and what values they
+ * take; one function walks the JSON object, checks each key against the
+ * table and stores its value in EgressSinkOptions.  The sinks read the
+ * struct, egress_add_destination (through the kind's validate operation)
+ * relies on the errors.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "lib/stringinfo.h"
+#include "replication/slot.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+#include "sink/sink_options.h"
+
+typedef enum SinkOptionType
+{
+	SOPT_POSITIVE_INT,
+	SOPT_BOOL,
+	SOPT_SLOT_NAME,
+	SOPT_STRING,
+	SOPT_CHOICE,
+	SOPT_DURATION,
+	SOPT_HEADERS,
+	SOPT_GZIP_LEVEL
+} SinkOptionType;
+
+typedef struct SinkOptionSpec
+{
+	const char *name;
+	SinkOptionType type;
+	const char *kind;			/* the one kind it applies to; NULL: every kind */
+	size_t		offset;			/* of the field in EgressSinkOptions */
+	const char *choices[2];		/* SOPT_CHOICE */
+} SinkOptionSpec;
+
+#define SOPT_ALL	NULL
+
+#define FIELD(f) offsetof(EgressSinkOptions, f)
+
+/*
+ * In the order the hint for an unknown key lists them.  A new kind's
+ * options: a field in EgressSinkOptions (and its default in
+ * egress_sink_options_parse), a line here naming the kind.
+ */
+static const SinkOptionSpec sink_options[] = {
+	{"slot_name", SOPT_SLOT_NAME, SOPT_ALL, FIELD(slot_name)},
+	{"drop_adopted_slot", SOPT_BOOL, SOPT_ALL, FIELD(drop_adopted_slot)},
+	{"batch_max_rows", SOPT_POSITIVE_INT, SOPT_ALL, FIELD(batch_max_rows)},
+	{"batch_max_bytes", SOPT_POSITIVE_INT, SOPT_ALL, FIELD(batch_max_bytes)},
+	{"flush_interval", SOPT_DURATION, SOPT_ALL, FIELD(flush_interval_ms)},
+	{"error_retry_interval", SOPT_DURATION, SOPT_ALL, FIELD(error_retry_interval_ms)},
+	{"decoder", SOPT_CHOICE, SOPT_ALL, FIELD(decoder), {"pgoutput", "wal2json"}},
+	{"headers", SOPT_HEADERS, "http", FIELD(headers)},
+	{"gzip", SOPT_BOOL, "http", FIELD(gzip)},
+	{"gzip_level", SOPT_GZIP_LEVEL, "http", FIELD(gzip_level)},
+	{"timeout", SOPT_DURATION, "http", FIELD(timeout_ms)},
+	{"connect_timeout", SOPT_DURATION, "http", FIELD(connect_timeout_ms)},
+	{"retry_initial_interval", SOPT_DURATION, "http", FIELD(retry_initial_ms)},
+	{"retry_max_interval", SOPT_DURATION, "http", FIELD(retry_max_ms)},
+	{"ca_file", SOPT_STRING, "http", FIELD(ca_file)},
+	{"verify", SOPT_BOOL, "http", FIELD(verify)},
+	{"stream", SOPT_BOOL, "http", FIELD(stream)},
+	{"region", SOPT_STRING, "kinesis", FIELD(region)},
+	{"format", SOPT_CHOICE, "kinesis", FIELD(format), {"singer", "pg_kinesis"}},
+	{"partition_key", SOPT_STRING, "kinesis", FIELD(partition_key)},
+};
+
+#define WHAT "destination"
+
+long
+egress_parse_duration_ms(const char *s)
+{
+	char	   *end;
+	double		v;
+	size_t		ndigits = strspn(s, "0123456789.");
+
+	/*
+	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
+	 * also reads these as SQL intervals.
+	 */
+	if (ndigits == 0 || s[ndigits - 1] == '.' ||
+		(strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.')))
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (end != s + ndigits || errno != 0 || v < 0)
+		return -1;
+	while (*end == ' ')
+		end++;
+	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 ||
+		strcmp(end, "seconds") == 0)
+		v *= 1000;
+	else if (strcmp(end, "ms") == 0)
+		;
+	else if (strcmp(end, "min") == 0 || strcmp(end, "minutes") == 0)
+		v *= 60 * 1000;
+	else if (strcmp(end, "h") == 0 || strcmp(end, "hours") == 0)
+		v *= 3600 * 1000;
+	else
+		return -1;
+	if (v > (double) INT_MAX)
+		return -1;
+	return (long) v;
+}
+
+static bool
+applies(const SinkOptionSpec *spec, const char *kind)
+{
+	return spec->kind == NULL || strcmp(spec->kind, kind) == 0;
+}
+
+static const char *
+option_names(const char *kind)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < lengthof(sink_options); i++)
+		if (applies(&sink_options[i], kind))
+			appendStringInfo(&buf, "%s%s", buf.len > 0 ? ", " : "",
+							 sink_options[i].name);
+	return buf.data;
+}
+
+/*
+ * The "headers" option: an object of header names to string values.  The
+ * values are secrets (tokens): no message shows them.
+ */
+static List *
+parse_headers(JsonbValue *obj, const char *key)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *result = NIL;
+	char	   *name = NULL;
+
+	if (obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s option \"%s\" must be a JSON object of header names and string values",
+						WHAT, key)));
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			bool		ok = v.val.string.len > 0;
+
+			name = pnstrdup(v.val.string.val, v.val.string.len);
+			/* an RFC 9110 token */
+			for (int i = 0; ok && name[i]; i++)
+				ok = isalnum((unsigned char) name[i]) || strchr("!#$%&'*+-.^_`|~", name[i]) != NULL;
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid HTTP header name \"%s\" in %s option \"%s\"",
+								name, WHAT, key)));
+			if (pg_strcasecmp(name, "Content-Type") == 0 ||
+				pg_strcasecmp(name, "Content-Encoding") == 0 ||
+				pg_strcasecmp(name, "Content-Length") == 0 ||
+				pg_strcasecmp(name, "Transfer-Encoding") == 0 ||
+				pg_strcasecmp(name, "Host") == 0 ||
+				pg_strncasecmp(name, "X-Egress-", 9) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("HTTP header \"%s\" cannot be set in %s option \"%s\"",
+								name, WHAT, key),
+						 errdetail("pg_egress sets this header itself.")));
+		}
+		else if (tok == WJB_VALUE)
+		{
+			EgressSinkHeader *h;
+			bool		ok = true;
+
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("values of %s option \"%s\" must be strings", WHAT, key)));
+			/* no line breaks or other control characters; never shown */
+			for (int i = 0; ok && i < v.val.string.len; i++)
+			{
+				unsigned char c = v.val.string.val[i];
+
+				ok = c >= 0x20 && c != 0x7f;
+			}
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("values of %s option \"%s\" must not contain control characters",
+								WHAT, key)));
+			h = palloc(sizeof(EgressSinkHeader));
+			h->name = name;
+			h->value = pnstrdup(v.val.string.val, v.val.string.len);
+			result = lappend(result, h);
+		}
+	}
+	return result;
+}
+
+static char *
+numeric_text(JsonbValue *v)
+{
+	return DatumGetCString(DirectFunctionCall1(numeric_out,
+											   NumericGetDatum(v->val.numeric)));
+}
+
+/* One value: checked, then stored in its field. */
+static void
+parse_value(const SinkOptionSpec *spec, const char *key, JsonbValue *v,
+			EgressSinkOptions *out)
+{
+	char	   *field = (char *) out + spec->offset;
+
+	switch (spec->type)
+	{
+		case SOPT_BOOL:
+			if (v->type != jbvBool)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s option \"%s\" must be true or false", WHAT, key)));
+			*(bool *) field = v->val.boolean;
+			break;
+		case SOPT_CHOICE:
+			{
+				bool		ok = false;
+
+				for (int c = 0; c < lengthof(spec->choices) && v->type == jbvString; c++)
+					if (v->val.string.len == strlen(spec->choices[c]) &&
+						strncmp(v->val.string.val, spec->choices[c], v->val.string.len) == 0)
+						ok = true;
+				if (!ok)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be \"%s\" or \"%s\"", WHAT, key,
+									spec->choices[0], spec->choices[1])));
+				*(char **) field = pnstrdup(v->val.string.val, v->val.string.len);
+			}
+			break;
+		case SOPT_SLOT_NAME:
+			{
+				char	   *name;
+
+				if (v->type != jbvString)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a string", WHAT, key)));
+				name = pnstrdup(v->val.string.val, v->val.string.len);
+				(void) ReplicationSlotValidateName(name, ERROR);
+				*(char **) field = name;
+			}
+			break;
+		case SOPT_STRING:
+			if (v->type != jbvString || v->val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s option \"%s\" must be a non-empty string", WHAT, key)));
+			*(char **) field = pnstrdup(v->val.string.val, v->val.string.len);
+			break;
+		case SOPT_DURATION:
+			{
+				long		ms = -1;
+
+				if (v->type == jbvString)
+					ms = egress_parse_duration_ms(pnstrdup(v->val.string.val,
+														   v->val.string.len));
+				if (ms <= 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a positive interval", WHAT, key),
+							 errhint("Write it as a string such as \"30s\", \"500ms\", \"5min\" or \"1h\".")));
+				*(long *) field = ms;
+			}
+			break;
+		case SOPT_GZIP_LEVEL:
+			{
+				char	   *txt = v->type == jbvNumeric ? numeric_text(v) : "";
+
+				if (strlen(txt) != 1 || txt[0] < '1' || txt[0] > '9')
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be an integer from 1 to 9", WHAT, key)));
+				*(int *) field = txt[0] - '0';
+			}
+			break;
+		case SOPT_HEADERS:
+			*(List **) field = parse_headers(v, key);
+			break;
+		case SOPT_POSITIVE_INT:
+			{
+				int64		n = 0;
+
+				if (v->type == jbvNumeric)
+				{
+					char	   *txt = numeric_text(v);
+
+					/* an integer in 1 .. INT64_MAX */
+					if (strspn(txt, "0123456789") == strlen(txt) && strlen(txt) <= 18)
+						n = strtoll(txt, NULL, 10);
+				}
+				if (n <= 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be a positive integer", WHAT, key)));
+				*(int64 *) field = n;
+			}
+			break;
+	}
+}
+
+void
+egress_sink_options_parse(const char *kind, Jsonb *options, EgressSinkOptions *out)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+
+	memset(out, 0, sizeof(EgressSinkOptions));
+	out->flush_interval_ms = -1;
+	out->error_retry_interval_ms = -1;
+	out->gzip_level = 1;
+	out->timeout_ms = 30000;
+	out->connect_timeout_ms = 10000;
+	out->retry_initial_ms = 500;
+	out->retry_max_ms = 60000;
+	out->verify = true;
+	out->stream = true;
+	out->format = "singer";
+	out->partition_key = "primary_key";
+
+	if (options == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(options) || JB_ROOT_IS_SCALAR(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" must be a JSON object", "options")));
+
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		const SinkOptionSpec *spec = NULL;
+
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		for (int i = 0; i < lengthof(sink_options); i++)
+			if (strcmp(sink_options[i].name, key) == 0 &&
+				applies(&sink_options[i], kind))
+				spec = &sink_options[i];
+		if (spec == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unrecognized %s option \"%s\"", WHAT, key),
+					 errhint("Valid options are: %s.", option_names(kind))));
+		parse_value(spec, key, &v, out);
+	}
+
+	/* the back-off never waits less than its start */
+	out->retry_max_ms = Max(out->retry_max_ms, out->retry_initial_ms);
+}

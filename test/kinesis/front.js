@@ -1,0 +1,417 @@
+// Local Kinesis server for pg_egress tests: kinesalite (in memory, the real
+// API limits) behind a front that verifies the SigV4 signature of every
+// request (service "kinesis", the region of the credential scope) and can
+// inject faults.  kinesalite verifies no signature and never fails an entry
+// of PutRecords by itself.
+//
+//   node front.js <ready-file> [--key ACCESS_KEY:SECRET] [stream[:shards] ...]
+//
+// Both listen on 127.0.0.1, free ports.  When ready, writes
+// {"port": <front port>, "kinesalite_port": ..., "pid": ...} to <ready-file>.
+// Point clients at http://127.0.0.1:<port>.  The default key pair is
+// AKIDKINESIS / kinesis-secret.
+//
+// Control requests to the front (never forwarded, never signed):
+//   POST /__ctl/fail?status=500&count=2    the next 2 PutRecords are answered
+//        with that HTTP status (500 InternalFailure, 503 ServiceUnavailable)
+//   POST /__ctl/throttle?count=3           the next 3 PutRecords are refused
+//        whole: 400 ProvisionedThroughputExceededException
+//   POST /__ctl/partial?rate=0.3&ms=60000&code=ProvisionedThroughputExceededException
+//        for that long, every entry of PutRecords fails with that rate
+//        (FailedRecordCount, per-entry ErrorCode); ms=0 ends it
+//   POST /__ctl/partial?entries=0,3&count=1  entries 0 and 3 of the next call fail
+//   POST /__ctl/create?stream=s&shards=2   creates a stream (waits until ACTIVE)
+//   GET  /__ctl/records?stream=s           every record of the stream, read with
+//        GetShardIterator(TRIM_HORIZON) + GetRecords from kinesalite, shard by
+//        shard in sequence order: [{shard, seq, key, data}] (data as UTF-8 text)
+//   GET  /__ctl/state                      counters: calls by operation,
+//        PutRecords calls / entries / entries accepted, injected faults,
+//        signature failures (with their reasons), largest call
+//   POST /__ctl/reset                      clears faults and counters
+'use strict';
+
+const http = require('http');
+const fs = require('fs');
+const crypto = require('crypto');
+const kinesalite = require('kinesalite');
+
+const args = process.argv.slice(2);
+const readyFile = args.shift();
+if (!readyFile) {
+  console.error('usage: node front.js <ready-file> [--key AK:SECRET] [stream[:shards] ...]');
+  process.exit(2);
+}
+const keys = {};
+const streams = [];
+while (args.length) {
+  const a = args.shift();
+  if (a === '--key') {
+    const kv = args.shift();
+    const i = kv.indexOf(':');
+    keys[kv.slice(0, i)] = kv.slice(i + 1);
+  } else {
+    streams.push(a);
+  }
+}
+if (Object.keys(keys).length === 0) keys.AKIDKINESIS = 'kinesis-secret';
+
+function newState() {
+  return {
+    ops: {},
+    put_calls: 0,
+    put_entries: 0,
+    put_accepted: 0,
+    max_entries_per_call: 0,
+    max_bytes_per_call: 0,
+    max_data_bytes_per_call: 0,   // data + partition keys, what the 5 MiB limit counts
+    max_record_bytes: 0,
+    faults_injected: 0,
+    throttled_calls: 0,
+    entries_failed: 0,
+    signature_failures: 0,
+    signature_errors: [],
+    regions: [],
+    session_tokens: [],
+  };
+}
+let state = newState();
+let failures = [];       // {status, remaining}
+let throttles = 0;
+let partialRate = null;  // {rate, until, code}
+let partialChosen = [];  // {entries: Set, remaining}
+
+// ---------------------------------------------------------------- SigV4
+
+function sha256hex(data) {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+function hmac(key, data) {
+  return crypto.createHmac('sha256', key).update(data).digest();
+}
+// RFC 3986 encoding as SigV4 wants it
+function uriEncode(s, keepSlash) {
+  return encodeURIComponent(s).replace(/[!'()*]/g,
+    (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+    .replace(keepSlash ? /%2F/g : /$^/, '/');
+}
+
+// null when the request is signed correctly, else the reason
+function verifySignature(req, body) {
+  const auth = req.headers.authorization;
+  if (!auth) return ['MissingAuthenticationTokenException', 'no Authorization header'];
+  const m = /^AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})\s*$/.exec(auth);
+  if (!m) return ['IncompleteSignatureException', 'malformed Authorization header'];
+  const [akey, date, region, service, term] = m[1].split('/');
+  const signedHeaders = m[2].split(';');
+  if (term !== 'aws4_request') return ['IncompleteSignatureException', 'bad credential scope'];
+  if (service !== 'kinesis') return ['InvalidSignatureException', 'credential scope names service ' + service];
+  if (!(akey in keys)) return ['UnrecognizedClientException', 'unknown access key ' + akey];
+  const amzDate = req.headers['x-amz-date'];
+  if (!amzDate || amzDate.slice(0, 8) !== date) return ['IncompleteSignatureException', 'X-Amz-Date missing or not of the scope date'];
+  if (!signedHeaders.includes('host') || !signedHeaders.includes('x-amz-date'))
+    return ['IncompleteSignatureException', 'host and x-amz-date must be signed'];
+  if (!state.regions.includes(region)) state.regions.push(region);
+
+  const u = new URL(req.url, 'http://x');
+  const query = [...u.searchParams.entries()]
+    .map(([k, v]) => [uriEncode(k), uriEncode(v)])
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : 1))
+    .map(([k, v]) => k + '=' + v).join('&');
+  const canonHeaders = signedHeaders.map((h) => {
+    const v = req.headers[h];
+    if (v === undefined) return null;
+    return h + ':' + String(v).trim().replace(/\s+/g, ' ') + '\n';
+  });
+  if (canonHeaders.includes(null)) return ['IncompleteSignatureException', 'a signed header is missing'];
+  const given = req.headers['x-amz-content-sha256'];
+  const payloadHash = sha256hex(body);
+  if (given !== undefined && given !== payloadHash)
+    return ['InvalidSignatureException', 'x-amz-content-sha256 is not the hash of the body'];
+  const canonical = [req.method, u.pathname, query, canonHeaders.join(''),
+    signedHeaders.join(';'), payloadHash].join('\n');
+  const scope = [date, region, service, 'aws4_request'].join('/');
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256hex(canonical)].join('\n');
+  let k = hmac('AWS4' + keys[akey], date);
+  k = hmac(k, region);
+  k = hmac(k, service);
+  k = hmac(k, 'aws4_request');
+  const expected = crypto.createHmac('sha256', k).update(toSign).digest('hex');
+  if (expected !== m[3])
+    return ['InvalidSignatureException', 'The request signature we calculated does not match the signature you provided.'];
+  return null;
+}
+
+// ---------------------------------------------------------------- kinesalite
+
+let kport = 0;
+
+// one call to kinesalite, signed with a dummy key (kinesalite checks shapes only)
+function kcall(op, payload) {
+  return new Promise((resolve, reject) => {
+    const body = Buffer.from(JSON.stringify(payload));
+    const now = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
+    const r = http.request({
+      host: '127.0.0.1', port: kport, method: 'POST', path: '/',
+      headers: {
+        'Content-Type': 'application/x-amz-json-1.1',
+        'X-Amz-Target': 'Kinesis_20131202.' + op,
+        'X-Amz-Date': now,
+        Authorization: 'AWS4-HMAC-SHA256 Credential=front/' + now.slice(0, 8) +
+          '/us-east-1/kinesis/aws4_request, SignedHeaders=host;x-amz-date, Signature=' + '0'.repeat(64),
+        'Content-Length': body.length,
+      },
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode, text, json: text ? JSON.parse(text) : {} });
+      });
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+}
+
+async function createStream(name, shards) {
+  const r = await kcall('CreateStream', { StreamName: name, ShardCount: shards });
+  if (r.status !== 200 && !/ResourceInUse/.test(r.text)) throw new Error('CreateStream: ' + r.text);
+  for (let i = 0; i < 200; i++) {
+    const d = await kcall('DescribeStream', { StreamName: name });
+    if (d.status === 200 && d.json.StreamDescription.StreamStatus === 'ACTIVE') return;
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
+  throw new Error('stream ' + name + ' did not become ACTIVE');
+}
+
+async function readAll(name) {
+  const d = await kcall('DescribeStream', { StreamName: name });
+  if (d.status !== 200) throw new Error('DescribeStream: ' + d.text);
+  const out = [];
+  for (const shard of d.json.StreamDescription.Shards) {
+    const it = await kcall('GetShardIterator', { StreamName: name, ShardId: shard.ShardId,
+      ShardIteratorType: 'TRIM_HORIZON' });
+    let iter = it.json.ShardIterator;
+    for (;;) {
+      const g = await kcall('GetRecords', { ShardIterator: iter, Limit: 10000 });
+      if (g.status !== 200) throw new Error('GetRecords: ' + g.text);
+      for (const rec of g.json.Records) {
+        out.push({ shard: shard.ShardId, seq: rec.SequenceNumber, key: rec.PartitionKey,
+          data: Buffer.from(rec.Data, 'base64').toString('utf8') });
+      }
+      if (g.json.Records.length === 0 || !g.json.NextShardIterator) break;
+      iter = g.json.NextShardIterator;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- front
+
+function jsonError(res, status, type, message) {
+  res.writeHead(status, { 'Content-Type': 'application/x-amz-json-1.1' });
+  res.end(JSON.stringify({ __type: type, message }));
+}
+
+async function control(req, res, body) {
+  const u = new URL(req.url, 'http://x');
+  const q = u.searchParams;
+  const reply = (obj) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify(obj));
+  };
+  try {
+    switch (u.pathname) {
+      case '/__ctl/fail':
+        failures.push({ status: parseInt(q.get('status') || '500', 10),
+          remaining: parseInt(q.get('count') || '1', 10) });
+        return reply({});
+      case '/__ctl/throttle':
+        throttles += parseInt(q.get('count') || '1', 10);
+        return reply({});
+      case '/__ctl/partial':
+        if (q.has('entries')) {
+          partialChosen.push({ entries: new Set(q.get('entries').split(',').map(Number)),
+            remaining: parseInt(q.get('count') || '1', 10),
+            code: q.get('code') || 'ProvisionedThroughputExceededException' });
+        } else {
+          const ms = parseInt(q.get('ms') || '0', 10);
+          partialRate = ms > 0 ? { rate: parseFloat(q.get('rate') || '0.3'), until: Date.now() + ms,
+            code: q.get('code') || 'ProvisionedThroughputExceededException' } : null;
+        }
+        return reply({});
+      case '/__ctl/create':
+        await createStream(q.get('stream'), parseInt(q.get('shards') || '1', 10));
+        return reply({});
+      case '/__ctl/records':
+        return reply(await readAll(q.get('stream')));
+      case '/__ctl/state':
+        return reply({ ...state, partial_active: !!(partialRate && partialRate.until > Date.now()) });
+      case '/__ctl/reset':
+        state = newState();
+        failures = [];
+        throttles = 0;
+        partialRate = null;
+        partialChosen = [];
+        return reply({});
+      default:
+        res.writeHead(404);
+        return res.end('{}');
+    }
+  } catch (e) {
+    res.writeHead(500, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ error: String(e) }));
+  }
+}
+
+function injectedStatus() {
+  const f = failures.find((x) => x.remaining > 0);
+  if (!f) return 0;
+  f.remaining--;
+  failures = failures.filter((x) => x.remaining > 0);
+  return f.status;
+}
+
+// which entries of a PutRecords call fail (index -> code)
+function chooseFailures(n) {
+  const failed = new Map();
+  const chosen = partialChosen.find((c) => c.remaining > 0);
+  if (chosen) {
+    chosen.remaining--;
+    for (const i of chosen.entries) if (i < n) failed.set(i, chosen.code);
+    partialChosen = partialChosen.filter((c) => c.remaining > 0);
+  }
+  if (partialRate && partialRate.until > Date.now()) {
+    for (let i = 0; i < n; i++) {
+      if (Math.random() < partialRate.rate) failed.set(i, partialRate.code);
+    }
+  }
+  return failed;
+}
+
+async function putRecords(req, res, body) {
+  let payload;
+  try {
+    payload = JSON.parse(body.toString('utf8'));
+  } catch (e) {
+    return jsonError(res, 400, 'SerializationException', 'body is not JSON');
+  }
+  const entries = Array.isArray(payload.Records) ? payload.Records : [];
+  state.put_calls++;
+  state.put_entries += entries.length;
+  state.max_entries_per_call = Math.max(state.max_entries_per_call, entries.length);
+  state.max_bytes_per_call = Math.max(state.max_bytes_per_call, body.length);
+  let dataBytes = 0;
+  for (const e of entries) {
+    const n = Buffer.from(String(e.Data || ''), 'base64').length + Buffer.byteLength(String(e.PartitionKey || ''));
+    dataBytes += n;
+    state.max_record_bytes = Math.max(state.max_record_bytes, n);
+  }
+  state.max_data_bytes_per_call = Math.max(state.max_data_bytes_per_call, dataBytes);
+
+  const status = injectedStatus();
+  if (status) {
+    state.faults_injected++;
+    return jsonError(res, status, status === 503 ? 'ServiceUnavailable' : 'InternalFailure',
+      'injected by the test front');
+  }
+  if (throttles > 0) {
+    throttles--;
+    state.faults_injected++;
+    state.throttled_calls++;
+    return jsonError(res, 400, 'ProvisionedThroughputExceededException',
+      'Rate exceeded for stream ' + payload.StreamName + ' (injected by the test front)');
+  }
+  const failed = chooseFailures(entries.length);
+  const pass = entries.filter((e, i) => !failed.has(i));
+  let results = [];
+  if (pass.length > 0 || entries.length === 0) {
+    const r = await kcall('PutRecords', { ...payload, Records: pass });
+    if (r.status !== 200) {
+      res.writeHead(r.status, { 'Content-Type': 'application/x-amz-json-1.1' });
+      return res.end(r.text);
+    }
+    results = r.json.Records;
+  }
+  const out = [];
+  let j = 0;
+  for (let i = 0; i < entries.length; i++) {
+    if (failed.has(i)) {
+      const code = failed.get(i);
+      out.push({ ErrorCode: code, ErrorMessage: code === 'InternalFailure'
+        ? 'Internal service failure (injected)' : 'Rate exceeded for shard (injected)' });
+    } else {
+      out.push(results[j++]);
+    }
+  }
+  state.entries_failed += failed.size;
+  state.put_accepted += pass.length;
+  if (failed.size) state.faults_injected++;
+  res.writeHead(200, { 'Content-Type': 'application/x-amz-json-1.1' });
+  res.end(JSON.stringify({ FailedRecordCount: failed.size, Records: out }));
+}
+
+function forward(req, res, body) {
+  const headers = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (k !== 'host' && k !== 'connection' && k !== 'expect') headers[k] = v;
+  }
+  headers['content-length'] = body.length;
+  const up = http.request({ host: '127.0.0.1', port: kport, method: req.method, path: req.url,
+    headers }, (ures) => {
+    const chunks = [];
+    ures.on('data', (c) => chunks.push(c));
+    ures.on('end', () => {
+      const b = Buffer.concat(chunks);
+      res.writeHead(ures.statusCode, { 'Content-Type': ures.headers['content-type'] || 'application/x-amz-json-1.1',
+        'Content-Length': b.length });
+      res.end(b);
+    });
+  });
+  up.on('error', (e) => jsonError(res, 502, 'InternalFailure', String(e)));
+  up.end(body);
+}
+
+async function main() {
+  const kserver = kinesalite({ createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 100 });
+  await new Promise((ok) => kserver.listen(0, '127.0.0.1', ok));
+  kport = kserver.address().port;
+  for (const s of streams) {
+    const [name, shards] = s.split(':');
+    await createStream(name, parseInt(shards || '1', 10));
+  }
+
+  const front = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (req.url.startsWith('/__ctl/')) return control(req, res, body);
+      const target = String(req.headers['x-amz-target'] || '');
+      const op = target.replace(/^Kinesis_20131202\./, '');
+      state.ops[op] = (state.ops[op] || 0) + 1;
+      const token = req.headers['x-amz-security-token'];
+      if (token && !state.session_tokens.includes(token)) state.session_tokens.push(token);
+      const bad = verifySignature(req, body);
+      if (bad) {
+        state.signature_failures++;
+        if (state.signature_errors.length < 20) state.signature_errors.push(bad[1]);
+        return jsonError(res, bad[0] === 'MissingAuthenticationTokenException' ? 403 : 400, bad[0], bad[1]);
+      }
+      if (op === 'PutRecords') {
+        return putRecords(req, res, body).catch((e) => jsonError(res, 500, 'InternalFailure', String(e)));
+      }
+      return forward(req, res, body);
+    });
+  });
+  front.listen(0, '127.0.0.1', () => {
+    const info = { port: front.address().port, kinesalite_port: kport, pid: process.pid };
+    fs.writeFileSync(readyFile + '.tmp', JSON.stringify(info));
+    fs.renameSync(readyFile + '.tmp', readyFile);
+  });
+  const stop = () => { front.close(); kserver.close(); process.exit(0); };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
