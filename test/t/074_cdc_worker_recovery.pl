@@ -55,7 +55,7 @@ ok(poll_until('rows 1-5 in the first directory', 60, sub { scalar(change_ids($di
 
 # a superuser moves the destination; the next egress_* call makes the
 # worker read its configuration again
-$sql->(q{UPDATE egress.destination SET location = } . sql_quote(file_url($dir2)) . q{ WHERE name = 'da'});
+$sql->(q{UPDATE egress.destination SET location = } . sql_quote($dir2) . q{ WHERE name = 'da'});
 $sql->(q{SELECT egress_add_stream('sa2', 'a2', method => 'LOG_BASED', destination => 'da')});
 wait_stream_state($node, 'sa2', 'streaming', 60);
 $sql->(q{INSERT INTO a SELECT i, 'two' FROM generate_series(6, 10) i});
