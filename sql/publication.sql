@@ -62,6 +62,10 @@ ROLLBACK;
 SELECT * FROM pub_tables;
 SELECT egress_remove_stream('cust');
 SELECT * FROM pub_tables;
+-- what PostgreSQL refuses in a publication refuses the stream, with its own error
+CREATE UNLOGGED TABLE shop.scratch (id int PRIMARY KEY);
+SELECT egress_add_stream('scratch', 'shop.scratch', 'LOG_BASED', 'lake');
+SELECT count(*) FROM egress.stream WHERE name = 'scratch';
 
 -- patterns, and tables created later (follow_new_tables)
 SELECT egress_add_streams('shop.cust*', method => 'LOG_BASED', destination => 'lake',
@@ -153,6 +157,10 @@ ALTER PUBLICATION pg_egress_mine ADD TABLE shop.orders;
 DROP PUBLICATION pg_egress_mine;
 RESET ROLE;
 SELECT * FROM pub_tables WHERE pubname = 'pg_egress_mine';
+-- a filter checked again as its owner: the stream that no longer passes is named
+REVOKE SELECT (id) ON shop.customers FROM egress_pub_user;
+SELECT egress_add_stream('u4', 'shop.orders', 'LOG_BASED', 'mine');
+GRANT SELECT (id) ON shop.customers TO egress_pub_user;
 
 -- a publication replaced by another role's is left alone
 DROP PUBLICATION pg_egress_mine;
