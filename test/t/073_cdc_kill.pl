@@ -1,0 +1,337 @@
+
+# kill -9 of the CDC worker, then of the postmaster, under a steady insert
+# load on a LOG_BASED stream decoded with pgoutput (the default).
+#
+# Afterwards:
+#  - every row of the table was delivered: each id appears at least once
+#    in the initial sync or the change files (complete files only: no
+#    temporary file is left), and nothing that is not in the table;
+#  - re-sent rows are only of batches that were not acknowledged: for each
+#    kill, the confirmed position recorded in the catalog
+#    (egress.stream_state.confirmed_lsn, written only after the sink
+#    acknowledged a batch) is read just before the kill; every change file
+#    written after the kill holds only transactions that committed after
+#    that position (a transaction cut over several batches counts as
+#    acknowledged once its last batch is);
+#  - bookmarks never go back: the catalog's confirmed position, sampled all
+#    along, never decreases; the STATE bookmarks of the files, in the order
+#    they were written, never decrease between two kills, and no file
+#    written after a kill has a bookmark behind the confirmed position read
+#    before it.
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run ();
+use Time::HiRes qw(time);
+use EgressTest;
+
+my $node = create_node('cdc_kill', cdc => 1);
+my $out = new_outdir($node, 'cdc');
+my $BATCH = 200;
+
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload text NOT NULL);
+INSERT INTO t (payload) SELECT md5(i::text) FROM generate_series(1, 1000) i;
+});
+add_destination($node, 'cdc', $out);
+$node->safe_psql('postgres',
+	qq{SELECT egress_add_stream('s', 't', method => 'LOG_BASED', destination => 'cdc', options => '{"debug_lsn": true, "batch_max_rows": $BATCH}')}
+);
+wait_stream_state($node, 's', 'streaming');
+my $slot = stream_row_wait($node, 's')->{slot_name} // 'pg_egress_cdc';
+is((slot_row($node, $slot) // {})->{plugin}, 'pgoutput', 'the stream decodes with pgoutput');
+
+# ---------------------------------------------------------------------------
+# the confirmed position recorded in the catalog, sampled all along
+# ---------------------------------------------------------------------------
+my (@samples, @view_samples);
+
+sub persisted_lsn
+{
+	my ($ret, $o) = $node->psql('postgres',
+		q{SELECT ss.confirmed_lsn FROM egress.stream_state ss JOIN egress.stream s ON s.id = ss.stream_id WHERE s.name = 's'});
+	return undef if $ret != 0 || $o eq '';
+	return lsn_int($o);
+}
+
+sub sample
+{
+	my $l = persisted_lsn();
+	push @samples, $l if defined $l;
+	my $r = stream_row($node, 's');
+	push @view_samples, lsn_int($r->{confirmed_lsn}) if $r && defined $r->{confirmed_lsn};
+	return $l;
+}
+
+# ---------------------------------------------------------------------------
+# the writer: short pgbench runs in a loop (they end at a crash), inserts
+# of one row and of a few rows per transaction, until told to stop
+# ---------------------------------------------------------------------------
+my $script_file = write_file($node->basedir . '/writer.pgbench', <<'PGB');
+\set n random(2, 12)
+INSERT INTO t (payload) VALUES (md5(random()::text));
+INSERT INTO t (payload) SELECT md5(random()::text) FROM generate_series(1, :n);
+PGB
+my $stop = $node->basedir . '/stop_writer';
+my $wlog = $node->basedir . '/writer.log';
+my $pgbench = $node->installed_command('pgbench');
+my $loop = qq{
+runs=0; ok=0
+for i in \$(seq 1 300); do
+	[ -e '$stop' ] && break
+	runs=\$((runs + 1))
+	if '$pgbench' -n -f '$script_file' -c 2 -t 100 -R 200 "\$1" >>'$wlog' 2>&1; then ok=\$((ok + 1)); else sleep 0.3; fi
+done
+echo "runs=\$runs ok=\$ok" >>'$wlog'
+};
+my $writer = IPC::Run::start([ 'bash', '-c', $loop, 'writer', $node->connstr('postgres') ],
+	'<', '/dev/null', '>', '/dev/null', '2>', '/dev/null');
+
+sub ncdc { return scalar(grep { is_cdc_name($_) } list_dir($out)); }
+
+sub wait_files
+{
+	my ($n, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $base = ncdc();
+	ok(poll_until("$n new change files ($what)", 120, sub { sample(); ncdc() >= $base + $n }),
+		"$what: $n more change files written under the load");
+}
+
+# name -> "mtime size" of every complete change file
+sub listing
+{
+	my %h;
+	foreach my $name (grep { is_cdc_name($_) } list_dir($out))
+	{
+		my @st = Time::HiRes::stat("$out/$name") or next;
+		$h{$name} = "$st[9] $st[7]";
+	}
+	return \%h;
+}
+
+sub alive
+{
+	my ($pid) = @_;
+	return 0 unless kill(0, $pid);
+	open(my $fh, '<', "/proc/$pid/stat") or return 0;
+	my $st = <$fh>;
+	close $fh;
+	return !($st =~ /^\d+ \(.*\) Z /);
+}
+
+# pids whose parent is $ppid
+sub children
+{
+	my ($ppid) = @_;
+	my @c;
+	opendir(my $dh, '/proc') or die "/proc: $!";
+	foreach my $p (grep { /^\d+$/ } readdir $dh)
+	{
+		open(my $fh, '<', "/proc/$p/stat") or next;
+		my $st = <$fh>;
+		close $fh;
+		push @c, $p if defined $st && $st =~ /^\d+ \(.*\) \S (\d+) / && $1 == $ppid;
+	}
+	closedir $dh;
+	return @c;
+}
+
+# Wait until a batch is being written, read the confirmed position, kill.
+my @kills;    # { what, confirmed, before => listing }
+
+sub batch_open
+{
+	my ($what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok(poll_until("an open batch ($what)", 30, sub { scalar(tmp_files($out)) > 0 }),
+		"$what: a batch is open (temporary file present)");
+}
+
+wait_files(5, 'before the kills');
+
+# --- kill -9 of the CDC worker
+my @pids = cdc_worker_pids($node);
+is(scalar(@pids), 1, 'one CDC worker') or diag "pids: @pids";
+my $pid = $pids[0] // 0;
+my $log_offset = -s $node->logfile;
+batch_open('kill -9 of the CDC worker');
+my $confirmed = sample();
+ok(kill('KILL', $pid), "sent SIGKILL to the CDC worker $pid");
+ok(poll_until("CDC worker $pid gone", 30, sub { !alive($pid) }), 'the CDC worker is gone');
+push @kills, { what => 'CDC worker', confirmed => $confirmed, before => listing() };
+ok( poll_until(
+		'a new CDC worker', 120,
+		sub {
+			sample();
+			my @p = cdc_worker_pids($node);
+			return @p == 1 && $p[0] != $pid;
+		}),
+	'a new CDC worker runs after kill -9');
+ok($node->log_contains(qr/\(PID $pid\) was terminated by signal 9/, $log_offset),
+	'the postmaster saw the CDC worker die of signal 9');
+wait_files(5, 'after kill -9 of the CDC worker');
+
+# --- kill -9 of the postmaster
+batch_open('kill -9 of the postmaster');
+my $pm = $node->{_pid};
+my @kids = children($pm);
+ok(scalar(@kids) >= 3, 'the postmaster ' . $pm . ' has children (' . scalar(@kids) . ')');
+$confirmed = sample();
+$node->kill9;
+ok(poll_until('every child of the killed postmaster gone', 60, sub { !grep { alive($_) } ($pm, @kids) }),
+	'the postmaster and all its children are gone')
+  or diag 'still alive: ' . join(' ', grep { alive($_) } ($pm, @kids));
+push @kills, { what => 'postmaster', confirmed => $confirmed, before => listing() };
+$node->start;
+server_up($node);
+wait_files(5, 'after kill -9 of the postmaster');
+
+# ---------------------------------------------------------------------------
+# stop the writer, catch up
+# ---------------------------------------------------------------------------
+write_file($stop, '');
+eval { $writer->finish; };
+diag 'writer: ' . (slurp_file($wlog) =~ /(runs=\d+ ok=\d+)/ ? $1 : '?');
+wait_caught_up($node, 's', 120);
+sample();
+is(stream_row_wait($node, 's')->{state}, 'streaming', 'the stream is streaming');
+ok(poll_until('no temporary files', 30, sub { !tmp_files($out) }), 'no temporary files remain')
+  or diag 'temporary files: ' . join(' ', tmp_files($out));
+
+# ---------------------------------------------------------------------------
+# every row delivered
+# ---------------------------------------------------------------------------
+my @cdc = cdc_batches($out);
+my @problems = map { check_cdc_batch($_) } @cdc;
+is_deeply([ @problems[ 0 .. ($#problems < 19 ? $#problems : 19) ] ], [],
+	'every change file is complete and well formed (' . scalar(@cdc) . ' files)');
+
+my %table_ids = map { ($_ => 1) } split /\n/, $node->safe_psql('postgres', 'SELECT id FROM t');
+my (%seen, %in_sync);
+foreach my $r (records_of(sync_batches($out, 's')))
+{
+	$seen{ $r->{record}{id} }++;
+	$in_sync{ $r->{record}{id} } = 1;
+}
+my (%copies, @no_lsn);
+foreach my $b (@cdc)
+{
+	foreach my $r (records_of($b))
+	{
+		next unless $r->{stream} eq 'public-t';
+		my $lsn = $r->{record}{_sdc_lsn};
+		push @no_lsn, $b->{name} unless defined $lsn && !ref $lsn && $lsn =~ /^\d+$/;
+		$seen{ $r->{record}{id} }++;
+		push @{ $copies{ $r->{record}{id} } }, [ $b->{name}, $lsn ];
+	}
+}
+is(scalar(@no_lsn), 0, 'every change RECORD carries its commit LSN (_sdc_lsn)');
+my @missing = grep { !$seen{$_} } sort { $a <=> $b } keys %table_ids;
+my @extra = grep { !$table_ids{$_} } sort { $a <=> $b } keys %seen;
+is(scalar(@missing), 0, 'every row of the table was delivered (' . scalar(keys %table_ids) . ' rows)')
+  or diag 'missing ids: ' . join(' ', @missing[ 0 .. ($#missing < 19 ? $#missing : 19) ]);
+is(scalar(@extra), 0, 'nothing delivered that is not in the table')
+  or diag 'extra ids: ' . join(' ', @extra[ 0 .. ($#extra < 19 ? $#extra : 19) ]);
+my @twice_sync = grep { $in_sync{$_} && $copies{$_} } keys %in_sync;
+is(scalar(@twice_sync), 0, 'no row of the initial sync came again as a change');
+
+# ---------------------------------------------------------------------------
+# re-sent rows only of unacknowledged batches
+# ---------------------------------------------------------------------------
+my $dups = grep { @{ $copies{$_} } > 1 } keys %copies;
+my $dup_records = 0;
+$dup_records += @{ $copies{$_} } - 1 foreach grep { @{ $copies{$_} } > 1 } keys %copies;
+diag "ids delivered more than once: $dups ($dup_records extra records), over " . scalar(@kills) . ' kills';
+cmp_ok($dup_records, '<', 2 * scalar(@kills) * $BATCH, 're-sent records are fewer than 2 batches per kill');
+
+# files in the order they were written: [name, mtime, bookmark lsn, min, max record lsn]
+my $now = listing();
+my %by_name = map { ($_->{name} => $_) } @cdc;
+my @written = sort { (split / /, $now->{$a})[0] <=> (split / /, $now->{$b})[0] || $a cmp $b } keys %$now;
+
+sub bookmark_of
+{
+	my ($b) = @_;
+	my $st = $b->{messages}[-1];
+	return undef unless ref $st eq 'HASH' && ($st->{type} // '') eq 'STATE';
+	my $bm = $st->{value}{bookmarks}{'public-t'};
+	return $bm && is_lsn_number($bm->{lsn}) ? $bm->{lsn} : undef;
+}
+
+my (@resent_acked, @bm_behind, @bm_back);
+for my $k (0 .. $#kills)
+{
+	my $kill = $kills[$k];
+	my $c = $kill->{confirmed};
+	ok(defined $c, "kill $k ($kill->{what}): the confirmed position before it was read") or next;
+	foreach my $name (@written)
+	{
+		# written after this kill: not in the listing taken once the killed
+		# processes were gone (or there with another mtime/size: replaced)
+		next if defined $kill->{before}{$name} && $kill->{before}{$name} eq $now->{$name};
+		my $b = $by_name{$name} or next;
+		foreach my $r (records_of($b))
+		{
+			my $lsn = $r->{record}{_sdc_lsn};
+			# an acknowledged transaction ended at or before $c, so its
+			# commit record starts before $c; an unacknowledged one's at or
+			# after it
+			push @resent_acked, "$name: id $r->{record}{id} committed at $lsn < confirmed $c before the kill of the $kill->{what}"
+			  if defined $lsn && $lsn =~ /^\d+$/ && $lsn < $c;
+		}
+		my $bm = bookmark_of($b);
+		push @bm_behind, "$name: bookmark $bm < confirmed $c before the kill of the $kill->{what}"
+		  if defined $bm && $bm < $c;
+	}
+}
+is_deeply([ @resent_acked[ 0 .. ($#resent_acked < 9 ? $#resent_acked : 9) ] ], [],
+	'no change file written after a kill re-sends a transaction acknowledged before it (' . scalar(@resent_acked) . ' such records)');
+is_deeply([ @bm_behind[ 0 .. ($#bm_behind < 9 ? $#bm_behind : 9) ] ], [],
+	'no change file written after a kill has a STATE bookmark behind the confirmed position before it');
+
+# between two kills, in the order written, the bookmarks never go back
+my @epochs;
+foreach my $name (@written)
+{
+	my $e = 0;
+	for my $k (0 .. $#kills)
+	{
+		$e = $k + 1 unless defined $kills[$k]{before}{$name} && $kills[$k]{before}{$name} eq $now->{$name};
+	}
+	push @{ $epochs[$e] }, $name;
+}
+for my $e (0 .. $#epochs)
+{
+	my $last;
+	foreach my $name (@{ $epochs[$e] // [] })
+	{
+		my $bm = bookmark_of($by_name{$name} // next);
+		push @bm_back, "epoch $e: $name: bookmark $bm < $last" if defined $bm && defined $last && $bm < $last;
+		$last = $bm if defined $bm;
+	}
+}
+is_deeply(\@bm_back, [], 'STATE bookmarks never go back in the order the files were written (between kills: '
+	  . join('/', map { scalar(@{ $_ // [] }) } @epochs) . ' files)');
+
+my @back;
+for my $i (1 .. $#samples)
+{
+	push @back, "$samples[$i - 1] -> $samples[$i]" if $samples[$i] < $samples[ $i - 1 ];
+}
+is_deeply(\@back, [], 'the confirmed position recorded in the catalog never went back (' . scalar(@samples) . ' samples)');
+my $vback = 0;
+for my $i (1 .. $#view_samples) { $vback++ if $view_samples[$i] < $view_samples[ $i - 1 ]; }
+diag "egress_streams.confirmed_lsn went back $vback times over " . scalar(@view_samples) . ' samples (acknowledged but not yet recorded positions are lost with a crash)';
+
+my $final = persisted_lsn();
+my $max_lsn = 0;
+foreach my $c (values %copies) { foreach (@$c) { $max_lsn = $_->[1] if $_->[1] > $max_lsn; } }
+cmp_ok($final // 0, '>=', $max_lsn, 'the final confirmed position covers the last delivered change');
+
+$node->stop;
+done_testing();
