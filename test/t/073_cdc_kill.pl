@@ -187,9 +187,16 @@ ok(poll_until('every child of the killed postmaster gone', 60, sub { !grep { ali
 	'the postmaster and all its children are gone')
   or diag 'still alive: ' . join(' ', grep { alive($_) } ($pm, @kids));
 push @kills, { what => 'postmaster', confirmed => $confirmed, before => listing() };
+# The killed postmaster is an orphan: until init reaps it, it is a zombie
+# that still answers kill 0, and a new postmaster refuses the lock file.
+if (!poll_until('the killed postmaster reaped', 10, sub { !kill(0, $pm) }))
+{
+	note "postmaster $pm is dead but not reaped (zombie): removing its postmaster.pid";
+	unlink($node->data_dir . '/postmaster.pid') or die "unlink postmaster.pid: $!";
+}
 $node->start;
 server_up($node);
-wait_files(5, 'after kill -9 of the postmaster');
+wait_files(8, 'after kill -9 of the postmaster');
 
 # ---------------------------------------------------------------------------
 # stop the writer, catch up
