@@ -27,6 +27,12 @@ OBJS = \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
+	src/worker/cdc_batch.o \
+	src/worker/cdc_config.o \
+	src/worker/cdc_decode.o \
+	src/worker/cdc_relmap.o \
+	src/worker/cdc_render.o \
+	src/worker/cdc_walguard.o \
 	src/worker/snapshot.o \
 	src/worker/sync.o \
 	src/worker/incremental.o \

@@ -27,6 +27,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
+#include "catalog/publication.h"
 
 /*
  * The search path of code that runs with raised privileges or on behalf of
@@ -168,6 +169,8 @@ egress_load_stream(int32 stream_id, MemoryContext callercxt)
 	def->options = spi_jsonb(tup, desc, 8);
 	def->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
 	def->enabled = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	def->columns = egress_stream_columns(def->options);
+	def->filter = egress_stream_filter(def->options);
 	def->dest_name = spi_text(tup, desc, 11);
 	def->dest_kind = spi_text(tup, desc, 12);
 	def->dest_location = spi_text(tup, desc, 13);

@@ -7,6 +7,7 @@
 #define EGRESS_CATALOG_H
 
 #include "executor/spi.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
 /* Saved caller context while SQL runs on the catalog (see catalog.c). */
@@ -46,6 +47,9 @@ typedef struct EgressStreamDef
 	Jsonb	   *options;
 	Oid			owner;
 	bool		enabled;
+	List	   *columns;		/* option "columns": names (char *); NIL = all */
+	char	   *filter;			/* option "filter" as given; NULL = none (see
+								 * egress_filter_sql for the SQL to use) */
 	char	   *dest_name;
 	char	   *dest_kind;
 	char	   *dest_location;

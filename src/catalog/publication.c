@@ -1,26 +1,583 @@
 /*-------------------------------------------------------------------------
  * publication.c
- *	  The publication of a destination decoded with pgoutput.
+ *	  The publication of a destination decoded with pgoutput, and the
+ *	  column lists and row filters of streams.
  *
- * STUB: to be written (see publication.h).
+ * Which publication is pg_egress's: the one named egress_publication_name()
+ * of a destination whose decoder is pgoutput, owned by the bootstrap
+ * superuser.  egress_add_destination() creates it (as the bootstrap
+ * superuser) and refuses to add the destination when a publication of that
+ * name exists already, so pg_egress never takes over a publication someone
+ * else made; sync and drop leave alone a publication of that name that
+ * another role owns (only a superuser could have given ours away).
+ *
+ * Everything here that changes a publication runs inside
+ * egress_catalog_enter(): as the bootstrap superuser, search path pinned.
+ * The SQL names tables by their current qualified, quoted names looked up
+ * by OID, and columns by quote_identifier(); a row filter is never pasted
+ * in as given: egress_filter_sql() parses it, checks it as the stream's
+ * owner and deparses the parse tree, so what the superuser's statement
+ * parses again is one expression of built-in operators, functions, types
+ * and constants.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/publication.h"
+#include "access/relation.h"
+#include "access/sysattr.h"
+#include "access/transam.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "common/keywords.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_clause.h"
+#include "parser/parse_collate.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "parser/scanner.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/ruleutils.h"
+#include "utils/syscache.h"
 
+#include "catalog/catalog.h"
+#include "catalog/publication.h"
+#include "decode/slot.h"
+
+const char *
+egress_destination_decoder(Jsonb *dest_options)
+{
+	char	   *decoder = egress_jsonb_get_string(dest_options, "decoder");
+
+	if (decoder != NULL && strcmp(decoder, EGRESS_PLUGIN_WAL2JSON) == 0)
+		return EGRESS_PLUGIN_WAL2JSON;
+	return EGRESS_PLUGIN_PGOUTPUT;
+}
+
+/*
+ * "pg_egress_" and a destination name (at most 48 characters: see
+ * validate_name() in sqlfuncs.c) fit in NAMEDATALEN - 1 = 63 bytes: no
+ * shortening needed.
+ */
 char *
 egress_publication_name(const char *destination)
 {
 	return psprintf("pg_egress_%s", destination);
 }
 
+/* The publication's OID and owner; false when there is none. */
+static bool
+publication_lookup(const char *pubname, Oid *pubid, Oid *owner)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(pubname)};
+	bool		isnull;
+
+	if (egress_catalog_exec("SELECT oid, pubowner FROM pg_catalog.pg_publication "
+							"WHERE pubname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+							1, argtypes, values, NULL, true) == 0)
+		return false;
+	*pubid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											1, &isnull));
+	*owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											2, &isnull));
+	return true;
+}
+
+static void
+create_publication(const char *destination, const char *pubname)
+{
+	int			nestlevel;
+	char	   *comment;
+
+	/*
+	 * CREATE PUBLICATION warns when wal_level is below logical.  Every
+	 * pgoutput destination gets its publication, also on servers that only
+	 * run FULL_TABLE and INCREMENTAL streams; LOG_BASED streams check
+	 * wal_level themselves when they are added.
+	 */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("client_min_messages", "error", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("log_min_messages", "error", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	egress_catalog_exec(psprintf("CREATE PUBLICATION %s WITH (publish = 'insert, update, delete, truncate', "
+								 "publish_via_partition_root = false)",
+								 quote_identifier(pubname)),
+						0, NULL, NULL, NULL, false);
+	AtEOXact_GUC(true, nestlevel);
+
+	comment = psprintf("changes of the LOG_BASED streams of pg_egress destination \"%s\"; "
+					   "managed by pg_egress, dropped with the destination", destination);
+	egress_catalog_exec(psprintf("COMMENT ON PUBLICATION %s IS %s",
+								 quote_identifier(pubname), quote_literal_cstr(comment)),
+						0, NULL, NULL, NULL, false);
+}
+
+void
+egress_publication_create(const char *destination)
+{
+	char	   *pubname = egress_publication_name(destination);
+	Oid			pubid;
+	Oid			owner;
+
+	if (publication_lookup(pubname, &pubid, &owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("publication \"%s\" already exists", pubname),
+				 errdetail("Destination \"%s\" decodes changes with pgoutput through a publication of that name, which pg_egress creates and owns.",
+						   destination),
+				 errhint("Drop or rename the existing publication, give the destination another name, or add it with option \"decoder\": \"wal2json\".")));
+	create_publication(destination, pubname);
+}
+
+/* The destination's options, or NULL when it does not exist. */
+static Jsonb *
+destination_options(const char *destination)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(destination)};
+	bool		isnull;
+	Datum		d;
+
+	if (egress_catalog_exec("SELECT options FROM egress.destination "
+							"WHERE name OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, NULL, true) == 0)
+		return NULL;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
+}
+
+static void
+not_ours(const char *pubname, const char *destination)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("publication \"%s\" was not created by pg_egress", pubname),
+			 errdetail("Destination \"%s\" decodes through a publication of that name owned by the bootstrap superuser; this one belongs to another role.",
+					   destination),
+			 errhint("Drop or rename that publication; pg_egress then creates its own.")));
+}
+
+/* A LOG_BASED stream as the publication needs it. */
+typedef struct PubStream
+{
+	char	   *name;
+	Oid			relid;
+	Oid			owner;
+	Jsonb	   *options;
+} PubStream;
+
 void
 egress_publication_sync(const char *destination)
 {
+	Jsonb	   *dest_options;
+	char	   *pubname;
+	Oid			pubid;
+	Oid			owner;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	List	   *streams = NIL;
+	List	   *relids = NIL;
+	ListCell   *lc;
+	StringInfoData sql;
+	int			n;
+
+	dest_options = destination_options(destination);
+	if (dest_options == NULL ||
+		strcmp(egress_destination_decoder(dest_options), EGRESS_PLUGIN_PGOUTPUT) != 0)
+		return;
+	pubname = egress_publication_name(destination);
+	if (!publication_lookup(pubname, &pubid, &owner))
+	{
+		create_publication(destination, pubname);
+		if (!publication_lookup(pubname, &pubid, &owner))
+			elog(ERROR, "publication \"%s\" was not created", pubname);
+	}
+	else if (owner != BOOTSTRAP_SUPERUSERID)
+		not_ours(pubname, destination);
+
+	values[0] = CStringGetTextDatum(destination);
+	n = egress_catalog_exec("SELECT name, relid, owner::pg_catalog.oid, options FROM egress.stream "
+							"WHERE destination OPERATOR(pg_catalog.=) $1 "
+							"AND method OPERATOR(pg_catalog.=) 'LOG_BASED' ORDER BY id",
+							1, argtypes, values, NULL, true);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PubStream  *ps = palloc0(sizeof(PubStream));
+		bool		isnull;
+
+		ps->name = SPI_getvalue(tup, desc, 1);
+		ps->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		ps->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		ps->options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		streams = lappend(streams, ps);
+	}
+
+	/*
+	 * One entry per table: a table streamed twice to one destination is so
+	 * only without columns and filter (egress_add_stream checks it).  A
+	 * stream of a dropped table has no table any more.
+	 */
+	initStringInfo(&sql);
+	foreach(lc, streams)
+	{
+		PubStream  *ps = lfirst(lc);
+		List	   *columns;
+		char	   *filter;
+		char	   *relname;
+		char	   *nspname;
+		bool		first = true;
+		ListCell   *cc;
+
+		if (list_member_oid(relids, ps->relid))
+			continue;
+		relname = get_rel_name(ps->relid);
+		nspname = relname ? get_namespace_name(get_rel_namespace(ps->relid)) : NULL;
+		if (relname == NULL || nspname == NULL)
+			continue;
+		relids = lappend_oid(relids, ps->relid);
+
+		appendStringInfo(&sql, "%sONLY %s", sql.len > 0 ? ", " : "",
+						 quote_qualified_identifier(nspname, relname));
+		columns = egress_stream_columns(ps->options);
+		foreach(cc, columns)
+		{
+			const char *col = lfirst(cc);
+
+			/* a column dropped since: the list of those that remain */
+			if (get_attnum(ps->relid, col) <= 0)
+				continue;
+			appendStringInfo(&sql, "%s%s", first ? " (" : ", ", quote_identifier(col));
+			first = false;
+		}
+		if (!first)
+			appendStringInfoChar(&sql, ')');
+		filter = egress_stream_filter(ps->options);
+		if (filter != NULL)
+			appendStringInfo(&sql, " WHERE (%s)",
+							 egress_filter_sql(ps->relid, filter, ps->owner, NULL));
+	}
+
+	if (sql.len > 0)
+	{
+		egress_catalog_exec(psprintf("ALTER PUBLICATION %s SET TABLE %s",
+									 quote_identifier(pubname), sql.data),
+							0, NULL, NULL, NULL, false);
+		return;
+	}
+
+	/* no table any more: drop the ones it has */
+	{
+		Oid			pargtypes[1] = {OIDOID};
+		Datum		pvalues[1] = {ObjectIdGetDatum(pubid)};
+
+		n = egress_catalog_exec("SELECT pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.' "
+								"OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname) "
+								"FROM pg_catalog.pg_publication_rel pr "
+								"JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) pr.prrelid "
+								"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+								"WHERE pr.prpubid OPERATOR(pg_catalog.=) $1",
+								1, pargtypes, pvalues, NULL, true);
+		for (int i = 0; i < n; i++)
+			appendStringInfo(&sql, "%sONLY %s", i > 0 ? ", " : "",
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		if (n > 0)
+			egress_catalog_exec(psprintf("ALTER PUBLICATION %s DROP TABLE %s",
+										 quote_identifier(pubname), sql.data),
+								0, NULL, NULL, NULL, false);
+	}
 }
 
 void
 egress_publication_drop(const char *destination)
 {
+	Jsonb	   *dest_options = destination_options(destination);
+	char	   *pubname = egress_publication_name(destination);
+	Oid			pubid;
+	Oid			owner;
+
+	if (dest_options == NULL ||
+		strcmp(egress_destination_decoder(dest_options), EGRESS_PLUGIN_PGOUTPUT) != 0)
+		return;
+	if (!publication_lookup(pubname, &pubid, &owner) || owner != BOOTSTRAP_SUPERUSERID)
+		return;
+	egress_catalog_exec(psprintf("DROP PUBLICATION %s", quote_identifier(pubname)),
+						0, NULL, NULL, NULL, false);
+}
+
+List *
+egress_stream_columns(Jsonb *options)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+	JsonbIterator *it;
+	JsonbValue	e;
+	JsonbIteratorToken tok;
+	List	   *result = NIL;
+
+	if (options == NULL || !JB_ROOT_IS_OBJECT(options))
+		return NIL;
+	k.type = jbvString;
+	k.val.string.val = "columns";
+	k.val.string.len = strlen("columns");
+	v = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		return NIL;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && e.type == jbvString)
+			result = lappend(result, pnstrdup(e.val.string.val, e.val.string.len));
+	return result;
+}
+
+char *
+egress_stream_filter(Jsonb *options)
+{
+	return egress_jsonb_get_string(options, "filter");
+}
+
+/*
+ * Parser errors point into the statement made here, not into the caller's:
+ * show them as an internal query, and say which option it was.
+ */
+static void
+filter_error_callback(void *arg)
+{
+	const char *sql = (const char *) arg;
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery(sql);
+	}
+	errcontext("stream option \"filter\"");
+}
+
+static void
+bad_filter(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("stream option \"filter\" must be one SQL boolean expression"),
+			 errdetail("%s", detail)));
+}
+
+/*
+ * The filter's tokens: parentheses that close only what the filter opened
+ * and no semicolon, so that "x) OR (y" or "x); DROP ..." is refused for
+ * what it is rather than for what the wrapping makes of it.
+ */
+static void
+check_filter_tokens(const char *filter)
+{
+	core_yyscan_t scanner;
+	core_yy_extra_type yyextra;
+	core_YYSTYPE yylval;
+	YYLTYPE		yylloc;
+	int			depth = 0;
+	int			tok;
+
+	scanner = scanner_init(filter, &yyextra, &ScanKeywords, ScanKeywordTokens);
+	while ((tok = core_yylex(&yylval, &yylloc, scanner)) != 0)
+	{
+		if (tok == '(')
+			depth++;
+		else if (tok == ')' && --depth < 0)
+			bad_filter("It closes a parenthesis it did not open.");
+		else if (tok == ';')
+			bad_filter("It contains a semicolon.");
+	}
+	scanner_finish(scanner);
+	if (depth != 0)
+		bad_filter("It leaves a parenthesis open.");
+}
+
+static bool
+filter_function_refused(Oid funcid, void *context)
+{
+	return funcid >= FirstNormalObjectId || func_volatile(funcid) != PROVOLATILE_IMMUTABLE;
+}
+
+/*
+ * What a PostgreSQL 15 publication's row filter may hold, so that a filter
+ * means the same to the publication and to the reads, and so that nothing
+ * in it runs code of any role: columns (no system columns), constants,
+ * built-in operators, immutable built-in functions, built-in types and
+ * collations, and the plain expression nodes that combine them.
+ */
+static bool
+filter_walker(Node *node, void *context)
+{
+	const char *problem = NULL;
+
+	if (node == NULL)
+		return false;
+	switch (nodeTag(node))
+	{
+		case T_Var:
+			if (((Var *) node)->varattno < 0)
+				problem = "System columns are not allowed.";
+			break;
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+			if (((OpExpr *) node)->opno >= FirstNormalObjectId)
+				problem = "User-defined operators are not allowed.";
+			break;
+		case T_ScalarArrayOpExpr:
+			if (((ScalarArrayOpExpr *) node)->opno >= FirstNormalObjectId)
+				problem = "User-defined operators are not allowed.";
+			break;
+		case T_RowCompareExpr:
+			{
+				ListCell   *lc;
+
+				foreach(lc, ((RowCompareExpr *) node)->opnos)
+					if (lfirst_oid(lc) >= FirstNormalObjectId)
+						problem = "User-defined operators are not allowed.";
+			}
+			break;
+		case T_Const:
+		case T_FuncExpr:
+		case T_BoolExpr:
+		case T_RelabelType:
+		case T_CollateExpr:
+		case T_CaseExpr:
+		case T_CaseTestExpr:
+		case T_ArrayExpr:
+		case T_RowExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_XmlExpr:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_List:
+			break;
+		default:
+			problem = "Only columns, constants, built-in operators, built-in data types, built-in collations, and immutable built-in functions are allowed.";
+			break;
+	}
+	if (problem == NULL && !IsA(node, List))
+	{
+		if (exprType(node) >= FirstNormalObjectId)
+			problem = "User-defined types are not allowed.";
+		else if (check_functions_in_node(node, filter_function_refused, NULL))
+			problem = "User-defined or built-in mutable functions are not allowed.";
+		else if (exprCollation(node) >= FirstNormalObjectId ||
+				 exprInputCollation(node) >= FirstNormalObjectId)
+			problem = "User-defined collations are not allowed.";
+	}
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("invalid stream filter"),
+				 errdetail("%s", problem),
+				 errhint("A filter follows the rules of a publication's row filter (WHERE clause).")));
+	return expression_tree_walker(node, filter_walker, context);
+}
+
+char *
+egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
+{
+	char	   *sql;
+	List	   *raw;
+	SelectStmt *sel;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	Relation	rel;
+	Node	   *expr;
+	Bitmapset  *used = NULL;
+	int			x;
+	char	   *result;
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+	ErrorContextCallback errcb;
+	bool		table_select;
+
+	/*
+	 * As the owner, restricted, names resolved in pg_catalog only: the
+	 * parser runs type input functions for constants (a domain's CHECK
+	 * inside a composite literal is its owner's code).
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	egress_pin_search_path();
+
+	sql = psprintf("SELECT 1 WHERE (%s\n)", filter);
+	errcb.callback = filter_error_callback;
+	errcb.arg = sql;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	check_filter_tokens(filter);
+	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1 || !IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
+		bad_filter("It is more than one expression.");
+	sel = (SelectStmt *) linitial_node(RawStmt, raw)->stmt;
+	if (sel->op != SETOP_NONE || sel->distinctClause != NIL || sel->intoClause != NULL ||
+		list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
+		sel->whereClause == NULL || sel->groupClause != NIL || sel->havingClause != NULL ||
+		sel->windowClause != NIL || sel->valuesLists != NIL || sel->sortClause != NIL ||
+		sel->limitOffset != NULL || sel->limitCount != NULL || sel->lockingClause != NIL ||
+		sel->withClause != NULL)
+		bad_filter("It is more than one expression.");
+
+	rel = relation_open(relid, AccessShareLock);
+	pstate = make_parsestate(NULL);
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock, NULL,
+										   false, false);
+	addNSItemToQuery(pstate, nsitem, false, true, true);
+	expr = transformWhereClause(pstate, sel->whereClause, EXPR_KIND_WHERE, "WHERE");
+	assign_expr_collations(pstate, expr);
+	(void) filter_walker(expr, NULL);
+	free_parsestate(pstate);
+
+	/* the owner reads the columns it uses (a whole row has a table type) */
+	pull_varattnos(expr, 1, &used);
+	table_select = pg_class_aclcheck(relid, owner, ACL_SELECT) == ACLCHECK_OK;
+	x = -1;
+	while ((x = bms_next_member(used, x)) >= 0)
+	{
+		AttrNumber	attnum = x + FirstLowInvalidHeapAttributeNumber;
+
+		if (!table_select && attnum > 0 &&
+			pg_attribute_aclcheck(relid, attnum, owner, ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for column %s of relation %s",
+							quote_identifier(get_attname(relid, attnum, false)),
+							quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													   RelationGetRelationName(rel))),
+					 errdetail("A stream's filter reads with the privileges of the role that adds it.")));
+	}
+
+	result = deparse_expression(expr,
+								deparse_context_for(RelationGetRelationName(rel), relid),
+								false, false);
+	relation_close(rel, NoLock);
+
+	error_context_stack = errcb.previous;
+	AtEOXact_GUC(true, nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec);
+
+	if (attnos)
+		*attnos = used;
+	return result;
 }

@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "access/relation.h"
+#include "access/sysattr.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "commands/extension.h"
@@ -41,6 +42,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog/catalog.h"
+#include "catalog/publication.h"
 #include "catalog/sqlfuncs.h"
 #include "catalog/takeover.h"
 #include "decode/slot.h"
@@ -76,7 +78,8 @@ typedef struct OptionSpec
 		OPT_STRING,
 		OPT_DURATION,
 		OPT_HEADERS,
-		OPT_GZIP_LEVEL
+		OPT_GZIP_LEVEL,
+		OPT_NAME_LIST			/* a non-empty JSON array of distinct names */
 	}			type;
 	const char *choices[2];
 } OptionSpec;
@@ -92,11 +95,14 @@ static const OptionSpec stream_options[] = {
 	{"state", OPT_OBJECT},
 	{"fast_sync", OPT_BOOL},
 	{"fast_sync_format", OPT_CHOICE, {"rds", "batch"}},
+	{"columns", OPT_NAME_LIST},
+	{"filter", OPT_STRING},
 };
 
 static const OptionSpec file_destination_options[] = {
 	{"slot_name", OPT_SLOT_NAME},
 	{"drop_adopted_slot", OPT_BOOL},
+	{"decoder", OPT_CHOICE, {EGRESS_PLUGIN_PGOUTPUT, EGRESS_PLUGIN_WAL2JSON}},
 	{"batch_max_rows", OPT_POSITIVE_INT},
 	{"batch_max_bytes", OPT_POSITIVE_INT},
 	{"flush_interval", OPT_DURATION},
@@ -106,6 +112,7 @@ static const OptionSpec file_destination_options[] = {
 static const OptionSpec http_destination_options[] = {
 	{"slot_name", OPT_SLOT_NAME},
 	{"drop_adopted_slot", OPT_BOOL},
+	{"decoder", OPT_CHOICE, {EGRESS_PLUGIN_PGOUTPUT, EGRESS_PLUGIN_WAL2JSON}},
 	{"batch_max_rows", OPT_POSITIVE_INT},
 	{"batch_max_bytes", OPT_POSITIVE_INT},
 	{"flush_interval", OPT_DURATION},
@@ -398,6 +405,45 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 				break;
 			case OPT_HEADERS:
 				validate_headers(&v, what, key);
+				break;
+			case OPT_NAME_LIST:
+				{
+					JsonbIterator *ait;
+					JsonbValue	e;
+					JsonbIteratorToken atok;
+					List	   *seen = NIL;
+					bool		ok = v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data);
+
+					if (ok)
+					{
+						ait = JsonbIteratorInit(v.val.binary.data);
+						while ((atok = JsonbIteratorNext(&ait, &e, true)) != WJB_DONE)
+						{
+							char	   *elem;
+							ListCell   *lc;
+
+							if (atok != WJB_ELEM)
+								continue;
+							if (e.type != jbvString || e.val.string.len == 0)
+							{
+								ok = false;
+								break;
+							}
+							elem = pnstrdup(e.val.string.val, e.val.string.len);
+							foreach(lc, seen)
+								if (strcmp(lfirst(lc), elem) == 0)
+									ereport(ERROR,
+											(errcode(ERRCODE_DUPLICATE_COLUMN),
+											 errmsg("%s option \"%s\" names column \"%s\" twice",
+													what, key, elem)));
+							seen = lappend(seen, elem);
+						}
+					}
+					if (!ok || seen == NIL)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("%s option \"%s\" must be a non-empty JSON array of column names", what, key)));
+				}
 				break;
 			case OPT_POSITIVE_INT:
 				{
@@ -812,6 +858,9 @@ egress_add_destination(PG_FUNCTION_ARGS)
 	Jsonb	   *options;
 	char	   *kind;
 	char	   *location;
+	char	   *slot_name;
+	const char *requested;
+	const char *decoder;
 	EgressCatalogGuard guard;
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID};
 	Datum		values[5];
@@ -845,6 +894,30 @@ egress_add_destination(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("destination \"%s\" already exists", name)));
+
+	/*
+	 * The decoder: option "decoder" (default pgoutput), unless the slot the
+	 * destination would take over was made for wal2json (a tap's): then
+	 * wal2json, written into the options so that everyone reads one answer.
+	 * A pgoutput destination gets its publication now, so that it exists
+	 * before its slot's first change.
+	 */
+	slot_name = egress_jsonb_get_string(options, "slot_name");
+	if (slot_name == NULL)
+		slot_name = psprintf("pg_egress_%s", name);
+	requested = egress_jsonb_get_string(options, "decoder");
+	decoder = egress_takeover_decoder(name, slot_name, requested);
+	if (requested == NULL && strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) != 0)
+	{
+		Datum		extra = DirectFunctionCall1(jsonb_in,
+												CStringGetDatum("{\"decoder\": \"wal2json\"}"));
+
+		options = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(options),
+													 extra));
+	}
+	if (strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0)
+		egress_publication_create(name);
+
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(location);
 	values[3] = JsonbPGetDatum(options);
@@ -945,7 +1018,8 @@ egress_remove_destination(PG_FUNCTION_ARGS)
 		egress_catalog_exec("DELETE FROM egress.stream WHERE destination OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, false);
 	}
-	/* its slot goes after commit, by the database worker */
+	/* its publication goes with it; its slot after commit, by the database worker */
+	egress_publication_drop(name);
 	egress_catalog_exec("INSERT INTO egress.dropped_slot (slot_name) "
 						"SELECT slot_name FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 "
 						"AND slot_name IS NOT NULL AND (slot_owned OR "
@@ -1094,6 +1168,166 @@ check_row_security(Oid relid, const char *qualified, Oid owner)
 			 errhint("Grant the role BYPASSRLS, use a FULL_TABLE or INCREMENTAL stream (they read through the policies), or have the table's owner add the stream.")));
 }
 
+/*
+ * Stream options "columns" and "filter": what the stream sends of the
+ * relation, the same for every read (FULL_TABLE, INCREMENTAL, the initial
+ * sync of LOG_BASED streams) and for changes (the publication's column
+ * list and row filter).  Checked here as far as they do not depend on the
+ * destination's decoder (check_columns_filter_decoder does the rest).
+ *
+ * A LOG_BASED table's column list and row filter also bind the
+ * application: PostgreSQL 15 fails an UPDATE or DELETE of a published
+ * table whose column list leaves out a replica identity column, or whose
+ * row filter uses a column outside the replica identity (unless REPLICA
+ * IDENTITY FULL), and refuses any column list under REPLICA IDENTITY FULL.
+ * Those are refused here instead.
+ */
+static void
+check_columns_filter(Oid relid, const char *qualified, char relkind, const char *method,
+					 const char *replication_key, Jsonb *options, Oid owner)
+{
+	List	   *columns = egress_stream_columns(options);
+	char	   *filter = egress_stream_filter(options);
+	bool		log_based = strcmp(method, "LOG_BASED") == 0;
+	bool		b;
+	ListCell   *lc;
+	Relation	rel;
+	Bitmapset  *identity;
+	char		ident;
+	bool		table_select;
+
+	if (columns == NIL && filter == NULL)
+		return;
+	if (egress_jsonb_get_bool(options, "fast_sync", &b) && b)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream option \"fast_sync\" cannot be combined with \"columns\" or \"filter\""),
+				 errdetail("A fast sync exports the whole table.")));
+	if (log_based && relkind == RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot use stream options \"columns\" or \"filter\" for LOG_BASED stream of partitioned table \"%s\"",
+						qualified),
+				 errdetail("Changes of a partitioned table are published as changes of its partitions, which the table's column list and row filter do not apply to."),
+				 errhint("Add a stream for each partition, or use a FULL_TABLE or INCREMENTAL stream.")));
+
+	rel = relation_open(relid, AccessShareLock);
+	ident = rel->rd_rel->relreplident;
+	identity = log_based ? RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY) : NULL;
+	relation_close(rel, AccessShareLock);
+
+	if (columns != NIL)
+	{
+		List	   *needed = egress_primary_key_columns(relid);
+		int			x = -1;
+
+		table_select = pg_class_aclcheck(relid, owner, ACL_SELECT) == ACLCHECK_OK;
+		foreach(lc, columns)
+		{
+			const char *col = lfirst(lc);
+			AttrNumber	attnum = get_attnum(relid, col);
+
+			if (attnum == InvalidAttrNumber || attnum < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of relation \"%s\" does not exist", col, qualified),
+						 errcontext("stream option \"columns\"")));
+			if (!table_select &&
+				pg_attribute_aclcheck(relid, attnum, owner, ACL_SELECT) != ACLCHECK_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied for column %s of relation %s",
+								quote_identifier(col), qualified),
+						 errdetail("A stream reads with the privileges of the role that adds it.")));
+		}
+		if (strcmp(method, "INCREMENTAL") == 0 && replication_key != NULL)
+			needed = lappend(needed, (char *) replication_key);
+		while ((x = bms_next_member(identity, x)) >= 0)
+			needed = lappend(needed,
+							 get_attname(relid, x + FirstLowInvalidHeapAttributeNumber, false));
+		foreach(lc, needed)
+		{
+			const char *col = lfirst(lc);
+			ListCell   *cc;
+			bool		found = false;
+
+			foreach(cc, columns)
+				if (strcmp(lfirst(cc), col) == 0)
+					found = true;
+			if (!found)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("stream option \"columns\" must include column \"%s\" of relation \"%s\"",
+								col, qualified),
+						 errdetail("%s",
+								   strcmp(method, "INCREMENTAL") == 0 && strcmp(col, replication_key) == 0 ?
+								   "The replication key's values are the stream's bookmarks." :
+								   log_based ?
+								   "It belongs to the table's primary key or replica identity: without it, receivers cannot key the rows, and PostgreSQL would make every UPDATE and DELETE of the table fail." :
+								   "It belongs to the primary key, with which receivers key the rows.")));
+		}
+		if (log_based && ident == REPLICA_IDENTITY_FULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot use stream option \"columns\" for LOG_BASED stream of \"%s\": its replica identity is FULL",
+							qualified),
+					 errdetail("PostgreSQL makes every UPDATE and DELETE of a table with REPLICA IDENTITY FULL fail while a publication has a column list for it."),
+					 errhint("Use REPLICA IDENTITY DEFAULT (the primary key) or USING INDEX, or leave out \"columns\".")));
+	}
+
+	if (filter != NULL)
+	{
+		Bitmapset  *used = NULL;
+
+		(void) egress_filter_sql(relid, filter, owner, &used);
+		if (log_based && ident != REPLICA_IDENTITY_FULL && !bms_is_subset(used, identity))
+		{
+			int			x = bms_next_member(bms_difference(used, identity), -1);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("filter of LOG_BASED stream of \"%s\" uses column \"%s\", which is not in the table's replica identity",
+							qualified, get_attname(relid, x + FirstLowInvalidHeapAttributeNumber, false)),
+					 errdetail("UPDATEs and DELETEs log only the replica identity's old values; PostgreSQL would make every UPDATE and DELETE of the table fail."),
+					 errhint("Filter on primary key or replica identity columns, or set REPLICA IDENTITY FULL on the table.")));
+		}
+	}
+}
+
+/*
+ * ... and what depends on the destination: wal2json cannot filter rows
+ * (columns are left out by the renderer); one table has one column list
+ * and row filter in a publication, so a table streamed twice to one
+ * destination cannot have either.  Caller is inside egress_catalog_enter().
+ */
+static void
+check_columns_filter_decoder(Oid relid, const char *qualified, const char *dest,
+							 const char *decoder, Jsonb *options)
+{
+	Oid			argtypes[3] = {TEXTOID, OIDOID, BOOLOID};
+	Datum		values[3];
+	bool		mine = egress_stream_columns(options) != NIL || egress_stream_filter(options) != NULL;
+
+	if (egress_stream_filter(options) != NULL &&
+		strcmp(decoder, EGRESS_PLUGIN_WAL2JSON) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot use stream option \"filter\" for LOG_BASED streams of destination \"%s\"", dest),
+				 errdetail("The destination decodes with wal2json, which cannot filter rows."),
+				 errhint("Send the stream to a destination that decodes with pgoutput.")));
+	values[0] = CStringGetTextDatum(dest);
+	values[1] = ObjectIdGetDatum(relid);
+	values[2] = BoolGetDatum(mine);
+	if (egress_catalog_exec("SELECT 1 FROM egress.stream WHERE destination OPERATOR(pg_catalog.=) $1 "
+							"AND relid OPERATOR(pg_catalog.=) $2 AND method OPERATOR(pg_catalog.=) 'LOG_BASED' "
+							"AND (options OPERATOR(pg_catalog.?|) '{columns,filter}'::pg_catalog.text[] OR $3)",
+							3, argtypes, values, NULL, true) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("\"%s\" is already streamed to destination \"%s\" by a LOG_BASED stream", qualified, dest),
+				 errdetail("A table streamed twice to one destination cannot have \"columns\" or \"filter\": the destination's publication has one column list and row filter per table.")));
+}
+
 Datum
 egress_add_stream(PG_FUNCTION_ARGS)
 {
@@ -1238,7 +1472,6 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					 errdetail("LOG_BASED streams read tables and partitioned tables."),
 					 errhint("Use FULL_TABLE for views, materialized views and foreign tables.")));
 		check_row_security(relid, qualified, caller);
-		egress_check_decoding_possible(EGRESS_PLUGIN_WAL2JSON);	/* FIXME(h4): the destination's decoder */
 		check_changes_keyed(relid, qualified);
 		{
 			Relation	rel = relation_open(relid, AccessShareLock);
@@ -1249,6 +1482,8 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 				check_key_types(relid, qualified, "LOG_BASED");
 		}
 	}
+
+	check_columns_filter(relid, qualified, relkind, method, replication_key, options, caller);
 
 	/* taking over from a tap: read its bookmark (as the caller) */
 	{
@@ -1281,7 +1516,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 								"SELECT owner::pg_catalog.oid, kind, "
 								"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
 								"'pg_egress_' OPERATOR(pg_catalog.||) name), "
-								"slot_name IS NOT NULL AND slot_owned "
+								"slot_name IS NOT NULL AND slot_owned, options "
 								"FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 FOR SHARE",
 								1, argtypes, values, NULL, false) == 0)
 			ereport(ERROR,
@@ -1311,10 +1546,20 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		char	   *slot_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 		bool		slot_owned = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 															SPI_tuptable->tupdesc, 4, &isnull));
+		Jsonb	   *dest_options = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+																	SPI_tuptable->tupdesc, 5, &isnull));
+		const char *decoder = egress_destination_decoder(dest_options);
+		char	   *plugin = NULL;
 
+		/* a slot that is there already decodes with its own plugin */
+		if (egress_slot_lookup(slot_name, &plugin, NULL) &&
+			strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) == 0)
+			decoder = EGRESS_PLUGIN_WAL2JSON;
+		egress_check_decoding_possible(decoder);
 		check_slot_available(dest, slot_name, dest_owner, slot_owned);
 		if (taking_over)
 			egress_takeover_check_slot(&takeover, slot_name);
+		check_columns_filter_decoder(relid, qualified, dest, decoder, options);
 	}
 
 	values[0] = CStringGetTextDatum(name);
@@ -1366,6 +1611,13 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 							"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 							5, targtypes, tvalues, tnulls, false);
 	}
+
+	/*
+	 * The table joins the destination's publication in this transaction:
+	 * what PostgreSQL refuses in a publication refuses the stream.
+	 */
+	if (strcmp(method, "LOG_BASED") == 0)
+		egress_publication_sync(dest);
 	egress_catalog_exit(&guard);
 
 	egress_wake_dbworker_at_commit();
@@ -1378,11 +1630,13 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
  * Another role's stream gets "permission denied" and nothing else: not its
  * method, not a lock on its row (which would hold up its owner's calls), so
  * the row is read first and locked only when it is the caller's.  With
- * refuse_log_based, a LOG_BASED stream is refused (egress_sync_now).
+ * refuse_log_based, a LOG_BASED stream is refused (egress_sync_now); with
+ * sync_publication, the publication of a LOG_BASED stream's destination is
+ * brought in step afterwards (egress_remove_stream).
  */
 static void
 change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls,
-					  bool refuse_log_based)
+					  bool refuse_log_based, bool sync_publication)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[1] = {TEXTOID};
@@ -1392,6 +1646,7 @@ change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsql
 	bool		isnull;
 	Oid			owner;
 	char	   *method = NULL;
+	char	   *dest = NULL;
 
 	require_arg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -1401,9 +1656,9 @@ change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsql
 	for (int pass = 0; pass < 2; pass++)
 	{
 		if (egress_catalog_exec(pass == 0 ?
-								"SELECT id, owner::pg_catalog.oid, method FROM egress.stream "
+								"SELECT id, owner::pg_catalog.oid, method, destination FROM egress.stream "
 								"WHERE name OPERATOR(pg_catalog.=) $1" :
-								"SELECT id, owner::pg_catalog.oid, method FROM egress.stream "
+								"SELECT id, owner::pg_catalog.oid, method, destination FROM egress.stream "
 								"WHERE name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 								1, argtypes, values, NULL, false) == 0)
 			ereport(ERROR,
@@ -1412,6 +1667,7 @@ change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsql
 		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		method = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		dest = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
 		if (!has_privs_of_role(guard.save_userid, owner))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -1428,6 +1684,8 @@ change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsql
 	values[0] = Int32GetDatum(id);
 	for (int i = 0; i < nsqls; i++)
 		egress_catalog_exec(sqls[i], 1, argtypes, values, NULL, false);
+	if (sync_publication && strcmp(method, "LOG_BASED") == 0)
+		egress_publication_sync(dest);
 	egress_catalog_exit(&guard);
 
 	egress_wake_dbworker_at_commit();
@@ -1436,7 +1694,7 @@ change_own_stream_ext(FunctionCallInfo fcinfo, const char *const *sqls, int nsql
 static void
 change_own_stream(FunctionCallInfo fcinfo, const char *const *sqls, int nsqls)
 {
-	change_own_stream_ext(fcinfo, sqls, nsqls, false);
+	change_own_stream_ext(fcinfo, sqls, nsqls, false, false);
 }
 
 Datum
@@ -1446,7 +1704,7 @@ egress_remove_stream(PG_FUNCTION_ARGS)
 		"DELETE FROM egress.stream WHERE id OPERATOR(pg_catalog.=) $1"
 	};
 
-	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), false, true);
 	PG_RETURN_VOID();
 }
 
@@ -1515,6 +1773,6 @@ egress_sync_now(PG_FUNCTION_ARGS)
 		"AND st.stream_id OPERATOR(pg_catalog.=) $1"
 	};
 
-	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), true);
+	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), true, false);
 	PG_RETURN_VOID();
 }

@@ -25,6 +25,7 @@
 #include "catalog/catalog.h"
 #include "catalog/takeover.h"
 #include "commands/dbcommands.h"
+#include "decode/slot.h"
 #include "encode/singer.h"
 #include "worker/snapshot.h"
 
@@ -259,4 +260,55 @@ egress_takeover_bookmark(EgressTakeover *t, const char *replication_key)
 		egress_singer_bookmark_incremental(&buf, replication_key, t->key_value_json,
 										   t->version, NULL);
 	return buf.data;
+}
+
+/*
+ * The decoder of a new destination whose slot will be slot_name
+ * (requested: its option "decoder", or NULL).  An existing slot the
+ * destination would take over decides, since its WAL can only be decoded
+ * with the plugin it was made for: a Singer tap's wal2json slot makes a
+ * wal2json destination, so that nothing between the tap's stop and
+ * pg_egress's start is lost.  A slot of a removed destination waiting in
+ * egress.dropped_slot is not taken over by a new one for its decoder (the
+ * database worker drops it).  A pgoutput slot made by someone else cannot
+ * be taken over: pgoutput reads the destination's publication as of the
+ * decoded WAL, and the publication is only made with the destination.
+ * Caller is inside egress_catalog_enter().
+ */
+const char *
+egress_takeover_decoder(const char *destination, const char *slot_name,
+						const char *requested)
+{
+	char	   *plugin = NULL;
+	Oid			dboid = InvalidOid;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	const char *fallback = requested ? requested : EGRESS_PLUGIN_PGOUTPUT;
+
+	if (!egress_slot_lookup(slot_name, &plugin, &dboid) || dboid != MyDatabaseId ||
+		!egress_plugin_is_ours(plugin))
+		return fallback;		/* none, or refused when a stream needs it */
+	values[0] = CStringGetTextDatum(slot_name);
+	if (egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
+							"WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+							1, argtypes, values, NULL, true) > 0)
+		return fallback;
+	if (strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) == 0)
+	{
+		if (requested != NULL && strcmp(requested, EGRESS_PLUGIN_WAL2JSON) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("destination \"%s\" cannot decode replication slot \"%s\" with %s",
+							destination, slot_name, requested),
+					 errdetail("The slot exists with plugin wal2json, and a slot's changes can only be decoded with the plugin it was created for."),
+					 errhint("Leave out option \"decoder\" or set it to \"wal2json\".")));
+		return EGRESS_PLUGIN_WAL2JSON;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("destination \"%s\" cannot take over replication slot \"%s\" of plugin pgoutput",
+					destination, slot_name),
+			 errdetail("pgoutput decodes through the destination's publication, which must exist before the slot's first change; pg_egress creates it with the destination."),
+			 errhint("Name a wal2json slot, or leave out \"slot_name\" so that the destination makes a slot of its own.")));
+	return NULL;				/* keep compiler quiet */
 }

@@ -28,4 +28,9 @@ extern bool egress_takeover_parse(Jsonb *state, Oid relid, const char *method,
 extern void egress_takeover_check_slot(EgressTakeover *t, const char *slot_name);
 extern char *egress_takeover_bookmark(EgressTakeover *t, const char *replication_key);
 
+/* A new destination's decoder, given the slot it would take over. */
+extern const char *egress_takeover_decoder(const char *destination,
+										   const char *slot_name,
+										   const char *requested);
+
 #endif							/* EGRESS_TAKEOVER_H */

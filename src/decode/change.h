@@ -49,10 +49,10 @@ typedef struct EgressChangeColumn
 typedef struct EgressChange
 {
 	EgressChangeAction action;
-	XLogRecPtr	lsn;			/* B: the commit's end (wal2json "lsn" of B is
-								 * the commit record); C: commit LSN */
-	XLogRecPtr	nextlsn;		/* B/C: end of the commit record (InvalidXLogRecPtr
-								 * if absent) */
+	XLogRecPtr	lsn;			/* B/C: start of the commit record; M: the
+								 * message's LSN */
+	XLogRecPtr	nextlsn;		/* B/C: end of the commit record
+								 * (InvalidXLogRecPtr if absent) */
 	TimestampTz timestamp;		/* commit time (0 if absent or null) */
 	bool		has_timestamp;
 	TransactionId xid;			/* InvalidTransactionId if absent */

@@ -20,6 +20,7 @@
 #include "utils/relcache.h"
 #include "utils/syscache.h"
 
+#include "catalog/catalog.h"
 #include "encode/singer.h"
 
 /* Primary-key column names in key order; NIL without a primary key. */
@@ -49,7 +50,7 @@ primary_key_columns(Relation rel)
 
 /* Describe an open relation as a Singer stream, in CurrentMemoryContext. */
 static EgressSingerStream *
-stream_for_rel(Relation rel, bool log_based, bool debug_lsn)
+stream_for_rel(Relation rel, bool log_based, bool debug_lsn, List *only)
 {
 	EgressSingerStream *st = palloc0(sizeof(EgressSingerStream));
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -67,6 +68,17 @@ stream_for_rel(Relation rel, bool log_based, bool debug_lsn)
 
 		if (att->attisdropped)
 			continue;
+		if (only != NIL)
+		{
+			ListCell   *lc;
+			bool		listed = false;
+
+			foreach(lc, only)
+				if (strcmp((char *) lfirst(lc), NameStr(att->attname)) == 0)
+					listed = true;
+			if (!listed)
+				continue;
+		}
 		egress_column_init(&st->columns[n], NameStr(att->attname),
 						   att->atttypid, att->atttypmod, att->attnotnull);
 		st->attnums[n] = att->attnum;
@@ -104,7 +116,7 @@ EgressSingerStream *
 egress_singer_stream_for_relation(Oid relid, bool log_based, bool debug_lsn)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
-	EgressSingerStream *st = stream_for_rel(rel, log_based, debug_lsn);
+	EgressSingerStream *st = stream_for_rel(rel, log_based, debug_lsn, NIL);
 
 	relation_close(rel, NoLock);
 	return st;
@@ -122,8 +134,31 @@ egress_singer_stream_for_relation_nolock(Oid relid, bool log_based, bool debug_l
 
 	if (!RelationIsValid(rel))
 		elog(ERROR, "could not open relation with OID %u", relid);
-	st = stream_for_rel(rel, log_based, debug_lsn);
+	st = stream_for_rel(rel, log_based, debug_lsn, NIL);
 	RelationClose(rel);
+	return st;
+}
+
+EgressSingerStream *
+egress_singer_stream_for_def(EgressStreamDef *def, bool lock, bool debug_lsn)
+{
+	Relation	rel;
+	EgressSingerStream *st;
+	bool		log_based = strcmp(def->method, "LOG_BASED") == 0;
+
+	if (lock)
+		rel = relation_open(def->relid, AccessShareLock);
+	else
+	{
+		rel = RelationIdGetRelation(def->relid);
+		if (!RelationIsValid(rel))
+			elog(ERROR, "could not open relation with OID %u", def->relid);
+	}
+	st = stream_for_rel(rel, log_based, debug_lsn, def->columns);
+	if (lock)
+		relation_close(rel, NoLock);
+	else
+		RelationClose(rel);
 	return st;
 }
 

@@ -30,6 +30,17 @@ extern EgressSingerStream *egress_singer_stream_for_relation(Oid relid, bool log
 extern EgressSingerStream *egress_singer_stream_for_relation_nolock(Oid relid, bool log_based,
 																	bool debug_lsn);
 
+/*
+ * A stream's descriptor: its relation restricted to the stream's columns
+ * (def->columns; NIL: all; names that no longer exist are left out), for
+ * LOG_BASED streams with _sdc_deleted_at (and _sdc_lsn with debug_lsn).
+ * With lock, the relation is opened with AccessShareLock; without, as of
+ * the relcache (logical decoding).  In CurrentMemoryContext.
+ */
+struct EgressStreamDef;
+extern EgressSingerStream *egress_singer_stream_for_def(struct EgressStreamDef *def,
+														bool lock, bool debug_lsn);
+
 extern void egress_singer_schema(StringInfo buf, EgressSingerStream *st);
 
 /* A RECORD from a deformed tuple; extra is appended inside "record" (or NULL). */

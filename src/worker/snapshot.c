@@ -25,6 +25,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "catalog/publication.h"
 #include "encode/singer.h"
 #include "export/fast_sync.h"
 #include "sink/sink.h"
@@ -382,7 +383,8 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	w->max_bytes = egress_stream_batch_bytes(def);
 	if (log_based)
 		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &debug_lsn);
-	w->st = egress_singer_stream_for_relation(def->relid, log_based, debug_lsn);
+	/* only the stream's columns (option "columns") */
+	w->st = egress_singer_stream_for_def(def, true, debug_lsn);
 	w->batchcxt = AllocSetContextCreate(writercxt, "pg_egress batch",
 										ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&w->buf);
@@ -439,12 +441,21 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	appendStringInfo(&sql, " FROM %s",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(def->relid)),
 												get_rel_name(def->relid)));
+
+	/*
+	 * Only the rows of the stream's filter: the expression as checked and
+	 * deparsed by egress_filter_sql() (as the owner), never the text given.
+	 */
+	if (def->filter != NULL)
+		appendStringInfo(&sql, " WHERE (%s)",
+						 egress_filter_sql(def->relid, def->filter, def->owner, NULL));
 	if (inc)
 	{
 		ListCell   *lc;
 
 		if (inc->where)
-			appendStringInfo(&sql, " WHERE %s", inc->where);
+			appendStringInfo(&sql, " %s (%s)", def->filter != NULL ? "AND" : "WHERE",
+							 inc->where);
 		appendStringInfo(&sql, " ORDER BY %s%s", quote_identifier(inc->key),
 						 inc->nulls_first ? " NULLS FIRST" : "");
 		foreach(lc, inc->pk)

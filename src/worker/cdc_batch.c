@@ -1,0 +1,220 @@
+/*-------------------------------------------------------------------------
+ * cdc_batch.c
+ *	  CDC worker: Singer batches.  Owns opening, filling and acknowledging
+ *	  a batch (the STATE message with the bookmarks), the sink's retry
+ *	  question (cdc_keep_retrying) and the streams' "retrying" phase.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "worker/cdc_internal.h"
+
+/* ---- delivery: batch age, giving up a retry -------------------------------- */
+
+/* How long a sink retries a batch before the worker takes over again. */
+#define CDC_MAX_RETRY_MS 30000
+
+int
+cdc_flush_interval_ms(void)
+{
+	return egress_dest_flush_interval_ms(cdc->dest_options);
+}
+
+/* the sink is retrying a batch: the streams show state "retrying" */
+bool		cdc_retrying = false;
+
+static void
+set_retrying(bool retrying)
+{
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot && !cdc->streams[i].needs_sync)
+			egress_set_phase(cdc->streams[i].slot, retrying ? "retrying" : "streaming");
+	cdc_retrying = retrying;
+}
+
+/*
+ * Asked by the sink between retries of a batch.  It gives up (and the
+ * error path shows the failure, applies the WAL retention guard and starts
+ * a new session after a pause) when the configuration changed, when the
+ * destination left more WAL unacknowledged than pg_egress.max_slot_wal,
+ * when a stream's lag_policy "pause" applies, or after CDC_MAX_RETRY_MS.  Nothing was
+ * acknowledged, so the new session sends the same changes again.  An
+ * initial sync's batches are retried until they are delivered (giving up
+ * would put the stream into state error).
+ */
+bool
+cdc_keep_retrying(void *arg, TimestampTz since)
+{
+	int64		lag;
+
+	/*
+	 * The WAL guards first: a dead destination must not hold WAL past them,
+	 * not even while an initial sync is retried.
+	 */
+	if (cdc_over_wal_limit(cdc_current_unacked()))
+		return false;			/* the error path drops the slot */
+	lag = cdc_current_lag();
+	(void) cdc_check_lag(lag, false);
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].pause_on_lag && egress_max_slot_lag_mb > 0 &&
+			lag > (int64) egress_max_slot_lag_mb * 1024 * 1024)
+			return false;
+
+	if (cdc_syncing_stream != 0)
+		return true;
+	if (!cdc_retrying)
+		set_retrying(true);
+	if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen)
+		return false;
+	if (TimestampDifferenceExceeds(since, GetCurrentTimestamp(), CDC_MAX_RETRY_MS))
+		return false;
+	return true;
+}
+
+/* ---- batches ------------------------------------------------------------- */
+
+static void
+hand_to_sink(void)
+{
+	/* after a deferred record, keep the order: wait until it is resolved */
+	if (cdc->buf.len > 0 && cdc->pending == NIL)
+	{
+		cdc->sink->ops->write(cdc->sink, cdc->buf.data, cdc->buf.len);
+		cdc->batch_bytes += cdc->buf.len;
+		resetStringInfo(&cdc->buf);
+	}
+}
+
+static void
+cdc_begin_batch(void)
+{
+	EgressBatchInfo info;
+	char		prefix[NAMEDATALEN + 2];
+
+	/* '~' cannot start a stream name: no clash with snapshot batches */
+	snprintf(prefix, sizeof(prefix), "~%s", cdc->dest_name);
+	info.prefix = prefix;
+	cdc->sink->ops->begin_batch(cdc->sink, &info);
+	cdc->batch_open = true;
+	cdc->batch_rows = 0;
+	cdc->batch_bytes = 0;
+	cdc->batch_started = GetCurrentTimestamp();
+	cdc->batch_first_commit = cdc->txn_commit;
+	cdc->batch_first_ordinal = cdc->txn_records;
+	cdc->batch_last_end = InvalidXLogRecPtr;
+	resetStringInfo(&cdc->time_extracted);
+	egress_append_time_extracted(&cdc->time_extracted, cdc->batch_started);
+	for (int i = 0; i < cdc->nstreams; i++)
+		cdc->streams[i].schema_in_batch = false;
+}
+
+/* Before a record (or ACTIVATE_VERSION) of stream s goes into the batch. */
+void
+cdc_prepare_record(CdcStream *s)
+{
+	if (!cdc->batch_open)
+		cdc_begin_batch();
+	cdc_refresh_descriptor(s);
+	if (!s->schema_in_batch)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+
+		egress_singer_schema(&cdc->buf, s->st);
+		if (s->sent_schema)
+			pfree(s->sent_schema);
+		s->sent_schema = pstrdup(s->st->schema_json);
+		s->schema_in_batch = true;
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+void
+cdc_after_record(void)
+{
+	cdc->batch_rows++;
+	cdc->txn_records++;
+	cdc->batch_last_commit = cdc->txn_commit;
+	if (cdc->buf.len >= 256 * 1024)
+		hand_to_sink();
+	/* a batch waiting for a re-read is closed when decoding pauses */
+	if (cdc->pending == NIL &&
+		(cdc->batch_rows >= cdc->max_rows ||
+		 cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes))
+		cdc_commit_batch();
+}
+
+static XLogRecPtr
+stream_lsn(CdcStream *s, XLogRecPtr upto)
+{
+	return Max(s->bookmark, upto);
+}
+
+void
+cdc_commit_batch(void)
+{
+	char		batch_id[NAMEDATALEN + 64];
+	XLogRecPtr	upto;
+	bool		first = true;
+	StringInfoData bm;
+
+	if (!cdc->batch_open)
+		return;
+	cdc_resolve_pending();
+
+	/* the positions this batch completes: its last whole transaction */
+	upto = XLogRecPtrIsInvalid(cdc->batch_last_end) ? cdc->delivered : cdc->batch_last_end;
+
+	initStringInfo(&bm);
+	egress_singer_state_open(&cdc->buf, NULL);
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync || s->st == NULL || s->stop != CDC_STOP_NONE)
+			continue;
+		resetStringInfo(&bm);
+		egress_singer_bookmark_log_based(&bm, stream_lsn(s, upto), s->version);
+		egress_singer_state_add(&cdc->buf, s->st->stream_id, bm.data, first);
+		first = false;
+	}
+	egress_singer_state_close(&cdc->buf);
+	pfree(bm.data);
+	hand_to_sink();
+
+	snprintf(batch_id, sizeof(batch_id), "%s-%08X%08X-%08X%08X-%010d",
+			 cdc->dest_name,
+			 LSN_FORMAT_ARGS(cdc->batch_first_commit),
+			 LSN_FORMAT_ARGS(cdc->batch_last_commit),
+			 cdc->batch_first_ordinal);
+	cdc->sink->ops->commit_batch(cdc->sink, batch_id);
+	cdc->batch_open = false;
+	if (cdc_retrying)
+		set_retrying(false);
+
+	/* acknowledged: what it completed is delivered */
+	cdc->delivered = Max(cdc->delivered, upto);
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync || s->stop != CDC_STOP_NONE)
+			continue;
+		s->bookmark = Max(s->bookmark, cdc->delivered);
+		s->acked_version = s->version;
+		s->batches_sent++;
+		if (s->slot)
+		{
+			s->slot->rows_sent = s->rows_sent;
+			s->slot->batches_sent = s->batches_sent;
+			s->slot->confirmed_lsn = s->bookmark;
+		}
+	}
+	cdc->acked_since_persist = true;
+	MemoryContextReset(cdc->batchcxt);
+	ereport(DEBUG1,
+			(errmsg_internal("pg_egress destination \"%s\": batch %s acknowledged",
+							 cdc->dest_name, batch_id)));
+}
+
+/* ---- rendering changes ---------------------------------------------------- */

@@ -1,0 +1,348 @@
+/*-------------------------------------------------------------------------
+ * cdc_decode.c
+ *	  CDC worker: logical decoding in-process.  Owns opening and closing
+ *	  the decoding context on the destination's slot, one decoding round
+ *	  (cdc_decode_round) and the output plugin's write callback that turns
+ *	  each decoded message into an EgressChange and dispatches it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "worker/cdc_internal.h"
+
+static void
+cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+				  bool last_write)
+{
+	resetStringInfo(ctx->out);
+}
+
+/*
+ * The new row of an INSERT or UPDATE without pgoutput's unchanged TOASTed
+ * values ('u'): rendering treats them as wal2json's missing columns (taken
+ * from the old row under REPLICA IDENTITY FULL, else read again).
+ */
+static void
+drop_unchanged(EgressChange *ch)
+{
+	int			n = 0;
+
+	for (int i = 0; i < ch->ncolumns; i++)
+		if (!ch->columns[i].unchanged)
+			ch->columns[n++] = ch->columns[i];
+	ch->ncolumns = n;
+}
+
+/* "schema"."table" of a decoded relation, as of the change. */
+static char *
+decoded_relation_name(EgressChange *ch, Oid relid)
+{
+	char	   *nsp = NULL;
+	char	   *rel = NULL;
+
+	if (ch->schema != NULL && ch->table != NULL &&
+		(ch->relid == relid || (!OidIsValid(ch->relid) && ch->nrelids == 0)))
+		return quote_qualified_identifier(ch->schema, ch->table);
+	rel = get_rel_name(relid);
+	nsp = get_namespace_name(get_rel_namespace(relid));
+	if (rel == NULL || nsp == NULL)
+		return psprintf("with OID %u", relid);
+	return quote_qualified_identifier(nsp, rel);
+}
+
+/*
+ * One change of the decoded relation relid (for a TRUNCATE: of the stream
+ * whose table or partition it is).
+ */
+static void
+apply_change(EgressChange *ch, Oid relid)
+{
+	int			si;
+	CdcStream  *s;
+	char	   *problem;
+
+	si = cdc_lookup_relid(relid);
+	if (si < 0)
+		return;
+	s = &cdc->streams[si];
+	/* in the initial snapshot, or acknowledged before a crash */
+	if (cdc->txn_end <= s->bookmark)
+		return;
+	if (s->stop != CDC_STOP_NONE)
+		return;
+
+	/*
+	 * Grants, the schema, roles or policies changed in a transaction
+	 * decoded before this one: may the owner still read the table, as of
+	 * this change?
+	 */
+	if (s->privs_stale)
+	{
+		s->privs_stale = false;
+		problem = cdc_privilege_problem(s->def);
+		if (problem)
+		{
+			cdc_stop_stream(s, CDC_STOP_ERROR, problem);
+			return;
+		}
+	}
+
+	switch (ch->action)
+	{
+		case EGRESS_CHANGE_INSERT:
+			drop_unchanged(ch);
+			cdc_emit_row(s, ch);
+			break;
+		case EGRESS_CHANGE_UPDATE:
+			drop_unchanged(ch);
+			cdc_refresh_descriptor(s);
+			/* pgoutput sends no old key when the key did not change */
+			if (ch->nidentity > 0 && cdc_key_changed(s, ch))
+				cdc_emit_delete_key(s, ch);
+			cdc_emit_row(s, ch);
+			break;
+		case EGRESS_CHANGE_DELETE:
+			cdc_emit_delete(s, ch->identity, ch->nidentity);
+			break;
+		case EGRESS_CHANGE_TRUNCATE:
+
+			/*
+			 * A partition's TRUNCATE: the other partitions keep their rows,
+			 * so no ACTIVATE_VERSION; the stream is synchronized again.
+			 */
+			if (relid != s->def->relid)
+				cdc_stop_stream(s, CDC_STOP_RESYNC,
+								psprintf("partition %s of %s was truncated",
+										 decoded_relation_name(ch, relid),
+										 s->def->relation));
+			else
+				cdc_emit_truncate(s);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * pgoutput's TRUNCATE lists every truncated relation of one statement.
+ * Each counts as wal2json's TRUNCATE of that relation, once per stream:
+ * when the stream's own table is in the list, its partitions in the same
+ * list were emptied with it and the ACTIVATE_VERSION covers them.
+ */
+static void
+apply_truncate(EgressChange *ch)
+{
+	int		   *si = palloc(sizeof(int) * Max(ch->nrelids, 1));
+
+	for (int i = 0; i < ch->nrelids; i++)
+		si[i] = cdc_lookup_relid(ch->relids[i]);
+	for (int i = 0; i < ch->nrelids; i++)
+	{
+		bool		seen = false;
+		Oid			relid = ch->relids[i];
+
+		if (si[i] < 0)
+			continue;
+		for (int j = 0; j < i && !seen; j++)
+			seen = si[j] == si[i];
+		if (seen)
+			continue;
+		for (int j = i; j < ch->nrelids; j++)
+			if (si[j] == si[i] && ch->relids[j] == cdc->streams[si[i]].def->relid)
+				relid = ch->relids[j];
+		apply_change(ch, relid);
+	}
+	pfree(si);
+}
+
+static void
+cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+		  bool last_write)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->msgcxt);
+	EgressChange ch;
+
+	if (cdc->pgoutput)
+		egress_pgoutput_parse(ctx->out->data, ctx->out->len, &ch);
+	else
+		egress_wal2json_parse(ctx->out->data, ctx->out->len, &ch);
+	switch (ch.action)
+	{
+		case EGRESS_CHANGE_BEGIN:
+			cdc->txn_commit = ch.lsn;
+			cdc->txn_end = ch.nextlsn;
+			cdc->txn_time = ch.timestamp;
+			cdc->txn_records = 0;
+			break;
+		case EGRESS_CHANGE_COMMIT:
+			/* the whole transaction is in the batch, or had nothing for us */
+			if (cdc->batch_open)
+				cdc->batch_last_end = cdc->txn_end;
+			else
+				cdc->delivered = Max(cdc->delivered, cdc->txn_end);
+			break;
+		case EGRESS_CHANGE_TRUNCATE:
+			if (ch.nrelids > 0)
+			{
+				apply_truncate(&ch);
+				break;
+			}
+			/* FALLTHROUGH */
+		case EGRESS_CHANGE_INSERT:
+		case EGRESS_CHANGE_UPDATE:
+		case EGRESS_CHANGE_DELETE:
+			/* pgoutput gives the relation's OID, wal2json its names */
+			apply_change(&ch, OidIsValid(ch.relid) ? ch.relid :
+						 cdc_lookup_name(ch.schema, ch.table));
+			break;
+		case EGRESS_CHANGE_MESSAGE:
+		case EGRESS_CHANGE_RELATION:
+		case EGRESS_CHANGE_OTHER:
+			break;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(cdc->msgcxt);
+}
+
+/*
+ * pgoutput sends neither BEGIN nor COMMIT for a transaction with nothing
+ * published; it reports the transaction's end here instead (wal2json sends
+ * B and C for every transaction).  Such a transaction is done as a COMMIT
+ * with nothing for us would be.
+ */
+static void
+cdc_update_progress(LogicalDecodingContext *ctx, XLogRecPtr lsn,
+					TransactionId xid, bool skipped_xact)
+{
+	if (!skipped_xact || !ctx->end_xact || XLogRecPtrIsInvalid(lsn))
+		return;
+	if (cdc->batch_open)
+		cdc->batch_last_end = Max(cdc->batch_last_end, lsn);
+	else
+		cdc->delivered = Max(cdc->delivered, lsn);
+}
+
+/* ---- decoding ---------------------------------------------------------------- */
+
+void
+cdc_open_decoding(void)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
+	List	   *options;
+
+	ReplicationSlotAcquire(cdc->slot_name, true);
+	if (XLogRecPtrIsInvalid(MyReplicationSlot->data.restart_lsn))
+		cdc_slot_invalidated();		/* released by the error path */
+	/* the slot's plugin decides how it is decoded (cdc_ensure_slot checked it) */
+	cdc->pgoutput = strcmp(NameStr(MyReplicationSlot->data.plugin),
+						   EGRESS_PLUGIN_PGOUTPUT) == 0;
+	if (cdc->pgoutput)
+	{
+		/* pgoutput sends RELATION again in a new session */
+		egress_pgoutput_reset();
+		options = egress_pgoutput_options(egress_publication_name(cdc->dest_name));
+	}
+	else
+		options = egress_wal2json_options(NULL);
+	cdc->ctx = CreateDecodingContext(InvalidXLogRecPtr, options, false,
+									 XL_ROUTINE(.page_read = read_local_xlog_page,
+												.segment_open = wal_segment_open,
+												.segment_close = wal_segment_close),
+									 cdc_prepare_write, cdc_write, cdc_update_progress);
+	if (cdc->pgoutput)
+		egress_pgoutput_attach(cdc->ctx);
+	cdc_relmap_open();
+	XLogBeginRead(cdc->ctx->reader, MyReplicationSlot->data.restart_lsn);
+	cdc->delivered = Max(cdc->delivered, MyReplicationSlot->data.confirmed_flush);
+
+	/*
+	 * The slot confirms only what was acknowledged for every streaming
+	 * stream, but progress without records is recorded in the catalog now
+	 * and then only: start the bookmarks from the slot, so that what
+	 * egress_streams shows never goes back when a session restarts.
+	 */
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync)
+			continue;
+		s->bookmark = Max(s->bookmark, MyReplicationSlot->data.confirmed_flush);
+		if (s->slot)
+			s->slot->confirmed_lsn = s->bookmark;
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
+void
+cdc_close_decoding(void)
+{
+	if (cdc->ctx)
+	{
+		FreeDecodingContext(cdc->ctx);
+		cdc->ctx = NULL;
+	}
+	if (MyReplicationSlot)
+		ReplicationSlotRelease();
+	cdc_start_catalog_transaction();
+	CommitTransactionCommand();
+	cdc_relmap_close(true);
+}
+
+/* One round: decode the WAL flushed so far, send what is due. */
+void
+cdc_decode_round(void)
+{
+	XLogRecPtr	end = GetFlushRecPtr(NULL);
+
+	while (cdc->ctx->reader->EndRecPtr < end)
+	{
+		XLogRecord *record;
+		char	   *errm = NULL;
+
+		record = XLogReadRecord(cdc->ctx->reader, &errm);
+		if (errm)
+			ereport(ERROR,
+					(errmsg("could not read WAL for logical decoding: %s", errm)));
+		if (record != NULL)
+			LogicalDecodingProcessRecord(cdc->ctx, cdc->ctx->reader);
+		/* decoding's transaction handling resets it */
+		CurrentResourceOwner = cdc_owner;
+		CHECK_FOR_INTERRUPTS();
+	}
+	cdc_resolve_pending();
+
+	if (cdc->batch_open &&
+		TimestampDifferenceExceeds(cdc->batch_started, GetCurrentTimestamp(),
+								   cdc_flush_interval_ms()))
+		cdc_commit_batch();
+	if (!cdc->batch_open)
+		cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);
+
+	/*
+	 * Acknowledged: record the bookmarks, then free the WAL.  Progress that
+	 * carried no records is recorded now and then only, and never for WAL
+	 * that is just our own previous bookmark update.
+	 */
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync)
+			continue;
+		if (!cdc->batch_open)
+			s->bookmark = Max(s->bookmark, cdc->delivered);
+		if (s->slot)
+			s->slot->confirmed_lsn = s->bookmark;
+	}
+	if (cdc->acked_since_persist ||
+		(cdc->delivered > cdc->persisted_end &&
+		 TimestampDifferenceExceeds(cdc->persisted_at, GetCurrentTimestamp(), 10000)))
+		cdc_persist_bookmarks();
+	if (cdc->delivered > MyReplicationSlot->data.confirmed_flush)
+	{
+		LogicalConfirmReceivedLocation(cdc->delivered);
+		ReplicationSlotMarkDirty();
+	}
+}
