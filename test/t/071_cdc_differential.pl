@@ -7,11 +7,13 @@
 # The script: the every-type table (inserts of every value, updates, a key
 # change, deletes), UPDATEs that change the primary key, DELETEs, REPLICA
 # IDENTITY FULL with and without a primary key, REPLICA IDENTITY USING
-# INDEX, TRUNCATE, a partitioned table (both partitions, a direct insert
+# INDEX, TRUNCATE (of one table and of two in one statement), a
+# partitioned table (both partitions, a direct insert
 # into a partition, a row moving between partitions, a partition created
 # mid-stream), unchanged TOASTed values under REPLICA IDENTITY DEFAULT and
 # FULL, DDL mid-stream (ADD COLUMN, DROP COLUMN, ALTER COLUMN TYPE, also
-# inside a transaction between two inserts), a transaction over several
+# inside a transaction between two inserts; a REPLICA IDENTITY FULL delete
+# of a row written before an ADD COLUMN with a default), a transaction over several
 # tables with a logical decoding message, a rolled back transaction and a
 # rolled back subtransaction.
 #
@@ -80,6 +82,8 @@ ALTER TABLE idx_t REPLICA IDENTITY USING INDEX idx_t_u;
 INSERT INTO idx_t SELECT i, 'v' || i FROM generate_series(1, 5) i;
 CREATE TABLE tr_t (id integer PRIMARY KEY, v text);
 INSERT INTO tr_t SELECT i, 'v' || i FROM generate_series(1, 5) i;
+CREATE TABLE tr2_t (id integer PRIMARY KEY, v text);
+INSERT INTO tr2_t SELECT i, 'w' || i FROM generate_series(1, 3) i;
 CREATE TABLE p (id integer, k integer, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
 CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (MINVALUE) TO (100);
 CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (1000);
@@ -102,6 +106,7 @@ my %tables = (
 	nopk_t => undef,
 	idx_t => undef,    # (key_properties of USING INDEX: see 070)
 	tr_t => ['id'],
+	tr2_t => ['id'],
 	p => [qw(id k)],
 	toast_d => ['id'],
 	toast_f => ['id']);
@@ -167,6 +172,9 @@ my @script = (
 	q{DELETE FROM full_t WHERE id = 1},
 	q{UPDATE full_t SET b = 21 WHERE id = 2},
 	q{UPDATE full_t SET id = 33 WHERE id = 3},
+	q{ALTER TABLE full_t ADD COLUMN e integer DEFAULT 7},
+	q{DELETE FROM full_t WHERE id = 2},
+	q{ALTER TABLE full_t ALTER COLUMN b TYPE bigint; UPDATE full_t SET b = b + 1},
 	q{DELETE FROM nopk_t WHERE a = 'p'},
 	q{INSERT INTO nopk_t VALUES ('r', 3)},
 	q{UPDATE idx_t SET v = 'u' WHERE u = 2},
@@ -176,6 +184,8 @@ my @script = (
 	q{INSERT INTO tr_t VALUES (6, 'six')},
 	q{TRUNCATE tr_t},
 	q{INSERT INTO tr_t VALUES (7, 'seven'), (8, 'eight')},
+	q{TRUNCATE tr2_t, tr_t},
+	q{INSERT INTO tr_t VALUES (9, 'nine'); INSERT INTO tr2_t VALUES (9, 'nine')},
 	# partitions
 	q{INSERT INTO p VALUES (3, 5, 'c'), (4, 200, 'd')},
 	q{INSERT INTO p2 VALUES (5, 300, 'direct')},
