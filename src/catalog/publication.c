@@ -84,7 +84,7 @@ publication_lookup(const char *pubname, Oid *pubid, Oid *owner)
 
 	if (egress_catalog_exec("SELECT oid, pubowner FROM pg_catalog.pg_publication "
 							"WHERE pubname OPERATOR(pg_catalog.=) $1::pg_catalog.name",
-							1, argtypes, values, NULL, true) == 0)
+							1, argtypes, values, NULL, false) == 0)
 		return false;
 	*pubid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											1, &isnull));
@@ -151,7 +151,7 @@ destination_options(const char *destination)
 
 	if (egress_catalog_exec("SELECT options FROM egress.destination "
 							"WHERE name OPERATOR(pg_catalog.=) $1",
-							1, argtypes, values, NULL, true) == 0)
+							1, argtypes, values, NULL, false) == 0)
 		return NULL;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? NULL : DatumGetJsonbPCopy(d);
@@ -210,7 +210,7 @@ egress_publication_sync(const char *destination)
 	n = egress_catalog_exec("SELECT name, relid, owner::pg_catalog.oid, options FROM egress.stream "
 							"WHERE destination OPERATOR(pg_catalog.=) $1 "
 							"AND method OPERATOR(pg_catalog.=) 'LOG_BASED' ORDER BY id",
-							1, argtypes, values, NULL, true);
+							1, argtypes, values, NULL, false);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -289,7 +289,7 @@ egress_publication_sync(const char *destination)
 								"JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) pr.prrelid "
 								"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
 								"WHERE pr.prpubid OPERATOR(pg_catalog.=) $1",
-								1, pargtypes, pvalues, NULL, true);
+								1, pargtypes, pvalues, NULL, false);
 		for (int i = 0; i < n; i++)
 			appendStringInfo(&sql, "%sONLY %s", i > 0 ? ", " : "",
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
@@ -526,7 +526,9 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
+	errcb.arg = (void *) filter;
 	check_filter_tokens(filter);
+	errcb.arg = sql;
 	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
 	if (list_length(raw) != 1 || !IsA(linitial_node(RawStmt, raw)->stmt, SelectStmt))
 		bad_filter("It is more than one expression.");

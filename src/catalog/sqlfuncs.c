@@ -1101,17 +1101,32 @@ check_key_types(Oid relid, const char *qualified, const char *method)
 
 /*
  * What a stream's owner needs to read the relation the way its workers
- * read it: SELECT on the table (or on every column) and USAGE on its
- * schema (the workers' queries name it).  Uses the caches only: takes no
- * lock.
+ * read it: SELECT on the table (or on every column; with option "columns",
+ * on every column listed) and USAGE on its schema (the workers' queries
+ * name it).  Uses the caches only: takes no lock.
  */
 static void
-check_stream_privileges(Oid relid, const char *qualified, Oid owner)
+check_stream_privileges(Oid relid, const char *qualified, Oid owner, List *columns)
 {
 	Oid			nspid = get_rel_namespace(relid);
+	bool		ok = pg_class_aclcheck(relid, owner, ACL_SELECT) == ACLCHECK_OK;
+	ListCell   *lc;
 
-	if (pg_class_aclcheck(relid, owner, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(relid, owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+	if (!ok && columns == NIL)
+		ok = pg_attribute_aclcheck_all(relid, owner, ACL_SELECT, ACLMASK_ALL) == ACLCHECK_OK;
+	else if (!ok)
+	{
+		ok = true;
+		foreach(lc, columns)
+		{
+			AttrNumber	attnum = get_attnum(relid, lfirst(lc));
+
+			if (attnum > 0 &&
+				pg_attribute_aclcheck(relid, attnum, owner, ACL_SELECT) != ACLCHECK_OK)
+				ok = false;
+		}
+	}
+	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", qualified),
@@ -1321,7 +1336,7 @@ check_columns_filter_decoder(Oid relid, const char *qualified, const char *dest,
 	if (egress_catalog_exec("SELECT 1 FROM egress.stream WHERE destination OPERATOR(pg_catalog.=) $1 "
 							"AND relid OPERATOR(pg_catalog.=) $2 AND method OPERATOR(pg_catalog.=) 'LOG_BASED' "
 							"AND (options OPERATOR(pg_catalog.?|) '{columns,filter}'::pg_catalog.text[] OR $3)",
-							3, argtypes, values, NULL, true) > 0)
+							3, argtypes, values, NULL, false) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("\"%s\" is already streamed to destination \"%s\" by a LOG_BASED stream", qualified, dest),
@@ -1404,13 +1419,13 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	 * it, so that it cannot go away before this transaction commits, and
 	 * check again what may have changed while waiting for the lock.
 	 */
-	check_stream_privileges(relid, qualified, caller);
+	check_stream_privileges(relid, qualified, caller, egress_stream_columns(options));
 	LockRelationOid(relid, AccessShareLock);
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"%s\" does not exist", qualified)));
-	check_stream_privileges(relid, qualified, caller);
+	check_stream_privileges(relid, qualified, caller, egress_stream_columns(options));
 
 	/* the method */
 	if (pg_strcasecmp(method, "FULL_TABLE") == 0)

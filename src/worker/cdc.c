@@ -31,6 +31,9 @@
 
 #include "worker/cdc_internal.h"
 
+#include "storage/condition_variable.h"
+#include "storage/lwlock.h"
+
 CdcState   *cdc;
 ResourceOwner cdc_owner;
 
@@ -158,6 +161,57 @@ stop_dropped_streams(void)
 	return any_gone;
 }
 
+/* The destination as a sink is opened for: kind, location and options. */
+static char *
+sink_identity(void)
+{
+	return psprintf("%s|%s|%s", cdc->dest_kind, cdc->dest_location,
+					cdc->dest_options ?
+					JsonbToCString(NULL, &cdc->dest_options->root,
+								   VARSIZE(cdc->dest_options)) : "");
+}
+
+/*
+ * The destination's sink, for this session.  It stays open across
+ * sessions while the destination stays the same; when its location or
+ * options changed (the fingerprint covers them, so a new session
+ * started), the old sink is closed and a new one opened.  The sink and
+ * what it was opened with live in a context of their own (sinkcxt), reset
+ * before a new one is opened.
+ */
+static void
+open_sink(void)
+{
+	char	   *identity = sink_identity();
+	MemoryContext oldcxt;
+
+	if (cdc->sink != NULL && strcmp(identity, cdc->sink_identity) != 0)
+	{
+		EgressSink *old = cdc->sink;
+
+		ereport(LOG,
+				(errmsg("pg_egress destination \"%s\" changed: its sink is opened again",
+						cdc->dest_name)));
+		/* forgotten first: a close that fails must not leave it in use */
+		cdc->sink = NULL;
+		old->ops->close(old);
+	}
+	if (cdc->sink == NULL)
+	{
+		MemoryContextReset(cdc->sinkcxt);
+		oldcxt = MemoryContextSwitchTo(cdc->sinkcxt);
+		cdc->sink_identity = pstrdup(identity);
+		cdc->sink = egress_sink_open(pstrdup(cdc->dest_kind),
+									 pstrdup(cdc->dest_location),
+									 cdc->dest_options ?
+									 (Jsonb *) pg_detoast_datum_copy((struct varlena *) cdc->dest_options) :
+									 NULL);
+		cdc->sink->keep_retrying = cdc_keep_retrying;
+		MemoryContextSwitchTo(oldcxt);
+	}
+	pfree(identity);
+}
+
 /*
  * One session: configuration, slot, initial syncs, then decoding until the
  * configuration changes.  Returns false when there is nothing to serve.
@@ -175,16 +229,7 @@ run_session(MemoryContext sessioncxt)
 		cdc_enforce_wal_limit(cdc_current_unacked());
 	}
 
-	if (cdc->sink == NULL)
-	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-
-		cdc->sink = egress_sink_open(MemoryContextStrdup(TopMemoryContext, cdc->dest_kind),
-									 MemoryContextStrdup(TopMemoryContext, cdc->dest_location),
-									 cdc->dest_options);
-		cdc->sink->keep_retrying = cdc_keep_retrying;
-		MemoryContextSwitchTo(oldcxt);
-	}
+	open_sink();
 	/* every session: the owner's superuser status may have changed */
 	cdc->sink->owner_superuser = cdc->dest_owner_superuser;
 
@@ -274,6 +319,122 @@ release_dest_entry(int code, Datum arg)
 	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
 }
 
+/*
+ * After an error of a session, outside its handler: what PostgreSQL's
+ * top-level error recovery and WalSndErrorCleanup do for a walsender, for
+ * a process that decodes outside a walsender.  Low-level state first (locks,
+ * condition variables, the wait event), then the transaction, then the
+ * decoding context (it closes the WAL segment and the reorder buffer's
+ * spill files; pgoutput forgets its relation cache) and the slot.  Nothing
+ * here writes to the catalog.
+ */
+static void
+error_cleanup(void)
+{
+	HOLD_INTERRUPTS();
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
+	pgstat_report_wait_end();
+	AbortOutOfAnyTransaction();
+	if (cdc->ctx)
+	{
+		LogicalDecodingContext *ctx = cdc->ctx;
+
+		cdc->ctx = NULL;		/* not again, whatever happens */
+		PG_TRY();
+		{
+			FreeDecodingContext(ctx);
+		}
+		PG_CATCH();
+		{
+			/* its memory goes with the session context */
+			EmitErrorReport();
+			FlushErrorState();
+		}
+		PG_END_TRY();
+	}
+	if (MyReplicationSlot != NULL)
+		ReplicationSlotRelease();
+	ReplicationSlotCleanup();
+	cdc_relmap_close(false);	/* in the session context */
+	CurrentResourceOwner = cdc_owner;
+	RESUME_INTERRUPTS();
+
+	/* the batch being written is not acknowledged: the sink forgets it */
+	if (cdc->sink)
+		cdc->sink->ops->abort_batch(cdc->sink);
+	cdc->batch_open = false;
+	cdc->pending = NIL;
+	resetStringInfo(&cdc->buf);
+	MemoryContextReset(cdc->batchcxt);
+	MemoryContextReset(cdc->msgcxt);
+	MemoryContextReset(cdc->pendcxt);
+}
+
+/*
+ * After error_cleanup: show the failure where the owners see it, apply the
+ * WAL retention guards, and say how long to wait before the next session
+ * (milliseconds).
+ */
+static long
+after_error(ErrorData *edata, int *failures)
+{
+	long		backoff;
+
+	/* the caches may hold time-travel entries of the decoding */
+	cdc_start_catalog_transaction();
+	CommitTransactionCommand();
+
+	/* a slot that held too much WAL, or was invalidated */
+	if (!cdc_slot_must_go && cdc->slot_name != NULL && egress_slot_lost(cdc->slot_name))
+	{
+		snprintf(cdc_slot_problem, sizeof(cdc_slot_problem),
+				 "replication slot \"%s\" was invalidated by the server (max_slot_wal_keep_size): the changes it held are gone",
+				 cdc->slot_name);
+		cdc_slot_must_go = true;
+	}
+	/* a sink that fails at once (file) never asks cdc_keep_retrying */
+	if (!cdc_slot_must_go && cdc->slot_name != NULL && cdc->nstreams > 0)
+		(void) cdc_over_wal_limit(cdc_current_unacked());
+	if (cdc_slot_must_go)
+	{
+		cdc_give_up_slot();
+		cdc_slot_must_go = false;
+		cdc_syncing_stream = 0;
+		/* the destination may still be dead: do not hurry */
+		(*failures)++;
+		backoff = Min(1000L << Min(*failures - 1, 6), 60000L);
+	}
+	else if (cdc_syncing_stream != 0)
+	{
+		/* an initial sync that failed stops its stream, not the others */
+		egress_record_stream_error(cdc_syncing_stream, edata->message);
+		cdc_syncing_stream = 0;
+		backoff = 0;
+	}
+	else if (edata->sqlerrcode == EGRESS_ERRCODE_REJECTED)
+	{
+		/* refused for good: its streams stop until resumed */
+		ereport(WARNING,
+				(errmsg("pg_egress streams of destination \"%s\" stopped: the destination rejected a batch",
+						cdc->dest_name)));
+		cdc_note_failure(edata->message, true);
+		backoff = 0;
+	}
+	else
+	{
+		/* a failing destination: show it, retry with a growing pause */
+		cdc_note_failure(edata->message, false);
+		(*failures)++;
+		backoff = Min(1000L << Min(*failures - 1, 6), 60000L);
+	}
+
+	/* while the destination fails, WAL piles up: show it, apply the policy */
+	if (cdc->nstreams > 0 && cdc_check_lag(cdc_current_lag(), true))
+		backoff = 0;
+	return backoff;
+}
+
 void
 egress_cdc_main(Datum main_arg)
 {
@@ -336,6 +497,8 @@ egress_cdc_main(Datum main_arg)
 										ALLOCSET_DEFAULT_SIZES);
 	cdc->pendcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc deferred",
 										 ALLOCSET_DEFAULT_SIZES);
+	cdc->sinkcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc sink",
+										 ALLOCSET_SMALL_SIZES);
 	sessioncxt = AllocSetContextCreate(TopMemoryContext, "pg_egress cdc session",
 									   ALLOCSET_DEFAULT_SIZES);
 	cdc->decodecxt = sessioncxt;
@@ -364,6 +527,7 @@ egress_cdc_main(Datum main_arg)
 	for (;;)
 	{
 		volatile bool more = true;
+		ErrorData  *volatile edata = NULL;
 
 		if (ConfigReloadPending)
 		{
@@ -379,91 +543,27 @@ egress_cdc_main(Datum main_arg)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
-			long		backoff;
-
+			/*
+			 * As little as possible here, as in PostgreSQL's own top-level
+			 * error recovery: keep the error, report it, and leave the
+			 * error state; the cleanup follows outside the handler.
+			 */
 			MemoryContextSwitchTo(TopMemoryContext);
 			edata = CopyErrorData();
 			EmitErrorReport();
 			FlushErrorState();
-			AbortOutOfAnyTransaction();
-			if (cdc->ctx)
-			{
-				/* closes the WAL segment and the reorder buffer's spill files */
-				PG_TRY();
-				{
-					FreeDecodingContext(cdc->ctx);
-				}
-				PG_CATCH();
-				{
-					FlushErrorState();
-				}
-				PG_END_TRY();
-			}
-			if (MyReplicationSlot)
-				ReplicationSlotRelease();
-			ReplicationSlotCleanup();
-			cdc_start_catalog_transaction();
-			CommitTransactionCommand();
-			cdc->ctx = NULL;	/* its memory goes with the session context */
-			cdc_relmap_close(false);
-			if (cdc->sink)
-				cdc->sink->ops->abort_batch(cdc->sink);
-			cdc->batch_open = false;
-			cdc->pending = NIL;
-			resetStringInfo(&cdc->buf);
-			MemoryContextReset(cdc->batchcxt);
-			MemoryContextReset(cdc->msgcxt);
-			MemoryContextReset(cdc->pendcxt);
+		}
+		PG_END_TRY();
 
-			/* a slot that held too much WAL, or was invalidated */
-			if (!cdc_slot_must_go && cdc->slot_name != NULL && egress_slot_lost(cdc->slot_name))
-			{
-				snprintf(cdc_slot_problem, sizeof(cdc_slot_problem),
-						 "replication slot \"%s\" was invalidated by the server (max_slot_wal_keep_size): the changes it held are gone",
-						 cdc->slot_name);
-				cdc_slot_must_go = true;
-			}
-			/* a sink that fails at once (file) never asks cdc_keep_retrying */
-			if (!cdc_slot_must_go && cdc->slot_name != NULL && cdc->nstreams > 0)
-				(void) cdc_over_wal_limit(cdc_current_unacked());
-			if (cdc_slot_must_go)
-			{
-				cdc_give_up_slot();
-				cdc_slot_must_go = false;
-				cdc_syncing_stream = 0;
-				/* the destination may still be dead: do not hurry */
-				failures++;
-				backoff = Min(1000L << Min(failures - 1, 6), 60000L);
-			}
-			else if (cdc_syncing_stream != 0)
-			{
-				/* an initial sync that failed stops its stream, not the others */
-				egress_record_stream_error(cdc_syncing_stream, edata->message);
-				cdc_syncing_stream = 0;
-				backoff = 0;
-			}
-			else if (edata->sqlerrcode == EGRESS_ERRCODE_REJECTED)
-			{
-				/* refused for good: its streams stop until resumed */
-				ereport(WARNING,
-						(errmsg("pg_egress streams of destination \"%s\" stopped: the destination rejected a batch",
-								cdc->dest_name)));
-				cdc_note_failure(edata->message, true);
-				backoff = 0;
-			}
-			else
-			{
-				/* a failing destination: show it, retry with a growing pause */
-				cdc_note_failure(edata->message, false);
-				failures++;
-				backoff = Min(1000L << Min(failures - 1, 6), 60000L);
-			}
+		if (edata != NULL)
+		{
+			long		backoff;
+			int			nfailures = failures;
+
+			error_cleanup();
+			backoff = after_error(edata, &nfailures);
+			failures = nfailures;
 			FreeErrorData(edata);
-
-			/* while the destination fails, WAL piles up: show it, apply the policy */
-			if (cdc->nstreams > 0 && cdc_check_lag(cdc_current_lag(), true))
-				backoff = 0;
 			if (backoff > 0)
 			{
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -471,7 +571,6 @@ egress_cdc_main(Datum main_arg)
 				ResetLatch(MyLatch);
 			}
 		}
-		PG_END_TRY();
 
 		cdc_release_stream_slots();
 		CurrentResourceOwner = NULL;

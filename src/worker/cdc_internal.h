@@ -131,6 +131,8 @@ typedef struct CdcState
 	LogicalDecodingContext *ctx;
 	MemoryContext decodecxt;	/* the decoding context and its helpers */
 	EgressSink *sink;
+	MemoryContext sinkcxt;		/* the sink and sink_identity */
+	char	   *sink_identity;	/* kind|location|options it was opened with */
 
 	/* the open batch */
 	bool		batch_open;

@@ -227,7 +227,7 @@ cdc_privilege_problem(EgressStreamDef *def)
 		return psprintf("permission denied for schema %s: role \"%s\" has no USAGE on it",
 						get_namespace_name(nsp), role);
 	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		!egress_columns_readable(def))
 		return psprintf(pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ANY) == ACLCHECK_OK ?
 						"permission denied for table %s: role \"%s\" may not read all of its columns" :
 						"permission denied for table %s: role \"%s\" may not read it",
@@ -273,7 +273,7 @@ cdc_refresh_descriptor(CdcStream *s)
 						s->def->relation, s->def->name)));
 	RelationClose(rel);
 	oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
-	s->st = egress_singer_stream_for_relation_nolock(s->def->relid, true, s->debug_lsn);
+	s->st = egress_singer_stream_for_def(s->def, false, s->debug_lsn);
 	MemoryContextSwitchTo(oldcxt);
 	s->st_stale = false;
 

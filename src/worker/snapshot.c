@@ -298,6 +298,29 @@ writer_noop(DestReceiver *self)
 {
 }
 
+/*
+ * Without SELECT on the table: SELECT on every column the stream reads
+ * (all of them, or those of option "columns" that still exist).
+ */
+bool
+egress_columns_readable(EgressStreamDef *def)
+{
+	ListCell   *lc;
+
+	if (def->columns == NIL)
+		return pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT,
+										 ACLMASK_ALL) == ACLCHECK_OK;
+	foreach(lc, def->columns)
+	{
+		AttrNumber	attnum = get_attnum(def->relid, lfirst(lc));
+
+		if (attnum > 0 &&
+			pg_attribute_aclcheck(def->relid, attnum, def->owner, ACL_SELECT) != ACLCHECK_OK)
+			return false;
+	}
+	return true;
+}
+
 void
 egress_check_relation_access(EgressStreamDef *def)
 {
@@ -315,7 +338,7 @@ egress_check_relation_access(EgressStreamDef *def)
 						def->relation, def->name),
 				 errhint("Remove the stream with egress_remove_stream().")));
 	if (pg_class_aclcheck(def->relid, def->owner, ACL_SELECT) != ACLCHECK_OK &&
-		pg_attribute_aclcheck_all(def->relid, def->owner, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+		!egress_columns_readable(def))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", def->relation),

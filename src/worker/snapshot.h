@@ -66,6 +66,12 @@ extern void egress_snapshot_write_incremental(EgressStreamDef *def, EgressSink *
 /* ERROR unless the relation exists and the stream's owner may read it. */
 extern void egress_check_relation_access(EgressStreamDef *def);
 
+/*
+ * May the stream's owner read every column the stream reads (all of them,
+ * or those of option "columns")?  For owners without SELECT on the table.
+ */
+extern bool egress_columns_readable(EgressStreamDef *def);
+
 /* Session settings the type map and wal2json output rely on. */
 extern void egress_pin_output_settings(void);
 
