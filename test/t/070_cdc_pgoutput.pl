@@ -24,6 +24,10 @@
 # 5. A cluster whose output_plugin_libraries is at its default
 #    ('pgoutput, test_decoding') runs a LOG_BASED stream with no extra
 #    setting (and refuses a wal2json destination's stream with a hint).
+# 6. RENAME of the table and of a column mid-stream: every change file
+#    stays well formed (a SCHEMA before the RECORDs of its stream id).
+# 7. The destination's publication dropped by hand: the stream shows it,
+#    and egress_resume_stream brings it back (as for a dropped slot).
 
 use strict;
 use warnings;
@@ -342,6 +346,59 @@ wait_stream_state($node, 'w1', 'streaming');
 $slot = slot_row($node, stream_row_wait($node, 'w1')->{slot_name} // 'pg_egress_w2j');
 is($slot ? $slot->{plugin} : undef, 'wal2json', 'the wal2json destination\'s slot is a wal2json slot');
 ok(!publication_row($node, 'pg_egress_w2j'), '... and still no publication once it streams');
+
+# ---------------------------------------------------------------------------
+# 6. RENAME of the table (and of a column) mid-stream: relations come by
+#    OID, so the changes keep coming; whatever stream id they carry, every
+#    RECORD of a file follows a SCHEMA of its stream id in that file
+# ---------------------------------------------------------------------------
+my $rendir = new_outdir($node, 'ren');
+add_destination($node, 'ren', $rendir);
+sql(q{CREATE TABLE ren_t (id integer PRIMARY KEY, v text); INSERT INTO ren_t VALUES (1, 'a')});
+sql(q{SELECT egress_add_stream('ren_s', 'ren_t', method => 'LOG_BASED', destination => 'ren')});
+wait_stream_state($node, 'ren_s', 'streaming');
+sql(q{INSERT INTO ren_t VALUES (2, 'b'); ALTER TABLE ren_t RENAME TO ren_t2; INSERT INTO ren_t2 VALUES (3, 'c'); UPDATE ren_t2 SET v = 'u' WHERE id = 1});
+sql(q{ALTER TABLE ren_t2 RENAME COLUMN v TO w; INSERT INTO ren_t2 VALUES (4, 'd'); DELETE FROM ren_t2 WHERE id = 2});
+wait_caught_up($node, 'ren_s');
+my @ren = cdc_batches($rendir);
+my @ren_problems = map { check_cdc_batch($_) } @ren;
+is_deeply(\@ren_problems, [], 'RENAME mid-stream: every change file well formed (a SCHEMA of a stream id before its RECORDs)');
+my %ren_ids = map { ($_->{stream} => 1) } records_of(@ren);
+diag 'RENAME mid-stream: stream ids of the records: ' . join(', ', sort keys %ren_ids);
+is(scalar(records_of(@ren)), 5, 'RENAME mid-stream: the five changes arrive');
+
+# ---------------------------------------------------------------------------
+# 7. the destination's publication dropped by hand: the documented remedy,
+#    egress_resume_stream (a new initial sync), brings the stream back
+# ---------------------------------------------------------------------------
+my $drpdir = new_outdir($node, 'drp');
+add_destination($node, 'drp', $drpdir);
+sql(q{CREATE TABLE drp_t (id integer PRIMARY KEY, v text); INSERT INTO drp_t VALUES (1, 'a')});
+sql(q{SELECT egress_add_stream('drp_s', 'drp_t', method => 'LOG_BASED', destination => 'drp')});
+wait_stream_state($node, 'drp_s', 'streaming');
+sql(q{INSERT INTO drp_t VALUES (2, 'b')});
+wait_caught_up($node, 'drp_s');
+sql(q{DROP PUBLICATION pg_egress_drp; INSERT INTO drp_t VALUES (3, 'after the drop')});
+my $noticed = poll_until('the stream shows the missing publication', 30, sub {
+		my $r = stream_row($node, 'drp_s');
+		$r && (($r->{state} // '') eq 'error' || ($r->{last_error} // '') =~ /publication/);
+	});
+my $r = stream_row_wait($node, 'drp_s');
+diag "dropped publication: state $r->{state}, last_error " . ($r->{last_error} // 'null');
+ok($noticed, 'a dropped publication shows in egress_streams (state error or last_error)');
+sql(q{SELECT egress_resume_stream('drp_s')});
+sql(q{INSERT INTO drp_t VALUES (4, 'after the resume')});
+my $back = poll_until('the stream delivers again', 45, sub {
+		my $row = stream_row($node, 'drp_s');
+		return 0 unless $row && ($row->{state} // '') eq 'streaming';
+		my $m = mirror($drpdir, 'public-drp_t', ['id']);
+		return scalar(keys %$m) == 4;
+	});
+$r = stream_row_wait($node, 'drp_s');
+diag "after the resume: state $r->{state}, last_error " . ($r->{last_error} // 'null');
+ok($back, 'after egress_resume_stream the stream delivers again');
+compare_states(mirror($drpdir, 'public-drp_t', ['id']), table_state($node, 'drp_t', ['id']), 'dropped publication, resumed');
+ok(publication_row($node, 'pg_egress_drp'), 'the publication exists again');
 
 no_crash_since($node, $log_start, 'no server process crashed');
 $node->stop;
