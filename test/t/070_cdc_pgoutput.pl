@@ -388,7 +388,7 @@ diag "dropped publication: state $r->{state}, last_error " . ($r->{last_error} /
 ok($noticed, 'a dropped publication shows in egress_streams (state error or last_error)');
 sql(q{SELECT egress_resume_stream('drp_s')});
 sql(q{INSERT INTO drp_t VALUES (4, 'after the resume')});
-my $back = poll_until('the stream delivers again', 45, sub {
+my $back = poll_until('the stream delivers again', 30, sub {
 		my $row = stream_row($node, 'drp_s');
 		return 0 unless $row && ($row->{state} // '') eq 'streaming';
 		my $m = mirror($drpdir, 'public-drp_t', ['id']);
