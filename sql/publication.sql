@@ -153,6 +153,10 @@ ALTER PUBLICATION pg_egress_mine ADD TABLE shop.orders;
 DROP PUBLICATION pg_egress_mine;
 RESET ROLE;
 SELECT * FROM pub_tables WHERE pubname = 'pg_egress_mine';
+-- a filter checked again as its owner: the stream that no longer passes is named
+REVOKE SELECT (id) ON shop.customers FROM egress_pub_user;
+SELECT egress_add_stream('u4', 'shop.orders', 'LOG_BASED', 'mine');
+GRANT SELECT (id) ON shop.customers TO egress_pub_user;
 
 -- a publication replaced by another role's is left alone
 DROP PUBLICATION pg_egress_mine;

@@ -140,16 +140,22 @@ egress_publication_create(const char *destination)
 	create_publication(destination, pubname);
 }
 
-/* The destination's options, or NULL when it does not exist. */
+/*
+ * The destination's options, or NULL when it does not exist.  With touch,
+ * its row is updated (to itself): see egress_publication_sync().
+ */
 static Jsonb *
-destination_options(const char *destination)
+destination_options(const char *destination, bool touch)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(destination)};
 	bool		isnull;
 	Datum		d;
 
-	if (egress_catalog_exec("SELECT options FROM egress.destination "
+	if (egress_catalog_exec(touch ?
+							"UPDATE egress.destination SET options = options "
+							"WHERE name OPERATOR(pg_catalog.=) $1 RETURNING options" :
+							"SELECT options FROM egress.destination "
 							"WHERE name OPERATOR(pg_catalog.=) $1",
 							1, argtypes, values, NULL, false) == 0)
 		return NULL;
@@ -177,6 +183,13 @@ typedef struct PubStream
 	Jsonb	   *options;
 } PubStream;
 
+static void
+sync_error_callback(void *arg)
+{
+	errcontext("filter of stream \"%s\", for its destination's publication",
+			   (const char *) arg);
+}
+
 void
 egress_publication_sync(const char *destination)
 {
@@ -192,7 +205,17 @@ egress_publication_sync(const char *destination)
 	StringInfoData sql;
 	int			n;
 
-	dest_options = destination_options(destination);
+	/*
+	 * The publication's tables are computed from the streams this
+	 * transaction sees, and ALTER PUBLICATION ... SET TABLE replaces them
+	 * all: two transactions doing this at once for one destination must not
+	 * each miss the other's stream.  Updating the destination's row makes
+	 * them take turns: under READ COMMITTED the second waits here for the
+	 * first to end, and its statements after the wait see the first's
+	 * streams; under REPEATABLE READ or SERIALIZABLE it fails with a
+	 * serialization error instead of using a snapshot that misses them.
+	 */
+	dest_options = destination_options(destination, true);
 	if (dest_options == NULL ||
 		strcmp(egress_destination_decoder(dest_options), EGRESS_PLUGIN_PGOUTPUT) != 0)
 		return;
@@ -266,8 +289,18 @@ egress_publication_sync(const char *destination)
 			appendStringInfoChar(&sql, ')');
 		filter = egress_stream_filter(ps->options);
 		if (filter != NULL)
+		{
+			ErrorContextCallback errcb;
+
+			/* a filter that no longer passes names its stream */
+			errcb.callback = sync_error_callback;
+			errcb.arg = ps->name;
+			errcb.previous = error_context_stack;
+			error_context_stack = &errcb;
 			appendStringInfo(&sql, " WHERE (%s)",
 							 egress_filter_sql(ps->relid, filter, ps->owner, NULL));
+			error_context_stack = errcb.previous;
+		}
 	}
 
 	if (sql.len > 0)
@@ -303,7 +336,7 @@ egress_publication_sync(const char *destination)
 void
 egress_publication_drop(const char *destination)
 {
-	Jsonb	   *dest_options = destination_options(destination);
+	Jsonb	   *dest_options = destination_options(destination, false);
 	char	   *pubname = egress_publication_name(destination);
 	Oid			pubid;
 	Oid			owner;
@@ -519,6 +552,11 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 						   SECURITY_RESTRICTED_OPERATION);
 	nestlevel = NewGUCNestLevel();
 	egress_pin_search_path();
+	/* the text means the same in every session that reads it */
+	(void) set_config_option("standard_conforming_strings", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("backslash_quote", "safe_encoding", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	sql = psprintf("SELECT 1 WHERE (%s\n)", filter);
 	errcb.callback = filter_error_callback;

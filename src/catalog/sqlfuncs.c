@@ -1521,6 +1521,9 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	/*
 	 * The destination: exists, the caller may use it.  Whose it is is known
 	 * before its row is locked and before anything about its slot is said.
+	 * A LOG_BASED stream changes the destination's publication: its row is
+	 * locked as egress_publication_sync() will update it, so that two such
+	 * calls for one destination take turns instead of deadlocking there.
 	 */
 	values[0] = CStringGetTextDatum(dest);
 	for (int pass = 0; pass < 2; pass++)
@@ -1528,6 +1531,12 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		if (egress_catalog_exec(pass == 0 ?
 								"SELECT owner::pg_catalog.oid FROM egress.destination "
 								"WHERE name OPERATOR(pg_catalog.=) $1" :
+								strcmp(method, "LOG_BASED") == 0 ?
+								"SELECT owner::pg_catalog.oid, kind, "
+								"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
+								"'pg_egress_' OPERATOR(pg_catalog.||) name), "
+								"slot_name IS NOT NULL AND slot_owned, options "
+								"FROM egress.destination WHERE name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE" :
 								"SELECT owner::pg_catalog.oid, kind, "
 								"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
 								"'pg_egress_' OPERATOR(pg_catalog.||) name), "

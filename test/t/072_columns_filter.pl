@@ -161,5 +161,40 @@ as_etl(q{SELECT egress_remove_stream('lb')});
 is(sql(q{SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pg_egress_d'}), '0',
 	'the publication follows egress_remove_stream');
 
+# ---- two transactions changing one destination's streams at once --------------
+# SET TABLE replaces the publication's tables with those a transaction sees:
+# the calls take turns, or (REPEATABLE READ) fail, never drop another's table.
+sql(q{CREATE TABLE c1 (id int PRIMARY KEY); CREATE TABLE c2 (id int PRIMARY KEY);
+	  CREATE TABLE c3 (id int PRIMARY KEY); CREATE TABLE c4 (id int PRIMARY KEY)});
+add_destination($node, 'dc', new_outdir($node, 'cfc'));
+my $ta = $node->background_psql('postgres', on_error_stop => 0);
+$ta->query_safe('BEGIN');
+$ta->query_safe(q{SELECT egress_add_stream('cc1', 'c1', 'LOG_BASED', 'dc')});
+my $tb = $node->background_psql('postgres');
+$tb->query_until(qr/started/, qq{\\echo started\nSELECT egress_add_stream('cc2', 'c2', 'LOG_BASED', 'dc');\n});
+ok( poll_until(
+		'the second call waits for the first', 30,
+		sub {
+			sql(q{SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+				  AND query LIKE '%cc2%'}) eq '1';
+		}),
+	'a second LOG_BASED stream of the destination waits for the first transaction');
+$ta->query_safe('COMMIT');
+$tb->query_safe('SELECT 1');
+is(sql(q{SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'pg_egress_dc'}),
+	'c1,c2', 'both tables are in the publication');
+
+$ta->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+$ta->query_safe('SELECT count(*) FROM egress.stream');
+sql(q{SELECT egress_add_stream('cc3', 'c3', 'LOG_BASED', 'dc')});
+$ta->query(q{SELECT egress_add_stream('cc4', 'c4', 'LOG_BASED', 'dc')});
+like($ta->{stderr}, qr/could not serialize access/, 'under REPEATABLE READ the later call fails instead');
+$ta->{stderr} = '';
+$ta->query_safe('COMMIT');    # (a ROLLBACK after the error)
+is(sql(q{SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'pg_egress_dc'}),
+	'c1,c2,c3', 'and no table was dropped from the publication');
+$ta->quit;
+$tb->quit;
+
 $node->stop;
 done_testing();
