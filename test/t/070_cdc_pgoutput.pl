@@ -204,6 +204,14 @@ ok(!(grep { /ri_nothing/ } publication_tables($node, 'pg_egress_cdc')), '... the
 ($state, $err) = sqlstate_of($node, q{UPDATE ri_nothing SET v = 'app update' WHERE id = 1; DELETE FROM ri_nothing WHERE id = 2});
 is($state, '', 'the application\'s UPDATE and DELETE of the refused table still work') or diag $err;
 
+# an UNLOGGED table writes no WAL: its changes could never be decoded
+sql(q{CREATE UNLOGGED TABLE unl (id integer PRIMARY KEY, v text)});
+($state, $err) = sqlstate_of($node,
+	q{SELECT egress_add_stream('unl_s', 'unl', method => 'LOG_BASED', destination => 'cdc')});
+isnt($state, '', 'an UNLOGGED table is refused for LOG_BASED') or diag 'accepted';
+is(sql(q{SELECT count(*) FROM egress.stream WHERE name = 'unl_s'}), '0', '... no stream created');
+sql(q{SELECT egress_remove_stream('unl_s')}) if $state eq '';
+
 sql(q{SELECT egress_add_stream('ri_f', 'ri_full', method => 'LOG_BASED', destination => 'cdc')});
 sql(q{SELECT egress_add_stream('ri_d', 'ri_default', method => 'LOG_BASED', destination => 'cdc')});
 sql(q{SELECT egress_add_stream('ri_i', 'ri_index', method => 'LOG_BASED', destination => 'cdc')});

@@ -15,7 +15,9 @@
 # inside a transaction between two inserts; a REPLICA IDENTITY FULL delete
 # of a row written before an ADD COLUMN with a default), a transaction over several
 # tables with a logical decoding message, a rolled back transaction and a
-# rolled back subtransaction.
+# rolled back subtransaction, two-phase commit (COMMIT PREPARED, ROLLBACK
+# PREPARED), generated columns (STORED and IDENTITY), column names that
+# need quoting.
 #
 # What is compared: the change files of each destination, read in delivery
 # (name) order, as one sequence of messages, after these normalisations and
@@ -55,7 +57,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use EgressTest;
 
-my $node = create_node('cdc_diff', cdc => 1);
+my $node = create_node('cdc_diff', cdc => 1, conf => "max_prepared_transactions = 2\n");
 my $log_start = -s $node->logfile;
 my %dir = (dw => new_outdir($node, 'dw'), dp => new_outdir($node, 'dp'));
 
@@ -84,6 +86,10 @@ CREATE TABLE tr_t (id integer PRIMARY KEY, v text);
 INSERT INTO tr_t SELECT i, 'v' || i FROM generate_series(1, 5) i;
 CREATE TABLE tr2_t (id integer PRIMARY KEY, v text);
 INSERT INTO tr2_t SELECT i, 'w' || i FROM generate_series(1, 3) i;
+CREATE TABLE gen_t (id integer PRIMARY KEY, a integer, g integer GENERATED ALWAYS AS (a * 2) STORED, ident bigint GENERATED ALWAYS AS IDENTITY);
+INSERT INTO gen_t (id, a) VALUES (1, 1), (2, 2);
+CREATE TABLE "Weird ""Cols""" ("Id" integer PRIMARY KEY, "a b" text, "q""x" integer, "é" text, "UPPER" text);
+INSERT INTO "Weird ""Cols""" VALUES (1, 'one', 1, 'é1', 'U1');
 CREATE TABLE p (id integer, k integer, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
 CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (MINVALUE) TO (100);
 CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (1000);
@@ -107,10 +113,17 @@ my %tables = (
 	idx_t => undef,    # (key_properties of USING INDEX: see 070)
 	tr_t => ['id'],
 	tr2_t => ['id'],
+	gen_t => ['id'],
+	weird => ['Id'],
 	p => [qw(id k)],
 	toast_d => ['id'],
 	toast_f => ['id']);
 my @tables = sort keys %tables;
+# short name -> relation (SQL) and Singer stream id
+my %relname = (weird => '"Weird ""Cols"""');
+sub rel { return $relname{ $_[0] } // $_[0]; }
+my %stream_id = (weird => 'public-Weird "Cols"');
+sub sid { return $stream_id{ $_[0] } // "public-$_[0]"; }
 
 add_destination($node, 'dw', $dir{dw}, '{"decoder": "wal2json"}');
 add_destination($node, 'dp', $dir{dp});
@@ -118,7 +131,7 @@ foreach my $d (qw(dw dp))
 {
 	foreach my $t (@tables)
 	{
-		sql("SELECT egress_add_stream('${d}_$t', '$t', method => 'LOG_BASED', destination => '$d', options => '{\"debug_lsn\": true}')");
+		sql("SELECT egress_add_stream('${d}_$t', " . sql_quote(rel($t)) . ", method => 'LOG_BASED', destination => '$d', options => '{\"debug_lsn\": true}')");
 	}
 }
 foreach my $d (qw(dw dp))
@@ -140,7 +153,7 @@ foreach my $d (qw(dw dp))
 {
 	foreach my $t (@tables)
 	{
-		$initial_version{$d}{"public-$t"} = '' . (stream_row_wait($node, "${d}_$t")->{version} // '');
+		$initial_version{$d}{ sid($t) } = '' . (stream_row_wait($node, "${d}_$t")->{version} // '');
 	}
 }
 
@@ -204,6 +217,20 @@ my @script = (
 	# worker reads it, which two workers need not do alike)
 	q{UPDATE toast_f SET id = 3 WHERE id = 2},
 	q{DELETE FROM toast_f WHERE id = 1},
+	# generated columns (stored, identity)
+	q{INSERT INTO gen_t (id, a) VALUES (3, 3)},
+	q{UPDATE gen_t SET a = 20 WHERE id = 2},
+	q{DELETE FROM gen_t WHERE id = 1},
+	# column names that need quoting
+	q{INSERT INTO "Weird ""Cols""" VALUES (2, 'two', 2, 'é2', 'U2')},
+	q{UPDATE "Weird ""Cols""" SET "a b" = 'uno', "q""x" = 11 WHERE "Id" = 1},
+	q{UPDATE "Weird ""Cols""" SET "Id" = 20 WHERE "Id" = 2},
+	q{DELETE FROM "Weird ""Cols""" WHERE "Id" = 1},
+	# two-phase commit: decoded at COMMIT PREPARED; a rolled back one sends nothing
+	q{BEGIN; INSERT INTO pk_t VALUES (70, 'prepared'); DELETE FROM pk_t WHERE id = 2; PREPARE TRANSACTION 'egress_2pc'},
+	q{COMMIT PREPARED 'egress_2pc'},
+	q{BEGIN; INSERT INTO pk_t VALUES (71, 'prepared, rolled back'); PREPARE TRANSACTION 'egress_2pc_rb'},
+	q{ROLLBACK PREPARED 'egress_2pc_rb'},
 	# several tables, a message, rollbacks
 	q{BEGIN; INSERT INTO pk_t VALUES (50, 'multi'); SELECT pg_logical_emit_message(true, 'egress-test', 'in a transaction'); INSERT INTO full_t VALUES (50, 'multi', 50); UPDATE tr_t SET v = 'multi' WHERE id = 7; COMMIT},
 	q{SELECT pg_logical_emit_message(false, 'egress-test', 'not transactional')},
@@ -232,7 +259,7 @@ foreach my $d (qw(dw dp))
 	  foreach @tables;
 	foreach my $t (grep { defined $tables{$_} } @tables)
 	{
-		compare_states(mirror($dir{$d}, "public-$t", $tables{$t}), table_state($node, $t, $tables{$t}),
+		compare_states(mirror($dir{$d}, sid($t), $tables{$t}), table_state($node, rel($t), $tables{$t}),
 			"$d ($plugin{$d}): $t", lenient => ($t eq 'ddl_t'));
 	}
 }
@@ -290,7 +317,7 @@ sub sequence
 				my $bms = $m->{value}{bookmarks} // {};
 				foreach my $t (@tables)
 				{
-					my $s = "public-$t";
+					my $s = sid($t);
 					my $bm = $bms->{$s};
 					next unless $bm || $seen{$s};
 					if (!$bm || !is_lsn_number($bm->{lsn}))
@@ -376,7 +403,7 @@ is_deeply($psp, [], 'dp (pgoutput): STATE bookmarks: in every file, never going 
 
 foreach my $t (@tables)
 {
-	my $sid = "public-$t";
+	my $sid = sid($t);
 	same_lines($wper->{$sid} // [], $pper->{$sid} // [], "changes of $sid");
 }
 same_lines($wseq, $pseq, 'all changes, in delivery order across streams');
@@ -400,7 +427,7 @@ foreach my $t (@tables)
 		$s{$d} = \@lines;
 	}
 	ok(scalar(@{ $s{dp} }) >= 3, "initial sync of $t through dp: files present");
-	same_lines($s{dw}, $s{dp}, "initial sync of public-$t");
+	same_lines($s{dw}, $s{dp}, "initial sync of " . sid($t));
 }
 
 no_crash_since($node, $log_start, 'no server process crashed');
