@@ -400,10 +400,8 @@ adoption_allowed(bool pgoutput)
 static const char *
 chosen_decoder(void)
 {
-	char	   *decoder = egress_jsonb_get_string(cdc->dest_options, "decoder");
+	const char *decoder = egress_destination_decoder(cdc->dest_options);
 
-	if (decoder == NULL)
-		return EGRESS_PLUGIN_PGOUTPUT;
 	if (!egress_plugin_is_ours(decoder))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

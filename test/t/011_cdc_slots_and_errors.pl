@@ -1,6 +1,6 @@
 
 # Replication slots of LOG_BASED streams and their errors: the default slot
-# pg_egress_<destination> (wal2json) appears with the first stream and goes
+# pg_egress_<destination> (pgoutput by default) appears with the first stream and goes
 # with the last; an existing slot named by the destination option slot_name
 # is adopted (the CDC worker holds it) and kept on removal unless
 # drop_adopted_slot.  Refused at add time, with their SQLSTATEs: a table
@@ -115,8 +115,8 @@ is(sql('SELECT count(*) FROM egress.stream'), '0', 'nothing created');
 add_stream('s1', 't1', 'd1');
 ok( poll_until(
 		'slot pg_egress_d1', 60,
-		sub { my $s = slot_row($node, 'pg_egress_d1'); $s && ($s->{plugin} // '') eq 'wal2json' }),
-	'the default slot pg_egress_d1 (wal2json) exists once the stream is added');
+		sub { my $s = slot_row($node, 'pg_egress_d1'); $s && ($s->{plugin} // '') eq 'pgoutput' }),
+	'the default slot pg_egress_d1 (pgoutput, the default decoder) exists once the stream is added');
 is(slot_row($node, 'pg_egress_d1')->{slot_type}, 'logical', 'it is a logical slot');
 wait_stream_state($node, 's1', 'streaming');
 is(stream_row_wait($node, 's1')->{slot_name}, 'pg_egress_d1', 'egress_streams.slot_name');
