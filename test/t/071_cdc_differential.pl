@@ -7,17 +7,19 @@
 # The script: the every-type table (inserts of every value, updates, a key
 # change, deletes), UPDATEs that change the primary key, DELETEs, REPLICA
 # IDENTITY FULL with and without a primary key, REPLICA IDENTITY USING
-# INDEX, TRUNCATE (of one table and of two in one statement), a
-# partitioned table (both partitions, a direct insert
-# into a partition, a row moving between partitions, a partition created
-# mid-stream), unchanged TOASTed values under REPLICA IDENTITY DEFAULT and
-# FULL, DDL mid-stream (ADD COLUMN, DROP COLUMN, ALTER COLUMN TYPE, also
-# inside a transaction between two inserts; a REPLICA IDENTITY FULL delete
-# of a row written before an ADD COLUMN with a default), a transaction over several
+# INDEX, TRUNCATE (of one table, and of two in one statement), a
+# partitioned table (both partitions, a direct insert into a partition, a
+# row moving between partitions, a partition created mid-stream),
+# unchanged TOASTed values under REPLICA IDENTITY DEFAULT and FULL, DDL
+# mid-stream (ADD COLUMN, DROP COLUMN, ALTER COLUMN TYPE, also inside a
+# transaction between two changes; a REPLICA IDENTITY FULL delete of a row
+# written before an ADD COLUMN ... DEFAULT), a transaction over several
 # tables with a logical decoding message, a rolled back transaction and a
 # rolled back subtransaction, two-phase commit (COMMIT PREPARED, ROLLBACK
-# PREPARED), generated columns (STORED and IDENTITY), column names that
-# need quoting.
+# PREPARED), generated columns (STORED and IDENTITY), names that need
+# quoting.  (No change of a REPLICA IDENTITY DEFAULT row follows its
+# TOAST-only update: the re-read of the unchanged value would see it or
+# not depending on when each worker reads.)
 #
 # What is compared: the change files of each destination, read in delivery
 # (name) order, as one sequence of messages, after these normalisations and
