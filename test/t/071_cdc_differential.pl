@@ -17,7 +17,8 @@
 # tables with a logical decoding message, a rolled back transaction and a
 # rolled back subtransaction, two-phase commit (COMMIT PREPARED, ROLLBACK
 # PREPARED), generated columns (STORED and IDENTITY), names that need
-# quoting.  (No change of a REPLICA IDENTITY DEFAULT row follows its
+# quoting, types printed by their own output functions (reg*, money, xml,
+# ranges, arrays of timestamps, ...).  (No change of a REPLICA IDENTITY DEFAULT row follows its
 # TOAST-only update: the re-read of the unchanged value would see it or
 # not depending on when each worker reads.)
 #
@@ -88,6 +89,17 @@ CREATE TABLE tr_t (id integer PRIMARY KEY, v text);
 INSERT INTO tr_t SELECT i, 'v' || i FROM generate_series(1, 5) i;
 CREATE TABLE tr2_t (id integer PRIMARY KEY, v text);
 INSERT INTO tr2_t SELECT i, 'w' || i FROM generate_series(1, 3) i;
+CREATE TABLE xt (
+	id integer PRIMARY KEY,
+	c_regclass regclass, c_regtype regtype, c_regproc regprocedure, c_money money, c_xml xml,
+	c_tsv tsvector, c_macaddr macaddr, c_cidr cidr, c_i4r int4range, c_tstzr tstzrange,
+	c_box box, c_jsonpath jsonpath, c_lsn pg_lsn, c_varbit varbit, c_ts_arr timestamptz[],
+	c_num_arr numeric[], c_float_arr float8[]);
+INSERT INTO xt VALUES (1, 'pk_t', 'timestamp with time zone', 'pg_catalog.lower(text)', 12.34,
+	'<a b="c">d &amp; e</a>', 'the quick brown fox', '08:00:2b:01:02:03', '10.1.0.0/16', '[1,10)',
+	'[2024-01-15 13:45:30.5+02,infinity)', '(1,2),(3,4)', '\$.a[*] ? (\@ > 1)', '16/B374D848', B'10110',
+	'{"2024-01-15 13:45:30.5+02","-infinity"}', '{1.50,NaN,-0.000001}', '{0.1,1e300,-Infinity}'),
+	(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 CREATE TABLE gen_t (id integer PRIMARY KEY, a integer, g integer GENERATED ALWAYS AS (a * 2) STORED, ident bigint GENERATED ALWAYS AS IDENTITY);
 INSERT INTO gen_t (id, a) VALUES (1, 1), (2, 2);
 CREATE TABLE "Weird ""Cols""" ("Id" integer PRIMARY KEY, "a b" text, "q""x" integer, "é" text, "UPPER" text);
@@ -116,6 +128,7 @@ my %tables = (
 	tr_t => ['id'],
 	tr2_t => ['id'],
 	gen_t => ['id'],
+	xt => undef,    # (reg* values print by the search path: see 070)
 	weird => ['Id'],
 	p => [qw(id k)],
 	toast_d => ['id'],
@@ -219,6 +232,10 @@ my @script = (
 	# worker reads it, which two workers need not do alike)
 	q{UPDATE toast_f SET id = 3 WHERE id = 2},
 	q{DELETE FROM toast_f WHERE id = 1},
+	# types printed by their own output functions
+	q{INSERT INTO xt SELECT id + 10, c_regclass, c_regtype, c_regproc, c_money, c_xml, c_tsv, c_macaddr, c_cidr, c_i4r, c_tstzr, c_box, c_jsonpath, c_lsn, c_varbit, c_ts_arr, c_num_arr, c_float_arr FROM xt},
+	q{UPDATE xt SET id = id + 100 WHERE id = 1},
+	q{DELETE FROM xt WHERE id = 2},
 	# generated columns (stored, identity)
 	q{INSERT INTO gen_t (id, a) VALUES (3, 3)},
 	q{UPDATE gen_t SET a = 20 WHERE id = 2},
