@@ -13,7 +13,9 @@
 #    acknowledged a batch) is read just before the kill; every change file
 #    written after the kill holds only transactions that committed after
 #    that position (a transaction cut over several batches counts as
-#    acknowledged once its last batch is);
+#    acknowledged once its last batch is), and there are no more re-sent
+#    records than records of the files present at the kills that committed
+#    at or after that position;
 #  - bookmarks never go back: the catalog's confirmed position, sampled all
 #    along, never decreases; the STATE bookmarks of the files, in the order
 #    they were written, never decrease between two kills, and no file
