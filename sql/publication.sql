@@ -62,6 +62,10 @@ ROLLBACK;
 SELECT * FROM pub_tables;
 SELECT egress_remove_stream('cust');
 SELECT * FROM pub_tables;
+-- what PostgreSQL refuses in a publication refuses the stream, with its own error
+CREATE UNLOGGED TABLE shop.scratch (id int PRIMARY KEY);
+SELECT egress_add_stream('scratch', 'shop.scratch', 'LOG_BASED', 'lake');
+SELECT count(*) FROM egress.stream WHERE name = 'scratch';
 
 -- patterns, and tables created later (follow_new_tables)
 SELECT egress_add_streams('shop.cust*', method => 'LOG_BASED', destination => 'lake',

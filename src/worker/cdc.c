@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  * cdc.c
  *	  The CDC worker of a destination: decodes the destination's logical
- *	  slot in-process with wal2json and publishes the committed changes of
- *	  its LOG_BASED streams as Singer batches.
+ *	  slot in-process (with pgoutput, or wal2json for a slot made for it:
+ *	  the slot's plugin decides) and publishes the committed changes of its
+ *	  LOG_BASED streams as Singer batches.
  *
  * One worker per destination, because a process holds one slot at a time.
  * Decoding is driven the way pg_logical_slot_get_changes() drives it, but
