@@ -398,6 +398,27 @@ after_error(ErrorData *edata, int *failures)
 
 	/* the caches may hold time-travel entries of the decoding */
 	cdc_start_catalog_transaction();
+	if (cdc->pgoutput && !cdc_slot_must_go && cdc->slot_name != NULL &&
+		edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+	{
+		char	   *pubname = egress_publication_name(cdc->dest_name);
+
+		/*
+		 * The destination's publication was dropped (by hand): pgoutput
+		 * reads it with the catalog as of each change, so the slot cannot
+		 * be decoded past the drop, even once the publication exists
+		 * again.  The slot is given up as an invalidated one is: the
+		 * streams are synced again on a new slot, made after the
+		 * publication is created anew (record_new_slot).
+		 */
+		if (!SearchSysCacheExists1(PUBLICATIONNAME, CStringGetDatum(pubname)))
+		{
+			snprintf(cdc_slot_problem, sizeof(cdc_slot_problem),
+					 "publication \"%s\" of destination \"%s\" was dropped: replication slot \"%s\" cannot be decoded past the drop",
+					 pubname, cdc->dest_name, cdc->slot_name);
+			cdc_slot_must_go = true;
+		}
+	}
 	CommitTransactionCommand();
 
 	/* a slot that held too much WAL, or was invalidated */
@@ -468,6 +489,13 @@ egress_cdc_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	egress_pin_output_settings();
+
+	/*
+	 * Values decoded by the output plugin are printed by their output
+	 * functions in this session: print names (regclass, regproc...) as
+	 * FULL_TABLE does, qualified unless in pg_catalog.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * One CDC worker per destination: a database worker that was restarted

@@ -124,6 +124,9 @@ cdc_prepare_record(CdcStream *s)
 		if (s->sent_schema)
 			pfree(s->sent_schema);
 		s->sent_schema = pstrdup(s->st->schema_json);
+		if (s->sent_stream_id)
+			pfree(s->sent_stream_id);
+		s->sent_stream_id = pstrdup(s->st->stream_id);
 		s->schema_in_batch = true;
 		MemoryContextSwitchTo(oldcxt);
 	}

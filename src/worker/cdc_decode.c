@@ -11,6 +11,9 @@
 
 #include "worker/cdc_internal.h"
 
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
+
 static void
 cdc_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 				  bool last_write)
@@ -125,10 +128,46 @@ apply_change(EgressChange *ch, Oid relid)
 }
 
 /*
+ * Does the list hold every leaf partition of the partitioned table relid,
+ * as of the change?  Then the statement emptied the whole table: a
+ * TRUNCATE of a partitioned table lists only its leaf partitions (they
+ * alone have storage).
+ */
+static bool
+all_partitions_listed(Oid relid, Oid *relids, int nrelids)
+{
+	List	   *all;
+	ListCell   *lc;
+	bool		covered = true;
+
+	if (get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
+		return false;
+	all = find_all_inheritors(relid, NoLock, NULL);
+	foreach(lc, all)
+	{
+		Oid			child = lfirst_oid(lc);
+		bool		listed = false;
+
+		if (get_rel_relkind(child) == RELKIND_PARTITIONED_TABLE)
+			continue;			/* relid itself, or a partitioned partition */
+		for (int i = 0; i < nrelids && !listed; i++)
+			listed = relids[i] == child;
+		if (!listed)
+		{
+			covered = false;
+			break;
+		}
+	}
+	list_free(all);
+	return covered;
+}
+
+/*
  * pgoutput's TRUNCATE lists every truncated relation of one statement.
  * Each counts as wal2json's TRUNCATE of that relation, once per stream:
- * when the stream's own table is in the list, its partitions in the same
- * list were emptied with it and the ACTIVATE_VERSION covers them.
+ * when the stream's own table is in the list, or every leaf partition of
+ * it, the whole table was emptied and one ACTIVATE_VERSION covers it; only
+ * some of its partitions: the stream is synchronized again.
  */
 static void
 apply_truncate(EgressChange *ch)
@@ -151,6 +190,9 @@ apply_truncate(EgressChange *ch)
 		for (int j = i; j < ch->nrelids; j++)
 			if (si[j] == si[i] && ch->relids[j] == cdc->streams[si[i]].def->relid)
 				relid = ch->relids[j];
+		if (relid != cdc->streams[si[i]].def->relid &&
+			all_partitions_listed(cdc->streams[si[i]].def->relid, ch->relids, ch->nrelids))
+			relid = cdc->streams[si[i]].def->relid;
 		apply_change(ch, relid);
 	}
 	pfree(si);

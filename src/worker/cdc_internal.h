@@ -83,6 +83,7 @@ typedef struct CdcStream
 	bool		recheck;		/* DDL touched the table: does it still exist? */
 	bool		dropped;		/* ... it does not */
 	char	   *sent_schema;	/* schema_json last sent for this stream */
+	char	   *sent_stream_id; /* ... under this stream id */
 	bool		schema_in_batch;	/* SCHEMA already written in the batch */
 	bool		debug_lsn;
 	bool		pause_on_lag;

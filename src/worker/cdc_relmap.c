@@ -320,6 +320,8 @@ cdc_refresh_descriptor(CdcStream *s)
 			s->user_code = true;
 		}
 	}
-	if (s->sent_schema == NULL || strcmp(s->sent_schema, s->st->schema_json) != 0)
+	/* a new SCHEMA before the next record also after a RENAME (a new stream id) */
+	if (s->sent_schema == NULL || strcmp(s->sent_schema, s->st->schema_json) != 0 ||
+		s->sent_stream_id == NULL || strcmp(s->sent_stream_id, s->st->stream_id) != 0)
 		s->schema_in_batch = false; /* a new SCHEMA before the next record */
 }

@@ -31,7 +31,8 @@ our @EXPORT = qw(
   write_file start_pgbench finish_pgbench sqlstate_of utc_commit_time
   count_records_raw check_cdc_batch is_lsn_number cdc_name_lsns is_cdc_name
   caught_up server_up stream_row_wait no_crash_since
-  every_type_table
+  every_type_table record_text record_text_without_sdc publication_tables
+  publication_row
 );
 
 # Client encoding of every psql the tests start: the data is UTF-8.
@@ -55,9 +56,12 @@ track_commit_timestamp = on
 };
 
 # create_node($name, conf => "extra postgresql.conf lines", extension => 0,
-#             cdc => 1)
+#             cdc => 1, default_plugins => 1)
 # Returns a started node with pg_egress created in database postgres.  With
 # cdc => 1 the node gets $CDC_CONF (before conf, which can override it).
+# With default_plugins => 1 no output_plugin_libraries line is written, so
+# the setting stays at its built-in default ('pgoutput, test_decoding': no
+# wal2json).
 sub create_node
 {
 	my ($name, %opts) = @_;
@@ -65,8 +69,7 @@ sub create_node
 	$node->init(
 		allows_streaming => 'logical',
 		extra => [ '--encoding=UTF8', '--locale=C' ]);
-	$node->append_conf(
-		'postgresql.conf', qq{
+	my $base = qq{
 shared_preload_libraries = 'pg_egress'
 wal_level = logical
 max_worker_processes = 16
@@ -78,8 +81,15 @@ pg_egress.naptime = '1s'
 output_plugin_libraries = 'pgoutput, test_decoding, wal2json'
 # the test receivers listen on 127.0.0.1; streams of non-superusers send there
 pg_egress.allowed_destination_hosts = '*, 127.0.0.1'
-});
-	$node->append_conf('postgresql.conf', $CDC_CONF) if $opts{cdc};
+};
+	my $cdc_conf = $CDC_CONF;
+	if ($opts{default_plugins})
+	{
+		$base =~ s/^output_plugin_libraries\b.*\n//mg;
+		$cdc_conf =~ s/^output_plugin_libraries\b.*\n//mg;
+	}
+	$node->append_conf('postgresql.conf', $base);
+	$node->append_conf('postgresql.conf', $cdc_conf) if $opts{cdc};
 	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION pg_egress')
@@ -335,6 +345,54 @@ sub raw_record_value
 	die "no record in $line\n" unless $rec;
 	my ($col) = grep { $_->[0] eq $column } raw_pairs($rec->[1]);
 	return $col ? $col->[1] : undef;
+}
+
+# The raw text of the "record" object of a RECORD line, byte for byte.
+sub record_text
+{
+	my ($line) = @_;
+	my ($rec) = grep { $_->[0] eq 'record' } raw_pairs($line);
+	die "no record in $line\n" unless $rec;
+	return $rec->[1];
+}
+
+# The raw text of the "record" object with its "_sdc_*" members (and their
+# separating commas) cut out, every other byte as written.  A raw `"_sdc_`
+# right after `{` or `,` can only be a key: inside a JSON string a quote is
+# escaped.
+sub record_text_without_sdc
+{
+	my ($line) = @_;
+	my $t = record_text($line);
+	my $val = qr/(?:null|true|false|"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)/;
+	$t =~ s/,"_sdc_[A-Za-z0-9_]*":$val//g;
+	$t =~ s/^\{"_sdc_[A-Za-z0-9_]*":$val,?/{/ while $t =~ /^\{"_sdc_/;
+	return $t;
+}
+
+# publication_tables($node, $publication) -> sorted schema.table names (quoted
+# as identifiers where needed: "a.b"."c.d") of
+# pg_publication_tables (partitions, not their partitioned table, when
+# publish_via_partition_root is off); () when the publication does not
+# exist or the server does not answer.
+sub publication_tables
+{
+	my ($node, $pub) = @_;
+	my ($ret, $out) = $node->psql('postgres',
+		q{SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_publication_tables WHERE pubname = }
+		  . sql_quote($pub) . ' ORDER BY 1');
+	return () if $ret != 0 || $out eq '';
+	return split /\n/, $out;
+}
+
+# The pg_publication row of a publication as a hash (undef when absent).
+sub publication_row
+{
+	my ($node, $pub) = @_;
+	my ($ret, $out) = $node->psql('postgres',
+		'SELECT row_to_json(p) FROM pg_publication p WHERE pubname = ' . sql_quote($pub));
+	return undef if $ret != 0 || $out eq '';
+	return json_decode($out, 'pg_publication row');
 }
 
 # ---------------------------------------------------------------------------

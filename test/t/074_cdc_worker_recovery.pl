@@ -10,7 +10,11 @@
 # the end state is the same); (C) a destination that fails while changes are being decoded
 # (inside the decoding's transaction) sends the worker through its error
 # path: the same process goes on once the destination works again, nothing
-# is lost, and the server log shows no leaked resources.
+# is lost, and the server log shows no leaked resources; (D) partitions
+# with pgoutput: one attached mid-stream leads to the partitioned table's
+# stream, one detached no longer does, and a TRUNCATE of the partitioned
+# table (one pgoutput TRUNCATE listing it and its partitions) is one
+# ACTIVATE_VERSION, not a resync.
 
 use strict;
 use warnings;
@@ -55,7 +59,7 @@ ok(poll_until('rows 1-5 in the first directory', 60, sub { scalar(change_ids($di
 
 # a superuser moves the destination; the next egress_* call makes the
 # worker read its configuration again
-$sql->(q{UPDATE egress.destination SET location = } . sql_quote(file_url($dir2)) . q{ WHERE name = 'da'});
+$sql->(q{UPDATE egress.destination SET location = } . sql_quote($dir2) . q{ WHERE name = 'da'});
 $sql->(q{SELECT egress_add_stream('sa2', 'a2', method => 'LOG_BASED', destination => 'da')});
 wait_stream_state($node, 'sa2', 'streaming', 60);
 $sql->(q{INSERT INTO a SELECT i, 'two' FROM generate_series(6, 10) i});
@@ -126,5 +130,40 @@ my $log = slurp_file($node->logfile, $log_c);
 unlike($log, qr/leaked|was not released|not closed|server process .* was terminated/,
 	'C: no leaked resources, no crash in the log');
 like($log, qr/Permission denied/, 'C: the failure is in the log');
+
+# ---------------------------------------------------------------------------
+# D. partitions: ATTACH / DETACH mid-stream, TRUNCATE of the whole table
+# ---------------------------------------------------------------------------
+$sql->(q{
+CREATE TABLE p (id integer, k integer, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);
+CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200);
+CREATE TABLE p3 (id integer, k integer, PRIMARY KEY (id, k));
+INSERT INTO p VALUES (1, 1), (2, 150);
+});
+my $dird = new_outdir($node, 'd');
+add_destination($node, 'dd', $dird);
+$sql->(q{SELECT egress_add_stream('sp', 'p', method => 'LOG_BASED', destination => 'dd')});
+wait_stream_state($node, 'sp', 'streaming', 60);
+my $v1 = '' . stream_row($node, 'sp')->{version};
+$sql->(q{ALTER TABLE p ATTACH PARTITION p3 FOR VALUES FROM (200) TO (300)});
+$sql->(q{INSERT INTO p VALUES (3, 250); INSERT INTO p VALUES (4, 50)});
+$sql->(q{ALTER TABLE p DETACH PARTITION p2});
+$sql->(q{INSERT INTO p2 VALUES (5, 160); INSERT INTO p VALUES (6, 60)});
+ok(poll_until('rows 3, 4, 6 of p delivered', 60, sub { scalar(change_ids($dird, 'public-p')) >= 3 }),
+	'D: changes of p arrive');
+is(join(',', change_ids($dird, 'public-p')), '3,4,6',
+	'D: a partition attached mid-stream leads to the stream, a detached one no longer does');
+
+$sql->(q{TRUNCATE p});
+$sql->(q{INSERT INTO p VALUES (7, 70)});
+ok(poll_until('row 7 of p delivered', 60, sub { scalar(change_ids($dird, 'public-p')) >= 4 }),
+	'D: changes after the TRUNCATE arrive');
+my @av = grep { ($_->{type} // '') eq 'ACTIVATE_VERSION' && ($_->{stream} // '') eq 'public-p' }
+  map { @{ $_->{messages} } } cdc_batches($dird);
+is(scalar(@av), 1, 'D: one ACTIVATE_VERSION for the TRUNCATE of the partitioned table');
+my $row = stream_row($node, 'sp');
+is($row->{state}, 'streaming', 'D: the stream is still streaming');
+is(scalar(sync_batches($dird, 'sp')), 1, 'D: no new initial sync (no resync for the partitions in the same TRUNCATE)');
 
 done_testing();
