@@ -70,9 +70,14 @@ CREATE TABLE c (id int PRIMARY KEY, v text, big text);
 ALTER TABLE c ALTER big SET STORAGE EXTERNAL;
 INSERT INTO c SELECT g, 'v' || g, repeat(md5(g::text), 100) FROM generate_series(1, 200) g;
 SELECT egress_add_stream('c', 'c', 'LOG_BASED', 'local', options => '{"debug_lsn": true}');
+-- the other decoder, and a column list with a row filter (pgoutput)
+SELECT egress_add_destination('localw', 'file://$dir/outw', '{"decoder": "wal2json"}');
+SELECT egress_add_stream('cw', 'c', 'LOG_BASED', 'localw');
+SELECT egress_add_destination('localf', 'file://$dir/outf');
+SELECT egress_add_stream('cf', 'c', 'LOG_BASED', 'localf', options => '{"columns": ["id", "big"], "filter": "id % 2 = 0"}');
 SQL
 for _ in $(seq 1 600); do
-	[ "$("${P[@]}" -Atc "SELECT state FROM egress_streams WHERE name = 'c'")" = streaming ] && break
+	[ "$("${P[@]}" -Atc "SELECT string_agg(state, ',' ORDER BY name) FROM egress_streams WHERE name IN ('c', 'cw', 'cf')")" = streaming,streaming,streaming ] && break
 	sleep 0.5
 done
 "${P[@]}" <<SQL
@@ -86,7 +91,7 @@ INSERT INTO c VALUES (1, 'again', 'x', 1);
 SQL
 target=$("${P[@]}" -Atc "SELECT pg_current_wal_lsn()")
 for _ in $(seq 1 600); do
-	[ "$("${P[@]}" -Atc "SELECT confirmed_lsn >= '$target' FROM egress_streams WHERE name = 'c'")" = t ] && break
+	[ "$("${P[@]}" -Atc "SELECT bool_and(confirmed_lsn >= '$target') FROM egress_streams WHERE name IN ('c', 'cw', 'cf')")" = t ] && break
 	sleep 0.5
 done
 # the HTTP sink (test receiver from test/http): gzip, headers, retries after
