@@ -26,6 +26,7 @@
 #include "access/relation.h"
 #include "access/sysattr.h"
 #include "access/transam.h"
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
@@ -46,6 +47,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/ruleutils.h"
 #include "utils/syscache.h"
 
@@ -183,11 +185,102 @@ typedef struct PubStream
 	Jsonb	   *options;
 } PubStream;
 
-static void
-sync_error_callback(void *arg)
+/* The publication's current entry for a table (PostgreSQL keeps it up to date) */
+typedef struct PubEntry
 {
-	errcontext("filter of stream \"%s\", for its destination's publication",
-			   (const char *) arg);
+	Oid			relid;
+	char	   *columns;		/* "a, b" (quoted), or NULL: no column list */
+	char	   *qual;			/* deparsed row filter, or NULL: none */
+} PubEntry;
+
+static List *
+publication_entries(Oid pubid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(pubid)};
+	List	   *result = NIL;
+	int			n;
+
+	n = egress_catalog_exec("SELECT pr.prrelid, "
+							"(SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) "
+							" FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) pr.prrelid "
+							" AND a.attnum OPERATOR(pg_catalog.=) ANY (pr.prattrs::pg_catalog.int2[]) "
+							" AND NOT a.attisdropped), "
+							"pg_catalog.pg_get_expr(pr.prqual, pr.prrelid) "
+							"FROM pg_catalog.pg_publication_rel pr WHERE pr.prpubid OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, NULL, true);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PubEntry   *e = palloc0(sizeof(PubEntry));
+		bool		isnull;
+
+		e->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		e->columns = SPI_getvalue(tup, desc, 2);
+		e->qual = SPI_getvalue(tup, desc, 3);
+		result = lappend(result, e);
+	}
+	return result;
+}
+
+static PubEntry *
+publication_entry(List *entries, Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, entries)
+		if (((PubEntry *) lfirst(lc))->relid == relid)
+			return lfirst(lc);
+	return NULL;
+}
+
+/*
+ * A stream's filter as egress_filter_sql() makes it, or NULL (with a
+ * WARNING) when it no longer passes: a column of it renamed, dropped or no
+ * longer readable by the owner, a type changed...  One stream's filter must
+ * not fail the sync of a destination that other roles' streams share: its
+ * caller falls back on what the publication holds.
+ */
+static char *
+try_filter_sql(PubStream *ps, const char *filter)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		result = egress_filter_sql(ps->relid, filter, ps->owner, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+			ReThrowError(edata);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("filter of stream \"%s\" no longer applies: %s", ps->name, edata->message),
+				 errdetail("Its destination's publication keeps the filter it had for the table, if any; without one, the table is left out of the publication."),
+				 errhint("Remove the stream and add it again with a filter that applies.")));
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
 }
 
 void
@@ -201,6 +294,7 @@ egress_publication_sync(const char *destination)
 	Datum		values[1];
 	List	   *streams = NIL;
 	List	   *relids = NIL;
+	List	   *entries;
 	ListCell   *lc;
 	StringInfoData sql;
 	int			n;
@@ -229,6 +323,7 @@ egress_publication_sync(const char *destination)
 	else if (owner != BOOTSTRAP_SUPERUSERID)
 		not_ours(pubname, destination);
 
+	entries = publication_entries(pubid);
 	values[0] = CStringGetTextDatum(destination);
 	n = egress_catalog_exec("SELECT name, relid, owner::pg_catalog.oid, options FROM egress.stream "
 							"WHERE destination OPERATOR(pg_catalog.=) $1 "
@@ -257,11 +352,14 @@ egress_publication_sync(const char *destination)
 	foreach(lc, streams)
 	{
 		PubStream  *ps = lfirst(lc);
+		PubEntry   *entry;
 		List	   *columns;
 		char	   *filter;
+		char	   *filter_sql = NULL;
 		char	   *relname;
 		char	   *nspname;
-		bool		first = true;
+		StringInfoData cols;
+		bool		missing = false;
 		ListCell   *cc;
 
 		if (list_member_oid(relids, ps->relid))
@@ -270,37 +368,78 @@ egress_publication_sync(const char *destination)
 		nspname = relname ? get_namespace_name(get_rel_namespace(ps->relid)) : NULL;
 		if (relname == NULL || nspname == NULL)
 			continue;
-		relids = lappend_oid(relids, ps->relid);
 
-		appendStringInfo(&sql, "%sONLY %s", sql.len > 0 ? ", " : "",
-						 quote_qualified_identifier(nspname, relname));
+		/*
+		 * What a publication cannot hold (its owner made a table a view or
+		 * unlogged since) would fail the statement for every stream of the
+		 * destination: that stream alone goes without.
+		 */
+		if ((get_rel_relkind(ps->relid) != RELKIND_RELATION &&
+			 get_rel_relkind(ps->relid) != RELKIND_PARTITIONED_TABLE) ||
+			get_rel_persistence(ps->relid) != RELPERSISTENCE_PERMANENT)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("stream \"%s\" is left out of its destination's publication", ps->name),
+					 errdetail("Relation %s is no longer a permanent table.",
+							   quote_qualified_identifier(nspname, relname))));
+			continue;
+		}
+		entry = publication_entry(entries, ps->relid);
+
+		/*
+		 * The column list: the stream's columns by name.  A column renamed
+		 * or dropped since no longer has its name; then the publication's
+		 * list (kept by attribute number, so renames follow), else those
+		 * that remain.  Never no list at all for a stream that has one: the
+		 * publication would send every column, also those its owner may not
+		 * read.
+		 */
 		columns = egress_stream_columns(ps->options);
+		initStringInfo(&cols);
 		foreach(cc, columns)
 		{
 			const char *col = lfirst(cc);
 
-			/* a column dropped since: the list of those that remain */
 			if (get_attnum(ps->relid, col) <= 0)
+			{
+				missing = true;
 				continue;
-			appendStringInfo(&sql, "%s%s", first ? " (" : ", ", quote_identifier(col));
-			first = false;
+			}
+			appendStringInfo(&cols, "%s%s", cols.len > 0 ? ", " : "", quote_identifier(col));
 		}
-		if (!first)
-			appendStringInfoChar(&sql, ')');
+		if (missing && entry != NULL && entry->columns != NULL)
+		{
+			resetStringInfo(&cols);
+			appendStringInfoString(&cols, entry->columns);
+		}
+		if (columns != NIL && cols.len == 0)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("none of the columns of stream \"%s\" exists any more", ps->name),
+					 errdetail("The table is left out of its destination's publication.")));
+			continue;
+		}
+
+		/* the row filter: likewise the publication's when it no longer applies */
 		filter = egress_stream_filter(ps->options);
 		if (filter != NULL)
 		{
-			ErrorContextCallback errcb;
-
-			/* a filter that no longer passes names its stream */
-			errcb.callback = sync_error_callback;
-			errcb.arg = ps->name;
-			errcb.previous = error_context_stack;
-			error_context_stack = &errcb;
-			appendStringInfo(&sql, " WHERE (%s)",
-							 egress_filter_sql(ps->relid, filter, ps->owner, NULL));
-			error_context_stack = errcb.previous;
+			filter_sql = try_filter_sql(ps, filter);
+			if (filter_sql == NULL && entry != NULL && entry->qual != NULL)
+				filter_sql = entry->qual;
+			if (filter_sql == NULL)
+				continue;
 		}
+
+		relids = lappend_oid(relids, ps->relid);
+		appendStringInfo(&sql, "%sONLY %s", sql.len > 0 ? ", " : "",
+						 quote_qualified_identifier(nspname, relname));
+		if (cols.len > 0)
+			appendStringInfo(&sql, " (%s)", cols.data);
+		if (filter_sql != NULL)
+			appendStringInfo(&sql, " WHERE (%s)", filter_sql);
 	}
 
 	if (sql.len > 0)
