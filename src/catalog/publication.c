@@ -369,22 +369,6 @@ egress_publication_sync(const char *destination)
 		if (relname == NULL || nspname == NULL)
 			continue;
 
-		/*
-		 * What a publication cannot hold (its owner made a table a view or
-		 * unlogged since) would fail the statement for every stream of the
-		 * destination: that stream alone goes without.
-		 */
-		if ((get_rel_relkind(ps->relid) != RELKIND_RELATION &&
-			 get_rel_relkind(ps->relid) != RELKIND_PARTITIONED_TABLE) ||
-			get_rel_persistence(ps->relid) != RELPERSISTENCE_PERMANENT)
-		{
-			ereport(WARNING,
-					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-					 errmsg("stream \"%s\" is left out of its destination's publication", ps->name),
-					 errdetail("Relation %s is no longer a permanent table.",
-							   quote_qualified_identifier(nspname, relname))));
-			continue;
-		}
 		entry = publication_entry(entries, ps->relid);
 
 		/*
