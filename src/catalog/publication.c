@@ -95,6 +95,30 @@ publication_lookup(const char *pubname, Oid *pubid, Oid *owner)
 	return true;
 }
 
+/*
+ * Runs one statement on a publication, as the bootstrap superuser (caller
+ * is inside egress_catalog_enter()).  Its text holds deparsed row filters,
+ * whose string constants mean what egress_filter_sql() checked only when
+ * standard_conforming_strings is on: with it off in the session, a
+ * backslash in a constant would escape the closing quote and the rest of
+ * the constant would be SQL of the superuser.  So the setting is pinned,
+ * and the text must be one statement all the same.
+ */
+static void
+publication_exec(const char *sql)
+{
+	int			nestlevel = NewGUCNestLevel();
+	List	   *raw;
+
+	(void) set_config_option("standard_conforming_strings", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		elog(ERROR, "pg_egress publication statement is not one statement: %s", sql);
+	egress_catalog_exec(sql, 0, NULL, NULL, NULL, false);
+	AtEOXact_GUC(true, nestlevel);
+}
+
 static void
 create_publication(const char *destination, const char *pubname)
 {
@@ -112,17 +136,15 @@ create_publication(const char *destination, const char *pubname)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("log_min_messages", "error", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	egress_catalog_exec(psprintf("CREATE PUBLICATION %s WITH (publish = 'insert, update, delete, truncate', "
+	publication_exec(psprintf("CREATE PUBLICATION %s WITH (publish = 'insert, update, delete, truncate', "
 								 "publish_via_partition_root = false)",
-								 quote_identifier(pubname)),
-						0, NULL, NULL, NULL, false);
+								 quote_identifier(pubname)));
 	AtEOXact_GUC(true, nestlevel);
 
 	comment = psprintf("changes of the LOG_BASED streams of pg_egress destination \"%s\"; "
 					   "managed by pg_egress, dropped with the destination", destination);
-	egress_catalog_exec(psprintf("COMMENT ON PUBLICATION %s IS %s",
-								 quote_identifier(pubname), quote_literal_cstr(comment)),
-						0, NULL, NULL, NULL, false);
+	publication_exec(psprintf("COMMENT ON PUBLICATION %s IS %s",
+								 quote_identifier(pubname), quote_literal_cstr(comment)));
 }
 
 void
@@ -428,9 +450,8 @@ egress_publication_sync(const char *destination)
 
 	if (sql.len > 0)
 	{
-		egress_catalog_exec(psprintf("ALTER PUBLICATION %s SET TABLE %s",
-									 quote_identifier(pubname), sql.data),
-							0, NULL, NULL, NULL, false);
+		publication_exec(psprintf("ALTER PUBLICATION %s SET TABLE %s",
+									 quote_identifier(pubname), sql.data));
 		return;
 	}
 
@@ -450,9 +471,8 @@ egress_publication_sync(const char *destination)
 			appendStringInfo(&sql, "%sONLY %s", i > 0 ? ", " : "",
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 		if (n > 0)
-			egress_catalog_exec(psprintf("ALTER PUBLICATION %s DROP TABLE %s",
-										 quote_identifier(pubname), sql.data),
-								0, NULL, NULL, NULL, false);
+			publication_exec(psprintf("ALTER PUBLICATION %s DROP TABLE %s",
+										 quote_identifier(pubname), sql.data));
 	}
 }
 
@@ -469,8 +489,7 @@ egress_publication_drop(const char *destination)
 		return;
 	if (!publication_lookup(pubname, &pubid, &owner) || owner != BOOTSTRAP_SUPERUSERID)
 		return;
-	egress_catalog_exec(psprintf("DROP PUBLICATION %s", quote_identifier(pubname)),
-						0, NULL, NULL, NULL, false);
+	publication_exec(psprintf("DROP PUBLICATION %s", quote_identifier(pubname)));
 }
 
 List *

@@ -184,4 +184,26 @@ ok_as('alice', q{ALTER TABLE a.acct REPLICA IDENTITY USING INDEX acct_code});
 ($ret, $o, $err) = as('alice', q{UPDATE a.acct SET v = 'y' WHERE id = 1});
 is($ret, 0, "a reader's stream does not make the table owner's UPDATE fail (TODO: design)") or diag $err;
 
+# ---------------------------------------------------------------------------
+# 5. The deparsed filter is parsed again by the bootstrap superuser (ALTER
+#    PUBLICATION ... WHERE, in the caller's session).  egress_filter_sql()
+#    deparses with standard_conforming_strings on; a caller who turns it off
+#    in her session made the backslash in '\' escape the closing quote, and
+#    the rest of a string literal of the filter ran as SQL of the superuser.
+# ---------------------------------------------------------------------------
+ok_as('mallory', q{CREATE TABLE m.inj (v text PRIMARY KEY)});
+my $filter = q{v = '\\' OR v = ') OR true)); ALTER ROLE mallory SUPERUSER; --'};
+my $json = '{"filter": "' . ($filter =~ s/\\/\\\\/gr =~ s/"/\\"/gr) . '"}';
+($ret, $o, $err) = as('mallory',
+	qq{SET standard_conforming_strings = off;
+	   SELECT egress_add_stream('m_inj', 'm.inj', 'LOG_BASED', 'm2', options => \$j\$} . $json . '$j$)');
+is(sql(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}), 'f',
+	'a filter cannot make its role a superuser through standard_conforming_strings')
+  or diag "ret $ret: $err";
+sql(q{ALTER ROLE mallory NOSUPERUSER});
+is($ret, 0, 'the filter with a backslash is a filter like any other') or diag $err;
+is(sql(q{SELECT rowfilter FROM pg_publication_tables WHERE pubname = 'pg_egress_m2' AND tablename = 'inj'}),
+	q{((v = '\\'::text) OR (v = ') OR true)); ALTER ROLE mallory SUPERUSER; --'::text))},
+	'the publication holds the filter with its constants as given');
+
 done_testing();
