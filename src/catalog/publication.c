@@ -699,6 +699,22 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("backslash_quote", "safe_encoding", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/*
+	 * ... and its constants the same for the publication (made in the
+	 * caller's session) and for the reads (in a worker, whose output settings
+	 * egress_pin_output_settings() pins): '2020-01-01' of a timestamptz, a
+	 * date in DMY or '{NULL}' must not be two different values.
+	 */
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("DateStyle", "ISO, MDY", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("IntervalStyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("array_nulls", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	sql = psprintf("SELECT 1 WHERE (%s\n)", filter);
 	errcb.callback = filter_error_callback;

@@ -206,4 +206,17 @@ is(sql(q{SELECT rowfilter FROM pg_publication_tables WHERE pubname = 'pg_egress_
 	q{((v = '\\'::text) OR (v = ') OR true)); ALTER ROLE mallory SUPERUSER; --'::text))},
 	'the publication holds the filter with its constants as given');
 
+# ---------------------------------------------------------------------------
+# 6. A filter's constants mean the same to the publication (made in the
+#    caller's session) and to the reads (in a worker, TimeZone UTC, DateStyle
+#    ISO): a caller's TimeZone or DateStyle does not make the two differ.
+# ---------------------------------------------------------------------------
+ok_as('mallory', q{CREATE TABLE m.tz (id int PRIMARY KEY, t timestamptz, d date); ALTER TABLE m.tz REPLICA IDENTITY FULL});
+ok_as('mallory', q{SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'SQL, DMY';
+	SELECT egress_add_stream('m_tz', 'm.tz', 'LOG_BASED', 'm2',
+		options => '{"filter": "t >= ''2020-01-01 00:00'' AND d < ''02/01/2021''"}')});
+is(sql(q{SET TimeZone = 'UTC'; SELECT rowfilter FROM pg_publication_tables WHERE pubname = 'pg_egress_m2' AND tablename = 'tz'}),
+	q{((t >= '2020-01-01 00:00:00+00'::timestamp with time zone) AND (d < '2021-02-01'::date))},
+	'the filter\'s constants are read as the workers read them');
+
 done_testing();
