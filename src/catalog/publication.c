@@ -772,7 +772,15 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	relation_close(rel, NoLock);
 
 	error_context_stack = errcb.previous;
-	AtEOXact_GUC(true, nestlevel);
+
+	/*
+	 * false: also undo what code run as the owner may have set (a domain's
+	 * CHECK in a composite constant runs before filter_walker refuses it),
+	 * as PostgreSQL does after running a table owner's code in maintenance
+	 * commands; a plain SET would otherwise outlive this nest level and stay
+	 * in the caller's session.
+	 */
+	AtEOXact_GUC(false, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	if (attnos)
