@@ -63,6 +63,7 @@ CREATE DOMAIN m.d AS int CHECK (VALUE > 0);
 CREATE FUNCTION m.eq(int, int) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
 CREATE OPERATOR m.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = m.eq);
 CREATE COLLATION m.c (provider = libc, locale = 'C');
+CREATE SEQUENCE m.s;
 });
 my @bad = (
 	q{pg_catalog.pg_read_file('/etc/passwd') IS NOT NULL},
@@ -77,7 +78,7 @@ my @bad = (
 	q{t IS NOT NULL},
 	q{ctid IS NOT NULL},
 	q{(SELECT true)},
-	q{EXISTS (SELECT 1 FROM secret)},
+	q{EXISTS (SELECT 1 FROM public.secret)},
 	q{id = 1) OR (true},
 	q{true); SELECT pg_catalog.pg_sleep(1); SELECT (true},
 	q{pg_catalog.nextval('m.s') > 0},
@@ -92,6 +93,7 @@ for my $f (@bad)
 	my ($ret, $o, $err) = as('mallory',
 		qq{SELECT egress_add_stream('bad', 'm.t', 'FULL_TABLE', 'shared', options => $opts)});
 	isnt($ret, 0, "filter refused: $f") or diag $o;
+	note "refused with: " . (($err =~ /(ERROR:.*)/) ? $1 : $err);
 }
 is(sql(q{SELECT count(*) FROM egress_streams WHERE name = 'bad'}), 0, 'no refused stream was added');
 
