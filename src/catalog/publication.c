@@ -26,6 +26,7 @@
 #include "access/relation.h"
 #include "access/sysattr.h"
 #include "access/transam.h"
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
@@ -46,6 +47,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/ruleutils.h"
 #include "utils/syscache.h"
 
@@ -93,6 +95,30 @@ publication_lookup(const char *pubname, Oid *pubid, Oid *owner)
 	return true;
 }
 
+/*
+ * Runs one statement on a publication, as the bootstrap superuser (caller
+ * is inside egress_catalog_enter()).  Its text holds deparsed row filters,
+ * whose string constants mean what egress_filter_sql() checked only when
+ * standard_conforming_strings is on: with it off in the session, a
+ * backslash in a constant would escape the closing quote and the rest of
+ * the constant would be SQL of the superuser.  So the setting is pinned,
+ * and the text must be one statement all the same.
+ */
+static void
+publication_exec(const char *sql)
+{
+	int			nestlevel = NewGUCNestLevel();
+	List	   *raw;
+
+	(void) set_config_option("standard_conforming_strings", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		elog(ERROR, "pg_egress publication statement is not one statement: %s", sql);
+	egress_catalog_exec(sql, 0, NULL, NULL, NULL, false);
+	AtEOXact_GUC(true, nestlevel);
+}
+
 static void
 create_publication(const char *destination, const char *pubname)
 {
@@ -110,17 +136,15 @@ create_publication(const char *destination, const char *pubname)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("log_min_messages", "error", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	egress_catalog_exec(psprintf("CREATE PUBLICATION %s WITH (publish = 'insert, update, delete, truncate', "
+	publication_exec(psprintf("CREATE PUBLICATION %s WITH (publish = 'insert, update, delete, truncate', "
 								 "publish_via_partition_root = false)",
-								 quote_identifier(pubname)),
-						0, NULL, NULL, NULL, false);
+								 quote_identifier(pubname)));
 	AtEOXact_GUC(true, nestlevel);
 
 	comment = psprintf("changes of the LOG_BASED streams of pg_egress destination \"%s\"; "
 					   "managed by pg_egress, dropped with the destination", destination);
-	egress_catalog_exec(psprintf("COMMENT ON PUBLICATION %s IS %s",
-								 quote_identifier(pubname), quote_literal_cstr(comment)),
-						0, NULL, NULL, NULL, false);
+	publication_exec(psprintf("COMMENT ON PUBLICATION %s IS %s",
+								 quote_identifier(pubname), quote_literal_cstr(comment)));
 }
 
 void
@@ -183,11 +207,102 @@ typedef struct PubStream
 	Jsonb	   *options;
 } PubStream;
 
-static void
-sync_error_callback(void *arg)
+/* The publication's current entry for a table (PostgreSQL keeps it up to date) */
+typedef struct PubEntry
 {
-	errcontext("filter of stream \"%s\", for its destination's publication",
-			   (const char *) arg);
+	Oid			relid;
+	char	   *columns;		/* "a, b" (quoted), or NULL: no column list */
+	char	   *qual;			/* deparsed row filter, or NULL: none */
+} PubEntry;
+
+static List *
+publication_entries(Oid pubid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(pubid)};
+	List	   *result = NIL;
+	int			n;
+
+	n = egress_catalog_exec("SELECT pr.prrelid, "
+							"(SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) "
+							" FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) pr.prrelid "
+							" AND a.attnum OPERATOR(pg_catalog.=) ANY (pr.prattrs::pg_catalog.int2[]) "
+							" AND NOT a.attisdropped), "
+							"pg_catalog.pg_get_expr(pr.prqual, pr.prrelid) "
+							"FROM pg_catalog.pg_publication_rel pr WHERE pr.prpubid OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, NULL, true);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PubEntry   *e = palloc0(sizeof(PubEntry));
+		bool		isnull;
+
+		e->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		e->columns = SPI_getvalue(tup, desc, 2);
+		e->qual = SPI_getvalue(tup, desc, 3);
+		result = lappend(result, e);
+	}
+	return result;
+}
+
+static PubEntry *
+publication_entry(List *entries, Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, entries)
+		if (((PubEntry *) lfirst(lc))->relid == relid)
+			return lfirst(lc);
+	return NULL;
+}
+
+/*
+ * A stream's filter as egress_filter_sql() makes it, or NULL (with a
+ * WARNING) when it no longer passes: a column of it renamed, dropped or no
+ * longer readable by the owner, a type changed...  One stream's filter must
+ * not fail the sync of a destination that other roles' streams share: its
+ * caller falls back on what the publication holds.
+ */
+static char *
+try_filter_sql(PubStream *ps, const char *filter)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		result = egress_filter_sql(ps->relid, filter, ps->owner, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+			ReThrowError(edata);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("filter of stream \"%s\" no longer applies: %s", ps->name, edata->message),
+				 errdetail("Its destination's publication keeps the filter it had for the table, if any; without one, the table is left out of the publication."),
+				 errhint("Remove the stream and add it again with a filter that applies.")));
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
 }
 
 void
@@ -201,6 +316,7 @@ egress_publication_sync(const char *destination)
 	Datum		values[1];
 	List	   *streams = NIL;
 	List	   *relids = NIL;
+	List	   *entries;
 	ListCell   *lc;
 	StringInfoData sql;
 	int			n;
@@ -229,6 +345,7 @@ egress_publication_sync(const char *destination)
 	else if (owner != BOOTSTRAP_SUPERUSERID)
 		not_ours(pubname, destination);
 
+	entries = publication_entries(pubid);
 	values[0] = CStringGetTextDatum(destination);
 	n = egress_catalog_exec("SELECT name, relid, owner::pg_catalog.oid, options FROM egress.stream "
 							"WHERE destination OPERATOR(pg_catalog.=) $1 "
@@ -257,11 +374,14 @@ egress_publication_sync(const char *destination)
 	foreach(lc, streams)
 	{
 		PubStream  *ps = lfirst(lc);
+		PubEntry   *entry;
 		List	   *columns;
 		char	   *filter;
+		char	   *filter_sql = NULL;
 		char	   *relname;
 		char	   *nspname;
-		bool		first = true;
+		StringInfoData cols;
+		bool		missing = false;
 		ListCell   *cc;
 
 		if (list_member_oid(relids, ps->relid))
@@ -270,44 +390,68 @@ egress_publication_sync(const char *destination)
 		nspname = relname ? get_namespace_name(get_rel_namespace(ps->relid)) : NULL;
 		if (relname == NULL || nspname == NULL)
 			continue;
-		relids = lappend_oid(relids, ps->relid);
 
-		appendStringInfo(&sql, "%sONLY %s", sql.len > 0 ? ", " : "",
-						 quote_qualified_identifier(nspname, relname));
+		entry = publication_entry(entries, ps->relid);
+
+		/*
+		 * The column list: the stream's columns by name.  A column renamed
+		 * or dropped since no longer has its name; then the publication's
+		 * list (kept by attribute number, so renames follow), else those
+		 * that remain.  Never no list at all for a stream that has one: the
+		 * publication would send every column, also those its owner may not
+		 * read.
+		 */
 		columns = egress_stream_columns(ps->options);
+		initStringInfo(&cols);
 		foreach(cc, columns)
 		{
 			const char *col = lfirst(cc);
 
-			/* a column dropped since: the list of those that remain */
 			if (get_attnum(ps->relid, col) <= 0)
+			{
+				missing = true;
 				continue;
-			appendStringInfo(&sql, "%s%s", first ? " (" : ", ", quote_identifier(col));
-			first = false;
+			}
+			appendStringInfo(&cols, "%s%s", cols.len > 0 ? ", " : "", quote_identifier(col));
 		}
-		if (!first)
-			appendStringInfoChar(&sql, ')');
+		if (missing && entry != NULL && entry->columns != NULL)
+		{
+			resetStringInfo(&cols);
+			appendStringInfoString(&cols, entry->columns);
+		}
+		if (columns != NIL && cols.len == 0)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("none of the columns of stream \"%s\" exists any more", ps->name),
+					 errdetail("The table is left out of its destination's publication.")));
+			continue;
+		}
+
+		/* the row filter: likewise the publication's when it no longer applies */
 		filter = egress_stream_filter(ps->options);
 		if (filter != NULL)
 		{
-			ErrorContextCallback errcb;
-
-			/* a filter that no longer passes names its stream */
-			errcb.callback = sync_error_callback;
-			errcb.arg = ps->name;
-			errcb.previous = error_context_stack;
-			error_context_stack = &errcb;
-			appendStringInfo(&sql, " WHERE (%s)",
-							 egress_filter_sql(ps->relid, filter, ps->owner, NULL));
-			error_context_stack = errcb.previous;
+			filter_sql = try_filter_sql(ps, filter);
+			if (filter_sql == NULL && entry != NULL && entry->qual != NULL)
+				filter_sql = entry->qual;
+			if (filter_sql == NULL)
+				continue;
 		}
+
+		relids = lappend_oid(relids, ps->relid);
+		appendStringInfo(&sql, "%sONLY %s", sql.len > 0 ? ", " : "",
+						 quote_qualified_identifier(nspname, relname));
+		if (cols.len > 0)
+			appendStringInfo(&sql, " (%s)", cols.data);
+		if (filter_sql != NULL)
+			appendStringInfo(&sql, " WHERE (%s)", filter_sql);
 	}
 
 	if (sql.len > 0)
 	{
-		egress_catalog_exec(psprintf("ALTER PUBLICATION %s SET TABLE %s",
-									 quote_identifier(pubname), sql.data),
-							0, NULL, NULL, NULL, false);
+		publication_exec(psprintf("ALTER PUBLICATION %s SET TABLE %s",
+									 quote_identifier(pubname), sql.data));
 		return;
 	}
 
@@ -327,9 +471,8 @@ egress_publication_sync(const char *destination)
 			appendStringInfo(&sql, "%sONLY %s", i > 0 ? ", " : "",
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 		if (n > 0)
-			egress_catalog_exec(psprintf("ALTER PUBLICATION %s DROP TABLE %s",
-										 quote_identifier(pubname), sql.data),
-								0, NULL, NULL, NULL, false);
+			publication_exec(psprintf("ALTER PUBLICATION %s DROP TABLE %s",
+										 quote_identifier(pubname), sql.data));
 	}
 }
 
@@ -346,8 +489,7 @@ egress_publication_drop(const char *destination)
 		return;
 	if (!publication_lookup(pubname, &pubid, &owner) || owner != BOOTSTRAP_SUPERUSERID)
 		return;
-	egress_catalog_exec(psprintf("DROP PUBLICATION %s", quote_identifier(pubname)),
-						0, NULL, NULL, NULL, false);
+	publication_exec(psprintf("DROP PUBLICATION %s", quote_identifier(pubname)));
 }
 
 List *
@@ -557,6 +699,22 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("backslash_quote", "safe_encoding", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/*
+	 * ... and its constants the same for the publication (made in the
+	 * caller's session) and for the reads (in a worker, whose output settings
+	 * egress_pin_output_settings() pins): '2020-01-01' of a timestamptz, a
+	 * date in DMY or '{NULL}' must not be two different values.
+	 */
+	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("DateStyle", "ISO, MDY", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("IntervalStyle", "postgres", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("array_nulls", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	sql = psprintf("SELECT 1 WHERE (%s\n)", filter);
 	errcb.callback = filter_error_callback;
@@ -614,7 +772,15 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	relation_close(rel, NoLock);
 
 	error_context_stack = errcb.previous;
-	AtEOXact_GUC(true, nestlevel);
+
+	/*
+	 * false: also undo what code run as the owner may have set (a domain's
+	 * CHECK in a composite constant runs before filter_walker refuses it),
+	 * as PostgreSQL does after running a table owner's code in maintenance
+	 * commands; a plain SET would otherwise outlive this nest level and stay
+	 * in the caller's session.
+	 */
+	AtEOXact_GUC(false, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	if (attnos)
