@@ -24,6 +24,13 @@ typedef struct EgressBatchInfo
 
 typedef struct EgressSink EgressSink;
 
+/* A failed delivery attempt that may succeed later (commit_attempt). */
+typedef struct EgressSinkFailure
+{
+	char	   *what;			/* why, safe to show (no secrets) */
+	long		retry_after_ms; /* what the destination asked for; -1: none */
+} EgressSinkFailure;
+
 typedef struct EgressSinkOps
 {
 	void		(*begin_batch) (EgressSink *sink, const EgressBatchInfo *info);
@@ -38,8 +45,24 @@ typedef struct EgressSinkOps
 	 * batch_id is deterministic (stream and positions), so that a batch sent
 	 * again after a crash carries the same id: the file name, the HTTP
 	 * header, ...
+	 *
+	 * Sinks whose deliveries can fail for a while (network ones) set this
+	 * to egress_sink_commit_with_retries and implement commit_attempt
+	 * instead: the retry loop is written once, in sink.c.
 	 */
 	void		(*commit_batch) (EgressSink *sink, const char *batch_id);
+
+	/*
+	 * Optional: one delivery attempt of the batch, for
+	 * egress_sink_commit_with_retries.  Returns true once the destination
+	 * has acknowledged the batch; false for a failure that may succeed
+	 * later (a network error, a timeout, HTTP 408/429/5xx, S3 SlowDown),
+	 * with *failure filled in; raises an ERROR (EGRESS_ERRCODE_REJECTED or
+	 * another classified SQLSTATE) for one that cannot.  After a false the
+	 * batch is intact: the attempt may be made again.
+	 */
+	bool		(*commit_attempt) (EgressSink *sink, const char *batch_id,
+								   struct EgressSinkFailure *failure);
 	/*
 	 * Drop an uncommitted batch; must not raise an error.  Callers call it
 	 * after an error of begin_batch, write or commit_batch, before using
@@ -157,5 +180,14 @@ extern const EgressSinkKind egress_kinesis_sink_kind;
 
 extern EgressSink *egress_sink_open(const char *kind, const char *location,
 									Jsonb *options);
+
+/*
+ * The one retry loop of the sinks: commit_attempt until it succeeds,
+ * sleeping the back-off of net/backoff.h (options retry_initial_interval,
+ * retry_max_interval) between attempts, as long as sink->keep_retrying
+ * says so; then an ERROR with ERRCODE_CONNECTION_FAILURE.  The
+ * commit_batch of the sinks that implement commit_attempt.
+ */
+extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
 
 #endif							/* EGRESS_SINK_H */
