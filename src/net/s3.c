@@ -86,6 +86,7 @@ struct EgressS3Upload
 	char	   *sigv4;			/* "aws:amz:<region>:s3" */
 	char	   *object_url;		/* endpoint/bucket/encoded-key */
 	size_t		part_size;
+	int			max_attempts;	/* per request, S3_MAX_ATTEMPTS by default */
 
 	StringInfoData fill;		/* part being filled */
 	S3Request	req;			/* single PUT, create, complete, abort */
@@ -857,17 +858,28 @@ request_wait(S3Request *req, bool interruptible)
 	}
 }
 
+/*
+ * A failure that may succeed later: transport errors, 408, 429, 5xx, and
+ * the error documents S3 sends for them (SlowDown, InternalError,
+ * ServiceUnavailable, RequestTimeout), also inside a 200 answer
+ * (CompleteMultipartUpload).  Everything else (AccessDenied,
+ * InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, ...) is not.
+ */
 static bool
 request_retryable(S3Request *req)
 {
+	const char *doc = req->response.data;
+
 	if (req->result != CURLE_OK)
 		return req->result != CURLE_URL_MALFORMAT &&
 			req->result != CURLE_UNSUPPORTED_PROTOCOL;
-	return req->status == 500 || req->status == 502 ||
-		req->status == 503 || req->status == 504 ||
-		(req->status == 200 && strstr(req->response.data, "<Error>") != NULL &&
-		 (strstr(req->response.data, "SlowDown") ||
-		  strstr(req->response.data, "InternalError")));
+	if (req->status == 408 || req->status == 429 || req->status >= 500)
+		return true;
+	return doc != NULL && strstr(doc, "<Error>") != NULL &&
+		(strstr(doc, "<Code>SlowDown</Code>") != NULL ||
+		 strstr(doc, "<Code>InternalError</Code>") != NULL ||
+		 strstr(doc, "<Code>ServiceUnavailable</Code>") != NULL ||
+		 strstr(doc, "<Code>RequestTimeout</Code>") != NULL);
 }
 
 static bool
@@ -902,6 +914,12 @@ xml_value(const char *xml, const char *tag)
 	return pnstrdup(s, e - s);
 }
 
+/*
+ * The error of a failed request, classified by SQLSTATE:
+ * ERRCODE_CONNECTION_FAILURE for a failure that may succeed later
+ * (request_retryable), ERRCODE_EXTERNAL_ROUTINE_EXCEPTION for an answer
+ * that retrying does not change (wrong credentials, no such bucket).
+ */
 static void
 request_report(EgressS3Upload *up, S3Request *req, const char *what)
 {
@@ -911,14 +929,15 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 				 errmsg("could not %s S3 object \"s3://%s/%s\": %s",
 						what, up->bucket, up->key,
 						req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result)),
-				 errdetail("Tried %d times.", req->attempt)));
+				 req->attempt > 1 ? errdetail("Tried %d times.", req->attempt) : 0));
 	else
 	{
 		char	   *code = xml_value(req->response.data, "Code");
 		char	   *message = xml_value(req->response.data, "Message");
 
 		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				(errcode(request_retryable(req) ? ERRCODE_CONNECTION_FAILURE :
+						 ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("could not %s S3 object \"s3://%s/%s\": HTTP status %ld%s%s",
 						what, up->bucket, up->key, req->status,
 						code ? " " : "", code ? code : ""),
@@ -953,7 +972,7 @@ request_run(EgressS3Upload *up, const char *method, const char *query,
 		request_wait(&up->req, true);
 		if (request_ok(&up->req))
 			return;
-		if (!request_retryable(&up->req) || up->req.attempt >= S3_MAX_ATTEMPTS)
+		if (!request_retryable(&up->req) || up->req.attempt >= up->max_attempts)
 			request_report(up, &up->req, what);
 		backoff(up->req.attempt);
 	}
@@ -992,6 +1011,7 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	resolve_credentials(up, t);
 	up->sigv4 = psprintf("aws:amz:%s:s3", up->region);
 	up->part_size = (size_t) egress_s3_part_size_kb * 1024;
+	up->max_attempts = S3_MAX_ATTEMPTS;
 
 	initStringInfo(&buf);
 	if (nonempty(egress_s3_endpoint))
@@ -1030,6 +1050,12 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	live_uploads = up;
 	MemoryContextSwitchTo(old);
 	return up;
+}
+
+void
+egress_s3_upload_set_attempts(EgressS3Upload *up, int max_attempts)
+{
+	up->max_attempts = Max(max_attempts, 1);
 }
 
 uint64
@@ -1111,7 +1137,7 @@ part_settle(EgressS3Upload *up, S3Request *p)
 		resetStringInfo(&p->data);
 		return true;
 	}
-	if ((request_ok(p) || request_retryable(p)) && p->attempt < S3_MAX_ATTEMPTS)
+	if ((request_ok(p) || request_retryable(p)) && p->attempt < up->max_attempts)
 	{
 		ereport(DEBUG1,
 				(errmsg_internal("pg_egress: retrying part %d of s3://%s/%s (HTTP %ld)",
