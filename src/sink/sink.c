@@ -19,12 +19,6 @@
 #include "pg_egress.h"
 #include "sink/sink.h"
 
-/*
- * Attempts of a delivery nobody supervises (no keep_retrying: a FULL_TABLE
- * sync, say): its caller retries later, as a whole.
- */
-#define SINK_UNSUPERVISED_ATTEMPTS	5
-
 static const EgressSinkKind *const sink_kinds[] = {
 	&egress_file_sink_kind,
 	&egress_http_sink_kind,
@@ -149,15 +143,19 @@ egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 		if (sink->ops->commit_attempt(sink, batch_id, &failure))
 			break;
 
-		if (sink->keep_retrying == NULL && attempt >= SINK_UNSUPERVISED_ATTEMPTS)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not deliver batch %s to %s destination %s after %d attempts: %s",
-							batch_id, label, sink->location, attempt,
-							failure.what)));
-
-		/* what the destination asked for (Retry-After), up to the cap */
+		/*
+		 * Without keep_retrying (a FULL_TABLE sync) the loop goes on until
+		 * the batch gets through or the process is interrupted (SIGTERM,
+		 * pause, drop).  The delay: at least what the destination asked
+		 * for (Retry-After), up to the cap.
+		 */
+		if (failure.what == NULL)
+			failure.what = pstrdup("unknown failure");
 		delay = egress_backoff_next(&backoff, failure.retry_after_ms);
+		ereport(attempt == 1 ? LOG : DEBUG1,
+				(errmsg("pg_egress could not deliver batch %s to %s destination %s (attempt %d): %s; retrying in %ld ms",
+						batch_id, label, sink->location, attempt,
+						failure.what, delay)));
 		if (!egress_backoff_sleep(delay, sink->keep_retrying,
 								  sink->keep_retrying_arg, since))
 			ereport(ERROR,
@@ -165,10 +163,6 @@ egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 					 errmsg("could not deliver batch %s to %s destination %s after %d attempts: %s",
 							batch_id, label, sink->location, attempt,
 							failure.what)));
-		ereport(attempt == 1 ? LOG : DEBUG1,
-				(errmsg("pg_egress could not deliver batch %s to %s destination %s (attempt %d): %s; retrying in %ld ms",
-						batch_id, label, sink->location, attempt,
-						failure.what, delay)));
 		if (failure.what)
 			pfree(failure.what);
 	}

@@ -185,7 +185,8 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
  * The one retry loop of the sinks: commit_attempt until it succeeds,
  * sleeping the back-off of net/backoff.h (options retry_initial_interval,
  * retry_max_interval) between attempts, as long as sink->keep_retrying
- * says so; then an ERROR with ERRCODE_CONNECTION_FAILURE.  The
+ * says so (without one: until interrupted); then an ERROR with
+ * ERRCODE_CONNECTION_FAILURE.  The
  * commit_batch of the sinks that implement commit_attempt.
  */
 extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
