@@ -917,8 +917,11 @@ xml_value(const char *xml, const char *tag)
 /*
  * The error of a failed request, classified by SQLSTATE:
  * ERRCODE_CONNECTION_FAILURE for a failure that may succeed later
- * (request_retryable), ERRCODE_EXTERNAL_ROUTINE_EXCEPTION for an answer
- * that retrying does not change (wrong credentials, no such bucket).
+ * (request_retryable); for answers that retrying does not change,
+ * ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION (AccessDenied,
+ * InvalidAccessKeyId, SignatureDoesNotMatch: the credentials or the
+ * bucket's policy), ERRCODE_UNDEFINED_OBJECT (NoSuchBucket), else
+ * ERRCODE_EXTERNAL_ROUTINE_EXCEPTION.
  */
 static void
 request_report(EgressS3Upload *up, S3Request *req, const char *what)
@@ -935,9 +938,20 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 		char	   *code = xml_value(req->response.data, "Code");
 		char	   *message = xml_value(req->response.data, "Message");
 
+		int			sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+
+		if (request_retryable(req))
+			sqlstate = ERRCODE_CONNECTION_FAILURE;
+		else if (code != NULL &&
+				 (strcmp(code, "AccessDenied") == 0 ||
+				  strcmp(code, "InvalidAccessKeyId") == 0 ||
+				  strcmp(code, "SignatureDoesNotMatch") == 0))
+			sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		else if (code != NULL && strcmp(code, "NoSuchBucket") == 0)
+			sqlstate = ERRCODE_UNDEFINED_OBJECT;
+
 		ereport(ERROR,
-				(errcode(request_retryable(req) ? ERRCODE_CONNECTION_FAILURE :
-						 ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				(errcode(sqlstate),
 				 errmsg("could not %s S3 object \"s3://%s/%s\": HTTP status %ld%s%s",
 						what, up->bucket, up->key, req->status,
 						code ? " " : "", code ? code : ""),

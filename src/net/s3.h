@@ -66,7 +66,10 @@ extern void egress_s3_upload_abort(EgressS3Upload *up);
  * between them).  Callers with a retry loop of their own (the S3 sink:
  * egress_sink_commit_with_retries) set 1: each request is made once, and
  * its error's SQLSTATE says whether it may succeed later
- * (ERRCODE_CONNECTION_FAILURE) or not (ERRCODE_EXTERNAL_ROUTINE_EXCEPTION).
+ * (ERRCODE_CONNECTION_FAILURE) or not (ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+ * ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION for AccessDenied,
+ * InvalidAccessKeyId and SignatureDoesNotMatch; ERRCODE_UNDEFINED_OBJECT
+ * for NoSuchBucket).
  */
 extern void egress_s3_upload_set_attempts(EgressS3Upload *up, int max_attempts);
 extern uint64 egress_s3_upload_bytes(EgressS3Upload *up);

@@ -54,9 +54,10 @@ s3_write(EgressSink *sink, const char *data, size_t len)
  * One delivery of the batch (egress_sink_commit_with_retries is the loop):
  * every S3 request is made once.  A failure that may succeed later
  * (ERRCODE_CONNECTION_FAILURE from net/s3.c: network errors, 408, 429,
- * 5xx, SlowDown) is returned; any other error (AccessDenied,
- * InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket: retrying does
- * not help) goes on at once.  Catching the error here without a
+ * 5xx, SlowDown) is returned; AccessDenied, InvalidAccessKeyId,
+ * SignatureDoesNotMatch and NoSuchBucket (retrying does not help) are
+ * raised again as rejections (EGRESS_ERRCODE_REJECTED); any other error
+ * goes on at once, as it is.  Catching the error here without a
  * subtransaction is safe: what the attempt holds is the upload (curl
  * handles, memory of its own context), released by egress_s3_upload_abort
  * before anything else happens, and no locks, buffers or files.
@@ -87,11 +88,25 @@ s3_commit_attempt(EgressSink *sink, const char *batch_id,
 		if (up)
 			egress_s3_upload_abort(up);
 		up = NULL;
-		if (geterrcode() != ERRCODE_CONNECTION_FAILURE)
+		if (geterrcode() != ERRCODE_CONNECTION_FAILURE &&
+			geterrcode() != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION &&
+			geterrcode() != ERRCODE_UNDEFINED_OBJECT)
 			PG_RE_THROW();
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		if (edata->sqlerrcode != ERRCODE_CONNECTION_FAILURE)
+		{
+			/*
+			 * Wrong credentials, a policy that denies, no such bucket:
+			 * sending the batch again cannot help until someone acts.  A
+			 * rejection: the worker stops the destination's streams.
+			 */
+			edata->sqlerrcode = EGRESS_ERRCODE_REJECTED;
+			if (edata->hint == NULL)
+				edata->hint = pstrdup("Fix the credentials, the bucket or its policy, then call egress_resume_stream().");
+			ReThrowError(edata);
+		}
 	}
 	PG_END_TRY();
 	if (up)

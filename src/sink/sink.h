@@ -118,20 +118,21 @@ struct EgressSink
 
 /*
  * SQLSTATE of a batch the destination refused for good (an HTTP 4xx other
- * than 408 and 429): sending it again unchanged cannot succeed.  Only the
- * HTTP sink raises it; the CDC worker then stops the destination's streams
- * (state error) instead of retrying.  Every other delivery failure (S3
- * errors included, even after their retries) uses another SQLSTATE and is
- * retried by the worker.
+ * than 408 and 429; S3 AccessDenied, InvalidAccessKeyId,
+ * SignatureDoesNotMatch, NoSuchBucket; a Kinesis record too large): sending
+ * it again unchanged cannot succeed.  The CDC worker then stops the
+ * destination's streams (state error) instead of retrying.  Every other
+ * delivery failure uses another SQLSTATE and is retried by the worker.
  */
 #define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
 
 /*
  * What else the sinks raise, so that callers can classify a failure by its
  * SQLSTATE alone: ERRCODE_CONNECTION_FAILURE, a delivery that did not get
- * through (transport errors, 408/429/5xx answers) once the sink's own
- * retries (net/backoff.h, bounded by keep_retrying) are spent;
- * ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, an error answer of S3;
+ * through (transport errors, 408/429/5xx answers, S3 SlowDown) once the
+ * retries of egress_sink_commit_with_retries (net/backoff.h, bounded by
+ * keep_retrying) are spent; ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, another
+ * error answer of S3, raised at the first attempt;
  * ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, no credentials; file access
  * errors (errcode_for_file_access) for file destinations; and the usual
  * interrupt and out-of-memory errors.  All of these the worker retries.
