@@ -3,7 +3,8 @@
  *	  S3 client for exports and sinks: SigV4 signing through libcurl
  *	  (CURLOPT_AWS_SIGV4), path-style URLs against pg_egress.s3_endpoint or
  *	  AWS, single PUT for small objects and multipart upload for large
- *	  ones, retries with backoff, abort on every error path.
+ *	  ones, retries with backoff (egress_s3_upload_set_attempts: 1 for
+ *	  callers with a retry loop of their own), abort on every error path.
  *
  * libcurl 7.88 signing rules this file follows (see docs/export.md):
  * x-amz-content-sha256 is always sent; query strings are written in name
@@ -966,13 +967,9 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 static void
 backoff(int attempt)
 {
-	EgressBackoff b;
-	long		delay = 0;
-
-	egress_backoff_init(&b, S3_RETRY_INITIAL_MS, S3_RETRY_MAX_MS);
-	for (int i = 0; i < attempt; i++)
-		delay = egress_backoff_next(&b, -1);
-	(void) egress_backoff_sleep(delay, NULL, NULL, 0);
+	(void) egress_backoff_sleep(egress_backoff_after(S3_RETRY_INITIAL_MS,
+													 S3_RETRY_MAX_MS, attempt),
+								NULL, NULL, 0);
 }
 
 /* a whole request with retries; ERROR unless it succeeds */
