@@ -8,8 +8,9 @@
  * larger than pg_egress.s3_part_size.  The object exists only once S3 has
  * acknowledged it; a failed commit leaves no object and no open upload
  * (net/s3.c aborts it).  Each commit_attempt makes every request once; the
- * retries are sink.c's (egress_sink_commit_with_retries).  A batch sent again after a crash has the same id,
- * hence the same key: it replaces the earlier copy.
+ * retries are sink.c's (egress_sink_commit_with_retries).  A batch sent
+ * again after a crash has the same id, hence the same key: it replaces the
+ * earlier copy.
  *
  * Credentials, region and endpoint: the server's (pg_egress.s3_* settings,
  * the AWS environment, the shared credentials file), as for exports.
