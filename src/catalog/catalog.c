@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
@@ -23,8 +24,11 @@
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "catalog/catalog.h"
 #include "catalog/publication.h"
@@ -254,4 +258,43 @@ egress_mark_syncing(int32 stream_id, int64 version)
 						"sync_started_at = pg_catalog.now(), updated_at = pg_catalog.now() "
 						"WHERE stream_id OPERATOR(pg_catalog.=) $1",
 						2, argtypes, values, NULL, false);
+}
+
+/*
+ * Helpers of both the catalog functions and the workers, here so that
+ * catalog code need not include worker headers.
+ */
+
+/*
+ * The primary-key column names of a relation, in key order; NIL without
+ * one.
+ */
+List *
+egress_primary_key_columns(Oid relid)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	List	   *result = NIL;
+
+	if (OidIsValid(pkoid))
+	{
+		Relation	idx = relation_open(pkoid, AccessShareLock);
+
+		for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+			result = lappend(result,
+							 get_attname(relid, idx->rd_index->indkey.values[i], false));
+		relation_close(idx, AccessShareLock);
+	}
+	relation_close(rel, AccessShareLock);
+	return result;
+}
+
+/* A new table version: epoch ms, always above the previous one. */
+int64
+egress_next_version(int64 prev_version)
+{
+	int64		now_ms = (GetCurrentTimestamp() / 1000) +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
+	return Max(now_ms, prev_version + 1);
 }

@@ -68,4 +68,10 @@ extern bool egress_jsonb_get_int64(Jsonb *options, const char *key, int64 *resul
 extern bool egress_jsonb_get_bool(Jsonb *options, const char *key, bool *result);
 extern char *egress_jsonb_get_string(Jsonb *options, const char *key);
 
+/* The primary-key column names of a relation, in key order; NIL without one. */
+extern List *egress_primary_key_columns(Oid relid);
+
+/* A new table version: epoch ms, always above the previous one. */
+extern int64 egress_next_version(int64 prev_version);
+
 #endif							/* EGRESS_CATALOG_H */

@@ -29,7 +29,6 @@
 
 #include "catalog/catalog.h"
 #include "encode/singer_types.h"
-#include "worker/incremental.h"
 
 PG_FUNCTION_INFO_V1(egress_discover);
 

@@ -53,7 +53,7 @@
 
 #include "catalog/catalog.h"
 #include "catalog/publication.h"
-#include "decode/slot.h"
+#include "egress_slots.h"
 
 const char *
 egress_destination_decoder(Jsonb *dest_options)

@@ -42,9 +42,8 @@
 #include "catalog/publication.h"
 #include "catalog/sqlfuncs.h"
 #include "catalog/takeover.h"
-#include "decode/slot.h"
 #include "encode/singer_types.h"
-#include "worker/incremental.h"
+#include "egress_slots.h"
 #include "pg_egress.h"
 #include "replication/slot.h"
 

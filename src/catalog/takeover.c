@@ -25,9 +25,8 @@
 #include "catalog/catalog.h"
 #include "catalog/takeover.h"
 #include "commands/dbcommands.h"
-#include "decode/slot.h"
+#include "egress_slots.h"
 #include "encode/singer.h"
-#include "worker/snapshot.h"
 
 static JsonbValue *
 get_key(JsonbContainer *obj, const char *key)

@@ -9,24 +9,10 @@
 #include "access/xlogdefs.h"
 
 /*
- * The output plugins pg_egress decodes with: pgoutput (core, the default)
- * and wal2json (slots taken over from a Singer tap, or destination option
- * "decoder": "wal2json").  A slot's plugin decides how it is decoded.
+ * Plugin names, egress_plugin_is_ours, egress_check_decoding_possible,
+ * egress_slot_lookup, egress_free_slots: what the catalog needs too.
  */
-#define EGRESS_PLUGIN_PGOUTPUT "pgoutput"
-#define EGRESS_PLUGIN_WAL2JSON "wal2json"
-
-/* Is plugin one pg_egress decodes with? */
-extern bool egress_plugin_is_ours(const char *plugin);
-
-/*
- * ERROR (with the setting to change) unless this server can decode with
- * plugin: wal_level, the plugin installed, output_plugin_libraries.
- */
-extern void egress_check_decoding_possible(const char *plugin);
-
-/* Does the slot exist?  If so, its plugin and database. */
-extern bool egress_slot_lookup(const char *name, char **plugin, Oid *dboid);
+#include "egress_slots.h"
 
 /* Create a persistent slot for plugin (not acquired afterwards). */
 extern void egress_slot_create(const char *name, const char *plugin);
@@ -67,8 +53,5 @@ extern bool egress_slot_lost(const char *name);
  * ends at or before it are in the snapshot, all later ones are not.
  */
 extern XLogRecPtr egress_slot_snapshot(const char *tmpname);
-
-/* Free replication slots (not counting ours). */
-extern int	egress_free_slots(void);
 
 #endif							/* EGRESS_SLOT_H */

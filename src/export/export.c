@@ -740,27 +740,38 @@ egress_export_run(const char *query, const char *uri, const char *options,
 		pstate = make_parsestate(NULL);
 		pstate->p_sourcetext = query;
 
-		active_export = st;
-		/* an export inside an export's query keeps the real methods */
-		if (PqCommMethods != &ExportCommMethods)
+		/*
+		 * COPY's output goes to the export's protocol methods while it
+		 * runs; the caller's are back afterwards, whether COPY ends or
+		 * fails.
+		 */
+		PG_TRY();
 		{
-			saved_comm = PqCommMethods;
-			saved_forward = (prev_dest == DestRemote);
+			active_export = st;
+			/* an export inside an export's query keeps the real methods */
+			if (PqCommMethods != &ExportCommMethods)
+			{
+				saved_comm = PqCommMethods;
+				saved_forward = (prev_dest == DestRemote);
+			}
+			PqCommMethods = &ExportCommMethods;
+			/* COPY TO STDOUT writes to the protocol only when DestRemote */
+			whereToSendOutput = DestRemote;
+
+			cstate = BeginCopyTo(pstate, NULL, rs, InvalidOid, NULL, false, NIL,
+								 copy_opts);
+			result->rows = DoCopyTo(cstate);
+			EndCopyTo(cstate);
 		}
-		PqCommMethods = &ExportCommMethods;
-		/* COPY TO STDOUT writes to the protocol only when DestRemote */
-		whereToSendOutput = DestRemote;
-
-		cstate = BeginCopyTo(pstate, NULL, rs, InvalidOid, NULL, false, NIL,
-							 copy_opts);
-		result->rows = DoCopyTo(cstate);
-		EndCopyTo(cstate);
-
-		PqCommMethods = prev_comm;
-		whereToSendOutput = prev_dest;
-		active_export = prev_active;
-		saved_comm = prev_saved;
-		saved_forward = prev_forward;
+		PG_FINALLY();
+		{
+			PqCommMethods = prev_comm;
+			whereToSendOutput = prev_dest;
+			active_export = prev_active;
+			saved_comm = prev_saved;
+			saved_forward = prev_forward;
+		}
+		PG_END_TRY();
 
 		part_seal(st);
 		{
@@ -782,12 +793,11 @@ egress_export_run(const char *query, const char *uri, const char *options,
 	{
 		ErrorData  *edata;
 
-		PqCommMethods = prev_comm;
-		whereToSendOutput = prev_dest;
-		active_export = prev_active;
-		saved_comm = prev_saved;
-		saved_forward = prev_forward;
-
+		/*
+		 * The error is taken off the stack first: discarding the parts
+		 * deletes S3 objects already completed, network requests that may
+		 * fail themselves.
+		 */
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();

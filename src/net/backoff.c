@@ -31,6 +31,16 @@ egress_backoff_next(EgressBackoff *b, long server_ms)
 	return delay;
 }
 
+long
+egress_backoff_after(long initial_ms, long max_ms, int failures)
+{
+	EgressBackoff b;
+
+	egress_backoff_init(&b, initial_ms, max_ms);
+	b.failures = Max(failures, 1) - 1;
+	return egress_backoff_next(&b, -1);
+}
+
 bool
 egress_backoff_sleep(long delay_ms,
 					 bool (*keep_going) (void *arg, TimestampTz since),

@@ -36,6 +36,12 @@ egress_backoff_init(EgressBackoff *b, long initial_ms, long max_ms)
 extern long egress_backoff_next(EgressBackoff *b, long server_ms);
 
 /*
+ * The delay after the failures-th failure in a row (failures >= 1), for
+ * callers that count failures themselves (the CDC worker's error path).
+ */
+extern long egress_backoff_after(long initial_ms, long max_ms, int failures);
+
+/*
  * Sleeps delay_ms on the latch, serving interrupts (CHECK_FOR_INTERRUPTS)
  * and postmaster death.  keep_going (optional) is asked when the sleep
  * starts and about every second: false ends the sleep at once and makes

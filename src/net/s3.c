@@ -3,7 +3,8 @@
  *	  S3 client for exports and sinks: SigV4 signing through libcurl
  *	  (CURLOPT_AWS_SIGV4), path-style URLs against pg_egress.s3_endpoint or
  *	  AWS, single PUT for small objects and multipart upload for large
- *	  ones, retries with backoff, abort on every error path.
+ *	  ones, retries with backoff (egress_s3_upload_set_attempts: 1 for
+ *	  callers with a retry loop of their own), abort on every error path.
  *
  * libcurl 7.88 signing rules this file follows (see docs/export.md):
  * x-amz-content-sha256 is always sent; query strings are written in name
@@ -86,6 +87,7 @@ struct EgressS3Upload
 	char	   *sigv4;			/* "aws:amz:<region>:s3" */
 	char	   *object_url;		/* endpoint/bucket/encoded-key */
 	size_t		part_size;
+	int			max_attempts;	/* per request, S3_MAX_ATTEMPTS by default */
 
 	StringInfoData fill;		/* part being filled */
 	S3Request	req;			/* single PUT, create, complete, abort */
@@ -857,17 +859,28 @@ request_wait(S3Request *req, bool interruptible)
 	}
 }
 
+/*
+ * A failure that may succeed later: transport errors, 408, 429, 5xx, and
+ * the error documents S3 sends for them (SlowDown, InternalError,
+ * ServiceUnavailable, RequestTimeout), also inside a 200 answer
+ * (CompleteMultipartUpload).  Everything else (AccessDenied,
+ * InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, ...) is not.
+ */
 static bool
 request_retryable(S3Request *req)
 {
+	const char *doc = req->response.data;
+
 	if (req->result != CURLE_OK)
 		return req->result != CURLE_URL_MALFORMAT &&
 			req->result != CURLE_UNSUPPORTED_PROTOCOL;
-	return req->status == 500 || req->status == 502 ||
-		req->status == 503 || req->status == 504 ||
-		(req->status == 200 && strstr(req->response.data, "<Error>") != NULL &&
-		 (strstr(req->response.data, "SlowDown") ||
-		  strstr(req->response.data, "InternalError")));
+	if (req->status == 408 || req->status == 429 || req->status >= 500)
+		return true;
+	return doc != NULL && strstr(doc, "<Error>") != NULL &&
+		(strstr(doc, "<Code>SlowDown</Code>") != NULL ||
+		 strstr(doc, "<Code>InternalError</Code>") != NULL ||
+		 strstr(doc, "<Code>ServiceUnavailable</Code>") != NULL ||
+		 strstr(doc, "<Code>RequestTimeout</Code>") != NULL);
 }
 
 static bool
@@ -902,6 +915,15 @@ xml_value(const char *xml, const char *tag)
 	return pnstrdup(s, e - s);
 }
 
+/*
+ * The error of a failed request, classified by SQLSTATE:
+ * ERRCODE_CONNECTION_FAILURE for a failure that may succeed later
+ * (request_retryable); for answers that retrying does not change,
+ * ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION (AccessDenied,
+ * InvalidAccessKeyId, SignatureDoesNotMatch: the credentials or the
+ * bucket's policy), ERRCODE_UNDEFINED_OBJECT (NoSuchBucket), else
+ * ERRCODE_EXTERNAL_ROUTINE_EXCEPTION.
+ */
 static void
 request_report(EgressS3Upload *up, S3Request *req, const char *what)
 {
@@ -911,14 +933,26 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 				 errmsg("could not %s S3 object \"s3://%s/%s\": %s",
 						what, up->bucket, up->key,
 						req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->result)),
-				 errdetail("Tried %d times.", req->attempt)));
+				 req->attempt > 1 ? errdetail("Tried %d times.", req->attempt) : 0));
 	else
 	{
 		char	   *code = xml_value(req->response.data, "Code");
 		char	   *message = xml_value(req->response.data, "Message");
 
+		int			sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+
+		if (request_retryable(req))
+			sqlstate = ERRCODE_CONNECTION_FAILURE;
+		else if (code != NULL &&
+				 (strcmp(code, "AccessDenied") == 0 ||
+				  strcmp(code, "InvalidAccessKeyId") == 0 ||
+				  strcmp(code, "SignatureDoesNotMatch") == 0))
+			sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+		else if (code != NULL && strcmp(code, "NoSuchBucket") == 0)
+			sqlstate = ERRCODE_UNDEFINED_OBJECT;
+
 		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				(errcode(sqlstate),
 				 errmsg("could not %s S3 object \"s3://%s/%s\": HTTP status %ld%s%s",
 						what, up->bucket, up->key, req->status,
 						code ? " " : "", code ? code : ""),
@@ -933,13 +967,9 @@ request_report(EgressS3Upload *up, S3Request *req, const char *what)
 static void
 backoff(int attempt)
 {
-	EgressBackoff b;
-	long		delay = 0;
-
-	egress_backoff_init(&b, S3_RETRY_INITIAL_MS, S3_RETRY_MAX_MS);
-	for (int i = 0; i < attempt; i++)
-		delay = egress_backoff_next(&b, -1);
-	(void) egress_backoff_sleep(delay, NULL, NULL, 0);
+	(void) egress_backoff_sleep(egress_backoff_after(S3_RETRY_INITIAL_MS,
+													 S3_RETRY_MAX_MS, attempt),
+								NULL, NULL, 0);
 }
 
 /* a whole request with retries; ERROR unless it succeeds */
@@ -953,7 +983,7 @@ request_run(EgressS3Upload *up, const char *method, const char *query,
 		request_wait(&up->req, true);
 		if (request_ok(&up->req))
 			return;
-		if (!request_retryable(&up->req) || up->req.attempt >= S3_MAX_ATTEMPTS)
+		if (!request_retryable(&up->req) || up->req.attempt >= up->max_attempts)
 			request_report(up, &up->req, what);
 		backoff(up->req.attempt);
 	}
@@ -992,6 +1022,7 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	resolve_credentials(up, t);
 	up->sigv4 = psprintf("aws:amz:%s:s3", up->region);
 	up->part_size = (size_t) egress_s3_part_size_kb * 1024;
+	up->max_attempts = S3_MAX_ATTEMPTS;
 
 	initStringInfo(&buf);
 	if (nonempty(egress_s3_endpoint))
@@ -1030,6 +1061,12 @@ egress_s3_upload_begin(const EgressS3Target *t)
 	live_uploads = up;
 	MemoryContextSwitchTo(old);
 	return up;
+}
+
+void
+egress_s3_upload_set_attempts(EgressS3Upload *up, int max_attempts)
+{
+	up->max_attempts = Max(max_attempts, 1);
 }
 
 uint64
@@ -1111,7 +1148,7 @@ part_settle(EgressS3Upload *up, S3Request *p)
 		resetStringInfo(&p->data);
 		return true;
 	}
-	if ((request_ok(p) || request_retryable(p)) && p->attempt < S3_MAX_ATTEMPTS)
+	if ((request_ok(p) || request_retryable(p)) && p->attempt < up->max_attempts)
 	{
 		ereport(DEBUG1,
 				(errmsg_internal("pg_egress: retrying part %d of s3://%s/%s (HTTP %ld)",

@@ -61,6 +61,17 @@ extern void egress_s3_upload_complete(EgressS3Upload *up);
  * error and does not check for interrupts: callable from PG_CATCH.
  */
 extern void egress_s3_upload_abort(EgressS3Upload *up);
+/*
+ * Attempts per request (5 by default, with the back-off of net/backoff.h
+ * between them).  Callers with a retry loop of their own (the S3 sink:
+ * egress_sink_commit_with_retries) set 1: each request is made once, and
+ * its error's SQLSTATE says whether it may succeed later
+ * (ERRCODE_CONNECTION_FAILURE) or not (ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+ * ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION for AccessDenied,
+ * InvalidAccessKeyId and SignatureDoesNotMatch; ERRCODE_UNDEFINED_OBJECT
+ * for NoSuchBucket).
+ */
+extern void egress_s3_upload_set_attempts(EgressS3Upload *up, int max_attempts);
 extern uint64 egress_s3_upload_bytes(EgressS3Upload *up);
 /* best effort, for objects completed before a later failure */
 extern void egress_s3_delete_object(EgressS3Upload *up);

@@ -5,9 +5,10 @@
  * A batch is buffered (gzip-compressed as it is written when the "gzip"
  * option is on) and POSTed at commit with a deterministic batch id header,
  * so a receiver can drop a batch it has seen.  commit_batch returns only on
- * a 2xx answer.  Answers that may succeed later (408, 429, 5xx, connection
- * errors, timeouts) are retried with the same body and the same id, after
- * an exponential backoff with jitter that honours Retry-After
+ * a 2xx answer.  Each commit_attempt makes one POST; answers that may
+ * succeed later (408, 429, 5xx, connection errors, timeouts) are retried
+ * with the same body and the same id by sink.c's one retry loop, after an
+ * exponential backoff with jitter that honours Retry-After
  * (net/backoff.h); the back-off sleeps on the latch and the transfer runs
  * on libcurl's multi interface, waiting on its sockets and the latch at
  * once (net/curl_wait.h), so interrupts (SIGTERM, postmaster death) are
@@ -39,7 +40,6 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "net/backoff.h"
 #include "net/curl_wait.h"
 #include "net/hosts.h"
 #include "pg_egress.h"
@@ -63,8 +63,6 @@ typedef struct HttpSink
 	int			gzip_level;
 	long		timeout_ms;
 	long		connect_timeout_ms;
-	long		retry_initial_ms;	/* back-off: see net/backoff.h */
-	long		retry_max_ms;
 	char	   *ca_file;
 	bool		verify;
 	struct curl_slist *base_headers;	/* fixed ones and the user's */
@@ -760,16 +758,14 @@ status_is_retryable(long status)
 	return status == 0 || status == 408 || status == 429 || status >= 500;
 }
 
+/* the batch is over: its body is complete (compression ended) */
 static void
-http_commit_batch(EgressSink *sink, const char *batch_id)
+http_seal(HttpSink *hs)
 {
-	HttpSink   *hs = sink->private_data;
-	int			attempt = 0;
-	TimestampTz since = GetCurrentTimestamp();
-	EgressBackoff backoff;
 	MemoryContext oldcxt;
 
-	Assert(hs->open);
+	if (hs->body_done)
+		return;
 	oldcxt = MemoryContextSwitchTo(hs->cxt);
 	if (hs->gzip)
 	{
@@ -778,27 +774,37 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 		hs->zs_active = false;
 	}
 	MemoryContextSwitchTo(oldcxt);
-
 	hs->body_done = true;
+}
+
+/*
+ * One POST of the batch (egress_sink_commit_with_retries is the loop):
+ * true on a 2xx answer; false, with the reason, on one that may succeed
+ * later (transport errors, 408, 429, 5xx); any other answer, or a
+ * connection pg_egress.allowed_destination_hosts refuses, is a rejection:
+ * EGRESS_ERRCODE_REJECTED.
+ */
+static bool
+http_commit_attempt(EgressSink *sink, const char *batch_id,
+					EgressSinkFailure *failure)
+{
+	HttpSink   *hs = sink->private_data;
+	long		status;
+	char	   *what;
+	MemoryContext oldcxt;
+
+	Assert(hs->open);
+	http_seal(hs);
 
 	/* a streamed request under way for another id cannot be used */
 	if (hs->in_flight && strcmp(hs->announced_id, batch_id) != 0)
 		http_end(hs);
 
-	egress_backoff_init(&backoff, hs->retry_initial_ms, hs->retry_max_ms);
-	for (;;)
+	if (!hs->in_flight)
+		http_start(hs, batch_id, false);
+	status = http_finish(hs);
+	if (status < 200 || status >= 300)
 	{
-		long		status;
-		char	   *what;
-		long		delay;
-
-		attempt++;
-		if (!hs->in_flight)
-			http_start(hs, batch_id, false);
-		status = http_finish(hs);
-		if (status >= 200 && status < 300)
-			break;
-
 		/* a connection pg_egress.allowed_destination_hosts refused */
 		if (status == 0 && hs->refused[0] != '\0')
 			ereport(ERROR,
@@ -821,24 +827,12 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 							hs->shown_url, batch_id, what),
 					 errhint("Fix the cause, then call egress_resume_stream().")));
 
-		/* the receiver's Retry-After, up to retry_max_interval */
-		delay = egress_backoff_next(&backoff, hs->retry_after_ms);
-		if (!egress_backoff_sleep(delay, sink->keep_retrying,
-								  sink->keep_retrying_arg, since))
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not deliver batch %s to HTTP destination %s after %d attempts: %s",
-							batch_id, hs->shown_url, attempt, what)));
-		ereport(attempt == 1 ? LOG : DEBUG1,
-				(errmsg("pg_egress could not deliver batch %s to HTTP destination %s (attempt %d): %s; retrying in %ld ms",
-						batch_id, hs->shown_url, attempt, what, delay)));
-		pfree(what);
+		failure->what = what;
+		/* the receiver's Retry-After; the back-off caps it */
+		failure->retry_after_ms = hs->retry_after_ms;
+		return false;
 	}
 
-	if (attempt > 1)
-		ereport(LOG,
-				(errmsg("pg_egress delivered batch %s to HTTP destination %s after %d attempts",
-						batch_id, hs->shown_url, attempt)));
 	hs->open = false;
 	/* a huge batch's buffer is not kept for the next, small one */
 	if (hs->body.maxlen > 16 * 1024 * 1024)
@@ -850,6 +844,7 @@ http_commit_batch(EgressSink *sink, const char *batch_id)
 	}
 	else
 		resetStringInfo(&hs->body);
+	return true;
 }
 
 static void
@@ -893,7 +888,8 @@ static const EgressSinkOps http_sink_ops = {
 	.begin_batch = http_begin_batch,
 	.announce_batch_id = http_announce_batch_id,
 	.write = http_write,
-	.commit_batch = http_commit_batch,
+	.commit_batch = egress_sink_commit_with_retries,
+	.commit_attempt = http_commit_attempt,
 	.abort_batch = http_abort_batch,
 	.cleanup = http_cleanup,
 	.close = http_close,
@@ -1049,8 +1045,6 @@ http_open(EgressSink *sink)
 	hs->ca_file = opts->ca_file ? pstrdup(opts->ca_file) : NULL;
 	hs->timeout_ms = opts->timeout_ms;
 	hs->connect_timeout_ms = opts->connect_timeout_ms;
-	hs->retry_initial_ms = opts->retry_initial_ms;
-	hs->retry_max_ms = opts->retry_max_ms;
 	initStringInfo(&hs->body);
 	initStringInfo(&hs->resp);
 	enlargeStringInfo(&hs->resp, HTTP_RESP_KEEP + 1);

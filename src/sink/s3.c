@@ -7,8 +7,10 @@
  * batch options) and sent at commit: one PUT, or a multipart upload when
  * larger than pg_egress.s3_part_size.  The object exists only once S3 has
  * acknowledged it; a failed commit leaves no object and no open upload
- * (net/s3.c aborts it).  A batch sent again after a crash has the same id,
- * hence the same key: it replaces the earlier copy.
+ * (net/s3.c aborts it).  Each commit_attempt makes every request once; the
+ * retries are sink.c's (egress_sink_commit_with_retries).  A batch sent
+ * again after a crash has the same id, hence the same key: it replaces the
+ * earlier copy.
  *
  * Credentials, region and endpoint: the server's (pg_egress.s3_* settings,
  * the AWS environment, the shared credentials file), as for exports.
@@ -49,12 +51,27 @@ s3_write(EgressSink *sink, const char *data, size_t len)
 	appendBinaryStringInfo(&ss->batch, data, len);
 }
 
-static void
-s3_commit_batch(EgressSink *sink, const char *batch_id)
+/*
+ * One delivery of the batch (egress_sink_commit_with_retries is the loop):
+ * every S3 request is made once.  A failure that may succeed later
+ * (ERRCODE_CONNECTION_FAILURE from net/s3.c: network errors, 408, 429,
+ * 5xx, SlowDown) is returned; AccessDenied, InvalidAccessKeyId,
+ * SignatureDoesNotMatch and NoSuchBucket (retrying does not help) are
+ * raised again as rejections (EGRESS_ERRCODE_REJECTED); any other error
+ * goes on at once, as it is.  Catching the error here without a
+ * subtransaction is safe: what the attempt holds is the upload (curl
+ * handles, memory of its own context), released by egress_s3_upload_abort
+ * before anything else happens, and no locks, buffers or files.
+ */
+static bool
+s3_commit_attempt(EgressSink *sink, const char *batch_id,
+				  EgressSinkFailure *failure)
 {
 	S3Sink	   *ss = sink->private_data;
 	EgressS3Target t = {0};
 	EgressS3Upload *volatile up = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
 
 	t.bucket = ss->bucket;
 	t.key = ss->prefix[0] ? psprintf("%s/%s.jsonl", ss->prefix, batch_id)
@@ -62,20 +79,47 @@ s3_commit_batch(EgressSink *sink, const char *batch_id)
 	PG_TRY();
 	{
 		up = egress_s3_upload_begin(&t);
+		egress_s3_upload_set_attempts(up, 1);
 		egress_s3_upload_write(up, ss->batch.data, ss->batch.len);
 		egress_s3_upload_complete(up);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		/*
-		 * Releases the upload: one that failed is aborted first (no object
-		 * appears) before the error goes on.
-		 */
+		/* one that failed is aborted first: no object appears */
 		if (up)
 			egress_s3_upload_abort(up);
+		up = NULL;
+		if (geterrcode() != ERRCODE_CONNECTION_FAILURE &&
+			geterrcode() != ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION &&
+			geterrcode() != ERRCODE_UNDEFINED_OBJECT)
+			PG_RE_THROW();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (edata->sqlerrcode != ERRCODE_CONNECTION_FAILURE)
+		{
+			/*
+			 * Wrong credentials, a policy that denies, no such bucket:
+			 * sending the batch again cannot help until someone acts.  A
+			 * rejection: the worker stops the destination's streams.
+			 */
+			edata->sqlerrcode = EGRESS_ERRCODE_REJECTED;
+			if (edata->hint == NULL)
+				edata->hint = pstrdup("Fix the credentials, the bucket or its policy, then call egress_resume_stream().");
+			ReThrowError(edata);
+		}
 	}
 	PG_END_TRY();
+	if (up)
+		egress_s3_upload_abort(up); /* releases the completed upload */
 	pfree(t.key);
+	if (edata != NULL)
+	{
+		failure->what = pstrdup(edata->message);
+		FreeErrorData(edata);
+		return false;
+	}
+
 	ss->open = false;
 	/* do not keep a large buffer between batches */
 	if (ss->batch.maxlen > 8 * 1024 * 1024)
@@ -84,6 +128,7 @@ s3_commit_batch(EgressSink *sink, const char *batch_id)
 		ss->batch.maxlen = 1024;
 	}
 	resetStringInfo(&ss->batch);
+	return true;
 }
 
 static void
@@ -110,7 +155,8 @@ s3_close(EgressSink *sink)
 static const EgressSinkOps s3_sink_ops = {
 	.begin_batch = s3_begin_batch,
 	.write = s3_write,
-	.commit_batch = s3_commit_batch,
+	.commit_batch = egress_sink_commit_with_retries,
+	.commit_attempt = s3_commit_attempt,
 	.abort_batch = s3_abort_batch,
 	.cleanup = s3_cleanup,
 	.close = s3_close,

@@ -13,7 +13,9 @@
 
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/timestamp.h"
 
+#include "net/backoff.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
 
@@ -107,4 +109,66 @@ egress_sink_open(const char *kind_name, const char *location, Jsonb *options)
 	egress_sink_options_parse(kind->name, options, &sink->opts);
 	kind->open(sink);
 	return sink;
+}
+
+/* how messages name a kind: "HTTP destination http://..." */
+static const char *
+kind_label(const char *kind)
+{
+	if (strcmp(kind, "http") == 0)
+		return "HTTP";
+	if (strcmp(kind, "s3") == 0)
+		return "S3";
+	if (strcmp(kind, "kinesis") == 0)
+		return "Kinesis";
+	return kind;
+}
+
+void
+egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
+{
+	TimestampTz since = GetCurrentTimestamp();
+	EgressBackoff backoff;
+	int			attempt = 0;
+	const char *label = kind_label(sink->kind);
+
+	Assert(sink->ops->commit_attempt != NULL);
+	egress_backoff_init(&backoff, sink->opts.retry_initial_ms, sink->opts.retry_max_ms);
+	for (;;)
+	{
+		EgressSinkFailure failure = {NULL, -1};
+		long		delay;
+
+		attempt++;
+		if (sink->ops->commit_attempt(sink, batch_id, &failure))
+			break;
+
+		/*
+		 * Without keep_retrying (a FULL_TABLE sync) the loop goes on until
+		 * the batch gets through or the process is interrupted (SIGTERM,
+		 * pause, drop).  The delay: at least what the destination asked
+		 * for (Retry-After), up to the cap.
+		 */
+		if (failure.what == NULL)
+			failure.what = pstrdup("unknown failure");
+		delay = egress_backoff_next(&backoff, failure.retry_after_ms);
+		ereport(attempt == 1 ? LOG : DEBUG1,
+				(errmsg("pg_egress could not deliver batch %s to %s destination %s (attempt %d): %s; retrying in %ld ms",
+						batch_id, label, sink->location, attempt,
+						failure.what, delay)));
+		if (!egress_backoff_sleep(delay, sink->keep_retrying,
+								  sink->keep_retrying_arg, since))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not deliver batch %s to %s destination %s after %d attempts: %s",
+							batch_id, label, sink->location, attempt,
+							failure.what)));
+		if (failure.what)
+			pfree(failure.what);
+	}
+
+	if (attempt > 1)
+		ereport(LOG,
+				(errmsg("pg_egress delivered batch %s to %s destination %s after %d attempts",
+						batch_id, label, sink->location, attempt)));
 }

@@ -24,6 +24,13 @@ typedef struct EgressBatchInfo
 
 typedef struct EgressSink EgressSink;
 
+/* A failed delivery attempt that may succeed later (commit_attempt). */
+typedef struct EgressSinkFailure
+{
+	char	   *what;			/* why, safe to show (no secrets) */
+	long		retry_after_ms; /* what the destination asked for; -1: none */
+} EgressSinkFailure;
+
 typedef struct EgressSinkOps
 {
 	void		(*begin_batch) (EgressSink *sink, const EgressBatchInfo *info);
@@ -38,8 +45,24 @@ typedef struct EgressSinkOps
 	 * batch_id is deterministic (stream and positions), so that a batch sent
 	 * again after a crash carries the same id: the file name, the HTTP
 	 * header, ...
+	 *
+	 * Sinks whose deliveries can fail for a while (network ones) set this
+	 * to egress_sink_commit_with_retries and implement commit_attempt
+	 * instead: the retry loop is written once, in sink.c.
 	 */
 	void		(*commit_batch) (EgressSink *sink, const char *batch_id);
+
+	/*
+	 * Optional: one delivery attempt of the batch, for
+	 * egress_sink_commit_with_retries.  Returns true once the destination
+	 * has acknowledged the batch; false for a failure that may succeed
+	 * later (a network error, a timeout, HTTP 408/429/5xx, S3 SlowDown),
+	 * with *failure filled in; raises an ERROR (EGRESS_ERRCODE_REJECTED or
+	 * another classified SQLSTATE) for one that cannot.  After a false the
+	 * batch is intact: the attempt may be made again.
+	 */
+	bool		(*commit_attempt) (EgressSink *sink, const char *batch_id,
+								   struct EgressSinkFailure *failure);
 	/*
 	 * Drop an uncommitted batch; must not raise an error.  Callers call it
 	 * after an error of begin_batch, write or commit_batch, before using
@@ -95,20 +118,21 @@ struct EgressSink
 
 /*
  * SQLSTATE of a batch the destination refused for good (an HTTP 4xx other
- * than 408 and 429): sending it again unchanged cannot succeed.  Only the
- * HTTP sink raises it; the CDC worker then stops the destination's streams
- * (state error) instead of retrying.  Every other delivery failure (S3
- * errors included, even after their retries) uses another SQLSTATE and is
- * retried by the worker.
+ * than 408 and 429; S3 AccessDenied, InvalidAccessKeyId,
+ * SignatureDoesNotMatch, NoSuchBucket; a Kinesis record too large): sending
+ * it again unchanged cannot succeed.  The CDC worker then stops the
+ * destination's streams (state error) instead of retrying.  Every other
+ * delivery failure uses another SQLSTATE and is retried by the worker.
  */
 #define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
 
 /*
  * What else the sinks raise, so that callers can classify a failure by its
  * SQLSTATE alone: ERRCODE_CONNECTION_FAILURE, a delivery that did not get
- * through (transport errors, 408/429/5xx answers) once the sink's own
- * retries (net/backoff.h, bounded by keep_retrying) are spent;
- * ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, an error answer of S3;
+ * through (transport errors, 408/429/5xx answers, S3 SlowDown) once the
+ * retries of egress_sink_commit_with_retries (net/backoff.h, bounded by
+ * keep_retrying) are spent; ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, another
+ * error answer of S3, raised at the first attempt;
  * ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, no credentials; file access
  * errors (errcode_for_file_access) for file destinations; and the usual
  * interrupt and out-of-memory errors.  All of these the worker retries.
@@ -157,5 +181,15 @@ extern const EgressSinkKind egress_kinesis_sink_kind;
 
 extern EgressSink *egress_sink_open(const char *kind, const char *location,
 									Jsonb *options);
+
+/*
+ * The one retry loop of the sinks: commit_attempt until it succeeds,
+ * sleeping the back-off of net/backoff.h (options retry_initial_interval,
+ * retry_max_interval) between attempts, as long as sink->keep_retrying
+ * says so (without one: until interrupted); then an ERROR with
+ * ERRCODE_CONNECTION_FAILURE.  The
+ * commit_batch of the sinks that implement commit_attempt.
+ */
+extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
 
 #endif							/* EGRESS_SINK_H */

@@ -32,6 +32,7 @@
 
 #include "worker/cdc_internal.h"
 
+#include "net/backoff.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 
@@ -439,7 +440,7 @@ after_error(ErrorData *edata, int *failures)
 		cdc_syncing_stream = 0;
 		/* the destination may still be dead: do not hurry */
 		(*failures)++;
-		backoff = Min(1000L << Min(*failures - 1, 6), 60000L);
+		backoff = egress_backoff_after(1000L, 60000L, *failures);
 	}
 	else if (cdc_syncing_stream != 0)
 	{
@@ -462,7 +463,7 @@ after_error(ErrorData *edata, int *failures)
 		/* a failing destination: show it, retry with a growing pause */
 		cdc_note_failure(edata->message, false);
 		(*failures)++;
-		backoff = Min(1000L << Min(*failures - 1, 6), 60000L);
+		backoff = egress_backoff_after(1000L, 60000L, *failures);
 	}
 
 	/* while the destination fails, WAL piles up: show it, apply the policy */

@@ -66,30 +66,6 @@ typedef struct RunStart
 	char	   *key_value;		/* a tap's replication_key_value, or NULL */
 } RunStart;
 
-/*
- * The primary-key column names of a relation, in key order; NIL without
- * one.
- */
-List *
-egress_primary_key_columns(Oid relid)
-{
-	Relation	rel = relation_open(relid, AccessShareLock);
-	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
-	List	   *result = NIL;
-
-	if (OidIsValid(pkoid))
-	{
-		Relation	idx = relation_open(pkoid, AccessShareLock);
-
-		for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
-			result = lappend(result,
-							 get_attname(relid, idx->rd_index->indkey.values[i], false));
-		relation_close(idx, AccessShareLock);
-	}
-	relation_close(rel, AccessShareLock);
-	return result;
-}
-
 /* First transaction: take the stream and read where to start. */
 static EgressStreamDef *
 claim_run(int32 stream_id, RunStart *start)

@@ -8,9 +8,7 @@
 
 #include "nodes/pg_list.h"
 
-/* The primary-key column names of a relation, in key order; NIL without one. */
-extern List *egress_primary_key_columns(Oid relid);
-
+/* egress_primary_key_columns: catalog/catalog.h */
 extern PGDLLEXPORT void egress_incremental_main(Datum main_arg);
 
 #endif							/* EGRESS_INCREMENTAL_H */

@@ -111,15 +111,6 @@ egress_dest_flush_interval_ms(Jsonb *dest_options)
 	return v > 0 ? (int) v : egress_flush_interval_ms;
 }
 
-int64
-egress_next_version(int64 prev_version)
-{
-	int64		now_ms = (GetCurrentTimestamp() / 1000) +
-		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-
-	return Max(now_ms, prev_version + 1);
-}
-
 static void
 hand_to_sink(SnapshotWriter *w)
 {

@@ -81,7 +81,6 @@ extern int64 egress_stream_batch_bytes(EgressStreamDef *def);
 /* Batch age limit: the destination's flush_interval, else the GUC. */
 extern int	egress_dest_flush_interval_ms(Jsonb *dest_options);
 
-/* A new table version: epoch ms, always above the previous one. */
-extern int64 egress_next_version(int64 prev_version);
+/* egress_next_version: catalog/catalog.h */
 
 #endif							/* EGRESS_SNAPSHOT_H */

@@ -2,7 +2,8 @@
 # S3 destinations for streams: a FULL_TABLE sync writes one object per
 # batch, <prefix>/<batch id>.jsonl, complete Singer files; a 503 on one PUT
 # is retried; a LOG_BASED stream delivers its changes as objects too, and
-# an S3 outage past the upload's retries is retried, not a rejection; a
+# an S3 outage is retried (by the sinks' one retry loop), not a rejection;
+# a wrong secret is a rejection (state error until resumed); a
 # missing bucket puts the stream in error with a message that names bucket,
 # key and status, and leaves no object.
 
@@ -101,6 +102,30 @@ ok( poll_until(
 		sub { return grep { $_->{record}{id} == 21 } records_of(fetch_batches('cdc')); }),
 	'LOG_BASED: a change sent during a 503 outage is delivered');
 is($s3->state->{faults_injected} - $faults_before, 6, 'all six 503s were injected');
+# the S3 sink makes one attempt per request; the sinks' one retry loop
+# (egress_sink_commit_with_retries) retries the batch
+like(slurp_file($node->logfile), qr{could not deliver batch \S+ to S3 destination lake/cdc \(attempt 1\): .*HTTP status 503},
+	'LOG_BASED: the 503s were retried by the sinks\' retry loop');
+
+# a wrong secret (403 SignatureDoesNotMatch) is a rejection, not an outage:
+# the stream stops in state error at once, with a clean message and no
+# secret; once the secret is right again, egress_resume_stream() delivers
+# what was held back
+$node->safe_psql('postgres', q{ALTER SYSTEM SET pg_egress.s3_secret_access_key = 'Wr0ngSekr1t'});
+$node->reload;
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (22, 'c22')});
+wait_stream_state($node, 'c', 'error', 60);
+my $werr = $node->safe_psql('postgres', q{SELECT last_error FROM egress_streams WHERE name = 'c'});
+like($werr, qr{s3://lake/cdc/.*HTTP status 403}, 'wrong secret: last_error names the object and the status');
+unlike($werr, qr/Wr0ngSekr1t|S3RVER/, 'wrong secret: no secret in the error');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET pg_egress.s3_secret_access_key});
+$node->reload;
+$node->safe_psql('postgres', q{SELECT egress_resume_stream('c')});
+ok( poll_until(
+		'the change held back by the wrong secret in S3',
+		undef,
+		sub { return grep { $_->{record}{id} == 22 } records_of(fetch_batches('cdc')); }),
+	'wrong secret: delivered after the fix and egress_resume_stream');
 is($node->safe_psql('postgres', q{SELECT state FROM egress_streams WHERE name = 'c'}),
 	'streaming', 'an S3 outage does not stop the LOG_BASED stream');
 
