@@ -181,6 +181,34 @@ ok(poll_until('D2: row 8 delivered', 40, sub { grep { $_ == 8 } change_ids($dir,
   or diag explain stream_row($node, 'sc');
 
 # ---------------------------------------------------------------------------
+# F. a file destination made unwritable while changes pile up past
+# pg_egress.max_slot_wal on its pgoutput slot, then writable again: the
+# slot is given up, a new one made (publication in step), the stream synced
+# again; every row arrives.
+# ---------------------------------------------------------------------------
+my $dirf = new_outdir($node, 'f');
+add_destination($node, 'f', $dirf);
+$sql->(q{CREATE TABLE tf (id integer PRIMARY KEY, v text)});
+$sql->(q{SELECT egress_add_stream('sf', 'tf', method => 'LOG_BASED', destination => 'f')});
+wait_stream_state($node, 'sf', 'streaming', 60);
+chmod 0500, $dirf;
+$sql->(q{ALTER SYSTEM SET pg_egress.max_slot_wal = '2MB'; SELECT pg_reload_conf()});
+poll_until('max_slot_wal reloaded', 30, sub { $sql->('SHOW pg_egress.max_slot_wal') eq '2MB' });
+$sql->(q{INSERT INTO tf SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, 30000) i});
+wait_stream_where($node, 'sf', q{last_error LIKE '%max_slot_wal%'}, 60,
+	'F: the stream says its slot held too much WAL');
+chmod 0700, $dirf;
+$sql->(q{ALTER SYSTEM RESET pg_egress.max_slot_wal; SELECT pg_reload_conf()});
+wait_stream_state($node, 'sf', 'streaming', 60);
+$sql->(q{INSERT INTO tf VALUES (30001, 'after')});
+ok(poll_until('F: every row delivered', 60, sub {
+	my %ids = map { $_->{record}{id} => 1 }
+	  grep { ($_->{type} // '') eq 'RECORD' && ($_->{stream} // '') eq 'public-tf' }
+	  map { @{ $_->{messages} } } read_batches($dirf, qr/\.jsonl$/);
+	return scalar(keys %ids) == 30001;
+}), 'F: after the destination is back, every row arrived (new slot, new sync)');
+
+# ---------------------------------------------------------------------------
 # E. DROP EXTENSION: what is left
 # ---------------------------------------------------------------------------
 $sql->(q{DROP EXTENSION pg_egress});
