@@ -16,6 +16,12 @@
 #     was accepted (with the wal2json decoder it does not).
 # (D) hand DROP PUBLICATION: the stream recovers (a new slot, a resync) and
 #     says why in last_error.
+# (D2) DROP PUBLICATION by hand while the worker does not decode, then
+#     egress_add_stream() makes it again: the stream must not be stuck.
+# (F) a file destination unwritable while the pgoutput slot passes
+#     pg_egress.max_slot_wal, then back: every row arrives.
+# (G) wal2json -> pgoutput by remove + add under the same name in one
+#     transaction: the new destination decodes with pgoutput.
 # (E) DROP EXTENSION pg_egress: no publication or replication slot of
 #     pg_egress is left behind; CREATE EXTENSION and the same destination
 #     again work.
@@ -207,6 +213,35 @@ ok(poll_until('F: every row delivered', 60, sub {
 	  map { @{ $_->{messages} } } read_batches($dirf, qr/\.jsonl$/);
 	return scalar(keys %ids) == 30001;
 }), 'F: after the destination is back, every row arrived (new slot, new sync)');
+
+# ---------------------------------------------------------------------------
+# G. a destination switched from wal2json to pgoutput by removing it and
+# adding it again under its name in one transaction: the new destination
+# asked for pgoutput (the default; it got its publication), so its slot
+# must decode with pgoutput and a stream with a row filter be accepted.
+# ---------------------------------------------------------------------------
+my $dirw = new_outdir($node, 'w');
+$sql->(q{CREATE TABLE tw (id integer PRIMARY KEY); CREATE TABLE tx (id integer PRIMARY KEY)});
+add_destination($node, 'w', $dirw, '{"decoder": "wal2json"}');
+$sql->(q{SELECT egress_add_stream('sw', 'tw', method => 'LOG_BASED', destination => 'w')});
+wait_stream_state($node, 'sw', 'streaming', 60);
+$sql->(q{BEGIN; SELECT egress_remove_destination('w', true);
+SELECT egress_add_destination('w', } . sql_quote(file_url(new_outdir($node, 'w2'))) . q{);
+SELECT egress_add_stream('sw2', 'tw', method => 'LOG_BASED', destination => 'w'); COMMIT});
+wait_stream_state($node, 'sw2', 'streaming', 60);
+# TODO (src/worker/cdc_config.c adoption_allowed, owner h13; and the
+# slot-plugin check of egress_add_stream in src/catalog/sqlfuncs.c, owner
+# h9): a slot listed in egress.dropped_slot is adopted only when its plugin
+# is the destination's decoder (option "decoder", pgoutput by default),
+# else replaced as a pgoutput one is; egress_add_stream must not take the
+# plugin of a listed slot for the destination's.  Today the re-added
+# destination adopts the old wal2json slot for good, and a filter is refused
+# with "The destination decodes with wal2json".
+is($sql->(q{SELECT plugin FROM pg_replication_slots WHERE slot_name = 'pg_egress_w'}), 'pgoutput',
+	'G: the destination added again with decoder pgoutput decodes with pgoutput');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT egress_add_stream('sx', 'tx', method => 'LOG_BASED', destination => 'w', options => '{"filter": "id > 1"}')});
+is($ret, 0, 'G: ... and takes a stream with a row filter') or diag $err;
 
 # ---------------------------------------------------------------------------
 # E. DROP EXTENSION: what is left
