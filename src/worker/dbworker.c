@@ -12,7 +12,9 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -28,6 +30,7 @@
 #include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
+#include "catalog/publication.h"
 #include "decode/slot.h"
 #include "pg_egress.h"
 
@@ -73,6 +76,29 @@ static List *slots_to_drop = NIL;
 
 /* Slots of destinations, for the WAL limit: (destination, slot, "t" if droppable) */
 static List *guarded_slots = NIL;
+
+/*
+ * What DROP EXTENSION pg_egress leaves behind: the publications
+ * pg_egress_<destination> (made by egress_add_destination, after CREATE
+ * EXTENSION, so not members of the extension) and the slots pg_egress made.
+ * Nothing drops them with the extension, and a slot left over holds WAL
+ * forever; a publication left over keeps its tables published (their
+ * UPDATE and DELETE fail once one loses its replica identity) and makes
+ * egress_add_destination refuse the destination's name.  So the database
+ * worker remembers, at every round while the extension exists, the slots
+ * its destinations own and the publications of its pgoutput destinations
+ * (known_*, and the extension's OID); once that extension is gone (dropped,
+ * or dropped and created anew), those it remembered are dropped (leftover_*),
+ * except names the catalog of a new extension uses again.  A slot still in
+ * use (a CDC worker exiting) is tried again at the next round.  Remembered
+ * in memory only: a server restart between DROP EXTENSION and the next round
+ * forgets them.
+ */
+static Oid	known_extension = InvalidOid;
+static List *known_slots = NIL;
+static List *known_publications = NIL;
+static List *leftover_slots = NIL;
+static List *leftover_publications = NIL;
 
 static void
 read_cdc_catalog(void)
@@ -130,6 +156,157 @@ read_cdc_catalog(void)
 	MemoryContextSwitchTo(oldcxt);
 }
 
+/* A list of names (char *) in TopMemoryContext from column 1 of the result. */
+static List *
+names_of_result(int n)
+{
+	List	   *result = NIL;
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+	for (int i = 0; i < n; i++)
+		result = lappend(result, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	MemoryContextSwitchTo(oldcxt);
+	return result;
+}
+
+/* names minus those in used (freed), in place */
+static List *
+forget_names_in_use(List *names, List *used)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+	{
+		ListCell   *uc;
+
+		foreach(uc, used)
+			if (strcmp((char *) lfirst(lc), (char *) lfirst(uc)) == 0)
+			{
+				pfree(lfirst(lc));
+				names = foreach_delete_current(names, lc);
+				break;
+			}
+	}
+	return names;
+}
+
+/*
+ * Remember what the extension (extoid, InvalidOid when absent) owns, and
+ * when the one remembered before is gone, what it left behind.  Inside the
+ * catalog transaction (egress_catalog_enter() when extoid is valid).
+ */
+static void
+track_extension_objects(Oid extoid)
+{
+	ListCell   *lc;
+
+	if (OidIsValid(known_extension) && known_extension != extoid)
+	{
+		/* they outlive the transaction */
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		leftover_slots = list_concat(leftover_slots, known_slots);
+		leftover_publications = list_concat(leftover_publications, known_publications);
+		MemoryContextSwitchTo(oldcxt);
+		list_free(known_slots);
+		list_free(known_publications);
+		known_slots = NIL;
+		known_publications = NIL;
+		known_extension = InvalidOid;
+	}
+	if (!OidIsValid(extoid))
+		return;
+
+	list_free_deep(known_slots);
+	list_free_deep(known_publications);
+	known_slots = names_of_result(egress_catalog_exec("SELECT slot_name FROM egress.destination "
+													  "WHERE slot_name IS NOT NULL AND slot_owned "
+													  "UNION SELECT slot_name FROM egress.dropped_slot",
+													  0, NULL, NULL, NULL, true));
+	known_publications = names_of_result(egress_catalog_exec("SELECT name FROM egress.destination "
+															 "WHERE coalesce(options->>'decoder', 'pgoutput') "
+															 "OPERATOR(pg_catalog.=) 'pgoutput'",
+															 0, NULL, NULL, NULL, true));
+	foreach(lc, known_publications)
+	{
+		char	   *dest = lfirst(lc);
+
+		lfirst(lc) = MemoryContextStrdup(TopMemoryContext, egress_publication_name(dest));
+		pfree(dest);
+	}
+	known_extension = extoid;
+	/* the new extension's destinations use them again: not leftovers */
+	leftover_slots = forget_names_in_use(leftover_slots, known_slots);
+	leftover_publications = forget_names_in_use(leftover_publications, known_publications);
+}
+
+/*
+ * Drop what a dropped extension left behind (see known_extension).  A
+ * publication only if it is still the bootstrap superuser's (pg_egress made
+ * it so); a slot only if it is still a pgoutput or wal2json slot of this
+ * database and nobody holds it.
+ */
+static void
+drop_extension_leftovers(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, leftover_publications)
+	{
+		char	   *pubname = lfirst(lc);
+		Oid			argtypes[2] = {TEXTOID, OIDOID};
+		Datum		values[2];
+		int			nestlevel;
+		bool		dropped = false;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		nestlevel = NewGUCNestLevel();
+		egress_pin_search_path();
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		values[0] = CStringGetTextDatum(pubname);
+		values[1] = ObjectIdGetDatum(BOOTSTRAP_SUPERUSERID);
+		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_publication "
+								  "WHERE pubname OPERATOR(pg_catalog.=) $1::pg_catalog.name "
+								  "AND pubowner OPERATOR(pg_catalog.=) $2",
+								  2, argtypes, values, NULL, false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			if (SPI_execute(psprintf("DROP PUBLICATION %s", quote_identifier(pubname)),
+							false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not drop publication \"%s\"", pubname);
+			dropped = true;
+		}
+		SPI_finish();
+		AtEOXact_GUC(true, nestlevel);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (dropped)
+			ereport(LOG,
+					(errmsg("pg_egress dropped publication \"%s\": extension pg_egress was dropped",
+							pubname)));
+		pfree(pubname);
+		leftover_publications = foreach_delete_current(leftover_publications, lc);
+	}
+
+	foreach(lc, leftover_slots)
+	{
+		char	   *slot = lfirst(lc);
+		EgressSlotDropResult res = egress_slot_drop(slot);
+
+		if (res == EGRESS_SLOT_IN_USE)
+			continue;			/* its CDC worker is exiting: next round */
+		if (res == EGRESS_SLOT_DROPPED)
+			ereport(LOG,
+					(errmsg("pg_egress dropped replication slot \"%s\": extension pg_egress was dropped",
+							slot)));
+		pfree(slot);
+		leftover_slots = foreach_delete_current(leftover_slots, lc);
+	}
+}
+
 /*
  * Streams of destinations with the error_retry_interval option that have
  * been in state error for that long are resumed as egress_resume_stream()
@@ -171,6 +348,7 @@ read_catalog(StreamWant **wants)
 		char	   *sql;
 
 		egress_catalog_enter(&guard);
+		track_extension_objects(get_extension_oid("pg_egress", true));
 		retried = retry_failed_streams();
 		/*
 		 * INCREMENTAL streams run when asked for (pending, resync) and
@@ -221,6 +399,7 @@ read_catalog(StreamWant **wants)
 	}
 	else
 	{
+		track_extension_objects(InvalidOid);
 		*wants = MemoryContextAllocZero(TopMemoryContext, sizeof(StreamWant));
 		list_free_deep(cdc_wanted);
 		cdc_wanted = NIL;
@@ -657,6 +836,7 @@ reconcile(void)
 	}
 	drop_unused_slots();
 	guard_idle_slots();
+	drop_extension_leftovers();
 }
 
 void
