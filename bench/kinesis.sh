@@ -113,29 +113,37 @@ SQL
 [ "$(q "SELECT count(*) FROM public.bench")" = "$rows" ] || die "the load did not write $rows rows"
 lsn=$(q "SELECT pg_current_wal_insert_lsn()")
 
-# enable NAME again, time it until its slot confirmed $lsn; prints seconds
+# CPU seconds (user + system) of process PID so far
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# enable NAME again, time it until its slot confirmed $lsn; prints seconds,
+# then the CPU seconds its worker used meanwhile
 catch_up() {
-	local name=$1 slot t
+	local name=$1 slot t pid cpu=0
 	slot=$(slot_of "$name")
 	t=$(bench_now)
 	q "UPDATE egress.stream SET enabled = true WHERE name = '$name'" >/dev/null
 	wait_for "SELECT coalesce((SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = '$slot'), false)
 	            OR (SELECT state = 'error' FROM egress_streams WHERE name = '$name')" "$name did not catch up"
 	[ "$(q "SELECT state FROM egress_streams WHERE name = '$name'")" != error ] || die "$name failed"
-	sub "$(bench_now)" "$t"
+	echo "$(sub "$(bench_now)" "$t")"
+	pid=$(q "SELECT coalesce(worker_pid, 0) FROM egress_streams WHERE name = '$name'")
+	[ "$pid" = 0 ] || cpu=$(cpu_of "$pid")
+	echo "$cpu"
 	q "SELECT egress_pause_stream('$name')" >/dev/null
 }
 
 before=$(kstate)
-t_kin=$(catch_up kin)
+read -r t_kin cpu_kin <<<"$(catch_up kin | tr '\n' ' ')"
 after=$(kstate)
-t_web=$(catch_up web)
+read -r t_web cpu_web <<<"$(catch_up web | tr '\n' ' ')"
 
 calls=$(($(kfield "$after" put_calls) - $(kfield "$before" put_calls)))
 entries=$(($(kfield "$after" put_entries) - $(kfield "$before" put_entries)))
 r() { echo "$rows / $1" | bc -l | xargs printf '%.0f'; }
-printf '%-44s %8.2f s %10s rows/s\n' "LOG_BASED catch-up to HTTP (discarding)" "$t_web" "$(r "$t_web")"
-printf '%-44s %8.2f s %10s rows/s  %.2fx the HTTP rate\n' "LOG_BASED catch-up to Kinesis ($format)" \
-	"$t_kin" "$(r "$t_kin")" "$(echo "$t_web / $t_kin" | bc -l)"
+printf '%-44s %8.2f s %10s rows/s  worker CPU %.2f s\n' "LOG_BASED catch-up to HTTP (discarding)" \
+	"$t_web" "$(r "$t_web")" "$cpu_web"
+printf '%-44s %8.2f s %10s rows/s  worker CPU %.2f s  %.2fx the HTTP rate\n' "LOG_BASED catch-up to Kinesis ($format)" \
+	"$t_kin" "$(r "$t_kin")" "$cpu_kin" "$(echo "$t_web / $t_kin" | bc -l)"
 printf 'PutRecords: %d calls, %d records, %.1f records per call\n' "$calls" "$entries" \
 	"$(echo "$entries / ($calls + ($calls == 0))" | bc -l)"

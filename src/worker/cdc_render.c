@@ -942,6 +942,40 @@ pgk_partition_key(CdcStream *s, EgressChange *ch)
 }
 
 /*
+ * Singer format to Kinesis: the RECORD just rendered at the end of
+ * cdc->buf (from offset start) goes to the sink as one record with the
+ * partition key computed from the change, so that the sink need not parse
+ * it again; what precedes it (a SCHEMA) goes through write() first.  Not
+ * while rows are deferred: their output must keep its place, and the sink
+ * then derives the keys from the lines (the same keys for integer and text
+ * keys).
+ */
+static void
+singer_record_to_sink(CdcStream *s, EgressChange *ch, int start)
+{
+	char	   *key;
+	int			len;
+
+	if (cdc->pending != NIL || cdc->sink->ops->write_record == NULL ||
+		strcmp(cdc->sink->kind, "kinesis") != 0)
+		return;
+	if (start > 0)
+	{
+		cdc->sink->ops->write(cdc->sink, cdc->buf.data, start);
+		cdc->batch_bytes += start;
+	}
+	len = cdc->buf.len - start;
+	/* the line end is not part of the record */
+	while (len > 0 && cdc->buf.data[start + len - 1] == '\n')
+		len--;
+	key = pgk_partition_key(s, ch);
+	cdc->sink->ops->write_record(cdc->sink, cdc->buf.data + start, len, key);
+	cdc->batch_bytes += cdc->buf.len - start;
+	pfree(key);
+	resetStringInfo(&cdc->buf);
+}
+
+/*
  * One change in pg_kinesis' shape, straight to the sink: "lsn" the commit
  * LSN of its transaction, "time" its commit time.  User code: rendering
  * runs no type input function (values are the output functions' text).
@@ -1000,6 +1034,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 	else
 	{
 		OwnerScope	sc;
+		int			start = cdc->buf.len;
 
 		as_owner_begin(s, &sc, false);
 		PG_TRY();
@@ -1013,6 +1048,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 		}
 		PG_END_TRY();
 		as_owner_end(&sc);
+		singer_record_to_sink(s, ch, start);
 	}
 	s->rows_sent++;
 	hold_output();
@@ -1047,6 +1083,7 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 {
 	volatile bool first = true;
 	OwnerScope	sc;
+	int			start;
 
 	if (cdc_pg_kinesis_format())
 	{
@@ -1060,6 +1097,7 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 		return;
 	}
 	cdc_prepare_record(s);
+	start = cdc->buf.len;
 	egress_singer_record_open(&cdc->buf, s->st);
 	as_owner_begin(s, &sc, false);
 	PG_TRY();
@@ -1088,6 +1126,14 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 	as_owner_end(&sc);
 	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
 	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
+	{
+		EgressChange dch = {0};
+
+		dch.action = EGRESS_CHANGE_DELETE;
+		dch.identity = key;
+		dch.nidentity = nkey;
+		singer_record_to_sink(s, &dch, start);
+	}
 	s->rows_sent++;
 	hold_output();
 	cdc_after_record();
