@@ -77,7 +77,17 @@ typedef struct SnapshotWriter
 	char	   *pgk_schema;
 	char	   *pgk_table;
 	TimestampTz pgk_time;
-	int		   *pgkkey;			/* st->columns indexes of the key, -1 end */
+
+	/*
+	 * Kinesis (either format): each row goes to the sink as one record
+	 * (write_record) with its partition key computed here, as the CDC worker
+	 * computes it for changes (cdc_render.c): the stream, then "|" and each
+	 * key value's text ("null" for null).
+	 */
+	bool		krec;
+	int		   *keycols;		/* st->columns indexes of the key values, -1
+								 * end, -2 a column not in the stream */
+	Oid		   *keyout;			/* their output functions */
 } SnapshotWriter;
 
 #define SINK_CHUNK (256 * 1024)
@@ -264,6 +274,65 @@ commit_batch(SnapshotWriter *w, bool last)
 							 w->def->name, batch_id)));
 }
 
+/* see SnapshotWriter.krec */
+static char *
+row_partition_key(SnapshotWriter *w, TupleTableSlot *slot)
+{
+	StringInfoData key;
+
+	initStringInfo(&key);
+	appendStringInfoString(&key, w->st->stream_id);
+	for (int i = 0; w->keycols[i] != -1; i++)
+	{
+		int			c = w->keycols[i];
+
+		if (c == -2)
+			appendStringInfoChar(&key, '|');
+		else if (slot->tts_isnull[c])
+			appendStringInfoString(&key, "|null");
+		else
+			appendStringInfo(&key, "|%s",
+							 OidOutputFunctionCall(w->keyout[i], slot->tts_values[c]));
+	}
+	return key.data;
+}
+
+static void
+keys_setup(SnapshotWriter *w)
+{
+	const char *mode = w->sink->opts.partition_key;
+	int			nkey = 0;
+	ListCell   *lc;
+
+	if (w->sink->ops->write_record == NULL || strcmp(w->sink->kind, "kinesis") != 0)
+		return;
+	w->krec = true;
+	w->keycols = palloc(sizeof(int) * (list_length(w->st->key_properties) + 2));
+	w->keyout = palloc0(sizeof(Oid) * (list_length(w->st->key_properties) + 2));
+	if (mode == NULL || strcmp(mode, "primary_key") == 0)
+	{
+		foreach(lc, w->st->key_properties)
+			w->keycols[nkey++] = column_index(w->st, lfirst(lc));
+	}
+	else if (strcmp(mode, "table") != 0)
+	{
+		w->keycols[nkey] = -2;
+		for (int i = 0; i < w->st->ncolumns; i++)
+			if (strcmp(w->st->columns[i].name, mode) == 0)
+				w->keycols[nkey] = i;
+		nkey++;
+	}
+	w->keycols[nkey] = -1;
+	for (int i = 0; i < nkey; i++)
+	{
+		bool		isvarlena;
+
+		if (w->keycols[i] >= 0)
+			getTypeOutputInfo(w->st->columns[w->keycols[i]].basetypid,
+							  &w->keyout[i], &isvarlena);
+	}
+}
+
 /*
  * pg_kinesis format: the row as an INSERT, handed to the sink as one
  * record whose partition key is the one the CDC worker gives the row's
@@ -274,7 +343,6 @@ pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
 {
 	EgressChange ch = {0};
 	StringInfoData rec;
-	StringInfoData key;
 
 	ch.action = EGRESS_CHANGE_INSERT;
 	ch.relid = w->def->relid;
@@ -293,12 +361,8 @@ pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
 	if (!egress_pg_kinesis_render(&rec, &ch, w->pgk_schema, w->pgk_table,
 								  w->pgkcols, w->st->ncolumns, w->lsn, w->pgk_time))
 		return;
-	initStringInfo(&key);
-	appendStringInfoString(&key, w->st->stream_id);
-	for (int *k = w->pgkkey; k && *k >= 0; k++)
-		appendStringInfo(&key, "|%s",
-						 ch.columns[*k].isnull ? "null" : ch.columns[*k].value);
-	w->sink->ops->write_record(w->sink, rec.data, rec.len, key.data);
+	w->sink->ops->write_record(w->sink, rec.data, rec.len,
+							   row_partition_key(w, slot));
 	w->batch_bytes += rec.len;
 }
 
@@ -306,10 +370,6 @@ pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
 static void
 pgk_setup(SnapshotWriter *w, bool log_based)
 {
-	const char *mode;
-	int			nkey = 0;
-	ListCell   *lc;
-
 	if (!log_based || w->sink->ops->write_record == NULL ||
 		strcmp(w->sink->kind, "kinesis") != 0 ||
 		w->sink->opts.format == NULL ||
@@ -332,20 +392,6 @@ pgk_setup(SnapshotWriter *w, bool log_based)
 				 errmsg("relation %s of stream \"%s\" no longer exists",
 						w->def->relation, w->def->name)));
 	w->pgk_time = GetCurrentTimestamp();
-	mode = w->sink->opts.partition_key;
-	w->pgkkey = palloc(sizeof(int) * (list_length(w->st->key_properties) + 2));
-	if (mode == NULL || strcmp(mode, "primary_key") == 0)
-	{
-		foreach(lc, w->st->key_properties)
-			w->pgkkey[nkey++] = column_index(w->st, lfirst(lc));
-	}
-	else if (strcmp(mode, "table") != 0)
-	{
-		for (int i = 0; i < w->st->ncolumns; i++)
-			if (strcmp(w->st->columns[i].name, mode) == 0)
-				w->pgkkey[nkey++] = i;
-	}
-	w->pgkkey[nkey] = -1;
 }
 
 static bool
@@ -369,8 +415,29 @@ writer_receive(TupleTableSlot *slot, DestReceiver *self)
 	if (w->pgk)
 		pgk_write_row(w, slot);
 	else
+	{
+		int			start = w->buf.len;
+
 		egress_singer_record(&w->buf, w->st, slot->tts_values, slot->tts_isnull,
 							 w->version, w->time_extracted.data, w->extra);
+		if (w->krec)
+		{
+			/* the lines before (SCHEMA...) as lines, the RECORD with its key */
+			int			len = w->buf.len - start;
+
+			if (start > 0)
+			{
+				w->sink->ops->write(w->sink, w->buf.data, start);
+				w->batch_bytes += start;
+			}
+			while (len > 0 && w->buf.data[start + len - 1] == '\n')
+				len--;
+			w->sink->ops->write_record(w->sink, w->buf.data + start, len,
+									   row_partition_key(w, slot));
+			w->batch_bytes += w->buf.len - start;
+			resetStringInfo(&w->buf);
+		}
+	}
 	MemoryContextSwitchTo(oldcxt);
 	w->batch_rows++;
 
@@ -516,6 +583,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &debug_lsn);
 	/* only the stream's columns (option "columns") */
 	w->st = egress_singer_stream_for_def(def, true, debug_lsn);
+	keys_setup(w);
 	pgk_setup(w, log_based);
 	w->batchcxt = AllocSetContextCreate(writercxt, "pg_egress batch",
 										ALLOCSET_DEFAULT_SIZES);
