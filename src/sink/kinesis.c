@@ -407,6 +407,10 @@ queue_message(EgressSink *sink, const char *data, size_t len,
 			key = egress_kinesis_partition_key(lp.stream ? lp.stream : lp.type,
 											   strlen(lp.stream ? lp.stream : lp.type));
 	}
+	/* a Singer RECORD given with its key: read it now, to name the row */
+	if (len + strlen(key) > KINESIS_MAX_RECORD_BYTES &&
+		lp.lex == NULL && ks->format == KFORMAT_SINGER)
+		parse_line(data, len, &lp);
 	if (len + strlen(key) > KINESIS_MAX_RECORD_BYTES)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),
