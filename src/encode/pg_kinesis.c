@@ -55,6 +55,21 @@ egress_pg_kinesis_columns(TupleDesc desc, int *ncolumns)
 	return cols;
 }
 
+EgressPgKinesisColumn *
+egress_pg_kinesis_columns_of(const EgressColumn *cols, int n)
+{
+	EgressPgKinesisColumn *out = palloc0(Max(n, 1) * sizeof(EgressPgKinesisColumn));
+
+	for (int i = 0; i < n; i++)
+	{
+		out[i].name = pstrdup(cols[i].name);
+		out[i].typid = cols[i].typid;
+		out[i].basetypid = getBaseType(cols[i].typid);
+		out[i].typname = format_type_be(cols[i].typid);
+	}
+	return out;
+}
+
 /*
  * A JSON string as Go's encoding/json writes it: besides what JSON needs,
  * <, > and & become \u003c, \u003e, \u0026, and U+2028, U+2029 \u2028,

@@ -29,6 +29,7 @@
 #include "lib/stringinfo.h"
 
 #include "decode/change.h"
+#include "encode/singer_types.h"
 
 /* one column of the relation, as the renderer needs it */
 typedef struct EgressPgKinesisColumn
@@ -46,6 +47,14 @@ typedef struct EgressPgKinesisColumn
  */
 extern EgressPgKinesisColumn *egress_pg_kinesis_columns(TupleDesc desc,
 														int *ncolumns);
+
+/*
+ * The same for columns already described for Singer (a stream's columns,
+ * restricted to its column list): no relation to open.  Looks type names
+ * up: call in a transaction (a historic snapshot will do).
+ */
+extern EgressPgKinesisColumn *egress_pg_kinesis_columns_of(const EgressColumn *cols,
+														   int n);
 
 /*
  * Appends the JSON of one INSERT, UPDATE or DELETE (no newline) to buf and

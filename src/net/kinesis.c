@@ -650,6 +650,33 @@ ap_scalar(void *st, char *token, JsonTokenType type)
 		ap->codes[ap->index] = token;
 }
 
+/*
+ * The usual answer, every record accepted, recognized without lexing it
+ * (a 500-record answer is some 60 kB of sequence numbers, and lexing it
+ * was a tenth of the worker's time): "FailedRecordCount":0, no
+ * "ErrorCode" anywhere, and one "SequenceNumber" per record sent.
+ * Anything else (other spacing included) takes the full parse.
+ */
+static bool
+all_accepted(EgressKinesisClient *kc, int n)
+{
+	const char *data = kc->response.data;
+	const char *p = strstr(data, "\"FailedRecordCount\":0");
+	int			seqs = 0;
+
+	if (p == NULL)
+		return false;
+	p += strlen("\"FailedRecordCount\":0");
+	if (*p != ',' && *p != '}')
+		return false;
+	if (strstr(data, "\"ErrorCode\"") != NULL)
+		return false;
+	for (p = strstr(data, "\"SequenceNumber\""); p != NULL;
+		 p = strstr(p + 1, "\"SequenceNumber\""))
+		seqs++;
+	return seqs == n;
+}
+
 static bool
 parse_answer(EgressKinesisClient *kc, AnswerParse *ap, int ncodes)
 {
@@ -661,6 +688,13 @@ parse_answer(EgressKinesisClient *kc, AnswerParse *ap, int ncodes)
 	ap->codes = ncodes > 0 ? palloc0(ncodes * sizeof(char *)) : NULL;
 	if (kc->response_cut || kc->response.len == 0)
 		return false;
+	if (all_accepted(kc, ncodes))
+	{
+		ap->has_failed_count = true;
+		ap->failed_count = 0;
+		ap->nentries = ncodes;
+		return true;
+	}
 	lex = makeJsonLexContextCstringLen(kc->response.data, kc->response.len,
 									   PG_UTF8, true);
 	sem.semstate = ap;

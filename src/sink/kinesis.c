@@ -19,6 +19,9 @@
  * RECORD is a barrier (net/kinesis.h): a SCHEMA is accepted before any
  * RECORD after it is sent, a STATE only after every RECORD before it.
  *
+ * Singer RECORD lines may come through write_record() with their key
+ * (the CDC worker computes it from the change): not parsed again.
+ *
  * pg_kinesis format: the records come through write_record() from the CDC
  * worker (encode/pg_kinesis.h renders them), one change each, with their
  * partition key.
@@ -352,9 +355,13 @@ queue_message(EgressSink *sink, const char *data, size_t len,
 	if (len == 0)
 		return;
 	old = MemoryContextSwitchTo(ks->line_cxt);
-	if (ks->format == KFORMAT_PG_KINESIS && partition_key != NULL)
+	if (partition_key != NULL)
 	{
-		/* a rendered change: no Singer line to read */
+		/*
+		 * A record with its key (write_record): a rendered change, or a
+		 * Singer RECORD, the only Singer message callers give a key: no
+		 * line to read, no barrier.
+		 */
 		memset(&lp, 0, sizeof(lp));
 		key = egress_kinesis_partition_key(partition_key, strlen(partition_key));
 	}
@@ -400,6 +407,10 @@ queue_message(EgressSink *sink, const char *data, size_t len,
 			key = egress_kinesis_partition_key(lp.stream ? lp.stream : lp.type,
 											   strlen(lp.stream ? lp.stream : lp.type));
 	}
+	/* a Singer RECORD given with its key: read it now, to name the row */
+	if (len + strlen(key) > KINESIS_MAX_RECORD_BYTES &&
+		lp.lex == NULL && ks->format == KFORMAT_SINGER)
+		parse_line(data, len, &lp);
 	if (len + strlen(key) > KINESIS_MAX_RECORD_BYTES)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),

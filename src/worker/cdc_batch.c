@@ -116,7 +116,8 @@ cdc_prepare_record(CdcStream *s)
 	if (!cdc->batch_open)
 		cdc_begin_batch();
 	cdc_refresh_descriptor(s);
-	if (!s->schema_in_batch)
+	/* pg_kinesis format: records only, no SCHEMA */
+	if (!s->schema_in_batch && !cdc_pg_kinesis_format())
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(cdc->decodecxt);
 
@@ -168,21 +169,28 @@ cdc_commit_batch(void)
 	/* the positions this batch completes: its last whole transaction */
 	upto = XLogRecPtrIsInvalid(cdc->batch_last_end) ? cdc->delivered : cdc->batch_last_end;
 
-	initStringInfo(&bm);
-	egress_singer_state_open(&cdc->buf, NULL);
-	for (int i = 0; i < cdc->nstreams; i++)
+	/*
+	 * The STATE message, its own partition key; not in pg_kinesis format
+	 * (records of changes only: the bookmarks are the catalog's).
+	 */
+	if (!cdc_pg_kinesis_format())
 	{
-		CdcStream  *s = &cdc->streams[i];
+		initStringInfo(&bm);
+		egress_singer_state_open(&cdc->buf, NULL);
+		for (int i = 0; i < cdc->nstreams; i++)
+		{
+			CdcStream  *s = &cdc->streams[i];
 
-		if (s->needs_sync || s->st == NULL || s->stop != CDC_STOP_NONE)
-			continue;
-		resetStringInfo(&bm);
-		egress_singer_bookmark_log_based(&bm, stream_lsn(s, upto), s->version);
-		egress_singer_state_add(&cdc->buf, s->st->stream_id, bm.data, first);
-		first = false;
+			if (s->needs_sync || s->st == NULL || s->stop != CDC_STOP_NONE)
+				continue;
+			resetStringInfo(&bm);
+			egress_singer_bookmark_log_based(&bm, stream_lsn(s, upto), s->version);
+			egress_singer_state_add(&cdc->buf, s->st->stream_id, bm.data, first);
+			first = false;
+		}
+		egress_singer_state_close(&cdc->buf);
+		pfree(bm.data);
 	}
-	egress_singer_state_close(&cdc->buf);
-	pfree(bm.data);
 	hand_to_sink();
 
 	snprintf(batch_id, sizeof(batch_id), "%s-%08X%08X-%08X%08X-%010d",

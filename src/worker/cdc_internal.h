@@ -192,6 +192,7 @@ extern void cdc_emit_delete_key(CdcStream *s, EgressChange *ch);
 extern void cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey);
 extern bool cdc_key_changed(CdcStream *s, EgressChange *ch);
 extern void cdc_emit_truncate(CdcStream *s);
+extern bool cdc_pg_kinesis_format(void);
 
 /* cdc_decode.c */
 extern void cdc_open_decoding(void);

@@ -8,11 +8,19 @@
  *	  the next transaction boundary to resolve them, and inside one
  *	  transaction what is held goes to a temporary file (spilling()).
  *
+ *	  Kinesis destinations with "format": "pg_kinesis" (cdc_pg_kinesis_format)
+ *	  get no Singer messages: each INSERT/UPDATE/DELETE is rendered in
+ *	  pg_kinesis' shape (encode/pg_kinesis.h) and handed to the sink as one
+ *	  record with its partition key (write_record), computed here from the
+ *	  change.  Unchanged TOASTed values are not re-read there: pg_kinesis
+ *	  prints them as unchanged-toast-datum, and so does the renderer.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "storage/buffile.h"
+#include "encode/pg_kinesis.h"
 #include "worker/cdc_internal.h"
 
 /* Output held back until deferred rows are re-read (see defer_row). */
@@ -762,6 +770,239 @@ cdc_resolve_pending(void)
 	pending_rows = pending_bytes = 0;
 }
 
+/* ---- pg_kinesis format ---------------------------------------------------- */
+
+/*
+ * Is the destination a Kinesis stream written in pg_kinesis' format?  Then
+ * no Singer message (SCHEMA, STATE, ACTIVATE_VERSION) goes to the sink.
+ */
+bool
+cdc_pg_kinesis_format(void)
+{
+	return cdc->sink != NULL && cdc->sink->ops->write_record != NULL &&
+		strcmp(cdc->sink->kind, "kinesis") == 0 &&
+		cdc->sink->opts.format != NULL &&
+		strcmp(cdc->sink->opts.format, "pg_kinesis") == 0;
+}
+
+/*
+ * What the renderer needs of a stream's descriptor, built once per
+ * descriptor: in the descriptor's context, found by the descriptor's
+ * address, and forgotten (reset callback) when that context goes, so that
+ * a later descriptor at the same address is never taken for it.
+ */
+typedef struct PgkColumns
+{
+	EgressSingerStream *st;		/* hash key */
+	EgressPgKinesisColumn *cols;
+	int			ncols;
+	char	   *schema;
+	char	   *table;
+} PgkColumns;
+
+static HTAB *pgk_columns_map = NULL;
+
+static void
+pgk_columns_forget(void *arg)
+{
+	if (pgk_columns_map != NULL)
+		(void) hash_search(pgk_columns_map, &arg, HASH_REMOVE, NULL);
+}
+
+static PgkColumns *
+pgk_columns(CdcStream *s)
+{
+	PgkColumns *pc;
+	bool		found;
+	MemoryContext oldcxt;
+	MemoryContextCallback *cb;
+	char	   *nsp;
+	char	   *rel;
+
+	if (pgk_columns_map == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(EgressSingerStream *);
+		ctl.entrysize = sizeof(PgkColumns);
+		ctl.hcxt = TopMemoryContext;
+		pgk_columns_map = hash_create("pg_egress pg_kinesis columns", 16, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	pc = hash_search(pgk_columns_map, &s->st, HASH_FIND, NULL);
+	if (pc != NULL)
+		return pc;
+
+	/* fill it first (lookups may fail), then enter it */
+	oldcxt = MemoryContextSwitchTo(s->stcxt ? s->stcxt : cdc->decodecxt);
+	nsp = get_namespace_name(get_rel_namespace(s->def->relid));
+	rel = get_rel_name(s->def->relid);
+	if (nsp == NULL || rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation %s of stream \"%s\" no longer exists",
+						s->def->relation, s->def->name)));
+	{
+		EgressPgKinesisColumn *cols = egress_pg_kinesis_columns_of(s->st->columns,
+																   s->st->ncolumns);
+
+		if (s->stcxt == NULL)
+		{
+			/* no context of its own to follow: not kept */
+			static PgkColumns once;
+
+			MemoryContextSwitchTo(oldcxt);
+			once.st = s->st;
+			once.cols = cols;
+			once.ncols = s->st->ncolumns;
+			once.schema = nsp;
+			once.table = rel;
+			return &once;
+		}
+		cb = palloc(sizeof(MemoryContextCallback));
+		pc = hash_search(pgk_columns_map, &s->st, HASH_ENTER, &found);
+		pc->cols = cols;
+		pc->ncols = s->st->ncolumns;
+		pc->schema = nsp;
+		pc->table = rel;
+		cb->func = pgk_columns_forget;
+		cb->arg = s->st;
+		MemoryContextRegisterResetCallback(s->stcxt, cb);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return pc;
+}
+
+/* a decoded value as text, or NULL */
+static const char *
+pgk_value(EgressChangeColumn *cols, int n, const char *name, Oid basetypid,
+		  bool *found)
+{
+	int			hint = 0;
+	EgressChangeColumn *c = find_column(cols, n, name, &hint);
+
+	*found = c != NULL;
+	if (c == NULL || c->isnull)
+		return NULL;
+	return egress_change_value_text(c, basetypid);
+}
+
+static Oid
+pgk_basetype(CdcStream *s, const char *name)
+{
+	for (int i = 0; i < s->st->ncolumns; i++)
+		if (strcmp(s->st->columns[i].name, name) == 0)
+			return s->st->columns[i].basetypid;
+	return InvalidOid;
+}
+
+/*
+ * The partition key of a change, as the Kinesis sink derives it from a
+ * Singer line (so both formats put one row on one shard): the stream,
+ * then by the destination's "partition_key": the row's primary key values
+ * (the new row's; the old key of a DELETE), nothing (table), or one
+ * column's value; "|" before each value, "null" for a null.
+ */
+static char *
+pgk_partition_key(CdcStream *s, EgressChange *ch)
+{
+	StringInfoData key;
+	const char *mode = cdc->sink->opts.partition_key;
+	EgressChangeColumn *cols = ch->action == EGRESS_CHANGE_DELETE ? ch->identity : ch->columns;
+	int			ncols = ch->action == EGRESS_CHANGE_DELETE ? ch->nidentity : ch->ncolumns;
+	bool		found;
+	const char *v;
+
+	initStringInfo(&key);
+	appendStringInfoString(&key, s->st->stream_id);
+	if (mode == NULL || strcmp(mode, "primary_key") == 0)
+	{
+		ListCell   *lc;
+
+		foreach(lc, s->st->key_properties)
+		{
+			const char *name = lfirst(lc);
+
+			v = pgk_value(cols, ncols, name, pgk_basetype(s, name), &found);
+			if (!found)
+				v = pgk_value(ch->identity, ch->nidentity, name,
+							  pgk_basetype(s, name), &found);
+			appendStringInfo(&key, "|%s", v ? v : "null");
+		}
+	}
+	else if (strcmp(mode, "table") != 0)
+	{
+		v = pgk_value(cols, ncols, mode, pgk_basetype(s, mode), &found);
+		if (!found)
+			v = pgk_value(ch->identity, ch->nidentity, mode,
+						  pgk_basetype(s, mode), &found);
+		appendStringInfo(&key, "|%s", found ? (v ? v : "null") : "");
+	}
+	return key.data;
+}
+
+/*
+ * Singer format to Kinesis: the RECORD just rendered at the end of
+ * cdc->buf (from offset start) goes to the sink as one record with the
+ * partition key computed from the change, so that the sink need not parse
+ * it again; what precedes it (a SCHEMA) goes through write() first.  Not
+ * while rows are deferred: their output must keep its place, and the sink
+ * then derives the keys from the lines (the same keys for integer and text
+ * keys).
+ */
+static void
+singer_record_to_sink(CdcStream *s, EgressChange *ch, int start)
+{
+	char	   *key;
+	int			len;
+
+	if (cdc->pending != NIL || cdc->sink->ops->write_record == NULL ||
+		strcmp(cdc->sink->kind, "kinesis") != 0)
+		return;
+	if (start > 0)
+	{
+		cdc->sink->ops->write(cdc->sink, cdc->buf.data, start);
+		cdc->batch_bytes += start;
+	}
+	len = cdc->buf.len - start;
+	/* the line end is not part of the record */
+	while (len > 0 && cdc->buf.data[start + len - 1] == '\n')
+		len--;
+	key = pgk_partition_key(s, ch);
+	cdc->sink->ops->write_record(cdc->sink, cdc->buf.data + start, len, key);
+	cdc->batch_bytes += cdc->buf.len - start;
+	pfree(key);
+	resetStringInfo(&cdc->buf);
+}
+
+/*
+ * One change in pg_kinesis' shape, straight to the sink: "lsn" the commit
+ * LSN of its transaction, "time" its commit time.  User code: rendering
+ * runs no type input function (values are the output functions' text).
+ */
+static void
+pgk_emit(CdcStream *s, EgressChange *ch)
+{
+	PgkColumns *pc;
+	StringInfoData rec;
+	char	   *key;
+
+	cdc_prepare_record(s);
+	pc = pgk_columns(s);
+	initStringInfo(&rec);
+	if (egress_pg_kinesis_render(&rec, ch, pc->schema, pc->table, pc->cols,
+								 pc->ncols, cdc->txn_commit, cdc->txn_time))
+	{
+		key = pgk_partition_key(s, ch);
+		cdc->sink->ops->write_record(cdc->sink, rec.data, rec.len, key);
+		cdc->batch_bytes += rec.len;
+		pfree(key);
+	}
+	pfree(rec.data);
+	s->rows_sent++;
+	cdc_after_record();
+}
+
 /*
  * The new row of an INSERT or UPDATE.  Columns wal2json left out are
  * unchanged TOASTed values: taken from the old row when it was logged
@@ -774,6 +1015,11 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 	int			ihint = 0;
 	bool		missing = false;
 
+	if (cdc_pg_kinesis_format())
+	{
+		pgk_emit(s, ch);
+		return;
+	}
 	cdc_prepare_record(s);
 	for (int i = 0; i < s->st->ncolumns && !missing; i++)
 	{
@@ -788,6 +1034,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 	else
 	{
 		OwnerScope	sc;
+		int			start = cdc->buf.len;
 
 		as_owner_begin(s, &sc, false);
 		PG_TRY();
@@ -801,6 +1048,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 		}
 		PG_END_TRY();
 		as_owner_end(&sc);
+		singer_record_to_sink(s, ch, start);
 	}
 	s->rows_sent++;
 	hold_output();
@@ -815,6 +1063,9 @@ cdc_emit_delete_key(CdcStream *s, EgressChange *ch)
 	int			nkey = 0;
 	ListCell   *lc;
 
+	/* pg_kinesis: the UPDATE itself carries the old key ("old" values) */
+	if (cdc_pg_kinesis_format())
+		return;
 	foreach(lc, s->st->key_properties)
 	{
 		int			hint = 0;
@@ -832,8 +1083,21 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 {
 	volatile bool first = true;
 	OwnerScope	sc;
+	int			start;
 
+	if (cdc_pg_kinesis_format())
+	{
+		EgressChange ch = {0};
+
+		ch.action = EGRESS_CHANGE_DELETE;
+		ch.relid = s->def->relid;
+		ch.identity = key;
+		ch.nidentity = nkey;
+		pgk_emit(s, &ch);
+		return;
+	}
 	cdc_prepare_record(s);
+	start = cdc->buf.len;
 	egress_singer_record_open(&cdc->buf, s->st);
 	as_owner_begin(s, &sc, false);
 	PG_TRY();
@@ -862,6 +1126,14 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 	as_owner_end(&sc);
 	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
 	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
+	{
+		EgressChange dch = {0};
+
+		dch.action = EGRESS_CHANGE_DELETE;
+		dch.identity = key;
+		dch.nidentity = nkey;
+		singer_record_to_sink(s, &dch, start);
+	}
 	s->rows_sent++;
 	hold_output();
 	cdc_after_record();
@@ -910,7 +1182,9 @@ cdc_emit_truncate(CdcStream *s)
 
 	cdc_prepare_record(s);
 	s->version = Max(commit_ms, s->version + 1);
-	egress_singer_activate_version(&cdc->buf, s->st, s->version);
+	/* pg_kinesis passes no TRUNCATE on */
+	if (!cdc_pg_kinesis_format())
+		egress_singer_activate_version(&cdc->buf, s->st, s->version);
 	cdc->batch_last_commit = cdc->txn_commit;
 	cdc->txn_records++;
 }

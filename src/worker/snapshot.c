@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog/publication.h"
+#include "encode/pg_kinesis.h"
 #include "encode/singer.h"
 #include "export/fast_sync.h"
 #include "sink/sink.h"
@@ -64,9 +65,34 @@ typedef struct SnapshotWriter
 	Oid		   *posout;
 	MemoryContext poscxt;		/* reset for every row */
 	bool		have_pos;
+
+	/*
+	 * A LOG_BASED initial sync to a Kinesis destination in pg_kinesis
+	 * format: each row one INSERT record in that shape (lsn: the sync's
+	 * consistent point), no Singer message.
+	 */
+	bool		pgk;
+	EgressPgKinesisColumn *pgkcols;
+	Oid		   *pgkout;			/* output functions of the base types */
+	char	   *pgk_schema;
+	char	   *pgk_table;
+	TimestampTz pgk_time;
+
+	/*
+	 * Kinesis (either format): each row goes to the sink as one record
+	 * (write_record) with its partition key computed here, as the CDC worker
+	 * computes it for changes (cdc_render.c): the stream, then "|" and each
+	 * key value's text ("null" for null).
+	 */
+	bool		krec;
+	int		   *keycols;		/* st->columns indexes of the key values, -1
+								 * end, -2 a column not in the stream */
+	Oid		   *keyout;			/* their output functions */
 } SnapshotWriter;
 
 #define SINK_CHUNK (256 * 1024)
+
+static int	column_index(EgressSingerStream *st, const char *name);
 
 void
 egress_pin_output_settings(void)
@@ -159,6 +185,8 @@ begin_batch(SnapshotWriter *w)
 	resetStringInfo(&w->time_extracted);
 	egress_append_time_extracted(&w->time_extracted, GetCurrentTimestamp());
 
+	if (w->pgk)
+		return;
 	egress_singer_schema(&w->buf, w->st);
 	if (w->seq == 1 && w->inc == NULL)
 		egress_singer_activate_version(&w->buf, w->st, w->version);
@@ -206,11 +234,14 @@ commit_batch(SnapshotWriter *w, bool last)
 
 	if (w->inc)
 		incremental_bookmark(w);
-	else if (last)
+	else if (last && !w->pgk)
 		egress_singer_activate_version(&w->buf, w->st, w->version);
-	egress_singer_state_open(&w->buf, last ? NULL : w->st->stream_id);
-	egress_singer_state_add(&w->buf, w->st->stream_id, w->bookmark.data, true);
-	egress_singer_state_close(&w->buf);
+	if (!w->pgk)
+	{
+		egress_singer_state_open(&w->buf, last ? NULL : w->st->stream_id);
+		egress_singer_state_add(&w->buf, w->st->stream_id, w->bookmark.data, true);
+		egress_singer_state_close(&w->buf);
+	}
 	hand_to_sink(w);
 
 	batch_id_of(w, batch_id, sizeof(batch_id));
@@ -234,6 +265,126 @@ commit_batch(SnapshotWriter *w, bool last)
 							 w->def->name, batch_id)));
 }
 
+/* see SnapshotWriter.krec */
+static char *
+row_partition_key(SnapshotWriter *w, TupleTableSlot *slot)
+{
+	StringInfoData key;
+
+	initStringInfo(&key);
+	appendStringInfoString(&key, w->st->stream_id);
+	for (int i = 0; w->keycols[i] != -1; i++)
+	{
+		int			c = w->keycols[i];
+
+		if (c == -2)
+			appendStringInfoChar(&key, '|');
+		else if (slot->tts_isnull[c])
+			appendStringInfoString(&key, "|null");
+		else
+			appendStringInfo(&key, "|%s",
+							 OidOutputFunctionCall(w->keyout[i], slot->tts_values[c]));
+	}
+	return key.data;
+}
+
+static void
+keys_setup(SnapshotWriter *w)
+{
+	const char *mode = w->sink->opts.partition_key;
+	int			nkey = 0;
+	ListCell   *lc;
+
+	if (w->sink->ops->write_record == NULL || strcmp(w->sink->kind, "kinesis") != 0)
+		return;
+	w->krec = true;
+	w->keycols = palloc(sizeof(int) * (list_length(w->st->key_properties) + 2));
+	w->keyout = palloc0(sizeof(Oid) * (list_length(w->st->key_properties) + 2));
+	if (mode == NULL || strcmp(mode, "primary_key") == 0)
+	{
+		foreach(lc, w->st->key_properties)
+			w->keycols[nkey++] = column_index(w->st, lfirst(lc));
+	}
+	else if (strcmp(mode, "table") != 0)
+	{
+		w->keycols[nkey] = -2;
+		for (int i = 0; i < w->st->ncolumns; i++)
+			if (strcmp(w->st->columns[i].name, mode) == 0)
+				w->keycols[nkey] = i;
+		nkey++;
+	}
+	w->keycols[nkey] = -1;
+	for (int i = 0; i < nkey; i++)
+	{
+		bool		isvarlena;
+
+		if (w->keycols[i] >= 0)
+			getTypeOutputInfo(w->st->columns[w->keycols[i]].basetypid,
+							  &w->keyout[i], &isvarlena);
+	}
+}
+
+/*
+ * pg_kinesis format: the row as an INSERT, handed to the sink as one
+ * record whose partition key is the one the CDC worker gives the row's
+ * changes (cdc_render.c): stream, then "|" and each key value.
+ */
+static void
+pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
+{
+	EgressChange ch = {0};
+	StringInfoData rec;
+
+	ch.action = EGRESS_CHANGE_INSERT;
+	ch.relid = w->def->relid;
+	ch.ncolumns = w->st->ncolumns;
+	ch.columns = palloc0(sizeof(EgressChangeColumn) * Max(ch.ncolumns, 1));
+	for (int i = 0; i < ch.ncolumns; i++)
+	{
+		ch.columns[i].name = w->st->columns[i].name;
+		ch.columns[i].isnull = slot->tts_isnull[i];
+		ch.columns[i].raw_text = true;
+		if (!slot->tts_isnull[i])
+			ch.columns[i].value = OidOutputFunctionCall(w->pgkout[i],
+														slot->tts_values[i]);
+	}
+	initStringInfo(&rec);
+	if (!egress_pg_kinesis_render(&rec, &ch, w->pgk_schema, w->pgk_table,
+								  w->pgkcols, w->st->ncolumns, w->lsn, w->pgk_time))
+		return;
+	w->sink->ops->write_record(w->sink, rec.data, rec.len,
+							   row_partition_key(w, slot));
+	w->batch_bytes += rec.len;
+}
+
+/* set up pg_kinesis rendering when the sink asks for it (see SnapshotWriter) */
+static void
+pgk_setup(SnapshotWriter *w, bool log_based)
+{
+	if (!log_based || w->sink->ops->write_record == NULL ||
+		strcmp(w->sink->kind, "kinesis") != 0 ||
+		w->sink->opts.format == NULL ||
+		strcmp(w->sink->opts.format, "pg_kinesis") != 0)
+		return;
+	w->pgk = true;
+	w->pgkcols = egress_pg_kinesis_columns_of(w->st->columns, w->st->ncolumns);
+	w->pgkout = palloc0(sizeof(Oid) * Max(w->st->ncolumns, 1));
+	for (int i = 0; i < w->st->ncolumns; i++)
+	{
+		bool		isvarlena;
+
+		getTypeOutputInfo(w->pgkcols[i].basetypid, &w->pgkout[i], &isvarlena);
+	}
+	w->pgk_schema = get_namespace_name(get_rel_namespace(w->def->relid));
+	w->pgk_table = get_rel_name(w->def->relid);
+	if (w->pgk_schema == NULL || w->pgk_table == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation %s of stream \"%s\" no longer exists",
+						w->def->relation, w->def->name)));
+	w->pgk_time = GetCurrentTimestamp();
+}
+
 static bool
 writer_receive(TupleTableSlot *slot, DestReceiver *self)
 {
@@ -252,8 +403,32 @@ writer_receive(TupleTableSlot *slot, DestReceiver *self)
 
 	oldcxt = MemoryContextSwitchTo(w->batchcxt);
 	slot_getallattrs(slot);
-	egress_singer_record(&w->buf, w->st, slot->tts_values, slot->tts_isnull,
-						 w->version, w->time_extracted.data, w->extra);
+	if (w->pgk)
+		pgk_write_row(w, slot);
+	else
+	{
+		int			start = w->buf.len;
+
+		egress_singer_record(&w->buf, w->st, slot->tts_values, slot->tts_isnull,
+							 w->version, w->time_extracted.data, w->extra);
+		if (w->krec)
+		{
+			/* the lines before (SCHEMA...) as lines, the RECORD with its key */
+			int			len = w->buf.len - start;
+
+			if (start > 0)
+			{
+				w->sink->ops->write(w->sink, w->buf.data, start);
+				w->batch_bytes += start;
+			}
+			while (len > 0 && w->buf.data[start + len - 1] == '\n')
+				len--;
+			w->sink->ops->write_record(w->sink, w->buf.data + start, len,
+									   row_partition_key(w, slot));
+			w->batch_bytes += w->buf.len - start;
+			resetStringInfo(&w->buf);
+		}
+	}
 	MemoryContextSwitchTo(oldcxt);
 	w->batch_rows++;
 
@@ -399,6 +574,8 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &debug_lsn);
 	/* only the stream's columns (option "columns") */
 	w->st = egress_singer_stream_for_def(def, true, debug_lsn);
+	keys_setup(w);
+	pgk_setup(w, log_based);
 	w->batchcxt = AllocSetContextCreate(writercxt, "pg_egress batch",
 										ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&w->buf);
