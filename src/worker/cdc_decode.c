@@ -74,6 +74,12 @@ apply_change(EgressChange *ch, Oid relid)
 		return;
 	if (s->stop != CDC_STOP_NONE)
 		return;
+	/* wal2json cannot filter rows: never send a filtered stream's others */
+	if (!cdc->pgoutput && s->def->filter != NULL)
+	{
+		cdc_refuse_unfiltered(s);
+		return;
+	}
 
 	/*
 	 * Grants, the schema, roles or policies changed in a transaction
@@ -294,6 +300,13 @@ cdc_open_decoding(void)
 									 cdc_prepare_write, cdc_write, cdc_update_progress);
 	if (cdc->pgoutput)
 		egress_pgoutput_attach(cdc->ctx);
+	else
+	{
+		/* a wal2json slot taken over after the streams were added */
+		for (int i = 0; i < cdc->nstreams; i++)
+			if (cdc->streams[i].def->filter != NULL)
+				cdc_refuse_unfiltered(&cdc->streams[i]);
+	}
 	cdc_relmap_open();
 	XLogBeginRead(cdc->ctx->reader, MyReplicationSlot->data.restart_lsn);
 	cdc->delivered = Max(cdc->delivered, MyReplicationSlot->data.confirmed_flush);
