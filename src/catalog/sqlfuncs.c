@@ -480,6 +480,19 @@ check_s3_credentials_use(void)
 }
 
 /*
+ * Does the replica identity index hold every primary key column (true
+ * without a primary key)?
+ */
+static bool
+identity_covers_primary_key(Relation rel)
+{
+	Bitmapset  *pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	Bitmapset  *ident = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+
+	return bms_is_subset(pk, ident);
+}
+
+/*
  * UPDATEs and DELETEs of a LOG_BASED stream's table must say which row they
  * change: a primary key, a replica identity index, or REPLICA IDENTITY
  * FULL, on the table and (for a partitioned table) on every partition,
@@ -508,6 +521,19 @@ check_changes_keyed(Oid relid, const char *qualified)
 		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && lfirst_oid(lc) == relid &&
 			list_length(rels) > 1 && ident != REPLICA_IDENTITY_NOTHING)
 			keyed = true;		/* its partitions decide */
+		if (ident == REPLICA_IDENTITY_INDEX && rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE &&
+			!identity_covers_primary_key(rel))
+		{
+			char	   *name = pstrdup(RelationGetRelationName(rel));
+
+			relation_close(rel, NoLock);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot stream changes of \"%s\": the replica identity index of \"%s\" does not cover its primary key",
+							qualified, name),
+					 errdetail("Deletes and key changes would carry only the identity index's columns, not the primary key that the stream's records are keyed by."),
+					 errhint("Use REPLICA IDENTITY DEFAULT or FULL, or an identity index that contains the primary key's columns.")));
+		}
 		if (!keyed)
 		{
 			char	   *name = pstrdup(RelationGetRelationName(rel));

@@ -23,7 +23,13 @@
 #include "catalog/catalog.h"
 #include "encode/singer.h"
 
-/* Primary-key column names in key order; NIL without a primary key. */
+/*
+ * Primary-key column names in key order; without a primary key, those of
+ * the replica identity index (REPLICA IDENTITY USING INDEX: a unique index
+ * of NOT NULL columns, which is what deletes and key changes carry); NIL
+ * with neither.  A table with a primary key and an identity index that
+ * does not cover it is refused for LOG_BASED (check_changes_keyed).
+ */
 static List *
 primary_key_columns(Relation rel)
 {
@@ -32,6 +38,8 @@ primary_key_columns(Relation rel)
 	HeapTuple	tup;
 	Form_pg_index idx;
 
+	if (!OidIsValid(pkoid) && rel->rd_rel->relreplident == REPLICA_IDENTITY_INDEX)
+		pkoid = RelationGetReplicaIndex(rel);
 	if (!OidIsValid(pkoid))
 		return NIL;
 	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkoid));

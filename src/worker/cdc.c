@@ -104,6 +104,16 @@ apply_stream_stops(void)
 			egress_record_stream_error(s->def->id, s->stop_message);
 			any = true;
 		}
+		else if (s->stop == CDC_STOP_UNFILTERED)
+		{
+			ereport(WARNING,
+					(errmsg("pg_egress stream \"%s\" stopped: %s",
+							s->def->name, s->stop_message),
+					 errdetail("No change of the stream was sent: wal2json cannot filter rows, and the stream's rows outside its filter must not be sent."),
+					 errhint("Remove the stream and add it again without \"filter\" (or with \"columns\" only), or move the stream to a destination that decodes with pgoutput.")));
+			egress_record_stream_error(s->def->id, s->stop_message);
+			any = true;
+		}
 		else if (s->stop == CDC_STOP_RESYNC)
 		{
 			Oid			argtypes[1] = {INT4OID};

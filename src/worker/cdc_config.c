@@ -513,6 +513,20 @@ cdc_ensure_slot(void)
 	return true;
 }
 
+/*
+ * A stream with option "filter" decoded from a wal2json slot: wal2json
+ * cannot filter rows (egress_add_stream refuses the pair, but a wal2json
+ * slot may be taken over after the stream was added).  The stream stops
+ * in state error before any change of it is sent.
+ */
+void
+cdc_refuse_unfiltered(CdcStream *s)
+{
+	cdc_stop_stream(s, CDC_STOP_UNFILTERED,
+					psprintf("stream \"%s\" has option \"filter\", which replication slot \"%s\" (wal2json) of destination \"%s\" cannot apply",
+							 s->def->name, cdc->slot_name, cdc->dest_name));
+}
+
 /* Record acknowledged positions: the bookmarks and figures of every stream. */
 void
 cdc_persist_bookmarks(void)

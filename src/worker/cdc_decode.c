@@ -74,6 +74,12 @@ apply_change(EgressChange *ch, Oid relid)
 		return;
 	if (s->stop != CDC_STOP_NONE)
 		return;
+	/* wal2json cannot filter rows: never send a filtered stream's others */
+	if (!cdc->pgoutput && s->def->filter != NULL)
+	{
+		cdc_refuse_unfiltered(s);
+		return;
+	}
 
 	/*
 	 * Grants, the schema, roles or policies changed in a transaction
@@ -267,6 +273,8 @@ cdc_update_progress(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 
 /* ---- decoding ---------------------------------------------------------------- */
 
+static void set_decoding_flag(bool on);
+
 void
 cdc_open_decoding(void)
 {
@@ -292,8 +300,17 @@ cdc_open_decoding(void)
 												.segment_open = wal_segment_open,
 												.segment_close = wal_segment_close),
 									 cdc_prepare_write, cdc_write, cdc_update_progress);
+	/* set again while records are decoded: see set_decoding_flag() */
+	set_decoding_flag(false);
 	if (cdc->pgoutput)
 		egress_pgoutput_attach(cdc->ctx);
+	else
+	{
+		/* a wal2json slot taken over after the streams were added */
+		for (int i = 0; i < cdc->nstreams; i++)
+			if (cdc->streams[i].def->filter != NULL)
+				cdc_refuse_unfiltered(&cdc->streams[i]);
+	}
 	cdc_relmap_open();
 	XLogBeginRead(cdc->ctx->reader, MyReplicationSlot->data.restart_lsn);
 	cdc->delivered = Max(cdc->delivered, MyReplicationSlot->data.confirmed_flush);
@@ -332,12 +349,39 @@ cdc_close_decoding(void)
 	cdc_relmap_close(true);
 }
 
+/*
+ * PROC_IN_LOGICAL_DECODING (set by CreateDecodingContext, cleared by
+ * ReplicationSlotRelease) leaves this process out of the data horizon, and
+ * it also leaves its xid out of every other backend's snapshot
+ * (GetSnapshotData skips such processes).  The worker writes the egress
+ * catalog in transactions of its own while it holds the slot (bookmarks,
+ * stream states): with the flag set, a concurrent snapshot would take
+ * those writes, still in progress, for committed-or-aborted, see them
+ * non-atomically, and could even set hint bits that lose them.  So the
+ * flag is set only while records are decoded (no xid of ours is assigned
+ * meanwhile; cdc_render.c clears it again for its re-read), and cleared
+ * otherwise.
+ */
+static void
+set_decoding_flag(bool on)
+{
+	LWLockAcquire(ProcArrayLock, LW_EXCLUSIVE);
+	if (on)
+		MyProc->statusFlags |= PROC_IN_LOGICAL_DECODING;
+	else
+		MyProc->statusFlags &= ~PROC_IN_LOGICAL_DECODING;
+	ProcGlobal->statusFlags[MyProc->pgxactoff] = MyProc->statusFlags;
+	LWLockRelease(ProcArrayLock);
+}
+
 /* One round: decode the WAL flushed so far, send what is due. */
 void
 cdc_decode_round(void)
 {
 	XLogRecPtr	end = GetFlushRecPtr(NULL);
 
+	Assert(!TransactionIdIsValid(GetTopTransactionIdIfAny()));
+	set_decoding_flag(true);
 	while (cdc->ctx->reader->EndRecPtr < end)
 	{
 		XLogRecord *record;
@@ -356,6 +400,8 @@ cdc_decode_round(void)
 		if (cdc_pending_over_limit())
 			break;
 	}
+	/* on error, the slot's release clears it */
+	set_decoding_flag(false);
 	cdc_resolve_pending();
 
 	/* ... and a batch that grew past its limits meanwhile is cut */

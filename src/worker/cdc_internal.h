@@ -70,7 +70,8 @@ typedef enum CdcStopKind
 {
 	CDC_STOP_NONE,
 	CDC_STOP_ERROR,				/* its owner may no longer read it */
-	CDC_STOP_RESYNC				/* a partition was truncated */
+	CDC_STOP_RESYNC,			/* a partition was truncated */
+	CDC_STOP_UNFILTERED			/* option filter, wal2json slot */
 } CdcStopKind;
 
 /* One LOG_BASED stream of the destination. */
@@ -174,6 +175,7 @@ extern int	cdc_lookup_relid(Oid relid);
 extern Oid	cdc_lookup_name(const char *schema, const char *table);
 extern char *cdc_privilege_problem(EgressStreamDef *def);
 extern void cdc_stop_stream(CdcStream *s, CdcStopKind kind, const char *message);
+extern void cdc_refuse_unfiltered(CdcStream *s);
 extern void cdc_refresh_descriptor(CdcStream *s);
 
 /* cdc_batch.c */

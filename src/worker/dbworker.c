@@ -450,6 +450,34 @@ claimed_before(int32 stream_id)
 }
 
 /*
+ * The streams whose shared-memory entry a live sync or INCREMENTAL worker
+ * holds (any database worker's).
+ */
+static List *
+held_streams(void)
+{
+	List	   *result = NIL;
+	List	   *ids = NIL;
+	ListCell   *lc;
+
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+
+		if (slot->in_use && slot->stream_id != 0 && slot->dest[0] == '\0')
+			ids = lappend_int(ids, slot->stream_id);
+	}
+	LWLockRelease(egress_shared->lock);
+	/* egress_stream_holder checks that the holder is alive */
+	foreach(lc, ids)
+		if (egress_stream_holder(lfirst_int(lc), NULL) != 0)
+			result = lappend_int(result, lfirst_int(lc));
+	list_free(ids);
+	return result;
+}
+
+/*
  * Start a worker of ours in this database (a sync worker for stream_id, or
  * the CDC worker of dest) and remember it.  This worker restarts them as the
  * catalog says, so the postmaster never does.
@@ -759,25 +787,44 @@ reconcile(void)
 {
 	StreamWant *wants = NULL;
 	int			nwants;
-	bool	   *claimed = palloc0(sizeof(bool) * Max(nrunning, 1));
+	bool	   *claimed;
+	List	   *held;
 
-	for (int i = 0; i < nrunning; i++)
-		claimed[i] = running[i].dest[0] == '\0' && claimed_before(running[i].stream_id);
-	nwants = read_catalog(&wants);
-
-	/* forget finished workers, stop those whose stream no longer wants them */
+	/*
+	 * Forget the workers that have exited, and note the streams that
+	 * workers of an earlier database worker hold, BEFORE reading the
+	 * catalog.  A sync worker commits its last transaction (state synced)
+	 * before it exits: a snapshot taken after its exit was seen shows that
+	 * commit.  Seen the other way round (catalog read first, exit seen
+	 * after), a worker that finished in between looks like a stream still
+	 * pending or syncing with no worker, and a second sync of it was
+	 * started: FULL_TABLE streams synced twice.  A worker that exits after
+	 * this point still counts as running in this round; its exit sets our
+	 * latch (bgw_notify_pid), so the next round comes at once.
+	 */
 	for (int i = 0; i < nrunning;)
 	{
 		pid_t		pid;
-		StreamWant *w = find_want(wants, nwants, running[i].stream_id);
 
 		if (GetBackgroundWorkerPid(running[i].handle, &pid) == BGWH_STOPPED)
 		{
 			pfree(running[i].handle);
-			claimed[i] = claimed[nrunning - 1];
 			running[i] = running[--nrunning];
 			continue;
 		}
+		i++;
+	}
+	held = held_streams();
+	claimed = palloc0(sizeof(bool) * Max(nrunning, 1));
+	for (int i = 0; i < nrunning; i++)
+		claimed[i] = running[i].dest[0] == '\0' && claimed_before(running[i].stream_id);
+	nwants = read_catalog(&wants);
+
+	/* stop the workers whose stream no longer wants them */
+	for (int i = 0; i < nrunning;)
+	{
+		StreamWant *w = find_want(wants, nwants, running[i].stream_id);
+
 		if (running[i].dest[0] != '\0')
 		{
 			/* a CDC worker exits by itself when its streams are gone */
@@ -812,7 +859,9 @@ reconcile(void)
 		 * stream: leave it be (its claim in shared memory would refuse a
 		 * second one anyway).
 		 */
-		if (!is_running && egress_stream_holder(wants[i].id, NULL) != 0)
+		if (!is_running &&
+			(list_member_int(held, wants[i].id) ||
+			 egress_stream_holder(wants[i].id, NULL) != 0))
 			is_running = true;
 		if (!is_running &&
 			!(wants[i].incremental ? start_incremental(wants[i].id) : start_sync(wants[i].id)))
@@ -820,6 +869,7 @@ reconcile(void)
 	}
 	stop_orphans(wants, nwants);
 	pfree(wants);
+	list_free(held);
 
 	{
 		ListCell   *lc;

@@ -46,6 +46,27 @@ egress_lock_stream_state(int32 stream_id)
 							   1, argtypes, values, NULL, false) > 0;
 }
 
+/*
+ * Does the stream (its state row locked by the caller) still want a sync?
+ * The database worker starts a sync worker from what its snapshot of the
+ * catalog said; by the time the worker claims the stream, another sync of
+ * it may have finished (state synced).  Syncing it again would send every
+ * row twice: only a pending stream, one whose sync was interrupted
+ * (syncing), or one asked to resync is synced.  The row is locked, so
+ * this statement's snapshot sees the last committed state.
+ */
+static bool
+sync_wanted(int32 stream_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(stream_id)};
+
+	return egress_catalog_exec("SELECT 1 FROM egress.stream_state "
+							   "WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+							   "AND (resync OR state OPERATOR(pg_catalog.=) ANY ('{pending,syncing}'::pg_catalog.text[]))",
+							   1, argtypes, values, NULL, false) > 0;
+}
+
 /* First transaction: take the stream, announce a new version. */
 static EgressStreamDef *
 claim_stream(int32 stream_id, int64 *version)
@@ -67,7 +88,8 @@ claim_stream(int32 stream_id, int64 *version)
 		return NULL;
 	}
 	def = egress_load_stream(stream_id, TopMemoryContext);
-	if (def == NULL || !def->enabled)
+	if (def == NULL || !def->enabled || strcmp(def->method, "FULL_TABLE") != 0 ||
+		!sync_wanted(stream_id))
 	{
 		egress_worker_catalog_end(&guard);
 		return NULL;
