@@ -255,6 +255,17 @@ $sql->(q{CREATE TABLE tw (id integer PRIMARY KEY); CREATE TABLE tx (id integer P
 add_destination($node, 'w', $dirw, '{"decoder": "wal2json"}');
 $sql->(q{SELECT egress_add_stream('sw', 'tw', method => 'LOG_BASED', destination => 'w')});
 wait_stream_state($node, 'sw', 'streaming', 60);
+# the catalog part (src/catalog/sqlfuncs.c): in the transaction that
+# removes and adds the destination again, the old wal2json slot is in
+# egress.dropped_slot and does not make egress_add_stream take the new
+# destination for a wal2json one (rolled back: the worker never sees it)
+($ret, $out, $err) = $node->psql('postgres', q{BEGIN; SELECT egress_remove_destination('w', true);
+SELECT egress_add_destination('w', } . sql_quote(file_url(new_outdir($node, 'w1'))) . q{);
+SELECT egress_add_stream('sy', 'tx', method => 'LOG_BASED', destination => 'w', options => '{"filter": "id > 1"}');
+\\echo added
+ROLLBACK}, on_error_stop => 1);
+like($out, qr/added/, 'G: a filter is accepted for the re-added destination while its old wal2json slot awaits dropping')
+  or diag $err;
 $sql->(q{BEGIN; SELECT egress_remove_destination('w', true);
 SELECT egress_add_destination('w', } . sql_quote(file_url(new_outdir($node, 'w2'))) . q{);
 SELECT egress_add_stream('sw2', 'tw', method => 'LOG_BASED', destination => 'w'); COMMIT});
