@@ -440,13 +440,21 @@ egress_publication_sync(const char *destination)
 		 */
 		if (!egress_table_has_replica_identity(ps->relid))
 		{
-			ereport(WARNING,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("table %s of stream \"%s\" has no replica identity",
-							quote_qualified_identifier(nspname, relname), ps->name),
-					 errdetail("It is left out of the publication of destination \"%s\": PostgreSQL fails every UPDATE and DELETE of a table without a replica identity while a publication publishes them.",
-							   destination),
-					 errhint("Give the table a primary key, or set REPLICA IDENTITY USING INDEX or FULL, then resync the stream.")));
+			/* another role's stream and table are not named to the caller */
+			if (!has_privs_of_role(GetOuterUserId(), ps->owner))
+				ereport(WARNING,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("the table of a stream of another role has no replica identity"),
+						 errdetail("It is left out of the publication of destination \"%s\".",
+								   destination)));
+			else
+				ereport(WARNING,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("table %s of stream \"%s\" has no replica identity",
+								quote_qualified_identifier(nspname, relname), ps->name),
+						 errdetail("It is left out of the publication of destination \"%s\": PostgreSQL fails every UPDATE and DELETE of a table without a replica identity while a publication publishes them.",
+								   destination),
+						 errhint("Give the table a primary key, or set REPLICA IDENTITY USING INDEX or FULL, then resync the stream.")));
 			continue;
 		}
 
