@@ -151,16 +151,59 @@ SELECT egress_add_destination('mine', 'file:///tmp/pg_egress_publication_unused'
 SELECT egress_add_stream('u1', 'shop.customers', 'FULL_TABLE', 'mine', options => '{"columns": ["id", "ssn"]}');
 SELECT egress_add_stream('u1', 'shop.customers', 'FULL_TABLE', 'mine', options => '{"columns": ["id", "email"], "filter": "ssn IS NULL"}');
 SELECT egress_add_stream('u1', 'shop.customers', 'FULL_TABLE', 'mine', options => '{"columns": ["id", "email"], "filter": "region = ''eu''"}');
+-- a column list or row filter in the publication binds the table's owner:
+-- a LOG_BASED stream with them needs the owner's privileges (a plain one
+-- needs only SELECT)
 SELECT egress_add_stream('u2', 'shop.customers', 'LOG_BASED', 'mine', options => '{"columns": ["id", "email", "region"], "filter": "id > 0"}');
+RESET ROLE;
+CREATE TABLE shop.own (id int PRIMARY KEY, email text, ssn text);
+ALTER TABLE shop.own OWNER TO egress_pub_user;
+SET ROLE egress_pub_user;
+SELECT egress_add_stream('u2', 'shop.own', 'LOG_BASED', 'mine', options => '{"columns": ["id", "email"], "filter": "id > 0"}');
 -- the user cannot change or drop pg_egress's publication
 ALTER PUBLICATION pg_egress_mine ADD TABLE shop.orders;
 DROP PUBLICATION pg_egress_mine;
 RESET ROLE;
 SELECT * FROM pub_tables WHERE pubname = 'pg_egress_mine';
--- a filter checked again as its owner: the stream that no longer passes is named
-REVOKE SELECT (id) ON shop.customers FROM egress_pub_user;
+-- a filter checked again as its owner: the table given away, the stream's
+-- owner may read only email; the stream that no longer passes is named
+ALTER TABLE shop.own OWNER TO CURRENT_USER;
+GRANT SELECT (email) ON shop.own TO egress_pub_user;
 SELECT egress_add_stream('u4', 'shop.orders', 'LOG_BASED', 'mine');
-GRANT SELECT (id) ON shop.customers TO egress_pub_user;
+SELECT * FROM pub_tables WHERE pubname = 'pg_egress_mine';
+GRANT SELECT (id) ON shop.own TO egress_pub_user;
+
+-- a table without a usable replica identity is never kept in the
+-- publication (PostgreSQL would fail every UPDATE and DELETE of it)
+CREATE TABLE shop.ident (id int PRIMARY KEY);
+CREATE TABLE shop.pident (id int PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TABLE shop.pident_1 PARTITION OF shop.pident FOR VALUES FROM (0) TO (100);
+CREATE TABLE shop.pident_2 PARTITION OF shop.pident FOR VALUES FROM (100) TO (200);
+SELECT egress_add_stream('ri', 'shop.ident', 'LOG_BASED', 'mine');
+SELECT egress_add_stream('pri', 'shop.pident', 'LOG_BASED', 'mine');
+SELECT tablename FROM pub_tables WHERE pubname = 'pg_egress_mine';
+ALTER TABLE shop.ident REPLICA IDENTITY NOTHING;
+ALTER TABLE shop.pident_2 REPLICA IDENTITY NOTHING;
+SELECT egress_resync_stream('u4');
+SELECT tablename FROM pub_tables WHERE pubname = 'pg_egress_mine';
+-- DEFAULT without a primary key, a dropped identity index: likewise
+ALTER TABLE shop.ident REPLICA IDENTITY DEFAULT;
+ALTER TABLE shop.pident_2 REPLICA IDENTITY DEFAULT;
+SELECT egress_resync_stream('ri');
+SELECT tablename FROM pub_tables WHERE pubname = 'pg_egress_mine';
+ALTER TABLE shop.ident DROP CONSTRAINT ident_pkey;
+SELECT egress_resync_stream('ri');
+SELECT tablename FROM pub_tables WHERE pubname = 'pg_egress_mine';
+ALTER TABLE shop.ident ALTER id SET NOT NULL;
+CREATE UNIQUE INDEX ident_key ON shop.ident (id);
+ALTER TABLE shop.ident REPLICA IDENTITY USING INDEX ident_key;
+SELECT egress_resync_stream('ri');
+SELECT tablename FROM pub_tables WHERE pubname = 'pg_egress_mine';
+DROP INDEX shop.ident_key;
+SELECT egress_resync_stream('ri');
+SELECT egress_remove_stream('pri');
+SELECT tablename FROM pub_tables WHERE pubname = 'pg_egress_mine';
+SELECT egress_remove_stream('ri');
 
 -- a publication replaced by another role's is left alone
 DROP PUBLICATION pg_egress_mine;

@@ -28,6 +28,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -305,6 +306,43 @@ try_filter_sql(PubStream *ps, const char *filter)
 	return result;
 }
 
+/*
+ * Whether PostgreSQL lets UPDATE and DELETE of a published table through:
+ * the table has REPLICA IDENTITY FULL, or an identity index (the primary
+ * key under DEFAULT, the chosen index under USING INDEX — a dropped one
+ * leaves none).  For a partitioned table, each leaf partition must have
+ * one, as the changes are those of the partitions.  A relation that is gone
+ * counts as having one (nothing to break).
+ */
+bool
+egress_table_has_replica_identity(Oid relid)
+{
+	List	   *rels;
+	ListCell   *lc;
+	bool		result = true;
+
+	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+		rels = find_all_inheritors(relid, AccessShareLock, NULL);
+	else
+		rels = list_make1_oid(relid);
+	foreach(lc, rels)
+	{
+		Relation	rel = try_relation_open(lfirst_oid(lc), AccessShareLock);
+
+		if (rel == NULL)
+			continue;
+		if (rel->rd_rel->relkind == RELKIND_RELATION &&
+			rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL &&
+			!OidIsValid(RelationGetReplicaIndex(rel)))
+			result = false;
+		relation_close(rel, AccessShareLock);
+		if (!result)
+			break;
+	}
+	list_free(rels);
+	return result;
+}
+
 void
 egress_publication_sync(const char *destination)
 {
@@ -390,6 +428,35 @@ egress_publication_sync(const char *destination)
 		nspname = relname ? get_namespace_name(get_rel_namespace(ps->relid)) : NULL;
 		if (relname == NULL || nspname == NULL)
 			continue;
+
+		/*
+		 * A table without a usable replica identity (REPLICA IDENTITY
+		 * NOTHING, DEFAULT without a primary key, an identity index dropped;
+		 * for a partitioned table: any leaf so) stays out: while it is in a
+		 * publication that publishes updates and deletes, PostgreSQL fails
+		 * every UPDATE and DELETE of the application.  egress_add_stream
+		 * refuses such tables; this catches DDL since.  The CDC worker puts
+		 * the stream into state error (egress_table_has_replica_identity).
+		 */
+		if (!egress_table_has_replica_identity(ps->relid))
+		{
+			/* another role's stream and table are not named to the caller */
+			if (!has_privs_of_role(GetOuterUserId(), ps->owner))
+				ereport(WARNING,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("the table of a stream of another role has no replica identity"),
+						 errdetail("It is left out of the publication of destination \"%s\".",
+								   destination)));
+			else
+				ereport(WARNING,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("table %s of stream \"%s\" has no replica identity",
+								quote_qualified_identifier(nspname, relname), ps->name),
+						 errdetail("It is left out of the publication of destination \"%s\": PostgreSQL fails every UPDATE and DELETE of a table without a replica identity while a publication publishes them.",
+								   destination),
+						 errhint("Give the table a primary key, or set REPLICA IDENTITY USING INDEX or FULL, then resync the stream.")));
+			continue;
+		}
 
 		entry = publication_entry(entries, ps->relid);
 

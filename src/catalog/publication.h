@@ -52,6 +52,17 @@ extern void egress_publication_create(const char *destination);
 extern void egress_publication_sync(const char *destination);
 
 /*
+ * Whether PostgreSQL lets UPDATE and DELETE of the table through while it
+ * is in a publication that publishes them: REPLICA IDENTITY FULL, or an
+ * identity index (primary key under DEFAULT, the chosen index under USING
+ * INDEX); for a partitioned table, every leaf partition so.
+ * egress_publication_sync() leaves a table without one out of the
+ * publication.  Takes AccessShareLock on the table (and its partitions);
+ * needs a transaction.
+ */
+extern bool egress_table_has_replica_identity(Oid relid);
+
+/*
  * Drop the destination's publication, if it exists and is pg_egress's.
  * Caller is inside egress_catalog_enter(), before the destination's row is
  * deleted.

@@ -563,6 +563,21 @@ check_changes_keyed(Oid relid, const char *qualified)
  * the database worker: that one the CDC worker takes over.  Caller is
  * inside egress_catalog_enter().
  */
+/*
+ * Whether a slot is a removed destination's, waiting in egress.dropped_slot
+ * for the database worker.  Caller is inside egress_catalog_enter().
+ */
+static bool
+slot_is_dropped(const char *slot_name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(slot_name)};
+
+	return egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
+							   "WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
+							   1, argtypes, values, NULL, true) > 0;
+}
+
 static void
 check_slot_available(const char *dest, const char *slot_name, Oid dest_owner,
 					 bool slot_owned)
@@ -580,12 +595,7 @@ check_slot_available(const char *dest, const char *slot_name, Oid dest_owner,
 						   plugin)));
 	if (exists && !slot_owned && !has_rolreplication(dest_owner))
 	{
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		values[1] = {CStringGetTextDatum(slot_name)};
-
-		if (egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
-								"WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
-								1, argtypes, values, NULL, true) == 0)
+		if (!slot_is_dropped(slot_name))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied to use replication slot \"%s\" for destination \"%s\"",
@@ -1058,15 +1068,44 @@ check_columns_filter(Oid relid, const char *qualified, char relkind, const char 
  * ... and what depends on the destination: wal2json cannot filter rows
  * (columns are left out by the renderer); one table has one column list
  * and row filter in a publication, so a table streamed twice to one
- * destination cannot have either.  Caller is inside egress_catalog_enter().
+ * destination cannot have either.
+ *
+ * With pgoutput, the column list and row filter go into the destination's
+ * publication, where they constrain the table's owner: PostgreSQL fails
+ * the owner's UPDATE and DELETE when the replica identity changes to one
+ * that does not cover them, and refuses (or, with CASCADE, silently
+ * publishes without) dropping or retyping a listed or filtered column.
+ * PostgreSQL itself requires ownership of a table to put it into a
+ * publication; so does pg_egress for a stream with "columns" or "filter"
+ * (a plain LOG_BASED stream has neither, and needs only SELECT).  Caller
+ * is inside egress_catalog_enter().
  */
 static void
 check_columns_filter_decoder(Oid relid, const char *qualified, const char *dest,
-							 const char *decoder, Jsonb *options)
+							 const char *decoder, Jsonb *options, Oid owner)
 {
 	Oid			argtypes[3] = {TEXTOID, OIDOID, BOOLOID};
 	Datum		values[3];
 	bool		mine = egress_stream_columns(options) != NIL || egress_stream_filter(options) != NULL;
+
+	if (mine && strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0 && !superuser_arg(owner))
+	{
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+		Oid			relowner;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for relation %u", relid);
+		relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+		ReleaseSysCache(tup);
+		if (!has_privs_of_role(owner, relowner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to use stream options \"columns\" or \"filter\" for LOG_BASED stream of \"%s\"",
+							qualified),
+					 errdetail("The column list and row filter go into the publication of destination \"%s\", where they bind the table's owner: changing the replica identity, or dropping or retyping a listed or filtered column, would make the owner's UPDATE, DELETE or ALTER TABLE fail. Like PostgreSQL for publications, pg_egress requires the privileges of the table's owner for that.",
+							   dest),
+					 errhint("Ask the table's owner to add the stream, or leave out \"columns\" and \"filter\".")));
+	}
 
 	if (egress_stream_filter(options) != NULL &&
 		strcmp(decoder, EGRESS_PLUGIN_WAL2JSON) == 0)
@@ -1320,15 +1359,21 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		const char *decoder = egress_destination_decoder(dest_options);
 		char	   *plugin = NULL;
 
-		/* a slot that is there already decodes with its own plugin */
+		/*
+		 * A slot that is there already decodes with its own plugin, unless
+		 * it is a removed destination's, listed in egress.dropped_slot: the
+		 * CDC worker adopts that one only when its plugin is the
+		 * destination's decoder, and drops it otherwise.
+		 */
 		if (egress_slot_lookup(slot_name, &plugin, NULL) &&
-			strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) == 0)
+			strcmp(plugin, EGRESS_PLUGIN_WAL2JSON) == 0 &&
+			!slot_is_dropped(slot_name))
 			decoder = EGRESS_PLUGIN_WAL2JSON;
 		egress_check_decoding_possible(decoder);
 		check_slot_available(dest, slot_name, dest_owner, slot_owned);
 		if (taking_over)
 			egress_takeover_check_slot(&takeover, slot_name);
-		check_columns_filter_decoder(relid, qualified, dest, decoder, options);
+		check_columns_filter_decoder(relid, qualified, dest, decoder, options, caller);
 	}
 
 	values[0] = CStringGetTextDatum(name);
@@ -1521,7 +1566,11 @@ egress_resync_stream(PG_FUNCTION_ARGS)
 		"updated_at = pg_catalog.now() WHERE stream_id OPERATOR(pg_catalog.=) $1"
 	};
 
-	change_own_stream(fcinfo, sqls, lengthof(sqls));
+	/*
+	 * A LOG_BASED stream's table may have been left out of the publication
+	 * (no replica identity at the last sync): put it back if it has one now.
+	 */
+	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), false, true);
 	PG_RETURN_VOID();
 }
 
