@@ -87,7 +87,12 @@ cdc_relcache_callback(Datum arg, Oid relid)
 	{
 		e = hash_search(cdc->relmap, &relid, HASH_FIND, NULL);
 		if (e != NULL)
+		{
 			e->valid = false;
+			/* a leaf's DDL (its key dropped) concerns its ancestor's stream */
+			if (e->ispartition && e->stream >= 0 && e->stream < cdc->nstreams)
+				cdc->streams[e->stream].recheck = true;
+		}
 		if (relmap_partitions == 0)
 			return;
 	}
