@@ -142,6 +142,7 @@ cdc_load_config(MemoryContext cxt)
 			continue;			/* removed meanwhile */
 		s = &cdc->streams[cdc->nstreams++];
 		s->def = def;
+		s->partitioned = get_rel_relkind(def->relid) == RELKIND_PARTITIONED_TABLE;
 		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		s->needs_sync = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) ||
 			strcmp(state, "streaming") != 0;

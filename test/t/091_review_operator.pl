@@ -181,6 +181,28 @@ is($sql->(q{SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pg_egres
 	'1', 'C: egress_resync_stream puts the table back into the publication');
 wait_stream_state($node, 'sc', 'streaming', 60);
 
+# C, partitioned: a leaf partition that had no change decoded yet loses its
+# replica identity (REPLICA IDENTITY NOTHING); the parent keeps its key.
+# The worker checks every leaf of a streamed partitioned table after DDL of
+# a relation it does not know (cdc_relmap.c cdc_relcache_callback).
+$sql->(q{CREATE TABLE tp (id integer PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE tp1 PARTITION OF tp FOR VALUES FROM (0) TO (100);
+CREATE TABLE tp2 PARTITION OF tp FOR VALUES FROM (100) TO (200);
+INSERT INTO tp VALUES (1, 'x'), (101, 'x')});
+$sql->(q{SELECT egress_add_stream('sp', 'tp', method => 'LOG_BASED', destination => 'p')});
+wait_stream_state($node, 'sp', 'streaming', 60);
+$sql->(q{ALTER TABLE tp2 REPLICA IDENTITY NOTHING});
+ok(poll_until('C: the worker reacts to the leaf without a replica identity', 20, sub {
+	my $r = stream_row($node, 'sp');
+	return defined $r && $r->{state} eq 'error' && ($r->{last_error} // '') =~ /replica identity/;
+}), 'C: a partitioned table with a leaf without a replica identity: the stream is in state error')
+  or diag explain stream_row($node, 'sp');
+ok(poll_until('C: the application\'s UPDATE of the leaf works again', 20, sub {
+	my ($r) = $node->psql('postgres', q{UPDATE tp SET v = 'y' WHERE id = 101});
+	return $r == 0;
+}), 'C: after the worker reacted, the application\'s UPDATE of the leaf works');
+$sql->(q{SELECT egress_remove_stream('sp')});
+
 # ---------------------------------------------------------------------------
 # D. DROP PUBLICATION by hand: a new slot, a resync, a reason
 # ---------------------------------------------------------------------------
