@@ -198,7 +198,17 @@ cdc_commit_batch(void)
 			 LSN_FORMAT_ARGS(cdc->batch_first_commit),
 			 LSN_FORMAT_ARGS(cdc->batch_last_commit),
 			 cdc->batch_first_ordinal);
-	cdc->sink->ops->commit_batch(cdc->sink, batch_id);
+	/*
+	 * What a sink allocates while it commits and does not keep in its own
+	 * context goes with the batch: after a catalog transaction the current
+	 * context is TopMemoryContext, where it would pile up.
+	 */
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(cdc->batchcxt);
+
+		cdc->sink->ops->commit_batch(cdc->sink, batch_id);
+		MemoryContextSwitchTo(oldcxt);
+	}
 	cdc->batch_open = false;
 	if (cdc_retrying)
 		set_retrying(false);
