@@ -32,6 +32,7 @@
 
 #include "worker/cdc_internal.h"
 
+#include "catalog/pg_publication.h"
 #include "net/backoff.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
@@ -136,14 +137,34 @@ apply_stream_stops(void)
 }
 
 /*
- * A stream whose table was dropped stops with an error instead of waiting
- * for changes that cannot come; checked when DDL touched a stream's table.
+ * What DDL did to the streams' tables; checked at the end of a round when
+ * a relcache invalidation flagged a stream (recheck), so one catalog
+ * transaction per round at most, and only after DDL:
+ *
+ * - a table that was dropped stops its stream with an error instead of
+ *   waiting for changes that cannot come;
+ * - with pgoutput, a table that lost its replica identity (primary key
+ *   dropped, REPLICA IDENTITY NOTHING, for a partitioned table a leaf
+ *   without one): PostgreSQL refuses the application's UPDATE and DELETE
+ *   of a table without one in a publication that publishes them, and
+ *   pgoutput could not decode them anyway.  The stream goes into state
+ *   error and the publication is brought in step (which leaves such a
+ *   table out), so the application works again within a round;
+ * - with pgoutput, a table that left the destination's publication behind
+ *   pg_egress's back (ALTER PUBLICATION ... DROP TABLE, or DROP COLUMN ...
+ *   CASCADE of a column of the stream's column list): pgoutput has not
+ *   sent its changes since, so the publication is brought in step and the
+ *   stream synced again, saying why.  A publication that is gone as a
+ *   whole is left to the error path (after_error), which replaces the
+ *   slot.
  */
 static bool
 stop_dropped_streams(void)
 {
 	bool		any_stale = false;
 	bool		any_gone = false;
+	bool		any_repair = false;
+	Oid			puboid = InvalidOid;
 
 	for (int i = 0; i < cdc->nstreams; i++)
 		any_stale |= cdc->streams[i].recheck;
@@ -152,22 +173,92 @@ stop_dropped_streams(void)
 
 	cdc_start_catalog_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (cdc->pgoutput)
+		puboid = get_publication_oid(egress_publication_name(cdc->dest_name), true);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	for (int i = 0; i < cdc->nstreams; i++)
 	{
+		CdcStream  *s = &cdc->streams[i];
 		Oid			argtypes[1] = {OIDOID};
-		Datum		values[1] = {ObjectIdGetDatum(cdc->streams[i].def->relid)};
+		Datum		values[1] = {ObjectIdGetDatum(s->def->relid)};
 
+		s->lost_identity = s->left_publication = false;
+		if (!s->recheck)
+			continue;
+		s->recheck = false;
 		/* flags, not a list: SPI's and the transaction's memory go away */
-		if (cdc->streams[i].recheck &&
-			SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
+		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) $1",
 								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 0)
-			cdc->streams[i].dropped = any_gone = true;
-		cdc->streams[i].recheck = false;
+		{
+			s->dropped = any_gone = true;
+			continue;
+		}
+		if (!cdc->pgoutput || s->stop != CDC_STOP_NONE)
+			continue;
+		if (!egress_table_has_replica_identity(s->def->relid))
+			s->lost_identity = any_repair = true;
+		else if (OidIsValid(puboid) &&
+				 !SearchSysCacheExists2(PUBLICATIONRELMAP,
+										ObjectIdGetDatum(s->def->relid),
+										ObjectIdGetDatum(puboid)))
+			s->left_publication = any_repair = true;
 	}
 	SPI_finish();
+
+	/*
+	 * The streams' new states and the publication in step, in one
+	 * transaction: a stream is never synced again from a publication that
+	 * still lacks its table.
+	 */
+	if (any_repair && egress_extension_present())
+	{
+		EgressCatalogGuard guard;
+		char	   *pubname = egress_publication_name(cdc->dest_name);
+
+		egress_catalog_enter(&guard);
+		for (int i = 0; i < cdc->nstreams; i++)
+		{
+			CdcStream  *s = &cdc->streams[i];
+			Oid			argtypes[2] = {INT4OID, TEXTOID};
+			Datum		values[2];
+
+			if (!s->lost_identity && !s->left_publication)
+				continue;
+			values[0] = Int32GetDatum(s->def->id);
+			if (s->lost_identity)
+			{
+				char	   *msg = psprintf("table %s no longer has a replica identity: its UPDATE and DELETE cannot be decoded; it was left out of publication \"%s\" so that the application's UPDATE and DELETE work",
+										   s->def->relation, pubname);
+
+				ereport(WARNING,
+						(errmsg("pg_egress stream \"%s\" stopped: %s", s->def->name, msg),
+						 errhint("Give the table a primary key (or REPLICA IDENTITY FULL or USING INDEX), then call egress_resync_stream().")));
+				values[1] = CStringGetTextDatum(msg);
+				egress_catalog_exec("UPDATE egress.stream_state SET state = 'error', last_error = $2, "
+									"last_error_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+									"WHERE stream_id OPERATOR(pg_catalog.=) $1",
+									2, argtypes, values, NULL, false);
+			}
+			else
+			{
+				char	   *msg = psprintf("table %s had left publication \"%s\" of destination \"%s\" (ALTER PUBLICATION or DROP ... CASCADE): changes made meanwhile may be missing; it was put back and the stream is synchronized again",
+										   s->def->relation, pubname, cdc->dest_name);
+
+				ereport(WARNING,
+						(errmsg("pg_egress stream \"%s\": %s", s->def->name, msg)));
+				values[1] = CStringGetTextDatum(msg);
+				egress_catalog_exec("UPDATE egress.stream_state SET resync = true, state = 'pending', "
+									"last_error = $2, last_error_at = pg_catalog.now(), "
+									"updated_at = pg_catalog.now() "
+									"WHERE stream_id OPERATOR(pg_catalog.=) $1",
+									2, argtypes, values, NULL, false);
+			}
+		}
+		egress_publication_sync(cdc->dest_name);
+		egress_catalog_exit(&guard);
+	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
@@ -179,12 +270,12 @@ stop_dropped_streams(void)
 		if (!s->dropped)
 			continue;
 		msg = psprintf("relation %s of stream \"%s\" no longer exists",
-								   s->def->relation, s->def->name);
+					   s->def->relation, s->def->name);
 
 		ereport(WARNING, (errmsg("pg_egress stream stopped: %s", msg)));
 		egress_record_stream_error(s->def->id, msg);
 	}
-	return any_gone;
+	return any_gone || any_repair;
 }
 
 /* The destination as a sink is opened for: kind, location and options. */
@@ -410,7 +501,34 @@ after_error(ErrorData *edata, int *failures)
 	/* the caches may hold time-travel entries of the decoding */
 	cdc_start_catalog_transaction();
 	if (cdc->pgoutput && !cdc_slot_must_go && cdc->slot_name != NULL &&
-		edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+		edata->message != NULL &&
+		((edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT &&
+		  strstr(edata->message,
+				 psprintf("publication \"%s\"",
+						  egress_publication_name(cdc->dest_name))) != NULL) ||
+		 strncmp(edata->message, "cache lookup failed for publication ",
+				 strlen("cache lookup failed for publication ")) == 0))
+	{
+		/*
+		 * pgoutput could not find the destination's publication (the only
+		 * one it is given) in the catalog as of a decoded change: it was
+		 * dropped by hand, perhaps made again since (by hand or by
+		 * egress_publication_sync).  That historic catalog never changes,
+		 * so the slot cannot be decoded past that change, whatever exists
+		 * now: give the slot up, as an invalidated one is.  The streams
+		 * are synced again on a new slot, made after the publication is
+		 * brought in step (record_new_slot).  The second message is what
+		 * a later session gets once the publication exists again under
+		 * another OID.
+		 */
+		snprintf(cdc_slot_problem, sizeof(cdc_slot_problem),
+				 "publication \"%s\" of destination \"%s\" was dropped while its replication slot \"%s\" held changes (%s): the slot cannot be decoded past the drop",
+				 egress_publication_name(cdc->dest_name), cdc->dest_name,
+				 cdc->slot_name, edata->message);
+		cdc_slot_must_go = true;
+	}
+	else if (cdc->pgoutput && !cdc_slot_must_go && cdc->slot_name != NULL &&
+			 edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
 	{
 		char	   *pubname = egress_publication_name(cdc->dest_name);
 

@@ -142,6 +142,7 @@ cdc_load_config(MemoryContext cxt)
 			continue;			/* removed meanwhile */
 		s = &cdc->streams[cdc->nstreams++];
 		s->def = def;
+		s->partitioned = get_rel_relkind(def->relid) == RELKIND_PARTITIONED_TABLE;
 		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		s->needs_sync = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) ||
 			strcmp(state, "streaming") != 0;
@@ -326,6 +327,8 @@ record_new_slot(const char *slot_name, bool pgoutput)
 	egress_worker_catalog_end(&guard);
 }
 
+static const char *chosen_decoder(void);
+
 /* What cdc_ensure_slot may do with an existing slot it did not create. */
 typedef enum CdcAdoption
 {
@@ -344,7 +347,10 @@ typedef enum CdcAdoption
  * drops only listed slots, and never one in use).  A pgoutput slot is not
  * taken over: it decodes with the publication of the removed
  * destination as the catalog had it then, and the re-added destination's
- * streams are new anyway; it is replaced.
+ * streams are new anyway; it is replaced.  So is a listed slot whose
+ * plugin is not the destination's decoder (option "decoder", pgoutput by
+ * default): a destination removed and added again with another decoder
+ * decodes with the one it asked for.
  *
  * Any other slot belongs to another tool (or destination): consuming it
  * advances it for that tool, which is what the REPLICATION attribute is
@@ -352,8 +358,10 @@ typedef enum CdcAdoption
  * "slot_name" or has the default name pg_egress_<destination>.
  */
 static CdcAdoption
-adoption_allowed(bool pgoutput)
+adoption_allowed(const char *plugin)
 {
+	bool		replace = strcmp(plugin, EGRESS_PLUGIN_PGOUTPUT) == 0 ||
+		strcmp(plugin, chosen_decoder()) != 0;
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
@@ -364,7 +372,7 @@ adoption_allowed(bool pgoutput)
 		return CDC_ADOPT_DENIED;
 	values[0] = CStringGetTextDatum(cdc->dest_name);
 	values[1] = CStringGetTextDatum(cdc->slot_name);
-	if (pgoutput &&
+	if (replace &&
 		egress_catalog_exec("SELECT 1 FROM egress.dropped_slot "
 							"WHERE slot_name OPERATOR(pg_catalog.=) $1::pg_catalog.name",
 							1, argtypes + 1, values + 1, NULL, true) > 0)
@@ -471,7 +479,7 @@ cdc_ensure_slot(void)
 					 errdetail("It uses plugin \"%s\" or belongs to another database; pg_egress needs a pgoutput or wal2json slot of this database.",
 							   plugin)));
 		if (!cdc->slot_owned)
-			adoption = adoption_allowed(strcmp(plugin, EGRESS_PLUGIN_PGOUTPUT) == 0);
+			adoption = adoption_allowed(plugin);
 		if (adoption == CDC_ADOPT_DENIED)
 		{
 			char	   *message = psprintf("permission denied to use replication slot \"%s\": destination \"%s\" did not create it and its owner has no REPLICATION attribute",

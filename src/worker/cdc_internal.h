@@ -83,6 +83,9 @@ typedef struct CdcStream
 	bool		st_stale;
 	bool		recheck;		/* DDL touched the table: does it still exist? */
 	bool		dropped;		/* ... it does not */
+	bool		lost_identity;	/* ... it has no replica identity (pgoutput) */
+	bool		left_publication;	/* ... it is not in the publication */
+	bool		partitioned;	/* its table is partitioned (leaves matter) */
 	char	   *sent_schema;	/* schema_json last sent for this stream */
 	char	   *sent_stream_id; /* ... under this stream id */
 	bool		schema_in_batch;	/* SCHEMA already written in the batch */

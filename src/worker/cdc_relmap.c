@@ -74,23 +74,45 @@ cdc_relcache_callback(Datum arg, Oid relid)
 {
 	RelMapEntry *e;
 	HASH_SEQ_STATUS seq;
+	bool		known = false;
 
 	if (cdc == NULL || cdc_own_invalidation)
 		return;
 	for (int i = 0; i < cdc->nstreams; i++)
 		if (!OidIsValid(relid) || cdc->streams[i].def->relid == relid)
+		{
 			cdc->streams[i].st_stale = cdc->streams[i].recheck =
 				cdc->streams[i].privs_stale = true;
-	if (cdc->relmap == NULL)
-		return;
-	if (OidIsValid(relid))
+			known = true;
+		}
+	if (OidIsValid(relid) && cdc->relmap != NULL)
 	{
 		e = hash_search(cdc->relmap, &relid, HASH_FIND, NULL);
 		if (e != NULL)
+		{
 			e->valid = false;
-		if (relmap_partitions == 0)
-			return;
+			known = true;
+			/* a leaf's DDL (its key dropped) concerns its ancestor's stream */
+			if (e->ispartition && e->stream >= 0 && e->stream < cdc->nstreams)
+				cdc->streams[e->stream].recheck = true;
+		}
 	}
+
+	/*
+	 * A relation not known here may be a partition of a streamed
+	 * partitioned table that had no change decoded yet: its replica
+	 * identity matters all the same (stop_dropped_streams checks every
+	 * leaf).  No catalog lookup here, so those streams are checked.
+	 */
+	if (!known)
+		for (int i = 0; i < cdc->nstreams; i++)
+			if (cdc->streams[i].partitioned)
+				cdc->streams[i].recheck = true;
+
+	if (cdc->relmap == NULL)
+		return;
+	if (OidIsValid(relid) && relmap_partitions == 0)
+		return;
 
 	/*
 	 * Everything, or every partition: ATTACH and DETACH PARTITION invalidate

@@ -54,6 +54,17 @@ sub change_ids
 	return @ids;
 }
 
+# ids of the RECORDs of a stream in every file of the destination: changes
+# and (re)syncs
+sub all_ids
+{
+	my ($dir, $stream) = @_;
+	my %ids = map { $_->{record}{id} => 1 }
+	  grep { $_->{stream} eq $stream && !defined $_->{record}{_sdc_deleted_at} }
+	  records_of(read_batches($dir));
+	return sort { $a <=> $b } keys %ids;
+}
+
 my $dir = new_outdir($node, 'p');
 add_destination($node, 'p', $dir);
 $sql->(q{SELECT egress_add_stream('sa', 'ta', method => 'LOG_BASED', destination => 'p')});
@@ -86,19 +97,22 @@ is(scalar(change_ids($dir, 'public-ta')), 2, 'setup: ta rows delivered');
 $sql->(q{ALTER PUBLICATION pg_egress_p DROP TABLE ta});
 $sql->(q{INSERT INTO ta VALUES (3, 'lost?'), (4, 'lost?')});
 ok(sync_marker(), 'A: the worker decoded past the inserts');
-# TODO (cdc.c stop_dropped_streams / cdc_relmap.c cdc_relcache_callback,
-# owner h13; or publication.c): a relcache invalidation of a stream's table
-# (ALTER PUBLICATION sends one) should also check, for a pgoutput
-# destination, that the table (or, for a partition, its stream's table) is
-# still in pg_egress_<dest> (pg_publication_rel as of now); if not, bring
-# the publication back in step (egress_publication_sync) and mark the
-# stream for a resync (CDC_STOP_RESYNC) with a last_error naming the
-# publication, since the changes decoded meanwhile are gone.
-ok(poll_until('A: rows 3-4 delivered, or the stream shows the problem', 15, sub {
-	my $r = stream_row($node, 'sa');
-	return 1 if scalar(grep { $_ >= 3 } change_ids($dir, 'public-ta')) == 2;
-	return defined $r && ($r->{state} ne 'streaming' || defined $r->{last_error});
-}), 'A: a table dropped from the publication by hand does not lose its changes silently');
+# Fixed in cdc.c (stop_dropped_streams): the relcache invalidation of the
+# table flags the stream; at the end of the round the worker sees the table
+# is no longer in pg_egress_<dest>, puts it back (egress_publication_sync)
+# and syncs the stream again, with a WARNING saying why.
+ok(poll_until('A: rows 3-4 delivered (by a resync)', 30, sub {
+	return scalar(grep { $_ == 3 || $_ == 4 } all_ids($dir, 'public-ta')) == 2;
+}), 'A: a table dropped from the publication by hand does not lose its changes: the stream is synced again');
+ok(poll_until('A: the reason is logged', 15, sub {
+	slurp_file($node->logfile) =~ /pg_egress stream "sa": table public\.ta had left publication "pg_egress_p"/;
+}), 'A: the server log says the table had left the publication');
+is($sql->(q{SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pg_egress_p' AND tablename = 'ta'}),
+	'1', 'A: the table is back in the publication');
+wait_stream_state($node, 'sa', 'streaming', 60);
+$sql->(q{INSERT INTO ta VALUES (5, 'later')});
+ok(poll_until('A: row 5 delivered as a change', 30, sub { grep { $_ == 5 } change_ids($dir, 'public-ta') }),
+	'A: changes of the table flow again');
 
 # ---------------------------------------------------------------------------
 # B. DROP COLUMN ... CASCADE of a column in a stream's column list
@@ -111,14 +125,13 @@ is($sql->(q{SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pg_egres
 	'0', 'B: with CASCADE the table left the publication');
 $sql->(q{INSERT INTO tb VALUES (3, 'lost?'), (4, 'lost?')});
 ok(sync_marker(), 'B: the worker decoded past the inserts');
-# TODO: same fix as A (the relcache invalidation of DROP COLUMN reaches
-# cdc_relcache_callback; cdc.c's stop_dropped_streams could check the
-# publication membership there).
-ok(poll_until('B: rows 3-4 delivered, or the stream shows the problem', 15, sub {
-	my $r = stream_row($node, 'sb');
-	return 1 if scalar(grep { $_ >= 3 } change_ids($dir, 'public-tb')) == 2;
-	return defined $r && ($r->{state} ne 'streaming' || defined $r->{last_error});
-}), 'B: DROP COLUMN CASCADE of a listed column does not lose the changes silently');
+# Fixed as A: the DROP COLUMN invalidates the table's relcache entry.
+ok(poll_until('B: rows 3-4 delivered (by a resync)', 30, sub {
+	return scalar(grep { $_ == 3 || $_ == 4 } all_ids($dir, 'public-tb')) == 2;
+}), 'B: DROP COLUMN CASCADE of a listed column does not lose the changes: the stream is synced again');
+is($sql->(q{SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pg_egress_p' AND tablename = 'tb'}),
+	'1', 'B: the table is back in the publication');
+wait_stream_state($node, 'sb', 'streaming', 60);
 
 # ---------------------------------------------------------------------------
 # C. the primary key of a streamed table dropped: the application's UPDATE
@@ -132,7 +145,7 @@ ok(poll_until('B: rows 3-4 delivered, or the stream shows the problem', 15, sub 
 # syncs the publication, so that the application's UPDATE works again.
 ($ret, $out, $err) = $node->psql('postgres', q{ALTER TABLE tc DROP CONSTRAINT tc_pkey});
 is($ret, 0, 'C: PostgreSQL accepts dropping the key of a streamed table');
-# TODO (src/worker/cdc*.c, owner h13/h15): the CDC worker reacts to the
+# Fixed in cdc.c (stop_dropped_streams): the CDC worker reacts to the
 # relcache invalidation of tc: egress_table_has_replica_identity(relid)
 # false -> the stream goes to state error with a last_error naming the
 # replica identity, and egress_publication_sync() runs in its catalog
@@ -168,6 +181,28 @@ is($sql->(q{SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pg_egres
 	'1', 'C: egress_resync_stream puts the table back into the publication');
 wait_stream_state($node, 'sc', 'streaming', 60);
 
+# C, partitioned: a leaf partition that had no change decoded yet loses its
+# replica identity (REPLICA IDENTITY NOTHING); the parent keeps its key.
+# The worker checks every leaf of a streamed partitioned table after DDL of
+# a relation it does not know (cdc_relmap.c cdc_relcache_callback).
+$sql->(q{CREATE TABLE tp (id integer PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE tp1 PARTITION OF tp FOR VALUES FROM (0) TO (100);
+CREATE TABLE tp2 PARTITION OF tp FOR VALUES FROM (100) TO (200);
+INSERT INTO tp VALUES (1, 'x'), (101, 'x')});
+$sql->(q{SELECT egress_add_stream('sp', 'tp', method => 'LOG_BASED', destination => 'p')});
+wait_stream_state($node, 'sp', 'streaming', 60);
+$sql->(q{ALTER TABLE tp2 REPLICA IDENTITY NOTHING});
+ok(poll_until('C: the worker reacts to the leaf without a replica identity', 20, sub {
+	my $r = stream_row($node, 'sp');
+	return defined $r && $r->{state} eq 'error' && ($r->{last_error} // '') =~ /replica identity/;
+}), 'C: a partitioned table with a leaf without a replica identity: the stream is in state error')
+  or diag explain stream_row($node, 'sp');
+ok(poll_until('C: the application\'s UPDATE of the leaf works again', 20, sub {
+	my ($r) = $node->psql('postgres', q{UPDATE tp SET v = 'y' WHERE id = 101});
+	return $r == 0;
+}), 'C: after the worker reacted, the application\'s UPDATE of the leaf works');
+$sql->(q{SELECT egress_remove_stream('sp')});
+
 # ---------------------------------------------------------------------------
 # D. DROP PUBLICATION by hand: a new slot, a resync, a reason
 # ---------------------------------------------------------------------------
@@ -202,19 +237,22 @@ is($sql->(q{SELECT count(*) FROM pg_publication WHERE pubname = 'pg_egress_p'}),
 	'D2: egress_add_stream made the publication again');
 $sql->(q{SELECT egress_resume_stream(n) FROM unnest(ARRAY['sa', 'sb', 'sc', 'sm']) n});
 $sql->(q{INSERT INTO tc VALUES (8, 'after repair')});
-# TODO (src/worker/cdc.c after_error, owner h13): give the slot up when the
-# error is pgoutput's "publication "pg_egress_<dest>" does not exist" (or
-# "cache lookup failed for publication N", which follows it in the next
-# session) for the destination's publication: pgoutput raises it with the
-# historic catalog of the change, so it never goes away; today the slot is
-# given up only when the publication is missing now, and the worker
-# retries for ever (back-off up to 60 s) with last_error alternating
-# between those two messages while the state says "streaming".  Better
-# still: remember the publication's OID with the slot (record_new_slot)
-# and give the slot up whenever the current publication is another one.
-ok(poll_until('D2: row 8 delivered', 40, sub { grep { $_ == 8 } change_ids($dir, 'public-tc') }),
+# Fixed in cdc.c (after_error): pgoutput's "publication "pg_egress_<dest>"
+# does not exist" (or "cache lookup failed for publication N", which
+# follows it in a later session) gives the slot up whether or not the
+# publication exists now: pgoutput raises it with the historic catalog of
+# the change, so it never goes away.  The new slot comes with a resync,
+# which delivers row 8 (by the sync or as a change).
+ok(poll_until('D2: row 8 delivered', 40, sub { grep { $_ == 8 } all_ids($dir, 'public-tc') }),
 	'D2: a publication dropped by hand and made again does not leave the stream stuck')
   or diag explain stream_row($node, 'sc');
+ok(poll_until('D2: the slot was given up, saying why', 15, sub {
+	slurp_file($node->logfile) =~ /dropped replication slot "pg_egress_p" of destination "p": publication "pg_egress_p" of destination "p" was dropped while/;
+}), 'D2: the server log says why the slot was given up');
+wait_stream_state($node, 'sc', 'streaming', 60);
+$sql->(q{INSERT INTO tc VALUES (9, 'after recovery')});
+ok(poll_until('D2: row 9 delivered as a change', 30, sub { grep { $_ == 9 } change_ids($dir, 'public-tc') }),
+	'D2: changes flow again after the recovery');
 
 # ---------------------------------------------------------------------------
 # F. a file destination made unwritable while changes pile up past
@@ -270,14 +308,11 @@ $sql->(q{BEGIN; SELECT egress_remove_destination('w', true);
 SELECT egress_add_destination('w', } . sql_quote(file_url(new_outdir($node, 'w2'))) . q{);
 SELECT egress_add_stream('sw2', 'tw', method => 'LOG_BASED', destination => 'w'); COMMIT});
 wait_stream_state($node, 'sw2', 'streaming', 60);
-# TODO (src/worker/cdc_config.c adoption_allowed, owner h13; and the
-# slot-plugin check of egress_add_stream in src/catalog/sqlfuncs.c, owner
-# h9): a slot listed in egress.dropped_slot is adopted only when its plugin
-# is the destination's decoder (option "decoder", pgoutput by default),
-# else replaced as a pgoutput one is; egress_add_stream must not take the
-# plugin of a listed slot for the destination's.  Today the re-added
-# destination adopts the old wal2json slot for good, and a filter is refused
-# with "The destination decodes with wal2json".
+# Fixed in cdc_config.c (adoption_allowed) and sqlfuncs.c: a slot listed in
+# egress.dropped_slot is adopted only when its plugin is the destination's
+# decoder (option "decoder", pgoutput by default), else dropped and made
+# anew with the right plugin; egress_add_stream does not take the plugin of
+# a listed slot for the destination's.
 is($sql->(q{SELECT plugin FROM pg_replication_slots WHERE slot_name = 'pg_egress_w'}), 'pgoutput',
 	'G: the destination added again with decoder pgoutput decodes with pgoutput');
 ($ret, $out, $err) = $node->psql('postgres',
