@@ -179,7 +179,7 @@ unlike($all, qr/SSN-SECRET/, 'no file of m2 holds an ssn value');
 # ---------------------------------------------------------------------------
 ok_as('alice', q{
 CREATE TABLE a.acct (id int PRIMARY KEY, code int NOT NULL, v text);
-CREATE UNIQUE INDEX acct_code ON a.acct (code);
+CREATE UNIQUE INDEX acct_code ON a.acct (code, id);
 INSERT INTO a.acct VALUES (1, 1, 'x');
 GRANT USAGE ON SCHEMA a TO mallory;
 GRANT SELECT ON a.acct TO mallory;
