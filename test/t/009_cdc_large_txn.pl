@@ -1,147 +1,28 @@
 
-# One transaction inserting 1,000,000 rows into a table that a LOG_BASED
-# stream is streaming: exactly 1,000,000 RECORDs (each id once), batches of
-# at most batch_max_rows (100,000), and the CDC worker's memory stays
-# bounded while it works (RssAnon of /proc/<pid>/status under 100 MB,
-# sampled every 100 ms).  Counts use a regex on the raw lines: decoding a
-# million lines with JSON::PP would take minutes.
+# One transaction inserting 1,000,000 rows (a 20-character text value each)
+# into a table that a LOG_BASED stream is streaming: exactly 1,000,000
+# RECORDs (each id once), batches of at most batch_max_rows (100,000), and
+# the CDC worker's RssAnon under 100 MB while it works (test/lib/LargeTxn.pm;
+# 076_cdc_10m_txn.pl is the 10,000,000-row variant).
 
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
-use IPC::Run ();
 use EgressTest;
-
-my $N = 1_000_000;
-my $LIMIT_KB = 100 * 1024;
+use LargeTxn;
 
 my $node = create_node('cdc_large', cdc => 1);
-my $out = new_outdir($node, 'cdc');
-my $log_start = -s $node->logfile;
-
-$node->safe_psql('postgres', 'CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL)');
-add_destination($node, 'cdc', $out);
-$node->safe_psql('postgres',
-	q{SELECT egress_add_stream('big', 'big', method => 'LOG_BASED', destination => 'cdc', options => '{"batch_max_rows": 100000}')}
-);
-wait_stream_state($node, 'big', 'streaming');
-
-my @pids = cdc_worker_pids($node);
-is(scalar(@pids), 1, 'one CDC worker');
-my $pid = $pids[0];
-
-sub status_kb
-{
-	my ($p) = @_;
-	open(my $fh, '<', "/proc/$p/status") or return ();
-	my %s;
-	while (<$fh>)
-	{
-		$s{$1} = $2 if /^(RssAnon|VmRSS|VmHWM|RssFile|RssShmem):\s+(\d+) kB/;
-	}
-	close $fh;
-	return %s;
-}
-my %base = status_kb($pid);
-diag "CDC worker $pid before: " . join(', ', map { "$_ $base{$_} kB" } sort keys %base);
-
-# The INSERT runs in the background: the worker decodes its WAL (into the
-# reorder buffer) while it is written, so sampling starts now.
-my $t0 = time;
-my ($ins_out, $ins_err) = ('', '');
-my $ins = IPC::Run::start(
-	[
-		$node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'), '-c',
-		"INSERT INTO big SELECT i, substr(md5(i::text), 1, 20) FROM generate_series(1, $N) i"
-	],
-	'<', '/dev/null', '>', \$ins_out, '2>', \$ins_err);
-
-# Sample memory every 100 ms until the INSERT committed and the stream has
-# confirmed it; ask the server every ~0.5 s.
-my (%max, $samples, $last_row, $target, $target_int, $t1);
-my $next_q = 0;
-my $done = 0;
-my $deadline = time + 240;
-while (time < $deadline)
-{
-	my %s = status_kb($pid);
-	if (%s)
-	{
-		$samples++;
-		foreach my $k (keys %s) { $max{$k} = $s{$k} if !defined $max{$k} || $s{$k} > $max{$k}; }
-	}
-	eval { $ins->pump_nb } if !defined $target && $ins->pumpable;
-	if (!defined $target && !$ins->pumpable)
-	{
-		$ins->finish;
-		is($ins->result(0), 0, 'the 1,000,000-row INSERT committed') or diag $ins_err;
-		diag sprintf('the INSERT took %.1f s', time - $t0);
-		$t1 = time;
-		$target = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-		$target_int = lsn_int($target);
-	}
-	if (defined $target && time >= $next_q)
-	{
-		$next_q = time + 0.5;
-		my ($via, $row) = caught_up($node, 'big', $target_int);
-		$last_row = $row if $row;
-		if (defined $via)
-		{
-			diag "caught up via $via";
-			$done = 1;
-			last;
-		}
-	}
-	usleep(100_000);
-}
-$target //= '(the INSERT did not finish)';
-ok($done, "the stream confirmed the INSERT (up to $target)")
-  or diag 'last egress_streams row: ' . join(', ', map { "$_=" . ($last_row->{$_} // 'null') } sort keys %{ $last_row // {} });
-diag sprintf('caught up %.1f s after the commit; %d samples', time - ($t1 // $t0), $samples // 0);
-diag "CDC worker $pid maxima while working: " . join(', ', map { "$_ $max{$_} kB" } sort keys %max);
-ok(kill(0, $pid), 'the same CDC worker is still running (no crash, no restart)');
-ok(defined $max{RssAnon}, 'RssAnon sampled');
-cmp_ok($max{RssAnon} // 0, '<', $LIMIT_KB, "RssAnon of the CDC worker stayed under 100 MB (max $max{RssAnon} kB)");
-
-ok(poll_until('no temporary files', 30, sub { !tmp_files($out) }), 'no temporary files remain');
-my $tc = time;
-
-# One pass over the change files: RECORD lines of public-big per file, and
-# each id exactly once (a bit vector; ids found by a regex on the raw line).
-my ($records, $files, $maxfile, $bits, $dups, $bad) = (0, 0, 0, '', 0, 0);
-foreach my $name (grep { is_cdc_name($_) } list_dir($out))
-{
-	open(my $fh, '<:raw', "$out/$name") or die "could not open $out/$name: $!";
-	my $c = 0;
-	while (my $line = <$fh>)
-	{
-		next unless $line =~ /"type"\s*:\s*"RECORD"/ && $line =~ /"stream"\s*:\s*"public-big"/;
-		$c++;
-		if ($line =~ /"record"\s*:\s*\{\s*"id"\s*:\s*(\d+)\s*,\s*"v"\s*:\s*"([0-9a-f]{20})"/)
-		{
-			$dups++ if vec($bits, $1, 1);
-			vec($bits, $1, 1) = 1;
-		}
-		else { $bad++; }
-	}
-	close $fh;
-	$files++;
-	$records += $c;
-	$maxfile = $c if $c > $maxfile;
-}
-is($records, $N, 'exactly 1,000,000 RECORDs of public-big in the change files');
-cmp_ok($maxfile, '<=', 100000, "no change file holds more than batch_max_rows records (max $maxfile, $files files)");
-is($bad, 0, 'every RECORD starts with "id" and "v" (v 20 hex characters)');
-is($dups, 0, 'no id twice');
-my $missing = 0;
-foreach my $i (1 .. $N) { $missing++ unless vec($bits, $i, 1); }
-is($missing, 0, 'every id 1..1,000,000 present');
-diag sprintf('counting took %.1f s', time - $tc);
-
-no_crash_since($node, $log_start, 'no server process crashed');
-
+large_txn_test(
+	node => $node,
+	rows => 1_000_000,
+	batch => 100_000,
+	type => 'text',
+	value_sql => 'substr(md5(i::text), 1, 20)',
+	record_re => qr/"record"\s*:\s*\{\s*"id"\s*:\s*(\d+)\s*,\s*"v"\s*:\s*"([0-9a-f]{20})"/,
+	value_ok => sub { 1 },
+	value_desc => 'v 20 hex characters',
+	deadline => 240);
 $node->stop;
 done_testing();
