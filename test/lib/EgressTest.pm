@@ -21,6 +21,7 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
+  wakeups cpu_ticks
   create_node new_outdir file_url list_dir tmp_files
   read_batches records_of messages_of_type json_decode
   canon num TRUE FALSE raw_pairs raw_record_value
@@ -1157,6 +1158,29 @@ SQL
 	return qw(id c_int2 c_int4 c_int8 c_num c_numu c_real c_dbl c_bool c_bit
 	  c_text c_vc c_ch c_uuid c_inet c_enum c_date c_ts c_tstz c_time c_timetz
 	  c_json c_jsonb c_hstore c_intarr c_txtarr c_intv c_bytea c_point c_dom c_nn);
+}
+
+
+# voluntary context switches of a process so far: how often it woke up
+sub wakeups
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/status") or return undef;
+	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
+	close $fh;
+	return $n;
+}
+
+# user + system CPU ticks of a process so far
+sub cpu_ticks
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return undef;
+	my $stat = <$fh>;
+	close $fh;
+	$stat =~ s/^.*\)\s+//;
+	my @f = split /\s+/, $stat;
+	return $f[11] + $f[12];    # utime, stime (fields 14 and 15)
 }
 
 1;

@@ -21,27 +21,6 @@ BAIL_OUT('npm packages of test/http are not installed (scripts/common.sh egress_
 my $node = create_node('http_interrupt', cdc => 1);
 my $rcv = EgressHttp->start($node);
 
-# voluntary context switches of a process so far: how often it woke up
-sub wakeups
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/status") or return undef;
-	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
-	close $fh;
-	return $n;
-}
-
-# user + system CPU ticks of a process so far
-sub cpu_ticks
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return undef;
-	my $stat = <$fh>;
-	close $fh;
-	$stat =~ s/^.*\)\s+//;
-	my @f = split /\s+/, $stat;
-	return $f[11] + $f[12];    # utime, stime (fields 14 and 15)
-}
 
 sub hung_requests { return scalar grep { ($_->{status} // '') eq 'hang' } $rcv->requests; }
 

@@ -25,27 +25,6 @@ pg_egress.s3_secret_access_key = 'S3RVER'
 });
 $node->reload;
 
-# voluntary context switches of a process so far: how often it woke up
-sub wakeups
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/status") or return undef;
-	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
-	close $fh;
-	return $n;
-}
-
-# user + system CPU ticks of a process so far
-sub cpu_ticks
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return undef;
-	my $stat = <$fh>;
-	close $fh;
-	$stat =~ s/^.*\)\s+//;
-	my @f = split /\s+/, $stat;
-	return $f[11] + $f[12];
-}
 
 # CPU (ms) used and wake-ups over two seconds; polling in 50 ms slices
 # would wake the process 40 times
