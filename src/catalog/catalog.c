@@ -33,6 +33,27 @@
 #include "catalog/catalog.h"
 #include "catalog/publication.h"
 
+/* See catalog.h. */
+void
+egress_pin_value_settings(bool local)
+{
+	static const char *const settings[][2] = {
+		{"TimeZone", "UTC"},
+		{"DateStyle", "ISO, MDY"},
+		{"IntervalStyle", "postgres"},
+		{"extra_float_digits", "1"},
+	};
+
+	for (int i = 0; i < lengthof(settings); i++)
+	{
+		if (local)
+			(void) set_config_option(settings[i][0], settings[i][1], PGC_USERSET,
+									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		else
+			SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+	}
+}
+
 /*
  * The search path of code that runs with raised privileges or on behalf of
  * another role: pg_catalog, then the session's temporary schema (never

@@ -19,6 +19,14 @@ typedef struct EgressCatalogGuard
 } EgressCatalogGuard;
 
 extern void egress_pin_search_path(void);
+
+/*
+ * The settings that decide how values print and how constants read
+ * (TimeZone UTC, DateStyle ISO, IntervalStyle postgres, extra_float_digits
+ * 1): for the whole session (workers), or saved at the current GUC nest
+ * level (local, undone by AtEOXact_GUC).
+ */
+extern void egress_pin_value_settings(bool local);
 extern void egress_catalog_enter(EgressCatalogGuard *guard);
 extern void egress_catalog_exit(EgressCatalogGuard *guard);
 

@@ -772,14 +772,7 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	 * egress_pin_output_settings() pins): '2020-01-01' of a timestamptz, a
 	 * date in DMY or '{NULL}' must not be two different values.
 	 */
-	(void) set_config_option("TimeZone", "UTC", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("DateStyle", "ISO, MDY", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("IntervalStyle", "postgres", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	egress_pin_value_settings(true);
 	(void) set_config_option("array_nulls", "on", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 
