@@ -1,36 +1,62 @@
 /*-------------------------------------------------------------------------
  * kinesis.c
  *	  Kinesis PutRecords client: SigV4 through libcurl (CURLOPT_AWS_SIGV4,
- *	  service kinesis), the API's limits, per-partition-key order, resending
- *	  of failed entries with back-off.
+ *	  service kinesis), the API's limits, per-partition-key order, several
+ *	  calls in flight, resending of failed entries with back-off.
  *
- * A flush sends the queued records in calls of at most 500 records and
- * 5 MiB.  A call is built by walking the queue in order and taking every
- * record whose key is not yet in the call and has no earlier record still
- * waiting (unsent, or refused by the last call): the first record of a key
- * that is skipped blocks every later one of that key.  A barrier record
- * (Singer SCHEMA, STATE) is sent alone once everything before it is
- * accepted.  Entries an answer marks failed (FailedRecordCount > 0) stay in
- * the queue, in place, and go into the next call; a whole call refused for
+ * Records are encoded when they are queued: each becomes its PutRecords
+ * entry, {"Data":"<base64>","PartitionKey":"<key>"}, written once into an
+ * arena of large blocks (no allocation per record); a call's body is these
+ * entries copied side by side, also when entries are resent.  A block is
+ * freed once every record in it is accepted.
+ *
+ * Calls: up to max_inflight PutRecords calls run at once on one curl multi
+ * handle, each of at most 500 records and 5 MiB.  Calls start while the
+ * batch is still being queued (once enough records wait), so that
+ * rendering and sending overlap; egress_kinesis_flush() sends the rest and
+ * returns once every record is accepted.
+ *
+ * Order per partition key: every key of the batch has an entry in a hash
+ * table saying whether a call in flight holds one of its records.  A call
+ * is filled by walking, in queue order, first the records waiting to be
+ * sent again (failed entries, and records skipped earlier), then records
+ * not looked at yet; a record is taken unless its key is in a call in
+ * flight or was met earlier in this walk (taken, or skipped: the first
+ * record of a key that cannot go blocks every later one of that key).  So
+ * a key is never in two calls at once, never twice in one call, and a
+ * later record of a key never goes out while an earlier one is unsent or
+ * failed.  Failed entries return to the waiting list at their place in
+ * queue order.  A barrier record (Singer SCHEMA, STATE) goes alone, once
+ * every record before it is accepted and nothing is in flight, and nothing
+ * after it goes out before it is accepted.
+ *
+ * Failures: entries an answer marks failed (FailedRecordCount > 0) wait
+ * for the next calls, after a short pause; a whole call refused for
  * throughput (ProvisionedThroughputExceededException) or failing with a
- * 5xx or a transfer error is sent again after a back-off.  Any other
- * answer is an ERROR that names Kinesis' error type and message.
+ * 5xx or a transfer error is sent again after the shared back-off
+ * (net/backoff.h); while backing off, no new call starts (calls in flight
+ * finish).  Any other answer fails the batch with an ERROR naming Kinesis'
+ * error type and message.  Answers that arrive while records are still
+ * being queued are taken in without raising: an error is kept and raised
+ * by egress_kinesis_flush, so that the caller meets delivery errors at the
+ * commit of its batch only.
  *
  * The body is sent with CURLOPT_POSTFIELDS, so libcurl signs the SHA-256 of
  * the real payload, as Kinesis wants (not UNSIGNED-PAYLOAD).
  *
- * Waiting: requests run on a curl multi handle, waited for on their sockets
- * and the latch at once (net/curl_wait.h); retries sleep the shared
- * back-off (net/backoff.h).
+ * Waiting: transfers are waited for on their sockets and the latch at once
+ * (net/curl_wait.h); a back-off with nothing in flight sleeps on the latch
+ * (net/backoff.h).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <curl/curl.h>
 
-#include "common/base64.h"
+#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "common/md5.h"
+#include "common/pg_prng.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -39,7 +65,6 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
-#include "common/pg_prng.h"
 
 #include "net/backoff.h"
 #include "net/curl_wait.h"
@@ -50,34 +75,76 @@
 char	   *egress_kinesis_endpoint = NULL;
 
 #define KINESIS_WAIT_MAX_MS		1000	/* a wait's limit; sockets and the
-											 * latch end it earlier */
+										 * latch end it earlier */
 #define KINESIS_RESPONSE_MAX	(1024 * 1024)
 #define KINESIS_BACKOFF_MIN_MS	50
 #define KINESIS_BACKOFF_MAX_MS	5000
-/* records of keys already in a call looked past while filling it */
+/* records of keys already met looked past while filling one call */
 #define KINESIS_MAX_SKIPPED		1000
 /* failed calls in a row (nothing accepted) before giving up */
 #define KINESIS_MAX_FUTILE		10
+#define KINESIS_WHY_LEN			256
+/* arena blocks of encoded entries */
+#define KINESIS_BLOCK_SIZE		(1024 * 1024)
+/* while queuing: look at answers and start calls every that many records */
+#define KINESIS_PUMP_EVERY		64
+/* ... and start calls only when that many records wait to be looked at */
+#define KINESIS_PUMP_MIN_NEW	(2 * KINESIS_MAX_RECORDS_PER_CALL)
+
+typedef enum RecordState
+{
+	REC_NEW,					/* not looked at by a call yet */
+	REC_WAITING,				/* in the waiting list */
+	REC_INFLIGHT,
+	REC_DONE					/* accepted */
+} RecordState;
+
+/* one partition key of the batch */
+typedef struct KeyEntry
+{
+	const char *key;			/* hash key: the string, in key_cxt */
+	uint32		seen_gen;		/* met by the call being filled */
+	bool		inflight;		/* a call in flight holds a record of it */
+} KeyEntry;
 
 typedef struct KinesisRecord
 {
-	char	   *data;
-	int			len;
-	char	   *key;
-	int			keylen;
+	char	   *entry;			/* the encoded PutRecords entry */
+	int			entry_len;
+	int			size;			/* data + partition key: the API's measure */
+	int			block;			/* arena block of entry */
+	KeyEntry   *kentry;
+	uint8		state;			/* RecordState */
 	bool		barrier;
-	bool		done;			/* accepted */
 } KinesisRecord;
 
-typedef struct KeyEntry
+typedef struct ArenaBlock
 {
-	char		key[KINESIS_MAX_KEY_BYTES + 1];
-} KeyEntry;
+	char	   *mem;
+	size_t		used;
+	size_t		size;
+	int			live;			/* records in it not accepted yet */
+} ArenaBlock;
+
+/* one PutRecords call: its handle, body and answer */
+typedef struct KinesisCall
+{
+	CURL	   *easy;
+	bool		busy;
+	int		   *idx;			/* its records, in queue order */
+	int			n;
+	StringInfoData body;
+	char	   *response;		/* KINESIS_RESPONSE_MAX + 1 bytes */
+	int			response_len;
+	bool		response_cut;
+	char		errbuf[CURL_ERROR_SIZE];
+} KinesisCall;
 
 struct EgressKinesisClient
 {
 	MemoryContext cxt;
 	MemoryContext batch_cxt;	/* queued records; reset by flush/discard */
+	MemoryContext work_cxt;		/* reset after each answer */
 	char	   *stream;
 	char	   *region_opt;		/* the destination's, or NULL */
 	char	   *region;			/* in use */
@@ -86,22 +153,46 @@ struct EgressKinesisClient
 	char	   *access_key;
 	char	   *secret_key;
 	char	   *session_token;
+	int			max_inflight;
 
+	/* the batch */
 	KinesisRecord *recs;
 	int			nrecs;
 	int			size;
-	int			first;			/* records before it are all accepted */
+	int			ndone;
+	int			next;			/* first record not looked at by a call */
+	int		   *waiting;		/* looked at, not sent or failed: in order */
+	int			nwaiting;
+	int			waiting_size;
+	HTAB	   *keys;			/* KeyEntry by key */
+	char	   *key_mem;		/* bump allocation of key strings */
+	size_t		key_left;
+	ArenaBlock *blocks;
+	int			nblocks;
+	int			blocks_size;
+	uint32		gen;
+	bool		barrier_inflight;
+	bool		settings_fresh; /* refresh_settings done for this batch */
+	int			since_pump;
 
+	/* calls and failures */
+	KinesisCall *calls;
+	int			ninflight;
 	CURLM	   *multi;
-	CURL	   *easy;
 	struct curl_slist *headers;
-	char		errbuf[CURL_ERROR_SIZE];
-	StringInfoData body;
-	StringInfoData response;
-	bool		response_cut;
+	TimestampTz resume_at;		/* no new call before (back-off) */
+	EgressBackoff backoff;
+	int			futile;			/* calls in a row that got nothing in */
+	TimestampTz since;			/* last progress */
+	char		last_why[KINESIS_WHY_LEN];	/* last failure, for messages */
+	ErrorData  *error;			/* to raise at flush */
 
 	EgressKinesisStats stats;
 };
+
+static void pump(EgressKinesisClient *kc);
+static void drive(EgressKinesisClient *kc);
+static int	start_calls(EgressKinesisClient *kc);
 
 /* ---------------------------------------------------------------------
  * Queue
@@ -127,7 +218,7 @@ egress_kinesis_partition_key(const char *key, size_t len)
 }
 
 EgressKinesisClient *
-egress_kinesis_open(const char *stream, const char *region)
+egress_kinesis_open(const char *stream, const char *region, int max_inflight)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -140,6 +231,8 @@ egress_kinesis_open(const char *stream, const char *region)
 	kc->cxt = cxt;
 	kc->batch_cxt = AllocSetContextCreate(cxt, "pg_egress Kinesis batch",
 										  ALLOCSET_DEFAULT_SIZES);
+	kc->work_cxt = AllocSetContextCreate(cxt, "pg_egress Kinesis answer",
+										 ALLOCSET_DEFAULT_SIZES);
 	kc->stream = pstrdup(stream);
 	if (region != NULL && region[0] != '\0')
 	{
@@ -150,8 +243,16 @@ egress_kinesis_open(const char *stream, const char *region)
 						 errmsg("invalid AWS region \"%s\"", region)));
 		kc->region_opt = pstrdup(region);
 	}
-	initStringInfo(&kc->body);
-	initStringInfo(&kc->response);
+	if (max_inflight < 1 || max_inflight > KINESIS_MAX_INFLIGHT)
+		elog(ERROR, "invalid number of Kinesis calls in flight: %d", max_inflight);
+	kc->max_inflight = max_inflight;
+	kc->calls = palloc0(max_inflight * sizeof(KinesisCall));
+	for (int i = 0; i < max_inflight; i++)
+	{
+		kc->calls[i].idx = palloc(KINESIS_MAX_RECORDS_PER_CALL * sizeof(int));
+		initStringInfo(&kc->calls[i].body);
+	}
+	egress_backoff_init(&kc->backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
 	MemoryContextSwitchTo(old);
 	return kc;
 }
@@ -224,12 +325,189 @@ refresh_settings(EgressKinesisClient *kc)
 	MemoryContextSwitchTo(old);
 }
 
+static uint32
+key_hash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+static int
+key_match(const void *a, const void *b, Size keysize)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* the entry of a partition key, made at its first record of the batch */
+static KeyEntry *
+key_entry(EgressKinesisClient *kc, const char *key, size_t keylen)
+{
+	KeyEntry   *e;
+	bool		found;
+
+	if (kc->keys == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(const char *);
+		ctl.entrysize = sizeof(KeyEntry);
+		ctl.hash = key_hash;
+		ctl.match = key_match;
+		ctl.hcxt = kc->batch_cxt;
+		kc->keys = hash_create("pg_egress Kinesis keys", 1024, &ctl,
+							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	}
+	e = hash_search(kc->keys, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		char	   *copy;
+
+		/* key strings live as long as the batch: bump-allocated */
+		if (kc->key_left < keylen + 1)
+		{
+			kc->key_left = Max(64 * 1024, keylen + 1);
+			kc->key_mem = MemoryContextAlloc(kc->batch_cxt, kc->key_left);
+		}
+		copy = kc->key_mem;
+		memcpy(copy, key, keylen + 1);
+		kc->key_mem += keylen + 1;
+		kc->key_left -= keylen + 1;
+		e->key = copy;
+		e->seen_gen = 0;
+		e->inflight = false;
+	}
+	return e;
+}
+
+/* room for len bytes in the arena's last block; returns that block's index */
+static int
+arena_reserve(EgressKinesisClient *kc, size_t len)
+{
+	ArenaBlock *b;
+
+	if (kc->nblocks > 0)
+	{
+		b = &kc->blocks[kc->nblocks - 1];
+		if (b->size - b->used >= len)
+			return kc->nblocks - 1;
+		/* the block is full: gone at once if all its records are in */
+		if (b->live == 0 && b->mem != NULL)
+		{
+			pfree(b->mem);
+			b->mem = NULL;
+		}
+	}
+	if (kc->nblocks >= kc->blocks_size)
+	{
+		int			n = Max(16, kc->blocks_size * 2);
+
+		if (kc->blocks == NULL)
+			kc->blocks = MemoryContextAlloc(kc->batch_cxt, n * sizeof(ArenaBlock));
+		else
+			kc->blocks = repalloc(kc->blocks, n * sizeof(ArenaBlock));
+		kc->blocks_size = n;
+	}
+	b = &kc->blocks[kc->nblocks++];
+	b->size = Max(KINESIS_BLOCK_SIZE, len);
+	b->mem = MemoryContextAlloc(kc->batch_cxt, b->size);
+	b->used = 0;
+	b->live = 0;
+	return kc->nblocks - 1;
+}
+
+static void
+record_done(EgressKinesisClient *kc, KinesisRecord *r)
+{
+	ArenaBlock *b = &kc->blocks[r->block];
+
+	r->state = REC_DONE;
+	r->entry = NULL;
+	kc->ndone++;
+	if (--b->live == 0 && r->block < kc->nblocks - 1 && b->mem != NULL)
+	{
+		pfree(b->mem);
+		b->mem = NULL;
+	}
+}
+
+static const char b64_chars[] =
+"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* standard base64 with padding; out has room for 4 * ((len + 2) / 3) */
+static char *
+b64_encode(const unsigned char *in, size_t len, char *out)
+{
+	size_t		i = 0;
+
+	for (; i + 3 <= len; i += 3)
+	{
+		uint32		v = ((uint32) in[i] << 16) | ((uint32) in[i + 1] << 8) | in[i + 2];
+
+		out[0] = b64_chars[v >> 18];
+		out[1] = b64_chars[(v >> 12) & 63];
+		out[2] = b64_chars[(v >> 6) & 63];
+		out[3] = b64_chars[v & 63];
+		out += 4;
+	}
+	if (i < len)
+	{
+		uint32		v = (uint32) in[i] << 16;
+
+		if (i + 1 < len)
+			v |= (uint32) in[i + 1] << 8;
+		out[0] = b64_chars[v >> 18];
+		out[1] = b64_chars[(v >> 12) & 63];
+		out[2] = i + 1 < len ? b64_chars[(v >> 6) & 63] : '=';
+		out[3] = '=';
+		out += 4;
+	}
+	return out;
+}
+
+/* a JSON string (partition keys, stream names): what JSON requires escaped */
+static char *
+json_string(char *out, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	*out++ = '"';
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\')
+		{
+			*out++ = '\\';
+			*out++ = c;
+		}
+		else if (c < 0x20)
+		{
+			memcpy(out, "\\u00", 4);
+			out[4] = hex[c >> 4];
+			out[5] = hex[c & 15];
+			out += 6;
+		}
+		else
+			*out++ = c;
+	}
+	*out++ = '"';
+	return out;
+}
+
+#define ENTRY_DATA		"{\"Data\":\""
+#define ENTRY_KEY		"\",\"PartitionKey\":"
+
 void
 egress_kinesis_add(EgressKinesisClient *kc, const char *data, size_t len,
 				   const char *partition_key, bool barrier, const char *key_label)
 {
 	KinesisRecord *r;
 	size_t		keylen = strlen(partition_key);
+	size_t		need;
+	int			block;
+	ArenaBlock *b;
+	char	   *p;
 
 	if (keylen == 0 || keylen > KINESIS_MAX_KEY_BYTES)
 		elog(ERROR, "invalid Kinesis partition key length %zu", keylen);
@@ -246,36 +524,92 @@ egress_kinesis_add(EgressKinesisClient *kc, const char *data, size_t len,
 		int			n = Max(1024, kc->size * 2);
 
 		if (kc->recs == NULL)
-			kc->recs = MemoryContextAlloc(kc->batch_cxt, n * sizeof(KinesisRecord));
+			kc->recs = MemoryContextAllocHuge(kc->batch_cxt, n * sizeof(KinesisRecord));
 		else
 			kc->recs = repalloc_huge(kc->recs, n * sizeof(KinesisRecord));
 		kc->size = n;
 	}
-	r = &kc->recs[kc->nrecs++];
-	r->data = MemoryContextAlloc(kc->batch_cxt, len + 1);
-	memcpy(r->data, data, len);
-	r->data[len] = '\0';
-	r->len = len;
-	r->key = MemoryContextStrdup(kc->batch_cxt, partition_key);
-	r->keylen = keylen;
+	r = &kc->recs[kc->nrecs];
+	r->kentry = key_entry(kc, partition_key, keylen);
+
+	/* the entry, encoded once: {"Data":"<base64>","PartitionKey":"<key>"} */
+	need = sizeof(ENTRY_DATA) - 1 + 4 * ((len + 2) / 3) + sizeof(ENTRY_KEY) - 1 +
+		6 * keylen + 2 + 1;
+	block = arena_reserve(kc, need);
+	b = &kc->blocks[block];
+	p = b->mem + b->used;
+	r->entry = p;
+	memcpy(p, ENTRY_DATA, sizeof(ENTRY_DATA) - 1);
+	p += sizeof(ENTRY_DATA) - 1;
+	p = b64_encode((const unsigned char *) data, len, p);
+	memcpy(p, ENTRY_KEY, sizeof(ENTRY_KEY) - 1);
+	p += sizeof(ENTRY_KEY) - 1;
+	p = json_string(p, partition_key, keylen);
+	*p++ = '}';
+	r->entry_len = p - r->entry;
+	b->used += r->entry_len;
+	b->live++;
+	r->block = block;
+	r->size = len + keylen;
+	r->state = REC_NEW;
 	r->barrier = barrier;
-	r->done = false;
+	kc->nrecs++;
+
+	if (++kc->since_pump >= KINESIS_PUMP_EVERY)
+		pump(kc);
 }
 
 int
 egress_kinesis_pending(EgressKinesisClient *kc)
 {
-	return kc->nrecs - kc->first;
+	return kc->nrecs - kc->ndone;
 }
 
 void
 egress_kinesis_discard(EgressKinesisClient *kc)
 {
+	/* calls in flight are abandoned: their records are sent again */
+	for (int i = 0; i < kc->max_inflight; i++)
+	{
+		KinesisCall *call = &kc->calls[i];
+
+		if (call->busy)
+			(void) curl_multi_remove_handle(kc->multi, call->easy);
+		call->busy = false;
+		call->n = 0;
+		/* no large body kept between batches */
+		if (call->body.maxlen > 1024 * 1024)
+		{
+			pfree(call->body.data);
+			call->body.data = MemoryContextAlloc(kc->cxt, 1024);
+			call->body.maxlen = 1024;
+		}
+		resetStringInfo(&call->body);
+	}
+	kc->ninflight = 0;
 	MemoryContextReset(kc->batch_cxt);
+	MemoryContextReset(kc->work_cxt);
 	kc->recs = NULL;
 	kc->nrecs = 0;
 	kc->size = 0;
-	kc->first = 0;
+	kc->ndone = 0;
+	kc->next = 0;
+	kc->waiting = NULL;
+	kc->nwaiting = 0;
+	kc->waiting_size = 0;
+	kc->keys = NULL;
+	kc->key_mem = NULL;
+	kc->key_left = 0;
+	kc->blocks = NULL;
+	kc->nblocks = 0;
+	kc->blocks_size = 0;
+	kc->barrier_inflight = false;
+	kc->settings_fresh = false;
+	kc->since_pump = 0;
+	kc->resume_at = 0;
+	kc->futile = 0;
+	kc->error = NULL;
+	egress_backoff_init(&kc->backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
 }
 
 const EgressKinesisStats *
@@ -285,162 +619,194 @@ egress_kinesis_stats(EgressKinesisClient *kc)
 }
 
 /* ---------------------------------------------------------------------
- * One call
+ * Filling a call
  * ---------------------------------------------------------------------
  */
 
 static void
-append_json_string(StringInfo buf, const char *s, int len)
+take(EgressKinesisClient *kc, KinesisCall *call, int ri, size_t *bytes)
 {
-	/* partition keys and stream names: escape what JSON requires */
-	appendStringInfoChar(buf, '"');
-	for (int i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
+	KinesisRecord *r = &kc->recs[ri];
 
-		if (c == '"' || c == '\\')
-		{
-			appendStringInfoChar(buf, '\\');
-			appendStringInfoChar(buf, c);
-		}
-		else if (c < 0x20)
-			appendStringInfo(buf, "\\u%04x", c);
-		else
-			appendStringInfoChar(buf, c);
-	}
-	appendStringInfoChar(buf, '"');
+	r->state = REC_INFLIGHT;
+	r->kentry->inflight = true;
+	r->kentry->seen_gen = kc->gen;
+	call->idx[call->n++] = ri;
+	*bytes += r->size;
+	if (r->barrier)
+		kc->barrier_inflight = true;
 }
 
 /*
- * Chooses the records of the next call (indexes into recs, in order).
- * Returns how many.
+ * Chooses the records of the next call (see the head comment): first from
+ * the waiting list, then from the records not looked at yet.  Returns how
+ * many (0: nothing may go now).
  */
 static int
-build_call(EgressKinesisClient *kc, int *chosen)
+build_call(EgressKinesisClient *kc, KinesisCall *call)
 {
-	HASHCTL		ctl;
-	HTAB	   *seen;
-	int			n = 0;
-	int			skipped = 0;
 	size_t		bytes = 0;
+	int			blocked = 0;
+	bool		stop = false;
+	int			keep = 0;
 
-	while (kc->first < kc->nrecs && kc->recs[kc->first].done)
-		kc->first++;
-	if (kc->first >= kc->nrecs)
+	call->n = 0;
+	if (kc->barrier_inflight)
 		return 0;
-	/* a barrier waits for everything before it, and goes alone */
-	if (kc->recs[kc->first].barrier)
-	{
-		chosen[0] = kc->first;
-		return 1;
-	}
+	kc->gen++;
 
-	ctl.keysize = KINESIS_MAX_KEY_BYTES + 1;
-	ctl.entrysize = sizeof(KeyEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	seen = hash_create("pg_egress Kinesis call keys", 512, &ctl,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	for (int i = kc->first; i < kc->nrecs && n < KINESIS_MAX_RECORDS_PER_CALL; i++)
+	for (int w = 0; w < kc->nwaiting; w++)
 	{
-		KinesisRecord *r = &kc->recs[i];
-		bool		found;
+		int			ri = kc->waiting[w];
+		KinesisRecord *r = &kc->recs[ri];
 
-		if (r->done)
-			continue;
-		if (r->barrier)
-			break;
-		/*
-		 * A key met once (taken into the call, or skipped) blocks every
-		 * later record of that key for this call.
-		 */
-		(void) hash_search(seen, r->key, HASH_ENTER, &found);
-		if (found)
+		if (!stop)
 		{
+			if (r->barrier)
+			{
+				/* a barrier waits first in the list only when it failed */
+				if (w == 0 && kc->ninflight == 0)
+				{
+					take(kc, call, ri, &bytes);
+					stop = true;
+					continue;
+				}
+				stop = true;
+			}
+			else if (r->kentry->inflight || r->kentry->seen_gen == kc->gen)
+			{
+				r->kentry->seen_gen = kc->gen;
+				if (++blocked >= KINESIS_MAX_SKIPPED)
+					stop = true;
+			}
+			else if (call->n >= KINESIS_MAX_RECORDS_PER_CALL ||
+					 bytes + r->size > KINESIS_MAX_BYTES_PER_CALL)
+				stop = true;
+			else
+			{
+				take(kc, call, ri, &bytes);
+				continue;
+			}
+		}
+		kc->waiting[keep++] = ri;
+	}
+	kc->nwaiting = keep;
+
+	/*
+	 * New records only when every waiting one was looked at: a key met
+	 * there (sent, or blocked) blocks its later records.
+	 */
+	while (!stop && kc->next < kc->nrecs && call->n < KINESIS_MAX_RECORDS_PER_CALL)
+	{
+		KinesisRecord *r = &kc->recs[kc->next];
+
+		if (r->barrier)
+		{
+			/* alone, once everything before it is in */
+			if (call->n == 0 && kc->nwaiting == 0 && kc->ninflight == 0)
+			{
+				take(kc, call, kc->next, &bytes);
+				kc->next++;
+			}
+			break;
+		}
+		if (r->kentry->inflight || r->kentry->seen_gen == kc->gen)
+		{
+			r->kentry->seen_gen = kc->gen;
+			r->state = REC_WAITING;
+			if (kc->nwaiting >= kc->waiting_size)
+			{
+				int			n = Max(1024, kc->waiting_size * 2);
+
+				if (kc->waiting == NULL)
+					kc->waiting = MemoryContextAllocHuge(kc->batch_cxt, n * sizeof(int));
+				else
+					kc->waiting = repalloc_huge(kc->waiting, n * sizeof(int));
+				kc->waiting_size = n;
+			}
+			kc->waiting[kc->nwaiting++] = kc->next++;
 			/*
 			 * Looking further only costs time when few keys take most
 			 * records (partition_key "table"): the later records wait for
 			 * the next call.
 			 */
-			if (++skipped >= KINESIS_MAX_SKIPPED)
+			if (++blocked >= KINESIS_MAX_SKIPPED)
 				break;
 			continue;
 		}
-		if (bytes + r->len + r->keylen > KINESIS_MAX_BYTES_PER_CALL)
+		if (bytes + r->size > KINESIS_MAX_BYTES_PER_CALL)
 			break;
-		bytes += r->len + r->keylen;
-		chosen[n++] = i;
+		take(kc, call, kc->next, &bytes);
+		kc->next++;
 	}
-	hash_destroy(seen);
-	return n;
+	return call->n;
 }
 
+/* failed (or abandoned) records of a call back into the waiting list, in order */
 static void
-build_body(EgressKinesisClient *kc, const int *chosen, int n)
+requeue(EgressKinesisClient *kc, const int *failed, int nf)
 {
-	StringInfo	b = &kc->body;
+	int			i;
+	int			j;
+	int			k;
 
-	resetStringInfo(b);
-	appendStringInfoString(b, "{\"StreamName\":");
-	append_json_string(b, kc->stream, strlen(kc->stream));
-	appendStringInfoString(b, ",\"Records\":[");
-	for (int i = 0; i < n; i++)
+	if (nf == 0)
+		return;
+	if (kc->nwaiting + nf > kc->waiting_size)
 	{
-		KinesisRecord *r = &kc->recs[chosen[i]];
-		int			enc = pg_b64_enc_len(r->len);
-		int			got;
+		int			n = Max(1024, Max(kc->waiting_size * 2, kc->nwaiting + nf));
 
-		if (i > 0)
-			appendStringInfoChar(b, ',');
-		appendStringInfoString(b, "{\"Data\":\"");
-		enlargeStringInfo(b, enc + 1);
-		got = pg_b64_encode(r->data, r->len, b->data + b->len, enc);
-		if (got < 0)
-			elog(ERROR, "could not base64-encode a Kinesis record");
-		b->len += got;
-		b->data[b->len] = '\0';
-		appendStringInfoString(b, "\",\"PartitionKey\":");
-		append_json_string(b, r->key, r->keylen);
-		appendStringInfoChar(b, '}');
+		if (kc->waiting == NULL)
+			kc->waiting = MemoryContextAllocHuge(kc->batch_cxt, n * sizeof(int));
+		else
+			kc->waiting = repalloc_huge(kc->waiting, n * sizeof(int));
+		kc->waiting_size = n;
 	}
-	appendStringInfoString(b, "]}");
+	/* both lists are in queue order: merge from the end */
+	i = kc->nwaiting - 1;
+	j = nf - 1;
+	k = kc->nwaiting + nf - 1;
+	while (j >= 0)
+	{
+		if (i >= 0 && kc->waiting[i] > failed[j])
+			kc->waiting[k--] = kc->waiting[i--];
+		else
+		{
+			kc->recs[failed[j]].state = REC_WAITING;
+			kc->waiting[k--] = failed[j--];
+		}
+	}
+	kc->nwaiting += nf;
 }
+
+/* ---------------------------------------------------------------------
+ * Sending
+ * ---------------------------------------------------------------------
+ */
 
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-	EgressKinesisClient *kc = arg;
+	KinesisCall *call = arg;
 	size_t		n = size * nmemb;
-	size_t		room = KINESIS_RESPONSE_MAX - kc->response.len;
+	size_t		room = KINESIS_RESPONSE_MAX - call->response_len;
 	size_t		len = Min(n, room);
 
 	/* room was made beforehand: no ERROR may escape from within libcurl */
 	if (len > 0)
 	{
-		memcpy(kc->response.data + kc->response.len, ptr, len);
-		kc->response.len += len;
-		kc->response.data[kc->response.len] = '\0';
+		memcpy(call->response + call->response_len, ptr, len);
+		call->response_len += len;
+		call->response[call->response_len] = '\0';
 	}
 	if (len < n)
-		kc->response_cut = true;
+		call->response_cut = true;
 	return n;
 }
 
-/* sends kc->body; *status = HTTP status, 0 after a transfer error */
-static CURLcode
-perform(EgressKinesisClient *kc, long *status)
+static void
+ensure_handles(EgressKinesisClient *kc)
 {
-	CURL	   *e;
-	CURLMcode	mc;
-	volatile CURLcode result = CURLE_OK;
-	volatile bool running = true;
-	const char *failed_opt = NULL;
-
-#define K_SETOPT(opt, val) \
-	do { \
-		if (curl_easy_setopt(e, (opt), (val)) != CURLE_OK && failed_opt == NULL) \
-			failed_opt = #opt; \
-	} while (0)
-
 	if (kc->multi == NULL)
 	{
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -448,8 +814,7 @@ perform(EgressKinesisClient *kc, long *status)
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("could not initialize libcurl")));
 		kc->multi = curl_multi_init();
-		kc->easy = curl_easy_init();
-		if (kc->multi == NULL || kc->easy == NULL)
+		if (kc->multi == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl handle")));
@@ -475,13 +840,67 @@ perform(EgressKinesisClient *kc, long *status)
 					 errmsg("out of memory")));
 		kc->headers = h;
 	}
-	e = kc->easy;
+}
+
+/* builds the body of call (its records chosen) and starts its transfer */
+static void
+send_call(EgressKinesisClient *kc, KinesisCall *call)
+{
+	StringInfo	b = &call->body;
+	CURL	   *e;
+	CURLMcode	mc;
+	const char *failed_opt = NULL;
+	size_t		total;
+	char	   *p;
+
+#define K_SETOPT(opt, val) \
+	do { \
+		if (curl_easy_setopt(e, (opt), (val)) != CURLE_OK && failed_opt == NULL) \
+			failed_opt = #opt; \
+	} while (0)
+
+	/* the entries were encoded when queued: copied side by side */
+	total = 0;
+	for (int i = 0; i < call->n; i++)
+		total += kc->recs[call->idx[i]].entry_len + 1;
+	resetStringInfo(b);
+	appendStringInfoString(b, "{\"StreamName\":");
+	enlargeStringInfo(b, 6 * strlen(kc->stream) + 2);
+	p = json_string(b->data + b->len, kc->stream, strlen(kc->stream));
+	b->len = p - b->data;
+	appendStringInfoString(b, ",\"Records\":[");
+	enlargeStringInfo(b, total + 3);
+	p = b->data + b->len;
+	for (int i = 0; i < call->n; i++)
+	{
+		KinesisRecord *r = &kc->recs[call->idx[i]];
+
+		if (i > 0)
+			*p++ = ',';
+		memcpy(p, r->entry, r->entry_len);
+		p += r->entry_len;
+	}
+	*p++ = ']';
+	*p++ = '}';
+	*p = '\0';
+	b->len = p - b->data;
+
+	if (call->easy == NULL)
+	{
+		call->easy = curl_easy_init();
+		if (call->easy == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create a libcurl handle")));
+	}
+	if (call->response == NULL)
+		call->response = MemoryContextAlloc(kc->cxt, KINESIS_RESPONSE_MAX + 1);
+	e = call->easy;
 	curl_easy_reset(e);
-	resetStringInfo(&kc->response);
-	if (kc->response.maxlen <= KINESIS_RESPONSE_MAX)
-		enlargeStringInfo(&kc->response, KINESIS_RESPONSE_MAX + 1);
-	kc->response_cut = false;
-	kc->errbuf[0] = '\0';
+	call->response_len = 0;
+	call->response[0] = '\0';
+	call->response_cut = false;
+	call->errbuf[0] = '\0';
 
 	K_SETOPT(CURLOPT_URL, kc->url);
 	K_SETOPT(CURLOPT_AWS_SIGV4, kc->sigv4);
@@ -489,11 +908,12 @@ perform(EgressKinesisClient *kc, long *status)
 	K_SETOPT(CURLOPT_PASSWORD, kc->secret_key);
 	K_SETOPT(CURLOPT_HTTPHEADER, kc->headers);
 	K_SETOPT(CURLOPT_POST, 1L);
-	K_SETOPT(CURLOPT_POSTFIELDS, kc->body.data);
-	K_SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) kc->body.len);
+	K_SETOPT(CURLOPT_POSTFIELDS, b->data);
+	K_SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->len);
 	K_SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
-	K_SETOPT(CURLOPT_WRITEDATA, kc);
-	K_SETOPT(CURLOPT_ERRORBUFFER, kc->errbuf);
+	K_SETOPT(CURLOPT_WRITEDATA, call);
+	K_SETOPT(CURLOPT_PRIVATE, call);
+	K_SETOPT(CURLOPT_ERRORBUFFER, call->errbuf);
 	K_SETOPT(CURLOPT_NOSIGNAL, 1L);
 	K_SETOPT(CURLOPT_CONNECTTIMEOUT, 30L);
 	K_SETOPT(CURLOPT_TIMEOUT, 120L);
@@ -505,49 +925,46 @@ perform(EgressKinesisClient *kc, long *status)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not set libcurl option %s", failed_opt)));
-
 	mc = curl_multi_add_handle(kc->multi, e);
 	if (mc != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not start a Kinesis request: %s", curl_multi_strerror(mc))));
-	PG_TRY();
-	{
-		while (running)
-		{
-			int			still;
-			int			left;
-			CURLMsg    *msg;
+	call->busy = true;
+	kc->ninflight++;
+	if (kc->ninflight > kc->stats.max_inflight)
+		kc->stats.max_inflight = kc->ninflight;
+}
 
-			mc = curl_multi_perform(kc->multi, &still);
-			while ((msg = curl_multi_info_read(kc->multi, &left)) != NULL)
-			{
-				if (msg->msg == CURLMSG_DONE)
-				{
-					result = msg->data.result;
-					running = false;
-				}
-			}
-			if (mc == CURLM_OK && running)
-				mc = egress_curl_wait(kc->multi, KINESIS_WAIT_MAX_MS);
-			if (mc != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("Kinesis transfer failed: %s", curl_multi_strerror(mc))));
-		}
-	}
-	PG_FINALLY();
-	{
-		(void) curl_multi_remove_handle(kc->multi, e);
-	}
-	PG_END_TRY();
-	egress_curl_wait_done();
+/* starts calls while allowed and records can go; returns how many */
+static int
+start_calls(EgressKinesisClient *kc)
+{
+	int			started = 0;
 
-	*status = 0;
-	if (result == CURLE_OK &&
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
-		*status = 0;
-	return result;
+	if (kc->error)
+		return 0;
+	if (!kc->settings_fresh)
+	{
+		/* once per batch, before its first call (none is in flight) */
+		refresh_settings(kc);
+		kc->settings_fresh = true;
+	}
+	ensure_handles(kc);
+	while (kc->ninflight < kc->max_inflight)
+	{
+		KinesisCall *call = NULL;
+
+		for (int i = 0; i < kc->max_inflight && call == NULL; i++)
+			if (!kc->calls[i].busy)
+				call = &kc->calls[i];
+		Assert(call != NULL);
+		if (build_call(kc, call) == 0)
+			break;
+		send_call(kc, call);
+		started++;
+	}
+	return started;
 }
 
 /* ---------------------------------------------------------------------
@@ -658,9 +1075,9 @@ ap_scalar(void *st, char *token, JsonTokenType type)
  * Anything else (other spacing included) takes the full parse.
  */
 static bool
-all_accepted(EgressKinesisClient *kc, int n)
+all_accepted(KinesisCall *call, int n)
 {
-	const char *data = kc->response.data;
+	const char *data = call->response;
 	const char *p = strstr(data, "\"FailedRecordCount\":0");
 	int			seqs = 0;
 
@@ -678,7 +1095,7 @@ all_accepted(EgressKinesisClient *kc, int n)
 }
 
 static bool
-parse_answer(EgressKinesisClient *kc, AnswerParse *ap, int ncodes)
+parse_answer(KinesisCall *call, AnswerParse *ap, int ncodes)
 {
 	JsonLexContext *lex;
 	JsonSemAction sem = {0};
@@ -686,16 +1103,16 @@ parse_answer(EgressKinesisClient *kc, AnswerParse *ap, int ncodes)
 	memset(ap, 0, sizeof(*ap));
 	ap->ncodes = ncodes;
 	ap->codes = ncodes > 0 ? palloc0(ncodes * sizeof(char *)) : NULL;
-	if (kc->response_cut || kc->response.len == 0)
+	if (call->response_cut || call->response_len == 0)
 		return false;
-	if (all_accepted(kc, ncodes))
+	if (all_accepted(call, ncodes))
 	{
 		ap->has_failed_count = true;
 		ap->failed_count = 0;
 		ap->nentries = ncodes;
 		return true;
 	}
-	lex = makeJsonLexContextCstringLen(kc->response.data, kc->response.len,
+	lex = makeJsonLexContextCstringLen(call->response, call->response_len,
 									   PG_UTF8, true);
 	sem.semstate = ap;
 	sem.object_start = ap_object_start;
@@ -736,33 +1153,241 @@ throttling_type(const char *type)
 					strcmp(type, "KMSThrottlingException") == 0);
 }
 
-/*
- * The shared back-off (net/backoff.h) before the next attempt of a call
- * that got nothing in; ERROR when keep_retrying says to give up.
+/* ---------------------------------------------------------------------
+ * Taking answers in
+ * ---------------------------------------------------------------------
  */
-static void
-backoff_wait(EgressKinesisClient *kc, EgressBackoff *b, TimestampTz since,
-			 bool (*keep_retrying) (void *, TimestampTz), void *arg,
-			 const char *why)
-{
-	long		delay = egress_backoff_next(b, -1);
 
-	if (!egress_backoff_sleep(delay, keep_retrying, arg, since))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("gave up sending to Kinesis stream \"%s\": %s",
-						kc->stream, why),
-				 errdetail("%d records of the batch are not accepted yet.",
-						   egress_kinesis_pending(kc))));
+/* an error for egress_kinesis_flush to raise (answers never raise) */
+static void
+set_error(EgressKinesisClient *kc, int sqlerrcode, char *message, char *detail,
+		  char *hint)
+{
+	MemoryContext old;
+
+	if (kc->error)
+		return;
+	old = MemoryContextSwitchTo(kc->batch_cxt);
+	kc->error = palloc0(sizeof(ErrorData));
+	kc->error->sqlerrcode = sqlerrcode;
+	kc->error->message = pstrdup(message);
+	kc->error->detail = detail ? pstrdup(detail) : NULL;
+	kc->error->hint = hint ? pstrdup(hint) : NULL;
+	MemoryContextSwitchTo(old);
 }
 
-/* 25-75 ms on the latch: between resends of a call's failed entries */
 static void
-short_pause(void)
+note_why(EgressKinesisClient *kc, const char *why)
 {
-	long		ms = 25 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, 50);
+	strlcpy(kc->last_why, why, KINESIS_WHY_LEN);
+}
 
-	(void) egress_backoff_sleep(ms, NULL, NULL, 0);
+/* a call that got nothing in: its records wait again, new calls back off */
+static void
+call_futile(EgressKinesisClient *kc, const char *why)
+{
+	long		delay = egress_backoff_next(&kc->backoff, -1);
+
+	kc->futile++;
+	kc->resume_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+	note_why(kc, why);
+	ereport(DEBUG1,
+			(errmsg_internal("pg_egress: Kinesis stream \"%s\": %s, retrying in %ld ms",
+							 kc->stream, why, delay)));
+}
+
+static void
+progress(EgressKinesisClient *kc)
+{
+	kc->futile = 0;
+	egress_backoff_init(&kc->backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
+	kc->since = GetCurrentTimestamp();
+}
+
+/* the answer of a finished call (rc: libcurl's result of its transfer) */
+static void
+take_answer(EgressKinesisClient *kc, KinesisCall *call, CURLcode rc)
+{
+	long		status = 0;
+	AnswerParse ap;
+	int			n = call->n;
+	int		   *failed;
+	int			nfailed = 0;
+	MemoryContext old;
+
+	for (int i = 0; i < n; i++)
+		kc->recs[call->idx[i]].kentry->inflight = false;
+	if (n > 0 && kc->recs[call->idx[0]].barrier)
+		kc->barrier_inflight = false;
+
+	old = MemoryContextSwitchTo(kc->work_cxt);
+	failed = palloc(Max(n, 1) * sizeof(int));
+	if (rc != CURLE_OK)
+	{
+		kc->stats.errors++;
+		requeue(kc, call->idx, n);
+		call_futile(kc, call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
+	}
+	else
+	{
+		bool		parsed;
+
+		if (curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+			status = 0;
+		parsed = parse_answer(call, &ap, n);
+		if (status == 200 && parsed && ap.has_failed_count && ap.nentries == n)
+		{
+			kc->stats.calls++;
+			kc->stats.records_sent += n;
+			for (int i = 0; i < n; i++)
+			{
+				if (ap.codes[i] == NULL)
+					record_done(kc, &kc->recs[call->idx[i]]);
+				else
+					failed[nfailed++] = call->idx[i];
+			}
+			kc->stats.records_accepted += n - nfailed;
+			kc->stats.entries_failed += nfailed;
+			requeue(kc, failed, nfailed);
+			if (nfailed == 0)
+				progress(kc);
+			else
+			{
+				char	   *why = NULL;
+
+				for (int i = 0; i < n && why == NULL; i++)
+					if (ap.codes[i])
+						why = psprintf("%d of %d records failed, e.g. %s", nfailed, n, ap.codes[i]);
+				if (nfailed < n)
+				{
+					long		ms = 25 + (long) pg_prng_uint64_range(&pg_global_prng_state, 0, 50);
+					TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+					/*
+					 * Some accepted: the batch progresses.  The failed ones
+					 * go again after a short pause (partial failures are per
+					 * shard: the others keep taking records); the long
+					 * back-off is for calls that get nothing in.
+					 */
+					progress(kc);
+					note_why(kc, why);
+					if (at > kc->resume_at)
+						kc->resume_at = at;
+					ereport(DEBUG1,
+							(errmsg_internal("pg_egress: Kinesis stream \"%s\": %s, resending them",
+											 kc->stream, why)));
+				}
+				else
+					call_futile(kc, why);
+			}
+		}
+		else if (status == 200)
+		{
+			requeue(kc, call->idx, n);
+			set_error(kc, ERRCODE_PROTOCOL_VIOLATION,
+					  psprintf("unexpected answer from Kinesis stream \"%s\" to PutRecords", kc->stream),
+					  psprintf("The answer does not give one result per record sent (%d sent).", n),
+					  NULL);
+		}
+		else if (!(status >= 500 || retryable_type(ap.type)))
+		{
+			char	   *type = ap.type ? ap.type : "";
+
+			if (strchr(type, '#'))
+				type = strchr(type, '#') + 1;
+			requeue(kc, call->idx, n);
+			set_error(kc, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+					  psprintf("Kinesis stream \"%s\" refused PutRecords: HTTP status %ld%s%s",
+							   kc->stream, status, type[0] ? " " : "", type),
+					  ap.message ? psprintf("Kinesis says: %s", ap.message) : NULL,
+					  (strcmp(type, "InvalidSignatureException") == 0 ||
+					   strcmp(type, "UnrecognizedClientException") == 0) ?
+					  "Check the AWS credentials of the server (pg_egress.s3_access_key_id and pg_egress.s3_secret_access_key, or its environment)." : NULL);
+		}
+		else
+		{
+			if (throttling_type(ap.type))
+				kc->stats.throttled++;
+			else
+				kc->stats.errors++;
+			requeue(kc, call->idx, n);
+			call_futile(kc, psprintf("HTTP status %ld%s%s", status, ap.type ? " " : "",
+									 ap.type ? ap.type : ""));
+		}
+	}
+	call->n = 0;
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(kc->work_cxt);
+}
+
+/* moves the transfers on and takes the answers of those that finished */
+static void
+drive(EgressKinesisClient *kc)
+{
+	int			still;
+	int			left;
+	CURLMsg    *msg;
+	CURLMcode	mc;
+
+	if (kc->multi == NULL || kc->ninflight == 0)
+		return;
+	mc = curl_multi_perform(kc->multi, &still);
+	if (mc != CURLM_OK)
+	{
+		set_error(kc, ERRCODE_INTERNAL_ERROR,
+				  psprintf("Kinesis transfer failed: %s", curl_multi_strerror(mc)),
+				  NULL, NULL);
+		return;
+	}
+	while ((msg = curl_multi_info_read(kc->multi, &left)) != NULL)
+	{
+		KinesisCall *call = NULL;
+		CURLcode	rc = msg->data.result;
+		CURL	   *e = msg->easy_handle;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **) &call) != CURLE_OK ||
+			call == NULL || !call->busy)
+			continue;
+		(void) curl_multi_remove_handle(kc->multi, e);
+		call->busy = false;
+		kc->ninflight--;
+		take_answer(kc, call, rc);
+	}
+}
+
+/*
+ * While records are queued: take the answers in, and start calls once
+ * enough records wait to fill them (never waits, never raises for a
+ * delivery failure).
+ */
+static void
+pump(EgressKinesisClient *kc)
+{
+	kc->since_pump = 0;
+	if (kc->error)
+		return;
+	drive(kc);
+	if (kc->error || kc->ninflight >= kc->max_inflight ||
+		kc->nrecs - kc->next < KINESIS_PUMP_MIN_NEW)
+		return;
+	if (kc->resume_at != 0 && GetCurrentTimestamp() < kc->resume_at)
+		return;
+	if (start_calls(kc) > 0)
+		drive(kc);
+}
+
+static void
+raise_error(EgressKinesisClient *kc)
+{
+	ErrorData  *e = kc->error;
+
+	ereport(ERROR,
+			(errcode(e->sqlerrcode),
+			 errmsg_internal("%s", e->message),
+			 e->detail ? errdetail_internal("%s", e->detail) : 0,
+			 e->hint ? errhint("%s", e->hint) : 0));
 }
 
 void
@@ -770,143 +1395,62 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 					 bool (*keep_retrying) (void *arg, TimestampTz since),
 					 void *arg)
 {
-	MemoryContext call_cxt;
-	MemoryContext old;
-	int		   *chosen;
-	int			futile = 0;		/* failed calls in a row */
-	EgressBackoff backoff;
-	TimestampTz since = GetCurrentTimestamp();	/* last progress */
+	TimestampTz asked = 0;
 
-	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress Kinesis call",
-									 ALLOCSET_DEFAULT_SIZES);
-	if (egress_kinesis_pending(kc) > 0)
-		refresh_settings(kc);
-	egress_backoff_init(&backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
-	old = MemoryContextSwitchTo(call_cxt);
+	kc->since = GetCurrentTimestamp();
 	for (;;)
 	{
-		int			n;
-		long		status;
-		CURLcode	rc;
-		AnswerParse ap;
-		char	   *why;
+		TimestampTz now;
+		long		ms;
 
-		MemoryContextReset(call_cxt);
-		chosen = palloc(KINESIS_MAX_RECORDS_PER_CALL * sizeof(int));
-		n = build_call(kc, chosen);
-		if (n == 0)
+		drive(kc);
+		if (kc->error)
+			raise_error(kc);
+		if (kc->ndone == kc->nrecs)
 			break;
-		build_body(kc, chosen, n);
-		rc = perform(kc, &status);
-		if (rc != CURLE_OK)
-			why = psprintf("%s", kc->errbuf[0] ? kc->errbuf : curl_easy_strerror(rc));
-		else
-		{
-			bool		parsed = parse_answer(kc, &ap, n);
-
-			if (status == 200 && parsed && ap.has_failed_count && ap.nentries == n)
-			{
-				int			failed = 0;
-
-				kc->stats.calls++;
-				kc->stats.records_sent += n;
-				for (int i = 0; i < n; i++)
-				{
-					if (ap.codes[i] == NULL)
-						kc->recs[chosen[i]].done = true;
-					else
-						failed++;
-				}
-				kc->stats.records_accepted += n - failed;
-				kc->stats.entries_failed += failed;
-				if (failed == 0)
-				{
-					egress_backoff_init(&backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
-					futile = 0;
-					since = GetCurrentTimestamp();
-					continue;
-				}
-				why = NULL;
-				for (int i = 0; i < n && why == NULL; i++)
-					if (ap.codes[i])
-						why = psprintf("%d of %d records failed, e.g. %s", failed, n, ap.codes[i]);
-				ereport(DEBUG1,
-						(errmsg_internal("pg_egress: Kinesis stream \"%s\": %s, resending them",
-										 kc->stream, why)));
-				if (failed < n)
-				{
-					/*
-					 * Some accepted: the batch progresses.  Resend the rest
-					 * after a short pause (partial failures are per shard:
-					 * the others keep taking records); the long back-off
-					 * and the caller's verdict are for calls that get
-					 * nothing in.
-					 */
-					futile = 0;
-					egress_backoff_init(&backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
-					since = GetCurrentTimestamp();
-					short_pause();
-					continue;
-				}
-				futile++;
-				if (futile >= KINESIS_MAX_FUTILE && keep_retrying == NULL)
-					ereport(ERROR,
-							(errcode(ERRCODE_CONNECTION_FAILURE),
-							 errmsg("could not send to Kinesis stream \"%s\": %s", kc->stream, why),
-							 errdetail("Tried %d times in a row without any record accepted.", futile)));
-				backoff_wait(kc, &backoff, since, keep_retrying, arg, why);
-				continue;
-			}
-			if (status == 200)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("unexpected answer from Kinesis stream \"%s\" to PutRecords", kc->stream),
-						 errdetail("The answer does not give one result per record sent (%d sent).", n)));
-			if (!(status >= 500 || retryable_type(ap.type)))
-			{
-				char	   *type = ap.type ? ap.type : "";
-
-				if (strchr(type, '#'))
-					type = strchr(type, '#') + 1;
-				ereport(ERROR,
-						(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-						 errmsg("Kinesis stream \"%s\" refused PutRecords: HTTP status %ld%s%s",
-								kc->stream, status, type[0] ? " " : "", type),
-						 ap.message ? errdetail("Kinesis says: %s", ap.message) : 0,
-						 (strcmp(type, "InvalidSignatureException") == 0 ||
-						  strcmp(type, "UnrecognizedClientException") == 0) ?
-						 errhint("Check the AWS credentials of the server (pg_egress.s3_access_key_id and pg_egress.s3_secret_access_key, or its environment).") : 0));
-			}
-			if (throttling_type(ap.type))
-				kc->stats.throttled++;
-			else
-				kc->stats.errors++;
-			why = psprintf("HTTP status %ld%s%s", status, ap.type ? " " : "",
-						   ap.type ? ap.type : "");
-		}
-		/* the whole call failed: send the same records again */
-		futile++;
-		ereport(DEBUG1,
-				(errmsg_internal("pg_egress: Kinesis stream \"%s\": %s, retrying",
-								 kc->stream, why)));
-		if (futile >= KINESIS_MAX_FUTILE && keep_retrying == NULL)
+		if (kc->futile >= KINESIS_MAX_FUTILE && keep_retrying == NULL &&
+			kc->ninflight == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not send to Kinesis stream \"%s\": %s", kc->stream, why),
-					 errdetail("Tried %d times.", futile)));
-		backoff_wait(kc, &backoff, since, keep_retrying, arg, why);
+					 errmsg("could not send to Kinesis stream \"%s\": %s", kc->stream, kc->last_why),
+					 errdetail("Tried %d times in a row without any record accepted.", kc->futile)));
+		now = GetCurrentTimestamp();
+		if (now >= kc->resume_at && start_calls(kc) > 0)
+			continue;
+
+		/* backing off: the caller says how long to go on */
+		if (kc->futile > 0 && keep_retrying != NULL &&
+			TimestampDifferenceExceeds(asked, now, 1000))
+		{
+			asked = now;
+			if (!keep_retrying(arg, kc->since))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("gave up sending to Kinesis stream \"%s\": %s",
+								kc->stream, kc->last_why),
+						 errdetail("%d records of the batch are not accepted yet.",
+								   egress_kinesis_pending(kc))));
+		}
+		ms = KINESIS_WAIT_MAX_MS;
+		if (kc->resume_at > now)
+			ms = Min(ms, TimestampDifferenceMilliseconds(now, kc->resume_at) + 1);
+		if (kc->ninflight > 0)
+		{
+			CURLMcode	mc = egress_curl_wait(kc->multi, ms);
+
+			if (mc != CURLM_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("Kinesis transfer failed: %s", curl_multi_strerror(mc))));
+		}
+		else if (kc->resume_at > now)
+			(void) egress_backoff_sleep(ms, NULL, NULL, 0);
+		else
+			elog(ERROR, "pg_egress: %d Kinesis records cannot be sent",
+				 egress_kinesis_pending(kc));
 	}
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(call_cxt);
+	egress_curl_wait_done();
 	egress_kinesis_discard(kc);
-	/* do not keep a large body between batches */
-	if (kc->body.maxlen > 8 * 1024 * 1024)
-	{
-		pfree(kc->body.data);
-		old = MemoryContextSwitchTo(kc->cxt);
-		initStringInfo(&kc->body);
-		MemoryContextSwitchTo(old);
-	}
 }
 
 void
@@ -914,8 +1458,10 @@ egress_kinesis_close(EgressKinesisClient *kc)
 {
 	if (kc == NULL)
 		return;
-	if (kc->easy)
-		curl_easy_cleanup(kc->easy);
+	egress_kinesis_discard(kc);
+	for (int i = 0; i < kc->max_inflight; i++)
+		if (kc->calls[i].easy)
+			curl_easy_cleanup(kc->calls[i].easy);
 	if (kc->multi)
 		curl_multi_cleanup(kc->multi);
 	if (kc->headers)

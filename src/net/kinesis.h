@@ -3,15 +3,18 @@
  *	  A Kinesis PutRecords client: SigV4 through libcurl, the API's limits,
  *	  per-partition-key order, and resending of failed entries.
  *
- * Records are queued with egress_kinesis_add() and sent by
- * egress_kinesis_flush(), which returns only once Kinesis has accepted every
- * queued record (or raises an ERROR, after which the caller sends the whole
- * batch again: duplicates of accepted records are possible, losses are not).
+ * Records are queued with egress_kinesis_add(), which may already send
+ * calls of them, and sent by egress_kinesis_flush(), which returns only once
+ * Kinesis has accepted every queued record (or raises an ERROR, after which
+ * the caller sends the whole batch again: duplicates of accepted records
+ * are possible, losses are not).  Delivery errors are raised by
+ * egress_kinesis_flush only; egress_kinesis_add raises for a record over
+ * the API's limit.
  *
  * Order: records of one partition key are accepted in the order they were
  * added.  A call never carries a record of a key while an earlier record of
- * that key is unsent or was refused, so a failed entry cannot be overtaken
- * by a later one of its key.  A record added as a barrier (Singer SCHEMA
+ * that key is unsent, in another call in flight, or was refused, so a
+ * failed entry cannot be overtaken by a later one of its key.  A record added as a barrier (Singer SCHEMA
  * and STATE messages) is sent only once everything before it is accepted,
  * and nothing after it is sent before it is accepted.
  *-------------------------------------------------------------------------
@@ -30,6 +33,10 @@ extern char *egress_kinesis_endpoint;
 #define KINESIS_MAX_RECORD_BYTES		(1024 * 1024)	/* data + partition key */
 #define KINESIS_MAX_KEY_BYTES			256
 
+/* PutRecords calls in flight at once: the default, the most */
+#define KINESIS_DEFAULT_INFLIGHT		4
+#define KINESIS_MAX_INFLIGHT			64
+
 typedef struct EgressKinesisClient EgressKinesisClient;
 
 typedef struct EgressKinesisStats
@@ -40,15 +47,18 @@ typedef struct EgressKinesisStats
 	uint64		entries_failed; /* per-entry failures, resent */
 	uint64		throttled;		/* whole calls refused for throughput */
 	uint64		errors;			/* other failed calls, retried */
+	int			max_inflight;	/* most calls in flight at once */
 } EgressKinesisStats;
 
 /*
  * stream: the Kinesis stream name; region NULL or "": as for S3
- * (pg_egress.s3_region, AWS_REGION, ...).  Credentials as for S3.  ERROR
- * when none are found.
+ * (pg_egress.s3_region, AWS_REGION, ...).  Credentials as for S3 (read at
+ * each batch's first call; ERROR when none are found).  max_inflight: how
+ * many PutRecords calls may run at once (1 .. KINESIS_MAX_INFLIGHT).
  */
 extern EgressKinesisClient *egress_kinesis_open(const char *stream,
-												const char *region);
+												const char *region,
+												int max_inflight);
 
 /*
  * Queues one record (copied).  A record over the API's limit raises an

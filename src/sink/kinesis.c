@@ -5,7 +5,7 @@
  *
  * Options: "region" (else as for S3), "format" ("singer", the default, or
  * "pg_kinesis"), "partition_key" ("primary_key", the default, "table", or
- * a column name).
+ * a column name), "max_inflight" (PutRecords calls at once, default 4).
  *
  * singer format: the batch arrives through write() as Singer lines, in
  * pieces that need not end at a line's end; each complete line becomes one
@@ -78,6 +78,7 @@ typedef struct KinesisSink
 	KinesisFormat format;
 	KinesisKeyMode key_mode;
 	char	   *key_column;
+	int			max_inflight;
 	EgressKinesisClient *kc;	/* opened at the first batch */
 	StringInfoData carry;		/* a line not complete yet */
 	HTAB	   *schemas;		/* Singer stream -> key_properties */
@@ -354,6 +355,18 @@ queue_message(EgressSink *sink, const char *data, size_t len,
 		len--;
 	if (len == 0)
 		return;
+	if (partition_key != NULL)
+	{
+		size_t		keylen = strlen(partition_key);
+
+		/* the usual case: a record with its key, nothing to allocate */
+		if (keylen > 0 && keylen <= KINESIS_MAX_KEY_BYTES &&
+			len + keylen <= KINESIS_MAX_RECORD_BYTES)
+		{
+			egress_kinesis_add(ks->kc, data, len, partition_key, false, NULL);
+			return;
+		}
+	}
 	old = MemoryContextSwitchTo(ks->line_cxt);
 	if (partition_key != NULL)
 	{
@@ -439,7 +452,7 @@ kinesis_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	{
 		MemoryContext old = MemoryContextSwitchTo(ks->cxt);
 
-		ks->kc = egress_kinesis_open(ks->stream, ks->region);
+		ks->kc = egress_kinesis_open(ks->stream, ks->region, ks->max_inflight);
 		MemoryContextSwitchTo(old);
 	}
 	egress_kinesis_discard(ks->kc);
@@ -587,6 +600,12 @@ kinesis_validate(const char *location, const EgressSinkOptions *opts,
 					 errmsg("invalid AWS region \"%s\" in destination option \"region\"",
 							opts->region)));
 	}
+	if (opts->max_inflight != 0 &&
+		(opts->max_inflight < 1 || opts->max_inflight > KINESIS_MAX_INFLIGHT))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination option \"max_inflight\" must be between 1 and %d",
+						KINESIS_MAX_INFLIGHT)));
 	if (strlen(opts->partition_key) >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -612,6 +631,7 @@ kinesis_open(EgressSink *sink)
 										 ALLOCSET_DEFAULT_SIZES);
 	ks->stream = pstrdup(sink->location);
 	ks->region = opts->region ? pstrdup(opts->region) : NULL;
+	ks->max_inflight = opts->max_inflight > 0 ? (int) opts->max_inflight : KINESIS_DEFAULT_INFLIGHT;
 	ks->format = strcmp(opts->format, "pg_kinesis") == 0 ? KFORMAT_PG_KINESIS : KFORMAT_SINGER;
 	if (strcmp(opts->partition_key, "primary_key") == 0)
 		ks->key_mode = KKEY_PRIMARY_KEY;

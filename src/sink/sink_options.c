@@ -71,6 +71,7 @@ static const SinkOptionSpec sink_options[] = {
 	{"region", SOPT_STRING, "kinesis", FIELD(region)},
 	{"format", SOPT_CHOICE, "kinesis", FIELD(format), {"singer", "pg_kinesis"}},
 	{"partition_key", SOPT_STRING, "kinesis", FIELD(partition_key)},
+	{"max_inflight", SOPT_POSITIVE_INT, "kinesis", FIELD(max_inflight)},
 };
 
 #define WHAT "destination"

@@ -57,6 +57,7 @@ typedef struct EgressSinkOptions
 	char	   *region;			/* NULL: as for S3 */
 	char	   *format;			/* "singer" (default) or "pg_kinesis" */
 	char	   *partition_key;	/* "primary_key" (default), "table", a column */
+	int64		max_inflight;	/* PutRecords calls at once; 0: not set */
 } EgressSinkOptions;
 
 /*
