@@ -22,7 +22,9 @@ start)
 	(cd "$root" && egress_npm_ci test/kinesis)
 	mkdir -p "$dir"
 	rm -f "$dir/ready.json"
-	nohup node "$root/test/kinesis/front.js" "$dir/ready.json" "$@" >"$dir/front.log" 2>&1 &
+	# KINESIS_NODE_ARGS: options for node, e.g. --cpu-prof --cpu-prof-dir=DIR
+	# shellcheck disable=SC2086
+	nohup node ${KINESIS_NODE_ARGS:-} "$root/test/kinesis/front.js" "$dir/ready.json" "$@" >"$dir/front.log" 2>&1 &
 	for _ in $(seq 600); do
 		[ -s "$dir/ready.json" ] && break
 		kill -0 $! 2>/dev/null || { cat "$dir/front.log" >&2; exit 1; }

@@ -86,8 +86,10 @@ char	   *egress_kinesis_endpoint = NULL;
 #define KINESIS_WHY_LEN			256
 /* arena blocks of encoded entries */
 #define KINESIS_BLOCK_SIZE		(1024 * 1024)
+/* free arena blocks kept (in the client's context) for the next ones */
+#define KINESIS_SPARE_BLOCKS	8
 /* while queuing: look at answers and start calls every that many records */
-#define KINESIS_PUMP_EVERY		64
+#define KINESIS_PUMP_EVERY		256
 /* ... and start calls only when that many records wait to be looked at */
 #define KINESIS_PUMP_MIN_NEW	(2 * KINESIS_MAX_RECORDS_PER_CALL)
 
@@ -99,13 +101,34 @@ typedef enum RecordState
 	REC_DONE					/* accepted */
 } RecordState;
 
-/* one partition key of the batch */
-typedef struct KeyEntry
+/* what the batch knows of one partition key */
+typedef struct KeyState
 {
-	const char *key;			/* hash key: the string, in key_cxt */
 	uint32		seen_gen;		/* met by the call being filled */
 	bool		inflight;		/* a call in flight holds a record of it */
+} KeyState;
+
+/* the batch's partition keys (simplehash): key -> its KeyState */
+typedef struct KeyEntry
+{
+	const char *key;			/* in key_mem */
+	uint32		hash;
+	int32		state;			/* index into kc->kstates */
+	char		status;
 } KeyEntry;
+
+#define SH_PREFIX		keytab
+#define SH_ELEMENT_TYPE	KeyEntry
+#define SH_KEY_TYPE		const char *
+#define SH_KEY			key
+#define SH_HASH_KEY(tb, k)	hash_bytes((const unsigned char *) (k), strlen(k))
+#define SH_EQUAL(tb, a, b)	(strcmp((a), (b)) == 0)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a)	((a)->hash)
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
 
 typedef struct KinesisRecord
 {
@@ -113,7 +136,7 @@ typedef struct KinesisRecord
 	int			entry_len;
 	int			size;			/* data + partition key: the API's measure */
 	int			block;			/* arena block of entry */
-	KeyEntry   *kentry;
+	int			key;			/* index into kc->kstates */
 	uint8		state;			/* RecordState */
 	bool		barrier;
 } KinesisRecord;
@@ -164,12 +187,17 @@ struct EgressKinesisClient
 	int		   *waiting;		/* looked at, not sent or failed: in order */
 	int			nwaiting;
 	int			waiting_size;
-	HTAB	   *keys;			/* KeyEntry by key */
+	keytab_hash *keys;			/* the batch's partition keys */
+	KeyState   *kstates;
+	int			nkeys;
+	int			kstates_size;
 	char	   *key_mem;		/* bump allocation of key strings */
 	size_t		key_left;
 	ArenaBlock *blocks;
 	int			nblocks;
 	int			blocks_size;
+	char	   *spare[KINESIS_SPARE_BLOCKS];	/* blocks kept for reuse */
+	int			nspare;
 	uint32		gen;
 	bool		barrier_inflight;
 	bool		settings_fresh; /* refresh_settings done for this batch */
@@ -325,40 +353,16 @@ refresh_settings(EgressKinesisClient *kc)
 	MemoryContextSwitchTo(old);
 }
 
-static uint32
-key_hash(const void *key, Size keysize)
-{
-	const char *s = *(const char *const *) key;
-
-	return hash_bytes((const unsigned char *) s, strlen(s));
-}
-
+/* the index of a partition key's KeyState, made at its first record */
 static int
-key_match(const void *a, const void *b, Size keysize)
-{
-	return strcmp(*(const char *const *) a, *(const char *const *) b);
-}
-
-/* the entry of a partition key, made at its first record of the batch */
-static KeyEntry *
-key_entry(EgressKinesisClient *kc, const char *key, size_t keylen)
+key_state(EgressKinesisClient *kc, const char *key, size_t keylen)
 {
 	KeyEntry   *e;
 	bool		found;
 
 	if (kc->keys == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(const char *);
-		ctl.entrysize = sizeof(KeyEntry);
-		ctl.hash = key_hash;
-		ctl.match = key_match;
-		ctl.hcxt = kc->batch_cxt;
-		kc->keys = hash_create("pg_egress Kinesis keys", 1024, &ctl,
-							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-	}
-	e = hash_search(kc->keys, &key, HASH_ENTER, &found);
+		kc->keys = keytab_create(kc->batch_cxt, 1024, NULL);
+	e = keytab_insert(kc->keys, key, &found);
 	if (!found)
 	{
 		char	   *copy;
@@ -374,10 +378,34 @@ key_entry(EgressKinesisClient *kc, const char *key, size_t keylen)
 		kc->key_mem += keylen + 1;
 		kc->key_left -= keylen + 1;
 		e->key = copy;
-		e->seen_gen = 0;
-		e->inflight = false;
+		if (kc->nkeys >= kc->kstates_size)
+		{
+			int			n = Max(1024, kc->kstates_size * 2);
+
+			if (kc->kstates == NULL)
+				kc->kstates = MemoryContextAllocHuge(kc->batch_cxt, n * sizeof(KeyState));
+			else
+				kc->kstates = repalloc_huge(kc->kstates, n * sizeof(KeyState));
+			kc->kstates_size = n;
+		}
+		e->state = kc->nkeys++;
+		kc->kstates[e->state].seen_gen = 0;
+		kc->kstates[e->state].inflight = false;
 	}
-	return e;
+	return e->state;
+}
+
+/* an arena block no record needs any more */
+static void
+release_block(EgressKinesisClient *kc, ArenaBlock *b)
+{
+	if (b->mem == NULL)
+		return;
+	if (b->size == KINESIS_BLOCK_SIZE && kc->nspare < KINESIS_SPARE_BLOCKS)
+		kc->spare[kc->nspare++] = b->mem;
+	else
+		pfree(b->mem);
+	b->mem = NULL;
 }
 
 /* room for len bytes in the arena's last block; returns that block's index */
@@ -392,11 +420,8 @@ arena_reserve(EgressKinesisClient *kc, size_t len)
 		if (b->size - b->used >= len)
 			return kc->nblocks - 1;
 		/* the block is full: gone at once if all its records are in */
-		if (b->live == 0 && b->mem != NULL)
-		{
-			pfree(b->mem);
-			b->mem = NULL;
-		}
+		if (b->live == 0)
+			release_block(kc, b);
 	}
 	if (kc->nblocks >= kc->blocks_size)
 	{
@@ -410,7 +435,11 @@ arena_reserve(EgressKinesisClient *kc, size_t len)
 	}
 	b = &kc->blocks[kc->nblocks++];
 	b->size = Max(KINESIS_BLOCK_SIZE, len);
-	b->mem = MemoryContextAlloc(kc->batch_cxt, b->size);
+	/* in the client's context: blocks are reused, also by later batches */
+	if (b->size == KINESIS_BLOCK_SIZE && kc->nspare > 0)
+		b->mem = kc->spare[--kc->nspare];
+	else
+		b->mem = MemoryContextAlloc(kc->cxt, b->size);
 	b->used = 0;
 	b->live = 0;
 	return kc->nblocks - 1;
@@ -424,15 +453,16 @@ record_done(EgressKinesisClient *kc, KinesisRecord *r)
 	r->state = REC_DONE;
 	r->entry = NULL;
 	kc->ndone++;
-	if (--b->live == 0 && r->block < kc->nblocks - 1 && b->mem != NULL)
-	{
-		pfree(b->mem);
-		b->mem = NULL;
-	}
+	if (--b->live == 0 && r->block < kc->nblocks - 1)
+		release_block(kc, b);
 }
 
 static const char b64_chars[] =
 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* the two base64 characters of every 12 bits: half the lookups */
+static char b64_pairs[4096][2];
+static bool b64_pairs_made = false;
 
 /* standard base64 with padding; out has room for 4 * ((len + 2) / 3) */
 static char *
@@ -440,14 +470,21 @@ b64_encode(const unsigned char *in, size_t len, char *out)
 {
 	size_t		i = 0;
 
+	if (!b64_pairs_made)
+	{
+		for (int v = 0; v < 4096; v++)
+		{
+			b64_pairs[v][0] = b64_chars[v >> 6];
+			b64_pairs[v][1] = b64_chars[v & 63];
+		}
+		b64_pairs_made = true;
+	}
 	for (; i + 3 <= len; i += 3)
 	{
 		uint32		v = ((uint32) in[i] << 16) | ((uint32) in[i + 1] << 8) | in[i + 2];
 
-		out[0] = b64_chars[v >> 18];
-		out[1] = b64_chars[(v >> 12) & 63];
-		out[2] = b64_chars[(v >> 6) & 63];
-		out[3] = b64_chars[v & 63];
+		memcpy(out, b64_pairs[v >> 12], 2);
+		memcpy(out + 2, b64_pairs[v & 4095], 2);
 		out += 4;
 	}
 	if (i < len)
@@ -530,7 +567,7 @@ egress_kinesis_add(EgressKinesisClient *kc, const char *data, size_t len,
 		kc->size = n;
 	}
 	r = &kc->recs[kc->nrecs];
-	r->kentry = key_entry(kc, partition_key, keylen);
+	r->key = key_state(kc, partition_key, keylen);
 
 	/* the entry, encoded once: {"Data":"<base64>","PartitionKey":"<key>"} */
 	need = sizeof(ENTRY_DATA) - 1 + 4 * ((len + 2) / 3) + sizeof(ENTRY_KEY) - 1 +
@@ -587,6 +624,8 @@ egress_kinesis_discard(EgressKinesisClient *kc)
 		resetStringInfo(&call->body);
 	}
 	kc->ninflight = 0;
+	for (int i = 0; i < kc->nblocks; i++)
+		release_block(kc, &kc->blocks[i]);
 	MemoryContextReset(kc->batch_cxt);
 	MemoryContextReset(kc->work_cxt);
 	kc->recs = NULL;
@@ -598,6 +637,9 @@ egress_kinesis_discard(EgressKinesisClient *kc)
 	kc->nwaiting = 0;
 	kc->waiting_size = 0;
 	kc->keys = NULL;
+	kc->kstates = NULL;
+	kc->nkeys = 0;
+	kc->kstates_size = 0;
 	kc->key_mem = NULL;
 	kc->key_left = 0;
 	kc->blocks = NULL;
@@ -629,8 +671,8 @@ take(EgressKinesisClient *kc, KinesisCall *call, int ri, size_t *bytes)
 	KinesisRecord *r = &kc->recs[ri];
 
 	r->state = REC_INFLIGHT;
-	r->kentry->inflight = true;
-	r->kentry->seen_gen = kc->gen;
+	kc->kstates[r->key].inflight = true;
+	kc->kstates[r->key].seen_gen = kc->gen;
 	call->idx[call->n++] = ri;
 	*bytes += r->size;
 	if (r->barrier)
@@ -673,9 +715,9 @@ build_call(EgressKinesisClient *kc, KinesisCall *call)
 				}
 				stop = true;
 			}
-			else if (r->kentry->inflight || r->kentry->seen_gen == kc->gen)
+			else if (kc->kstates[r->key].inflight || kc->kstates[r->key].seen_gen == kc->gen)
 			{
-				r->kentry->seen_gen = kc->gen;
+				kc->kstates[r->key].seen_gen = kc->gen;
 				if (++blocked >= KINESIS_MAX_SKIPPED)
 					stop = true;
 			}
@@ -710,9 +752,9 @@ build_call(EgressKinesisClient *kc, KinesisCall *call)
 			}
 			break;
 		}
-		if (r->kentry->inflight || r->kentry->seen_gen == kc->gen)
+		if (kc->kstates[r->key].inflight || kc->kstates[r->key].seen_gen == kc->gen)
 		{
-			r->kentry->seen_gen = kc->gen;
+			kc->kstates[r->key].seen_gen = kc->gen;
 			r->state = REC_WAITING;
 			if (kc->nwaiting >= kc->waiting_size)
 			{
@@ -1070,27 +1112,32 @@ ap_scalar(void *st, char *token, JsonTokenType type)
 /*
  * The usual answer, every record accepted, recognized without lexing it
  * (a 500-record answer is some 60 kB of sequence numbers, and lexing it
- * was a tenth of the worker's time): "FailedRecordCount":0, no
- * "ErrorCode" anywhere, and one "SequenceNumber" per record sent.
+ * was a tenth of the worker's time): "FailedRecordCount":0 and one
+ * "SequenceNumber" per record sent (an entry that failed has none).
  * Anything else (other spacing included) takes the full parse.
  */
 static bool
 all_accepted(KinesisCall *call, int n)
 {
+	static const char fc[] = "\"FailedRecordCount\":0";
+	static const char sn[] = "\"SequenceNumber\"";
 	const char *data = call->response;
-	const char *p = strstr(data, "\"FailedRecordCount\":0");
+	const char *end = data + call->response_len;
+	const char *p = memmem(data, call->response_len, fc, sizeof(fc) - 1);
 	int			seqs = 0;
 
 	if (p == NULL)
 		return false;
-	p += strlen("\"FailedRecordCount\":0");
+	p += sizeof(fc) - 1;
 	if (*p != ',' && *p != '}')
 		return false;
-	if (strstr(data, "\"ErrorCode\"") != NULL)
-		return false;
-	for (p = strstr(data, "\"SequenceNumber\""); p != NULL;
-		 p = strstr(p + 1, "\"SequenceNumber\""))
+	for (p = data; p < end; p += sizeof(sn) - 1)
+	{
+		p = memmem(p, end - p, sn, sizeof(sn) - 1);
+		if (p == NULL)
+			break;
 		seqs++;
+	}
 	return seqs == n;
 }
 
@@ -1216,7 +1263,7 @@ take_answer(EgressKinesisClient *kc, KinesisCall *call, CURLcode rc)
 	MemoryContext old;
 
 	for (int i = 0; i < n; i++)
-		kc->recs[call->idx[i]].kentry->inflight = false;
+		kc->kstates[kc->recs[call->idx[i]].key].inflight = false;
 	if (n > 0 && kc->recs[call->idx[0]].barrier)
 		kc->barrier_inflight = false;
 

@@ -927,7 +927,9 @@ pgk_partition_key(CdcStream *s, EgressChange *ch)
 			if (!found)
 				v = pgk_value(ch->identity, ch->nidentity, name,
 							  pgk_basetype(s, name), &found);
-			appendStringInfo(&key, "|%s", v ? v : "null");
+			/* once per record: no format string to interpret */
+			appendStringInfoChar(&key, '|');
+			appendStringInfoString(&key, v ? v : "null");
 		}
 	}
 	else if (strcmp(mode, "table") != 0)

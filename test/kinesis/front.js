@@ -4,7 +4,19 @@
 // inject faults.  kinesalite verifies no signature and never fails an entry
 // of PutRecords by itself.
 //
-//   node front.js <ready-file> [--key ACCESS_KEY:SECRET] [stream[:shards] ...]
+//   node front.js <ready-file> [--key ACCESS_KEY:SECRET] [--ack-only]
+//                 [--latency-ms N] [stream[:shards] ...]
+//
+// --ack-only: a benchmark mode.  PutRecords calls are still verified (the
+// signature, at most 500 records and 5 MiB per call, 1 MiB per record key
+// included, partition keys of 1..256 characters, Data in base64) and
+// answered with a well-formed success (a sequence number and the ShardId
+// of each entry's shard), but nothing is stored in kinesalite: the cost
+// per call is that of the checks, comparable to an HTTP receiver that
+// discards bodies.  Faults are injected as usual.  /__ctl/records then
+// returns nothing.
+// --latency-ms N: every PutRecords answer waits N ms (as real Kinesis
+// takes 20-50 ms a call), in either mode: calls in flight at once overlap.
 //
 // Both listen on 127.0.0.1, free ports.  When ready, writes
 // {"port": <front port>, "kinesalite_port": ..., "pid": ...} to <ready-file>.
@@ -26,7 +38,13 @@
 //        shard in sequence order: [{shard, seq, key, data}] (data as UTF-8 text)
 //   GET  /__ctl/state                      counters: calls by operation,
 //        PutRecords calls / entries / entries accepted, injected faults,
-//        signature failures (with their reasons), largest call
+//        signature failures (with their reasons), largest call, most
+//        PutRecords calls in flight at once (max_concurrent_puts), and
+//        ordering faults of the client: key_conflicts (a call holding a
+//        partition key that a call still unanswered holds) and
+//        keys_repeated_in_call (a key twice in one call)
+//   POST /__ctl/mode?ack_only=1&latency_ms=30  switches --ack-only and
+//        --latency-ms of the running front
 //   POST /__ctl/reset                      clears faults and counters
 'use strict';
 
@@ -43,9 +61,15 @@ if (!readyFile) {
 }
 const keys = {};
 const streams = [];
+let ackOnly = false;
+let latencyMs = 0;
 while (args.length) {
   const a = args.shift();
-  if (a === '--key') {
+  if (a === '--ack-only') {
+    ackOnly = true;
+  } else if (a === '--latency-ms') {
+    latencyMs = parseInt(args.shift(), 10) || 0;
+  } else if (a === '--key') {
     const kv = args.shift();
     const i = kv.indexOf(':');
     keys[kv.slice(0, i)] = kv.slice(i + 1);
@@ -72,6 +96,12 @@ function newState() {
     signature_errors: [],
     regions: [],
     session_tokens: [],
+    ack_only: ackOnly,
+    latency_ms: latencyMs,
+    concurrent_puts: 0,
+    max_concurrent_puts: 0,
+    key_conflicts: 0,
+    keys_repeated_in_call: 0,
   };
 }
 let state = newState();
@@ -174,6 +204,8 @@ function kcall(op, payload) {
 }
 
 async function createStream(name, shards) {
+  ackStreams[name] = shards;
+  if (ackOnly) return;
   const r = await kcall('CreateStream', { StreamName: name, ShardCount: shards });
   if (r.status !== 200 && !/ResourceInUse/.test(r.text)) throw new Error('CreateStream: ' + r.text);
   for (let i = 0; i < 200; i++) {
@@ -185,6 +217,7 @@ async function createStream(name, shards) {
 }
 
 async function readAll(name) {
+  if (ackOnly) return [];
   const d = await kcall('DescribeStream', { StreamName: name });
   if (d.status !== 200) throw new Error('DescribeStream: ' + d.text);
   const out = [];
@@ -247,8 +280,16 @@ async function control(req, res, body) {
         return reply(await readAll(q.get('stream')));
       case '/__ctl/state':
         return reply({ ...state, partial_active: !!(partialRate && partialRate.until > Date.now()) });
+      case '/__ctl/mode':
+        // switch modes of a running front (bench/kinesis.sh): ack_only=0|1, latency_ms=N
+        if (q.has('ack_only')) ackOnly = q.get('ack_only') === '1';
+        if (q.has('latency_ms')) latencyMs = parseInt(q.get('latency_ms'), 10) || 0;
+        state.ack_only = ackOnly;
+        state.latency_ms = latencyMs;
+        return reply({ ack_only: ackOnly, latency_ms: latencyMs });
       case '/__ctl/reset':
         state = newState();
+        keysInFlight.clear();
         failures = [];
         throttles = 0;
         partialRate = null;
@@ -289,26 +330,150 @@ function chooseFailures(n) {
   return failed;
 }
 
-async function putRecords(req, res, body) {
-  let payload;
-  try {
-    payload = JSON.parse(body.toString('utf8'));
-  } catch (e) {
-    return jsonError(res, 400, 'SerializationException', 'body is not JSON');
+// ack-only mode: the streams and their shard counts, and sequence numbers
+// (a fixed prefix and a counter: increasing, 56 digits as Kinesis' are)
+const ackStreams = {};
+let ackSeq = 0;
+const SEQ_PREFIX = '49590338271490256608559692538361571095921575';
+
+// a partition key's shard in ack-only mode (a cheap string hash, stable)
+function ackShard(key, shards) {
+  let h = 2166136261;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
+  return 'shardId-' + String((h >>> 0) % shards).padStart(12, '0');
+}
+
+// bytes of base64 text once decoded; -1 if it is not base64
+function b64Length(s) {
+  if (s.length % 4 !== 0) return -1;
+  let pad = 0;
+  if (s.endsWith('==')) pad = 2;
+  else if (s.endsWith('=')) pad = 1;
+  return s.length / 4 * 3 - pad;
+}
+
+const keysInFlight = new Map();   // partition key -> calls in flight holding it
+
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+// The body of a PutRecords call in the compact shape clients write,
+// {"StreamName":"s","Records":[{"Data":"..","PartitionKey":".."},...]},
+// read without building objects (ack-only mode: the front's cost per call
+// stays small); null for anything else (escapes in a key or the name,
+// spaces, another field order), which JSON.parse then reads.
+const P_HEAD = Buffer.from('{"StreamName":"');
+const P_RECS = Buffer.from('","Records":[');
+const P_DATA = Buffer.from('{"Data":"');
+const P_KEY = Buffer.from('","PartitionKey":"');
+function scanPut(buf) {
+  const at = (p, i) => buf.compare(p, 0, p.length, i, i + p.length) === 0;
+  if (!at(P_HEAD, 0)) return null;
+  let i = P_HEAD.length;
+  let q = buf.indexOf(0x22, i);
+  if (q < 0) return null;
+  const name = buf.toString('utf8', i, q);
+  if (name.includes('\\') || !at(P_RECS, q)) return null;
+  i = q + P_RECS.length;
+  const recs = [];
+  if (buf[i] === 0x5d) {
+    i++;
+  } else {
+    for (;;) {
+      if (!at(P_DATA, i)) return null;
+      i += P_DATA.length;
+      q = buf.indexOf(0x22, i);
+      if (q < 0 || !at(P_KEY, q)) return null;
+      const dlen = (q - i) % 4 !== 0 ? -1
+        : (q - i) / 4 * 3 - (buf[q - 1] === 0x3d ? (buf[q - 2] === 0x3d ? 2 : 1) : 0);
+      i = q + P_KEY.length;
+      q = buf.indexOf(0x22, i);
+      if (q < 0 || buf[q + 1] !== 0x7d) return null;
+      const key = buf.toString('utf8', i, q);
+      if (key.includes('\\')) return null;
+      recs.push({ key, dlen, kbytes: q - i });
+      i = q + 2;
+      if (buf[i] === 0x2c) { i++; continue; }
+      if (buf[i] === 0x5d) { i++; break; }
+      return null;
+    }
   }
-  const entries = Array.isArray(payload.Records) ? payload.Records : [];
+  if (buf[i] !== 0x7d || i + 1 !== buf.length) return null;
+  return { name, recs };
+}
+
+async function putRecords(req, res, body) {
+  let payload = null;
+  let entries;
+  let streamName;
+  const fast = ackOnly ? scanPut(body) : null;
+  if (fast) {
+    entries = fast.recs;
+    streamName = fast.name;
+  } else {
+    try {
+      payload = JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      return jsonError(res, 400, 'SerializationException', 'body is not JSON');
+    }
+    streamName = payload.StreamName;
+    entries = (Array.isArray(payload.Records) ? payload.Records : []).map((e) => {
+      const key = String(e.PartitionKey || '');
+      return { key, dlen: b64Length(String(e.Data || '')), kbytes: Buffer.byteLength(key) };
+    });
+  }
   state.put_calls++;
   state.put_entries += entries.length;
   state.max_entries_per_call = Math.max(state.max_entries_per_call, entries.length);
   state.max_bytes_per_call = Math.max(state.max_bytes_per_call, body.length);
   let dataBytes = 0;
+  let invalid = null;
   for (const e of entries) {
-    const n = Buffer.from(String(e.Data || ''), 'base64').length + Buffer.byteLength(String(e.PartitionKey || ''));
+    const n = Math.max(e.dlen, 0) + e.kbytes;
+    if (e.dlen < 0) invalid = invalid || 'Data is not base64';
+    if (e.key.length < 1 || e.key.length > 256) invalid = invalid || 'PartitionKey of ' + e.key.length + ' characters';
+    if (n > 1024 * 1024) invalid = invalid || 'a record of ' + n + ' bytes is over 1 MiB';
     dataBytes += n;
-    state.max_record_bytes = Math.max(state.max_record_bytes, n);
+    if (n > state.max_record_bytes) state.max_record_bytes = n;
   }
   state.max_data_bytes_per_call = Math.max(state.max_data_bytes_per_call, dataBytes);
+  if (entries.length < 1 || entries.length > 500) {
+    return jsonError(res, 400, 'ValidationException',
+      'Records must have between 1 and 500 entries (' + entries.length + ')');
+  }
+  if (dataBytes > 5 * 1024 * 1024) invalid = invalid || 'a call of ' + dataBytes + ' bytes is over 5 MiB';
+  if (invalid) return jsonError(res, 400, 'InvalidArgumentException', invalid);
+  if (ackOnly && !(streamName in ackStreams)) {
+    return jsonError(res, 400, 'ResourceNotFoundException',
+      'Stream ' + streamName + ' under account 000000000000 not found.');
+  }
 
+  // the client's ordering: no key in two calls at once, nor twice in one
+  // (calls overlap only across an await: with latency or kinesalite)
+  const overlap = !ackOnly || latencyMs > 0;
+  const callKeys = new Set();
+  for (const e of entries) {
+    const key = e.key;
+    if (callKeys.has(key)) state.keys_repeated_in_call++;
+    else if (overlap && keysInFlight.has(key)) state.key_conflicts++;
+    callKeys.add(key);
+  }
+  if (overlap) for (const key of callKeys) keysInFlight.set(key, (keysInFlight.get(key) || 0) + 1);
+  state.concurrent_puts++;
+  state.max_concurrent_puts = Math.max(state.max_concurrent_puts, state.concurrent_puts);
+  try {
+    if (latencyMs > 0) await sleep(latencyMs);
+    return await answerPut(res, streamName, payload, entries);
+  } finally {
+    state.concurrent_puts--;
+    if (overlap) for (const key of callKeys) {
+      const c = keysInFlight.get(key) - 1;
+      if (c > 0) keysInFlight.set(key, c);
+      else keysInFlight.delete(key);
+    }
+  }
+}
+
+async function answerPut(res, streamName, payload, entries) {
   const status = injectedStatus();
   if (status) {
     state.faults_injected++;
@@ -320,35 +485,48 @@ async function putRecords(req, res, body) {
     state.faults_injected++;
     state.throttled_calls++;
     return jsonError(res, 400, 'ProvisionedThroughputExceededException',
-      'Rate exceeded for stream ' + payload.StreamName + ' (injected by the test front)');
+      'Rate exceeded for stream ' + streamName + ' (injected by the test front)');
   }
   const failed = chooseFailures(entries.length);
-  const pass = entries.filter((e, i) => !failed.has(i));
-  let results = [];
-  if (pass.length > 0 || entries.length === 0) {
-    const r = await kcall('PutRecords', { ...payload, Records: pass });
-    if (r.status !== 200) {
-      res.writeHead(r.status, { 'Content-Type': 'application/x-amz-json-1.1' });
-      return res.end(r.text);
-    }
-    results = r.json.Records;
-  }
   const out = [];
-  let j = 0;
-  for (let i = 0; i < entries.length; i++) {
-    if (failed.has(i)) {
-      const code = failed.get(i);
-      out.push({ ErrorCode: code, ErrorMessage: code === 'InternalFailure'
-        ? 'Internal service failure (injected)' : 'Rate exceeded for shard (injected)' });
-    } else {
-      out.push(results[j++]);
+  if (ackOnly) {
+    // the answer written as text: no objects per entry
+    const shards = ackStreams[streamName];
+    for (let i = 0; i < entries.length; i++) {
+      if (failed.has(i)) {
+        out.push(failedEntry(failed.get(i)));
+      } else {
+        ackSeq++;
+        out.push('{"SequenceNumber":"' + SEQ_PREFIX + String(ackSeq).padStart(12, '0') +
+          '","ShardId":"' + ackShard(entries[i].key, shards) + '"}');
+      }
+    }
+  } else {
+    const pass = payload.Records.filter((e, i) => !failed.has(i));
+    let results = [];
+    if (pass.length > 0) {
+      const r = await kcall('PutRecords', { ...payload, Records: pass });
+      if (r.status !== 200) {
+        res.writeHead(r.status, { 'Content-Type': 'application/x-amz-json-1.1' });
+        return res.end(r.text);
+      }
+      results = r.json.Records;
+    }
+    let j = 0;
+    for (let i = 0; i < entries.length; i++) {
+      out.push(failed.has(i) ? failedEntry(failed.get(i)) : JSON.stringify(results[j++]));
     }
   }
   state.entries_failed += failed.size;
-  state.put_accepted += pass.length;
+  state.put_accepted += entries.length - failed.size;
   if (failed.size) state.faults_injected++;
   res.writeHead(200, { 'Content-Type': 'application/x-amz-json-1.1' });
-  res.end(JSON.stringify({ FailedRecordCount: failed.size, Records: out }));
+  res.end('{"FailedRecordCount":' + failed.size + ',"Records":[' + out.join(',') + ']}');
+}
+
+function failedEntry(code) {
+  return JSON.stringify({ ErrorCode: code, ErrorMessage: code === 'InternalFailure'
+    ? 'Internal service failure (injected)' : 'Rate exceeded for shard (injected)' });
 }
 
 function forward(req, res, body) {
