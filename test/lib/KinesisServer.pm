@@ -4,6 +4,7 @@
 # faults; both on 127.0.0.1 and free ports.
 #
 #   my $k = KinesisServer->start($dir, 'stream1:2', 'stream2');  # name:shards
+#                      (front.js flags too: '--latency-ms', 20, '--ack-only')
 #   $k->endpoint                  http://127.0.0.1:PORT
 #   $k->access_key, $k->secret    the key pair the front accepts
 #   $k->records('stream1')        [{shard, seq, key, data}] by shard, in order
@@ -12,6 +13,7 @@
 #   $k->throttle(3)               the next 3 PutRecords: ProvisionedThroughputExceededException
 #   $k->partial(rate => 0.3, ms => 60000)    entries fail at random for a while
 #   $k->partial(entries => '0,3', count => 1) chosen entries of the next call fail
+#   $k->mode(latency_ms => 20, ack_only => 0)  switches the front's modes
 #   $k->create('s', 2); $k->reset; $k->stop
 
 package KinesisServer;
@@ -107,6 +109,13 @@ sub partial
 	my $q = join('&', map { "$_=$o{$_}" } sort keys %o);
 	$self->_ctl('POST', "/__ctl/partial?$q");
 	return;
+}
+
+sub mode
+{
+	my ($self, %o) = @_;
+	my $q = join('&', map { "$_=$o{$_}" } sort keys %o);
+	return $self->_ctl('POST', "/__ctl/mode?$q");
 }
 
 sub stop
