@@ -19,8 +19,12 @@
  * RECORD is a barrier (net/kinesis.h): a SCHEMA is accepted before any
  * RECORD after it is sent, a STATE only after every RECORD before it.
  *
- * Singer RECORD lines may come through write_record() with their key
- * (the CDC worker computes it from the change): not parsed again.
+ * Singer RECORD lines come through write_record() with their key from
+ * every caller today (the CDC worker computes it from the change, also for
+ * rows read again for unchanged TOAST values; the snapshot writer from the
+ * row): not parsed again.  Lines given to write() are parsed: SCHEMA,
+ * STATE and ACTIVATE_VERSION (barriers), and any RECORD a caller hands
+ * over as plain text.
  *
  * pg_kinesis format: the records come through write_record() from the CDC
  * worker (encode/pg_kinesis.h renders them), one change each, with their

@@ -35,6 +35,7 @@ typedef struct PendingPiece
 {
 	PieceKind	kind;
 	StringInfoData text;		/* batch output before the deferred record */
+	StringInfoData keys;		/* its Kinesis records' keys (held_keys) */
 	CdcStream  *s;
 	EgressSingerStream *st;
 	EgressChange ch;			/* action, columns and identity only */
@@ -503,6 +504,74 @@ spilling(void)
 	return true;
 }
 
+/*
+ * Kinesis (write_record): the RECORDs rendered into cdc->buf while rows
+ * are deferred stay in the buffer, in order, and their partition keys are
+ * noted here (int32 offset in cdc->buf, int32 length without the line end,
+ * the key with its NUL), so that the held output goes to the sink record
+ * by record with its key (write_held) instead of being parsed again.  The
+ * notes move with the buffer into a piece (take_buf, the spill file).
+ */
+static StringInfoData held_keys;
+
+static char *pgk_partition_key_of(EgressSingerStream *st, EgressChange *ch);
+
+static void
+held_keys_reset(void)
+{
+	if (held_keys.data == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&held_keys);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	resetStringInfo(&held_keys);
+}
+
+static void
+held_key_add(int start, int len, const char *key)
+{
+	int32		v[2] = {start, len};
+
+	if (held_keys.data == NULL)
+		held_keys_reset();
+	appendBinaryStringInfo(&held_keys, (char *) v, sizeof(v));
+	appendBinaryStringInfo(&held_keys, key, strlen(key) + 1);
+}
+
+/*
+ * Held output to the sink: each noted RECORD with its key, what lies
+ * between them (SCHEMA, ACTIVATE_VERSION lines) as lines.
+ */
+static void
+write_held(const char *text, int len, const char *keys, int klen)
+{
+	const char *k = keys;
+	const char *kend = keys + klen;
+	int			pos = 0;
+
+	while (k != NULL && k + 2 * sizeof(int32) < kend)
+	{
+		int32		v[2];
+		const char *key = k + sizeof(v);
+
+		memcpy(v, k, sizeof(v));
+		k = memchr(key, '\0', kend - key);
+		if (k == NULL || v[0] < pos || v[1] < 0 || v[0] + v[1] > len)
+			break;				/* not expected: the sink reads lines */
+		k++;
+		if (v[0] > pos)
+			cdc->sink->ops->write(cdc->sink, text + pos, v[0] - pos);
+		cdc->sink->ops->write_record(cdc->sink, text + v[0], v[1], key);
+		pos = v[0] + v[1];
+		if (pos < len && text[pos] == '\n')
+			pos++;
+	}
+	if (pos < len)
+		cdc->sink->ops->write(cdc->sink, text + pos, len - pos);
+}
+
 /* cdc->buf goes with the piece: exactly the size needed */
 static void
 take_buf(StringInfo text)
@@ -513,6 +582,22 @@ take_buf(StringInfo text)
 	text->cursor = 0;
 	appendBinaryStringInfo(text, cdc->buf.data, cdc->buf.len);
 	resetStringInfo(&cdc->buf);
+}
+
+/* the keys noted for the text just taken go with it */
+static void
+take_keys(StringInfo keys)
+{
+	keys->maxlen = held_keys.len + 1;
+	keys->data = MemoryContextAlloc(cdc->pendcxt, keys->maxlen);
+	keys->len = 0;
+	keys->cursor = 0;
+	if (held_keys.len > 0)
+		appendBinaryStringInfo(keys, held_keys.data, held_keys.len);
+	else
+		keys->data[0] = '\0';
+	if (held_keys.data != NULL)
+		resetStringInfo(&held_keys);
 }
 
 /*
@@ -526,7 +611,11 @@ defer_row(CdcStream *s, EgressChange *ch)
 	PendingPiece *piece;
 
 	if (cdc->pending == NIL)
+	{
 		pending_rows = pending_bytes = 0;
+		/* nothing was held before: notes of an aborted batch are stale */
+		held_keys_reset();
+	}
 	pending_rows++;
 	if (spilling())
 	{
@@ -536,6 +625,8 @@ defer_row(CdcStream *s, EgressChange *ch)
 		spill_write(&kind, sizeof(kind));
 		spill_write_str(cdc->buf.data, cdc->buf.len);
 		resetStringInfo(&cdc->buf);
+		spill_write_str(held_keys.data, held_keys.len);
+		resetStringInfo(&held_keys);
 		spill_write(&si, sizeof(si));
 		/* kept alive: cdc_refresh_descriptor keeps it while rows are deferred */
 		spill_write(&s->st, sizeof(s->st));
@@ -557,6 +648,7 @@ defer_row(CdcStream *s, EgressChange *ch)
 	piece = palloc0(sizeof(PendingPiece));
 	piece->kind = PIECE_ROW;
 	take_buf(&piece->text);
+	take_keys(&piece->keys);
 	piece->s = s;
 	piece->st = s->st;
 	piece->ch.action = ch->action;
@@ -593,6 +685,9 @@ hold_output(void)
 		spill_write(&kind, sizeof(kind));
 		spill_write_str(cdc->buf.data, cdc->buf.len);
 		resetStringInfo(&cdc->buf);
+		spill_write_str(held_keys.data, held_keys.len);
+		if (held_keys.data != NULL)
+			resetStringInfo(&held_keys);
 		spill_pieces++;
 		return;
 	}
@@ -600,6 +695,7 @@ hold_output(void)
 	piece = MemoryContextAllocZero(cdc->pendcxt, sizeof(PendingPiece));
 	piece->kind = PIECE_TEXT;
 	take_buf(&piece->text);
+	take_keys(&piece->keys);
 	cdc->pending = lappend(cdc->pending, piece);
 }
 
@@ -614,6 +710,7 @@ read_spilled_piece(PendingPiece *p)
 	spill_read(&kind, sizeof(kind));
 	p->kind = kind;
 	p->text.data = spill_read_str(&p->text.len);
+	p->keys.data = spill_read_str(&p->keys.len);
 	if (p->kind != PIECE_ROW)
 		return;
 	spill_read(&si, sizeof(si));
@@ -671,7 +768,7 @@ resolve_piece(PendingPiece *p, StringInfo rec, MemoryContext rowcxt)
 	MemoryContext oldcxt;
 	OwnerScope	sc;
 
-	cdc->sink->ops->write(cdc->sink, p->text.data, p->text.len);
+	write_held(p->text.data, p->text.len, p->keys.data, p->keys.len);
 	cdc->batch_bytes += p->text.len;
 	if (p->kind != PIECE_ROW)
 		return;
@@ -702,7 +799,19 @@ resolve_piece(PendingPiece *p, StringInfo rec, MemoryContext rowcxt)
 		p->s->rows_sent--;
 		return;
 	}
-	cdc->sink->ops->write(cdc->sink, rec->data, rec->len);
+	if (cdc->sink->ops->write_record != NULL && strcmp(cdc->sink->kind, "kinesis") == 0)
+	{
+		/* Kinesis: the row read again as one record with its key */
+		int			len = rec->len;
+		char	   *key = pgk_partition_key_of(p->st, &p->ch);
+
+		while (len > 0 && rec->data[len - 1] == '\n')
+			len--;
+		cdc->sink->ops->write_record(cdc->sink, rec->data, len, key);
+		pfree(key);
+	}
+	else
+		cdc->sink->ops->write(cdc->sink, rec->data, rec->len);
 	cdc->batch_bytes += rec->len;
 }
 
@@ -760,6 +869,14 @@ cdc_resolve_pending(void)
 			MemoryContextSwitchTo(oldcxt);
 			resolve_piece(&sp, &rec, rowcxt);
 		}
+	}
+	/* output held after the last deferred row, with its Kinesis records' keys */
+	if (held_keys.len > 0)
+	{
+		write_held(cdc->buf.data, cdc->buf.len, held_keys.data, held_keys.len);
+		cdc->batch_bytes += cdc->buf.len;
+		resetStringInfo(&cdc->buf);
+		resetStringInfo(&held_keys);
 	}
 	/* rec and rowcxt lived in the transaction's memory */
 	PopActiveSnapshot();
@@ -888,11 +1005,11 @@ pgk_value(EgressChangeColumn *cols, int n, const char *name, Oid basetypid,
 }
 
 static Oid
-pgk_basetype(CdcStream *s, const char *name)
+pgk_basetype(EgressSingerStream *st, const char *name)
 {
-	for (int i = 0; i < s->st->ncolumns; i++)
-		if (strcmp(s->st->columns[i].name, name) == 0)
-			return s->st->columns[i].basetypid;
+	for (int i = 0; i < st->ncolumns; i++)
+		if (strcmp(st->columns[i].name, name) == 0)
+			return st->columns[i].basetypid;
 	return InvalidOid;
 }
 
@@ -904,7 +1021,7 @@ pgk_basetype(CdcStream *s, const char *name)
  * column's value; "|" before each value, "null" for a null.
  */
 static char *
-pgk_partition_key(CdcStream *s, EgressChange *ch)
+pgk_partition_key_of(EgressSingerStream *st, EgressChange *ch)
 {
 	StringInfoData key;
 	const char *mode = cdc->sink->opts.partition_key;
@@ -914,19 +1031,19 @@ pgk_partition_key(CdcStream *s, EgressChange *ch)
 	const char *v;
 
 	initStringInfo(&key);
-	appendStringInfoString(&key, s->st->stream_id);
+	appendStringInfoString(&key, st->stream_id);
 	if (mode == NULL || strcmp(mode, "primary_key") == 0)
 	{
 		ListCell   *lc;
 
-		foreach(lc, s->st->key_properties)
+		foreach(lc, st->key_properties)
 		{
 			const char *name = lfirst(lc);
 
-			v = pgk_value(cols, ncols, name, pgk_basetype(s, name), &found);
+			v = pgk_value(cols, ncols, name, pgk_basetype(st, name), &found);
 			if (!found)
 				v = pgk_value(ch->identity, ch->nidentity, name,
-							  pgk_basetype(s, name), &found);
+							  pgk_basetype(st, name), &found);
 			/* once per record: no format string to interpret */
 			appendStringInfoChar(&key, '|');
 			appendStringInfoString(&key, v ? v : "null");
@@ -934,23 +1051,29 @@ pgk_partition_key(CdcStream *s, EgressChange *ch)
 	}
 	else if (strcmp(mode, "table") != 0)
 	{
-		v = pgk_value(cols, ncols, mode, pgk_basetype(s, mode), &found);
+		v = pgk_value(cols, ncols, mode, pgk_basetype(st, mode), &found);
 		if (!found)
 			v = pgk_value(ch->identity, ch->nidentity, mode,
-						  pgk_basetype(s, mode), &found);
+						  pgk_basetype(st, mode), &found);
 		appendStringInfo(&key, "|%s", found ? (v ? v : "null") : "");
 	}
 	return key.data;
+}
+
+/* the same for the stream's current descriptor */
+static char *
+pgk_partition_key(CdcStream *s, EgressChange *ch)
+{
+	return pgk_partition_key_of(s->st, ch);
 }
 
 /*
  * Singer format to Kinesis: the RECORD just rendered at the end of
  * cdc->buf (from offset start) goes to the sink as one record with the
  * partition key computed from the change, so that the sink need not parse
- * it again; what precedes it (a SCHEMA) goes through write() first.  Not
- * while rows are deferred: their output must keep its place, and the sink
- * then derives the keys from the lines (the same keys for integer and text
- * keys).
+ * it again; what precedes it (a SCHEMA) goes through write() first.  While
+ * rows are deferred, their output must keep its place: the RECORD stays
+ * in the buffer and its key is noted (held_key_add) for write_held.
  */
 static void
 singer_record_to_sink(CdcStream *s, EgressChange *ch, int start)
@@ -958,9 +1081,19 @@ singer_record_to_sink(CdcStream *s, EgressChange *ch, int start)
 	char	   *key;
 	int			len;
 
-	if (cdc->pending != NIL || cdc->sink->ops->write_record == NULL ||
+	if (cdc->sink->ops->write_record == NULL ||
 		strcmp(cdc->sink->kind, "kinesis") != 0)
 		return;
+	if (cdc->pending != NIL)
+	{
+		len = cdc->buf.len - start;
+		while (len > 0 && cdc->buf.data[start + len - 1] == '\n')
+			len--;
+		key = pgk_partition_key(s, ch);
+		held_key_add(start, len, key);
+		pfree(key);
+		return;
+	}
 	if (start > 0)
 	{
 		cdc->sink->ops->write(cdc->sink, cdc->buf.data, start);
