@@ -1421,6 +1421,36 @@ pump(EgressKinesisClient *kc)
 		return;
 	if (kc->resume_at != 0 && GetCurrentTimestamp() < kc->resume_at)
 		return;
+	if (!kc->settings_fresh)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+
+		/*
+		 * Credentials missing or an invalid endpoint: raised at the commit
+		 * of the batch, as when nothing was sent before it.  Reading them
+		 * holds no resource when it fails.
+		 */
+		PG_TRY();
+		{
+			refresh_settings(kc);
+			kc->settings_fresh = true;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(kc->batch_cxt);
+			edata = CopyErrorData();
+			MemoryContextSwitchTo(cxt);
+			if (edata->elevel != ERROR)
+				PG_RE_THROW();
+			FlushErrorState();
+			kc->error = edata;
+		}
+		PG_END_TRY();
+		if (kc->error)
+			return;
+	}
 	if (start_calls(kc) > 0)
 		drive(kc);
 }
