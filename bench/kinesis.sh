@@ -170,9 +170,12 @@ run() {
 	local name=$1 before after f0
 	kreset
 	before=$(kstate)
-	f0=$(cpu_of "$front_pid")
+	# the server's CPU: the front for Kinesis runs, the receiver for web
+	local server=$front_pid
+	[ "$name" != web ] || server=$rcv_pid
+	f0=$(cpu_of "$server")
 	read -r secs[$name] cpu[$name] <<<"$(catch_up "$name" | tr '\n' ' ')"
-	fcpu[$name]=$(sub "$(cpu_of "$front_pid")" "$f0")
+	fcpu[$name]=$(sub "$(cpu_of "$server")" "$f0")
 	after=$(kstate)
 	calls[$name]=$(($(kfield "$after" put_calls) - $(kfield "$before" put_calls)))
 	entries[$name]=$(($(kfield "$after" put_entries) - $(kfield "$before" put_entries)))
@@ -182,9 +185,10 @@ run() {
 declare -A maxconc conflicts
 report() {
 	local name=$1 what=$2
-	printf '%-52s %8.2f s %8s rows/s  worker CPU %5.2f s' "$what" "${secs[$name]}" "$(r "${secs[$name]}")" "${cpu[$name]}"
+	printf '%-52s %8.2f s %8s rows/s  worker CPU %5.2f s  server CPU %5.2f s' "$what" "${secs[$name]}" \
+		"$(r "${secs[$name]}")" "${cpu[$name]}" "${fcpu[$name]}"
 	if [ "$name" != web ]; then
-		printf '  front CPU %5.2f s  %5.1f rec/call  %d in flight at most' "${fcpu[$name]}" \
+		printf '  %5.1f rec/call  %d in flight at most' \
 			"$(echo "${entries[$name]} / (${calls[$name]} + (${calls[$name]} == 0))" | bc -l)" "${maxconc[$name]}"
 		[ "${conflicts[$name]}" = 0 ] || printf '  ORDER FAULTS %d' "${conflicts[$name]}"
 	fi

@@ -89,7 +89,7 @@ char	   *egress_kinesis_endpoint = NULL;
 /* free arena blocks kept (in the client's context) for the next ones */
 #define KINESIS_SPARE_BLOCKS	8
 /* while queuing: look at answers and start calls every that many records */
-#define KINESIS_PUMP_EVERY		256
+#define KINESIS_PUMP_EVERY		512
 /* ... and start calls only when that many records wait to be looked at */
 #define KINESIS_PUMP_MIN_NEW	(2 * KINESIS_MAX_RECORDS_PER_CALL)
 

@@ -334,13 +334,16 @@ function chooseFailures(n) {
 // (a fixed prefix and a counter: increasing, 56 digits as Kinesis' are)
 const ackStreams = {};
 let ackSeq = 0;
-const SEQ_PREFIX = '49590338271490256608559692538361571095921575';
+const SEQ_PREFIX = '4959033827149025660855969253836157109592157';
+const SEQ_START = 1e12;   // 13 digits for long: the numbers keep their length
 
 // a partition key's shard in ack-only mode (a cheap string hash, stable)
+const shardIds = [];
 function ackShard(key, shards) {
   let h = 2166136261;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
-  return 'shardId-' + String((h >>> 0) % shards).padStart(12, '0');
+  const n = (h >>> 0) % shards;
+  return shardIds[n] || (shardIds[n] = 'shardId-' + String(n).padStart(12, '0'));
 }
 
 // bytes of base64 text once decoded; -1 if it is not base64
@@ -366,7 +369,11 @@ const P_RECS = Buffer.from('","Records":[');
 const P_DATA = Buffer.from('{"Data":"');
 const P_KEY = Buffer.from('","PartitionKey":"');
 function scanPut(buf) {
-  const at = (p, i) => buf.compare(p, 0, p.length, i, i + p.length) === 0;
+  const at = (p, i) => {
+    if (i + p.length > buf.length) return false;
+    for (let j = 0; j < p.length; j++) if (buf[i + j] !== p[j]) return false;
+    return true;
+  };
   if (!at(P_HEAD, 0)) return null;
   let i = P_HEAD.length;
   let q = buf.indexOf(0x22, i);
@@ -374,7 +381,8 @@ function scanPut(buf) {
   const name = buf.toString('utf8', i, q);
   if (name.includes('\\') || !at(P_RECS, q)) return null;
   i = q + P_RECS.length;
-  const recs = [];
+  // entries as parallel arrays: no object per entry
+  const recs = { keys: [], dlens: [], kbytes: [] };
   if (buf[i] === 0x5d) {
     i++;
   } else {
@@ -390,7 +398,9 @@ function scanPut(buf) {
       if (q < 0 || buf[q + 1] !== 0x7d) return null;
       const key = buf.toString('utf8', i, q);
       if (key.includes('\\')) return null;
-      recs.push({ key, dlen, kbytes: q - i });
+      recs.keys.push(key);
+      recs.dlens.push(dlen);
+      recs.kbytes.push(q - i);
       i = q + 2;
       if (buf[i] === 0x2c) { i++; continue; }
       if (buf[i] === 0x5d) { i++; break; }
@@ -410,35 +420,41 @@ async function putRecords(req, res, body) {
     entries = fast.recs;
     streamName = fast.name;
   } else {
+    entries = { keys: [], dlens: [], kbytes: [] };
     try {
       payload = JSON.parse(body.toString('utf8'));
     } catch (e) {
       return jsonError(res, 400, 'SerializationException', 'body is not JSON');
     }
     streamName = payload.StreamName;
-    entries = (Array.isArray(payload.Records) ? payload.Records : []).map((e) => {
+    for (const e of (Array.isArray(payload.Records) ? payload.Records : [])) {
       const key = String(e.PartitionKey || '');
-      return { key, dlen: b64Length(String(e.Data || '')), kbytes: Buffer.byteLength(key) };
-    });
+      entries.keys.push(key);
+      entries.dlens.push(b64Length(String(e.Data || '')));
+      entries.kbytes.push(Buffer.byteLength(key));
+    }
   }
+  const count = entries.keys.length;
   state.put_calls++;
-  state.put_entries += entries.length;
-  state.max_entries_per_call = Math.max(state.max_entries_per_call, entries.length);
+  state.put_entries += count;
+  state.max_entries_per_call = Math.max(state.max_entries_per_call, count);
   state.max_bytes_per_call = Math.max(state.max_bytes_per_call, body.length);
   let dataBytes = 0;
   let invalid = null;
-  for (const e of entries) {
-    const n = Math.max(e.dlen, 0) + e.kbytes;
-    if (e.dlen < 0) invalid = invalid || 'Data is not base64';
-    if (e.key.length < 1 || e.key.length > 256) invalid = invalid || 'PartitionKey of ' + e.key.length + ' characters';
+  for (let i = 0; i < count; i++) {
+    const dlen = entries.dlens[i];
+    const klen = entries.keys[i].length;
+    const n = Math.max(dlen, 0) + entries.kbytes[i];
+    if (dlen < 0) invalid = invalid || 'Data is not base64';
+    if (klen < 1 || klen > 256) invalid = invalid || 'PartitionKey of ' + klen + ' characters';
     if (n > 1024 * 1024) invalid = invalid || 'a record of ' + n + ' bytes is over 1 MiB';
     dataBytes += n;
     if (n > state.max_record_bytes) state.max_record_bytes = n;
   }
   state.max_data_bytes_per_call = Math.max(state.max_data_bytes_per_call, dataBytes);
-  if (entries.length < 1 || entries.length > 500) {
+  if (count < 1 || count > 500) {
     return jsonError(res, 400, 'ValidationException',
-      'Records must have between 1 and 500 entries (' + entries.length + ')');
+      'Records must have between 1 and 500 entries (' + count + ')');
   }
   if (dataBytes > 5 * 1024 * 1024) invalid = invalid || 'a call of ' + dataBytes + ' bytes is over 5 MiB';
   if (invalid) return jsonError(res, 400, 'InvalidArgumentException', invalid);
@@ -451,8 +467,7 @@ async function putRecords(req, res, body) {
   // (calls overlap only across an await: with latency or kinesalite)
   const overlap = !ackOnly || latencyMs > 0;
   const callKeys = new Set();
-  for (const e of entries) {
-    const key = e.key;
+  for (const key of entries.keys) {
     if (callKeys.has(key)) state.keys_repeated_in_call++;
     else if (overlap && keysInFlight.has(key)) state.key_conflicts++;
     callKeys.add(key);
@@ -487,18 +502,19 @@ async function answerPut(res, streamName, payload, entries) {
     return jsonError(res, 400, 'ProvisionedThroughputExceededException',
       'Rate exceeded for stream ' + streamName + ' (injected by the test front)');
   }
-  const failed = chooseFailures(entries.length);
+  const count = entries.keys.length;
+  const failed = chooseFailures(count);
   const out = [];
   if (ackOnly) {
     // the answer written as text: no objects per entry
     const shards = ackStreams[streamName];
-    for (let i = 0; i < entries.length; i++) {
-      if (failed.has(i)) {
+    for (let i = 0; i < count; i++) {
+      if (failed.size && failed.has(i)) {
         out.push(failedEntry(failed.get(i)));
       } else {
         ackSeq++;
-        out.push('{"SequenceNumber":"' + SEQ_PREFIX + String(ackSeq).padStart(12, '0') +
-          '","ShardId":"' + ackShard(entries[i].key, shards) + '"}');
+        out.push('{"SequenceNumber":"' + SEQ_PREFIX + (SEQ_START + ackSeq) +
+          '","ShardId":"' + ackShard(entries.keys[i], shards) + '"}');
       }
     }
   } else {
@@ -513,12 +529,12 @@ async function answerPut(res, streamName, payload, entries) {
       results = r.json.Records;
     }
     let j = 0;
-    for (let i = 0; i < entries.length; i++) {
+    for (let i = 0; i < count; i++) {
       out.push(failed.has(i) ? failedEntry(failed.get(i)) : JSON.stringify(results[j++]));
     }
   }
   state.entries_failed += failed.size;
-  state.put_accepted += entries.length - failed.size;
+  state.put_accepted += count - failed.size;
   if (failed.size) state.faults_injected++;
   res.writeHead(200, { 'Content-Type': 'application/x-amz-json-1.1' });
   res.end('{"FailedRecordCount":' + failed.size + ',"Records":[' + out.join(',') + ']}');
