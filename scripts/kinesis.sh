@@ -4,7 +4,8 @@
 # for bench/ or a demo.  TAP tests start their own through
 # test/lib/KinesisServer.pm.
 #
-#   scripts/kinesis.sh start DIR [stream[:shards] ...]   prints the endpoint
+#   scripts/kinesis.sh start DIR [--ack-only] [--latency-ms N] [stream[:shards] ...]
+#                                                        prints the endpoint
 #   scripts/kinesis.sh stop DIR
 #
 # Key pair: AKIDKINESIS / kinesis-secret.  Listens on 127.0.0.1, free ports.
