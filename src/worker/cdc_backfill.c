@@ -549,6 +549,21 @@ cdc_backfill_begin(CdcStream *s)
 	b->chunk_bytes = option_int(s->def, "chunk_bytes", 0);
 
 	cdc_start_catalog_transaction();
+
+	/*
+	 * Transactions running now may have written their commit record before
+	 * the stream's table joined the publication (or before the bookmark):
+	 * their changes are not sent, so no chunk may be read in a snapshot
+	 * that does not show them yet.  They join the straggler check.
+	 */
+	{
+		Snapshot	snap = GetTransactionSnapshot();
+		MemoryContext oldcxt = MemoryContextSwitchTo(backfill_cxt);
+
+		for (uint32 x = 0; x < snap->xcnt; x++)
+			straggler_xids = lappend_oid(straggler_xids, snap->xip[x]);
+		MemoryContextSwitchTo(oldcxt);
+	}
 	key = stream_key(s->def->relid);
 	b->nkey = list_length(key);
 	b->keycols = MemoryContextAllocZero(b->cxt, sizeof(char *) * Max(b->nkey, 1));
