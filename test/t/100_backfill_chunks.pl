@@ -50,4 +50,167 @@ is(scalar(sync_batches($out, 'plain')), 0, 'no one-transaction sync files');
 like(slurp_file($node->logfile), qr/stream "plain": chunked backfill of \S+ started/,
 	'the start is logged');
 
+# ---- changes while the backfill runs ------------------------------------------
+# Updates, deletes, inserts and key changes from two clients while a table of
+# 200,000 rows is backfilled in chunks of 100; a second table sees TRUNCATEs.
+sql(q{
+CREATE TABLE busy (id int PRIMARY KEY, v int NOT NULL, pad text);
+INSERT INTO busy SELECT i, 0, 'pad ' || i FROM generate_series(1, 200000) i;
+CREATE SEQUENCE busy_new START 1000001;
+CREATE TABLE tr (id int PRIMARY KEY, v text);
+INSERT INTO tr SELECT i, 'tr ' || i FROM generate_series(1, 20000) i;
+CREATE SEQUENCE tr_new START 1000001;
+});
+my $pb = start_pgbench($node, 'busy', q{
+\set r random(1, 200000)
+\set op random(1, 100)
+BEGIN;
+UPDATE busy SET v = v + 1 WHERE id = :r AND :op <= 50;
+DELETE FROM busy WHERE id = :r AND :op > 50 AND :op <= 65;
+INSERT INTO busy SELECT nextval('busy_new'), 1, 'new' WHERE :op > 65 AND :op <= 85;
+UPDATE busy SET id = -id WHERE id = :r AND :op > 85;
+INSERT INTO tr SELECT nextval('tr_new'), 'later' WHERE :op <= 98;
+COMMIT;
+}, '-c', '2', '-T', '12');
+my $pb2 = start_pgbench($node, 'tr', q{
+\set op random(1, 200)
+TRUNCATE tr;
+\sleep 1500 ms
+}, '-c', '1', '-T', '8');
+sql(q{SELECT egress_add_stream('busy', 'busy', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+sql(q{SELECT egress_add_stream('tr', 'tr', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+ok(poll_until('busy backfilling', 60, sub { (stream_of('busy')->{backfill_chunks} // 0) > 0 }),
+	'busy is backfilled in chunks');
+ok(finish_pgbench($pb), 'the load on busy ran');
+ok(finish_pgbench($pb2), 'the TRUNCATEs of tr ran');
+wait_stream_state($node, 'busy', 'streaming', 180);
+wait_stream_state($node, 'tr', 'streaming', 180);
+wait_caught_up($node, 'busy', 120);
+wait_caught_up($node, 'tr', 120);
+compare_states(mirror($out, 'public-busy', ['id']), table_state($node, 'busy', ['id']),
+	'busy after a backfill under load');
+compare_states(mirror($out, 'public-tr', ['id']), table_state($node, 'tr', ['id']),
+	'tr after a backfill with TRUNCATEs');
+
+# ---- changes in a chunk's window, deterministically ----------------------------
+# The worker is held before its first chunk of w by a transaction that was
+# running when the backfill started (the straggler check waits for it);
+# meanwhile a session takes w's lock.  Once the transaction ends, the worker
+# takes its snapshot and waits for w's lock; the session changes rows of the
+# first chunk and commits: the chunk was read in a snapshot without those
+# changes, which are decoded between L and H and drop their rows.
+sql(q{
+CREATE TABLE dummy (id int PRIMARY KEY, v int);
+INSERT INTO dummy VALUES (1, 0);
+CREATE TABLE w (id int PRIMARY KEY, v text);
+INSERT INTO w SELECT i, 'w ' || i FROM generate_series(1, 1000) i;
+CREATE TABLE wt (id int PRIMARY KEY, v text);
+INSERT INTO wt SELECT i, 'wt ' || i FROM generate_series(1, 1000) i;
+});
+
+sub cdc_waits_for
+{
+	my ($what, $cond) = @_;
+	return poll_until($what, 60, sub {
+		sql(qq{SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+			WHERE a.backend_type = 'pg_egress cdc' AND NOT l.granted AND $cond}) eq '1';
+	});
+}
+
+# $changes run in the session that holds $table's lock, once the worker
+# waits for it with its snapshot of $table's first chunk taken
+sub in_first_window
+{
+	my ($table, $changes) = @_;
+	my $x = $node->background_psql('postgres');
+	$x->query_safe('BEGIN; UPDATE dummy SET v = v + 1');
+	sql(qq{SELECT egress_add_stream('$table', '$table', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+	ok(cdc_waits_for("the worker waiting for a transaction before $table\'s first chunk",
+		q{l.locktype = 'transactionid'}), "$table: the first chunk waits for a running transaction");
+	my $y = $node->background_psql('postgres');
+	$y->query_safe("BEGIN; LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
+	$x->query_safe('COMMIT');
+	ok(cdc_waits_for("the worker waiting for $table\'s lock",
+		"l.locktype = 'relation' AND l.relation = '$table'::regclass"),
+		"$table: the first chunk's snapshot is taken, its read waits");
+	$y->query_safe($changes);
+	$y->query_safe('COMMIT');
+	$x->quit;
+	$y->quit;
+	wait_stream_state($node, $table, 'streaming');
+	wait_caught_up($node, $table);
+}
+
+in_first_window('w', q{
+UPDATE w SET v = 'changed' WHERE id = 5;
+DELETE FROM w WHERE id = 6;
+UPDATE w SET id = -7 WHERE id = 7;
+DELETE FROM w WHERE id = 8;
+UPDATE w SET id = 8, v = 'moved here' WHERE id = 900;
+UPDATE w SET v = 'early' WHERE id = 450;
+INSERT INTO w VALUES (0, 'inserted');
+});
+compare_states(mirror($out, 'public-w', ['id']), table_state($node, 'w', ['id']),
+	'w: changes in the window');
+{
+	my $log = slurp_file($node->logfile);
+	like($log, qr/stream "w": chunked backfill of \S+: chunk 1, 100 rows read, 96 sent/,
+		'w: the first chunk dropped the 4 rows changed in its window (5, 6, 7, 8)');
+	my @recs = grep { $_->{stream} eq 'public-w' && $_->{record}{id} == 450 }
+	  records_of(cdc_batches($out));
+	ok(@recs >= 2, 'w: row 450 came as a change and in its chunk');
+	is(scalar(grep { $_->{record}{v} ne 'early' } @recs), 0,
+		'w: row 450, changed before its chunk, came with its newer value only');
+}
+
+in_first_window('wt', q{
+TRUNCATE wt;
+INSERT INTO wt SELECT i, 'after ' || i FROM generate_series(1, 10) i;
+});
+compare_states(mirror($out, 'public-wt', ['id']), table_state($node, 'wt', ['id']),
+	'wt: a TRUNCATE in the window');
+# TRUNCATE is not MVCC-safe: the chunk's older snapshot reads the new, empty
+# relation; either way nothing of the chunk may be sent
+like(slurp_file($node->logfile), qr/stream "wt": chunked backfill of \S+: chunk 1, \d+ rows read, 0 sent/,
+	'wt: nothing of the chunk with a TRUNCATE in its window was sent');
+
+# ---- kill -9 of the CDC worker in the middle -----------------------------------
+sql(q{
+CREATE TABLE big (id int PRIMARY KEY, v text);
+INSERT INTO big SELECT i, 'big ' || i FROM generate_series(1, 100000) i;
+});
+sql(q{SELECT egress_add_stream('big', 'big', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+ok(poll_until('big past 100 chunks', 60, sub { (stream_of('big')->{backfill_chunks} // 0) >= 100 }),
+	'big recorded 100 chunks');
+my $before = stream_of('big');
+my $log_offset = -s $node->logfile;
+my ($cdc_pid) = cdc_worker_pids($node);
+kill 'KILL', $cdc_pid;
+wait_stream_state($node, 'big', 'streaming', 180);
+my $after = stream_of('big');
+is($after->{version}, $before->{version}, 'the version survived the kill');
+is($after->{backfill_rows}, 100000, 'every row of big was backfilled once');
+{
+	my $log = slurp_file($node->logfile, $log_offset);
+	like($log, qr/stream "big": chunked backfill of \S+ resumed after chunk (\d+)/,
+		'the backfill resumed after a chunk');
+	my ($n) = $log =~ /stream "big": chunked backfill of \S+ resumed after chunk (\d+)/;
+	cmp_ok($n // 0, '>=', 100, "resumed after chunk " . ($n // '?'));
+	my ($records) = count_records_raw($out, 'public-big');
+	cmp_ok($records - 100000, '<', 200, 'rows sent twice: fewer than 2 chunks (' . ($records - 100000) . ')');
+}
+compare_states(mirror($out, 'public-big', ['id']), table_state($node, 'big', ['id']),
+	'big after a kill -9');
+
+# ---- chunk_rows 0: the one-transaction sync ----------------------------------------
+sql(q{
+CREATE TABLE once (id int PRIMARY KEY, v text);
+INSERT INTO once SELECT i, 'once ' || i FROM generate_series(1, 300) i;
+});
+sql(q{SELECT egress_add_stream('once', 'once', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 0}')});
+wait_stream_state($node, 'once', 'streaming');
+cmp_ok(scalar(sync_batches($out, 'once')), '>=', 1, 'chunk_rows 0: initial sync files');
+is(stream_of('once')->{backfill_chunks}, 0, 'chunk_rows 0: no chunks');
+compare_states(mirror($out, 'public-once', ['id']), table_state($node, 'once', ['id']), 'once');
+
 done_testing();
