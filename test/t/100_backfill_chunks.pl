@@ -33,6 +33,38 @@ sub stream_of
 	return stream_row($node, $name);
 }
 
+sub cdc_waits_for
+{
+	my ($what, $cond) = @_;
+	return poll_until($what, 60, sub {
+		sql(qq{SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+			WHERE a.backend_type = 'pg_egress cdc' AND NOT l.granted AND $cond}) eq '1';
+	});
+}
+
+# What a target holds of version $version of a stream: its initial-sync
+# files of that version, then the RECORDs of that version in the change
+# files (a stream synced again after change files of an older version).
+sub mirror_version
+{
+	my ($sid, $name, $version, $key) = @_;
+	my %m;
+	foreach my $b ((grep { $_->{name} =~ /^\Q$name\E-$version-/ } sync_batches($out, $name)),
+		cdc_batches($out))
+	{
+		foreach my $msg (@{ $b->{messages} })
+		{
+			next unless ($msg->{type} // '') eq 'RECORD' && $msg->{stream} eq $sid
+			  && ($msg->{version} // 0) == $version;
+			my $r = $msg->{record};
+			my $k = join("\x1f", map { defined $r->{$_} ? "$r->{$_}" : "\x00NULL" } @$key);
+			if (defined $r->{_sdc_deleted_at}) { delete $m{$k}; next; }
+			$m{$k} = { map { ($_ => $r->{$_}) } grep { !/^_sdc_/ } keys %$r };
+		}
+	}
+	return \%m;
+}
+
 # ---- a plain chunked backfill -----------------------------------------------
 sql(q{
 CREATE TABLE plain (id int PRIMARY KEY, v text);
@@ -108,14 +140,6 @@ CREATE TABLE wt (id int PRIMARY KEY, v text);
 INSERT INTO wt SELECT i, 'wt ' || i FROM generate_series(1, 1000) i;
 });
 
-sub cdc_waits_for
-{
-	my ($what, $cond) = @_;
-	return poll_until($what, 60, sub {
-		sql(qq{SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-			WHERE a.backend_type = 'pg_egress cdc' AND NOT l.granted AND $cond}) eq '1';
-	});
-}
 
 # $changes run in the session that holds $table's lock, once the worker
 # waits for it with its snapshot of $table's first chunk taken
@@ -180,8 +204,34 @@ CREATE TABLE big (id int PRIMARY KEY, v text);
 INSERT INTO big SELECT i, 'big ' || i FROM generate_series(1, 100000) i;
 });
 sql(q{SELECT egress_add_stream('big', 'big', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
-ok(poll_until('big past 100 chunks', 60, sub { (stream_of('big')->{backfill_chunks} // 0) >= 100 }),
-	'big recorded 100 chunks');
+# the worker's xmin while big is backfilled: held for one chunk's read only
+my (%xmin_chunks, $samples, $with_xmin);
+ok(poll_until('big past 100 chunks', 60, sub {
+	my $r = sql(q{SELECT coalesce(a.backend_xmin::text, '-') || ' ' || s.backfill_chunks
+		FROM pg_stat_activity a, egress_streams s
+		WHERE a.backend_type = 'pg_egress cdc' AND s.name = 'big'});
+	my ($xmin, $chunks) = split / /, $r;
+	if (defined $chunks)
+	{
+		$samples++;
+		if ($xmin ne '-')
+		{
+			$with_xmin++;
+			push @{ $xmin_chunks{$xmin} }, $chunks;
+		}
+	}
+	return ($chunks // 0) >= 100;
+}), 'big recorded 100 chunks');
+{
+	my $longest = 0;
+	foreach my $x (keys %xmin_chunks)
+	{
+		my @c = sort { $a <=> $b } @{ $xmin_chunks{$x} };
+		$longest = $c[-1] - $c[0] if $c[-1] - $c[0] > $longest;
+	}
+	cmp_ok($longest, '<=', 2,
+		"the CDC worker's backend_xmin never outlived a chunk or two ($samples samples, $with_xmin with an xmin)");
+}
 my $before = stream_of('big');
 my $log_offset = -s $node->logfile;
 my ($cdc_pid) = cdc_worker_pids($node);
@@ -212,5 +262,131 @@ wait_stream_state($node, 'once', 'streaming');
 cmp_ok(scalar(sync_batches($out, 'once')), '>=', 1, 'chunk_rows 0: initial sync files');
 is(stream_of('once')->{backfill_chunks}, 0, 'chunk_rows 0: no chunks');
 compare_states(mirror($out, 'public-once', ['id']), table_state($node, 'once', ['id']), 'once');
+
+# ---- a table without a key: block ranges ------------------------------------------
+sql(q{
+CREATE TABLE nk (a int NOT NULL, b text);
+ALTER TABLE nk REPLICA IDENTITY FULL;
+INSERT INTO nk SELECT i, 'nk ' || i FROM generate_series(1, 20000) i;
+ANALYZE nk;
+CREATE TABLE nk2 (a int NOT NULL, b text);
+ALTER TABLE nk2 REPLICA IDENTITY FULL;
+INSERT INTO nk2 SELECT i, 'nk2 ' || i FROM generate_series(1, 20000) i;
+ANALYZE nk2;
+CREATE SEQUENCE nk2_new START 1000001;
+});
+sql(q{SELECT egress_add_stream('nk', 'nk', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 1000}')});
+wait_stream_state($node, 'nk', 'streaming');
+$row = stream_of('nk');
+is($row->{backfill_rows}, 20000, 'no key: 20000 rows backfilled');
+cmp_ok($row->{backfill_chunks}, '>', 5, "no key: in $row->{backfill_chunks} block ranges");
+compare_states(mirror($out, 'public-nk', ['a', 'b']), table_state($node, 'nk', ['a', 'b']), 'nk');
+
+# written during its backfill: the one-snapshot sync instead
+my $pbk = start_pgbench($node, 'nk2', q{
+INSERT INTO nk2 VALUES (nextval('nk2_new'), 'during');
+}, '-c', '1', '-T', '5', '-R', '200');
+sql(q{SELECT egress_add_stream('nk2', 'nk2', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+ok(finish_pgbench($pbk), 'inserts into nk2 ran');
+wait_stream_state($node, 'nk2', 'streaming', 120);
+wait_caught_up($node, 'nk2');
+like(slurp_file($node->logfile), qr/stream "nk2": chunked backfill of \S+ given up/,
+	'no key, written during the backfill: the chunked backfill was given up');
+$row = stream_of('nk2');
+cmp_ok(scalar(sync_batches($out, 'nk2')), '>=', 1, 'nk2 was synced in one snapshot');
+is($row->{backfill_chunks}, 0, 'nk2: no chunks in its version');
+compare_states(mirror_version('public-nk2', 'nk2', $row->{version}, ['a', 'b']),
+	table_state($node, 'nk2', ['a', 'b']), 'nk2 after the fallback');
+
+# ---- egress_resync_stream of one stream while another streams -------------------------
+sql(q{
+CREATE TABLE ra (id int PRIMARY KEY, v text);
+INSERT INTO ra SELECT i, 'ra ' || i FROM generate_series(1, 30000) i;
+CREATE TABLE rb (id int PRIMARY KEY, v text);
+INSERT INTO rb SELECT i, 'rb ' || i FROM generate_series(1, 1000) i;
+CREATE SEQUENCE rb_new START 1000001;
+});
+sql(q{SELECT egress_add_stream('ra', 'ra', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+sql(q{SELECT egress_add_stream('rb', 'rb', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+wait_stream_state($node, 'ra', 'streaming');
+wait_stream_state($node, 'rb', 'streaming');
+my $va = stream_of('ra')->{version};
+my $vb = stream_of('rb')->{version};
+my $pbr = start_pgbench($node, 'rb', q{
+\set r random(1, 1000)
+INSERT INTO rb VALUES (nextval('rb_new'), 'during');
+UPDATE rb SET v = 'updated' WHERE id = :r;
+}, '-c', '1', '-T', '6', '-R', '300');
+usleep(500_000);
+sql(q{SELECT egress_resync_stream('ra')});
+ok(poll_until('ra in a new version', 60, sub { (stream_of('ra')->{version} // 0) > $va }),
+	'ra is synced again in a new version');
+ok(finish_pgbench($pbr), 'changes of rb ran');
+wait_stream_state($node, 'ra', 'streaming');
+wait_caught_up($node, 'ra');
+wait_caught_up($node, 'rb');
+is(stream_of('rb')->{version}, $vb, 'rb kept its version');
+compare_states(mirror($out, 'public-ra', ['id']), table_state($node, 'ra', ['id']), 'ra after its resync');
+compare_states(mirror($out, 'public-rb', ['id']), table_state($node, 'rb', ['id']), 'rb during the resync of ra');
+{
+	my $v2 = stream_of('ra')->{version};
+	my ($activations, $rb_between) = (0, 0);
+	foreach my $msg (map { @{ $_->{messages} } } cdc_batches($out))
+	{
+		if (($msg->{type} // '') eq 'ACTIVATE_VERSION' && $msg->{stream} eq 'public-ra'
+			&& $msg->{version} == $v2)
+		{
+			$activations++;
+		}
+		elsif ($activations == 1 && ($msg->{type} // '') eq 'RECORD' && $msg->{stream} eq 'public-rb')
+		{
+			$rb_between++;
+		}
+	}
+	is($activations, 2, 'ra: one ACTIVATE_VERSION opens the new version, one closes it');
+	cmp_ok($rb_between, '>', 0, "rb's changes kept flowing during ra's backfill ($rb_between records)");
+}
+
+# ---- the straggler: committed, decoded, still running -----------------------------------
+# A transaction waiting for a synchronous standby that is not there has its
+# commit record in the WAL (its change is decoded and sent) but is still
+# running: a chunk read meanwhile would not show it and send the older row
+# after the change.  The worker waits for it.
+sql(q{
+CREATE TABLE sg (id int PRIMARY KEY, v text);
+INSERT INTO sg SELECT i, 'sg ' || i FROM generate_series(1, 1000) i;
+});
+{
+	my $x1 = $node->background_psql('postgres');
+	$x1->query_safe('BEGIN; UPDATE dummy SET v = v + 1');
+	sql(q{SELECT egress_add_stream('sg', 'sg', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+	ok(cdc_waits_for('the worker held before the first chunk of sg', q{l.locktype = 'transactionid'}),
+		'sg: the first chunk waits for a transaction running at the start');
+	sql(q{ALTER SYSTEM SET synchronous_standby_names = 'nosuch'});
+	sql(q{SELECT pg_reload_conf()});
+	my $x2 = $node->background_psql('postgres');
+	$x2->query_until(qr/go/, "SET synchronous_commit = on;\n\\echo go\nUPDATE sg SET v = 'straggler' WHERE id = 500;\n");
+	ok(poll_until('the update of sg waiting for the standby', 30, sub {
+		sql(q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'}) eq '1' }),
+		'sg: an update committed and waits for a synchronous standby');
+	my $xid = sql(q{SELECT backend_xid FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
+	$x1->query_safe('COMMIT');
+	ok(cdc_waits_for("the worker waiting for transaction $xid",
+		"l.locktype = 'transactionid' AND l.transactionid = '$xid'::xid"),
+		'sg: a later chunk waits for the committed transaction still running');
+	is(stream_of('sg')->{state}, 'syncing', 'sg: still syncing meanwhile');
+	sql(q{ALTER SYSTEM RESET synchronous_standby_names});
+	sql(q{SELECT pg_reload_conf()});
+	$x2->quit;
+	$x1->quit;
+	wait_stream_state($node, 'sg', 'streaming');
+	wait_caught_up($node, 'sg');
+	compare_states(mirror($out, 'public-sg', ['id']), table_state($node, 'sg', ['id']), 'sg after a straggler');
+	my $v = stream_of('sg')->{version};
+	my @recs = grep { $_->{stream} eq 'public-sg' && $_->{record}{id} == 500 && $_->{version} == $v }
+	  records_of(cdc_batches($out));
+	is(scalar(grep { $_->{record}{v} ne 'straggler' } @recs), 0,
+		'sg: row 500 was never sent with its value from before the straggler');
+}
 
 done_testing();
