@@ -47,7 +47,9 @@
 #include "worker/cdc_internal.h"
 
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "common/hashfn.h"
+#include "optimizer/plancat.h"
 #include "replication/message.h"
 #include "storage/buffile.h"
 #include "storage/bufmgr.h"
@@ -448,6 +450,51 @@ option_int(EgressStreamDef *def, const char *name, int64 dflt)
 }
 
 /*
+ * Does the table look no larger than one chunk (the planner's estimate of
+ * its rows and pages, summed over the leaves of a partitioned table)?
+ * Then one short transaction reads it as fast as a chunk would, without
+ * the watermarks: the one-transaction sync.
+ */
+static bool
+fits_one_chunk(CdcStream *s)
+{
+	int64		chunk_rows = option_int(s->def, "chunk_rows", DEFAULT_CHUNK_ROWS);
+	int64		chunk_bytes = option_int(s->def, "chunk_bytes", 0);
+	double		rows = 0;
+	double		pages = 0;
+	List	   *rels;
+	ListCell   *lc;
+
+	cdc_start_catalog_transaction();
+	rels = s->partitioned ? find_all_inheritors(s->def->relid, AccessShareLock, NULL) :
+		list_make1_oid(s->def->relid);
+	foreach(lc, rels)
+	{
+		Relation	rel = table_open(lfirst_oid(lc), AccessShareLock);
+
+		if (rel->rd_rel->relkind == RELKIND_RELATION)
+		{
+			BlockNumber p;
+			double		t;
+			double		frac;
+			int32	   *widths = palloc0(sizeof(int32) *
+										 (RelationGetNumberOfAttributes(rel) + 1));
+
+			estimate_rel_size(rel, widths, &p, &t, &frac);
+			rows += t;
+			pages += p;
+		}
+		table_close(rel, AccessShareLock);
+	}
+	CommitTransactionCommand();
+	if (rows > (double) chunk_rows)
+		return false;
+	if (chunk_bytes > 0 && pages * BLCKSZ > (double) chunk_bytes)
+		return false;
+	return true;
+}
+
+/*
  * Is s, which needs an initial sync, synced in chunks?  Its option
  * chunk_rows is above 0, the slot decodes with pgoutput (watermarks are
  * logical messages), and the chunked backfill was not given up for the
@@ -477,7 +524,7 @@ cdc_backfill_wanted(CdcStream *s)
 		if (!keyed)
 			return false;
 	}
-	return true;
+	return !fits_one_chunk(s);
 }
 
 /* The stream's key: primary key, else replica identity index; NIL: none. */
