@@ -551,6 +551,17 @@ stream_key(Oid relid)
 	return cols;
 }
 
+static void
+free_texts(char **texts, int n)
+{
+	if (texts == NULL)
+		return;
+	for (int i = 0; i < n; i++)
+		if (texts[i])
+			pfree(texts[i]);
+	pfree(texts);
+}
+
 static char **
 copy_texts(char **texts, int n, MemoryContext cxt)
 {
@@ -728,7 +739,9 @@ check_acked(CdcStream *s)
 	if (cdc->batch_open && s->batches_sent <= b->sent_batches)
 		return;
 	b->sent_pending = false;
+	free_texts(b->acked_after, b->nkey);
 	b->acked_after = b->sent_after;
+	b->sent_after = NULL;
 	b->acked_block = b->sent_block;
 	b->acked_chunks = b->sent_chunks;
 	b->acked_rows = b->sent_rows;
@@ -743,6 +756,7 @@ note_sent(CdcStream *s, bool final)
 	CdcBackfill *b = s->bf;
 
 	check_acked(s);
+	free_texts(b->sent_after, b->nkey);
 	b->sent_after = copy_texts(b->after, b->nkey, b->cxt);
 	b->sent_block = b->next_block;
 	b->sent_chunks = b->chunks;
@@ -1054,7 +1068,10 @@ emit_chunk(void)
 	if (b->nkey == 0)
 		b->next_block = chunk.blk_to;
 	else if (chunk.last != NULL)
+	{
+		free_texts(b->after, b->nkey);
 		b->after = copy_texts(chunk.last, b->nkey, b->cxt);
+	}
 	ereport(DEBUG1,
 			(errmsg_internal("pg_egress stream \"%s\": chunked backfill of %s: chunk " INT64_FORMAT ", " INT64_FORMAT " rows read, " INT64_FORMAT " sent",
 							 s->def->name, s->def->relation, chunk.chunk_no,
