@@ -717,7 +717,16 @@ cdc_backfill_begin(CdcStream *s)
 				(errmsg("pg_egress stream \"%s\": chunked backfill of %s started, version " INT64_FORMAT ", " INT64_FORMAT " rows per chunk%s",
 						s->def->name, s->def->relation, s->version, b->chunk_rows,
 						b->nkey == 0 ? " (block ranges: the table has no key)" : "")));
-		/* the new version opens before its first change or row */
+		/*
+		 * The new version opens before its first change or row.  A batch
+		 * opened here is named after the stream's start position (its
+		 * first commit LSN), which no later batch precedes.
+		 */
+		if (!cdc->batch_open)
+		{
+			cdc->txn_commit = s->bookmark;
+			cdc->txn_records = 0;
+		}
 		cdc_start_catalog_transaction();
 		cdc_prepare_record(s);
 		if (!cdc_pg_kinesis_format())
