@@ -58,7 +58,7 @@
 #define WATERMARK_PREFIX	"pg_egress.watermark"
 #define DEFAULT_CHUNK_ROWS	50000
 /* chunk rows held in memory before the buffer spills to a temporary file */
-#define CHUNK_MEMORY_BYTES	(8 * 1024 * 1024)
+#define CHUNK_MEMORY_BYTES	(16 * 1024 * 1024)
 
 /* The progress of one stream's backfill. */
 typedef struct CdcBackfill
@@ -1094,6 +1094,13 @@ emit_chunk(void)
 		b->read_all = true;
 	}
 	CommitTransactionCommand();
+
+	/*
+	 * The batch goes now, not at the flush interval: the chunk's progress is
+	 * recorded once it is acknowledged (a crash re-reads one chunk at most),
+	 * and the last chunk's ACTIVATE_VERSION ends the sync at once.
+	 */
+	cdc_commit_batch();
 	note_sent(s, chunk.end);
 	chunk.phase = CHUNK_NONE;
 	chunk.s = NULL;
