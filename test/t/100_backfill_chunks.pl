@@ -111,6 +111,23 @@ sql(q{UPDATE parted SET v = 'moved', id = id + 10000 WHERE id BETWEEN 990 AND 10
 wait_caught_up($node, 'parted');
 compare_states(mirror($out, 'public-parted', ['id']), table_state($node, 'parted', ['id']), 'parted');
 
+# options "columns" and "filter" apply to the chunks as to the one-transaction sync
+sql(q{
+CREATE TABLE flt (id int PRIMARY KEY, region text NOT NULL, secret text);
+INSERT INTO flt SELECT i, CASE WHEN i % 3 = 0 THEN 'eu' ELSE 'us' END, 's' || i
+  FROM generate_series(1, 3000) i;
+});
+sql(q{SELECT egress_add_stream('flt', 'flt', 'LOG_BASED', 'd', NULL,
+	'{"chunk_rows": 100, "columns": ["id", "region"], "filter": "id % 3 = 0"}')});
+wait_stream_state($node, 'flt', 'streaming');
+{
+	my @recs = grep { $_->{stream} eq 'public-flt' } records_of(cdc_batches($out));
+	is(scalar(@recs), 1000, 'filter: the 1000 rows of the filter, once each');
+	is(scalar(grep { $_->{record}{region} ne 'eu' || exists $_->{record}{secret} } @recs), 0,
+		'filter and columns: no other row, no other column');
+	cmp_ok(stream_of('flt')->{backfill_chunks}, '>=', 10, 'filter: read in chunks');
+}
+
 # ---- changes while the backfill runs ------------------------------------------
 # Updates, deletes, inserts and key changes from two clients while a table of
 # 60,000 rows is backfilled in chunks of 100; a second table sees TRUNCATEs.
