@@ -377,6 +377,7 @@ run_session(MemoryContext sessioncxt)
 		cdc->max_bytes = Min(cdc->max_bytes, egress_stream_batch_bytes(cdc->streams[i].def));
 	}
 	pgstat_report_activity(STATE_RUNNING, "streaming changes");
+	cdc_heartbeat_start();
 
 	for (;;)
 	{
@@ -398,6 +399,9 @@ run_session(MemoryContext sessioncxt)
 			cdc_enforce_wal_limit(cdc_current_unacked());
 		}
 
+		/* the slot holds WAL with nothing for us: a heartbeat moves it */
+		(void) cdc_heartbeat();
+
 		/* more WAL flushed meanwhile: decode it now */
 		if (GetFlushRecPtr(NULL) > cdc->ctx->reader->EndRecPtr)
 			continue;
@@ -411,6 +415,7 @@ run_session(MemoryContext sessioncxt)
 
 			timeout = Max(1, cdc_flush_interval_ms() - age);
 		}
+		timeout = cdc_heartbeat_timeout(timeout);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);

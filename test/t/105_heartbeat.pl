@@ -1,0 +1,275 @@
+
+# Heartbeats and idle slots (issue 13): a destination whose one watched
+# table is idle while pgbench writes in another database.
+#
+#  - heartbeats off (pg_egress.heartbeat_interval = 0): the slot's
+#    confirmed position still follows the WAL (the worker confirms what its
+#    reader passed with nothing open), but restart_lsn moves only at the
+#    bgwriter's running-xacts records (every 15 s): lag_bytes is tens of MB;
+#  - heartbeats on (the default, 1min): for 60 s of pgbench, the slot's
+#    confirmed_flush_lsn follows the WAL and egress_streams.lag_bytes of the
+#    idle stream stays below one WAL segment in the second half of the run;
+#    a row inserted into the watched table during the load is delivered
+#    exactly once;
+#  - the confirmed position never passes an unacknowledged change: with the
+#    destination failing, a change of the watched table made during the load
+#    holds the slot back; after kill -9 of the CDC worker and a working
+#    destination again it is delivered, once;
+#  - an idle cluster: no heartbeat is written, and the worker wakes no more
+#    often than its flush interval asks.
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run ();
+use Time::HiRes qw(time usleep);
+use EgressTest;
+
+my $SEG = 16 * 1024 * 1024;
+
+# flush_interval 1s (the default): the idle worker polls once a second
+my $node = create_node(
+	'hb', cdc => 1, conf => q{
+log_statement = none
+pg_egress.flush_interval = '1s'
+checkpoint_timeout = '30min'
+max_wal_size = '1GB'
+});
+my $out = new_outdir($node, 'hb');
+$node->safe_psql('postgres', 'CREATE TABLE idle (id int PRIMARY KEY, v text)');
+add_destination($node, 'hb', $out);
+$node->safe_psql('postgres',
+	q{SELECT egress_add_stream('s', 'idle', method => 'LOG_BASED', destination => 'hb')});
+wait_stream_state($node, 's', 'streaming');
+my $slot = stream_row_wait($node, 's')->{slot_name} // 'pg_egress_hb';
+
+is($node->safe_psql('postgres', 'SHOW pg_egress.heartbeat_interval'), '1min',
+	'pg_egress.heartbeat_interval defaults to 1min');
+
+# the heartbeats written into the WAL of database postgres, seen by a
+# test_decoding slot of our own (it consumes: a count per phase)
+$node->safe_psql('postgres',
+	q{SELECT pg_create_logical_replication_slot('hb_peek', 'test_decoding')});
+
+sub heartbeats_since_last_call
+{
+	return $node->safe_psql('postgres',
+		q{SELECT count(*) FROM pg_logical_slot_get_changes('hb_peek', NULL, NULL) WHERE data LIKE 'message: transactional: 0 prefix: pg_egress.heartbeat,%'});
+}
+
+$node->safe_psql('postgres', 'CREATE DATABASE bench');
+my $pgbench = $node->installed_command('pgbench');
+my ($io, $ie) = ('', '');
+IPC::Run::run([ $pgbench, '-i', '-s', '2', '-q', $node->connstr('bench') ], '>', \$io, '2>', \$ie)
+  or die "pgbench -i failed: $ie";
+
+sub set_interval
+{
+	my ($v) = @_;
+	$node->safe_psql('postgres',
+		defined $v
+		? "ALTER SYSTEM SET pg_egress.heartbeat_interval = '$v'"
+		: 'ALTER SYSTEM RESET pg_egress.heartbeat_interval');
+	$node->reload;
+}
+
+# Runs pgbench in database bench for $secs seconds; samples the slot every
+# 0.5 s; $during->($elapsed) is called at each sample.  Returns the samples
+# (t, flush, confirmed, restart, lag_bytes), pgbench's output.
+sub load
+{
+	my ($secs, $during) = @_;
+	my ($o, $e) = ('', '');
+	my $h = IPC::Run::start([ $pgbench, '-n', '-c', '2', '-T', $secs, $node->connstr('bench') ],
+		'>', \$o, '2>', \$e);
+	my $t0 = time;
+	my @samples;
+	while ($h->pumpable || time - $t0 < 1)
+	{
+		my $r = $node->safe_psql('postgres',
+			qq{SELECT pg_current_wal_flush_lsn() - '0/0', confirmed_flush_lsn - '0/0', restart_lsn - '0/0', (SELECT lag_bytes FROM egress_streams WHERE name = 's') FROM pg_replication_slots WHERE slot_name = '$slot'}
+		);
+		my ($flush, $conf, $restart, $lag) = split /\|/, $r;
+		push @samples, { t => time - $t0, flush => $flush, confirmed => $conf, restart => $restart, lag => $lag };
+		$during->(time - $t0) if $during;
+		$h->pump_nb;
+		usleep(500_000);
+		last if time - $t0 > $secs + 30;
+	}
+	$h->finish;
+	my ($tps) = $o =~ /tps = ([\d.]+)/;
+	return (\@samples, $tps // 'unknown', $e);
+}
+
+# maxima over the second half of a run
+sub second_half
+{
+	my ($samples, $secs) = @_;
+	my ($max_lag, $max_unconfirmed, $max_held, $n) = (0, 0, 0, 0);
+	foreach my $s (@$samples)
+	{
+		next if $s->{t} < $secs / 2 || $s->{t} > $secs;
+		$n++;
+		$max_lag = $s->{lag} if defined $s->{lag} && $s->{lag} ne '' && $s->{lag} > $max_lag;
+		$max_unconfirmed = $s->{flush} - $s->{confirmed} if $s->{flush} - $s->{confirmed} > $max_unconfirmed;
+		$max_held = $s->{flush} - $s->{restart} if $s->{flush} - $s->{restart} > $max_held;
+	}
+	return ($max_lag, $max_unconfirmed, $max_held, $n);
+}
+
+sub mb { return sprintf('%.1f MB', $_[0] / 1024 / 1024); }
+
+sub wal_written
+{
+	my ($samples, $secs) = @_;
+	my @in = grep { $_->{t} <= $secs } @$samples;
+	return $in[-1]{flush} - $in[0]{flush};
+}
+
+# ---------------------------------------------------------------------------
+# heartbeats off: what confirming the reader's position does alone
+# ---------------------------------------------------------------------------
+set_interval('0');
+heartbeats_since_last_call();
+my $OFF = 30;
+my ($off, $off_tps) = load($OFF);
+my ($off_lag, $off_unconf, $off_held, $off_n) = second_half($off, $OFF);
+my $off_wal = wal_written($off, $OFF);
+diag sprintf('heartbeats off, %d s of pgbench (%s tps, %s of WAL): second half (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s',
+	$OFF, $off_tps, mb($off_wal), $off_n, mb($off_lag), mb($off_unconf), mb($off_held));
+is(heartbeats_since_last_call(), 0, 'heartbeats off: no heartbeat written');
+cmp_ok($off_unconf, '<', $SEG,
+	'heartbeats off: confirmed_flush still follows the WAL (the reader\'s position is confirmed)');
+SKIP:
+{
+	skip 'less than 2 segments of WAL per 15 s: the bgwriter alone keeps up', 1
+	  if $off_wal / $OFF * 15 < 2 * $SEG;
+	cmp_ok($off_lag, '>', $SEG,
+		'heartbeats off: restart_lsn trails by the bgwriter\'s running-xacts interval (lag_bytes above one segment)');
+}
+
+# ---------------------------------------------------------------------------
+# heartbeats on (the default): 60 s of pgbench elsewhere
+# ---------------------------------------------------------------------------
+set_interval(undef);
+my $ON = 60;
+my $inserted = 0;
+my ($on, $on_tps) = load(
+	$ON,
+	sub {
+		my ($t) = @_;
+		return if $inserted || $t < $ON / 3;
+		$node->safe_psql('postgres', q{INSERT INTO idle VALUES (1, 'during the load')});
+		$inserted = 1;
+	});
+my ($on_lag, $on_unconf, $on_held, $on_n) = second_half($on, $ON);
+my $on_wal = wal_written($on, $ON);
+my $on_hb = heartbeats_since_last_call();
+diag sprintf('heartbeats on, %d s of pgbench (%s tps, %s of WAL, %d heartbeats): second half (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s',
+	$ON, $on_tps, mb($on_wal), $on_hb, $on_n, mb($on_lag), mb($on_unconf), mb($on_held));
+diag 'samples (s: flush - confirmed, lag_bytes): '
+  . join(' ', map { sprintf('%.0f:%s,%s', $_->{t}, mb($_->{flush} - $_->{confirmed}), mb($_->{lag} // 0)) }
+	  grep { int($_->{t} * 2) % 10 == 0 } @$on);
+ok($on_n >= 20, "heartbeats on: $on_n samples in the second half");
+cmp_ok($on_unconf, '<', $SEG, 'heartbeats on: confirmed_flush follows the WAL');
+cmp_ok($on_lag, '<', $SEG,
+	'heartbeats on: lag_bytes of the idle stream stays below one WAL segment in the second half');
+cmp_ok($on_hb, '>', 0, 'heartbeats were written during the load');
+# the confirmed position moved with the WAL the whole run
+my @c = map { $_->{confirmed} } grep { $_->{t} <= $ON } @$on;
+cmp_ok($c[-1] - $c[0], '>=', 0.9 * $on_wal,
+	'heartbeats on: the slot\'s confirmed position advanced with the WAL: ' . mb($c[-1] - $c[0]) . ' of ' . mb($on_wal));
+
+# the row inserted during the load: delivered exactly once
+sub deliveries
+{
+	my ($id) = @_;
+	my $n = 0;
+	foreach my $b (cdc_batches($out))
+	{
+		foreach my $r (records_of($b))
+		{
+			$n++ if $r->{record}{id} == $id;
+		}
+	}
+	return $n;
+}
+ok($inserted, 'a row was inserted into the watched table during the load');
+ok(poll_until('row 1 delivered', 60, sub { deliveries(1) >= 1 }), 'the row inserted during the load is delivered');
+is(deliveries(1), 1, 'the row inserted during the load is delivered exactly once');
+
+# ---------------------------------------------------------------------------
+# never past an unacknowledged change; kill -9 after confirming idle WAL
+# ---------------------------------------------------------------------------
+# the destination fails: its directory cannot be written
+chmod 0555, $out or die "chmod: $!";
+my ($o2, $e2) = ('', '');
+my $h2 = IPC::Run::start([ $pgbench, '-n', '-c', '2', '-T', '40', $node->connstr('bench') ],
+	'>', \$o2, '2>', \$e2);
+usleep(3_000_000);
+my $before = $node->safe_psql('postgres', q{SELECT pg_current_wal_insert_lsn() - '0/0'});
+$node->safe_psql('postgres', q{INSERT INTO idle VALUES (2, 'while the destination fails')});
+my $after = $node->safe_psql('postgres', q{SELECT pg_current_wal_insert_lsn() - '0/0'});
+# let the load write three segments past the change
+poll_until('3 segments past the change', 60, sub {
+	$node->safe_psql('postgres', q{SELECT pg_current_wal_flush_lsn() - '0/0'}) > $after + 3 * $SEG
+});
+my $conf_failing = $node->safe_psql('postgres',
+	qq{SELECT confirmed_flush_lsn - '0/0' FROM pg_replication_slots WHERE slot_name = '$slot'});
+my $bm_failing = $node->safe_psql('postgres',
+	q{SELECT ss.confirmed_lsn - '0/0' FROM egress.stream_state ss JOIN egress.stream s ON s.id = ss.stream_id WHERE s.name = 's'});
+diag "change of row 2 between WAL $before and $after; while the destination fails: slot confirmed at $conf_failing, stream bookmark at $bm_failing";
+cmp_ok($conf_failing, '<', $after,
+	'destination failing: the slot is not confirmed past the unacknowledged change, though other WAL flows');
+cmp_ok($bm_failing, '<', $after, 'destination failing: the stream\'s bookmark is not past the change either');
+
+# kill -9 of the CDC worker, while pgbench runs
+my ($pid) = cdc_worker_pids($node);
+ok(defined $pid, 'the CDC worker runs');
+kill 'KILL', $pid if defined $pid;
+chmod 0755, $out or die "chmod: $!";
+$h2->finish;
+ok(server_up($node, 120), 'the server is up again after the kill');
+wait_stream_state($node, 's', 'streaming', 180);
+ok(poll_until('row 2 delivered', 120, sub { deliveries(2) >= 1 }),
+	'after the kill, the change made while the destination failed is delivered');
+$node->safe_psql('postgres', q{INSERT INTO idle VALUES (3, 'after the kill')});
+ok(poll_until('row 3 delivered', 120, sub { deliveries(3) >= 1 }), 'a change after the kill is delivered');
+is(deliveries(1), 1, 'after the kill: row 1 still delivered exactly once');
+is(deliveries(2), 1, 'after the kill: row 2 delivered exactly once');
+is(deliveries(3), 1, 'after the kill: row 3 delivered exactly once');
+is(scalar(tmp_files($out)), 0, 'no temporary file left');
+
+# ---------------------------------------------------------------------------
+# an idle cluster
+# ---------------------------------------------------------------------------
+set_interval('2s');
+# the slot catches up with what was written before (one heartbeat at most)
+ok(poll_until('lag below 1 MB', 60, sub {
+	my $l = stream_row($node, 's');
+	return $l && defined $l->{lag_bytes} && $l->{lag_bytes} < 1024 * 1024;
+}), 'idle: lag_bytes of the idle stream falls below 1 MB');
+usleep(5_000_000);
+heartbeats_since_last_call();
+($pid) = cdc_worker_pids($node);
+my $hz = `getconf CLK_TCK` + 0 || 100;
+my $wal0 = $node->safe_psql('postgres', q{SELECT pg_current_wal_insert_lsn() - '0/0'});
+my ($c0, $w0) = (cpu_ticks($pid), wakeups($pid));
+usleep(10_000_000);
+my ($c1, $w1) = (cpu_ticks($pid), wakeups($pid));
+my $wal1 = $node->safe_psql('postgres', q{SELECT pg_current_wal_insert_lsn() - '0/0'});
+my $idle_hb = heartbeats_since_last_call();
+my $cpu_ms = (defined $c0 && defined $c1) ? ($c1 - $c0) * 1000 / $hz : -1;
+my $woke = (defined $w0 && defined $w1) ? $w1 - $w0 : -1;
+diag sprintf('idle cluster, heartbeat_interval 2s, 10 s: %d heartbeats, %d wake-ups, %.0f ms of CPU, %d bytes of WAL',
+	$idle_hb, $woke, $cpu_ms, $wal1 - $wal0);
+is($idle_hb, 0, 'idle cluster: no heartbeat is written (5 intervals)');
+# flush_interval 1s: ~10 polls in 10 s
+ok($woke >= 0 && $woke <= 25, "idle cluster: the worker wakes about once per flush interval ($woke wake-ups in 10 s)");
+ok($cpu_ms >= 0 && $cpu_ms <= 200, "idle cluster: the worker uses almost no CPU ($cpu_ms ms in 10 s)");
+
+$node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('hb_peek')});
+$node->stop;
+done_testing();
