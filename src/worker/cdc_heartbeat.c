@@ -50,6 +50,7 @@ static XLogRecPtr hb_restart = InvalidXLogRecPtr;	/* restart_lsn last seen */
 static TimestampTz hb_moved_at = 0; /* ... since then, or the last heartbeat */
 static XLogRecPtr hb_end = InvalidXLogRecPtr;	/* end of the last heartbeat */
 static TimestampTz hb_written_at = 0;	/* ... and when it was written */
+static XLogRecPtr hb_restart_then = InvalidXLogRecPtr;	/* ... restart_lsn then */
 
 /*
  * Under heavy load, no more than this many heartbeats a second: each
@@ -129,6 +130,7 @@ write_heartbeat(const char *why)
 	char		content[NAMEDATALEN + 64];
 	XLogRecPtr	end;
 
+	hb_restart_then = MyReplicationSlot->data.restart_lsn;
 	snprintf(content, sizeof(content), "%s %s", cdc->dest_name,
 			 timestamptz_to_str(GetCurrentTimestamp()));
 	(void) LogLogicalMessage(CDC_HEARTBEAT_PREFIX, content, strlen(content), false);
@@ -151,6 +153,10 @@ write_heartbeat(const char *why)
  *   the reader by about two quarter segments instead of two bgwriter
  *   intervals, and lag_bytes stays below one segment (unless WAL is
  *   written faster than two quarter segments per CDC_HEARTBEAT_MIN_GAP_MS).
+ *   When the last heartbeat, decoded and confirmed, did not move
+ *   restart_lsn at all, a transaction in progress since before it holds
+ *   the slot (PostgreSQL keeps restart_lsn before its first record), and
+ *   no heartbeat can help until it ends: then once per interval only.
  *
  * - Idle: restart_lsn did not move for pg_egress.heartbeat_interval though
  *   some other process wrote WAL that matters (GetLastImportantRecPtr:
@@ -189,7 +195,9 @@ cdc_heartbeat(void)
 
 	if (read > restart && read - restart > wal_segment_size / 2 &&
 		flush - hb_end >= wal_segment_size / 4 &&
-		TimestampDifferenceExceeds(hb_written_at, now, CDC_HEARTBEAT_MIN_GAP_MS))
+		TimestampDifferenceExceeds(hb_written_at, now, CDC_HEARTBEAT_MIN_GAP_MS) &&
+		(restart != hb_restart_then ||
+		 TimestampDifferenceExceeds(hb_written_at, now, egress_heartbeat_interval_ms)))
 	{
 		write_heartbeat("the slot holds WAL written elsewhere");
 		return true;
