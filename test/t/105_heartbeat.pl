@@ -11,6 +11,9 @@
 #    idle stream stays below one WAL segment in the second half of the run;
 #    a row inserted into the watched table during the load is delivered
 #    exactly once;
+#  - a transaction left open elsewhere holds restart_lsn (PostgreSQL keeps
+#    it before its first change): the worker does not write heartbeats in
+#    vain meanwhile;
 #  - the confirmed position never passes an unacknowledged change: a change
 #    of the watched table in a batch left open (flush_interval 20s) holds
 #    the slot back while the worker decodes the load's WAL; after kill -9 of
@@ -108,15 +111,18 @@ sub window_max
 {
 	my ($samples, $from, $to) = @_;
 	my ($max_lag, $max_unconfirmed, $max_held, $n) = (0, 0, 0, 0);
+	my ($moves, $last) = (0, undef);
 	foreach my $s (@$samples)
 	{
 		next if $s->{t} < $from || $s->{t} > $to;
 		$n++;
+		$moves++ if defined $last && $s->{restart} != $last;
+		$last = $s->{restart};
 		$max_lag = $s->{lag} if defined $s->{lag} && $s->{lag} ne '' && $s->{lag} > $max_lag;
 		$max_unconfirmed = $s->{flush} - $s->{confirmed} if $s->{flush} - $s->{confirmed} > $max_unconfirmed;
 		$max_held = $s->{flush} - $s->{restart} if $s->{flush} - $s->{restart} > $max_held;
 	}
-	return ($max_lag, $max_unconfirmed, $max_held, $n);
+	return ($max_lag, $max_unconfirmed, $max_held, $n, $moves);
 }
 
 sub mb { return sprintf('%.1f MB', $_[0] / 1024 / 1024); }
@@ -141,10 +147,13 @@ heartbeats_since_last_call();
 my $OFF = 45;
 my ($off, $off_tps) = load($OFF);
 # from 15 s on: the bgwriter wrote a running-xacts record by then
-my ($off_lag, $off_unconf, $off_held, $off_n) = window_max($off, 15, $OFF);
+my ($off_lag, $off_unconf, $off_held, $off_n, $off_moves) = window_max($off, 15, $OFF);
 my $off_wal = wal_written($off, $OFF);
-diag sprintf('heartbeats off, %d s of pgbench (%s tps, %s of WAL): from 15 s on (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s',
-	$OFF, $off_tps, mb($off_wal), $off_n, mb($off_lag), mb($off_unconf), mb($off_held));
+diag sprintf('heartbeats off, %d s of pgbench (%s tps, %s of WAL): from 15 s on (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s, restart_lsn moved %d times',
+	$OFF, $off_tps, mb($off_wal), $off_n, mb($off_lag), mb($off_unconf), mb($off_held), $off_moves);
+# the bgwriter writes one every 15 s (a checkpoint may add one)
+cmp_ok($off_moves, '<=', ($OFF - 15) / 15 + 2,
+	"heartbeats off: restart_lsn moves only at the bgwriter's running-xacts records ($off_moves times in " . ($OFF - 15) . ' s)');
 is(heartbeats_since_last_call(), 0, 'heartbeats off: no heartbeat written');
 cmp_ok($off_unconf, '<', $SEG,
 	'heartbeats off: confirmed_flush still follows the WAL (the reader\'s position is confirmed)');
@@ -171,11 +180,11 @@ my ($on, $on_tps) = load(
 		$node->safe_psql('postgres', q{INSERT INTO idle VALUES (1, 'during the load')});
 		$inserted = 1;
 	});
-my ($on_lag, $on_unconf, $on_held, $on_n) = window_max($on, $ON / 2, $ON);
+my ($on_lag, $on_unconf, $on_held, $on_n, $on_moves) = window_max($on, $ON / 2, $ON);
 my $on_wal = wal_written($on, $ON);
 my $on_hb = heartbeats_since_last_call();
-diag sprintf('heartbeats on, %d s of pgbench (%s tps, %s of WAL, %d heartbeats): second half (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s',
-	$ON, $on_tps, mb($on_wal), $on_hb, $on_n, mb($on_lag), mb($on_unconf), mb($on_held));
+diag sprintf('heartbeats on, %d s of pgbench (%s tps, %s of WAL, %d heartbeats): second half (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s, restart_lsn moved %d times',
+	$ON, $on_tps, mb($on_wal), $on_hb, $on_n, mb($on_lag), mb($on_unconf), mb($on_held), $on_moves);
 diag 'samples (s: flush - confirmed, lag_bytes): '
   . join(' ', map { sprintf('%.0f:%s,%s', $_->{t}, mb($_->{flush} - $_->{confirmed}), mb($_->{lag} // 0)) }
 	  grep { int($_->{t} * 2) % 10 == 0 } @$on);
@@ -206,6 +215,28 @@ sub deliveries
 ok($inserted, 'a row was inserted into the watched table during the load');
 ok(poll_until('row 1 delivered', 60, sub { deliveries(1) >= 1 }), 'the row inserted during the load is delivered');
 is(deliveries(1), 1, 'the row inserted during the load is delivered exactly once');
+
+# ---------------------------------------------------------------------------
+# a transaction left open in database bench holds restart_lsn before its
+# first change: no heartbeat can free the WAL behind it, and after one that
+# did not move the slot, the next waits for the interval (1min)
+# ---------------------------------------------------------------------------
+my ($lin, $lout, $lerr) = ('', '', '');
+my $long = IPC::Run::start([ $node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1', $node->connstr('bench') ],
+	'<', \$lin, '>', \$lout, '2>', \$lerr);
+$lin .= "BEGIN;\nINSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 0, now());\nSELECT 'open';\n";
+ok(poll_until('the long transaction has written', 30, sub { $long->pump_nb; $lout =~ /open/ }),
+	'a transaction with a change stays open in database bench');
+my $LONG = 20;
+my ($lt, $lt_tps) = load($LONG);
+my ($lt_lag, $lt_unconf, $lt_held, $lt_n, $lt_moves) = window_max($lt, 0, $LONG);
+my $lt_hb = heartbeats_since_last_call();
+diag sprintf('a transaction open, %d s of pgbench (%s tps, %s of WAL, %d heartbeats): max lag_bytes %s, max flush - confirmed_flush %s, restart_lsn moved %d times',
+	$LONG, $lt_tps, mb(wal_written($lt, $LONG)), $lt_hb, mb($lt_lag), mb($lt_unconf), $lt_moves);
+cmp_ok($lt_unconf, '<', $SEG, 'a transaction open: confirmed_flush still follows the WAL');
+cmp_ok($lt_hb, '<=', 2, "a transaction open: no heartbeat after one that did not move the slot ($lt_hb in $LONG s)");
+$lin .= "COMMIT;\n\\q\n";
+$long->finish;
 
 # ---------------------------------------------------------------------------
 # never past an unacknowledged change; kill -9 after confirming idle WAL
