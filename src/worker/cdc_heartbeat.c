@@ -60,6 +60,13 @@ static XLogRecPtr hb_restart_then = InvalidXLogRecPtr;	/* ... restart_lsn then *
 #define CDC_HEARTBEAT_MIN_GAP_MS 200
 
 /*
+ * WAL a slot may hold without an idle heartbeat: what other workers'
+ * heartbeats and bookmark updates write, and more.  Without it, two CDC
+ * workers on an idle cluster would write heartbeats for each other's.
+ */
+#define CDC_HEARTBEAT_IDLE_MIN (wal_segment_size / 16)
+
+/*
  * The position the reader has passed is done, when nothing of the
  * destination is open: confirm it (cdc_decode_round confirms cdc->delivered
  * at the end of each round).  Why that is safe:
@@ -159,10 +166,11 @@ write_heartbeat(const char *why)
  *   no heartbeat can help until it ends: then once per interval only.
  *
  * - Idle: restart_lsn did not move for pg_egress.heartbeat_interval though
- *   some other process wrote WAL that matters (GetLastImportantRecPtr:
- *   running-xacts records do not count) since this worker last wrote its
- *   own (heartbeat, bookmarks).  On an idle cluster that is at most one
- *   heartbeat, then nothing: no WAL is written for nothing.
+ *   the slot holds more than CDC_HEARTBEAT_IDLE_MIN, and some other process
+ *   wrote WAL that matters (GetLastImportantRecPtr: running-xacts records
+ *   do not count) since this worker last wrote its own (heartbeat,
+ *   bookmarks).  On an idle cluster that is at most one heartbeat, then
+ *   nothing: no WAL is written for nothing.
  *
  * Never while a batch is open or rows are pending: the confirmed position
  * waits for the batch then, and a heartbeat could not move it.  Returns
@@ -205,7 +213,8 @@ cdc_heartbeat(void)
 
 	ours = Max(hb_end, cdc->persisted_end);
 	if (TimestampDifferenceExceeds(hb_moved_at, now, egress_heartbeat_interval_ms) &&
-		flush > restart && GetLastImportantRecPtr() >= ours)
+		flush > restart && flush - restart > CDC_HEARTBEAT_IDLE_MIN &&
+		GetLastImportantRecPtr() >= ours)
 	{
 		write_heartbeat("the slot did not move for pg_egress.heartbeat_interval");
 		return true;
@@ -228,7 +237,7 @@ cdc_heartbeat_timeout(long timeout)
 		return timeout;
 	/* as in cdc_heartbeat: nothing foreign since our own WAL, no heartbeat */
 	if (GetLastImportantRecPtr() < Max(hb_end, cdc->persisted_end) ||
-		GetFlushRecPtr(NULL) <= MyReplicationSlot->data.restart_lsn)
+		GetFlushRecPtr(NULL) <= MyReplicationSlot->data.restart_lsn + CDC_HEARTBEAT_IDLE_MIN)
 		return timeout;
 	due = TimestampTzPlusMilliseconds(hb_moved_at, egress_heartbeat_interval_ms);
 	left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), due);

@@ -41,12 +41,21 @@ checkpoint_timeout = '30min'
 max_wal_size = '1GB'
 });
 my $out = new_outdir($node, 'hb');
+# the same table to a destination decoded with wal2json: it gets the
+# heartbeat messages in its own format
+my $wout = new_outdir($node, 'hw');
 $node->safe_psql('postgres', 'CREATE TABLE idle (id int PRIMARY KEY, v text)');
 add_destination($node, 'hb', $out);
+add_destination($node, 'hw', $wout, '{"decoder": "wal2json"}');
 $node->safe_psql('postgres',
 	q{SELECT egress_add_stream('s', 'idle', method => 'LOG_BASED', destination => 'hb')});
+$node->safe_psql('postgres',
+	q{SELECT egress_add_stream('sw', 'idle', method => 'LOG_BASED', destination => 'hw')});
 wait_stream_state($node, 's', 'streaming');
+wait_stream_state($node, 'sw', 'streaming');
 my $slot = stream_row_wait($node, 's')->{slot_name} // 'pg_egress_hb';
+is((slot_row($node, stream_row_wait($node, 'sw')->{slot_name} // 'pg_egress_hw') // {})->{plugin},
+	'wal2json', 'stream sw decodes with wal2json');
 
 is($node->safe_psql('postgres', 'SHOW pg_egress.heartbeat_interval'), '1min',
 	'pg_egress.heartbeat_interval defaults to 1min');
@@ -56,10 +65,23 @@ is($node->safe_psql('postgres', 'SHOW pg_egress.heartbeat_interval'), '1min',
 $node->safe_psql('postgres',
 	q{SELECT pg_create_logical_replication_slot('hb_peek', 'test_decoding')});
 
+# heartbeats since the last call: the total, or of one destination
+my %hb_of;
+
 sub heartbeats_since_last_call
 {
-	return $node->safe_psql('postgres',
-		q{SELECT count(*) FROM pg_logical_slot_get_changes('hb_peek', NULL, NULL) WHERE data LIKE 'message: transactional: 0 prefix: pg_egress.heartbeat,%'});
+	my ($dest) = @_;
+	%hb_of = ();
+	foreach my $l (split /\n/, $node->safe_psql('postgres',
+		q{SELECT split_part(split_part(data, 'content:', 2), ' ', 1), count(*) FROM pg_logical_slot_get_changes('hb_peek', NULL, NULL) WHERE data LIKE 'message: transactional: 0 prefix: pg_egress.heartbeat,%' GROUP BY 1}))
+	{
+		my ($d, $n) = split /\|/, $l;
+		$hb_of{$d} = $n;
+	}
+	return $hb_of{$dest} // 0 if defined $dest;
+	my $t = 0;
+	$t += $_ foreach values %hb_of;
+	return $t;
 }
 
 $node->safe_psql('postgres', 'CREATE DATABASE bench');
@@ -92,10 +114,10 @@ sub load
 	while ($h->pumpable || time - $t0 < 1)
 	{
 		my $r = $node->safe_psql('postgres',
-			qq{SELECT pg_current_wal_flush_lsn() - '0/0', confirmed_flush_lsn - '0/0', restart_lsn - '0/0', (SELECT lag_bytes FROM egress_streams WHERE name = 's') FROM pg_replication_slots WHERE slot_name = '$slot'}
+			qq{SELECT pg_current_wal_flush_lsn() - '0/0', confirmed_flush_lsn - '0/0', restart_lsn - '0/0', (SELECT lag_bytes FROM egress_streams WHERE name = 's'), (SELECT lag_bytes FROM egress_streams WHERE name = 'sw') FROM pg_replication_slots WHERE slot_name = '$slot'}
 		);
-		my ($flush, $conf, $restart, $lag) = split /\|/, $r;
-		push @samples, { t => time - $t0, flush => $flush, confirmed => $conf, restart => $restart, lag => $lag };
+		my ($flush, $conf, $restart, $lag, $wlag) = split /\|/, $r;
+		push @samples, { t => time - $t0, flush => $flush, confirmed => $conf, restart => $restart, lag => $lag, wlag => $wlag };
 		$during->(time - $t0) if $during;
 		$h->pump_nb;
 		usleep(500_000);
@@ -111,7 +133,7 @@ sub window_max
 {
 	my ($samples, $from, $to) = @_;
 	my ($max_lag, $max_unconfirmed, $max_held, $n) = (0, 0, 0, 0);
-	my ($moves, $last) = (0, undef);
+	my ($moves, $last, $max_wlag) = (0, undef, 0);
 	foreach my $s (@$samples)
 	{
 		next if $s->{t} < $from || $s->{t} > $to;
@@ -119,10 +141,11 @@ sub window_max
 		$moves++ if defined $last && $s->{restart} != $last;
 		$last = $s->{restart};
 		$max_lag = $s->{lag} if defined $s->{lag} && $s->{lag} ne '' && $s->{lag} > $max_lag;
+		$max_wlag = $s->{wlag} if defined $s->{wlag} && $s->{wlag} ne '' && $s->{wlag} > $max_wlag;
 		$max_unconfirmed = $s->{flush} - $s->{confirmed} if $s->{flush} - $s->{confirmed} > $max_unconfirmed;
 		$max_held = $s->{flush} - $s->{restart} if $s->{flush} - $s->{restart} > $max_held;
 	}
-	return ($max_lag, $max_unconfirmed, $max_held, $n, $moves);
+	return ($max_lag, $max_unconfirmed, $max_held, $n, $moves, $max_wlag);
 }
 
 sub mb { return sprintf('%.1f MB', $_[0] / 1024 / 1024); }
@@ -180,18 +203,28 @@ my ($on, $on_tps) = load(
 		$node->safe_psql('postgres', q{INSERT INTO idle VALUES (1, 'during the load')});
 		$inserted = 1;
 	});
-my ($on_lag, $on_unconf, $on_held, $on_n, $on_moves) = window_max($on, $ON / 2, $ON);
+my ($on_lag, $on_unconf, $on_held, $on_n, $on_moves, $on_wlag) = window_max($on, $ON / 2, $ON);
 my $on_wal = wal_written($on, $ON);
 my $on_hb = heartbeats_since_last_call();
 diag sprintf('heartbeats on, %d s of pgbench (%s tps, %s of WAL, %d heartbeats): second half (%d samples): max lag_bytes %s, max flush - confirmed_flush %s, max flush - restart_lsn %s, restart_lsn moved %d times',
 	$ON, $on_tps, mb($on_wal), $on_hb, $on_n, mb($on_lag), mb($on_unconf), mb($on_held), $on_moves);
-diag 'samples (s: flush - confirmed, lag_bytes): '
-  . join(' ', map { sprintf('%.0f:%s,%s', $_->{t}, mb($_->{flush} - $_->{confirmed}), mb($_->{lag} // 0)) }
-	  grep { int($_->{t} * 2) % 10 == 0 } @$on);
+{
+	my $next = 0;
+	my @shown;
+	foreach (@$on)
+	{
+		next if $_->{t} < $next;
+		push @shown, sprintf('%.0f:%s,%s', $_->{t}, mb($_->{flush} - $_->{confirmed}), mb($_->{lag} // 0));
+		$next += 5;
+	}
+	diag 'samples (s: flush - confirmed, lag_bytes): ' . join(' ', @shown);
+}
 ok($on_n >= 20, "heartbeats on: $on_n samples in the second half");
 cmp_ok($on_unconf, '<', $SEG, 'heartbeats on: confirmed_flush follows the WAL');
 cmp_ok($on_lag, '<', $SEG,
 	'heartbeats on: lag_bytes of the idle stream stays below one WAL segment in the second half');
+cmp_ok($on_wlag, '<', $SEG,
+	'heartbeats on: lag_bytes of the idle stream of the wal2json destination stays below one WAL segment too: ' . mb($on_wlag));
 cmp_ok($on_hb, '>', 0, 'heartbeats were written during the load');
 # the confirmed position moved with the WAL the whole run
 my @c = map { $_->{confirmed} } grep { $_->{t} <= $ON } @$on;
@@ -201,9 +234,9 @@ cmp_ok($c[-1] - $c[0], '>=', 0.9 * $on_wal,
 # the row inserted during the load: delivered exactly once
 sub deliveries
 {
-	my ($id) = @_;
+	my ($id, $dir) = @_;
 	my $n = 0;
-	foreach my $b (cdc_batches($out))
+	foreach my $b (cdc_batches($dir // $out))
 	{
 		foreach my $r (records_of($b))
 		{
@@ -215,6 +248,8 @@ sub deliveries
 ok($inserted, 'a row was inserted into the watched table during the load');
 ok(poll_until('row 1 delivered', 60, sub { deliveries(1) >= 1 }), 'the row inserted during the load is delivered');
 is(deliveries(1), 1, 'the row inserted during the load is delivered exactly once');
+ok(poll_until('row 1 delivered (wal2json)', 60, sub { deliveries(1, $wout) >= 1 }), 'wal2json destination: the row is delivered');
+is(deliveries(1, $wout), 1, 'wal2json destination: the row is delivered exactly once');
 
 # ---------------------------------------------------------------------------
 # a transaction left open in database bench holds restart_lsn before its
@@ -230,11 +265,12 @@ ok(poll_until('the long transaction has written', 30, sub { $long->pump_nb; $lou
 my $LONG = 20;
 my ($lt, $lt_tps) = load($LONG);
 my ($lt_lag, $lt_unconf, $lt_held, $lt_n, $lt_moves) = window_max($lt, 0, $LONG);
-my $lt_hb = heartbeats_since_last_call();
+my $lt_hb = heartbeats_since_last_call('hb');
 diag sprintf('a transaction open, %d s of pgbench (%s tps, %s of WAL, %d heartbeats): max lag_bytes %s, max flush - confirmed_flush %s, restart_lsn moved %d times',
 	$LONG, $lt_tps, mb(wal_written($lt, $LONG)), $lt_hb, mb($lt_lag), mb($lt_unconf), $lt_moves);
 cmp_ok($lt_unconf, '<', $SEG, 'a transaction open: confirmed_flush still follows the WAL');
 cmp_ok($lt_hb, '<=', 2, "a transaction open: no heartbeat after one that did not move the slot ($lt_hb in $LONG s)");
+cmp_ok($hb_of{hw} // 0, '<=', 2, 'a transaction open: the same for the wal2json destination (' . ($hb_of{hw} // 0) . ')');
 $lin .= "COMMIT;\n\\q\n";
 $long->finish;
 
@@ -279,8 +315,8 @@ cmp_ok($max_conf, '<', $after,
 cmp_ok($max_bm, '<', $after, 'batch open: the stream\'s bookmark is not past the change either');
 
 # kill -9 of the CDC worker with the batch still open, while pgbench runs
-my ($pid) = cdc_worker_pids($node);
-ok(defined $pid, 'the CDC worker runs');
+my $pid = stream_row($node, 's')->{worker_pid};
+ok(defined $pid && grep({ $_ == $pid } cdc_worker_pids($node)), 'the CDC worker of destination hb runs');
 kill 'KILL', $pid if defined $pid;
 $h2->finish;
 $node->safe_psql('postgres', q{ALTER SYSTEM RESET pg_egress.flush_interval}) if server_up($node, 120);
@@ -294,7 +330,11 @@ ok(poll_until('row 3 delivered', 120, sub { deliveries(3) >= 1 }), 'a change aft
 is(deliveries(1), 1, 'after the kill: row 1 still delivered exactly once');
 is(deliveries(2), 1, 'after the kill: row 2 delivered exactly once');
 is(deliveries(3), 1, 'after the kill: row 3 delivered exactly once');
-is(scalar(tmp_files($out)), 0, 'no temporary file left');
+wait_stream_state($node, 'sw', 'streaming', 180);
+ok(poll_until('rows 2 and 3 delivered (wal2json)', 120, sub { deliveries(2, $wout) >= 1 && deliveries(3, $wout) >= 1 }),
+	'wal2json destination: rows 2 and 3 are delivered after the kill');
+is(join(',', map { deliveries($_, $wout) } 1 .. 3), '1,1,1', 'wal2json destination: rows 1, 2 and 3 delivered exactly once');
+is(scalar(tmp_files($out)) + scalar(tmp_files($wout)), 0, 'no temporary file left');
 
 # ---------------------------------------------------------------------------
 # an idle cluster
@@ -308,24 +348,51 @@ ok(poll_until('lag below 1 MB', 60, sub {
 	return $l && defined $l->{lag_bytes} && $l->{lag_bytes} < 1024 * 1024;
 }), 'idle: lag_bytes of the idle stream falls below 1 MB');
 diag sprintf('after the load: lag_bytes below 1 MB after %.1f s, %d heartbeats', time - $t_idle, heartbeats_since_last_call());
+
+# an idle heartbeat: one 2 MB transaction in database bench, then nothing.
+# The bgwriter's next running-xacts record may be 15 s away; a heartbeat
+# follows once restart_lsn did not move for 2 s.
+usleep(3_000_000);
+heartbeats_since_last_call();
+my $t_burst = time;
+$node->safe_psql('bench',
+	q{INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler) SELECT 1, 1, 1, 0, now(), 'x' FROM generate_series(1, 20000)});
+my $burst_end = $node->safe_psql('postgres', q{SELECT pg_current_wal_flush_lsn() - '0/0'});
+ok(poll_until('both slots past the burst', 30, sub {
+	my $r = $node->safe_psql('postgres',
+		qq{SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('$slot', 'pg_egress_hw') AND restart_lsn - '0/0' >= $burst_end});
+	return $r == 2;
+}), 'idle: both slots\' restart_lsn pass a transaction written elsewhere');
+my $t_healed = time - $t_burst;
+heartbeats_since_last_call();
+diag sprintf('idle heartbeat: restart_lsn of both slots past a 2 MB transaction of database bench after %.1f s; heartbeats: hb %d, hw %d',
+	$t_healed, $hb_of{hb} // 0, $hb_of{hw} // 0);
+ok(($hb_of{hb} // 0) <= 1 && ($hb_of{hw} // 0) <= 1, 'idle: at most one heartbeat per destination');
+cmp_ok($t_healed, '<', 12, 'idle: the slots move within a few intervals, not only at the bgwriter\'s next running-xacts record');
 usleep(5_000_000);
 heartbeats_since_last_call();
-($pid) = cdc_worker_pids($node);
+my @pids = cdc_worker_pids($node);
+is(scalar(@pids), 2, 'idle cluster: two CDC workers');
 my $hz = `getconf CLK_TCK` + 0 || 100;
 my $wal0 = $node->safe_psql('postgres', q{SELECT pg_current_wal_insert_lsn() - '0/0'});
-my ($c0, $w0) = (cpu_ticks($pid), wakeups($pid));
+my %before = map { ($_ => [ cpu_ticks($_), wakeups($_) ]) } @pids;
 usleep(10_000_000);
-my ($c1, $w1) = (cpu_ticks($pid), wakeups($pid));
+my %after = map { ($_ => [ cpu_ticks($_), wakeups($_) ]) } @pids;
 my $wal1 = $node->safe_psql('postgres', q{SELECT pg_current_wal_insert_lsn() - '0/0'});
 my $idle_hb = heartbeats_since_last_call();
-my $cpu_ms = (defined $c0 && defined $c1) ? ($c1 - $c0) * 1000 / $hz : -1;
-my $woke = (defined $w0 && defined $w1) ? $w1 - $w0 : -1;
-diag sprintf('idle cluster, heartbeat_interval 2s, 10 s: %d heartbeats, %d wake-ups, %.0f ms of CPU, %d bytes of WAL',
-	$idle_hb, $woke, $cpu_ms, $wal1 - $wal0);
 is($idle_hb, 0, 'idle cluster: no heartbeat is written (5 intervals)');
-# flush_interval 1s: ~10 polls in 10 s
-ok($woke >= 0 && $woke <= 25, "idle cluster: the worker wakes about once per flush interval ($woke wake-ups in 10 s)");
-ok($cpu_ms >= 0 && $cpu_ms <= 200, "idle cluster: the worker uses almost no CPU ($cpu_ms ms in 10 s)");
+foreach $pid (@pids)
+{
+	my ($c0, $w0) = @{ $before{$pid} };
+	my ($c1, $w1) = @{ $after{$pid} };
+	my $cpu_ms = (defined $c0 && defined $c1) ? ($c1 - $c0) * 1000 / $hz : -1;
+	my $woke = (defined $w0 && defined $w1) ? $w1 - $w0 : -1;
+	diag sprintf('idle cluster, heartbeat_interval 2s, 10 s, CDC worker %d: %d heartbeats (all workers), %d wake-ups, %.0f ms of CPU, %d bytes of WAL (cluster)',
+		$pid, $idle_hb, $woke, $cpu_ms, $wal1 - $wal0);
+	# flush_interval 1s: ~10 polls in 10 s
+	ok($woke >= 0 && $woke <= 25, "idle cluster: the worker wakes about once per flush interval ($woke wake-ups in 10 s)");
+	ok($cpu_ms >= 0 && $cpu_ms <= 200, "idle cluster: the worker uses almost no CPU ($cpu_ms ms in 10 s)");
+}
 
 $node->safe_psql('postgres', q{SELECT pg_drop_replication_slot('hb_peek')});
 $node->stop;
