@@ -214,12 +214,6 @@ extern void cdc_note_failure(const char *message, bool stop);
 extern void cdc_no_free_entry(const char *dest);
 extern void cdc_initial_sync(CdcStream *s);
 
-/* cdc_heartbeat.c */
-extern void cdc_confirm_read_position(void);
-extern void cdc_heartbeat_start(void);
-extern bool cdc_heartbeat(void);
-extern long cdc_heartbeat_timeout(long timeout);
-
 /* cdc_walguard.c */
 #define CDC_SLOT_PROBLEM_LEN 512
 extern bool cdc_slot_must_go;	/* the error path should give up the slot */
@@ -231,5 +225,11 @@ extern void cdc_give_up_slot(void);
 extern int64 cdc_current_lag(void);
 extern int64 cdc_current_unacked(void);
 extern bool cdc_check_lag(int64 lag, bool may_pause);
+
+/* cdc_heartbeat.c */
+extern void cdc_confirm_read_position(void);
+extern void cdc_heartbeat_start(void);
+extern bool cdc_heartbeat(void);
+extern long cdc_heartbeat_timeout(long timeout);
 
 #endif							/* EGRESS_CDC_INTERNAL_H */
