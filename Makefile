@@ -33,6 +33,7 @@ OBJS = \
 	src/worker/cdc_batch.o \
 	src/worker/cdc_config.o \
 	src/worker/cdc_decode.o \
+	src/worker/cdc_heartbeat.o \
 	src/worker/cdc_relmap.o \
 	src/worker/cdc_render.o \
 	src/worker/cdc_backfill.o \

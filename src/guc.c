@@ -21,6 +21,7 @@ int			egress_flush_interval_ms = 1000;
 int			egress_max_slot_lag_mb = 1024;
 int			egress_max_active_streams = 256;
 int			egress_max_slot_wal_mb = 16 * 1024;
+int			egress_heartbeat_interval_ms = 60 * 1000;
 
 void
 egress_define_gucs(void)
@@ -95,6 +96,15 @@ egress_define_gucs(void)
 							16 * 1024, 0, INT_MAX / 2,
 							PGC_SIGHUP,
 							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pg_egress.heartbeat_interval",
+							"Time after which a CDC worker whose slot did not move writes a heartbeat into the WAL.",
+							"A heartbeat lets the slot of a destination whose tables are idle free the WAL that other databases or tables wrote; 0 turns heartbeats off.",
+							&egress_heartbeat_interval_ms,
+							60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pg_egress.max_active_streams",

@@ -24,6 +24,7 @@ extern int	egress_flush_interval_ms;
 extern int	egress_max_slot_lag_mb;
 extern int	egress_max_active_streams;
 extern int	egress_max_slot_wal_mb;
+extern int	egress_heartbeat_interval_ms;
 
 extern void egress_define_gucs(void);
 

@@ -381,6 +381,7 @@ run_session(MemoryContext sessioncxt)
 		if (cdc->streams[i].needs_sync && cdc->streams[i].stop == CDC_STOP_NONE)
 			cdc_backfill_begin(&cdc->streams[i]);
 	pgstat_report_activity(STATE_RUNNING, "streaming changes");
+	cdc_heartbeat_start();
 
 	for (;;)
 	{
@@ -406,6 +407,9 @@ run_session(MemoryContext sessioncxt)
 		if (cdc->catalog_moved)
 			break;
 
+		/* the slot holds WAL with nothing for us: a heartbeat moves it */
+		(void) cdc_heartbeat();
+
 		/* more WAL flushed meanwhile: decode it now */
 		if (GetFlushRecPtr(NULL) > cdc->ctx->reader->EndRecPtr)
 			continue;
@@ -419,6 +423,7 @@ run_session(MemoryContext sessioncxt)
 
 			timeout = Max(1, cdc_flush_interval_ms() - age);
 		}
+		timeout = cdc_heartbeat_timeout(timeout);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);

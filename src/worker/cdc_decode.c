@@ -424,8 +424,7 @@ cdc_decode_round(void)
 		 cdc->batch_rows >= cdc->max_rows ||
 		 cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes))
 		cdc_commit_batch();
-	if (!cdc->batch_open)
-		cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);
+	cdc_confirm_read_position();
 
 	/*
 	 * Acknowledged: record the bookmarks, then free the WAL.  Progress that

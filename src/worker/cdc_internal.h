@@ -247,4 +247,10 @@ extern int64 cdc_current_lag(void);
 extern int64 cdc_current_unacked(void);
 extern bool cdc_check_lag(int64 lag, bool may_pause);
 
+/* cdc_heartbeat.c */
+extern void cdc_confirm_read_position(void);
+extern void cdc_heartbeat_start(void);
+extern bool cdc_heartbeat(void);
+extern long cdc_heartbeat_timeout(long timeout);
+
 #endif							/* EGRESS_CDC_INTERNAL_H */
