@@ -88,6 +88,7 @@ static const OptionSpec stream_options[] = {
 	{"fast_sync_format", OPT_CHOICE, {"rds", "batch"}},
 	{"columns", OPT_NAME_LIST},
 	{"filter", OPT_STRING},
+	{"parallel", OPT_POSITIVE_INT},
 };
 
 static void
@@ -1262,6 +1263,31 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream options \"fast_sync\" and \"fast_sync_format\" are only valid for FULL_TABLE streams")));
+	/* parallel FULL_TABLE syncs: see worker/sync.c */
+	{
+		int64		nparallel;
+
+		if (egress_jsonb_get_int64(options, "parallel", &nparallel))
+		{
+			if (strcmp(method, "FULL_TABLE") != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("stream option \"parallel\" is only valid for FULL_TABLE streams")));
+			if (nparallel > egress_max_workers)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("parallel => " INT64_FORMAT " is more than pg_egress.max_workers (%d)",
+								nparallel, egress_max_workers),
+						 errdetail("Every part of a parallel sync is a pg_egress worker."),
+						 errhint("Use at most %d, or raise pg_egress.max_workers.", egress_max_workers)));
+			if (nparallel > 1 && relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
+				ereport(ERROR,
+						(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+						 errmsg("\"%s\" cannot be read in parallel", qualified),
+						 errdetail("Parallel syncs read a table or materialized view in ranges of blocks."),
+						 errhint("Use parallel => 1.")));
+		}
+	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)

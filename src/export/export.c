@@ -52,6 +52,7 @@
 #include "utils/memutils.h"
 
 #include "export/export.h"
+#include "export/parallel.h"
 
 /* RDS's default: about 6 GB */
 #define EXPORT_DEFAULT_MAX_FILE_SIZE	INT64CONST(6000000000)
@@ -912,4 +913,9 @@ egress_export_s3(PG_FUNCTION_ARGS)
 	uri = psprintf("s3://%s/%s", bucket, path);
 	egress_export_run(query, uri, text_arg(fcinfo, 4), &t, &r);
 	PG_RETURN_DATUM(export_result_datum(fcinfo, &r));
+}
+
+void
+egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+{
 }

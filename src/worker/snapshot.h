@@ -9,6 +9,7 @@
 #define EGRESS_SNAPSHOT_H
 
 #include "access/xlogdefs.h"
+#include "storage/block.h"
 
 #include "catalog/catalog.h"
 #include "pg_egress.h"
@@ -30,6 +31,31 @@ extern void egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 								  EgressWorkerSlot *slot, int64 version,
 								  bool log_based, XLogRecPtr lsn,
 								  EgressSnapshotResult *result);
+
+/*
+ * A parallel FULL_TABLE sync (sync.c, export/parallel.c) writes in three
+ * steps: EGRESS_SNAP_OPEN (one batch: SCHEMA, ACTIVATE_VERSION, STATE),
+ * EGRESS_SNAP_PART for each part (the rows of blocks [lo, hi), hi
+ * InvalidBlockNumber: to the end; no ACTIVATE_VERSION, no empty batch),
+ * EGRESS_SNAP_CLOSE (the final ACTIVATE_VERSION and STATE) once every part
+ * was acknowledged.
+ */
+#define EGRESS_SNAP_OPEN	1
+#define EGRESS_SNAP_PART	2
+#define EGRESS_SNAP_CLOSE	3
+
+typedef struct EgressSnapshotPart
+{
+	int			mode;
+	int			part;			/* EGRESS_SNAP_PART: 1..n */
+	BlockNumber lo;
+	BlockNumber hi;
+} EgressSnapshotPart;
+
+extern void egress_snapshot_write_part(EgressStreamDef *def, EgressSink *sink,
+									   EgressWorkerSlot *slot, int64 version,
+									   const EgressSnapshotPart *part,
+									   EgressSnapshotResult *result);
 
 /*
  * An INCREMENTAL run: the rows satisfying "where" (over the stream's
