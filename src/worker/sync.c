@@ -260,6 +260,7 @@ egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	EgressStreamDef *def;
 	EgressSnapshotPart sp;
 	EgressSnapshotResult r;
+	MemoryContext partcxt = CurrentMemoryContext;
 
 	egress_pin_output_settings();
 
@@ -273,7 +274,7 @@ egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 
 	/* the stream as the coordinator saw it: the same snapshot */
 	egress_catalog_enter(&guard);
-	def = egress_load_stream(sh->stream_id, CurrentMemoryContext);
+	def = egress_load_stream(sh->stream_id, partcxt);
 	egress_catalog_exit(&guard);
 	if (def == NULL)
 		ereport(ERROR,
