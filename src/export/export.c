@@ -830,7 +830,7 @@ restrict_to_range(RawStmt *rs, const char *query, const ExportRange *range)
 		sel->whereClause = cond;
 }
 
-typedef void (*ExportBeforePublish) (void *arg);
+typedef void (*ExportBeforePublish) (void *arg, int nfiles);
 
 static void export_run(const char *query, const char *uri, const char *options,
 					   const EgressS3Target *s3, EgressExportResult *result,
@@ -943,7 +943,7 @@ export_run(const char *query, const char *uri, const char *options,
 
 		part_seal(st);
 		if (before_publish)
-			before_publish(arg);
+			before_publish(arg, list_length(st->parts));
 		{
 			ListCell   *lc;
 
@@ -1059,7 +1059,7 @@ typedef struct ParallelExportWait
 } ParallelExportWait;
 
 static void
-wait_for_parts(void *arg)
+wait_for_parts(void *arg, int nfiles)
 {
 	ParallelExportWait *w = arg;
 
@@ -1102,7 +1102,7 @@ remove_finished_parts(EgressParallel *par, int nparts, const char *uri,
 		EgressPartStatus *ps = egress_parallel_status(par, k);
 		char	   *base = psprintf("%s_part%d", uri, k);
 
-		if (ps->state != EGRESS_PART_DONE)
+		if (!ps->publishing)
 			continue;
 		for (uint64 j = 1; j <= ps->batches; j++)
 		{
@@ -1202,6 +1202,20 @@ export_parallel(const char *query, const char *uri, const char *options,
 }
 
 /*
+ * A part is about to publish nfiles files: from now on the coordinator
+ * removes them if the export fails, whatever becomes of this part.
+ */
+static void
+part_publishing(void *arg, int nfiles)
+{
+	EgressPartStatus *status = arg;
+
+	status->batches = nfiles;
+	pg_write_barrier();
+	status->publishing = true;
+}
+
+/*
  * egress_export_part
  *		Part worker "part" of a parallel export: the caller's session again
  *		(settings, role, current user and security context, snapshot), its
@@ -1237,7 +1251,7 @@ egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	egress_part_range(sh->nblocks, sh->nparts, part, &range.lo, &range.hi);
 	export_run(PSTR(EGRESS_PSTR_QUERY),
 			   psprintf("%s_part%d", PSTR(EGRESS_PSTR_URI), part),
-			   PSTR(EGRESS_PSTR_OPTIONS), &t, &r, &range, NULL, NULL);
+			   PSTR(EGRESS_PSTR_OPTIONS), &t, &r, &range, part_publishing, status);
 	status->rows = r.rows;
 	status->bytes = r.bytes;
 	status->batches = r.files;

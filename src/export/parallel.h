@@ -34,6 +34,7 @@ typedef struct EgressPartStatus
 	uint64		rows;
 	uint64		bytes;
 	uint64		batches;		/* streams: batches; exports: files */
+	bool		publishing;		/* exports: its files may be visible */
 	int			sqlerrcode;
 	char		message[512];	/* the error of a failed part */
 } EgressPartStatus;

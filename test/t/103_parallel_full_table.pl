@@ -125,11 +125,38 @@ ok( poll_until(
 	'coordinator and part 2 have their snapshot and wait for the gate');
 is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_egress part'}), '1',
 	'one part worker runs');
+
+# Part workers count against pg_egress.max_workers (3): with g2's sync
+# worker and its part running, the database worker starts one more sync,
+# not two (both would wait at the gate too).
+sql(q{CREATE TABLE gb (id integer PRIMARY KEY); INSERT INTO gb SELECT generate_series(1, 10);
+	  ALTER TABLE gb OWNER TO etl; ALTER TABLE gb ENABLE ROW LEVEL SECURITY;
+	  ALTER TABLE gb FORCE ROW LEVEL SECURITY; CREATE POLICY gbp ON gb USING (public.gate());});
+foreach my $n (1, 2)
+{
+	$node->safe_psql('postgres', qq{SELECT egress_add_stream('gb$n', 'gb', 'FULL_TABLE', 'd3')},
+		extra_params => [ '-U', 'etl' ]);
+}
+ok( poll_until(
+		'a third worker waits at the gate', 60,
+		sub {
+			sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted}) eq '3';
+		}),
+	'one more sync worker started');
+# three naptimes (1s) of the database worker: a fourth worker would have started
+sleep 3;
+is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_egress sync'}), '2',
+	'two sync workers and one part worker: pg_egress.max_workers = 3 reached');
+is(sql(q{SELECT count(*) FROM egress_streams WHERE name IN ('gb1', 'gb2') AND state = 'pending'}), '1',
+	'the other stream waits');
+
 sql(q{INSERT INTO g SELECT i, 'new' || i FROM generate_series(20001, 20100) i;
 	  UPDATE g SET payload = 'changed' WHERE id <= 100;
 	  DELETE FROM g WHERE id BETWEEN 101 AND 200;});
 $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 wait_stream_state($node, 'g2', 'synced');
+wait_stream_state($node, 'gb1', 'synced');
+wait_stream_state($node, 'gb2', 'synced');
 my @bg = read_batches($d3, qr/^g2-/);
 my %ids;
 my @wrong;

@@ -194,6 +194,27 @@ $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 $bg->query('SELECT 1');
 like($bg->{stderr}, qr/part 2 of 2 ended without finishing/, 'the export fails: part 2 ended without finishing');
 is(scalar(grep { /k\.txt/ } list_dir($out)), 0, 'no part file and no temporary file of the failed export');
+
+# ---- part 2 finished and published, then part 1 fails: part 2 is removed -------
+# gate2() waits only for the first rows (block 0: part 1's); part 2 ends and
+# publishes its object, then the caller is cancelled while part 1 waits.
+sql(q{CREATE FUNCTION public.gate2(i integer) RETURNS boolean LANGUAGE sql VOLATILE
+	AS $$ SELECT CASE WHEN i > 10 THEN true ELSE (SELECT true FROM pg_catalog.pg_advisory_xact_lock_shared(4242)) END $$;
+	  CREATE TABLE c AS SELECT i AS id, md5(i::text) AS payload FROM generate_series(1, 20000) i;});
+$holder->query_safe('SELECT pg_advisory_lock(4242)');
+$bg->{stderr} = '';
+my $caller = $bg->query_safe('SELECT pg_backend_pid()');
+$bg->query_until(qr/started/,
+	"\\echo started\nSELECT rows_uploaded FROM egress_export('SELECT * FROM c WHERE public.gate2(id)', 's3://lake/c.csv', 'format csv', parallel => 2);\n");
+ok(poll_until('part 2 published its object', 60, sub { grep { $_ eq 'c.csv_part2' } $s3->keys('lake') }),
+	'part 2 finished and published c.csv_part2 while part 1 waits');
+ok(!(grep { $_ eq 'c.csv_part1' } $s3->keys('lake')), 'part 1 is not published yet: the set does not look complete');
+sql("SELECT pg_cancel_backend($caller)");
+$bg->query('SELECT 1');
+like($bg->{stderr}, qr/canceling statement due to user request/, 'the export was cancelled');
+is(scalar(grep { /^c\.csv/ } $s3->keys('lake')), 0, 'no object of the cancelled export is left');
+is_deeply($s3->state->{open}, [], 'no multipart upload left open');
+$holder->query_safe('SELECT pg_advisory_unlock(4242)');
 $holder->quit;
 $bg->quit;
 
