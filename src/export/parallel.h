@@ -93,6 +93,13 @@ extern EgressParallel *egress_parallel_begin(int kind, int nparts, BlockNumber n
 											 const char **strings);
 
 /*
+ * How many parts the run has: a sync's nparts is reduced when
+ * pg_egress.max_workers does not leave room for all (LOG); an export's
+ * never is (ERROR).  With one part, nothing was started or exported.
+ */
+extern int	egress_parallel_nparts(EgressParallel *p);
+
+/*
  * Waits until every part has ended; ERROR when one failed or ended
  * without finishing.  Adds their figures to rows, bytes and batches.
  */

@@ -208,7 +208,7 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 									def->id, version, def->owner, NULL);
 		part.mode = EGRESS_SNAP_PART;
 		part.part = 1;
-		egress_part_range(nblocks, nparts, 1, &part.lo, &part.hi);
+		egress_part_range(nblocks, egress_parallel_nparts(par), 1, &part.lo, &part.hi);
 		egress_snapshot_write_part(def, sink, slot, version, &part, &r);
 		result->rows += r.rows;
 		result->bytes += r.bytes;
@@ -235,9 +235,14 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	}
 
 	part.mode = EGRESS_SNAP_CLOSE;
-	egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+	egress_snapshot_write_part(def, sink, NULL, version, &part, &r);
 	result->bytes += r.bytes;
 	result->batches += r.batches;
+	if (slot)
+	{
+		slot->bytes_sent = result->bytes;
+		slot->batches_sent = result->batches;
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -162,18 +162,23 @@ my $holder = $node->background_psql('postgres');
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 my $bg = $node->background_psql('postgres', on_error_stop => 0);
 $bg->query_until(qr/started/,
-	"\\echo started\nSELECT rows_uploaded FROM egress_export(" . sql_quote($gq) . ", 'file://$out/g.txt', '', parallel => 2);\n");
+	"\\echo started\nSELECT rows_uploaded FROM egress_export(" . sql_quote($gq) . ", 'file://$out/g.txt', '', parallel => 3);\n");
 ok( poll_until(
-		'both parts wait for the gate', 60,
-		sub { sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted}) eq '2' }),
-	'part 1 (the caller) and part 2 have their snapshot and wait');
+		'the three parts wait for the gate', 60,
+		sub { sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted}) eq '3' }),
+	'part 1 (the caller), parts 2 and 3 have their snapshot and wait');
+# two of pg_egress.max_workers (3) are taken by its parts
+($ret, $stdout, $stderr) = export($q, "file://$out/busy.txt", '', 3);
+like($stderr, qr/53400: parallel => 3 cannot be honoured now: 2 of pg_egress.max_workers \(3\) are busy.*HINT:  Retry later/s,
+	'another parallel 3 export meanwhile: 53400, cannot be honoured');
+ok(!(grep { /^busy/ } list_dir($out)), '... and wrote nothing');
 sql(q{INSERT INTO e (id, payload) SELECT i, 'new' FROM generate_series(20001, 20100) i;
 	  UPDATE e SET payload = 'changed' WHERE id <= 100;
 	  DELETE FROM e WHERE id BETWEEN 101 AND 200;});
 $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 my ($res) = $bg->query('SELECT 1');
 like($res, qr/^20000$/m, 'the export wrote 20,000 rows');
-is(parts_concat("$out/g.txt", 2), $copy, 'the parts are exactly the snapshot before the writer\'s commit');
+is(parts_concat("$out/g.txt", 3), $copy, 'the parts are exactly the snapshot before the writer\'s commit');
 
 # ---- a part worker terminated mid-run ----------------------------------------
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
