@@ -46,6 +46,7 @@ struct EgressParallel
 	EgressParallelShared *sh;
 	int			nparts;
 	BackgroundWorkerHandle **handles;	/* [nparts]; [0] unused */
+	EgressPartStatus *final;	/* the parts' outcome, kept at the end */
 	EgressWorkerSlot **entries; /* [nparts]; [0] unused */
 	bool		ended;
 };
@@ -373,6 +374,8 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 EgressPartStatus *
 egress_parallel_status(EgressParallel *p, int part)
 {
+	if (p->final)
+		return &p->final[part - 1];
 	return &p->sh->status[part - 1];
 }
 
@@ -385,7 +388,20 @@ egress_parallel_end(EgressParallel *p)
 	release_entries(p);
 	forget(p);
 	p->ended = true;
-	/* the segment goes with the transaction's resource owner */
+
+	/*
+	 * Every part has ended: keep their outcome, detach now (left to the
+	 * transaction's resource owner, a commit would warn of a leak).
+	 */
+	if (p->seg)
+	{
+		p->final = MemoryContextAlloc(GetMemoryChunkContext(p),
+									  sizeof(EgressPartStatus) * p->nparts);
+		memcpy(p->final, p->sh->status, sizeof(EgressPartStatus) * p->nparts);
+		dsm_detach(p->seg);
+		p->seg = NULL;
+		p->sh = NULL;
+	}
 }
 
 /*
