@@ -91,7 +91,7 @@ extern PGDLLEXPORT void egress_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void egress_dbworker_main(Datum main_arg);
 extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
 extern PGDLLEXPORT void egress_cdc_main(Datum main_arg);
-extern PGDLLEXPORT void egress_part_main(Datum main_arg);
+extern PGDLLEXPORT void egress_sync_part_main(Datum main_arg);
 extern void egress_record_stream_error(int32 stream_id, const char *message);
 extern bool egress_lock_stream_state(int32 stream_id);
 

@@ -1216,13 +1216,13 @@ part_publishing(void *arg, int nfiles)
 }
 
 /*
- * egress_export_part
+ * export_part
  *		Part worker "part" of a parallel export: the caller's session again
  *		(settings, role, current user and security context, snapshot), its
  *		blocks of the query's table to <uri>_part<part>.
  */
-void
-egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+static void
+export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 {
 #define PSTR(i) (sh->str_off[i] ? (const char *) sh + sh->str_off[i] : NULL)
 	EgressExportResult r = {0};
@@ -1260,6 +1260,13 @@ egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 #undef PSTR
+}
+
+/* a part worker of a parallel export (parallel.c) */
+void
+egress_export_part_main(Datum main_arg)
+{
+	egress_part_worker_run(main_arg, export_part);
 }
 
 PG_FUNCTION_INFO_V1(egress_export_parallel);

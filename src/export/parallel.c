@@ -201,7 +201,10 @@ start_parts(EgressParallel *p, int kind, BlockNumber nblocks, int32 stream_id,
 		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 		worker.bgw_restart_time = BGW_NEVER_RESTART;
 		strlcpy(worker.bgw_library_name, "pg_egress", BGW_MAXLEN);
-		strlcpy(worker.bgw_function_name, "egress_part_main", BGW_MAXLEN);
+		/* the entry point of the kind (the arrows of the layout point down) */
+		strlcpy(worker.bgw_function_name,
+				kind == EGRESS_PARALLEL_STREAM ? "egress_sync_part_main" : "egress_export_part_main",
+				BGW_MAXLEN);
 		if (kind == EGRESS_PARALLEL_STREAM)
 			snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress part %d of %d of stream %d",
 					 k, nparts, stream_id);
@@ -405,12 +408,13 @@ egress_parallel_end(EgressParallel *p)
 }
 
 /*
- * egress_part_main
- *		A part worker: attach to the coordinator's segment, connect, run the
- *		kind's body, report the outcome.
+ * egress_part_worker_run
+ *		The life of a part worker (its entry point is its kind's: sync.c,
+ *		export.c): attach to the coordinator's segment, connect, run body,
+ *		report the outcome.
  */
 void
-egress_part_main(Datum main_arg)
+egress_part_worker_run(Datum main_arg, EgressPartBody body)
 {
 	dsm_handle	handle = DatumGetUInt32(main_arg);
 	int			part;
@@ -454,10 +458,7 @@ egress_part_main(Datum main_arg)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		if (sh->kind == EGRESS_PARALLEL_STREAM)
-			egress_sync_part(sh, part, st);
-		else
-			egress_export_part(sh, part, st);
+		body(sh, part, st);
 		pg_write_barrier();
 		st->state = EGRESS_PART_DONE;
 	}

@@ -115,10 +115,14 @@ extern EgressPartStatus *egress_parallel_status(EgressParallel *p, int part);
  */
 extern void egress_parallel_end(EgressParallel *p);
 
-/* sync.c: the body of a FULL_TABLE part worker */
-extern void egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status);
-
-/* export.c: the body of an export part worker */
-extern void egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status);
+/*
+ * A part worker's life: its kind's entry point (egress_sync_part_main in
+ * sync.c, egress_export_part_main in export.c) calls this with its body,
+ * which reads part "part" and sets the figures of status; an error or an
+ * exit without return marks the part failed.
+ */
+typedef void (*EgressPartBody) (EgressParallelShared *sh, int part,
+								EgressPartStatus *status);
+extern void egress_part_worker_run(Datum main_arg, EgressPartBody body);
 
 #endif							/* EGRESS_PARALLEL_H */

@@ -253,13 +253,13 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 static EgressSink *part_sink = NULL;
 
 /*
- * egress_sync_part
+ * sync_part
  *		The body of part worker "part" of a parallel FULL_TABLE sync: import
  *		the coordinator's snapshot, read the part's blocks, write them to
  *		the stream's destination as the part's batches.
  */
-void
-egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+static void
+sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 {
 	EgressCatalogGuard guard;
 	EgressStreamDef *def;
@@ -486,4 +486,11 @@ void
 egress_sync_main(Datum main_arg)
 {
 	egress_run_stream_worker(main_arg, sync_stream, &current_sink);
+}
+
+/* a part worker of a parallel FULL_TABLE sync (export/parallel.c) */
+void
+egress_sync_part_main(Datum main_arg)
+{
+	egress_part_worker_run(main_arg, sync_part);
 }
