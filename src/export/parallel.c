@@ -320,6 +320,47 @@ egress_parallel_nparts(EgressParallel *p)
 	return p->nparts;
 }
 
+/* ERROR for a part that ended without finishing, after stopping the others */
+static void
+check_part(EgressParallel *p, int k)
+{
+	EgressPartStatus *st = &p->sh->status[k - 1];
+	EgressPartStatus copy;
+
+	pg_read_barrier();
+	if (st->state == EGRESS_PART_DONE)
+		return;
+	copy = *st;
+	stop_parts(p);
+	if (copy.state == EGRESS_PART_FAILED)
+		ereport(ERROR,
+				(errcode(copy.sqlerrcode ? copy.sqlerrcode : ERRCODE_INTERNAL_ERROR),
+				 errmsg("part %d of %d failed: %s", k, p->nparts, copy.message),
+				 errdetail("Nothing of the run was completed.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_ADMIN_SHUTDOWN),
+			 errmsg("part %d of %d ended without finishing", k, p->nparts),
+			 errdetail("Its worker (process %d) was terminated or crashed; nothing of the run was completed.",
+					   (int) copy.pid)));
+}
+
+/*
+ * Between the coordinator's own batches: ERROR at once when a part has
+ * already failed, rather than after the coordinator's part.
+ */
+void
+egress_parallel_check(EgressParallel *p)
+{
+	for (int k = 2; k <= p->nparts && !p->ended; k++)
+	{
+		pid_t		pid;
+
+		if (p->sh->status[k - 1].state == EGRESS_PART_FAILED ||
+			GetBackgroundWorkerPid(p->handles[k], &pid) == BGWH_STOPPED)
+			check_part(p, k);
+	}
+}
+
 /*
  * Parts 2..n: ended?  ERROR for the first one that failed or ended without
  * finishing, after stopping the others.
@@ -334,7 +375,6 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 		CHECK_FOR_INTERRUPTS();
 		for (int k = 2; k <= p->nparts; k++)
 		{
-			EgressPartStatus *st = &p->sh->status[k - 1];
 			pid_t		pid;
 
 			if (GetBackgroundWorkerPid(p->handles[k], &pid) != BGWH_STOPPED)
@@ -342,23 +382,7 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 				all_stopped = false;
 				continue;
 			}
-			pg_read_barrier();
-			if (st->state != EGRESS_PART_DONE)
-			{
-				EgressPartStatus copy = *st;
-
-				stop_parts(p);
-				if (copy.state == EGRESS_PART_FAILED)
-					ereport(ERROR,
-							(errcode(copy.sqlerrcode ? copy.sqlerrcode : ERRCODE_INTERNAL_ERROR),
-							 errmsg("part %d of %d failed: %s", k, p->nparts, copy.message),
-							 errdetail("Nothing of the run was completed.")));
-				ereport(ERROR,
-						(errcode(ERRCODE_ADMIN_SHUTDOWN),
-						 errmsg("part %d of %d ended without finishing", k, p->nparts),
-						 errdetail("Its worker (process %d) was terminated or crashed; nothing of the run was completed.",
-								   (int) copy.pid)));
-			}
+			check_part(p, k);
 		}
 		if (all_stopped)
 			break;

@@ -106,6 +106,9 @@ extern int	egress_parallel_nparts(EgressParallel *p);
 extern void egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes,
 								 uint64 *batches);
 
+/* ERROR at once when a part has already failed or ended (see above) */
+extern void egress_parallel_check(EgressParallel *p);
+
 /* the figures of part k (2..n) after egress_parallel_wait */
 extern EgressPartStatus *egress_parallel_status(EgressParallel *p, int part);
 

@@ -147,6 +147,12 @@ stream_parallel(EgressStreamDef *def)
 	return (int) n;
 }
 
+static void
+check_parts(void *arg)
+{
+	egress_parallel_check((EgressParallel *) arg);
+}
+
 /*
  * Second transaction of a parallel sync: the relation in nparts TID ranges,
  * all read in this transaction's snapshot (REPEATABLE READ, exported to
@@ -194,9 +200,8 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	table_close(rel, NoLock);
 
 	memset(result, 0, sizeof(*result));
+	memset(&part, 0, sizeof(part));
 	part.mode = EGRESS_SNAP_OPEN;
-	part.part = 0;
-	part.lo = part.hi = 0;
 	egress_snapshot_write_part(def, sink, slot, version, &part, &r);
 	result->rows += r.rows;
 	result->bytes += r.bytes;
@@ -209,7 +214,11 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 		part.mode = EGRESS_SNAP_PART;
 		part.part = 1;
 		egress_part_range(nblocks, egress_parallel_nparts(par), 1, &part.lo, &part.hi);
+		/* a part that fails fails the sync at once, not after this one */
+		part.between_batches = check_parts;
+		part.arg = par;
 		egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+		part.between_batches = NULL;
 		result->rows += r.rows;
 		result->bytes += r.bytes;
 		result->batches += r.batches;
@@ -291,6 +300,7 @@ sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	{
 		part_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 		part_sink->owner_superuser = def->dest_owner_superuser;
+		memset(&sp, 0, sizeof(sp));
 		sp.mode = EGRESS_SNAP_PART;
 		sp.part = part;
 		egress_part_range(sh->nblocks, sh->nparts, part, &sp.lo, &sp.hi);
