@@ -772,6 +772,8 @@ check_splittable(RawStmt *rs, const char *query, int nparts, char **refname)
 		not_splittable(nparts, "it reads a view, a foreign table or a partitioned table");
 	if (rte->tablesample != NULL)
 		not_splittable(nparts, "it has TABLESAMPLE");
+	if (get_rel_persistence(rte->relid) == RELPERSISTENCE_TEMP)
+		not_splittable(nparts, "it reads a temporary table, which other sessions cannot read");
 	if (rte->inh && has_subclass(rte->relid))
 		not_splittable(nparts, "the table has inheritance children (name it with ONLY)");
 

@@ -136,12 +136,23 @@ foreach my $bad (
 	[ 'SELECT id FROM e UNION ALL SELECT id FROM o', 'set operations' ],
 	[ 'SELECT * FROM ev', 'view' ],
 	[ 'SELECT id, row_number() OVER () FROM e', 'window' ],
-	[ 'SELECT 1', 'one table' ])
+	[ 'SELECT 1', 'one table' ],
+	[ 'SELECT * FROM e TABLESAMPLE SYSTEM (50)', 'TABLESAMPLE' ],
+	[ 'SELECT * FROM e WHERE id IN (SELECT id FROM o)', 'subqueries' ],
+	[ 'SELECT * FROM e FOR SHARE', 'locks rows' ],
+	[ 'SELECT id, generate_series(1, (random() * 3)::int) FROM e', 'volatile set-returning' ])
 {
 	($ret, $stdout, $stderr) = export($bad->[0], "file://$out/bad.txt", '', 2);
 	like($stderr, qr/0A000: the export query cannot be split into 2 parts: .*\Q$bad->[1]\E.*HINT:  Use parallel => 1\./s,
 		"not split: $bad->[0]");
 }
+($ret, $stdout, $stderr) = export('SELECT * FROM tt', "file://$out/bad.txt", '', 2,
+	'CREATE TEMP TABLE tt AS SELECT 1 AS x;');
+like($stderr, qr/0A000: the export query cannot be split into 2 parts: it reads a temporary table/,
+	'not split: a temporary table');
+($ret, $stdout, $stderr) = export($q, "file://$out/bad.txt", '', 2, 'BEGIN; SAVEPOINT s;');
+like($stderr, qr/0A000: parallel => 2 cannot run inside a subtransaction.*HINT:  Use parallel => 1/s,
+	'refused inside a subtransaction');
 ($ret, $stdout, $stderr) = export($q, "file://$out/bad.txt", '', 4);
 like($stderr, qr/53400: parallel => 4 is more than pg_egress.max_workers \(3\).*HINT:  Use at most 3/s,
 	'parallel beyond pg_egress.max_workers: 53400 with a hint');
