@@ -1183,4 +1183,171 @@ sub cpu_ticks
 	return $f[11] + $f[12];    # utime, stime (fields 14 and 15)
 }
 
+
+# ---------------------------------------------------------------------------
+# Replaying large destinations in SQL (wave 3: backfill tests 101, 102)
+# ---------------------------------------------------------------------------
+#
+# mirror() decodes every line with JSON::PP: minutes for millions of
+# records.  replay_sql() loads the batch files into the node itself (COPY of
+# each line as text, in delivery order) and builds the same Singer target
+# there with jsonb: the last RECORD of each key wins, a RECORD with
+# "_sdc_deleted_at" set deletes it, an ACTIVATE_VERSION drops what older
+# versions wrote before it.  The files are read by the server: they must be
+# readable by its user (the node's own output directories are).
+
+push @EXPORT, qw(replay_files replay_sql replay_check);
+
+# replay_files($dir, $stream_name) -> paths in delivery order: the stream's
+# snapshot files <stream>-<version>-<NNNNNN>.jsonl (by version, number)
+# first, then every change file of the directory (cdc_batches order).  Names
+# only: nothing is decoded.
+sub replay_files
+{
+	my ($dir, $stream) = @_;
+	my (@sync, @cdc);
+	foreach my $name (list_dir($dir))
+	{
+		if (defined $stream && $name =~ /^\Q$stream\E-(\d+)-(\d{6})\.jsonl$/)
+		{
+			push @sync, [ $name, $1, $2 ];
+		}
+		elsif ($name =~ $CDC_NAME_RE)
+		{
+			push @cdc, $name;
+		}
+	}
+	@sync = sort { $a->[1] <=> $b->[1] || $a->[2] <=> $b->[2] } @sync;
+	@cdc = sort { _cdc_cmp($a, $b) } @cdc;
+	return map { "$dir/$_" } ((map { $_->[0] } @sync), @cdc);
+}
+
+# replay_sql($node, prefix => 'rp', files => [paths in order], sid =>
+# 'public-t', relation => 't', key => ['id']) -> hash of results; leaves
+# these tables for further queries (replaced by the next call with the same
+# prefix):
+#   <prefix>_files (f, name, mtime)         the files, f = their order
+#   <prefix>_msg (f, ord, j jsonb)          every message, ord = delivery order
+#   <prefix>_rec (f, ord, v, r, del, initial, k)  the stream's RECORDs; initial:
+#                                           "_sdc_lsn" present and null (an
+#                                           initial-sync row, with debug_lsn)
+#   <prefix>_act (f, ord, v)                the stream's ACTIVATE_VERSIONs
+#   <prefix>_mirror (k, r), <prefix>_table (k, r)  target state / table rows,
+#                                           r without "_sdc_*" members
+# Results: table_rows mirror_rows missing extra diff (counts), examples
+# (up to 5 strings), records initial deletes, dup_initial (initial RECORDs
+# of a key beyond its first), dup_keys, dup_max (most initial RECORDs of one
+# key), versions (distinct RECORD versions, sorted), activations (versions of
+# the ACTIVATE_VERSIONs in order), files, messages, bad_files (files whose
+# first message is not SCHEMA or last not STATE).
+sub replay_sql
+{
+	my ($node, %o) = @_;
+	my $p = $o{prefix} // 'rp';
+	my @files = @{ $o{files} };
+	my $sid = sql_quote($o{sid});
+	my @key = @{ $o{key} };
+	my $keyexpr = sub {
+		my ($x) = @_;
+		return 'concat_ws(E\'\\x1f\', ' . join(', ', map { "$x->>" . sql_quote($_) } @key) . ')';
+	};
+	my $strip = sub {
+		my ($x) = @_;
+		return "($x - coalesce((SELECT array_agg(sdc) FROM jsonb_object_keys($x) sdc WHERE sdc LIKE '\\_sdc\\_%'), '{}'::text[]))";
+	};
+	my $sql = qq{
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS ${p}_files, ${p}_lines, ${p}_msg, ${p}_rec, ${p}_act, ${p}_mirror, ${p}_table;
+CREATE UNLOGGED TABLE ${p}_files (f int PRIMARY KEY, name text, mtime float8);
+CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
+};
+	my $i = 0;
+	foreach my $path (@files)
+	{
+		$i++;
+		my @st = Time::HiRes::stat($path) or die "could not stat \"$path\": $!";
+		my ($name) = $path =~ m{([^/]+)$};
+		$sql .= "INSERT INTO ${p}_files VALUES ($i, " . sql_quote($name) . ", $st[9]);\n";
+		$sql .= "ALTER TABLE ${p}_lines ALTER f SET DEFAULT $i;\n";
+		# every byte of a line as text: delimiter and quote are bytes JSON text never holds raw
+		$sql .= "COPY ${p}_lines (line) FROM " . sql_quote($path)
+		  . " WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02');\n";
+	}
+	my $k = $keyexpr->("j->'record'");
+	my $kt = $keyexpr->('x');
+	$sql .= qq{
+CREATE UNLOGGED TABLE ${p}_msg AS SELECT f, ord, line::jsonb AS j FROM ${p}_lines;
+DROP TABLE ${p}_lines;
+CREATE UNLOGGED TABLE ${p}_rec AS
+  SELECT f, ord, (j->>'version')::numeric AS v, j->'record' AS r,
+         j->'record'->>'_sdc_deleted_at' IS NOT NULL AS del,
+         coalesce(j->'record' ? '_sdc_lsn' AND jsonb_typeof(j->'record'->'_sdc_lsn') = 'null', false) AS initial,
+         $k AS k
+    FROM ${p}_msg WHERE j->>'type' = 'RECORD' AND j->>'stream' = $sid;
+CREATE UNLOGGED TABLE ${p}_act AS
+  SELECT f, ord, (j->>'version')::numeric AS v
+    FROM ${p}_msg WHERE j->>'type' = 'ACTIVATE_VERSION' AND j->>'stream' = $sid;
+CREATE UNLOGGED TABLE ${p}_mirror AS
+  SELECT k, @{[ $strip->('r') ]} AS r
+    FROM (SELECT DISTINCT ON (k) k, ord, v, del, r FROM ${p}_rec ORDER BY k, ord DESC) l
+   WHERE NOT del AND NOT EXISTS (SELECT 1 FROM ${p}_act a WHERE a.ord > l.ord AND a.v > l.v);
+CREATE UNLOGGED TABLE ${p}_table AS
+  SELECT $kt AS k, @{[ $strip->('x') ]} AS r
+    FROM (SELECT egress_preview_record(egress_tap_row)::jsonb AS x FROM $o{relation} egress_tap_row) s;
+ANALYZE ${p}_mirror, ${p}_table, ${p}_rec;
+};
+	$node->safe_psql('postgres', $sql, timeout => 600);
+	my %r;
+	my $row = sub {
+		my ($q) = @_;
+		return split /\|/, $node->safe_psql('postgres', $q, timeout => 600), -1;
+	};
+	@r{qw(table_rows mirror_rows missing extra diff)} = $row->(qq{
+SELECT (SELECT count(*) FROM ${p}_table), (SELECT count(*) FROM ${p}_mirror),
+       count(*) FILTER (WHERE m.k IS NULL), count(*) FILTER (WHERE t.k IS NULL),
+       count(*) FILTER (WHERE m.r <> t.r)
+  FROM ${p}_table t FULL JOIN ${p}_mirror m ON m.k = t.k});
+	my $ex = $node->safe_psql('postgres', qq{
+SELECT CASE WHEN m.k IS NULL THEN 'missing from the destination: ' || t.k || ' ' || t.r::text
+            WHEN t.k IS NULL THEN 'extra at the destination: ' || m.k || ' ' || m.r::text
+            ELSE 'key ' || t.k || E'\\n   destination: ' || m.r::text || E'\\n   table:       ' || t.r::text END
+  FROM ${p}_table t FULL JOIN ${p}_mirror m ON m.k = t.k
+ WHERE m.k IS NULL OR t.k IS NULL OR m.r <> t.r
+ ORDER BY coalesce(t.k, m.k) LIMIT 5}, timeout => 600);
+	$r{examples} = [ grep { $_ ne '' } split /\n(?!   )/, $ex ];
+	@r{qw(records initial deletes)} = $row->(
+		"SELECT count(*), count(*) FILTER (WHERE initial), count(*) FILTER (WHERE del) FROM ${p}_rec");
+	@r{qw(dup_initial dup_keys dup_max)} = $row->(qq{
+SELECT coalesce(sum(n - 1), 0), count(*), coalesce(max(n), 0)
+  FROM (SELECT k, count(*) AS n FROM ${p}_rec WHERE initial GROUP BY k HAVING count(*) > 1) d});
+	$r{versions} = [ grep { $_ ne '' } split /\n/,
+		$node->safe_psql('postgres', "SELECT DISTINCT v FROM ${p}_rec ORDER BY 1") ];
+	$r{activations} = [ grep { $_ ne '' } split /\n/,
+		$node->safe_psql('postgres', "SELECT v FROM ${p}_act ORDER BY ord") ];
+	@r{qw(files messages)} = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT count(*) FROM ${p}_msg)");
+	$r{bad_files} = [ grep { $_ ne '' } split /\n/, $node->safe_psql('postgres', qq{
+SELECT fl.name FROM (SELECT f, min(ord) AS a, max(ord) AS b FROM ${p}_msg GROUP BY f) s
+  JOIN ${p}_msg x ON x.ord = s.a JOIN ${p}_msg y ON y.ord = s.b JOIN ${p}_files fl ON fl.f = s.f
+ WHERE x.j->>'type' IS DISTINCT FROM 'SCHEMA' OR y.j->>'type' IS DISTINCT FROM 'STATE'
+ ORDER BY s.f}, timeout => 600) ];
+	return \%r;
+}
+
+# replay_check($label, $result of replay_sql): one test, true when the
+# destination's state equals the table row for row; shows the first
+# differences.
+sub replay_check
+{
+	my ($label, $r) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $ok = ok($r->{missing} == 0 && $r->{extra} == 0 && $r->{diff} == 0,
+		"$label: destination == table ($r->{table_rows} rows in the table, $r->{mirror_rows} at the destination)");
+	if (!$ok)
+	{
+		diag "$r->{missing} rows missing from the destination, $r->{extra} extra there, $r->{diff} with other values";
+		diag $_ foreach @{ $r->{examples} };
+	}
+	return $ok;
+}
+
 1;

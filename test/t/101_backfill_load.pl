@@ -1,0 +1,321 @@
+
+# Chunked LOG_BASED initial sync (issue 13) of a 2,000,000-row table under a
+# concurrent UPDATE/DELETE/INSERT load on the same table, with a kill -9 of
+# the CDC worker half way.
+#
+# Set-up: table big (id bigint PRIMARY KEY, v int, w text), narrow rows, ids
+# 2, 4, ..., 2N.  A writer (a bash loop of CALL load_burst(), reconnecting
+# after the crash, with its own deadline) runs from before the stream is
+# added until the backfill is over: single-row UPDATEs of random keys
+# (read or not yet read by the backfill), DELETEs, INSERTs of odd keys
+# anywhere in the key range (ON CONFLICT: UPDATE), key-changing UPDATEs,
+# and transactions of several of these.  The stream has the default
+# chunk_rows (50,000: 40 chunks) and "debug_lsn": true, which makes
+# initial-sync RECORDs carry "_sdc_lsn": null and live ones their commit
+# LSN: that is how backfill rows are told from changes at the destination.
+#
+# Checks, and the bug each catches:
+#  1. Final state: every batch file replayed in delivery order (snapshot
+#     files first, then change files by name; the last RECORD of a key
+#     wins, _sdc_deleted_at deletes, ACTIVATE_VERSION drops older
+#     versions), in SQL (replay_sql in EgressTest.pm), equals the table row
+#     for row.  Catches: a chunk row emitted after a newer change of its
+#     key (the (L, H] filter or the straggler check missing: the stale
+#     chunk value wins), changes lost or duplicated around chunk
+#     boundaries or the crash, a chunk skipped on resume (rows missing), a
+#     deleted row resurrected by a chunk (extra rows).
+#  2. xmin: every ~100 ms the backend_xmin of every pg_egress process is
+#     sampled, with the next xid.  The age of a held xmin X at a sample is
+#     bounded above by now - (time of the last sample at which X had not
+#     been assigned yet), an over-estimate by at most one sampling
+#     interval.  Each sample is compared with the duration of the chunk in
+#     progress (time between two increments of egress_streams.
+#     backfill_chunks): age <= that chunk's duration + 0.3 s of sampling
+#     slack, and the oldest age seen must stay below a quarter of the whole
+#     backfill.  Catches: the snapshot (or any transaction) kept across
+#     chunks, and the 0.1 one-transaction sync (chunk_rows ignored: xmin
+#     as old as the backfill, no chunk increments).  At least a few samples
+#     must see an xmin (else the sampler proves nothing) and
+#     backfill_chunks must have moved at least N/chunk_rows/2 times.
+#  3. kill -9 of the CDC worker once backfill_rows >= N/2: the server log
+#     says the backfill "resumed after chunk K" with K >= the
+#     backfill_chunks read before the kill (acknowledged progress kept,
+#     resumed at a chunk boundary); the initial-sync RECORDs of a key
+#     beyond its first one (rows read again) are fewer than 2 chunks;
+#     no key has more than two; the version of the stream and of every
+#     RECORD and ACTIVATE_VERSION is the one before the kill (a resume, not
+#     a new sync: a new sync would re-read everything, a new version, and
+#     N duplicates); the first initial-sync key written after the kill is
+#     above the key of the progress read before it.  Catches: progress
+#     stored before the ack (a chunk lost: check 1), never stored (a full
+#     re-read), restarting at the start or with a new version.
+#
+# Runtime: about two minutes on 2 shared cores for 2,000,000 rows (the
+# numbers are printed with note()).  EGRESS_T101_ROWS sets another row
+# count (for a quick run; the chunk checks need >= 8 chunks).
+
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run ();
+use Time::HiRes qw(time usleep);
+use List::Util qw(max min sum);
+use EgressTest;
+
+my $N = $ENV{EGRESS_T101_ROWS} // 2_000_000;
+my $CHUNK = 50_000;    # the default of chunk_rows (not set on the stream)
+my $T0 = time;
+
+my $node = create_node(
+	'backfill_load',
+	cdc => 1,
+	conf => "shared_buffers = 256MB\nmax_wal_size = 4GB\nlog_min_messages = debug1\n"
+	  . "log_error_verbosity = terse\nlog_statement = none\n");
+my $out = new_outdir($node, 'big');
+
+sub elapsed { return sprintf('%.1f s', time - $T0); }
+
+$node->safe_psql('postgres', qq{
+CREATE TABLE big (id bigint PRIMARY KEY, v int NOT NULL, w text NOT NULL);
+INSERT INTO big SELECT 2 * g, g % 1000, substr(md5(g::text), 1, 8) FROM generate_series(1, $N) g;
+VACUUM ANALYZE big;
+-- the writer: about 2 seconds of short transactions per call
+CREATE PROCEDURE load_burst(secs float8) LANGUAGE plpgsql AS \$\$
+DECLARE
+	t0 timestamptz := clock_timestamp();
+	r bigint;
+	k bigint;
+	op int;
+	n int;
+BEGIN
+	WHILE clock_timestamp() < t0 + secs * interval '1 second' LOOP
+		n := 1 + (random() < 0.2)::int * 4;    -- sometimes five changes in one transaction
+		FOR i IN 1 .. n LOOP
+			op := floor(random() * 10)::int;
+			r := 2 * (1 + floor(random() * $N)::bigint);    -- an even (initial) key
+			k := r + 1;                                        -- an odd key next to it
+			IF op < 4 THEN
+				UPDATE big SET v = v + 1, w = 'u' || substr(md5(random()::text), 1, 6) WHERE id = r;
+			ELSIF op < 6 THEN
+				DELETE FROM big WHERE id = r;
+			ELSIF op < 8 THEN
+				INSERT INTO big VALUES (k, -1, 'i') ON CONFLICT (id) DO UPDATE SET v = big.v - 1, w = 'c';
+			ELSIF op < 9 THEN
+				DELETE FROM big WHERE id = k;
+			ELSE
+				-- the key changes (into a free odd key)
+				UPDATE big SET id = k, w = 'm' WHERE id = r AND NOT EXISTS (SELECT 1 FROM big WHERE id = k);
+			END IF;
+		END LOOP;
+		COMMIT;
+		PERFORM pg_sleep(0.003);
+	END LOOP;
+END
+\$\$;
+});
+note 'table of ' . $node->safe_psql('postgres', 'SELECT count(*) FROM big') . ' rows built at ' . elapsed();
+
+# ---------------------------------------------------------------------------
+# the writer
+# ---------------------------------------------------------------------------
+my $stop = $node->basedir . '/stop_writer';
+my $wlog = $node->basedir . '/writer.log';
+my $psql = $node->installed_command('psql');
+my $writer = IPC::Run::start(
+	[
+		'bash', '-c', qq{
+deadline=\$((SECONDS + 400)); calls=0; ok=0
+while [ ! -e '$stop' ] && [ \$SECONDS -lt \$deadline ]; do
+	calls=\$((calls + 1))
+	if '$psql' -X -q -v ON_ERROR_STOP=1 -d "\$1" -c 'CALL load_burst(2)' >>'$wlog' 2>&1; then ok=\$((ok + 1)); else sleep 0.3; fi
+done
+echo "calls=\$calls ok=\$ok" >>'$wlog'
+}, 'writer', $node->connstr('postgres')
+	],
+	'<', '/dev/null', '>', '/dev/null', '2>', '/dev/null');
+
+# let it start changing rows before the stream exists
+my $xid_start = $node->safe_psql('postgres', 'SELECT pg_snapshot_xmax(pg_current_snapshot())');
+ok( poll_until(
+		'the writer commits', 60,
+		sub { $node->safe_psql('postgres', 'SELECT pg_snapshot_xmax(pg_current_snapshot())') > $xid_start + 20 }),
+	'the writer is running');
+
+# ---------------------------------------------------------------------------
+# the stream, and the sampling during its backfill
+# ---------------------------------------------------------------------------
+add_destination($node, 'bf', $out);
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres',
+	q{SELECT egress_add_stream('big', 'big', method => 'LOG_BASED', destination => 'bf', options => '{"debug_lsn": true}')});
+my $t_added = time;
+
+my @samples;       # { t, next_xid, xmins => [xid...], state, chunks, rows }
+my @chunk_at;      # time at which backfill_chunks was first seen at each value
+my ($kill, $t_done);
+my $last_chunks = -1;
+my $sample_sql = q{
+SELECT extract(epoch FROM clock_timestamp()), pg_snapshot_xmax(pg_current_snapshot()),
+       coalesce((SELECT string_agg(backend_xmin::text, ',') FROM pg_stat_activity
+                  WHERE backend_type LIKE 'pg_egress%' AND backend_xmin IS NOT NULL), ''),
+       coalesce((SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'pg_egress cdc'), ''),
+       s.state, coalesce((to_jsonb(s)->>'backfill_chunks')::bigint, 0),
+       coalesce((to_jsonb(s)->>'backfill_rows')::bigint, 0), s.version
+  FROM egress_streams s WHERE s.name = 'big'};
+
+my $deadline = time + 600;
+while (time < $deadline)
+{
+	my $t_q = time;
+	my ($ret, $o) = $node->psql('postgres', $sample_sql);
+	if ($ret == 0 && $o ne '')
+	{
+		my ($t, $next, $xm, $cdc, $state, $chunks, $rows, $version) = split /\|/, $o, -1;
+		my $s = {
+			t => $t, next_xid => $next, xmins => [ grep { $_ ne '' } split /,/, $xm ],
+			cdc => [ grep { $_ ne '' } split /,/, $cdc ], state => $state,
+			chunks => $chunks, rows => $rows, version => $version
+		};
+		push @samples, $s;
+		if ($chunks != $last_chunks)
+		{
+			push @chunk_at, { chunks => $chunks, t => $t, after_kill => defined $kill };
+			$last_chunks = $chunks;
+		}
+		if (!$kill && $rows >= $N / 2 && @{ $s->{cdc} } == 1)
+		{
+			# acknowledged progress just before the kill
+			my $st = $node->safe_psql('postgres',
+				q{SELECT ss.backfill_chunks || '|' || ss.backfill_rows || '|' || coalesce(ss.backfill_after[1], '') || '|' || ss.version
+				    FROM egress.stream_state ss JOIN egress.stream s ON s.id = ss.stream_id WHERE s.name = 'big'});
+			my ($kc, $kr, $ka, $kv) = split /\|/, $st, -1;
+			my %files = map { ($_ => 1) } list_dir($out);
+			$kill = {
+				t => time, pid => $s->{cdc}[0], chunks => $kc, rows => $kr, after => $ka,
+				version => $kv, files => \%files, log_offset => -s $node->logfile
+			};
+			ok(kill('KILL', $kill->{pid}), "kill -9 of the CDC worker $kill->{pid} at backfill_rows $kr of $N (chunk $kc, after key $ka)");
+			server_up($node);
+			next;
+		}
+		if ($state eq 'streaming')
+		{
+			$t_done = $t;
+			last;
+		}
+		last if $state eq 'error';
+	}
+	my $left = 0.1 - (time - $t_q);
+	usleep(int($left * 1e6)) if $left > 0;
+}
+ok(defined $t_done, 'the backfill finished (state streaming)')
+  or diag 'last egress_streams row: ' . join(' ', map { "$_=" . ($samples[-1]{$_} // '') } qw(state chunks rows))
+  . ' error: ' . (stream_row($node, 'big') // {})->{last_error};
+ok($kill, 'the CDC worker was killed at 50%');
+my $backfill_s = ($t_done // time) - $t_added;
+note sprintf('backfill of %d rows: %.1f s (%d samples); finished at %s', $N, $backfill_s, scalar @samples, elapsed());
+
+# stop the writer, let everything arrive
+write_file($stop, '');
+ok(eval { $writer->finish; 1 }, 'the writer stopped');
+note 'writer: ' . join(' | ', grep { /calls=/ } split /\n/, slurp_file($wlog));
+wait_caught_up($node, 'big', 180);
+
+# ---------------------------------------------------------------------------
+# 2. xmin held by pg_egress vs the chunk durations
+# ---------------------------------------------------------------------------
+{
+	# chunk k+1 is in progress while backfill_chunks = k: from its first
+	# sighting to the next value's (intervals spanning the kill are left out)
+	my %dur;
+	for my $i (0 .. $#chunk_at - 1)
+	{
+		my ($a, $b) = @chunk_at[ $i, $i + 1 ];
+		next if $kill && $a->{t} < $kill->{t} && $b->{t} >= $kill->{t};
+		$dur{ $a->{chunks} } = $b->{t} - $a->{t};
+	}
+	my @d = sort { $a <=> $b } values %dur;
+	my $median = @d ? $d[ $#d / 2 ] : 0;
+	note sprintf('backfill_chunks took %d values; chunk durations: median %.2f s, max %.2f s',
+		scalar @chunk_at, $median, @d ? $d[-1] : 0);
+	cmp_ok(scalar @chunk_at, '>=', int($N / $CHUNK / 2), 'backfill_chunks moved chunk by chunk');
+
+	my ($n_held, $max_age, $worst_excess, $worst) = (0, 0, -1e9, '');
+	my $last_unassigned = sub {
+		my ($x, $upto) = @_;
+		my $t;
+		foreach my $s (@samples[ 0 .. $upto ])
+		{
+			$t = $s->{t} if $s->{next_xid} <= $x;
+		}
+		return $t // $samples[0]{t};
+	};
+	for my $i (0 .. $#samples)
+	{
+		my $s = $samples[$i];
+		next unless @{ $s->{xmins} };
+		next if $s->{state} eq 'streaming';
+		$n_held++;
+		my $x = min(@{ $s->{xmins} });
+		my $age = $s->{t} - $last_unassigned->($x, $i);
+		my $limit = $dur{ $s->{chunks} } // $median;
+		$max_age = $age if $age > $max_age;
+		if ($age - $limit > $worst_excess)
+		{
+			$worst_excess = $age - $limit;
+			$worst = sprintf('xmin %s at +%.2f s (backfill_chunks %d): age <= %.2f s, chunk duration %.2f s',
+				$x, $s->{t} - $t_added, $s->{chunks}, $age, $limit);
+		}
+	}
+	note sprintf('%d of %d samples saw a pg_egress backend_xmin; oldest age %.2f s; closest to the limit: %s',
+		$n_held, scalar @samples, $max_age, $worst);
+	cmp_ok($n_held, '>=', 3, 'the sampler saw pg_egress hold an xmin (reads in progress)');
+	cmp_ok($worst_excess, '<=', 0.3, 'no held xmin dates back more than the chunk in progress (+0.3 s sampling slack)')
+	  or diag $worst;
+	cmp_ok($max_age, '<', $backfill_s / 4, 'the oldest held xmin is far younger than the backfill (no snapshot across chunks)');
+}
+
+# ---------------------------------------------------------------------------
+# 3. the resume after kill -9
+# ---------------------------------------------------------------------------
+my ($resumed_after) = slurp_file($node->logfile, $kill ? $kill->{log_offset} : 0)
+  =~ /chunked backfill of \S+ resumed after chunk (\d+)/;
+ok(defined $resumed_after, 'the server log says where the backfill resumed')
+  and cmp_ok($resumed_after, '>=', $kill->{chunks},
+	"resumed after chunk $resumed_after, not before the acknowledged chunk $kill->{chunks}");
+
+# ---------------------------------------------------------------------------
+# 1. the destination's final state, and the records re-read
+# ---------------------------------------------------------------------------
+my $t_replay = time;
+my $r = replay_sql($node, prefix => 'rp', files => [ replay_files($out, 'big') ],
+	sid => 'public-big', relation => 'big', key => ['id']);
+note sprintf('replayed %d files, %d messages, %d RECORDs of public-big (%d initial-sync, %d deletes) in %.1f s',
+	$r->{files}, $r->{messages}, $r->{records}, $r->{initial}, $r->{deletes}, time - $t_replay);
+replay_check('after the backfill under load and kill -9', $r);
+is_deeply($r->{bad_files}, [], 'every batch file starts with SCHEMA and ends with STATE');
+cmp_ok($r->{initial}, '>=', $N * 0.9, 'the rows came as initial-sync RECORDs ("_sdc_lsn": null)');
+note "initial-sync RECORDs sent twice: $r->{dup_initial} (keys: $r->{dup_keys}, at most $r->{dup_max} times)";
+cmp_ok($r->{dup_initial}, '<', 2 * $CHUNK, 'rows re-read after kill -9: fewer than 2 chunks');
+cmp_ok($r->{dup_max}, '<=', 2, 'no row sent by the backfill more than twice');
+if ($kill)
+{
+	is_deeply($r->{versions}, [ $kill->{version} ], 'every RECORD has the version of before the kill');
+	ok(@{ $r->{activations} } && !grep({ $_ ne $kill->{version} } @{ $r->{activations} }),
+		'every ACTIVATE_VERSION has the version of before the kill')
+	  or diag "ACTIVATE_VERSIONs: @{ $r->{activations} }";
+	is(stream_row($node, 'big')->{version}, $kill->{version}, 'egress_streams.version unchanged by the resume');
+	my $new = join(',', map { sql_quote($_) } grep { !$kill->{files}{$_} } list_dir($out)) || "''";
+	my $first = $node->safe_psql('postgres', qq{
+SELECT min(r.k::bigint) FROM rp_rec r JOIN rp_files f USING (f)
+ WHERE r.initial AND f.name IN ($new)});
+	note "first initial-sync key after the kill: $first (acknowledged progress before it: after key '$kill->{after}')";
+	cmp_ok($first, '>', $kill->{after} eq '' ? 0 : $kill->{after}, 'the backfill resumed after the acknowledged key')
+	  if $first ne '';
+}
+
+note 'total runtime ' . elapsed();
+$node->stop('fast');
+done_testing();
