@@ -1227,8 +1227,9 @@ sub replay_files
 # these tables for further queries (replaced by the next call with the same
 # prefix):
 #   <prefix>_files (f, name, mtime)         the files, f = their order
-#   <prefix>_msg (f, ord, j jsonb)          every message, ord = delivery order
-#   <prefix>_rec (f, ord, v, r, del, initial, k)  the stream's RECORDs; initial:
+#   <prefix>_ends (f, ord, type, first)     first and last message of each file
+#   <prefix>_rec (f, ord, v, r, del, initial, k)  the stream's RECORDs (ord:
+#                                           position in delivery order); initial:
 #                                           "_sdc_lsn" present and null (an
 #                                           initial-sync row, with debug_lsn)
 #   <prefix>_act (f, ord, v)                the stream's ACTIVATE_VERSIONs
@@ -1251,13 +1252,12 @@ sub replay_sql
 		my ($x) = @_;
 		return 'concat_ws(E\'\\x1f\', ' . join(', ', map { "$x->>" . sql_quote($_) } @key) . ')';
 	};
-	my $strip = sub {
-		my ($x) = @_;
-		return "($x - coalesce((SELECT array_agg(sdc) FROM jsonb_object_keys($x) sdc WHERE sdc LIKE '\\_sdc\\_%'), '{}'::text[]))";
-	};
+	# the _sdc_* members the contract defines (singer-format.md)
+	my $strip = sub { return "($_[0] - '{_sdc_deleted_at,_sdc_lsn}'::text[])"; };
 	my $sql = qq{
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS ${p}_files, ${p}_lines, ${p}_msg, ${p}_rec, ${p}_act, ${p}_mirror, ${p}_table;
+SET work_mem = '256MB';
+DROP TABLE IF EXISTS ${p}_files, ${p}_lines, ${p}_msg, ${p}_ends, ${p}_count, ${p}_rec, ${p}_act, ${p}_mirror, ${p}_table;
 CREATE UNLOGGED TABLE ${p}_files (f int PRIMARY KEY, name text, mtime float8);
 CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
 };
@@ -1276,17 +1276,25 @@ CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
 	my $k = $keyexpr->("j->'record'");
 	my $kt = $keyexpr->('x');
 	$sql .= qq{
-CREATE UNLOGGED TABLE ${p}_msg AS SELECT f, ord, line::jsonb AS j FROM ${p}_lines;
+-- every line parsed once; only the stream's RECORDs and ACTIVATE_VERSIONs kept
+CREATE UNLOGGED TABLE ${p}_msg AS
+  SELECT f, ord, j FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines) s
+   WHERE j->>'stream' = $sid AND j->>'type' IN ('RECORD', 'ACTIVATE_VERSION');
+CREATE UNLOGGED TABLE ${p}_ends AS
+  SELECT l.f, l.ord, l.line::jsonb->>'type' AS type, l.ord = e.a AS first
+    FROM (SELECT f, min(ord) AS a, max(ord) AS b, count(*) AS n FROM ${p}_lines GROUP BY f) e
+    JOIN ${p}_lines l ON l.ord IN (e.a, e.b);
+CREATE UNLOGGED TABLE ${p}_count AS SELECT count(*) AS n FROM ${p}_lines;
 DROP TABLE ${p}_lines;
 CREATE UNLOGGED TABLE ${p}_rec AS
   SELECT f, ord, (j->>'version')::numeric AS v, j->'record' AS r,
          j->'record'->>'_sdc_deleted_at' IS NOT NULL AS del,
          coalesce(j->'record' ? '_sdc_lsn' AND jsonb_typeof(j->'record'->'_sdc_lsn') = 'null', false) AS initial,
          $k AS k
-    FROM ${p}_msg WHERE j->>'type' = 'RECORD' AND j->>'stream' = $sid;
+    FROM ${p}_msg WHERE j->>'type' = 'RECORD';
 CREATE UNLOGGED TABLE ${p}_act AS
-  SELECT f, ord, (j->>'version')::numeric AS v
-    FROM ${p}_msg WHERE j->>'type' = 'ACTIVATE_VERSION' AND j->>'stream' = $sid;
+  SELECT f, ord, (j->>'version')::numeric AS v FROM ${p}_msg WHERE j->>'type' = 'ACTIVATE_VERSION';
+DROP TABLE ${p}_msg;
 CREATE UNLOGGED TABLE ${p}_mirror AS
   SELECT k, @{[ $strip->('r') ]} AS r
     FROM (SELECT DISTINCT ON (k) k, ord, v, del, r FROM ${p}_rec ORDER BY k, ord DESC) l
@@ -1324,12 +1332,12 @@ SELECT coalesce(sum(n - 1), 0), count(*), coalesce(max(n), 0)
 		$node->safe_psql('postgres', "SELECT DISTINCT v FROM ${p}_rec ORDER BY 1") ];
 	$r{activations} = [ grep { $_ ne '' } split /\n/,
 		$node->safe_psql('postgres', "SELECT v FROM ${p}_act ORDER BY ord") ];
-	@r{qw(files messages)} = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT count(*) FROM ${p}_msg)");
+	@r{qw(files messages)} = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT n FROM ${p}_count)");
 	$r{bad_files} = [ grep { $_ ne '' } split /\n/, $node->safe_psql('postgres', qq{
-SELECT fl.name FROM (SELECT f, min(ord) AS a, max(ord) AS b FROM ${p}_msg GROUP BY f) s
-  JOIN ${p}_msg x ON x.ord = s.a JOIN ${p}_msg y ON y.ord = s.b JOIN ${p}_files fl ON fl.f = s.f
- WHERE x.j->>'type' IS DISTINCT FROM 'SCHEMA' OR y.j->>'type' IS DISTINCT FROM 'STATE'
- ORDER BY s.f}, timeout => 600) ];
+SELECT name FROM ${p}_files fl
+ WHERE NOT EXISTS (SELECT 1 FROM ${p}_ends e WHERE e.f = fl.f AND e.first AND e.type = 'SCHEMA')
+    OR NOT EXISTS (SELECT 1 FROM ${p}_ends e WHERE e.f = fl.f AND NOT e.first AND e.type = 'STATE')
+ ORDER BY f}, timeout => 600) ];
 	return \%r;
 }
 

@@ -144,7 +144,45 @@ ok( poll_until(
 	'the writer is running');
 
 # ---------------------------------------------------------------------------
-# the stream, and the sampling during its backfill
+# the sampler: a procedure in its own backend, every 10 ms (committing each
+# sample: its xids also map xids to times at that resolution), restarted
+# after the crash like the writer
+# ---------------------------------------------------------------------------
+$node->safe_psql('postgres', q{
+CREATE TABLE xmin_sample (t float8, next_xid bigint, held int, oldest_xmin bigint,
+                          state text, chunks bigint, rows bigint, version bigint);
+CREATE TABLE sampler_ctl (stop boolean NOT NULL);
+INSERT INTO sampler_ctl VALUES (false);
+CREATE PROCEDURE sampler() LANGUAGE plpgsql AS $$
+BEGIN
+	WHILE NOT (SELECT stop FROM sampler_ctl) LOOP
+		INSERT INTO xmin_sample
+		SELECT extract(epoch FROM clock_timestamp()), pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+		       (SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_egress%' AND backend_xmin IS NOT NULL),
+		       (SELECT min(backend_xmin::text::bigint) FROM pg_stat_activity
+		         WHERE backend_type LIKE 'pg_egress%' AND backend_xmin IS NOT NULL),
+		       s.state, coalesce((to_jsonb(s)->>'backfill_chunks')::bigint, 0),
+		       coalesce((to_jsonb(s)->>'backfill_rows')::bigint, 0), s.version
+		  FROM egress_streams s WHERE s.name = 'big';
+		COMMIT;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END
+$$;
+});
+my $sampler = IPC::Run::start(
+	[
+		'bash', '-c', qq{
+deadline=\$((SECONDS + 400))
+while [ ! -e '$stop' ] && [ \$SECONDS -lt \$deadline ]; do
+	'$psql' -X -q -d "\$1" -c 'CALL sampler()' >>'$wlog' 2>&1 || sleep 0.2
+done
+}, 'sampler', $node->connstr('postgres')
+	],
+	'<', '/dev/null', '>', '/dev/null', '2>', '/dev/null');
+
+# ---------------------------------------------------------------------------
+# the stream; kill -9 of its worker at 50%
 # ---------------------------------------------------------------------------
 add_destination($node, 'bf', $out);
 my $log_offset = -s $node->logfile;
@@ -152,39 +190,26 @@ $node->safe_psql('postgres',
 	q{SELECT egress_add_stream('big', 'big', method => 'LOG_BASED', destination => 'bf', options => '{"debug_lsn": true}')});
 my $t_added = time;
 
-my @samples;       # { t, next_xid, xmins => [xid...], state, chunks, rows }
-my @chunk_at;      # time at which backfill_chunks was first seen at each value
-my ($kill, $t_done);
-my $last_chunks = -1;
-my $sample_sql = q{
-SELECT extract(epoch FROM clock_timestamp()), pg_snapshot_xmax(pg_current_snapshot()),
-       coalesce((SELECT string_agg(backend_xmin::text, ',') FROM pg_stat_activity
-                  WHERE backend_type LIKE 'pg_egress%' AND backend_xmin IS NOT NULL), ''),
-       coalesce((SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'pg_egress cdc'), ''),
-       s.state, coalesce((to_jsonb(s)->>'backfill_chunks')::bigint, 0),
-       coalesce((to_jsonb(s)->>'backfill_rows')::bigint, 0), s.version
+my ($kill, $t_done, $last);
+my $progress_sql = q{
+SELECT s.state, coalesce((to_jsonb(s)->>'backfill_rows')::bigint, 0),
+       coalesce((SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'pg_egress cdc'), '')
   FROM egress_streams s WHERE s.name = 'big'};
-
 my $deadline = time + 600;
 while (time < $deadline)
 {
-	my $t_q = time;
-	my ($ret, $o) = $node->psql('postgres', $sample_sql);
+	my ($ret, $o) = $node->psql('postgres', $progress_sql);
 	if ($ret == 0 && $o ne '')
 	{
-		my ($t, $next, $xm, $cdc, $state, $chunks, $rows, $version) = split /\|/, $o, -1;
-		my $s = {
-			t => $t, next_xid => $next, xmins => [ grep { $_ ne '' } split /,/, $xm ],
-			cdc => [ grep { $_ ne '' } split /,/, $cdc ], state => $state,
-			chunks => $chunks, rows => $rows, version => $version
-		};
-		push @samples, $s;
-		if ($chunks != $last_chunks)
+		my ($state, $rows, $cdc) = split /\|/, $o, -1;
+		$last = $o;
+		if ($state eq 'streaming')
 		{
-			push @chunk_at, { chunks => $chunks, t => $t, after_kill => defined $kill };
-			$last_chunks = $chunks;
+			$t_done = time;
+			last;
 		}
-		if (!$kill && $rows >= $N / 2 && @{ $s->{cdc} } == 1)
+		last if $state eq 'error';
+		if (!$kill && $rows >= $N / 2 && $cdc =~ /^\d+$/)
 		{
 			# acknowledged progress just before the kill
 			my $st = $node->safe_psql('postgres',
@@ -193,33 +218,27 @@ while (time < $deadline)
 			my ($kc, $kr, $ka, $kv) = split /\|/, $st, -1;
 			my %files = map { ($_ => 1) } list_dir($out);
 			$kill = {
-				t => time, pid => $s->{cdc}[0], chunks => $kc, rows => $kr, after => $ka,
+				t => time, pid => $cdc, chunks => $kc, rows => $kr, after => $ka,
 				version => $kv, files => \%files, log_offset => -s $node->logfile
 			};
-			ok(kill('KILL', $kill->{pid}), "kill -9 of the CDC worker $kill->{pid} at backfill_rows $kr of $N (chunk $kc, after key $ka)");
+			ok(kill('KILL', $cdc), "kill -9 of the CDC worker $cdc at backfill_rows $kr of $N (chunk $kc, after key $ka)");
 			server_up($node);
 			next;
 		}
-		if ($state eq 'streaming')
-		{
-			$t_done = $t;
-			last;
-		}
-		last if $state eq 'error';
 	}
-	my $left = 0.1 - (time - $t_q);
-	usleep(int($left * 1e6)) if $left > 0;
+	usleep(50_000);
 }
 ok(defined $t_done, 'the backfill finished (state streaming)')
-  or diag 'last egress_streams row: ' . join(' ', map { "$_=" . ($samples[-1]{$_} // '') } qw(state chunks rows))
-  . ' error: ' . (stream_row($node, 'big') // {})->{last_error};
+  or diag "last state|backfill_rows|cdc pid: $last; error: " . ((stream_row($node, 'big') // {})->{last_error} // '');
 ok($kill, 'the CDC worker was killed at 50%');
 my $backfill_s = ($t_done // time) - $t_added;
-note sprintf('backfill of %d rows: %.1f s (%d samples); finished at %s', $N, $backfill_s, scalar @samples, elapsed());
+note sprintf('backfill of %d rows: %.1f s; finished at %s', $N, $backfill_s, elapsed());
 
-# stop the writer, let everything arrive
+# stop the writer and the sampler, let everything arrive
 write_file($stop, '');
+$node->safe_psql('postgres', 'UPDATE sampler_ctl SET stop = true');
 ok(eval { $writer->finish; 1 }, 'the writer stopped');
+ok(eval { $sampler->finish; 1 }, 'the sampler stopped');
 note 'writer: ' . join(' | ', grep { /calls=/ } split /\n/, slurp_file($wlog));
 wait_caught_up($node, 'big', 180);
 
@@ -227,9 +246,18 @@ wait_caught_up($node, 'big', 180);
 # 2. xmin held by pg_egress vs the chunk durations
 # ---------------------------------------------------------------------------
 {
+	my @samples = map {
+		my @f = split /\|/, $_, -1;
+		+{ t => $f[0], next_xid => $f[1], held => $f[2], xmin => $f[3], state => $f[4], chunks => $f[5] }
+	} grep { $_ ne '' } split /\n/, $node->safe_psql('postgres',
+		"SELECT t, next_xid, held, coalesce(oldest_xmin, 0), state, chunks FROM xmin_sample WHERE t >= $t_added ORDER BY t");
 	# chunk k+1 is in progress while backfill_chunks = k: from its first
-	# sighting to the next value's (intervals spanning the kill are left out)
-	my %dur;
+	# sighting to the next value's (intervals spanning the kill left out)
+	my (@chunk_at, %dur);
+	foreach my $s (@samples)
+	{
+		push @chunk_at, $s if !@chunk_at || $s->{chunks} != $chunk_at[-1]{chunks};
+	}
 	for my $i (0 .. $#chunk_at - 1)
 	{
 		my ($a, $b) = @chunk_at[ $i, $i + 1 ];
@@ -238,41 +266,42 @@ wait_caught_up($node, 'big', 180);
 	}
 	my @d = sort { $a <=> $b } values %dur;
 	my $median = @d ? $d[ $#d / 2 ] : 0;
-	note sprintf('backfill_chunks took %d values; chunk durations: median %.2f s, max %.2f s',
-		scalar @chunk_at, $median, @d ? $d[-1] : 0);
+	note sprintf('%d samples; backfill_chunks took %d values; chunk durations: median %.3f s, max %.3f s',
+		scalar @samples, scalar @chunk_at, $median, @d ? $d[-1] : 0);
 	cmp_ok(scalar @chunk_at, '>=', int($N / $CHUNK / 2), 'backfill_chunks moved chunk by chunk');
 
-	my ($n_held, $max_age, $worst_excess, $worst) = (0, 0, -1e9, '');
-	my $last_unassigned = sub {
-		my ($x, $upto) = @_;
-		my $t;
-		foreach my $s (@samples[ 0 .. $upto ])
+	# the time of the last sample at which xid X was not assigned yet
+	# (next_xid never decreases): binary search
+	my $unassigned_at = sub {
+		my ($x) = @_;
+		my ($lo, $hi) = (0, $#samples);
+		return $samples[0]{t} if $samples[0]{next_xid} > $x;
+		while ($lo < $hi)
 		{
-			$t = $s->{t} if $s->{next_xid} <= $x;
+			my $mid = int(($lo + $hi + 1) / 2);
+			if ($samples[$mid]{next_xid} <= $x) { $lo = $mid; } else { $hi = $mid - 1; }
 		}
-		return $t // $samples[0]{t};
+		return $samples[$lo]{t};
 	};
-	for my $i (0 .. $#samples)
+	my ($n_held, $max_age, $worst_excess, $worst) = (0, 0, -1e9, '');
+	foreach my $s (@samples)
 	{
-		my $s = $samples[$i];
-		next unless @{ $s->{xmins} };
-		next if $s->{state} eq 'streaming';
+		next unless $s->{held} && $s->{state} ne 'streaming';
 		$n_held++;
-		my $x = min(@{ $s->{xmins} });
-		my $age = $s->{t} - $last_unassigned->($x, $i);
+		my $age = $s->{t} - $unassigned_at->($s->{xmin});
 		my $limit = $dur{ $s->{chunks} } // $median;
 		$max_age = $age if $age > $max_age;
 		if ($age - $limit > $worst_excess)
 		{
 			$worst_excess = $age - $limit;
-			$worst = sprintf('xmin %s at +%.2f s (backfill_chunks %d): age <= %.2f s, chunk duration %.2f s',
-				$x, $s->{t} - $t_added, $s->{chunks}, $age, $limit);
+			$worst = sprintf('xmin %s at +%.2f s (backfill_chunks %d): age <= %.3f s, chunk duration %.3f s',
+				$s->{xmin}, $s->{t} - $t_added, $s->{chunks}, $age, $limit);
 		}
 	}
-	note sprintf('%d of %d samples saw a pg_egress backend_xmin; oldest age %.2f s; closest to the limit: %s',
-		$n_held, scalar @samples, $max_age, $worst);
+	note sprintf('%d samples saw a pg_egress backend_xmin; oldest age %.3f s; closest to its limit: %s',
+		$n_held, $max_age, $worst);
 	cmp_ok($n_held, '>=', 3, 'the sampler saw pg_egress hold an xmin (reads in progress)');
-	cmp_ok($worst_excess, '<=', 0.3, 'no held xmin dates back more than the chunk in progress (+0.3 s sampling slack)')
+	cmp_ok($worst_excess, '<=', 0.1, 'no held xmin dates back more than the chunk in progress (+0.1 s sampling slack)')
 	  or diag $worst;
 	cmp_ok($max_age, '<', $backfill_s / 4, 'the oldest held xmin is far younger than the backfill (no snapshot across chunks)');
 }
