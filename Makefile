@@ -35,6 +35,7 @@ OBJS = \
 	src/worker/cdc_decode.o \
 	src/worker/cdc_relmap.o \
 	src/worker/cdc_render.o \
+	src/worker/cdc_backfill.o \
 	src/worker/cdc_walguard.o \
 	src/worker/snapshot.o \
 	src/worker/sync.o \

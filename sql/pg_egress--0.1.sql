@@ -53,7 +53,14 @@ CREATE TABLE egress.stream_state (
 	last_error_at timestamptz,
 	sync_started_at timestamptz,
 	sync_finished_at timestamptz,
-	updated_at	timestamptz NOT NULL DEFAULT now()
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	-- LOG_BASED chunked backfill (chunk_rows > 0): the key of the last chunk
+	-- the destination acknowledged (text of the key columns in key order;
+	-- for a table without a key: next block and relfilenode), NULL = from
+	-- the start, '{}' = given up for the one-transaction sync
+	backfill_after text[],
+	backfill_chunks bigint NOT NULL DEFAULT 0,
+	backfill_rows bigint NOT NULL DEFAULT 0
 );
 
 -- Rules of egress_add_streams(..., options => '{"follow_new_tables": true}'):
@@ -225,7 +232,9 @@ SELECT s.name,
 	   st.sync_finished_at,
 	   a.pid AS worker_pid,
 	   s.owner,
-	   s.options
+	   s.options,
+	   st.backfill_chunks,
+	   st.backfill_rows
   FROM egress.stream s
   JOIN egress.stream_state st ON st.stream_id = s.id
   JOIN egress.destination d ON d.name = s.destination

@@ -65,6 +65,7 @@ typedef struct OptionSpec
 	enum
 	{
 		OPT_POSITIVE_INT,
+		OPT_NONNEG_INT,			/* 0 .. INT64_MAX */
 		OPT_BOOL,
 		OPT_CHOICE,				/* one of two strings, in choices */
 		OPT_INTERVAL,
@@ -88,6 +89,8 @@ static const OptionSpec stream_options[] = {
 	{"fast_sync_format", OPT_CHOICE, {"rds", "batch"}},
 	{"columns", OPT_NAME_LIST},
 	{"filter", OPT_STRING},
+	{"chunk_rows", OPT_NONNEG_INT},
+	{"chunk_bytes", OPT_POSITIVE_INT},
 };
 
 static void
@@ -304,8 +307,10 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 				}
 				break;
 			case OPT_POSITIVE_INT:
+			case OPT_NONNEG_INT:
 				{
 					bool		ok = false;
+					int64		least = spec->type == OPT_POSITIVE_INT ? 1 : 0;
 
 					if (v.type == jbvNumeric)
 					{
@@ -313,14 +318,16 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 						char	   *txt = DatumGetCString(DirectFunctionCall1(numeric_out,
 																			   NumericGetDatum(n)));
 
-						/* an integer in 1 .. INT64_MAX */
+						/* an integer in least .. INT64_MAX */
 						ok = strspn(txt, "0123456789") == strlen(txt) &&
-							strlen(txt) <= 18 && strtoll(txt, NULL, 10) > 0;
+							strlen(txt) <= 18 && strtoll(txt, NULL, 10) >= least;
 					}
 					if (!ok)
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("%s option \"%s\" must be a positive integer", what, key)));
+								 least > 0 ?
+								 errmsg("%s option \"%s\" must be a positive integer", what, key) :
+								 errmsg("%s option \"%s\" must be an integer of 0 or more", what, key)));
 				}
 				break;
 		}
@@ -1262,6 +1269,17 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream options \"fast_sync\" and \"fast_sync_format\" are only valid for FULL_TABLE streams")));
+	if (strcmp(method, "LOG_BASED") != 0)
+	{
+		int64		dummy;
+
+		if (egress_jsonb_get_int64(options, "chunk_rows", &dummy) ||
+			egress_jsonb_get_int64(options, "chunk_bytes", &dummy))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("stream options \"chunk_rows\" and \"chunk_bytes\" are only valid for LOG_BASED streams"),
+					 errdetail("They size the chunks of a LOG_BASED stream's initial sync.")));
+	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{
 		if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)

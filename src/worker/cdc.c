@@ -356,8 +356,9 @@ run_session(MemoryContext sessioncxt)
 		need_sync |= cdc->streams[i].needs_sync;
 	if (need_sync)
 	{
+		/* chunked backfills start once decoding runs (cdc_backfill.c) */
 		for (int i = 0; i < cdc->nstreams; i++)
-			if (cdc->streams[i].needs_sync)
+			if (cdc->streams[i].needs_sync && !cdc_backfill_wanted(&cdc->streams[i]))
 				cdc_initial_sync(&cdc->streams[i]);
 	}
 
@@ -376,6 +377,9 @@ run_session(MemoryContext sessioncxt)
 		cdc->max_rows = Min(cdc->max_rows, egress_stream_batch_rows(cdc->streams[i].def));
 		cdc->max_bytes = Min(cdc->max_bytes, egress_stream_batch_bytes(cdc->streams[i].def));
 	}
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].needs_sync && cdc->streams[i].stop == CDC_STOP_NONE)
+			cdc_backfill_begin(&cdc->streams[i]);
 	pgstat_report_activity(STATE_RUNNING, "streaming changes");
 
 	for (;;)
@@ -397,6 +401,10 @@ run_session(MemoryContext sessioncxt)
 			(void) cdc_check_lag(cdc_current_lag(), false);
 			cdc_enforce_wal_limit(cdc_current_unacked());
 		}
+		/* a chunked backfill: the next watermark or chunk */
+		cdc_backfill_step();
+		if (cdc->catalog_moved)
+			break;
 
 		/* more WAL flushed meanwhile: decode it now */
 		if (GetFlushRecPtr(NULL) > cdc->ctx->reader->EndRecPtr)
@@ -427,6 +435,7 @@ run_session(MemoryContext sessioncxt)
 		ReplicationSlotMarkDirty();
 	}
 	cdc_close_decoding();
+	cdc_backfill_reset();
 	return true;
 }
 
@@ -482,6 +491,7 @@ error_cleanup(void)
 		cdc->sink->ops->abort_batch(cdc->sink);
 	cdc->batch_open = false;
 	cdc->pending = NIL;
+	cdc_backfill_reset();
 	resetStringInfo(&cdc->buf);
 	MemoryContextReset(cdc->batchcxt);
 	MemoryContextReset(cdc->msgcxt);

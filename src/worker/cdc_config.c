@@ -136,7 +136,8 @@ cdc_load_config(MemoryContext cxt)
 			continue;
 		}
 
-		if (egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent "
+		if (egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent, "
+								"backfill_after, backfill_chunks, backfill_rows "
 								"FROM egress.stream_state WHERE stream_id OPERATOR(pg_catalog.=) $1",
 								1, argtypes2, values2, NULL, true) == 0)
 			continue;			/* removed meanwhile */
@@ -154,6 +155,29 @@ cdc_load_config(MemoryContext cxt)
 		s->bookmark = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 		s->rows_sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 		s->batches_sent = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull));
+		/* a chunked backfill's progress (cdc_backfill.c) */
+		s->resync = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		s->syncing = strcmp(state, "syncing") == 0;
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7, &isnull);
+		s->bf_nafter = -1;
+		s->bf_after = NULL;
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *enulls;
+			int			nelems;
+			MemoryContext oldcxt2 = MemoryContextSwitchTo(cxt);
+
+			deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &enulls, &nelems);
+			s->bf_nafter = nelems;
+			s->bf_after = palloc0(sizeof(char *) * Max(nelems, 1));
+			for (int e = 0; e < nelems; e++)
+				s->bf_after[e] = enulls[e] ? pstrdup("") : TextDatumGetCString(elems[e]);
+			MemoryContextSwitchTo(oldcxt2);
+		}
+		s->bf_chunks = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 8, &isnull));
+		s->bf_rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9, &isnull));
 		(void) egress_jsonb_get_bool(def->options, "debug_lsn", &s->debug_lsn);
 		policy = egress_jsonb_get_string(def->options, "lag_policy");
 		s->pause_on_lag = policy != NULL && strcmp(policy, "pause") == 0;
@@ -555,6 +579,9 @@ cdc_persist_bookmarks(void)
 		/* a stopped stream keeps the bookmark it had: it is synced again */
 		if (s->needs_sync || s->stop != CDC_STOP_NONE)
 			continue;
+		/* a chunked backfill records its progress with its bookmark */
+		if (cdc_backfill_persist(s))
+			continue;
 		resetStringInfo(&bm);
 		egress_singer_bookmark_log_based(&bm, s->bookmark, s->acked_version);
 		values[0] = Int32GetDatum(s->def->id);
@@ -716,6 +743,7 @@ cdc_initial_sync(CdcStream *s)
 	values[4] = Int64GetDatum(result.rows);
 	egress_catalog_exec("UPDATE egress.stream_state SET state = 'streaming', confirmed_lsn = $3, "
 						"bookmark = $4, rows_sent = $5, bytes_sent = 0, batches_sent = 0, "
+						"backfill_after = NULL, backfill_chunks = 0, backfill_rows = 0, "
 						"last_error = NULL, last_error_at = NULL, attempts = 0, "
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",

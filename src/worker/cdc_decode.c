@@ -97,6 +97,10 @@ apply_change(EgressChange *ch, Oid relid)
 		}
 	}
 
+	/* a chunked backfill's window and straggler check (cdc_backfill.c) */
+	if (s->bf != NULL)
+		cdc_backfill_change(s, ch);
+
 	switch (ch->action)
 	{
 		case EGRESS_CHANGE_INSERT:
@@ -218,6 +222,7 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 	switch (ch.action)
 	{
 		case EGRESS_CHANGE_BEGIN:
+			cdc->txn_xid = ch.xid;
 			cdc->txn_commit = ch.lsn;
 			cdc->txn_end = ch.nextlsn;
 			cdc->txn_time = ch.timestamp;
@@ -245,6 +250,9 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 						 cdc_lookup_name(ch.schema, ch.table));
 			break;
 		case EGRESS_CHANGE_MESSAGE:
+			/* a chunked backfill's watermark? */
+			cdc_backfill_message(&ch);
+			break;
 		case EGRESS_CHANGE_RELATION:
 		case EGRESS_CHANGE_OTHER:
 			break;
@@ -399,10 +407,15 @@ cdc_decode_round(void)
 		/* too many deferred TOAST rows: resolve them now (a new round follows) */
 		if (cdc_pending_over_limit())
 			break;
+		/* a backfill's watermark: act on it before anything after it */
+		if (cdc_backfill_break_round())
+			break;
 	}
 	/* on error, the slot's release clears it */
 	set_decoding_flag(false);
 	cdc_resolve_pending();
+	/* a chunk whose H came goes into the batch at this position */
+	cdc_backfill_after_round();
 
 	/* ... and a batch that grew past its limits meanwhile is cut */
 	if (cdc->batch_open &&

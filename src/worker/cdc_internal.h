@@ -103,6 +103,15 @@ typedef struct CdcStream
 	CdcStopKind stop;			/* stopped in this session (see stop_stream) */
 	char	   *stop_message;
 	int64		acked_version;	/* version as of the last acknowledged batch */
+
+	/* as loaded, for a chunked backfill (cdc_backfill.c) */
+	bool		resync;			/* a new sync was asked for */
+	bool		syncing;		/* state syncing */
+	int			bf_nafter;		/* backfill_after: -1 NULL, else its length */
+	char	  **bf_after;
+	int64		bf_chunks;
+	int64		bf_rows;
+	struct CdcBackfill *bf;		/* a chunked backfill runs (cdc_backfill.c) */
 } CdcStream;
 
 typedef struct CdcState
@@ -147,6 +156,7 @@ typedef struct CdcState
 	bool		acked_since_persist;
 
 	/* the transaction being replayed */
+	TransactionId txn_xid;
 	XLogRecPtr	txn_commit;
 	XLogRecPtr	txn_end;
 	TimestampTz txn_time;
@@ -213,6 +223,17 @@ extern void cdc_persist_bookmarks(void);
 extern void cdc_note_failure(const char *message, bool stop);
 extern void cdc_no_free_entry(const char *dest);
 extern void cdc_initial_sync(CdcStream *s);
+
+/* cdc_backfill.c */
+extern bool cdc_backfill_wanted(CdcStream *s);
+extern void cdc_backfill_begin(CdcStream *s);
+extern void cdc_backfill_step(void);
+extern bool cdc_backfill_break_round(void);
+extern void cdc_backfill_after_round(void);
+extern void cdc_backfill_message(EgressChange *ch);
+extern void cdc_backfill_change(CdcStream *s, EgressChange *ch);
+extern bool cdc_backfill_persist(CdcStream *s);
+extern void cdc_backfill_reset(void);
 
 /* cdc_walguard.c */
 #define CDC_SLOT_PROBLEM_LEN 512

@@ -733,3 +733,390 @@ egress_snapshot_write_incremental(EgressStreamDef *def, EgressSink *sink,
 	inc->bookmark = NULL;
 	snapshot_write(def, sink, slot, version, false, InvalidXLogRecPtr, inc, result);
 }
+
+/* ---- chunks of a LOG_BASED chunked backfill (cdc_backfill.c) ---------------- */
+
+#include "access/htup_details.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_operator.h"
+#include "commands/defrem.h"
+#include "utils/typcache.h"
+
+typedef struct ChunkReader
+{
+	SnapshotWriter w;			/* must be first: its DestReceiver */
+	EgressChunkSpec *spec;
+	int			nkey;
+	Oid		   *keyout;			/* output functions of the key columns */
+	StringInfoData row;
+	StringInfoData key;
+	bool		full;			/* max_bytes reached */
+	int64		fetched;		/* rows the query returned, kept or not */
+	MemoryContext rowcxt;
+	MemoryContext lastcxt;		/* spec->last */
+} ChunkReader;
+
+void
+egress_chunk_key_append(StringInfo buf, const char *value)
+{
+	appendStringInfo(buf, "%d:%s", (int) strlen(value), value);
+}
+
+/* The row as one pg_kinesis INSERT record, as pgk_write_row renders it. */
+static bool
+chunk_render_pgk(SnapshotWriter *w, TupleTableSlot *slot, StringInfo out)
+{
+	EgressChange ch = {0};
+
+	ch.action = EGRESS_CHANGE_INSERT;
+	ch.relid = w->def->relid;
+	ch.ncolumns = w->st->ncolumns;
+	ch.columns = palloc0(sizeof(EgressChangeColumn) * Max(ch.ncolumns, 1));
+	for (int i = 0; i < ch.ncolumns; i++)
+	{
+		ch.columns[i].name = w->st->columns[i].name;
+		ch.columns[i].isnull = slot->tts_isnull[i];
+		ch.columns[i].raw_text = true;
+		if (!slot->tts_isnull[i])
+			ch.columns[i].value = OidOutputFunctionCall(w->pgkout[i],
+														slot->tts_values[i]);
+	}
+	return egress_pg_kinesis_render(out, &ch, w->pgk_schema, w->pgk_table,
+									w->pgkcols, w->st->ncolumns, w->lsn, w->pgk_time);
+}
+
+static bool
+chunk_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	ChunkReader *r = (ChunkReader *) self;
+	SnapshotWriter *w = &r->w;
+	MemoryContext oldcxt;
+	char	   *partkey = NULL;
+	int			len;
+
+	CHECK_FOR_INTERRUPTS();
+	r->fetched++;
+	if (r->full)
+		return true;			/* the next chunk reads it */
+
+	MemoryContextReset(r->rowcxt);
+	oldcxt = MemoryContextSwitchTo(r->rowcxt);
+	slot_getallattrs(slot);
+	resetStringInfo(&r->row);
+	resetStringInfo(&r->key);
+	for (int i = 0; i < r->nkey; i++)
+	{
+		int			c = w->st->ncolumns + i;
+
+		if (slot->tts_isnull[c])
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("key column \"%s\" of %s holds a null",
+							r->spec->keycols[i], w->def->relation)));
+		egress_chunk_key_append(&r->key,
+								OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]));
+	}
+	if (w->pgk)
+	{
+		if (!chunk_render_pgk(w, slot, &r->row))
+		{
+			MemoryContextSwitchTo(oldcxt);
+			return true;
+		}
+	}
+	else
+		egress_singer_record(&r->row, w->st, slot->tts_values, slot->tts_isnull,
+							 w->version, w->time_extracted.data, w->extra);
+	len = r->row.len;
+	if (w->krec || w->pgk)
+	{
+		partkey = row_partition_key(w, slot);
+		/* a record: the line end is not part of it */
+		while (len > 0 && r->row.data[len - 1] == '\n')
+			len--;
+	}
+	r->spec->row(r->spec->arg, r->key.data, r->key.len, r->row.data, len, partkey);
+	r->spec->rows++;
+	r->spec->bytes += r->row.len;
+
+	/* the position of the last row kept */
+	MemoryContextSwitchTo(r->lastcxt);
+	if (r->nkey > 0)
+	{
+		if (r->spec->last == NULL)
+			r->spec->last = palloc0(sizeof(char *) * r->nkey);
+		for (int i = 0; i < r->nkey; i++)
+		{
+			int			c = w->st->ncolumns + i;
+
+			if (r->spec->last[i])
+				pfree(r->spec->last[i]);
+			r->spec->last[i] = NULL;
+			MemoryContextSwitchTo(r->rowcxt);
+			{
+				char	   *txt = OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]);
+
+				r->spec->last[i] = MemoryContextStrdup(r->lastcxt, txt);
+			}
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+	if (r->spec->max_bytes > 0 && r->spec->bytes >= r->spec->max_bytes)
+		r->full = true;
+	return true;
+}
+
+/*
+ * "OPERATOR(schema.name)" of the btree operator of strategy "strategy" of
+ * the default btree operator class of type typid, or NULL.
+ */
+static char *
+chunk_operator(Oid typid, int16 strategy, Oid *nspp)
+{
+	Oid			base = getBaseType(typid);
+	Oid			opclass = GetDefaultOpClass(base, BTREE_AM_OID);
+	Oid			opfamily;
+	Oid			opcintype;
+	Oid			opno;
+	HeapTuple	tup;
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!OidIsValid(opclass))
+		return NULL;
+	opfamily = get_opclass_family(opclass);
+	opcintype = get_opclass_input_type(opclass);
+	opno = get_opfamily_member(opfamily, opcintype, opcintype, strategy);
+	if (!OidIsValid(opno))
+		return NULL;
+	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	if (!HeapTupleIsValid(tup))
+		return NULL;
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	*nspp = op->oprnamespace;
+	result = psprintf("OPERATOR(%s.%s)",
+					  quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
+void
+egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
+						   EgressChunkSpec *spec)
+{
+	ChunkReader *r;
+	SnapshotWriter *w;
+	MemoryContext oldcxt;
+	MemoryContext readercxt;
+	Oid			save_userid;
+	int			save_sec;
+	int			save_nestlevel;
+	StringInfoData sql;
+	Portal		portal;
+	SPIPlanPtr	plan;
+	bool		debug_lsn = false;
+	Oid		   *argtypes;
+	Datum	   *argvalues;
+	char	   *filter = NULL;
+	bool		where = false;
+	char	  **keytypes;
+
+	egress_check_relation_access(def);
+
+	spec->rows = spec->bytes = 0;
+	spec->end = false;
+	spec->last = NULL;
+	readercxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(readercxt);
+	r = palloc0(sizeof(ChunkReader));
+	w = &r->w;
+	r->spec = spec;
+	r->nkey = spec->nkey;
+	r->lastcxt = oldcxt;
+	r->rowcxt = AllocSetContextCreate(readercxt, "pg_egress chunk row",
+									  ALLOCSET_DEFAULT_SIZES);
+	w->pub.receiveSlot = chunk_receive;
+	w->pub.rStartup = writer_startup;
+	w->pub.rShutdown = writer_noop;
+	w->pub.rDestroy = writer_noop;
+	w->pub.mydest = DestNone;
+	w->def = def;
+	w->sink = sink;
+	w->version = spec->version;
+	w->lsn = spec->lsn;
+	(void) egress_jsonb_get_bool(def->options, "debug_lsn", &debug_lsn);
+	w->st = egress_singer_stream_for_def(def, true, debug_lsn);
+	keys_setup(w);
+	pgk_setup(w, true);
+	initStringInfo(&w->buf);
+	initStringInfo(&w->time_extracted);
+	egress_append_time_extracted(&w->time_extracted, GetCurrentTimestamp());
+	w->extra = debug_lsn ? ",\"_sdc_deleted_at\":null,\"_sdc_lsn\":null" :
+		",\"_sdc_deleted_at\":null";
+	initStringInfo(&r->row);
+	initStringInfo(&r->key);
+
+	/* the key columns' types: output functions, casts of the position */
+	r->keyout = palloc0(sizeof(Oid) * Max(r->nkey, 1));
+	keytypes = palloc0(sizeof(char *) * Max(r->nkey, 1));
+	argtypes = palloc(sizeof(Oid) * Max(r->nkey, 1));
+	argvalues = palloc(sizeof(Datum) * Max(r->nkey, 1));
+	for (int i = 0; i < r->nkey; i++)
+	{
+		AttrNumber	attnum = get_attnum(def->relid, spec->keycols[i]);
+		Oid			typid;
+		int32		typmod;
+		Oid			collid;
+		bool		isvarlena;
+
+		if (attnum == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of %s no longer exists",
+							spec->keycols[i], def->relation)));
+		get_atttypetypmodcoll(def->relid, attnum, &typid, &typmod, &collid);
+		getTypeOutputInfo(typid, &r->keyout[i], &isvarlena);
+		keytypes[i] = format_type_extended(typid, typmod,
+										   FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+		argtypes[i] = TEXTOID;
+		argvalues[i] = spec->after ? CStringGetTextDatum(spec->after[i]) : (Datum) 0;
+	}
+
+	if (def->filter != NULL)
+		filter = egress_filter_sql(def->relid, def->filter, def->owner, NULL);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (int i = 0; i < w->st->ncolumns; i++)
+		appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
+						 quote_identifier(w->st->columns[i].name));
+	if (w->st->ncolumns == 0)
+		appendStringInfoString(&sql, "1");
+	for (int i = 0; i < r->nkey; i++)
+		appendStringInfo(&sql, ", %s", quote_identifier(spec->keycols[i]));
+	appendStringInfo(&sql, " FROM %s",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(def->relid)),
+												get_rel_name(def->relid)));
+	if (filter != NULL)
+	{
+		appendStringInfo(&sql, " WHERE (%s)", filter);
+		where = true;
+	}
+	if (r->nkey == 0)
+		appendStringInfo(&sql, " %s ctid OPERATOR(pg_catalog.>=) '(%u,0)'::pg_catalog.tid "
+						 "AND ctid OPERATOR(pg_catalog.<) '(%u,0)'::pg_catalog.tid",
+						 where ? "AND" : "WHERE", spec->blk_from, spec->blk_to);
+	else
+	{
+		if (spec->after != NULL)
+		{
+			char	  **ops = palloc(sizeof(char *) * r->nkey);
+			Oid			nsp0 = InvalidOid;
+			bool		same = true;
+
+			for (int i = 0; i < r->nkey; i++)
+			{
+				Oid			nsp = InvalidOid;
+				AttrNumber	attnum = get_attnum(def->relid, spec->keycols[i]);
+
+				ops[i] = chunk_operator(get_atttype(def->relid, attnum),
+										BTGreaterStrategyNumber, &nsp);
+				if (ops[i] == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_UNDEFINED_FUNCTION),
+							 errmsg("key column \"%s\" of %s has no default btree ordering",
+									spec->keycols[i], def->relation),
+							 errhint("Set the stream's option \"chunk_rows\" to 0.")));
+				if (i == 0)
+					nsp0 = nsp;
+				else if (nsp != nsp0 || strcmp(ops[i], ops[0]) != 0)
+					same = false;
+			}
+			appendStringInfo(&sql, " %s ", where ? "AND" : "WHERE");
+			if (r->nkey == 1)
+				appendStringInfo(&sql, "%s %s $1::%s",
+								 quote_identifier(spec->keycols[0]), ops[0], keytypes[0]);
+			else if (same)
+			{
+				/* a row comparison: one index range */
+				appendStringInfoString(&sql, "(");
+				for (int i = 0; i < r->nkey; i++)
+					appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
+									 quote_identifier(spec->keycols[i]));
+				appendStringInfo(&sql, ") %s (", ops[0]);
+				for (int i = 0; i < r->nkey; i++)
+					appendStringInfo(&sql, "%s$%d::%s", i > 0 ? ", " : "",
+									 i + 1, keytypes[i]);
+				appendStringInfoString(&sql, ")");
+			}
+			else
+			{
+				/* (a > $1) OR (a = $1 AND b > $2) ... */
+				appendStringInfoString(&sql, "(");
+				for (int i = 0; i < r->nkey; i++)
+				{
+					appendStringInfoString(&sql, i > 0 ? " OR (" : "(");
+					for (int j = 0; j < i; j++)
+					{
+						Oid			nsp;
+						char	   *eq = chunk_operator(get_atttype(def->relid,
+																	 get_attnum(def->relid, spec->keycols[j])),
+														BTEqualStrategyNumber, &nsp);
+
+						appendStringInfo(&sql, "%s %s $%d::%s AND ",
+										 quote_identifier(spec->keycols[j]), eq,
+										 j + 1, keytypes[j]);
+					}
+					appendStringInfo(&sql, "%s %s $%d::%s)",
+									 quote_identifier(spec->keycols[i]), ops[i],
+									 i + 1, keytypes[i]);
+				}
+				appendStringInfoString(&sql, ")");
+			}
+		}
+		appendStringInfoString(&sql, " ORDER BY ");
+		for (int i = 0; i < r->nkey; i++)
+			appendStringInfo(&sql, "%s%s", i > 0 ? ", " : "",
+							 quote_identifier(spec->keycols[i]));
+		if (spec->max_rows > 0)
+			appendStringInfo(&sql, " LIMIT " INT64_FORMAT, spec->max_rows);
+	}
+
+	/* the columns queried are the stream's columns, in order: 1..n */
+	for (int i = 0; i < w->st->ncolumns; i++)
+		w->st->attnums[i] = i + 1;
+
+	/* as the stream's owner, as snapshot_write runs the initial sync */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(def->owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(sql.data, spec->after ? r->nkey : 0, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql.data,
+			 SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, spec->after ? argvalues : NULL, NULL, true);
+	(void) PortalRunFetch(portal, FETCH_FORWARD, FETCH_ALL, &w->pub);
+	SPI_cursor_close(portal);
+	SPI_finish();
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec);
+
+	/*
+	 * The end of the table: a key range that came back short of its limit
+	 * (and was not cut by max_bytes).  A block range decides by itself.
+	 */
+	if (r->nkey > 0)
+		spec->end = !r->full && (spec->max_rows <= 0 || r->fetched < spec->max_rows);
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(readercxt);
+}

@@ -9,6 +9,8 @@
 #define EGRESS_SNAPSHOT_H
 
 #include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+#include "storage/block.h"
 
 #include "catalog/catalog.h"
 #include "pg_egress.h"
@@ -80,6 +82,48 @@ extern int64 egress_stream_batch_rows(EgressStreamDef *def);
 extern int64 egress_stream_batch_bytes(EgressStreamDef *def);
 /* Batch age limit: the destination's flush_interval, else the GUC. */
 extern int	egress_dest_flush_interval_ms(Jsonb *dest_options);
+
+/*
+ * One chunk of a LOG_BASED stream's chunked backfill (cdc_backfill.c):
+ * inside a transaction whose snapshot is the one to read, read as the
+ * stream's owner (columns, filter, privileges and row level security as
+ * for egress_snapshot_write) either the rows whose key (keycols, in key
+ * order) follows "after" (NULL: from the start), in key order, at most
+ * max_rows and stopping once max_bytes were rendered; or, with nkey 0, the
+ * rows in blocks [blk_from, blk_to) (a table without a key).  Each row is
+ * rendered as the initial sync renders it (a Singer RECORD line, or a
+ * pg_kinesis record) and handed to "row" with the text of its key (see
+ * egress_chunk_key_text) and, for Kinesis, its partition key (else NULL).
+ */
+typedef void (*EgressChunkRowCallback) (void *arg, const char *key, int keylen,
+										const char *data, int len,
+										const char *partition_key);
+
+typedef struct EgressChunkSpec
+{
+	int			nkey;
+	char	  **keycols;
+	char	  **after;			/* nkey texts, or NULL */
+	BlockNumber blk_from;
+	BlockNumber blk_to;
+	int64		max_rows;
+	int64		max_bytes;
+	int64		version;
+	XLogRecPtr	lsn;			/* pg_kinesis records' lsn */
+	EgressChunkRowCallback row;
+	void	   *arg;
+	/* out */
+	int64		rows;
+	int64		bytes;
+	bool		end;			/* no row follows the last one read */
+	char	  **last;			/* key texts of the last row (caller's cxt) */
+} EgressChunkSpec;
+
+extern void egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
+									   EgressChunkSpec *spec);
+
+/* A key's text: each value as <length>:<text>, in key order. */
+extern void egress_chunk_key_append(StringInfo buf, const char *value);
 
 /* egress_next_version: catalog/catalog.h */
 
