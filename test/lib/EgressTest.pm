@@ -1273,12 +1273,13 @@ CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
 		$sql .= "COPY ${p}_lines (line) FROM " . sql_quote($path)
 		  . " WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02');\n";
 	}
-	my $k = $keyexpr->("j->'record'");
+	my $k = $keyexpr->('r');
 	my $kt = $keyexpr->('x');
 	$sql .= qq{
 -- every line parsed once; only the stream's RECORDs and ACTIVATE_VERSIONs kept
 CREATE UNLOGGED TABLE ${p}_msg AS
-  SELECT f, ord, j FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines) s
+  SELECT f, ord, j->>'type' AS type, (j->>'version')::numeric AS v, j->'record' AS r
+    FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines) s
    WHERE j->>'stream' = $sid AND j->>'type' IN ('RECORD', 'ACTIVATE_VERSION');
 CREATE UNLOGGED TABLE ${p}_ends AS
   SELECT l.f, l.ord, l.line::jsonb->>'type' AS type, l.ord = e.a AS first
@@ -1287,13 +1288,11 @@ CREATE UNLOGGED TABLE ${p}_ends AS
 CREATE UNLOGGED TABLE ${p}_count AS SELECT count(*) AS n FROM ${p}_lines;
 DROP TABLE ${p}_lines;
 CREATE UNLOGGED TABLE ${p}_rec AS
-  SELECT f, ord, (j->>'version')::numeric AS v, j->'record' AS r,
-         j->'record'->>'_sdc_deleted_at' IS NOT NULL AS del,
-         coalesce(j->'record' ? '_sdc_lsn' AND jsonb_typeof(j->'record'->'_sdc_lsn') = 'null', false) AS initial,
+  SELECT f, ord, v, r, r->>'_sdc_deleted_at' IS NOT NULL AS del,
+         coalesce(r ? '_sdc_lsn' AND jsonb_typeof(r->'_sdc_lsn') = 'null', false) AS initial,
          $k AS k
-    FROM ${p}_msg WHERE j->>'type' = 'RECORD';
-CREATE UNLOGGED TABLE ${p}_act AS
-  SELECT f, ord, (j->>'version')::numeric AS v FROM ${p}_msg WHERE j->>'type' = 'ACTIVATE_VERSION';
+    FROM ${p}_msg WHERE type = 'RECORD';
+CREATE UNLOGGED TABLE ${p}_act AS SELECT f, ord, v FROM ${p}_msg WHERE type = 'ACTIVATE_VERSION';
 DROP TABLE ${p}_msg;
 CREATE UNLOGGED TABLE ${p}_mirror AS
   SELECT k, @{[ $strip->('r') ]} AS r
