@@ -1223,17 +1223,20 @@ sub replay_files
 }
 
 # replay_sql($node, prefix => 'rp', files => [paths in order], sid =>
-# 'public-t', relation => 't', key => ['id']) -> hash of results; leaves
-# these tables for further queries (replaced by the next call with the same
-# prefix):
+# 'public-t', relation => 't', key => ['id']) -> hash of results; or, for
+# several streams over one load of the files, streams => { name => { sid,
+# relation, key } } -> { name => hash of results }.  Leaves these tables for
+# further queries (replaced by the next call with the same prefix; <s> is
+# <prefix> for one stream, <prefix>_<name> for several):
 #   <prefix>_files (f, name, mtime)         the files, f = their order
 #   <prefix>_ends (f, ord, type, first)     first and last message of each file
-#   <prefix>_rec (f, ord, v, r, del, initial, k)  the stream's RECORDs (ord:
-#                                           position in delivery order); initial:
+#   <s>_rec (f, ord, v, r, del, initial, k) the stream's RECORDs (ord: position
+#                                           in delivery order, comparable
+#                                           between streams); initial:
 #                                           "_sdc_lsn" present and null (an
 #                                           initial-sync row, with debug_lsn)
-#   <prefix>_act (f, ord, v)                the stream's ACTIVATE_VERSIONs
-#   <prefix>_mirror (k, r), <prefix>_table (k, r)  target state / table rows,
+#   <s>_act (f, ord, v)                     the stream's ACTIVATE_VERSIONs
+#   <s>_mirror (k, r), <s>_table (k, r)     target state / table rows,
 #                                           r without "_sdc_*" members
 # Results: table_rows mirror_rows missing extra diff (counts), examples
 # (up to 5 strings), records initial deletes, dup_initial (initial RECORDs
@@ -1246,18 +1249,23 @@ sub replay_sql
 	my ($node, %o) = @_;
 	my $p = $o{prefix} // 'rp';
 	my @files = @{ $o{files} };
-	my $sid = sql_quote($o{sid});
-	my @key = @{ $o{key} };
+	my %streams =
+	  $o{streams}
+	  ? map { ($_ => { %{ $o{streams}{$_} }, t => "${p}_$_" }) } keys %{ $o{streams} }
+	  : ('' => { sid => $o{sid}, relation => $o{relation}, key => $o{key}, t => $p });
+	my @names = sort keys %streams;
 	my $keyexpr = sub {
-		my ($x) = @_;
-		return 'concat_ws(E\'\\x1f\', ' . join(', ', map { "$x->>" . sql_quote($_) } @key) . ')';
+		my ($x, $key) = @_;
+		return 'concat_ws(E\'\\x1f\', ' . join(', ', map { "$x->>" . sql_quote($_) } @$key) . ')';
 	};
 	# the _sdc_* members the contract defines (singer-format.md)
 	my $strip = sub { return "($_[0] - '{_sdc_deleted_at,_sdc_lsn}'::text[])"; };
+	my $drop = join(', ', "${p}_files", "${p}_lines", "${p}_msg", "${p}_ends", "${p}_count",
+		map { my $t = $streams{$_}{t}; ("${t}_rec", "${t}_act", "${t}_mirror", "${t}_table") } @names);
 	my $sql = qq{
 SET client_min_messages = warning;
 SET work_mem = '256MB';
-DROP TABLE IF EXISTS ${p}_files, ${p}_lines, ${p}_msg, ${p}_ends, ${p}_count, ${p}_rec, ${p}_act, ${p}_mirror, ${p}_table;
+DROP TABLE IF EXISTS $drop;
 CREATE UNLOGGED TABLE ${p}_files (f int PRIMARY KEY, name text, mtime float8);
 CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
 };
@@ -1273,71 +1281,85 @@ CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
 		$sql .= "COPY ${p}_lines (line) FROM " . sql_quote($path)
 		  . " WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02');\n";
 	}
-	my $k = $keyexpr->('r');
-	my $kt = $keyexpr->('x');
+	my $sids = join(', ', map { sql_quote($streams{$_}{sid}) } @names);
 	$sql .= qq{
--- every line parsed once; only the stream's RECORDs and ACTIVATE_VERSIONs kept
+-- every line parsed once; only the streams' RECORDs and ACTIVATE_VERSIONs kept
 CREATE UNLOGGED TABLE ${p}_msg AS
-  SELECT f, ord, j->>'type' AS type, (j->>'version')::numeric AS v, j->'record' AS r
+  SELECT f, ord, j->>'stream' AS sid, j->>'type' AS type, (j->>'version')::numeric AS v, j->'record' AS r
     FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines) s
-   WHERE j->>'stream' = $sid AND j->>'type' IN ('RECORD', 'ACTIVATE_VERSION');
+   WHERE j->>'stream' IN ($sids) AND j->>'type' IN ('RECORD', 'ACTIVATE_VERSION');
 CREATE UNLOGGED TABLE ${p}_ends AS
   SELECT l.f, l.ord, l.line::jsonb->>'type' AS type, l.ord = e.a AS first
-    FROM (SELECT f, min(ord) AS a, max(ord) AS b, count(*) AS n FROM ${p}_lines GROUP BY f) e
+    FROM (SELECT f, min(ord) AS a, max(ord) AS b FROM ${p}_lines GROUP BY f) e
     JOIN ${p}_lines l ON l.ord IN (e.a, e.b);
 CREATE UNLOGGED TABLE ${p}_count AS SELECT count(*) AS n FROM ${p}_lines;
 DROP TABLE ${p}_lines;
-CREATE UNLOGGED TABLE ${p}_rec AS
+};
+	foreach my $n (@names)
+	{
+		my ($t, $sid, $key) = ($streams{$n}{t}, sql_quote($streams{$n}{sid}), $streams{$n}{key});
+		my $k = $keyexpr->('r', $key);
+		my $kt = $keyexpr->('x', $key);
+		$sql .= qq{
+CREATE UNLOGGED TABLE ${t}_rec AS
   SELECT f, ord, v, r, r->>'_sdc_deleted_at' IS NOT NULL AS del,
          coalesce(r ? '_sdc_lsn' AND jsonb_typeof(r->'_sdc_lsn') = 'null', false) AS initial,
          $k AS k
-    FROM ${p}_msg WHERE type = 'RECORD';
-CREATE UNLOGGED TABLE ${p}_act AS SELECT f, ord, v FROM ${p}_msg WHERE type = 'ACTIVATE_VERSION';
-DROP TABLE ${p}_msg;
-CREATE UNLOGGED TABLE ${p}_mirror AS
+    FROM ${p}_msg WHERE sid = $sid AND type = 'RECORD';
+CREATE UNLOGGED TABLE ${t}_act AS SELECT f, ord, v FROM ${p}_msg WHERE sid = $sid AND type = 'ACTIVATE_VERSION';
+CREATE UNLOGGED TABLE ${t}_mirror AS
   SELECT k, @{[ $strip->('r') ]} AS r
-    FROM (SELECT DISTINCT ON (k) k, ord, v, del, r FROM ${p}_rec ORDER BY k, ord DESC) l
-   WHERE NOT del AND NOT EXISTS (SELECT 1 FROM ${p}_act a WHERE a.ord > l.ord AND a.v > l.v);
-CREATE UNLOGGED TABLE ${p}_table AS
+    FROM (SELECT DISTINCT ON (k) k, ord, v, del, r FROM ${t}_rec ORDER BY k, ord DESC) l
+   WHERE NOT del AND NOT EXISTS (SELECT 1 FROM ${t}_act a WHERE a.ord > l.ord AND a.v > l.v);
+CREATE UNLOGGED TABLE ${t}_table AS
   SELECT $kt AS k, @{[ $strip->('x') ]} AS r
-    FROM (SELECT egress_preview_record(egress_tap_row)::jsonb AS x FROM $o{relation} egress_tap_row) s;
-ANALYZE ${p}_mirror, ${p}_table, ${p}_rec;
+    FROM (SELECT egress_preview_record(egress_tap_row)::jsonb AS x FROM $streams{$n}{relation} egress_tap_row) s;
+ANALYZE ${t}_mirror, ${t}_table, ${t}_rec;
 };
-	$node->safe_psql('postgres', $sql, timeout => 600);
-	my %r;
+	}
+	$sql .= "DROP TABLE ${p}_msg;\n";
+	$node->safe_psql('postgres', $sql, timeout => 900);
+
 	my $row = sub {
 		my ($q) = @_;
 		return split /\|/, $node->safe_psql('postgres', $q, timeout => 600), -1;
 	};
-	@r{qw(table_rows mirror_rows missing extra diff)} = $row->(qq{
-SELECT (SELECT count(*) FROM ${p}_table), (SELECT count(*) FROM ${p}_mirror),
-       count(*) FILTER (WHERE m.k IS NULL), count(*) FILTER (WHERE t.k IS NULL),
-       count(*) FILTER (WHERE m.r <> t.r)
-  FROM ${p}_table t FULL JOIN ${p}_mirror m ON m.k = t.k});
-	my $ex = $node->safe_psql('postgres', qq{
-SELECT CASE WHEN m.k IS NULL THEN 'missing from the destination: ' || t.k || ' ' || t.r::text
-            WHEN t.k IS NULL THEN 'extra at the destination: ' || m.k || ' ' || m.r::text
-            ELSE 'key ' || t.k || E'\\n   destination: ' || m.r::text || E'\\n   table:       ' || t.r::text END
-  FROM ${p}_table t FULL JOIN ${p}_mirror m ON m.k = t.k
- WHERE m.k IS NULL OR t.k IS NULL OR m.r <> t.r
- ORDER BY coalesce(t.k, m.k) LIMIT 5}, timeout => 600);
-	$r{examples} = [ grep { $_ ne '' } split /\n(?!   )/, $ex ];
-	@r{qw(records initial deletes)} = $row->(
-		"SELECT count(*), count(*) FILTER (WHERE initial), count(*) FILTER (WHERE del) FROM ${p}_rec");
-	@r{qw(dup_initial dup_keys dup_max)} = $row->(qq{
-SELECT coalesce(sum(n - 1), 0), count(*), coalesce(max(n), 0)
-  FROM (SELECT k, count(*) AS n FROM ${p}_rec WHERE initial GROUP BY k HAVING count(*) > 1) d});
-	$r{versions} = [ grep { $_ ne '' } split /\n/,
-		$node->safe_psql('postgres', "SELECT DISTINCT v FROM ${p}_rec ORDER BY 1") ];
-	$r{activations} = [ grep { $_ ne '' } split /\n/,
-		$node->safe_psql('postgres', "SELECT v FROM ${p}_act ORDER BY ord") ];
-	@r{qw(files messages)} = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT n FROM ${p}_count)");
-	$r{bad_files} = [ grep { $_ ne '' } split /\n/, $node->safe_psql('postgres', qq{
+	my ($nfiles, $nmsg) = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT n FROM ${p}_count)");
+	my @bad = grep { $_ ne '' } split /\n/, $node->safe_psql('postgres', qq{
 SELECT name FROM ${p}_files fl
  WHERE NOT EXISTS (SELECT 1 FROM ${p}_ends e WHERE e.f = fl.f AND e.first AND e.type = 'SCHEMA')
     OR NOT EXISTS (SELECT 1 FROM ${p}_ends e WHERE e.f = fl.f AND NOT e.first AND e.type = 'STATE')
- ORDER BY f}, timeout => 600) ];
-	return \%r;
+ ORDER BY f}, timeout => 600);
+	my %res;
+	foreach my $n (@names)
+	{
+		my $t = $streams{$n}{t};
+		my %r = (files => $nfiles, messages => $nmsg, bad_files => [@bad]);
+		@r{qw(table_rows mirror_rows missing extra diff)} = $row->(qq{
+SELECT (SELECT count(*) FROM ${t}_table), (SELECT count(*) FROM ${t}_mirror),
+       count(*) FILTER (WHERE m.k IS NULL), count(*) FILTER (WHERE t.k IS NULL),
+       count(*) FILTER (WHERE m.r <> t.r)
+  FROM ${t}_table t FULL JOIN ${t}_mirror m ON m.k = t.k});
+		my $ex = $node->safe_psql('postgres', qq{
+SELECT CASE WHEN m.k IS NULL THEN 'missing from the destination: ' || t.k || ' ' || t.r::text
+            WHEN t.k IS NULL THEN 'extra at the destination: ' || m.k || ' ' || m.r::text
+            ELSE 'key ' || t.k || E'\\n   destination: ' || m.r::text || E'\\n   table:       ' || t.r::text END
+  FROM ${t}_table t FULL JOIN ${t}_mirror m ON m.k = t.k
+ WHERE m.k IS NULL OR t.k IS NULL OR m.r <> t.r
+ ORDER BY coalesce(t.k, m.k) LIMIT 5}, timeout => 600);
+		$r{examples} = [ grep { $_ ne '' } split /\n(?!   )/, $ex ];
+		@r{qw(records initial deletes)} = $row->(
+			"SELECT count(*), count(*) FILTER (WHERE initial), count(*) FILTER (WHERE del) FROM ${t}_rec");
+		@r{qw(dup_initial dup_keys dup_max)} = $row->(qq{
+SELECT coalesce(sum(n - 1), 0), count(*), coalesce(max(n), 0)
+  FROM (SELECT k, count(*) AS n FROM ${t}_rec WHERE initial GROUP BY k HAVING count(*) > 1) d});
+		$r{versions} = [ grep { $_ ne '' } split /\n/,
+			$node->safe_psql('postgres', "SELECT DISTINCT v FROM ${t}_rec ORDER BY 1") ];
+		$r{activations} = [ grep { $_ ne '' } split /\n/,
+			$node->safe_psql('postgres', "SELECT v FROM ${t}_act ORDER BY ord") ];
+		$res{$n} = \%r;
+	}
+	return $o{streams} ? \%res : $res{''};
 }
 
 # replay_check($label, $result of replay_sql): one test, true when the
