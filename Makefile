@@ -42,6 +42,7 @@ OBJS = \
 	src/worker/incremental.o \
 	src/export/export.o \
 	src/export/fast_sync.o \
+	src/export/parallel.o \
 	src/net/s3.o \
 	src/net/kinesis.o \
 	src/net/hosts.o \

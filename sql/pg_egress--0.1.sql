@@ -291,3 +291,18 @@ RETURNS record
 AS 'MODULE_PATHNAME', 'egress_export'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION egress_export(text, text, text) FROM PUBLIC;
+
+-- The same, read by "parallel" processes under one snapshot (docs/export.md);
+-- a right of its own: it takes background workers.
+CREATE FUNCTION egress_export(
+	query text,
+	uri text,
+	options text,
+	parallel integer,
+	OUT rows_uploaded bigint,
+	OUT files_uploaded bigint,
+	OUT bytes_uploaded bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'egress_export_parallel'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;

@@ -137,7 +137,7 @@ claim_entry(int32 stream_id, const char *dest, const char *phase, bool cdc_strea
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
-		if (slot->in_use && slot->stream_id == stream_id &&
+		if (slot->in_use && slot->part == 0 && slot->stream_id == stream_id &&
 			strcmp(slot->dest, dest) == 0 && slot->pid != MyProcPid)
 		{
 			if (holder_alive(slot->pid))
@@ -216,7 +216,7 @@ egress_stream_holder(int32 stream_id, const char *dest)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
-		if (slot->in_use && slot->stream_id == stream_id &&
+		if (slot->in_use && slot->part == 0 && slot->stream_id == stream_id &&
 			strcmp(slot->dest, dest ? dest : "") == 0 && holder_alive(slot->pid))
 		{
 			result = slot->pid;
@@ -225,6 +225,58 @@ egress_stream_holder(int32 stream_id, const char *dest)
 	}
 	LWLockRelease(egress_shared->lock);
 	return result;
+}
+
+/*
+ * An entry for part worker "part" of a parallel FULL_TABLE sync of
+ * stream_id (0: of an export), held by the coordinator (MyProcPid) for as
+ * long as the part runs.  Never a claim of the stream: claim_entry() and
+ * egress_stream_holder() skip it; the database worker counts these entries
+ * against pg_egress.max_workers.  NULL when all entries are taken.
+ */
+EgressWorkerSlot *
+egress_claim_part(int32 stream_id, int part, Oid owner)
+{
+	EgressWorkerSlot *result = NULL;
+
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+
+		if (slot->in_use && !holder_alive(slot->pid))
+			slot->in_use = false;	/* left by a process that is gone */
+		if (!slot->in_use)
+		{
+			result = slot;
+			memset(result, 0, sizeof(*result));
+			result->in_use = true;
+			result->stream_id = stream_id;
+			result->part = part;
+			result->pid = MyProcPid;
+			result->owner = owner;
+			result->started_at = GetCurrentTimestamp();
+			result->lag_bytes = -1;
+			strlcpy(result->phase, "part", sizeof(result->phase));
+			break;
+		}
+	}
+	LWLockRelease(egress_shared->lock);
+	return result;
+}
+
+/* How many part workers run now (see egress_claim_part). */
+int
+egress_count_parts(void)
+{
+	int			n = 0;
+
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	for (int i = 0; i < egress_shared->nslots; i++)
+		if (egress_shared->slots[i].in_use && egress_shared->slots[i].part > 0)
+			n++;
+	LWLockRelease(egress_shared->lock);
+	return n;
 }
 
 void
@@ -280,8 +332,11 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 	copy = palloc(sizeof(EgressWorkerSlot) * Max(egress_shared->nslots, 1));
 	LWLockAcquire(egress_shared->lock, LW_SHARED);
 	for (int i = 0; i < egress_shared->nslots; i++)
-		if (egress_shared->slots[i].in_use && egress_shared->slots[i].stream_id != 0)
-			copy[n++] = egress_shared->slots[i];	/* destinations' entries are not streams */
+		if (egress_shared->slots[i].in_use && egress_shared->slots[i].stream_id != 0 &&
+			egress_shared->slots[i].part == 0)
+			copy[n++] = egress_shared->slots[i];	/* destinations' entries and
+													 * part workers are not
+													 * streams */
 	LWLockRelease(egress_shared->lock);
 
 	for (int i = 0; i < n; i++)

@@ -91,6 +91,7 @@ static const OptionSpec stream_options[] = {
 	{"filter", OPT_STRING},
 	{"chunk_rows", OPT_NONNEG_INT},
 	{"chunk_bytes", OPT_POSITIVE_INT},
+	{"parallel", OPT_POSITIVE_INT},
 };
 
 static void
@@ -1279,6 +1280,31 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("stream options \"chunk_rows\" and \"chunk_bytes\" are only valid for LOG_BASED streams"),
 					 errdetail("They size the chunks of a LOG_BASED stream's initial sync.")));
+	}
+	/* parallel FULL_TABLE syncs: see worker/sync.c */
+	{
+		int64		nparallel;
+
+		if (egress_jsonb_get_int64(options, "parallel", &nparallel))
+		{
+			if (strcmp(method, "FULL_TABLE") != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("stream option \"parallel\" is only valid for FULL_TABLE streams")));
+			if (nparallel > egress_max_workers)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("parallel => " INT64_FORMAT " is more than pg_egress.max_workers (%d)",
+								nparallel, egress_max_workers),
+						 errdetail("Every part of a parallel sync is a pg_egress worker."),
+						 errhint("Use at most %d, or raise pg_egress.max_workers.", egress_max_workers)));
+			if (nparallel > 1 && relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
+				ereport(ERROR,
+						(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+						 errmsg("\"%s\" cannot be read in parallel", qualified),
+						 errdetail("Parallel syncs read a table or materialized view in ranges of blocks."),
+						 errhint("Use parallel => 1.")));
+		}
 	}
 	if (strcmp(method, "LOG_BASED") == 0)
 	{

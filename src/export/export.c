@@ -34,24 +34,38 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "common/pg_prng.h"
 #include "commands/copy.h"
 #include "commands/defrem.h"
 #include "funcapi.h"
 #include "libpq/libpq.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
+#include "parser/analyze.h"
 #include "parser/parser.h"
+#include "pgstat.h"
 #include "parser/parse_node.h"
+#include "storage/bufmgr.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "export/export.h"
+#include "export/parallel.h"
+#include "pg_egress.h"
 
 /* RDS's default: about 6 GB */
 #define EXPORT_DEFAULT_MAX_FILE_SIZE	INT64CONST(6000000000)
@@ -685,9 +699,161 @@ static const PQcommMethods ExportCommMethods = {
  * ---------------------------------------------------------------------
  */
 
+/* ---------------------------------------------------------------------
+ * Splitting a query into TID ranges (parallel exports)
+ * ---------------------------------------------------------------------
+ */
+
+/* a part's blocks: [lo, hi), hi InvalidBlockNumber: to the end */
+typedef struct ExportRange
+{
+	BlockNumber lo;
+	BlockNumber hi;
+} ExportRange;
+
+static void
+not_splittable(int nparts, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("the export query cannot be split into %d parts: %s", nparts, what),
+			 errdetail("A parallel export reads one table in ranges of blocks: the query must read exactly one table (or materialized view), without ORDER BY, LIMIT, OFFSET, DISTINCT, GROUP BY, aggregates, window functions, set operations, WITH, subqueries, FOR UPDATE or volatile set-returning functions."),
+			 errhint("Use parallel => 1.")));
+}
+
+/*
+ * Can the query be read in TID ranges, each part on its own, so that the
+ * parts together give exactly its rows?  Checked on the analysed tree (the
+ * raw one cannot tell a table from a view); returns the table and the
+ * name that qualifies its columns in the query.
+ */
+static Oid
+check_splittable(RawStmt *rs, const char *query, int nparts, char **refname)
+{
+	SelectStmt *sel = (SelectStmt *) rs->stmt;
+	Query	   *q;
+	RangeTblEntry *rte;
+	RangeVar   *rv;
+	char		relkind;
+
+	q = parse_analyze_fixedparams(copyObject(rs), query, NULL, 0, NULL);
+	if (q->commandType != CMD_SELECT || q->utilityStmt != NULL)
+		not_splittable(nparts, "it is not a plain SELECT");
+	if (q->setOperations != NULL)
+		not_splittable(nparts, "it has set operations");
+	if (q->cteList != NIL)
+		not_splittable(nparts, "it has WITH queries");
+	if (q->hasAggs || q->groupClause != NIL || q->groupingSets != NIL ||
+		q->havingQual != NULL)
+		not_splittable(nparts, "it aggregates");
+	if (q->hasWindowFuncs)
+		not_splittable(nparts, "it has window functions");
+	if (q->distinctClause != NIL)
+		not_splittable(nparts, "it has DISTINCT");
+	if (q->sortClause != NIL)
+		not_splittable(nparts, "it has ORDER BY");
+	if (q->limitCount != NULL || q->limitOffset != NULL)
+		not_splittable(nparts, "it has LIMIT or OFFSET");
+	if (q->rowMarks != NIL)
+		not_splittable(nparts, "it locks rows");
+	if (q->hasSubLinks)
+		not_splittable(nparts, "it has subqueries");
+	if (q->hasTargetSRFs && contain_volatile_functions((Node *) q->targetList))
+		not_splittable(nparts, "it has volatile set-returning functions");
+	if (list_length(q->rtable) != 1 || q->jointree == NULL ||
+		list_length(q->jointree->fromlist) != 1 ||
+		!IsA(linitial(q->jointree->fromlist), RangeTblRef))
+		not_splittable(nparts, "it does not read exactly one table");
+	rte = linitial_node(RangeTblEntry, q->rtable);
+	if (rte->rtekind != RTE_RELATION)
+		not_splittable(nparts, "it does not read exactly one table");
+	relkind = get_rel_relkind(rte->relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
+		not_splittable(nparts, "it reads a view, a foreign table or a partitioned table");
+	if (rte->tablesample != NULL)
+		not_splittable(nparts, "it has TABLESAMPLE");
+	if (rte->inh && has_subclass(rte->relid))
+		not_splittable(nparts, "the table has inheritance children (name it with ONLY)");
+
+	/* the raw tree is the one the parts extend */
+	if (sel->fromClause == NIL || list_length(sel->fromClause) != 1 ||
+		!IsA(linitial(sel->fromClause), RangeVar))
+		not_splittable(nparts, "it does not read exactly one table");
+	rv = linitial_node(RangeVar, sel->fromClause);
+	if (refname)
+		*refname = pstrdup(rv->alias ? rv->alias->aliasname : rv->relname);
+	return rte->relid;
+}
+
+/* <refname>.ctid OPERATOR(pg_catalog.<op>) '(<block>,0)'::pg_catalog.tid */
+static Node *
+ctid_compare(const char *refname, const char *op, BlockNumber block, int location)
+{
+	ColumnRef  *col = makeNode(ColumnRef);
+	A_Const    *c = makeNode(A_Const);
+	TypeCast   *tc = makeNode(TypeCast);
+
+	col->fields = list_make2(makeString(pstrdup(refname)), makeString("ctid"));
+	col->location = location;
+	c->val.sval.type = T_String;
+	c->val.sval.sval = psprintf("(%u,0)", block);
+	c->location = location;
+	tc->arg = (Node *) c;
+	tc->typeName = SystemTypeName("tid");
+	tc->location = location;
+	return (Node *) makeA_Expr(AEXPR_OP,
+							   list_make2(makeString("pg_catalog"), makeString(pstrdup(op))),
+							   (Node *) col, (Node *) tc, location);
+}
+
+/*
+ * The query restricted to the part's blocks: its WHERE clause AND the
+ * TID range, which the planner runs as a TID Range Scan.
+ */
+static void
+restrict_to_range(RawStmt *rs, const char *query, const ExportRange *range)
+{
+	SelectStmt *sel = (SelectStmt *) rs->stmt;
+	char	   *refname;
+	Node	   *cond;
+
+	(void) check_splittable(rs, query, 2, &refname);
+	cond = ctid_compare(refname, ">=", range->lo, -1);
+	if (range->hi != InvalidBlockNumber)
+		cond = (Node *) makeBoolExpr(AND_EXPR,
+									 list_make2(cond, ctid_compare(refname, "<", range->hi, -1)),
+									 -1);
+	if (sel->whereClause)
+		sel->whereClause = (Node *) makeBoolExpr(AND_EXPR,
+												 list_make2(sel->whereClause, cond), -1);
+	else
+		sel->whereClause = cond;
+}
+
+typedef void (*ExportBeforePublish) (void *arg, int nfiles);
+
+static void export_run(const char *query, const char *uri, const char *options,
+					   const EgressS3Target *s3, EgressExportResult *result,
+					   const ExportRange *range,
+					   ExportBeforePublish before_publish, void *arg);
+
 void
 egress_export_run(const char *query, const char *uri, const char *options,
 				  const EgressS3Target *s3, EgressExportResult *result)
+{
+	export_run(query, uri, options, s3, result, NULL, NULL, NULL);
+}
+
+/*
+ * One export run.  range: only those blocks of the query's one table.
+ * before_publish: called when every part was written and sealed, before
+ * any becomes visible; its error discards them.
+ */
+static void
+export_run(const char *query, const char *uri, const char *options,
+		   const EgressS3Target *s3, EgressExportResult *result,
+		   const ExportRange *range,
+		   ExportBeforePublish before_publish, void *arg)
 {
 	MemoryContext cxt;
 	MemoryContext oldcxt;
@@ -717,6 +883,8 @@ egress_export_run(const char *query, const char *uri, const char *options,
 	parse_uri(uri, st);
 	copy_opts = parse_options(options ? options : "", st);
 	rs = parse_query(query);
+	if (range)
+		restrict_to_range(rs, query, range);
 
 	if (!exit_callback_registered)
 	{
@@ -774,6 +942,8 @@ egress_export_run(const char *query, const char *uri, const char *options,
 		PG_END_TRY();
 
 		part_seal(st);
+		if (before_publish)
+			before_publish(arg, list_length(st->parts));
 		{
 			ListCell   *lc;
 
@@ -872,6 +1042,257 @@ egress_export(PG_FUNCTION_ARGS)
 				 errdetail("Only roles with privileges of the \"%s\" role may export to a file.",
 						   "pg_write_server_files")));
 	egress_export_run(query, uri, text_arg(fcinfo, 2), NULL, &r);
+	PG_RETURN_DATUM(export_result_datum(fcinfo, &r));
+}
+
+/* ---------------------------------------------------------------------
+ * Parallel exports
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct ParallelExportWait
+{
+	EgressParallel *par;
+	uint64		rows;
+	uint64		bytes;
+	uint64		files;
+} ParallelExportWait;
+
+static void
+wait_for_parts(void *arg, int nfiles)
+{
+	ParallelExportWait *w = arg;
+
+	egress_parallel_wait(w->par, &w->rows, &w->bytes, &w->files);
+}
+
+/* best effort, raises nothing */
+static pg_noinline void
+delete_s3_quietly(const char *name, const EgressS3Target *s3)
+{
+	EgressS3Target t = {0};
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (s3)
+		t = *s3;
+	PG_TRY();
+	{
+		EgressS3Upload *up;
+
+		egress_s3_parse_uri(name, &t.bucket, &t.key);
+		up = egress_s3_upload_begin(&t);
+		egress_s3_delete_object(up);
+		egress_s3_upload_abort(up);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+/* the files or objects of parts that finished, after a later failure */
+static void
+remove_finished_parts(EgressParallel *par, int nparts, const char *uri,
+					  const EgressS3Target *s3)
+{
+	for (int k = 2; k <= nparts; k++)
+	{
+		EgressPartStatus *ps = egress_parallel_status(par, k);
+		char	   *base = psprintf("%s_part%d", uri, k);
+
+		if (!ps->publishing)
+			continue;
+		for (uint64 j = 1; j <= ps->batches; j++)
+		{
+			char	   *name = part_name(base, (int) j);
+
+			if (strncmp(name, "file://", 7) == 0)
+				(void) unlink(name + 7);
+			else
+				delete_s3_quietly(name, s3);
+		}
+	}
+}
+
+/*
+ * egress_export with parallel => nparts > 1: part 1 in this backend, parts
+ * 2..n in part workers, all in this transaction's snapshot.  Part k is
+ * written to <uri>_part<k>; parts 2..n are published as they finish, part
+ * 1 last, only once every other part has finished: until then the set has
+ * no first part and does not look complete, and on any failure the parts
+ * already published are removed again.
+ */
+static void
+export_parallel(const char *query, const char *uri, const char *options,
+				const EgressS3Target *s3, int nparts, EgressExportResult *result)
+{
+	ExportState check;
+	RawStmt    *rs;
+	Oid			relid;
+	Relation	rel;
+	BlockNumber nblocks;
+	const char *strings[EGRESS_PSTR_COUNT] = {0};
+	ParallelExportWait w = {0};
+	ExportRange range;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (nparts > egress_max_workers)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("parallel => %d is more than pg_egress.max_workers (%d)",
+						nparts, egress_max_workers),
+				 errdetail("Every part of a parallel export but the first is a pg_egress worker."),
+				 errhint("Use at most %d, or raise pg_egress.max_workers.", egress_max_workers)));
+
+	/* everything is checked before anything is written */
+	memset(&check, 0, sizeof(check));
+	parse_uri(uri, &check);
+	(void) parse_options(options ? options : "", &check);
+	rs = parse_query(query);
+	relid = check_splittable(rs, query, nparts, NULL);
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a parallel export cannot run in a transaction that has written to the database"),
+				 errdetail("Its parts read this transaction's snapshot in other sessions, which do not see its uncommitted changes."),
+				 errhint("Commit first, or use parallel => 1.")));
+
+	/* every row of the snapshot lies below this size; the last part is open */
+	rel = table_open(relid, AccessShareLock);
+	nblocks = RelationGetNumberOfBlocks(rel);
+	table_close(rel, NoLock);
+
+	strings[EGRESS_PSTR_QUERY] = query;
+	strings[EGRESS_PSTR_URI] = uri;
+	strings[EGRESS_PSTR_OPTIONS] = options;
+	if (s3)
+	{
+		strings[EGRESS_PSTR_REGION] = s3->region;
+		strings[EGRESS_PSTR_ACCESS_KEY] = s3->access_key;
+		strings[EGRESS_PSTR_SECRET_KEY] = s3->secret_key;
+		strings[EGRESS_PSTR_TOKEN] = s3->session_token;
+		strings[EGRESS_PSTR_KMS_KEY] = s3->kms_key;
+	}
+	w.par = egress_parallel_begin(EGRESS_PARALLEL_EXPORT, nparts, nblocks, 0, 0,
+								  GetUserId(), strings);
+	PG_TRY();
+	{
+		egress_part_range(nblocks, nparts, 1, &range.lo, &range.hi);
+		export_run(query, psprintf("%s_part1", uri), options, s3, result, &range,
+				   wait_for_parts, &w);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		egress_parallel_end(w.par);
+		remove_finished_parts(w.par, nparts, uri, s3);
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	egress_parallel_end(w.par);
+	result->rows += w.rows;
+	result->bytes += w.bytes;
+	result->files += w.files;
+}
+
+/*
+ * A part is about to publish nfiles files: from now on the coordinator
+ * removes them if the export fails, whatever becomes of this part.
+ */
+static void
+part_publishing(void *arg, int nfiles)
+{
+	EgressPartStatus *status = arg;
+
+	status->batches = nfiles;
+	pg_write_barrier();
+	status->publishing = true;
+}
+
+/*
+ * egress_export_part
+ *		Part worker "part" of a parallel export: the caller's session again
+ *		(settings, role, current user and security context, snapshot), its
+ *		blocks of the query's table to <uri>_part<part>.
+ */
+void
+egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+{
+#define PSTR(i) (sh->str_off[i] ? (const char *) sh + sh->str_off[i] : NULL)
+	EgressExportResult r = {0};
+	EgressS3Target t = {0};
+	ExportRange range;
+
+	/* DateStyle, TimeZone, extra_float_digits, search_path, role, ... */
+	StartTransactionCommand();
+	RestoreGUCState((char *) sh + sh->guc_off);
+	CommitTransactionCommand();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	XactIsoLevel = XACT_REPEATABLE_READ;
+	/* before anything takes a snapshot: SET TRANSACTION SNAPSHOT */
+	ImportSnapshot(sh->snapshot);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SetUserIdAndSecContext(sh->current_user, sh->sec_context);
+	pgstat_report_activity(STATE_RUNNING, PSTR(EGRESS_PSTR_QUERY));
+
+	t.region = (char *) PSTR(EGRESS_PSTR_REGION);
+	t.access_key = (char *) PSTR(EGRESS_PSTR_ACCESS_KEY);
+	t.secret_key = (char *) PSTR(EGRESS_PSTR_SECRET_KEY);
+	t.session_token = (char *) PSTR(EGRESS_PSTR_TOKEN);
+	t.kms_key = (char *) PSTR(EGRESS_PSTR_KMS_KEY);
+	egress_part_range(sh->nblocks, sh->nparts, part, &range.lo, &range.hi);
+	export_run(PSTR(EGRESS_PSTR_QUERY),
+			   psprintf("%s_part%d", PSTR(EGRESS_PSTR_URI), part),
+			   PSTR(EGRESS_PSTR_OPTIONS), &t, &r, &range, part_publishing, status);
+	status->rows = r.rows;
+	status->bytes = r.bytes;
+	status->batches = r.files;
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+#undef PSTR
+}
+
+PG_FUNCTION_INFO_V1(egress_export_parallel);
+
+/* egress_export(query text, uri text, options text, parallel integer) */
+Datum
+egress_export_parallel(PG_FUNCTION_ARGS)
+{
+	EgressExportResult r = {0};
+	char	   *query = text_arg(fcinfo, 0);
+	char	   *uri = text_arg(fcinfo, 1);
+	int			nparts;
+
+	if (query == NULL || uri == NULL || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("query, uri and parallel must not be null")));
+	nparts = PG_GETARG_INT32(3);
+	if (nparts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parallel must be at least 1")));
+	if (strncmp(uri, "file:", 5) == 0 &&
+		!has_privs_of_role(GetUserId(), ROLE_PG_WRITE_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to export to a file"),
+				 errdetail("Only roles with privileges of the \"%s\" role may export to a file.",
+						   "pg_write_server_files")));
+	if (nparts == 1)
+		egress_export_run(query, uri, text_arg(fcinfo, 2), NULL, &r);
+	else
+		export_parallel(query, uri, text_arg(fcinfo, 2), NULL, nparts, &r);
 	PG_RETURN_DATUM(export_result_datum(fcinfo, &r));
 }
 

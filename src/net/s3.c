@@ -1368,6 +1368,20 @@ void
 egress_s3_delete_object(EgressS3Upload *up)
 {
 	request_cancel(&up->req);
+
+	/*
+	 * An upload made only to delete an object (a parallel export's part
+	 * written by another process) has no response buffer yet, and the
+	 * abort path of request_start() never allocates one.
+	 */
+	if (up->req.response.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(up->cxt);
+
+		initStringInfo(&up->req.response);
+		enlargeStringInfo(&up->req.response, S3_RESPONSE_MAX + 1);
+		MemoryContextSwitchTo(old);
+	}
 	/* an error path too: raises nothing */
 	if (request_start(up, &up->req, "DELETE", NULL, NULL, 0, true))
 		request_wait(&up->req, false);

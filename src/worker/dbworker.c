@@ -442,7 +442,7 @@ claimed_before(int32 stream_id)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
-		if (slot->in_use && slot->stream_id == stream_id && slot->claimed)
+		if (slot->in_use && slot->part == 0 && slot->stream_id == stream_id && slot->claimed)
 			result = true;
 	}
 	LWLockRelease(egress_shared->lock);
@@ -465,7 +465,7 @@ held_streams(void)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
-		if (slot->in_use && slot->stream_id != 0 && slot->dest[0] == '\0')
+		if (slot->in_use && slot->part == 0 && slot->stream_id != 0 && slot->dest[0] == '\0')
 			ids = lappend_int(ids, slot->stream_id);
 	}
 	LWLockRelease(egress_shared->lock);
@@ -789,6 +789,7 @@ reconcile(void)
 	int			nwants;
 	bool	   *claimed;
 	List	   *held;
+	int			nparts;
 
 	/*
 	 * Forget the workers that have exited, and note the streams that
@@ -844,7 +845,9 @@ reconcile(void)
 	}
 	pfree(claimed);
 
-	for (int i = 0; i < nwants && nrunning < egress_max_workers; i++)
+	/* part workers of parallel syncs and exports count too */
+	nparts = egress_count_parts();
+	for (int i = 0; i < nwants && nrunning + nparts < egress_max_workers; i++)
 	{
 		bool		is_running = false;
 
@@ -878,7 +881,7 @@ reconcile(void)
 		{
 			char	   *dest = lfirst(lc);
 
-			if (nrunning >= egress_max_workers)
+			if (nrunning + nparts >= egress_max_workers)
 				break;
 			if (!cdc_is_running(dest) && !start_cdc(dest))
 				break;

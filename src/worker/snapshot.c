@@ -53,6 +53,7 @@ typedef struct SnapshotWriter
 	int64		batch_rows;
 	int64		batch_bytes;
 	EgressSnapshotResult *result;	/* acknowledged figures */
+	const EgressSnapshotPart *part; /* a parallel sync's piece, or NULL */
 
 	/* INCREMENTAL runs: the position of the last row written */
 	EgressIncrementalSpec *inc;
@@ -147,7 +148,11 @@ hand_to_sink(SnapshotWriter *w)
 
 /*
  * The batch's id: <stream>-<version>-<NNNNNN> for a sync, and
- * <stream>-<version>-<run>-<NNNNNN> for an INCREMENTAL run.
+ * <stream>-<version>-<run>-<NNNNNN> for an INCREMENTAL run.  A parallel
+ * sync sends batch 000001 (SCHEMA, ACTIVATE_VERSION), then the batches of
+ * its parts as <stream>-<version>-000002-p<KKK>-<NNNNNN>, then batch
+ * 000003 (the final ACTIVATE_VERSION): ids are unique per part and sort in
+ * the order the version's messages must be applied.
  */
 static void
 batch_id_of(SnapshotWriter *w, char *batch_id, size_t size)
@@ -155,6 +160,9 @@ batch_id_of(SnapshotWriter *w, char *batch_id, size_t size)
 	if (w->inc)
 		snprintf(batch_id, size, "%s-" INT64_FORMAT "-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
 				 w->def->name, w->version, w->inc->run_id, w->seq);
+	else if (w->part && w->part->mode == EGRESS_SNAP_PART)
+		snprintf(batch_id, size, "%s-" INT64_FORMAT "-000002-p%03d-%06" INT64_MODIFIER "d",
+				 w->def->name, w->version, w->part->part, w->seq);
 	else
 		snprintf(batch_id, size, "%s-" INT64_FORMAT "-%06" INT64_MODIFIER "d",
 				 w->def->name, w->version, w->seq);
@@ -185,7 +193,8 @@ begin_batch(SnapshotWriter *w)
 	if (w->pgk)
 		return;
 	egress_singer_schema(&w->buf, w->st);
-	if (w->seq == 1 && w->inc == NULL)
+	if (w->seq == 1 && w->inc == NULL &&
+		(w->part == NULL || w->part->mode == EGRESS_SNAP_OPEN))
 		egress_singer_activate_version(&w->buf, w->st, w->version);
 }
 
@@ -526,6 +535,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 			   EgressWorkerSlot *slot, int64 version,
 			   bool log_based, XLogRecPtr lsn,
 			   EgressIncrementalSpec *inc,
+			   const EgressSnapshotPart *part,
 			   EgressSnapshotResult *result)
 {
 	SnapshotWriter *w;
@@ -542,7 +552,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	Datum	   *argvalues = NULL;
 
 	/* FULL_TABLE fast sync: one CSV export and a message pointing at it */
-	if (!log_based && inc == NULL && egress_fast_sync_enabled(def))
+	if (!log_based && inc == NULL && part == NULL && egress_fast_sync_enabled(def))
 	{
 		egress_fast_sync_write(def, sink, slot, version, result);
 		return;
@@ -565,6 +575,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	w->version = version;
 	w->lsn = lsn;
 	w->result = result;
+	w->part = part;
 	w->max_rows = egress_stream_batch_rows(def);
 	w->max_bytes = egress_stream_batch_bytes(def);
 	if (log_based)
@@ -617,7 +628,25 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 										  ALLOCSET_SMALL_SIZES);
 	}
 
-	sink->ops->cleanup(sink, def->name);
+	/* a parallel sync's parts must not remove each other's batches */
+	if (part == NULL || part->mode == EGRESS_SNAP_OPEN)
+		sink->ops->cleanup(sink, def->name);
+
+	/*
+	 * A parallel sync's first and last batches carry no rows: SCHEMA and
+	 * ACTIVATE_VERSION before all parts, the final ACTIVATE_VERSION and
+	 * STATE after all of them were acknowledged.
+	 */
+	if (part != NULL && part->mode != EGRESS_SNAP_PART)
+	{
+		if (part->mode == EGRESS_SNAP_CLOSE)
+			w->seq = 2;
+		begin_batch(w);
+		commit_batch(w, part->mode == EGRESS_SNAP_CLOSE);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextDelete(writercxt);
+		return;
+	}
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ");
@@ -637,6 +666,19 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	if (def->filter != NULL)
 		appendStringInfo(&sql, " WHERE (%s)",
 						 egress_filter_sql(def->relid, def->filter, def->owner, NULL));
+
+	/*
+	 * A part of a parallel sync: its blocks only (a TID range scan); the
+	 * last part is open ended.
+	 */
+	if (part != NULL)
+	{
+		appendStringInfo(&sql, " %s ctid OPERATOR(pg_catalog.>=) '(%u,0)'::pg_catalog.tid",
+						 def->filter != NULL ? "AND" : "WHERE", part->lo);
+		if (part->hi != InvalidBlockNumber)
+			appendStringInfo(&sql, " AND ctid OPERATOR(pg_catalog.<) '(%u,0)'::pg_catalog.tid",
+							 part->hi);
+	}
 	if (inc)
 	{
 		ListCell   *lc;
@@ -698,10 +740,10 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	 * The last batch closes the version, even for an empty relation; an
 	 * INCREMENTAL run that found nothing new sends nothing.
 	 */
-	if (inc == NULL && !w->batch_open)
+	if (inc == NULL && part == NULL && !w->batch_open)
 		begin_batch(w);
 	if (w->batch_open)
-		commit_batch(w, true);
+		commit_batch(w, part == NULL);
 	if (inc && w->have_pos)
 		inc->bookmark = MemoryContextStrdup(oldcxt, w->bookmark.data);
 
@@ -721,7 +763,16 @@ egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 					  bool log_based, XLogRecPtr lsn,
 					  EgressSnapshotResult *result)
 {
-	snapshot_write(def, sink, slot, version, log_based, lsn, NULL, result);
+	snapshot_write(def, sink, slot, version, log_based, lsn, NULL, NULL, result);
+}
+
+void
+egress_snapshot_write_part(EgressStreamDef *def, EgressSink *sink,
+						   EgressWorkerSlot *slot, int64 version,
+						   const EgressSnapshotPart *part,
+						   EgressSnapshotResult *result)
+{
+	snapshot_write(def, sink, slot, version, false, InvalidXLogRecPtr, NULL, part, result);
 }
 
 void
@@ -731,7 +782,7 @@ egress_snapshot_write_incremental(EgressStreamDef *def, EgressSink *sink,
 								  EgressSnapshotResult *result)
 {
 	inc->bookmark = NULL;
-	snapshot_write(def, sink, slot, version, false, InvalidXLogRecPtr, inc, result);
+	snapshot_write(def, sink, slot, version, false, InvalidXLogRecPtr, inc, NULL, result);
 }
 
 /* ---- chunks of a LOG_BASED chunked backfill (cdc_backfill.c) ---------------- */

@@ -34,6 +34,31 @@ extern void egress_snapshot_write(EgressStreamDef *def, EgressSink *sink,
 								  EgressSnapshotResult *result);
 
 /*
+ * A parallel FULL_TABLE sync (sync.c, export/parallel.c) writes in three
+ * steps: EGRESS_SNAP_OPEN (one batch: SCHEMA, ACTIVATE_VERSION, STATE),
+ * EGRESS_SNAP_PART for each part (the rows of blocks [lo, hi), hi
+ * InvalidBlockNumber: to the end; no ACTIVATE_VERSION, no empty batch),
+ * EGRESS_SNAP_CLOSE (the final ACTIVATE_VERSION and STATE) once every part
+ * was acknowledged.
+ */
+#define EGRESS_SNAP_OPEN	1
+#define EGRESS_SNAP_PART	2
+#define EGRESS_SNAP_CLOSE	3
+
+typedef struct EgressSnapshotPart
+{
+	int			mode;
+	int			part;			/* EGRESS_SNAP_PART: 1..n */
+	BlockNumber lo;
+	BlockNumber hi;
+} EgressSnapshotPart;
+
+extern void egress_snapshot_write_part(EgressStreamDef *def, EgressSink *sink,
+									   EgressWorkerSlot *slot, int64 version,
+									   const EgressSnapshotPart *part,
+									   EgressSnapshotResult *result);
+
+/*
  * An INCREMENTAL run: the rows satisfying "where" (over the stream's
  * columns, with text parameters $1..$nargs; NULL for all rows), in
  * (replication key, primary key) order, at most "limit" (0: no limit).

@@ -10,7 +10,9 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -20,14 +22,18 @@
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "storage/bufmgr.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
 #include "catalog/sqlfuncs.h"
 #include "encode/singer.h"
+#include "export/parallel.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
+#include "export/fast_sync.h"
 #include "worker/snapshot.h"
 
 /*
@@ -118,6 +124,189 @@ run_sync(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * Stream option "parallel": how many processes read the relation (the
+ * sync worker itself and parallel - 1 part workers).  Checked when the
+ * stream is added; checked again here, as pg_egress.max_workers may have
+ * been lowered since.
+ */
+static int
+stream_parallel(EgressStreamDef *def)
+{
+	int64		n;
+
+	if (!egress_jsonb_get_int64(def->options, "parallel", &n) || n <= 1)
+		return 1;
+	if (n > egress_max_workers)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("stream \"%s\" asks for parallel => " INT64_FORMAT ", more than pg_egress.max_workers (%d)",
+						def->name, n, egress_max_workers),
+				 errdetail("Every part of a parallel sync is a pg_egress worker."),
+				 errhint("Lower the stream's option \"parallel\", or raise pg_egress.max_workers.")));
+	return (int) n;
+}
+
+/*
+ * Second transaction of a parallel sync: the relation in nparts TID ranges,
+ * all read in this transaction's snapshot (REPEATABLE READ, exported to
+ * the part workers, kept open until they have all ended).  Batch 1 (SCHEMA,
+ * ACTIVATE_VERSION) is acknowledged before any part starts; the final
+ * ACTIVATE_VERSION and STATE follow only after every part's batches were
+ * acknowledged.  A part that fails fails the sync: nothing is recorded.
+ */
+static void
+run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot,
+				  int64 version, int nparts, EgressSnapshotResult *result)
+{
+	EgressSnapshotPart part;
+	EgressSnapshotResult r;
+	EgressParallel *volatile par = NULL;
+	Relation	rel;
+	BlockNumber nblocks;
+	char		relkind;
+	uint64		rows = 0,
+				bytes = 0,
+				batches = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	XactIsoLevel = XACT_REPEATABLE_READ;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "FULL_TABLE sync (parallel)");
+
+	egress_check_relation_access(def);
+	relkind = get_rel_relkind(def->relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("stream \"%s\" cannot be read in parallel: %s is not a table",
+						def->name, def->relation),
+				 errhint("Set the stream's option \"parallel\" to 1.")));
+
+	/*
+	 * The relation's size in this snapshot's time: every row visible in the
+	 * snapshot lies below it (rows are written before their transaction
+	 * commits).  The last part is open ended all the same.
+	 */
+	rel = table_open(def->relid, AccessShareLock);
+	nblocks = RelationGetNumberOfBlocks(rel);
+	table_close(rel, NoLock);
+
+	memset(result, 0, sizeof(*result));
+	part.mode = EGRESS_SNAP_OPEN;
+	part.part = 0;
+	part.lo = part.hi = 0;
+	egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+	result->rows += r.rows;
+	result->bytes += r.bytes;
+	result->batches += r.batches;
+
+	PG_TRY();
+	{
+		par = egress_parallel_begin(EGRESS_PARALLEL_STREAM, nparts, nblocks,
+									def->id, version, def->owner, NULL);
+		part.mode = EGRESS_SNAP_PART;
+		part.part = 1;
+		egress_part_range(nblocks, nparts, 1, &part.lo, &part.hi);
+		egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+		result->rows += r.rows;
+		result->bytes += r.bytes;
+		result->batches += r.batches;
+		egress_set_phase(slot, "waiting parts");
+		egress_parallel_wait(par, &rows, &bytes, &batches);
+		egress_parallel_end(par);
+	}
+	PG_CATCH();
+	{
+		if (par)
+			egress_parallel_end(par);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	result->rows += rows;
+	result->bytes += bytes;
+	result->batches += batches;
+	if (slot)
+	{
+		slot->rows_sent = result->rows;
+		slot->bytes_sent = result->bytes;
+		slot->batches_sent = result->batches;
+	}
+
+	part.mode = EGRESS_SNAP_CLOSE;
+	egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+	result->bytes += r.bytes;
+	result->batches += r.batches;
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* the sink of a part worker, for its error path */
+static EgressSink *part_sink = NULL;
+
+/*
+ * egress_sync_part
+ *		The body of part worker "part" of a parallel FULL_TABLE sync: import
+ *		the coordinator's snapshot, read the part's blocks, write them to
+ *		the stream's destination as the part's batches.
+ */
+void
+egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+{
+	EgressCatalogGuard guard;
+	EgressStreamDef *def;
+	EgressSnapshotPart sp;
+	EgressSnapshotResult r;
+	MemoryContext partcxt = CurrentMemoryContext;
+
+	egress_pin_output_settings();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	XactIsoLevel = XACT_REPEATABLE_READ;
+	/* before anything takes a snapshot: SET TRANSACTION SNAPSHOT */
+	ImportSnapshot(sh->snapshot);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "FULL_TABLE sync (part)");
+
+	/* the stream as the coordinator saw it: the same snapshot */
+	egress_catalog_enter(&guard);
+	def = egress_load_stream(sh->stream_id, partcxt);
+	egress_catalog_exit(&guard);
+	if (def == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("stream %d no longer exists", sh->stream_id)));
+	egress_check_destination_use(def);
+
+	PG_TRY();
+	{
+		part_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
+		part_sink->owner_superuser = def->dest_owner_superuser;
+		sp.mode = EGRESS_SNAP_PART;
+		sp.part = part;
+		egress_part_range(sh->nblocks, sh->nparts, part, &sp.lo, &sp.hi);
+		egress_snapshot_write_part(def, part_sink, NULL, sh->version, &sp, &r);
+	}
+	PG_CATCH();
+	{
+		if (part_sink)
+			part_sink->ops->abort_batch(part_sink);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	status->rows = r.rows;
+	status->bytes = r.bytes;
+	status->batches = r.batches;
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 /* Third transaction: the sync is done; record the bookmark. */
 static void
 finish_stream(EgressStreamDef *def, int64 version, EgressSnapshotResult *result)
@@ -186,6 +375,7 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	EgressStreamDef *def;
 	int64		version;
 	EgressSnapshotResult result;
+	int			nparts;
 
 	def = claim_stream(stream_id, &version);
 	if (def == NULL)
@@ -206,7 +396,11 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	ereport(LOG,
 			(errmsg("pg_egress stream \"%s\": FULL_TABLE sync of %s started, version " INT64_FORMAT,
 					def->name, def->relation, version)));
-	run_sync(def, current_sink, slot, version, &result);
+	nparts = stream_parallel(def);
+	if (nparts > 1 && !egress_fast_sync_enabled(def))
+		run_sync_parallel(def, current_sink, slot, version, nparts, &result);
+	else
+		run_sync(def, current_sink, slot, version, &result);
 	finish_stream(def, version, &result);
 	ereport(LOG,
 			(errmsg("pg_egress stream \"%s\": FULL_TABLE sync finished, " INT64_FORMAT " rows in " INT64_FORMAT " batches",
