@@ -57,6 +57,7 @@ die() {
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 rate() { echo "$rows / $1" | bc -l | xargs printf '%.0f'; }
+secs() { printf '%.2f ' "$@" | sed 's/ $//'; }
 
 # Poll until stream NAME is in STATE; an error state fails.
 wait_state() {
@@ -185,16 +186,16 @@ fi
 echo
 echo "bench/backfill: $rows rows, $rounds rounds, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 if phase a; then
-	printf '(a) LOG_BASED chunked:         %8.2f s %10s rows/s   (runs: %s)\n' "$m_chunk" "$(rate "$m_chunk")" "${t_chunk[*]}"
-	printf '(a) LOG_BASED one transaction: %8.2f s %10s rows/s   (runs: %s)\n' "$m_one" "$(rate "$m_one")" "${t_one[*]}"
+	printf '(a) LOG_BASED chunked:         %8.2f s %10s rows/s   (runs: %s)\n' "$m_chunk" "$(rate "$m_chunk")" "$(secs "${t_chunk[@]}")"
+	printf '(a) LOG_BASED one transaction: %8.2f s %10s rows/s   (runs: %s)\n' "$m_one" "$(rate "$m_one")" "$(secs "${t_one[@]}")"
 	printf '(a) ratio chunked/one-transaction rows/s: %.2fx (target >= 0.9x)\n' "$(echo "$m_one / $m_chunk" | bc -l)"
 fi
 if phase b; then
 	if [ -n "$b_skipped" ]; then
 		echo "(b) skipped: $b_skipped"
 	else
-		printf '(b) FULL_TABLE parallel 2:     %8.2f s %10s rows/s   (runs: %s)\n' "$m_p2" "$(rate "$m_p2")" "${t_p2[*]}"
-		printf '(b) FULL_TABLE parallel 1:     %8.2f s %10s rows/s   (runs: %s)\n' "$m_p1" "$(rate "$m_p1")" "${t_p1[*]}"
+		printf '(b) FULL_TABLE parallel 2:     %8.2f s %10s rows/s   (runs: %s)\n' "$m_p2" "$(rate "$m_p2")" "$(secs "${t_p2[@]}")"
+		printf '(b) FULL_TABLE parallel 1:     %8.2f s %10s rows/s   (runs: %s)\n' "$m_p1" "$(rate "$m_p1")" "$(secs "${t_p1[@]}")"
 		printf '(b) ratio parallel 2/parallel 1 rows/s: %.2fx (target >= 1.5x)\n' "$(echo "$m_p1 / $m_p2" | bc -l)"
 	fi
 fi

@@ -6,10 +6,12 @@
 # Set-up: table big (id bigint PRIMARY KEY, v int, w text), narrow rows, ids
 # 2, 4, ..., 2N.  A writer (a bash loop of CALL load_burst(), reconnecting
 # after the crash, with its own deadline) runs from before the stream is
-# added until the backfill is over: single-row UPDATEs of random keys
-# (read or not yet read by the backfill), DELETEs, INSERTs of odd keys
-# anywhere in the key range (ON CONFLICT: UPDATE), key-changing UPDATEs,
-# and transactions of several of these.  The stream has the default
+# added until the backfill is over: single-row UPDATEs, DELETEs, INSERTs of
+# odd keys (ON CONFLICT: UPDATE), key-changing UPDATEs, and transactions of
+# several of these; half of them on keys anywhere (read or not yet read by
+# the backfill), half right after the backfill's acknowledged position
+# (egress.stream_state.backfill_after: the chunk being read or the next),
+# so that many fall into chunks' (L, H] windows.  The stream has the default
 # chunk_rows (50,000: 40 chunks) and "debug_lsn": true, which makes
 # initial-sync RECORDs carry "_sdc_lsn": null and live ones their commit
 # LSN: that is how backfill rows are told from changes at the destination.
@@ -24,19 +26,24 @@
 #     chunk value wins), changes lost or duplicated around chunk
 #     boundaries or the crash, a chunk skipped on resume (rows missing), a
 #     deleted row resurrected by a chunk (extra rows).
-#  2. xmin: every ~100 ms the backend_xmin of every pg_egress process is
-#     sampled, with the next xid.  The age of a held xmin X at a sample is
-#     bounded above by now - (time of the last sample at which X had not
-#     been assigned yet), an over-estimate by at most one sampling
-#     interval.  Each sample is compared with the duration of the chunk in
-#     progress (time between two increments of egress_streams.
-#     backfill_chunks): age <= that chunk's duration + 0.3 s of sampling
-#     slack, and the oldest age seen must stay below a quarter of the whole
-#     backfill.  Catches: the snapshot (or any transaction) kept across
-#     chunks, and the 0.1 one-transaction sync (chunk_rows ignored: xmin
-#     as old as the backfill, no chunk increments).  At least a few samples
-#     must see an xmin (else the sampler proves nothing) and
-#     backfill_chunks must have moved at least N/chunk_rows/2 times.
+#  2. xmin: a sampler (a procedure in its own backend, restarted after
+#     the crash) records every 10 ms the oldest backend_xmin of the
+#     pg_egress processes (pg_stat_activity), the next xid, and
+#     egress_streams.backfill_chunks; each sample commits, so xids map to
+#     times at 10 ms resolution.  The age of a held xmin X at a sample is
+#     bounded above by now - (time of the last sample at which X was not
+#     assigned yet), over-estimated by at most one interval (searched
+#     within one life of the server: xids handed out but never logged are
+#     handed out again after the crash).  A chunk's duration is the time
+#     between two values of backfill_chunks over the chunks between them
+#     (it moves when a batch is acknowledged, maybe several chunks at
+#     once).  Checks: every sample's age <= the duration of the chunk in
+#     progress + 0.1 s; the oldest age < a quarter of the whole backfill.
+#     Catches: a snapshot (or any transaction) kept across chunks, and the
+#     0.1 one-transaction sync (run against the 0.1 code this check fails:
+#     xmin age 0.78 s in a backfill of 0.9 s, backfill_chunks never moves).
+#     At least a few samples must see an xmin (else the sampler proves
+#     nothing) and backfill_chunks must take N/chunk_rows/4 values.
 #  3. kill -9 of the CDC worker once backfill_rows >= N/2: the server log
 #     says the backfill "resumed after chunk K" with K >= the
 #     backfill_chunks read before the kill (acknowledged progress kept,
@@ -50,8 +57,9 @@
 #     stored before the ack (a chunk lost: check 1), never stored (a full
 #     re-read), restarting at the start or with a new version.
 #
-# Runtime: about two minutes on 2 shared cores for 2,000,000 rows (the
-# numbers are printed with note()).  EGRESS_T101_ROWS sets another row
+# Runtime: 75-115 s on 2 shared cores (load average 5) for 2,000,000
+# rows, of which the replay is 45-85 s, the backfill 6-11 s (the numbers
+# are printed with note()).  EGRESS_T101_ROWS sets another row
 # count (for a quick run; the chunk checks need >= 8 chunks).
 
 use strict;
@@ -87,6 +95,7 @@ DECLARE
 	t0 timestamptz := clock_timestamp();
 	r bigint;
 	k bigint;
+	base bigint;
 	op int;
 	n int;
 BEGIN
@@ -94,7 +103,17 @@ BEGIN
 		n := 1 + (random() < 0.2)::int * 4;    -- sometimes five changes in one transaction
 		FOR i IN 1 .. n LOOP
 			op := floor(random() * 10)::int;
-			r := 2 * (1 + floor(random() * $N)::bigint);    -- an even (initial) key
+			IF random() < 0.5 THEN
+				-- near the backfill's position: the chunk being read or the next
+				-- one, so that changes fall into chunks' (L, H] windows
+				SELECT coalesce(ss.backfill_after[1]::bigint, 0) INTO base
+				  FROM egress.stream_state ss JOIN egress.stream s ON s.id = ss.stream_id
+				 WHERE s.name = 'big';
+				r := coalesce(base, 0) + 2 * (1 + floor(random() * 2 * $CHUNK)::bigint);
+				r := r - r % 2;
+			ELSE
+				r := 2 * (1 + floor(random() * $N)::bigint);    -- an even (initial) key anywhere
+			END IF;
 			k := r + 1;                                        -- an odd key next to it
 			IF op < 4 THEN
 				UPDATE big SET v = v + 1, w = 'u' || substr(md5(random()::text), 1, 6) WHERE id = r;
@@ -110,7 +129,7 @@ BEGIN
 			END IF;
 		END LOOP;
 		COMMIT;
-		PERFORM pg_sleep(0.003);
+		PERFORM pg_sleep(0.001);
 	END LOOP;
 END
 \$\$;
@@ -239,7 +258,9 @@ write_file($stop, '');
 $node->safe_psql('postgres', 'UPDATE sampler_ctl SET stop = true');
 ok(eval { $writer->finish; 1 }, 'the writer stopped');
 ok(eval { $sampler->finish; 1 }, 'the sampler stopped');
-note 'writer: ' . join(' | ', grep { /calls=/ } split /\n/, slurp_file($wlog));
+note 'writer: ' . join(' | ', grep { /calls=/ } split /\n/, slurp_file($wlog)) . '; changes of big: '
+  . $node->safe_psql('postgres',
+	q{SELECT format('%s inserts, %s updates, %s deletes (since the last crash)', n_tup_ins, n_tup_upd, n_tup_del) FROM pg_stat_user_tables WHERE relname = 'big'});
 wait_caught_up($node, 'big', 180);
 
 # ---------------------------------------------------------------------------
