@@ -1229,7 +1229,6 @@ sub replay_files
 # further queries (replaced by the next call with the same prefix; <s> is
 # <prefix> for one stream, <prefix>_<name> for several):
 #   <prefix>_files (f, name, mtime)         the files, f = their order
-#   <prefix>_ends (f, ord, type, first)     first and last message of each file
 #   <s>_rec (f, ord, v, r, del, initial, k) the stream's RECORDs (ord: position
 #                                           in delivery order, comparable
 #                                           between streams); initial:
@@ -1260,7 +1259,7 @@ sub replay_sql
 	};
 	# the _sdc_* members the contract defines (singer-format.md)
 	my $strip = sub { return "($_[0] - '{_sdc_deleted_at,_sdc_lsn}'::text[])"; };
-	my $drop = join(', ', "${p}_files", "${p}_lines", "${p}_msg", "${p}_ends", "${p}_count",
+	my $drop = join(', ', "${p}_files", "${p}_lines", "${p}_msg", "${p}_count",
 		map { my $t = $streams{$_}{t}; ("${t}_rec", "${t}_act", "${t}_mirror", "${t}_table") } @names);
 	my $sql = qq{
 SET client_min_messages = warning;
@@ -1288,11 +1287,7 @@ CREATE UNLOGGED TABLE ${p}_msg AS
   SELECT f, ord, j->>'stream' AS sid, j->>'type' AS type, (j->>'version')::numeric AS v, j->'record' AS r
     FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines) s
    WHERE j->>'stream' IN ($sids) AND j->>'type' IN ('RECORD', 'ACTIVATE_VERSION');
-CREATE UNLOGGED TABLE ${p}_ends AS
-  SELECT l.f, l.ord, l.line::jsonb->>'type' AS type, l.ord = e.a AS first
-    FROM (SELECT f, min(ord) AS a, max(ord) AS b FROM ${p}_lines GROUP BY f) e
-    JOIN ${p}_lines l ON l.ord IN (e.a, e.b);
-CREATE UNLOGGED TABLE ${p}_count AS SELECT count(*) AS n FROM ${p}_lines;
+CREATE UNLOGGED TABLE ${p}_count AS SELECT last_value AS n FROM ${p}_lines_ord_seq;
 DROP TABLE ${p}_lines;
 };
 	foreach my $n (@names)
@@ -1319,18 +1314,46 @@ ANALYZE ${t}_mirror, ${t}_table, ${t}_rec;
 };
 	}
 	$sql .= "DROP TABLE ${p}_msg;\n";
-	$node->safe_psql('postgres', $sql, timeout => 900);
+	# EGRESS_REPLAY_TIMING=1: the time of each statement (other than COPY), noted
+	if ($ENV{EGRESS_REPLAY_TIMING})
+	{
+		my $t = $node->safe_psql('postgres', "\\timing on\n$sql", timeout => 900);
+		my @stmts = map { s/^(\s|--[^\n]*\n)+//r } grep { /\S/ } split /;\n/, $sql;
+		my @times = $t =~ /^Time: ([0-9.]+) ms/mg;
+		my $load_ms = 0;
+		for my $i (0 .. $#stmts)
+		{
+			my $ms = $times[$i] // 0;
+			if ($stmts[$i] =~ /^(COPY|INSERT|ALTER|SET)/) { $load_ms += $ms; next; }
+			note sprintf('replay_sql: %7.1f s  %s', $ms / 1000, substr($stmts[$i] =~ s/\s+/ /gr, 0, 100));
+		}
+		note sprintf('replay_sql: %7.1f s  COPY of %d files', $load_ms / 1000, scalar @files);
+	}
+	else
+	{
+		$node->safe_psql('postgres', $sql, timeout => 900);
+	}
 
 	my $row = sub {
 		my ($q) = @_;
 		return split /\|/, $node->safe_psql('postgres', $q, timeout => 600), -1;
 	};
 	my ($nfiles, $nmsg) = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT n FROM ${p}_count)");
-	my @bad = grep { $_ ne '' } split /\n/, $node->safe_psql('postgres', qq{
-SELECT name FROM ${p}_files fl
- WHERE NOT EXISTS (SELECT 1 FROM ${p}_ends e WHERE e.f = fl.f AND e.first AND e.type = 'SCHEMA')
-    OR NOT EXISTS (SELECT 1 FROM ${p}_ends e WHERE e.f = fl.f AND NOT e.first AND e.type = 'STATE')
- ORDER BY f}, timeout => 600);
+	# first and last line of each file, read here: SCHEMA ... STATE
+	my @bad;
+	foreach my $path (@files)
+	{
+		open(my $fh, '<:raw', $path) or die "could not open \"$path\": $!";
+		my $first = <$fh> // '';
+		my $size = -s $fh;
+		seek($fh, $size > 65536 ? $size - 65536 : 0, 0);
+		local $/;
+		my @tail = split /\n/, <$fh> // '';
+		close $fh;
+		my $last = @tail ? $tail[-1] : '';
+		push @bad, ($path =~ m{([^/]+)$})[0]
+		  unless $first =~ /^\{"type":"SCHEMA"/ && $last =~ /^\{"type":"STATE"/;
+	}
 	my %res;
 	foreach my $n (@names)
 	{
