@@ -138,7 +138,7 @@ cmp_ok($backfill_s, '>=', 1.5, 'the backfill lasted long enough for the gap chec
 my @files = replay_files($out, 'a');
 my $t_replay = time;
 my $r = replay_sql($node, prefix => 'rp', files => \@files,
-	streams => { map { ($_ => { sid => "public-$_", relation => $_, key => ['seq'] }) } qw(a b c) });
+	streams => { map { ($_ => { sid => "public-$_", relation => $_, key => ['seq'], render => 'to_jsonb' }) } qw(a b c) });
 my %r = %$r;
 note sprintf('replayed %d files, %d messages in %.1f s', $r{a}{files}, $r{a}{messages}, time - $t_replay);
 replay_check("stream $_", $r{$_}) foreach qw(a b c);
