@@ -4,7 +4,7 @@
 # delivering every change, without a gap, while the chunked backfill runs.
 #
 # Tables a, b, c (seq bigint identity PRIMARY KEY, v text): a holds 600,000
-# rows and has chunk_rows 2000 (300 chunks: a backfill of a few seconds);
+# rows and has chunk_rows 1000 (600 chunks: a backfill of a few seconds);
 # b and c start empty.  pgbench inserts one row into each table per
 # transaction-triple, ~150 a second each, from before the resync until after
 # it.  The identity sequences hand out contiguous values (no rollbacks), so
@@ -46,7 +46,7 @@ use Time::HiRes qw(time usleep);
 use EgressTest;
 
 my $NA = 600_000;
-my $CHUNK = 2000;
+my $CHUNK = 1000;
 my $T0 = time;
 sub elapsed { return sprintf('%.1f s', time - $T0); }
 
