@@ -83,6 +83,12 @@ SELECT egress_add_stream('d1', 'public.orders', 'FULL_TABLE', 'nowhere');
 SELECT egress_add_stream('o1', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_rows": 5}');
 SELECT egress_add_stream('o1', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id', options => '{"fast_sync": true}');
 SELECT egress_add_stream('o1', 'public.orders', 'INCREMENTAL', 'local', replication_key => 'id', options => '{"interval": "1000000 years"}');
+-- chunked initial sync of LOG_BASED streams: chunk_rows >= 0, chunk_bytes > 0
+SELECT egress_add_stream('o1', 'public.orders', 'LOG_BASED', 'local', options => '{"chunk_rows": -1}');
+SELECT egress_add_stream('o1', 'public.orders', 'LOG_BASED', 'local', options => '{"chunk_rows": "many"}');
+SELECT egress_add_stream('o1', 'public.orders', 'LOG_BASED', 'local', options => '{"chunk_rows": 1.5}');
+SELECT egress_add_stream('o1', 'public.orders', 'LOG_BASED', 'local', options => '{"chunk_bytes": 0}');
+SELECT egress_add_stream('o1', 'public.orders', 'FULL_TABLE', 'local', options => '{"chunk_rows": 100}');
 SELECT egress_add_stream('o2', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": 0}');
 SELECT egress_add_stream('o3', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_rows": "10"}');
 SELECT egress_add_stream('o4', 'public.orders', 'FULL_TABLE', 'local', options => '{"batch_max_bytes": 1.5}');

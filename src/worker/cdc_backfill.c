@@ -47,7 +47,9 @@
 #include "worker/cdc_internal.h"
 
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "common/hashfn.h"
+#include "optimizer/plancat.h"
 #include "replication/message.h"
 #include "storage/buffile.h"
 #include "storage/bufmgr.h"
@@ -56,7 +58,7 @@
 #define WATERMARK_PREFIX	"pg_egress.watermark"
 #define DEFAULT_CHUNK_ROWS	50000
 /* chunk rows held in memory before the buffer spills to a temporary file */
-#define CHUNK_MEMORY_BYTES	(8 * 1024 * 1024)
+#define CHUNK_MEMORY_BYTES	(16 * 1024 * 1024)
 
 /* The progress of one stream's backfill. */
 typedef struct CdcBackfill
@@ -448,6 +450,51 @@ option_int(EgressStreamDef *def, const char *name, int64 dflt)
 }
 
 /*
+ * Does the table look no larger than one chunk (the planner's estimate of
+ * its rows and pages, summed over the leaves of a partitioned table)?
+ * Then one short transaction reads it as fast as a chunk would, without
+ * the watermarks: the one-transaction sync.
+ */
+static bool
+fits_one_chunk(CdcStream *s)
+{
+	int64		chunk_rows = option_int(s->def, "chunk_rows", DEFAULT_CHUNK_ROWS);
+	int64		chunk_bytes = option_int(s->def, "chunk_bytes", 0);
+	double		rows = 0;
+	double		pages = 0;
+	List	   *rels;
+	ListCell   *lc;
+
+	cdc_start_catalog_transaction();
+	rels = s->partitioned ? find_all_inheritors(s->def->relid, AccessShareLock, NULL) :
+		list_make1_oid(s->def->relid);
+	foreach(lc, rels)
+	{
+		Relation	rel = table_open(lfirst_oid(lc), AccessShareLock);
+
+		if (rel->rd_rel->relkind == RELKIND_RELATION)
+		{
+			BlockNumber p;
+			double		t;
+			double		frac;
+			int32	   *widths = palloc0(sizeof(int32) *
+										 (RelationGetNumberOfAttributes(rel) + 1));
+
+			estimate_rel_size(rel, widths, &p, &t, &frac);
+			rows += t;
+			pages += p;
+		}
+		table_close(rel, AccessShareLock);
+	}
+	CommitTransactionCommand();
+	if (rows > (double) chunk_rows)
+		return false;
+	if (chunk_bytes > 0 && pages * BLCKSZ > (double) chunk_bytes)
+		return false;
+	return true;
+}
+
+/*
  * Is s, which needs an initial sync, synced in chunks?  Its option
  * chunk_rows is above 0, the slot decodes with pgoutput (watermarks are
  * logical messages), and the chunked backfill was not given up for the
@@ -477,7 +524,7 @@ cdc_backfill_wanted(CdcStream *s)
 		if (!keyed)
 			return false;
 	}
-	return true;
+	return !fits_one_chunk(s);
 }
 
 /* The stream's key: primary key, else replica identity index; NIL: none. */
@@ -502,6 +549,17 @@ stream_key(Oid relid)
 	}
 	table_close(rel, AccessShareLock);
 	return cols;
+}
+
+static void
+free_texts(char **texts, int n)
+{
+	if (texts == NULL)
+		return;
+	for (int i = 0; i < n; i++)
+		if (texts[i])
+			pfree(texts[i]);
+	pfree(texts);
 }
 
 static char **
@@ -659,7 +717,16 @@ cdc_backfill_begin(CdcStream *s)
 				(errmsg("pg_egress stream \"%s\": chunked backfill of %s started, version " INT64_FORMAT ", " INT64_FORMAT " rows per chunk%s",
 						s->def->name, s->def->relation, s->version, b->chunk_rows,
 						b->nkey == 0 ? " (block ranges: the table has no key)" : "")));
-		/* the new version opens before its first change or row */
+		/*
+		 * The new version opens before its first change or row.  A batch
+		 * opened here is named after the stream's start position (its
+		 * first commit LSN), which no later batch precedes.
+		 */
+		if (!cdc->batch_open)
+		{
+			cdc->txn_commit = s->bookmark;
+			cdc->txn_records = 0;
+		}
 		cdc_start_catalog_transaction();
 		cdc_prepare_record(s);
 		if (!cdc_pg_kinesis_format())
@@ -681,7 +748,9 @@ check_acked(CdcStream *s)
 	if (cdc->batch_open && s->batches_sent <= b->sent_batches)
 		return;
 	b->sent_pending = false;
+	free_texts(b->acked_after, b->nkey);
 	b->acked_after = b->sent_after;
+	b->sent_after = NULL;
 	b->acked_block = b->sent_block;
 	b->acked_chunks = b->sent_chunks;
 	b->acked_rows = b->sent_rows;
@@ -696,6 +765,7 @@ note_sent(CdcStream *s, bool final)
 	CdcBackfill *b = s->bf;
 
 	check_acked(s);
+	free_texts(b->sent_after, b->nkey);
 	b->sent_after = copy_texts(b->after, b->nkey, b->cxt);
 	b->sent_block = b->next_block;
 	b->sent_chunks = b->chunks;
@@ -1007,7 +1077,10 @@ emit_chunk(void)
 	if (b->nkey == 0)
 		b->next_block = chunk.blk_to;
 	else if (chunk.last != NULL)
+	{
+		free_texts(b->after, b->nkey);
 		b->after = copy_texts(chunk.last, b->nkey, b->cxt);
+	}
 	ereport(DEBUG1,
 			(errmsg_internal("pg_egress stream \"%s\": chunked backfill of %s: chunk " INT64_FORMAT ", " INT64_FORMAT " rows read, " INT64_FORMAT " sent",
 							 s->def->name, s->def->relation, chunk.chunk_no,
@@ -1021,6 +1094,13 @@ emit_chunk(void)
 		b->read_all = true;
 	}
 	CommitTransactionCommand();
+
+	/*
+	 * The batch goes now, not at the flush interval: the chunk's progress is
+	 * recorded once it is acknowledged (a crash re-reads one chunk at most),
+	 * and the last chunk's ACTIVATE_VERSION ends the sync at once.
+	 */
+	cdc_commit_batch();
 	note_sent(s, chunk.end);
 	chunk.phase = CHUNK_NONE;
 	chunk.s = NULL;

@@ -801,6 +801,7 @@ typedef struct ChunkReader
 	Oid		   *keyout;			/* output functions of the key columns */
 	StringInfoData row;
 	StringInfoData key;
+	StringInfoData lastkey;		/* key text of the last row kept */
 	bool		full;			/* max_bytes reached */
 	int64		fetched;		/* rows the query returned, kept or not */
 	MemoryContext rowcxt;
@@ -890,27 +891,9 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	r->spec->rows++;
 	r->spec->bytes += r->row.len;
 
-	/* the position of the last row kept */
-	MemoryContextSwitchTo(r->lastcxt);
-	if (r->nkey > 0)
-	{
-		if (r->spec->last == NULL)
-			r->spec->last = palloc0(sizeof(char *) * r->nkey);
-		for (int i = 0; i < r->nkey; i++)
-		{
-			int			c = w->st->ncolumns + i;
-
-			if (r->spec->last[i])
-				pfree(r->spec->last[i]);
-			r->spec->last[i] = NULL;
-			MemoryContextSwitchTo(r->rowcxt);
-			{
-				char	   *txt = OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]);
-
-				r->spec->last[i] = MemoryContextStrdup(r->lastcxt, txt);
-			}
-		}
-	}
+	/* the position of the last row kept: its key text (see chunk_last) */
+	resetStringInfo(&r->lastkey);
+	appendBinaryStringInfo(&r->lastkey, r->key.data, r->key.len);
 	MemoryContextSwitchTo(oldcxt);
 	if (r->spec->max_bytes > 0 && r->spec->bytes >= r->spec->max_bytes)
 		r->full = true;
@@ -1008,6 +991,7 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 		",\"_sdc_deleted_at\":null";
 	initStringInfo(&r->row);
 	initStringInfo(&r->key);
+	initStringInfo(&r->lastkey);
 
 	/* the key columns' types: output functions, casts of the position */
 	r->keyout = palloc0(sizeof(Oid) * Max(r->nkey, 1));
@@ -1166,7 +1150,26 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	 * (and was not cut by max_bytes).  A block range decides by itself.
 	 */
 	if (r->nkey > 0)
+	{
 		spec->end = !r->full && (spec->max_rows <= 0 || r->fetched < spec->max_rows);
+		if (r->lastkey.len > 0)
+		{
+			/* <length>:<text> per key column (egress_chunk_key_append) */
+			const char *p = r->lastkey.data;
+
+			spec->last = MemoryContextAllocZero(r->lastcxt, sizeof(char *) * r->nkey);
+			for (int i = 0; i < r->nkey; i++)
+			{
+				char	   *colon;
+				long		len = strtol(p, &colon, 10);
+
+				if (*colon != ':' || len < 0 || colon + 1 + len > r->lastkey.data + r->lastkey.len)
+					elog(ERROR, "pg_egress: malformed chunk key");
+				spec->last[i] = MemoryContextStrdup(r->lastcxt, pnstrdup(colon + 1, len));
+				p = colon + 1 + len;
+			}
+		}
+	}
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(readercxt);
