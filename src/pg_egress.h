@@ -79,7 +79,8 @@ extern EgressWorkerSlot *egress_claim_cdc_stream(int32 stream_id, const char *ph
 extern EgressWorkerSlot *egress_claim_destination(const char *dest, pid_t *holder);
 extern pid_t egress_stream_holder(int32 stream_id, const char *dest);
 extern void egress_release_slot(EgressWorkerSlot *slot);
-extern EgressWorkerSlot *egress_claim_part(int32 stream_id, int part, Oid owner);
+extern int	egress_claim_parts(int32 stream_id, int want, Oid owner,
+							   EgressWorkerSlot **out, int *busy);
 extern int	egress_count_parts(void);
 extern void egress_set_phase(EgressWorkerSlot *slot, const char *phase);
 extern void egress_set_slot_owner(EgressWorkerSlot *slot, Oid owner);
@@ -90,7 +91,7 @@ extern PGDLLEXPORT void egress_launcher_main(Datum main_arg);
 extern PGDLLEXPORT void egress_dbworker_main(Datum main_arg);
 extern PGDLLEXPORT void egress_sync_main(Datum main_arg);
 extern PGDLLEXPORT void egress_cdc_main(Datum main_arg);
-extern PGDLLEXPORT void egress_part_main(Datum main_arg);
+extern PGDLLEXPORT void egress_sync_part_main(Datum main_arg);
 extern void egress_record_stream_error(int32 stream_id, const char *message);
 extern bool egress_lock_stream_state(int32 stream_id);
 

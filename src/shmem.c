@@ -227,45 +227,66 @@ egress_stream_holder(int32 stream_id, const char *dest)
 	return result;
 }
 
-/*
- * An entry for part worker "part" of a parallel FULL_TABLE sync of
- * stream_id (0: of an export), held by the coordinator (MyProcPid) for as
- * long as the part runs.  Never a claim of the stream: claim_entry() and
- * egress_stream_holder() skip it; the database worker counts these entries
- * against pg_egress.max_workers.  NULL when all entries are taken.
- */
-EgressWorkerSlot *
-egress_claim_part(int32 stream_id, int part, Oid owner)
+/* a live process of pg_egress that counts against pg_egress.max_workers */
+static bool
+counts_as_worker(EgressWorkerSlot *slot)
 {
-	EgressWorkerSlot *result = NULL;
+	if (!slot->in_use || !holder_alive(slot->pid))
+		return false;
+	if (slot->part > 0)
+		return true;			/* a part worker */
+	if (slot->stream_id == 0)
+		return slot->dest[0] != '\0';	/* a CDC worker */
+	return !slot->cdc_stream;	/* a sync or INCREMENTAL worker */
+}
+
+/*
+ * Entries for the part workers of a parallel FULL_TABLE sync of stream_id
+ * (0: of an export), held by the coordinator (MyProcPid) for as long as the
+ * parts run: as many of want as pg_egress.max_workers still allows, counting
+ * the live sync, INCREMENTAL, CDC and part workers (*busy), taken at once
+ * under the lock.  They are never a claim of the stream: claim_entry() and
+ * egress_stream_holder() skip them; the database worker counts them
+ * (egress_count_parts) before it starts workers.  Returns how many were
+ * taken, into out[0..].
+ */
+int
+egress_claim_parts(int32 stream_id, int want, Oid owner, EgressWorkerSlot **out,
+				   int *busy)
+{
+	int			nbusy = 0;
+	int			got = 0;
 
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < egress_shared->nslots; i++)
+		if (counts_as_worker(&egress_shared->slots[i]))
+			nbusy++;
+	*busy = nbusy;
+	for (int i = 0; i < egress_shared->nslots && got < want &&
+		 nbusy + got < egress_max_workers; i++)
 	{
 		EgressWorkerSlot *slot = &egress_shared->slots[i];
 
 		if (slot->in_use && !holder_alive(slot->pid))
 			slot->in_use = false;	/* left by a process that is gone */
-		if (!slot->in_use)
-		{
-			result = slot;
-			memset(result, 0, sizeof(*result));
-			result->in_use = true;
-			result->stream_id = stream_id;
-			result->part = part;
-			result->pid = MyProcPid;
-			result->owner = owner;
-			result->started_at = GetCurrentTimestamp();
-			result->lag_bytes = -1;
-			strlcpy(result->phase, "part", sizeof(result->phase));
-			break;
-		}
+		if (slot->in_use)
+			continue;
+		memset(slot, 0, sizeof(*slot));
+		slot->in_use = true;
+		slot->stream_id = stream_id;
+		slot->part = got + 2;
+		slot->pid = MyProcPid;
+		slot->owner = owner;
+		slot->started_at = GetCurrentTimestamp();
+		slot->lag_bytes = -1;
+		strlcpy(slot->phase, "part", sizeof(slot->phase));
+		out[got++] = slot;
 	}
 	LWLockRelease(egress_shared->lock);
-	return result;
+	return got;
 }
 
-/* How many part workers run now (see egress_claim_part). */
+/* How many part workers run now (see egress_claim_parts). */
 int
 egress_count_parts(void)
 {

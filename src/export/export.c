@@ -772,6 +772,8 @@ check_splittable(RawStmt *rs, const char *query, int nparts, char **refname)
 		not_splittable(nparts, "it reads a view, a foreign table or a partitioned table");
 	if (rte->tablesample != NULL)
 		not_splittable(nparts, "it has TABLESAMPLE");
+	if (get_rel_persistence(rte->relid) == RELPERSISTENCE_TEMP)
+		not_splittable(nparts, "it reads a temporary table, which other sessions cannot read");
 	if (rte->inh && has_subclass(rte->relid))
 		not_splittable(nparts, "the table has inheritance children (name it with ONLY)");
 
@@ -1216,13 +1218,13 @@ part_publishing(void *arg, int nfiles)
 }
 
 /*
- * egress_export_part
+ * export_part
  *		Part worker "part" of a parallel export: the caller's session again
  *		(settings, role, current user and security context, snapshot), its
  *		blocks of the query's table to <uri>_part<part>.
  */
-void
-egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+static void
+export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 {
 #define PSTR(i) (sh->str_off[i] ? (const char *) sh + sh->str_off[i] : NULL)
 	EgressExportResult r = {0};
@@ -1260,6 +1262,13 @@ egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 #undef PSTR
+}
+
+/* a part worker of a parallel export (parallel.c) */
+void
+egress_export_part_main(Datum main_arg)
+{
+	egress_part_worker_run(main_arg, export_part);
 }
 
 PG_FUNCTION_INFO_V1(egress_export_parallel);

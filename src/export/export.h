@@ -26,4 +26,7 @@ extern void egress_export_run(const char *query, const char *uri,
 							  const char *options, const EgressS3Target *s3,
 							  EgressExportResult *result);
 
+/* the entry point of a parallel export's part workers (parallel.c) */
+extern PGDLLEXPORT void egress_export_part_main(Datum main_arg);
+
 #endif							/* EGRESS_EXPORT_H */

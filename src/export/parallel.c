@@ -46,6 +46,7 @@ struct EgressParallel
 	EgressParallelShared *sh;
 	int			nparts;
 	BackgroundWorkerHandle **handles;	/* [nparts]; [0] unused */
+	EgressPartStatus *final;	/* the parts' outcome, kept at the end */
 	EgressWorkerSlot **entries; /* [nparts]; [0] unused */
 	bool		ended;
 };
@@ -125,29 +126,20 @@ parallel_exit(int code, Datum arg)
 	}
 }
 
-EgressParallel *
-egress_parallel_begin(int kind, int nparts, BlockNumber nblocks,
-					  int32 stream_id, int64 version, Oid owner,
-					  const char **strings)
+/*
+ * Export the snapshot, fill the segment, start parts 2..n.  ERRORs are
+ * the caller's to clean up (egress_parallel_end).
+ */
+static void
+start_parts(EgressParallel *p, int kind, BlockNumber nblocks, int32 stream_id,
+			int64 version, const char **strings)
 {
-	EgressParallel *p;
 	EgressParallelShared *sh;
+	int			nparts = p->nparts;
 	Size		size;
 	Size		gucsize = 0;
 	Size		strsize = 0;
 	char	   *snapid;
-
-	Assert(nparts >= 2);
-	if (IsSubTransaction())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("parallel => %d cannot run inside a subtransaction", nparts),
-				 errdetail("Its parts share a snapshot exported by this transaction, and a subtransaction cannot export one."),
-				 errhint("Use parallel => 1, or call it outside an exception block or savepoint.")));
-	if (nrunning_par >= lengthof(running))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("too many parallel runs nested in one another")));
 
 	/* pg_export_snapshot()'s machinery: parts import it by this id */
 	snapid = ExportSnapshot(GetActiveSnapshot());
@@ -163,10 +155,6 @@ egress_parallel_begin(int kind, int nparts, BlockNumber nblocks,
 	}
 	size += MAXALIGN(strsize) + gucsize;
 
-	p = palloc0(sizeof(EgressParallel));
-	p->nparts = nparts;
-	p->handles = palloc0(sizeof(BackgroundWorkerHandle *) * (nparts + 1));
-	p->entries = palloc0(sizeof(EgressWorkerSlot *) * (nparts + 1));
 	p->seg = dsm_create(size, 0);
 	sh = p->sh = dsm_segment_address(p->seg);
 	memset(sh, 0, size);
@@ -201,6 +189,110 @@ egress_parallel_begin(int kind, int nparts, BlockNumber nblocks,
 		SerializeGUCState(gucsize, (char *) sh + off);
 	}
 
+	for (int k = 2; k <= nparts; k++)
+	{
+		BackgroundWorker worker;
+		MemoryContext oldcxt;
+		pid_t		pid;
+		bool		ok;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = BGW_NEVER_RESTART;
+		strlcpy(worker.bgw_library_name, "pg_egress", BGW_MAXLEN);
+		/* the entry point of the kind (the arrows of the layout point down) */
+		strlcpy(worker.bgw_function_name,
+				kind == EGRESS_PARALLEL_STREAM ? "egress_sync_part_main" : "egress_export_part_main",
+				BGW_MAXLEN);
+		if (kind == EGRESS_PARALLEL_STREAM)
+			snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress part %d of %d of stream %d",
+					 k, nparts, stream_id);
+		else
+			snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress part %d of %d of export (pid %d)",
+					 k, nparts, (int) MyProcPid);
+		strlcpy(worker.bgw_type, "pg_egress part", BGW_MAXLEN);
+		worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(p->seg));
+		memcpy(worker.bgw_extra, &k, sizeof(int));
+		worker.bgw_notify_pid = MyProcPid;
+
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		ok = RegisterDynamicBackgroundWorker(&worker, &p->handles[k]);
+		MemoryContextSwitchTo(oldcxt);
+		if (!ok)
+		{
+			p->handles[k] = NULL;
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("cannot start part %d of %d: no background worker slot is free", k, nparts),
+					 errdetail("parallel => %d needs %d background workers besides this process.",
+							   nparts, nparts - 1),
+					 errhint("Raise max_worker_processes, or use parallel => 1.")));
+		}
+		if (WaitForBackgroundWorkerStartup(p->handles[k], &pid) != BGWH_STARTED)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("cannot start part %d of %d: the background worker did not start", k, nparts),
+					 errhint("Check the server log; or use parallel => 1.")));
+	}
+}
+
+EgressParallel *
+egress_parallel_begin(int kind, int nparts, BlockNumber nblocks,
+					  int32 stream_id, int64 version, Oid owner,
+					  const char **strings)
+{
+	EgressParallel *p;
+	int			got;
+	int			busy;
+
+	Assert(nparts >= 2);
+	if (IsSubTransaction())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("parallel => %d cannot run inside a subtransaction", nparts),
+				 errdetail("Its parts share a snapshot exported by this transaction, and a subtransaction cannot export one."),
+				 errhint("Use parallel => 1, or call it outside an exception block or savepoint.")));
+	if (nrunning_par >= lengthof(running))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("too many parallel runs nested in one another")));
+
+	p = palloc0(sizeof(EgressParallel));
+	p->handles = palloc0(sizeof(BackgroundWorkerHandle *) * (nparts + 1));
+	p->entries = palloc0(sizeof(EgressWorkerSlot *) * (nparts + 1));
+
+	/*
+	 * The parts' entries first, all at once: pg_egress.max_workers counts
+	 * every live pg_egress worker.  An export that does not fit fails; a
+	 * sync reads with fewer parts (down to one: its worker alone), as
+	 * waiting could wait forever for syncs that wait alike.
+	 */
+	got = egress_claim_parts(stream_id, nparts - 1, owner, &p->entries[2], &busy);
+	if (got < nparts - 1)
+	{
+		if (kind == EGRESS_PARALLEL_EXPORT)
+		{
+			for (int k = 0; k < got; k++)
+				egress_release_slot(p->entries[2 + k]);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("parallel => %d cannot be honoured now: %d of pg_egress.max_workers (%d) are busy",
+							nparts, busy, egress_max_workers),
+					 errdetail("The export needs %d part workers besides this session.", nparts - 1),
+					 errhint("Retry later, use a smaller parallel, or raise pg_egress.max_workers.")));
+		}
+		ereport(LOG,
+				(errmsg("pg_egress stream %d: parallel %d reduced to %d: %d of pg_egress.max_workers (%d) are busy",
+						stream_id, nparts, got + 1, busy, egress_max_workers)));
+	}
+	p->nparts = got + 1;
+	if (p->nparts == 1)
+	{
+		p->ended = true;
+		return p;
+	}
+
 	if (!exit_registered)
 	{
 		before_shmem_exit(parallel_exit, (Datum) 0);
@@ -210,56 +302,7 @@ egress_parallel_begin(int kind, int nparts, BlockNumber nblocks,
 
 	PG_TRY();
 	{
-		for (int k = 2; k <= nparts; k++)
-		{
-			BackgroundWorker worker;
-			MemoryContext oldcxt;
-			pid_t		pid;
-			bool		ok;
-
-			p->entries[k] = egress_claim_part(stream_id, k, owner);
-			if (p->entries[k] == NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("cannot start part %d of %d: all pg_egress worker entries are taken", k, nparts),
-						 errhint("Raise pg_egress.max_active_streams, or use parallel => 1.")));
-
-			memset(&worker, 0, sizeof(worker));
-			worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-			worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-			worker.bgw_restart_time = BGW_NEVER_RESTART;
-			strlcpy(worker.bgw_library_name, "pg_egress", BGW_MAXLEN);
-			strlcpy(worker.bgw_function_name, "egress_part_main", BGW_MAXLEN);
-			if (kind == EGRESS_PARALLEL_STREAM)
-				snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress part %d of %d of stream %d",
-						 k, nparts, stream_id);
-			else
-				snprintf(worker.bgw_name, BGW_MAXLEN, "pg_egress part %d of %d of export (pid %d)",
-						 k, nparts, (int) MyProcPid);
-			strlcpy(worker.bgw_type, "pg_egress part", BGW_MAXLEN);
-			worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(p->seg));
-			memcpy(worker.bgw_extra, &k, sizeof(int));
-			worker.bgw_notify_pid = MyProcPid;
-
-			oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-			ok = RegisterDynamicBackgroundWorker(&worker, &p->handles[k]);
-			MemoryContextSwitchTo(oldcxt);
-			if (!ok)
-			{
-				p->handles[k] = NULL;
-				ereport(ERROR,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("cannot start part %d of %d: no background worker slot is free", k, nparts),
-						 errdetail("parallel => %d needs %d background workers besides this process.",
-								   nparts, nparts - 1),
-						 errhint("Raise max_worker_processes, or use parallel => 1.")));
-			}
-			if (WaitForBackgroundWorkerStartup(p->handles[k], &pid) != BGWH_STARTED)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("cannot start part %d of %d: the background worker did not start", k, nparts),
-						 errhint("Check the server log; or use parallel => 1.")));
-		}
+		start_parts(p, kind, nblocks, stream_id, version, strings);
 	}
 	PG_CATCH();
 	{
@@ -268,6 +311,54 @@ egress_parallel_begin(int kind, int nparts, BlockNumber nblocks,
 	}
 	PG_END_TRY();
 	return p;
+}
+
+/* how many parts the run has (a sync's may have been reduced) */
+int
+egress_parallel_nparts(EgressParallel *p)
+{
+	return p->nparts;
+}
+
+/* ERROR for a part that ended without finishing, after stopping the others */
+static void
+check_part(EgressParallel *p, int k)
+{
+	EgressPartStatus *st = &p->sh->status[k - 1];
+	EgressPartStatus copy;
+
+	pg_read_barrier();
+	if (st->state == EGRESS_PART_DONE)
+		return;
+	copy = *st;
+	stop_parts(p);
+	if (copy.state == EGRESS_PART_FAILED)
+		ereport(ERROR,
+				(errcode(copy.sqlerrcode ? copy.sqlerrcode : ERRCODE_INTERNAL_ERROR),
+				 errmsg("part %d of %d failed: %s", k, p->nparts, copy.message),
+				 errdetail("Nothing of the run was completed.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_ADMIN_SHUTDOWN),
+			 errmsg("part %d of %d ended without finishing", k, p->nparts),
+			 errdetail("Its worker (process %d) was terminated or crashed; nothing of the run was completed.",
+					   (int) copy.pid)));
+}
+
+/*
+ * Between the coordinator's own batches: ERROR at once when a part has
+ * already failed, rather than after the coordinator's part.
+ */
+void
+egress_parallel_check(EgressParallel *p)
+{
+	for (int k = 2; k <= p->nparts && !p->ended; k++)
+	{
+		pid_t		pid;
+
+		if (p->sh->status[k - 1].state == EGRESS_PART_FAILED ||
+			GetBackgroundWorkerPid(p->handles[k], &pid) == BGWH_STOPPED)
+			check_part(p, k);
+	}
 }
 
 /*
@@ -284,7 +375,6 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 		CHECK_FOR_INTERRUPTS();
 		for (int k = 2; k <= p->nparts; k++)
 		{
-			EgressPartStatus *st = &p->sh->status[k - 1];
 			pid_t		pid;
 
 			if (GetBackgroundWorkerPid(p->handles[k], &pid) != BGWH_STOPPED)
@@ -292,23 +382,7 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 				all_stopped = false;
 				continue;
 			}
-			pg_read_barrier();
-			if (st->state != EGRESS_PART_DONE)
-			{
-				EgressPartStatus copy = *st;
-
-				stop_parts(p);
-				if (copy.state == EGRESS_PART_FAILED)
-					ereport(ERROR,
-							(errcode(copy.sqlerrcode ? copy.sqlerrcode : ERRCODE_INTERNAL_ERROR),
-							 errmsg("part %d of %d failed: %s", k, p->nparts, copy.message),
-							 errdetail("Nothing of the run was completed.")));
-				ereport(ERROR,
-						(errcode(ERRCODE_ADMIN_SHUTDOWN),
-						 errmsg("part %d of %d ended without finishing", k, p->nparts),
-						 errdetail("Its worker (process %d) was terminated or crashed; nothing of the run was completed.",
-								   (int) copy.pid)));
-			}
+			check_part(p, k);
 		}
 		if (all_stopped)
 			break;
@@ -327,6 +401,8 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 EgressPartStatus *
 egress_parallel_status(EgressParallel *p, int part)
 {
+	if (p->final)
+		return &p->final[part - 1];
 	return &p->sh->status[part - 1];
 }
 
@@ -339,16 +415,30 @@ egress_parallel_end(EgressParallel *p)
 	release_entries(p);
 	forget(p);
 	p->ended = true;
-	/* the segment goes with the transaction's resource owner */
+
+	/*
+	 * Every part has ended: keep their outcome, detach now (left to the
+	 * transaction's resource owner, a commit would warn of a leak).
+	 */
+	if (p->seg)
+	{
+		p->final = MemoryContextAlloc(GetMemoryChunkContext(p),
+									  sizeof(EgressPartStatus) * p->nparts);
+		memcpy(p->final, p->sh->status, sizeof(EgressPartStatus) * p->nparts);
+		dsm_detach(p->seg);
+		p->seg = NULL;
+		p->sh = NULL;
+	}
 }
 
 /*
- * egress_part_main
- *		A part worker: attach to the coordinator's segment, connect, run the
- *		kind's body, report the outcome.
+ * egress_part_worker_run
+ *		The life of a part worker (its entry point is its kind's: sync.c,
+ *		export.c): attach to the coordinator's segment, connect, run body,
+ *		report the outcome.
  */
 void
-egress_part_main(Datum main_arg)
+egress_part_worker_run(Datum main_arg, EgressPartBody body)
 {
 	dsm_handle	handle = DatumGetUInt32(main_arg);
 	int			part;
@@ -392,10 +482,7 @@ egress_part_main(Datum main_arg)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		if (sh->kind == EGRESS_PARALLEL_STREAM)
-			egress_sync_part(sh, part, st);
-		else
-			egress_export_part(sh, part, st);
+		body(sh, part, st);
 		pg_write_barrier();
 		st->state = EGRESS_PART_DONE;
 	}

@@ -93,11 +93,21 @@ extern EgressParallel *egress_parallel_begin(int kind, int nparts, BlockNumber n
 											 const char **strings);
 
 /*
+ * How many parts the run has: a sync's nparts is reduced when
+ * pg_egress.max_workers does not leave room for all (LOG); an export's
+ * never is (ERROR).  With one part, nothing was started or exported.
+ */
+extern int	egress_parallel_nparts(EgressParallel *p);
+
+/*
  * Waits until every part has ended; ERROR when one failed or ended
  * without finishing.  Adds their figures to rows, bytes and batches.
  */
 extern void egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes,
 								 uint64 *batches);
+
+/* ERROR at once when a part has already failed or ended (see above) */
+extern void egress_parallel_check(EgressParallel *p);
 
 /* the figures of part k (2..n) after egress_parallel_wait */
 extern EgressPartStatus *egress_parallel_status(EgressParallel *p, int part);
@@ -108,10 +118,14 @@ extern EgressPartStatus *egress_parallel_status(EgressParallel *p, int part);
  */
 extern void egress_parallel_end(EgressParallel *p);
 
-/* sync.c: the body of a FULL_TABLE part worker */
-extern void egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status);
-
-/* export.c: the body of an export part worker */
-extern void egress_export_part(EgressParallelShared *sh, int part, EgressPartStatus *status);
+/*
+ * A part worker's life: its kind's entry point (egress_sync_part_main in
+ * sync.c, egress_export_part_main in export.c) calls this with its body,
+ * which reads part "part" and sets the figures of status; an error or an
+ * exit without return marks the part failed.
+ */
+typedef void (*EgressPartBody) (EgressParallelShared *sh, int part,
+								EgressPartStatus *status);
+extern void egress_part_worker_run(Datum main_arg, EgressPartBody body);
 
 #endif							/* EGRESS_PARALLEL_H */

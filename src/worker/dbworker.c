@@ -632,7 +632,7 @@ stop_orphans(StreamWant *wants, int nwants)
 		StreamWant *w;
 		bool		ours = false;
 
-		if (!slot->in_use || slot->stream_id == 0 || slot->dest[0] != '\0')
+		if (!slot->in_use || slot->part > 0 || slot->stream_id == 0 || slot->dest[0] != '\0')
 			continue;
 		for (int j = 0; j < nrunning; j++)
 			if (running[j].dest[0] == '\0' && running[j].stream_id == slot->stream_id)

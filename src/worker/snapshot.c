@@ -269,6 +269,8 @@ commit_batch(SnapshotWriter *w, bool last)
 	ereport(DEBUG1,
 			(errmsg_internal("pg_egress stream \"%s\": batch %s acknowledged",
 							 w->def->name, batch_id)));
+	if (w->part && w->part->between_batches)
+		w->part->between_batches(w->part->arg);
 }
 
 /* see SnapshotWriter.krec */

@@ -51,6 +51,9 @@ typedef struct EgressSnapshotPart
 	int			part;			/* EGRESS_SNAP_PART: 1..n */
 	BlockNumber lo;
 	BlockNumber hi;
+	/* called after every acknowledged batch (or NULL): may raise an ERROR */
+	void		(*between_batches) (void *arg);
+	void	   *arg;
 } EgressSnapshotPart;
 
 extern void egress_snapshot_write_part(EgressStreamDef *def, EgressSink *sink,

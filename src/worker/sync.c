@@ -147,6 +147,12 @@ stream_parallel(EgressStreamDef *def)
 	return (int) n;
 }
 
+static void
+check_parts(void *arg)
+{
+	egress_parallel_check((EgressParallel *) arg);
+}
+
 /*
  * Second transaction of a parallel sync: the relation in nparts TID ranges,
  * all read in this transaction's snapshot (REPEATABLE READ, exported to
@@ -194,9 +200,8 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	table_close(rel, NoLock);
 
 	memset(result, 0, sizeof(*result));
+	memset(&part, 0, sizeof(part));
 	part.mode = EGRESS_SNAP_OPEN;
-	part.part = 0;
-	part.lo = part.hi = 0;
 	egress_snapshot_write_part(def, sink, slot, version, &part, &r);
 	result->rows += r.rows;
 	result->bytes += r.bytes;
@@ -208,8 +213,12 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 									def->id, version, def->owner, NULL);
 		part.mode = EGRESS_SNAP_PART;
 		part.part = 1;
-		egress_part_range(nblocks, nparts, 1, &part.lo, &part.hi);
+		egress_part_range(nblocks, egress_parallel_nparts(par), 1, &part.lo, &part.hi);
+		/* a part that fails fails the sync at once, not after this one */
+		part.between_batches = check_parts;
+		part.arg = par;
 		egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+		part.between_batches = NULL;
 		result->rows += r.rows;
 		result->bytes += r.bytes;
 		result->batches += r.batches;
@@ -235,9 +244,14 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	}
 
 	part.mode = EGRESS_SNAP_CLOSE;
-	egress_snapshot_write_part(def, sink, slot, version, &part, &r);
+	egress_snapshot_write_part(def, sink, NULL, version, &part, &r);
 	result->bytes += r.bytes;
 	result->batches += r.batches;
+	if (slot)
+	{
+		slot->bytes_sent = result->bytes;
+		slot->batches_sent = result->batches;
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -248,13 +262,13 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 static EgressSink *part_sink = NULL;
 
 /*
- * egress_sync_part
+ * sync_part
  *		The body of part worker "part" of a parallel FULL_TABLE sync: import
  *		the coordinator's snapshot, read the part's blocks, write them to
  *		the stream's destination as the part's batches.
  */
-void
-egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
+static void
+sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 {
 	EgressCatalogGuard guard;
 	EgressStreamDef *def;
@@ -286,6 +300,7 @@ egress_sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	{
 		part_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 		part_sink->owner_superuser = def->dest_owner_superuser;
+		memset(&sp, 0, sizeof(sp));
 		sp.mode = EGRESS_SNAP_PART;
 		sp.part = part;
 		egress_part_range(sh->nblocks, sh->nparts, part, &sp.lo, &sp.hi);
@@ -481,4 +496,11 @@ void
 egress_sync_main(Datum main_arg)
 {
 	egress_run_stream_worker(main_arg, sync_stream, &current_sink);
+}
+
+/* a part worker of a parallel FULL_TABLE sync (export/parallel.c) */
+void
+egress_sync_part_main(Datum main_arg)
+{
+	egress_part_worker_run(main_arg, sync_part);
 }

@@ -194,6 +194,27 @@ is(scalar(@last), 0, 'no final ACTIVATE_VERSION for the failed version');
 is(scalar(tmp_files($d3)), 0, 'no temporary file left');
 is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_egress part%'}), '0',
 	'no part worker left');
+
+# ---- not enough of pg_egress.max_workers free: a sync reads with fewer parts ---
+# gb3 waits at the gate (one worker), t3's worker is the second: one part
+# worker fits, not two.
+$holder->query_safe('SELECT pg_advisory_lock(4242)');
+$node->safe_psql('postgres', q{SELECT egress_add_stream('gb3', 'gb', 'FULL_TABLE', 'd3')},
+	extra_params => [ '-U', 'etl' ]);
+ok(poll_until('gb3 waits', 60,
+		sub { sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted}) eq '1' }),
+	'a sync worker waits at the gate');
+my $d4 = new_outdir($node, 'p4');
+add_destination($node, 'd4', $d4);
+sql(q{SELECT egress_add_stream('t3', 't', 'FULL_TABLE', 'd4', options => '{"parallel": 3}')});
+wait_stream_state($node, 't3', 'synced');
+ok($node->log_contains(qr/parallel 3 reduced to 2: 2 of pg_egress.max_workers \(3\) are busy/),
+	'the sync says it runs with 2 parts instead of 3');
+my @b4 = read_batches($d4, qr/^t3-/);
+is_deeply(rows_of(@b4), $r1, 'and sends every row once');
+is(scalar(grep { $_->{name} =~ /-p003-/ } @b4), 0, 'from two parts');
+$holder->query_safe('SELECT pg_advisory_unlock(4242)');
+wait_stream_state($node, 'gb3', 'synced');
 $holder->quit;
 
 # parts are not a second sync of the stream

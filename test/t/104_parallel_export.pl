@@ -136,12 +136,23 @@ foreach my $bad (
 	[ 'SELECT id FROM e UNION ALL SELECT id FROM o', 'set operations' ],
 	[ 'SELECT * FROM ev', 'view' ],
 	[ 'SELECT id, row_number() OVER () FROM e', 'window' ],
-	[ 'SELECT 1', 'one table' ])
+	[ 'SELECT 1', 'one table' ],
+	[ 'SELECT * FROM e TABLESAMPLE SYSTEM (50)', 'TABLESAMPLE' ],
+	[ 'SELECT * FROM e WHERE id IN (SELECT id FROM o)', 'subqueries' ],
+	[ 'SELECT * FROM e FOR SHARE', 'locks rows' ],
+	[ 'SELECT id, generate_series(1, (random() * 3)::int) FROM e', 'volatile set-returning' ])
 {
 	($ret, $stdout, $stderr) = export($bad->[0], "file://$out/bad.txt", '', 2);
 	like($stderr, qr/0A000: the export query cannot be split into 2 parts: .*\Q$bad->[1]\E.*HINT:  Use parallel => 1\./s,
 		"not split: $bad->[0]");
 }
+($ret, $stdout, $stderr) = export('SELECT * FROM tt', "file://$out/bad.txt", '', 2,
+	'CREATE TEMP TABLE tt AS SELECT 1 AS x;');
+like($stderr, qr/0A000: the export query cannot be split into 2 parts: it reads a temporary table/,
+	'not split: a temporary table');
+($ret, $stdout, $stderr) = export($q, "file://$out/bad.txt", '', 2, 'BEGIN; SAVEPOINT s;');
+like($stderr, qr/0A000: parallel => 2 cannot run inside a subtransaction.*HINT:  Use parallel => 1/s,
+	'refused inside a subtransaction');
 ($ret, $stdout, $stderr) = export($q, "file://$out/bad.txt", '', 4);
 like($stderr, qr/53400: parallel => 4 is more than pg_egress.max_workers \(3\).*HINT:  Use at most 3/s,
 	'parallel beyond pg_egress.max_workers: 53400 with a hint');
@@ -162,18 +173,23 @@ my $holder = $node->background_psql('postgres');
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
 my $bg = $node->background_psql('postgres', on_error_stop => 0);
 $bg->query_until(qr/started/,
-	"\\echo started\nSELECT rows_uploaded FROM egress_export(" . sql_quote($gq) . ", 'file://$out/g.txt', '', parallel => 2);\n");
+	"\\echo started\nSELECT rows_uploaded FROM egress_export(" . sql_quote($gq) . ", 'file://$out/g.txt', '', parallel => 3);\n");
 ok( poll_until(
-		'both parts wait for the gate', 60,
-		sub { sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted}) eq '2' }),
-	'part 1 (the caller) and part 2 have their snapshot and wait');
+		'the three parts wait for the gate', 60,
+		sub { sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted}) eq '3' }),
+	'part 1 (the caller), parts 2 and 3 have their snapshot and wait');
+# two of pg_egress.max_workers (3) are taken by its parts
+($ret, $stdout, $stderr) = export($q, "file://$out/busy.txt", '', 3);
+like($stderr, qr/53400: parallel => 3 cannot be honoured now: 2 of pg_egress.max_workers \(3\) are busy.*HINT:  Retry later/s,
+	'another parallel 3 export meanwhile: 53400, cannot be honoured');
+ok(!(grep { /^busy/ } list_dir($out)), '... and wrote nothing');
 sql(q{INSERT INTO e (id, payload) SELECT i, 'new' FROM generate_series(20001, 20100) i;
 	  UPDATE e SET payload = 'changed' WHERE id <= 100;
 	  DELETE FROM e WHERE id BETWEEN 101 AND 200;});
 $holder->query_safe('SELECT pg_advisory_unlock(4242)');
 my ($res) = $bg->query('SELECT 1');
 like($res, qr/^20000$/m, 'the export wrote 20,000 rows');
-is(parts_concat("$out/g.txt", 2), $copy, 'the parts are exactly the snapshot before the writer\'s commit');
+is(parts_concat("$out/g.txt", 3), $copy, 'the parts are exactly the snapshot before the writer\'s commit');
 
 # ---- a part worker terminated mid-run ----------------------------------------
 $holder->query_safe('SELECT pg_advisory_lock(4242)');
