@@ -108,15 +108,39 @@ typedef enum ChunkPhase
 	CHUNK_EMIT					/* H seen: send what is left of the chunk */
 } ChunkPhase;
 
-/* A buffered row of the chunk. */
-typedef struct ChunkRow
+/*
+ * The chunk's rows in memory: one arena, reused from chunk to chunk (no
+ * allocation per row), each row as int32 key length, the key and a NUL,
+ * int32 length and the rendered row, int32 partition key length (-1: none),
+ * the partition key and a NUL.
+ */
+static StringInfoData arena;
+
+static void
+arena_put(int32 len, const char *data, bool nul)
 {
-	char	   *key;
-	int			keylen;
-	char	   *data;
-	int			len;
-	char	   *partkey;
-} ChunkRow;
+	appendBinaryStringInfo(&arena, (const char *) &len, sizeof(len));
+	if (len > 0)
+		appendBinaryStringInfo(&arena, data, len);
+	if (nul && len >= 0)
+		appendStringInfoChar(&arena, '\0');
+}
+
+static const char *
+arena_get(int *pos, int32 *lenp, bool nul)
+{
+	int32		len;
+	const char *data;
+
+	memcpy(&len, arena.data + *pos, sizeof(len));
+	*pos += sizeof(len);
+	*lenp = len;
+	if (len < 0)
+		return NULL;
+	data = arena.data + *pos;
+	*pos += len + (nul ? 1 : 0);
+	return data;
+}
 
 /* A key changed in the window (L, H]: by hash, then text. */
 typedef struct DirtyEntry
@@ -138,9 +162,8 @@ static struct
 	bool		retry;			/* a change without its key in the window */
 	bool		truncated;		/* a TRUNCATE in the window */
 	HTAB	   *dirty;
-	MemoryContext cxt;			/* the chunk's: buffer, keys, messages */
-	List	   *rows;			/* in memory */
-	int64		mem_bytes;
+	MemoryContext cxt;			/* the chunk's: keys, messages */
+	int64		mem_rows;		/* rows in the arena */
 	BufFile    *file;			/* then here */
 	int64		file_rows;
 	MemoryContextCallback file_cb;
@@ -207,10 +230,9 @@ buffer_row(void *arg, const char *key, int keylen, const char *data, int len,
 		   const char *partkey)
 {
 	MemoryContext oldcxt;
-	ChunkRow   *row;
 
 	chunk.nread++;
-	if (chunk.file == NULL && chunk.mem_bytes >= CHUNK_MEMORY_BYTES)
+	if (chunk.file == NULL && arena.len >= CHUNK_MEMORY_BYTES)
 	{
 		oldcxt = MemoryContextSwitchTo(chunk.cxt);
 		chunk.file = BufFileCreateTemp(true);	/* read after the transaction */
@@ -228,16 +250,16 @@ buffer_row(void *arg, const char *key, int keylen, const char *data, int len,
 		chunk.file_rows++;
 		return;
 	}
-	oldcxt = MemoryContextSwitchTo(chunk.cxt);
-	row = palloc(sizeof(ChunkRow));
-	row->key = pnstrdup(key, keylen);
-	row->keylen = keylen;
-	row->data = pnstrdup(data, len);
-	row->len = len;
-	row->partkey = partkey ? pstrdup(partkey) : NULL;
-	chunk.rows = lappend(chunk.rows, row);
-	chunk.mem_bytes += sizeof(ChunkRow) + keylen + len + 64;
-	MemoryContextSwitchTo(oldcxt);
+	if (arena.data == NULL)
+	{
+		oldcxt = MemoryContextSwitchTo(backfill_cxt);
+		initStringInfo(&arena);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	arena_put(keylen, key, true);
+	arena_put(len, data, false);
+	arena_put(partkey ? (int32) strlen(partkey) : -1, partkey, true);
+	chunk.mem_rows++;
 }
 
 /* ---- the window: keys changed between L and H ---------------------------- */
@@ -255,7 +277,7 @@ dirty_add(const char *key, int len)
 	if (!found)
 		e->keys = NIL;
 	foreach(lc, e->keys)
-		if (strcmp(lfirst(lc), key) == 0)
+		if (strlen(lfirst(lc)) == len && memcmp(lfirst(lc), key, len) == 0)
 			return;
 	oldcxt = MemoryContextSwitchTo(chunk.cxt);
 	e->keys = lappend(e->keys, pnstrdup(key, len));
@@ -272,7 +294,7 @@ dirty_has(const char *key, int len)
 	if (e == NULL)
 		return false;
 	foreach(lc, e->keys)
-		if (strcmp(lfirst(lc), key) == 0)
+		if (strlen(lfirst(lc)) == len && memcmp(lfirst(lc), key, len) == 0)
 			return true;
 	return false;
 }
@@ -287,8 +309,9 @@ chunk_reset(void)
 		chunk.cxt = AllocSetContextCreate(backfill_cxt, "pg_egress backfill chunk",
 										  ALLOCSET_DEFAULT_SIZES);
 	MemoryContextReset(chunk.cxt);	/* closes the file */
-	chunk.rows = NIL;
-	chunk.mem_bytes = 0;
+	if (arena.data != NULL)
+		resetStringInfo(&arena);
+	chunk.mem_rows = 0;
 	chunk.file = NULL;
 	chunk.file_rows = 0;
 	chunk.nread = 0;
@@ -1004,7 +1027,6 @@ emit_chunk(void)
 	CdcStream  *s = chunk.s;
 	CdcBackfill *b = s->bf;
 	int64		sent = 0;
-	ListCell   *lc;
 	MemoryContext rowcxt;
 	MemoryContext oldcxt;
 
@@ -1032,14 +1054,22 @@ emit_chunk(void)
 								   ALLOCSET_SMALL_SIZES);
 	if (!chunk.truncated)
 	{
-		foreach(lc, chunk.rows)
-		{
-			ChunkRow   *row = lfirst(lc);
+		int			pos = 0;
 
-			CHECK_FOR_INTERRUPTS();
-			if (dirty_has(row->key, row->keylen))
+		for (int64 i = 0; i < chunk.mem_rows; i++)
+		{
+			int32		keylen;
+			int32		len;
+			int32		pklen;
+			const char *key = arena_get(&pos, &keylen, true);
+			const char *data = arena_get(&pos, &len, false);
+			const char *partkey = arena_get(&pos, &pklen, true);
+
+			if ((i & 1023) == 0)
+				CHECK_FOR_INTERRUPTS();
+			if (dirty_has(key, keylen))
 				continue;
-			send_row(s, row->data, row->len, row->partkey);
+			send_row(s, data, len, partkey);
 			sent++;
 		}
 		if (chunk.file != NULL)
@@ -1221,13 +1251,14 @@ cdc_backfill_reset(void)
 	if (chunk.cxt != NULL)
 	{
 		MemoryContextReset(chunk.cxt);	/* closes the file */
-		chunk.rows = NIL;
 		chunk.file = NULL;
 		chunk.dirty = NULL;
 	}
 	if (backfill_cxt != NULL)
 	{
 		straggler_xids = NIL;
+		arena.data = NULL;		/* in backfill_cxt */
+		chunk.mem_rows = 0;
 		MemoryContextReset(backfill_cxt);
 		chunk.cxt = NULL;		/* was a child */
 	}

@@ -95,6 +95,22 @@ is(scalar(sync_batches($out, 'plain')), 0, 'no one-transaction sync files');
 like(slurp_file($node->logfile), qr/stream "plain": chunked backfill of \S+ started/,
 	'the start is logged');
 
+# a partitioned table is read in key chunks through its root
+sql(q{
+CREATE TABLE parted (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (MINVALUE) TO (1000);
+CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (1000) TO (MAXVALUE);
+INSERT INTO parted SELECT i, 'p ' || i FROM generate_series(1, 3000) i;
+});
+sql(q{SELECT egress_add_stream('parted', 'parted', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+wait_stream_state($node, 'parted', 'streaming');
+$row = stream_of('parted');
+is($row->{backfill_rows}, 3000, 'partitioned: 3000 rows backfilled');
+cmp_ok($row->{backfill_chunks}, '>=', 30, "partitioned: $row->{backfill_chunks} chunks");
+sql(q{UPDATE parted SET v = 'moved', id = id + 10000 WHERE id BETWEEN 990 AND 1010});
+wait_caught_up($node, 'parted');
+compare_states(mirror($out, 'public-parted', ['id']), table_state($node, 'parted', ['id']), 'parted');
+
 # ---- changes while the backfill runs ------------------------------------------
 # Updates, deletes, inserts and key changes from two clients while a table of
 # 60,000 rows is backfilled in chunks of 100; a second table sees TRUNCATEs.
