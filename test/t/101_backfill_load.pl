@@ -33,9 +33,9 @@
 #     egress_streams.backfill_chunks; each sample commits, so xids map to
 #     times at 10 ms resolution.  The age of a held xmin X at a sample
 #     lies between now - (first sample at which X was assigned) and now -
-#     (last sample at which it was not yet), searched within one life of
-#     the server (xids handed out but never logged are handed out again
-#     after the crash).  A chunk's duration is the time
+#     (last sample at which it was not yet), searched within one session
+#     of the sampler (xids handed out but never logged are handed out
+#     again after the crash).  A chunk's duration is the time
 #     between two values of backfill_chunks over the chunks between them
 #     (it moves when a batch is acknowledged, maybe several chunks at
 #     once).  Checks: every sample's age (lower bound: sampler delays on a
@@ -171,7 +171,7 @@ ok( poll_until(
 # after the crash like the writer
 # ---------------------------------------------------------------------------
 $node->safe_psql('postgres', q{
-CREATE TABLE xmin_sample (t float8, next_xid bigint, held int, oldest_xmin bigint,
+CREATE TABLE xmin_sample (sess int, t float8, next_xid bigint, held int, oldest_xmin bigint,
                           state text, chunks bigint, rows bigint, version bigint);
 CREATE TABLE sampler_ctl (stop boolean NOT NULL);
 INSERT INTO sampler_ctl VALUES (false);
@@ -179,7 +179,7 @@ CREATE PROCEDURE sampler() LANGUAGE plpgsql AS $$
 BEGIN
 	WHILE NOT (SELECT stop FROM sampler_ctl) LOOP
 		INSERT INTO xmin_sample
-		SELECT extract(epoch FROM clock_timestamp()), pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+		SELECT pg_backend_pid(), extract(epoch FROM clock_timestamp()), pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
 		       (SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_egress%' AND backend_xmin IS NOT NULL),
 		       (SELECT min(backend_xmin::text::bigint) FROM pg_stat_activity
 		         WHERE backend_type LIKE 'pg_egress%' AND backend_xmin IS NOT NULL),
@@ -272,9 +272,9 @@ wait_caught_up($node, 'big', 180);
 {
 	my @samples = map {
 		my @f = split /\|/, $_, -1;
-		+{ t => $f[0], next_xid => $f[1], held => $f[2], xmin => $f[3], state => $f[4], chunks => $f[5] }
+		+{ t => $f[0], next_xid => $f[1], held => $f[2], xmin => $f[3], state => $f[4], chunks => $f[5], sess => $f[6] }
 	} grep { $_ ne '' } split /\n/, $node->safe_psql('postgres',
-		"SELECT t, next_xid, held, coalesce(oldest_xmin, 0), state, chunks FROM xmin_sample WHERE t >= $t_added ORDER BY t");
+		"SELECT t, next_xid, held, coalesce(oldest_xmin, 0), state, chunks, sess FROM xmin_sample WHERE t >= $t_added ORDER BY t");
 	# chunk k+1 is in progress while backfill_chunks = k; backfill_chunks
 	# moves when a batch is acknowledged, maybe by several chunks at once:
 	# a chunk's duration is the time between two values over the chunks
@@ -300,20 +300,19 @@ wait_caught_up($node, 'big', 180);
 	# When was xid X assigned?  After the last sample at which it was not
 	# yet (next_xid <= X) and before the first at which it was: the age of
 	# a held xmin X at a sample lies between t - (that first sample) and
-	# t - (that last one).  next_xid never decreases within one life of the
-	# server (binary search); the crash restart starts a new one (xids
-	# handed out but never logged are handed out again), so the samples
-	# before and after the kill are searched apart.  An xmin older than
-	# every sample of its life is bounded by the first one (the server
-	# accepted connections just before; the sampler reconnects within
-	# 0.2 s).  The check uses the lower bound (a late sampler on a busy
-	# machine widens the interval, never moves the lower bound up), the
-	# notes show both.
-	my @lives = ([ grep { !$kill || $_->{t} < $kill->{t} } @samples ],
-		[ grep { $kill && $_->{t} >= $kill->{t} } @samples ]);
+	# t - (that last one).  next_xid never decreases within one session of
+	# the sampler (binary search), but may across the crash restart (xids
+	# handed out but never logged are handed out again): each session is
+	# searched on its own.  An xmin older than every sample of its session
+	# is at least t - (the session's first sample) old (no upper bound
+	# then: the age shown is that lower bound).  The check uses the lower
+	# bound (a late sampler on a busy machine widens the interval, never
+	# moves the lower bound up), the notes show both.
+	my %sess;
+	push @{ $sess{ $_->{sess} } }, $_ foreach @samples;
 	my $age_of = sub {
 		my ($x, $s) = @_;
-		my $l = $lives[ $kill && $s->{t} >= $kill->{t} ? 1 : 0 ];
+		my $l = $sess{ $s->{sess} };
 		return ($s->{t} - $l->[0]{t}, $s->{t} - $l->[0]{t}) if $l->[0]{next_xid} > $x;
 		my ($lo, $hi) = (0, $#$l);
 		while ($lo < $hi)
