@@ -209,7 +209,9 @@ done
 add_destination($node, 'bf', $out);
 my $log_offset = -s $node->logfile;
 $node->safe_psql('postgres',
-	q{SELECT egress_add_stream('big', 'big', method => 'LOG_BASED', destination => 'bf', options => '{"debug_lsn": true}')});
+	q{SELECT egress_add_stream('big', 'big', method => 'LOG_BASED', destination => 'bf', options => '{"debug_lsn": true}'}
+	  . (defined $ENV{EGRESS_T101_CHUNK_ROWS} ? qq{::jsonb || '{"chunk_rows": $ENV{EGRESS_T101_CHUNK_ROWS}}'} : '')
+	  . ')');
 my $t_added = time;
 
 my ($kill, $t_done, $last);
