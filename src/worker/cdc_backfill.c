@@ -12,7 +12,8 @@
  *
  * 1. write watermark L (a non-transactional logical message, flushed) and
  *    decode until L comes back: every transaction whose commit record
- *    precedes L has been decoded (and its changes sent);
+ *    precedes L has been decoded (and its changes sent).  The H of the
+ *    previous chunk serves as L when the chunks follow one another;
  * 2. take snapshot S; a transaction decoded before L that changed a
  *    backfilling table but is still running for S (its commit record is
  *    written but it has not left the proc array yet, e.g. waiting for a
@@ -1132,9 +1133,22 @@ emit_chunk(void)
 	 */
 	cdc_commit_batch();
 	note_sent(s, chunk.end);
-	chunk.phase = CHUNK_NONE;
-	chunk.s = NULL;
 	chunk_reset();
+	if (chunk.end)
+	{
+		chunk.phase = CHUNK_NONE;
+		chunk.s = NULL;
+	}
+	else
+	{
+		/*
+		 * H of this chunk is the next chunk's L: every commit before it has
+		 * been decoded, and the next window starts here.  One watermark
+		 * per chunk.
+		 */
+		chunk.chunk_no = b->chunks + 1;
+		chunk.phase = CHUNK_READ;
+	}
 }
 
 /* After a round, pending rows resolved: send the chunk if H came. */
