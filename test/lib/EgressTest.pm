@@ -1183,4 +1183,239 @@ sub cpu_ticks
 	return $f[11] + $f[12];    # utime, stime (fields 14 and 15)
 }
 
+
+# ---------------------------------------------------------------------------
+# Replaying large destinations in SQL (wave 3: backfill tests 101, 102)
+# ---------------------------------------------------------------------------
+#
+# mirror() decodes every line with JSON::PP: minutes for millions of
+# records.  replay_sql() loads the batch files into the node itself (COPY of
+# each line as text, in delivery order) and builds the same Singer target
+# there with jsonb: the last RECORD of each key wins, a RECORD with
+# "_sdc_deleted_at" set deletes it, an ACTIVATE_VERSION drops what older
+# versions wrote before it.  The files are read by the server: they must be
+# readable by its user (the node's own output directories are).
+
+push @EXPORT, qw(replay_files replay_sql replay_check);
+
+# replay_files($dir, $stream_name) -> paths in delivery order: the stream's
+# snapshot files <stream>-<version>-<NNNNNN>.jsonl (by version, number)
+# first, then every change file of the directory (cdc_batches order).  Names
+# only: nothing is decoded.
+sub replay_files
+{
+	my ($dir, $stream) = @_;
+	my (@sync, @cdc);
+	foreach my $name (list_dir($dir))
+	{
+		if (defined $stream && $name =~ /^\Q$stream\E-(\d+)-(\d{6})\.jsonl$/)
+		{
+			push @sync, [ $name, $1, $2 ];
+		}
+		elsif ($name =~ $CDC_NAME_RE)
+		{
+			push @cdc, $name;
+		}
+	}
+	@sync = sort { $a->[1] <=> $b->[1] || $a->[2] <=> $b->[2] } @sync;
+	@cdc = sort { _cdc_cmp($a, $b) } @cdc;
+	return map { "$dir/$_" } ((map { $_->[0] } @sync), @cdc);
+}
+
+# replay_sql($node, prefix => 'rp', files => [paths in order], sid =>
+# 'public-t', relation => 't', key => ['id']) -> hash of results; or, for
+# several streams over one load of the files, streams => { name => { sid,
+# relation, key } } -> { name => hash of results }.  render => 'to_jsonb'
+# (per stream) builds the table's side with to_jsonb() instead of
+# egress_preview_record(), several times faster on millions of rows: for
+# tables of integer and text columns only, which both render alike.  Leaves these tables for
+# further queries (replaced by the next call with the same prefix; <s> is
+# <prefix> for one stream, <prefix>_<name> for several):
+#   <prefix>_files (f, name, mtime)         the files, f = their order
+#   <s>_rec (f, ord, v, r, del, initial, k) the stream's RECORDs (ord: position
+#                                           in delivery order, comparable
+#                                           between streams); initial:
+#                                           "_sdc_lsn" present and null (an
+#                                           initial-sync row, with debug_lsn)
+#   <s>_act (f, ord, v)                     the stream's ACTIVATE_VERSIONs
+#   <s>_mirror (k, r), <s>_table (k, r)     target state / table rows,
+#                                           r without "_sdc_*" members
+# Results: table_rows mirror_rows missing extra diff (counts), examples
+# (up to 5 strings), records initial deletes, dup_initial (initial RECORDs
+# of a key beyond its first), dup_keys, dup_max (most initial RECORDs of one
+# key), versions (distinct RECORD versions, sorted), activations (versions of
+# the ACTIVATE_VERSIONs in order), files, messages, bad_files (files whose
+# first message is not SCHEMA or last not STATE).
+sub replay_sql
+{
+	my ($node, %o) = @_;
+	my $p = $o{prefix} // 'rp';
+	my @files = @{ $o{files} };
+	my %streams =
+	  $o{streams}
+	  ? map { ($_ => { %{ $o{streams}{$_} }, t => "${p}_$_" }) } keys %{ $o{streams} }
+	  : ('' => { sid => $o{sid}, relation => $o{relation}, key => $o{key}, render => $o{render}, t => $p });
+	my @names = sort keys %streams;
+	my $keyexpr = sub {
+		my ($x, $key) = @_;
+		return 'concat_ws(E\'\\x1f\', ' . join(', ', map { "$x->>" . sql_quote($_) } @$key) . ')';
+	};
+	# the _sdc_* members the contract defines (singer-format.md)
+	my $strip = sub { return "($_[0] - '{_sdc_deleted_at,_sdc_lsn}'::text[])"; };
+	my $drop = join(', ', "${p}_files", "${p}_lines", "${p}_count", "${p}_rec", "${p}_act",
+		map { my $t = $streams{$_}{t}; ("${t}_mirror", "${t}_table") } @names);
+	my $drop_views = join(', ', map { my $t = $streams{$_}{t}; ("${t}_rec", "${t}_act") } grep { $_ ne '' } @names);
+	my $sql = qq{
+SET client_min_messages = warning;
+SET work_mem = '256MB';
+@{[ $drop_views ? "DROP VIEW IF EXISTS $drop_views;" : '' ]}
+DROP TABLE IF EXISTS $drop CASCADE;
+CREATE UNLOGGED TABLE ${p}_files (f int PRIMARY KEY, name text, mtime float8);
+CREATE UNLOGGED TABLE ${p}_lines (f int, ord bigserial, line text);
+};
+	my $i = 0;
+	foreach my $path (@files)
+	{
+		$i++;
+		my @st = Time::HiRes::stat($path) or die "could not stat \"$path\": $!";
+		my ($name) = $path =~ m{([^/]+)$};
+		$sql .= "INSERT INTO ${p}_files VALUES ($i, " . sql_quote($name) . ", $st[9]);\n";
+		$sql .= "ALTER TABLE ${p}_lines ALTER f SET DEFAULT $i;\n";
+		# every byte of a line as text: delimiter and quote are bytes JSON text never holds raw
+		$sql .= "COPY ${p}_lines (line) FROM " . sql_quote($path)
+		  . " WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02');\n";
+	}
+	my $sids = join(', ', map { sql_quote($streams{$_}{sid}) } @names);
+	$sql .= qq{
+-- every line parsed once (OFFSET 0: a subquery pulled up would parse it
+-- again for every reference to j); the streams' RECORDs kept, with their key
+CREATE UNLOGGED TABLE ${p}_rec AS
+  SELECT f, ord, sid, (j->>'version')::numeric AS v, j->'record' AS r,
+         j->'record'->>'_sdc_deleted_at' IS NOT NULL AS del,
+         coalesce(j->'record' ? '_sdc_lsn' AND jsonb_typeof(j->'record'->'_sdc_lsn') = 'null', false) AS initial,
+         CASE sid @{[ join(' ', map { 'WHEN ' . sql_quote($streams{$_}{sid}) . ' THEN ' . $keyexpr->("j->'record'", $streams{$_}{key}) } @names) ]} END AS k
+    FROM (SELECT f, ord, j, j->>'stream' AS sid
+            FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines OFFSET 0) s0 OFFSET 0) s
+   WHERE sid IN ($sids) AND j->>'type' = 'RECORD';
+-- ACTIVATE_VERSIONs are few: found as text first
+CREATE UNLOGGED TABLE ${p}_act AS
+  SELECT f, ord, sid, v FROM (SELECT f, ord, j->>'stream' AS sid, j->>'type' AS type, (j->>'version')::numeric AS v
+                                FROM (SELECT f, ord, line::jsonb AS j FROM ${p}_lines WHERE line LIKE '%ACTIVATE_VERSION%' OFFSET 0) s1) s2
+   WHERE sid IN ($sids) AND type = 'ACTIVATE_VERSION';
+CREATE UNLOGGED TABLE ${p}_count AS SELECT last_value AS n FROM ${p}_lines_ord_seq;
+DROP TABLE ${p}_lines;
+};
+	foreach my $n (@names)
+	{
+		my ($t, $sid, $key) = ($streams{$n}{t}, sql_quote($streams{$n}{sid}), $streams{$n}{key});
+		my $kt = $keyexpr->('x', $key);
+		# the table's rows as pg_egress renders them, or (render => 'to_jsonb',
+		# ten times faster) as to_jsonb does: the same for integers and text
+		my $render =
+		  ($streams{$n}{render} // '') eq 'to_jsonb'
+		  ? 'to_jsonb(egress_tap_row)'
+		  : 'egress_preview_record(egress_tap_row)::jsonb';
+		$sql .= ($n eq '' ? '' : qq{
+CREATE VIEW ${t}_rec AS SELECT f, ord, v, r, del, initial, k FROM ${p}_rec WHERE sid = $sid;
+CREATE VIEW ${t}_act AS SELECT f, ord, v FROM ${p}_act WHERE sid = $sid;
+}) . qq{
+-- the last RECORD of each key (hashed, not sorted)
+CREATE UNLOGGED TABLE ${t}_mirror AS
+  SELECT l.k, @{[ $strip->('l.r') ]} AS r
+    FROM (SELECT max(ord) AS ord FROM ${t}_rec GROUP BY k) x JOIN ${t}_rec l ON l.ord = x.ord
+   WHERE NOT l.del AND NOT EXISTS (SELECT 1 FROM ${t}_act a WHERE a.ord > l.ord AND a.v > l.v);
+CREATE UNLOGGED TABLE ${t}_table AS
+  SELECT $kt AS k, @{[ $strip->('x') ]} AS r
+    FROM (SELECT $render AS x FROM $streams{$n}{relation} egress_tap_row OFFSET 0) s;
+};
+	}
+	# EGRESS_REPLAY_TIMING=1: the time of each statement (other than COPY), noted
+	if ($ENV{EGRESS_REPLAY_TIMING})
+	{
+		my $t = $node->safe_psql('postgres', "\\timing on\n$sql", timeout => 900);
+		my @stmts = map { s/^(\s|--[^\n]*\n)+//r } grep { /\S/ } split /;\n/, $sql;
+		my @times = $t =~ /^Time: ([0-9.]+) ms/mg;
+		my $load_ms = 0;
+		for my $i (0 .. $#stmts)
+		{
+			my $ms = $times[$i] // 0;
+			if ($stmts[$i] =~ /^(COPY|INSERT|ALTER|SET)/) { $load_ms += $ms; next; }
+			note sprintf('replay_sql: %7.1f s  %s', $ms / 1000, substr($stmts[$i] =~ s/\s+/ /gr, 0, 100));
+		}
+		note sprintf('replay_sql: %7.1f s  COPY of %d files', $load_ms / 1000, scalar @files);
+	}
+	else
+	{
+		$node->safe_psql('postgres', $sql, timeout => 900);
+	}
+
+	my $row = sub {
+		my ($q) = @_;
+		return split /\|/, $node->safe_psql('postgres', $q, timeout => 600), -1;
+	};
+	my ($nfiles, $nmsg) = $row->("SELECT (SELECT count(*) FROM ${p}_files), (SELECT n FROM ${p}_count)");
+	# first and last line of each file, read here: SCHEMA ... STATE
+	my @bad;
+	foreach my $path (@files)
+	{
+		open(my $fh, '<:raw', $path) or die "could not open \"$path\": $!";
+		my $first = <$fh> // '';
+		my $size = -s $fh;
+		seek($fh, $size > 65536 ? $size - 65536 : 0, 0);
+		local $/;
+		my @tail = split /\n/, <$fh> // '';
+		close $fh;
+		my $last = @tail ? $tail[-1] : '';
+		push @bad, ($path =~ m{([^/]+)$})[0]
+		  unless $first =~ /^\{"type":"SCHEMA"/ && $last =~ /^\{"type":"STATE"/;
+	}
+	my %res;
+	foreach my $n (@names)
+	{
+		my $t = $streams{$n}{t};
+		my %r = (files => $nfiles, messages => $nmsg, bad_files => [@bad]);
+		@r{qw(table_rows mirror_rows missing extra diff)} = $row->(qq{
+SELECT (SELECT count(*) FROM ${t}_table), (SELECT count(*) FROM ${t}_mirror),
+       count(*) FILTER (WHERE m.k IS NULL), count(*) FILTER (WHERE t.k IS NULL),
+       count(*) FILTER (WHERE m.r <> t.r)
+  FROM ${t}_table t FULL JOIN ${t}_mirror m ON m.k = t.k});
+		my $ex = $r{missing} + $r{extra} + $r{diff} == 0 ? '' : $node->safe_psql('postgres', qq{
+SELECT CASE WHEN m.k IS NULL THEN 'missing from the destination: ' || t.k || ' ' || t.r::text
+            WHEN t.k IS NULL THEN 'extra at the destination: ' || m.k || ' ' || m.r::text
+            ELSE 'key ' || t.k || E'\\n   destination: ' || m.r::text || E'\\n   table:       ' || t.r::text END
+  FROM ${t}_table t FULL JOIN ${t}_mirror m ON m.k = t.k
+ WHERE m.k IS NULL OR t.k IS NULL OR m.r <> t.r
+ ORDER BY coalesce(t.k, m.k) LIMIT 5}, timeout => 600);
+		$r{examples} = [ grep { $_ ne '' } split /\n(?!   )/, $ex ];
+		my $versions;
+		(@r{qw(records initial deletes)}, $versions) = $row->(
+			"SELECT count(*), count(*) FILTER (WHERE initial), count(*) FILTER (WHERE del), string_agg(DISTINCT v::text, ',') FROM ${t}_rec");
+		$r{versions} = [ sort { $a <=> $b } grep { $_ ne '' } split /,/, $versions // '' ];
+		@r{qw(dup_initial dup_keys dup_max)} = $row->(qq{
+SELECT coalesce(sum(n - 1), 0), count(*), coalesce(max(n), 0)
+  FROM (SELECT k, count(*) AS n FROM ${t}_rec WHERE initial GROUP BY k HAVING count(*) > 1) d});
+		$r{activations} = [ grep { $_ ne '' } split /\n/,
+			$node->safe_psql('postgres', "SELECT v FROM ${t}_act ORDER BY ord") ];
+		$res{$n} = \%r;
+	}
+	return $o{streams} ? \%res : $res{''};
+}
+
+# replay_check($label, $result of replay_sql): one test, true when the
+# destination's state equals the table row for row; shows the first
+# differences.
+sub replay_check
+{
+	my ($label, $r) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $ok = ok($r->{missing} == 0 && $r->{extra} == 0 && $r->{diff} == 0,
+		"$label: destination == table ($r->{table_rows} rows in the table, $r->{mirror_rows} at the destination)");
+	if (!$ok)
+	{
+		diag "$r->{missing} rows missing from the destination, $r->{extra} extra there, $r->{diff} with other values";
+		diag $_ foreach @{ $r->{examples} };
+	}
+	return $ok;
+}
+
 1;
