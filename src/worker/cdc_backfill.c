@@ -52,14 +52,20 @@
 #include "common/hashfn.h"
 #include "optimizer/plancat.h"
 #include "replication/message.h"
+#include "replication/reorderbuffer.h"
 #include "storage/buffile.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 
 #define WATERMARK_PREFIX	"pg_egress.watermark"
 #define DEFAULT_CHUNK_ROWS	50000
-/* chunk rows held in memory before the buffer spills to a temporary file */
-#define CHUNK_MEMORY_BYTES	(16 * 1024 * 1024)
+/*
+ * Chunk rows held in memory before the buffer spills to a temporary file:
+ * logical_decoding_work_mem, the budget decoding already has (default
+ * 64MB; a default chunk of wide rows fits, a spilled chunk is written and
+ * read once more).
+ */
+#define CHUNK_MEMORY_BYTES	((Size) logical_decoding_work_mem * 1024)
 
 /* The progress of one stream's backfill. */
 typedef struct CdcBackfill
