@@ -47,6 +47,7 @@
 
 #include "worker/cdc_internal.h"
 
+#include "access/transam.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "common/hashfn.h"
@@ -56,6 +57,7 @@
 #include "storage/buffile.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 
 #define WATERMARK_PREFIX	"pg_egress.watermark"
 #define DEFAULT_CHUNK_ROWS	50000
@@ -628,7 +630,16 @@ cdc_backfill_begin(CdcStream *s)
 											 ALLOCSET_DEFAULT_SIZES);
 	if (session_nonce == 0)
 	{
-		session_nonce = ((uint64) MyProcPid << 32) ^ (uint64) GetCurrentTimestamp();
+		/*
+		 * Any role may write logical messages (pg_logical_emit_message):
+		 * a watermark must not be guessable, or a forged H would let a chunk
+		 * go out before its window closed.
+		 */
+		if (!pg_strong_random(&session_nonce, sizeof(session_nonce)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random watermark nonce")));
+		session_nonce |= 1;		/* never 0: 0 means not yet chosen */
 		snprintf(chunk.nonce, sizeof(chunk.nonce), UINT64_FORMAT, session_nonce);
 	}
 	b = MemoryContextAllocZero(cdc->decodecxt, sizeof(CdcBackfill));
@@ -648,8 +659,17 @@ cdc_backfill_begin(CdcStream *s)
 		Snapshot	snap = GetTransactionSnapshot();
 		MemoryContext oldcxt = MemoryContextSwitchTo(backfill_cxt);
 
+		TransactionId next = XidFromFullTransactionId(ReadNextFullTransactionId());
+
 		for (uint32 x = 0; x < snap->xcnt; x++)
 			straggler_xids = lappend_oid(straggler_xids, snap->xip[x]);
+		/* running transactions at or after xmax are not listed in xip */
+		for (TransactionId xid = snap->xmax; TransactionIdPrecedes(xid, next);)
+		{
+			if (TransactionIdIsInProgress(xid))
+				straggler_xids = lappend_oid(straggler_xids, xid);
+			TransactionIdAdvance(xid);
+		}
 		MemoryContextSwitchTo(oldcxt);
 	}
 	key = stream_key(s->def->relid);
