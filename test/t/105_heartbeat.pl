@@ -167,7 +167,7 @@ ok(poll_until('lag below 1 MB', 90, sub {
 	return $l && defined $l->{lag_bytes} && $l->{lag_bytes} < 1024 * 1024;
 }), 'heartbeats off, before the load: lag_bytes below 1 MB');
 heartbeats_since_last_call();
-my $OFF = 45;
+my $OFF = 30;
 my ($off, $off_tps) = load($OFF);
 # from 15 s on: the bgwriter wrote a running-xacts record by then
 my ($off_lag, $off_unconf, $off_held, $off_n, $off_moves) = window_max($off, 15, $OFF);
@@ -262,7 +262,7 @@ my $long = IPC::Run::start([ $node->installed_command('psql'), '-XAtq', '-v', 'O
 $lin .= "BEGIN;\nINSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 0, now());\nSELECT 'open';\n";
 ok(poll_until('the long transaction has written', 30, sub { $long->pump_nb; $lout =~ /open/ }),
 	'a transaction with a change stays open in database bench');
-my $LONG = 20;
+my $LONG = 12;
 my ($lt, $lt_tps) = load($LONG);
 my ($lt_lag, $lt_unconf, $lt_held, $lt_n, $lt_moves) = window_max($lt, 0, $LONG);
 my $lt_hb = heartbeats_since_last_call('hb');
