@@ -137,13 +137,21 @@ stream_parallel(EgressStreamDef *def)
 
 	if (!egress_jsonb_get_int64(def->options, "parallel", &n) || n <= 1)
 		return 1;
+	/*
+	 * Checked when the option was set; pg_egress.max_workers may have been
+	 * lowered since.  The option is capped by it, as documented: the sync
+	 * goes on with fewer parts rather than stopping the stream.
+	 */
 	if (n > egress_max_workers)
-		ereport(ERROR,
+	{
+		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("stream \"%s\" asks for parallel => " INT64_FORMAT ", more than pg_egress.max_workers (%d)",
 						def->name, n, egress_max_workers),
-				 errdetail("Every part of a parallel sync is a pg_egress worker."),
+				 errdetail("The sync is read in %d parts.", egress_max_workers),
 				 errhint("Lower the stream's option \"parallel\", or raise pg_egress.max_workers.")));
+		n = egress_max_workers;
+	}
 	return (int) n;
 }
 
