@@ -389,6 +389,27 @@ cdc_decode_round(void)
 	XLogRecPtr	end = GetFlushRecPtr(NULL);
 
 	Assert(!TransactionIdIsValid(GetTopTransactionIdIfAny()));
+
+	/*
+	 * Throw away what ordinary catalog work left in the caches since the
+	 * last round (stop_dropped_streams opens the streams' tables, the
+	 * re-read and a backfill chunk read them, the configuration and the
+	 * bookmarks touch the catalog), as logicalfuncs.c does before it
+	 * decodes.  Those entries show the catalog as it is now, and nothing
+	 * invalidates them when the DDL behind them was committed (and its
+	 * invalidations consumed) before they were built: decoding a change
+	 * written before that DDL would then find the relation as it is after
+	 * it, in pgoutput (the tuple read with the new descriptor) and in
+	 * cdc_refresh_descriptor (the record rendered and announced under the
+	 * later schema).  Decoding rebuilds what it needs as of each change.
+	 * The callbacks ignore this flush (cdc_start_catalog_transaction): it
+	 * is no catalog change.
+	 */
+	if (cdc->ctx->reader->EndRecPtr < end)
+	{
+		cdc_start_catalog_transaction();
+		CommitTransactionCommand();
+	}
 	set_decoding_flag(true);
 	while (cdc->ctx->reader->EndRecPtr < end)
 	{

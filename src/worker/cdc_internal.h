@@ -81,6 +81,7 @@ typedef struct CdcStream
 	EgressSingerStream *st;		/* rebuilt from the decoded catalog after DDL */
 	MemoryContext stcxt;		/* holds st; replaced when st is rebuilt */
 	bool		st_stale;
+	bool		st_live;		/* st built outside decoding: from the live catalog */
 	bool		recheck;		/* DDL touched the table: does it still exist? */
 	bool		dropped;		/* ... it does not */
 	bool		lost_identity;	/* ... it has no replica identity (pgoutput) */

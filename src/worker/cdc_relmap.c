@@ -285,7 +285,15 @@ cdc_refresh_descriptor(CdcStream *s)
 	Relation	rel;
 	MemoryContext oldcxt;
 
-	if (!s->st_stale && s->st != NULL)
+	/*
+	 * Outside decoding (a backfill chunk, the start of a backfill) only the
+	 * live catalog can be read: a descriptor built there serves those
+	 * records, and decoding builds its own again at its next change, as of
+	 * that change (a DDL committed since must not reach changes decoded
+	 * before it).
+	 */
+	if (!s->st_stale && s->st != NULL &&
+		!(s->st_live && HistoricSnapshotActive()))
 		return;
 	rel = RelationIdGetRelation(s->def->relid);
 	if (!RelationIsValid(rel))
@@ -314,6 +322,7 @@ cdc_refresh_descriptor(CdcStream *s)
 	s->st = egress_singer_stream_for_def(s->def, false, s->debug_lsn);
 	MemoryContextSwitchTo(oldcxt);
 	s->st_stale = false;
+	s->st_live = !HistoricSnapshotActive();
 
 	/*
 	 * Values come as text and arrays are parsed again (egress_column_value_
