@@ -183,4 +183,86 @@ foreach my $q ('SELECT * FROM doc_v', 'SELECT * FROM pg_catalog.generate_series(
 	isnt($r2, 0, "[GUARD] parallel export refuses: $q");
 }
 
+# ---------------------------------------------------------------------------
+# 4. [GUARD] the stream owner's RLS holds in the parts of a parallel
+#    FULL_TABLE sync (part workers log in as the bootstrap superuser) and in
+#    the chunks of a LOG_BASED backfill; user code of a key type (a domain
+#    whose CHECK calls a function) runs as the owner, never as the worker.
+# ---------------------------------------------------------------------------
+my $out2 = new_outdir($node, 'r');
+sql(q{
+GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
+	egress_add_stream(text, regclass, text, text, text, jsonb) TO reader;
+GRANT SELECT ON egress_streams TO reader;
+CREATE SCHEMA r AUTHORIZATION reader;
+CREATE TABLE kdoc (id int PRIMARY KEY, owner text, body text);
+INSERT INTO kdoc SELECT g, CASE WHEN g % 10 = 0 THEN 'reader' ELSE 'admin' END, 'z'
+  FROM generate_series(1, 3000) g;
+ALTER TABLE kdoc ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON kdoc USING (owner = current_user OR pg_catalog.current_setting('is_superuser') = 'on');
+GRANT SELECT ON kdoc TO reader;
+ALTER TABLE doc REPLICA IDENTITY FULL;
+});
+ok_reader(q{SELECT egress_add_destination('r', } . sql_quote(file_url($out2)) . ')');
+my $out1 = new_outdir($node, 'r1');
+ok_reader(q{SELECT egress_add_destination('r1', } . sql_quote(file_url($out1)) . ')');
+ok_reader(q{SELECT egress_add_stream('sdoc', 'public.doc', 'FULL_TABLE', 'r1', NULL, '{"batch_max_rows": 500}')});
+ok_reader(q{SELECT egress_add_stream('pdoc', 'public.doc', 'FULL_TABLE', 'r', NULL, '{"parallel": 2, "batch_max_rows": 500}')});
+wait_stream_state($node, 'sdoc', 'synced', 180);
+wait_stream_state($node, 'pdoc', 'synced', 180);
+# [HOLE] worker reads switch to the owner with SetUserIdAndSecContext only:
+# is_superuser stays 'on' (the worker logged in as the bootstrap
+# superuser), so a policy or function that consults it grants the owner
+# rows it cannot see in its own session (snapshot.c snapshot_write and
+# egress_snapshot_read_chunk; parallel parts too).
+{
+	my @recs = grep { $_->{stream} eq 'public-doc' } records_of(read_batches($out1));
+	is(scalar(grep { $_->{record}{owner} ne 'reader' } @recs), 0,
+		'[HOLE] FULL_TABLE (parallel 1) of a non-superuser owner: is_superuser is off while it reads, no row it cannot see');
+}
+{
+	my @recs = grep { $_->{stream} eq 'public-doc' } records_of(read_batches($out2));
+	my @foreign = grep { $_->{record}{owner} ne 'reader' } @recs;
+	is(scalar(@recs), 2000, '[HOLE] parallel FULL_TABLE of a non-superuser owner: only its 2000 rows');
+	is(scalar(@foreign), 0, '[HOLE] no part shows a row the owner cannot see (is_superuser of the part worker)');
+}
+
+sub ok_reader
+{
+	my ($q) = @_;
+	my ($ret, $o, $err) = query_as($node, 'reader', $q);
+	is($ret, 0, "as reader: $q") or diag $err;
+	return $o;
+}
+
+# a key whose type is a domain over text whose CHECK calls the owner's function
+ok_reader(q{
+CREATE FUNCTION r.spy(text) RETURNS bool LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	RAISE WARNING 'pg_egress review3 spy: current_user=% session_user=%', current_user, session_user;
+	RETURN true;
+END $$;
+CREATE DOMAIN r.k AS text COLLATE "C" CHECK (r.spy(VALUE));
+CREATE TABLE r.kt (id r.k PRIMARY KEY, v int);
+INSERT INTO r.kt SELECT pg_catalog.lpad(g::text, 5, '0'), g FROM pg_catalog.generate_series(1, 300) g;
+});
+my $logpos = -s $node->logfile;
+ok_reader(q{SELECT egress_add_stream('kt', 'r.kt', 'LOG_BASED', 'r', NULL, '{"chunk_rows": 100}')});
+{
+	my ($ret, $o, $err) = query_as($node, 'reader',
+		q{SELECT egress_add_stream('kdoc', 'public.kdoc', 'LOG_BASED', 'r', NULL, '{"chunk_rows": 100}')});
+	isnt($ret, 0, '[GUARD] a LOG_BASED stream of a table whose RLS applies to the owner is refused (chunks never read around it)');
+}
+wait_stream_state($node, 'kt', 'streaming', 180);
+{
+	my @recs = records_of(read_batches($out2));
+	my @kt = grep { $_->{stream} eq 'r-kt' } @recs;
+	my %ids = map { $_->{record}{id} => 1 } @kt;
+	is(scalar(keys %ids), 300, '[GUARD] a domain key over text is backfilled in chunks, every row');
+	my $log = slurp_file($node->logfile, $logpos);
+	my @spy = $log =~ /pg_egress review3 spy: (current_user=\S+)/g;
+	my @bad = grep { $_ ne 'current_user=reader' } @spy;
+	is_deeply(\@bad, [], '[GUARD] the key domain\'s CHECK function runs as the stream owner only (' . scalar(@spy) . ' calls)');
+}
+
 done_testing();
