@@ -239,7 +239,7 @@ sub ok_reader
 ok_reader(q{
 CREATE FUNCTION r.spy(text) RETURNS bool LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-	RAISE WARNING 'pg_egress review3 spy: current_user=% session_user=%', current_user, session_user;
+	RAISE WARNING 'pg_egress review3 spy: current_user=% is_superuser=%', current_user, pg_catalog.current_setting('is_superuser');
 	RETURN true;
 END $$;
 CREATE DOMAIN r.k AS text COLLATE "C" CHECK (r.spy(VALUE));
@@ -263,6 +263,9 @@ wait_stream_state($node, 'kt', 'streaming', 180);
 	my @spy = $log =~ /pg_egress review3 spy: (current_user=\S+)/g;
 	my @bad = grep { $_ ne 'current_user=reader' } @spy;
 	is_deeply(\@bad, [], '[GUARD] the key domain\'s CHECK function runs as the stream owner only (' . scalar(@spy) . ' calls)');
+	my @su = $log =~ /pg_egress review3 spy: current_user=\S+ (is_superuser=\S+)/g;
+	my @on = grep { $_ ne 'is_superuser=off' } @su;
+	is_deeply(\@on, [], '[HOLE] the owner\'s code in a chunk read sees is_superuser = off (' . scalar(@su) . ' calls)');
 }
 
 done_testing();
