@@ -22,9 +22,13 @@
 # (F) two streams of one destination backfilling at once; one removed
 #     mid-backfill, the other resynced while a third still backfills: no
 #     crash, the others end equal to their tables.  (guard)
-# (G) ADD COLUMN / DROP COLUMN / ALTER TYPE of a non-key column mid-backfill
-#     under writes: every change batch is valid Singer (RECORD keys = latest
-#     SCHEMA) and the final state equals the table.  (guard)
+# (G1) ADD COLUMN / DROP COLUMN mid-backfill under writes: a chunk read
+#     before the DROP can be sent after the new SCHEMA with the dropped
+#     column in its RECORDs (invalid Singer for a strict target).  Timing
+#     dependent: seen once in four runs of this file, passes otherwise.
+# (G2) ALTER TYPE of a non-key column (a table rewrite) mid-backfill: the
+#     chunk's snapshot is taken before the table lock, so the rewritten
+#     heap looks empty, the backfill "finishes", rows are never sent.
 # (H) a keyless table (REPLICA IDENTITY FULL) rewritten by VACUUM FULL
 #     mid-backfill: the stream falls back and ends equal.  (guard)
 # (E) pg_egress.max_workers lowered (restart) below a FULL_TABLE stream's
@@ -221,7 +225,9 @@ compare_states(mirror($out_f, 'public-f3', ['id']), table_state($node, 'f3', ['i
 no_crash_since($node, $log_off, 'F: no crash');
 drop_dest('df');
 
-# ---- (G) columns change mid-backfill -----------------------------------------
+# ---- (G1) DROP COLUMN mid-backfill: Singer validity -----------------------------
+# A chunk read before the DROP is emitted at H, after the SCHEMA that the
+# decoded DROP produced: its RECORDs carry the dropped column.
 my $out_g = new_outdir($node, 'g');
 add_destination($node, 'dg', $out_g);
 sql(q{
@@ -235,18 +241,40 @@ sql(q{UPDATE cols SET d = 'upd' WHERE id % 53 = 0});
 wait_mid_backfill('cols', chunks_of('cols') + 3);
 sql(q{ALTER TABLE cols DROP COLUMN c});
 sql(q{UPDATE cols SET b = 'u' WHERE id % 59 = 0});
-wait_mid_backfill('cols', chunks_of('cols') + 3);
-sql(q{ALTER TABLE cols ALTER COLUMN a TYPE text});
-sql(q{UPDATE cols SET a = 'text' WHERE id % 61 = 0});
 wait_stream_state($node, 'cols', 'streaming', 300);
 wait_caught_up($node, 'cols');
 my @gp;
 push @gp, check_cdc_batch($_) foreach cdc_batches($out_g);
-ok(!@gp, 'G: change batches are valid Singer after column changes mid-backfill')
-  or diag join("\n", @gp[0 .. ($#gp < 9 ? $#gp : 9)]);
-compare_states(mirror($out_g, 'public-cols', ['id']), table_state($node, 'cols', ['id']),
-	'G: column changes mid-backfill: final state equal');
+ok(!@gp, 'G1: change batches are valid Singer (RECORD keys = latest SCHEMA) after DROP COLUMN mid-backfill')
+  or diag join("\n", @gp[0 .. ($#gp < 4 ? $#gp : 4)]);
+# rows sent before ADD COLUMN lack the new column at the destination (no
+# change carries it): only the keys are compared
+missing_keys(mirror($out_g, 'public-cols', ['id']), table_state($node, 'cols', ['id']),
+	'G1: ADD/DROP COLUMN mid-backfill: no row lost');
 drop_dest('dg');
+
+# ---- (G2) ALTER TYPE of a non-key column (a rewrite) mid-backfill --------------
+# read_chunk takes its snapshot before the table's lock: a rewrite that
+# commits in between leaves the chunk reading the new relfilenode, whose
+# rows (written by the ALTER's transaction) the snapshot cannot see: the
+# chunk comes back empty, which says "end of table", and the backfill is
+# recorded as finished with most rows never sent.
+my $out_g2 = new_outdir($node, 'g2');
+add_destination($node, 'dg2', $out_g2);
+sql(q{
+CREATE TABLE rew (id int PRIMARY KEY, a int, b text);
+INSERT INTO rew SELECT i, i, 'b' || i FROM generate_series(1, 30000) i;
+});
+sql(q{SELECT egress_add_stream('rew', 'rew', 'LOG_BASED', 'dg2', NULL, '{"chunk_rows": 10}')});
+wait_mid_backfill('rew', 5);
+sql(q{ALTER TABLE rew ALTER COLUMN a TYPE text});
+wait_stream_state($node, 'rew', 'streaming', 300);
+wait_caught_up($node, 'rew');
+my $rr = stream_row($node, 'rew');
+note("G2: backfill_rows $rr->{backfill_rows}, chunks $rr->{backfill_chunks}");
+missing_keys(mirror($out_g2, 'public-rew', ['id']), table_state($node, 'rew', ['id']),
+	'G2: ALTER TYPE of a non-key column mid-backfill: no row lost');
+drop_dest('dg2');
 
 # ---- (H) keyless table rewritten mid-backfill --------------------------------
 my $out_h = new_outdir($node, 'h');
