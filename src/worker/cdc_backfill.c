@@ -18,7 +18,8 @@
  *    backfilling table but is still running for S (its commit record is
  *    written but it has not left the proc array yet, e.g. waiting for a
  *    synchronous standby) would make S show an older row than the change
- *    already sent: wait for it and take S again (the straggler check).
+ *    already sent: nothing is read, and once it ended the chunk starts
+ *    again at a new L (the straggler check).
  *    Read the chunk in S as the stream's owner, rendered as the initial
  *    sync renders rows, into a buffer that spills to a temporary file;
  *    the transaction ends, and with it the worker's xmin;
@@ -41,6 +42,12 @@
  * a rewrite of the table) gives the chunked backfill up for the
  * one-snapshot sync of 0.1 (backfill_after '{}' says so, for the next
  * session).  One backfill reads at a time; the others stream meanwhile.
+ *
+ * The first chunk of a stream also waits for the writers of its table that
+ * were running when the backfill started (collect_writers).  The worker
+ * never blocks on another transaction: it checks them, and the straggler,
+ * between decoding rounds without waiting, so an open transaction holds at
+ * most its own table's backfill back, never the destination's decoding.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
