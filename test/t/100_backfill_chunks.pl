@@ -452,4 +452,35 @@ INSERT INTO sg SELECT i, 'sg ' || i FROM generate_series(1, 1000) i;
 		'sg: row 500 was never sent with its value from before the straggler');
 }
 
+# ---- a writer committed before the start, still running ---------------------------------
+# An update of sb has written its commit record (before sb joined the
+# stream: it is never decoded for it) and waits for a synchronous standby:
+# a chunk read meanwhile would send row 700 from before it, and nothing
+# sends it later.  The first chunk waits for the writers of sb running at
+# the start.
+sql(q{
+CREATE TABLE sb (id int PRIMARY KEY, v text);
+INSERT INTO sb SELECT i, 'sb ' || i FROM generate_series(1, 1000) i;
+});
+sql(q{ALTER SYSTEM SET synchronous_standby_names = 'nosuch'});
+sql(q{SELECT pg_reload_conf()});
+{
+	my $x3 = $node->background_psql('postgres');
+	$x3->query_until(qr/go/, "SET synchronous_commit = on;\n\\echo go\nUPDATE sb SET v = 'before the start' WHERE id = 700;\n");
+	ok(poll_until('the update of sb waiting for the standby', 30, sub {
+		sql(q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'}) eq '1' }),
+		'sb: an update committed before the stream and waits for a synchronous standby');
+	sql(q{SELECT egress_add_stream('sb', 'sb', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+	ok(cdc_activity('the worker held before the first chunk of sb', '%waiting for 1 transactions writing %sb'),
+		'sb: the first chunk waits for the committed writer still running');
+	is(stream_of('sb')->{state}, 'syncing', 'sb: still syncing meanwhile');
+	sql(q{ALTER SYSTEM RESET synchronous_standby_names});
+	sql(q{SELECT pg_reload_conf()});
+	$x3->quit;
+	wait_stream_state($node, 'sb', 'streaming');
+	wait_caught_up($node, 'sb');
+	compare_states(mirror($out, 'public-sb', ['id']), table_state($node, 'sb', ['id']),
+		'sb after a writer committed before the start');
+}
+
 done_testing();
