@@ -424,6 +424,8 @@ run_session(MemoryContext sessioncxt)
 			timeout = Max(1, cdc_flush_interval_ms() - age);
 		}
 		timeout = cdc_heartbeat_timeout(timeout);
+		/* the backfill waits for other transactions: poll again soon */
+		timeout = cdc_backfill_timeout(timeout);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);

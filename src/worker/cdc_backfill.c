@@ -18,7 +18,8 @@
  *    backfilling table but is still running for S (its commit record is
  *    written but it has not left the proc array yet, e.g. waiting for a
  *    synchronous standby) would make S show an older row than the change
- *    already sent: wait for it and take S again (the straggler check).
+ *    already sent: nothing is read, and once it ended the chunk starts
+ *    again at a new L (the straggler check).
  *    Read the chunk in S as the stream's owner, rendered as the initial
  *    sync renders rows, into a buffer that spills to a temporary file;
  *    the transaction ends, and with it the worker's xmin;
@@ -41,6 +42,12 @@
  * a rewrite of the table) gives the chunked backfill up for the
  * one-snapshot sync of 0.1 (backfill_after '{}' says so, for the next
  * session).  One backfill reads at a time; the others stream meanwhile.
+ *
+ * The first chunk of a stream also waits for the writers of its table that
+ * were running when the backfill started (collect_writers).  The worker
+ * never blocks on another transaction: it checks them, and the straggler,
+ * between decoding rounds without waiting, so an open transaction holds at
+ * most its own table's backfill back, never the destination's decoding.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -104,6 +111,9 @@ typedef struct CdcBackfill
 	bool		any_acked;		/* acked_* changed since the start */
 
 	bool		give_up;		/* block ranges: the table changed */
+	/* writers of the table running at the start, still running */
+	VirtualTransactionId *writers;
+	int			nwriters;
 	MemoryContext cxt;
 } CdcBackfill;
 
@@ -114,7 +124,8 @@ typedef enum ChunkPhase
 	CHUNK_WAIT_L,				/* decode until L */
 	CHUNK_READ,					/* L seen: read the chunk, write H */
 	CHUNK_WAIT_H,				/* decode until H */
-	CHUNK_EMIT					/* H seen: send what is left of the chunk */
+	CHUNK_EMIT,					/* H seen: send what is left of the chunk */
+	CHUNK_STALLED				/* a straggler runs: a new L once it ended */
 } ChunkPhase;
 
 /*
@@ -182,7 +193,18 @@ static struct
 	bool		end;
 	char	  **last;
 	BlockNumber blk_to;
+	TransactionId straggler;	/* CHUNK_STALLED: the transaction */
 } chunk;
+
+/*
+ * The backfill waits for other transactions to end (the writers running at
+ * its start, a straggler): without blocking, the main loop polls again
+ * after wait_ms (10 ms, doubling up to 100 ms) while it decodes.
+ */
+#define WAIT_MIN_MS		10
+#define WAIT_MAX_MS		100
+static bool waiting = false;
+static long wait_ms = WAIT_MIN_MS;
 
 /* xids of decoded transactions that changed a backfilling table */
 static List *straggler_xids = NIL;
@@ -608,6 +630,74 @@ copy_texts(char **texts, int n, MemoryContext cxt)
 }
 
 /*
+ * The transactions holding a lock on s's table (each leaf partition of a
+ * partitioned one) that conflicts with ShareLock: its writers, running
+ * now.  The first chunk of s waits until all of them are gone
+ * (writers_done).  In a transaction.
+ */
+static void
+collect_writers(CdcStream *s, CdcBackfill *b)
+{
+	List	   *rels;
+	ListCell   *lc;
+	List	   *found = NIL;
+	int			total = 0;
+
+	/* NoLock: a lock tag needs no open relation, and nothing is waited for */
+	rels = s->partitioned ? find_all_inheritors(s->def->relid, NoLock, NULL) :
+		list_make1_oid(s->def->relid);
+	foreach(lc, rels)
+	{
+		LOCKTAG		tag;
+		int			count = 0;
+		VirtualTransactionId *vxids;
+
+		SET_LOCKTAG_RELATION(tag, MyDatabaseId, lfirst_oid(lc));
+		vxids = GetLockConflicts(&tag, ShareLock, &count);
+		found = lappend(found, vxids);
+		total += count;
+	}
+	b->writers = MemoryContextAllocZero(b->cxt,
+										sizeof(VirtualTransactionId) * Max(total, 1));
+	b->nwriters = 0;
+	foreach(lc, found)
+	{
+		VirtualTransactionId *vxids = lfirst(lc);
+
+		for (; VirtualTransactionIdIsValid(*vxids); vxids++)
+			b->writers[b->nwriters++] = *vxids;
+	}
+	if (b->nwriters > 0)
+		ereport(DEBUG1,
+				(errmsg_internal("pg_egress stream \"%s\": the first chunk waits for %d transactions writing %s",
+								 s->def->name, b->nwriters, s->def->relation)));
+}
+
+/*
+ * Have the writers of s's table that ran when its backfill started all
+ * ended?  Checked without waiting (the worker decodes for every stream of
+ * the destination meanwhile); those that ended are forgotten.
+ */
+static bool
+writers_done(CdcStream *s)
+{
+	CdcBackfill *b = s->bf;
+	int			n = 0;
+
+	if (b->nwriters == 0)
+		return true;
+	cdc_start_catalog_transaction();
+	for (int i = 0; i < b->nwriters; i++)
+	{
+		if (!VirtualXactLock(b->writers[i], false))
+			b->writers[n++] = b->writers[i];
+	}
+	CommitTransactionCommand();
+	b->nwriters = n;
+	return n == 0;
+}
+
+/*
  * After the decoding context is open: start (or resume) the chunked
  * backfill of s.  A stream in state syncing with recorded progress and no
  * new request goes on after its last acknowledged chunk under the same
@@ -650,28 +740,19 @@ cdc_backfill_begin(CdcStream *s)
 	cdc_start_catalog_transaction();
 
 	/*
-	 * Transactions running now may have written their commit record before
-	 * the stream's table joined the publication (or before the bookmark):
-	 * their changes are not sent, so no chunk may be read in a snapshot
-	 * that does not show them yet.  They join the straggler check.
+	 * Transactions that wrote the table and are running now may have
+	 * written their commit record before the stream's start (or before the
+	 * table joined the publication): their changes are not sent, so no
+	 * chunk may be read in a snapshot that does not show them yet.  Each
+	 * holds RowExclusiveLock on the table (or the leaf partition it wrote)
+	 * until after it left the proc array; the lock manager lists them, as
+	 * CREATE INDEX CONCURRENTLY finds the writers it waits for.  One that
+	 * takes the lock after this writes its commit record after the current
+	 * WAL position, so it is decoded (and joins the straggler check).
+	 * Transactions that did not write the table (other tables, other
+	 * databases, readers) are never waited for.
 	 */
-	{
-		Snapshot	snap = GetTransactionSnapshot();
-		MemoryContext oldcxt = MemoryContextSwitchTo(backfill_cxt);
-
-		TransactionId next = XidFromFullTransactionId(ReadNextFullTransactionId());
-
-		for (uint32 x = 0; x < snap->xcnt; x++)
-			straggler_xids = lappend_oid(straggler_xids, snap->xip[x]);
-		/* running transactions at or after xmax are not listed in xip */
-		for (TransactionId xid = snap->xmax; TransactionIdPrecedes(xid, next);)
-		{
-			if (TransactionIdIsInProgress(xid))
-				straggler_xids = lappend_oid(straggler_xids, xid);
-			TransactionIdAdvance(xid);
-		}
-		MemoryContextSwitchTo(oldcxt);
-	}
+	collect_writers(s, b);
 	key = stream_key(s->def->relid);
 	b->nkey = list_length(key);
 	b->keycols = MemoryContextAllocZero(b->cxt, sizeof(char *) * Max(b->nkey, 1));
@@ -933,6 +1014,43 @@ straggler(Snapshot snap)
 }
 
 /*
+ * The backfill waits for other transactions (what, for pg_stat_activity),
+ * or no longer (NULL).
+ */
+static void
+set_waiting(const char *what)
+{
+	static char reported[256];
+
+	if (what != NULL)
+	{
+		wait_ms = waiting ? Min(wait_ms * 2, WAIT_MAX_MS) : WAIT_MIN_MS;
+		if (!waiting || strcmp(what, reported) != 0)
+		{
+			strlcpy(reported, what, sizeof(reported));
+			pgstat_report_activity(STATE_RUNNING, reported);
+		}
+		waiting = true;
+	}
+	else if (waiting)
+	{
+		waiting = false;
+		wait_ms = WAIT_MIN_MS;
+		reported[0] = '\0';
+		pgstat_report_activity(STATE_RUNNING, "streaming changes");
+	}
+}
+
+/* The main loop's wait: short while the backfill waits for others. */
+long
+cdc_backfill_timeout(long timeout)
+{
+	if (!waiting)
+		return timeout;
+	return Max(1, Min(timeout, wait_ms));
+}
+
+/*
  * L was decoded: read the chunk in a snapshot of its own (after the
  * straggler check), then write H.  The worker's xmin is held only here.
  */
@@ -946,30 +1064,35 @@ read_chunk(void)
 	bool		rewritten = false;
 	MemoryContext oldcxt;
 
-	for (;;)
 	{
 		TransactionId xid;
+		char		what[256];
 
 		cdc_start_catalog_transaction();
 		XactIsoLevel = XACT_REPEATABLE_READ;
 		snap = GetTransactionSnapshot();
 		xid = straggler(snap);
-		if (!TransactionIdIsValid(xid))
-			break;
-
-		/*
-		 * Its change was sent before L but the snapshot does not show it:
-		 * the chunk would send the older row after it.  Wait until it is
-		 * gone from the proc array, then take a new snapshot.
-		 */
-		AbortCurrentTransaction();
-		ereport(DEBUG1,
-				(errmsg_internal("pg_egress stream \"%s\": chunk waits for transaction %u, decoded but still running",
-								 s->def->name, xid)));
-		pgstat_report_activity(STATE_RUNNING, "LOG_BASED backfill: waiting for a committed transaction to finish");
-		StartTransactionCommand();
-		XactLockTableWait(xid, NULL, NULL, XLTW_None);
-		CommitTransactionCommand();
+		if (TransactionIdIsValid(xid))
+		{
+			/*
+			 * Its change was sent before L but the snapshot does not show
+			 * it: the chunk would send the older row after it.  Nothing is
+			 * read; once it is gone from the proc array, a new L and a new
+			 * snapshot.  The worker does not wait for it here: the other
+			 * streams keep decoding meanwhile (cdc_backfill_step polls).
+			 */
+			AbortCurrentTransaction();
+			ereport(DEBUG1,
+					(errmsg_internal("pg_egress stream \"%s\": chunk waits for transaction %u, decoded but still running",
+									 s->def->name, xid)));
+			snprintf(what, sizeof(what),
+					 "LOG_BASED backfill of %s: waiting for transaction %u (committed, still running)",
+					 s->def->name, xid);
+			set_waiting(what);
+			chunk.straggler = xid;
+			chunk.phase = CHUNK_STALLED;
+			return;
+		}
 	}
 	PushActiveSnapshot(snap);
 	pgstat_report_activity(STATE_RUNNING, "LOG_BASED backfill chunk");
@@ -1247,20 +1370,61 @@ cdc_backfill_step(void)
 	}
 	if (chunk.s == NULL)
 	{
+		CdcStream  *blocked = NULL;
+
+		/*
+		 * The next stream to read: one whose table's writers of its start
+		 * have all ended (those still running hold only their own stream
+		 * back).
+		 */
 		for (int i = 0; i < cdc->nstreams && chunk.s == NULL; i++)
 		{
 			CdcStream  *s = &cdc->streams[i];
 
 			if (s->bf != NULL && !s->bf->read_all && s->stop == CDC_STOP_NONE)
 			{
+				if (!writers_done(s))
+				{
+					if (blocked == NULL)
+						blocked = s;
+					continue;
+				}
 				chunk_reset();
 				chunk.s = s;
 				chunk.phase = CHUNK_NEED_L;
 			}
 		}
 		if (chunk.s == NULL)
+		{
+			if (blocked != NULL)
+			{
+				char		what[256];
+
+				snprintf(what, sizeof(what),
+						 "LOG_BASED backfill of %s: waiting for %d transactions writing %s",
+						 blocked->def->name, blocked->bf->nwriters, blocked->def->relation);
+				set_waiting(what);
+			}
+			else
+				set_waiting(NULL);
 			return;
+		}
 	}
+	if (chunk.phase == CHUNK_STALLED)
+	{
+		if (TransactionIdIsInProgress(chunk.straggler))
+		{
+			char		what[256];
+
+			snprintf(what, sizeof(what),
+					 "LOG_BASED backfill of %s: waiting for transaction %u (committed, still running)",
+					 chunk.s->def->name, chunk.straggler);
+			set_waiting(what);
+			return;
+		}
+		chunk.phase = CHUNK_NEED_L;
+	}
+	set_waiting(NULL);
 	switch (chunk.phase)
 	{
 		case CHUNK_NEED_L:
@@ -1285,6 +1449,8 @@ cdc_backfill_step(void)
 void
 cdc_backfill_reset(void)
 {
+	waiting = false;
+	wait_ms = WAIT_MIN_MS;
 	chunk.s = NULL;
 	chunk.phase = CHUNK_NONE;
 	chunk.break_round = false;

@@ -235,6 +235,7 @@ extern void cdc_backfill_message(EgressChange *ch);
 extern void cdc_backfill_change(CdcStream *s, EgressChange *ch);
 extern bool cdc_backfill_persist(CdcStream *s);
 extern void cdc_backfill_reset(void);
+extern long cdc_backfill_timeout(long timeout);
 
 /* cdc_walguard.c */
 #define CDC_SLOT_PROBLEM_LEN 512

@@ -42,6 +42,17 @@ sub cdc_waits_for
 	});
 }
 
+# The CDC worker's pg_stat_activity query matches $like (it waits for other
+# transactions without blocking: no lock wait to see in pg_locks)
+sub cdc_activity
+{
+	my ($what, $like) = @_;
+	return poll_until($what, 60, sub {
+		sql(qq{SELECT count(*) FROM pg_stat_activity
+			WHERE backend_type = 'pg_egress cdc' AND query LIKE '$like'}) eq '1';
+	});
+}
+
 # What a target holds of version $version of a stream: its initial-sync
 # files of that version, then the RECORDs of that version in the change
 # files (a stream synced again after change files of an older version).
@@ -171,12 +182,13 @@ compare_states(mirror($out, 'public-tr', ['id']), table_state($node, 'tr', ['id'
 	'tr after a backfill with TRUNCATEs');
 
 # ---- changes in a chunk's window, deterministically ----------------------------
-# The worker is held before its first chunk of w by a transaction that was
-# running when the backfill started (the straggler check waits for it);
-# meanwhile a session takes w's lock.  Once the transaction ends, the worker
-# takes its snapshot and waits for w's lock; the session changes rows of the
-# first chunk and commits: the chunk was read in a snapshot without those
-# changes, which are decoded between L and H and drop their rows.
+# The worker is held before its first chunk of w by a transaction that
+# wrote w (holds its RowExclusiveLock) and was running when the backfill
+# started; meanwhile a session queues for w's lock.  Once the transaction
+# ends, the session has the lock and the worker takes its snapshot and waits
+# for w's lock; the session changes rows of the first chunk and commits: the
+# chunk was read in a snapshot without those changes, which are decoded
+# between L and H and drop their rows.
 sql(q{
 CREATE TABLE dummy (id int PRIMARY KEY, v int);
 INSERT INTO dummy VALUES (1, 0);
@@ -193,12 +205,17 @@ sub in_first_window
 {
 	my ($table, $changes) = @_;
 	my $x = $node->background_psql('postgres');
-	$x->query_safe('BEGIN; UPDATE dummy SET v = v + 1');
+	$x->query_safe("BEGIN; UPDATE $table SET v = v WHERE id = -1");
 	sql(qq{SELECT egress_add_stream('$table', '$table', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
-	ok(cdc_waits_for("the worker waiting for a transaction before $table\'s first chunk",
-		q{l.locktype = 'transactionid'}), "$table: the first chunk waits for a running transaction");
+	ok(cdc_activity("the worker waiting for the writer of $table before its first chunk",
+		"%waiting for 1 transactions writing %$table"),
+		"$table: the first chunk waits for a writer running at the start");
 	my $y = $node->background_psql('postgres');
-	$y->query_safe("BEGIN; LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
+	$y->query_until(qr/go/, "BEGIN;\n\\echo go\nLOCK TABLE $table IN ACCESS EXCLUSIVE MODE;\n");
+	ok(poll_until("the lock of $table queued", 30, sub {
+		sql(qq{SELECT count(*) FROM pg_locks WHERE relation = '$table'::regclass
+			AND mode = 'AccessExclusiveLock' AND NOT granted}) eq '1' }),
+		"$table: a session queues for its lock");
 	$x->query_safe('COMMIT');
 	ok(cdc_waits_for("the worker waiting for $table\'s lock",
 		"l.locktype = 'relation' AND l.relation = '$table'::regclass"),
@@ -404,10 +421,10 @@ INSERT INTO sg SELECT i, 'sg ' || i FROM generate_series(1, 1000) i;
 });
 {
 	my $x1 = $node->background_psql('postgres');
-	$x1->query_safe('BEGIN; UPDATE dummy SET v = v + 1');
+	$x1->query_safe('BEGIN; UPDATE sg SET v = v WHERE id = -1');
 	sql(q{SELECT egress_add_stream('sg', 'sg', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
-	ok(cdc_waits_for('the worker held before the first chunk of sg', q{l.locktype = 'transactionid'}),
-		'sg: the first chunk waits for a transaction running at the start');
+	ok(cdc_activity('the worker held before the first chunk of sg', '%waiting for 1 transactions writing %sg'),
+		'sg: the first chunk waits for a writer running at the start');
 	sql(q{ALTER SYSTEM SET synchronous_standby_names = 'nosuch'});
 	sql(q{SELECT pg_reload_conf()});
 	my $x2 = $node->background_psql('postgres');
@@ -417,9 +434,9 @@ INSERT INTO sg SELECT i, 'sg ' || i FROM generate_series(1, 1000) i;
 		'sg: an update committed and waits for a synchronous standby');
 	my $xid = sql(q{SELECT backend_xid FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
 	$x1->query_safe('COMMIT');
-	ok(cdc_waits_for("the worker waiting for transaction $xid",
-		"l.locktype = 'transactionid' AND l.transactionid = '$xid'::xid"),
-		'sg: a later chunk waits for the committed transaction still running');
+	ok(cdc_activity("the worker waiting for transaction $xid",
+		"%waiting for transaction $xid (committed, still running)"),
+		'sg: a chunk waits for the committed transaction still running');
 	is(stream_of('sg')->{state}, 'syncing', 'sg: still syncing meanwhile');
 	sql(q{ALTER SYSTEM RESET synchronous_standby_names});
 	sql(q{SELECT pg_reload_conf()});
@@ -433,6 +450,37 @@ INSERT INTO sg SELECT i, 'sg ' || i FROM generate_series(1, 1000) i;
 	  records_of(cdc_batches($out));
 	is(scalar(grep { $_->{record}{v} ne 'straggler' } @recs), 0,
 		'sg: row 500 was never sent with its value from before the straggler');
+}
+
+# ---- a writer committed before the start, still running ---------------------------------
+# An update of sb has written its commit record (before sb joined the
+# stream: it is never decoded for it) and waits for a synchronous standby:
+# a chunk read meanwhile would send row 700 from before it, and nothing
+# sends it later.  The first chunk waits for the writers of sb running at
+# the start.
+sql(q{
+CREATE TABLE sb (id int PRIMARY KEY, v text);
+INSERT INTO sb SELECT i, 'sb ' || i FROM generate_series(1, 1000) i;
+});
+sql(q{ALTER SYSTEM SET synchronous_standby_names = 'nosuch'});
+sql(q{SELECT pg_reload_conf()});
+{
+	my $x3 = $node->background_psql('postgres');
+	$x3->query_until(qr/go/, "SET synchronous_commit = on;\n\\echo go\nUPDATE sb SET v = 'before the start' WHERE id = 700;\n");
+	ok(poll_until('the update of sb waiting for the standby', 30, sub {
+		sql(q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'}) eq '1' }),
+		'sb: an update committed before the stream and waits for a synchronous standby');
+	sql(q{SELECT egress_add_stream('sb', 'sb', 'LOG_BASED', 'd', NULL, '{"chunk_rows": 100}')});
+	ok(cdc_activity('the worker held before the first chunk of sb', '%waiting for 1 transactions writing %sb'),
+		'sb: the first chunk waits for the committed writer still running');
+	is(stream_of('sb')->{state}, 'syncing', 'sb: still syncing meanwhile');
+	sql(q{ALTER SYSTEM RESET synchronous_standby_names});
+	sql(q{SELECT pg_reload_conf()});
+	$x3->quit;
+	wait_stream_state($node, 'sb', 'streaming');
+	wait_caught_up($node, 'sb');
+	compare_states(mirror($out, 'public-sb', ['id']), table_state($node, 'sb', ['id']),
+		'sb after a writer committed before the start');
 }
 
 done_testing();
