@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -67,6 +68,57 @@ egress_pin_search_path(void)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/* See catalog.h. */
+void
+egress_become_owner(Oid owner, EgressOwnerSave *save)
+{
+	GetUserIdAndSecContext(&save->save_userid, &save->save_sec);
+	save->nestlevel = NewGUCNestLevel();
+	save->role_set = false;
+
+	/*
+	 * SET ROLE, as the GUC does it: the outer user id, "role" and
+	 * is_superuser become the owner's.  PostgreSQL allows it only outside a
+	 * local user id change or a security-restricted operation (restoring
+	 * "role" resets the outer user id, which must not happen inside one), and
+	 * only to a role the session user is a member of: a background worker
+	 * logged in as the bootstrap superuser always can.  Where it cannot (a
+	 * caller already switched, e.g. SQL functions entering the catalog), the
+	 * user id switch alone applies, as PostgreSQL's maintenance commands do.
+	 * The name comes from the owner's OID; "none" would mean the session
+	 * user, and PostgreSQL reserves it.
+	 */
+	if (save->save_sec == 0 && IsTransactionState() &&
+		is_member_of_role(GetSessionUserId(), owner))
+	{
+		char	   *name = GetUserNameFromId(owner, false);
+
+		if (strcmp(name, "none") == 0)
+			elog(ERROR, "role name \"none\" is reserved");
+		(void) set_config_option("role", name, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, ERROR, false);
+		save->role_set = true;
+	}
+	SetUserIdAndSecContext(owner, save->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* See catalog.h. */
+void
+egress_restore_owner(EgressOwnerSave *save)
+{
+	/*
+	 * The user id and context first: restoring "role" (assign_role) sets the
+	 * outer user id, which PostgreSQL does only outside a restricted
+	 * operation.  false: what user code set at this level goes too.
+	 */
+	SetUserIdAndSecContext(save->save_userid, save->save_sec);
+	AtEOXact_GUC(false, save->nestlevel);
+	/* assign_role made the outer user current: back to the caller's exactly */
+	if (save->role_set)
+		SetUserIdAndSecContext(save->save_userid, save->save_sec);
 }
 
 void

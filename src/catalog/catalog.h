@@ -31,6 +31,27 @@ extern void egress_catalog_enter(EgressCatalogGuard *guard);
 extern void egress_catalog_exit(EgressCatalogGuard *guard);
 
 /*
+ * Running user code (a read, a filter's constants, a rendered change) as a
+ * stream's owner: egress_become_owner opens a GUC nest level, sets "role"
+ * to the owner when it can (so is_superuser and current_setting('role') are
+ * the owner's, not those of the bootstrap superuser a worker logs in as),
+ * then switches the user id under SECURITY_RESTRICTED_OPERATION.  Settings
+ * the caller pins afterwards belong to that nest level.
+ * egress_restore_owner undoes all of it, settings user code changed
+ * included; an ERROR in between is undone by the (sub)transaction's abort.
+ */
+typedef struct EgressOwnerSave
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+	bool		role_set;
+} EgressOwnerSave;
+
+extern void egress_become_owner(Oid owner, EgressOwnerSave *save);
+extern void egress_restore_owner(EgressOwnerSave *save);
+
+/*
  * A background worker's catalog transaction: begin starts a transaction
  * with a snapshot and enters the guard, or returns false with nothing
  * started when the extension is not installed in this database; end leaves

@@ -745,9 +745,7 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	Bitmapset  *used = NULL;
 	int			x;
 	char	   *result;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
+	EgressOwnerSave owner_save;
 	ErrorContextCallback errcb;
 	bool		table_select;
 
@@ -756,10 +754,7 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	 * parser runs type input functions for constants (a domain's CHECK
 	 * inside a composite literal is its owner's code).
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	nestlevel = NewGUCNestLevel();
+	egress_become_owner(owner, &owner_save);
 	egress_pin_search_path();
 	/* the text means the same in every session that reads it */
 	(void) set_config_option("standard_conforming_strings", "on", PGC_USERSET, PGC_S_SESSION,
@@ -840,8 +835,7 @@ egress_filter_sql(Oid relid, const char *filter, Oid owner, Bitmapset **attnos)
 	 * commands; a plain SET would otherwise outlive this nest level and stay
 	 * in the caller's session.
 	 */
-	AtEOXact_GUC(false, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	egress_restore_owner(&owner_save);
 
 	if (attnos)
 		*attnos = used;

@@ -82,9 +82,7 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 	char	   *uri;
 	const char *region = NULL;
 	EgressExportResult r = {0};
-	Oid			save_userid;
-	int			save_sec;
-	int			save_nestlevel;
+	EgressOwnerSave owner_save;
 	EgressBatchInfo info;
 	char		batch_id[NAMEDATALEN * 2];
 
@@ -150,14 +148,10 @@ egress_fast_sync_write(EgressStreamDef *def, EgressSink *sink,
 	 * not resolve names through the worker's default search_path.  An error
 	 * aborts the transaction, which restores both.
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(def->owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
+	egress_become_owner(def->owner, &owner_save);
 	egress_pin_search_path();
 	egress_export_run(sql.data, uri, "format csv", NULL, &r);
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	egress_restore_owner(&owner_save);
 
 	/* the batch pointing at it */
 	initStringInfo(&buf);

@@ -59,9 +59,7 @@ typedef struct OwnerScope
 {
 	CdcStream  *s;
 	bool		active;
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
+	EgressOwnerSave save;
 } OwnerScope;
 
 static void
@@ -71,14 +69,8 @@ as_owner_begin(CdcStream *s, OwnerScope *sc, bool always)
 	sc->active = always || s->user_code;
 	if (!sc->active)
 		return;
-	GetUserIdAndSecContext(&sc->save_userid, &sc->save_sec);
-	SetUserIdAndSecContext(s->def->owner,
-						   sc->save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	sc->nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	egress_become_owner(s->def->owner, &sc->save);
+	egress_pin_search_path();
 }
 
 static void
@@ -87,8 +79,7 @@ as_owner_end(OwnerScope *sc)
 	if (!sc->active)
 		return;
 	/* settings the user code changed go too, as after an error */
-	AtEOXact_GUC(false, sc->nestlevel);
-	SetUserIdAndSecContext(sc->save_userid, sc->save_sec);
+	egress_restore_owner(&sc->save);
 }
 
 /* In PG_CATCH of code run by as_owner_begin: blame the stream, rethrow. */

@@ -543,9 +543,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	SnapshotWriter *w;
 	MemoryContext oldcxt;
 	MemoryContext writercxt;
-	Oid			save_userid;
-	int			save_sec;
-	int			save_nestlevel = -1;
+	EgressOwnerSave owner_save;
 	StringInfoData sql;
 	Portal		portal;
 	SPIPlanPtr	plan;
@@ -711,9 +709,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	 * The query runs as the stream's owner: its privileges and row level
 	 * security apply, and it can do nothing a restricted operation may not.
 	 */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(def->owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	egress_become_owner(def->owner, &owner_save);
 
 	/*
 	 * A sync's query names nothing unqualified, but user code it runs (row
@@ -722,12 +718,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	 * resolves its key's comparison operators; incremental.c decides.)
 	 */
 	if (inc == NULL)
-	{
-		save_nestlevel = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, pg_temp",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	}
+		egress_pin_search_path();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -751,9 +742,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 
 	SPI_cursor_close(portal);
 	SPI_finish();
-	if (save_nestlevel >= 0)
-		AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	egress_restore_owner(&owner_save);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(writercxt);
@@ -945,9 +934,7 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	SnapshotWriter *w;
 	MemoryContext oldcxt;
 	MemoryContext readercxt;
-	Oid			save_userid;
-	int			save_sec;
-	int			save_nestlevel;
+	EgressOwnerSave owner_save;
 	StringInfoData sql;
 	Portal		portal;
 	SPIPlanPtr	plan;
@@ -1126,13 +1113,8 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 		w->st->attnums[i] = i + 1;
 
 	/* as the stream's owner, as snapshot_write runs the initial sync */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(def->owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	egress_become_owner(def->owner, &owner_save);
+	egress_pin_search_path();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -1144,8 +1126,7 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	(void) PortalRunFetch(portal, FETCH_FORWARD, FETCH_ALL, &w->pub);
 	SPI_cursor_close(portal);
 	SPI_finish();
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	egress_restore_owner(&owner_save);
 
 	/*
 	 * The end of the table: a key range that came back short of its limit
