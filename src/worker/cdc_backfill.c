@@ -104,6 +104,17 @@ typedef struct CdcBackfill
 	bool		any_acked;		/* acked_* changed since the start */
 
 	bool		give_up;		/* block ranges: the table changed */
+
+	/*
+	 * Keyed: the key the backfill started with, as "name/type/typmod/
+	 * collation" per column (key_signature); it is stored as the trailing
+	 * element of backfill_after, after the key's text values, so that a
+	 * resume after the key changed starts over instead of reading the old
+	 * key's progress with the new key.
+	 */
+	char	   *keysig;
+	uint32		storage;		/* keyed: relfilenodes when last read */
+	bool		restart;		/* keyed: the key changed: start over */
 	MemoryContext cxt;
 } CdcBackfill;
 
@@ -608,6 +619,69 @@ copy_texts(char **texts, int n, MemoryContext cxt)
 }
 
 /*
+ * Lock the stream's table (and, for a partitioned one, every partition, as
+ * the chunk's query will) in AccessShareLock before the chunk's snapshot
+ * is taken: a rewrite (ALTER TABLE ... TYPE, VACUUM FULL) that committed
+ * between a snapshot and the lock would leave the snapshot looking at new
+ * storage whose rows it cannot see.  Returns a hash of the relfilenodes,
+ * to tell that the storage changed since the previous chunk.
+ */
+static uint32
+lock_stream_tables(CdcStream *s)
+{
+	List	   *rels;
+	ListCell   *lc;
+	uint32		h = 0;
+
+	LockRelationOid(s->def->relid, AccessShareLock);
+	if (s->partitioned)
+		rels = find_all_inheritors(s->def->relid, AccessShareLock, NULL);
+	else
+		rels = list_make1_oid(s->def->relid);
+	foreach(lc, rels)
+	{
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		h = hash_combine(h, ((Form_pg_class) GETSTRUCT(tup))->relfilenode);
+		ReleaseSysCache(tup);
+	}
+	list_free(rels);
+	return h;
+}
+
+/*
+ * The key's columns as the backfill reads them: "name/type/typmod/collation"
+ * per column, comma-separated, prefixed "key:" (never a key value: it is
+ * the trailing element of backfill_after).  In the caller's context.
+ */
+static char *
+key_signature(Oid relid)
+{
+	List	   *key = stream_key(relid);
+	ListCell   *lc;
+	StringInfoData sig;
+
+	initStringInfo(&sig);
+	appendStringInfoString(&sig, "key:");
+	foreach(lc, key)
+	{
+		const char *name = lfirst(lc);
+		AttrNumber	attnum = get_attnum(relid, name);
+		Oid			typid = InvalidOid;
+		int32		typmod = -1;
+		Oid			collid = InvalidOid;
+
+		if (attnum != InvalidAttrNumber)
+			get_atttypetypmodcoll(relid, attnum, &typid, &typmod, &collid);
+		appendStringInfo(&sig, "%s%s/%u/%d/%u", foreach_current_index(lc) > 0 ? "," : "",
+						 quote_identifier(name), typid, typmod, collid);
+	}
+	return sig.data;
+}
+
+/*
  * After the decoding context is open: start (or resume) the chunked
  * backfill of s.  A stream in state syncing with recorded progress and no
  * new request goes on after its last acknowledged chunk under the same
@@ -677,6 +751,11 @@ cdc_backfill_begin(CdcStream *s)
 	b->keycols = MemoryContextAllocZero(b->cxt, sizeof(char *) * Max(b->nkey, 1));
 	foreach(lc, key)
 		b->keycols[i++] = MemoryContextStrdup(b->cxt, lfirst(lc));
+	if (b->nkey > 0)
+	{
+		b->storage = lock_stream_tables(s);
+		b->keysig = MemoryContextStrdup(b->cxt, key_signature(s->def->relid));
+	}
 	if (b->nkey == 0)
 	{
 		Relation	rel = table_open(s->def->relid, AccessShareLock);
@@ -691,8 +770,14 @@ cdc_backfill_begin(CdcStream *s)
 	}
 	CommitTransactionCommand();
 
+	/* keyed progress: the key's values, then the key's signature */
 	resume = s->syncing && !s->resync && s->bf_nafter > 0 &&
-		(b->nkey == 0 ? s->bf_nafter == 2 : s->bf_nafter == b->nkey);
+		(b->nkey == 0 ? s->bf_nafter == 2 :
+		 s->bf_nafter == b->nkey + 1 && strcmp(s->bf_after[b->nkey], b->keysig) == 0);
+	if (!resume && b->nkey > 0 && s->syncing && !s->resync && s->bf_nafter > 0)
+		ereport(LOG,
+				(errmsg("pg_egress stream \"%s\": chunked backfill of %s starts over under a new version: its key changed since the progress was recorded",
+						s->def->name, s->def->relation)));
 	if (resume && b->nkey == 0)
 	{
 		uint32		blk = (uint32) strtoul(s->bf_after[0], NULL, 10);
@@ -867,11 +952,13 @@ cdc_backfill_persist(CdcStream *s)
 	}
 	else if (b->nkey > 0 && b->acked_after != NULL)
 	{
-		Datum	   *elems = palloc(sizeof(Datum) * n);
+		Datum	   *elems = palloc(sizeof(Datum) * (n + 1));
 
 		for (int i = 0; i < n; i++)
 			elems[i] = CStringGetTextDatum(b->acked_after[i]);
-		values[6] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+		/* the key the values belong to (see CdcBackfill.keysig) */
+		elems[n] = CStringGetTextDatum(b->keysig);
+		values[6] = PointerGetDatum(construct_array(elems, n + 1, TEXTOID, -1, false, TYPALIGN_INT));
 	}
 	else
 		nulls[6] = 'n';
@@ -944,6 +1031,7 @@ read_chunk(void)
 	EgressChunkSpec spec;
 	Snapshot	snap;
 	bool		rewritten = false;
+	uint32		storage;
 	MemoryContext oldcxt;
 
 	for (;;)
@@ -952,6 +1040,7 @@ read_chunk(void)
 
 		cdc_start_catalog_transaction();
 		XactIsoLevel = XACT_REPEATABLE_READ;
+		storage = lock_stream_tables(s);	/* before the snapshot */
 		snap = GetTransactionSnapshot();
 		xid = straggler(snap);
 		if (!TransactionIdIsValid(xid))
@@ -997,8 +1086,23 @@ read_chunk(void)
 		chunk.blk_to = spec.blk_to;
 		chunk.end = spec.blk_to >= nblocks;
 	}
+	if (b->nkey > 0)
+	{
+		/* after the lock: the key this backfill reads by is still the key */
+		char	   *sig = key_signature(s->def->relid);
+
+		if (strcmp(sig, b->keysig) != 0)
+		{
+			ereport(LOG,
+					(errmsg("pg_egress stream \"%s\": chunked backfill of %s starts over under a new version: its key changed (%s, was %s)",
+							s->def->name, s->def->relation, sig, b->keysig)));
+			b->restart = true;
+		}
+	}
 	if (rewritten)
 		b->give_up = true;
+	else if (b->restart)
+		;						/* cdc_backfill_step starts it over */
 	else
 	{
 		cdc_syncing_stream = s->def->id;
@@ -1010,6 +1114,17 @@ read_chunk(void)
 		{
 			chunk.end = spec.end;
 			chunk.last = spec.last;
+
+			/*
+			 * Nothing read from storage that changed since the previous
+			 * chunk: not the end of the table; read the chunk again.
+			 */
+			if (spec.rows == 0 && storage != b->storage)
+			{
+				chunk.end = false;
+				chunk.retry = true;
+			}
+			b->storage = storage;
 		}
 	}
 	PopActiveSnapshot();
@@ -1057,7 +1172,7 @@ emit_chunk(void)
 	MemoryContext rowcxt;
 	MemoryContext oldcxt;
 
-	if (b->give_up)
+	if (b->give_up || b->restart)
 		return;					/* cdc_backfill_step gives it up */
 	if (chunk.retry)
 	{
@@ -1220,6 +1335,37 @@ give_up(CdcStream *s)
 }
 
 /*
+ * The key of a keyed table changed during its backfill: its progress means
+ * nothing for the new key.  The backfill starts over from the beginning
+ * under a new version, as a resync does, in a new session.
+ */
+static void
+start_over(CdcStream *s)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(s->def->id)};
+
+	cdc_start_catalog_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	egress_catalog_exec("UPDATE egress.stream_state SET backfill_after = NULL, resync = true, "
+						"state = 'pending', updated_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) $1",
+						1, argtypes, values, NULL, false);
+	egress_worker_catalog_end(&guard);
+	s->bf = NULL;
+	s->needs_sync = true;
+	if (chunk.s == s)
+	{
+		chunk.s = NULL;
+		chunk.phase = CHUNK_NONE;
+		chunk_reset();
+	}
+	cdc->catalog_moved = true;	/* the session starts over */
+}
+
+/*
  * Between rounds: move the backfill on.  Writing a watermark flushes WAL,
  * so the main loop decodes again at once; waiting for one is the normal
  * wait for WAL (the latch), never a loop of its own.
@@ -1236,6 +1382,11 @@ cdc_backfill_step(void)
 		if (s->bf->give_up && s->stop == CDC_STOP_NONE)
 		{
 			give_up(s);
+			return;
+		}
+		if (s->bf->restart && s->stop == CDC_STOP_NONE)
+		{
+			start_over(s);
 			return;
 		}
 		check_acked(s);
