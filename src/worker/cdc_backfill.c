@@ -195,6 +195,17 @@ static struct
 	BlockNumber blk_to;
 } chunk;
 
+/*
+ * The chunk's rows are rendered with the table's columns as of its read;
+ * they are sent at H.  A change of the table's definition decoded (or
+ * committed) between the read and H would have them sent after the new
+ * SCHEMA with the old columns: ddl_watch is set from the chunk's snapshot
+ * to H, and a relcache invalidation of the table meanwhile has the chunk
+ * read again (backfill_relcache_callback).
+ */
+static bool ddl_watch = false;
+static bool ddl_callback_registered = false;
+
 /* xids of decoded transactions that changed a backfilling table */
 static List *straggler_xids = NIL;
 static MemoryContext backfill_cxt = NULL;
@@ -339,6 +350,7 @@ chunk_reset(void)
 	chunk.end = false;
 	chunk.last = NULL;
 	chunk.retry = false;
+	ddl_watch = false;
 	chunk.truncated = false;
 	chunk.lmsg = chunk.hmsg = NULL;
 	ctl.keysize = sizeof(uint32);
@@ -1019,6 +1031,16 @@ straggler(Snapshot snap)
 	return found;
 }
 
+/* See ddl_watch: the table's definition changed while a chunk was out. */
+static void
+backfill_relcache_callback(Datum arg, Oid relid)
+{
+	if (!ddl_watch || chunk.s == NULL)
+		return;
+	if (!OidIsValid(relid) || relid == chunk.s->def->relid)
+		chunk.retry = true;
+}
+
 /*
  * L was decoded: read the chunk in a snapshot of its own (after the
  * straggler check), then write H.  The worker's xmin is held only here.
@@ -1062,6 +1084,12 @@ read_chunk(void)
 	}
 	PushActiveSnapshot(snap);
 	pgstat_report_activity(STATE_RUNNING, "LOG_BASED backfill chunk");
+	if (!ddl_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(backfill_relcache_callback, (Datum) 0);
+		ddl_callback_registered = true;
+	}
+	ddl_watch = true;			/* until the chunk is sent (see ddl_watch) */
 
 	memset(&spec, 0, sizeof(spec));
 	spec.nkey = b->nkey;
@@ -1172,11 +1200,15 @@ emit_chunk(void)
 	MemoryContext rowcxt;
 	MemoryContext oldcxt;
 
+	ddl_watch = false;
 	if (b->give_up || b->restart)
 		return;					/* cdc_backfill_step gives it up */
 	if (chunk.retry)
 	{
-		/* a change whose key was not in the WAL: read the chunk again */
+		/*
+		 * A change whose key was not in the WAL, or the table's definition
+		 * changed since the read: read the chunk again.
+		 */
 		ereport(DEBUG1,
 				(errmsg_internal("pg_egress stream \"%s\": chunk " INT64_FORMAT " is read again",
 								 s->def->name, chunk.chunk_no)));
