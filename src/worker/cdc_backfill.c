@@ -200,10 +200,13 @@ static struct
  * they are sent at H.  A change of the table's definition decoded (or
  * committed) between the read and H would have them sent after the new
  * SCHEMA with the old columns: ddl_watch is set from the chunk's snapshot
- * to H, and a relcache invalidation of the table meanwhile has the chunk
- * read again (backfill_relcache_callback).
+ * to H, and after a relcache invalidation of the table meanwhile
+ * (ddl_seen, backfill_relcache_callback) the chunk is read again if the
+ * table's columns differ from those of the read (ddl_colsig).
  */
 static bool ddl_watch = false;
+static bool ddl_seen = false;
+static char *ddl_colsig = NULL;	/* in chunk.cxt */
 static bool ddl_callback_registered = false;
 
 /* xids of decoded transactions that changed a backfilling table */
@@ -350,7 +353,8 @@ chunk_reset(void)
 	chunk.end = false;
 	chunk.last = NULL;
 	chunk.retry = false;
-	ddl_watch = false;
+	ddl_watch = ddl_seen = false;
+	ddl_colsig = NULL;
 	chunk.truncated = false;
 	chunk.lmsg = chunk.hmsg = NULL;
 	ctl.keysize = sizeof(uint32);
@@ -1038,7 +1042,36 @@ backfill_relcache_callback(Datum arg, Oid relid)
 	if (!ddl_watch || chunk.s == NULL)
 		return;
 	if (!OidIsValid(relid) || relid == chunk.s->def->relid)
-		chunk.retry = true;
+		ddl_seen = true;
+}
+
+/*
+ * The table's columns (name, type, typmod of each live one) as the current
+ * catalog has them, in the caller's context; NULL if it is gone.  In a
+ * transaction.
+ */
+static char *
+column_signature(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	StringInfoData sig;
+	TupleDesc	desc;
+
+	if (!RelationIsValid(rel))
+		return NULL;
+	desc = RelationGetDescr(rel);
+	initStringInfo(&sig);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		appendStringInfo(&sig, "%s/%u/%d,", quote_identifier(NameStr(att->attname)),
+						 att->atttypid, att->atttypmod);
+	}
+	RelationClose(rel);
+	return sig.data;
 }
 
 /*
@@ -1090,6 +1123,12 @@ read_chunk(void)
 		ddl_callback_registered = true;
 	}
 	ddl_watch = true;			/* until the chunk is sent (see ddl_watch) */
+	ddl_seen = false;
+	{
+		char	   *sig = column_signature(s->def->relid);
+
+		ddl_colsig = sig ? MemoryContextStrdup(chunk.cxt, sig) : NULL;
+	}
 
 	memset(&spec, 0, sizeof(spec));
 	spec.nkey = b->nkey;
@@ -1203,6 +1242,18 @@ emit_chunk(void)
 	ddl_watch = false;
 	if (b->give_up || b->restart)
 		return;					/* cdc_backfill_step gives it up */
+	if (ddl_seen && ddl_colsig != NULL && !chunk.retry)
+	{
+		char	   *sig;
+
+		/* the table's definition may have changed since the read */
+		cdc_start_catalog_transaction();
+		sig = column_signature(s->def->relid);
+		if (sig != NULL && strcmp(sig, ddl_colsig) != 0)
+			chunk.retry = true;
+		CommitTransactionCommand();
+		ddl_seen = false;
+	}
 	if (chunk.retry)
 	{
 		/*
