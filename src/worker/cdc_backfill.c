@@ -114,6 +114,17 @@ typedef struct CdcBackfill
 	/* writers of the table running at the start, still running */
 	VirtualTransactionId *writers;
 	int			nwriters;
+
+	/*
+	 * Keyed: the key the backfill started with, as "name/type/typmod/
+	 * collation" per column (key_signature); it is stored as the trailing
+	 * element of backfill_after, after the key's text values, so that a
+	 * resume after the key changed starts over instead of reading the old
+	 * key's progress with the new key.
+	 */
+	char	   *keysig;
+	uint32		storage;		/* keyed: relfilenodes when last read */
+	bool		restart;		/* keyed: the key changed: start over */
 	MemoryContext cxt;
 } CdcBackfill;
 
@@ -205,6 +216,20 @@ static struct
 #define WAIT_MAX_MS		100
 static bool waiting = false;
 static long wait_ms = WAIT_MIN_MS;
+
+/*
+ * The chunk's rows are rendered with the table's columns as of its read;
+ * they are sent at H.  A change of the table's definition decoded (or
+ * committed) between the read and H would have them sent after the new
+ * SCHEMA with the old columns: ddl_watch is set from the chunk's snapshot
+ * to H, and after a relcache invalidation of the table meanwhile
+ * (ddl_seen, backfill_relcache_callback) the chunk is read again if the
+ * table's columns differ from those of the read (ddl_colsig).
+ */
+static bool ddl_watch = false;
+static bool ddl_seen = false;
+static char *ddl_colsig = NULL;	/* in chunk.cxt */
+static bool ddl_callback_registered = false;
 
 /* xids of decoded transactions that changed a backfilling table */
 static List *straggler_xids = NIL;
@@ -350,6 +375,8 @@ chunk_reset(void)
 	chunk.end = false;
 	chunk.last = NULL;
 	chunk.retry = false;
+	ddl_watch = ddl_seen = false;
+	ddl_colsig = NULL;
 	chunk.truncated = false;
 	chunk.lmsg = chunk.hmsg = NULL;
 	ctl.keysize = sizeof(uint32);
@@ -698,6 +725,69 @@ writers_done(CdcStream *s)
 }
 
 /*
+ * Lock the stream's table (and, for a partitioned one, every partition, as
+ * the chunk's query will) in AccessShareLock before the chunk's snapshot
+ * is taken: a rewrite (ALTER TABLE ... TYPE, VACUUM FULL) that committed
+ * between a snapshot and the lock would leave the snapshot looking at new
+ * storage whose rows it cannot see.  Returns a hash of the relfilenodes,
+ * to tell that the storage changed since the previous chunk.
+ */
+static uint32
+lock_stream_tables(CdcStream *s)
+{
+	List	   *rels;
+	ListCell   *lc;
+	uint32		h = 0;
+
+	LockRelationOid(s->def->relid, AccessShareLock);
+	if (s->partitioned)
+		rels = find_all_inheritors(s->def->relid, AccessShareLock, NULL);
+	else
+		rels = list_make1_oid(s->def->relid);
+	foreach(lc, rels)
+	{
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		h = hash_combine(h, ((Form_pg_class) GETSTRUCT(tup))->relfilenode);
+		ReleaseSysCache(tup);
+	}
+	list_free(rels);
+	return h;
+}
+
+/*
+ * The key's columns as the backfill reads them: "name/type/typmod/collation"
+ * per column, comma-separated, prefixed "key:" (never a key value: it is
+ * the trailing element of backfill_after).  In the caller's context.
+ */
+static char *
+key_signature(Oid relid)
+{
+	List	   *key = stream_key(relid);
+	ListCell   *lc;
+	StringInfoData sig;
+
+	initStringInfo(&sig);
+	appendStringInfoString(&sig, "key:");
+	foreach(lc, key)
+	{
+		const char *name = lfirst(lc);
+		AttrNumber	attnum = get_attnum(relid, name);
+		Oid			typid = InvalidOid;
+		int32		typmod = -1;
+		Oid			collid = InvalidOid;
+
+		if (attnum != InvalidAttrNumber)
+			get_atttypetypmodcoll(relid, attnum, &typid, &typmod, &collid);
+		appendStringInfo(&sig, "%s%s/%u/%d/%u", foreach_current_index(lc) > 0 ? "," : "",
+						 quote_identifier(name), typid, typmod, collid);
+	}
+	return sig.data;
+}
+
+/*
  * After the decoding context is open: start (or resume) the chunked
  * backfill of s.  A stream in state syncing with recorded progress and no
  * new request goes on after its last acknowledged chunk under the same
@@ -758,6 +848,11 @@ cdc_backfill_begin(CdcStream *s)
 	b->keycols = MemoryContextAllocZero(b->cxt, sizeof(char *) * Max(b->nkey, 1));
 	foreach(lc, key)
 		b->keycols[i++] = MemoryContextStrdup(b->cxt, lfirst(lc));
+	if (b->nkey > 0)
+	{
+		b->storage = lock_stream_tables(s);
+		b->keysig = MemoryContextStrdup(b->cxt, key_signature(s->def->relid));
+	}
 	if (b->nkey == 0)
 	{
 		Relation	rel = table_open(s->def->relid, AccessShareLock);
@@ -772,8 +867,14 @@ cdc_backfill_begin(CdcStream *s)
 	}
 	CommitTransactionCommand();
 
+	/* keyed progress: the key's values, then the key's signature */
 	resume = s->syncing && !s->resync && s->bf_nafter > 0 &&
-		(b->nkey == 0 ? s->bf_nafter == 2 : s->bf_nafter == b->nkey);
+		(b->nkey == 0 ? s->bf_nafter == 2 :
+		 s->bf_nafter == b->nkey + 1 && strcmp(s->bf_after[b->nkey], b->keysig) == 0);
+	if (!resume && b->nkey > 0 && s->syncing && !s->resync && s->bf_nafter > 0)
+		ereport(LOG,
+				(errmsg("pg_egress stream \"%s\": chunked backfill of %s starts over under a new version: its key changed since the progress was recorded",
+						s->def->name, s->def->relation)));
 	if (resume && b->nkey == 0)
 	{
 		uint32		blk = (uint32) strtoul(s->bf_after[0], NULL, 10);
@@ -948,11 +1049,13 @@ cdc_backfill_persist(CdcStream *s)
 	}
 	else if (b->nkey > 0 && b->acked_after != NULL)
 	{
-		Datum	   *elems = palloc(sizeof(Datum) * n);
+		Datum	   *elems = palloc(sizeof(Datum) * (n + 1));
 
 		for (int i = 0; i < n; i++)
 			elems[i] = CStringGetTextDatum(b->acked_after[i]);
-		values[6] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+		/* the key the values belong to (see CdcBackfill.keysig) */
+		elems[n] = CStringGetTextDatum(b->keysig);
+		values[6] = PointerGetDatum(construct_array(elems, n + 1, TEXTOID, -1, false, TYPALIGN_INT));
 	}
 	else
 		nulls[6] = 'n';
@@ -1013,6 +1116,45 @@ straggler(Snapshot snap)
 	return found;
 }
 
+/* See ddl_watch: the table's definition changed while a chunk was out. */
+static void
+backfill_relcache_callback(Datum arg, Oid relid)
+{
+	if (!ddl_watch || chunk.s == NULL)
+		return;
+	if (!OidIsValid(relid) || relid == chunk.s->def->relid)
+		ddl_seen = true;
+}
+
+/*
+ * The table's columns (name, type, typmod of each live one) as the current
+ * catalog has them, in the caller's context; NULL if it is gone.  In a
+ * transaction.
+ */
+static char *
+column_signature(Oid relid)
+{
+	Relation	rel = RelationIdGetRelation(relid);
+	StringInfoData sig;
+	TupleDesc	desc;
+
+	if (!RelationIsValid(rel))
+		return NULL;
+	desc = RelationGetDescr(rel);
+	initStringInfo(&sig);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		appendStringInfo(&sig, "%s/%u/%d,", quote_identifier(NameStr(att->attname)),
+						 att->atttypid, att->atttypmod);
+	}
+	RelationClose(rel);
+	return sig.data;
+}
+
 /*
  * The backfill waits for other transactions (what, for pg_stat_activity),
  * or no longer (NULL).
@@ -1062,6 +1204,7 @@ read_chunk(void)
 	EgressChunkSpec spec;
 	Snapshot	snap;
 	bool		rewritten = false;
+	uint32		storage;
 	MemoryContext oldcxt;
 
 	{
@@ -1070,6 +1213,7 @@ read_chunk(void)
 
 		cdc_start_catalog_transaction();
 		XactIsoLevel = XACT_REPEATABLE_READ;
+		storage = lock_stream_tables(s);	/* before the snapshot */
 		snap = GetTransactionSnapshot();
 		xid = straggler(snap);
 		if (TransactionIdIsValid(xid))
@@ -1096,6 +1240,18 @@ read_chunk(void)
 	}
 	PushActiveSnapshot(snap);
 	pgstat_report_activity(STATE_RUNNING, "LOG_BASED backfill chunk");
+	if (!ddl_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(backfill_relcache_callback, (Datum) 0);
+		ddl_callback_registered = true;
+	}
+	ddl_watch = true;			/* until the chunk is sent (see ddl_watch) */
+	ddl_seen = false;
+	{
+		char	   *sig = column_signature(s->def->relid);
+
+		ddl_colsig = sig ? MemoryContextStrdup(chunk.cxt, sig) : NULL;
+	}
 
 	memset(&spec, 0, sizeof(spec));
 	spec.nkey = b->nkey;
@@ -1120,8 +1276,23 @@ read_chunk(void)
 		chunk.blk_to = spec.blk_to;
 		chunk.end = spec.blk_to >= nblocks;
 	}
+	if (b->nkey > 0)
+	{
+		/* after the lock: the key this backfill reads by is still the key */
+		char	   *sig = key_signature(s->def->relid);
+
+		if (strcmp(sig, b->keysig) != 0)
+		{
+			ereport(LOG,
+					(errmsg("pg_egress stream \"%s\": chunked backfill of %s starts over under a new version: its key changed (%s, was %s)",
+							s->def->name, s->def->relation, sig, b->keysig)));
+			b->restart = true;
+		}
+	}
 	if (rewritten)
 		b->give_up = true;
+	else if (b->restart)
+		;						/* cdc_backfill_step starts it over */
 	else
 	{
 		cdc_syncing_stream = s->def->id;
@@ -1133,6 +1304,17 @@ read_chunk(void)
 		{
 			chunk.end = spec.end;
 			chunk.last = spec.last;
+
+			/*
+			 * Nothing read from storage that changed since the previous
+			 * chunk: not the end of the table; read the chunk again.
+			 */
+			if (spec.rows == 0 && storage != b->storage)
+			{
+				chunk.end = false;
+				chunk.retry = true;
+			}
+			b->storage = storage;
 		}
 	}
 	PopActiveSnapshot();
@@ -1180,11 +1362,27 @@ emit_chunk(void)
 	MemoryContext rowcxt;
 	MemoryContext oldcxt;
 
-	if (b->give_up)
+	ddl_watch = false;
+	if (b->give_up || b->restart)
 		return;					/* cdc_backfill_step gives it up */
+	if (ddl_seen && ddl_colsig != NULL && !chunk.retry)
+	{
+		char	   *sig;
+
+		/* the table's definition may have changed since the read */
+		cdc_start_catalog_transaction();
+		sig = column_signature(s->def->relid);
+		if (sig != NULL && strcmp(sig, ddl_colsig) != 0)
+			chunk.retry = true;
+		CommitTransactionCommand();
+		ddl_seen = false;
+	}
 	if (chunk.retry)
 	{
-		/* a change whose key was not in the WAL: read the chunk again */
+		/*
+		 * A change whose key was not in the WAL, or the table's definition
+		 * changed since the read: read the chunk again.
+		 */
 		ereport(DEBUG1,
 				(errmsg_internal("pg_egress stream \"%s\": chunk " INT64_FORMAT " is read again",
 								 s->def->name, chunk.chunk_no)));
@@ -1343,6 +1541,37 @@ give_up(CdcStream *s)
 }
 
 /*
+ * The key of a keyed table changed during its backfill: its progress means
+ * nothing for the new key.  The backfill starts over from the beginning
+ * under a new version, as a resync does, in a new session.
+ */
+static void
+start_over(CdcStream *s)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(s->def->id)};
+
+	cdc_start_catalog_transaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	egress_catalog_enter(&guard);
+	egress_catalog_exec("UPDATE egress.stream_state SET backfill_after = NULL, resync = true, "
+						"state = 'pending', updated_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) $1",
+						1, argtypes, values, NULL, false);
+	egress_worker_catalog_end(&guard);
+	s->bf = NULL;
+	s->needs_sync = true;
+	if (chunk.s == s)
+	{
+		chunk.s = NULL;
+		chunk.phase = CHUNK_NONE;
+		chunk_reset();
+	}
+	cdc->catalog_moved = true;	/* the session starts over */
+}
+
+/*
  * Between rounds: move the backfill on.  Writing a watermark flushes WAL,
  * so the main loop decodes again at once; waiting for one is the normal
  * wait for WAL (the latch), never a loop of its own.
@@ -1359,6 +1588,11 @@ cdc_backfill_step(void)
 		if (s->bf->give_up && s->stop == CDC_STOP_NONE)
 		{
 			give_up(s);
+			return;
+		}
+		if (s->bf->restart && s->stop == CDC_STOP_NONE)
+		{
+			start_over(s);
 			return;
 		}
 		check_acked(s);
