@@ -94,6 +94,32 @@ for _ in $(seq 1 600); do
 	[ "$("${P[@]}" -Atc "SELECT bool_and(confirmed_lsn >= '$target') FROM egress_streams WHERE name IN ('c', 'cw', 'cf')")" = t ] && break
 	sleep 0.5
 done
+# a chunked LOG_BASED backfill (watermarks, window, chunk buffer spilled to
+# a file by a small logical_decoding_work_mem) with changes while it runs,
+# a resync of it, a parallel FULL_TABLE sync and a parallel export
+"${P[@]}" <<SQL
+SET logical_decoding_work_mem = '64kB';
+ALTER SYSTEM SET logical_decoding_work_mem = '64kB';
+SELECT pg_reload_conf();
+CREATE TABLE bf (id int PRIMARY KEY, v text, big text);
+INSERT INTO bf SELECT g, 'v' || g, repeat(md5(g::text), 20) FROM generate_series(1, 3000) g;
+SELECT egress_add_stream('bf', 'bf', 'LOG_BASED', 'local', options => '{"chunk_rows": 200}');
+SELECT egress_add_stream('tpar', 't', 'FULL_TABLE', 'local', options => '{"parallel": 2}');
+SQL
+for i in $(seq 1 20); do
+	"${P[@]}" -c "UPDATE bf SET v = 'w$i' WHERE id % 97 = $i; DELETE FROM bf WHERE id = $((i * 131)); INSERT INTO bf VALUES ($((5000 + i)), 'n', 'b')" >/dev/null
+done
+for _ in $(seq 1 600); do
+	[ "$("${P[@]}" -Atc "SELECT string_agg(state, ',' ORDER BY name) FROM egress_streams WHERE name IN ('bf', 'tpar')")" = streaming,synced ] && break
+	sleep 0.5
+done
+"${P[@]}" -c "SELECT egress_resync_stream('bf')" >/dev/null
+for _ in $(seq 1 600); do
+	[ "$("${P[@]}" -Atc "SELECT state = 'streaming' AND backfill_chunks > 1 FROM egress_streams WHERE name = 'bf'")" = t ] && break
+	sleep 0.5
+done
+"${P[@]}" -c "SELECT * FROM egress_export('SELECT * FROM t', 'file://$dir/export.txt', '', parallel => 2)" >/dev/null
+"${P[@]}" -c "ALTER SYSTEM RESET logical_decoding_work_mem" -c "SELECT pg_reload_conf()" >/dev/null
 # the HTTP sink (test receiver from test/http): gzip, headers, retries after
 # 503, a rejection (400), a FULL_TABLE and a LOG_BASED stream
 root=$(cd "$(dirname "$0")/.." && pwd)

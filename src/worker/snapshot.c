@@ -333,15 +333,14 @@ keys_setup(SnapshotWriter *w)
 }
 
 /*
- * pg_kinesis format: the row as an INSERT, handed to the sink as one
- * record whose partition key is the one the CDC worker gives the row's
- * changes (cdc_render.c): stream, then "|" and each key value.
+ * The row as one pg_kinesis INSERT record (lsn: the sync's consistent
+ * point); false when the renderer leaves it out.  Shared by the one-snapshot
+ * sync and the chunks of a chunked backfill.
  */
-static void
-pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
+static bool
+pgk_render_row(SnapshotWriter *w, TupleTableSlot *slot, StringInfo out)
 {
 	EgressChange ch = {0};
-	StringInfoData rec;
 
 	ch.action = EGRESS_CHANGE_INSERT;
 	ch.relid = w->def->relid;
@@ -356,9 +355,22 @@ pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
 			ch.columns[i].value = OidOutputFunctionCall(w->pgkout[i],
 														slot->tts_values[i]);
 	}
+	return egress_pg_kinesis_render(out, &ch, w->pgk_schema, w->pgk_table,
+									w->pgkcols, w->st->ncolumns, w->lsn, w->pgk_time);
+}
+
+/*
+ * pg_kinesis format: the row as an INSERT, handed to the sink as one
+ * record whose partition key is the one the CDC worker gives the row's
+ * changes (cdc_render.c): stream, then "|" and each key value.
+ */
+static void
+pgk_write_row(SnapshotWriter *w, TupleTableSlot *slot)
+{
+	StringInfoData rec;
+
 	initStringInfo(&rec);
-	if (!egress_pg_kinesis_render(&rec, &ch, w->pgk_schema, w->pgk_table,
-								  w->pgkcols, w->st->ncolumns, w->lsn, w->pgk_time))
+	if (!pgk_render_row(w, slot, &rec))
 		return;
 	w->sink->ops->write_record(w->sink, rec.data, rec.len,
 							   row_partition_key(w, slot));
@@ -805,29 +817,6 @@ egress_chunk_key_append(StringInfo buf, const char *value)
 	appendStringInfo(buf, "%d:%s", (int) strlen(value), value);
 }
 
-/* The row as one pg_kinesis INSERT record, as pgk_write_row renders it. */
-static bool
-chunk_render_pgk(SnapshotWriter *w, TupleTableSlot *slot, StringInfo out)
-{
-	EgressChange ch = {0};
-
-	ch.action = EGRESS_CHANGE_INSERT;
-	ch.relid = w->def->relid;
-	ch.ncolumns = w->st->ncolumns;
-	ch.columns = palloc0(sizeof(EgressChangeColumn) * Max(ch.ncolumns, 1));
-	for (int i = 0; i < ch.ncolumns; i++)
-	{
-		ch.columns[i].name = w->st->columns[i].name;
-		ch.columns[i].isnull = slot->tts_isnull[i];
-		ch.columns[i].raw_text = true;
-		if (!slot->tts_isnull[i])
-			ch.columns[i].value = OidOutputFunctionCall(w->pgkout[i],
-														slot->tts_values[i]);
-	}
-	return egress_pg_kinesis_render(out, &ch, w->pgk_schema, w->pgk_table,
-									w->pgkcols, w->st->ncolumns, w->lsn, w->pgk_time);
-}
-
 static bool
 chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 {
@@ -861,7 +850,7 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	}
 	if (w->pgk)
 	{
-		if (!chunk_render_pgk(w, slot, &r->row))
+		if (!pgk_render_row(w, slot, &r->row))
 		{
 			MemoryContextSwitchTo(oldcxt);
 			return true;
