@@ -17,6 +17,8 @@ shared_preload_libraries = 'pg_egress'
 wal_level = logical
 pg_egress.naptime = '1s'
 pg_egress.flush_interval = '200ms'
+pg_egress.max_workers = 10
+max_worker_processes = 20
 CONF
 if "$B/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
 	echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'" >>"$dir/data/postgresql.conf"
