@@ -1,6 +1,6 @@
 # pg_egress — PGXS build
 EXTENSION = pg_egress aws_s3
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 MODULE_big = pg_egress
 
 OBJS = \
@@ -50,7 +50,7 @@ OBJS = \
 	src/net/backoff.o \
 	src/net/curl_wait.o
 
-DATA = sql/pg_egress--$(EXTVERSION).sql sql/aws_s3--1.0.sql
+DATA = $(wildcard sql/pg_egress--*.sql) sql/aws_s3--1.0.sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"
 
 SHLIB_LINK = -lcurl -lz
@@ -61,7 +61,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
 REGRESS = catalog types discover patterns export publication sink_options
-REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_regress \
+REGRESS_OPTS = --inputdir=test --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 
 PG_CONFIG ?= pg_config

@@ -17,6 +17,24 @@ export TESTDIR="${TESTDIR:-$root}"
 export PG_REGRESS="${PG_REGRESS:-$pgsrc/src/test/regress/pg_regress}"
 
 cd "$root"
-[ $# -gt 0 ] || set -- test/t/*.pl
 rm -rf "$TESTDIR/tmp_check"
-exec prove --timer -I "$pgsrc/src/test/perl" -I test/lib "$@"
+prove_cmd=(prove --timer -I "$pgsrc/src/test/perl" -I test/lib)
+[ $# -eq 0 ] || exec "${prove_cmd[@]}" "$@"
+
+# The whole suite: two files at a time (each makes its own clusters and
+# servers on free ports), the longest first so that the two lanes end
+# together.  Files that measure how fast the
+# workers react to an interrupt or a timer run alone afterwards, so that a
+# loaded machine cannot make them fail.
+jobs=${EGRESS_TAP_JOBS:-2}
+alone=(test/t/023_http_interrupt.pl test/t/034_s3_interrupt.pl test/t/105_heartbeat.pl)
+long=(test/t/075_cdc_soak.pl test/t/093_review3_operator.pl test/t/100_backfill_chunks.pl
+	test/t/080_kinesis.pl test/t/076_cdc_10m_txn.pl test/t/101_backfill_load.pl)
+together=("${long[@]}")
+for f in test/t/*.pl; do
+	case " ${alone[*]} ${long[*]} " in *" $f "*) ;; *) together+=("$f") ;; esac
+done
+rc=0
+"${prove_cmd[@]}" -j"$jobs" "${together[@]}" || rc=1
+"${prove_cmd[@]}" "${alone[@]}" || rc=1
+exit $rc

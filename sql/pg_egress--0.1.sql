@@ -53,14 +53,7 @@ CREATE TABLE egress.stream_state (
 	last_error_at timestamptz,
 	sync_started_at timestamptz,
 	sync_finished_at timestamptz,
-	updated_at	timestamptz NOT NULL DEFAULT now(),
-	-- LOG_BASED chunked backfill (chunk_rows > 0): the key of the last chunk
-	-- the destination acknowledged (text of the key columns in key order;
-	-- for a table without a key: next block and relfilenode), NULL = from
-	-- the start, '{}' = given up for the one-transaction sync
-	backfill_after text[],
-	backfill_chunks bigint NOT NULL DEFAULT 0,
-	backfill_rows bigint NOT NULL DEFAULT 0
+	updated_at	timestamptz NOT NULL DEFAULT now()
 );
 
 -- Rules of egress_add_streams(..., options => '{"follow_new_tables": true}'):
@@ -85,14 +78,6 @@ CREATE TABLE egress.dropped_slot (
 REVOKE ALL ON ALL TABLES IN SCHEMA egress FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA egress FROM PUBLIC;
 
--- Destinations hold secrets (header tokens, credentials in URLs).  Row
--- security with no policy hides every row from every role that is subject
--- to it, pg_read_all_data included (it bypasses GRANTs, not policies); the
--- functions and the workers read the table as a superuser, the
--- egress_streams view as its owner (the superuser who created the
--- extension).
-ALTER TABLE egress.destination ENABLE ROW LEVEL SECURITY;
-
 -- Live figures of running workers, from shared memory.
 CREATE FUNCTION egress_stream_activity(
 	OUT stream_id integer,
@@ -107,10 +92,6 @@ CREATE FUNCTION egress_stream_activity(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'egress_stream_activity'
 LANGUAGE C STRICT VOLATILE;
--- It shows every role's streams.  A view checks EXECUTE on the functions it
--- calls as the role that reads the view: roles that read egress_streams are
--- granted both.
-REVOKE ALL ON FUNCTION egress_stream_activity() FROM PUBLIC;
 
 CREATE FUNCTION egress_add_destination(
 	name text,
@@ -199,11 +180,7 @@ LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 CREATE FUNCTION egress_preview_record_via_text(value anyelement) RETURNS json AS 'MODULE_PATHNAME', 'egress_preview_record_via_text' LANGUAGE C STABLE STRICT;
 
--- security_barrier: the membership qual is evaluated before any function
--- of the caller's WHERE clause, which could otherwise see (and leak) the
--- rows of other roles' streams: names, bookmarks (key values), options,
--- last_error.
-CREATE VIEW egress_streams WITH (security_barrier) AS
+CREATE VIEW egress_streams AS
 SELECT s.name,
 	   s.relation,
 	   s.method,
@@ -232,22 +209,18 @@ SELECT s.name,
 	   st.sync_finished_at,
 	   a.pid AS worker_pid,
 	   s.owner,
-	   s.options,
-	   st.backfill_chunks,
-	   st.backfill_rows
+	   s.options
   FROM egress.stream s
   JOIN egress.stream_state st ON st.stream_id = s.id
   JOIN egress.destination d ON d.name = s.destination
   LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
- -- a role sees the streams of the roles it is a member of (superusers: all);
- -- qualified, since pg_catalog has no pg_has_role(regrole, text) and one in
- -- the installing search_path would otherwise match better
- WHERE pg_catalog.pg_has_role(s.owner, 'MEMBER');
+ -- a role sees the streams of the roles it is a member of (superusers: all)
+ WHERE pg_has_role(s.owner, 'MEMBER');
 
-CREATE VIEW egress_stream_patterns WITH (security_barrier) AS
+CREATE VIEW egress_stream_patterns AS
 SELECT p.id, p.include, p.exclude, p.method, p.destination, p.options, p.owner, p.created_at
   FROM egress.stream_pattern p
- WHERE pg_catalog.pg_has_role(p.owner, 'MEMBER');
+ WHERE pg_has_role(p.owner, 'MEMBER');
 
 -- Administration is granted explicitly, by role.
 REVOKE ALL ON FUNCTION
@@ -291,18 +264,3 @@ RETURNS record
 AS 'MODULE_PATHNAME', 'egress_export'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION egress_export(text, text, text) FROM PUBLIC;
-
--- The same, read by "parallel" processes under one snapshot (docs/export.md);
--- a right of its own: it takes background workers.
-CREATE FUNCTION egress_export(
-	query text,
-	uri text,
-	options text,
-	parallel integer,
-	OUT rows_uploaded bigint,
-	OUT files_uploaded bigint,
-	OUT bytes_uploaded bigint)
-RETURNS record
-AS 'MODULE_PATHNAME', 'egress_export_parallel'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
-REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;

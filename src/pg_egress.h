@@ -12,7 +12,7 @@
 #include "storage/proc.h"
 #include "utils/jsonb.h"
 
-#define EGRESS_VERSION_STR "0.1"
+#define EGRESS_VERSION_STR "0.2"
 
 /* GUCs (guc.c) */
 extern char *egress_database;

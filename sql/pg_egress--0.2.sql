@@ -1,0 +1,308 @@
+/* pg_egress 0.2 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_egress" to load this file. \quit
+
+CREATE SCHEMA egress;
+REVOKE ALL ON SCHEMA egress FROM PUBLIC;
+
+-- Where batches go.  Written only through egress_add_destination().
+CREATE TABLE egress.destination (
+	name		text PRIMARY KEY,
+	kind		text NOT NULL CHECK (kind IN ('file', 'http', 's3', 'kinesis')),
+	location	text NOT NULL,
+	options		jsonb NOT NULL DEFAULT '{}',
+	owner		regrole NOT NULL,
+	-- the logical slot of its LOG_BASED streams, once one exists
+	slot_name	name,
+	slot_owned	boolean NOT NULL DEFAULT false,	-- created by pg_egress (dropped with the last stream)
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- What is read and how.  relid is an oid, not a dependency: dropping the
+-- table puts the stream into an error state instead of being refused.
+CREATE TABLE egress.stream (
+	id			serial PRIMARY KEY,
+	name		text NOT NULL UNIQUE,
+	relid		oid NOT NULL,
+	relation	text NOT NULL,		-- qualified name when added, for messages
+	method		text NOT NULL CHECK (method IN ('FULL_TABLE', 'INCREMENTAL', 'LOG_BASED')),
+	replication_key text,
+	destination	text NOT NULL REFERENCES egress.destination (name),
+	format		text NOT NULL DEFAULT 'singer',
+	options		jsonb NOT NULL DEFAULT '{}',
+	owner		regrole NOT NULL,
+	enabled		boolean NOT NULL DEFAULT true,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- Progress, written by the workers (the bookmark together with the figures).
+CREATE TABLE egress.stream_state (
+	stream_id	integer PRIMARY KEY REFERENCES egress.stream (id) ON DELETE CASCADE,
+	state		text NOT NULL DEFAULT 'pending'
+				CHECK (state IN ('pending', 'syncing', 'synced', 'streaming', 'error')),
+	resync		boolean NOT NULL DEFAULT true,
+	version		bigint,
+	bookmark	jsonb,
+	confirmed_lsn pg_lsn,		-- LOG_BASED: changes up to here are acknowledged
+	rows_sent	bigint NOT NULL DEFAULT 0,
+	bytes_sent	bigint NOT NULL DEFAULT 0,
+	batches_sent bigint NOT NULL DEFAULT 0,
+	attempts	integer NOT NULL DEFAULT 0,
+	last_error	text,
+	last_error_at timestamptz,
+	sync_started_at timestamptz,
+	sync_finished_at timestamptz,
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	-- LOG_BASED chunked backfill (chunk_rows > 0): the key of the last chunk
+	-- the destination acknowledged (text of the key columns in key order;
+	-- for a table without a key: next block and relfilenode), NULL = from
+	-- the start, '{}' = given up for the one-transaction sync
+	backfill_after text[],
+	backfill_chunks bigint NOT NULL DEFAULT 0,
+	backfill_rows bigint NOT NULL DEFAULT 0
+);
+
+-- Rules of egress_add_streams(..., options => '{"follow_new_tables": true}'):
+-- tables created later that match get a stream (event trigger below).
+CREATE TABLE egress.stream_pattern (
+	id			serial PRIMARY KEY,
+	include		text NOT NULL,
+	exclude		text,
+	method		text NOT NULL CHECK (method IN ('FULL_TABLE', 'LOG_BASED')),
+	destination	text NOT NULL REFERENCES egress.destination (name) ON DELETE CASCADE,
+	options		jsonb NOT NULL DEFAULT '{}',	-- of each stream added
+	owner		regrole NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- Slots of removed destinations, for the database worker to drop after
+-- commit (dropping a slot cannot be rolled back).
+CREATE TABLE egress.dropped_slot (
+	slot_name	name PRIMARY KEY
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA egress FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA egress FROM PUBLIC;
+
+-- Destinations hold secrets (header tokens, credentials in URLs).  Row
+-- security with no policy hides every row from every role that is subject
+-- to it, pg_read_all_data included (it bypasses GRANTs, not policies); the
+-- functions and the workers read the table as a superuser, the
+-- egress_streams view as its owner (the superuser who created the
+-- extension).
+ALTER TABLE egress.destination ENABLE ROW LEVEL SECURITY;
+
+-- Live figures of running workers, from shared memory.
+CREATE FUNCTION egress_stream_activity(
+	OUT stream_id integer,
+	OUT pid integer,
+	OUT phase text,
+	OUT rows_sent bigint,
+	OUT bytes_sent bigint,
+	OUT batches_sent bigint,
+	OUT started_at timestamptz,
+	OUT lag_bytes bigint,
+	OUT confirmed_lsn pg_lsn)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'egress_stream_activity'
+LANGUAGE C STRICT VOLATILE;
+-- It shows every role's streams.  A view checks EXECUTE on the functions it
+-- calls as the role that reads the view: roles that read egress_streams are
+-- granted both.
+REVOKE ALL ON FUNCTION egress_stream_activity() FROM PUBLIC;
+
+CREATE FUNCTION egress_add_destination(
+	name text,
+	url text,
+	options jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_add_destination'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_remove_destination(
+	name text,
+	cascade boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_remove_destination'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_add_stream(
+	name text,
+	relation regclass,
+	method text,
+	destination text,
+	replication_key text DEFAULT NULL,
+	options jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_add_stream'
+LANGUAGE C VOLATILE;
+
+-- One stream per table matching psql-style patterns; returns their names.
+CREATE FUNCTION egress_add_streams(
+	include text,
+	exclude text DEFAULT NULL,
+	method text DEFAULT NULL,
+	destination text DEFAULT NULL,
+	options jsonb DEFAULT '{}')
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'egress_add_streams'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_remove_stream_pattern(id integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_remove_stream_pattern'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_remove_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_remove_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_pause_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_pause_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_resume_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_resume_stream'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION egress_resync_stream(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_resync_stream'
+LANGUAGE C VOLATILE;
+
+-- INCREMENTAL streams: a run now; FULL_TABLE streams: a resync.
+CREATE FUNCTION egress_sync_now(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_sync_now'
+LANGUAGE C VOLATILE;
+
+-- The Singer catalog (as "tap-postgres --discover" prints it) of what the
+-- caller may read.
+CREATE FUNCTION egress_discover(schemas text[] DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'egress_discover'
+LANGUAGE C STABLE;
+
+CREATE FUNCTION egress_preview_schema(relation regclass)
+RETURNS json
+AS 'MODULE_PATHNAME', 'egress_preview_schema'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION egress_preview_record(value anyelement)
+RETURNS json
+AS 'MODULE_PATHNAME', 'egress_preview_record'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION egress_preview_record_via_text(value anyelement) RETURNS json AS 'MODULE_PATHNAME', 'egress_preview_record_via_text' LANGUAGE C STABLE STRICT;
+
+-- security_barrier: the membership qual is evaluated before any function
+-- of the caller's WHERE clause, which could otherwise see (and leak) the
+-- rows of other roles' streams: names, bookmarks (key values), options,
+-- last_error.
+CREATE VIEW egress_streams WITH (security_barrier) AS
+SELECT s.name,
+	   s.relation,
+	   s.method,
+	   s.destination,
+	   CASE WHEN NOT s.enabled THEN 'paused'
+			WHEN a.phase IN ('reading', 'syncing') THEN 'syncing'
+			-- the destination fails; the batch is being sent again
+			WHEN a.phase = 'retrying' THEN 'retrying'
+			WHEN st.state = 'syncing' AND a.pid IS NULL THEN 'pending'
+			ELSE st.state END AS state,
+	   st.version,
+	   coalesce(a.rows_sent, st.rows_sent) AS rows_sent,
+	   coalesce(a.bytes_sent, st.bytes_sent) AS bytes_sent,
+	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
+	   st.bookmark,
+	   coalesce(a.confirmed_lsn, st.confirmed_lsn) AS confirmed_lsn,
+	   -- WAL the slot holds, also while no worker serves it
+	   coalesce(a.lag_bytes,
+				(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), r.restart_lsn)::bigint
+				   FROM pg_catalog.pg_replication_slots r
+				  WHERE s.method = 'LOG_BASED' AND r.slot_name = d.slot_name)) AS lag_bytes,
+	   d.slot_name,
+	   st.last_error,
+	   st.last_error_at,
+	   coalesce(a.started_at, st.sync_started_at) AS sync_started_at,
+	   st.sync_finished_at,
+	   a.pid AS worker_pid,
+	   s.owner,
+	   s.options,
+	   st.backfill_chunks,
+	   st.backfill_rows
+  FROM egress.stream s
+  JOIN egress.stream_state st ON st.stream_id = s.id
+  JOIN egress.destination d ON d.name = s.destination
+  LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
+ -- a role sees the streams of the roles it is a member of (superusers: all);
+ -- qualified, since pg_catalog has no pg_has_role(regrole, text) and one in
+ -- the installing search_path would otherwise match better
+ WHERE pg_catalog.pg_has_role(s.owner, 'MEMBER');
+
+CREATE VIEW egress_stream_patterns WITH (security_barrier) AS
+SELECT p.id, p.include, p.exclude, p.method, p.destination, p.options, p.owner, p.created_at
+  FROM egress.stream_pattern p
+ WHERE pg_catalog.pg_has_role(p.owner, 'MEMBER');
+
+-- Administration is granted explicitly, by role.
+REVOKE ALL ON FUNCTION
+	egress_add_destination(text, text, jsonb),
+	egress_remove_destination(text, boolean),
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_remove_stream(text),
+	egress_pause_stream(text),
+	egress_resume_stream(text),
+	egress_resync_stream(text),
+	egress_sync_now(text),
+	egress_add_streams(text, text, text, text, jsonb),
+	egress_remove_stream_pattern(integer)
+FROM PUBLIC;
+REVOKE ALL ON egress_streams FROM PUBLIC;
+REVOKE ALL ON egress_stream_patterns FROM PUBLIC;
+
+-- Tables created later that match a stream pattern.  The function reads
+-- the catalog as the bootstrap superuser: any role may create tables.
+CREATE FUNCTION egress_follow_new_tables()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'egress_follow_new_tables'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION egress_follow_new_tables() FROM PUBLIC;
+
+CREATE EVENT TRIGGER egress_follow_new_tables ON ddl_command_end
+	WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+	EXECUTE FUNCTION egress_follow_new_tables();
+
+-- Exports: a query's result as COPY writes it, to a file or an S3 object,
+-- run in the caller's backend with the caller's privileges.  Uses the
+-- server's S3 credentials: granted explicitly, by role.
+CREATE FUNCTION egress_export(
+	query text,
+	uri text,
+	options text DEFAULT '',
+	OUT rows_uploaded bigint,
+	OUT files_uploaded bigint,
+	OUT bytes_uploaded bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'egress_export'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION egress_export(text, text, text) FROM PUBLIC;
+
+-- The same, read by "parallel" processes under one snapshot (docs/export.md);
+-- a right of its own: it takes background workers.
+CREATE FUNCTION egress_export(
+	query text,
+	uri text,
+	options text,
+	parallel integer,
+	OUT rows_uploaded bigint,
+	OUT files_uploaded bigint,
+	OUT bytes_uploaded bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'egress_export_parallel'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;
