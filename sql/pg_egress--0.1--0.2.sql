@@ -78,3 +78,17 @@ RETURNS record
 AS 'MODULE_PATHNAME', 'egress_export_parallel'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;
+
+-- == alter, egress_destinations, pg_egress_user ==
+
+
+-- == health checks (egress_check) ==
+
+
+-- == progress and lag ==
+
+
+-- == runtime and UX ==
+
+
+-- == end ==
