@@ -241,23 +241,23 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 					}
 					else if (v.type == jbvString)
 					{
-						Interval   *iv;
+						Interval	iv;
 						Interval	least;
 						Interval	most;
 
-						iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-																   CStringGetDatum(pnstrdup(v.val.string.val, v.val.string.len)),
-																   ObjectIdGetDatum(InvalidOid),
-																   Int32GetDatum(-1)));
+						/* not an interval: this message, naming the option */
+						ok = egress_parse_interval(pnstrdup(v.val.string.val, v.val.string.len),
+												   &iv);
 						memset(&least, 0, sizeof(least));
 						least.time = 100 * INT64CONST(1000);
 						memset(&most, 0, sizeof(most));
 						most.day = 366;
-						ok = DatumGetBool(DirectFunctionCall2(interval_ge,
-															  IntervalPGetDatum(iv),
-															  IntervalPGetDatum(&least))) &&
+						ok = ok &&
+							DatumGetBool(DirectFunctionCall2(interval_ge,
+															 IntervalPGetDatum(&iv),
+															 IntervalPGetDatum(&least))) &&
 							DatumGetBool(DirectFunctionCall2(interval_le,
-															 IntervalPGetDatum(iv),
+															 IntervalPGetDatum(&iv),
 															 IntervalPGetDatum(&most)));
 					}
 					else
