@@ -80,6 +80,85 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;
 
 -- == alter, egress_destinations, pg_egress_user ==
+-- Change a destination in place: url NULL keeps the location; options is a
+-- patch (keys given replace theirs, a JSON null removes one).
+CREATE FUNCTION egress_alter_destination(
+	name text,
+	url text DEFAULT NULL,
+	options jsonb DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_alter_destination'
+LANGUAGE C VOLATILE;
+
+-- Change a stream's options (a patch, as above).
+CREATE FUNCTION egress_alter_stream(
+	name text,
+	options jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_alter_stream'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION
+	egress_alter_destination(text, text, jsonb),
+	egress_alter_stream(text, jsonb)
+FROM PUBLIC;
+
+-- Destinations a role may use, without their secrets: header values and
+-- the user info and query string of a URL are masked.  security_barrier:
+-- the membership qual runs before any function of the caller's WHERE
+-- clause, which could otherwise see (and leak) other roles' rows; the view
+-- reads egress.destination (row security, no policy) as its owner.
+CREATE VIEW egress_destinations WITH (security_barrier) AS
+SELECT d.name,
+	   d.kind,
+	   pg_catalog.regexp_replace(
+		   pg_catalog.regexp_replace(d.location, '^([a-z0-9]+://)[^/?#@]*@', '\1***@'),
+		   '[?#].*$', '?***') AS location,
+	   CASE WHEN d.options OPERATOR(pg_catalog.?) 'headers'
+			THEN d.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('headers',
+				 (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '***'), '{}')
+					FROM pg_catalog.jsonb_each(d.options OPERATOR(pg_catalog.->) 'headers') h))
+			ELSE d.options END AS options,
+	   d.owner,
+	   d.slot_name,
+	   d.slot_owned,
+	   d.created_at
+  FROM egress.destination d
+ WHERE pg_catalog.pg_has_role(d.owner, 'MEMBER');
+REVOKE ALL ON egress_destinations FROM PUBLIC;
+
+-- pg_egress_user: what a pipeline owner needs, granted in one role.  It is
+-- a cluster-wide role: made by the first CREATE EXTENSION (or update) in
+-- any database, kept when the extension is dropped (docs/reference.md).
+-- Role names starting with "pg_" are reserved for PostgreSQL, which
+-- refuses them unless allow_system_table_mods is on (a superuser setting;
+-- this script runs as one): set for this transaction only.
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'pg_egress_user') THEN
+		PERFORM pg_catalog.set_config('allow_system_table_mods', 'on', true);
+		CREATE ROLE pg_egress_user NOLOGIN;
+		PERFORM pg_catalog.set_config('allow_system_table_mods', 'off', true);
+		COMMENT ON ROLE pg_egress_user IS 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations';
+	END IF;
+END
+$$;
+GRANT EXECUTE ON FUNCTION
+	egress_add_destination(text, text, jsonb),
+	egress_remove_destination(text, boolean),
+	egress_alter_destination(text, text, jsonb),
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_add_streams(text, text, text, text, jsonb),
+	egress_alter_stream(text, jsonb),
+	egress_remove_stream(text),
+	egress_remove_stream_pattern(integer),
+	egress_pause_stream(text),
+	egress_resume_stream(text),
+	egress_resync_stream(text),
+	egress_sync_now(text),
+	egress_stream_activity()
+TO pg_egress_user;
+GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO pg_egress_user;
 
 
 -- == health checks (egress_check) ==
