@@ -355,19 +355,15 @@ SELECT d.name,
  WHERE pg_catalog.pg_has_role(d.owner, 'MEMBER');
 REVOKE ALL ON egress_destinations FROM PUBLIC;
 
--- pg_egress_user: what a pipeline owner needs, granted in one role.  It is
--- a cluster-wide role: made by the first CREATE EXTENSION (or update) in
--- any database, kept when the extension is dropped (docs/reference.md).
--- Role names starting with "pg_" are reserved for PostgreSQL, which
--- refuses them unless allow_system_table_mods is on (a superuser setting;
--- this script runs as one): set for this transaction only.
+-- egress_user: what a pipeline owner needs, granted in one role.  It is a
+-- cluster-wide role: made by the first CREATE EXTENSION (or update) in any
+-- database, kept when the extension is dropped (docs/reference.md).  Not
+-- "pg_egress_user": PostgreSQL reserves role names starting with "pg_".
 DO $$
 BEGIN
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'pg_egress_user') THEN
-		PERFORM pg_catalog.set_config('allow_system_table_mods', 'on', true);
-		CREATE ROLE pg_egress_user NOLOGIN;
-		PERFORM pg_catalog.set_config('allow_system_table_mods', 'off', true);
-		COMMENT ON ROLE pg_egress_user IS 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations';
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'egress_user') THEN
+		CREATE ROLE egress_user NOLOGIN;
+		COMMENT ON ROLE egress_user IS 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations';
 	END IF;
 END
 $$;
@@ -385,8 +381,8 @@ GRANT EXECUTE ON FUNCTION
 	egress_resync_stream(text),
 	egress_sync_now(text),
 	egress_stream_activity()
-TO pg_egress_user;
-GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO pg_egress_user;
+TO egress_user;
+GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO egress_user;
 
 
 -- == health checks (egress_check) ==

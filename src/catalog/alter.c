@@ -133,6 +133,32 @@ option_changes(Jsonb *old, Jsonb *new, const char *key)
 	return strcmp(a, b) != 0;
 }
 
+/* The kind a URL's scheme names, NULL for none (egress_validate_destination says why). */
+static const char *
+url_kind(const char *url)
+{
+	static const char *const schemes[][2] = {
+		{"file://", "file"}, {"http://", "http"}, {"https://", "http"},
+		{"s3://", "s3"}, {"kinesis://", "kinesis"}
+	};
+
+	for (int i = 0; i < lengthof(schemes); i++)
+		if (pg_strncasecmp(url, schemes[i][0], strlen(schemes[i][0])) == 0)
+			return schemes[i][1];
+	return NULL;
+}
+
+static void
+refuse_kind_change(const char *name, const char *old_kind, const char *new_kind)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot change the kind of destination \"%s\" from %s to %s",
+					name, old_kind, new_kind),
+			 errdetail("Its streams' batches, bookmarks and options belong to its kind."),
+			 errhint("Add a new destination with egress_add_destination(), and add the streams to it.")));
+}
+
 /*
  * Read the named row (sql: $1 = the name, first column the owner's oid),
  * check that the caller has its owner's privileges, then lock it and look
@@ -237,14 +263,12 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 		else
 			url = psprintf("%s://%s", old_kind, old_location);
 	}
+	/* the kind first: its message says more than an option's */
+	if (url_kind(url) != NULL && strcmp(url_kind(url), old_kind) != 0)
+		refuse_kind_change(name, old_kind, url_kind(url));
 	new_kind = egress_validate_destination(url, new_options, owner, &new_location);
 	if (strcmp(new_kind, old_kind) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot change destination \"%s\" from a %s destination to a %s destination",
-						name, old_kind, new_kind),
-				 errdetail("Its streams' batches, bookmarks and options belong to its kind."),
-				 errhint("Add a new destination with egress_add_destination(), and add the streams to it.")));
+		refuse_kind_change(name, old_kind, new_kind);
 	{
 		char	   *problem = egress_destination_use_problem(owner, new_kind, InvalidOid);
 
@@ -352,7 +376,7 @@ egress_alter_stream(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("stream option \"%s\" is only valid for %s streams",
 							opt, stream_method_options[i].method),
-					 errdetail("Stream \"%s\" is a %s stream.", name, method)));
+					 errdetail("Stream \"%s\" has method %s.", name, method)));
 	}
 	{
 		bool		fast_sync;
