@@ -173,7 +173,13 @@ SELECT egress_add_streams('public.alter_t', NULL, 'FULL_TABLE', 'alter_dir');
 SELECT egress_add_streams('public.alter_t', NULL, 'FULL_TABLE', 'alter_dir', '{"name_prefix": "second_"}');
 SELECT egress_add_streams('public.alter_t', NULL, 'FULL_TABLE', 'alter_dir', '{"name_prefix": "Bad-"}');
 SELECT egress_add_streams('public.alter_t', NULL, 'FULL_TABLE', 'alter_dir', '{"name_prefix": 1}');
+-- tables created later get the prefix too
+SELECT egress_add_streams('public.alter_new*', NULL, 'FULL_TABLE', 'alter_dir',
+	'{"name_prefix": "f_", "follow_new_tables": true}');
+CREATE TABLE public.alter_new1 (id int PRIMARY KEY);
+SELECT options FROM egress_stream_patterns;
 SELECT name FROM egress_streams ORDER BY 1;
+DROP TABLE public.alter_new1;
 
 -- clean up; DROP EXTENSION leaves egress_user
 SELECT egress_remove_destination('alter_web', cascade => true);
