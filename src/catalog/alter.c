@@ -43,6 +43,7 @@
 #include "utils/lsyscache.h"
 
 #include "catalog/catalog.h"
+#include "catalog/publication.h"
 #include "catalog/sqlfuncs.h"
 #include "pg_egress.h"
 
@@ -213,7 +214,6 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	bool		isnull;
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, JSONBOID};
 	Datum		values[3];
-	static const char *const fixed[] = {"slot_name", "decoder"};
 
 	require_arg(fcinfo, 0, "name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -238,15 +238,31 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 												   SPI_tuptable->tupdesc, 4, &isnull));
 	new_options = patch ? apply_patch(old_options, patch) : old_options;
 
-	/* the slot keeps the LOG_BASED streams' place: it stays */
-	for (int i = 0; i < lengthof(fixed); i++)
-		if (option_changes(old_options, new_options, fixed[i]))
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("destination option \"%s\" of destination \"%s\" cannot be changed",
-							fixed[i], name),
-					 errdetail("The destination's replication slot and decoder hold the place of its LOG_BASED streams in the write-ahead log."),
-					 errhint("Add a new destination with the option, and move the streams to it.")));
+	/*
+	 * The slot keeps the LOG_BASED streams' place: it stays, and so does the
+	 * decoder that reads it (compared as they take effect: the default
+	 * written out is no change).
+	 */
+	{
+		const char *keys[2] = {"slot_name", "decoder"};
+		const char *was[2];
+		const char *now[2];
+
+		was[0] = egress_jsonb_get_string(old_options, "slot_name");
+		now[0] = egress_jsonb_get_string(new_options, "slot_name");
+		was[0] = was[0] ? was[0] : psprintf("pg_egress_%s", name);
+		now[0] = now[0] ? now[0] : psprintf("pg_egress_%s", name);
+		was[1] = egress_destination_decoder(old_options);
+		now[1] = egress_destination_decoder(new_options);
+		for (int i = 0; i < lengthof(keys); i++)
+			if (strcmp(was[i], now[i]) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("destination option \"%s\" of destination \"%s\" cannot be changed",
+								keys[i], name),
+						 errdetail("The destination's replication slot and decoder hold the place of its LOG_BASED streams in the write-ahead log."),
+						 errhint("Add a new destination with the option, and move the streams to it.")));
+	}
 
 	/*
 	 * Validated as egress_add_destination() validates, as the destination's

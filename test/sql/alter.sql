@@ -52,6 +52,11 @@ SELECT egress_alter_destination('alter_web', options => '{"verify": false}');
 SELECT egress_alter_destination('alter_web', options => '{"ca_file": "/etc/passwd"}');
 SELECT egress_alter_destination('alter_web', options => '{"slot_name": "someone_elses"}');
 SELECT egress_alter_destination('alter_web', options => '{"decoder": "wal2json"}');
+-- the defaults written out are no change
+SELECT egress_alter_destination('alter_web', options => '{"decoder": "pgoutput"}');
+-- naming the slot (even its default name) needs REPLICATION, as at add time
+SELECT egress_alter_destination('alter_web', options => '{"slot_name": "pg_egress_alter_web"}');
+SELECT egress_alter_destination('alter_web', options => '{"decoder": null, "slot_name": null}');
 SELECT egress_alter_destination('alter_web', options => '[1]');
 SELECT egress_alter_destination('alter_web', url => 'ftp://example.com/');
 SELECT egress_alter_destination('alter_web', url => 'http://user:pw@/x');
