@@ -104,16 +104,20 @@ REVOKE ALL ON FUNCTION
 FROM PUBLIC;
 
 -- Destinations a role may use, without their secrets: header values and
--- the user info and query string of a URL are masked.  security_barrier:
+-- an HTTP URL's user info, path and query are masked.  security_barrier:
 -- the membership qual runs before any function of the caller's WHERE
 -- clause, which could otherwise see (and leak) other roles' rows; the view
 -- reads egress.destination (row security, no policy) as its owner.
 CREATE VIEW egress_destinations WITH (security_barrier) AS
 SELECT d.name,
 	   d.kind,
-	   pg_catalog.regexp_replace(
-		   pg_catalog.regexp_replace(d.location, '^([a-z0-9]+://)[^/?#@]*@', '\1***@'),
-		   '[?#].*$', '?***') AS location,
+	   -- an HTTP URL as error messages show it: no user info, path or query
+	   -- (webhook tokens are often paths)
+	   CASE WHEN d.kind OPERATOR(pg_catalog.<>) 'http' THEN d.location
+			ELSE pg_catalog.regexp_replace(d.location, '^([A-Za-z]+://)([^/?#@]*@)?([^/?#]*).*$', '\1\3')
+				 OPERATOR(pg_catalog.||)
+				 CASE WHEN d.location OPERATOR(pg_catalog.~) '^[A-Za-z]+://[^/?#]*/?$' THEN '/' ELSE '/***' END
+	   END AS location,
 	   CASE WHEN d.options OPERATOR(pg_catalog.?) 'headers'
 			THEN d.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('headers',
 				 (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '***'), '{}')
