@@ -8,13 +8,20 @@
 # - an INCREMENTAL stream's interval changed from an hour to 0.2 s runs it
 #   again without egress_sync_now;
 # - an alter refused (another role, a forbidden host, a changed kind) or
-#   rolled back changes nothing the workers see.
+#   rolled back changes nothing the workers see;
+# - an HTTP destination's URL and token rotated while its LOG_BASED stream
+#   streams: every batch after the alter goes to the new URL with the new
+#   token, none of them with the old; the tokens appear in no server log.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use EgressTest;
+use EgressHttp;
+
+BAIL_OUT('npm packages of test/http are not installed (scripts/common.sh egress_npm_ci)')
+  unless EgressHttp::node_ready();
 
 my $node = create_node('alter', cdc => 1);
 my $dir_a = new_outdir($node, 'a');
@@ -114,5 +121,55 @@ is($node->safe_psql('postgres', q{SELECT location FROM egress_destinations WHERE
 	$dir_b, 'egress_destinations shows the new location');
 ($ret, $out, $err) = query_as($node, 'intruder', q{SELECT count(*) FROM egress_destinations});
 is($out, '0', 'another role sees none of the destinations');
+
+# ---- HTTP: URL and token rotated while streaming --------------------------
+my $rcv = EgressHttp->start($node);
+sql(q{
+CREATE TABLE h (id integer PRIMARY KEY);
+INSERT INTO h SELECT generate_series(1, 20);
+GRANT SELECT, INSERT ON h TO intruder;
+});
+# owned by a role that is not a superuser: the alter is checked as it
+my ($hret, $hout, $herr) = query_as($node, 'intruder',
+	'SELECT egress_add_destination(\'hd\', ' . sql_quote($rcv->url('/one'))
+	  . q{, '{"flush_interval": "100ms", "headers": {"Authorization": "Bearer old-S3CRET-1"}}');
+	  SELECT egress_add_stream('hs', 'h', 'LOG_BASED', 'hd');});
+is($herr, '', 'a non-superuser adds an HTTP destination and a LOG_BASED stream');
+wait_stream_state($node, 'hs', 'streaming');
+sql(q{INSERT INTO h SELECT generate_series(21, 40)});
+wait_caught_up($node, 'hs');
+my $version = stream_row($node, 'hs')->{version};
+
+# a host the owner may not send to: refused, also for a superuser, nothing changes
+($hret, $hout, $herr) = query_as($node, 'intruder',
+	q{SELECT egress_alter_destination('hd', url => 'http://169.254.169.254/latest/meta-data')});
+like($herr, qr/42501: destination host "169.254.169.254" is not allowed/, 'the owner may not point it at the metadata address');
+($hret, $hout, $herr) = $node->psql('postgres',
+	q{SELECT egress_alter_destination('hd', url => 'http://169.254.169.254/latest/meta-data')});
+like($herr, qr/destination host "169.254.169.254" is not allowed/, 'nor may a superuser, for a destination of that owner');
+
+($hret, $hout, $herr) = query_as($node, 'intruder',
+	q{SELECT egress_alter_destination('hd', url => } . sql_quote($rcv->url('/two'))
+	  . q{, options => '{"headers": {"Authorization": "Bearer new-S3CRET-2"}}');
+	  INSERT INTO h SELECT generate_series(41, 60);});
+is($herr, '', 'the owner rotates URL and token, and rows follow at once');
+wait_caught_up($node, 'hs');
+my @one = grep { $_->{path} eq '/one' } $rcv->requests;
+my @two = grep { $_->{path} eq '/two' } $rcv->requests;
+ok(@two > 0, 'batches arrive at the new URL');
+ok(!grep({ ($_->{headers}{authorization} // '') ne 'Bearer old-S3CRET-1' } @one), 'the old URL got the old token only');
+ok(!grep({ ($_->{headers}{authorization} // '') ne 'Bearer new-S3CRET-2' } @two), 'the new URL gets the new token only');
+my @ids;
+foreach my $b (grep { $_->{status} =~ /^2/ } @two)
+{
+	push @ids, map { $_->{record}{id} } grep { $_->{type} eq 'RECORD' }
+	  map { JSON::PP->new->decode($_) } split /\n/, $b->{body};
+}
+is_deeply([ sort { $a <=> $b } @ids ], [ 41 .. 60 ], 'every change after the alter at the new URL, once');
+is(stream_row($node, 'hs')->{version}, $version, 'no resync');
+# the test clusters log every statement (log_statement = all), secrets
+# included, as docs/reference.md warns: no other line may show them
+my @leaks = grep { /S3CRET/ && !/ LOG:  statement: / } split /\n/, slurp_file($node->logfile);
+is_deeply(\@leaks, [], 'no token in the server log but the logged statements');
 
 done_testing();
