@@ -140,6 +140,13 @@ BEGIN
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'egress_user') THEN
 		CREATE ROLE egress_user NOLOGIN;
 		COMMENT ON ROLE egress_user IS 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations';
+	ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles
+				   WHERE rolname OPERATOR(pg_catalog.=) 'egress_user'
+					 AND (rolsuper OR rolcanlogin OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN
+		-- not the role an earlier CREATE EXTENSION made: say so
+		RAISE WARNING 'role "egress_user" exists and has attributes pg_egress does not give it'
+			USING DETAIL = 'pg_egress grants its administration functions and views to this role, and so to every role that is a member of it.',
+				  HINT = 'Check the role before using it; pg_egress creates it NOLOGIN.';
 	END IF;
 END
 $$;

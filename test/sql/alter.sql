@@ -193,8 +193,11 @@ DROP TABLE public.alter_t;
 DROP ROLE alter_member, alter_owner, alter_other, alter_reader;
 DROP EXTENSION pg_egress;
 SELECT count(*) AS egress_user_kept FROM pg_roles WHERE rolname = 'egress_user';
--- created again only if missing
+-- created again only if missing; one with attributes of its own is used,
+-- with a warning
+ALTER ROLE egress_user LOGIN;
 CREATE EXTENSION pg_egress;
+ALTER ROLE egress_user NOLOGIN;
 SELECT count(*) FROM pg_roles WHERE rolname = 'egress_user';
 SELECT has_function_privilege('egress_user', 'egress_alter_stream(text, jsonb)', 'EXECUTE') AS granted_again;
 DROP EXTENSION pg_egress;
