@@ -17,7 +17,6 @@
 #include "replication/slot.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
-#include "utils/float.h"
 #include "utils/timestamp.h"
 #include "utils/numeric.h"
 
