@@ -308,6 +308,92 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;
 
 -- == alter, egress_destinations, pg_egress_user ==
+-- Change a destination in place: url NULL keeps the location; options is a
+-- patch (keys given replace theirs, a JSON null removes one).
+CREATE FUNCTION egress_alter_destination(
+	name text,
+	url text DEFAULT NULL,
+	options jsonb DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_alter_destination'
+LANGUAGE C VOLATILE;
+
+-- Change a stream's options (a patch, as above).
+CREATE FUNCTION egress_alter_stream(
+	name text,
+	options jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'egress_alter_stream'
+LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION
+	egress_alter_destination(text, text, jsonb),
+	egress_alter_stream(text, jsonb)
+FROM PUBLIC;
+
+-- Destinations a role may use, without their secrets: header values and
+-- an HTTP URL's user info, path and query are masked.  security_barrier:
+-- the membership qual runs before any function of the caller's WHERE
+-- clause, which could otherwise see (and leak) other roles' rows; the view
+-- reads egress.destination (row security, no policy) as its owner.
+CREATE VIEW egress_destinations WITH (security_barrier) AS
+SELECT d.name,
+	   d.kind,
+	   -- an HTTP URL as error messages show it: no user info, path or query
+	   -- (webhook tokens are often paths)
+	   CASE WHEN d.kind OPERATOR(pg_catalog.<>) 'http' THEN d.location
+			ELSE pg_catalog.regexp_replace(d.location, '^([A-Za-z]+://)([^/?#@]*@)?([^/?#]*).*$', '\1\3')
+				 OPERATOR(pg_catalog.||)
+				 CASE WHEN d.location OPERATOR(pg_catalog.~) '^[A-Za-z]+://[^/?#]*/?$' THEN '/' ELSE '/***' END
+	   END AS location,
+	   CASE WHEN d.options OPERATOR(pg_catalog.?) 'headers'
+			THEN d.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('headers',
+				 (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '***'), '{}')
+					FROM pg_catalog.jsonb_each(d.options OPERATOR(pg_catalog.->) 'headers') h))
+			ELSE d.options END AS options,
+	   d.owner,
+	   d.slot_name,
+	   d.slot_owned,
+	   d.created_at
+  FROM egress.destination d
+ WHERE pg_catalog.pg_has_role(d.owner, 'MEMBER');
+REVOKE ALL ON egress_destinations FROM PUBLIC;
+
+-- egress_user: what a pipeline owner needs, granted in one role.  It is a
+-- cluster-wide role: made by the first CREATE EXTENSION (or update) in any
+-- database, kept when the extension is dropped (docs/reference.md).  Not
+-- "pg_egress_user": PostgreSQL reserves role names starting with "pg_".
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'egress_user') THEN
+		CREATE ROLE egress_user NOLOGIN;
+		COMMENT ON ROLE egress_user IS 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations';
+	ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles
+				   WHERE rolname OPERATOR(pg_catalog.=) 'egress_user'
+					 AND (rolsuper OR rolcanlogin OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN
+		-- not the role an earlier CREATE EXTENSION made: say so
+		RAISE WARNING 'role "egress_user" exists and has attributes pg_egress does not give it'
+			USING DETAIL = 'pg_egress grants its administration functions and views to this role, and so to every role that is a member of it.',
+				  HINT = 'Check the role before using it; pg_egress creates it NOLOGIN.';
+	END IF;
+END
+$$;
+GRANT EXECUTE ON FUNCTION
+	egress_add_destination(text, text, jsonb),
+	egress_remove_destination(text, boolean),
+	egress_alter_destination(text, text, jsonb),
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_add_streams(text, text, text, text, jsonb),
+	egress_alter_stream(text, jsonb),
+	egress_remove_stream(text),
+	egress_remove_stream_pattern(integer),
+	egress_pause_stream(text),
+	egress_resume_stream(text),
+	egress_resync_stream(text),
+	egress_sync_now(text),
+	egress_stream_activity()
+TO egress_user;
+GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO egress_user;
 
 
 -- == health checks (egress_check) ==

@@ -107,6 +107,12 @@ extern bool egress_lock_stream_state(int32 stream_id);
 extern const char *egress_validate_destination(const char *url, Jsonb *options,
 											   Oid owner, char **location);
 
+/*
+ * sink/sink_options.c: s as an SQL interval, false (no error) when it is
+ * not one; the one duration grammar of every option.
+ */
+extern bool egress_parse_interval(const char *s, Interval *result);
+
 /* sync.c: the life of a worker that runs one stream once (sync.c, incremental.c) */
 struct EgressSink;
 extern void egress_run_stream_worker(Datum main_arg,

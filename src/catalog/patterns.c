@@ -243,13 +243,14 @@ matching_tables(const char *include, const char *exclude, Oid relid)
 }
 
 /*
- * The stream name of a table: "<schema>_<table>", lower case, other
- * characters as "_", at most MAX_NAME_LEN characters.
+ * The stream name of a table: "<prefix><schema>_<table>" (option
+ * "name_prefix", checked by check_name_prefix; NULL: none), lower case,
+ * other characters as "_", at most MAX_NAME_LEN characters.
  */
 static char *
-stream_name_for(const char *nspname, const char *relname)
+stream_name_for(const char *prefix, const char *nspname, const char *relname)
 {
-	char	   *name = psprintf("%s_%s", nspname, relname);
+	char	   *name = psprintf("%s%s_%s", prefix ? prefix : "", nspname, relname);
 	char	   *result;
 
 	for (char *c = name; *c; c++)
@@ -265,19 +266,55 @@ stream_name_for(const char *nspname, const char *relname)
 	return result;
 }
 
-/* options without follow_new_tables: what each stream gets */
+/* options without follow_new_tables and name_prefix: what each stream gets */
 static Jsonb *
 stream_options(Jsonb *options)
 {
 	Datum		d = DirectFunctionCall2(jsonb_delete, JsonbPGetDatum(options),
 										CStringGetTextDatum("follow_new_tables"));
 
+	d = DirectFunctionCall2(jsonb_delete, d, CStringGetTextDatum("name_prefix"));
 	return DatumGetJsonbP(d);
+}
+
+/*
+ * Option "name_prefix": NULL when absent, else a string of lower-case
+ * letters, digits and underscores that starts with a letter (what a stream
+ * name may start with), at most MAX_NAME_LEN / 2 characters.
+ */
+static char *
+check_name_prefix(Jsonb *options)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+	bool		ok;
+
+	k.type = jbvString;
+	k.val.string.val = "name_prefix";
+	k.val.string.len = strlen(k.val.string.val);
+	v = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &k);
+	if (v == NULL)
+		return NULL;
+	ok = v->type == jbvString && v->val.string.len > 0 &&
+		v->val.string.len <= MAX_NAME_LEN / 2 &&
+		v->val.string.val[0] >= 'a' && v->val.string.val[0] <= 'z';
+	for (int i = 0; ok && i < v->val.string.len; i++)
+	{
+		char		c = v->val.string.val[i];
+
+		ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream option \"name_prefix\" must be a string of 1 to %d lower-case letters, digits and underscores, starting with a letter",
+						MAX_NAME_LEN / 2)));
+	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
 /* Have two tables in the list the same stream name? */
 static void
-check_names_unique(List *tables)
+check_names_unique(List *tables, const char *prefix)
 {
 	ListCell   *a;
 	ListCell   *b;
@@ -285,13 +322,13 @@ check_names_unique(List *tables)
 	foreach(a, tables)
 	{
 		MatchedTable *ma = lfirst(a);
-		char	   *na = stream_name_for(ma->nspname, ma->relname);
+		char	   *na = stream_name_for(prefix, ma->nspname, ma->relname);
 
 		for_each_from(b, tables, foreach_current_index(a) + 1)
 		{
 			MatchedTable *mb = lfirst(b);
 
-			if (strcmp(na, stream_name_for(mb->nspname, mb->relname)) == 0)
+			if (strcmp(na, stream_name_for(prefix, mb->nspname, mb->relname)) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_DUPLICATE_OBJECT),
 						 errmsg("tables %s and %s would both be stream \"%s\"",
@@ -316,11 +353,23 @@ egress_add_streams(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	Datum	   *names;
 	int			n = 0;
+	char	   *prefix;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3) || PG_ARGISNULL(4))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("arguments \"include\", \"method\", \"destination\" and \"options\" must not be null")));
+	/* name the first argument that is null (calls are often positional) */
+	{
+		static const struct
+		{
+			int			argno;
+			const char *name;
+		}			required[] = {{0, "include"}, {2, "method"}, {3, "destination"}, {4, "options"}};
+
+		for (int i = 0; i < lengthof(required); i++)
+			if (PG_ARGISNULL(required[i].argno))
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("argument \"%s\" must not be null", required[i].name),
+						 errdetail("egress_add_streams() takes include, exclude, method, destination and options; only exclude may be null.")));
+	}
 	include = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!PG_ARGISNULL(1))
 		exclude = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -347,6 +396,7 @@ egress_add_streams(PG_FUNCTION_ARGS)
 		follow = v != NULL && v->val.boolean;
 	}
 	per_stream = stream_options(options);
+	prefix = check_name_prefix(options);
 
 	if (follow)
 	{
@@ -372,12 +422,12 @@ egress_add_streams(PG_FUNCTION_ARGS)
 	tables = matching_tables(include, exclude, InvalidOid);
 	SPI_finish();
 
-	check_names_unique(tables);
+	check_names_unique(tables, prefix);
 	names = palloc(sizeof(Datum) * Max(list_length(tables), 1));
 	foreach(lc, tables)
 	{
 		MatchedTable *m = lfirst(lc);
-		char	   *name = stream_name_for(m->nspname, m->relname);
+		char	   *name = stream_name_for(prefix, m->nspname, m->relname);
 
 		/* all or nothing: an ERROR here undoes the streams added before */
 		egress_add_stream_internal(name, m->relid, method, dest, NULL, per_stream, true);
@@ -404,7 +454,11 @@ egress_add_streams(PG_FUNCTION_ARGS)
 		nulls[1] = exclude ? ' ' : 'n';
 		values[2] = CStringGetTextDatum(pg_strcasecmp(method, "LOG_BASED") == 0 ? "LOG_BASED" : "FULL_TABLE");
 		values[3] = CStringGetTextDatum(dest);
-		values[4] = JsonbPGetDatum(per_stream);
+		/* the rule's streams get the same names: name_prefix is kept with it */
+		values[4] = prefix == NULL ? JsonbPGetDatum(per_stream) :
+			DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(per_stream),
+								DirectFunctionCall1(jsonb_in,
+													CStringGetDatum(psprintf("{\"name_prefix\": \"%s\"}", prefix))));
 		values[5] = ObjectIdGetDatum(guard.save_userid);
 		if (egress_catalog_exec("SELECT owner::pg_catalog.oid, kind FROM egress.destination "
 								"WHERE name OPERATOR(pg_catalog.=) $4 FOR SHARE",
@@ -512,7 +566,9 @@ follow_one(FollowRule *rule, MatchedTable *m)
 	ResourceOwner oldowner = CurrentResourceOwner;
 	Oid			save_userid;
 	int			save_sec;
-	char	   *name = stream_name_for(m->nspname, m->relname);
+	char	   *name = stream_name_for(egress_jsonb_get_string(rule->options, "name_prefix"),
+										   m->nspname, m->relname);
+	Jsonb	   *options = stream_options(rule->options);
 	int			nestlevel;
 
 	/*
@@ -546,7 +602,7 @@ follow_one(FollowRule *rule, MatchedTable *m)
 	{
 		SetUserIdAndSecContext(rule->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		egress_add_stream_internal(name, m->relid, rule->method, rule->dest, NULL,
-								   rule->options, true);
+								   options, true);
 		SetUserIdAndSecContext(save_userid, save_sec);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);

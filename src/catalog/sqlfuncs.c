@@ -241,23 +241,23 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 					}
 					else if (v.type == jbvString)
 					{
-						Interval   *iv;
+						Interval	iv;
 						Interval	least;
 						Interval	most;
 
-						iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-																   CStringGetDatum(pnstrdup(v.val.string.val, v.val.string.len)),
-																   ObjectIdGetDatum(InvalidOid),
-																   Int32GetDatum(-1)));
+						/* not an interval: this message, naming the option */
+						ok = egress_parse_interval(pnstrdup(v.val.string.val, v.val.string.len),
+												   &iv);
 						memset(&least, 0, sizeof(least));
 						least.time = 100 * INT64CONST(1000);
 						memset(&most, 0, sizeof(most));
 						most.day = 366;
-						ok = DatumGetBool(DirectFunctionCall2(interval_ge,
-															  IntervalPGetDatum(iv),
-															  IntervalPGetDatum(&least))) &&
+						ok = ok &&
+							DatumGetBool(DirectFunctionCall2(interval_ge,
+															 IntervalPGetDatum(&iv),
+															 IntervalPGetDatum(&least))) &&
 							DatumGetBool(DirectFunctionCall2(interval_le,
-															 IntervalPGetDatum(iv),
+															 IntervalPGetDatum(&iv),
 															 IntervalPGetDatum(&most)));
 					}
 					else
@@ -1245,7 +1245,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("INCREMENTAL streams need a replication key"),
-					 errhint("Pass replication_key => 'column'.")));
+					 errhint("Pass replication_key => 'column' to egress_add_stream(), or options => '{\"replication_key\": \"column\"}' to egress_add_streams().")));
 		check_replication_key(relid, qualified, replication_key);
 		check_key_types(relid, qualified, "INCREMENTAL");
 	}
@@ -1425,7 +1425,8 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 							1, argtypes, values, NULL, false) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("stream \"%s\" already exists", name)));
+				 errmsg("stream \"%s\" already exists", name),
+				 errhint("Choose another name; egress_add_streams() prefixes the names it makes with its option \"name_prefix\".")));
 
 	values[1] = ObjectIdGetDatum(relid);
 	values[2] = CStringGetTextDatum(qualified);
@@ -1637,4 +1638,15 @@ egress_sync_now(PG_FUNCTION_ARGS)
 
 	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), true, false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * A stream's options: every key known, every value of the right kind (the
+ * first check egress_add_stream() makes; egress_alter_stream() makes it
+ * too).
+ */
+void
+egress_validate_stream_options(Jsonb *options)
+{
+	validate_options(options, stream_options, lengthof(stream_options), "stream");
 }

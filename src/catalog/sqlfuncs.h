@@ -15,5 +15,6 @@ extern void egress_add_stream_internal(const char *name, Oid relid, const char *
 									   Jsonb *options, bool state_missing_ok);
 extern char *egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner);
 extern void egress_check_destination_use(EgressStreamDef *def);
+extern void egress_validate_stream_options(Jsonb *options);
 
 #endif							/* EGRESS_SQLFUNCS_H */

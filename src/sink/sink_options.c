@@ -16,8 +16,11 @@
 #include "lib/stringinfo.h"
 #include "replication/slot.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
 #include "utils/numeric.h"
 
+#include "pg_egress.h"
 #include "sink/sink_options.h"
 
 typedef enum SinkOptionType
@@ -76,40 +79,92 @@ static const SinkOptionSpec sink_options[] = {
 
 #define WHAT "destination"
 
+/*
+ * egress_parse_interval
+ *		s as an SQL interval ("30s", "1 second", "5 minutes", "00:01:30",
+ *		"PT30S", and a bare number, which SQL reads as seconds), without
+ *		raising an error: false when it is not one.  The grammar of the
+ *		interval type, so that every duration option reads exactly as the
+ *		database worker reads it in SQL (::interval).
+ */
+bool
+egress_parse_interval(const char *s, Interval *result)
+{
+	struct pg_itm_in itm;
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	char		workbuf[256];
+	int			nf;
+	int			dtype;
+	int			dterr;
+
+	memset(&itm, 0, sizeof(itm));
+	dterr = ParseDateTime(s, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &itm);
+	if (dterr == DTERR_BAD_FORMAT)
+		dterr = DecodeISO8601Interval(unconstify(char *, s), &dtype, &itm);
+	if (dterr != 0 || dtype != DTK_DELTA)
+		return false;
+	return itmin2interval(&itm, result) == 0;
+}
+
+/* An interval in milliseconds (a month is 30 days), or -1 outside 0 .. INT_MAX. */
+static long
+interval_ms(const Interval *iv)
+{
+	double		ms = (double) iv->time / 1000.0 +
+		((double) iv->day + (double) iv->month * DAYS_PER_MONTH) * (double) SECS_PER_DAY * 1000.0;
+
+	if (ms < 0 || ms > (double) INT_MAX)
+		return -1;
+	return (long) ms;
+}
+
 long
 egress_parse_duration_ms(const char *s)
 {
-	char	   *end;
-	double		v;
-	size_t		ndigits = strspn(s, "0123456789.");
+	Interval	iv;
 
-	/*
-	 * Plain decimal numbers only (no sign, exponent, hex, inf): the catalog
-	 * also reads these as SQL intervals.
-	 */
-	if (ndigits == 0 || s[ndigits - 1] == '.' ||
-		(strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.')))
+	if (!egress_parse_interval(s, &iv))
 		return -1;
-	errno = 0;
-	v = strtod(s, &end);
-	if (end != s + ndigits || errno != 0 || v < 0)
+	return interval_ms(&iv);
+}
+
+/*
+ * A duration option's value: a JSON number of seconds or a string
+ * egress_parse_duration_ms() reads.  -1 when it is neither (or too long).
+ */
+static long
+duration_value_ms(JsonbValue *v)
+{
+	if (v->type == jbvString)
+		return egress_parse_duration_ms(pnstrdup(v->val.string.val, v->val.string.len));
+	if (v->type == jbvNumeric)
+	{
+		double		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+															  NumericGetDatum(v->val.numeric)));
+
+		if (secs >= 0 && secs * 1000.0 <= (double) INT_MAX)
+			return (long) (secs * 1000.0);
+	}
+	return -1;
+}
+
+long
+egress_duration_option_ms(Jsonb *options, const char *key)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (options == NULL || !JB_ROOT_IS_OBJECT(options) || JB_ROOT_IS_SCALAR(options))
 		return -1;
-	while (*end == ' ')
-		end++;
-	if (*end == '\0' || strcmp(end, "s") == 0 || strcmp(end, "sec") == 0 ||
-		strcmp(end, "seconds") == 0)
-		v *= 1000;
-	else if (strcmp(end, "ms") == 0)
-		;
-	else if (strcmp(end, "min") == 0 || strcmp(end, "minutes") == 0)
-		v *= 60 * 1000;
-	else if (strcmp(end, "h") == 0 || strcmp(end, "hours") == 0)
-		v *= 3600 * 1000;
-	else
-		return -1;
-	if (v > (double) INT_MAX)
-		return -1;
-	return (long) v;
+	k.type = jbvString;
+	k.val.string.val = unconstify(char *, key);
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&options->root, JB_FOBJECT, &k);
+	return v == NULL ? -1 : duration_value_ms(v);
 }
 
 static bool
@@ -268,16 +323,13 @@ parse_value(const SinkOptionSpec *spec, const char *key, JsonbValue *v,
 			break;
 		case SOPT_DURATION:
 			{
-				long		ms = -1;
+				long		ms = duration_value_ms(v);
 
-				if (v->type == jbvString)
-					ms = egress_parse_duration_ms(pnstrdup(v->val.string.val,
-														   v->val.string.len));
 				if (ms <= 0)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("%s option \"%s\" must be a positive interval", WHAT, key),
-							 errhint("Write it as a string such as \"30s\", \"500ms\", \"5min\" or \"1h\".")));
+							 errmsg("%s option \"%s\" must be a positive interval of at most 24 days", WHAT, key),
+							 errhint("Give a number of seconds or an interval, such as 30, \"30s\", \"1 second\", \"500ms\" or \"5 minutes\".")));
 				*(long *) field = ms;
 			}
 			break;

@@ -10,11 +10,11 @@
  * common ones (slot, batches, flush, error retry, decoder); HTTP adds its
  * transport options, Kinesis its region, format and partition key.
  *
- * Durations have one grammar, egress_parse_duration_ms(): "30s", "500ms",
- * "2min", "1h" (also "sec", "seconds", "minutes", "hours", with or without
- * a space) or a plain number of seconds.  Every string it accepts is also
- * a valid SQL interval of the same length, since the database worker reads
- * error_retry_interval in SQL.
+ * Durations have one grammar, that of SQL intervals (as the stream option
+ * "interval" has): a JSON number of seconds, or a string such as "30s",
+ * "500ms", "1 second", "5 minutes", "00:01:30" or a bare number of seconds.
+ * The database worker reads error_retry_interval in SQL (::interval), the
+ * same grammar.
  *-------------------------------------------------------------------------
  */
 #ifndef EGRESS_SINK_OPTIONS_H
@@ -71,5 +71,8 @@ extern void egress_sink_options_parse(const char *kind, Jsonb *options,
 
 /* milliseconds, or -1 when s is not a duration (see above) */
 extern long egress_parse_duration_ms(const char *s);
+
+/* option key of options as a duration in milliseconds, -1 when unset or bad */
+extern long egress_duration_option_ms(Jsonb *options, const char *key);
 
 #endif							/* EGRESS_SINK_OPTIONS_H */

@@ -394,6 +394,13 @@ run_session(MemoryContext sessioncxt)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		/*
+		 * A configuration committed before this round's WAL (an altered
+		 * destination or stream) applies to all of it: a change committed
+		 * after egress_alter_destination() never goes to the old URL.
+		 */
+		if (cdc_config_changed())
+			break;
 		cdc_decode_round();
 
 		if (apply_stream_stops() || cdc_config_changed() || stop_dropped_streams())

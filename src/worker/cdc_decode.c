@@ -391,6 +391,16 @@ cdc_decode_round(void)
 	Assert(!TransactionIdIsValid(GetTopTransactionIdIfAny()));
 
 	/*
+	 * A configuration change (egress_alter_destination, ...) committed
+	 * before WAL up to end was flushed bumped config_gen first: none of
+	 * that WAL is decoded under the old configuration (the caller looks at
+	 * the configuration and comes back).
+	 */
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen)
+		return;
+
+	/*
 	 * Throw away what ordinary catalog work left in the caches since the
 	 * last round (stop_dropped_streams opens the streams' tables, the
 	 * re-read and a backfill chunk read them, the configuration and the

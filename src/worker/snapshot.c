@@ -129,8 +129,7 @@ egress_stream_batch_bytes(EgressStreamDef *def)
 int
 egress_dest_flush_interval_ms(Jsonb *dest_options)
 {
-	char	   *s = egress_jsonb_get_string(dest_options, "flush_interval");
-	long		v = s ? egress_parse_duration_ms(s) : -1;
+	long		v = egress_duration_option_ms(dest_options, "flush_interval");
 
 	return v > 0 ? (int) v : egress_flush_interval_ms;
 }

@@ -26,7 +26,7 @@ my $rcv = EgressHttp->start($node);
 my @bad = (
 	[ q{'http://'}, '{}', '22023', 'URL without a host' ],
 	[ q{'http://h/x'}, '{"gzip": "yes"}', '22023', 'gzip not a boolean' ],
-	[ q{'http://h/x'}, '{"timeout": 30}', '22023', 'timeout not an interval string' ],
+	[ q{'http://h/x'}, '{"timeout": 0}', '22023', 'timeout of zero seconds' ],
 	[ q{'http://h/x'}, '{"timeout": "30 fortnights"}', '22023', 'timeout with an unknown unit' ],
 	[ q{'http://h/x'}, '{"headers": ["a"]}', '22023', 'headers not an object' ],
 	[ q{'http://h/x'}, '{"headers": {"Authorization": 5}}', '22023', 'header value not a string' ],
