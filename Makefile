@@ -13,6 +13,7 @@ OBJS = \
 	src/catalog/discover.o \
 	src/catalog/patterns.o \
 	src/catalog/publication.o \
+	src/catalog/version.o \
 	src/decode/slot.o \
 	src/decode/change.o \
 	src/decode/pgoutput.o \
