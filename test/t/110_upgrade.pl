@@ -95,6 +95,37 @@ like($log, qr/stream "cdc_p": initial sync finished, 100 rows/,
 unlike($log, qr/chunked backfill/, 'no chunked backfill on the 0.1 catalog');
 unlike($log, qr/backfill_after|column .* does not exist/, 'no error about missing columns');
 
+# every function of 0.1's script runs on the 0.1 catalog (they call the 0.2
+# library)
+{
+	my $xdir = new_outdir($node, 'x');
+	sql(q{CREATE TABLE extra_a (id integer PRIMARY KEY); CREATE TABLE extra_b (id integer PRIMARY KEY);});
+	my @calls = (
+		q{SELECT egress_add_destination('dx', } . sql_quote(file_url($xdir)) . q{)},
+		q{SELECT array_length(egress_add_streams('public.extra_*', NULL, 'FULL_TABLE', 'dx', '{"follow_new_tables": true}'), 1)},
+		q{SELECT count(*) FROM egress_stream_patterns},
+		q{SELECT egress_remove_stream_pattern((SELECT max(id) FROM egress_stream_patterns))},
+		q{SELECT egress_pause_stream('inc')},
+		q{SELECT egress_resume_stream('inc')},
+		q{SELECT egress_sync_now('inc')},
+		q{SELECT egress_resync_stream('public_extra_a')},
+		q{SELECT egress_remove_stream('public_extra_a')},
+		q{SELECT egress_remove_destination('dx', cascade => true)},
+		q{SELECT egress_discover(ARRAY['public']) IS NOT NULL},
+		q{SELECT egress_preview_schema('full_t') IS NOT NULL},
+		q{SELECT egress_preview_record(f) IS NOT NULL FROM full_t f WHERE id = 1},
+		q{SELECT egress_preview_record_via_text(f) IS NOT NULL FROM full_t f WHERE id = 1},
+		q{SELECT rows_uploaded FROM egress_export('SELECT 1', } . sql_quote(file_url("$xdir/export.csv")) . q{)},
+		q{SELECT count(*) >= 4 FROM egress_stream_activity()},
+	);
+	foreach my $c (@calls)
+	{
+		my ($r, $o, $e) = $node->psql('postgres', $c);
+		ok($r == 0 && $e !~ /ERROR/, "0.1 catalog: $c") or diag $e;
+	}
+	wait_stream_state($node, 'inc', 'synced');
+}
+
 # changes on the 0.1 catalog
 my $nchanges_p = 0;
 my $nchanges_w = 0;
