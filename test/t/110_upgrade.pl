@@ -355,7 +355,7 @@ sub ext_dump
 {
 	my ($db) = @_;
 	my ($stdout, $stderr);
-	IPC::Run::run [ 'pg_dump', '--schema-only', '--binary-upgrade', '-d', $node->connstr($db) ],
+	IPC::Run::run [ $node->installed_command('pg_dump'), '--schema-only', '--binary-upgrade', '-d', $node->connstr($db) ],
 	  '>', \$stdout, '2>', \$stderr
 	  or die "pg_dump $db failed: $stderr";
 	my @keep;
