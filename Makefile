@@ -14,6 +14,7 @@ OBJS = \
 	src/catalog/patterns.o \
 	src/catalog/alter.o \
 	src/catalog/publication.o \
+	src/catalog/version.o \
 	src/decode/slot.o \
 	src/decode/change.o \
 	src/decode/pgoutput.o \

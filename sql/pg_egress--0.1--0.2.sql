@@ -12,7 +12,26 @@ ALTER TABLE egress.stream_state
 -- Destinations hold secrets: no role subject to row security reads them.
 ALTER TABLE egress.destination ENABLE ROW LEVEL SECURITY;
 
--- egress_stream_activity() shows every role's streams.
+-- egress_stream_activity() shows every role's streams.  The egress_streams
+-- view calls it as the role that reads the view: a role granted SELECT on
+-- the view under 0.1 gets EXECUTE too, so that it keeps reading the view.
+DO $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN SELECT DISTINCT a.grantee
+			   FROM pg_catalog.pg_class c,
+					pg_catalog.aclexplode(c.relacl) a
+			  WHERE c.oid OPERATOR(pg_catalog.=) 'egress_streams'::pg_catalog.regclass
+				AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
+				AND a.grantee OPERATOR(pg_catalog.<>) 0
+				AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+	LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION egress_stream_activity() TO %I',
+								  pg_catalog.pg_get_userbyid(r.grantee));
+	END LOOP;
+END
+$$;
 REVOKE ALL ON FUNCTION egress_stream_activity() FROM PUBLIC;
 
 -- The views: security_barrier (a caller's function in WHERE cannot see

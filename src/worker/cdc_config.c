@@ -11,6 +11,8 @@
 
 #include "worker/cdc_internal.h"
 
+#include "catalog/version.h"
+
 static char *config_fingerprint(MemoryContext cxt);
 
 /* ---- configuration ----------------------------------------------------- */
@@ -43,6 +45,7 @@ cdc_load_config(MemoryContext cxt)
 	List	   *errors = NIL;	/* pairs: stream id, message */
 	ListCell   *lc;
 	MemoryContext oldcxt;
+	bool		has_backfill;
 
 	cdc_release_stream_slots();
 	cdc->nstreams = 0;
@@ -51,6 +54,7 @@ cdc_load_config(MemoryContext cxt)
 
 	if (!egress_worker_catalog_begin(&guard, false))
 		return 0;
+	has_backfill = egress_catalog_has_backfill();
 
 	/*
 	 * First: everything read below is at least as new as this, so a change
@@ -136,8 +140,17 @@ cdc_load_config(MemoryContext cxt)
 			continue;
 		}
 
-		if (egress_catalog_exec("SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent, "
+		/*
+		 * A 0.1 catalog has no backfill columns: '{}' stands for "no
+		 * chunked backfill", so its initial syncs run in one transaction
+		 * (as 0.1's did) and nothing writes the columns.
+		 */
+		if (egress_catalog_exec(has_backfill ?
+								"SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent, "
 								"backfill_after, backfill_chunks, backfill_rows "
+								"FROM egress.stream_state WHERE stream_id OPERATOR(pg_catalog.=) $1" :
+								"SELECT state, resync, version, confirmed_lsn, rows_sent, batches_sent, "
+								"'{}'::pg_catalog.text[], 0::pg_catalog.int8, 0::pg_catalog.int8 "
 								"FROM egress.stream_state WHERE stream_id OPERATOR(pg_catalog.=) $1",
 								1, argtypes2, values2, NULL, true) == 0)
 			continue;			/* removed meanwhile */
@@ -240,10 +253,13 @@ config_fingerprint(MemoryContext cxt)
 	char	   *fp;
 
 	values[0] = CStringGetTextDatum(cdc->dest_name);
+	/* and the catalog version: after ALTER EXTENSION UPDATE, a new session */
 	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::pg_catalog.text FROM egress.destination d "
 						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
 						"s.id || ':' || s.enabled || ':' || st.state || ':' || st.resync || ':' || "
-						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') "
+						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') || '|' || "
+						"coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e "
+						"WHERE e.extname OPERATOR(pg_catalog.=) 'pg_egress'), '') "
 						"FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id "
 						"WHERE s.destination = $1 AND s.method = 'LOG_BASED'",
 						1, argtypes, values, NULL, true);
@@ -741,9 +757,16 @@ cdc_initial_sync(CdcStream *s)
 	values[2] = LSNGetDatum(consistent);
 	values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(bm.data));
 	values[4] = Int64GetDatum(result.rows);
-	egress_catalog_exec("UPDATE egress.stream_state SET state = 'streaming', confirmed_lsn = $3, "
+	/* a 0.1 catalog (not updated yet) has no backfill columns */
+	egress_catalog_exec(egress_catalog_has_backfill() ?
+						"UPDATE egress.stream_state SET state = 'streaming', confirmed_lsn = $3, "
 						"bookmark = $4, rows_sent = $5, bytes_sent = 0, batches_sent = 0, "
 						"backfill_after = NULL, backfill_chunks = 0, backfill_rows = 0, "
+						"last_error = NULL, last_error_at = NULL, attempts = 0, "
+						"sync_finished_at = now(), updated_at = now() "
+						"WHERE stream_id = $1 AND version = $2" :
+						"UPDATE egress.stream_state SET state = 'streaming', confirmed_lsn = $3, "
+						"bookmark = $4, rows_sent = $5, bytes_sent = 0, batches_sent = 0, "
 						"last_error = NULL, last_error_at = NULL, attempts = 0, "
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",

@@ -31,6 +31,7 @@
 
 #include "catalog/catalog.h"
 #include "catalog/publication.h"
+#include "catalog/version.h"
 #include "decode/slot.h"
 #include "pg_egress.h"
 
@@ -337,6 +338,8 @@ read_catalog(StreamWant **wants)
 	int			n = 0;
 	EgressCatalogGuard guard;
 	bool		retried = false;
+	static int	catalog_version = 0;
+	bool		version_moved = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -348,6 +351,18 @@ read_catalog(StreamWant **wants)
 		char	   *sql;
 
 		egress_catalog_enter(&guard);
+
+		/*
+		 * A catalog older than the library is served as its version did;
+		 * said once.  After ALTER EXTENSION UPDATE the CDC workers start a
+		 * new session, which reads the new catalog (cdc_config.c).
+		 */
+		{
+			int			v = egress_catalog_version_check();
+
+			version_moved = catalog_version != 0 && v != catalog_version;
+			catalog_version = v;
+		}
 		track_extension_objects(get_extension_oid("pg_egress", true));
 		retried = retry_failed_streams();
 		/*
@@ -413,7 +428,7 @@ read_catalog(StreamWant **wants)
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	/* after commit: running CDC workers re-read their configuration */
-	if (retried)
+	if (retried || version_moved)
 		pg_atomic_fetch_add_u32(&egress_shared->config_gen, 1);
 	return n;
 }
