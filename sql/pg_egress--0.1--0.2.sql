@@ -83,6 +83,20 @@ REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;
 
 
 -- == health checks (egress_check) ==
+-- Will the caller's streams work here?  One row per check; changes nothing.
+-- A role checks its own destinations and streams (those of the roles whose
+-- privileges it has); see docs/check.md.
+CREATE FUNCTION egress_check(
+	destination text DEFAULT NULL,
+	stream text DEFAULT NULL,
+	OUT "check" text,
+	OUT ok boolean,
+	OUT detail text,
+	OUT hint text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'egress_check'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION egress_check(text, text) FROM PUBLIC;
 
 
 -- == progress and lag ==

@@ -107,6 +107,17 @@ extern bool egress_lock_stream_state(int32 stream_id);
 extern const char *egress_validate_destination(const char *url, Jsonb *options,
 											   Oid owner, char **location);
 
+/*
+ * sink/sink.c: for egress_check() and the checks of egress_add_stream():
+ * the sink kind's probe of a destination (see EgressSinkOps.probe), as the
+ * calling role; owner_superuser: the destination's owner is a superuser
+ * (else pg_egress.allowed_destination_hosts applies).  ERROR when the
+ * destination cannot be reached or written; otherwise what was checked, or
+ * NULL when the kind has no probe.
+ */
+extern char *egress_sink_probe(const char *kind, const char *location,
+							   Jsonb *options, bool owner_superuser);
+
 /* sync.c: the life of a worker that runs one stream once (sync.c, incremental.c) */
 struct EgressSink;
 extern void egress_run_stream_worker(Datum main_arg,
