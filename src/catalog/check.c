@@ -195,7 +195,7 @@ load_scope(const char *dest_arg, const char *stream_arg, List **dests, List **st
 	/* size: as VACUUM and ANALYZE last estimated it (no lock taken) */
 	n = egress_catalog_exec("SELECT s.name, s.relid, s.relation, s.method, s.destination, s.options, "
 							"s.owner::pg_catalog.oid, "
-							"pg_catalog.greatest(c.relpages, 0)::pg_catalog.int8 "
+							"pg_catalog.int8larger(c.relpages::pg_catalog.int8, 0) "
 							"OPERATOR(pg_catalog.*) pg_catalog.current_setting('block_size')::pg_catalog.int8 "
 							"FROM egress.stream s LEFT JOIN pg_catalog.pg_class c "
 							"ON c.oid OPERATOR(pg_catalog.=) s.relid "
@@ -731,12 +731,12 @@ check_toast(CheckOut *out, const char *label, CheckStream *cs)
 		add_row(out, label, 1, "No column of the stream can be TOASTed.", NULL);
 	else if (toast_blocks == 0)
 		add_row(out, label, 1,
-				psprintf("Columns %s can be TOASTed, but no value of the table is stored out of line yet.",
+				psprintf("No value of the table is stored out of line yet (columns that can be TOASTed: %s).",
 						 cols.data),
 				NULL);
 	else
 		add_row(out, label, 0,
-				psprintf("UPDATEs of \"%s\" that leave TOASTed values of columns %s unchanged do not log them: the stream reads each such row again from the table (its TOAST table has %s).",
+				psprintf("UPDATEs of \"%s\" that leave TOASTed values unchanged (columns %s) do not log them: the stream reads each such row again from the table (its TOAST table has %s).",
 						 cs->relation, cols.data, size_text((int64) toast_blocks * BLCKSZ)),
 				"Set REPLICA IDENTITY FULL on the table to log whole old rows instead: more WAL, no re-reads.");
 }
