@@ -13,7 +13,8 @@
 #     pg_egress.allowed_destination_hosts for a non-superuser's
 #     destination), S3 (a test object written and deleted; a wrong
 #     bucket), a file directory the server's OS user cannot write
-#     (named), Kinesis (not probed: NULL)
+#     (named), Kinesis (DescribeStreamSummary; a missing stream; a
+#     wrong secret)
 #   max_wal_senders: pg_egress needs none; always passes
 
 use strict;
@@ -24,6 +25,7 @@ use Test::More;
 use EgressTest;
 use EgressHttp;
 use S3Server;
+use KinesisServer;
 
 BAIL_OUT('npm packages of test/http are not installed (scripts/common.sh egress_npm_ci)')
   unless EgressHttp::node_ready();
@@ -236,9 +238,32 @@ like($err, qr/DETAIL:  The server runs as operating system user "\Q$user\E", whi
 	'egress_add_destination too');
 chmod(0700, $ro);
 
-# Kinesis: no probe yet
-$node->safe_psql('postgres', q{SELECT egress_add_destination('kin', 'kinesis://stream1')});
+# Kinesis: DescribeStreamSummary with the server's credentials
+my $kin = KinesisServer->start($node->basedir . '/kinesis', 'stream1');
+my ($kend, $kkey, $ksecret) = ($kin->endpoint, $kin->access_key, $kin->secret);
+reload_with($node, qq{
+ALTER SYSTEM SET pg_egress.kinesis_endpoint = '$kend';
+ALTER SYSTEM SET pg_egress.s3_access_key_id = '$kkey';
+ALTER SYSTEM SET pg_egress.s3_secret_access_key = '$ksecret';
+});
+$node->safe_psql('postgres', q{
+SELECT egress_add_destination('kin', 'kinesis://stream1');
+SELECT egress_add_destination('kinmissing', 'kinesis://no-such-stream');
+});
+poll_until('Kinesis settings reloaded', 30, sub {
+	(check_row($node, 'reachable (kin)', 'kin'))[0] eq 'true';
+});
 ($ok, $detail) = check_row($node, 'reachable (kin)', 'kin');
-is($ok, 'null', 'Kinesis: not probed (NULL)');
+like($detail, qr/Kinesis stream "stream1" is ACTIVE/, 'Kinesis stream: passes');
+($ok, $detail) = check_row($node, 'reachable (kinmissing)', 'kinmissing');
+is($ok, 'false', 'a missing Kinesis stream: fails');
+like($detail, qr/ResourceNotFoundException/, '... with the answer');
+reload_with($node, q{ALTER SYSTEM SET pg_egress.s3_secret_access_key = 'wrong-secret'});
+poll_until('wrong secret reloaded', 30, sub {
+	(check_row($node, 'reachable (kin)', 'kin'))[0] eq 'false';
+});
+($ok, $detail) = check_row($node, 'reachable (kin)', 'kin');
+like($detail, qr/HTTP status 400: .*InvalidSignatureException/, 'a wrong secret: fails');
+unlike($detail, qr/wrong-secret/, '... without showing it');
 
 done_testing();
