@@ -568,8 +568,8 @@ check_slot_wal(CheckOut *out, const char *label, CheckDest *cd)
 					"Set pg_egress.max_slot_wal (or max_slot_wal_keep_size), so that a destination that keeps failing cannot fill pg_wal.");
 		else
 			add_row(out, label, 1,
-					psprintf("Replication slot \"%s\" holds %s of WAL; pg_egress.max_slot_wal (%d MB) bounds it, and max_slot_wal_keep_size is unlimited.",
-							 cd->slot_name, exists ? size_text(held) : "no", egress_max_slot_wal_mb),
+					psprintf("Replication slot \"%s\" holds %s WAL; pg_egress.max_slot_wal (%d MB) bounds it, and max_slot_wal_keep_size is unlimited.",
+							 cd->slot_name, exists ? psprintf("%s of", size_text(held)) : "no", egress_max_slot_wal_mb),
 					NULL);
 		return;
 	}
@@ -591,8 +591,8 @@ check_slot_wal(CheckOut *out, const char *label, CheckDest *cd)
 		return;
 	}
 	add_row(out, label, 1,
-			psprintf("Replication slot \"%s\" holds %s of WAL; pg_egress.max_slot_wal (%d MB) acts before max_slot_wal_keep_size (%d MB).",
-					 cd->slot_name, exists ? size_text(held) : "no", egress_max_slot_wal_mb,
+			psprintf("Replication slot \"%s\" holds %s WAL; pg_egress.max_slot_wal (%d MB) acts before max_slot_wal_keep_size (%d MB).",
+					 cd->slot_name, exists ? psprintf("%s of", size_text(held)) : "no", egress_max_slot_wal_mb,
 					 max_slot_wal_keep_size_mb),
 			NULL);
 }

@@ -151,7 +151,7 @@ poll_until('pg_egress.max_slot_wal reloaded', 30, sub {
 	(check_row($node, 'slot_wal (dl)', 'dl'))[0] eq 'true';
 });
 ($ok, $detail) = check_row($node, 'slot_wal (dl)', 'dl');
-like($detail, qr/holds .* of WAL; pg_egress.max_slot_wal \(32 MB\) acts before max_slot_wal_keep_size \(64 MB\)/,
+like($detail, qr/holds .* WAL; pg_egress.max_slot_wal \(32 MB\) acts before max_slot_wal_keep_size \(64 MB\)/,
 	'... and passes once pg_egress.max_slot_wal is below it');
 reload_with($node, q{ALTER SYSTEM RESET max_slot_wal_keep_size; ALTER SYSTEM RESET pg_egress.max_slot_wal});
 
