@@ -353,10 +353,23 @@ check_server(CheckOut *out, List *dests, bool log_based)
 				psprintf("%d of %d replication slots are free; %d needed now.",
 						 free_slots, max_replication_slots, needed_slots), NULL);
 	else
+	{
+		/* egress_add_stream()'s message when one destination is in question */
+		char	   *what = NULL;
+
+		foreach(lc, dests)
+		{
+			CheckDest  *cd = lfirst(lc);
+
+			if (cd->log_based)
+				what = what ? "LOG_BASED streams" :
+					psprintf("a LOG_BASED stream of destination \"%s\"", cd->name);
+		}
 		add_row(out, "max_replication_slots", 0,
-				psprintf("no free replication slot for LOG_BASED streams: %d free replication slots are needed, %d are free.",
-						 Max(needed_slots, 1), free_slots),
+				psprintf("no free replication slot for %s: %d free replication slots are needed, %d are free.",
+						 what ? what : "LOG_BASED streams", Max(needed_slots, 1), free_slots),
 				"Raise max_replication_slots: pg_egress uses one slot per destination and one more while an initial sync runs.");
+	}
 
 	/* max_wal_senders: decoding runs in pg_egress's own workers */
 	add_row(out, "max_wal_senders", 1,

@@ -75,6 +75,12 @@ max_worker_processes = 4
 	is($ok, 'false', 'wal_level replica: fails');
 	like($detail, qr/LOG_BASED streams need wal_level "logical": wal_level is "replica"/, '... saying so');
 	like($hint, qr/wal_level = logical/, '... and what to set');
+	my $bdir = new_outdir($bad, 'bad');
+	add_destination($bad, 'bd', $bdir);
+	my ($r, $o, $e) = $bad->psql('postgres',
+		q{CREATE TABLE t (id int PRIMARY KEY); SELECT egress_add_stream('bs', 't', method => 'LOG_BASED', destination => 'bd')});
+	like($e, qr/ERROR:  LOG_BASED streams need wal_level "logical"/, 'egress_add_stream refuses with the same message');
+	$bad->safe_psql('postgres', q{SELECT egress_remove_destination('bd')});
 	($ok, $detail, $hint) = check_row($bad, 'max_worker_processes');
 	is($ok, 'false', 'max_worker_processes 4 with pg_egress.max_workers 4: fails');
 	like($detail, qr/max_worker_processes \(4\) leaves too few background workers for pg_egress: it needs up to 7/,
@@ -134,6 +140,12 @@ like($detail, qr/decoding with wal2json needs it to be allowed as an output plug
 like($hint, qr/output_plugin_libraries = 'pgoutput, test_decoding, wal2json'/, '... and the line to write');
 ($ok) = check_row($node, 'output_plugin_libraries', 'dl');
 is($ok, 'true', '... while a pgoutput destination passes');
+{
+	my ($r, $o, $e) = $node->psql('postgres',
+		q{CREATE TABLE tw2 (id int PRIMARY KEY); SELECT egress_add_stream('sw2', 'tw2', method => 'LOG_BASED', destination => 'dw')});
+	like($e, qr/ERROR:  decoding with wal2json needs it to be allowed as an output plugin/,
+		'egress_add_stream refuses with the same message');
+}
 reload_with($node, q{ALTER SYSTEM RESET output_plugin_libraries});
 
 # slot WAL against max_slot_wal_keep_size
@@ -162,8 +174,12 @@ $node->safe_psql('postgres',
 	"SELECT pg_create_physical_replication_slot('fill_' || g) FROM generate_series(1, $free) g");
 ($ok, $detail, $hint) = check_row($node, 'max_replication_slots', 'dl');
 is($ok, 'false', 'max_replication_slots: none free for an initial sync: fails');
-like($detail, qr/no free replication slot for LOG_BASED streams: 1 free replication slots are needed, 0 are free/, '... saying so');
+like($detail, qr/no free replication slot for a LOG_BASED stream of destination "dl": 1 free replication slots are needed, 0 are free/, '... saying so');
 like($hint, qr/Raise max_replication_slots/, '... with the hint of egress_add_stream');
+my ($r, $o, $e) = $node->psql('postgres',
+	q{CREATE TABLE t2 (id int PRIMARY KEY); SELECT egress_add_stream('sl2', 't2', method => 'LOG_BASED', destination => 'dl')});
+like($e, qr/ERROR:  no free replication slot for a LOG_BASED stream of destination "dl"\nDETAIL:  1 free replication slots are needed, 0 are free/,
+	'egress_add_stream refuses with the same message');
 $node->safe_psql('postgres',
 	"SELECT pg_drop_replication_slot('fill_' || g) FROM generate_series(1, $free) g");
 ($ok) = check_row($node, 'max_replication_slots', 'dl');
