@@ -19,7 +19,8 @@ CREATE ROLE chk_other;
 GRANT pg_write_server_files TO chk_owner, chk_other;
 GRANT EXECUTE ON FUNCTION egress_check(text, text),
 	egress_add_destination(text, text, jsonb),
-	egress_add_stream(text, regclass, text, text, text, jsonb) TO chk_owner, chk_other;
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_remove_stream(text) TO chk_owner, chk_other;
 CREATE TABLE public.chk_t (id int PRIMARY KEY, note text);
 GRANT SELECT ON public.chk_t TO chk_owner;
 
@@ -67,6 +68,14 @@ RESET ROLE;
 GRANT SELECT (id) ON public.chk_t TO chk_owner;
 SET ROLE chk_owner;
 SELECT "check", ok FROM pg_temp.chk(NULL, 'chk_s') WHERE "check" LIKE 'privileges%';
+-- ... and enough for a stream of those columns (option "columns")
+SELECT egress_add_stream('chk_c', 'public.chk_t', 'FULL_TABLE', 'chk_file', NULL, '{"columns": ["id"]}');
+SELECT "check", ok, detail FROM pg_temp.chk(NULL, 'chk_c') WHERE "check" LIKE 'privileges%';
+RESET ROLE;
+REVOKE SELECT (id) ON public.chk_t FROM chk_owner;
+SET ROLE chk_owner;
+SELECT "check", ok, detail FROM pg_temp.chk(NULL, 'chk_c') WHERE "check" LIKE 'privileges%';
+SELECT egress_remove_stream('chk_c');
 RESET ROLE;
 GRANT SELECT ON public.chk_t TO chk_owner;
 
@@ -145,6 +154,7 @@ SELECT egress_remove_destination('chk_http');
 DROP TABLE public.chk_t;
 REVOKE ALL ON FUNCTION egress_check(text, text),
 	egress_add_destination(text, text, jsonb),
-	egress_add_stream(text, regclass, text, text, text, jsonb) FROM chk_owner, chk_other;
+	egress_add_stream(text, regclass, text, text, text, jsonb),
+	egress_remove_stream(text) FROM chk_owner, chk_other;
 DROP ROLE chk_owner;
 DROP ROLE chk_other;
