@@ -376,22 +376,41 @@ check_server(CheckOut *out, List *dests, bool log_based)
 			psprintf("pg_egress decodes in its own background workers and needs no WAL sender (max_wal_senders is %d).",
 					 max_wal_senders), NULL);
 
-	/* max_worker_processes */
-	needed_workers = 2 + cdc + egress_max_workers +
+	/*
+	 * max_worker_processes: the launcher, the database worker and up to
+	 * pg_egress.max_workers more (CDC workers, syncs and their parts).
+	 */
+	needed_workers = 2 + egress_max_workers +
 		(max_logical_replication_workers > 0 ? 1 : 0);
 	if (max_worker_processes >= needed_workers)
 		add_row(out, "max_worker_processes", 1,
-				psprintf("max_worker_processes (%d) leaves room for pg_egress's %d: its launcher and database worker, %d CDC workers and pg_egress.max_workers (%d) sync workers%s.",
-						 max_worker_processes, needed_workers, cdc, egress_max_workers,
+				psprintf("max_worker_processes (%d) leaves room for pg_egress's %d: its launcher and database worker and pg_egress.max_workers (%d)%s.",
+						 max_worker_processes, needed_workers, egress_max_workers,
 						 max_logical_replication_workers > 0 ? ", with the logical replication launcher" : ""),
 				NULL);
 	else
 		add_row(out, "max_worker_processes", 0,
-				psprintf("max_worker_processes (%d) leaves too few background workers for pg_egress: it needs up to %d: its launcher and database worker, one CDC worker per destination of LOG_BASED streams (%d) and pg_egress.max_workers (%d) sync workers%s.",
-						 max_worker_processes, needed_workers, cdc, egress_max_workers,
+				psprintf("max_worker_processes (%d) leaves too few background workers for pg_egress: it needs up to %d: its launcher and database worker and pg_egress.max_workers (%d)%s.",
+						 max_worker_processes, needed_workers, egress_max_workers,
 						 max_logical_replication_workers > 0 ? "; the logical replication launcher takes one more" : ""),
 				psprintf("Raise max_worker_processes to at least %d (parallel queries and logical replication share it) and restart, or lower pg_egress.max_workers.",
 						 needed_workers));
+
+	/*
+	 * pg_egress.max_workers: each destination with LOG_BASED streams holds
+	 * one for its CDC worker; syncs need at least one more.
+	 */
+	if (cdc + 1 <= egress_max_workers)
+		add_row(out, "pg_egress.max_workers", 1,
+				psprintf("pg_egress.max_workers (%d) leaves %d for syncs beside the CDC workers of %d destinations with LOG_BASED streams.",
+						 egress_max_workers, egress_max_workers - cdc, cdc),
+				NULL);
+	else
+		add_row(out, "pg_egress.max_workers", 0,
+				psprintf("pg_egress.max_workers (%d) is too low for %d destinations with LOG_BASED streams: each holds a worker for its changes, and syncs need one more.",
+						 egress_max_workers, cdc),
+				psprintf("Raise pg_egress.max_workers to at least %d (and max_worker_processes with it) and restart.",
+						 cdc + 1));
 
 	/* shared_preload_libraries, and a change waiting for a restart */
 	{

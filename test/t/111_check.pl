@@ -2,6 +2,8 @@
 # configuration or a destination server fails for its reason and passes.
 # (Checks that need only SQL are in test/sql/check.sql.)
 #
+#   pg_egress.max_workers: more destinations with LOG_BASED streams than
+#     it can serve beside one sync
 #   wal_level, max_worker_processes, shared_preload_libraries: a second
 #     server configured wrongly (wal_level replica, too few workers, a
 #     preload change waiting for a restart)
@@ -103,8 +105,8 @@ max_worker_processes = 4
 }
 
 my ($ok, $detail, $hint);
-for my $c (qw(wal_level max_worker_processes shared_preload_libraries max_wal_senders
-	max_replication_slots output_plugin_libraries))
+for my $c (qw(wal_level max_worker_processes pg_egress.max_workers shared_preload_libraries
+	max_wal_senders max_replication_slots output_plugin_libraries))
 {
 	($ok, $detail) = check_row($node, $c);
 	is($ok, 'true', "$c passes on a server set up for pg_egress") or diag $detail;
@@ -184,6 +186,22 @@ $node->safe_psql('postgres',
 	"SELECT pg_drop_replication_slot('fill_' || g) FROM generate_series(1, $free) g");
 ($ok) = check_row($node, 'max_replication_slots', 'dl');
 is($ok, 'true', '... and passes once slots are free');
+
+# pg_egress.max_workers (4): two destinations with LOG_BASED streams leave two for syncs
+($ok, $detail) = check_row($node, 'pg_egress.max_workers');
+like($detail, qr/leaves 2 for syncs beside the CDC workers of 2 destinations/, 'pg_egress.max_workers: passes');
+for my $i (3, 4)
+{
+	my $d = new_outdir($node, "x$i");
+	add_destination($node, "dx$i", $d);
+	$node->safe_psql('postgres', "CREATE TABLE tx$i (id int PRIMARY KEY);
+		SELECT egress_add_stream('sx$i', 'tx$i', method => 'LOG_BASED', destination => 'dx$i')");
+}
+($ok, $detail, $hint) = check_row($node, 'pg_egress.max_workers');
+is($ok, 'false', 'pg_egress.max_workers: four destinations with LOG_BASED streams: fails');
+like($detail, qr/pg_egress.max_workers \(4\) is too low for 4 destinations with LOG_BASED streams/, '... saying why');
+like($hint, qr/at least 5/, '... and how many');
+$node->safe_psql('postgres', q{SELECT egress_remove_stream('sx3'); SELECT egress_remove_stream('sx4')});
 
 # ---- destinations reachable ----
 # HTTP: a test request, acknowledged and not stored
