@@ -26,8 +26,8 @@ GRANT SELECT ON public.chk_t TO chk_owner;
 
 -- the server: what this regression server is configured with passes
 SELECT "check", ok FROM egress_check()
- WHERE "check" IN ('wal_level', 'max_replication_slots', 'max_wal_senders',
-				   'max_worker_processes', 'shared_preload_libraries', 'output_plugin_libraries')
+ WHERE "check" IN ('wal_level', 'max_replication_slots', 'max_wal_senders', 'max_worker_processes',
+				   'pg_egress.max_workers', 'shared_preload_libraries', 'output_plugin_libraries')
  ORDER BY 1;
 -- and changes nothing
 SELECT count(*) FROM egress.destination;
@@ -128,7 +128,7 @@ RESET ROLE;
 SET ROLE chk_other;
 SELECT "check", ok, detail FROM pg_temp.chk('chk_file') WHERE "check" NOT IN
 	('wal_level', 'max_replication_slots', 'max_wal_senders', 'max_worker_processes',
-	 'shared_preload_libraries', 'output_plugin_libraries');
+	 'pg_egress.max_workers', 'shared_preload_libraries', 'output_plugin_libraries');
 SELECT "check", ok, detail FROM pg_temp.chk(NULL, 'chk_s') WHERE "check" LIKE '%chk%';
 SELECT count(*) FROM egress_check() WHERE "check" LIKE '%chk_%';
 RESET ROLE;
