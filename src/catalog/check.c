@@ -232,8 +232,9 @@ load_scope(const char *dest_arg, const char *stream_arg, List **dests, List **st
 	n = egress_catalog_exec("SELECT name, kind, location, options, owner::pg_catalog.oid, "
 							"coalesce(slot_name::pg_catalog.text, options OPERATOR(pg_catalog.->>) 'slot_name', "
 							"'pg_egress_' OPERATOR(pg_catalog.||) name) "
-							"FROM egress.destination ORDER BY name",
-							0, NULL, NULL, NULL, true);
+							"FROM egress.destination WHERE $1 IS NULL OR name OPERATOR(pg_catalog.=) $1 "
+							"ORDER BY name",
+							1, argtypes, values, nulls, true);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
