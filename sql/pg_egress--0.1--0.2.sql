@@ -188,6 +188,21 @@ GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO e
 
 
 -- == health checks (egress_check) ==
+-- Will the caller's streams work here?  One row per check; changes nothing.
+-- A role checks its own destinations and streams (those of the roles whose
+-- privileges it has); see docs/check.md.
+CREATE FUNCTION egress_check(
+	destination text DEFAULT NULL,
+	stream text DEFAULT NULL,
+	OUT "check" text,
+	OUT ok boolean,
+	OUT detail text,
+	OUT hint text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'egress_check'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION egress_check(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION egress_check(text, text) TO egress_user;
 
 
 -- == progress and lag ==

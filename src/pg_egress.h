@@ -113,6 +113,17 @@ extern const char *egress_validate_destination(const char *url, Jsonb *options,
  */
 extern bool egress_parse_interval(const char *s, Interval *result);
 
+/*
+ * sink/sink.c: for egress_check() and the checks of egress_add_stream():
+ * the sink kind's probe of a destination (see EgressSinkOps.probe), as the
+ * calling role; owner_superuser: the destination's owner is a superuser
+ * (else pg_egress.allowed_destination_hosts applies).  ERROR when the
+ * destination cannot be reached or written; otherwise what was checked, or
+ * NULL when the kind has no probe.
+ */
+extern char *egress_sink_probe(const char *kind, const char *location,
+							   Jsonb *options, bool owner_superuser);
+
 /* sync.c: the life of a worker that runs one stream once (sync.c, incremental.c) */
 struct EgressSink;
 extern void egress_run_stream_worker(Datum main_arg,

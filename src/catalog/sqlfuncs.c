@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 
 #include "catalog/catalog.h"
+#include "catalog/check.h"
 #include "catalog/publication.h"
 #include "catalog/sqlfuncs.h"
 #include "catalog/takeover.h"
@@ -1344,6 +1345,9 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 		taking_over = egress_takeover_parse(state, relid, method, replication_key,
 											state_missing_ok, &takeover);
 
+	/* what egress_check() would say against it (check.c) */
+	egress_check_add_stream(dest, caller);
+
 	egress_catalog_enter(&guard);
 
 	/*
@@ -1649,4 +1653,26 @@ void
 egress_validate_stream_options(Jsonb *options)
 {
 	validate_options(options, stream_options, lengthof(stream_options), "stream");
+}
+
+/*
+ * For egress_check() (check.c): one of the checks egress_add_stream() makes
+ * of a stream's relation, with its messages; ERROR when it fails.
+ */
+void
+egress_stream_check(EgressStreamCheck which, Oid relid, const char *qualified,
+					Oid owner, List *columns)
+{
+	switch (which)
+	{
+		case EGRESS_STREAM_CHECK_PRIVILEGES:
+			check_stream_privileges(relid, qualified, owner, columns);
+			break;
+		case EGRESS_STREAM_CHECK_ROW_SECURITY:
+			check_row_security(relid, qualified, owner);
+			break;
+		case EGRESS_STREAM_CHECK_KEYED:
+			check_changes_keyed(relid, qualified);
+			break;
+	}
 }

@@ -1547,3 +1547,114 @@ egress_kinesis_close(EgressKinesisClient *kc)
 		explicit_bzero(kc->secret_key, strlen(kc->secret_key));
 	MemoryContextDelete(kc->cxt);
 }
+
+/* egress_kinesis_describe: gives up when the backend is asked to stop */
+static int
+describe_progress_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+					 curl_off_t ultotal, curl_off_t ulnow)
+{
+	return InterruptPending ? 1 : 0;
+}
+
+static size_t
+describe_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	StringInfo	s = arg;
+	size_t		n = size * nmemb;
+
+	if (s->len < KINESIS_RESPONSE_MAX)
+		appendBinaryStringInfo(s, ptr, Min(n, (size_t) (KINESIS_RESPONSE_MAX - s->len)));
+	return n;
+}
+
+char *
+egress_kinesis_describe(const char *stream, const char *region)
+{
+	EgressKinesisClient *kc = egress_kinesis_open(stream, region, 1);
+	CURL	   *e;
+	struct curl_slist *h = NULL;
+	StringInfoData body;
+	StringInfoData resp;
+	char		errbuf[CURL_ERROR_SIZE];
+	CURLcode	rc;
+	long		status = 0;
+	char	   *p;
+	char	   *result;
+
+	refresh_settings(kc);
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"StreamName\":");
+	enlargeStringInfo(&body, 6 * strlen(stream) + 2);
+	p = json_string(body.data + body.len, stream, strlen(stream));
+	body.len = p - body.data;
+	appendStringInfoChar(&body, '}');
+	initStringInfo(&resp);
+	errbuf[0] = '\0';
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+		(e = curl_easy_init()) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialize libcurl")));
+	h = curl_slist_append(h, "Content-Type: application/x-amz-json-1.1");
+	if (h)
+		h = curl_slist_append(h, "X-Amz-Target: Kinesis_20131202.DescribeStreamSummary");
+	if (h && kc->session_token)
+	{
+		char	   *t = psprintf("x-amz-security-token: %s", kc->session_token);
+
+		h = curl_slist_append(h, t);
+		explicit_bzero(t, strlen(t));
+		pfree(t);
+	}
+	if (h == NULL ||
+		curl_easy_setopt(e, CURLOPT_URL, kc->url) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_AWS_SIGV4, kc->sigv4) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_USERNAME, kc->access_key) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_PASSWORD, kc->secret_key) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_HTTPHEADER, h) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body.data) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body.len) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, describe_write_cb) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_WRITEDATA, &resp) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, describe_progress_cb) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L) != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK)
+	{
+		curl_slist_free_all(h);
+		curl_easy_cleanup(e);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not set up a Kinesis request")));
+	}
+	rc = curl_easy_perform(e);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(e);
+	egress_kinesis_close(kc);
+	CHECK_FOR_INTERRUPTS();
+
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not reach Kinesis stream \"%s\": %s", stream,
+						errbuf[0] ? errbuf : curl_easy_strerror(rc))));
+	if (status != 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("Kinesis refused DescribeStreamSummary of stream \"%s\": HTTP status %ld: %s",
+						stream, status, resp.data)));
+	p = strstr(resp.data, "\"StreamStatus\":\"");
+	if (p == NULL)
+		return pstrdup("unknown");
+	p += strlen("\"StreamStatus\":\"");
+	result = pnstrdup(p, strcspn(p, "\""));
+	return result;
+}

@@ -84,6 +84,13 @@ extern void egress_kinesis_discard(EgressKinesisClient *kc);
 extern void egress_kinesis_close(EgressKinesisClient *kc);
 extern const EgressKinesisStats *egress_kinesis_stats(EgressKinesisClient *kc);
 
+/*
+ * egress_check: DescribeStreamSummary of a stream, once, with the
+ * credentials and endpoint a client would use; returns its StreamStatus
+ * (ACTIVE, CREATING, ...), or raises an ERROR with the answer.
+ */
+extern char *egress_kinesis_describe(const char *stream, const char *region);
+
 /* a partition key of at most KINESIS_MAX_KEY_BYTES: long ones are hashed */
 extern char *egress_kinesis_partition_key(const char *key, size_t len);
 

@@ -12,12 +12,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "catalog/pg_authid.h"
 #include "common/file_perm.h"
 #include "common/pg_prng.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "port.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
@@ -216,6 +219,90 @@ file_close(EgressSink *sink)
 	file_abort_batch(sink);
 }
 
+/* the operating system user the server runs as, for messages */
+static char *
+file_os_user(void)
+{
+	struct passwd *pw = getpwuid(geteuid());
+
+	return pw ? pstrdup(pw->pw_name) : psprintf("with uid %u", (unsigned int) geteuid());
+}
+
+/*
+ * Can the server write batches into dir: create files there, or create it
+ * (begin_batch makes missing directories, as mkdir -p)?  Judged with the
+ * rights of the server's operating system user, without changing
+ * anything; ERROR naming that user when not.  Returns what was found.
+ * Run at egress_add_destination (file_validate), egress_add_stream and
+ * egress_check (file_probe), with the same messages.
+ */
+static char *
+file_check_directory(const char *dir)
+{
+	char		path[MAXPGPATH];
+	struct stat st;
+
+	strlcpy(path, dir, sizeof(path));
+	for (;;)
+	{
+		char	   *slash;
+
+		if (stat(path, &st) == 0)
+			break;
+		if (errno != ENOENT && errno != ENOTDIR)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not access directory \"%s\" of file destination: %m", path)));
+		slash = strrchr(path, '/');
+		if (slash == NULL || slash == path)
+		{
+			strlcpy(path, "/", sizeof(path));
+			if (stat(path, &st) != 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not access directory \"/\": %m")));
+			break;
+		}
+		*slash = '\0';
+	}
+	if (!S_ISDIR(st.st_mode))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 strcmp(path, dir) == 0 ?
+				 errmsg("\"%s\" of file destination is not a directory", dir) :
+				 errmsg("directory \"%s\" of file destination cannot be created: \"%s\" is not a directory",
+						dir, path)));
+	if (access(path, W_OK | X_OK) != 0)
+	{
+		int			save_errno = errno;
+		char	   *user = file_os_user();
+
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 strcmp(path, dir) == 0 ?
+				 errmsg("directory \"%s\" of file destination is not writable by the server", dir) :
+				 errmsg("directory \"%s\" of file destination cannot be created by the server", dir),
+				 errdetail("The server runs as operating system user \"%s\", which may not create files in \"%s\": %m.",
+						   user, path),
+				 errhint("Give operating system user \"%s\" the right to write to \"%s\", or choose another directory.",
+						 user, path)));
+	}
+	if (strcmp(path, dir) == 0)
+		return psprintf("Directory \"%s\" is writable by operating system user \"%s\".",
+						dir, file_os_user());
+	return psprintf("Directory \"%s\" does not exist yet; operating system user \"%s\" may create it in \"%s\".",
+					dir, file_os_user(), path);
+}
+
+static char *
+file_probe(EgressSink *sink)
+{
+	FileSink   *fs = sink->private_data;
+
+	return file_check_directory(fs->dir);
+}
+
 static const EgressSinkOps file_sink_ops = {
 	.begin_batch = file_begin_batch,
 	.write = file_write,
@@ -223,6 +310,7 @@ static const EgressSinkOps file_sink_ops = {
 	.abort_batch = file_abort_batch,
 	.cleanup = file_cleanup,
 	.close = file_close,
+	.probe = file_probe,
 };
 
 /* file:///absolute/directory: the directory, without trailing '/' */
@@ -256,12 +344,22 @@ file_open(EgressSink *sink)
 
 /*
  * Who may write files (pg_write_server_files) is the catalog's rule, checked
- * by egress_add_destination and by the workers: nothing more to validate.
+ * by egress_add_destination and by the workers.  To a role that has that
+ * right, say now when the server cannot write into the directory (a role
+ * without it learns nothing of the server's files here: it is refused).
  */
+static void
+file_validate(const char *location, const EgressSinkOptions *opts, Oid owner,
+			  bool owner_superuser)
+{
+	if (owner_superuser || has_privs_of_role(owner, ROLE_PG_WRITE_SERVER_FILES))
+		(void) file_check_directory(location);
+}
+
 const EgressSinkKind egress_file_sink_kind = {
 	.name = "file",
 	.schemes = {"file://", NULL},
 	.parse_url = file_parse_url,
-	.validate = NULL,
+	.validate = file_validate,
 	.open = file_open,
 };

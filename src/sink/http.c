@@ -71,6 +71,8 @@ typedef struct HttpSink
 	CURLM	   *multi;
 	CURL	   *easy;
 
+	bool		probe;			/* egress_check's test request */
+
 	/* the open batch */
 	bool		open;
 	bool		stream_body;	/* option "stream" */
@@ -579,6 +581,8 @@ http_start(HttpSink *hs, const char *batch_id, bool streamed)
 	ok = ok && add_header(hs, line);
 	if (hs->gzip)
 		ok = ok && add_header(hs, "Content-Encoding: gzip");
+	if (hs->probe)
+		ok = ok && add_header(hs, "X-Pg-Egress-Check: 1");
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
@@ -884,6 +888,45 @@ http_close(EgressSink *sink)
 	hs->base_headers = NULL;
 }
 
+/*
+ * egress_check: an empty batch, marked by header "X-Pg-Egress-Check: 1"
+ * (receivers that know it acknowledge it without storing anything), sent
+ * once, with the destination's headers and TLS settings, through the hosts
+ * check of every delivery.  Any 2xx answer will do.
+ */
+static char *
+http_probe(EgressSink *sink)
+{
+	HttpSink   *hs = sink->private_data;
+	EgressBatchInfo info = {"pg_egress_check"};
+	EgressSinkFailure failure = {NULL, -1};
+	volatile bool ok = false;
+
+	hs->probe = true;
+	PG_TRY();
+	{
+		http_begin_batch(sink, &info);
+		ok = http_commit_attempt(sink, "pg_egress_check", &failure);
+	}
+	PG_CATCH();
+	{
+		http_abort_batch(sink);
+		hs->probe = false;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	http_abort_batch(sink);
+	hs->probe = false;
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("HTTP destination %s could not be reached: %s",
+						hs->shown_url, failure.what ? failure.what : "unknown failure"),
+				 errhint("Deliveries are retried; check that the receiver runs and answers.")));
+	return psprintf("HTTP destination %s acknowledged a test request (header X-Pg-Egress-Check: 1).",
+					hs->shown_url);
+}
+
 static const EgressSinkOps http_sink_ops = {
 	.begin_batch = http_begin_batch,
 	.announce_batch_id = http_announce_batch_id,
@@ -893,6 +936,7 @@ static const EgressSinkOps http_sink_ops = {
 	.abort_batch = http_abort_batch,
 	.cleanup = http_cleanup,
 	.close = http_close,
+	.probe = http_probe,
 };
 
 /* The "headers" option, after the fixed headers; every value is a secret. */

@@ -557,6 +557,21 @@ kinesis_close(EgressSink *sink)
 	sink->private_data = NULL;
 }
 
+/* egress_check: the stream exists and may be written (ACTIVE or UPDATING) */
+static char *
+kinesis_probe(EgressSink *sink)
+{
+	KinesisSink *ks = sink->private_data;
+	char	   *status = egress_kinesis_describe(ks->stream, ks->region);
+
+	if (strcmp(status, "ACTIVE") != 0 && strcmp(status, "UPDATING") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("Kinesis stream \"%s\" cannot take records: its status is %s",
+						ks->stream, status)));
+	return psprintf("Kinesis stream \"%s\" is %s (DescribeStreamSummary).", ks->stream, status);
+}
+
 static const EgressSinkOps kinesis_sink_ops = {
 	.begin_batch = kinesis_begin_batch,
 	.write = kinesis_write,
@@ -565,6 +580,7 @@ static const EgressSinkOps kinesis_sink_ops = {
 	.abort_batch = kinesis_abort_batch,
 	.cleanup = kinesis_cleanup,
 	.close = kinesis_close,
+	.probe = kinesis_probe,
 };
 
 /* kinesis://stream: a Kinesis stream name; the location is the name */

@@ -152,6 +152,40 @@ s3_close(EgressSink *sink)
 	s3_abort_batch(sink);
 }
 
+/*
+ * egress_check: an empty test object under the destination's prefix,
+ * written with the server's credentials as a batch is (one attempt), then
+ * deleted.  A write proves the bucket exists and the credentials may put
+ * objects into it.
+ */
+static char *
+s3_probe(EgressSink *sink)
+{
+	S3Sink	   *ss = sink->private_data;
+	EgressS3Target t = {0};
+	EgressS3Upload *volatile up = NULL;
+
+	t.bucket = ss->bucket;
+	t.key = psprintf("%s%s.pg_egress_check-%d.tmp", ss->prefix, ss->prefix[0] ? "/" : "",
+					 MyProcPid);
+	PG_TRY();
+	{
+		up = egress_s3_upload_begin(&t);
+		egress_s3_upload_set_attempts(up, 1);
+		egress_s3_upload_complete(up);
+		egress_s3_delete_object(up);
+	}
+	PG_CATCH();
+	{
+		if (up)
+			egress_s3_upload_abort(up);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	egress_s3_upload_abort(up);
+	return psprintf("A test object was written to and deleted from S3 bucket \"%s\".", ss->bucket);
+}
+
 static const EgressSinkOps s3_sink_ops = {
 	.begin_batch = s3_begin_batch,
 	.write = s3_write,
@@ -160,6 +194,7 @@ static const EgressSinkOps s3_sink_ops = {
 	.abort_batch = s3_abort_batch,
 	.cleanup = s3_cleanup,
 	.close = s3_close,
+	.probe = s3_probe,
 };
 
 /*

@@ -111,6 +111,29 @@ egress_sink_open(const char *kind_name, const char *location, Jsonb *options)
 	return sink;
 }
 
+char *
+egress_sink_probe(const char *kind, const char *location, Jsonb *options,
+				  bool owner_superuser)
+{
+	EgressSink *sink = egress_sink_open(kind, location, options);
+	char	   *volatile result = NULL;
+
+	sink->owner_superuser = owner_superuser;
+	PG_TRY();
+	{
+		if (sink->ops->probe != NULL)
+			result = sink->ops->probe(sink);
+	}
+	PG_CATCH();
+	{
+		sink->ops->close(sink);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	sink->ops->close(sink);
+	return result;
+}
+
 /* how messages name a kind: "HTTP destination http://..." */
 static const char *
 kind_label(const char *kind)

@@ -87,6 +87,18 @@ typedef struct EgressSinkOps
 	 */
 	void		(*write_record) (EgressSink *sink, const char *data, size_t len,
 								 const char *partition_key);
+
+	/*
+	 * Optional (NULL if not implemented), for egress_check(): can the
+	 * destination be reached and written with its credentials, now?  One
+	 * attempt, no retries, nothing left behind (a test object is deleted,
+	 * an HTTP test request carries "X-Pg-Egress-Check: 1" so that receivers
+	 * can drop it).  Connections obey pg_egress.allowed_destination_hosts
+	 * as deliveries do (owner_superuser).  ERROR, with the message a
+	 * delivery would get, when not; otherwise returns what was checked, in
+	 * a sentence that shows no secret.
+	 */
+	char	   *(*probe) (EgressSink *sink);
 } EgressSinkOps;
 
 struct EgressSink

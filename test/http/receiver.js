@@ -17,7 +17,10 @@
 //   delay  answer the next N batches after "ms" milliseconds
 //   reset  destroy the connection of the next N batches
 //   clear  forget all faults
-// GET /_stats answers {"requests", "accepted", "bytes"}.
+// GET /_stats answers {"requests", "accepted", "bytes", "checks"}.
+// A request with header "X-Pg-Egress-Check: 1" (egress_check()'s probe) is
+// answered 204 and never logged or counted as a batch (only in "checks");
+// a "fail" fault applies to it.
 'use strict';
 const http = require('http');
 const fs = require('fs');
@@ -43,7 +46,7 @@ const logFd = fs.openSync(logPath, 'a');
 
 let faults = [];				// [{action, count, ...}], first applies
 let seq = 0;
-const stats = { requests: 0, accepted: 0, bytes: 0 };
+const stats = { requests: 0, accepted: 0, bytes: 0, checks: 0 };
 const hung = new Set();
 
 function nextFault() {
@@ -89,6 +92,16 @@ const server = http.createServer((req, res) => {
 		if (req.url === '/_stats') {
 			res.writeHead(200, { 'Content-Type': 'application/json' });
 			return res.end(JSON.stringify(stats));
+		}
+		if (req.headers['x-pg-egress-check'] === '1') {
+			stats.checks++;
+			const f = nextFault();
+			if (f && f.action === 'fail') {
+				res.writeHead(f.status || 503, { 'Content-Type': 'text/plain' });
+				return res.end(f.body || 'injected failure ' + (f.status || 503));
+			}
+			res.writeHead(204);
+			return res.end();
 		}
 		stats.requests++;
 		stats.bytes += raw.length;
