@@ -229,6 +229,10 @@ cdc_load_config(MemoryContext cxt)
  * pending a resync).  The worker's own state changes (an initial sync
  * finished, a stream stopped with an error) change it too: then the next
  * committed egress_* call costs one needless new session, nothing more.
+ * The version is in it because of those: a stream added and synced in
+ * this session, then paused and resumed (pending, resync) looked as it
+ * did at the session's start, and the resync went unnoticed
+ * (test/specs/stream_race.spec); its initial sync gave it a new version.
  * Caller is inside egress_catalog_enter().  Result in CurrentMemoryContext
  * of the caller's choosing (cxt).
  */
@@ -243,6 +247,7 @@ config_fingerprint(MemoryContext cxt)
 	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::pg_catalog.text FROM egress.destination d "
 						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
 						"s.id || ':' || s.enabled || ':' || st.state || ':' || st.resync || ':' || "
+						"coalesce(st.version::pg_catalog.text, '') || ':' || "
 						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') "
 						"FROM egress.stream s JOIN egress.stream_state st ON st.stream_id = s.id "
 						"WHERE s.destination = $1 AND s.method = 'LOG_BASED'",
