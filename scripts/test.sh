@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make test: install what is missing, build, install, then run every suite
-# (pg_regress and TAP) as an unprivileged user.  Exits non-zero on failure.
+# (pg_regress, isolation specs and TAP) as an unprivileged user.  Exits
+# non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
