@@ -67,30 +67,48 @@ REGRESS = catalog types discover patterns export publication sink_options check 
 REGRESS_OPTS = --inputdir=test --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 
+# Isolation specs (test/specs/*.spec, expected output in test/expected): a
+# throwaway instance of their own whose workers serve the isolation
+# database, so that concurrent egress_* calls race the database worker and
+# the workers it starts.  make installcheck runs them after pg_regress.
+ISOLATION = stream_race destination_race pattern_race
+ISOLATION_OPTS = --inputdir=test --temp-instance=$(CURDIR)/tmp_isolation \
+	--temp-config=$(CURDIR)/tmp_isolation.conf --encoding=UTF8 --no-locale
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-EXTRA_CLEAN = tmp_regress tmp_regress.conf tmp_check results regression.diffs regression.out
+EXTRA_CLEAN = tmp_regress tmp_regress.conf tmp_isolation tmp_isolation.conf tmp_check \
+	results regression.diffs regression.out output_iso
 
 # Servers that restrict output plugins (output_plugin_libraries) must allow
 # wal2json for LOG_BASED streams; other builds do not know the setting.
-installcheck: tmp_regress.conf
+installcheck: tmp_regress.conf tmp_isolation.conf
 tmp_regress.conf: test/regress.conf
 	cp $< $@
 	if "$(bindir)/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then \
 		echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'" >> $@; fi
+# the same settings, but the workers serve the isolation database
+tmp_isolation.conf: tmp_regress.conf test/isolation.conf
+	grep -v '^pg_egress\.database' tmp_regress.conf > $@
+	cat test/isolation.conf >> $@
 
 # PGXS tracks no header dependencies: rebuild everything when a header changes
 $(OBJS): $(wildcard $(srcdir)/src/*.h $(srcdir)/src/*/*.h)
 
-.PHONY: demo test tap bench
+.PHONY: demo test tap bench prove_installcheck
 demo:
 	bash scripts/demo.sh
 
 test:
 	bash scripts/test.sh
 
-# TAP suites only, against the installed build (used by scripts/test.sh)
-tap:
-	bash scripts/run-tap.sh
+# The TAP suites (test/t/*.pl) against the installed build, as PGXS's
+# prove_installcheck does for contrib modules: PROVE_TESTS picks files,
+# PROVE_FLAGS adds prove switches (e.g. --verbose).  Used by scripts/test.sh.
+prove_installcheck:
+	PATH="$(bindir):$$PATH" PG_CONFIG="$(PG_CONFIG)" PROVE_FLAGS="$(PROVE_FLAGS)" \
+		bash scripts/run-tap.sh $(PROVE_TESTS)
+
+tap: prove_installcheck

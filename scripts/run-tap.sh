@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs the TAP suites (test/t/*.pl, or the files given) against the
-# installed pg_egress build.  Each suite makes its own clusters under
-# $TESTDIR/tmp_check (default: the repository root).  initdb refuses root:
-# run as an unprivileged user that can write the tree.
+# installed pg_egress build (make prove_installcheck).  Each suite makes its
+# own clusters under $TESTDIR/tmp_check (default: the repository root).
+# PG_CONFIG picks the installation, PROVE_FLAGS adds prove switches.
+# Suites that need Node (the test HTTP, S3 and Kinesis servers) are skipped
+# with the reason when node is absent, unless EGRESS_REQUIRE_NODE=1 (make
+# test), which makes that a failure.  initdb refuses root: run as an
+# unprivileged user that can write the tree.
 set -euo pipefail
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -11,14 +15,16 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-pgsrc=$(dirname "$(pg_config --pgxs)")/../..
-export PATH="$(pg_config --bindir):$PATH"
+pg_config=${PG_CONFIG:-pg_config}
+pgsrc=$(dirname "$("$pg_config" --pgxs)")/../..
+export PATH="$("$pg_config" --bindir):$PATH"
 export TESTDIR="${TESTDIR:-$root}"
 export PG_REGRESS="${PG_REGRESS:-$pgsrc/src/test/regress/pg_regress}"
 
 cd "$root"
 rm -rf "$TESTDIR/tmp_check"
-prove_cmd=(prove --timer -I "$pgsrc/src/test/perl" -I test/lib)
+# shellcheck disable=SC2206 # PROVE_FLAGS is a list of switches
+prove_cmd=(prove --timer ${PROVE_FLAGS:-} -I "$pgsrc/src/test/perl" -I test/lib)
 [ $# -eq 0 ] || exec "${prove_cmd[@]}" "$@"
 
 # The whole suite: two files at a time (each makes its own clusters and

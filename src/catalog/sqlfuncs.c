@@ -679,16 +679,23 @@ egress_add_destination(PG_FUNCTION_ARGS)
 		options = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(options),
 													 extra));
 	}
-	if (strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0)
-		egress_publication_create(name);
-
+	/*
+	 * The row first: a concurrent call adding the same name waits here for
+	 * this transaction and, once it commits, gets "already exists" rather
+	 * than a unique violation of the catalog or of pg_publication.
+	 */
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(location);
 	values[3] = JsonbPGetDatum(options);
 	values[4] = ObjectIdGetDatum(guard.save_userid);
-	egress_catalog_exec("INSERT INTO egress.destination (name, kind, location, options, owner) "
-						"VALUES ($1, $2, $3, $4, $5)",
-						5, argtypes, values, NULL, false);
+	if (egress_catalog_exec("INSERT INTO egress.destination (name, kind, location, options, owner) "
+							"VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+							5, argtypes, values, NULL, false) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("destination \"%s\" already exists", name)));
+	if (strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0)
+		egress_publication_create(name);
 	egress_catalog_exit(&guard);
 
 	PG_RETURN_VOID();
@@ -1440,11 +1447,15 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	values[5] = CStringGetTextDatum(dest);
 	values[6] = JsonbPGetDatum(options);
 	values[7] = ObjectIdGetDatum(caller);
+	/* a concurrent call adding the same name: it waits here, then this */
 	if (egress_catalog_exec("INSERT INTO egress.stream "
 							"(name, relid, relation, method, replication_key, destination, options, owner) "
-							"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+							"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+							"ON CONFLICT (name) DO NOTHING RETURNING id",
 							8, argtypes, values, nulls, false) != 1)
-		elog(ERROR, "pg_egress could not add stream \"%s\"", name);
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("stream \"%s\" already exists", name)));
 	stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1, &isnull));
 	argtypes[0] = INT4OID;

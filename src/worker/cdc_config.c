@@ -242,6 +242,10 @@ cdc_load_config(MemoryContext cxt)
  * pending a resync).  The worker's own state changes (an initial sync
  * finished, a stream stopped with an error) change it too: then the next
  * committed egress_* call costs one needless new session, nothing more.
+ * The version is in it because of those: a stream added and synced in
+ * this session, then paused and resumed (pending, resync) looked as it
+ * did at the session's start, and the resync went unnoticed
+ * (test/specs/stream_race.spec); its initial sync gave it a new version.
  * Caller is inside egress_catalog_enter().  Result in CurrentMemoryContext
  * of the caller's choosing (cxt).
  */
@@ -257,6 +261,7 @@ config_fingerprint(MemoryContext cxt)
 	egress_catalog_exec("SELECT coalesce((SELECT d.location || d.options::pg_catalog.text FROM egress.destination d "
 						"WHERE d.name = $1), '') || '|' || coalesce(string_agg("
 						"s.id || ':' || s.enabled || ':' || st.state || ':' || st.resync || ':' || "
+						"coalesce(st.version::pg_catalog.text, '') || ':' || "
 						"s.options::pg_catalog.text, ',' ORDER BY s.id), '') || '|' || "
 						"coalesce((SELECT e.extversion FROM pg_catalog.pg_extension e "
 						"WHERE e.extname OPERATOR(pg_catalog.=) 'pg_egress'), '') "
@@ -330,12 +335,13 @@ record_slot(const char *slot_name, bool owned)
  * with the catalog as of each change, so it must exist before the slot's
  * start.
  */
-static void
+static bool
 record_new_slot(const char *slot_name, bool pgoutput)
 {
 	EgressCatalogGuard guard;
 	Oid			argtypes[2] = {TEXTOID, TEXTOID};
 	Datum		values[2];
+	bool		found;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -345,9 +351,22 @@ record_new_slot(const char *slot_name, bool pgoutput)
 		egress_publication_sync(cdc->dest_name);
 	values[0] = CStringGetTextDatum(cdc->dest_name);
 	values[1] = CStringGetTextDatum(slot_name);
-	egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = true "
-						"WHERE name OPERATOR(pg_catalog.=) $1",
-						2, argtypes, values, NULL, false);
+	found = egress_catalog_exec("UPDATE egress.destination SET slot_name = $2, slot_owned = true "
+								"WHERE name OPERATOR(pg_catalog.=) $1",
+								2, argtypes, values, NULL, false) > 0;
+	if (!found)
+	{
+		/*
+		 * Removed since this session read it (egress_remove_destination
+		 * committed while this waited for its row): a slot made now would
+		 * be nobody's, never dropped (test/specs/destination_race.spec).
+		 */
+		egress_worker_catalog_end(&guard);
+		ereport(LOG,
+				(errmsg("pg_egress destination \"%s\" was removed: replication slot \"%s\" is not created",
+						cdc->dest_name, slot_name)));
+		return false;
+	}
 	egress_catalog_exec("DELETE FROM egress.dropped_slot "
 						"WHERE slot_name OPERATOR(pg_catalog.=) $2::pg_catalog.name",
 						2, argtypes, values, NULL, false);
@@ -365,6 +384,7 @@ record_new_slot(const char *slot_name, bool pgoutput)
 						"OR (st.state OPERATOR(pg_catalog.=) 'error' AND NOT st.resync))",
 						2, argtypes, values, NULL, false);
 	egress_worker_catalog_end(&guard);
+	return true;
 }
 
 static const char *chosen_decoder(void);
@@ -498,7 +518,8 @@ replace_dropped_slot(void)
  * removed destination is replaced).  The catalog says "ours" before the slot exists, so a
  * crash in between never leaves a slot pg_egress made but would not drop.
  * Returns false when the destination may not adopt the slot: its streams
- * are then in state error, and the slot is left alone.
+ * are then in state error, and the slot is left alone; or when the
+ * destination was removed meanwhile: no slot is made.
  */
 bool
 cdc_ensure_slot(void)
@@ -545,7 +566,8 @@ cdc_ensure_slot(void)
 	/* the existing slot's plugin decides; a new slot uses the option */
 	decoder = chosen_decoder();
 	egress_check_decoding_possible(decoder);
-	record_new_slot(cdc->slot_name, strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0);
+	if (!record_new_slot(cdc->slot_name, strcmp(decoder, EGRESS_PLUGIN_PGOUTPUT) == 0))
+		return false;			/* the next session finds no streams and exits */
 	cdc->slot_owned = true;
 	egress_slot_create(cdc->slot_name, decoder);
 	ereport(LOG,

@@ -25,10 +25,14 @@ use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use EgressTest;
+use EgressNode;
+
+# A test file that uses this module needs Node: skipped without it (EgressNode).
+sub import { EgressNode::need('the test HTTP receiver (test/http)'); return; }
 
 my $ROOT = File::Spec->rel2abs(dirname(__FILE__) . '/../..');
 my $HTTPDIR = "$ROOT/test/http";
-my $NODE = $ENV{NODE} // 'node';
+my $NODE = EgressNode::program();
 my $JSON = JSON::PP->new->utf8->allow_bignum->allow_nonref;
 
 # The npm packages of test/http (ajv) are installed by the project's scripts

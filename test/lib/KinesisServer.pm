@@ -26,6 +26,10 @@ use HTTP::Tiny;
 use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(usleep);
+use EgressNode;
+
+# A test file that uses this module needs Node: skipped without it (EgressNode).
+sub import { EgressNode::need('the test Kinesis server (test/kinesis)'); return; }
 
 my $script = File::Spec->rel2abs(dirname(__FILE__) . '/../kinesis/front.js');
 my $JSON = JSON::PP->new->utf8;
@@ -46,7 +50,7 @@ sub start
 	{
 		open(STDOUT, '>>', $log) or POSIX::_exit(1);
 		open(STDERR, '>>', $log) or POSIX::_exit(1);
-		exec('node', $script, $ready, @streams) or POSIX::_exit(1);
+		exec(EgressNode::program(), $script, $ready, @streams) or POSIX::_exit(1);
 	}
 	my $deadline = time + 60;
 	until (-s $ready)

@@ -23,6 +23,10 @@ use HTTP::Tiny;
 use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(usleep);
+use EgressNode;
+
+# A test file that uses this module needs Node: skipped without it (EgressNode).
+sub import { EgressNode::need('the test S3 server (test/s3)'); return; }
 
 my $script = File::Spec->rel2abs(dirname(__FILE__) . '/../s3/s3server.js');
 
@@ -44,7 +48,7 @@ sub start
 	{
 		open(STDOUT, '>>', $log) or POSIX::_exit(1);
 		open(STDERR, '>>', $log) or POSIX::_exit(1);
-		exec('node', $script, $data, $ready, @buckets) or POSIX::_exit(1);
+		exec(EgressNode::program(), $script, $data, $ready, @buckets) or POSIX::_exit(1);
 	}
 	my $deadline = time + 60;
 	until (-s $ready)
