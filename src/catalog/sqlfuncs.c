@@ -1455,7 +1455,8 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 							8, argtypes, values, nulls, false) != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("stream \"%s\" already exists", name)));
+				 errmsg("stream \"%s\" already exists", name),
+				 errhint("Choose another name; egress_add_streams() prefixes the names it makes with its option \"name_prefix\".")));
 	stream_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											SPI_tuptable->tupdesc, 1, &isnull));
 	argtypes[0] = INT4OID;
