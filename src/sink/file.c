@@ -33,6 +33,7 @@ typedef struct FileSink
 	char		tmp_path[MAXPGPATH];
 	char		final_path[MAXPGPATH];
 	uint64		counter;		/* makes temporary names unique */
+	mode_t		mode;			/* of the files written (option file_mode) */
 	char	   *buf;
 	size_t		buflen;
 } FileSink;
@@ -116,6 +117,16 @@ file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 		}
 	}
 	strlcpy(exit_cleanup_path, fs->tmp_path, MAXPGPATH);
+
+	/*
+	 * Created with the server's file mode (0600); option file_mode asks for
+	 * another (0644: readable by others, as COPY TO writes): set on the
+	 * descriptor, so the umask does not take bits away.
+	 */
+	if (fs->mode != pg_file_create_mode && fchmod(fs->fd, fs->mode) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not change the permissions of file \"%s\": %m", fs->tmp_path)));
 	fs->buflen = 0;
 }
 
@@ -242,10 +253,43 @@ file_parse_url(const char *url)
 	return path;
 }
 
+/*
+ * Option file_mode: octal permissions of the files written, as a string
+ * ("0644").  Only read and write bits, and the server must keep reading
+ * and writing its own files (0600 at least).
+ */
+static mode_t
+file_parse_mode(const char *value)
+{
+	char	   *end;
+	long		mode;
+
+	if (value == NULL)
+		return pg_file_create_mode;
+	errno = 0;
+	mode = strtol(value, &end, 8);
+	if (value[0] < '0' || value[0] > '7' || *end != '\0' || errno != 0 ||
+		strlen(value) > 4 || (mode & ~0666) != 0 || (mode & 0600) != 0600)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination option \"file_mode\" must be octal permissions from 0600 to 0666, as a string"),
+				 errdetail("The value was \"%s\".", value),
+				 errhint("Pass for example {\"file_mode\": \"0644\"} for files everyone may read, as COPY TO writes them.")));
+	return (mode_t) mode;
+}
+
+static void
+file_validate(const char *location, const EgressSinkOptions *opts, Oid owner,
+			  bool superuser)
+{
+	(void) file_parse_mode(opts->file_mode);
+}
+
 static void
 file_open(EgressSink *sink)
 {
 	FileSink   *fs = palloc0(sizeof(FileSink));
+	fs->mode = file_parse_mode(sink->opts.file_mode);
 
 	fs->dir = sink->location;
 	fs->fd = -1;
@@ -256,12 +300,12 @@ file_open(EgressSink *sink)
 
 /*
  * Who may write files (pg_write_server_files) is the catalog's rule, checked
- * by egress_add_destination and by the workers: nothing more to validate.
+ * by egress_add_destination and by the workers; the sink validates file_mode.
  */
 const EgressSinkKind egress_file_sink_kind = {
 	.name = "file",
 	.schemes = {"file://", NULL},
 	.parse_url = file_parse_url,
-	.validate = NULL,
+	.validate = file_validate,
 	.open = file_open,
 };

@@ -124,6 +124,32 @@ kind_label(const char *kind)
 	return kind;
 }
 
+/*
+ * keep_retrying of the workers that sync one stream (FULL_TABLE,
+ * INCREMENTAL): they retry until the batch gets through, and their stream
+ * shows state "retrying" meanwhile.  arg: the worker's shared-memory slot.
+ */
+bool
+egress_sink_show_retrying(void *arg, TimestampTz since)
+{
+	EgressWorkerSlot *slot = arg;
+
+	if (slot != NULL && strcmp(slot->phase, "retrying") != 0)
+		egress_set_phase(slot, "retrying");
+	return true;
+}
+
+/* A batch got through: a stream shown "retrying" reads again. */
+void
+egress_sink_retry_done(EgressSink *sink)
+{
+	EgressWorkerSlot *slot = sink->keep_retrying_arg;
+
+	if (sink->keep_retrying == egress_sink_show_retrying && slot != NULL &&
+		strcmp(slot->phase, "retrying") == 0)
+		egress_set_phase(slot, "reading");
+}
+
 void
 egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 {
@@ -167,6 +193,7 @@ egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 			pfree(failure.what);
 	}
 
+	egress_sink_retry_done(sink);
 	if (attempt > 1)
 		ereport(LOG,
 				(errmsg("pg_egress delivered batch %s to %s destination %s after %d attempts",

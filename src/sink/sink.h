@@ -191,5 +191,7 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
  * commit_batch of the sinks that implement commit_attempt.
  */
 extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
+extern bool egress_sink_show_retrying(void *arg, TimestampTz since);
+extern void egress_sink_retry_done(EgressSink *sink);
 
 #endif							/* EGRESS_SINK_H */
