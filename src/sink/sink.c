@@ -139,15 +139,25 @@ egress_sink_show_retrying(void *arg, TimestampTz since)
 	return true;
 }
 
-/* A batch got through: a stream shown "retrying" reads again. */
+/* ... and reads again once a batch got through (delivered_after_retries) */
+void
+egress_sink_show_reading(void *arg)
+{
+	EgressWorkerSlot *slot = arg;
+
+	if (slot != NULL && strcmp(slot->phase, "retrying") == 0)
+		egress_set_phase(slot, "reading");
+}
+
+/*
+ * A batch got through, perhaps after failed attempts: the caller's
+ * delivered_after_retries hook shows it (cheap when nothing failed).
+ */
 void
 egress_sink_retry_done(EgressSink *sink)
 {
-	EgressWorkerSlot *slot = sink->keep_retrying_arg;
-
-	if (sink->keep_retrying == egress_sink_show_retrying && slot != NULL &&
-		strcmp(slot->phase, "retrying") == 0)
-		egress_set_phase(slot, "reading");
+	if (sink->delivered_after_retries)
+		sink->delivered_after_retries(sink->keep_retrying_arg);
 }
 
 void
@@ -193,7 +203,8 @@ egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 			pfree(failure.what);
 	}
 
-	egress_sink_retry_done(sink);
+	if (attempt > 1)
+		egress_sink_retry_done(sink);
 	if (attempt > 1)
 		ereport(LOG,
 				(errmsg("pg_egress delivered batch %s to %s destination %s after %d attempts",

@@ -11,8 +11,11 @@
 #    the interval is validated as INCREMENTAL's; LOG_BASED refuses it.
 # 4. Destination option file_mode: files 0600 by default, 0644 on request;
 #    a bad mode is refused.
-# 5. State "retrying" while a FULL_TABLE sync or an INCREMENTAL run resends
-#    a batch to an HTTP, S3 or Kinesis destination that does not answer.
+# 5. State "retrying" while a batch is being sent again: FULL_TABLE syncs
+#    and INCREMENTAL runs to HTTP, S3 and Kinesis destinations that do not
+#    answer; a LOG_BASED initial sync to a failing HTTP receiver; LOG_BASED
+#    changes to a file destination that cannot be written.  Back to
+#    synced/streaming once the destination works again.
 
 use strict;
 use warnings;
@@ -25,12 +28,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 use EgressTest;
+use EgressHttp;
 
 my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
 
 my $node = create_node(
 	'ux',
 	extension => 0,
+	cdc => 1,
 	conf => qq{
 pg_egress.database = 'app'
 pg_egress.naptime = '1s'
@@ -190,6 +195,40 @@ for my $s (qw(r_http r_inc r_s3 r_kinesis))
 	wait_stream_state_in($node, 'app', $s, 'retrying', 120);
 }
 $node->safe_psql('app', q{SELECT egress_remove_stream(s) FROM unnest(ARRAY['r_http', 'r_inc', 'r_s3', 'r_kinesis']) s});
+
+# an HTTP receiver that fails, then works
+my $recv = EgressHttp->start($node);
+$recv->fault('fail', 1000000, status => 503);
+$node->safe_psql('app', 'SELECT egress_add_destination(' . sql_quote('recv') . ', ' . sql_quote($recv->url)
+	  . q{, '{"retry_initial_interval": "100ms", "retry_max_interval": "500ms"}')});
+$node->safe_psql('app', q{
+	SELECT egress_add_stream('h_full', 't', 'FULL_TABLE', 'recv');
+	SELECT egress_add_stream('h_inc', 't', 'INCREMENTAL', 'recv', 'id');
+	SELECT egress_add_stream('h_cdc', 't', 'LOG_BASED', 'recv');
+});
+wait_stream_state_in($node, 'app', $_, 'retrying', 120) for qw(h_full h_inc h_cdc);
+$recv->fault('clear');
+wait_stream_state_in($node, 'app', 'h_full', 'synced', 120);
+wait_stream_state_in($node, 'app', 'h_inc', 'synced', 120);
+wait_stream_state_in($node, 'app', 'h_cdc', 'streaming', 120);
+$node->safe_psql('app', q{SELECT egress_remove_stream(s) FROM unnest(ARRAY['h_full', 'h_inc', 'h_cdc']) s});
+$recv->stop;
+
+# LOG_BASED to a file destination that cannot be written for a while
+my $out_cdc = new_outdir($node, 'cdc');
+$node->safe_psql('app', 'SELECT egress_add_destination(' . sql_quote('fcdc') . ', ' . sql_quote(file_url($out_cdc)) . ')');
+$node->safe_psql('app', q{SELECT egress_add_stream('f_cdc', 't', 'LOG_BASED', 'fcdc')});
+wait_stream_state_in($node, 'app', 'f_cdc', 'streaming', 120);
+chmod 0500, $out_cdc or die "chmod: $!";
+$node->safe_psql('app', q{INSERT INTO t VALUES (100, 'while unwritable')});
+wait_stream_state_in($node, 'app', 'f_cdc', 'retrying', 120);
+like($node->safe_psql('app', q{SELECT last_error FROM egress_streams WHERE name = 'f_cdc'}),
+	qr/Permission denied/, '... last_error says why');
+chmod 0700, $out_cdc or die "chmod: $!";
+wait_stream_state_in($node, 'app', 'f_cdc', 'streaming', 120);
+ok(poll_until('the change written', 60, sub {
+	grep { $_->{record}{id} == 100 } records_of(read_batches($out_cdc, qr/^fcdc-/)) }),
+	'the change is written once the directory is writable');
 
 $node->stop;
 done_testing();
