@@ -17,6 +17,7 @@
 
 #include "common/file_perm.h"
 #include "common/pg_prng.h"
+#include "common/username.h"
 #include "miscadmin.h"
 #include "port.h"
 #include "storage/fd.h"
@@ -111,6 +112,23 @@ file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 
 			fs->tmp_path[0] = '\0';	/* not ours: never removed */
 			errno = save_errno;
+
+			/*
+			 * The message is what last_error shows: name the OS user who
+			 * needs the right, the server's, not a database role.
+			 */
+			if (save_errno == EACCES || save_errno == EPERM || save_errno == EROFS)
+			{
+				char	   *errstr;
+				const char *osuser = get_user_name(&errstr);
+
+				errno = save_errno;	/* for %m */
+
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not create a temporary file in \"%s\": %m (the server runs as OS user \"%s\", who needs write access there)",
+								fs->dir, osuser ? osuser : "?")));
+			}
 			ereport(ERROR,
 					(errcode_for_file_access(),
 					 errmsg("could not create a temporary file in \"%s\": %m", fs->dir)));

@@ -223,7 +223,8 @@ chmod 0500, $out_cdc or die "chmod: $!";
 $node->safe_psql('app', q{INSERT INTO t VALUES (100, 'while unwritable')});
 wait_stream_state_in($node, 'app', 'f_cdc', 'retrying', 120);
 like($node->safe_psql('app', q{SELECT last_error FROM egress_streams WHERE name = 'f_cdc'}),
-	qr/Permission denied/, '... last_error says why');
+	qr/Permission denied \(the server runs as OS user "\Q${\ scalar getpwuid($<)}\E", who needs write access there\)/,
+	'... last_error says why and names the OS user');
 chmod 0700, $out_cdc or die "chmod: $!";
 wait_stream_state_in($node, 'app', 'f_cdc', 'streaming', 120);
 ok(poll_until('the change written', 60, sub {
