@@ -419,5 +419,20 @@ GRANT EXECUTE ON FUNCTION egress_check(text, text) TO egress_user;
 
 -- == runtime and UX ==
 
+-- The workers serve only the database named by pg_egress.database: in any
+-- other database the streams would stay pending without a word.  Say so.
+DO $egress_db$
+DECLARE
+	served text := pg_catalog.current_setting('pg_egress.database', true);
+BEGIN
+	IF served IS DISTINCT FROM pg_catalog.current_database() THEN
+		RAISE WARNING 'pg_egress serves database "%", not "%": streams added here will not run', served, pg_catalog.current_database()
+			USING DETAIL = 'The pg_egress workers serve the one database named by pg_egress.database; streams of other databases stay pending.',
+				  HINT = pg_catalog.format('Set pg_egress.database = %L in postgresql.conf and reload the configuration, or use the extension in database "%s".',
+										   pg_catalog.current_database(), served);
+	END IF;
+END
+$egress_db$;
+
 
 -- == end ==

@@ -27,6 +27,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -1161,6 +1162,45 @@ egress_add_stream(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The workers serve the database of pg_egress.database only: a stream added
+ * in another one would wait in state pending forever without a word.  Say
+ * it (a WARNING, once per session: egress_add_streams adds many streams)
+ * and leave it in the stream's last_error, where egress_streams shows it
+ * until the stream runs.
+ */
+static void
+note_unserved_database(const char *name, int32 stream_id)
+{
+	static bool warned = false;
+	char	   *db = get_database_name(MyDatabaseId);
+	const char *served = egress_database ? egress_database : "";
+	char	   *why;
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+
+	if (db == NULL || strcmp(db, served) == 0)
+		return;
+	why = psprintf("no pg_egress worker serves database \"%s\": pg_egress.database is \"%s\"; the stream waits until pg_egress.database names this database",
+				   db, served);
+	if (!warned)
+	{
+		warned = true;
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("stream \"%s\" will not run: pg_egress serves database \"%s\", not \"%s\"",
+						name, served, db),
+				 errdetail("The pg_egress workers serve the one database named by pg_egress.database; streams of other databases stay pending."),
+				 errhint("Set pg_egress.database = '%s' in postgresql.conf and reload the configuration, or use the extension in database \"%s\".",
+						 db, served)));
+	}
+	values[0] = Int32GetDatum(stream_id);
+	values[1] = CStringGetTextDatum(why);
+	egress_catalog_exec("UPDATE egress.stream_state SET last_error = $2, last_error_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) $1",
+						2, argtypes, values, NULL, false);
+}
+
+/*
  * Adds one stream, in the caller's transaction; an ERROR leaves nothing.
  * With state_missing_ok, a "state" option without a bookmark for this
  * relation is no error (patterns: one STATE for many tables).
@@ -1264,13 +1304,23 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	else
 	{
 		int64		dummy;
+		JsonbValue	ikey;
 
-		if (egress_jsonb_get_int64(options, "limit", &dummy) ||
-			egress_jsonb_get_string(options, "interval") != NULL ||
-			egress_jsonb_get_int64(options, "interval", &dummy))
+		/* FULL_TABLE streams may be scheduled too: a new version each run */
+		ikey.type = jbvString;
+		ikey.val.string.val = "interval";
+		ikey.val.string.len = strlen("interval");
+		if (strcmp(method, "FULL_TABLE") != 0 &&
+			options != NULL && JB_ROOT_IS_OBJECT(options) &&
+			findJsonbValueFromContainer(&options->root, JB_FOBJECT, &ikey) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("stream options \"interval\" and \"limit\" are only valid for INCREMENTAL streams")));
+					 errmsg("stream option \"interval\" is only valid for INCREMENTAL and FULL_TABLE streams"),
+					 errhint("LOG_BASED streams send changes as they are committed; pg_egress.flush_interval and the destination option \"flush_interval\" decide how often.")));
+		if (egress_jsonb_get_int64(options, "limit", &dummy))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("stream option \"limit\" is only valid for INCREMENTAL streams")));
 	}
 	if (strcmp(method, "FULL_TABLE") != 0 &&
 		(egress_jsonb_get_string(options, "fast_sync_format") != NULL ||
@@ -1463,6 +1513,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 	values[0] = Int32GetDatum(stream_id);
 	egress_catalog_exec("INSERT INTO egress.stream_state (stream_id) VALUES ($1)",
 						1, argtypes, values, NULL, false);
+	note_unserved_database(name, stream_id);
 	if (taking_over)
 	{
 		/*

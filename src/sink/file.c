@@ -19,6 +19,7 @@
 #include "catalog/pg_authid.h"
 #include "common/file_perm.h"
 #include "common/pg_prng.h"
+#include "common/username.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "port.h"
@@ -36,6 +37,7 @@ typedef struct FileSink
 	char		tmp_path[MAXPGPATH];
 	char		final_path[MAXPGPATH];
 	uint64		counter;		/* makes temporary names unique */
+	mode_t		mode;			/* of the files written (option file_mode) */
 	char	   *buf;
 	size_t		buflen;
 } FileSink;
@@ -113,12 +115,39 @@ file_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 
 			fs->tmp_path[0] = '\0';	/* not ours: never removed */
 			errno = save_errno;
+
+			/*
+			 * The message is what last_error shows: name the OS user who
+			 * needs the right, the server's, not a database role.
+			 */
+			if (save_errno == EACCES || save_errno == EPERM || save_errno == EROFS)
+			{
+				char	   *errstr;
+				const char *osuser = get_user_name(&errstr);
+
+				errno = save_errno;	/* for %m */
+
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not create a temporary file in \"%s\": %m (the server runs as OS user \"%s\", who needs write access there)",
+								fs->dir, osuser ? osuser : "?")));
+			}
 			ereport(ERROR,
 					(errcode_for_file_access(),
 					 errmsg("could not create a temporary file in \"%s\": %m", fs->dir)));
 		}
 	}
 	strlcpy(exit_cleanup_path, fs->tmp_path, MAXPGPATH);
+
+	/*
+	 * Created with the server's file mode (0600); option file_mode asks for
+	 * another (0644: readable by others, as COPY TO writes): set on the
+	 * descriptor, so the umask does not take bits away.
+	 */
+	if (fs->mode != pg_file_create_mode && fchmod(fs->fd, fs->mode) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not change the permissions of file \"%s\": %m", fs->tmp_path)));
 	fs->buflen = 0;
 }
 
@@ -330,10 +359,36 @@ file_parse_url(const char *url)
 	return path;
 }
 
+/*
+ * Option file_mode: octal permissions of the files written, as a string
+ * ("0644").  Only read and write bits, and the server must keep reading
+ * and writing its own files (0600 at least).
+ */
+static mode_t
+file_parse_mode(const char *value)
+{
+	char	   *end;
+	long		mode;
+
+	if (value == NULL)
+		return pg_file_create_mode;
+	errno = 0;
+	mode = strtol(value, &end, 8);
+	if (value[0] < '0' || value[0] > '7' || *end != '\0' || errno != 0 ||
+		strlen(value) > 4 || (mode & ~0666) != 0 || (mode & 0600) != 0600)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination option \"file_mode\" must be octal permissions from 0600 to 0666, as a string"),
+				 errdetail("The value was \"%s\".", value),
+				 errhint("Pass for example {\"file_mode\": \"0644\"} for files everyone may read, as COPY TO writes them.")));
+	return (mode_t) mode;
+}
+
 static void
 file_open(EgressSink *sink)
 {
 	FileSink   *fs = palloc0(sizeof(FileSink));
+	fs->mode = file_parse_mode(sink->opts.file_mode);
 
 	fs->dir = sink->location;
 	fs->fd = -1;
@@ -344,14 +399,16 @@ file_open(EgressSink *sink)
 
 /*
  * Who may write files (pg_write_server_files) is the catalog's rule, checked
- * by egress_add_destination and by the workers.  To a role that has that
- * right, say now when the server cannot write into the directory (a role
- * without it learns nothing of the server's files here: it is refused).
+ * by egress_add_destination and by the workers; the sink validates
+ * file_mode.  To a role that has that right, say now when the server cannot
+ * write into the directory (a role without it learns nothing of the
+ * server's files here: it is refused).
  */
 static void
 file_validate(const char *location, const EgressSinkOptions *opts, Oid owner,
 			  bool owner_superuser)
 {
+	(void) file_parse_mode(opts->file_mode);
 	if (owner_superuser || has_privs_of_role(owner, ROLE_PG_WRITE_SERVER_FILES))
 		(void) file_check_directory(location);
 }

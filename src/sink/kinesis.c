@@ -516,6 +516,7 @@ kinesis_commit_batch(EgressSink *sink, const char *batch_id)
 		resetStringInfo(&ks->carry);
 	}
 	egress_kinesis_flush(ks->kc, sink->keep_retrying, sink->keep_retrying_arg);
+	egress_sink_retry_done(sink);
 	ks->open = false;
 	if (ks->carry.maxlen > 8 * 1024 * 1024)
 	{

@@ -147,6 +147,42 @@ kind_label(const char *kind)
 	return kind;
 }
 
+/*
+ * keep_retrying of the workers that sync one stream (FULL_TABLE,
+ * INCREMENTAL): they retry until the batch gets through, and their stream
+ * shows state "retrying" meanwhile.  arg: the worker's shared-memory slot.
+ */
+bool
+egress_sink_show_retrying(void *arg, TimestampTz since)
+{
+	EgressWorkerSlot *slot = arg;
+
+	if (slot != NULL && strcmp(slot->phase, "retrying") != 0)
+		egress_set_phase(slot, "retrying");
+	return true;
+}
+
+/* ... and reads again once a batch got through (delivered_after_retries) */
+void
+egress_sink_show_reading(void *arg)
+{
+	EgressWorkerSlot *slot = arg;
+
+	if (slot != NULL && strcmp(slot->phase, "retrying") == 0)
+		egress_set_phase(slot, "reading");
+}
+
+/*
+ * A batch got through, perhaps after failed attempts: the caller's
+ * delivered_after_retries hook shows it (cheap when nothing failed).
+ */
+void
+egress_sink_retry_done(EgressSink *sink)
+{
+	if (sink->delivered_after_retries)
+		sink->delivered_after_retries(sink->keep_retrying_arg);
+}
+
 void
 egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 {
@@ -190,6 +226,8 @@ egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id)
 			pfree(failure.what);
 	}
 
+	if (attempt > 1)
+		egress_sink_retry_done(sink);
 	if (attempt > 1)
 		ereport(LOG,
 				(errmsg("pg_egress delivered batch %s to %s destination %s after %d attempts",

@@ -118,6 +118,8 @@ struct EgressSink
 	 */
 	bool		(*keep_retrying) (void *arg, TimestampTz since);
 	void	   *keep_retrying_arg;
+	/* Optional: called with keep_retrying_arg when a batch got through after failed attempts. */
+	void		(*delivered_after_retries) (void *arg);
 
 	/*
 	 * Set by the caller: the destination's owner (who chose its URL) is a
@@ -203,5 +205,8 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
  * commit_batch of the sinks that implement commit_attempt.
  */
 extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
+extern bool egress_sink_show_retrying(void *arg, TimestampTz since);
+extern void egress_sink_show_reading(void *arg);
+extern void egress_sink_retry_done(EgressSink *sink);
 
 #endif							/* EGRESS_SINK_H */

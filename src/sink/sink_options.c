@@ -71,6 +71,7 @@ static const SinkOptionSpec sink_options[] = {
 	{"ca_file", SOPT_STRING, "http", FIELD(ca_file)},
 	{"verify", SOPT_BOOL, "http", FIELD(verify)},
 	{"stream", SOPT_BOOL, "http", FIELD(stream)},
+	{"file_mode", SOPT_STRING, "file", FIELD(file_mode)},
 	{"region", SOPT_STRING, "kinesis", FIELD(region)},
 	{"format", SOPT_CHOICE, "kinesis", FIELD(format), {"singer", "pg_kinesis"}},
 	{"partition_key", SOPT_STRING, "kinesis", FIELD(partition_key)},

@@ -54,6 +54,7 @@ typedef struct EgressSinkOptions
 	bool		stream;
 
 	/* Kinesis */
+	char	   *file_mode;		/* file: octal permissions; NULL: 0600 */
 	char	   *region;			/* NULL: as for S3 */
 	char	   *format;			/* "singer" (default) or "pg_kinesis" */
 	char	   *partition_key;	/* "primary_key" (default), "table", a column */

@@ -324,6 +324,7 @@ open_sink(void)
 									 (Jsonb *) pg_detoast_datum_copy((struct varlena *) cdc->dest_options) :
 									 NULL);
 		cdc->sink->keep_retrying = cdc_keep_retrying;
+		cdc->sink->delivered_after_retries = cdc_delivered_after_retries;
 		MemoryContextSwitchTo(oldcxt);
 	}
 	pfree(identity);
@@ -341,6 +342,9 @@ run_session(MemoryContext sessioncxt)
 	cdc_retrying = false;
 	if (cdc_load_config(sessioncxt) == 0)
 		return false;
+	/* the destination failed last time: "retrying" until a batch gets through */
+	if (cdc_failing)
+		cdc_show_failing();
 	{
 		(void) cdc_check_lag(cdc_current_lag(), false);
 		cdc_enforce_wal_limit(cdc_current_unacked());
@@ -614,6 +618,7 @@ after_error(ErrorData *edata, int *failures)
 	{
 		/* a failing destination: show it, retry with a growing pause */
 		cdc_note_failure(edata->message, false);
+		cdc_show_failing();
 		(*failures)++;
 		backoff = egress_backoff_after(1000L, 60000L, *failures);
 	}

@@ -34,6 +34,43 @@ set_retrying(bool retrying)
 }
 
 /*
+ * The last session ended with the destination failing (a file that could
+ * not be written, a batch given up after CDC_MAX_RETRY_MS): the streams
+ * show "retrying" through the pause and the next session until a batch
+ * gets through.
+ */
+bool		cdc_failing = false;
+
+void
+cdc_show_failing(void)
+{
+	cdc_failing = true;
+	set_retrying(true);
+}
+
+/* the syncing stream's entry, if an initial sync runs */
+static EgressWorkerSlot *
+syncing_slot(void)
+{
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (cdc->streams[i].slot && cdc->streams[i].def &&
+			cdc->streams[i].def->id == cdc_syncing_stream)
+			return cdc->streams[i].slot;
+	return NULL;
+}
+
+/* the sink delivered a batch after failed attempts */
+void
+cdc_delivered_after_retries(void *arg)
+{
+	EgressWorkerSlot *slot;
+
+	if (cdc_syncing_stream != 0 && (slot = syncing_slot()) != NULL &&
+		strcmp(slot->phase, "retrying") == 0)
+		egress_set_phase(slot, "syncing");
+}
+
+/*
  * Asked by the sink between retries of a batch.  It gives up (and the
  * error path shows the failure, applies the WAL retention guard and starts
  * a new session after a pause) when the configuration changed, when the
@@ -62,7 +99,14 @@ cdc_keep_retrying(void *arg, TimestampTz since)
 			return false;
 
 	if (cdc_syncing_stream != 0)
+	{
+		/* the initial sync's batch is resent: its stream shows it */
+		EgressWorkerSlot *slot = syncing_slot();
+
+		if (slot != NULL && strcmp(slot->phase, "retrying") != 0)
+			egress_set_phase(slot, "retrying");
 		return true;
+	}
 	if (!cdc_retrying)
 		set_retrying(true);
 	if (pg_atomic_read_u32(&egress_shared->config_gen) != cdc->config_gen)
@@ -210,6 +254,7 @@ cdc_commit_batch(void)
 		MemoryContextSwitchTo(oldcxt);
 	}
 	cdc->batch_open = false;
+	cdc_failing = false;
 	if (cdc_retrying)
 		set_retrying(false);
 

@@ -331,6 +331,33 @@ retry_failed_streams(void)
 	return false;
 }
 
+/*
+ * FULL_TABLE streams with an "interval" option run again that long after
+ * their last sync finished: the stream is set pending, so that its sync
+ * worker claims it as egress_sync_now() would have it, with a new version.
+ * The interval was validated when the stream was added (as INCREMENTAL's).
+ */
+static void
+schedule_full_table_runs(void)
+{
+	if (egress_catalog_exec("UPDATE egress.stream_state st SET state = 'pending', "
+							"updated_at = pg_catalog.now() "
+							"FROM egress.stream s "
+							"WHERE st.stream_id OPERATOR(pg_catalog.=) s.id "
+							"AND s.method OPERATOR(pg_catalog.=) 'FULL_TABLE' AND s.enabled "
+							"AND st.state OPERATOR(pg_catalog.=) 'synced' AND NOT st.resync "
+							"AND s.options OPERATOR(pg_catalog.?) 'interval' "
+							"AND st.sync_finished_at OPERATOR(pg_catalog.+) "
+							"CASE pg_catalog.jsonb_typeof(s.options OPERATOR(pg_catalog.->) 'interval') "
+							"WHEN 'number' THEN pg_catalog.make_interval(secs => (s.options OPERATOR(pg_catalog.->>) 'interval')::pg_catalog.float8) "
+							"ELSE (s.options OPERATOR(pg_catalog.->>) 'interval')::pg_catalog.interval END "
+							"OPERATOR(pg_catalog.<=) pg_catalog.now()",
+							0, NULL, NULL, NULL, false) > 0)
+		ereport(DEBUG1,
+				(errmsg_internal("pg_egress: " UINT64_FORMAT " scheduled FULL_TABLE streams due",
+								 (uint64) SPI_processed)));
+}
+
 /* Read the streams of the catalog; returns how many, in *wants. */
 static int
 read_catalog(StreamWant **wants)
@@ -365,16 +392,19 @@ read_catalog(StreamWant **wants)
 		}
 		track_extension_objects(get_extension_oid("pg_egress", true));
 		retried = retry_failed_streams();
+		schedule_full_table_runs();
 		/*
 		 * INCREMENTAL streams run when asked for (pending, resync) and
 		 * every "interval" option (a number of seconds or an interval
-		 * string; default pg_egress.naptime) after their last run.
+		 * string; default pg_egress.naptime) after their last run;
+		 * FULL_TABLE streams with an "interval" too (set pending above).
 		 */
 		sql = psprintf("WITH x AS (SELECT s.id, s.enabled, s.method, st.resync, st.state, "
 					   "st.sync_finished_at + CASE jsonb_typeof(s.options->'interval') "
 					   "WHEN 'number' THEN make_interval(secs => (s.options->>'interval')::float8) "
 					   "WHEN 'string' THEN (s.options->>'interval')::interval "
-					   "ELSE make_interval(secs => %d / 1000.0) END AS due "
+					   "ELSE make_interval(secs => %d / 1000.0) END AS due, "
+					   "s.options OPERATOR(pg_catalog.?) 'interval' AS has_interval "
 					   "FROM egress.stream s JOIN egress.stream_state st "
 					   "ON st.stream_id = s.id) "
 					   "SELECT id, enabled, "
@@ -384,7 +414,8 @@ read_catalog(StreamWant **wants)
 					   "(state = 'synced' AND (due IS NULL OR due <= now())) "
 					   "ELSE false END, "
 					   "resync, method = 'INCREMENTAL', "
-					   "CASE WHEN method = 'INCREMENTAL' AND enabled AND state = 'synced' AND due > now() "
+					   "CASE WHEN (method = 'INCREMENTAL' OR (method = 'FULL_TABLE' AND has_interval)) "
+					   "AND enabled AND state = 'synced' AND NOT resync AND due > now() "
 					   "THEN ceil(extract(epoch FROM due - now()) * 1000)::pg_catalog.int8 END "
 					   "FROM x ORDER BY id",
 					   egress_naptime_ms);

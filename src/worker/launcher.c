@@ -6,6 +6,12 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -16,6 +22,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "pg_egress.h"
@@ -64,6 +71,91 @@ start_dbworker(const char *dbname)
 	return handle;
 }
 
+/* why the database of pg_egress.database cannot be served, if it cannot */
+typedef enum
+{
+	DB_OK,
+	DB_MISSING,
+	DB_NO_CONNECTIONS
+} DbProblem;
+
+/*
+ * Look the database up in pg_database (a shared catalog: readable without
+ * a database connection).  Starting a worker for a database that is not
+ * there would only have it die with a FATAL at every naptime.
+ */
+static DbProblem
+database_problem(const char *dbname)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	DbProblem	result = DB_MISSING;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), dbname) == 0)
+		{
+			result = db->datallowconn ? DB_OK : DB_NO_CONNECTIONS;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return result;
+}
+
+/*
+ * Say once (per database name and problem) why no worker runs; the
+ * launcher then checks again every naptime without repeating itself, and
+ * says when the worker can start after all.
+ */
+static bool
+database_ready(const char *dbname)
+{
+	static char *reported_db = NULL;
+	static DbProblem reported = DB_OK;
+	DbProblem	problem = database_problem(dbname);
+
+	if (problem == DB_OK)
+	{
+		if (reported != DB_OK)
+			ereport(LOG,
+					(errmsg("pg_egress.database \"%s\" can be served now: starting its worker",
+							dbname)));
+		reported = DB_OK;
+		return true;
+	}
+	if (problem == reported && reported_db != NULL && strcmp(reported_db, dbname) == 0)
+		return false;
+
+	if (problem == DB_MISSING)
+		ereport(WARNING,
+				(errcode(ERRCODE_UNDEFINED_DATABASE),
+				 errmsg("pg_egress.database \"%s\" does not exist: pg_egress serves no database", dbname),
+				 errdetail("No stream runs until the database exists. pg_egress checks again every pg_egress.naptime and logs nothing more about it."),
+				 errhint("Set pg_egress.database to the database where CREATE EXTENSION pg_egress was run and reload the configuration (SELECT pg_reload_conf()), or create database \"%s\".",
+						 dbname)));
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_egress.database \"%s\" does not accept connections: pg_egress serves no database", dbname),
+				 errdetail("No stream runs until the database allows connections (pg_database.datallowconn). pg_egress checks again every pg_egress.naptime and logs nothing more about it."),
+				 errhint("Set pg_egress.database to the database where CREATE EXTENSION pg_egress was run and reload the configuration (SELECT pg_reload_conf()).")));
+	if (reported_db)
+		pfree(reported_db);
+	reported_db = MemoryContextStrdup(TopMemoryContext, dbname);
+	reported = problem;
+	return false;
+}
+
 void
 egress_launcher_main(Datum main_arg)
 {
@@ -95,6 +187,9 @@ egress_launcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* a new pg_egress.database is looked at without waiting */
+			if (handle == NULL)
+				last_start = 0;
 		}
 
 		/* pg_egress.database changed: stop the old worker first */
@@ -125,7 +220,9 @@ egress_launcher_main(Datum main_arg)
 			if (last_start == 0 ||
 				TimestampDifferenceExceeds(last_start, now, egress_naptime_ms))
 			{
-				handle = start_dbworker(egress_database);
+				/* a database that is not there: looked at again quietly */
+				if (database_ready(egress_database))
+					handle = start_dbworker(egress_database);
 				last_start = now;
 				if (running_db)
 					pfree(running_db);

@@ -416,6 +416,10 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	egress_check_destination_use(def);
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 	current_sink->owner_superuser = def->dest_owner_superuser;
+	/* retried until delivered; the stream shows "retrying" meanwhile */
+	current_sink->keep_retrying = egress_sink_show_retrying;
+	current_sink->keep_retrying_arg = slot;
+	current_sink->delivered_after_retries = egress_sink_show_reading;
 	ereport(LOG,
 			(errmsg("pg_egress stream \"%s\": FULL_TABLE sync of %s started, version " INT64_FORMAT,
 					def->name, def->relation, version)));
