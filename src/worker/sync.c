@@ -12,6 +12,7 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -21,6 +22,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "storage/bufmgr.h"
 #include "utils/lsyscache.h"
@@ -32,6 +34,7 @@
 #include "encode/singer.h"
 #include "export/parallel.h"
 #include "pg_egress.h"
+#include "shmem.h"
 #include "sink/sink.h"
 #include "export/fast_sync.h"
 #include "worker/snapshot.h"
@@ -206,6 +209,8 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	rel = table_open(def->relid, AccessShareLock);
 	nblocks = RelationGetNumberOfBlocks(rel);
 	table_close(rel, NoLock);
+	/* the parts' rows count once they end; the coordinator's per batch */
+	egress_progress_begin(slot, egress_relation_row_estimate(def->relid));
 
 	memset(result, 0, sizeof(*result));
 	memset(&part, 0, sizeof(part));
@@ -250,6 +255,7 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 		slot->bytes_sent = result->bytes;
 		slot->batches_sent = result->batches;
 	}
+	egress_progress_rows(slot, result->rows);
 
 	part.mode = EGRESS_SNAP_CLOSE;
 	egress_snapshot_write_part(def, sink, NULL, version, &part, &r);
@@ -260,6 +266,8 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 		slot->bytes_sent = result->bytes;
 		slot->batches_sent = result->batches;
 	}
+	egress_progress_acked(slot);
+	egress_progress_end(slot);
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -359,7 +367,48 @@ finish_stream(EgressStreamDef *def, int64 version, EgressSnapshotResult *result)
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",
 						6, argtypes, values, NULL, false);
+	egress_record_success(&def->id, 1);
 	egress_worker_catalog_end(&guard);
+}
+
+/*
+ * Is this the 0.2 catalog (stream_state.last_success_at)?  A database may
+ * keep 0.1's until ALTER EXTENSION pg_egress UPDATE; asked in each
+ * transaction that records a success (two syscache lookups).
+ */
+static bool
+catalog_has_last_success(void)
+{
+	Oid			nsp = get_namespace_oid("egress", true);
+	Oid			relid;
+
+	if (!OidIsValid(nsp))
+		return false;
+	relid = get_relname_relid("stream_state", nsp);
+	return OidIsValid(relid) &&
+		get_attnum(relid, "last_success_at") != InvalidAttrNumber;
+}
+
+void
+egress_record_success(const int32 *stream_ids, int n)
+{
+	ArrayType  *ids;
+	Datum	   *elems;
+	Oid			argtypes[1] = {INT4ARRAYOID};
+	Datum		values[1];
+
+	if (n <= 0 || !catalog_has_last_success())
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(stream_ids[i]);
+	ids = construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+	values[0] = PointerGetDatum(ids);
+	egress_catalog_exec("UPDATE egress.stream_state SET last_success_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) ANY ($1)",
+						1, argtypes, values, NULL, false);
+	pfree(ids);
+	pfree(elems);
 }
 
 /* After a failure: show it in egress_streams; the stream waits for resume. */
@@ -386,6 +435,7 @@ egress_record_stream_error(int32 stream_id, const char *message)
 static void
 release_slot_at_exit(int code, Datum arg)
 {
+	egress_count_retries_in(NULL);
 	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
 }
 
@@ -472,6 +522,7 @@ egress_run_stream_worker(Datum main_arg,
 		proc_exit(0);
 	}
 	before_shmem_exit(release_slot_at_exit, PointerGetDatum(slot));
+	egress_count_retries_in(slot);
 
 	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress stream worker",
 									ALLOCSET_DEFAULT_SIZES);
