@@ -36,6 +36,9 @@ static bool xact_callback_registered = false;
 PG_FUNCTION_INFO_V1(egress_stream_activity);
 PG_FUNCTION_INFO_V1(egress_stream_progress);
 
+/* progress of a run that has not finished, at most (1: finished) */
+#define EGRESS_PROGRESS_MAX_RUNNING 0.99
+
 /* Called from shmem_startup_hook, also after a crash restart. */
 void
 egress_shmem_init(void)
@@ -554,10 +557,14 @@ egress_stream_progress(PG_FUNCTION_ARGS)
 				values[3] = Int64GetDatum(est);
 				nulls[3] = est < 0;
 				values[4] = Int64GetDatum(rows);
+				/*
+				 * 1 means finished: a run that outgrew its estimate stays
+				 * just below until it ends.
+				 */
 				if (slot->run_done)
 					progress = 1.0;
 				else if (est > 0)
-					progress = (double) rows / (double) est;
+					progress = Min((double) rows / (double) est, EGRESS_PROGRESS_MAX_RUNNING);
 				else
 					progress = est == 0 ? 0.0 : -1.0;
 				values[5] = Float8GetDatum(progress);
@@ -565,9 +572,10 @@ egress_stream_progress(PG_FUNCTION_ARGS)
 
 				/*
 				 * Finished at the pace so far: started + elapsed / progress.
-				 * Not before the first rows, nor once done.
+				 * Not before the first rows, nor once done, nor past the
+				 * estimate (the rest is not known).
 				 */
-				if (!slot->run_done && progress > 0)
+				if (!slot->run_done && progress > 0 && rows < est)
 				{
 					double		elapsed = (double) (now - slot->run_started_at);
 
