@@ -63,6 +63,8 @@ typedef struct EgressWorkerSlot
 	TimestampTz run_started_at; /* a sync, run or backfill began; 0: none */
 	int64		rows_total_estimate;	/* its rows as planned; -1 unknown */
 	int64		run_rows;		/* its rows acknowledged so far */
+	int64		run_rows_base;	/* ... of them before it began (a resumed
+								 * backfill): not counted in its pace */
 	bool		run_done;		/* it finished */
 	uint64		retries;		/* deliveries and sessions tried again */
 	TimestampTz last_success_at;	/* a batch was last acknowledged */

@@ -9,7 +9,7 @@
 
 #include <signal.h>
 
-#include "access/table.h"
+#include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "fmgr.h"
@@ -405,17 +405,24 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 /* ---- progress, lag, retries ------------------------------------------------ */
 
 void
-egress_progress_begin(EgressWorkerSlot *slot, double estimate)
+egress_progress_resume(EgressWorkerSlot *slot, double estimate, int64 rows_before)
 {
 	if (slot == NULL)
 		return;
 	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
 	slot->rows_total_estimate = estimate < 0 ? -1 :
 		(int64) Min(estimate + 0.5, (double) PG_INT64_MAX);
-	slot->run_rows = 0;
+	slot->run_rows = rows_before;
+	slot->run_rows_base = rows_before;
 	slot->run_done = false;
 	slot->run_started_at = GetCurrentTimestamp();
 	LWLockRelease(egress_shared->lock);
+}
+
+void
+egress_progress_begin(EgressWorkerSlot *slot, double estimate)
+{
+	egress_progress_resume(slot, estimate, 0);
 }
 
 /*
@@ -471,9 +478,12 @@ egress_relation_row_estimate(Oid relid)
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW &&
 		relkind != RELKIND_TOASTVALUE)
 		return -1;
-	rel = table_open(relid, AccessShareLock);
+	/* dropped meanwhile: not known */
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		return -1;
 	estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
-	table_close(rel, AccessShareLock);
+	relation_close(rel, AccessShareLock);
 	return tuples;
 }
 
@@ -571,16 +581,19 @@ egress_stream_progress(PG_FUNCTION_ARGS)
 				nulls[5] = progress < 0;
 
 				/*
-				 * Finished at the pace so far: started + elapsed / progress.
-				 * Not before the first rows, nor once done, nor past the
-				 * estimate (the rest is not known).
+				 * Finished at the pace so far: now + rows left / rows per
+				 * microsecond since it began.  Not before the first rows,
+				 * nor once done, nor past the estimate (the rest is not
+				 * known).
 				 */
-				if (!slot->run_done && progress > 0 && rows < est)
+				if (!slot->run_done && progress > 0 && rows < est &&
+					rows > slot->run_rows_base)
 				{
 					double		elapsed = (double) (now - slot->run_started_at);
+					double		left = elapsed * (double) (est - rows) /
+						(double) (rows - slot->run_rows_base);
 
-					values[6] = TimestampTzGetDatum(slot->run_started_at +
-													(TimestampTz) (elapsed / progress));
+					values[6] = TimestampTzGetDatum(now + (TimestampTz) Min(left, 1e15));
 				}
 				else
 					nulls[6] = true;

@@ -19,6 +19,10 @@
  */
 extern void egress_progress_begin(EgressWorkerSlot *slot, double estimate);
 
+/* the same, for a run resumed with rows already acknowledged */
+extern void egress_progress_resume(EgressWorkerSlot *slot, double estimate,
+								   int64 rows_before);
+
 /* rows acknowledged so far by the run (after each batch) */
 extern void egress_progress_rows(EgressWorkerSlot *slot, int64 rows);
 

@@ -201,6 +201,39 @@ wait_stream_where($node, 'c', qq{lag_seconds = 0 AND last_success_at > '$before'
 is(sql(q{SELECT st.last_success_at IS NOT NULL FROM egress.stream_state st JOIN egress.stream s
            ON s.id = st.stream_id WHERE s.name = 'c'}), 't', 'LOG_BASED: last_success_at persisted');
 
+# ---- LOG_BASED chunked backfill: progress of the chunks acknowledged ----------------
+sql(q{
+CREATE TABLE bf (id integer PRIMARY KEY, v text NOT NULL);
+INSERT INTO bf SELECT i, md5(i::text) FROM generate_series(1, 10000) i;
+ANALYZE bf;
+});
+$rcv->fault('clear');
+$rcv->fault('delay', 1000, ms => 300);
+sql("SELECT egress_add_destination('hb', " . sql_quote($rcv->url('/bf'))
+	  . q{, '{"flush_interval": "100ms"}')});
+sql(q{SELECT egress_add_stream('bf', 'bf', 'LOG_BASED', 'hb', options => '{"chunk_rows": 500, "batch_max_rows": 500}')});
+my $bmid;
+ok( poll_until(
+		'a backfill mid-way with an eta',
+		90,
+		sub {
+			my $r = row('bf');
+			return 0 unless ($r->{state} // '') eq 'syncing' && defined $r->{eta};
+			return 0 unless $r->{backfill_rows} >= 1000 && $r->{backfill_rows} <= 8000;
+			$bmid = $r;
+			return 1;
+		}),
+	'backfill: a row mid-way, with an eta');
+$bmid //= {};
+is($bmid->{rows_total_estimate}, 10000, 'backfill: rows_total_estimate is the table\'s');
+# the live count is at least the persisted one, at most a chunk ahead
+my $bdone = ($bmid->{progress} // -1) * 10000;
+ok($bdone >= $bmid->{backfill_rows} - 0.5 && $bdone <= $bmid->{backfill_rows} + 500.5,
+	"backfill: progress ($bmid->{progress}) is the rows acknowledged ($bmid->{backfill_rows}) / estimate");
+$rcv->fault('clear');
+wait_stream_state($node, 'bf', 'streaming', 120);
+is(row('bf')->{progress}, 1, 'backfill: progress 1 once streaming');
+
 # ---- what another role sees -------------------------------------------------------
 sql(q{
 CREATE ROLE alice LOGIN;
@@ -214,13 +247,13 @@ like($out, qr/^0\n0$/, 'it sees neither the streams nor the live figures of othe
 
 # ---- exports in pg_stat_progress_copy ---------------------------------------------
 my $dir = new_outdir($node, 'exp');
-sql(q{CREATE TABLE ex AS SELECT i FROM generate_series(1, 40000) i});
+sql(q{CREATE TABLE ex AS SELECT i FROM generate_series(1, 8000) i});
 for my $par (1, 2)
 {
 	my ($o, $e) = ('', '');
 	my $call = $par == 1
-	  ? "SELECT rows_uploaded FROM egress_export('SELECT i, pg_sleep(0.0005) FROM ex', 'file://$dir/s.txt', '')"
-	  : "SELECT rows_uploaded FROM egress_export('SELECT i, pg_sleep(0.0005) FROM ex', 'file://$dir/p.txt', '', 2)";
+	  ? "SELECT rows_uploaded FROM egress_export('SELECT i, pg_sleep(0.001) FROM ex', 'file://$dir/s.txt', '')"
+	  : "SELECT rows_uploaded FROM egress_export('SELECT i, pg_sleep(0.001) FROM ex', 'file://$dir/p.txt', '', 2)";
 	my $h = IPC::Run::start(
 		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres') . " application_name=exporter$par", '-c', $call ],
 		'>', \$o, '2>', \$e);
@@ -246,7 +279,7 @@ SELECT count(*) || ',' || bool_and(c.command = 'COPY TO' AND c.type = 'PIPE' AND
 			sub { my $n = sql(q{SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy}); $n > $n1 || $n == 0 }),
 		"export, parallel $par: the rows processed grow");
 	$h->finish;
-	is($o, "40000\n", "export, parallel $par: all rows exported") or diag $e;
+	is($o, "8000\n", "export, parallel $par: all rows exported") or diag $e;
 	is(sql(q{SELECT count(*) FROM pg_stat_progress_copy}), 0, "export, parallel $par: no progress row left after it");
 }
 
