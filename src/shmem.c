@@ -16,6 +16,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "optimizer/plancat.h"
+#include "storage/bufmgr.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
 #include "utils/acl.h"
@@ -482,7 +483,11 @@ egress_relation_row_estimate(Oid relid)
 	rel = try_relation_open(relid, AccessShareLock);
 	if (rel == NULL)
 		return -1;
-	estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
+	/* the planner assumes 10 pages for a table never vacuumed: not here */
+	if (RelationGetNumberOfBlocks(rel) == 0)
+		tuples = 0;
+	else
+		estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
 	relation_close(rel, AccessShareLock);
 	return tuples;
 }
@@ -561,8 +566,13 @@ egress_stream_progress(PG_FUNCTION_ARGS)
 			{
 				double		progress;
 
-				/* an estimate that fell short: at least what was sent */
-				if (est >= 0)
+				/*
+				 * An estimate that fell short: at least what was sent.  Once
+				 * it ended: what it sent.
+				 */
+				if (slot->run_done)
+					est = rows;
+				else if (est >= 0)
 					est = Max(est, rows);
 				values[3] = Int64GetDatum(est);
 				nulls[3] = est < 0;
