@@ -9,6 +9,7 @@
 
 #include <signal.h>
 
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
@@ -23,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "net/backoff.h"
@@ -490,6 +492,21 @@ egress_relation_row_estimate(Oid relid)
 		estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
 	relation_close(rel, AccessShareLock);
 	return tuples;
+}
+
+double
+egress_relation_reltuples(Oid relid)
+{
+	HeapTuple	tup;
+	double		result = -1;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (HeapTupleIsValid(tup))
+	{
+		result = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+		ReleaseSysCache(tup);
+	}
+	return result < 0 ? -1 : result;
 }
 
 /*

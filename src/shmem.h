@@ -46,6 +46,13 @@ extern void egress_count_retries_in(EgressWorkerSlot *slot);
 extern double egress_relation_row_estimate(Oid relid);
 
 /*
+ * pg_class.reltuples of a relation (-1: never analyzed, or gone), without
+ * taking a lock on it: for callers that must not wait for the table's
+ * lockers (the CDC worker's catalog transactions).
+ */
+extern double egress_relation_reltuples(Oid relid);
+
+/*
  * sync.c: record in stream_state.last_success_at (0.2 catalog) that the
  * streams' latest batches were acknowledged; in the worker's catalog
  * transaction (egress_catalog_enter), with the bookmark.  Nothing with a

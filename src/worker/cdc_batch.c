@@ -108,10 +108,13 @@ cdc_begin_batch(void)
 	 * Lag: the oldest change not acknowledged is this batch's first, unless
 	 * an older one was decoded before and not acknowledged (a session that
 	 * failed: its changes are decoded again, and count from the first time).
+	 * A batch opened by a backfill's rows, outside any decoded transaction
+	 * (the last one is delivered), counts from now.
 	 */
 	if (cdc_dest_entry && cdc_dest_entry->unacked_since == 0)
-		cdc_dest_entry->unacked_since = cdc->txn_time != 0 ? cdc->txn_time :
-			cdc->batch_started;
+		cdc_dest_entry->unacked_since =
+			(cdc->txn_time != 0 && cdc->txn_commit > cdc->delivered) ?
+			cdc->txn_time : cdc->batch_started;
 	resetStringInfo(&cdc->time_extracted);
 	egress_append_time_extracted(&cdc->time_extracted, cdc->batch_started);
 	for (int i = 0; i < cdc->nstreams; i++)

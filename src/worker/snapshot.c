@@ -585,7 +585,7 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	/* FULL_TABLE fast sync: one CSV export and a message pointing at it */
 	if (!log_based && inc == NULL && part == NULL && egress_fast_sync_enabled(def))
 	{
-		egress_progress_begin(slot, egress_relation_row_estimate(def->relid));
+		egress_progress_begin(slot, egress_relation_reltuples(def->relid));
 		egress_fast_sync_write(def, sink, slot, version, result);
 		egress_progress_acked(slot);
 		egress_progress_rows(slot, result->rows);

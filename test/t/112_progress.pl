@@ -202,16 +202,20 @@ is(sql(q{SELECT st.last_success_at IS NOT NULL FROM egress.stream_state st JOIN 
            ON s.id = st.stream_id WHERE s.name = 'c'}), 't', 'LOG_BASED: last_success_at persisted');
 
 # ---- LOG_BASED chunked backfill: progress of the chunks acknowledged ----------------
+# On the destination of stream c, whose last decoded change (row 4) is
+# old: the backfill's batches are no changes, their lag counts from when
+# they were read, not from that change's commit.
+ok(poll_until('the last change of c to be 6 s old', 30, sub { time - $commit > 6 }),
+	'the last decoded change is old');
 sql(q{
 CREATE TABLE bf (id integer PRIMARY KEY, v text NOT NULL);
 INSERT INTO bf SELECT i, md5(i::text) FROM generate_series(1, 10000) i;
 ANALYZE bf;
 });
-$rcv->fault('clear');
-$rcv->fault('delay', 1000, ms => 300);
-sql("SELECT egress_add_destination('hb', " . sql_quote($rcv->url('/bf'))
-	  . q{, '{"flush_interval": "100ms"}')});
-sql(q{SELECT egress_add_stream('bf', 'bf', 'LOG_BASED', 'hb', options => '{"chunk_rows": 500, "batch_max_rows": 500}')});
+$rcv2->fault('clear');
+$rcv2->fault('delay', 1000, ms => 300);
+my $bf_added = time;
+sql(q{SELECT egress_add_stream('bf', 'bf', 'LOG_BASED', 'hc', options => '{"chunk_rows": 500, "batch_max_rows": 500}')});
 my $bmid;
 ok( poll_until(
 		'a backfill mid-way with an eta',
@@ -221,6 +225,7 @@ ok( poll_until(
 			return 0 unless ($r->{state} // '') eq 'syncing' && defined $r->{eta};
 			return 0 unless $r->{backfill_rows} >= 1000 && $r->{backfill_rows} <= 8000;
 			$bmid = $r;
+			$bmid->{at} = time;
 			return 1;
 		}),
 	'backfill: a row mid-way, with an eta');
@@ -230,9 +235,12 @@ is($bmid->{rows_total_estimate}, 10000, 'backfill: rows_total_estimate is the ta
 my $bdone = ($bmid->{progress} // -1) * 10000;
 ok($bdone >= $bmid->{backfill_rows} - 0.5 && $bdone <= $bmid->{backfill_rows} + 500.5,
 	"backfill: progress ($bmid->{progress}) is the rows acknowledged ($bmid->{backfill_rows}) / estimate");
-$rcv->fault('clear');
+cmp_ok($bmid->{lag_seconds} // 1e9, '<=', $bmid->{at} - $bf_added + 1,
+	'backfill: the lag of its batches counts from when they were read, not from the last change');
+$rcv2->fault('clear');
 wait_stream_state($node, 'bf', 'streaming', 120);
 is(row('bf')->{progress}, 1, 'backfill: progress 1 once streaming');
+wait_stream_where($node, 'c', 'lag_seconds = 0', 30, 'caught up again after the backfill');
 
 # ---- what another role sees -------------------------------------------------------
 sql(q{
