@@ -164,6 +164,21 @@ check_parts(void *arg)
 	egress_parallel_check((EgressParallel *) arg);
 }
 
+/* a part's rows so far, for the coordinator's progress (see sync_part) */
+typedef struct PartProgress
+{
+	EgressPartStatus *status;
+	EgressSnapshotResult *result;
+} PartProgress;
+
+static void
+part_batch_done(void *arg)
+{
+	PartProgress *pp = (PartProgress *) arg;
+
+	pp->status->rows = pp->result->rows;
+}
+
 /*
  * Second transaction of a parallel sync: the relation in nparts TID ranges,
  * all read in this transaction's snapshot (REPEATABLE READ, exported to
@@ -224,6 +239,9 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	{
 		par = egress_parallel_begin(EGRESS_PARALLEL_STREAM, nparts, nblocks,
 									def->id, version, def->owner, NULL);
+		/* progress: this process's part (r, per batch) and the others' */
+		memset(&r, 0, sizeof(r));
+		egress_parallel_report_progress(par, slot, &r.rows);
 		part.mode = EGRESS_SNAP_PART;
 		part.part = 1;
 		egress_part_range(nblocks, egress_parallel_nparts(par), 1, &part.lo, &part.hi);
@@ -290,6 +308,7 @@ sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	EgressStreamDef *def;
 	EgressSnapshotPart sp;
 	EgressSnapshotResult r;
+	PartProgress pp;
 	MemoryContext partcxt = CurrentMemoryContext;
 
 	egress_pin_output_settings();
@@ -320,6 +339,11 @@ sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 		sp.mode = EGRESS_SNAP_PART;
 		sp.part = part;
 		egress_part_range(sh->nblocks, sh->nparts, part, &sp.lo, &sp.hi);
+		/* the coordinator shows the rows acknowledged so far */
+		pp.status = status;
+		pp.result = &r;
+		sp.between_batches = part_batch_done;
+		sp.arg = &pp;
 		egress_snapshot_write_part(def, part_sink, NULL, sh->version, &sp, &r);
 	}
 	PG_CATCH();

@@ -100,6 +100,34 @@ is(sql(q{SELECT last_success_at = (SELECT last_success_at FROM egress.stream_sta
             ON s.id = st.stream_id WHERE s.name = 'full') FROM egress_streams WHERE name = 'full'}),
 	't', 'egress_streams shows the persisted last_success_at once the worker is gone');
 
+# ---- a parallel FULL_TABLE sync: the parts' rows count as they are acknowledged -------
+# the coordinator reads half of the table: progress between 0.6 and 0.95
+# needs the other part's rows while it runs
+my $n0 = scalar($rcv->records('public-big'));
+$rcv->fault('clear');
+$rcv->fault('delay', 1000, ms => 300);
+sql(q{SELECT egress_add_stream('par', 'big', 'FULL_TABLE', 'h', options => '{"batch_max_rows": 500, "parallel": 2}')});
+my $pmid;
+ok( poll_until(
+		'a parallel sync with progress between 0.6 and 0.95',
+		90,
+		sub {
+			my $r = row('par');
+			return 0 unless ($r->{state} // '') eq 'syncing' && defined $r->{progress};
+			return 0 unless $r->{progress} >= 0.6 && $r->{progress} <= 0.95;
+			$pmid = $r;
+			$pmid->{received} = scalar($rcv->records('public-big')) - $n0;
+			return 1;
+		}),
+	'parallel sync: progress counts every part\'s acknowledged rows while it runs');
+$pmid //= {};
+is($pmid->{rows_total_estimate}, 20000, 'parallel sync: rows_total_estimate is the table\'s');
+cmp_ok(($pmid->{progress} // 1) * 20000, '<=', ($pmid->{received} // 0) + 0.5,
+	'parallel sync: the rows counted were received by the destination');
+$rcv->fault('clear');
+wait_stream_state($node, 'par', 'synced', 120);
+is(row('par')->{progress}, 1, 'parallel sync: progress 1 at the end');
+
 # ---- INCREMENTAL: the plan's estimate of the new rows -----------------------------
 sql(q{
 CREATE TABLE inc (id integer PRIMARY KEY, ts integer NOT NULL);
