@@ -55,6 +55,21 @@ typedef struct EgressWorkerSlot
 	Oid			owner;			/* the stream's owner; InvalidOid: not known
 								 * yet (egress_stream_activity() shows the
 								 * entry to superusers only) */
+
+	/*
+	 * Progress, lag and retries (egress_stream_progress(), shmem.h).  Written
+	 * by the entry's process only: per batch, never per row.
+	 */
+	TimestampTz run_started_at; /* a sync, run or backfill began; 0: none */
+	int64		rows_total_estimate;	/* its rows as planned; -1 unknown */
+	int64		run_rows;		/* its rows acknowledged so far */
+	int64		run_rows_base;	/* ... of them before it began (a resumed
+								 * backfill): not counted in its pace */
+	bool		run_done;		/* it finished */
+	uint64		retries;		/* deliveries and sessions tried again */
+	TimestampTz last_success_at;	/* a batch was last acknowledged */
+	TimestampTz unacked_since;	/* CDC destination entry: commit time of the
+								 * oldest change not acknowledged; 0: none */
 } EgressWorkerSlot;
 
 typedef struct EgressShared

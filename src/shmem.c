@@ -1,25 +1,35 @@
 /*-------------------------------------------------------------------------
  * shmem.c
  *	  Shared state: how to wake the workers, and the live figures of the
- *	  running sync workers (egress_stream_activity()).
+ *	  running sync workers (egress_stream_activity()), their progress, lag
+ *	  and retries (egress_stream_progress(), shmem.h).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <signal.h>
 
+#include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "optimizer/plancat.h"
+#include "storage/bufmgr.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "net/backoff.h"
 #include "pg_egress.h"
+#include "shmem.h"
 
 EgressShared *egress_shared = NULL;
 
@@ -27,6 +37,10 @@ static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
 PG_FUNCTION_INFO_V1(egress_stream_activity);
+PG_FUNCTION_INFO_V1(egress_stream_progress);
+
+/* progress of a run that has not finished, at most (1: finished) */
+#define EGRESS_PROGRESS_MAX_RUNNING 0.99
 
 /* Called from shmem_startup_hook, also after a crash restart. */
 void
@@ -385,6 +399,233 @@ egress_stream_activity(PG_FUNCTION_ARGS)
 		nulls[7] = slot->lag_bytes < 0;
 		values[8] = LSNGetDatum((XLogRecPtr) slot->confirmed_lsn);
 		nulls[8] = slot->confirmed_lsn == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	PG_RETURN_VOID();
+}
+
+/* ---- progress, lag, retries ------------------------------------------------ */
+
+void
+egress_progress_resume(EgressWorkerSlot *slot, double estimate, int64 rows_before)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	slot->rows_total_estimate = estimate < 0 ? -1 :
+		(int64) Min(estimate + 0.5, (double) PG_INT64_MAX);
+	slot->run_rows = rows_before;
+	slot->run_rows_base = rows_before;
+	slot->run_done = false;
+	slot->run_started_at = GetCurrentTimestamp();
+	LWLockRelease(egress_shared->lock);
+}
+
+void
+egress_progress_begin(EgressWorkerSlot *slot, double estimate)
+{
+	egress_progress_resume(slot, estimate, 0);
+}
+
+/*
+ * Once per batch: a plain store, as for rows_sent; readers copy the entry
+ * under the lock and see this batch's figure or the last one.
+ */
+void
+egress_progress_rows(EgressWorkerSlot *slot, int64 rows)
+{
+	if (slot == NULL)
+		return;
+	slot->run_rows = rows;
+}
+
+void
+egress_progress_end(EgressWorkerSlot *slot)
+{
+	if (slot == NULL || slot->run_started_at == 0)
+		return;
+	LWLockAcquire(egress_shared->lock, LW_EXCLUSIVE);
+	slot->run_done = true;
+	LWLockRelease(egress_shared->lock);
+}
+
+void
+egress_progress_acked(EgressWorkerSlot *slot)
+{
+	if (slot == NULL)
+		return;
+	slot->last_success_at = GetCurrentTimestamp();
+}
+
+/*
+ * The entry is the process's own until it exits (the entries are released
+ * in before_shmem_exit, after which nothing retries).
+ */
+void
+egress_count_retries_in(EgressWorkerSlot *slot)
+{
+	egress_backoff_retries = slot ? &slot->retries : NULL;
+}
+
+double
+egress_relation_row_estimate(Oid relid)
+{
+	Relation	rel;
+	BlockNumber pages;
+	double		tuples;
+	double		allvisfrac;
+	char		relkind = get_rel_relkind(relid);
+
+	/* a partitioned table: the sum over its leaves is not worth a scan here */
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW &&
+		relkind != RELKIND_TOASTVALUE)
+		return -1;
+	/* dropped meanwhile: not known */
+	rel = try_relation_open(relid, AccessShareLock);
+	if (rel == NULL)
+		return -1;
+	/* the planner assumes 10 pages for a table never vacuumed: not here */
+	if (RelationGetNumberOfBlocks(rel) == 0)
+		tuples = 0;
+	else
+		estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
+	relation_close(rel, AccessShareLock);
+	return tuples;
+}
+
+double
+egress_relation_reltuples(Oid relid)
+{
+	HeapTuple	tup;
+	double		result = -1;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (HeapTupleIsValid(tup))
+	{
+		result = ((Form_pg_class) GETSTRUCT(tup))->reltuples;
+		ReleaseSysCache(tup);
+	}
+	return result < 0 ? -1 : result;
+}
+
+/*
+ * egress_stream_progress()
+ *		One row per stream entry (stream_id; destination NULL): the
+ *		progress of its running sync, INCREMENTAL run or backfill, and its
+ *		worker's retries; one row per CDC worker (destination; stream_id
+ *		NULL): lag and retries, which all LOG_BASED streams of the
+ *		destination share (one slot, one sequence of batches).  Shown to
+ *		superusers and to members of the entry's owner (for a destination,
+ *		its owner: every stream owner of it has the owner's privileges).
+ */
+Datum
+egress_stream_progress(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EgressWorkerSlot *copy;
+	int			n = 0;
+	bool		caller_super = superuser();
+	TimestampTz now = GetCurrentTimestamp();
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (egress_shared == NULL)
+		PG_RETURN_VOID();
+
+	copy = palloc(sizeof(EgressWorkerSlot) * Max(egress_shared->nslots, 1));
+	LWLockAcquire(egress_shared->lock, LW_SHARED);
+	for (int i = 0; i < egress_shared->nslots; i++)
+	{
+		EgressWorkerSlot *slot = &egress_shared->slots[i];
+
+		if (slot->in_use && slot->part == 0 &&
+			(slot->stream_id != 0 || slot->dest[0] != '\0'))
+			copy[n++] = *slot;
+	}
+	LWLockRelease(egress_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		EgressWorkerSlot *slot = &copy[i];
+		Datum		values[10];
+		bool		nulls[10] = {0};
+
+		if (!caller_super &&
+			(!OidIsValid(slot->owner) || !is_member_of_role(GetUserId(), slot->owner)))
+			continue;
+		values[2] = Int32GetDatum(slot->pid);
+		values[8] = Int64GetDatum((int64) slot->retries);
+		values[9] = TimestampTzGetDatum(slot->last_success_at);
+		nulls[9] = slot->last_success_at == 0;
+		if (slot->stream_id == 0)
+		{
+			/* a CDC worker's destination entry */
+			nulls[0] = true;
+			values[1] = CStringGetTextDatum(slot->dest);
+			nulls[3] = nulls[4] = nulls[5] = nulls[6] = true;
+			/* caught up (nothing unacknowledged): 0 */
+			values[7] = Float8GetDatum(slot->unacked_since == 0 ? 0.0 :
+									   Max(0.0, (double) (now - slot->unacked_since) /
+										   USECS_PER_SEC));
+		}
+		else
+		{
+			int64		est = slot->rows_total_estimate;
+			int64		rows = slot->run_rows;
+
+			values[0] = Int32GetDatum(slot->stream_id);
+			nulls[1] = true;
+			nulls[7] = true;
+			if (slot->run_started_at == 0)
+				nulls[3] = nulls[4] = nulls[5] = nulls[6] = true;
+			else
+			{
+				double		progress;
+
+				/*
+				 * An estimate that fell short: at least what was sent.  Once
+				 * it ended: what it sent.
+				 */
+				if (slot->run_done)
+					est = rows;
+				else if (est >= 0)
+					est = Max(est, rows);
+				values[3] = Int64GetDatum(est);
+				nulls[3] = est < 0;
+				values[4] = Int64GetDatum(rows);
+				/*
+				 * 1 means finished: a run that outgrew its estimate stays
+				 * just below until it ends.
+				 */
+				if (slot->run_done)
+					progress = 1.0;
+				else if (est > 0)
+					progress = Min((double) rows / (double) est, EGRESS_PROGRESS_MAX_RUNNING);
+				else
+					progress = est == 0 ? 0.0 : -1.0;
+				values[5] = Float8GetDatum(progress);
+				nulls[5] = progress < 0;
+
+				/*
+				 * Finished at the pace so far: now + rows left / rows per
+				 * microsecond since it began.  Not before the first rows,
+				 * nor once done, nor past the estimate (the rest is not
+				 * known).
+				 */
+				if (!slot->run_done && progress > 0 && rows < est &&
+					rows > slot->run_rows_base)
+				{
+					double		elapsed = (double) (now - slot->run_started_at);
+					double		left = elapsed * (double) (est - rows) /
+						(double) (rows - slot->run_rows_base);
+
+					values[6] = TimestampTzGetDatum(now + (TimestampTz) Min(left, 1e15));
+				}
+				else
+					nulls[6] = true;
+			}
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 

@@ -39,6 +39,7 @@
 
 #include "export/parallel.h"
 #include "pg_egress.h"
+#include "shmem.h"
 
 struct EgressParallel
 {
@@ -49,6 +50,8 @@ struct EgressParallel
 	EgressPartStatus *final;	/* the parts' outcome, kept at the end */
 	EgressWorkerSlot **entries; /* [nparts]; [0] unused */
 	bool		ended;
+	EgressWorkerSlot *progress_slot;	/* egress_parallel_report_progress */
+	const int64 *progress_base;
 };
 
 /* runs under way in this process, for the exit callback */
@@ -349,8 +352,31 @@ check_part(EgressParallel *p, int k)
  * already failed, rather than after the coordinator's part.
  */
 void
+egress_parallel_report_progress(EgressParallel *p, EgressWorkerSlot *slot,
+								const int64 *base)
+{
+	p->progress_slot = slot;
+	p->progress_base = base;
+}
+
+/* the rows acknowledged so far, into the stream's entry (once a batch) */
+static void
+report_progress(EgressParallel *p)
+{
+	int64		rows;
+
+	if (p->progress_slot == NULL || p->ended)
+		return;
+	rows = *p->progress_base;
+	for (int k = 2; k <= p->nparts; k++)
+		rows += (int64) p->sh->status[k - 1].rows;
+	egress_progress_rows(p->progress_slot, rows);
+}
+
+void
 egress_parallel_check(EgressParallel *p)
 {
+	report_progress(p);
 	for (int k = 2; k <= p->nparts && !p->ended; k++)
 	{
 		pid_t		pid;
@@ -373,6 +399,7 @@ egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes, uint64 *bat
 		bool		all_stopped = true;
 
 		CHECK_FOR_INTERRUPTS();
+		report_progress(p);
 		for (int k = 2; k <= p->nparts; k++)
 		{
 			pid_t		pid;

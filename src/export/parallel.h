@@ -19,6 +19,8 @@
 #include "storage/block.h"
 #include "storage/dsm.h"
 
+#include "pg_egress.h"
+
 #define EGRESS_PARALLEL_STREAM	1
 #define EGRESS_PARALLEL_EXPORT	2
 
@@ -108,6 +110,15 @@ extern void egress_parallel_wait(EgressParallel *p, uint64 *rows, uint64 *bytes,
 
 /* ERROR at once when a part has already failed or ended (see above) */
 extern void egress_parallel_check(EgressParallel *p);
+
+/*
+ * A parallel sync's progress: while egress_parallel_wait waits (and at each
+ * egress_parallel_check), the stream's entry gets *base (the coordinator's
+ * own rows so far) plus the rows the parts reported after their batches.
+ */
+extern void egress_parallel_report_progress(EgressParallel *p,
+											EgressWorkerSlot *slot,
+											const int64 *base);
 
 /* the figures of part k (2..n) after egress_parallel_wait */
 extern EgressPartStatus *egress_parallel_status(EgressParallel *p, int part);

@@ -13,6 +13,8 @@
 
 #include "net/backoff.h"
 
+volatile uint64 *egress_backoff_retries = NULL;
+
 long
 egress_backoff_next(EgressBackoff *b, long server_ms)
 {
@@ -20,6 +22,8 @@ egress_backoff_next(EgressBackoff *b, long server_ms)
 	long		delay;
 
 	b->failures++;
+	if (egress_backoff_retries != NULL)
+		(*egress_backoff_retries)++;
 	/* initial_ms << 20 still fits a long; later shifts only cap */
 	base = b->initial_ms << Min(b->failures - 1, 20);
 	base = Min(base, b->max_ms);
@@ -38,7 +42,7 @@ egress_backoff_after(long initial_ms, long max_ms, int failures)
 
 	egress_backoff_init(&b, initial_ms, max_ms);
 	b.failures = Max(failures, 1) - 1;
-	return egress_backoff_next(&b, -1);
+	return egress_backoff_next(&b, -1); /* counts the retry */
 }
 
 bool

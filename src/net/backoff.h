@@ -28,6 +28,13 @@ egress_backoff_init(EgressBackoff *b, long initial_ms, long max_ms)
 }
 
 /*
+ * Where this process counts its retries, or NULL: every failure counted by
+ * egress_backoff_next() or egress_backoff_after() is one retry to come.  A
+ * worker points it at its shared entry (egress_streams.retries).
+ */
+extern volatile uint64 *egress_backoff_retries;
+
+/*
  * Counts a failure and returns the delay before the next attempt: the
  * initial delay doubled per earlier failure, capped at max_ms, of which the
  * upper half is random; at least server_ms (capped at max_ms) when the

@@ -40,6 +40,13 @@
 CdcState   *cdc;
 ResourceOwner cdc_owner;
 
+/*
+ * The destination's shared entry, for the worker's life: its lag (the
+ * commit time of the oldest change not yet acknowledged), retries and last
+ * acknowledged batch outlive the sessions, so they show across an outage.
+ */
+EgressWorkerSlot *cdc_dest_entry = NULL;
+
 /* the stream an initial sync is for, for the error path; 0: none */
 int32		cdc_syncing_stream = 0;
 
@@ -345,6 +352,9 @@ run_session(MemoryContext sessioncxt)
 	/* the destination failed last time: "retrying" until a batch gets through */
 	if (cdc_failing)
 		cdc_show_failing();
+	/* its figures are shown to members of the destination's owner */
+	if (cdc_dest_entry->owner != cdc->dest_owner)
+		egress_set_slot_owner(cdc_dest_entry, cdc->dest_owner);
 	{
 		(void) cdc_check_lag(cdc_current_lag(), false);
 		cdc_enforce_wal_limit(cdc_current_unacked());
@@ -460,6 +470,8 @@ run_session(MemoryContext sessioncxt)
 static void
 release_dest_entry(int code, Datum arg)
 {
+	egress_count_retries_in(NULL);
+	cdc_dest_entry = NULL;
 	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
 }
 
@@ -682,6 +694,9 @@ egress_cdc_main(Datum main_arg)
 		proc_exit(0);
 	}
 	before_shmem_exit(release_dest_entry, PointerGetDatum(dest_entry));
+	cdc_dest_entry = dest_entry;
+	/* retries of batches, S3 requests and sessions alike */
+	egress_count_retries_in(dest_entry);
 
 	/*
 	 * The reorder buffer keeps this much of large transactions in memory

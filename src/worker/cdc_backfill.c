@@ -1062,6 +1062,16 @@ cdc_backfill_persist(CdcStream *s)
 	values[7] = Int64GetDatum(b->acked_chunks);
 	values[8] = Int64GetDatum(b->acked_rows);
 	values[9] = BoolGetDatum(b->acked_final);
+	/*
+	 * egress_streams' progress: rows acknowledged / the table's reltuples
+	 * (read without a lock: this transaction must not wait for the table)
+	 */
+	if (s->slot && s->slot->run_started_at == 0)
+		egress_progress_resume(s->slot, egress_relation_reltuples(s->def->relid),
+							   b->acked_rows);
+	egress_progress_rows(s->slot, b->acked_rows);
+	if (b->acked_final)
+		egress_progress_end(s->slot);
 	if (egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
 							"version = $4, rows_sent = $5, batches_sent = $6, "
 							"backfill_after = $7, backfill_chunks = $8, backfill_rows = $9, "

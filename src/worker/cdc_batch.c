@@ -147,6 +147,18 @@ cdc_begin_batch(void)
 	cdc->batch_first_commit = cdc->txn_commit;
 	cdc->batch_first_ordinal = cdc->txn_records;
 	cdc->batch_last_end = InvalidXLogRecPtr;
+
+	/*
+	 * Lag: the oldest change not acknowledged is this batch's first, unless
+	 * an older one was decoded before and not acknowledged (a session that
+	 * failed: its changes are decoded again, and count from the first time).
+	 * A batch opened by a backfill's rows, outside any decoded transaction
+	 * (the last one is delivered), counts from now.
+	 */
+	if (cdc_dest_entry && cdc_dest_entry->unacked_since == 0)
+		cdc_dest_entry->unacked_since =
+			(cdc->txn_time != 0 && cdc->txn_commit > cdc->delivered) ?
+			cdc->txn_time : cdc->batch_started;
 	resetStringInfo(&cdc->time_extracted);
 	egress_append_time_extracted(&cdc->time_extracted, cdc->batch_started);
 	for (int i = 0; i < cdc->nstreams; i++)
@@ -277,6 +289,12 @@ cdc_commit_batch(void)
 		}
 	}
 	cdc->acked_since_persist = true;
+	/* caught up to here: what is decoded next sets the lag again */
+	if (cdc_dest_entry)
+	{
+		cdc_dest_entry->unacked_since = 0;
+		egress_progress_acked(cdc_dest_entry);
+	}
 	MemoryContextReset(cdc->batchcxt);
 	ereport(DEBUG1,
 			(errmsg_internal("pg_egress destination \"%s\": batch %s acknowledged",

@@ -603,6 +603,8 @@ cdc_persist_bookmarks(void)
 {
 	EgressCatalogGuard guard;
 	StringInfoData bm;
+	int32	   *acked = palloc(sizeof(int32) * Max(cdc->nstreams, 1));
+	int			nacked = 0;
 
 	cdc_start_catalog_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -617,6 +619,7 @@ cdc_persist_bookmarks(void)
 		/* a stopped stream keeps the bookmark it had: it is synced again */
 		if (s->needs_sync || s->stop != CDC_STOP_NONE)
 			continue;
+		acked[nacked++] = s->def->id;
 		/* a chunked backfill records its progress with its bookmark */
 		if (cdc_backfill_persist(s))
 			continue;
@@ -640,7 +643,11 @@ cdc_persist_bookmarks(void)
 								6, argtypes, values, NULL, false) == 0)
 			cdc->catalog_moved = true;
 	}
+	/* egress_streams.last_success_at */
+	if (cdc->acked_since_persist)
+		egress_record_success(acked, nacked);
 	egress_worker_catalog_end(&guard);
+	pfree(acked);
 	cdc->acked_since_persist = false;
 	cdc->persisted_end = XactLastCommitEnd;
 	cdc->persisted_at = GetCurrentTimestamp();
@@ -793,6 +800,7 @@ cdc_initial_sync(CdcStream *s)
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",
 						5, argtypes, values, NULL, false);
+	egress_record_success(&s->def->id, 1);
 	egress_worker_catalog_end(&guard);
 
 	s->version = version;

@@ -62,6 +62,7 @@
 #include "decode/wal2json.h"
 #include "encode/singer.h"
 #include "pg_egress.h"
+#include "shmem.h"
 #include "sink/sink.h"
 #include "worker/snapshot.h"
 
@@ -175,6 +176,7 @@ typedef struct CdcState
 
 /* cdc.c */
 extern CdcState *cdc;
+extern EgressWorkerSlot *cdc_dest_entry;	/* the destination's shared entry */
 extern ResourceOwner cdc_owner;
 extern int32 cdc_syncing_stream;	/* the stream an initial sync is for; 0: none */
 extern bool cdc_own_invalidation;	/* in cdc_start_catalog_transaction's flush */

@@ -49,6 +49,7 @@
 #include "catalog/sqlfuncs.h"
 #include "encode/singer_types.h"
 #include "pg_egress.h"
+#include "shmem.h"
 #include "sink/sink.h"
 #include "worker/incremental.h"
 #include "worker/snapshot.h"
@@ -441,6 +442,7 @@ finish_run(EgressStreamDef *def, RunStart *start, EgressIncrementalSpec *inc,
 						"sync_finished_at = pg_catalog.now(), updated_at = pg_catalog.now() "
 						"WHERE stream_id OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 						6, argtypes, values, nulls, false);
+	egress_record_success(&def->id, 1);
 	egress_worker_catalog_end(&guard);
 }
 

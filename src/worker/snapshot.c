@@ -29,6 +29,7 @@
 #include "encode/pg_kinesis.h"
 #include "encode/singer.h"
 #include "export/fast_sync.h"
+#include "shmem.h"
 #include "sink/sink.h"
 #include "worker/snapshot.h"
 
@@ -262,6 +263,10 @@ commit_batch(SnapshotWriter *w, bool last)
 		w->slot->rows_sent = w->result->rows + (w->inc ? w->inc->rows_before : 0);
 		w->slot->bytes_sent = w->result->bytes + (w->inc ? w->inc->bytes_before : 0);
 		w->slot->batches_sent = w->result->batches + (w->inc ? w->inc->batches_before : 0);
+		egress_progress_acked(w->slot);
+		/* a parallel sync's coordinator counts its parts' rows itself */
+		if (w->part == NULL)
+			egress_progress_rows(w->slot, w->result->rows);
 	}
 
 	MemoryContextReset(w->batchcxt);
@@ -543,6 +548,20 @@ column_index(EgressSingerStream *st, const char *name)
 	return -1;					/* keep compiler quiet */
 }
 
+/* the rows the plan of an open cursor expects, -1 if it has no plan */
+static double
+portal_row_estimate(Portal portal)
+{
+	PlannedStmt *ps;
+
+	if (portal->stmts == NIL)
+		return -1;
+	ps = (PlannedStmt *) linitial(portal->stmts);
+	if (!IsA(ps, PlannedStmt) || ps->planTree == NULL)
+		return -1;
+	return ps->planTree->plan_rows;
+}
+
 static void
 snapshot_write(EgressStreamDef *def, EgressSink *sink,
 			   EgressWorkerSlot *slot, int64 version,
@@ -565,7 +584,11 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 	/* FULL_TABLE fast sync: one CSV export and a message pointing at it */
 	if (!log_based && inc == NULL && part == NULL && egress_fast_sync_enabled(def))
 	{
+		egress_progress_begin(slot, egress_relation_reltuples(def->relid));
 		egress_fast_sync_write(def, sink, slot, version, result);
+		egress_progress_acked(slot);
+		egress_progress_rows(slot, result->rows);
+		egress_progress_end(slot);
 		return;
 	}
 
@@ -738,6 +761,9 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 		elog(ERROR, "could not prepare \"%s\": %s", sql.data,
 			 SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, argvalues, NULL, true);
+	/* how many rows the planner expects: egress_streams' progress and eta */
+	if (part == NULL)
+		egress_progress_begin(slot, portal_row_estimate(portal));
 	(void) PortalRunFetch(portal, FETCH_FORWARD, FETCH_ALL, &w->pub);
 
 	/*
@@ -748,6 +774,8 @@ snapshot_write(EgressStreamDef *def, EgressSink *sink,
 		begin_batch(w);
 	if (w->batch_open)
 		commit_batch(w, part == NULL);
+	if (part == NULL)
+		egress_progress_end(slot);
 	if (inc && w->have_pos)
 		inc->bookmark = MemoryContextStrdup(oldcxt, w->bookmark.data);
 

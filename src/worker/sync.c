@@ -12,6 +12,7 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -21,6 +22,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "storage/bufmgr.h"
 #include "utils/lsyscache.h"
@@ -32,6 +34,7 @@
 #include "encode/singer.h"
 #include "export/parallel.h"
 #include "pg_egress.h"
+#include "shmem.h"
 #include "sink/sink.h"
 #include "export/fast_sync.h"
 #include "worker/snapshot.h"
@@ -161,6 +164,21 @@ check_parts(void *arg)
 	egress_parallel_check((EgressParallel *) arg);
 }
 
+/* a part's rows so far, for the coordinator's progress (see sync_part) */
+typedef struct PartProgress
+{
+	EgressPartStatus *status;
+	EgressSnapshotResult *result;
+} PartProgress;
+
+static void
+part_batch_done(void *arg)
+{
+	PartProgress *pp = (PartProgress *) arg;
+
+	pp->status->rows = pp->result->rows;
+}
+
 /*
  * Second transaction of a parallel sync: the relation in nparts TID ranges,
  * all read in this transaction's snapshot (REPEATABLE READ, exported to
@@ -206,6 +224,8 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	rel = table_open(def->relid, AccessShareLock);
 	nblocks = RelationGetNumberOfBlocks(rel);
 	table_close(rel, NoLock);
+	/* the parts' rows count once they end; the coordinator's per batch */
+	egress_progress_begin(slot, egress_relation_row_estimate(def->relid));
 
 	memset(result, 0, sizeof(*result));
 	memset(&part, 0, sizeof(part));
@@ -219,6 +239,9 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 	{
 		par = egress_parallel_begin(EGRESS_PARALLEL_STREAM, nparts, nblocks,
 									def->id, version, def->owner, NULL);
+		/* progress: this process's part (r, per batch) and the others' */
+		memset(&r, 0, sizeof(r));
+		egress_parallel_report_progress(par, slot, &r.rows);
 		part.mode = EGRESS_SNAP_PART;
 		part.part = 1;
 		egress_part_range(nblocks, egress_parallel_nparts(par), 1, &part.lo, &part.hi);
@@ -250,6 +273,7 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 		slot->bytes_sent = result->bytes;
 		slot->batches_sent = result->batches;
 	}
+	egress_progress_rows(slot, result->rows);
 
 	part.mode = EGRESS_SNAP_CLOSE;
 	egress_snapshot_write_part(def, sink, NULL, version, &part, &r);
@@ -260,6 +284,8 @@ run_sync_parallel(EgressStreamDef *def, EgressSink *sink, EgressWorkerSlot *slot
 		slot->bytes_sent = result->bytes;
 		slot->batches_sent = result->batches;
 	}
+	egress_progress_acked(slot);
+	egress_progress_end(slot);
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -282,6 +308,7 @@ sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	EgressStreamDef *def;
 	EgressSnapshotPart sp;
 	EgressSnapshotResult r;
+	PartProgress pp;
 	MemoryContext partcxt = CurrentMemoryContext;
 
 	egress_pin_output_settings();
@@ -312,6 +339,11 @@ sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 		sp.mode = EGRESS_SNAP_PART;
 		sp.part = part;
 		egress_part_range(sh->nblocks, sh->nparts, part, &sp.lo, &sp.hi);
+		/* the coordinator shows the rows acknowledged so far */
+		pp.status = status;
+		pp.result = &r;
+		sp.between_batches = part_batch_done;
+		sp.arg = &pp;
 		egress_snapshot_write_part(def, part_sink, NULL, sh->version, &sp, &r);
 	}
 	PG_CATCH();
@@ -359,7 +391,48 @@ finish_stream(EgressStreamDef *def, int64 version, EgressSnapshotResult *result)
 						"sync_finished_at = now(), updated_at = now() "
 						"WHERE stream_id = $1 AND version = $2",
 						6, argtypes, values, NULL, false);
+	egress_record_success(&def->id, 1);
 	egress_worker_catalog_end(&guard);
+}
+
+/*
+ * Is this the 0.2 catalog (stream_state.last_success_at)?  A database may
+ * keep 0.1's until ALTER EXTENSION pg_egress UPDATE; asked in each
+ * transaction that records a success (two syscache lookups).
+ */
+static bool
+catalog_has_last_success(void)
+{
+	Oid			nsp = get_namespace_oid("egress", true);
+	Oid			relid;
+
+	if (!OidIsValid(nsp))
+		return false;
+	relid = get_relname_relid("stream_state", nsp);
+	return OidIsValid(relid) &&
+		get_attnum(relid, "last_success_at") != InvalidAttrNumber;
+}
+
+void
+egress_record_success(const int32 *stream_ids, int n)
+{
+	ArrayType  *ids;
+	Datum	   *elems;
+	Oid			argtypes[1] = {INT4ARRAYOID};
+	Datum		values[1];
+
+	if (n <= 0 || !catalog_has_last_success())
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(stream_ids[i]);
+	ids = construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+	values[0] = PointerGetDatum(ids);
+	egress_catalog_exec("UPDATE egress.stream_state SET last_success_at = pg_catalog.now() "
+						"WHERE stream_id OPERATOR(pg_catalog.=) ANY ($1)",
+						1, argtypes, values, NULL, false);
+	pfree(ids);
+	pfree(elems);
 }
 
 /* After a failure: show it in egress_streams; the stream waits for resume. */
@@ -386,6 +459,7 @@ egress_record_stream_error(int32 stream_id, const char *message)
 static void
 release_slot_at_exit(int code, Datum arg)
 {
+	egress_count_retries_in(NULL);
 	egress_release_slot((EgressWorkerSlot *) DatumGetPointer(arg));
 }
 
@@ -476,6 +550,7 @@ egress_run_stream_worker(Datum main_arg,
 		proc_exit(0);
 	}
 	before_shmem_exit(release_slot_at_exit, PointerGetDatum(slot));
+	egress_count_retries_in(slot);
 
 	workcxt = AllocSetContextCreate(TopMemoryContext, "pg_egress stream worker",
 									ALLOCSET_DEFAULT_SIZES);

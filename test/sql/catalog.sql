@@ -167,7 +167,7 @@ GRANT EXECUTE ON FUNCTION egress_add_stream(text, regclass, text, text, text, js
 	egress_add_destination(text, text, jsonb), egress_pause_stream(text),
 	egress_remove_destination(text, boolean) TO egress_etl;
 GRANT SELECT ON egress_streams TO egress_etl;
-GRANT EXECUTE ON FUNCTION egress_stream_activity() TO egress_etl;
+GRANT EXECUTE ON FUNCTION egress_stream_activity(), egress_stream_progress() TO egress_etl;
 GRANT SELECT ON public.orders TO egress_etl;
 SET ROLE egress_etl;
 SELECT egress_add_destination('etl_files', 'file:///tmp/etl');
@@ -228,7 +228,7 @@ GRANT pg_read_all_data TO egress_reader;
 GRANT EXECUTE ON FUNCTION egress_add_destination(text, text, jsonb),
 	egress_add_stream(text, regclass, text, text, text, jsonb), egress_sync_now(text),
 	egress_remove_destination(text, boolean), egress_remove_stream(text),
-	egress_stream_activity() TO egress_t1, egress_rep, egress_byp;
+	egress_stream_activity(), egress_stream_progress() TO egress_t1, egress_rep, egress_byp;
 GRANT SELECT ON egress_streams TO egress_t1, egress_rep, egress_byp;
 GRANT pg_write_server_files TO egress_t1, egress_rep, egress_byp;
 
@@ -298,6 +298,7 @@ SET ROLE egress_reader;
 SELECT count(*) AS destinations_seen FROM egress.destination;
 SELECT count(*) > 0 AS streams_seen FROM egress.stream;
 SELECT egress_stream_activity();
+SELECT egress_stream_progress();
 SELECT count(*) FROM egress_streams;
 RESET ROLE;
 SELECT c.relname, c.relrowsecurity FROM pg_class c
