@@ -298,6 +298,38 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 						   guard.save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 
 	values[0] = CStringGetTextDatum(name);
+
+	/*
+	 * Where the destination sends is what its streams' owners agreed to
+	 * when they added their streams to it.  A stream of a role whose
+	 * privileges the caller does not have reads tables the caller may not
+	 * read: moving the destination would hand those rows to whoever the
+	 * caller picks.  So the location changes only when the caller has the
+	 * privileges of every stream's owner.  No stream can come in meanwhile:
+	 * egress_add_stream() locks the destination's row, which is locked here.
+	 * The other roles' streams are not named.
+	 */
+	if (strcmp(new_location, old_location) != 0)
+	{
+		int			n = egress_catalog_exec("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
+											"WHERE s.destination OPERATOR(pg_catalog.=) $1",
+											1, argtypes, values, NULL, false);
+
+		for (int i = 0; i < n; i++)
+		{
+			Oid			sowner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc, 1,
+																&isnull));
+
+			if (!has_privs_of_role(guard.save_userid, sowner))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to change the URL of destination \"%s\"", name),
+						 errdetail("Streams of roles whose privileges you do not have send to it."),
+						 errhint("Their owners can remove them from it, or a role with their privileges can change the URL.")));
+		}
+	}
+
 	values[1] = CStringGetTextDatum(new_location);
 	values[2] = JsonbPGetDatum(new_options);
 	egress_catalog_exec("UPDATE egress.destination SET location = $2, options = $3 "
