@@ -35,12 +35,14 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
 #include "catalog/publication.h"
@@ -307,15 +309,24 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	 * caller picks.  So the location changes only when the caller has the
 	 * privileges of every stream's owner.  No stream can come in meanwhile:
 	 * egress_add_stream() locks the destination's row, which is locked here.
-	 * The other roles' streams are not named.
+	 * Read with the latest snapshot, not the transaction's: under REPEATABLE
+	 * READ a caller could otherwise take its snapshot first, wait for
+	 * another role to add a stream, and move the destination under it.  The
+	 * other roles' streams are not named.
 	 */
 	if (strcmp(new_location, old_location) != 0)
 	{
-		int			n = egress_catalog_exec("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
-											"WHERE s.destination OPERATOR(pg_catalog.=) $1",
-											1, argtypes, values, NULL, false);
+		SPIPlanPtr	plan = SPI_prepare("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
+									   "WHERE s.destination OPERATOR(pg_catalog.=) $1",
+									   1, argtypes);
+		uint64		n;
 
-		for (int i = 0; i < n; i++)
+		if (plan == NULL ||
+			SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the streams of destination \"%s\"", name);
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
 		{
 			Oid			sowner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 																SPI_tuptable->tupdesc, 1,
