@@ -302,7 +302,8 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name);
 
 	/*
-	 * Where the destination sends is what its streams' owners agreed to
+	 * Where the destination sends (its location; a Kinesis stream's region)
+	 * is what its streams' owners agreed to
 	 * when they added their streams to it.  A stream of a role whose
 	 * privileges the caller does not have reads tables the caller may not
 	 * read: moving the destination would hand those rows to whoever the
@@ -314,7 +315,8 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	 * another role to add a stream, and move the destination under it.  The
 	 * other roles' streams are not named.
 	 */
-	if (strcmp(new_location, old_location) != 0)
+	if (strcmp(new_location, old_location) != 0 ||
+		option_changes(old_options, new_options, "region"))
 	{
 		SPIPlanPtr	plan = SPI_prepare("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
 									   "WHERE s.destination OPERATOR(pg_catalog.=) $1",
@@ -335,9 +337,9 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 			if (!has_privs_of_role(guard.save_userid, sowner))
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-						 errmsg("permission denied to change the URL of destination \"%s\"", name),
-						 errdetail("Streams of roles whose privileges you do not have send to it."),
-						 errhint("Their owners can remove them from it, or a role with their privileges can change the URL.")));
+						 errmsg("permission denied to move destination \"%s\"", name),
+						 errdetail("Streams of roles whose privileges you do not have send to it: its URL (and a Kinesis destination's region) is where their rows go."),
+						 errhint("Their owners can remove them from it, or a role with their privileges can move it.")));
 		}
 	}
 

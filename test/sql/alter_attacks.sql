@@ -30,6 +30,22 @@ SELECT egress_alter_destination('aa_team_web', options => '{"timeout": "10s"}');
 SELECT egress_alter_destination('aa_team_web', url => 'http://93.184.216.34/team');
 RESET ROLE;
 SELECT location, options FROM egress.destination WHERE name = 'aa_team_web';
+-- a Kinesis destination's region is where the rows go too
+GRANT EXECUTE ON FUNCTION egress_export(text, text, text) TO aa_team;
+SET ROLE aa_team;
+SELECT egress_add_destination('aa_team_k', 'kinesis://teamstream', '{"region": "eu-west-1"}');
+RESET ROLE;
+SET ROLE aa_sec;
+SELECT egress_add_stream('aa_sec_k', 'public.aa_secret', 'FULL_TABLE', 'aa_team_k');
+RESET ROLE;
+SET ROLE aa_mallory;
+SELECT egress_alter_destination('aa_team_k', options => '{"region": "us-east-1"}');
+SELECT egress_alter_destination('aa_team_k', url => 'kinesis://mallorystream');
+SELECT egress_alter_destination('aa_team_k', options => '{"partition_key": "id"}');
+RESET ROLE;
+SELECT location, options FROM egress.destination WHERE name = 'aa_team_k';
+SELECT egress_remove_destination('aa_team_k', cascade => true);
+REVOKE EXECUTE ON FUNCTION egress_export(text, text, text) FROM aa_team;
 -- the stream's owner may move it; so may a superuser
 SET ROLE aa_sec;
 SELECT egress_alter_destination('aa_team_web', url => 'http://93.184.216.34/team2');

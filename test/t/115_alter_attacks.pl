@@ -45,7 +45,7 @@ SELECT egress_add_stream('sec_s', 'public.secret_t', 'FULL_TABLE', 'team_dir',
 my $alter = "SELECT egress_alter_destination('team_dir', url => "
   . sql_quote(file_url($dir_mallory)) . ")";
 my ($out, $ret) = $mallory->query($alter);
-like($mallory->{stderr}, qr/permission denied to change the URL of destination "team_dir"/,
+like($mallory->{stderr}, qr/permission denied to move destination "team_dir"/,
 	'REPEATABLE READ: the member cannot move the destination under a stream added after its snapshot');
 unlike($mallory->{stderr}, qr/sec_s/, 'the other role\'s stream is not named');
 $mallory->query('ROLLBACK');
@@ -56,7 +56,7 @@ like(sql("SELECT location FROM egress.destination WHERE name = 'team_dir'"),
 # READ COMMITTED, the plain case
 my ($r, $o, $e) = query_as($node, 'mallory', $alter);
 isnt($r, 0, 'READ COMMITTED: refused too');
-like($e, qr/permission denied to change the URL/, 'with the message');
+like($e, qr/permission denied to move destination/, 'with the message');
 
 # the stream's owner may move it
 ($r, $o, $e) = query_as($node, 'sec',
