@@ -101,5 +101,13 @@ GRANT pg_read_server_files TO egress_user;
 CREATE EXTENSION pg_egress;
 REVOKE pg_read_server_files FROM egress_user;
 DROP EXTENSION pg_egress;
+-- another application's group role of that name, with members of its own
+-- (no comment of pg_egress's): say so too
+COMMENT ON ROLE egress_user IS 'reporting app';
+CREATE ROLE aa_app_user IN ROLE egress_user;
+CREATE EXTENSION pg_egress;
+DROP EXTENSION pg_egress;
+DROP ROLE aa_app_user;
+COMMENT ON ROLE egress_user IS 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations';
 CREATE EXTENSION pg_egress;
 DROP EXTENSION pg_egress;
