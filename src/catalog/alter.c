@@ -302,8 +302,9 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name);
 
 	/*
-	 * Where the destination sends (its location; a Kinesis stream's region)
-	 * is what its streams' owners agreed to
+	 * Where the destination sends (its location; its HTTP headers, since an
+	 * ingest service's key picks the account the rows land in; a Kinesis
+	 * stream's region) is what its streams' owners agreed to
 	 * when they added their streams to it.  A stream of a role whose
 	 * privileges the caller does not have reads tables the caller may not
 	 * read: moving the destination would hand those rows to whoever the
@@ -316,6 +317,7 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	 * other roles' streams are not named.
 	 */
 	if (strcmp(new_location, old_location) != 0 ||
+		option_changes(old_options, new_options, "headers") ||
 		option_changes(old_options, new_options, "region"))
 	{
 		SPIPlanPtr	plan = SPI_prepare("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
@@ -338,7 +340,7 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("permission denied to move destination \"%s\"", name),
-						 errdetail("Streams of roles whose privileges you do not have send to it: its URL (and a Kinesis destination's region) is where their rows go."),
+						 errdetail("Streams of roles whose privileges you do not have send to it: its URL, HTTP headers and Kinesis region decide where their rows go."),
 						 errhint("Their owners can remove them from it, or a role with their privileges can move it.")));
 		}
 	}

@@ -24,6 +24,8 @@ SELECT has_table_privilege('public.aa_secret', 'SELECT') AS mallory_may_read;
 SELECT egress_alter_destination('aa_team_web', url => 'http://93.184.216.35/mallory');
 SELECT egress_alter_destination('aa_team_web', url => 'http://93.184.216.35/mallory',
 	options => '{"timeout": "10s"}');
+-- nor its headers: an ingest service's key picks the account the rows land in
+SELECT egress_alter_destination('aa_team_web', options => '{"headers": {"X-Api-Key": "mallorys-account"}}');
 -- options that do not move the data: allowed (the destination is the team's)
 SELECT egress_alter_destination('aa_team_web', options => '{"timeout": "10s"}');
 -- the same URL is no move
