@@ -302,19 +302,18 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name);
 
 	/*
-	 * Where the destination sends (its location; its HTTP headers, since an
-	 * ingest service's key picks the account the rows land in; a Kinesis
-	 * stream's region) is what its streams' owners agreed to
-	 * when they added their streams to it.  A stream of a role whose
-	 * privileges the caller does not have reads tables the caller may not
-	 * read: moving the destination would hand those rows to whoever the
-	 * caller picks.  So the location changes only when the caller has the
-	 * privileges of every stream's owner.  No stream can come in meanwhile:
-	 * egress_add_stream() locks the destination's row, which is locked here.
-	 * Read with the latest snapshot, not the transaction's: under REPEATABLE
-	 * READ a caller could otherwise take its snapshot first, wait for
-	 * another role to add a stream, and move the destination under it.  The
-	 * other roles' streams are not named.
+	 * Where the destination sends is what its streams' owners agreed to when
+	 * they added their streams: its location, its HTTP headers (an ingest
+	 * service's key picks the account the rows land in) and a Kinesis
+	 * stream's region.  A stream of a role whose privileges the caller does
+	 * not have reads tables the caller may not read: moving the destination
+	 * would hand those rows to whoever the caller picks.  So it moves only
+	 * when the caller has the privileges of every stream's owner.  No stream
+	 * comes in meanwhile: egress_add_stream() locks the destination's row,
+	 * which is locked here.  The streams are read with the latest snapshot,
+	 * not the transaction's: under REPEATABLE READ a caller could otherwise
+	 * take its snapshot, wait for another role to add a stream, and move the
+	 * destination under it.  The other roles' streams are not named.
 	 */
 	if (strcmp(new_location, old_location) != 0 ||
 		option_changes(old_options, new_options, "headers") ||
