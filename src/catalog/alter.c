@@ -35,12 +35,14 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 
 #include "catalog/catalog.h"
 #include "catalog/publication.h"
@@ -298,6 +300,50 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 						   guard.save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 
 	values[0] = CStringGetTextDatum(name);
+
+	/*
+	 * Where the destination sends is what its streams' owners agreed to when
+	 * they added their streams: its location, its HTTP headers (an ingest
+	 * service's key picks the account the rows land in) and a Kinesis
+	 * stream's region.  A stream of a role whose privileges the caller does
+	 * not have reads tables the caller may not read: moving the destination
+	 * would hand those rows to whoever the caller picks.  So it moves only
+	 * when the caller has the privileges of every stream's owner.  No stream
+	 * comes in meanwhile: egress_add_stream() locks the destination's row,
+	 * which is locked here.  The streams are read with the latest snapshot,
+	 * not the transaction's: under REPEATABLE READ a caller could otherwise
+	 * take its snapshot, wait for another role to add a stream, and move the
+	 * destination under it.  The other roles' streams are not named.
+	 */
+	if (strcmp(new_location, old_location) != 0 ||
+		option_changes(old_options, new_options, "headers") ||
+		option_changes(old_options, new_options, "region"))
+	{
+		SPIPlanPtr	plan = SPI_prepare("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
+									   "WHERE s.destination OPERATOR(pg_catalog.=) $1",
+									   1, argtypes);
+		uint64		n;
+
+		if (plan == NULL ||
+			SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the streams of destination \"%s\"", name);
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
+		{
+			Oid			sowner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc, 1,
+																&isnull));
+
+			if (!has_privs_of_role(guard.save_userid, sowner))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to move destination \"%s\"", name),
+						 errdetail("Streams of roles whose privileges you do not have send to it: its URL, HTTP headers and Kinesis region decide where their rows go."),
+						 errhint("Their owners can remove them from it, or a role with their privileges can move it.")));
+		}
+	}
+
 	values[1] = CStringGetTextDatum(new_location);
 	values[2] = JsonbPGetDatum(new_options);
 	egress_catalog_exec("UPDATE egress.destination SET location = $2, options = $3 "

@@ -236,7 +236,7 @@ validate_options(Jsonb *options, const OptionSpec *specs, int nspecs,
 
 					if (v.type == jbvNumeric)
 					{
-						float8		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+						float8		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
 																			  NumericGetDatum(v.val.numeric)));
 
 						ok = secs >= 0.1 && secs <= 366.0 * SECS_PER_DAY;

@@ -108,7 +108,15 @@ egress_parse_interval(const char *s, Interval *result)
 		dterr = DecodeISO8601Interval(unconstify(char *, s), &dtype, &itm);
 	if (dterr != 0 || dtype != DTK_DELTA)
 		return false;
-	return itmin2interval(&itm, result) == 0;
+	if (itmin2interval(&itm, result) != 0)
+		return false;
+
+	/*
+	 * No part below zero: "1 mon -29 days" is a day here (a month counted
+	 * as 30 days), but less than nothing when added to a date in February,
+	 * as SQL adds it (the database worker's next run, retry after an error).
+	 */
+	return result->month >= 0 && result->day >= 0 && result->time >= 0;
 }
 
 /* An interval in milliseconds (a month is 30 days), or -1 outside 0 .. INT_MAX. */
@@ -144,7 +152,8 @@ duration_value_ms(JsonbValue *v)
 		return egress_parse_duration_ms(pnstrdup(v->val.string.val, v->val.string.len));
 	if (v->type == jbvNumeric)
 	{
-		double		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+		/* 1e400 is too long, not an error of type double precision */
+		double		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
 															  NumericGetDatum(v->val.numeric)));
 
 		if (secs >= 0 && secs * 1000.0 <= (double) INT_MAX)
