@@ -60,7 +60,10 @@ CREATE TABLE egress.stream_state (
 	-- the start, '{}' = given up for the one-transaction sync
 	backfill_after text[],
 	backfill_chunks bigint NOT NULL DEFAULT 0,
-	backfill_rows bigint NOT NULL DEFAULT 0
+	backfill_rows bigint NOT NULL DEFAULT 0,
+	-- when a batch of the stream was last acknowledged by its destination
+	-- (egress_streams.last_success_at), written with the bookmark
+	last_success_at timestamptz
 );
 
 -- Rules of egress_add_streams(..., options => '{"follow_new_tables": true}'):
@@ -111,6 +114,27 @@ LANGUAGE C STRICT VOLATILE;
 -- calls as the role that reads the view: roles that read egress_streams are
 -- granted both.
 REVOKE ALL ON FUNCTION egress_stream_activity() FROM PUBLIC;
+
+-- Live progress, lag and retries from shared memory: one row per stream a
+-- worker serves (stream_id), one per destination a CDC worker serves
+-- (destination: what its LOG_BASED streams share).
+CREATE FUNCTION egress_stream_progress(
+	OUT stream_id integer,
+	OUT destination text,
+	OUT pid integer,
+	OUT rows_total_estimate bigint,
+	OUT rows_done bigint,
+	OUT progress double precision,
+	OUT eta timestamptz,
+	OUT lag_seconds double precision,
+	OUT retries bigint,
+	OUT last_success_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'egress_stream_progress'
+LANGUAGE C STRICT VOLATILE;
+-- Like egress_stream_activity(): roles that read egress_streams are
+-- granted both.
+REVOKE ALL ON FUNCTION egress_stream_progress() FROM PUBLIC;
 
 CREATE FUNCTION egress_add_destination(
 	name text,
@@ -202,8 +226,8 @@ CREATE FUNCTION egress_preview_record_via_text(value anyelement) RETURNS json AS
 -- security_barrier: the membership qual is evaluated before any function
 -- of the caller's WHERE clause, which could otherwise see (and leak) the
 -- rows of other roles' streams: names, bookmarks (key values), options,
--- last_error.  (Replaced under "progress and lag" below, with the columns
--- 0.2 adds last, as the upgrade script does.)
+-- last_error.  Columns are only ever added last (upgrades use CREATE OR
+-- REPLACE VIEW, which keeps the view's grants).
 CREATE VIEW egress_streams WITH (security_barrier) AS
 SELECT s.name,
 	   s.relation,
@@ -235,11 +259,28 @@ SELECT s.name,
 	   s.owner,
 	   s.options,
 	   st.backfill_chunks,
-	   st.backfill_rows
+	   st.backfill_rows,
+	   -- the running sync, INCREMENTAL run or backfill
+	   p.rows_total_estimate,
+	   CASE WHEN p.progress IS NOT NULL THEN p.progress
+			WHEN NOT s.enabled OR st.state = 'error' THEN NULL
+			WHEN st.state IN ('synced', 'streaming') THEN 1
+			ELSE 0 END::double precision AS progress,
+	   p.eta,
+	   -- LOG_BASED: now minus the commit time of the oldest change not yet
+	   -- acknowledged (0: caught up; NULL: no CDC worker serves it)
+	   CASE WHEN s.method = 'LOG_BASED' AND s.enabled THEN dp.lag_seconds END AS lag_seconds,
+	   CASE WHEN s.method = 'LOG_BASED' THEN dp.retries ELSE p.retries END AS retries,
+	   greatest(st.last_success_at, p.last_success_at,
+				CASE WHEN s.method = 'LOG_BASED' AND s.enabled AND st.state = 'streaming'
+					 THEN dp.last_success_at END) AS last_success_at
   FROM egress.stream s
   JOIN egress.stream_state st ON st.stream_id = s.id
   JOIN egress.destination d ON d.name = s.destination
   LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
+  LEFT JOIN egress_stream_progress() p ON p.stream_id = s.id
+  LEFT JOIN egress_stream_progress() dp
+	ON dp.stream_id IS NULL AND dp.destination = s.destination
  -- a role sees the streams of the roles it is a member of (superusers: all);
  -- qualified, since pg_catalog has no pg_has_role(regrole, text) and one in
  -- the installing search_path would otherwise match better
@@ -308,7 +349,21 @@ AS 'MODULE_PATHNAME', 'egress_export_parallel'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION egress_export(text, text, text, integer) FROM PUBLIC;
 
--- == alter, egress_destinations, pg_egress_user ==
+-- Will the caller's streams work here?  One row per check; changes nothing.
+-- A role checks its own destinations and streams (those of the roles whose
+-- privileges it has); see docs/check.md.
+CREATE FUNCTION egress_check(
+	destination text DEFAULT NULL,
+	stream text DEFAULT NULL,
+	OUT "check" text,
+	OUT ok boolean,
+	OUT detail text,
+	OUT hint text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'egress_check'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION egress_check(text, text) FROM PUBLIC;
+
 -- Change a destination in place: url NULL keeps the location; options is a
 -- patch (keys given replace theirs, a JSON null removes one).
 CREATE FUNCTION egress_alter_destination(
@@ -408,119 +463,11 @@ GRANT EXECUTE ON FUNCTION
 	egress_resume_stream(text),
 	egress_resync_stream(text),
 	egress_sync_now(text),
-	egress_stream_activity()
+	egress_check(text, text),
+	egress_stream_activity(),
+	egress_stream_progress()
 TO egress_user;
 GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO egress_user;
-
-
--- == health checks (egress_check) ==
--- Will the caller's streams work here?  One row per check; changes nothing.
--- A role checks its own destinations and streams (those of the roles whose
--- privileges it has); see docs/check.md.
-CREATE FUNCTION egress_check(
-	destination text DEFAULT NULL,
-	stream text DEFAULT NULL,
-	OUT "check" text,
-	OUT ok boolean,
-	OUT detail text,
-	OUT hint text)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'egress_check'
-LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION egress_check(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION egress_check(text, text) TO egress_user;
-
-
--- == progress and lag ==
-
--- When a batch of the stream was last acknowledged by its destination
--- (egress_streams.last_success_at), written with the bookmark.
-ALTER TABLE egress.stream_state ADD COLUMN last_success_at timestamptz;
-
--- Live progress, lag and retries from shared memory: one row per stream a
--- worker serves (stream_id), one per destination a CDC worker serves
--- (destination: what its LOG_BASED streams share).
-CREATE FUNCTION egress_stream_progress(
-	OUT stream_id integer,
-	OUT destination text,
-	OUT pid integer,
-	OUT rows_total_estimate bigint,
-	OUT rows_done bigint,
-	OUT progress double precision,
-	OUT eta timestamptz,
-	OUT lag_seconds double precision,
-	OUT retries bigint,
-	OUT last_success_at timestamptz)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'egress_stream_progress'
-LANGUAGE C STRICT VOLATILE;
--- Like egress_stream_activity(): roles that read egress_streams are
--- granted both.
-REVOKE ALL ON FUNCTION egress_stream_progress() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION egress_stream_progress() TO egress_user;
-
--- egress_streams with progress, lag and retries; new columns last, OR
--- REPLACE keeps the view's grants (docs/operations.md describes them).
-CREATE OR REPLACE VIEW egress_streams WITH (security_barrier) AS
-SELECT s.name,
-	   s.relation,
-	   s.method,
-	   s.destination,
-	   CASE WHEN NOT s.enabled THEN 'paused'
-			WHEN a.phase IN ('reading', 'syncing') THEN 'syncing'
-			-- the destination fails; the batch is being sent again
-			WHEN a.phase = 'retrying' THEN 'retrying'
-			WHEN st.state = 'syncing' AND a.pid IS NULL THEN 'pending'
-			ELSE st.state END AS state,
-	   st.version,
-	   coalesce(a.rows_sent, st.rows_sent) AS rows_sent,
-	   coalesce(a.bytes_sent, st.bytes_sent) AS bytes_sent,
-	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
-	   st.bookmark,
-	   coalesce(a.confirmed_lsn, st.confirmed_lsn) AS confirmed_lsn,
-	   -- WAL the slot holds, also while no worker serves it
-	   coalesce(a.lag_bytes,
-				(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), r.restart_lsn)::bigint
-				   FROM pg_catalog.pg_replication_slots r
-				  WHERE s.method = 'LOG_BASED' AND r.slot_name = d.slot_name)) AS lag_bytes,
-	   d.slot_name,
-	   st.last_error,
-	   st.last_error_at,
-	   coalesce(a.started_at, st.sync_started_at) AS sync_started_at,
-	   st.sync_finished_at,
-	   a.pid AS worker_pid,
-	   s.owner,
-	   s.options,
-	   st.backfill_chunks,
-	   st.backfill_rows,
-	   -- the running sync, INCREMENTAL run or backfill
-	   p.rows_total_estimate,
-	   CASE WHEN p.progress IS NOT NULL THEN p.progress
-			WHEN NOT s.enabled OR st.state = 'error' THEN NULL
-			WHEN st.state IN ('synced', 'streaming') THEN 1
-			ELSE 0 END::double precision AS progress,
-	   p.eta,
-	   -- LOG_BASED: now minus the commit time of the oldest change not yet
-	   -- acknowledged (0: caught up; NULL: no CDC worker serves it)
-	   CASE WHEN s.method = 'LOG_BASED' AND s.enabled THEN dp.lag_seconds END AS lag_seconds,
-	   CASE WHEN s.method = 'LOG_BASED' THEN dp.retries ELSE p.retries END AS retries,
-	   greatest(st.last_success_at, p.last_success_at,
-				CASE WHEN s.method = 'LOG_BASED' AND s.enabled AND st.state = 'streaming'
-					 THEN dp.last_success_at END) AS last_success_at
-  FROM egress.stream s
-  JOIN egress.stream_state st ON st.stream_id = s.id
-  JOIN egress.destination d ON d.name = s.destination
-  LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
-  LEFT JOIN egress_stream_progress() p ON p.stream_id = s.id
-  LEFT JOIN egress_stream_progress() dp
-	ON dp.stream_id IS NULL AND dp.destination = s.destination
- -- a role sees the streams of the roles it is a member of (superusers: all);
- -- qualified, since pg_catalog has no pg_has_role(regrole, text) and one in
- -- the installing search_path would otherwise match better
- WHERE pg_catalog.pg_has_role(s.owner, 'MEMBER');
-
-
--- == runtime and UX ==
 
 -- The workers serve only the database named by pg_egress.database: in any
 -- other database the streams would stay pending without a word.  Say so.
@@ -537,5 +484,3 @@ BEGIN
 END
 $egress_db$;
 
-
--- == end ==
