@@ -814,7 +814,17 @@ typedef struct ChunkReader
 void
 egress_chunk_key_append(StringInfo buf, const char *value)
 {
-	appendStringInfo(buf, "%d:%s", (int) strlen(value), value);
+	int			len = strlen(value);
+	char		num[12];
+	int			n;
+
+	/* "<length>:<text>", without the cost of a format string per row */
+	n = pg_ltoa(len, num);
+	enlargeStringInfo(buf, n + 1 + len);
+	memcpy(buf->data + buf->len, num, n);
+	buf->data[buf->len + n] = ':';
+	memcpy(buf->data + buf->len + n + 1, value, len + 1);
+	buf->len += n + 1 + len;
 }
 
 static bool
@@ -824,7 +834,10 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	SnapshotWriter *w = &r->w;
 	MemoryContext oldcxt;
 	char	   *partkey = NULL;
+	StringInfo	out;
+	int			start;
 	int			len;
+	int			rowlen;
 
 	CHECK_FOR_INTERRUPTS();
 	r->fetched++;
@@ -834,7 +847,13 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	MemoryContextReset(r->rowcxt);
 	oldcxt = MemoryContextSwitchTo(r->rowcxt);
 	slot_getallattrs(slot);
-	resetStringInfo(&r->row);
+	out = r->spec->row_target ? r->spec->row_target(r->spec->arg) : NULL;
+	if (out == NULL)
+	{
+		out = &r->row;
+		resetStringInfo(out);
+	}
+	start = out->len;
 	resetStringInfo(&r->key);
 	for (int i = 0; i < r->nkey; i++)
 	{
@@ -850,26 +869,29 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	}
 	if (w->pgk)
 	{
-		if (!pgk_render_row(w, slot, &r->row))
+		if (!pgk_render_row(w, slot, out))
 		{
+			out->len = start;
+			out->data[start] = '\0';
 			MemoryContextSwitchTo(oldcxt);
 			return true;
 		}
 	}
 	else
-		egress_singer_record(&r->row, w->st, slot->tts_values, slot->tts_isnull,
+		egress_singer_record(out, w->st, slot->tts_values, slot->tts_isnull,
 							 w->version, w->time_extracted.data, w->extra);
-	len = r->row.len;
+	len = out->len - start;
+	rowlen = len;
 	if (w->krec || w->pgk)
 	{
 		partkey = row_partition_key(w, slot);
 		/* a record: the line end is not part of it */
-		while (len > 0 && r->row.data[len - 1] == '\n')
+		while (len > 0 && out->data[start + len - 1] == '\n')
 			len--;
 	}
-	r->spec->row(r->spec->arg, r->key.data, r->key.len, r->row.data, len, partkey);
+	r->spec->row(r->spec->arg, r->key.data, r->key.len, out->data + start, len, partkey);
 	r->spec->rows++;
-	r->spec->bytes += r->row.len;
+	r->spec->bytes += rowlen;
 
 	/* the position of the last row kept: its key text (see chunk_last) */
 	resetStringInfo(&r->lastkey);

@@ -140,6 +140,14 @@ typedef struct EgressChunkSpec
 	XLogRecPtr	lsn;			/* pg_kinesis records' lsn */
 	EgressChunkRowCallback row;
 	void	   *arg;
+
+	/*
+	 * Optional: the buffer the next row is rendered into (appended), or
+	 * NULL for the reader's own; "row" then gets a pointer into it, so a
+	 * caller that keeps rows in that buffer keeps them without a copy.  A
+	 * row the renderer leaves out is truncated away again.
+	 */
+	StringInfo	(*row_target) (void *arg);
 	/* out */
 	int64		rows;
 	int64		bytes;
