@@ -65,6 +65,7 @@
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
+#include "utils/guc.h"
 
 #define WATERMARK_PREFIX	"pg_egress.watermark"
 #define DEFAULT_CHUNK_ROWS	50000
@@ -202,6 +203,7 @@ static struct
 	bool		end;
 	char	  **last;
 	BlockNumber blk_to;
+	Oid		   *keyout;			/* keys kept as Datums: their output functions */
 	TransactionId straggler;	/* CHUNK_STALLED: the transaction */
 } chunk;
 
@@ -395,6 +397,35 @@ dirty_has(const char *key, int len)
 	return false;
 }
 
+/*
+ * Did the key of a buffered row change in the window?  Integer keys are
+ * kept as Datums (EgressChunkSpec.key_datums): their text is made here, only
+ * when the window holds changes.
+ */
+static bool
+row_key_dirty(const char *key, int keylen)
+{
+	if (hash_get_num_entries(chunk.dirty) == 0)
+		return false;
+	if (chunk.keyout != NULL)
+	{
+		int			nkey = chunk.s->bf->nkey;
+		Datum	   *vals = palloc(sizeof(Datum) * nkey);
+		StringInfoData text;
+		bool		dirty;
+
+		Assert(keylen == sizeof(Datum) * nkey);
+		memcpy(vals, key, sizeof(Datum) * nkey);	/* the arena is unaligned */
+		initStringInfo(&text);
+		egress_chunk_key_from_datums(&text, chunk.keyout, nkey, vals);
+		dirty = dirty_has(text.data, text.len);
+		pfree(text.data);
+		pfree(vals);
+		return dirty;
+	}
+	return dirty_has(key, keylen);
+}
+
 /* A new chunk: its buffer, window and messages start empty. */
 static void
 chunk_reset(void)
@@ -417,6 +448,7 @@ chunk_reset(void)
 	chunk.bytes_read = 0;
 	chunk.end = false;
 	chunk.last = NULL;
+	chunk.keyout = NULL;
 	chunk.retry = false;
 	ddl_watch = ddl_seen = false;
 	ddl_colsig = NULL;
@@ -1105,6 +1137,19 @@ cdc_backfill_persist(CdcStream *s)
 	values[7] = Int64GetDatum(b->acked_chunks);
 	values[8] = Int64GetDatum(b->acked_rows);
 	values[9] = BoolGetDatum(b->acked_final);
+
+	/*
+	 * Progress of a chunk that is not the last commits without waiting for
+	 * its WAL flush (this transaction only): the next chunk's watermark,
+	 * flushed before that chunk is sent, makes it durable.  A crash before
+	 * then loses at most this record, and a resume re-reads the chunk it
+	 * recorded, already sent: one chunk, as a crash between the chunk's
+	 * acknowledgement and this commit re-reads anyway.  The end of the
+	 * backfill (the state becomes streaming) is flushed as ever.
+	 */
+	if (!b->acked_final)
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	if (egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
 							"version = $4, rows_sent = $5, batches_sent = $6, "
 							"backfill_after = $7, backfill_chunks = $8, backfill_rows = $9, "
@@ -1306,6 +1351,7 @@ read_chunk(void)
 	spec.lsn = s->bookmark;
 	spec.row = buffer_row;
 	spec.row_target = chunk_row_target;
+	spec.key_datums = true;
 	if (b->nkey == 0)
 	{
 		Relation	rel = table_open(s->def->relid, AccessShareLock);
@@ -1344,6 +1390,7 @@ read_chunk(void)
 		egress_snapshot_read_chunk(s->def, cdc->sink, &spec);
 		MemoryContextSwitchTo(oldcxt);
 		cdc_syncing_stream = 0;
+		chunk.keyout = spec.keyout;	/* in chunk.cxt */
 		if (b->nkey > 0)
 		{
 			chunk.end = spec.end;
@@ -1450,7 +1497,7 @@ emit_mem_rows(CdcStream *s)
 
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
-		if (check && dirty_has(keyarena.data + cr->key, cr->keylen))
+		if (check && row_key_dirty(keyarena.data + cr->key, cr->keylen))
 		{
 			flush_run(s, from, len, nrows);
 			nrows = 0;
@@ -1560,9 +1607,12 @@ emit_chunk(void)
 				key = file_read_str(&keylen);
 				data = file_read_str(&len);
 				partkey = file_read_str(NULL);
-				MemoryContextSwitchTo(oldcxt);
-				if (dirty_has(key, keylen))
+				if (row_key_dirty(key, keylen))
+				{
+					MemoryContextSwitchTo(oldcxt);
 					continue;
+				}
+				MemoryContextSwitchTo(oldcxt);
 				send_row(s, data, len, partkey);
 				sent++;
 			}

@@ -805,6 +805,15 @@ typedef struct ChunkReader
 	StringInfoData row;
 	StringInfoData key;
 	StringInfoData lastkey;		/* key text of the last row kept */
+
+	/*
+	 * Keys as Datums (EgressChunkSpec.key_datums): the values of the last
+	 * row kept, its text made once at the end.
+	 */
+	bool		rawkeys;
+	Datum	   *keyvals;
+	Datum	   *lastvals;
+	bool		havelast;
 	bool		full;			/* max_bytes reached */
 	int64		fetched;		/* rows the query returned, kept or not */
 	MemoryContext rowcxt;
@@ -827,6 +836,15 @@ egress_chunk_key_append(StringInfo buf, const char *value)
 	buf->len += n + 1 + len;
 }
 
+/* A key given as Datums (EgressChunkSpec.keyout) as egress_chunk_key_append writes it. */
+void
+egress_chunk_key_from_datums(StringInfo buf, const Oid *keyout, int nkey,
+							 const Datum *values)
+{
+	for (int i = 0; i < nkey; i++)
+		egress_chunk_key_append(buf, OidOutputFunctionCall(keyout[i], values[i]));
+}
+
 static bool
 chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 {
@@ -844,7 +862,12 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	if (r->full)
 		return true;			/* the next chunk reads it */
 
-	MemoryContextReset(r->rowcxt);
+	/*
+	 * What rendering allocates goes every few rows: a handful of rows fit in
+	 * the context's first blocks, which a reset keeps or hands back cheaply.
+	 */
+	if ((r->fetched & 15) == 0)
+		MemoryContextReset(r->rowcxt);
 	oldcxt = MemoryContextSwitchTo(r->rowcxt);
 	slot_getallattrs(slot);
 	out = r->spec->row_target ? r->spec->row_target(r->spec->arg) : NULL;
@@ -864,9 +887,14 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("key column \"%s\" of %s holds a null",
 							r->spec->keycols[i], w->def->relation)));
-		egress_chunk_key_append(&r->key,
-								OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]));
+		if (r->rawkeys)
+			r->keyvals[i] = slot->tts_values[c];
+		else
+			egress_chunk_key_append(&r->key,
+									OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]));
 	}
+	if (r->rawkeys)
+		appendBinaryStringInfo(&r->key, (char *) r->keyvals, sizeof(Datum) * r->nkey);
 	if (w->pgk)
 	{
 		if (!pgk_render_row(w, slot, out))
@@ -894,8 +922,16 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	r->spec->bytes += rowlen;
 
 	/* the position of the last row kept: its key text (see chunk_last) */
-	resetStringInfo(&r->lastkey);
-	appendBinaryStringInfo(&r->lastkey, r->key.data, r->key.len);
+	if (r->rawkeys)
+	{
+		memcpy(r->lastvals, r->keyvals, sizeof(Datum) * r->nkey);
+		r->havelast = true;
+	}
+	else
+	{
+		resetStringInfo(&r->lastkey);
+		appendBinaryStringInfo(&r->lastkey, r->key.data, r->key.len);
+	}
 	MemoryContextSwitchTo(oldcxt);
 	if (r->spec->max_bytes > 0 && r->spec->bytes >= r->spec->max_bytes)
 		r->full = true;
@@ -961,6 +997,7 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	spec->rows = spec->bytes = 0;
 	spec->end = false;
 	spec->last = NULL;
+	spec->keyout = NULL;
 	readercxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress chunk",
 									  ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(readercxt);
@@ -1017,6 +1054,27 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 										   FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
 		argtypes[i] = TEXTOID;
 		argvalues[i] = spec->after ? CStringGetTextDatum(spec->after[i]) : (Datum) 0;
+	}
+
+	/*
+	 * Keys whose text does not depend on any setting (integers, oid) may go
+	 * to the caller as Datums, when it takes them so: the text is made only
+	 * for the rows it must compare (egress_chunk_key_from_datums).
+	 */
+	r->rawkeys = spec->key_datums && r->nkey > 0;
+	for (int i = 0; i < r->nkey && r->rawkeys; i++)
+	{
+		Oid			typid = get_atttype(def->relid, get_attnum(def->relid, spec->keycols[i]));
+
+		if (typid != INT2OID && typid != INT4OID && typid != INT8OID && typid != OIDOID)
+			r->rawkeys = false;
+	}
+	if (r->rawkeys)
+	{
+		r->keyvals = palloc0(sizeof(Datum) * r->nkey);
+		r->lastvals = palloc0(sizeof(Datum) * r->nkey);
+		spec->keyout = MemoryContextAlloc(r->lastcxt, sizeof(Oid) * r->nkey);
+		memcpy(spec->keyout, r->keyout, sizeof(Oid) * r->nkey);
 	}
 
 	if (def->filter != NULL)
@@ -1146,6 +1204,11 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	if (r->nkey > 0)
 	{
 		spec->end = !r->full && (spec->max_rows <= 0 || r->fetched < spec->max_rows);
+		if (r->havelast)
+		{
+			resetStringInfo(&r->lastkey);
+			egress_chunk_key_from_datums(&r->lastkey, r->keyout, r->nkey, r->lastvals);
+		}
 		if (r->lastkey.len > 0)
 		{
 			/* <length>:<text> per key column (egress_chunk_key_append) */
