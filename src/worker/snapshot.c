@@ -802,6 +802,7 @@ typedef struct ChunkReader
 	EgressChunkSpec *spec;
 	int			nkey;
 	Oid		   *keyout;			/* output functions of the key columns */
+	int		   *keycol;			/* where in the query's row each key column is */
 	StringInfoData row;
 	StringInfoData key;
 	StringInfoData lastkey;		/* key text of the last row kept */
@@ -880,7 +881,7 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	resetStringInfo(&r->key);
 	for (int i = 0; i < r->nkey; i++)
 	{
-		int			c = w->st->ncolumns + i;
+		int			c = r->keycol[i];
 
 		if (slot->tts_isnull[c])
 			ereport(ERROR,
@@ -1087,8 +1088,26 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 						 quote_identifier(w->st->columns[i].name));
 	if (w->st->ncolumns == 0)
 		appendStringInfoString(&sql, "1");
-	for (int i = 0; i < r->nkey; i++)
-		appendStringInfo(&sql, ", %s", quote_identifier(spec->keycols[i]));
+
+	/*
+	 * The key columns: those the stream reads are taken from its columns
+	 * (a query of the table's columns as they are needs no projection), the
+	 * others are read after them.
+	 */
+	r->keycol = palloc(sizeof(int) * Max(r->nkey, 1));
+	for (int i = 0, extra = 0; i < r->nkey; i++)
+	{
+		r->keycol[i] = -1;
+		for (int j = 0; j < w->st->ncolumns && r->keycol[i] < 0; j++)
+			if (strcmp(w->st->columns[j].name, spec->keycols[i]) == 0)
+				r->keycol[i] = j;
+		if (r->keycol[i] < 0)
+		{
+			/* after the stream's columns, or the "1" that stands for none */
+			r->keycol[i] = Max(w->st->ncolumns, 1) + extra++;
+			appendStringInfo(&sql, ", %s", quote_identifier(spec->keycols[i]));
+		}
+	}
 	appendStringInfo(&sql, " FROM %s",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(def->relid)),
 												get_rel_name(def->relid)));
