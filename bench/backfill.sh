@@ -24,6 +24,11 @@
 # destination of its own (a new slot), removed afterwards.  (b) From
 # egress_streams: sync_finished_at - sync_started_at, as bench/full_table.sh.
 # Every run checks that all rows arrived (RECORD lines in the files).
+#
+# CPU.  (a) also prints the CPU seconds (user + system, /proc/<pid>/stat) of
+# the destination's CDC worker, which does all the work of both variants (a
+# new worker per run: each run has its own destination), and their ratio:
+# on a shared machine the wall-clock ratio is noisy, the CPU ratio much less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -86,17 +91,19 @@ log_time() {
 # one LOG_BASED initial sync with chunk_rows CHUNKS ('' = the default);
 # appends its log-measured seconds to the array named by $2
 run_log_based() {
-	local chunks=$1 n=$((++run)) name dest out opts offset t0 t1 ts te got
+	local chunks=$1 n=$((++run)) name dest out opts offset tq t0 t1 ts te got cpu
 	name=bf$n
 	dest=bfd$n
 	out=$BENCH_DIR/out_$n
 	if [ -z "$chunks" ]; then opts='{}'; else opts="{\"chunk_rows\": $chunks}"; fi
+	tq=$(bench_now)
 	q "SELECT egress_add_destination('$dest', 'file://$out')" >/dev/null
 	offset=$(stat -c %s "$log")
 	t0=$(bench_now)
 	q "SELECT egress_add_stream('$name', 'public.bench', 'LOG_BASED', '$dest', options => '$opts')" >/dev/null
 	wait_state "$name" streaming
 	t1=$(bench_now)
+	cpu=$(worker_cpu "$tq")
 	if [ "$chunks" = 0 ]; then
 		ts=$(log_time "$offset" "stream \"$name\": initial sync of \S+ started") || die "$name: no start in the log"
 		te=$(log_time "$offset" "stream \"$name\": initial sync finished") || die "$name: no end in the log"
@@ -110,28 +117,49 @@ run_log_based() {
 	extra=$(q "SELECT backfill_chunks FROM egress_streams WHERE name = '$name'" 2>/dev/null || echo '-')
 	q "SELECT egress_remove_destination('$dest', true)" >/dev/null
 	rm -rf "$out"
-	local -n times=$2 walls=$3
+	local -n times=$2 walls=$3 cpus=$4
 	times+=("$(echo "$te - $ts" | bc -l)")
 	walls+=("$(echo "$t1 - $t0" | bc -l)")
-	printf '  %-28s %8.2f s  (%s rows/s; add -> streaming %.2f s; chunks: %s)\n' \
-		"chunk_rows ${chunks:-default}" "${times[-1]}" "$(rate "${times[-1]}")" "${walls[-1]}" "$extra"
+	cpus+=("$cpu")
+	printf '  %-28s %8.2f s  (%s rows/s; add -> streaming %.2f s; worker CPU %s s; chunks: %s)\n' \
+		"chunk_rows ${chunks:-default}" "${times[-1]}" "$(rate "${times[-1]}")" "${walls[-1]}" "$cpu" "$extra"
+}
+
+# CPU seconds (user + system) used so far by the CDC worker started after
+# epoch second T0 (the run's own destination's); "-" if it cannot be read
+worker_cpu() {
+	local pid tck
+	pid=$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_egress cdc' AND backend_start >= to_timestamp($1) ORDER BY backend_start LIMIT 1")
+	tck=$(getconf CLK_TCK)
+	if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ]; then
+		# fields 14 and 15 after the command name (which may hold spaces)
+		sed 's/^.*) //' "/proc/$pid/stat" | awk -v t="$tck" '{printf "%.2f", ($12 + $13) / t}'
+	else
+		echo -
+	fi
 }
 
 run=0
 if phase a; then
 	echo "(a) LOG_BASED initial sync of $rows rows to files, chunked (chunk_rows ${BENCH_CHUNK_ROWS:-default}) vs one transaction (chunk_rows 0), $rounds rounds..."
-	t_chunk=() w_chunk=() t_one=() w_one=()
+	t_chunk=() w_chunk=() c_chunk=() t_one=() w_one=() c_one=()
 	for r in $(seq 1 "$rounds"); do
 		if [ $((r % 2)) = 1 ]; then
-			run_log_based "${BENCH_CHUNK_ROWS:-}" t_chunk w_chunk
-			run_log_based 0 t_one w_one
+			run_log_based "${BENCH_CHUNK_ROWS:-}" t_chunk w_chunk c_chunk
+			run_log_based 0 t_one w_one c_one
 		else
-			run_log_based 0 t_one w_one
-			run_log_based "${BENCH_CHUNK_ROWS:-}" t_chunk w_chunk
+			run_log_based 0 t_one w_one c_one
+			run_log_based "${BENCH_CHUNK_ROWS:-}" t_chunk w_chunk c_chunk
 		fi
 	done
 	m_chunk=$(median "${t_chunk[@]}")
 	m_one=$(median "${t_one[@]}")
+	mc_chunk=-
+	mc_one=-
+	if [[ " ${c_chunk[*]} ${c_one[*]} " != *" - "* ]]; then
+		mc_chunk=$(median "${c_chunk[@]}")
+		mc_one=$(median "${c_one[@]}")
+	fi
 fi
 
 # ---- (b) FULL_TABLE parallel 2 vs 1 ---------------------------------------------
@@ -189,6 +217,10 @@ if phase a; then
 	printf '(a) LOG_BASED chunked:         %8.2f s %10s rows/s   (runs: %s)\n' "$m_chunk" "$(rate "$m_chunk")" "$(secs "${t_chunk[@]}")"
 	printf '(a) LOG_BASED one transaction: %8.2f s %10s rows/s   (runs: %s)\n' "$m_one" "$(rate "$m_one")" "$(secs "${t_one[@]}")"
 	printf '(a) ratio chunked/one-transaction rows/s: %.2fx (target >= 0.9x)\n' "$(echo "$m_one / $m_chunk" | bc -l)"
+	if [ "$mc_chunk" != - ]; then
+		printf '(a) CDC worker CPU: chunked %.2f s, one transaction %.2f s (runs: %s | %s); ratio one/chunked %.2fx\n' \
+			"$mc_chunk" "$mc_one" "${c_chunk[*]}" "${c_one[*]}" "$(echo "$mc_one / $mc_chunk" | bc -l)"
+	fi
 fi
 if phase b; then
 	if [ -n "$b_skipped" ]; then

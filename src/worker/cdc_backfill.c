@@ -65,6 +65,7 @@
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
+#include "utils/guc.h"
 
 #define WATERMARK_PREFIX	"pg_egress.watermark"
 #define DEFAULT_CHUNK_ROWS	50000
@@ -140,37 +141,35 @@ typedef enum ChunkPhase
 } ChunkPhase;
 
 /*
- * The chunk's rows in memory: one arena, reused from chunk to chunk (no
- * allocation per row), each row as int32 key length, the key and a NUL,
- * int32 length and the rendered row, int32 partition key length (-1: none),
- * the partition key and a NUL.
+ * The chunk's rows in memory, reused from chunk to chunk (no allocation per
+ * row): the rendered rows back to back in "arena" (the reader renders each
+ * row straight into it: chunk_row_target), their keys and partition keys
+ * (NUL-terminated) in "keyarena", and per row a ChunkRow.  At H the rows
+ * kept go out as runs of the arena, each one write of the sink, not row by
+ * row (emit_mem_rows).
  */
+typedef struct ChunkRow
+{
+	Size		row;			/* offset in arena */
+	Size		key;			/* offset in keyarena */
+	int32		len;			/* of the row (a record: without its line end) */
+	int32		keylen;
+	int32		pklen;			/* partition key length, -1: none (at key + keylen + 1) */
+} ChunkRow;
+
 static StringInfoData arena;
+static StringInfoData keyarena;
+static ChunkRow *rowidx = NULL;
+static int64 rowidx_size = 0;
 
-static void
-arena_put(int32 len, const char *data, bool nul)
+/*
+ * Memory the rows may take before the buffer spills: CHUNK_MEMORY_BYTES,
+ * within what one StringInfo can hold.
+ */
+static Size
+chunk_memory_limit(void)
 {
-	appendBinaryStringInfo(&arena, (const char *) &len, sizeof(len));
-	if (len > 0)
-		appendBinaryStringInfo(&arena, data, len);
-	if (nul && len >= 0)
-		appendStringInfoChar(&arena, '\0');
-}
-
-static const char *
-arena_get(int *pos, int32 *lenp, bool nul)
-{
-	int32		len;
-	const char *data;
-
-	memcpy(&len, arena.data + *pos, sizeof(len));
-	*pos += sizeof(len);
-	*lenp = len;
-	if (len < 0)
-		return NULL;
-	data = arena.data + *pos;
-	*pos += len + (nul ? 1 : 0);
-	return data;
+	return Min(CHUNK_MEMORY_BYTES, (Size) MaxAllocSize / 4);
 }
 
 /* A key changed in the window (L, H]: by hash, then text. */
@@ -204,6 +203,7 @@ static struct
 	bool		end;
 	char	  **last;
 	BlockNumber blk_to;
+	Oid		   *keyout;			/* keys kept as Datums: their output functions */
 	TransactionId straggler;	/* CHUNK_STALLED: the transaction */
 } chunk;
 
@@ -280,6 +280,30 @@ file_read_str(int *lenp)
 	return str;
 }
 
+/*
+ * egress_snapshot_read_chunk's row_target: render the next row into the
+ * arena while the rows fit in memory, else into the reader's buffer (it
+ * goes to the temporary file).
+ */
+static StringInfo
+chunk_row_target(void *arg)
+{
+	MemoryContext oldcxt;
+
+	if (chunk.file != NULL)
+		return NULL;
+	if (arena.data == NULL)
+	{
+		oldcxt = MemoryContextSwitchTo(backfill_cxt);
+		initStringInfo(&arena);
+		initStringInfo(&keyarena);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	if (arena.len + keyarena.len + chunk.mem_rows * sizeof(ChunkRow) >= chunk_memory_limit())
+		return NULL;
+	return &arena;
+}
+
 /* egress_snapshot_read_chunk's callback: keep the row. */
 static void
 buffer_row(void *arg, const char *key, int keylen, const char *data, int len,
@@ -288,7 +312,39 @@ buffer_row(void *arg, const char *key, int keylen, const char *data, int len,
 	MemoryContext oldcxt;
 
 	chunk.nread++;
-	if (chunk.file == NULL && arena.len >= CHUNK_MEMORY_BYTES)
+	if (chunk.file == NULL && arena.data != NULL &&
+		data >= arena.data && data < arena.data + arena.len)
+	{
+		/* rendered into the arena (chunk_row_target): index it */
+		ChunkRow   *cr;
+
+		if (chunk.mem_rows >= rowidx_size)
+		{
+			int64		n = Max(rowidx_size * 2, 1024);
+
+			if (rowidx == NULL)
+				rowidx = MemoryContextAllocHuge(backfill_cxt, sizeof(ChunkRow) * n);
+			else
+				rowidx = repalloc_huge(rowidx, sizeof(ChunkRow) * n);
+			rowidx_size = n;
+		}
+		cr = &rowidx[chunk.mem_rows++];
+		cr->row = data - arena.data;
+		cr->len = len;
+		cr->key = keyarena.len;
+		cr->keylen = keylen;
+		appendBinaryStringInfo(&keyarena, key, keylen);
+		appendStringInfoChar(&keyarena, '\0');
+		cr->pklen = -1;
+		if (partkey != NULL)
+		{
+			cr->pklen = strlen(partkey);
+			appendBinaryStringInfo(&keyarena, partkey, cr->pklen);
+			appendStringInfoChar(&keyarena, '\0');
+		}
+		return;
+	}
+	if (chunk.file == NULL)
 	{
 		oldcxt = MemoryContextSwitchTo(chunk.cxt);
 		chunk.file = BufFileCreateTemp(true);	/* read after the transaction */
@@ -298,24 +354,10 @@ buffer_row(void *arg, const char *key, int keylen, const char *data, int len,
 		MemoryContextRegisterResetCallback(chunk.cxt, &chunk.file_cb);
 		MemoryContextSwitchTo(oldcxt);
 	}
-	if (chunk.file != NULL)
-	{
-		file_write_str(key, keylen);
-		file_write_str(data, len);
-		file_write_str(partkey, partkey ? strlen(partkey) : 0);
-		chunk.file_rows++;
-		return;
-	}
-	if (arena.data == NULL)
-	{
-		oldcxt = MemoryContextSwitchTo(backfill_cxt);
-		initStringInfo(&arena);
-		MemoryContextSwitchTo(oldcxt);
-	}
-	arena_put(keylen, key, true);
-	arena_put(len, data, false);
-	arena_put(partkey ? (int32) strlen(partkey) : -1, partkey, true);
-	chunk.mem_rows++;
+	file_write_str(key, keylen);
+	file_write_str(data, len);
+	file_write_str(partkey, partkey ? strlen(partkey) : 0);
+	chunk.file_rows++;
 }
 
 /* ---- the window: keys changed between L and H ---------------------------- */
@@ -355,6 +397,35 @@ dirty_has(const char *key, int len)
 	return false;
 }
 
+/*
+ * Did the key of a buffered row change in the window?  Integer keys are
+ * kept as Datums (EgressChunkSpec.key_datums): their text is made here, only
+ * when the window holds changes.
+ */
+static bool
+row_key_dirty(const char *key, int keylen)
+{
+	if (hash_get_num_entries(chunk.dirty) == 0)
+		return false;
+	if (chunk.keyout != NULL)
+	{
+		int			nkey = chunk.s->bf->nkey;
+		Datum	   *vals = palloc(sizeof(Datum) * nkey);
+		StringInfoData text;
+		bool		dirty;
+
+		Assert(keylen == sizeof(Datum) * nkey);
+		memcpy(vals, key, sizeof(Datum) * nkey);	/* the arena is unaligned */
+		initStringInfo(&text);
+		egress_chunk_key_from_datums(&text, chunk.keyout, nkey, vals);
+		dirty = dirty_has(text.data, text.len);
+		pfree(text.data);
+		pfree(vals);
+		return dirty;
+	}
+	return dirty_has(key, keylen);
+}
+
 /* A new chunk: its buffer, window and messages start empty. */
 static void
 chunk_reset(void)
@@ -366,7 +437,10 @@ chunk_reset(void)
 										  ALLOCSET_DEFAULT_SIZES);
 	MemoryContextReset(chunk.cxt);	/* closes the file */
 	if (arena.data != NULL)
+	{
 		resetStringInfo(&arena);
+		resetStringInfo(&keyarena);
+	}
 	chunk.mem_rows = 0;
 	chunk.file = NULL;
 	chunk.file_rows = 0;
@@ -374,6 +448,7 @@ chunk_reset(void)
 	chunk.bytes_read = 0;
 	chunk.end = false;
 	chunk.last = NULL;
+	chunk.keyout = NULL;
 	chunk.retry = false;
 	ddl_watch = ddl_seen = false;
 	ddl_colsig = NULL;
@@ -1072,6 +1147,19 @@ cdc_backfill_persist(CdcStream *s)
 	egress_progress_rows(s->slot, b->acked_rows);
 	if (b->acked_final)
 		egress_progress_end(s->slot);
+
+	/*
+	 * Progress of a chunk that is not the last commits without waiting for
+	 * its WAL flush (this transaction only): the next chunk's watermark,
+	 * flushed before that chunk is sent, makes it durable.  A crash before
+	 * then loses at most this record, and a resume re-reads the chunk it
+	 * recorded, already sent: one chunk, as a crash between the chunk's
+	 * acknowledgement and this commit re-reads anyway.  The end of the
+	 * backfill (the state becomes streaming) is flushed as ever.
+	 */
+	if (!b->acked_final)
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	if (egress_catalog_exec("UPDATE egress.stream_state SET confirmed_lsn = $2, bookmark = $3, "
 							"version = $4, rows_sent = $5, batches_sent = $6, "
 							"backfill_after = $7, backfill_chunks = $8, backfill_rows = $9, "
@@ -1272,6 +1360,8 @@ read_chunk(void)
 	spec.version = s->version;
 	spec.lsn = s->bookmark;
 	spec.row = buffer_row;
+	spec.row_target = chunk_row_target;
+	spec.key_datums = true;
 	if (b->nkey == 0)
 	{
 		Relation	rel = table_open(s->def->relid, AccessShareLock);
@@ -1310,6 +1400,7 @@ read_chunk(void)
 		egress_snapshot_read_chunk(s->def, cdc->sink, &spec);
 		MemoryContextSwitchTo(oldcxt);
 		cdc_syncing_stream = 0;
+		chunk.keyout = spec.keyout;	/* in chunk.cxt */
 		if (b->nkey > 0)
 		{
 			chunk.end = spec.end;
@@ -1357,6 +1448,99 @@ send_row(CdcStream *s, const char *data, int len, const char *partkey)
 		appendBinaryStringInfo(&cdc->buf, data, len);
 	s->rows_sent++;
 	cdc_after_record();
+}
+
+/*
+ * A run of Singer lines of the arena, back to back, goes into the open batch
+ * with one write (the batch was opened and its SCHEMA put into cdc->buf by
+ * cdc_prepare_record): the rows count as cdc_after_record counts them one by
+ * one, and the batch is cut where cdc_after_record would have cut it.
+ */
+#define RUN_PIECE	((Size) 256 * 1024)
+
+static void
+flush_run(CdcStream *s, Size from, Size len, int64 nrows)
+{
+	if (nrows == 0)
+		return;
+	if (cdc->buf.len > 0)
+	{
+		cdc->sink->ops->write(cdc->sink, cdc->buf.data, cdc->buf.len);
+		cdc->batch_bytes += cdc->buf.len;
+		resetStringInfo(&cdc->buf);
+	}
+	/*
+	 * In pieces of the size the batch buffer is handed over in: one huge
+	 * write() of a cold arena costs the kernel far more than several
+	 * smaller ones.
+	 */
+	for (Size off = 0; off < len; off += RUN_PIECE)
+		cdc->sink->ops->write(cdc->sink, arena.data + from + off, Min(RUN_PIECE, len - off));
+	cdc->batch_bytes += len;
+	cdc->batch_rows += nrows;
+	cdc->txn_records += nrows;
+	cdc->batch_last_commit = cdc->txn_commit;
+	s->rows_sent += nrows;
+	if (cdc->batch_rows >= cdc->max_rows ||
+		cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes)
+		cdc_commit_batch();
+}
+
+/*
+ * The chunk's rows held in memory whose keys did not change in the window
+ * go into the batch; returns how many.  Singer lines go in runs
+ * (flush_run); Kinesis records, and every row while deferred records wait
+ * to be resolved (their output is held back), one by one (send_row).
+ */
+static int64
+emit_mem_rows(CdcStream *s)
+{
+	bool		check = hash_get_num_entries(chunk.dirty) > 0;
+	int64		sent = 0;
+	Size		from = 0;
+	Size		len = 0;
+	int64		nrows = 0;
+
+	for (int64 i = 0; i < chunk.mem_rows; i++)
+	{
+		ChunkRow   *cr = &rowidx[i];
+
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (check && row_key_dirty(keyarena.data + cr->key, cr->keylen))
+		{
+			flush_run(s, from, len, nrows);
+			nrows = 0;
+			continue;
+		}
+		sent++;
+		if (cr->pklen >= 0 || cdc->pending != NIL)
+		{
+			flush_run(s, from, len, nrows);
+			nrows = 0;
+			send_row(s, arena.data + cr->row, cr->len,
+					 cr->pklen >= 0 ? keyarena.data + cr->key + cr->keylen + 1 : NULL);
+			continue;
+		}
+		if (nrows == 0)
+		{
+			/* a run starts: the batch is open, its counters current */
+			cdc_prepare_record(s);
+			from = cr->row;
+			len = 0;
+		}
+		Assert(from + len == cr->row);
+		len += cr->len;
+		nrows++;
+		if (cdc->batch_rows + nrows >= cdc->max_rows ||
+			cdc->batch_bytes + cdc->buf.len + len >= cdc->max_bytes)
+		{
+			flush_run(s, from, len, nrows);
+			nrows = 0;
+		}
+	}
+	flush_run(s, from, len, nrows);
+	return sent;
 }
 
 /*
@@ -1412,24 +1596,7 @@ emit_chunk(void)
 								   ALLOCSET_SMALL_SIZES);
 	if (!chunk.truncated)
 	{
-		int			pos = 0;
-
-		for (int64 i = 0; i < chunk.mem_rows; i++)
-		{
-			int32		keylen;
-			int32		len;
-			int32		pklen;
-			const char *key = arena_get(&pos, &keylen, true);
-			const char *data = arena_get(&pos, &len, false);
-			const char *partkey = arena_get(&pos, &pklen, true);
-
-			if ((i & 1023) == 0)
-				CHECK_FOR_INTERRUPTS();
-			if (dirty_has(key, keylen))
-				continue;
-			send_row(s, data, len, partkey);
-			sent++;
-		}
+		sent = emit_mem_rows(s);
 		if (chunk.file != NULL)
 		{
 			if (BufFileSeek(chunk.file, 0, 0, SEEK_SET) != 0)
@@ -1450,9 +1617,12 @@ emit_chunk(void)
 				key = file_read_str(&keylen);
 				data = file_read_str(&len);
 				partkey = file_read_str(NULL);
-				MemoryContextSwitchTo(oldcxt);
-				if (dirty_has(key, keylen))
+				if (row_key_dirty(key, keylen))
+				{
+					MemoryContextSwitchTo(oldcxt);
 					continue;
+				}
+				MemoryContextSwitchTo(oldcxt);
 				send_row(s, data, len, partkey);
 				sent++;
 			}
@@ -1708,6 +1878,9 @@ cdc_backfill_reset(void)
 	{
 		straggler_xids = NIL;
 		arena.data = NULL;		/* in backfill_cxt */
+		keyarena.data = NULL;
+		rowidx = NULL;
+		rowidx_size = 0;
 		chunk.mem_rows = 0;
 		MemoryContextReset(backfill_cxt);
 		chunk.cxt = NULL;		/* was a child */

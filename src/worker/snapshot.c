@@ -829,9 +829,19 @@ typedef struct ChunkReader
 	EgressChunkSpec *spec;
 	int			nkey;
 	Oid		   *keyout;			/* output functions of the key columns */
+	int		   *keycol;			/* where in the query's row each key column is */
 	StringInfoData row;
 	StringInfoData key;
 	StringInfoData lastkey;		/* key text of the last row kept */
+
+	/*
+	 * Keys as Datums (EgressChunkSpec.key_datums): the values of the last
+	 * row kept, its text made once at the end.
+	 */
+	bool		rawkeys;
+	Datum	   *keyvals;
+	Datum	   *lastvals;
+	bool		havelast;
 	bool		full;			/* max_bytes reached */
 	int64		fetched;		/* rows the query returned, kept or not */
 	MemoryContext rowcxt;
@@ -841,7 +851,26 @@ typedef struct ChunkReader
 void
 egress_chunk_key_append(StringInfo buf, const char *value)
 {
-	appendStringInfo(buf, "%d:%s", (int) strlen(value), value);
+	int			len = strlen(value);
+	char		num[12];
+	int			n;
+
+	/* "<length>:<text>", without the cost of a format string per row */
+	n = pg_ltoa(len, num);
+	enlargeStringInfo(buf, n + 1 + len);
+	memcpy(buf->data + buf->len, num, n);
+	buf->data[buf->len + n] = ':';
+	memcpy(buf->data + buf->len + n + 1, value, len + 1);
+	buf->len += n + 1 + len;
+}
+
+/* A key given as Datums (EgressChunkSpec.keyout) as egress_chunk_key_append writes it. */
+void
+egress_chunk_key_from_datums(StringInfo buf, const Oid *keyout, int nkey,
+							 const Datum *values)
+{
+	for (int i = 0; i < nkey; i++)
+		egress_chunk_key_append(buf, OidOutputFunctionCall(keyout[i], values[i]));
 }
 
 static bool
@@ -851,56 +880,86 @@ chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 	SnapshotWriter *w = &r->w;
 	MemoryContext oldcxt;
 	char	   *partkey = NULL;
+	StringInfo	out;
+	int			start;
 	int			len;
+	int			rowlen;
 
 	CHECK_FOR_INTERRUPTS();
 	r->fetched++;
 	if (r->full)
 		return true;			/* the next chunk reads it */
 
-	MemoryContextReset(r->rowcxt);
+	/*
+	 * What rendering allocates goes every few rows: a handful of rows fit in
+	 * the context's first blocks, which a reset keeps or hands back cheaply.
+	 */
+	if ((r->fetched & 15) == 0)
+		MemoryContextReset(r->rowcxt);
 	oldcxt = MemoryContextSwitchTo(r->rowcxt);
 	slot_getallattrs(slot);
-	resetStringInfo(&r->row);
+	out = r->spec->row_target ? r->spec->row_target(r->spec->arg) : NULL;
+	if (out == NULL)
+	{
+		out = &r->row;
+		resetStringInfo(out);
+	}
+	start = out->len;
 	resetStringInfo(&r->key);
 	for (int i = 0; i < r->nkey; i++)
 	{
-		int			c = w->st->ncolumns + i;
+		int			c = r->keycol[i];
 
 		if (slot->tts_isnull[c])
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("key column \"%s\" of %s holds a null",
 							r->spec->keycols[i], w->def->relation)));
-		egress_chunk_key_append(&r->key,
-								OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]));
+		if (r->rawkeys)
+			r->keyvals[i] = slot->tts_values[c];
+		else
+			egress_chunk_key_append(&r->key,
+									OidOutputFunctionCall(r->keyout[i], slot->tts_values[c]));
 	}
+	if (r->rawkeys)
+		appendBinaryStringInfo(&r->key, (char *) r->keyvals, sizeof(Datum) * r->nkey);
 	if (w->pgk)
 	{
-		if (!pgk_render_row(w, slot, &r->row))
+		if (!pgk_render_row(w, slot, out))
 		{
+			out->len = start;
+			out->data[start] = '\0';
 			MemoryContextSwitchTo(oldcxt);
 			return true;
 		}
 	}
 	else
-		egress_singer_record(&r->row, w->st, slot->tts_values, slot->tts_isnull,
+		egress_singer_record(out, w->st, slot->tts_values, slot->tts_isnull,
 							 w->version, w->time_extracted.data, w->extra);
-	len = r->row.len;
+	len = out->len - start;
+	rowlen = len;
 	if (w->krec || w->pgk)
 	{
 		partkey = row_partition_key(w, slot);
 		/* a record: the line end is not part of it */
-		while (len > 0 && r->row.data[len - 1] == '\n')
+		while (len > 0 && out->data[start + len - 1] == '\n')
 			len--;
 	}
-	r->spec->row(r->spec->arg, r->key.data, r->key.len, r->row.data, len, partkey);
+	r->spec->row(r->spec->arg, r->key.data, r->key.len, out->data + start, len, partkey);
 	r->spec->rows++;
-	r->spec->bytes += r->row.len;
+	r->spec->bytes += rowlen;
 
 	/* the position of the last row kept: its key text (see chunk_last) */
-	resetStringInfo(&r->lastkey);
-	appendBinaryStringInfo(&r->lastkey, r->key.data, r->key.len);
+	if (r->rawkeys)
+	{
+		memcpy(r->lastvals, r->keyvals, sizeof(Datum) * r->nkey);
+		r->havelast = true;
+	}
+	else
+	{
+		resetStringInfo(&r->lastkey);
+		appendBinaryStringInfo(&r->lastkey, r->key.data, r->key.len);
+	}
 	MemoryContextSwitchTo(oldcxt);
 	if (r->spec->max_bytes > 0 && r->spec->bytes >= r->spec->max_bytes)
 		r->full = true;
@@ -966,6 +1025,7 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	spec->rows = spec->bytes = 0;
 	spec->end = false;
 	spec->last = NULL;
+	spec->keyout = NULL;
 	readercxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress chunk",
 									  ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(readercxt);
@@ -1024,6 +1084,27 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 		argvalues[i] = spec->after ? CStringGetTextDatum(spec->after[i]) : (Datum) 0;
 	}
 
+	/*
+	 * Keys whose text does not depend on any setting (integers, oid) may go
+	 * to the caller as Datums, when it takes them so: the text is made only
+	 * for the rows it must compare (egress_chunk_key_from_datums).
+	 */
+	r->rawkeys = spec->key_datums && r->nkey > 0;
+	for (int i = 0; i < r->nkey && r->rawkeys; i++)
+	{
+		Oid			typid = get_atttype(def->relid, get_attnum(def->relid, spec->keycols[i]));
+
+		if (typid != INT2OID && typid != INT4OID && typid != INT8OID && typid != OIDOID)
+			r->rawkeys = false;
+	}
+	if (r->rawkeys)
+	{
+		r->keyvals = palloc0(sizeof(Datum) * r->nkey);
+		r->lastvals = palloc0(sizeof(Datum) * r->nkey);
+		spec->keyout = MemoryContextAlloc(r->lastcxt, sizeof(Oid) * r->nkey);
+		memcpy(spec->keyout, r->keyout, sizeof(Oid) * r->nkey);
+	}
+
 	if (def->filter != NULL)
 		filter = egress_filter_sql(def->relid, def->filter, def->owner, NULL);
 
@@ -1034,8 +1115,26 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 						 quote_identifier(w->st->columns[i].name));
 	if (w->st->ncolumns == 0)
 		appendStringInfoString(&sql, "1");
-	for (int i = 0; i < r->nkey; i++)
-		appendStringInfo(&sql, ", %s", quote_identifier(spec->keycols[i]));
+
+	/*
+	 * The key columns: those the stream reads are taken from its columns
+	 * (a query of the table's columns as they are needs no projection), the
+	 * others are read after them.
+	 */
+	r->keycol = palloc(sizeof(int) * Max(r->nkey, 1));
+	for (int i = 0, extra = 0; i < r->nkey; i++)
+	{
+		r->keycol[i] = -1;
+		for (int j = 0; j < w->st->ncolumns && r->keycol[i] < 0; j++)
+			if (strcmp(w->st->columns[j].name, spec->keycols[i]) == 0)
+				r->keycol[i] = j;
+		if (r->keycol[i] < 0)
+		{
+			/* after the stream's columns, or the "1" that stands for none */
+			r->keycol[i] = Max(w->st->ncolumns, 1) + extra++;
+			appendStringInfo(&sql, ", %s", quote_identifier(spec->keycols[i]));
+		}
+	}
 	appendStringInfo(&sql, " FROM %s",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(def->relid)),
 												get_rel_name(def->relid)));
@@ -1151,6 +1250,11 @@ egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 	if (r->nkey > 0)
 	{
 		spec->end = !r->full && (spec->max_rows <= 0 || r->fetched < spec->max_rows);
+		if (r->havelast)
+		{
+			resetStringInfo(&r->lastkey);
+			egress_chunk_key_from_datums(&r->lastkey, r->keyout, r->nkey, r->lastvals);
+		}
 		if (r->lastkey.len > 0)
 		{
 			/* <length>:<text> per key column (egress_chunk_key_append) */

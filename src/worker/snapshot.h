@@ -140,7 +140,23 @@ typedef struct EgressChunkSpec
 	XLogRecPtr	lsn;			/* pg_kinesis records' lsn */
 	EgressChunkRowCallback row;
 	void	   *arg;
+
+	/*
+	 * Optional: the buffer the next row is rendered into (appended), or
+	 * NULL for the reader's own; "row" then gets a pointer into it, so a
+	 * caller that keeps rows in that buffer keeps them without a copy.  A
+	 * row the renderer leaves out is truncated away again.
+	 */
+	StringInfo	(*row_target) (void *arg);
+
+	/*
+	 * The caller takes keys as Datums: for keys of integer types (or oid),
+	 * "row" then gets the key's nkey Datums (by value) as its key bytes, and
+	 * keyout says how to make their text (egress_chunk_key_from_datums).
+	 */
+	bool		key_datums;
 	/* out */
+	Oid		   *keyout;			/* set when keys come as Datums (caller's cxt) */
 	int64		rows;
 	int64		bytes;
 	bool		end;			/* no row follows the last one read */
@@ -152,6 +168,8 @@ extern void egress_snapshot_read_chunk(EgressStreamDef *def, EgressSink *sink,
 
 /* A key's text: each value as <length>:<text>, in key order. */
 extern void egress_chunk_key_append(StringInfo buf, const char *value);
+extern void egress_chunk_key_from_datums(StringInfo buf, const Oid *keyout, int nkey,
+										 const Datum *values);
 
 /* egress_next_version: catalog/catalog.h */
 
