@@ -60,6 +60,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "port/pg_bswap.h"
 #include "storage/latch.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -101,19 +102,17 @@ typedef enum RecordState
 	REC_DONE					/* accepted */
 } RecordState;
 
-/* what the batch knows of one partition key */
-typedef struct KeyState
-{
-	uint32		seen_gen;		/* met by the call being filled */
-	bool		inflight;		/* a call in flight holds a record of it */
-} KeyState;
-
-/* the batch's partition keys (simplehash): key -> its KeyState */
+/*
+ * The partition keys held by calls in flight (simplehash).  Only those: a
+ * table of every key of the batch (100,000 rows: as many keys) missed the
+ * cache at every record queued, while this one holds at most max_inflight
+ * calls' keys.  An entry's key points into the arena, at the key of the
+ * record in flight that holds it (kept until its answer is taken in).
+ */
 typedef struct KeyEntry
 {
-	const char *key;			/* in key_mem */
+	const char *key;
 	uint32		hash;
-	int32		state;			/* index into kc->kstates */
 	char		status;
 } KeyEntry;
 
@@ -132,14 +131,18 @@ typedef struct KeyEntry
 
 typedef struct KinesisRecord
 {
-	char	   *entry;			/* the encoded PutRecords entry */
+	char	   *entry;			/* the encoded PutRecords entry, followed in
+								 * the arena by the partition key and a NUL */
 	int			entry_len;
 	int			size;			/* data + partition key: the API's measure */
 	int			block;			/* arena block of entry */
-	int			key;			/* index into kc->kstates */
+	uint32		key_hash;		/* hash_bytes of the partition key */
 	uint8		state;			/* RecordState */
 	bool		barrier;
 } KinesisRecord;
+
+/* a record's partition key (NUL-terminated), while it is not accepted */
+#define REC_KEY(r)	((r)->entry + (r)->entry_len)
 
 typedef struct ArenaBlock
 {
@@ -187,18 +190,12 @@ struct EgressKinesisClient
 	int		   *waiting;		/* looked at, not sent or failed: in order */
 	int			nwaiting;
 	int			waiting_size;
-	keytab_hash *keys;			/* the batch's partition keys */
-	KeyState   *kstates;
-	int			nkeys;
-	int			kstates_size;
-	char	   *key_mem;		/* bump allocation of key strings */
-	size_t		key_left;
+	keytab_hash *keys;			/* partition keys of the calls in flight */
 	ArenaBlock *blocks;
 	int			nblocks;
 	int			blocks_size;
 	char	   *spare[KINESIS_SPARE_BLOCKS];	/* blocks kept for reuse */
 	int			nspare;
-	uint32		gen;
 	bool		barrier_inflight;
 	bool		settings_fresh; /* refresh_settings done for this batch */
 	int			since_pump;
@@ -280,6 +277,7 @@ egress_kinesis_open(const char *stream, const char *region, int max_inflight)
 		kc->calls[i].idx = palloc(KINESIS_MAX_RECORDS_PER_CALL * sizeof(int));
 		initStringInfo(&kc->calls[i].body);
 	}
+	kc->keys = keytab_create(cxt, max_inflight * KINESIS_MAX_RECORDS_PER_CALL, NULL);
 	egress_backoff_init(&kc->backoff, KINESIS_BACKOFF_MIN_MS, KINESIS_BACKOFF_MAX_MS);
 	MemoryContextSwitchTo(old);
 	return kc;
@@ -353,46 +351,37 @@ refresh_settings(EgressKinesisClient *kc)
 	MemoryContextSwitchTo(old);
 }
 
-/* the index of a partition key's KeyState, made at its first record */
-static int
-key_state(EgressKinesisClient *kc, const char *key, size_t keylen)
+/*
+ * Whether a call in flight holds the partition key of record r.  A key met
+ * while filling a call is always in flight from then on (taken into the
+ * call, or blocked because it already was), so that is the one question
+ * the ordering rules ask (see build_call).
+ */
+static inline bool
+key_busy(EgressKinesisClient *kc, KinesisRecord *r)
 {
-	KeyEntry   *e;
+	return keytab_lookup_hash(kc->keys, REC_KEY(r), r->key_hash) != NULL;
+}
+
+/* the key of r goes out in a call */
+static inline void
+key_hold(EgressKinesisClient *kc, KinesisRecord *r)
+{
 	bool		found;
 
-	if (kc->keys == NULL)
-		kc->keys = keytab_create(kc->batch_cxt, 1024, NULL);
-	e = keytab_insert(kc->keys, key, &found);
-	if (!found)
-	{
-		char	   *copy;
+	(void) keytab_insert_hash(kc->keys, REC_KEY(r), r->key_hash, &found);
+	Assert(!found);
+}
 
-		/* key strings live as long as the batch: bump-allocated */
-		if (kc->key_left < keylen + 1)
-		{
-			kc->key_left = Max(64 * 1024, keylen + 1);
-			kc->key_mem = MemoryContextAlloc(kc->batch_cxt, kc->key_left);
-		}
-		copy = kc->key_mem;
-		memcpy(copy, key, keylen + 1);
-		kc->key_mem += keylen + 1;
-		kc->key_left -= keylen + 1;
-		e->key = copy;
-		if (kc->nkeys >= kc->kstates_size)
-		{
-			int			n = Max(1024, kc->kstates_size * 2);
+/* the call holding the key of r was answered */
+static inline void
+key_release(EgressKinesisClient *kc, KinesisRecord *r)
+{
+	KeyEntry   *e = keytab_lookup_hash(kc->keys, REC_KEY(r), r->key_hash);
 
-			if (kc->kstates == NULL)
-				kc->kstates = MemoryContextAllocHuge(kc->batch_cxt, n * sizeof(KeyState));
-			else
-				kc->kstates = repalloc_huge(kc->kstates, n * sizeof(KeyState));
-			kc->kstates_size = n;
-		}
-		e->state = kc->nkeys++;
-		kc->kstates[e->state].seen_gen = 0;
-		kc->kstates[e->state].inflight = false;
-	}
-	return e->state;
+	Assert(e != NULL);
+	if (e != NULL)
+		keytab_delete_item(kc->keys, e);
 }
 
 /* an arena block no record needs any more */
@@ -464,9 +453,32 @@ static const char b64_chars[] =
 static char b64_pairs[4096][2];
 static bool b64_pairs_made = false;
 
-/* standard base64 with padding; out has room for 4 * ((len + 2) / 3) */
+/*
+ * Base64 of the last len (< 3) bytes, with padding; returns the end.
+ */
+static inline char *
+b64_tail(const unsigned char *in, size_t len, char *out)
+{
+	uint32		v;
+
+	if (len == 0)
+		return out;
+	v = (uint32) in[0] << 16;
+	if (len > 1)
+		v |= (uint32) in[1] << 8;
+	out[0] = b64_chars[v >> 18];
+	out[1] = b64_chars[(v >> 12) & 63];
+	out[2] = len > 1 ? b64_chars[(v >> 6) & 63] : '=';
+	out[3] = '=';
+	return out + 4;
+}
+
+/*
+ * Standard base64 with padding, portable: six bytes at a time read as one
+ * big-endian word, four lookups of two characters each.
+ */
 static char *
-b64_encode(const unsigned char *in, size_t len, char *out)
+b64_encode_scalar(const unsigned char *in, size_t len, char *out)
 {
 	size_t		i = 0;
 
@@ -479,6 +491,19 @@ b64_encode(const unsigned char *in, size_t len, char *out)
 		}
 		b64_pairs_made = true;
 	}
+	/* eight bytes read, six used */
+	for (; i + 8 <= len; i += 6)
+	{
+		uint64		v;
+
+		memcpy(&v, in + i, 8);
+		v = pg_ntoh64(v);
+		memcpy(out, b64_pairs[(v >> 52) & 4095], 2);
+		memcpy(out + 2, b64_pairs[(v >> 40) & 4095], 2);
+		memcpy(out + 4, b64_pairs[(v >> 28) & 4095], 2);
+		memcpy(out + 6, b64_pairs[(v >> 16) & 4095], 2);
+		out += 8;
+	}
 	for (; i + 3 <= len; i += 3)
 	{
 		uint32		v = ((uint32) in[i] << 16) | ((uint32) in[i + 1] << 8) | in[i + 2];
@@ -487,19 +512,74 @@ b64_encode(const unsigned char *in, size_t len, char *out)
 		memcpy(out + 2, b64_pairs[v & 4095], 2);
 		out += 4;
 	}
-	if (i < len)
-	{
-		uint32		v = (uint32) in[i] << 16;
+	return b64_tail(in + i, len - i, out);
+}
 
-		if (i + 1 < len)
-			v |= (uint32) in[i + 1] << 8;
-		out[0] = b64_chars[v >> 18];
-		out[1] = b64_chars[(v >> 12) & 63];
-		out[2] = i + 1 < len ? b64_chars[(v >> 6) & 63] : '=';
-		out[3] = '=';
-		out += 4;
+#if defined(__x86_64__) && defined(__GNUC__)
+#define B64_SSSE3 1
+#include <tmmintrin.h>
+
+/*
+ * The same with SSSE3, where the processor has it: twelve bytes become
+ * sixteen characters per step.  Each 32-bit lane gets the bytes b a c b
+ * of one group of three (a b c); two multiplies move the four 6-bit
+ * fields into the lane's four bytes; one table lookup per byte then gives
+ * the offset from the field's value to its character, by range: 0-25 'A',
+ * 26-51 'a', 52-61 '0', 62 '+', 63 '/'.
+ */
+__attribute__((target("ssse3")))
+static char *
+b64_encode_ssse3(const unsigned char *in, size_t len, char *out)
+{
+	size_t		i = 0;
+	const __m128i shuf = _mm_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4,
+									   7, 6, 8, 7, 10, 9, 11, 10);
+	const __m128i mask_hi = _mm_set1_epi32(0x0fc0fc00);
+	const __m128i mul_hi = _mm_set1_epi32(0x04000040);
+	const __m128i mask_lo = _mm_set1_epi32(0x003f03f0);
+	const __m128i mul_lo = _mm_set1_epi32(0x01000010);
+	const __m128i offsets = _mm_setr_epi8('a' - 26,
+										  '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
+										  '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
+										  '+' - 62, '/' - 63, 'A', 0, 0);
+	const __m128i n51 = _mm_set1_epi8(51);
+	const __m128i n26 = _mm_set1_epi8(26);
+	const __m128i n13 = _mm_set1_epi8(13);
+
+	/* sixteen bytes read, twelve used */
+	for (; i + 16 <= len; i += 12)
+	{
+		__m128i		v = _mm_loadu_si128((const __m128i *) (in + i));
+		__m128i		idx;
+		__m128i		range;
+
+		v = _mm_shuffle_epi8(v, shuf);
+		idx = _mm_or_si128(_mm_mulhi_epu16(_mm_and_si128(v, mask_hi), mul_hi),
+						   _mm_mullo_epi16(_mm_and_si128(v, mask_lo), mul_lo));
+		/* 52-63: 1-12; 26-51: 0; 0-25: 13 */
+		range = _mm_subs_epu8(idx, n51);
+		range = _mm_or_si128(range, _mm_and_si128(_mm_cmpgt_epi8(n26, idx), n13));
+		_mm_storeu_si128((__m128i *) out,
+						 _mm_add_epi8(idx, _mm_shuffle_epi8(offsets, range)));
+		out += 16;
 	}
-	return out;
+	return b64_encode_scalar(in + i, len - i, out);
+}
+
+static int	b64_have_ssse3 = -1;
+#endif
+
+/* standard base64 with padding; out has room for 4 * ((len + 2) / 3) */
+static inline char *
+b64_encode(const unsigned char *in, size_t len, char *out)
+{
+#ifdef B64_SSSE3
+	if (b64_have_ssse3 < 0)
+		b64_have_ssse3 = __builtin_cpu_supports("ssse3") ? 1 : 0;
+	if (b64_have_ssse3)
+		return b64_encode_ssse3(in, len, out);
+#endif
+	return b64_encode_scalar(in, len, out);
 }
 
 /* a JSON string (partition keys, stream names): what JSON requires escaped */
@@ -567,11 +647,14 @@ egress_kinesis_add(EgressKinesisClient *kc, const char *data, size_t len,
 		kc->size = n;
 	}
 	r = &kc->recs[kc->nrecs];
-	r->key = key_state(kc, partition_key, keylen);
+	r->key_hash = hash_bytes((const unsigned char *) partition_key, keylen);
 
-	/* the entry, encoded once: {"Data":"<base64>","PartitionKey":"<key>"} */
+	/*
+	 * The entry, encoded once: {"Data":"<base64>","PartitionKey":"<key>"},
+	 * then the key itself (REC_KEY) for the ordering rules.
+	 */
 	need = sizeof(ENTRY_DATA) - 1 + 4 * ((len + 2) / 3) + sizeof(ENTRY_KEY) - 1 +
-		6 * keylen + 2 + 1;
+		6 * keylen + 2 + 1 + keylen + 1;
 	block = arena_reserve(kc, need);
 	b = &kc->blocks[block];
 	p = b->mem + b->used;
@@ -584,7 +667,8 @@ egress_kinesis_add(EgressKinesisClient *kc, const char *data, size_t len,
 	p = json_string(p, partition_key, keylen);
 	*p++ = '}';
 	r->entry_len = p - r->entry;
-	b->used += r->entry_len;
+	memcpy(p, partition_key, keylen + 1);
+	b->used += r->entry_len + keylen + 1;
 	b->live++;
 	r->block = block;
 	r->size = len + keylen;
@@ -636,12 +720,7 @@ egress_kinesis_discard(EgressKinesisClient *kc)
 	kc->waiting = NULL;
 	kc->nwaiting = 0;
 	kc->waiting_size = 0;
-	kc->keys = NULL;
-	kc->kstates = NULL;
-	kc->nkeys = 0;
-	kc->kstates_size = 0;
-	kc->key_mem = NULL;
-	kc->key_left = 0;
+	keytab_reset(kc->keys);
 	kc->blocks = NULL;
 	kc->nblocks = 0;
 	kc->blocks_size = 0;
@@ -671,8 +750,7 @@ take(EgressKinesisClient *kc, KinesisCall *call, int ri, size_t *bytes)
 	KinesisRecord *r = &kc->recs[ri];
 
 	r->state = REC_INFLIGHT;
-	kc->kstates[r->key].inflight = true;
-	kc->kstates[r->key].seen_gen = kc->gen;
+	key_hold(kc, r);
 	call->idx[call->n++] = ri;
 	*bytes += r->size;
 	if (r->barrier)
@@ -695,7 +773,6 @@ build_call(EgressKinesisClient *kc, KinesisCall *call)
 	call->n = 0;
 	if (kc->barrier_inflight)
 		return 0;
-	kc->gen++;
 
 	for (int w = 0; w < kc->nwaiting; w++)
 	{
@@ -715,9 +792,8 @@ build_call(EgressKinesisClient *kc, KinesisCall *call)
 				}
 				stop = true;
 			}
-			else if (kc->kstates[r->key].inflight || kc->kstates[r->key].seen_gen == kc->gen)
+			else if (key_busy(kc, r))
 			{
-				kc->kstates[r->key].seen_gen = kc->gen;
 				if (++blocked >= KINESIS_MAX_SKIPPED)
 					stop = true;
 			}
@@ -752,9 +828,8 @@ build_call(EgressKinesisClient *kc, KinesisCall *call)
 			}
 			break;
 		}
-		if (kc->kstates[r->key].inflight || kc->kstates[r->key].seen_gen == kc->gen)
+		if (key_busy(kc, r))
 		{
-			kc->kstates[r->key].seen_gen = kc->gen;
 			r->state = REC_WAITING;
 			if (kc->nwaiting >= kc->waiting_size)
 			{
@@ -1263,7 +1338,7 @@ take_answer(EgressKinesisClient *kc, KinesisCall *call, CURLcode rc)
 	MemoryContext old;
 
 	for (int i = 0; i < n; i++)
-		kc->kstates[kc->recs[call->idx[i]].key].inflight = false;
+		key_release(kc, &kc->recs[call->idx[i]]);
 	if (n > 0 && kc->recs[call->idx[0]].barrier)
 		kc->barrier_inflight = false;
 
