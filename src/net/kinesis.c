@@ -164,6 +164,7 @@ typedef struct KinesisCall
 	int			response_len;
 	bool		response_cut;
 	char		errbuf[CURL_ERROR_SIZE];
+	uint32		opts_gen;		/* settings_gen its options were set for */
 } KinesisCall;
 
 struct EgressKinesisClient
@@ -180,6 +181,7 @@ struct EgressKinesisClient
 	char	   *secret_key;
 	char	   *session_token;
 	int			max_inflight;
+	uint32		settings_gen;	/* counts refresh_settings */
 
 	/* the batch */
 	KinesisRecord *recs;
@@ -217,7 +219,7 @@ struct EgressKinesisClient
 
 static void pump(EgressKinesisClient *kc);
 static void drive(EgressKinesisClient *kc);
-static int	start_calls(EgressKinesisClient *kc);
+static int	start_calls(EgressKinesisClient *kc, bool full_only);
 
 /* ---------------------------------------------------------------------
  * Queue
@@ -338,6 +340,7 @@ refresh_settings(EgressKinesisClient *kc)
 		pfree(kc->access_key);
 	if (kc->url)
 		pfree(kc->url);
+	kc->settings_gen++;
 	kc->access_key = akey;
 	kc->secret_key = skey;
 	kc->session_token = token;
@@ -1013,12 +1016,23 @@ send_call(EgressKinesisClient *kc, KinesisCall *call)
 	if (call->response == NULL)
 		call->response = MemoryContextAlloc(kc->cxt, KINESIS_RESPONSE_MAX + 1);
 	e = call->easy;
-	curl_easy_reset(e);
 	call->response_len = 0;
 	call->response[0] = '\0';
 	call->response_cut = false;
 	call->errbuf[0] = '\0';
 
+	/*
+	 * The handle keeps its options from call to call (setting them all
+	 * again, URL included, was a tenth of libcurl's share of the worker):
+	 * only the body changes, unless the settings were read again.
+	 */
+	if (call->opts_gen == kc->settings_gen)
+	{
+		K_SETOPT(CURLOPT_POSTFIELDS, b->data);
+		K_SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->len);
+		goto set;
+	}
+	curl_easy_reset(e);
 	K_SETOPT(CURLOPT_URL, kc->url);
 	K_SETOPT(CURLOPT_AWS_SIGV4, kc->sigv4);
 	K_SETOPT(CURLOPT_USERNAME, kc->access_key);
@@ -1037,6 +1051,10 @@ send_call(EgressKinesisClient *kc, KinesisCall *call)
 	K_SETOPT(CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
 	K_SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 	K_SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	/* a body of a few hundred kB handed to the socket in one go */
+	K_SETOPT(CURLOPT_UPLOAD_BUFFERSIZE, 512 * 1024L);
+	call->opts_gen = failed_opt ? 0 : kc->settings_gen;
+set:
 #undef K_SETOPT
 	if (failed_opt)
 		ereport(ERROR,
@@ -1053,9 +1071,14 @@ send_call(EgressKinesisClient *kc, KinesisCall *call)
 		kc->stats.max_inflight = kc->ninflight;
 }
 
-/* starts calls while allowed and records can go; returns how many */
+/*
+ * Starts calls while allowed and records can go; returns how many.
+ * full_only (while the batch is still being queued): no call of the few
+ * new records left once full calls went, they wait for more to join them
+ * (else every pump sent a small call besides its full ones).
+ */
 static int
-start_calls(EgressKinesisClient *kc)
+start_calls(EgressKinesisClient *kc, bool full_only)
 {
 	int			started = 0;
 
@@ -1076,6 +1099,9 @@ start_calls(EgressKinesisClient *kc)
 			if (!kc->calls[i].busy)
 				call = &kc->calls[i];
 		Assert(call != NULL);
+		if (full_only && kc->nwaiting == 0 &&
+			kc->nrecs - kc->next < KINESIS_MAX_RECORDS_PER_CALL)
+			break;
 		if (build_call(kc, call) == 0)
 			break;
 		send_call(kc, call);
@@ -1526,7 +1552,7 @@ pump(EgressKinesisClient *kc)
 		if (kc->error)
 			return;
 	}
-	if (start_calls(kc) > 0)
+	if (start_calls(kc, true) > 0)
 		drive(kc);
 }
 
@@ -1567,7 +1593,7 @@ egress_kinesis_flush(EgressKinesisClient *kc,
 					 errmsg("could not send to Kinesis stream \"%s\": %s", kc->stream, kc->last_why),
 					 errdetail("Tried %d times in a row without any record accepted.", kc->futile)));
 		now = GetCurrentTimestamp();
-		if (now >= kc->resume_at && start_calls(kc) > 0)
+		if (now >= kc->resume_at && start_calls(kc, false) > 0)
 			continue;
 
 		/* backing off: the caller says how long to go on */
