@@ -11,18 +11,20 @@
  * freed once every record in it is accepted.
  *
  * Calls: up to max_inflight PutRecords calls run at once on one curl multi
- * handle, each of at most 500 records and 5 MiB.  Calls start while the
- * batch is still being queued (once enough records wait), so that
- * rendering and sending overlap; egress_kinesis_flush() sends the rest and
- * returns once every record is accepted.
+ * handle, each of at most 500 records and 5 MiB.  Full calls start while
+ * the batch is still being queued, so that rendering and sending overlap;
+ * egress_kinesis_flush() sends the rest and returns once every record is
+ * accepted.
  *
- * Order per partition key: every key of the batch has an entry in a hash
- * table saying whether a call in flight holds one of its records.  A call
+ * Order per partition key: a hash table holds the keys of the calls in
+ * flight (only those: it stays small and in cache).  A call
  * is filled by walking, in queue order, first the records waiting to be
  * sent again (failed entries, and records skipped earlier), then records
  * not looked at yet; a record is taken unless its key is in a call in
  * flight or was met earlier in this walk (taken, or skipped: the first
- * record of a key that cannot go blocks every later one of that key).  So
+ * record of a key that cannot go blocks every later one of that key; a key
+ * met earlier is in flight by then, taken into this call or skipped
+ * because it already was, so the table answers both questions).  So
  * a key is never in two calls at once, never twice in one call, and a
  * later record of a key never goes out while an earlier one is unsent or
  * failed.  Failed entries return to the waiting list at their place in
