@@ -337,13 +337,63 @@ let ackSeq = 0;
 const SEQ_PREFIX = '4959033827149025660855969253836157109592157';
 const SEQ_START = 1e12;   // 13 digits for long: the numbers keep their length
 
-// a partition key's shard in ack-only mode (a cheap string hash, stable)
+// a partition key's shard in ack-only mode: FNV-1a of its UTF-8 bytes
+// (cheap, stable), computed where the key is read (scanPut inlines it)
 const shardIds = [];
-function ackShard(key, shards) {
-  let h = 2166136261;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
-  const n = (h >>> 0) % shards;
+function shardId(n) {
   return shardIds[n] || (shardIds[n] = 'shardId-' + String(n).padStart(12, '0'));
+}
+function keyHash(buf, start, end) {
+  let h = 2166136261;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i], 16777619);
+  return h >>> 0;
+}
+
+// The entries of a call as parallel arrays (no object per entry): bytes of
+// Data once decoded (-1: not base64), bytes and hash of the partition key,
+// and the key itself, as a string only when asked (keyAt): where the body
+// was scanned, only for the calls that need it.
+function newEntries(buf) {
+  return { count: 0, buf, dlens: [], kbytes: [], hashes: [], kstarts: [], keys: [] };
+}
+function keyAt(entries, i) {
+  let k = entries.keys[i];
+  if (k === undefined) {
+    const s = entries.kstarts[i];
+    k = entries.keys[i] = entries.buf.toString('utf8', s, s + entries.kbytes[i]);
+  }
+  return k;
+}
+function sameKey(entries, i, j) {
+  const n = entries.kbytes[i];
+  if (n !== entries.kbytes[j]) return false;
+  if (entries.kstarts[i] === undefined || entries.kstarts[j] === undefined) return keyAt(entries, i) === keyAt(entries, j);
+  const b = entries.buf;
+  return b.compare(b, entries.kstarts[j], entries.kstarts[j] + n, entries.kstarts[i], entries.kstarts[i] + n) === 0;
+}
+// how many entries repeat a key met earlier in the call
+function repeatedKeys(entries) {
+  const seen = new Map();   // key hash -> first entry of it
+  let repeats = 0;
+  for (let i = 0; i < entries.count; i++) {
+    const j = seen.get(entries.hashes[i]);
+    if (j === undefined) {
+      seen.set(entries.hashes[i], i);
+    } else if (sameKey(entries, i, j)) {
+      repeats++;
+    } else {
+      // two keys of one hash: count with the keys themselves
+      const keys = new Set();
+      repeats = 0;
+      for (let k = 0; k < entries.count; k++) {
+        const key = keyAt(entries, k);
+        if (keys.has(key)) repeats++;
+        keys.add(key);
+      }
+      return repeats;
+    }
+  }
+  return repeats;
 }
 
 // bytes of base64 text once decoded; -1 if it is not base64
@@ -381,8 +431,7 @@ function scanPut(buf) {
   const name = buf.toString('utf8', i, q);
   if (name.includes('\\') || !at(P_RECS, q)) return null;
   i = q + P_RECS.length;
-  // entries as parallel arrays: no object per entry
-  const recs = { keys: [], dlens: [], kbytes: [] };
+  const recs = newEntries(buf);
   if (buf[i] === 0x5d) {
     i++;
   } else {
@@ -396,11 +445,17 @@ function scanPut(buf) {
       i = q + P_KEY.length;
       q = buf.indexOf(0x22, i);
       if (q < 0 || buf[q + 1] !== 0x7d) return null;
-      const key = buf.toString('utf8', i, q);
-      if (key.includes('\\')) return null;
-      recs.keys.push(key);
+      // the key's hash, and no escape in it (else JSON.parse reads the body)
+      let h = 2166136261;
+      for (let j = i; j < q; j++) {
+        if (buf[j] === 0x5c) return null;
+        h = Math.imul(h ^ buf[j], 16777619);
+      }
       recs.dlens.push(dlen);
       recs.kbytes.push(q - i);
+      recs.kstarts.push(i);
+      recs.hashes.push(h >>> 0);
+      recs.count++;
       i = q + 2;
       if (buf[i] === 0x2c) { i++; continue; }
       if (buf[i] === 0x5d) { i++; break; }
@@ -420,7 +475,7 @@ async function putRecords(req, res, body) {
     entries = fast.recs;
     streamName = fast.name;
   } else {
-    entries = { keys: [], dlens: [], kbytes: [] };
+    entries = newEntries(null);
     try {
       payload = JSON.parse(body.toString('utf8'));
     } catch (e) {
@@ -429,12 +484,15 @@ async function putRecords(req, res, body) {
     streamName = payload.StreamName;
     for (const e of (Array.isArray(payload.Records) ? payload.Records : [])) {
       const key = String(e.PartitionKey || '');
+      const kb = Buffer.from(key);
       entries.keys.push(key);
       entries.dlens.push(b64Length(String(e.Data || '')));
-      entries.kbytes.push(Buffer.byteLength(key));
+      entries.kbytes.push(kb.length);
+      entries.hashes.push(keyHash(kb, 0, kb.length));
+      entries.count++;
     }
   }
-  const count = entries.keys.length;
+  const count = entries.count;
   state.put_calls++;
   state.put_entries += count;
   state.max_entries_per_call = Math.max(state.max_entries_per_call, count);
@@ -443,7 +501,8 @@ async function putRecords(req, res, body) {
   let invalid = null;
   for (let i = 0; i < count; i++) {
     const dlen = entries.dlens[i];
-    const klen = entries.keys[i].length;
+    // characters: as many as bytes when at most 256 bytes (1..256 either way)
+    const klen = entries.kbytes[i] <= 256 ? entries.kbytes[i] : keyAt(entries, i).length;
     const n = Math.max(dlen, 0) + entries.kbytes[i];
     if (dlen < 0) invalid = invalid || 'Data is not base64';
     if (klen < 1 || klen > 256) invalid = invalid || 'PartitionKey of ' + klen + ' characters';
@@ -467,12 +526,18 @@ async function putRecords(req, res, body) {
   // (calls overlap only across an await: with latency or kinesalite)
   const overlap = !ackOnly || latencyMs > 0;
   const callKeys = new Set();
-  for (const key of entries.keys) {
-    if (callKeys.has(key)) state.keys_repeated_in_call++;
-    else if (overlap && keysInFlight.has(key)) state.key_conflicts++;
-    callKeys.add(key);
+  if (overlap) {
+    for (let i = 0; i < count; i++) {
+      const key = keyAt(entries, i);
+      if (callKeys.has(key)) state.keys_repeated_in_call++;
+      else if (keysInFlight.has(key)) state.key_conflicts++;
+      callKeys.add(key);
+    }
+    for (const key of callKeys) keysInFlight.set(key, (keysInFlight.get(key) || 0) + 1);
+  } else {
+    // no call overlaps another: only repeats within the call, no key strings
+    state.keys_repeated_in_call += repeatedKeys(entries);
   }
-  if (overlap) for (const key of callKeys) keysInFlight.set(key, (keysInFlight.get(key) || 0) + 1);
   state.concurrent_puts++;
   state.max_concurrent_puts = Math.max(state.max_concurrent_puts, state.concurrent_puts);
   try {
@@ -502,9 +567,14 @@ async function answerPut(res, streamName, payload, entries) {
     return jsonError(res, 400, 'ProvisionedThroughputExceededException',
       'Rate exceeded for stream ' + streamName + ' (injected by the test front)');
   }
-  const count = entries.keys.length;
+  const count = entries.count;
   const failed = chooseFailures(count);
   const out = [];
+  if (ackOnly && failed.size === 0) {
+    state.put_accepted += count;
+    res.writeHead(200, { 'Content-Type': 'application/x-amz-json-1.1' });
+    return res.end(ackAnswer(ackStreams[streamName], entries));
+  }
   if (ackOnly) {
     // the answer written as text: no objects per entry
     const shards = ackStreams[streamName];
@@ -514,7 +584,7 @@ async function answerPut(res, streamName, payload, entries) {
       } else {
         ackSeq++;
         out.push('{"SequenceNumber":"' + SEQ_PREFIX + (SEQ_START + ackSeq) +
-          '","ShardId":"' + ackShard(entries.keys[i], shards) + '"}');
+          '","ShardId":"' + shardId(entries.hashes[i] % shards) + '"}');
       }
     }
   } else {
@@ -538,6 +608,43 @@ async function answerPut(res, streamName, payload, entries) {
   if (failed.size) state.faults_injected++;
   res.writeHead(200, { 'Content-Type': 'application/x-amz-json-1.1' });
   res.end('{"FailedRecordCount":' + failed.size + ',"Records":[' + out.join(',') + ']}');
+}
+
+// The answer of an ack-only call with every entry accepted, written into one
+// Buffer: a copy of a prefilled pattern (the head and 500 entries of shard
+// 0, sequence number digits 0), then per entry only the digits that differ
+// written in: no string per entry, one allocation per call.
+const ANSWER_HEAD = Buffer.from('{"FailedRecordCount":0,"Records":[');
+const ANSWER_TAIL = Buffer.from(']}');
+const ENTRY_START = '{"SequenceNumber":"' + SEQ_PREFIX + String(SEQ_START);
+const ENTRY_TEXT = ENTRY_START + '","ShardId":"' + shardId(0) + '"}';
+const ENTRY_LEN = ENTRY_TEXT.length;
+const SEQ_LAST = ENTRY_START.length - 1;            // last digit of the number
+const SHARD_LAST = ENTRY_LEN - 3;                   // last digit of the shard
+const ANSWER_PATTERN = Buffer.from(ANSWER_HEAD.toString() +
+  Array(500).fill(ENTRY_TEXT).join(','));
+function ackAnswer(shards, entries) {
+  const count = entries.count;
+  const body = ANSWER_HEAD.length + count * (ENTRY_LEN + 1) - 1;
+  const out = Buffer.allocUnsafe(body + ANSWER_TAIL.length);
+  ANSWER_PATTERN.copy(out, 0, 0, body);
+  ANSWER_TAIL.copy(out, body);
+  for (let i = 0, o = ANSWER_HEAD.length; i < count; i++, o += ENTRY_LEN + 1) {
+    // SEQ_START + ackSeq: the pattern has SEQ_START's digits, zeros below
+    // its leading 1 (ackSeq stays below SEQ_START)
+    ackSeq++;
+    for (let v = ackSeq, d = o + SEQ_LAST; v > 0; d--) {
+      const q = Math.floor(v / 10);
+      out[d] = 0x30 + v - q * 10;
+      v = q;
+    }
+    for (let v = entries.hashes[i] % shards, d = o + SHARD_LAST; v > 0; d--) {
+      const q = Math.floor(v / 10);
+      out[d] = 0x30 + v - q * 10;
+      v = q;
+    }
+  }
+  return out;
 }
 
 function failedEntry(code) {
