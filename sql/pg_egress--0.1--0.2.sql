@@ -244,35 +244,9 @@ CREATE FUNCTION egress_stream_progress(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'egress_stream_progress'
 LANGUAGE C STRICT VOLATILE;
--- Like egress_stream_activity(): roles that read egress_streams are
--- granted both.
-REVOKE ALL ON FUNCTION egress_stream_progress() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION egress_stream_progress() TO egress_user;
--- The view below calls it as the role that reads the view: a role that may
--- read egress_streams (or egress_stream_activity()) keeps reading the view.
-DO $$
-DECLARE
-	r record;
-BEGIN
-	FOR r IN
-		SELECT DISTINCT a.grantee::pg_catalog.regrole AS role
-		  FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
-		 WHERE c.oid OPERATOR(pg_catalog.=) 'egress_streams'::pg_catalog.regclass
-		   AND a.privilege_type OPERATOR(pg_catalog.=) 'SELECT'
-		   AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-		   AND a.grantee OPERATOR(pg_catalog.<>) 0
-		UNION
-		SELECT a.grantee::pg_catalog.regrole
-		  FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-		 WHERE p.oid OPERATOR(pg_catalog.=) 'egress_stream_activity()'::pg_catalog.regprocedure
-		   AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
-		   AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-		   AND a.grantee OPERATOR(pg_catalog.<>) 0
-	LOOP
-		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION egress_stream_progress() TO %s', r.role);
-	END LOOP;
-END
-$$;
+-- It shows a role only the entries of roles it is a member of (superusers:
+-- all), so it stays executable by PUBLIC: reading egress_streams needs no
+-- grant of it.
 
 -- egress_streams with progress, lag and retries; new columns last, OR
 -- REPLACE keeps the view's grants (docs/operations.md describes them).

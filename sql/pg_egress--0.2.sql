@@ -132,9 +132,9 @@ CREATE FUNCTION egress_stream_progress(
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'egress_stream_progress'
 LANGUAGE C STRICT VOLATILE;
--- Like egress_stream_activity(): roles that read egress_streams are
--- granted both.
-REVOKE ALL ON FUNCTION egress_stream_progress() FROM PUBLIC;
+-- It shows a role only the entries of roles it is a member of (superusers:
+-- all), so it stays executable by PUBLIC: reading egress_streams needs no
+-- grant of it.
 
 CREATE FUNCTION egress_add_destination(
 	name text,
@@ -464,8 +464,7 @@ GRANT EXECUTE ON FUNCTION
 	egress_resync_stream(text),
 	egress_sync_now(text),
 	egress_check(text, text),
-	egress_stream_activity(),
-	egress_stream_progress()
+	egress_stream_activity()
 TO egress_user;
 GRANT SELECT ON egress_streams, egress_stream_patterns, egress_destinations TO egress_user;
 
