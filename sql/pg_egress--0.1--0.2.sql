@@ -167,6 +167,15 @@ BEGIN
 			USING DETAIL = 'pg_egress grants its administration functions and views to this role, and so to every role that is a member of it.',
 				  HINT = 'Check the role before using it; pg_egress creates it NOLOGIN.';
 	END IF;
+	-- nor one made a member of other roles (by whoever created it first):
+	-- every role granted egress_user would inherit their privileges
+	IF EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+				 JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) m.member
+				WHERE r.rolname OPERATOR(pg_catalog.=) 'egress_user') THEN
+		RAISE WARNING 'role "egress_user" exists and is a member of roles pg_egress does not grant it'
+			USING DETAIL = 'Every role that is a member of egress_user has the privileges of those roles too.',
+				  HINT = 'Check the role before using it: REVOKE those roles FROM egress_user.';
+	END IF;
 END
 $$;
 GRANT EXECUTE ON FUNCTION
