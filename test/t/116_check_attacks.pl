@@ -75,6 +75,78 @@ for my $dest (qw(slow_http slow_s3 slow_kin))
 	cmp_ok($took, '<', 15, "$dest: ... within seconds (${took}s)");
 }
 
+# S3 that takes objects but refuses to delete them (a write-only bucket
+# policy: PutObject allowed, DeleteObject denied).  The probe's test object
+# stays behind: egress_check must not claim it deleted it, and must name it.
+{
+	my $srv = IO::Socket::INET->new(
+		Listen => 16,
+		LocalAddr => '127.0.0.1',
+		LocalPort => 0,
+		Proto => 'tcp',
+		ReuseAddr => 1) or die "listen: $!";
+	my $log = $node->basedir . '/fake_s3.log';
+	my $child = fork();
+	die "fork: $!" unless defined $child;
+	if ($child == 0)
+	{
+		while (my $c = $srv->accept)
+		{
+			while (1)
+			{
+				my $line = <$c>;
+				last unless defined $line;
+				my ($method, $path) = split / /, $line;
+				my $len = 0;
+				while (my $h = <$c>)
+				{
+					last if $h =~ /^\r?\n$/;
+					$len = $1 if $h =~ /^content-length:\s*(\d+)/i;
+				}
+				read($c, my $body, $len) if $len;
+				open(my $fh, '>>', $log) or die;
+				print $fh "$method $path\n";
+				close $fh;
+				my $resp;
+				if ($method eq 'PUT')
+				{
+					$resp = "HTTP/1.1 200 OK\r\nETag: \"d41d8cd98f00b204e9800998ecf8427e\"\r\nContent-Length: 0\r\n\r\n";
+				}
+				else
+				{
+					my $doc = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>';
+					$resp = "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: "
+					  . length($doc) . "\r\n\r\n$doc";
+				}
+				print $c $resp;
+				$c->flush;
+			}
+			close $c;
+		}
+		exit 0;
+	}
+	my $s3url = 'http://127.0.0.1:' . $srv->sockport;
+	close $srv;
+	$node->safe_psql('postgres', qq{ALTER SYSTEM SET pg_egress.s3_endpoint = '$s3url'});
+	$node->reload;
+	$node->safe_psql('postgres', q{SELECT egress_add_destination('wo_s3', 's3://wobucket/in')});
+	my $detail;
+	poll_until('fake S3 in use', 30, sub {
+		$detail = $node->safe_psql('postgres',
+			q{SELECT detail FROM egress_check('wo_s3') WHERE "check" = 'reachable (wo_s3)'});
+		return -e $log;
+	});
+	my $reqs = slurp_file($log);
+	like($reqs, qr{^PUT /wobucket/in/\.pg_egress_check-\d+\.tmp}m, 'write-only S3: the test object was written');
+	like($reqs, qr{^DELETE /wobucket/in/\.pg_egress_check-\d+\.tmp}m, '... and its deletion refused');
+	unlike($detail, qr/deleted from/, '... egress_check does not claim it was deleted')
+	  or diag($detail);
+	like($detail, qr{s3://wobucket/in/\.pg_egress_check-\d+\.tmp}, '... and names the object left behind')
+	  or diag($detail);
+	kill 'KILL', $child;
+	waitpid($child, 0);
+}
+
 # the backend is still usable afterwards
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'server answers');
 close($tarpit);
