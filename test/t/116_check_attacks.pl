@@ -147,6 +147,66 @@ for my $dest (qw(slow_http slow_s3 slow_kin))
 	waitpid($child, 0);
 }
 
+# Kinesis that answers after 3 seconds: an interrupt that is not a cancel
+# (pg_log_backend_memory_contexts) arriving meanwhile must not turn the
+# check into a failure ("Callback aborted").
+{
+	my $srv = IO::Socket::INET->new(
+		Listen => 16,
+		LocalAddr => '127.0.0.1',
+		LocalPort => 0,
+		Proto => 'tcp',
+		ReuseAddr => 1) or die "listen: $!";
+	my $kurl = 'http://127.0.0.1:' . $srv->sockport;
+	my $child = fork();
+	die "fork: $!" unless defined $child;
+	if ($child == 0)
+	{
+		while (my $c = $srv->accept)
+		{
+			my $len = 0;
+			my $line = <$c>;
+			while (my $h = <$c>)
+			{
+				last if $h =~ /^\r?\n$/;
+				$len = $1 if $h =~ /^content-length:\s*(\d+)/i;
+			}
+			read($c, my $body, $len) if $len;
+			sleep 3;
+			my $doc = '{"StreamDescriptionSummary":{"StreamName":"stream1","StreamStatus":"ACTIVE"}}';
+			print $c "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: "
+			  . length($doc) . "\r\nConnection: close\r\n\r\n$doc";
+			close $c;
+		}
+		exit 0;
+	}
+	close $srv;
+	$node->safe_psql('postgres', qq{ALTER SYSTEM SET pg_egress.kinesis_endpoint = '$kurl'});
+	$node->reload;
+	poll_until('new Kinesis endpoint', 30, sub {
+		$node->safe_psql('postgres', 'SHOW pg_egress.kinesis_endpoint') eq $kurl;
+	});
+	my ($stdout, $stderr) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
+		  q{SELECT 'probe-kin', ok, detail FROM egress_check('slow_kin') WHERE "check" LIKE 'reachable%'} ],
+		'>', \$stdout, '2>', \$stderr,
+		IPC::Run::timeout(120));
+	my $pid;
+	poll_until('Kinesis probe running', 30, sub {
+		$pid = $node->safe_psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT ''probe-kin''%' AND state = 'active'");
+		return $pid ne '';
+	});
+	$node->safe_psql('postgres', "SELECT pg_log_backend_memory_contexts($pid)");
+	eval { $h->finish; };
+	like($stdout, qr/^probe-kin\|t\|Kinesis stream "stream1" is ACTIVE/,
+		'Kinesis: an interrupt that is not a cancel does not fail the probe')
+	  or diag("out: $stdout; err: $stderr");
+	kill 'KILL', $child;
+	waitpid($child, 0);
+}
+
 # the backend is still usable afterwards
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'server answers');
 close($tarpit);
