@@ -431,14 +431,6 @@ BEGIN
 		RAISE WARNING 'role "egress_user" exists and has attributes pg_egress does not give it'
 			USING DETAIL = 'pg_egress grants its administration functions and views to this role, and so to every role that is a member of it.',
 				  HINT = 'Check the role before using it; pg_egress creates it NOLOGIN.';
-	ELSIF EXISTS (SELECT FROM pg_catalog.pg_auth_members m
-					JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) m.member
-				   WHERE r.rolname OPERATOR(pg_catalog.=) 'egress_user') THEN
-		-- a role granted to egress_user (pg_write_server_files, a team's
-		-- role...) would go to every pipeline owner along with it
-		RAISE WARNING 'role "egress_user" exists and is a member of other roles'
-			USING DETAIL = 'Every role granted egress_user gets the privileges of the roles egress_user is a member of.',
-				  HINT = 'Check the role before using it; pg_egress creates it a member of no role.';
 	ELSIF (SELECT pg_catalog.shobj_description(r.oid, 'pg_authid') FROM pg_catalog.pg_roles r
 			WHERE r.rolname OPERATOR(pg_catalog.=) 'egress_user')
 		  IS DISTINCT FROM 'pg_egress: add, change and remove own destinations and streams; read egress_streams, egress_destinations' THEN
@@ -447,6 +439,15 @@ BEGIN
 		RAISE WARNING 'role "egress_user" exists and was not created by pg_egress'
 			USING DETAIL = 'pg_egress grants its administration functions and views to this role, and so to every role that is a member of it.',
 				  HINT = 'Check the role and its members; pg_egress marks the role it creates with a comment.';
+	END IF;
+	-- nor one made a member of other roles (by whoever created it first):
+	-- every role granted egress_user would inherit their privileges
+	IF EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+				 JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) m.member
+				WHERE r.rolname OPERATOR(pg_catalog.=) 'egress_user') THEN
+		RAISE WARNING 'role "egress_user" exists and is a member of roles pg_egress does not grant it'
+			USING DETAIL = 'Every role that is a member of egress_user has the privileges of those roles too.',
+				  HINT = 'Check the role before using it: REVOKE those roles FROM egress_user.';
 	END IF;
 END
 $$;

@@ -1661,12 +1661,17 @@ egress_kinesis_close(EgressKinesisClient *kc)
 	MemoryContextDelete(kc->cxt);
 }
 
-/* egress_kinesis_describe: gives up when the backend is asked to stop */
+/*
+ * egress_kinesis_describe: gives up when the backend is asked to stop (a
+ * cancel or a termination), not for other interrupts (a memory context
+ * dump, a barrier...), which are served after the request: they would
+ * otherwise fail the check for nothing.
+ */
 static int
 describe_progress_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 					 curl_off_t ultotal, curl_off_t ulnow)
 {
-	return InterruptPending ? 1 : 0;
+	return (QueryCancelPending || ProcDiePending) ? 1 : 0;
 }
 
 static size_t

@@ -1364,9 +1364,11 @@ egress_s3_upload_abort(EgressS3Upload *up)
 	MemoryContextDelete(up->cxt);
 }
 
-void
+bool
 egress_s3_delete_object(EgressS3Upload *up)
 {
+	bool		deleted;
+
 	request_cancel(&up->req);
 
 	/*
@@ -1387,10 +1389,12 @@ egress_s3_delete_object(EgressS3Upload *up)
 		request_wait(&up->req, false);
 	else
 		up->req.result = CURLE_FAILED_INIT;
-	if (up->req.result != CURLE_OK ||
-		(up->req.status != 204 && up->req.status != 200))
+	deleted = up->req.result == CURLE_OK &&
+		(up->req.status == 204 || up->req.status == 200);
+	if (!deleted)
 		ereport(LOG,
-				(errmsg("pg_egress: could not delete S3 object \"s3://%s/%s\" of a failed export: HTTP status %ld",
+				(errmsg("pg_egress: could not delete S3 object \"s3://%s/%s\": HTTP status %ld",
 						up->bucket, up->key, up->req.status)));
 	request_cancel(&up->req);
+	return deleted;
 }

@@ -73,7 +73,10 @@ extern void egress_s3_upload_abort(EgressS3Upload *up);
  */
 extern void egress_s3_upload_set_attempts(EgressS3Upload *up, int max_attempts);
 extern uint64 egress_s3_upload_bytes(EgressS3Upload *up);
-/* best effort, for objects completed before a later failure */
-extern void egress_s3_delete_object(EgressS3Upload *up);
+/*
+ * best effort, for objects completed before a later failure: raises
+ * nothing; false (and a LOG line) when the object was not deleted
+ */
+extern bool egress_s3_delete_object(EgressS3Upload *up);
 
 #endif							/* EGRESS_S3_H */

@@ -164,6 +164,7 @@ s3_probe(EgressSink *sink)
 	S3Sink	   *ss = sink->private_data;
 	EgressS3Target t = {0};
 	EgressS3Upload *volatile up = NULL;
+	volatile bool deleted = false;
 
 	t.bucket = ss->bucket;
 	t.key = psprintf("%s%s.pg_egress_check-%d.tmp", ss->prefix, ss->prefix[0] ? "/" : "",
@@ -173,7 +174,7 @@ s3_probe(EgressSink *sink)
 		up = egress_s3_upload_begin(&t);
 		egress_s3_upload_set_attempts(up, 1);
 		egress_s3_upload_complete(up);
-		egress_s3_delete_object(up);
+		deleted = egress_s3_delete_object(up);
 	}
 	PG_CATCH();
 	{
@@ -183,6 +184,10 @@ s3_probe(EgressSink *sink)
 	}
 	PG_END_TRY();
 	egress_s3_upload_abort(up);
+	/* deliveries need no DeleteObject right: say what was left, not fail */
+	if (!deleted)
+		return psprintf("A test object was written to S3 bucket \"%s\" but could not be deleted (DeleteObject refused or failed): remove s3://%s/%s.",
+						ss->bucket, ss->bucket, t.key);
 	return psprintf("A test object was written to and deleted from S3 bucket \"%s\".", ss->bucket);
 }
 
