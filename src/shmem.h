@@ -60,4 +60,11 @@ extern double egress_relation_reltuples(Oid relid);
  */
 extern void egress_record_success(const int32 *stream_ids, int n);
 
+/*
+ * sync.c: first in a transaction that calls egress_record_success(), before
+ * it updates any stream_state row: locks the streams' egress.stream rows
+ * (FOR KEY SHARE), the order of the user functions (stream, then state).
+ */
+extern void egress_record_success_begin(const int32 *stream_ids, int n);
+
 #endif							/* EGRESS_SHMEM_H */

@@ -609,6 +609,13 @@ cdc_persist_bookmarks(void)
 	cdc_start_catalog_transaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	egress_catalog_enter(&guard);
+	/* a stopped stream keeps the bookmark it had: it is synced again */
+	for (int i = 0; i < cdc->nstreams; i++)
+		if (!cdc->streams[i].needs_sync && cdc->streams[i].stop == CDC_STOP_NONE)
+			acked[nacked++] = cdc->streams[i].def->id;
+	/* the egress.stream rows before the stream_state rows */
+	if (cdc->acked_since_persist)
+		egress_record_success_begin(acked, nacked);
 	initStringInfo(&bm);
 	for (int i = 0; i < cdc->nstreams; i++)
 	{
@@ -616,10 +623,8 @@ cdc_persist_bookmarks(void)
 		Oid			argtypes[6] = {INT4OID, LSNOID, JSONBOID, INT8OID, INT8OID, INT8OID};
 		Datum		values[6];
 
-		/* a stopped stream keeps the bookmark it had: it is synced again */
 		if (s->needs_sync || s->stop != CDC_STOP_NONE)
 			continue;
-		acked[nacked++] = s->def->id;
 		/* a chunked backfill records its progress with its bookmark */
 		if (cdc_backfill_persist(s))
 			continue;
@@ -781,6 +786,7 @@ cdc_initial_sync(CdcStream *s)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	egress_catalog_enter(&guard);
+	egress_record_success_begin(&s->def->id, 1);
 	values[0] = Int32GetDatum(s->def->id);
 	values[1] = Int64GetDatum(version);
 	values[2] = LSNGetDatum(consistent);

@@ -422,6 +422,7 @@ finish_run(EgressStreamDef *def, RunStart *start, EgressIncrementalSpec *inc,
 	PushActiveSnapshot(GetTransactionSnapshot());
 
 	egress_catalog_enter(&guard);
+	egress_record_success_begin(&def->id, 1);
 	values[0] = Int32GetDatum(def->id);
 	values[1] = Int64GetDatum(start->version);
 	if (inc->bookmark)

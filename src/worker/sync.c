@@ -379,6 +379,7 @@ finish_stream(EgressStreamDef *def, int64 version, EgressSnapshotResult *result)
 	egress_singer_bookmark_full_table(&bookmark, version);
 
 	egress_catalog_enter(&guard);
+	egress_record_success_begin(&def->id, 1);
 	values[0] = Int32GetDatum(def->id);
 	values[1] = Int64GetDatum(version);
 	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(bookmark.data));
@@ -411,6 +412,41 @@ catalog_has_last_success(void)
 	relid = get_relname_relid("stream_state", nsp);
 	return OidIsValid(relid) &&
 		get_attnum(relid, "last_success_at") != InvalidAttrNumber;
+}
+
+/*
+ * Lock order with the user functions.  egress_record_success() updates
+ * stream_state rows the transaction has already updated; such an UPDATE
+ * runs the foreign key check of stream_state.stream_id (the old row is the
+ * transaction's own), which takes FOR KEY SHARE on the egress.stream row.
+ * The user functions (egress_pause_stream(), egress_resume_stream(), ...)
+ * lock the egress.stream row FOR UPDATE, then update stream_state: had the
+ * worker updated the state row first, each would wait for the other.  So
+ * the worker takes the egress.stream rows first, as they do; in id order,
+ * before any stream_state row.  Nothing with a 0.1 catalog (no second
+ * UPDATE).  Caller is inside egress_catalog_enter().
+ */
+void
+egress_record_success_begin(const int32 *stream_ids, int n)
+{
+	ArrayType  *ids;
+	Datum	   *elems;
+	Oid			argtypes[1] = {INT4ARRAYOID};
+	Datum		values[1];
+
+	if (n <= 0 || !catalog_has_last_success())
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(stream_ids[i]);
+	ids = construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+	values[0] = PointerGetDatum(ids);
+	egress_catalog_exec("SELECT 1 FROM egress.stream "
+						"WHERE id OPERATOR(pg_catalog.=) ANY ($1) "
+						"ORDER BY id FOR KEY SHARE",
+						1, argtypes, values, NULL, false);
+	pfree(ids);
+	pfree(elems);
 }
 
 void
