@@ -368,14 +368,15 @@ static const struct
 {
 	const char *option;
 	const char *method;
+	const char *method2;		/* another method that takes it, or NULL */
 }			stream_method_options[] = {
-	{"interval", "INCREMENTAL"},
-	{"limit", "INCREMENTAL"},
-	{"fast_sync", "FULL_TABLE"},
-	{"fast_sync_format", "FULL_TABLE"},
-	{"parallel", "FULL_TABLE"},
-	{"chunk_rows", "LOG_BASED"},
-	{"chunk_bytes", "LOG_BASED"},
+	{"interval", "INCREMENTAL", "FULL_TABLE"},
+	{"limit", "INCREMENTAL", NULL},
+	{"fast_sync", "FULL_TABLE", NULL},
+	{"fast_sync_format", "FULL_TABLE", NULL},
+	{"parallel", "FULL_TABLE", NULL},
+	{"chunk_rows", "LOG_BASED", NULL},
+	{"chunk_bytes", "LOG_BASED", NULL},
 };
 
 /*
@@ -432,12 +433,16 @@ egress_alter_stream(PG_FUNCTION_ARGS)
 	{
 		const char *opt = stream_method_options[i].option;
 
+		const char *method2 = stream_method_options[i].method2;
+
 		if (option_text(new_options, opt) != NULL &&
-			strcmp(method, stream_method_options[i].method) != 0)
+			strcmp(method, stream_method_options[i].method) != 0 &&
+			(method2 == NULL || strcmp(method, method2) != 0))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("stream option \"%s\" is only valid for %s streams",
-							opt, stream_method_options[i].method),
+					 errmsg("stream option \"%s\" is only valid for %s%s%s streams",
+							opt, stream_method_options[i].method,
+							method2 ? " and " : "", method2 ? method2 : ""),
 					 errdetail("Stream \"%s\" has method %s.", name, method)));
 	}
 	{

@@ -139,6 +139,9 @@ SELECT egress_alter_stream('alter_inc', '{"batch_max_rows": 0}');
 SELECT egress_alter_stream('alter_inc', '{"no_such": 1}');
 SELECT egress_alter_stream('alter_inc', '{"chunk_rows": 100}');
 SELECT egress_alter_stream('alter_full', '{"interval": "1 minute"}');
+SELECT options->'interval' AS interval FROM egress_streams WHERE name = 'alter_full';
+SELECT egress_alter_stream('alter_full', '{"interval": null}');
+SELECT egress_alter_stream('alter_full', '{"limit": 5}');
 SELECT egress_alter_stream('alter_full', '{"parallel": 1000}');
 SELECT egress_alter_stream('alter_full', '{"fast_sync": true}');
 -- what decides the records' shape cannot change
