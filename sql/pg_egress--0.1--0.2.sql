@@ -36,48 +36,8 @@ REVOKE ALL ON FUNCTION egress_stream_activity() FROM PUBLIC;
 
 -- The views: security_barrier (a caller's function in WHERE cannot see
 -- other roles' rows) and a qualified membership test.  OR REPLACE keeps
--- their grants; new columns go last.
-CREATE OR REPLACE VIEW egress_streams WITH (security_barrier) AS
-SELECT s.name,
-	   s.relation,
-	   s.method,
-	   s.destination,
-	   CASE WHEN NOT s.enabled THEN 'paused'
-			WHEN a.phase IN ('reading', 'syncing') THEN 'syncing'
-			-- the destination fails; the batch is being sent again
-			WHEN a.phase = 'retrying' THEN 'retrying'
-			WHEN st.state = 'syncing' AND a.pid IS NULL THEN 'pending'
-			ELSE st.state END AS state,
-	   st.version,
-	   coalesce(a.rows_sent, st.rows_sent) AS rows_sent,
-	   coalesce(a.bytes_sent, st.bytes_sent) AS bytes_sent,
-	   coalesce(a.batches_sent, st.batches_sent) AS batches_sent,
-	   st.bookmark,
-	   coalesce(a.confirmed_lsn, st.confirmed_lsn) AS confirmed_lsn,
-	   -- WAL the slot holds, also while no worker serves it
-	   coalesce(a.lag_bytes,
-				(SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), r.restart_lsn)::bigint
-				   FROM pg_catalog.pg_replication_slots r
-				  WHERE s.method = 'LOG_BASED' AND r.slot_name = d.slot_name)) AS lag_bytes,
-	   d.slot_name,
-	   st.last_error,
-	   st.last_error_at,
-	   coalesce(a.started_at, st.sync_started_at) AS sync_started_at,
-	   st.sync_finished_at,
-	   a.pid AS worker_pid,
-	   s.owner,
-	   s.options,
-	   st.backfill_chunks,
-	   st.backfill_rows
-  FROM egress.stream s
-  JOIN egress.stream_state st ON st.stream_id = s.id
-  JOIN egress.destination d ON d.name = s.destination
-  LEFT JOIN egress_stream_activity() a ON a.stream_id = s.id
- -- a role sees the streams of the roles it is a member of (superusers: all);
- -- qualified, since pg_catalog has no pg_has_role(regrole, text) and one in
- -- the installing search_path would otherwise match better
- WHERE pg_catalog.pg_has_role(s.owner, 'MEMBER');
-
+-- their grants; new columns go last.  egress_streams is replaced under
+-- "progress and lag" below, after the function it calls.
 CREATE OR REPLACE VIEW egress_stream_patterns WITH (security_barrier) AS
 SELECT p.id, p.include, p.exclude, p.method, p.destination, p.options, p.owner, p.created_at
   FROM egress.stream_pattern p
