@@ -414,6 +414,27 @@ catalog_has_last_success(void)
 		get_attnum(relid, "last_success_at") != InvalidAttrNumber;
 }
 
+/* sql with $1 the int4[] of the stream ids (0.2 catalog only) */
+static void
+exec_on_streams(const char *sql, const int32 *stream_ids, int n)
+{
+	ArrayType  *ids;
+	Datum	   *elems;
+	Oid			argtypes[1] = {INT4ARRAYOID};
+	Datum		values[1];
+
+	if (n <= 0 || !catalog_has_last_success())
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		elems[i] = Int32GetDatum(stream_ids[i]);
+	ids = construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+	values[0] = PointerGetDatum(ids);
+	egress_catalog_exec(sql, 1, argtypes, values, NULL, false);
+	pfree(ids);
+	pfree(elems);
+}
+
 /*
  * Lock order with the user functions.  egress_record_success() updates
  * stream_state rows the transaction has already updated; such an UPDATE
@@ -429,46 +450,16 @@ catalog_has_last_success(void)
 void
 egress_record_success_begin(const int32 *stream_ids, int n)
 {
-	ArrayType  *ids;
-	Datum	   *elems;
-	Oid			argtypes[1] = {INT4ARRAYOID};
-	Datum		values[1];
-
-	if (n <= 0 || !catalog_has_last_success())
-		return;
-	elems = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		elems[i] = Int32GetDatum(stream_ids[i]);
-	ids = construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
-	values[0] = PointerGetDatum(ids);
-	egress_catalog_exec("SELECT 1 FROM egress.stream "
-						"WHERE id OPERATOR(pg_catalog.=) ANY ($1) "
-						"ORDER BY id FOR KEY SHARE",
-						1, argtypes, values, NULL, false);
-	pfree(ids);
-	pfree(elems);
+	exec_on_streams("SELECT 1 FROM egress.stream "
+					"WHERE id OPERATOR(pg_catalog.=) ANY ($1) "
+					"ORDER BY id FOR KEY SHARE", stream_ids, n);
 }
 
 void
 egress_record_success(const int32 *stream_ids, int n)
 {
-	ArrayType  *ids;
-	Datum	   *elems;
-	Oid			argtypes[1] = {INT4ARRAYOID};
-	Datum		values[1];
-
-	if (n <= 0 || !catalog_has_last_success())
-		return;
-	elems = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		elems[i] = Int32GetDatum(stream_ids[i]);
-	ids = construct_array(elems, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
-	values[0] = PointerGetDatum(ids);
-	egress_catalog_exec("UPDATE egress.stream_state SET last_success_at = pg_catalog.now() "
-						"WHERE stream_id OPERATOR(pg_catalog.=) ANY ($1)",
-						1, argtypes, values, NULL, false);
-	pfree(ids);
-	pfree(elems);
+	exec_on_streams("UPDATE egress.stream_state SET last_success_at = pg_catalog.now() "
+					"WHERE stream_id OPERATOR(pg_catalog.=) ANY ($1)", stream_ids, n);
 }
 
 /* After a failure: show it in egress_streams; the stream waits for resume. */
