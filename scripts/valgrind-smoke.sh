@@ -161,7 +161,20 @@ SQL
 	done
 	echo "HTTP requests received: $(wc -l <"$dir/rcv/requests.jsonl")"
 fi
-"${P[@]}" -c "SELECT name, state, rows_sent, batches_sent, confirmed_lsn, last_error FROM egress_streams"
+# 0.2's operations: the checks (probes of every destination), alters the
+# CDC worker picks up, the progress and lag figures
+"${P[@]}" -c "SELECT count(*) FROM egress_check()" >/dev/null
+"${P[@]}" <<SQL
+SELECT egress_alter_stream('c', '{"batch_max_rows": 500}');
+SELECT egress_alter_destination('localf', options => '{"flush_interval": "1 second"}');
+INSERT INTO c SELECT g, repeat('y', 100) FROM generate_series(100001, 101000) g;
+SQL
+target=$("${P[@]}" -Atc "SELECT pg_current_wal_lsn()")
+for _ in $(seq 1 240); do
+	[ "$("${P[@]}" -Atc "SELECT bool_and(confirmed_lsn >= '$target') FROM egress_streams WHERE name IN ('c', 'cf')")" = t ] && break
+	sleep 0.5
+done
+"${P[@]}" -c "SELECT name, state, rows_sent, batches_sent, confirmed_lsn, progress, lag_seconds, retries, last_success_at IS NOT NULL AS succeeded, last_error FROM egress_streams"
 "${P[@]}" -c "SELECT egress_preview_record(t) FROM t" >/dev/null
 "$B/pg_ctl" -D "$dir/data" -m fast stop -w -t 300 >/dev/null
 [ -z "${rcv_pid:-}" ] || kill "$rcv_pid"
