@@ -415,6 +415,58 @@ SELECT d.name,
  WHERE pg_catalog.pg_has_role(d.owner, 'MEMBER');
 REVOKE ALL ON egress_destinations FROM PUBLIC;
 
+-- Running egress_export() calls: one row per export, a parallel export's
+-- parts summed under their leader (the backend that called it).  Built on
+-- the COPY command each export runs (pg_stat_progress_copy): param1 bytes
+-- and param3 rows COPY wrote, param11 the planner's row estimate of the
+-- whole query, param12 the start (microseconds since 1970), param13 a part
+-- worker's leader (0: the leader itself), param14 pg_egress's mark, so that
+-- plain COPY commands are not shown.
+CREATE VIEW egress_exports AS
+WITH c AS (
+	SELECT p.pid, p.param1 AS bytes_done, p.param3 AS rows_done,
+		   p.param11 AS rows_total_estimate, p.param12 AS started_us,
+		   p.param13 AS leader_pid
+	  FROM pg_catalog.pg_stat_get_progress_info('COPY') p
+	 WHERE p.param14 OPERATOR(pg_catalog.=) 1162301011
+), e AS (
+	SELECT l.pid,
+		   pg_catalog.to_timestamp(l.started_us::pg_catalog.float8 OPERATOR(pg_catalog./) 1000000) AS started_at,
+		   l.rows_total_estimate,
+		   l.rows_done OPERATOR(pg_catalog.+)
+		   coalesce((SELECT pg_catalog.sum(w.rows_done) FROM c w
+					  WHERE w.leader_pid OPERATOR(pg_catalog.=) l.pid), 0) AS rows_done,
+		   l.bytes_done OPERATOR(pg_catalog.+)
+		   coalesce((SELECT pg_catalog.sum(w.bytes_done) FROM c w
+					  WHERE w.leader_pid OPERATOR(pg_catalog.=) l.pid), 0) AS bytes_done
+	  FROM c l
+	 WHERE l.leader_pid OPERATOR(pg_catalog.=) 0
+)
+SELECT e.pid::pg_catalog.int4 AS pid,
+	   e.started_at,
+	   e.rows_total_estimate,
+	   e.rows_done::pg_catalog.int8 AS rows_done,
+	   e.bytes_done::pg_catalog.int8 AS bytes_done,
+	   -- capped: the estimate is an estimate, and 1 means done
+	   CASE WHEN e.rows_total_estimate OPERATOR(pg_catalog.>) 0
+			THEN LEAST(e.rows_done::pg_catalog.float8 OPERATOR(pg_catalog./)
+								  e.rows_total_estimate::pg_catalog.float8, 0.99::pg_catalog.float8)
+	   END AS progress,
+	   -- the rate so far for the rows left; unknown before the first rows
+	   -- and once past the estimate
+	   CASE WHEN e.rows_done OPERATOR(pg_catalog.>) 0
+				 AND e.rows_done OPERATOR(pg_catalog.<) e.rows_total_estimate
+			THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)
+				 ((pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) e.started_at)
+				  OPERATOR(pg_catalog.*)
+				  ((e.rows_total_estimate OPERATOR(pg_catalog.-) e.rows_done)::pg_catalog.float8
+				   OPERATOR(pg_catalog./) e.rows_done::pg_catalog.float8))
+	   END AS eta
+  FROM e;
+-- To PUBLIC: it shows only what pg_stat_progress_copy shows the caller (its
+-- own roles' backends; pg_read_all_stats: all), and nothing of the query.
+GRANT SELECT ON egress_exports TO PUBLIC;
+
 -- egress_user: what a pipeline owner needs, granted in one role.  It is a
 -- cluster-wide role: made by the first CREATE EXTENSION (or update) in any
 -- database, kept when the extension is dropped (docs/reference.md).  Not

@@ -30,6 +30,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -40,6 +41,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "common/pg_prng.h"
+#include "commands/progress.h"
 #include "commands/copy.h"
 #include "commands/defrem.h"
 #include "funcapi.h"
@@ -62,6 +64,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "export/export.h"
 #include "export/parallel.h"
@@ -72,6 +75,18 @@
 #define BINARY_HEADER_LEN	19
 #define FILE_BUFFER_SIZE	(1024 * 1024)
 #define GZIP_CHUNK			(256 * 1024)
+
+/*
+ * Progress parameters of the COPY command an export runs that COPY itself
+ * leaves alone (PROGRESS_COPY_* use 0-5); the egress_exports view reads
+ * them from pg_stat_get_progress_info('COPY') as param11-param14.
+ */
+#define EXPORT_PROGRESS_ROWS_ESTIMATE	10	/* planner's rows of the whole query */
+#define EXPORT_PROGRESS_STARTED_AT		11	/* microseconds since 1970-01-01 */
+#define EXPORT_PROGRESS_LEADER_PID		12	/* part worker: its leader; else 0 */
+#define EXPORT_PROGRESS_MARK			13	/* EXPORT_PROGRESS_MAGIC */
+/* tells an export's COPY from a plain COPY (egress_exports shows only these) */
+#define EXPORT_PROGRESS_MAGIC			INT64CONST(1162301011)
 
 typedef struct ExportPart
 {
@@ -834,27 +849,86 @@ restrict_to_range(RawStmt *rs, const char *query, const ExportRange *range)
 
 typedef void (*ExportBeforePublish) (void *arg, int nfiles);
 
+/*
+ * What an export's COPY command reports besides COPY's own figures (the
+ * EXPORT_PROGRESS_* parameters).
+ */
+typedef struct ExportProgress
+{
+	int64		rows_estimate;	/* of the whole query; 0 in a part worker */
+	TimestampTz started_at;
+	int			leader_pid;		/* part worker: its leader's; else 0 */
+} ExportProgress;
+
 static void export_run(const char *query, const char *uri, const char *options,
 					   const EgressS3Target *s3, EgressExportResult *result,
-					   const ExportRange *range,
+					   const ExportRange *range, const ExportProgress *progress,
 					   ExportBeforePublish before_publish, void *arg);
+
+/*
+ * The planner's row estimate for the query, as EXPLAIN shows it on the top
+ * plan node.  Planned apart from COPY's own plan, which BeginCopyTo keeps to
+ * itself; the same parse analysis, so an error here is COPY's error.
+ */
+static int64
+plan_rows_estimate(RawStmt *rs, const char *query)
+{
+	List	   *stmts;
+	PlannedStmt *plan;
+
+	stmts = pg_analyze_and_rewrite_fixedparams(copyObject(rs), query, NULL, 0, NULL);
+	/* a rule that makes the query several is COPY's error to report */
+	if (list_length(stmts) != 1)
+		return 0;
+	plan = pg_plan_query(linitial_node(Query, stmts), query,
+						 CURSOR_OPT_PARALLEL_OK, NULL);
+	return (int64) rint(plan->planTree->plan_rows);
+}
+
+/* the EXPORT_PROGRESS_* parameters of the COPY command this backend runs */
+static void
+report_export_progress(const ExportProgress *progress)
+{
+	const int	index[] = {
+		EXPORT_PROGRESS_ROWS_ESTIMATE,
+		EXPORT_PROGRESS_STARTED_AT,
+		EXPORT_PROGRESS_LEADER_PID,
+		EXPORT_PROGRESS_MARK
+	};
+	int64		val[4];
+
+	val[0] = progress->rows_estimate;
+	/* since the Unix epoch: to_timestamp() in the view */
+	val[1] = progress->started_at +
+		(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	val[2] = progress->leader_pid;
+	val[3] = EXPORT_PROGRESS_MAGIC;
+	pgstat_progress_update_multi_param(4, index, val);
+}
 
 void
 egress_export_run(const char *query, const char *uri, const char *options,
 				  const EgressS3Target *s3, EgressExportResult *result)
 {
-	export_run(query, uri, options, s3, result, NULL, NULL, NULL);
+	ExportProgress progress = {0};
+	RawStmt    *rs;
+
+	progress.started_at = GetCurrentTimestamp();
+	rs = parse_query(query);
+	progress.rows_estimate = plan_rows_estimate(rs, query);
+	export_run(query, uri, options, s3, result, NULL, &progress, NULL, NULL);
 }
 
 /*
  * One export run.  range: only those blocks of the query's one table.
+ * progress: what its COPY command reports besides COPY's figures.
  * before_publish: called when every part was written and sealed, before
  * any becomes visible; its error discards them.
  */
 static void
 export_run(const char *query, const char *uri, const char *options,
 		   const EgressS3Target *s3, EgressExportResult *result,
-		   const ExportRange *range,
+		   const ExportRange *range, const ExportProgress *progress,
 		   ExportBeforePublish before_publish, void *arg)
 {
 	MemoryContext cxt;
@@ -904,6 +978,7 @@ export_run(const char *query, const char *uri, const char *options,
 	{
 		ParseState *pstate;
 		CopyToState cstate;
+		int64		copy_bytes = 0;
 
 		part_open(st);
 
@@ -930,7 +1005,11 @@ export_run(const char *query, const char *uri, const char *options,
 
 			cstate = BeginCopyTo(pstate, NULL, rs, InvalidOid, NULL, false, NIL,
 								 copy_opts);
+			/* BeginCopyTo started the command, DoCopyTo adds to it */
+			report_export_progress(progress);
 			result->rows = DoCopyTo(cstate);
+			copy_bytes = MyBEEntry ?
+				MyBEEntry->st_progress_param[PROGRESS_COPY_BYTES_PROCESSED] : 0;
 			EndCopyTo(cstate);
 		}
 		PG_FINALLY();
@@ -944,7 +1023,28 @@ export_run(const char *query, const char *uri, const char *options,
 		PG_END_TRY();
 
 		part_seal(st);
-		if (before_publish)
+		if (before_publish && progress->leader_pid == 0)
+		{
+			const int	index[] = {
+				PROGRESS_COPY_TUPLES_PROCESSED,
+				PROGRESS_COPY_BYTES_PROCESSED
+			};
+			int64		val[2];
+
+			/*
+			 * A parallel export's leader waits for its other parts: its
+			 * export goes on, and so does the command egress_exports sums
+			 * them under.
+			 */
+			pgstat_progress_start_command(PROGRESS_COMMAND_COPY, InvalidOid);
+			val[0] = result->rows;
+			val[1] = copy_bytes;
+			pgstat_progress_update_multi_param(2, index, val);
+			report_export_progress(progress);
+			before_publish(arg, list_length(st->parts));
+			pgstat_progress_end_command();
+		}
+		else if (before_publish)
 			before_publish(arg, list_length(st->parts));
 		{
 			ListCell   *lc;
@@ -973,6 +1073,8 @@ export_run(const char *query, const char *uri, const char *options,
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		/* no longer running, even if the error is caught */
+		pgstat_progress_end_command();
 		export_discard(st);
 		running_exports = list_delete_ptr(running_exports, st);
 		ReThrowError(edata);
@@ -1138,8 +1240,10 @@ export_parallel(const char *query, const char *uri, const char *options,
 	const char *strings[EGRESS_PSTR_COUNT] = {0};
 	ParallelExportWait w = {0};
 	ExportRange range;
+	ExportProgress progress = {0};
 	MemoryContext oldcxt = CurrentMemoryContext;
 
+	progress.started_at = GetCurrentTimestamp();
 	if (nparts > egress_max_workers)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -1177,13 +1281,16 @@ export_parallel(const char *query, const char *uri, const char *options,
 		strings[EGRESS_PSTR_TOKEN] = s3->session_token;
 		strings[EGRESS_PSTR_KMS_KEY] = s3->kms_key;
 	}
+	/* the whole query's estimate: the leader's row in egress_exports */
+	progress.rows_estimate = plan_rows_estimate(rs, query);
+
 	w.par = egress_parallel_begin(EGRESS_PARALLEL_EXPORT, nparts, nblocks, 0, 0,
 								  GetUserId(), strings);
 	PG_TRY();
 	{
 		egress_part_range(nblocks, nparts, 1, &range.lo, &range.hi);
 		export_run(query, psprintf("%s_part1", uri), options, s3, result, &range,
-				   wait_for_parts, &w);
+				   &progress, wait_for_parts, &w);
 	}
 	PG_CATCH();
 	{
@@ -1230,6 +1337,7 @@ export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	EgressExportResult r = {0};
 	EgressS3Target t = {0};
 	ExportRange range;
+	ExportProgress progress = {0};
 
 	/* DateStyle, TimeZone, extra_float_digits, search_path, role, ... */
 	StartTransactionCommand();
@@ -1251,9 +1359,13 @@ export_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	t.session_token = (char *) PSTR(EGRESS_PSTR_TOKEN);
 	t.kms_key = (char *) PSTR(EGRESS_PSTR_KMS_KEY);
 	egress_part_range(sh->nblocks, sh->nparts, part, &range.lo, &range.hi);
+	/* egress_exports adds this part's rows to its leader's */
+	progress.started_at = GetCurrentTimestamp();
+	progress.leader_pid = sh->coordinator;
 	export_run(PSTR(EGRESS_PSTR_QUERY),
 			   psprintf("%s_part%d", PSTR(EGRESS_PSTR_URI), part),
-			   PSTR(EGRESS_PSTR_OPTIONS), &t, &r, &range, part_publishing, status);
+			   PSTR(EGRESS_PSTR_OPTIONS), &t, &r, &range, &progress,
+			   part_publishing, status);
 	status->rows = r.rows;
 	status->bytes = r.bytes;
 	status->batches = r.files;
