@@ -978,7 +978,7 @@ export_run(const char *query, const char *uri, const char *options,
 	{
 		ParseState *pstate;
 		CopyToState cstate;
-		int64		copy_bytes = 0;
+		int64		copy_params[EXPORT_PROGRESS_ROWS_ESTIMATE] = {0};
 
 		part_open(st);
 
@@ -1008,8 +1008,10 @@ export_run(const char *query, const char *uri, const char *options,
 			/* BeginCopyTo started the command, DoCopyTo adds to it */
 			report_export_progress(progress);
 			result->rows = DoCopyTo(cstate);
-			copy_bytes = MyBEEntry ?
-				MyBEEntry->st_progress_param[PROGRESS_COPY_BYTES_PROCESSED] : 0;
+			/* COPY's figures, for the leader to go on showing them */
+			if (MyBEEntry)
+				memcpy(copy_params, (const void *) MyBEEntry->st_progress_param,
+					   sizeof(copy_params));
 			EndCopyTo(cstate);
 		}
 		PG_FINALLY();
@@ -1025,21 +1027,18 @@ export_run(const char *query, const char *uri, const char *options,
 		part_seal(st);
 		if (before_publish && progress->leader_pid == 0)
 		{
-			const int	index[] = {
-				PROGRESS_COPY_TUPLES_PROCESSED,
-				PROGRESS_COPY_BYTES_PROCESSED
-			};
-			int64		val[2];
+			int			index[EXPORT_PROGRESS_ROWS_ESTIMATE];
 
 			/*
 			 * A parallel export's leader waits for its other parts: its
 			 * export goes on, and so does the command egress_exports sums
-			 * them under.
+			 * them under, with the figures its COPY ended with.
 			 */
 			pgstat_progress_start_command(PROGRESS_COMMAND_COPY, InvalidOid);
-			val[0] = result->rows;
-			val[1] = copy_bytes;
-			pgstat_progress_update_multi_param(2, index, val);
+			for (int i = 0; i < EXPORT_PROGRESS_ROWS_ESTIMATE; i++)
+				index[i] = i;
+			pgstat_progress_update_multi_param(EXPORT_PROGRESS_ROWS_ESTIMATE,
+											   index, copy_params);
 			report_export_progress(progress);
 			before_publish(arg, list_length(st->parts));
 			pgstat_progress_end_command();
