@@ -106,6 +106,7 @@ typedef struct ExportState
 	char	   *path;			/* file: the target path */
 	EgressS3Target target;		/* s3: bucket, key, credentials */
 	int64		max_file_size;
+	int64		rows_estimate;	/* the query's, for egress_exports */
 	bool		gzip;
 	bool		binary;
 	bool		header;
@@ -855,7 +856,8 @@ typedef void (*ExportBeforePublish) (void *arg, int nfiles);
  */
 typedef struct ExportProgress
 {
-	int64		rows_estimate;	/* of the whole query; 0 in a part worker */
+	int64		rows_estimate;	/* of the whole query; 0 in a part worker;
+								 * -1: export_run plans the query for it */
 	TimestampTz started_at;
 	int			leader_pid;		/* part worker: its leader's; else 0 */
 } ExportProgress;
@@ -887,7 +889,7 @@ plan_rows_estimate(RawStmt *rs, const char *query)
 
 /* the EXPORT_PROGRESS_* parameters of the COPY command this backend runs */
 static void
-report_export_progress(const ExportProgress *progress)
+report_export_progress(const ExportProgress *progress, int64 rows_estimate)
 {
 	const int	index[] = {
 		EXPORT_PROGRESS_ROWS_ESTIMATE,
@@ -897,7 +899,7 @@ report_export_progress(const ExportProgress *progress)
 	};
 	int64		val[4];
 
-	val[0] = progress->rows_estimate;
+	val[0] = rows_estimate;
 	/* since the Unix epoch: to_timestamp() in the view */
 	val[1] = progress->started_at +
 		(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
@@ -911,11 +913,10 @@ egress_export_run(const char *query, const char *uri, const char *options,
 				  const EgressS3Target *s3, EgressExportResult *result)
 {
 	ExportProgress progress = {0};
-	RawStmt    *rs;
 
 	progress.started_at = GetCurrentTimestamp();
-	rs = parse_query(query);
-	progress.rows_estimate = plan_rows_estimate(rs, query);
+	/* planned where COPY would first see it: after the checks */
+	progress.rows_estimate = -1;
 	export_run(query, uri, options, s3, result, NULL, &progress, NULL, NULL);
 }
 
@@ -961,6 +962,7 @@ export_run(const char *query, const char *uri, const char *options,
 	rs = parse_query(query);
 	if (range)
 		restrict_to_range(rs, query, range);
+	st->rows_estimate = progress->rows_estimate;
 
 	if (!exit_callback_registered)
 	{
@@ -981,6 +983,9 @@ export_run(const char *query, const char *uri, const char *options,
 		int64		copy_params[EXPORT_PROGRESS_ROWS_ESTIMATE] = {0};
 
 		part_open(st);
+
+		if (st->rows_estimate < 0)
+			st->rows_estimate = plan_rows_estimate(rs, query);
 
 		pstate = make_parsestate(NULL);
 		pstate->p_sourcetext = query;
@@ -1006,7 +1011,7 @@ export_run(const char *query, const char *uri, const char *options,
 			cstate = BeginCopyTo(pstate, NULL, rs, InvalidOid, NULL, false, NIL,
 								 copy_opts);
 			/* BeginCopyTo started the command, DoCopyTo adds to it */
-			report_export_progress(progress);
+			report_export_progress(progress, st->rows_estimate);
 			result->rows = DoCopyTo(cstate);
 			/* COPY's figures, for the leader to go on showing them */
 			if (MyBEEntry)
@@ -1039,7 +1044,7 @@ export_run(const char *query, const char *uri, const char *options,
 				index[i] = i;
 			pgstat_progress_update_multi_param(EXPORT_PROGRESS_ROWS_ESTIMATE,
 											   index, copy_params);
-			report_export_progress(progress);
+			report_export_progress(progress, st->rows_estimate);
 			before_publish(arg, list_length(st->parts));
 			pgstat_progress_end_command();
 		}
