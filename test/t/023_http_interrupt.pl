@@ -93,4 +93,8 @@ ok(poll_until('LOG_BASED: every change arrives after the restart', 120,
 		sub { my %ids = map { $_->{record}{id} => 1 } $rcv->records('public-c'); scalar(keys %ids) == 50 }),
 	'LOG_BASED: every change arrives after the interruption');
 
+# the receiver still holds the hung request: end it here, not at global
+# destruction (where its harness may already be gone and it would outlive
+# the test)
+$rcv->stop;
 done_testing();
