@@ -463,19 +463,8 @@ egress_alter_stream(PG_FUNCTION_ARGS)
 		{
 			char		relkind = get_rel_relkind(relid);
 
-			if (nparallel > egress_max_workers)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("parallel => " INT64_FORMAT " is more than pg_egress.max_workers (%d)",
-								nparallel, egress_max_workers),
-						 errdetail("Every part of a parallel sync is a pg_egress worker."),
-						 errhint("Use at most %d, or raise pg_egress.max_workers.", egress_max_workers)));
-			if (nparallel > 1 && relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
-				ereport(ERROR,
-						(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-						 errmsg("stream \"%s\" cannot be read in parallel", name),
-						 errdetail("Parallel syncs read a table or materialized view in ranges of blocks."),
-						 errhint("Use parallel => 1.")));
+			egress_check_parallel_option(nparallel, relkind,
+										 psprintf("stream \"%s\"", name));
 		}
 	}
 

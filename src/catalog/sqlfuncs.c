@@ -1349,19 +1349,7 @@ egress_add_stream_internal(const char *name, Oid relid, const char *method,
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("stream option \"parallel\" is only valid for FULL_TABLE streams")));
-			if (nparallel > egress_max_workers)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("parallel => " INT64_FORMAT " is more than pg_egress.max_workers (%d)",
-								nparallel, egress_max_workers),
-						 errdetail("Every part of a parallel sync is a pg_egress worker."),
-						 errhint("Use at most %d, or raise pg_egress.max_workers.", egress_max_workers)));
-			if (nparallel > 1 && relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
-				ereport(ERROR,
-						(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-						 errmsg("\"%s\" cannot be read in parallel", qualified),
-						 errdetail("Parallel syncs read a table or materialized view in ranges of blocks."),
-						 errhint("Use parallel => 1.")));
+			egress_check_parallel_option(nparallel, relkind, psprintf("\"%s\"", qualified));
 		}
 	}
 	if (strcmp(method, "LOG_BASED") == 0)
@@ -1705,6 +1693,29 @@ egress_sync_now(PG_FUNCTION_ARGS)
 
 	change_own_stream_ext(fcinfo, sqls, lengthof(sqls), true, false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * Stream option "parallel" (egress_add_stream(), egress_alter_stream()):
+ * every part is a pg_egress worker, and parts read ranges of blocks.
+ * subject names the stream or relation in the message.
+ */
+void
+egress_check_parallel_option(int64 nparallel, char relkind, const char *subject)
+{
+	if (nparallel > egress_max_workers)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("parallel => " INT64_FORMAT " is more than pg_egress.max_workers (%d)",
+						nparallel, egress_max_workers),
+				 errdetail("Every part of a parallel sync is a pg_egress worker."),
+				 errhint("Use at most %d, or raise pg_egress.max_workers.", egress_max_workers)));
+	if (nparallel > 1 && relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s cannot be read in parallel", subject),
+				 errdetail("Parallel syncs read a table or materialized view in ranges of blocks."),
+				 errhint("Use parallel => 1.")));
 }
 
 /*

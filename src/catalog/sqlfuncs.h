@@ -16,5 +16,7 @@ extern void egress_add_stream_internal(const char *name, Oid relid, const char *
 extern char *egress_destination_use_problem(Oid role, const char *kind, Oid dest_owner);
 extern void egress_check_destination_use(EgressStreamDef *def);
 extern void egress_validate_stream_options(Jsonb *options);
+extern void egress_check_parallel_option(int64 nparallel, char relkind,
+										 const char *subject);
 
 #endif							/* EGRESS_SQLFUNCS_H */
