@@ -30,6 +30,9 @@ OBJS = \
 	src/sink/http.o \
 	src/sink/kinesis.o \
 	src/sink/sink_options.o \
+	src/sink/postgres.o \
+	src/sink/pg_apply.o \
+	src/sink/pg_typemap.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \
 	src/worker/cdc.o \
@@ -51,13 +54,16 @@ OBJS = \
 	src/net/kinesis.o \
 	src/net/hosts.o \
 	src/net/backoff.o \
-	src/net/curl_wait.o
+	src/net/curl_wait.o \
+	src/net/pgconn.o
 
 DATA = $(wildcard sql/pg_egress--*.sql) sql/aws_s3--1.0.sql
 PGFILEDESC = "pg_egress - data egress from inside PostgreSQL"
 
 SHLIB_LINK = -lcurl -lz
-PG_CPPFLAGS = -I$(srcdir)/src
+# libpq for postgres:// destinations, linked as contrib/postgres_fdw links it
+SHLIB_LINK_INTERNAL = $(libpq)
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers -Wno-cast-function-type
 

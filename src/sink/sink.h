@@ -128,6 +128,14 @@ struct EgressSink
 	 * pg_egress.allowed_destination_hosts allows (net/hosts.h).
 	 */
 	bool		owner_superuser;
+
+	/*
+	 * Set by the kind's open: the sink wants every RECORD and ACTIVATE_VERSION
+	 * that the CDC worker renders for a decoded change to carry its position
+	 * (a top-level "position" key, see cdc_render.c), so that it can
+	 * recognise a change it already applied (postgres destinations).
+	 */
+	bool		wants_positions;
 };
 
 /*
@@ -192,6 +200,7 @@ extern const EgressSinkKind egress_file_sink_kind;
 extern const EgressSinkKind egress_http_sink_kind;
 extern const EgressSinkKind egress_s3_sink_kind;
 extern const EgressSinkKind egress_kinesis_sink_kind;
+extern const EgressSinkKind egress_postgres_sink_kind;
 
 extern EgressSink *egress_sink_open(const char *kind, const char *location,
 									Jsonb *options);

@@ -59,7 +59,32 @@ typedef struct EgressSinkOptions
 	char	   *format;			/* "singer" (default) or "pg_kinesis" */
 	char	   *partition_key;	/* "primary_key" (default), "table", a column */
 	int64		max_inflight;	/* PutRecords calls at once; 0: not set */
+
+	/*
+	 * postgres (connect_timeout_ms above is shared with HTTP; the option
+	 * batch_size_rows sets batch_max_rows)
+	 */
+	char	   *password;		/* a secret: never shown */
+	char	   *sslmode;		/* NULL: libpq's default (prefer) */
+	char	   *sslrootcert;
+	char	   *sslcert;
+	char	   *sslkey;
+	char	   *default_target_schema;	/* NULL: the source table's schema */
+	List	   *schema_mapping;	/* of EgressSchemaMapping */
+	bool		hard_delete;	/* default false */
+	bool		add_metadata_columns;	/* default false */
+	bool		primary_key_required;	/* default true */
+	int			parallelism;	/* connections; default 1 */
+	bool		validate_records;	/* default false */
+	List	   *target_schema_privileges;	/* role names (char *) */
 } EgressSinkOptions;
+
+/* one "schema_mapping" entry: tables of source schema go to target schema */
+typedef struct EgressSchemaMapping
+{
+	char	   *source_schema;
+	char	   *target_schema;
+} EgressSchemaMapping;
 
 /*
  * Parses options (a JSON object) for a destination of kind ("file",

@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ * pgconn.h
+ *	  libpq connections of postgres:// destinations, from a background
+ *	  worker or a backend: every wait (connect, query, COPY) sleeps on the
+ *	  process latch and the socket, so that interrupts (SIGTERM, pause,
+ *	  drop, query cancel) are served; nothing blocks in libpq.
+ *
+ * The model is libpqwalreceiver.c / contrib's libpq-be-fe-helpers.h.
+ * Failures to reach or talk to the server are returned (false or NULL,
+ * with a message that shows no secret), not raised: the sink decides
+ * whether to retry.
+ *-------------------------------------------------------------------------
+ */
+#ifndef EGRESS_PGCONN_H
+#define EGRESS_PGCONN_H
+
+#include "libpq-fe.h"
+
+#include "sink/sink_options.h"
+
+/* Where a postgres destination loads: its location (user@host:port/dbname) and options. */
+typedef struct EgressPgTarget
+{
+	char	   *host;			/* host name or address, or a socket directory (superusers) */
+	char	   *port;			/* NULL: 5432 */
+	char	   *dbname;
+	char	   *user;
+	const EgressSinkOptions *opts;	/* password, ssl*, connect_timeout_ms */
+	bool		owner_superuser;	/* see EgressSink.owner_superuser */
+} EgressPgTarget;
+
+/*
+ * Parses a location as stored in egress.destination.location for kind
+ * postgres (postgres.c's parse_url made it).  ERROR if it is not one.
+ */
+extern EgressPgTarget *egress_pg_target(const char *location,
+										const EgressSinkOptions *opts,
+										bool owner_superuser);
+
+/*
+ * Connects (non-blocking, at most connect_timeout, waiting on the latch).
+ * Non-superuser owners: only to an address pg_egress.allowed_destination_hosts
+ * allows, and only if the server asked for the password (as postgres_fdw's
+ * check_conn_params/PQconnectionUsedPassword).  Sets search_path to
+ * pg_catalog on the target session and application_name to pg_egress.
+ * NULL with *error set (palloc'd, no secrets) on failure.
+ */
+extern PGconn *egress_pgconn_connect(const EgressPgTarget *target, char **error);
+
+extern void egress_pgconn_close(PGconn *conn);
+
+/*
+ * Sends sql (simple query protocol, may hold several statements) and
+ * collects the results, waiting on the latch and the socket.  Returns the
+ * last result (caller PQclear()s it) or, when the connection failed, NULL
+ * with *error set.  A result with an error status is returned as is: the
+ * caller classifies it (egress_pgconn_error()).
+ *
+ * When the query reaches a COPY FROM STDIN, copy_data (copy_len bytes, in
+ * COPY text format) is sent for it and the COPY is ended.
+ */
+extern PGresult *egress_pgconn_exec(PGconn *conn, const char *sql,
+									const char *copy_data, size_t copy_len,
+									char **error);
+
+/* The same with parameters (extended protocol, text format, one statement). */
+extern PGresult *egress_pgconn_exec_params(PGconn *conn, const char *sql,
+										   int nparams, const char *const *values,
+										   char **error);
+
+/*
+ * The message of a failed result or connection, for last_error and the log:
+ * SQLSTATE, primary message, detail (never the password: libpq does not put
+ * it into messages).
+ */
+extern char *egress_pgconn_error(PGconn *conn, const PGresult *res);
+
+/*
+ * Whether an error result is worth retrying: connection failures, serialization
+ * failures, deadlocks, lock timeouts, too many connections, the server shutting
+ * down, out of resources (class 08, 40, 53, 57P, 55P03).  Everything else
+ * (a constraint, a type, permissions) is a rejection.
+ */
+extern bool egress_pgconn_retryable(const PGresult *res);
+
+#endif							/* EGRESS_PGCONN_H */

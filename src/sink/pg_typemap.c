@@ -1,0 +1,2 @@
+/* placeholder: see /work/wt/DESIGN15.md */
+#include "postgres.h"
