@@ -324,6 +324,8 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 						 bool *refused)
 {
 	const EgressSinkOptions *opts = target->opts;
+	bool		owner_superuser = target->owner_superuser_at ?
+		*target->owner_superuser_at : target->owner_superuser;
 	const char *keys[24];
 	const char *vals[24];
 	int			n = 0;
@@ -336,7 +338,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	*error = NULL;
 	*refused = false;
 
-	if (!target->owner_superuser)
+	if (!owner_superuser)
 	{
 		/* checked at add time too; checked again in case the owner lost superuser */
 		if (opts == NULL || opts->password == NULL || opts->password[0] == '\0')
@@ -398,7 +400,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	vals[n++] = "pg_egress";
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
-	if (target->owner_superuser)
+	if (owner_superuser)
 	{
 		if (opts && opts->sslcert)
 		{
@@ -478,7 +480,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	}
 
 	/* before anything is sent: did the server want the password? */
-	if (!target->owner_superuser && !PQconnectionUsedPassword(conn))
+	if (!owner_superuser && !PQconnectionUsedPassword(conn))
 	{
 		PQfinish(conn);
 		*error = psprintf("the target server \"%s\" did not ask for the password: destinations of roles that are not superusers must authenticate with a password",
