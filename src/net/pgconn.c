@@ -234,22 +234,29 @@ pgconn_wait(PGconn *conn, int io_flags, TimestampTz deadline)
 	}
 }
 
-/* libpq's message as one line, palloc'd */
+/* libpq's message as one line (white space runs made one space), palloc'd */
 static char *
 pgconn_message(const char *msg)
 {
-	char	   *s = pstrdup(msg ? msg : "");
-	int			len;
+	StringInfoData buf;
+	bool		space = false;
 
-	for (char *p = s; *p; p++)
-		if (*p == '\n' || *p == '\r' || *p == '\t')
-			*p = ' ';
-	len = strlen(s);
-	while (len > 0 && s[len - 1] == ' ')
-		s[--len] = '\0';
-	if (len == 0)
+	initStringInfo(&buf);
+	for (const char *p = msg ? msg : ""; *p; p++)
+	{
+		if (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ')
+			space = true;
+		else
+		{
+			if (space && buf.len > 0)
+				appendStringInfoChar(&buf, ' ');
+			space = false;
+			appendStringInfoChar(&buf, *p);
+		}
+	}
+	if (buf.len == 0)
 		return pstrdup("connection to the target server failed");
-	return s;
+	return buf.data;
 }
 
 /* ---------------------------------------------------------------------
