@@ -234,22 +234,29 @@ pgconn_wait(PGconn *conn, int io_flags, TimestampTz deadline)
 	}
 }
 
-/* libpq's message as one line, palloc'd */
+/* libpq's message as one line (white space runs made one space), palloc'd */
 static char *
 pgconn_message(const char *msg)
 {
-	char	   *s = pstrdup(msg ? msg : "");
-	int			len;
+	StringInfoData buf;
+	bool		space = false;
 
-	for (char *p = s; *p; p++)
-		if (*p == '\n' || *p == '\r' || *p == '\t')
-			*p = ' ';
-	len = strlen(s);
-	while (len > 0 && s[len - 1] == ' ')
-		s[--len] = '\0';
-	if (len == 0)
+	initStringInfo(&buf);
+	for (const char *p = msg ? msg : ""; *p; p++)
+	{
+		if (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ')
+			space = true;
+		else
+		{
+			if (space && buf.len > 0)
+				appendStringInfoChar(&buf, ' ');
+			space = false;
+			appendStringInfoChar(&buf, *p);
+		}
+	}
+	if (buf.len == 0)
 		return pstrdup("connection to the target server failed");
-	return s;
+	return buf.data;
 }
 
 /* ---------------------------------------------------------------------
@@ -324,6 +331,8 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 						 bool *refused)
 {
 	const EgressSinkOptions *opts = target->opts;
+	bool		owner_superuser = target->owner_superuser_at ?
+		*target->owner_superuser_at : target->owner_superuser;
 	const char *keys[24];
 	const char *vals[24];
 	int			n = 0;
@@ -336,7 +345,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	*error = NULL;
 	*refused = false;
 
-	if (!target->owner_superuser)
+	if (!owner_superuser)
 	{
 		/* checked at add time too; checked again in case the owner lost superuser */
 		if (opts == NULL || opts->password == NULL || opts->password[0] == '\0')
@@ -398,7 +407,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	vals[n++] = "pg_egress";
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
-	if (target->owner_superuser)
+	if (owner_superuser)
 	{
 		if (opts && opts->sslcert)
 		{
@@ -478,7 +487,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	}
 
 	/* before anything is sent: did the server want the password? */
-	if (!target->owner_superuser && !PQconnectionUsedPassword(conn))
+	if (!owner_superuser && !PQconnectionUsedPassword(conn))
 	{
 		PQfinish(conn);
 		*error = psprintf("the target server \"%s\" did not ask for the password: destinations of roles that are not superusers must authenticate with a password",

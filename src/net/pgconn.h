@@ -27,6 +27,13 @@ typedef struct EgressPgTarget
 	char	   *user;
 	const EgressSinkOptions *opts;	/* password, ssl*, connect_timeout_ms */
 	bool		owner_superuser;	/* see EgressSink.owner_superuser */
+
+	/*
+	 * When set (postgres.c's open points it at EgressSink.owner_superuser,
+	 * which callers set after opening the sink), read at each connection
+	 * instead of owner_superuser.
+	 */
+	const bool *owner_superuser_at;
 } EgressPgTarget;
 
 /*

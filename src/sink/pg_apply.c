@@ -213,7 +213,7 @@ txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
 	close_conn(t->c);
 	ereport(ERROR,
 			(errcode(EGRESS_ERRCODE_REJECTED),
-			 errmsg("postgres destination %s refused batch %s%s%s: %s",
+			 errmsg("PostgreSQL destination %s refused batch %s%s%s: %s",
 					t->a->sink->location, t->batch_id,
 					t->bs ? " of stream " : "",
 					t->bs ? quote_identifier(t->bs->st->id) : "", error),
@@ -233,7 +233,7 @@ static void
 txn_ddl(ApplyTxn *t, const char *sql)
 {
 	ereport(LOG,
-			(errmsg("pg_egress postgres destination %s: %s",
+			(errmsg("pg_egress PostgreSQL destination %s: %s",
 					t->a->sink->location, sql)));
 	txn_run(t, sql);
 }
@@ -570,7 +570,7 @@ parse_tree(ApplySink *a, const char *raw, int len, const char *what)
 	if (n == NULL)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),
-				 errmsg("postgres destination %s cannot read a %s message: %s",
+				 errmsg("PostgreSQL destination %s cannot read a %s message: %s",
 						a->sink->location, what, error)));
 	return n;
 }
@@ -585,7 +585,7 @@ on_schema(ApplySink *a, LineParse *lp)
 	if (lp->schema_raw == NULL)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),
-				 errmsg("postgres destination %s got a SCHEMA message without a schema (stream %s)",
+				 errmsg("PostgreSQL destination %s got a SCHEMA message without a schema (stream %s)",
 						a->sink->location, st->id)));
 	identity = psprintf("%.*s|%.*s", lp->schema_len, lp->schema_raw,
 						lp->keys_len, lp->keys_raw ? lp->keys_raw : "");
@@ -812,14 +812,14 @@ process_line(ApplySink *a, const char *line, int len)
 	if (rc != JSON_SUCCESS)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),
-				 errmsg("postgres destination %s cannot read a Singer message: %s",
+				 errmsg("PostgreSQL destination %s cannot read a Singer message: %s",
 						a->sink->location, json_errdetail(rc, lp.lex))));
 	if (lp.type && (strcmp(lp.type, "STATE") == 0))
 		on_state(a, &lp);
 	else if (lp.type == NULL || lp.stream == NULL)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),
-				 errmsg("postgres destination %s got a Singer message without type or stream",
+				 errmsg("PostgreSQL destination %s got a Singer message without type or stream",
 						a->sink->location)));
 	else if (strcmp(lp.type, "RECORD") == 0)
 		on_record(a, &lp);
@@ -1646,12 +1646,12 @@ connect_if_needed(ApplySink *a, ApplyConn *c)
 		PQtransactionStatus(c->conn) == PQTRANS_IDLE)
 		return;
 	close_conn(c);
-	a->target->owner_superuser = a->sink->owner_superuser;
 	c->conn = egress_pgconn_connect_ex(a->target, &error, &refused);
 	if (c->conn == NULL && refused)
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_REJECTED),
-				 errmsg("postgres destination %s: %s", a->sink->location, error)));
+				 errmsg("could not connect to PostgreSQL destination %s: %s",
+						a->sink->location, error)));
 	if (c->conn == NULL)
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 }
@@ -1729,17 +1729,17 @@ check_batch(ApplySink *a)
 		if (bs->error)
 			ereport(ERROR,
 					(errcode(EGRESS_ERRCODE_REJECTED),
-					 errmsg("postgres destination %s refused stream \"%s\": %s",
+					 errmsg("PostgreSQL destination %s refused stream \"%s\": %s",
 							a->sink->location, bs->st->id, bs->error)));
 		if (s && s->missing_key)
 			ereport(ERROR,
 					(errcode(EGRESS_ERRCODE_REJECTED),
-					 errmsg("postgres destination %s refused stream \"%s\": key property %s is not in its schema",
+					 errmsg("PostgreSQL destination %s refused stream \"%s\": key property %s is not in its schema",
 							a->sink->location, bs->st->id, quote_identifier(s->missing_key))));
 		if (s && s->nkeys == 0 && a->sink->opts.primary_key_required)
 			ereport(ERROR,
 					(errcode(EGRESS_ERRCODE_REJECTED),
-					 errmsg("table %s of postgres destination %s has no primary key",
+					 errmsg("table %s of PostgreSQL destination %s has no primary key",
 							bs->st->qtable, a->sink->location),
 					 errdetail("Stream \"%s\" has no key properties, and the destination's option \"primary_key_required\" is true.",
 							   bs->st->id),
@@ -1836,6 +1836,7 @@ const EgressSinkOps egress_pg_apply_ops = {
 	.abort_batch = pga_abort_batch,
 	.cleanup = pga_cleanup,
 	.close = pga_close,
+	.probe = egress_postgres_probe,
 };
 
 /* <system identifier>/<database name>: which source the state rows are of */
