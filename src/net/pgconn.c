@@ -265,6 +265,23 @@ pgconn_message(const char *msg)
  */
 
 /*
+ * Notices and warnings of the target session: libpq's default prints them
+ * on stderr, i.e. into this server's log, where a target (its triggers,
+ * its DDL chatter) could write at will.  Shown at DEBUG1 only, one line,
+ * cut short.
+ */
+static void
+pgconn_notice_receiver(void *arg, const PGresult *res)
+{
+	char	   *msg = pgconn_message(PQresultErrorMessage(res));
+
+	if (strlen(msg) > 300)
+		msg[300] = '\0';
+	ereport(DEBUG1,
+			(errmsg_internal("PostgreSQL destination: %s", msg)));
+}
+
+/*
  * For owners that are not superusers: the first address host resolves to
  * that pg_egress.allowed_destination_hosts allows, as text, or NULL with
  * *error set.
@@ -496,6 +513,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 		return NULL;
 	}
 
+	PQsetNoticeReceiver(conn, pgconn_notice_receiver, NULL);
 	if (PQsetnonblocking(conn, 1) != 0)
 	{
 		*error = pgconn_message(PQerrorMessage(conn));
