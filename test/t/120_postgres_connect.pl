@@ -241,6 +241,15 @@ ok(poll_until('the change after the rotation', 90, sub {
 }), 'the change made meanwhile arrives') or diag explain stream_row($src, 'sf');
 unlike(slurp_file($src->logfile), qr/rotated-9931/, 'the new password is not in the server log');
 
+# a refused connection (the target did not ask for the password) stops the
+# stream: retrying cannot cure it
+($ret, $out, $err) = query_as($src, 'mallory', q{SELECT egress_add_stream('strust', 't', 'LOG_BASED', 'm_trust')});
+is($ret, 0, 'a stream to the trust database') or diag $err;
+wait_stream_where($src, 'strust', q{state = 'error' AND last_error ~ 'did not ask for the password'}, 60,
+	'a target that lets the connection in without the password: the stream stops, saying why');
+is($tgt->safe_psql('trustdb', q{SELECT count(*) FROM pg_class WHERE relname IN ('t', '_pg_egress_state')}), '0',
+	'... and nothing was created there');
+
 # unreachable: the target stops; the stream retries and says so
 $tgt->stop;
 $src->safe_psql('postgres', q{INSERT INTO t VALUES (8, 'v8')});
