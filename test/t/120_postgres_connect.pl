@@ -205,8 +205,9 @@ ok(poll_until('the failure in the log', 30, sub {
 no_secret(stream_row($src, 'st')->{last_error}, 'last_error');
 is($tgt->safe_psql('wh', q{SELECT count(*) FROM pg_class WHERE relname = 't'}), '0', 'nothing reached the target');
 # (an initial sync retries its batch until it is delivered, with the
-# settings it started with: egress_alter_destination does not reach it.
-# The stream stays retrying; the flow is shown with another destination.)
+# settings it started with: egress_alter_destination alone does not reach
+# it, pausing and resuming the stream does.  The stream stays retrying
+# here; the flow is shown with another destination.)
 
 # ---- a destination that works: rows flow ----
 $src->safe_psql('postgres', q{SELECT egress_alter_destination('m_ok', options => '{"flush_interval": "200ms"}')});
