@@ -287,7 +287,7 @@ pgconn_notice_receiver(void *arg, const PGresult *res)
  * *error set.
  */
 static char *
-pgconn_pin_address(const EgressPgTarget *target, char **error)
+pgconn_pin_address(const EgressPgTarget *target, char **error, bool *refused)
 {
 	struct addrinfo hints;
 	struct addrinfo *res = NULL;
@@ -298,6 +298,7 @@ pgconn_pin_address(const EgressPgTarget *target, char **error)
 	if (target->host[0] == '/' || target->host[0] == '@')
 	{
 		*error = psprintf("socket directories are not allowed as the host of destinations of roles that are not superusers");
+		*refused = true;
 		return NULL;
 	}
 	memset(&hints, 0, sizeof(hints));
@@ -306,6 +307,7 @@ pgconn_pin_address(const EgressPgTarget *target, char **error)
 	rc = getaddrinfo(target->host, target->port, &hints, &res);
 	if (rc != 0)
 	{
+		/* perhaps for a while only: retried */
 		*error = psprintf("could not resolve host \"%s\": %s",
 						  target->host, gai_strerror(rc));
 		return NULL;
@@ -329,6 +331,7 @@ pgconn_pin_address(const EgressPgTarget *target, char **error)
 		break;
 	}
 	freeaddrinfo(res);
+	*refused = (result == NULL);
 	if (result == NULL)
 		*error = psprintf("destination host \"%s\" is not allowed: %s; pg_egress.allowed_destination_hosts does not allow it for destinations of roles that are not superusers",
 						  target->host, why[0] ? why : "it has no address");
@@ -377,12 +380,9 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 			*refused = true;
 			return NULL;
 		}
-		hostaddr = pgconn_pin_address(target, error);
+		hostaddr = pgconn_pin_address(target, error, refused);
 		if (hostaddr == NULL)
-		{
-			*refused = true;
 			return NULL;
-		}
 	}
 
 	timeout_ms = (opts && opts->connect_timeout_ms > 0) ?
