@@ -29,7 +29,7 @@ my $FORGED = 'FORGED-5e3d';		# what the hostile server tries to log
 # ---------------------------------------------------------------------------
 # The source: also on 127.0.0.1, trusted there (initdb -A trust)
 # ---------------------------------------------------------------------------
-my $src = create_node('pgatk_src', conf => "listen_addresses = '127.0.0.1'\n");
+my $src = create_node('pgatk_src', cdc => 1, conf => "listen_addresses = '127.0.0.1'\n");
 my $su = $src->safe_psql('postgres', 'SELECT current_user');
 my $sport = $src->port;
 
@@ -326,6 +326,26 @@ ok( poll_until('the check is over', 10, sub { -s $src->logfile > $log_from }) ||
 	my $log = slurp_file($src->logfile, $log_from);
 	unlike($log, qr/^\Q$FORGED\E/m, 'hostile target cannot write a line of its choice into the source log');
 }
+
+# a member of the owner role (who cannot read the password) moves the URL to
+# its own server: the stored password must not follow the destination there
+unlink $captured;
+sql(qq{
+CREATE ROLE crew IN ROLE egress_user;
+CREATE ROLE deckhand LOGIN IN ROLE crew;
+SET ROLE crew;
+SELECT egress_add_destination('crew_wh', 'postgres://loader\@127.0.0.1:$tport/analytics', '{"password": "$PW", "sslmode": "disable"}');
+});
+{
+	my ($ret, $out, $err) = as('deckhand', "SELECT options->>'password' FROM egress_destinations WHERE name = 'crew_wh'");
+	is($out, '***', 'a member of the owner role does not see the password');
+	($ret, $out, $err) = as('deckhand',
+		"SELECT egress_alter_destination('crew_wh', url => 'postgres://loader\@127.0.0.1:$fport/analytics')");
+	check_reach('deckhand', 'crew_wh') if $ret == 0;
+	my $got = -e $captured ? slurp_file($captured) : '';
+	$got =~ s/\0$//;
+	isnt($got, $PW, 'moving the URL does not hand the stored password to the new host');
+}
 kill 'TERM', $fake;
 waitpid($fake, 0);
 
@@ -367,6 +387,46 @@ SKIP:
 	isnt($ok, 't', 'once not a superuser: no connection through the socket directory');
 	($ok, $detail) = check_reach($su, 'boss_sock');
 	isnt($ok, 't', '... not even when a superuser checks it');
+}
+
+# ---------------------------------------------------------------------------
+# 9. A LOG_BASED worker of a superuser's socket destination: when the owner
+#    stops being a superuser, its next connection follows the rules of
+#    roles that are not superusers (no socket directory, a password)
+# ---------------------------------------------------------------------------
+{
+	my $sock = $src->host;
+	(my $enc = $sock) =~ s{([^A-Za-z0-9._~-])}{sprintf('%%%02X', ord($1))}ge;
+	sql("CREATE DATABASE sink_db; CREATE ROLE boss2 LOGIN SUPERUSER");
+	my ($ret, $out, $err) = as('boss2', qq{
+CREATE TABLE public.cdc_t (id bigint PRIMARY KEY, v text);
+SELECT egress_add_destination('boss_cdc', 'postgres://$su\@$enc:$sport/sink_db', '{"default_target_schema": "mirror"}');
+SELECT egress_add_stream('cdc_s', 'public.cdc_t', 'LOG_BASED', 'boss_cdc');
+});
+	is($ret, 0, 'a superuser adds a LOG_BASED stream to a socket destination') or diag $err;
+	ok( poll_until('the stream streams', 60, sub {
+				sql("SELECT coalesce(state, '') FROM egress_streams WHERE name = 'cdc_s'") eq 'streaming';
+			}),
+		'... it streams');
+	sql("INSERT INTO public.cdc_t VALUES (1, 'one')");
+	my $count = sub {
+		my ($r, $o) = $src->psql('sink_db', 'SELECT count(*) FROM mirror.cdc_t');
+		return $r == 0 ? $o : -1;
+	};
+	ok(poll_until('row 1 in sink_db', 60, sub { $count->() eq '1' }), '... and applies through the socket');
+
+	my $from = -s $src->logfile;
+	sql("ALTER ROLE boss2 NOSUPERUSER; GRANT egress_user TO boss2");
+	sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'sink_db' AND application_name = 'pg_egress'");
+	sql("INSERT INTO public.cdc_t VALUES (2, 'two')");
+	my $refused = 0;
+	poll_until('row 2 applied, or the connection refused', 40, sub {
+		$refused = slurp_file($src->logfile, $from) =~
+		  /password is required for destinations of roles|socket directories are not allowed/;
+		return $refused || $count->() eq '2';
+	});
+	is($count->(), '1', 'the demoted owner\'s worker does not connect through the socket again');
+	ok($refused, '... it is refused as a non-superuser\'s destination');
 }
 
 $src->stop;
