@@ -9,9 +9,13 @@
 # anywhere another role (or the log) can see it.  A hostile target server
 # (a few lines of Perl speaking the protocol) must not write into the
 # source server's log or put bytes that are not valid in the database
-# encoding into messages.  A member of a destination's owner role must not
-# move a destination that carries another member's stream, TLS settings
-# included.
+# encoding into messages, nor receive the stored password when a member of
+# the owner role (who cannot read it) moves the URL there.  A member of a
+# destination's owner role must not move a destination that carries another
+# member's stream, TLS settings included.  A LOG_BASED worker of a superuser's
+# destination follows the rules of non-superusers once its owner is demoted.
+# TODO (design decisions, see the H5 report): a target that stops answering,
+# and libpq's fallback to the server user's ~/.postgresql/root.crt.
 use strict;
 use warnings;
 use IO::Socket::INET;
@@ -350,6 +354,47 @@ kill 'TERM', $fake;
 waitpid($fake, 0);
 
 # ---------------------------------------------------------------------------
+# 6b. A target that stops answering (hung, or its host gone without a reset):
+#     the worker must not wait forever holding the slot's WAL; the stream
+#     shows it retrying.  (TODO: a design decision: no query deadline or TCP
+#     keepalive settings exist for postgres destinations yet.)
+# ---------------------------------------------------------------------------
+{
+	my $l2 = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 5, ReuseAddr => 1, Proto => 'tcp')
+	  or die "listen: $!";
+	my $sport2 = $l2->sockport;
+	my $silent = fork();
+	die "fork: $!" unless defined $silent;
+	if ($silent == 0)
+	{
+		fake_server($l2, $captured . '_silent', 'silent');
+		POSIX::_exit(0);
+	}
+	close $l2;
+	TODO:
+	{
+		local $TODO = 'no deadline for queries on the target (option "timeout"?) nor TCP keepalive settings';
+		my ($ret, $out, $err) = as('mallory',
+			"SELECT egress_add_destination('silent', 'postgres://loader\@127.0.0.1:$sport2/analytics', "
+			  . "'{\"password\": \"x\", \"sslmode\": \"disable\", \"timeout\": \"3s\"}')");
+		is($ret, 0, 'a postgres destination takes a query timeout') or diag $err;
+		my $noticed = 0;
+		if ($ret == 0)
+		{
+			as('mallory', "SELECT egress_add_stream('t_silent', 'public.t', 'FULL_TABLE', 'silent')");
+			$noticed = poll_until('the silent target noticed', 30, sub {
+				slurp_file($src->logfile) =~ /could not deliver batch t_silent/;
+			});
+			as('mallory', "SELECT egress_remove_stream('t_silent')");
+		}
+		ok($noticed, 'a target that stops answering is noticed and retried');
+	}
+	kill 'TERM', $silent;
+	waitpid($silent, 0);
+}
+
+# ---------------------------------------------------------------------------
 # 7. verify-full without sslrootcert: no file of the server's OS user
 # ---------------------------------------------------------------------------
 SKIP:
@@ -443,12 +488,13 @@ done_testing();
 # ---------------------------------------------------------------------------
 sub fake_server
 {
-	my ($listen, $captured) = @_;
+	my ($listen, $captured, $mode) = @_;
+	$mode //= 'hostile';
 	local $SIG{TERM} = sub { POSIX::_exit(0) };
 	while (my $c = $listen->accept)
 	{
 		binmode $c;
-		eval { fake_session($c, $captured) };
+		eval { fake_session($c, $captured, $mode) };
 		close $c;
 	}
 	return;
@@ -470,7 +516,7 @@ sub pmsg { my ($t, $body) = @_; return $t . pack('N', length($body) + 4) . $body
 
 sub fake_session
 {
-	my ($c, $captured) = @_;
+	my ($c, $captured, $mode) = @_;
 	for (;;)
 	{
 		my $len = unpack('N', readn($c, 4));
@@ -489,18 +535,29 @@ sub fake_session
 	my $pw = readn($c, $len - 4);
 	if (open(my $fh, '>', $captured)) { print $fh $pw; close $fh; }
 	syswrite($c, pmsg('R', pack('N', 0)));
-	syswrite($c, pmsg('N', "SWARNING\0VWARNING\0C01000\0Mhello\n$FORGED LOG:  database system is shut down\0\0"));
-	syswrite($c, pmsg('S', "server_version\x0015.0 \xff\xfe\0"));
+	syswrite($c, pmsg('N', "SWARNING\0VWARNING\0C01000\0Mhello\n$FORGED LOG:  database system is shut down\0\0"))
+	  if $mode eq 'hostile';
+	syswrite($c, pmsg('S', $mode eq 'hostile' ? "server_version\x0015.0 \xff\xfe\0" : "server_version\x0015.0\0"));
 	syswrite($c, pmsg('S', "client_encoding\0UTF8\0"));
 	syswrite($c, pmsg('S', "standard_conforming_strings\0on\0"));
 	syswrite($c, pmsg('K', pack('NN', 4242, 4242)));
 	syswrite($c, pmsg('Z', 'I'));
+	my $silent_answered = 0;
 	for (;;)
 	{
 		my $type = readn($c, 1);
 		my $l = unpack('N', readn($c, 4));
 		readn($c, $l - 4) if $l > 4;
 		last if $type eq 'X';
+		if ($mode eq 'silent')
+		{
+			# the session's SETs are answered; then nothing, ever (a
+			# server that hangs, or a connection whose peer is gone)
+			next if $silent_answered++;
+			syswrite($c, pmsg('C', "SET\0")) for 1 .. 4;
+			syswrite($c, pmsg('Z', 'I'));
+			next;
+		}
 		syswrite($c, pmsg('E', "SERROR\0VERROR\0CXX000\0Mbad \xff\xfe bytes\0\0"));
 		syswrite($c, pmsg('Z', 'I'));
 	}
