@@ -39,6 +39,7 @@
 #include <arpa/inet.h>
 
 #include "mb/pg_wchar.h"
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
@@ -256,7 +257,53 @@ pgconn_message(const char *msg)
 	}
 	if (buf.len == 0)
 		return pstrdup("connection to the target server failed");
-	return buf.data;
+	return egress_pg_sanitize(buf.data);
+}
+
+/*
+ * Text from the target server made safe for messages and the catalog:
+ * bytes that are not valid in the database encoding and control characters
+ * become '?'.  In place; returns s.
+ */
+char *
+egress_pg_sanitize(char *s)
+{
+	int			enc = GetDatabaseEncoding();
+	char	   *p = s;
+	int			left = strlen(s);
+
+	while (left > 0)
+	{
+		int			l;
+
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+		{
+			*p++ = '?';
+			left--;
+			continue;
+		}
+		l = pg_encoding_verifymbchar(enc, p, left);
+		if (l <= 0)
+		{
+			*p++ = '?';
+			left--;
+			continue;
+		}
+		p += l;
+		left -= l;
+	}
+	return s;
+}
+
+/* notices of the target: one line each, at DEBUG1, never raw on stderr */
+static void
+pgconn_notice_receiver(void *arg, const PGresult *res)
+{
+	const char *msg = PQresultErrorMessage(res);
+
+	ereport(DEBUG1,
+			(errmsg_internal("pg_egress: message from PostgreSQL destination %s: %s",
+							 (const char *) arg, pgconn_message(msg))));
 }
 
 /* ---------------------------------------------------------------------
@@ -365,6 +412,23 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	*error = NULL;
 	*refused = false;
 
+	/* the owner's status now, not when the worker's session began */
+	if (target->owner_at != NULL && OidIsValid(*target->owner_at))
+	{
+		MemoryContext oldcxt = CurrentMemoryContext;
+		bool		in_xact = IsTransactionState();
+
+		if (!in_xact)
+		{
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+		}
+		owner_superuser = superuser_arg(*target->owner_at);
+		if (!in_xact)
+			CommitTransactionCommand();
+		MemoryContextSwitchTo(oldcxt);
+	}
+
 	if (!owner_superuser)
 	{
 		/* checked at add time too; checked again in case the owner lost superuser */
@@ -467,6 +531,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 		PQfinish(conn);
 		return NULL;
 	}
+	PQsetNoticeReceiver(conn, pgconn_notice_receiver, (void *) target->host);
 
 	PG_TRY();
 	{

@@ -34,6 +34,7 @@ typedef struct EgressPgTarget
 	 * instead of owner_superuser.
 	 */
 	const bool *owner_superuser_at;
+	const Oid  *owner_at;		/* when it points at a valid Oid: superuser_arg() at each connection */
 } EgressPgTarget;
 
 /*
@@ -66,6 +67,7 @@ extern PGconn *egress_pgconn_connect_ex(const EgressPgTarget *target, char **err
 										bool *refused);
 
 extern void egress_pgconn_close(PGconn *conn);
+extern char *egress_pg_sanitize(char *s);
 
 /*
  * Percent-encoding of the parts of a stored location (user, host name,

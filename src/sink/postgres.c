@@ -219,6 +219,7 @@ postgres_open(EgressSink *sink)
 
 	/* callers set owner_superuser after open: read it at each connection */
 	target->owner_superuser_at = &sink->owner_superuser;
+	target->owner_at = &sink->owner;
 	sink->wants_positions = true;
 	sink->ops = &egress_pg_apply_ops;
 	sink->private_data = egress_pg_apply_create(sink, target);
@@ -263,7 +264,8 @@ egress_postgres_probe(EgressSink *sink)
 	{
 		const char *params[1] = {schema};
 		PGresult   *res;
-		const char *version = PQparameterStatus(conn, "server_version");
+		const char *v = PQparameterStatus(conn, "server_version");
+		const char *version = v ? egress_pg_sanitize(pstrdup(v)) : NULL;
 		bool		schema_exists;
 		bool		may_create;
 

@@ -128,6 +128,8 @@ struct EgressSink
 	 * pg_egress.allowed_destination_hosts allows (net/hosts.h).
 	 */
 	bool		owner_superuser;
+	/* the destination's owner, when known: superuser status re-read at each connection */
+	Oid			owner;
 
 	/*
 	 * Set by the kind's open: the sink wants every RECORD and ACTIVATE_VERSION
