@@ -295,17 +295,6 @@ egress_pg_sanitize(char *s)
 	return s;
 }
 
-/* notices of the target: one line each, at DEBUG1, never raw on stderr */
-static void
-pgconn_notice_receiver(void *arg, const PGresult *res)
-{
-	const char *msg = PQresultErrorMessage(res);
-
-	ereport(DEBUG1,
-			(errmsg_internal("pg_egress: message from PostgreSQL destination %s: %s",
-							 (const char *) arg, pgconn_message(msg))));
-}
-
 /* ---------------------------------------------------------------------
  * Connecting
  * ---------------------------------------------------------------------
