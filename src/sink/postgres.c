@@ -259,6 +259,9 @@ egress_postgres_probe(EgressSink *sink)
 	conn = egress_pgconn_connect_ex(target, &error, &refused);
 	if (conn == NULL)
 		report_connect_failure(sink, error, refused);
+	/* a check answers quickly or says why not: the probe within connect_timeout */
+	egress_pgconn_set_timeout(conn, sink->opts.connect_timeout_ms > 0 ?
+							  sink->opts.connect_timeout_ms : 10000);
 
 	PG_TRY();
 	{
