@@ -151,6 +151,15 @@ struct EgressSink
 #define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
 
 /*
+ * SQLSTATE of a sync (FULL_TABLE, INCREMENTAL) given up because its
+ * destination was changed while a batch was being retried
+ * (egress_sink_watch_destination): not a failure of the stream; the worker
+ * ends, the stream stays pending/syncing, and the next worker runs it
+ * again with the destination as it is now.
+ */
+#define EGRESS_ERRCODE_RESTART_RUN MAKE_SQLSTATE('P','E','0','0','2')
+
+/*
  * What else the sinks raise, so that callers can classify a failure by its
  * SQLSTATE alone: ERRCODE_CONNECTION_FAILURE, a delivery that did not get
  * through (transport errors, 408/429/5xx answers, S3 SlowDown) once the
@@ -217,6 +226,16 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
  */
 extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
 extern bool egress_sink_show_retrying(void *arg, TimestampTz since);
+
+/*
+ * The sink of this process's sync of stream stream_id: while
+ * egress_sink_show_retrying retries one of its batches, a change of the
+ * stream's destination (kind, location, options, owner: a password fixed
+ * with egress_alter_destination) ends the retries with
+ * EGRESS_ERRCODE_RESTART_RUN, so that the run starts again with the new
+ * destination (and its checks: egress_check_destination_use).
+ */
+extern void egress_sink_watch_destination(EgressSink *sink, int32 stream_id);
 extern void egress_sink_show_reading(void *arg);
 extern void egress_sink_retry_done(EgressSink *sink);
 

@@ -479,6 +479,8 @@ incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
 	current_sink->keep_retrying = egress_sink_show_retrying;
 	current_sink->keep_retrying_arg = slot;
 	current_sink->delivered_after_retries = egress_sink_show_reading;
+	/* a destination changed meanwhile (a password fixed): the run starts again */
+	egress_sink_watch_destination(current_sink, def->id);
 	run_incremental(def, current_sink, slot, &start, &inc, &result);
 	finish_run(def, &start, &inc, &result);
 	ereport(DEBUG1,
