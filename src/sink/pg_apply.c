@@ -777,10 +777,9 @@ on_record(ApplySink *a, LineParse *lp)
 	if (lp->position)
 	{
 		egress_pg_copy_escape(buf, lp->position, strlen(lp->position));
-		if (seg->position == NULL || strlen(seg->position) < strlen(lp->position))
+		/* the greatest: a row re-read for its TOAST values may come late */
+		if (seg->position == NULL || strcmp(seg->position, lp->position) < 0)
 			seg->position = MemoryContextStrdup(a->batch_cxt, lp->position);
-		else
-			strcpy(seg->position, lp->position);
 	}
 	else
 		appendStringInfoString(buf, "\\N");
@@ -1184,7 +1183,7 @@ append_last_per_key(StringInfo sql, const ApplySchema *s, const char *inner,
 	appendStringInfo(sql, ") * FROM " STAGE "%s%s ORDER BY ",
 					 inner ? " WHERE " : "", inner ? inner : "");
 	append_keys(sql, s, "");
-	appendStringInfo(sql, ", _pg_egress_seq DESC) s%s%s",
+	appendStringInfo(sql, ", _pg_egress_pos COLLATE \"C\" DESC, _pg_egress_seq DESC) s%s%s",
 					 outer ? " WHERE " : "", outer ? outer : "");
 }
 
