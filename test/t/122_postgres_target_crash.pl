@@ -123,8 +123,9 @@ my $url = 'postgres://loader@127.0.0.1:' . $target->port . '/analytics';
 sq('SELECT egress_add_destination(' . sql_quote('wh') . ', ' . sql_quote($url) . ', '
 	  . sql_quote(qq({"password": "$PASSWORD", "default_target_schema": "raw", "add_metadata_columns": true, "primary_key_required": false, "batch_size_rows": $BATCH}))
 	  . '::jsonb)');
-sq(q{SELECT egress_add_stream('sk', 'k', method => 'LOG_BASED', destination => 'wh')});
-sq(q{SELECT egress_add_stream('snk', 'nk', method => 'LOG_BASED', destination => 'wh')});
+# small batches (the stream option: batch_size_rows is the destination's)
+sq(qq{SELECT egress_add_stream('sk', 'k', method => 'LOG_BASED', destination => 'wh', options => '{"batch_max_rows": $BATCH}')});
+sq(qq{SELECT egress_add_stream('snk', 'nk', method => 'LOG_BASED', destination => 'wh', options => '{"batch_max_rows": $BATCH}')});
 wait_stream_state($node, 'sk', 'streaming', 180);
 wait_stream_state($node, 'snk', 'streaming', 180);
 
@@ -270,6 +271,7 @@ sub target_ahead
 	my $max = lsn_of_position($p[-1]) // 0;
 	my ($ret, $persisted) = $node->psql('postgres', q{SELECT min(ss.confirmed_lsn) FROM egress.stream_state ss JOIN egress.stream s ON s.id = ss.stream_id WHERE s.name IN ('sk', 'snk')});
 	return 0 unless $ret == 0 && $persisted ne '';
+	note "target position $p[-1], source bookmarks persisted up to $persisted";
 	return $max > lsn_int($persisted);
 }
 
@@ -349,18 +351,30 @@ for my $i (1 .. 2)
 	ok(poll_until('the loader held mid-apply', 120, \&loader_waiting),
 		"$what: a loader transaction waits mid-apply");
 	wait_backlog(30);
+	# the postmaster and every process of the target
+	my @procs = split /\n/, $target->safe_psql('analytics',
+		'SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()');
+	push @procs, (split /\n/, slurp_file($target->data_dir . '/postmaster.pid'))[0];
 	$target->kill9;
 	eval { $bg->quit; };
-	# orphaned backends leave after the postmaster: start when it works
-	ok(poll_until('the target restarts', 120, sub { $target->start(fail_ok => 1) }),
-		"$what: the target restarted");
+	# orphaned processes leave after the postmaster: start once they are gone
+	ok(poll_until('the target postmaster and its processes gone', 60,
+			sub { !grep { kill(0, $_) } @procs }),
+		"$what: the target's processes are gone");
+	ok($target->start(fail_ok => 1), "$what: the target restarted");
 	wait_target_progress("after $what");
 }
 
 # stop the workload; the source delivers everything
 write_file($stop, '');
 eval { $writer->finish; };
-diag 'writer: ' . (slurp_file($wlog) =~ /(runs=\d+ ok=\d+)/ ? $1 : '?');
+{
+	my $w = slurp_file($wlog);
+	my %why;
+	$why{$_}++ for map { s/^.*?(ERROR|FATAL|error):\s*//r } grep { /ERROR|FATAL|error:/ } split /\n/, $w;
+	diag 'writer: ' . ($w =~ /(runs=\d+ ok=\d+)/ ? $1 : '?') . '; failures: '
+	  . join('; ', map { "$why{$_} x $_" } (sort { $why{$b} <=> $why{$a} } keys %why)[0 .. 4]);
+}
 wait_caught_up($node, 'sk');
 wait_caught_up($node, 'snk');
 
