@@ -779,7 +779,12 @@ on_record(ApplySink *a, LineParse *lp)
 		egress_pg_copy_escape(buf, lp->position, strlen(lp->position));
 		/* the greatest: a row re-read for its TOAST values may come late */
 		if (seg->position == NULL || strcmp(seg->position, lp->position) < 0)
-			seg->position = MemoryContextStrdup(a->batch_cxt, lp->position);
+		{
+			if (seg->position == NULL || strlen(lp->position) > strlen(seg->position))
+				seg->position = MemoryContextStrdup(a->batch_cxt, lp->position);
+			else
+				strcpy(seg->position, lp->position);
+		}
 	}
 	else
 		appendStringInfoString(buf, "\\N");
