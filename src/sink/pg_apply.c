@@ -1215,18 +1215,58 @@ append_on_conflict(StringInfo sql, const ApplySchema *s)
 		appendStringInfoString(sql, " DO NOTHING");
 }
 
+/*
+ * Rows of source (a parenthesized query or a table, unique keys) into
+ * dest, by key: MERGE on PostgreSQL 15 and later (measured faster than
+ * INSERT ... ON CONFLICT: docs/postgres_target.md), else ON CONFLICT.
+ */
+static void
+append_merge(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *dest,
+			 const char *source)
+{
+	bool		any = false;
+
+	if (PQserverVersion(conn) < 150000)
+	{
+		appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
+		append_columns(sql, s);
+		appendStringInfoString(sql, ") SELECT ");
+		append_columns(sql, s);
+		appendStringInfo(sql, " FROM %s", source);
+		append_on_conflict(sql, s);
+		appendStringInfoString(sql, ";\n");
+		return;
+	}
+	appendStringInfo(sql, "MERGE INTO %s AS t USING %s ON ", dest, source);
+	append_key_match(sql, s, "t", "s");
+	for (int i = 0; i < s->ncols; i++)
+	{
+		const char *q;
+
+		if (is_key(s, i))
+			continue;
+		q = quote_identifier(s->cols[i].name);
+		appendStringInfo(sql, "%s%s = s.%s", any ? ", " : " WHEN MATCHED THEN UPDATE SET ", q, q);
+		any = true;
+	}
+	appendStringInfoString(sql, " WHEN NOT MATCHED THEN INSERT (");
+	append_columns(sql, s);
+	appendStringInfoString(sql, ") VALUES (");
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(sql, "%ss.%s", i ? ", " : "", quote_identifier(s->cols[i].name));
+	appendStringInfoString(sql, ");\n");
+}
+
 /* upserts: the last non-delete record of each key */
 static void
-append_upsert(StringInfo sql, const ApplySchema *s, const char *dest, const Segment *seg)
+append_upsert(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *dest,
+			  const Segment *seg)
 {
-	appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
-	append_columns(sql, s);
-	appendStringInfoString(sql, ") SELECT ");
-	append_columns(sql, s);
-	appendStringInfoString(sql, " FROM ");
-	append_last_per_key(sql, s, seg->deletes ? "NOT _pg_egress_del" : NULL, NULL);
-	append_on_conflict(sql, s);
-	appendStringInfoString(sql, ";\n");
+	StringInfoData source;
+
+	initStringInfo(&source);
+	append_last_per_key(&source, s, seg->deletes ? "NOT _pg_egress_del" : NULL, NULL);
+	append_merge(sql, conn, s, dest, source.data);
 }
 
 /* delete records: the row goes (hard) or gets _sdc_deleted_at (soft) */
@@ -1326,7 +1366,7 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 		append_keyless(&sql, t->a, s, dest, seg);
 	else
 	{
-		append_upsert(&sql, s, dest, seg);
+		append_upsert(&sql, t->c->conn, s, dest, seg);
 		if (seg->deletes)
 			append_deletes(&sql, t->a, s, dest,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
@@ -1440,13 +1480,16 @@ activate_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s)
 
 		retire_rows(t, st, s, shadow, ss->loading);
 		initStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s AS t (", st->qtable);
-		append_columns(&sql, s);
-		appendStringInfoString(&sql, ") SELECT ");
-		append_columns(&sql, s);
-		appendStringInfo(&sql, " FROM %s", shadow);
 		if (s->nkeys > 0)
-			append_on_conflict(&sql, s);
+			append_merge(&sql, t->c->conn, s, st->qtable, psprintf("%s AS s", shadow));
+		else
+		{
+			appendStringInfo(&sql, "INSERT INTO %s (", st->qtable);
+			append_columns(&sql, s);
+			appendStringInfoString(&sql, ") SELECT ");
+			append_columns(&sql, s);
+			appendStringInfo(&sql, " FROM %s", shadow);
+		}
 		txn_run(t, sql.data);
 		txn_ddl(t, psprintf("DROP TABLE %s", shadow));
 	}
