@@ -12,7 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use EgressTest;
 
-my $src = create_node('src', cdc => 1);
+my $src = create_node('src', cdc => 1, conf => "listen_addresses = '127.0.0.1'\n");
 
 my $tgt = PostgreSQL::Test::Cluster->new('tgt');
 $tgt->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
@@ -89,5 +89,57 @@ $src->safe_psql('postgres', q{TRUNCATE ev; INSERT INTO ev VALUES (5000, 'after')
 ok(poll_until('truncate of ev', 60, sub { tq(q{SELECT count(*) FROM raw.ev WHERE id = 5000}) eq '1' }), 'TRUNCATE: later rows arrive');
 is(tq(q{SELECT count(*) FROM raw.ev WHERE _sdc_deleted_at IS NULL}), '1', 'TRUNCATE soft-deletes the older rows');
 
-is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL}), '', 'no stream error');
+# Schema evolution on a LOG_BASED stream: a new column, a type change
+$src->safe_psql('postgres', q{
+ALTER TABLE ev ADD COLUMN n integer;
+INSERT INTO ev VALUES (5001, 'n', 7);
+ALTER TABLE ev ALTER COLUMN n TYPE text;
+INSERT INTO ev VALUES (5002, 'n2', 'seven');
+});
+ok(poll_until('evolution of ev', 60, sub { tq(q{SELECT count(*) FROM raw.ev WHERE id = 5002}) eq '1' }), 'evolution: rows arrive');
+is(tq(q{SELECT n FROM raw.ev WHERE id = 5002}), 'seven', 'the changed column has the new type');
+like(tq(q{SELECT string_agg(attname || ':' || format_type(atttypid, NULL), ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'raw.ev'::regclass AND attnum > 0 AND NOT attisdropped}),
+	qr/^id:bigint,v:character varying,_sdc_deleted_at:timestamp without time zone,_sdc_extracted_at:timestamp without time zone,_sdc_batched_at:timestamp without time zone,n_\d{8}_\d{4}:integer,n:character varying$/,
+	'the old column renamed aside, a new one added');
+is(tq(q{SELECT count(*) FROM raw.ev WHERE id = 5001 AND n IS NULL}), '1', 'old values stay in the renamed column');
+
+# FULL_TABLE again: a second version loads into a shadow table and replaces the rows
+$src->safe_psql('postgres', q{DELETE FROM items WHERE id > 900; UPDATE items SET name = 'new' WHERE id = 1;
+SELECT egress_resync_stream('items');});
+ok(poll_until('resync of items', 60, sub { tq(q{SELECT count(*) FROM raw.items WHERE _sdc_deleted_at IS NOT NULL}) eq '101' }),
+	'FULL_TABLE version 2: rows missing from it are soft-deleted');
+is(tq(q{SELECT name FROM raw.items WHERE id = 1}), 'new', 'FULL_TABLE version 2: rows updated');
+is(tq(q{SELECT count(*) FROM pg_class WHERE relname LIKE 'items__v%'}), '0', 'the shadow table is gone');
+
+# hard_delete, a keyless table (refused, then appended), the same cluster
+my $me = $src->safe_psql('postgres', 'SELECT current_user');
+my $sport = $src->port;
+$src->safe_psql('postgres', qq{
+CREATE DATABASE other;
+CREATE TABLE hd (id int PRIMARY KEY, v text);
+INSERT INTO hd SELECT i, 'x' FROM generate_series(1, 10) i;
+CREATE TABLE nokey (a int, b text);
+INSERT INTO nokey VALUES (1, 'a'), (1, 'a');
+SELECT egress_add_destination('hard', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "default_target_schema": "hard", "hard_delete": true}');
+SELECT egress_add_destination('same', 'postgres://$me\@127.0.0.1:$sport/other');
+SELECT egress_add_destination('appends', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "default_target_schema": "app", "primary_key_required": false}');
+SELECT egress_add_stream('hd', 'public.hd', 'LOG_BASED', 'hard');
+SELECT egress_add_stream('nokey', 'public.nokey', 'FULL_TABLE', 'wh');
+SELECT egress_add_stream('nokey2', 'public.nokey', 'FULL_TABLE', 'appends');
+});
+wait_stream_state($src, 'hd', 'streaming');
+$src->safe_psql('postgres', q{DELETE FROM hd WHERE id <= 3; UPDATE hd SET v = 'y' WHERE id = 10;});
+ok(poll_until('hard deletes', 60, sub { tq(q{SELECT count(*) || ':' || count(*) FILTER (WHERE v = 'y') FROM hard.hd}) eq '7:1' }),
+	'hard_delete: rows deleted');
+wait_stream_state($src, 'nokey', 'error');
+like(stream_row($src, 'nokey')->{last_error}, qr/has no primary key/, 'keyless table refused');
+wait_stream_state($src, 'nokey2', 'synced');
+is(tq(q{SELECT count(*) FROM app.nokey}), '2', 'keyless table appended when allowed');
+$src->safe_psql('postgres', q{SELECT egress_add_stream('same', 'public.hd', 'FULL_TABLE', 'same')});
+wait_stream_state($src, 'same', 'synced');
+is($src->safe_psql('other', q{SELECT count(*) FROM public.hd}), '7', 'the same cluster, another database');
+
+is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name <> 'nokey'}), '', 'no other stream error');
 done_testing();
