@@ -42,6 +42,8 @@
 
 #define STAGE		"_pg_egress_stage"
 #define STATE_TABLE	"_pg_egress_state"
+/* a delete record: only they carry a _sdc_deleted_at */
+#define DEL_PRED	"_sdc_deleted_at IS NOT NULL"
 
 /* ---------------------------------------------------------------------
  * Data
@@ -149,7 +151,8 @@ typedef struct ApplySink
 	/* the batch */
 	List	   *batch_streams;	/* of BatchStream *, first appearance order */
 	StringInfoData carry;		/* an incomplete line */
-	int64		seq;			/* rows of the batch, in order */
+	bool		no_direct;		/* this batch loads through staging only */
+	bool		direct_conflict;	/* a direct COPY met a key it had */
 	char	   *batched_at;		/* _sdc_batched_at of the batch */
 	bool		open;
 } ApplySink;
@@ -185,14 +188,10 @@ close_conn(ApplyConn *c)
  * raises EGRESS_ERRCODE_REJECTED with the target's message.
  */
 static PGresult *
-txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
+txn_check(ApplyTxn *t, PGresult *res, char *error)
 {
-	char	   *error = NULL;
-	PGresult   *res;
 	ExecStatusType status;
 
-	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
-							 copy ? copy->len : 0, &error);
 	if (res == NULL)
 	{
 		close_conn(t->c);
@@ -220,6 +219,17 @@ txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
 			 errdetail("The target server's error: %s", error),
 			 errhint("Retrying cannot help: change the target or the stream, then resume the stream.")));
 	return NULL;				/* keep compiler quiet */
+}
+
+static PGresult *
+txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
+{
+	char	   *error = NULL;
+	PGresult   *res;
+
+	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
+							 copy ? copy->len : 0, &error);
+	return txn_check(t, res, error);
 }
 
 static void
@@ -771,9 +781,10 @@ on_record(ApplySink *a, LineParse *lp)
 			appendStringInfoString(buf, a->batched_at);
 		else
 			copy_value(buf, &s->cols[i], vals[i]);
-		appendStringInfoChar(buf, '\t');
+		if (i < s->ncols - 1 || lp->position)
+			appendStringInfoChar(buf, '\t');
 	}
-	appendStringInfo(buf, INT64_FORMAT "\t%c\t", ++a->seq, del ? 't' : 'f');
+	/* the row ends with its position (a positioned segment's rows only) */
 	if (lp->position)
 	{
 		egress_pg_copy_escape(buf, lp->position, strlen(lp->position));
@@ -786,8 +797,6 @@ on_record(ApplySink *a, LineParse *lp)
 				strcpy(seg->position, lp->position);
 		}
 	}
-	else
-		appendStringInfoString(buf, "\\N");
 	appendStringInfoChar(buf, '\n');
 	seg->nrows++;
 	seg->deletes |= del;
@@ -879,7 +888,7 @@ pga_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	initStringInfo(&a->carry);
 	a->batched_at = utc_text(GetCurrentTimestamp());
 	MemoryContextSwitchTo(oldcxt);
-	a->seq = 0;
+	a->no_direct = false;
 	a->open = true;
 }
 
@@ -1180,15 +1189,17 @@ append_key_match(StringInfo sql, const ApplySchema *s, const char *l, const char
  * those matching inner (NULL: all), then those matching outer.
  */
 static void
-append_last_per_key(StringInfo sql, const ApplySchema *s, const char *inner,
-					const char *outer)
+append_last_per_key(StringInfo sql, const ApplySchema *s, const Segment *seg,
+					const char *inner, const char *outer)
 {
 	appendStringInfoString(sql, "(SELECT DISTINCT ON (");
 	append_keys(sql, s, "");
 	appendStringInfo(sql, ") * FROM " STAGE "%s%s ORDER BY ",
 					 inner ? " WHERE " : "", inner ? inner : "");
 	append_keys(sql, s, "");
-	appendStringInfo(sql, ", _pg_egress_pos COLLATE \"C\" DESC, _pg_egress_seq DESC) s%s%s",
+	/* positions order changes; rows without one have unique keys */
+	appendStringInfo(sql, "%s) s%s%s",
+					 seg->position ? ", _pg_egress_pos COLLATE \"C\" DESC" : "",
 					 outer ? " WHERE " : "", outer ? outer : "");
 }
 
@@ -1265,19 +1276,19 @@ append_upsert(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *de
 	StringInfoData source;
 
 	initStringInfo(&source);
-	append_last_per_key(&source, s, seg->deletes ? "NOT _pg_egress_del" : NULL, NULL);
+	append_last_per_key(&source, s, seg, seg->deletes ? DEL_PRED " IS NOT TRUE" : NULL, NULL);
 	append_merge(sql, conn, s, dest, source.data);
 }
 
 /* delete records: the row goes (hard) or gets _sdc_deleted_at (soft) */
 static void
-append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *dest,
-			   bool soft)
+append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const Segment *seg,
+			   const char *dest, bool soft)
 {
 	if (!soft)
 	{
 		appendStringInfo(sql, "DELETE FROM %s AS t USING ", dest);
-		append_last_per_key(sql, s, NULL, "s._pg_egress_del");
+		append_last_per_key(sql, s, seg, NULL, "s." DEL_PRED);
 		appendStringInfoString(sql, " AND ");
 		append_key_match(sql, s, "t", "s");
 		appendStringInfoString(sql, ";\n");
@@ -1298,7 +1309,7 @@ append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 	if (s->batched_at >= 0)
 		appendStringInfoString(sql, ", s._sdc_batched_at");
 	appendStringInfoString(sql, " FROM ");
-	append_last_per_key(sql, s, NULL, "s._pg_egress_del");
+	append_last_per_key(sql, s, seg, NULL, "s." DEL_PRED);
 	appendStringInfoString(sql, " ON CONFLICT (");
 	append_keys(sql, s, "");
 	appendStringInfoString(sql, ") DO UPDATE SET _sdc_deleted_at = EXCLUDED._sdc_deleted_at");
@@ -1321,11 +1332,12 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 	append_columns(sql, s);
 	appendStringInfoString(sql, ") SELECT ");
 	append_columns(sql, s);
-	appendStringInfo(sql, " FROM " STAGE "%s ORDER BY _pg_egress_seq;\n",
-					 hard ? " WHERE NOT _pg_egress_del" : "");
+	appendStringInfo(sql, " FROM " STAGE "%s%s;\n",
+					 hard ? " WHERE " DEL_PRED " IS NOT TRUE" : "",
+					 seg->position ? " ORDER BY _pg_egress_pos COLLATE \"C\"" : "");
 	if (!hard)
 		return;
-	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s._pg_egress_del", dest);
+	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s." DEL_PRED, dest);
 	for (int i = 0; i < s->ncols; i++)
 	{
 		const char *q = quote_identifier(s->cols[i].name);
@@ -1341,6 +1353,44 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 }
 
 /*
+ * The fast path of a version's first load (rows without positions nor
+ * deletes, into the table that was empty when the version started): COPY
+ * straight into it, as native logical replication's initial copy does.
+ * Rows already there (a batch sent again after a crash, under another
+ * batch id: a parallel sync's part) make the COPY fail with a unique
+ * violation; the attempt is then made again through staging (upserts).
+ */
+static bool
+load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+{
+	StreamState *ss = &bs->state;
+	StringInfoData sql;
+	PGresult   *res;
+	char	   *error = NULL;
+	const char *state;
+
+	if (t->a->no_direct || seg->position || seg->deletes ||
+		ss->loading == 0 || seg->version != ss->loading || ss->shadow)
+		return false;
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "COPY %s (", dest);
+	append_columns(&sql, seg->schema);
+	appendStringInfoString(&sql, ") FROM STDIN");
+	res = egress_pgconn_exec(t->c->conn, sql.data, seg->copy.data, seg->copy.len, &error);
+	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && state &&
+		strcmp(state, "23505") == 0)
+	{
+		PQclear(res);
+		close_conn(t->c);
+		t->a->direct_conflict = true;
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
+	}
+	PQclear(txn_check(t, res, error));
+	return true;
+}
+
+/*
  * One segment's rows into dest (the table or its shadow): staging table,
  * COPY, drop what the state says is applied, merge, in one round trip.
  */
@@ -1353,11 +1403,13 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 	StringInfoData sql;
 
 	initStringInfo(&sql);
+	if (load_direct(t, bs, seg, dest))
+		return;
 	appendStringInfoString(&sql, "CREATE TEMP TABLE " STAGE " (");
 	for (int i = 0; i < s->ncols; i++)
-		appendStringInfo(&sql, "%s %s, ", quote_identifier(s->cols[i].name), types[i]);
-	appendStringInfoString(&sql, "_pg_egress_seq bigint, _pg_egress_del boolean, "
-						   "_pg_egress_pos text) ON COMMIT DROP;\n");
+		appendStringInfo(&sql, "%s%s %s", i ? ", " : "", quote_identifier(s->cols[i].name), types[i]);
+	appendStringInfo(&sql, "%s) ON COMMIT DROP;\n",
+					 seg->position ? ", _pg_egress_pos text" : "");
 	appendStringInfoString(&sql, "COPY " STAGE " FROM STDIN;\n");
 	if (seg->position && bs->state.position)
 		appendStringInfo(&sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
@@ -1368,7 +1420,7 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 	{
 		append_upsert(&sql, t->c->conn, s, dest, seg);
 		if (seg->deletes)
-			append_deletes(&sql, t->a, s, dest,
+			append_deletes(&sql, t->a, s, seg, dest,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
 	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
@@ -1810,14 +1862,13 @@ forget_pending(ApplySink *a)
 }
 
 static bool
-pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *failure)
+attempt_once(ApplySink *a, const char *batch_id, EgressSinkFailure *failure)
 {
-	ApplySink  *a = sink->private_data;
 	MemoryContext oldcxt;
 	MemoryContext errcxt;
 	volatile bool ok = true;
 
-	check_batch(a);
+	a->direct_conflict = false;
 	MemoryContextReset(a->attempt_cxt);
 	oldcxt = MemoryContextSwitchTo(a->attempt_cxt);
 	errcxt = CurrentMemoryContext;
@@ -1858,6 +1909,25 @@ pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *fa
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
 	return ok;
+}
+
+static bool
+pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *failure)
+{
+	ApplySink  *a = sink->private_data;
+
+	check_batch(a);
+	if (attempt_once(a, batch_id, failure))
+		return true;
+	/* a direct COPY found rows of the batch: at once again, through staging */
+	if (a->direct_conflict && !a->no_direct)
+	{
+		a->no_direct = true;
+		pfree(failure->what);
+		failure->what = NULL;
+		return attempt_once(a, batch_id, failure);
+	}
+	return false;
 }
 
 static void
