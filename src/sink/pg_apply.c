@@ -29,7 +29,8 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "portability/instr_time.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/memutils.h"
@@ -128,13 +129,32 @@ struct ApplyStream
 	BatchStream *bs;			/* in the current batch, or NULL */
 };
 
-typedef struct ApplyConn
+struct ApplyConn
 {
 	PGconn	   *conn;
 	bool		state_ok;		/* _pg_egress_state exists (this session saw it) */
-} ApplyConn;
+};
 
-typedef struct ApplySink
+typedef struct ApplySink ApplySink;
+typedef struct ApplyConn ApplyConn;
+
+/* the transaction of one attempt on one connection */
+typedef struct ApplyTxn
+{
+	ApplySink  *a;
+	ApplyConn  *c;
+	const char *batch_id;
+	BatchStream *bs;			/* the stream being applied, for messages */
+} ApplyTxn;
+
+typedef enum EarlyState
+{
+	EARLY_NONE,					/* not tried for this batch */
+	EARLY_COPYING,
+	EARLY_OFF					/* given up, or done */
+} EarlyState;
+
+struct ApplySink
 {
 	EgressSink *sink;
 	EgressPgTarget *target;
@@ -153,19 +173,22 @@ typedef struct ApplySink
 	List	   *batch_streams;	/* of BatchStream *, first appearance order */
 	StringInfoData carry;		/* an incomplete line */
 	bool		no_direct;		/* this batch loads through staging only */
+	/* early load (see there) */
+	char	   *announced;		/* the batch's id, when the writer says it */
+	int			early;			/* EARLY_* */
+	ApplyTxn	early_txn;
+	BatchStream *early_bs;
+	Segment    *early_seg;
+	int			early_index;	/* of early_seg among its stream's segments */
+	int			early_sent;		/* bytes of its COPY text the target has */
 	bool		direct_conflict;	/* a direct COPY met a key it had */
 	char	   *batched_at;		/* _sdc_batched_at of the batch */
 	bool		open;
-} ApplySink;
+};
 
-/* the transaction of one attempt on one connection */
-typedef struct ApplyTxn
-{
-	ApplySink  *a;
-	ApplyConn  *c;
-	const char *batch_id;
-	BatchStream *bs;			/* the stream being applied, for messages */
-} ApplyTxn;
+
+static void forget_pending(ApplySink *a);
+static void early_row(ApplySink *a, BatchStream *bs, Segment *seg);
 
 /* ---------------------------------------------------------------------
  * Target statements
@@ -818,6 +841,7 @@ on_record(ApplySink *a, LineParse *lp)
 	appendStringInfoChar(buf, '\n');
 	seg->nrows++;
 	seg->deletes |= del;
+	early_row(a, bs, seg);
 }
 
 /* ---------------------------------------------------------------------
@@ -1100,7 +1124,7 @@ process_line(ApplySink *a, const char *line, int len)
 		MemoryContextReset(a->line_cxt);
 		return;
 	}
-	/* what the fast path took nothing from: it only reads */
+	/* the fast path gave up without side effects: it only reads */
 	lp.lex = makeJsonLexContextCstringLen((char *) line, len, GetDatabaseEncoding(), true);
 	sem.semstate = &lp;
 	sem.object_start = lp_open;
@@ -1160,6 +1184,8 @@ forget_batch(ApplySink *a)
 		((ApplyStream *) lfirst(lc))->bs = NULL;
 	a->batch_streams = NIL;
 	a->open = false;
+	a->announced = NULL;
+	a->early = EARLY_NONE;
 	MemoryContextReset(a->batch_cxt);
 	/* the carry buffer lives in the batch context */
 	a->carry.data = NULL;
@@ -1180,14 +1206,20 @@ pga_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	a->open = true;
 }
 
-static double tm_write, tm_commit;
+static void
+pga_announce_batch_id(EgressSink *sink, const char *batch_id)
+{
+	ApplySink  *a = sink->private_data;
+
+	a->announced = MemoryContextStrdup(a->batch_cxt, batch_id);
+}
+
 static void
 pga_write(EgressSink *sink, const char *data, size_t len)
 {
 	ApplySink  *a = sink->private_data;
 	const char *end = data + len;
 	const char *p = data;
-	instr_time st; INSTR_TIME_SET_CURRENT(st);
 
 	while (p < end)
 	{
@@ -1196,7 +1228,7 @@ pga_write(EgressSink *sink, const char *data, size_t len)
 		if (nl == NULL)
 		{
 			appendBinaryStringInfo(&a->carry, p, end - p);
-			break;
+			return;
 		}
 		if (a->carry.len > 0)
 		{
@@ -1208,7 +1240,6 @@ pga_write(EgressSink *sink, const char *data, size_t len)
 			process_line(a, p, nl - p);
 		p = nl + 1;
 	}
-	{ instr_time e; INSTR_TIME_SET_CURRENT(e); INSTR_TIME_SUBTRACT(e, st); tm_write += INSTR_TIME_GET_DOUBLE(e); }
 }
 
 static void
@@ -2046,21 +2077,21 @@ connect_if_needed(ApplySink *a, ApplyConn *c)
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 }
 
-static void
-apply_stream(ApplyTxn *t, BatchStream *bs)
+static bool
+stream_applied(ApplyTxn *t, BatchStream *bs)
 {
-	ListCell   *lc;
+	/* a batch sent again: the state row says it is applied */
+	return bs->state.batch_id && strcmp(bs->state.batch_id, t->batch_id) == 0;
+}
 
+/* segments [from, upto) of a stream */
+static void
+apply_segments(ApplyTxn *t, BatchStream *bs, int from, int upto)
+{
 	t->bs = bs;
-	if (bs->state.batch_id && strcmp(bs->state.batch_id, t->batch_id) == 0)
+	for (int i = from; i < upto; i++)
 	{
-		/* applied before: the state says so */
-		t->bs = NULL;
-		return;
-	}
-	foreach(lc, bs->segments)
-	{
-		Segment    *seg = lfirst(lc);
+		Segment    *seg = list_nth(bs->segments, i);
 
 		CHECK_FOR_INTERRUPTS();
 		if (seg->kind == SEG_ACTIVATE)
@@ -2068,24 +2099,37 @@ apply_stream(ApplyTxn *t, BatchStream *bs)
 		else
 			apply_rows(t, bs, seg);
 	}
+	t->bs = NULL;
+}
+
+/* a stream's segments from the from'th, then its state row */
+static void
+apply_stream(ApplyTxn *t, BatchStream *bs, int from)
+{
+	if (stream_applied(t, bs))
+		return;
+	apply_segments(t, bs, from, list_length(bs->segments));
+	t->bs = bs;
 	write_state(t, bs);
 	t->bs = NULL;
 }
 
 static void
-apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
+txn_begin(ApplyTxn *t, List *streams)
 {
-	ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
+	connect_if_needed(t->a, t->c);
+	txn_run(t, "BEGIN; SET LOCAL client_min_messages = warning");
+	ensure_state_table(t);
+	read_states(t, streams);
+}
+
+static void
+txn_commit(ApplyTxn *t, List *streams)
+{
 	ListCell   *lc;
 
-	connect_if_needed(a, t.c);
-	txn_run(&t, "BEGIN; SET LOCAL client_min_messages = warning");
-	ensure_state_table(&t);
-	read_states(&t, streams);
-	foreach(lc, streams)
-		apply_stream(&t, lfirst(lc));
-	txn_run(&t, "COMMIT");
-	t.c->state_ok = true;
+	txn_run(t, "COMMIT");
+	t->c->state_ok = true;
 	/* committed: what the tables were made to match holds */
 	foreach(lc, streams)
 	{
@@ -2093,7 +2137,7 @@ apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
 
 		if (st->pending)
 		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(a->cxt);
+			MemoryContext oldcxt = MemoryContextSwitchTo(t->a->cxt);
 
 			st->verified = st->pending;
 			st->coltypes = palloc(sizeof(char *) * st->verified->ncols);
@@ -2103,6 +2147,248 @@ apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
 		}
 		st->pending = NULL;
 	}
+}
+
+static void
+apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
+{
+	ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
+	ListCell   *lc;
+
+	txn_begin(&t, streams);
+	foreach(lc, streams)
+		apply_stream(&t, lfirst(lc), 0);
+	txn_commit(&t, streams);
+}
+
+/* ---------------------------------------------------------------------
+ * Early load: a snapshot batch streams its rows while it is written
+ *
+ * A sync's batch (one stream, its id announced) whose rows take the direct
+ * path starts its target transaction at its first row and sends the COPY
+ * text as it grows, so that the target loads while the source reads and
+ * renders (the two ran one after the other: the load was half the time).
+ * commit ends the COPY and finishes the transaction.  Anything unusual
+ * (not the direct path, a failure) gives up quietly: the rows stay in the
+ * segment, and commit applies the batch the usual way.
+ * ---------------------------------------------------------------------
+ */
+
+#define EARLY_CHUNK		(256 * 1024)
+
+static void
+early_wait(PGconn *conn, int event)
+{
+	int			rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | event,
+									   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* the next result of conn, NULL when there is none or the connection broke */
+static PGresult *
+early_result(PGconn *conn)
+{
+	for (;;)
+	{
+		if (!PQconsumeInput(conn))
+			return NULL;
+		if (!PQisBusy(conn))
+			return PQgetResult(conn);
+		early_wait(conn, WL_SOCKET_READABLE);
+	}
+}
+
+static bool
+early_flush(PGconn *conn)
+{
+	for (;;)
+	{
+		int			r = PQflush(conn);
+
+		if (r == 0)
+			return true;
+		if (r < 0)
+			return false;
+		early_wait(conn, WL_SOCKET_WRITEABLE);
+	}
+}
+
+static void
+early_give_up(ApplySink *a)
+{
+	close_conn(a->early_txn.c);
+	forget_pending(a);
+	a->early = EARLY_OFF;
+}
+
+/* sends what the segment has that the target does not; false: gave up */
+static bool
+early_send(ApplySink *a)
+{
+	PGconn	   *conn = a->early_txn.c->conn;
+	Segment    *seg = a->early_seg;
+	int			r;
+
+	if (conn == NULL)
+		return false;
+	while (seg->copy.len > a->early_sent)
+	{
+		r = PQputCopyData(conn, seg->copy.data + a->early_sent, seg->copy.len - a->early_sent);
+		if (r == 1)
+			a->early_sent = seg->copy.len;
+		else if (r < 0 || !early_flush(conn))
+		{
+			early_give_up(a);
+			return false;
+		}
+	}
+	if (!early_flush(conn))
+	{
+		early_give_up(a);
+		return false;
+	}
+	return true;
+}
+
+static bool
+direct_eligible(ApplySink *a, BatchStream *bs, const Segment *seg)
+{
+	StreamState *ss = &bs->state;
+
+	return !a->no_direct && seg->position == NULL && !seg->deletes &&
+		ss->loading != 0 && seg->version == ss->loading && !ss->shadow;
+}
+
+/* COPY into the table, up to the point where the target takes data */
+static void
+early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
+{
+	StringInfoData sql;
+	PGresult   *res;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
+	append_columns(&sql, seg->schema);
+	appendStringInfoString(&sql, ") FROM STDIN");
+	if (!PQsendQuery(t->c->conn, sql.data) || !early_flush(t->c->conn))
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
+	res = early_result(t->c->conn);
+	if (res && PQresultStatus(res) == PGRES_COPY_IN)
+	{
+		PQclear(res);
+		return;
+	}
+	PQclear(txn_check(t, res, pstrdup("no COPY")));
+	ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
+}
+
+static void
+early_start(ApplySink *a, BatchStream *bs, Segment *seg)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(a->batch_cxt);
+	ApplyTxn   *t = &a->early_txn;
+	int			idx = list_length(bs->segments) - 1;
+
+	a->early = EARLY_OFF;		/* unless it gets going */
+	t->a = a;
+	t->c = &a->conns[bs->st->conn];
+	t->batch_id = a->announced;
+	t->bs = NULL;
+	PG_TRY();
+	{
+		txn_begin(t, list_make1(bs));
+		if (!stream_applied(t, bs))
+		{
+			apply_segments(t, bs, 0, idx);
+			ensure_table(t, bs->st, seg->schema);
+			if (direct_eligible(a, bs, seg))
+			{
+				early_copy_begin(t, bs, seg);
+				a->early = EARLY_COPYING;
+				a->early_bs = bs;
+				a->early_seg = seg;
+				a->early_index = idx;
+				a->early_sent = 0;
+			}
+		}
+		if (a->early != EARLY_COPYING)
+			early_give_up(a);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(a->batch_cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != PGA_ERRCODE_RETRY &&
+			edata->sqlerrcode != EGRESS_ERRCODE_REJECTED)
+			PG_RE_THROW();
+		/* commit will meet it again, and report it */
+		FlushErrorState();
+		early_give_up(a);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* after a row went into seg: start, or send when a chunk is ready */
+static void
+early_row(ApplySink *a, BatchStream *bs, Segment *seg)
+{
+	if (a->early == EARLY_NONE)
+	{
+		if (a->announced && list_length(a->batch_streams) == 1 && bs->error == NULL &&
+			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
+			seg->position == NULL && !seg->deletes)
+			early_start(a, bs, seg);
+	}
+	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
+			 seg->copy.len - a->early_sent >= EARLY_CHUNK)
+		(void) early_send(a);
+}
+
+/*
+ * At commit: the COPY ended, the rest of the stream applied, COMMIT.
+ * false when the early load was given up: commit goes the usual way.
+ */
+static bool
+early_finish(ApplySink *a, const char *batch_id)
+{
+	ApplyTxn   *t = &a->early_txn;
+	BatchStream *bs = a->early_bs;
+	PGresult   *res;
+	const char *state;
+
+	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
+	if (strcmp(batch_id, a->announced) != 0 || bs->error || a->early_seg->deletes ||
+		list_length(a->batch_streams) != 1 || !early_send(a))
+	{
+		if (t->c->conn)
+			early_give_up(a);
+		return false;
+	}
+	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !early_flush(t->c->conn))
+		txn_check(t, NULL, pstrdup(PQerrorMessage(t->c->conn)));
+	res = early_result(t->c->conn);
+	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state && strcmp(state, "23505") == 0)
+	{
+		PQclear(res);
+		close_conn(t->c);
+		a->direct_conflict = true;
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
+	}
+	PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
+	while ((res = early_result(t->c->conn)) != NULL)
+		PQclear(res);
+	apply_stream(t, bs, a->early_index + 1);
+	txn_commit(t, list_make1(bs));
+	return true;
 }
 
 /* rejections found while parsing, and keyless streams when keys are required */
@@ -2152,6 +2438,27 @@ forget_pending(ApplySink *a)
 	}
 }
 
+/* each connection's streams, in a transaction of its own */
+static void
+apply_all(ApplySink *a, const char *batch_id)
+{
+	for (int i = 0; i < a->nconns; i++)
+	{
+		List	   *streams = NIL;
+		ListCell   *lc;
+
+		foreach(lc, a->batch_streams)
+		{
+			BatchStream *bs = lfirst(lc);
+
+			if (bs->st->conn == i)
+				streams = lappend(streams, bs);
+		}
+		if (streams != NIL)
+			apply_on_conn(a, i, batch_id, streams);
+	}
+}
+
 static bool
 attempt_once(ApplySink *a, const char *batch_id, EgressSinkFailure *failure)
 {
@@ -2165,21 +2472,8 @@ attempt_once(ApplySink *a, const char *batch_id, EgressSinkFailure *failure)
 	errcxt = CurrentMemoryContext;
 	PG_TRY();
 	{
-		for (int i = 0; i < a->nconns; i++)
-		{
-			List	   *streams = NIL;
-			ListCell   *lc;
-
-			foreach(lc, a->batch_streams)
-			{
-				BatchStream *bs = lfirst(lc);
-
-				if (bs->st->conn == i)
-					streams = lappend(streams, bs);
-			}
-			if (streams != NIL)
-				apply_on_conn(a, i, batch_id, streams);
-		}
+		if (a->early != EARLY_COPYING || !early_finish(a, batch_id))
+			apply_all(a, batch_id);
 	}
 	PG_CATCH();
 	{
@@ -2232,15 +2526,13 @@ pga_commit_batch(EgressSink *sink, const char *batch_id)
 		process_line(a, a->carry.data, a->carry.len);
 		resetStringInfo(&a->carry);
 	}
-	{ instr_time st, e; INSTR_TIME_SET_CURRENT(st);
 	egress_sink_commit_with_retries(sink, batch_id);
-	INSTR_TIME_SET_CURRENT(e); INSTR_TIME_SUBTRACT(e, st); tm_commit += INSTR_TIME_GET_DOUBLE(e);
-	elog(LOG, "TIMING write %.3f commit %.3f", tm_write, tm_commit); }
 	forget_batch(a);
 }
 
 const EgressSinkOps egress_pg_apply_ops = {
 	.begin_batch = pga_begin_batch,
+	.announce_batch_id = pga_announce_batch_id,
 	.write = pga_write,
 	.commit_batch = pga_commit_batch,
 	.commit_attempt = pga_commit_attempt,
