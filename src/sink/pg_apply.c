@@ -133,6 +133,9 @@ struct ApplyConn
 {
 	PGconn	   *conn;
 	bool		state_ok;		/* _pg_egress_state exists (this session saw it) */
+	bool		pending;		/* a query sent, its results not read yet */
+	bool		pending_direct; /* ... a direct COPY (a unique violation: staging) */
+	BatchStream *pending_bs;	/* ... of this stream, for messages */
 };
 
 typedef struct ApplySink ApplySink;
@@ -202,6 +205,50 @@ close_conn(ApplyConn *c)
 		egress_pgconn_close(c->conn);
 	c->conn = NULL;
 	c->state_ok = false;
+	c->pending = false;
+}
+
+/* waits for the socket (event) or the latch; serves interrupts */
+static void
+conn_wait(PGconn *conn, int event)
+{
+	int			rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | event,
+									   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* the next result of conn, NULL when there is none or the connection broke */
+static PGresult *
+conn_result(PGconn *conn)
+{
+	for (;;)
+	{
+		if (!PQconsumeInput(conn))
+			return NULL;
+		if (!PQisBusy(conn))
+			return PQgetResult(conn);
+		conn_wait(conn, WL_SOCKET_READABLE);
+	}
+}
+
+static bool
+conn_flush(PGconn *conn)
+{
+	for (;;)
+	{
+		int			r = PQflush(conn);
+
+		if (r == 0)
+			return true;
+		if (r < 0)
+			return false;
+		conn_wait(conn, WL_SOCKET_WRITEABLE);
+	}
 }
 
 /*
@@ -245,12 +292,103 @@ txn_check(ApplyTxn *t, PGresult *res, char *error)
 	return NULL;				/* keep compiler quiet */
 }
 
+/* a failed connection: its message */
+static void
+txn_broken(ApplyTxn *t)
+{
+	txn_check(t, NULL, pstrdup(t->c->conn ? PQerrorMessage(t->c->conn) : "no connection"));
+}
+
+/*
+ * The results of the query txn_send sent: the first error is raised as
+ * txn_check does (a direct COPY's unique violation sends the attempt
+ * through staging).
+ */
+static void
+txn_collect(ApplyTxn *t)
+{
+	PGresult   *res;
+	PGresult   *err = NULL;
+	BatchStream *bs = t->bs;
+
+	t->c->pending = false;
+	while ((res = conn_result(t->c->conn)) != NULL)
+	{
+		ExecStatusType status = PQresultStatus(res);
+
+		if (err == NULL && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK &&
+			status != PGRES_EMPTY_QUERY)
+			err = res;
+		else
+			PQclear(res);
+	}
+	if (PQstatus(t->c->conn) != CONNECTION_OK)
+		txn_broken(t);
+	if (err == NULL)
+		return;
+	if (t->c->pending_direct && PQresultErrorField(err, PG_DIAG_SQLSTATE) &&
+		strcmp(PQresultErrorField(err, PG_DIAG_SQLSTATE), "23505") == 0)
+	{
+		PQclear(err);
+		close_conn(t->c);
+		t->a->direct_conflict = true;
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
+	}
+	t->bs = t->c->pending_bs;
+	(void) txn_check(t, err, NULL);
+	t->bs = bs;
+}
+
+/*
+ * Sends sql, and the COPY data of its COPY FROM STDIN (copy), and returns
+ * without waiting for its end: the next statement on the connection
+ * collects the results.  Meanwhile the other connections get their work
+ * (parallelism): the targets apply concurrently.
+ */
+static void
+txn_send(ApplyTxn *t, const char *sql, const StringInfo copy, bool direct)
+{
+	PGconn	   *conn;
+
+	if (t->c->pending)
+		txn_collect(t);
+	conn = t->c->conn;
+	if (!PQsendQuery(conn, sql) || !conn_flush(conn))
+		txn_broken(t);
+	while (copy)
+	{
+		PGresult   *res = conn_result(conn);
+
+		if (res == NULL)
+			txn_broken(t);
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+		{
+			PQclear(res);
+			break;
+		}
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			t->c->pending_direct = direct;
+			(void) txn_check(t, res, NULL);
+		}
+		PQclear(res);
+	}
+	if (copy && (PQputCopyData(conn, copy->data, copy->len) != 1 ||
+				 PQputCopyEnd(conn, NULL) != 1 || !conn_flush(conn)))
+		txn_broken(t);
+	t->c->pending = true;
+	t->c->pending_direct = direct;
+	t->c->pending_bs = t->bs;
+}
+
 static PGresult *
 txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
 {
 	char	   *error = NULL;
 	PGresult   *res;
 
+	if (t->c->pending)
+		txn_collect(t);
 	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
 							 copy ? copy->len : 0, &error);
 	return txn_check(t, res, error);
@@ -1687,9 +1825,6 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 {
 	StreamState *ss = &bs->state;
 	StringInfoData sql;
-	PGresult   *res;
-	char	   *error = NULL;
-	const char *state;
 
 	if (t->a->no_direct || seg->position || seg->deletes ||
 		ss->loading == 0 || seg->version != ss->loading || ss->shadow)
@@ -1698,17 +1833,7 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 	appendStringInfo(&sql, "COPY %s (", dest);
 	append_columns(&sql, seg->schema);
 	appendStringInfoString(&sql, ") FROM STDIN");
-	res = egress_pgconn_exec(t->c->conn, sql.data, seg->copy.data, seg->copy.len, &error);
-	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && state &&
-		strcmp(state, "23505") == 0)
-	{
-		PQclear(res);
-		close_conn(t->c);
-		t->a->direct_conflict = true;
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
-	}
-	PQclear(txn_check(t, res, error));
+	txn_send(t, sql.data, (StringInfo) &seg->copy, true);
 	return true;
 }
 
@@ -1746,7 +1871,7 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
 	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
-	PQclear(txn_exec(t, sql.data, (StringInfo) &seg->copy));
+	txn_send(t, sql.data, (StringInfo) &seg->copy, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -2049,7 +2174,7 @@ write_state(ApplyTxn *t, BatchStream *bs)
 	if (ss->versions_changed)
 		appendStringInfoString(&sql, ", loading_version = EXCLUDED.loading_version, "
 							   "active_version = EXCLUDED.active_version");
-	txn_run(t, sql.data);
+	txn_send(t, sql.data, NULL, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -2123,12 +2248,12 @@ txn_begin(ApplyTxn *t, List *streams)
 	read_states(t, streams);
 }
 
+/* after COMMIT: what the tables were made to match holds */
 static void
-txn_commit(ApplyTxn *t, List *streams)
+txn_committed(ApplyTxn *t, List *streams)
 {
 	ListCell   *lc;
 
-	txn_run(t, "COMMIT");
 	t->c->state_ok = true;
 	/* committed: what the tables were made to match holds */
 	foreach(lc, streams)
@@ -2150,16 +2275,12 @@ txn_commit(ApplyTxn *t, List *streams)
 }
 
 static void
-apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
+txn_commit(ApplyTxn *t, List *streams)
 {
-	ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
-	ListCell   *lc;
-
-	txn_begin(&t, streams);
-	foreach(lc, streams)
-		apply_stream(&t, lfirst(lc), 0);
-	txn_commit(&t, streams);
+	txn_run(t, "COMMIT");
+	txn_committed(t, streams);
 }
+
 
 /* ---------------------------------------------------------------------
  * Early load: a snapshot batch streams its rows while it is written
@@ -2175,48 +2296,6 @@ apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
  */
 
 #define EARLY_CHUNK		(256 * 1024)
-
-static void
-early_wait(PGconn *conn, int event)
-{
-	int			rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | event,
-									   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
-
-	if (rc & WL_LATCH_SET)
-	{
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/* the next result of conn, NULL when there is none or the connection broke */
-static PGresult *
-early_result(PGconn *conn)
-{
-	for (;;)
-	{
-		if (!PQconsumeInput(conn))
-			return NULL;
-		if (!PQisBusy(conn))
-			return PQgetResult(conn);
-		early_wait(conn, WL_SOCKET_READABLE);
-	}
-}
-
-static bool
-early_flush(PGconn *conn)
-{
-	for (;;)
-	{
-		int			r = PQflush(conn);
-
-		if (r == 0)
-			return true;
-		if (r < 0)
-			return false;
-		early_wait(conn, WL_SOCKET_WRITEABLE);
-	}
-}
 
 static void
 early_give_up(ApplySink *a)
@@ -2241,13 +2320,13 @@ early_send(ApplySink *a)
 		r = PQputCopyData(conn, seg->copy.data + a->early_sent, seg->copy.len - a->early_sent);
 		if (r == 1)
 			a->early_sent = seg->copy.len;
-		else if (r < 0 || !early_flush(conn))
+		else if (r < 0 || !conn_flush(conn))
 		{
 			early_give_up(a);
 			return false;
 		}
 	}
-	if (!early_flush(conn))
+	if (!conn_flush(conn))
 	{
 		early_give_up(a);
 		return false;
@@ -2271,13 +2350,15 @@ early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
 	StringInfoData sql;
 	PGresult   *res;
 
+	if (t->c->pending)
+		txn_collect(t);
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
 	append_columns(&sql, seg->schema);
 	appendStringInfoString(&sql, ") FROM STDIN");
-	if (!PQsendQuery(t->c->conn, sql.data) || !early_flush(t->c->conn))
+	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	res = early_result(t->c->conn);
+	res = conn_result(t->c->conn);
 	if (res && PQresultStatus(res) == PGRES_COPY_IN)
 	{
 		PQclear(res);
@@ -2372,9 +2453,9 @@ early_finish(ApplySink *a, const char *batch_id)
 			early_give_up(a);
 		return false;
 	}
-	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !early_flush(t->c->conn))
+	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !conn_flush(t->c->conn))
 		txn_check(t, NULL, pstrdup(PQerrorMessage(t->c->conn)));
-	res = early_result(t->c->conn);
+	res = conn_result(t->c->conn);
 	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (state && strcmp(state, "23505") == 0)
 	{
@@ -2384,7 +2465,7 @@ early_finish(ApplySink *a, const char *batch_id)
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
 	}
 	PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
-	while ((res = early_result(t->c->conn)) != NULL)
+	while ((res = conn_result(t->c->conn)) != NULL)
 		PQclear(res);
 	apply_stream(t, bs, a->early_index + 1);
 	txn_commit(t, list_make1(bs));
@@ -2438,25 +2519,48 @@ forget_pending(ApplySink *a)
 	}
 }
 
-/* each connection's streams, in a transaction of its own */
+/*
+ * Each connection's streams, in a transaction of its own, the connections
+ * concurrently: the heavy statements (loads, state rows, COMMIT) are sent
+ * without waiting (txn_send), and a connection's results are read only
+ * when its next statement needs them, after the others got theirs.
+ */
 static void
 apply_all(ApplySink *a, const char *batch_id)
 {
+	ApplyTxn   *txns = palloc0(sizeof(ApplyTxn) * a->nconns);
+	List	  **lists = palloc0(sizeof(List *) * a->nconns);
+	int			rounds = 0;
+	ListCell   *lc;
+
+	foreach(lc, a->batch_streams)
+	{
+		BatchStream *bs = lfirst(lc);
+
+		lists[bs->st->conn] = lappend(lists[bs->st->conn], bs);
+		rounds = Max(rounds, list_length(lists[bs->st->conn]));
+	}
 	for (int i = 0; i < a->nconns; i++)
 	{
-		List	   *streams = NIL;
-		ListCell   *lc;
+		ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
 
-		foreach(lc, a->batch_streams)
-		{
-			BatchStream *bs = lfirst(lc);
-
-			if (bs->st->conn == i)
-				streams = lappend(streams, bs);
-		}
-		if (streams != NIL)
-			apply_on_conn(a, i, batch_id, streams);
+		txns[i] = t;
+		if (lists[i] != NIL)
+			txn_begin(&txns[i], lists[i]);
 	}
+	for (int k = 0; k < rounds; k++)
+		for (int i = 0; i < a->nconns; i++)
+			if (k < list_length(lists[i]))
+				apply_stream(&txns[i], list_nth(lists[i], k), 0);
+	for (int i = 0; i < a->nconns; i++)
+		if (lists[i] != NIL)
+			txn_send(&txns[i], "COMMIT", NULL, false);
+	for (int i = 0; i < a->nconns; i++)
+		if (lists[i] != NIL)
+		{
+			txn_collect(&txns[i]);
+			txn_committed(&txns[i], lists[i]);
+		}
 }
 
 static bool

@@ -141,5 +141,30 @@ $src->safe_psql('postgres', q{SELECT egress_add_stream('same', 'public.hd', 'FUL
 wait_stream_state($src, 'same', 'synced');
 is($src->safe_psql('other', q{SELECT count(*) FROM public.hd}), '7', 'the same cluster, another database');
 
+# parallelism 2: streams on two connections, applied concurrently
+$src->safe_psql('postgres', qq{
+CREATE TABLE p1 (id int PRIMARY KEY, v text);
+CREATE TABLE p2 (id int PRIMARY KEY, v text);
+CREATE TABLE p3 (id int PRIMARY KEY, v text);
+SELECT egress_add_destination('par', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "default_target_schema": "par", "parallelism": 2}');
+SELECT egress_add_stream('p1', 'public.p1', 'LOG_BASED', 'par');
+SELECT egress_add_stream('p2', 'public.p2', 'LOG_BASED', 'par');
+SELECT egress_add_stream('p3', 'public.p3', 'LOG_BASED', 'par');
+});
+wait_stream_state($src, $_, 'streaming') for qw(p1 p2 p3);
+$src->safe_psql('postgres', q{
+BEGIN;
+INSERT INTO p1 SELECT i, 'a' FROM generate_series(1, 5000) i;
+INSERT INTO p2 SELECT i, 'b' FROM generate_series(1, 5000) i;
+INSERT INTO p3 SELECT i, 'c' FROM generate_series(1, 5000) i;
+COMMIT;
+UPDATE p1 SET v = 'a2' WHERE id <= 100; DELETE FROM p2 WHERE id <= 100;
+});
+ok(poll_until('parallel streams', 60, sub {
+	tq(q{SELECT (SELECT count(*) FROM par.p1 WHERE v = 'a2') || ',' || (SELECT count(*) FROM par.p2 WHERE _sdc_deleted_at IS NOT NULL) || ',' || (SELECT count(*) FROM par.p3)}) eq '100,100,5000' }),
+	'parallelism 2: every stream applied');
+is(tq(q{SELECT count(*) FROM par._pg_egress_state}), '3', 'parallelism 2: a state row per stream');
+
 is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name <> 'nokey'}), '', 'no other stream error');
 done_testing();
