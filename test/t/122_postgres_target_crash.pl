@@ -373,7 +373,7 @@ eval { $writer->finish; };
 	my %why;
 	$why{$_}++ for map { s/^.*?(ERROR|FATAL|error):\s*//r } grep { /ERROR|FATAL|error:/ } split /\n/, $w;
 	diag 'writer: ' . ($w =~ /(runs=\d+ ok=\d+)/ ? $1 : '?') . '; failures: '
-	  . join('; ', map { "$why{$_} x $_" } (sort { $why{$b} <=> $why{$a} } keys %why)[0 .. 4]);
+	  . join('; ', map { "$why{$_} x $_" } grep { defined } (sort { $why{$b} <=> $why{$a} } keys %why)[0 .. 4]);
 }
 wait_caught_up($node, 'sk');
 wait_caught_up($node, 'snk');
