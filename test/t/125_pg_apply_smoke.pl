@@ -166,5 +166,23 @@ ok(poll_until('parallel streams', 60, sub {
 	'parallelism 2: every stream applied');
 is(tq(q{SELECT count(*) FROM par._pg_egress_state}), '3', 'parallelism 2: a state row per stream');
 
-is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name <> 'nokey'}), '', 'no other stream error');
+# validate_records on rows that fit their schema; a target error is a rejection
+tq(q{CREATE SCHEMA chk AUTHORIZATION loader;});
+$tgt->safe_psql('wh', q{SET ROLE loader; CREATE TABLE chk.hd (id integer PRIMARY KEY, v character varying CHECK (v <> 'y'));});
+$src->safe_psql('postgres', qq{
+SELECT egress_add_destination('val', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "default_target_schema": "val", "validate_records": true}');
+SELECT egress_add_stream('items_v', 'public.items', 'FULL_TABLE', 'val');
+SELECT egress_add_destination('chk', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "default_target_schema": "chk"}');
+SELECT egress_add_stream('hd_chk', 'public.hd', 'FULL_TABLE', 'chk');
+});
+wait_stream_state($src, 'items_v', 'synced');
+is(tq(q{SELECT count(*) FROM val.items}), $src->safe_psql('postgres', 'SELECT count(*) FROM items'), 'validate_records: valid rows load');
+wait_stream_state($src, 'hd_chk', 'error');
+like(stream_row($src, 'hd_chk')->{last_error}, qr/refused batch .*23514: new row for relation "hd" violates check constraint/,
+	'a target error stops the stream with the target\'s message');
+is(tq(q{SELECT count(*) FROM chk.hd}), '0', 'nothing of the refused batch stays');
+
+is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name NOT IN ('nokey', 'hd_chk')}), '', 'no other stream error');
 done_testing();
