@@ -184,5 +184,25 @@ like(stream_row($src, 'hd_chk')->{last_error}, qr/refused batch .*23514: new row
 	'a target error stops the stream with the target\'s message');
 is(tq(q{SELECT count(*) FROM chk.hd}), '0', 'nothing of the refused batch stays');
 
+# the every-type table, FULL_TABLE and LOG_BASED (its changes too)
+every_type_table($src);
+$src->safe_psql('postgres', qq{
+SELECT egress_add_destination('et', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "schema_mapping": {"public": {"target_schema": "et"}}}');
+SELECT egress_add_stream('et', 'public.t', 'FULL_TABLE', 'et');
+SELECT egress_add_destination('etl', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "schema_mapping": {"public": "etl"}}');
+SELECT egress_add_stream('etl', 'public.t', 'LOG_BASED', 'etl');
+});
+wait_stream_state($src, 'et', 'synced');
+wait_stream_state($src, 'etl', 'streaming');
+$src->safe_psql('postgres', q{INSERT INTO t SELECT id + 100, c_int2, c_int4, c_int8, c_num, c_numu, c_real, c_dbl, c_bool, c_bit, c_text, c_vc, c_ch, c_uuid, c_inet, c_enum, c_date, c_ts, c_tstz, c_time, c_timetz, c_json, c_jsonb, c_hstore, c_intarr, c_txtarr, c_intv, c_bytea, c_point, c_dom, c_nn FROM t});
+ok(poll_until('every type, CDC', 60, sub { tq(q{SELECT count(*) FROM etl.t}) eq '12' }), 'every type: CDC rows');
+is(tq(q{SELECT count(*) FROM et.t}), '6', 'every type: FULL_TABLE rows');
+is(tq(q{SELECT c_text FROM et.t WHERE id = 1}), $src->safe_psql('postgres', q{SELECT c_text FROM t WHERE id = 1}), 'every type: text with escapes');
+is(tq(q{SELECT string_agg(format('%s|%s|%s|%s|%s', c_num, c_jsonb, c_txtarr, c_hstore, c_json), ',' ORDER BY id) FROM etl.t WHERE id > 100}),
+	tq(q{SELECT string_agg(format('%s|%s|%s|%s|%s', c_num, c_jsonb, c_txtarr, c_hstore, c_json), ',' ORDER BY id) FROM et.t}),
+	'every type: CDC values equal FULL_TABLE values');
+
 is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name NOT IN ('nokey', 'hd_chk')}), '', 'no other stream error');
 done_testing();
