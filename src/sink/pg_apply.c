@@ -1334,6 +1334,7 @@ forget_batch(ApplySink *a)
 	a->announced = NULL;
 	a->early = EARLY_NONE;
 	MemoryContextReset(a->batch_cxt);
+	MemoryContextReset(a->attempt_cxt);
 	/* the carry buffer lives in the batch context */
 	a->carry.data = NULL;
 }
