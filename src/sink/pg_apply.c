@@ -2093,6 +2093,7 @@ ensure_state_table(ApplyTxn *t)
 							"stream text, position text, batch_id text, loading_version bigint, "
 							"active_version bigint, bookmark jsonb, updated_at timestamptz, "
 							"PRIMARY KEY (source, destination, stream))", a->qstate));
+		grant_to(t, psprintf("SELECT ON %s", a->qstate));
 	}
 	/* set only after the commit: a rolled back CREATE must be made again */
 }
