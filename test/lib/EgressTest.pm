@@ -1423,7 +1423,7 @@ sub replay_check
 # ---------------------------------------------------------------------------
 
 push @EXPORT, qw(create_target_node target_access pg_destination_url
-  add_pg_destination target_rows target_columns target_psql);
+  add_pg_destination target_rows target_values target_columns target_psql);
 
 our $TARGET_USER = 'loader';
 our $TARGET_PASSWORD = 'l0ad-me s3cret';
@@ -1531,39 +1531,74 @@ sub target_psql
 
 # target_rows($node, $relation, columns => [names] | '*', dbname =>
 # 'analytics', where => 'SQL condition') -> the rows of a target table as
-# text, one line per row, columns separated by '|' (NULL shown as
-# '<null>'), lines sorted (C collation, by Perl): '' when the table is empty,
-# undef when the query fails (no such table yet).  $relation is SQL as
-# written (quote it: '"public"."t"').  columns '*' is every column; by
-# default every column whose name does not start with _sdc_ (their values
-# are times of the load).
+# text, one line per row, sorted (by Perl, bytewise): each row as COPY's
+# text format writes it with delimiter '|' (so '\n', '\t', '\\' and '\|'
+# inside values are escaped and a row is always one line), NULL as
+# '<null>'; '' when the table is empty, undef when the query fails (no such
+# table yet).  $relation is SQL as written (quote it: '"public"."t"').
+# columns '*' is every column; by default every column whose name does not
+# start with _sdc_ (their values are times of the load).  Times in UTC.
 sub target_rows
 {
 	my ($node, $relation, %o) = @_;
-	my $cols = $o{columns};
-	my $list;
-	if (defined $cols && !ref $cols && $cols eq '*')
+	my $list = _target_column_list($node, $relation, %o);
+	return undef unless defined $list;
+	my ($ret, $out, $err) = target_psql($node,
+		"COPY (SELECT $list FROM $relation"
+		  . (defined $o{where} ? " WHERE $o{where}" : '')
+		  . q{) TO STDOUT WITH (DELIMITER '|', NULL '<null>')}, %o);
+	return undef if $ret != 0;
+	return join("\n", sort split /\n/, $out);
+}
+
+# target_values($node, $relation, key => 'id', columns => ..., dbname =>,
+# where =>) -> { <key text> => { column => text output (UTC) or undef } }
+# of a target table, every value as the server's text output of the column
+# (col::text), read through JSON (exact, any characters); undef when the
+# query fails.  Columns as target_rows (the key column must be among them).
+sub target_values
+{
+	my ($node, $relation, %o) = @_;
+	my $key = $o{key} // 'id';
+	my $list = _target_column_list($node, $relation, %o, names => 1);
+	return undef unless defined $list;
+	my $obj = join(', ', map { sql_quote($_) . ', (x.' . _qi($_) . ')::text' } @$list);
+	my ($ret, $out, $err) = target_psql($node,
+		"SELECT coalesce(json_agg(json_build_object($obj)), '[]') FROM $relation x"
+		  . (defined $o{where} ? " WHERE $o{where}" : ''), %o);
+	return undef if $ret != 0;
+	my %rows;
+	foreach my $r (@{ json_decode($out, "rows of $relation") })
 	{
-		$list = '*';
+		$rows{ $r->{$key} // '<null>' } = $r;
 	}
-	elsif (defined $cols)
+	return \%rows;
+}
+
+sub _qi { return '"' . ($_[0] =~ s/"/""/gr) . '"'; }
+
+# the SELECT list of target_rows / target_values (names => 1: the names)
+sub _target_column_list
+{
+	my ($node, $relation, %o) = @_;
+	my $cols = $o{columns};
+	my @names;
+	if (defined $cols && ref $cols eq 'ARRAY')
 	{
-		$list = join(', ', map { '"' . ($_ =~ s/"/""/gr) . '"' } @$cols);
+		@names = @$cols;
 	}
 	else
 	{
+		my $all = defined $cols && $cols eq '*';
 		my ($ret, $out) = target_psql($node, qq{
-SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+SELECT attname FROM pg_attribute
  WHERE attrelid = '$relation'::regclass AND attnum > 0 AND NOT attisdropped
-   AND attname NOT LIKE '\\_sdc\\_%'}, %o);
+   @{[ $all ? '' : q{AND attname NOT LIKE '\\_sdc\\_%'} ]} ORDER BY attnum}, %o);
 		return undef if $ret != 0 || $out eq '';
-		$list = $out;
+		@names = split /\n/, $out;
 	}
-	my ($ret, $out, $err) = target_psql($node,
-		"\\pset null '<null>'\nSELECT $list FROM $relation"
-		  . (defined $o{where} ? " WHERE $o{where}" : ''), %o);
-	return undef if $ret != 0;
-	return join("\n", sort split /\n/, $out);
+	return \@names if $o{names};
+	return join(', ', map { _qi($_) } @names);
 }
 
 # target_columns($node, $schema, $table, dbname => 'analytics') -> ordered
