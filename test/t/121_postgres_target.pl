@@ -42,22 +42,25 @@ use EgressTest;
 # ---------------------------------------------------------------------------
 
 # format date-time
-my $TS = 'timestamp with time zone';
+my $TS = 'timestamp without time zone';
 my $TSTZ = $TS eq 'timestamp with time zone';
 # text output of a date-time value loaded from the contract's UTC text, in a
 # UTC session
 sub ts { return $TSTZ ? "$_[0]+00" : $_[0]; }
 my $NUMBER = 'numeric';
-my $INTEGER = 'bigint';
+# integer: by the schema's maximum (smallint / integer / bigint)
+my $INT2 = 'smallint';
+my $INT4 = 'integer';
+my $INT8 = 'bigint';
 my $STRING = 'character varying';
 my $TIME = 'time without time zone';
 my $JSONB = 'jsonb';
 
 my %target_type = (
-	id => $INTEGER,
-	c_int2 => $INTEGER,
-	c_int4 => $INTEGER,
-	c_int8 => $INTEGER,
+	id => $INT4,
+	c_int2 => $INT2,
+	c_int4 => $INT4,
+	c_int8 => $INT8,
 	c_num => $NUMBER,
 	c_numu => $NUMBER,
 	c_real => $NUMBER,
@@ -83,7 +86,7 @@ my %target_type = (
 	c_intv => $STRING,
 	c_bytea => $STRING,
 	c_point => $STRING,
-	c_dom => $INTEGER,
+	c_dom => $INT4,
 	c_nn => $STRING,
 );
 my @json_columns = qw(c_json c_jsonb c_hstore c_intarr c_txtarr);
@@ -484,6 +487,10 @@ wait_stream_state($src, $_, 'streaming', $T) foreach qw(types_cdc lb_soft lb_har
 		'FULL_TABLE second version, soft delete: every row kept');
 	is(target_rows($tgt, 'meta.ft', columns => ['id'], where => '_sdc_deleted_at IS NOT NULL'), "4\n5",
 		'FULL_TABLE second version, soft delete: the rows gone from the source have _sdc_deleted_at');
+	my $v2 = stream_row($src, 'ft_soft')->{version};
+	is(target_rows($tgt, 'meta.ft', columns => ['id'],
+			where => "_sdc_deleted_at = 'epoch'::timestamp + $v2 * interval '1 millisecond'"), "4\n5",
+		"FULL_TABLE soft delete: _sdc_deleted_at is the new version's time (version $v2, epoch ms)");
 	is(tq($tgt, qq{SELECT _sdc_batched_at > '$batched1' FROM meta.ft WHERE id = 2}), 't',
 		'FULL_TABLE second version: _sdc_batched_at of a row sent again moved on');
 	is(tq($tgt, q{SELECT count(*) FROM pg_class WHERE relname LIKE 'ft\_\_v%'}), '0',
@@ -535,6 +542,7 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 		'hard_delete: no row carries _sdc_deleted_at');
 
 	# TRUNCATE: a new version with no rows
+	my $vlb = stream_row($src, 'lb_soft')->{version};
 	src_sql($src, q{TRUNCATE lb});
 	src_sql($src, q{INSERT INTO lb VALUES (7, 'g', 7)});
 	target_rows_are($tgt, 'hard.lb', '7|g|7', 'LOG_BASED TRUNCATE, hard_delete: the old rows are deleted');
@@ -545,6 +553,14 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 		'LOG_BASED TRUNCATE, soft delete: only the row inserted after it is live');
 	is(target_rows($tgt, 'meta.lb', columns => ['id'], where => '_sdc_deleted_at IS NOT NULL'),
 		join("\n", sort qw(1 2 3 4 40 5 6)), 'LOG_BASED TRUNCATE, soft delete: every older row has _sdc_deleted_at');
+	wait_stream_where($src, 'lb_soft', "version > $vlb", $T, 'lb_soft: the TRUNCATE gave a new version');
+	my $vt = stream_row($src, 'lb_soft')->{version};
+	is(target_rows($tgt, 'meta.lb', columns => ['id'],
+			where => "_sdc_deleted_at = 'epoch'::timestamp + $vt * interval '1 millisecond'"),
+		join("\n", sort qw(1 2 40 5 6)),
+		"LOG_BASED TRUNCATE, soft delete: the live rows got the TRUNCATE version's time (version $vt)");
+	is(tq($tgt, qq{SELECT _sdc_deleted_at = '$del3'::$TS FROM meta.lb WHERE id = 3}), 't',
+		'LOG_BASED TRUNCATE, soft delete: a row deleted before keeps its own _sdc_deleted_at');
 	is(tq($tgt, 'SELECT count(*) FROM meta.lb WHERE _sdc_extracted_at IS NULL OR _sdc_batched_at IS NULL'), '0',
 		'meta.lb: _sdc_extracted_at and _sdc_batched_at set on every row');
 }
@@ -562,9 +578,9 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 	target_rows_are($tgt, 'meta.ev', "1|10|one|<null>\n2|20|two|<null>\n3|30|three|c3",
 		'evolution: a column added at the source is added in the target, with its values');
 	my ($plain) = split_columns(target_columns($tgt, 'meta', 'ev'));
-	is_deeply($plain, [ "id $INTEGER", "a $INTEGER", "b $STRING", "c $STRING" ], 'evolution: column c added');
+	is_deeply($plain, [ "id $INT4", "a $INT4", "b $STRING", "c $STRING" ], 'evolution: column c added');
 
-	# integer -> text: bigint -> character varying in the target: renamed aside;
+	# integer -> text: integer -> character varying in the target: renamed aside;
 	# text -> varchar(50): character varying both: nothing renamed
 	src_sql($src, q{ALTER TABLE ev ALTER COLUMN a TYPE text USING a::text, ALTER COLUMN b TYPE varchar(50)});
 	src_sql($src, q{INSERT INTO ev VALUES (4, 'forty', 'four', 'c4')});
@@ -572,8 +588,8 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 		(tq_maybe($tgt, 'SELECT count(*) FROM meta.ev WHERE id = 4') // '') eq '1';
 	});
 	($plain) = split_columns(target_columns($tgt, 'meta', 'ev'));
-	my @renamed = grep { /^a_\d{8}_\d{4} \Q$INTEGER\E$/ } @$plain;
-	is(scalar @renamed, 1, 'evolution: the old column a (bigint) is renamed aside as a_<yyyymmdd_hhmm>')
+	my @renamed = grep { /^a_\d{8}_\d{4} \Q$INT4\E$/ } @$plain;
+	is(scalar @renamed, 1, 'evolution: the old column a (integer) is renamed aside as a_<yyyymmdd_hhmm>')
 	  or diag join("\n", @$plain);
 	ok((grep { $_ eq "a $STRING" } @$plain), 'evolution: a new column a of the new type')
 	  or diag join("\n", @$plain);
@@ -662,21 +678,29 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 }
 
 # ---------------------------------------------------------------------------
-# _pg_egress_state
+# _pg_egress_state: a row per (source, target table, stream) in the
+# destination's default_target_schema (else public)
 # ---------------------------------------------------------------------------
 
 {
-	my $rows = tq($tgt, q{SELECT source || ' ' || destination || ' ' || stream FROM meta._pg_egress_state ORDER BY 1});
-	my @rows = split /\n/, $rows;
-	ok(@rows >= 4, 'meta._pg_egress_state: a row per stream of destination meta') or diag $rows;
-	is(scalar(grep { !/^\Q$sysid\E\/postgres meta / } @rows), 0, 'source = <system identifier>/<database>, destination meta')
-	  or diag $rows;
-	is(tq($tgt, q{SELECT count(*) > 0 FROM hard._pg_egress_state WHERE destination = 'hard'}), 't',
-		'hard._pg_egress_state holds the rows of destination hard');
-	is(tq($tgt, q{SELECT count(*) > 0 FROM public._pg_egress_state WHERE destination = 'plain'}), 't',
-		'no default_target_schema: _pg_egress_state in public');
-	is(tq($tgt, q{SELECT count(*) > 0 FROM mapdef._pg_egress_state WHERE destination = 'map'}), 't',
+	my $state = sub {
+		my ($schema) = @_;
+		my $out = tq($tgt, qq{SELECT source || ' ' || destination || ' ' || stream FROM "$schema"._pg_egress_state ORDER BY 2, 3});
+		return [ split /\n/, $out ];
+	};
+	my $s = "$sysid/postgres";
+	is_deeply($state->('meta'),
+		[ map { "$s \"meta\".\"$_\" public-$_" } sort qw(ev ft inc lb t) ],
+		'meta._pg_egress_state: one row per stream of destination meta (source <system identifier>/<database>)');
+	is_deeply($state->('hard'), [ map { "$s \"hard\".\"$_\" public-$_" } qw(ft lb) ], 'hard._pg_egress_state');
+	is_deeply($state->('public'), [ map { "$s \"public\".\"$_\" public-$_" } qw(ft t) ],
+		'no default_target_schema: _pg_egress_state in public (the refused keyless stream left no row)');
+	is_deeply($state->('mapdef'), ["$s \"mapped\".\"mp\" public-mp"],
 		'with schema_mapping: _pg_egress_state in default_target_schema');
+	my $v = stream_row($src, 'lb_soft')->{version};
+	is(tq($tgt, q{SELECT position ~ '^[0-9A-F]{16}-[0-9]{10}$' AND active_version = } . $v
+		  . q{ FROM meta._pg_egress_state WHERE stream = 'public-lb'}), 't',
+		'the state row of a LOG_BASED stream: a position, the active version');
 }
 
 # nothing crashed, no stream of a keyed table failed
