@@ -9,6 +9,12 @@ ALTER TABLE egress.stream_state
 	ADD COLUMN backfill_chunks bigint NOT NULL DEFAULT 0,
 	ADD COLUMN backfill_rows bigint NOT NULL DEFAULT 0;
 
+-- postgres:// destinations (issue 15)
+ALTER TABLE egress.destination
+	DROP CONSTRAINT destination_kind_check,
+	ADD CONSTRAINT destination_kind_check
+		CHECK (kind IN ('file', 'http', 's3', 'kinesis', 'postgres'));
+
 -- Destinations hold secrets: no role subject to row security reads them.
 ALTER TABLE egress.destination ENABLE ROW LEVEL SECURITY;
 
@@ -82,8 +88,9 @@ REVOKE ALL ON FUNCTION
 	egress_alter_stream(text, jsonb)
 FROM PUBLIC;
 
--- Destinations a role may use, without their secrets: header values and
--- an HTTP URL's user info, path and query are masked.  security_barrier:
+-- Destinations a role may use, without their secrets: header values, a
+-- postgres destination's password and an HTTP URL's user info, path and
+-- query are masked.  security_barrier:
 -- the membership qual runs before any function of the caller's WHERE
 -- clause, which could otherwise see (and leak) other roles' rows; the view
 -- reads egress.destination (row security, no policy) as its owner.
@@ -101,7 +108,12 @@ SELECT d.name,
 			THEN d.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('headers',
 				 (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '***'), '{}')
 					FROM pg_catalog.jsonb_each(d.options OPERATOR(pg_catalog.->) 'headers') h))
-			ELSE d.options END AS options,
+			ELSE d.options END
+	   -- a postgres destination's password
+	   OPERATOR(pg_catalog.||)
+	   CASE WHEN d.options OPERATOR(pg_catalog.?) 'password'
+			THEN pg_catalog.jsonb_build_object('password', '***')
+			ELSE '{}' END AS options,
 	   d.owner,
 	   d.slot_name,
 	   d.slot_owned,

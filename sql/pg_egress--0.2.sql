@@ -9,7 +9,7 @@ REVOKE ALL ON SCHEMA egress FROM PUBLIC;
 -- Where batches go.  Written only through egress_add_destination().
 CREATE TABLE egress.destination (
 	name		text PRIMARY KEY,
-	kind		text NOT NULL CHECK (kind IN ('file', 'http', 's3', 'kinesis')),
+	kind		text NOT NULL CHECK (kind IN ('file', 'http', 's3', 'kinesis', 'postgres')),
 	location	text NOT NULL,
 	options		jsonb NOT NULL DEFAULT '{}',
 	owner		regrole NOT NULL,
@@ -387,8 +387,9 @@ REVOKE ALL ON FUNCTION
 	egress_alter_stream(text, jsonb)
 FROM PUBLIC;
 
--- Destinations a role may use, without their secrets: header values and
--- an HTTP URL's user info, path and query are masked.  security_barrier:
+-- Destinations a role may use, without their secrets: header values, a
+-- postgres destination's password and an HTTP URL's user info, path and
+-- query are masked.  security_barrier:
 -- the membership qual runs before any function of the caller's WHERE
 -- clause, which could otherwise see (and leak) other roles' rows; the view
 -- reads egress.destination (row security, no policy) as its owner.
@@ -406,7 +407,12 @@ SELECT d.name,
 			THEN d.options OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('headers',
 				 (SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, '***'), '{}')
 					FROM pg_catalog.jsonb_each(d.options OPERATOR(pg_catalog.->) 'headers') h))
-			ELSE d.options END AS options,
+			ELSE d.options END
+	   -- a postgres destination's password
+	   OPERATOR(pg_catalog.||)
+	   CASE WHEN d.options OPERATOR(pg_catalog.?) 'password'
+			THEN pg_catalog.jsonb_build_object('password', '***')
+			ELSE '{}' END AS options,
 	   d.owner,
 	   d.slot_name,
 	   d.slot_owned,

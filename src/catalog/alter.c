@@ -142,7 +142,8 @@ url_kind(const char *url)
 {
 	static const char *const schemes[][2] = {
 		{"file://", "file"}, {"http://", "http"}, {"https://", "http"},
-		{"s3://", "s3"}, {"kinesis://", "kinesis"}
+		{"s3://", "s3"}, {"kinesis://", "kinesis"},
+		{"postgres://", "postgres"}, {"postgresql://", "postgres"}
 	};
 
 	for (int i = 0; i < lengthof(schemes); i++)
@@ -308,16 +309,20 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 	 * stream's region.  A stream of a role whose privileges the caller does
 	 * not have reads tables the caller may not read: moving the destination
 	 * would hand those rows to whoever the caller picks.  So it moves only
-	 * when the caller has the privileges of every stream's owner.  No stream
-	 * comes in meanwhile: egress_add_stream() locks the destination's row,
-	 * which is locked here.  The streams are read with the latest snapshot,
+	 * when the caller has the privileges of every stream's owner.  A postgres
+	 * destination's target schemas and the roles granted SELECT there are
+	 * where its rows land, too.  No stream comes in meanwhile:
+	 * egress_add_stream() locks the destination's row, which is locked here.  The streams are read with the latest snapshot,
 	 * not the transaction's: under REPEATABLE READ a caller could otherwise
 	 * take its snapshot, wait for another role to add a stream, and move the
 	 * destination under it.  The other roles' streams are not named.
 	 */
 	if (strcmp(new_location, old_location) != 0 ||
 		option_changes(old_options, new_options, "headers") ||
-		option_changes(old_options, new_options, "region"))
+		option_changes(old_options, new_options, "region") ||
+		option_changes(old_options, new_options, "default_target_schema") ||
+		option_changes(old_options, new_options, "schema_mapping") ||
+		option_changes(old_options, new_options, "target_schema_privileges"))
 	{
 		SPIPlanPtr	plan = SPI_prepare("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
 									   "WHERE s.destination OPERATOR(pg_catalog.=) $1",
@@ -339,7 +344,7 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("permission denied to move destination \"%s\"", name),
-						 errdetail("Streams of roles whose privileges you do not have send to it: its URL, HTTP headers and Kinesis region decide where their rows go."),
+						 errdetail("Streams of roles whose privileges you do not have send to it: its URL, HTTP headers, Kinesis region and PostgreSQL target schemas and grantees decide where their rows go."),
 						 errhint("Their owners can remove them from it, or a role with their privileges can move it.")));
 		}
 	}

@@ -476,17 +476,23 @@ void
 egress_check_destination_host(const char *kind, const char *location)
 {
 	char	   *host;
-	HostAddr	h;
-	char		why[256];
-	struct addrinfo hints;
-	struct addrinfo *res = NULL;
-	int			rc;
 
 	if (strcmp(kind, "http") != 0 || superuser())
 		return;
 	host = egress_url_host(location);
 	if (host == NULL)
 		return;					/* the URL was validated before */
+	egress_check_host_allowed(host);
+}
+
+void
+egress_check_host_allowed(const char *host)
+{
+	HostAddr	h;
+	char		why[256];
+	struct addrinfo hints;
+	struct addrinfo *res = NULL;
+	int			rc;
 
 	if (addr_from_text(host, &h))
 	{

@@ -28,6 +28,14 @@ extern bool egress_check_allowed_hosts(char **newval, void **extra,
 extern void egress_check_destination_host(const char *kind, const char *location);
 
 /*
+ * The host part of egress_check_destination_host, for any kind (postgres
+ * destinations call it for owners that are not superusers): ERROR unless
+ * host (a name or an address, without brackets) and every address it
+ * resolves to now are allowed.
+ */
+extern void egress_check_host_allowed(const char *host);
+
+/*
  * At connect time: may a destination whose owner is not a superuser, whose
  * URL names url_host, connect to addr?  false with a reason in why (no
  * secrets: the host and the address only).

@@ -27,6 +27,13 @@ typedef struct EgressPgTarget
 	char	   *user;
 	const EgressSinkOptions *opts;	/* password, ssl*, connect_timeout_ms */
 	bool		owner_superuser;	/* see EgressSink.owner_superuser */
+
+	/*
+	 * When set (postgres.c's open points it at EgressSink.owner_superuser,
+	 * which callers set after opening the sink), read at each connection
+	 * instead of owner_superuser.
+	 */
+	const bool *owner_superuser_at;
 } EgressPgTarget;
 
 /*
@@ -47,14 +54,38 @@ extern EgressPgTarget *egress_pg_target(const char *location,
  */
 extern PGconn *egress_pgconn_connect(const EgressPgTarget *target, char **error);
 
+/*
+ * The same, and *refused says whether the failure is one that retrying
+ * cannot cure without a change of the destination or of the target's
+ * authentication (a non-superuser's destination without a password, a
+ * host pg_egress.allowed_destination_hosts does not allow, a target that
+ * did not ask for the password).  Wrong passwords and unreachable servers
+ * are not "refused": the target's administrator may fix them.
+ */
+extern PGconn *egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
+										bool *refused);
+
 extern void egress_pgconn_close(PGconn *conn);
+
+/*
+ * Percent-encoding of the parts of a stored location (user, host name,
+ * dbname): everything but letters, digits and "-._~$" is %XX.  decode
+ * sets *ok to false on a bad escape or %00.
+ */
+extern char *egress_pg_encode(const char *s);
+extern char *egress_pg_decode(const char *s, size_t len, bool *ok);
 
 /*
  * Sends sql (simple query protocol, may hold several statements) and
  * collects the results, waiting on the latch and the socket.  Returns the
  * last result (caller PQclear()s it) or, when the connection failed, NULL
  * with *error set.  A result with an error status is returned as is: the
- * caller classifies it (egress_pgconn_error()).
+ * caller classifies it (egress_pgconn_error()).  Of several results, the
+ * first error result is returned if there is one.
+ *
+ * An ERROR raised while waiting (an interrupt) leaves the connection in
+ * the middle of a query: the caller must close it (egress_pgconn_close)
+ * rather than use it again.
  *
  * When the query reaches a COPY FROM STDIN, copy_data (copy_len bytes, in
  * COPY text format) is sent for it and the COPY is ended.

@@ -3,7 +3,7 @@
  *	  The destination kinds: validation of a new destination, and opening
  *	  a sink for one.
  *
- * Each kind (file.c, http.c, s3.c, kinesis.c) describes itself in an EgressSinkKind:
+ * Each kind (file.c, http.c, s3.c, kinesis.c, postgres.c) describes itself in an EgressSinkKind:
  * its URL schemes, a validate operation that owns its URL grammar, and an
  * open operation.  Options are parsed here, once, by sink_options.c, for
  * both: what egress_add_destination accepts is what the sink reads.
@@ -24,6 +24,7 @@ static const EgressSinkKind *const sink_kinds[] = {
 	&egress_http_sink_kind,
 	&egress_s3_sink_kind,
 	&egress_kinesis_sink_kind,
+	&egress_postgres_sink_kind,
 };
 
 static const EgressSinkKind *
@@ -81,7 +82,7 @@ egress_validate_destination(const char *url, Jsonb *options, Oid owner,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unsupported destination URL"),
-				 errdetail("A destination URL starts with file://, http://, https://, s3:// or kinesis://.")));
+				 errdetail("A destination URL starts with file://, http://, https://, s3://, kinesis://, postgres:// or postgresql://.")));
 
 	/* the URL first: its errors say more than an option's */
 	*location = kind->parse_url(url);
@@ -144,6 +145,8 @@ kind_label(const char *kind)
 		return "S3";
 	if (strcmp(kind, "kinesis") == 0)
 		return "Kinesis";
+	if (strcmp(kind, "postgres") == 0)
+		return "PostgreSQL";
 	return kind;
 }
 

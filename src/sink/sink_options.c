@@ -32,7 +32,13 @@ typedef enum SinkOptionType
 	SOPT_CHOICE,
 	SOPT_DURATION,
 	SOPT_HEADERS,
-	SOPT_GZIP_LEVEL
+	SOPT_GZIP_LEVEL,
+	SOPT_SECRET,				/* a non-empty string never shown */
+	SOPT_SSLMODE,				/* one of libpq's sslmode values */
+	SOPT_SCHEMA_NAME,			/* a name a target schema can have */
+	SOPT_SCHEMA_MAPPING,		/* {"<source schema>": {"target_schema": ...}} */
+	SOPT_ROLE_LIST,				/* an array of role names, or one */
+	SOPT_PARALLELISM			/* 1 .. EGRESS_PG_MAX_PARALLELISM */
 } SinkOptionType;
 
 typedef struct SinkOptionSpec
@@ -76,6 +82,26 @@ static const SinkOptionSpec sink_options[] = {
 	{"format", SOPT_CHOICE, "kinesis", FIELD(format), {"singer", "pg_kinesis"}},
 	{"partition_key", SOPT_STRING, "kinesis", FIELD(partition_key)},
 	{"max_inflight", SOPT_POSITIVE_INT, "kinesis", FIELD(max_inflight)},
+	{"password", SOPT_SECRET, "postgres", FIELD(password)},
+	{"sslmode", SOPT_SSLMODE, "postgres", FIELD(sslmode)},
+	{"sslrootcert", SOPT_STRING, "postgres", FIELD(sslrootcert)},
+	{"sslcert", SOPT_STRING, "postgres", FIELD(sslcert)},
+	{"sslkey", SOPT_STRING, "postgres", FIELD(sslkey)},
+	{"connect_timeout", SOPT_DURATION, "postgres", FIELD(connect_timeout_ms)},
+	{"default_target_schema", SOPT_SCHEMA_NAME, "postgres", FIELD(default_target_schema)},
+	{"schema_mapping", SOPT_SCHEMA_MAPPING, "postgres", FIELD(schema_mapping)},
+	{"hard_delete", SOPT_BOOL, "postgres", FIELD(hard_delete)},
+	{"add_metadata_columns", SOPT_BOOL, "postgres", FIELD(add_metadata_columns)},
+	{"primary_key_required", SOPT_BOOL, "postgres", FIELD(primary_key_required)},
+	{"batch_size_rows", SOPT_POSITIVE_INT, "postgres", FIELD(batch_max_rows)},
+	{"parallelism", SOPT_PARALLELISM, "postgres", FIELD(parallelism)},
+	{"validate_records", SOPT_BOOL, "postgres", FIELD(validate_records)},
+	{"target_schema_privileges", SOPT_ROLE_LIST, "postgres", FIELD(target_schema_privileges)},
+};
+
+/* libpq's sslmode values */
+static const char *const sslmodes[] = {
+	"disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 };
 
 #define WHAT "destination"
@@ -279,6 +305,154 @@ numeric_text(JsonbValue *v)
 											   NumericGetDatum(v->val.numeric)));
 }
 
+/*
+ * A schema name of the target: what CREATE SCHEMA accepts there (not
+ * empty, shorter than NAMEDATALEN so that the target does not truncate it
+ * to another name, not a reserved pg_ name).  what: how messages name it.
+ */
+static char *
+schema_name_value(JsonbValue *v, const char *key, const char *what)
+{
+	char	   *name;
+
+	if (v->type != jbvString || v->val.string.len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s in %s option \"%s\" must be a non-empty string", what, WHAT, key)));
+	name = pnstrdup(v->val.string.val, v->val.string.len);
+	if (strlen(name) != v->val.string.len)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s in %s option \"%s\" must not contain a zero byte", what, WHAT, key)));
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("%s in %s option \"%s\" is too long", what, WHAT, key),
+				 errdetail("Names are at most %d bytes long.", NAMEDATALEN - 1)));
+	if (strncmp(name, "pg_", 3) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("%s in %s option \"%s\" cannot be \"%s\"", what, WHAT, key, name),
+				 errdetail("The prefix \"pg_\" is reserved for system schemas.")));
+	return name;
+}
+
+/*
+ * "schema_mapping": {"<source schema>": {"target_schema": "<schema>"}} as
+ * pipelinewise-target-postgres takes it, or {"<source schema>": "<schema>"}.
+ */
+static List *
+parse_schema_mapping(JsonbValue *obj, const char *key)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *result = NIL;
+	char	   *source = NULL;
+
+	if (obj->type != jbvBinary || !JsonContainerIsObject(obj->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s option \"%s\" must be a JSON object", WHAT, key),
+				 errhint("Write it as {\"<source schema>\": {\"target_schema\": \"<schema>\"}}.")));
+	it = JsonbIteratorInit(obj->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		EgressSchemaMapping *m;
+		JsonbValue *target = NULL;
+
+		if (tok == WJB_KEY)
+		{
+			if (v.val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("source schema names in %s option \"%s\" must not be empty", WHAT, key)));
+			source = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		if (v.type == jbvString)
+			target = &v;
+		else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+		{
+			JsonbIterator *it2 = JsonbIteratorInit(v.val.binary.data);
+			JsonbValue	v2;
+			JsonbIteratorToken tok2;
+			char	   *k2 = NULL;
+
+			while ((tok2 = JsonbIteratorNext(&it2, &v2, true)) != WJB_DONE)
+			{
+				if (tok2 == WJB_KEY)
+				{
+					k2 = pnstrdup(v2.val.string.val, v2.val.string.len);
+					if (strcmp(k2, "target_schema") != 0)
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("unrecognized key \"%s\" in %s option \"%s\"", k2, WHAT, key),
+								 errhint("Each source schema maps to {\"target_schema\": \"<schema>\"}.")));
+				}
+				else if (tok2 == WJB_VALUE)
+				{
+					target = palloc(sizeof(JsonbValue));
+					*target = v2;
+				}
+			}
+		}
+		if (target == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s option \"%s\" maps schema \"%s\" to no target schema", WHAT, key, source),
+					 errhint("Write it as {\"<source schema>\": {\"target_schema\": \"<schema>\"}}.")));
+		m = palloc(sizeof(EgressSchemaMapping));
+		m->source_schema = source;
+		m->target_schema = schema_name_value(target, key, "target schema names");
+		result = lappend(result, m);
+	}
+	return result;
+}
+
+/* one role name of "target_schema_privileges" */
+static char *
+role_name_value(JsonbValue *v, const char *key)
+{
+	char	   *name;
+
+	if (v->type != jbvString || v->val.string.len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s option \"%s\" must be a role name or an array of role names", WHAT, key)));
+	name = pnstrdup(v->val.string.val, v->val.string.len);
+	if (strlen(name) != v->val.string.len || strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("role names in %s option \"%s\" must be shorter than %d bytes and contain no zero byte",
+						WHAT, key, NAMEDATALEN)));
+	return name;
+}
+
+/* "target_schema_privileges": ["role", ...] or "role" */
+static List *
+parse_role_list(JsonbValue *v, const char *key)
+{
+	JsonbIterator *it;
+	JsonbValue	e;
+	JsonbIteratorToken tok;
+	List	   *result = NIL;
+
+	if (v->type == jbvString)
+		return list_make1(role_name_value(v, key));
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s option \"%s\" must be a role name or an array of role names", WHAT, key)));
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		if (tok == WJB_ELEM)
+			result = lappend(result, role_name_value(&e, key));
+	return result;
+}
+
 /* One value: checked, then stored in its field. */
 static void
 parse_value(const SinkOptionSpec *spec, const char *key, JsonbValue *v,
@@ -357,6 +531,56 @@ parse_value(const SinkOptionSpec *spec, const char *key, JsonbValue *v,
 		case SOPT_HEADERS:
 			*(List **) field = parse_headers(v, key);
 			break;
+		case SOPT_SECRET:
+			/* the value is never shown, not even its length */
+			if (v->type != jbvString || v->val.string.len == 0 ||
+				memchr(v->val.string.val, '\0', v->val.string.len) != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s option \"%s\" must be a non-empty string", WHAT, key)));
+			*(char **) field = pnstrdup(v->val.string.val, v->val.string.len);
+			break;
+		case SOPT_SSLMODE:
+			{
+				bool		ok = false;
+
+				for (int c = 0; c < lengthof(sslmodes) && v->type == jbvString; c++)
+					if (v->val.string.len == strlen(sslmodes[c]) &&
+						strncmp(v->val.string.val, sslmodes[c], v->val.string.len) == 0)
+						ok = true;
+				if (!ok)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be one of \"disable\", \"allow\", \"prefer\", \"require\", \"verify-ca\" or \"verify-full\"",
+									WHAT, key)));
+				*(char **) field = pnstrdup(v->val.string.val, v->val.string.len);
+			}
+			break;
+		case SOPT_SCHEMA_NAME:
+			*(char **) field = schema_name_value(v, key, "the schema name");
+			break;
+		case SOPT_SCHEMA_MAPPING:
+			*(List **) field = parse_schema_mapping(v, key);
+			break;
+		case SOPT_ROLE_LIST:
+			*(List **) field = parse_role_list(v, key);
+			break;
+		case SOPT_PARALLELISM:
+			{
+				char	   *txt = v->type == jbvNumeric ? numeric_text(v) : "";
+				int			n = 0;
+
+				if (strlen(txt) >= 1 && strlen(txt) <= 2 &&
+					strspn(txt, "0123456789") == strlen(txt))
+					n = atoi(txt);
+				if (n < 1 || n > EGRESS_PG_MAX_PARALLELISM)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s option \"%s\" must be an integer from 1 to %d",
+									WHAT, key, EGRESS_PG_MAX_PARALLELISM)));
+				*(int *) field = n;
+			}
+			break;
 		case SOPT_POSITIVE_INT:
 			{
 				int64		n = 0;
@@ -399,6 +623,8 @@ egress_sink_options_parse(const char *kind, Jsonb *options, EgressSinkOptions *o
 	out->stream = true;
 	out->format = "singer";
 	out->partition_key = "primary_key";
+	out->primary_key_required = true;
+	out->parallelism = 1;
 
 	if (options == NULL)
 		return;

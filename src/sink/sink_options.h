@@ -79,6 +79,9 @@ typedef struct EgressSinkOptions
 	List	   *target_schema_privileges;	/* role names (char *) */
 } EgressSinkOptions;
 
+/* the most connections a postgres destination opens (option "parallelism") */
+#define EGRESS_PG_MAX_PARALLELISM	16
+
 /* one "schema_mapping" entry: tables of source schema go to target schema */
 typedef struct EgressSchemaMapping
 {
