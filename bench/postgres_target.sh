@@ -131,8 +131,15 @@ wait_for() {
 	done
 }
 # whether a row of id ID is visible in the target table REL (t or f, f if no table)
-visible() { t "SELECT EXISTS (SELECT 1 FROM $1 WHERE id = $2)" 2>/dev/null || echo f; }
-any_row() { t "SELECT EXISTS (SELECT 1 FROM $1)" 2>/dev/null || echo f; }
+declare -A made
+# whether the target table REL exists yet (remembered once it does)
+exists_t() {
+	[ -n "${made[$1]:-}" ] && return 0
+	[ "$(t "SELECT to_regclass('$1') IS NOT NULL")" = t ] || return 1
+	made[$1]=1
+}
+visible() { if exists_t "$1"; then t "SELECT EXISTS (SELECT 1 FROM $1 WHERE id = $2)"; else echo f; fi; }
+any_row() { if exists_t "$1"; then t "SELECT EXISTS (SELECT 1 FROM $1)"; else echo f; fi; }
 # polls until the row ID is visible in the target table REL
 wait_visible() {
 	local rel=$1 id=$2 what=$3 deadline=$((SECONDS + timeout))
