@@ -1,36 +1,1883 @@
-/* placeholder: see /work/wt/DESIGN15.md */
+/*-------------------------------------------------------------------------
+ * pg_apply.c
+ *	  postgres destinations: applying Singer batches to tables of another
+ *	  PostgreSQL server (issue 15; the behaviour is docs/postgres_target.md).
+ *
+ * write() splits the batch into lines and parses each as it comes:
+ * RECORDs (the hot path) with the JSON parser's semantic actions straight
+ * into COPY text, SCHEMA and STATE into a small tree.  A stream's messages
+ * make segments (rows of one SCHEMA and version, or one ACTIVATE_VERSION),
+ * kept in order until commit.  Parsing is done once: commit_attempt, which
+ * may run several times for one batch, only reads them.
+ *
+ * commit_attempt applies the batch on each connection (streams are hashed
+ * onto "parallelism" connections) in one target transaction per
+ * connection: read the streams' rows of _pg_egress_state, skip what they
+ * say is applied, create or evolve the tables, COPY each segment into a
+ * temporary staging table and merge it, write the state rows, COMMIT.
+ * Failures worth retrying (connection, serialization, ...) return false;
+ * others raise EGRESS_ERRCODE_REJECTED with the target's message.
+ *-------------------------------------------------------------------------
+ */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/dbcommands.h"
+#include "common/hashfn.h"
+#include "common/jsonapi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
 #include "sink/pg_apply.h"
+#include "sink/pg_typemap.h"
 
+/* never escapes this file: a failure that commit_attempt turns into false */
+#define PGA_ERRCODE_RETRY	MAKE_SQLSTATE('P','E','0','9','9')
 
+#define STAGE		"_pg_egress_stage"
+#define STATE_TABLE	"_pg_egress_state"
+
+/* ---------------------------------------------------------------------
+ * Data
+ * ---------------------------------------------------------------------
+ */
+
+/* One SCHEMA of a stream, parsed (sink context: reused while unchanged). */
+typedef struct ApplySchema
+{
+	char	   *identity;		/* schema and key_properties text */
+	int			ncols;
+	EgressPgColumn *cols;		/* properties, then added metadata columns */
+	int			nkeys;
+	int		   *keys;			/* column index of each key property */
+	int			deleted_at;		/* index of _sdc_deleted_at, -1: none */
+	int			extracted_at;	/* metadata columns filled by pg_egress, -1: none */
+	int			batched_at;
+	char	   *missing_key;	/* a key property that is not a property */
+} ApplySchema;
+
+typedef enum SegKind
+{
+	SEG_ROWS,
+	SEG_ACTIVATE
+} SegKind;
+
+/* Rows of one schema and version, or one ACTIVATE_VERSION (batch context). */
+typedef struct Segment
+{
+	SegKind		kind;
+	ApplySchema *schema;
+	int64		version;		/* the rows' or the ACTIVATE_VERSION's; 0: none */
+	char	   *position;		/* the last one carried, NULL: none */
+	bool		deletes;		/* rows: some are deletes */
+	int64		nrows;
+	StringInfoData copy;		/* rows: COPY text */
+} Segment;
+
+/* What a stream's row of _pg_egress_state says (read in each transaction). */
+typedef struct StreamState
+{
+	bool		found;
+	char	   *position;
+	char	   *batch_id;
+	int64		loading;		/* 0: none */
+	int64		active;			/* 0: none */
+	bool		shadow;			/* the loading version has a shadow table */
+	bool		versions_changed;
+} StreamState;
+
+typedef struct ApplyStream ApplyStream;
+
+/* A stream's part of the current batch (batch context). */
+typedef struct BatchStream
+{
+	ApplyStream *st;
+	List	   *segments;
+	char	   *bookmark;		/* from the STATE message, NULL: none */
+	char	   *error;			/* a rejection found while parsing */
+	StreamState state;			/* per attempt */
+	char	   *new_position;	/* per attempt */
+} BatchStream;
+
+/* A stream, for the sink's life. */
+struct ApplyStream
+{
+	char	   *id;				/* Singer stream id */
+	char	   *target_schema;
+	char	   *table;
+	char	   *qtable;			/* quoted, qualified */
+	char	   *dest;			/* state.destination: "schema"."table" */
+	int			conn;
+	ApplySchema *schema;		/* the last SCHEMA */
+	/* what the target table was last seen (committed) to match */
+	ApplySchema *verified;
+	char	  **coltypes;		/* target types of verified's columns */
+	bool		has_deleted_at; /* the target table has _sdc_deleted_at */
+	/* during an attempt, before its commit */
+	ApplySchema *pending;
+	char	  **pending_types;
+	BatchStream *bs;			/* in the current batch, or NULL */
+};
+
+typedef struct ApplyConn
+{
+	PGconn	   *conn;
+	bool		state_ok;		/* _pg_egress_state exists (this session saw it) */
+} ApplyConn;
+
+typedef struct ApplySink
+{
+	EgressSink *sink;
+	EgressPgTarget *target;
+	MemoryContext cxt;			/* sink's life */
+	MemoryContext batch_cxt;	/* reset after each batch */
+	MemoryContext attempt_cxt;	/* reset at each attempt */
+	MemoryContext line_cxt;		/* reset after each line */
+	char	   *source;			/* <system identifier>/<database> */
+	char	   *state_schema;
+	char	   *qstate;			/* quoted, qualified _pg_egress_state */
+	int			nconns;
+	ApplyConn  *conns;
+	List	   *streams;		/* of ApplyStream * */
+	ApplyStream *last_stream;	/* lookup cache */
+	/* the batch */
+	List	   *batch_streams;	/* of BatchStream *, first appearance order */
+	StringInfoData carry;		/* an incomplete line */
+	int64		seq;			/* rows of the batch, in order */
+	char	   *batched_at;		/* _sdc_batched_at of the batch */
+	bool		open;
+} ApplySink;
+
+/* the transaction of one attempt on one connection */
+typedef struct ApplyTxn
+{
+	ApplySink  *a;
+	ApplyConn  *c;
+	const char *batch_id;
+	BatchStream *bs;			/* the stream being applied, for messages */
+} ApplyTxn;
+
+/* ---------------------------------------------------------------------
+ * Target statements
+ * ---------------------------------------------------------------------
+ */
+
+static void
+close_conn(ApplyConn *c)
+{
+	if (c->conn)
+		egress_pgconn_close(c->conn);
+	c->conn = NULL;
+	c->state_ok = false;
+}
 
 /*
- * H1's stand-in until H2's apply engine lands (replace wholesale): the
- * sink opens and egress_check() probes; a delivery fails cleanly.
+ * Runs sql (several statements, maybe a COPY fed with copy) on the
+ * transaction's connection.  A failure worth retrying closes the
+ * connection (its transaction goes with it) and raises PGA_ERRCODE_RETRY,
+ * which commit_attempt turns into false; any other error closes it too and
+ * raises EGRESS_ERRCODE_REJECTED with the target's message.
  */
-static void
-stub_close(EgressSink *sink)
+static PGresult *
+txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
 {
+	char	   *error = NULL;
+	PGresult   *res;
+	ExecStatusType status;
+
+	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
+							 copy ? copy->len : 0, &error);
+	if (res == NULL)
+	{
+		close_conn(t->c);
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
+	}
+	status = PQresultStatus(res);
+	if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ||
+		status == PGRES_EMPTY_QUERY)
+		return res;
+	error = egress_pgconn_error(t->c->conn, res);
+	if (egress_pgconn_retryable(res))
+	{
+		PQclear(res);
+		close_conn(t->c);
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
+	}
+	PQclear(res);
+	close_conn(t->c);
+	ereport(ERROR,
+			(errcode(EGRESS_ERRCODE_REJECTED),
+			 errmsg("postgres destination %s refused batch %s%s%s: %s",
+					t->a->sink->location, t->batch_id,
+					t->bs ? " of stream " : "",
+					t->bs ? quote_identifier(t->bs->st->id) : "", error),
+			 errdetail("The target server's error: %s", error),
+			 errhint("Retrying cannot help: change the target or the stream, then resume the stream.")));
+	return NULL;				/* keep compiler quiet */
+}
+
+static void
+txn_run(ApplyTxn *t, const char *sql)
+{
+	PQclear(txn_exec(t, sql, NULL));
+}
+
+/* DDL: run and written to the log (never silent) */
+static void
+txn_ddl(ApplyTxn *t, const char *sql)
+{
+	ereport(LOG,
+			(errmsg("pg_egress postgres destination %s: %s",
+					t->a->sink->location, sql)));
+	txn_run(t, sql);
+}
+
+/* serializes DDL on one name among concurrent loaders (parallel sync parts) */
+static void
+txn_lock(ApplyTxn *t, const char *name)
+{
+	txn_run(t, psprintf("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
+						quote_literal_cstr(psprintf("pg_egress:%s", name))));
+}
+
+static char *
+qualify(const char *schema, const char *name)
+{
+	return psprintf("%s.%s", quote_identifier(schema), quote_identifier(name));
+}
+
+/* ---------------------------------------------------------------------
+ * Lines: the hot path (RECORD) and the rest
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct RecField
+{
+	char	   *name;
+	JsonTokenType tok;			/* OBJECT_START/ARRAY_START for nested values */
+	char	   *text;			/* a scalar's (strings de-escaped) */
+	const char *raw;			/* the value's JSON text */
+	int			rawlen;
+} RecField;
+
+typedef struct LineParse
+{
+	JsonLexContext *lex;
+	int			depth;			/* open objects and arrays */
+	char	   *field;			/* the top-level field */
+	const char *top_start;		/* its value's JSON text */
+	char	   *rfield;			/* the record field */
+	const char *rstart;
+	bool		in_record;
+	char	   *type;
+	char	   *stream;
+	char	   *version;
+	char	   *time_extracted;
+	char	   *position;
+	const char *schema_raw;
+	int			schema_len;
+	const char *keys_raw;
+	int			keys_len;
+	const char *value_raw;
+	int			value_len;
+	RecField   *fields;
+	int			nfields;
+	int			maxfields;
+} LineParse;
+
+static void
+lp_add_field(LineParse *lp, JsonTokenType tok, char *text)
+{
+	RecField   *f;
+
+	if (lp->nfields == lp->maxfields)
+	{
+		lp->maxfields = lp->maxfields ? lp->maxfields * 2 : 32;
+		lp->fields = lp->fields ? repalloc(lp->fields, sizeof(RecField) * lp->maxfields) :
+			palloc(sizeof(RecField) * lp->maxfields);
+	}
+	f = &lp->fields[lp->nfields++];
+	f->name = lp->rfield;
+	f->tok = tok;
+	f->text = text;
+	f->raw = lp->rstart;
+	f->rawlen = lp->lex->prev_token_terminator - lp->rstart;
+}
+
+static void
+lp_open(void *st)
+{
+	LineParse  *lp = st;
+
+	if (lp->depth == 1 && lp->field && strcmp(lp->field, "record") == 0)
+		lp->in_record = true;
+	lp->depth++;
+}
+
+/* a top-level object or array value ends: keep the text of those we use */
+static void
+lp_top_value_end(LineParse *lp)
+{
+	int			len = lp->lex->prev_token_terminator - lp->top_start;
+
+	if (lp->field == NULL)
+		return;
+	if (strcmp(lp->field, "schema") == 0)
+	{
+		lp->schema_raw = lp->top_start;
+		lp->schema_len = len;
+	}
+	else if (strcmp(lp->field, "key_properties") == 0)
+	{
+		lp->keys_raw = lp->top_start;
+		lp->keys_len = len;
+	}
+	else if (strcmp(lp->field, "value") == 0)
+	{
+		lp->value_raw = lp->top_start;
+		lp->value_len = len;
+	}
+}
+
+static void
+lp_close(void *st, JsonTokenType tok)
+{
+	LineParse  *lp = st;
+
+	lp->depth--;
+	if (lp->depth == 2 && lp->in_record)
+		lp_add_field(lp, tok, NULL);
+	else if (lp->depth == 1)
+	{
+		if (lp->in_record)
+			lp->in_record = false;
+		else
+			lp_top_value_end(lp);
+	}
+}
+
+static void
+lp_object_end(void *st)
+{
+	lp_close(st, JSON_TOKEN_OBJECT_START);
+}
+
+static void
+lp_array_end(void *st)
+{
+	lp_close(st, JSON_TOKEN_ARRAY_START);
+}
+
+/* called with the lexer at the field's value */
+static void
+lp_field(void *st, char *fname, bool isnull)
+{
+	LineParse  *lp = st;
+
+	if (lp->depth == 1)
+	{
+		lp->field = fname;
+		lp->top_start = lp->lex->token_start;
+	}
+	else if (lp->depth == 2 && lp->in_record)
+	{
+		lp->rfield = fname;
+		lp->rstart = lp->lex->token_start;
+	}
+}
+
+static void
+lp_scalar(void *st, char *token, JsonTokenType type)
+{
+	LineParse  *lp = st;
+
+	if (lp->depth == 2 && lp->in_record)
+		lp_add_field(lp, type, token);
+	else if (lp->depth == 1 && lp->field && type != JSON_TOKEN_NULL)
+	{
+		if (strcmp(lp->field, "type") == 0)
+			lp->type = token;
+		else if (strcmp(lp->field, "stream") == 0)
+			lp->stream = token;
+		else if (strcmp(lp->field, "version") == 0)
+			lp->version = token;
+		else if (strcmp(lp->field, "time_extracted") == 0)
+			lp->time_extracted = token;
+		else if (strcmp(lp->field, "position") == 0)
+			lp->position = token;
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Streams and schemas
+ * ---------------------------------------------------------------------
+ */
+
+static const char *
+target_schema_of(ApplySink *a, const char *source_schema)
+{
+	ListCell   *lc;
+
+	foreach(lc, a->sink->opts.schema_mapping)
+	{
+		EgressSchemaMapping *m = lfirst(lc);
+
+		if (strcmp(m->source_schema, source_schema) == 0)
+			return m->target_schema;
+	}
+	if (a->sink->opts.default_target_schema)
+		return a->sink->opts.default_target_schema;
+	return source_schema;
+}
+
+/*
+ * Stream <schema>-<table>, split at the first '-' (pg_egress's stream ids;
+ * a name without one is a table of the default schema).
+ */
+static ApplyStream *
+stream_get(ApplySink *a, const char *id)
+{
+	ListCell   *lc;
+	ApplyStream *st;
+	const char *dash;
+	char	   *src_schema;
+	MemoryContext oldcxt;
+
+	if (a->last_stream && strcmp(a->last_stream->id, id) == 0)
+		return a->last_stream;
+	foreach(lc, a->streams)
+	{
+		st = lfirst(lc);
+		if (strcmp(st->id, id) == 0)
+			return a->last_stream = st;
+	}
+	oldcxt = MemoryContextSwitchTo(a->cxt);
+	st = palloc0(sizeof(ApplyStream));
+	st->id = pstrdup(id);
+	dash = strchr(id, '-');
+	src_schema = dash ? pnstrdup(id, dash - id) : pstrdup("public");
+	st->table = pstrdup(dash ? dash + 1 : id);
+	st->target_schema = pstrdup(target_schema_of(a, src_schema));
+	st->qtable = qualify(st->target_schema, st->table);
+	st->dest = st->qtable;
+	st->conn = hash_bytes((const unsigned char *) id, strlen(id)) % a->nconns;
+	a->streams = lappend(a->streams, st);
+	MemoryContextSwitchTo(oldcxt);
+	return a->last_stream = st;
+}
+
+static BatchStream *
+batch_stream(ApplySink *a, ApplyStream *st)
+{
+	if (st->bs == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(a->batch_cxt);
+
+		st->bs = palloc0(sizeof(BatchStream));
+		st->bs->st = st;
+		a->batch_streams = lappend(a->batch_streams, st->bs);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return st->bs;
+}
+
+static int
+schema_column(const ApplySchema *s, const char *name, int hint)
+{
+	if (hint >= 0 && hint < s->ncols && strcmp(s->cols[hint].name, name) == 0)
+		return hint;
+	for (int i = 0; i < s->ncols; i++)
+		if (strcmp(s->cols[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* a metadata column add_metadata_columns adds, unless the SCHEMA has it */
+static int
+add_meta_column(ApplySchema *s, const char *name)
+{
+	int			i = schema_column(s, name, -1);
+
+	if (i >= 0)
+		return i;
+	egress_pg_column_map(&s->cols[s->ncols], name, NULL);
+	s->cols[s->ncols].type = "timestamp without time zone";
+	s->cols[s->ncols].jtypes = EGRESS_JT_NULL | EGRESS_JT_STRING;
+	s->cols[s->ncols].date_time = true;
+	return s->ncols++;
+}
+
+static ApplySchema *
+schema_build(ApplySink *a, EgressJNode *schema, EgressJNode *keys, char *identity)
+{
+	EgressJNode *props = egress_jnode_get(schema, "properties");
+	ApplySchema *s = palloc0(sizeof(ApplySchema));
+	int			nprops = props ? list_length(props->values) : 0;
+	ListCell   *k,
+			   *v;
+	int			i = 0;
+
+	s->identity = identity;
+	s->cols = palloc0(sizeof(EgressPgColumn) * (nprops + 3));
+	if (props)
+		forboth(k, props->keys, v, props->values)
+			egress_pg_column_map(&s->cols[i++], lfirst(k), lfirst(v));
+	s->ncols = nprops;
+	s->extracted_at = s->batched_at = -1;
+	if (a->sink->opts.add_metadata_columns)
+	{
+		bool		had_e = schema_column(s, "_sdc_extracted_at", -1) >= 0;
+		bool		had_b = schema_column(s, "_sdc_batched_at", -1) >= 0;
+
+		s->extracted_at = add_meta_column(s, "_sdc_extracted_at");
+		s->batched_at = add_meta_column(s, "_sdc_batched_at");
+		(void) add_meta_column(s, "_sdc_deleted_at");
+		/* a SCHEMA's own column of that name keeps the record's values */
+		if (had_e)
+			s->extracted_at = -1;
+		if (had_b)
+			s->batched_at = -1;
+	}
+	s->deleted_at = schema_column(s, "_sdc_deleted_at", -1);
+	s->nkeys = keys ? list_length(keys->values) : 0;
+	s->keys = palloc(sizeof(int) * Max(s->nkeys, 1));
+	i = 0;
+	if (keys)
+		foreach(v, keys->values)
+		{
+			EgressJNode *kn = lfirst(v);
+			int			c = kn->type == JSON_TOKEN_STRING ? schema_column(s, kn->str, -1) : -1;
+
+			if (c < 0 && s->missing_key == NULL)
+				s->missing_key = kn->type == JSON_TOKEN_STRING ? kn->str : "?";
+			s->keys[i++] = c;
+		}
+	return s;
+}
+
+static EgressJNode *
+parse_tree(ApplySink *a, const char *raw, int len, const char *what)
+{
+	char	   *error = NULL;
+	EgressJNode *n = egress_jnode_parse(raw, len, &error);
+
+	if (n == NULL)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("postgres destination %s cannot read a %s message: %s",
+						a->sink->location, what, error)));
+	return n;
+}
+
+static void
+on_schema(ApplySink *a, LineParse *lp)
+{
+	ApplyStream *st = stream_get(a, lp->stream);
+	char	   *identity;
+	MemoryContext oldcxt;
+
+	if (lp->schema_raw == NULL)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("postgres destination %s got a SCHEMA message without a schema (stream %s)",
+						a->sink->location, st->id)));
+	identity = psprintf("%.*s|%.*s", lp->schema_len, lp->schema_raw,
+						lp->keys_len, lp->keys_raw ? lp->keys_raw : "");
+	(void) batch_stream(a, st);
+	if (st->schema && strcmp(st->schema->identity, identity) == 0)
+		return;
+	oldcxt = MemoryContextSwitchTo(a->cxt);
+	st->schema = schema_build(a,
+							  parse_tree(a, lp->schema_raw, lp->schema_len, "SCHEMA"),
+							  lp->keys_raw ? parse_tree(a, lp->keys_raw, lp->keys_len, "SCHEMA") : NULL,
+							  pstrdup(identity));
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static Segment *
+new_segment(ApplySink *a, BatchStream *bs, SegKind kind, int64 version)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(a->batch_cxt);
+	Segment    *seg = palloc0(sizeof(Segment));
+
+	seg->kind = kind;
+	seg->schema = bs->st->schema;
+	seg->version = version;
+	if (kind == SEG_ROWS)
+		initStringInfo(&seg->copy);
+	bs->segments = lappend(bs->segments, seg);
+	MemoryContextSwitchTo(oldcxt);
+	return seg;
+}
+
+static int64
+version_of(ApplySink *a, const char *text)
+{
+	return text ? strtoi64(text, NULL, 10) : 0;
+}
+
+static char *
+batch_copy(ApplySink *a, const char *s)
+{
+	return s ? MemoryContextStrdup(a->batch_cxt, s) : NULL;
+}
+
+static void
+on_activate(ApplySink *a, LineParse *lp)
+{
+	ApplyStream *st = stream_get(a, lp->stream);
+	BatchStream *bs = batch_stream(a, st);
+	Segment    *seg;
+
+	if (st->schema == NULL)
+	{
+		bs->error = batch_copy(a, "an ACTIVATE_VERSION before any SCHEMA");
+		return;
+	}
+	seg = new_segment(a, bs, SEG_ACTIVATE, version_of(a, lp->version));
+	seg->position = batch_copy(a, lp->position);
+}
+
+static void
+on_state(ApplySink *a, LineParse *lp)
+{
+	EgressJNode *value;
+	EgressJNode *bookmarks;
+	ListCell   *k,
+			   *v;
+
+	if (lp->value_raw == NULL)
+		return;
+	value = parse_tree(a, lp->value_raw, lp->value_len, "STATE");
+	bookmarks = egress_jnode_get(value, "bookmarks");
+	if (bookmarks == NULL || bookmarks->type != JSON_TOKEN_OBJECT_START)
+		return;
+	forboth(k, bookmarks->keys, v, bookmarks->values)
+	{
+		ListCell   *lc;
+
+		/* only the streams of this batch get their row written */
+		foreach(lc, a->batch_streams)
+		{
+			BatchStream *bs = lfirst(lc);
+			EgressJNode *bm = lfirst(v);
+
+			if (strcmp(bs->st->id, lfirst(k)) == 0)
+				bs->bookmark = MemoryContextStrdup(a->batch_cxt,
+												   pnstrdup(bm->raw, bm->rawlen));
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * RECORD -> COPY text
+ * ---------------------------------------------------------------------
+ */
+
+static void
+copy_value(StringInfo buf, const EgressPgColumn *col, const RecField *f)
+{
+	if (f == NULL || f->tok == JSON_TOKEN_NULL)
+	{
+		appendStringInfoString(buf, "\\N");
+		return;
+	}
+	/* jsonb columns take JSON text, scalars too (a json column's "abc") */
+	if (col->jsonb || f->text == NULL)
+		egress_pg_copy_escape(buf, f->raw, f->rawlen);
+	else
+		egress_pg_copy_escape(buf, f->text, strlen(f->text));
+}
+
+/* the segment a record of this version goes to: the last one, or a new one */
+static Segment *
+rows_segment(ApplySink *a, BatchStream *bs, int64 version, bool positioned)
+{
+	Segment    *seg = bs->segments ? llast(bs->segments) : NULL;
+
+	if (seg && seg->kind == SEG_ROWS && seg->schema == bs->st->schema &&
+		seg->version == version && (seg->position != NULL) == positioned)
+		return seg;
+	return new_segment(a, bs, SEG_ROWS, version);
+}
+
+static void
+check_record(ApplySink *a, BatchStream *bs, const ApplySchema *s, RecField **vals)
+{
+	for (int i = 0; i < s->ncols && bs->error == NULL; i++)
+	{
+		const RecField *f = vals[i];
+		const char *why;
+
+		if (i == s->extracted_at || i == s->batched_at)
+			continue;
+		why = egress_pg_check_value(&s->cols[i], f ? f->tok : JSON_TOKEN_NULL,
+									f ? (f->text ? f->text : "") : NULL);
+		if (why)
+			bs->error = batch_copy(a, psprintf("column %s: %s",
+											   quote_identifier(s->cols[i].name), why));
+	}
+}
+
+static void
+on_record(ApplySink *a, LineParse *lp)
+{
+	ApplyStream *st = stream_get(a, lp->stream);
+	BatchStream *bs = batch_stream(a, st);
+	ApplySchema *s = st->schema;
+	RecField  **vals;
+	Segment    *seg;
+	StringInfo	buf;
+	bool		del = false;
+	int			hint = 0;
+
+	if (s == NULL)
+	{
+		if (bs->error == NULL)
+			bs->error = batch_copy(a, "a RECORD before any SCHEMA");
+		return;
+	}
+	vals = palloc0(sizeof(RecField *) * s->ncols);
+	for (int i = 0; i < lp->nfields; i++)
+	{
+		int			c = schema_column(s, lp->fields[i].name, hint);
+
+		/* properties the SCHEMA does not have are left out, as pipelinewise */
+		if (c >= 0)
+		{
+			vals[c] = &lp->fields[i];
+			hint = c + 1;
+		}
+	}
+	if (s->deleted_at >= 0 && vals[s->deleted_at] &&
+		vals[s->deleted_at]->tok != JSON_TOKEN_NULL)
+		del = true;
+	if (a->sink->opts.validate_records && !del)
+		check_record(a, bs, s, vals);
+
+	seg = rows_segment(a, bs, version_of(a, lp->version), lp->position != NULL);
+	buf = &seg->copy;
+	for (int i = 0; i < s->ncols; i++)
+	{
+		if (i == s->extracted_at && lp->time_extracted)
+			egress_pg_copy_escape(buf, lp->time_extracted, strlen(lp->time_extracted));
+		else if (i == s->batched_at)
+			appendStringInfoString(buf, a->batched_at);
+		else
+			copy_value(buf, &s->cols[i], vals[i]);
+		appendStringInfoChar(buf, '\t');
+	}
+	appendStringInfo(buf, INT64_FORMAT "\t%c\t", ++a->seq, del ? 't' : 'f');
+	if (lp->position)
+	{
+		egress_pg_copy_escape(buf, lp->position, strlen(lp->position));
+		if (seg->position == NULL || strlen(seg->position) < strlen(lp->position))
+			seg->position = MemoryContextStrdup(a->batch_cxt, lp->position);
+		else
+			strcpy(seg->position, lp->position);
+	}
+	else
+		appendStringInfoString(buf, "\\N");
+	appendStringInfoChar(buf, '\n');
+	seg->nrows++;
+	seg->deletes |= del;
+}
+
+static void
+process_line(ApplySink *a, const char *line, int len)
+{
+	LineParse	lp = {0};
+	JsonSemAction sem = {0};
+	JsonParseErrorType rc;
+	MemoryContext oldcxt;
+
+	if (len == 0)
+		return;
+	oldcxt = MemoryContextSwitchTo(a->line_cxt);
+	lp.lex = makeJsonLexContextCstringLen((char *) line, len, GetDatabaseEncoding(), true);
+	sem.semstate = &lp;
+	sem.object_start = lp_open;
+	sem.array_start = lp_open;
+	sem.object_end = lp_object_end;
+	sem.array_end = lp_array_end;
+	sem.object_field_start = lp_field;
+	sem.scalar = lp_scalar;
+	rc = pg_parse_json(lp.lex, &sem);
+	if (rc != JSON_SUCCESS)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("postgres destination %s cannot read a Singer message: %s",
+						a->sink->location, json_errdetail(rc, lp.lex))));
+	if (lp.type && (strcmp(lp.type, "STATE") == 0))
+		on_state(a, &lp);
+	else if (lp.type == NULL || lp.stream == NULL)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("postgres destination %s got a Singer message without type or stream",
+						a->sink->location)));
+	else if (strcmp(lp.type, "RECORD") == 0)
+		on_record(a, &lp);
+	else if (strcmp(lp.type, "SCHEMA") == 0)
+		on_schema(a, &lp);
+	else if (strcmp(lp.type, "ACTIVATE_VERSION") == 0)
+		on_activate(a, &lp);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(a->line_cxt);
+}
+
+/* ---------------------------------------------------------------------
+ * Sink operations: batches
+ * ---------------------------------------------------------------------
+ */
+
+/* "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, for timestamp columns */
+static char *
+utc_text(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return pstrdup("\\N");
+	return psprintf("%04d-%02d-%02d %02d:%02d:%02d.%06d+00",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+static void
+forget_batch(ApplySink *a)
+{
+	ListCell   *lc;
+
+	foreach(lc, a->streams)
+		((ApplyStream *) lfirst(lc))->bs = NULL;
+	a->batch_streams = NIL;
+	a->open = false;
+	MemoryContextReset(a->batch_cxt);
+	/* the carry buffer lives in the batch context */
+	a->carry.data = NULL;
+}
+
+static void
+pga_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
+{
+	ApplySink  *a = sink->private_data;
+	MemoryContext oldcxt;
+
+	forget_batch(a);
+	oldcxt = MemoryContextSwitchTo(a->batch_cxt);
+	initStringInfo(&a->carry);
+	a->batched_at = utc_text(GetCurrentTimestamp());
+	MemoryContextSwitchTo(oldcxt);
+	a->seq = 0;
+	a->open = true;
+}
+
+static void
+pga_write(EgressSink *sink, const char *data, size_t len)
+{
+	ApplySink  *a = sink->private_data;
+	const char *end = data + len;
+	const char *p = data;
+
+	while (p < end)
+	{
+		const char *nl = memchr(p, '\n', end - p);
+
+		if (nl == NULL)
+		{
+			appendBinaryStringInfo(&a->carry, p, end - p);
+			return;
+		}
+		if (a->carry.len > 0)
+		{
+			appendBinaryStringInfo(&a->carry, p, nl - p);
+			process_line(a, a->carry.data, a->carry.len);
+			resetStringInfo(&a->carry);
+		}
+		else
+			process_line(a, p, nl - p);
+		p = nl + 1;
+	}
+}
+
+static void
+pga_abort_batch(EgressSink *sink)
+{
+	ApplySink  *a = sink->private_data;
+
+	/* a connection left in the middle of a query or a transaction: closed */
+	for (int i = 0; i < a->nconns; i++)
+		if (a->conns[i].conn &&
+			PQtransactionStatus(a->conns[i].conn) != PQTRANS_IDLE)
+			close_conn(&a->conns[i]);
+	forget_batch(a);
+}
+
+static void
+pga_cleanup(EgressSink *sink, const char *prefix)
+{
+	/* nothing outlives a transaction but shadow tables, which the state tracks */
+}
+
+static void
+pga_close(EgressSink *sink)
+{
+	ApplySink  *a = sink->private_data;
+
+	if (a == NULL)
+		return;
+	for (int i = 0; i < a->nconns; i++)
+		close_conn(&a->conns[i]);
+	MemoryContextDelete(a->cxt);
+	sink->private_data = NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * Applying: tables
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct TargetColumn
+{
+	char	   *name;
+	char	   *base;			/* format_type without typmod */
+	char	   *full;			/* with it */
+} TargetColumn;
+
+/* the columns of table (quoted, qualified); NIL when it does not exist */
+static List *
+target_columns(ApplyTxn *t, const char *qtable)
+{
+	PGresult   *res;
+	List	   *cols = NIL;
+
+	res = txn_exec(t, psprintf("SELECT a.attname, pg_catalog.format_type(a.atttypid, NULL), "
+							   "pg_catalog.format_type(a.atttypid, a.atttypmod) "
+							   "FROM pg_catalog.pg_attribute a "
+							   "WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s) "
+							   "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped "
+							   "ORDER BY a.attnum",
+							   quote_literal_cstr(qtable)), NULL);
+	for (int i = 0; i < PQntuples(res); i++)
+	{
+		TargetColumn *c = palloc(sizeof(TargetColumn));
+
+		c->name = pstrdup(PQgetvalue(res, i, 0));
+		c->base = pstrdup(PQgetvalue(res, i, 1));
+		c->full = pstrdup(PQgetvalue(res, i, 2));
+		cols = lappend(cols, c);
+	}
+	PQclear(res);
+	return cols;
+}
+
+static TargetColumn *
+find_target_column(List *cols, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, cols)
+	{
+		TargetColumn *c = lfirst(lc);
+
+		if (strcmp(c->name, name) == 0)
+			return c;
+	}
+	return NULL;
 }
 
 static bool
-stub_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *failure)
+schema_exists(ApplyTxn *t, const char *schema)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("postgres destinations cannot load batches yet")));
+	PGresult   *res = txn_exec(t, psprintf("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) %s",
+										   quote_literal_cstr(schema)), NULL);
+	bool		found = PQntuples(res) > 0;
+
+	PQclear(res);
+	return found;
+}
+
+static void
+grant_to(ApplyTxn *t, const char *what)
+{
+	ListCell   *lc;
+
+	foreach(lc, t->a->sink->opts.target_schema_privileges)
+		txn_ddl(t, psprintf("GRANT %s TO %s", what, quote_identifier(lfirst(lc))));
+}
+
+static void
+create_schema(ApplyTxn *t, const char *schema)
+{
+	if (schema_exists(t, schema))
+		return;
+	txn_ddl(t, psprintf("CREATE SCHEMA IF NOT EXISTS %s", quote_identifier(schema)));
+	grant_to(t, psprintf("USAGE ON SCHEMA %s", quote_identifier(schema)));
+}
+
+static void
+create_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
+{
+	StringInfoData sql;
+
+	create_schema(t, st->target_schema);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE TABLE IF NOT EXISTS %s (", st->qtable);
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(&sql, "%s%s %s", i ? ", " : "",
+						 quote_identifier(s->cols[i].name), s->cols[i].type);
+	if (s->nkeys > 0)
+	{
+		appendStringInfoString(&sql, ", PRIMARY KEY (");
+		for (int k = 0; k < s->nkeys; k++)
+			appendStringInfo(&sql, "%s%s", k ? ", " : "",
+							 quote_identifier(s->cols[s->keys[k]].name));
+		appendStringInfoChar(&sql, ')');
+	}
+	appendStringInfoChar(&sql, ')');
+	txn_ddl(t, sql.data);
+	grant_to(t, psprintf("SELECT ON %s", st->qtable));
+}
+
+/* "<column>_<yyyymmdd_hhmm>" (UTC), as pipelinewise's version_column */
+static char *
+aside_name(const char *column)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	char		suffix[32];
+	int			keep;
+
+	timestamp2tm(GetCurrentTimestamp(), NULL, &tm, &fsec, NULL, NULL);
+	snprintf(suffix, sizeof(suffix), "_%04d%02d%02d_%02d%02d",
+			 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min);
+	keep = pg_mbcliplen(column, strlen(column), NAMEDATALEN - 1 - strlen(suffix));
+	return psprintf("%.*s%s", keep, column, suffix);
+}
+
+/* ADD COLUMN for new properties; rename aside a column whose type changed */
+static bool
+evolve_table(ApplyTxn *t, const char *qtable, const ApplySchema *s, List *cols, bool run)
+{
+	bool		changed = false;
+
+	for (int i = 0; i < s->ncols; i++)
+	{
+		const EgressPgColumn *col = &s->cols[i];
+		TargetColumn *tc = find_target_column(cols, col->name);
+		const char *q = quote_identifier(col->name);
+
+		if (tc && egress_pg_type_compatible(tc->base, col->type, col->name))
+			continue;
+		changed = true;
+		if (!run)
+			continue;
+		if (tc)
+			txn_ddl(t, psprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", qtable, q,
+								quote_identifier(aside_name(col->name))));
+		txn_ddl(t, psprintf("ALTER TABLE %s ADD COLUMN %s %s", qtable, q, col->type));
+	}
+	return changed;
+}
+
+/* the target types of s's columns, from the table's columns */
+static char **
+column_types(const ApplySchema *s, List *cols)
+{
+	char	  **types = palloc(sizeof(char *) * s->ncols);
+
+	for (int i = 0; i < s->ncols; i++)
+	{
+		TargetColumn *tc = find_target_column(cols, s->cols[i].name);
+
+		types[i] = tc ? tc->full : (char *) s->cols[i].type;
+	}
+	return types;
+}
+
+/*
+ * Makes table (the stream's or its shadow) have a column for each of s's
+ * properties, creating it if needed.  DDL runs under the table's advisory
+ * lock and after a second look: another loader may have done it meanwhile.
+ */
+static void
+ensure_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
+{
+	List	   *cols;
+
+	if (st->pending == s || (st->pending == NULL && st->verified == s))
+		return;
+	cols = target_columns(t, st->qtable);
+	if (cols == NIL || evolve_table(t, st->qtable, s, cols, false))
+	{
+		txn_lock(t, st->qtable);
+		cols = target_columns(t, st->qtable);
+		if (cols == NIL)
+			create_table(t, st, s);
+		else
+			evolve_table(t, st->qtable, s, cols, true);
+		cols = target_columns(t, st->qtable);
+	}
+	st->pending = (ApplySchema *) s;
+	st->pending_types = column_types(s, cols);
+	st->has_deleted_at = find_target_column(cols, "_sdc_deleted_at") != NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * Applying: rows
+ * ---------------------------------------------------------------------
+ */
+
+static void
+append_keys(StringInfo sql, const ApplySchema *s, const char *prefix)
+{
+	for (int k = 0; k < s->nkeys; k++)
+		appendStringInfo(sql, "%s%s%s", k ? ", " : "", prefix,
+						 quote_identifier(s->cols[s->keys[k]].name));
+}
+
+static bool
+is_key(const ApplySchema *s, int col)
+{
+	for (int k = 0; k < s->nkeys; k++)
+		if (s->keys[k] == col)
+			return true;
 	return false;
 }
 
+static void
+append_columns(StringInfo sql, const ApplySchema *s)
+{
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(sql, "%s%s", i ? ", " : "", quote_identifier(s->cols[i].name));
+}
+
+static void
+append_key_match(StringInfo sql, const ApplySchema *s, const char *l, const char *r)
+{
+	for (int k = 0; k < s->nkeys; k++)
+	{
+		const char *q = quote_identifier(s->cols[s->keys[k]].name);
+
+		appendStringInfo(sql, "%s%s.%s OPERATOR(pg_catalog.=) %s.%s",
+						 k ? " AND " : "", l, q, r, q);
+	}
+}
+
+/*
+ * The last record of each key (DISTINCT ON) of the staging table, among
+ * those matching inner (NULL: all), then those matching outer.
+ */
+static void
+append_last_per_key(StringInfo sql, const ApplySchema *s, const char *inner,
+					const char *outer)
+{
+	appendStringInfoString(sql, "(SELECT DISTINCT ON (");
+	append_keys(sql, s, "");
+	appendStringInfo(sql, ") * FROM " STAGE "%s%s ORDER BY ",
+					 inner ? " WHERE " : "", inner ? inner : "");
+	append_keys(sql, s, "");
+	appendStringInfo(sql, ", _pg_egress_seq DESC) s%s%s",
+					 outer ? " WHERE " : "", outer ? outer : "");
+}
+
+/* ON CONFLICT (key) DO UPDATE SET <every other column>, or DO NOTHING */
+static void
+append_on_conflict(StringInfo sql, const ApplySchema *s)
+{
+	bool		any = false;
+
+	appendStringInfoString(sql, " ON CONFLICT (");
+	append_keys(sql, s, "");
+	appendStringInfoChar(sql, ')');
+	for (int i = 0; i < s->ncols; i++)
+	{
+		const char *q;
+
+		if (is_key(s, i))
+			continue;
+		q = quote_identifier(s->cols[i].name);
+		appendStringInfo(sql, "%s%s = EXCLUDED.%s", any ? ", " : " DO UPDATE SET ", q, q);
+		any = true;
+	}
+	if (!any)
+		appendStringInfoString(sql, " DO NOTHING");
+}
+
+/* upserts: the last non-delete record of each key */
+static void
+append_upsert(StringInfo sql, const ApplySchema *s, const char *dest, const Segment *seg)
+{
+	appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
+	append_columns(sql, s);
+	appendStringInfoString(sql, ") SELECT ");
+	append_columns(sql, s);
+	appendStringInfoString(sql, " FROM ");
+	append_last_per_key(sql, s, seg->deletes ? "NOT _pg_egress_del" : NULL, NULL);
+	append_on_conflict(sql, s);
+	appendStringInfoString(sql, ";\n");
+}
+
+/* delete records: the row goes (hard) or gets _sdc_deleted_at (soft) */
+static void
+append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *dest,
+			   bool soft)
+{
+	if (!soft)
+	{
+		appendStringInfo(sql, "DELETE FROM %s AS t USING ", dest);
+		append_last_per_key(sql, s, NULL, "s._pg_egress_del");
+		appendStringInfoString(sql, " AND ");
+		append_key_match(sql, s, "t", "s");
+		appendStringInfoString(sql, ";\n");
+		return;
+	}
+	appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
+	append_keys(sql, s, "");
+	appendStringInfoString(sql, ", _sdc_deleted_at");
+	if (s->extracted_at >= 0)
+		appendStringInfoString(sql, ", _sdc_extracted_at");
+	if (s->batched_at >= 0)
+		appendStringInfoString(sql, ", _sdc_batched_at");
+	appendStringInfoString(sql, ") SELECT ");
+	append_keys(sql, s, "s.");
+	appendStringInfoString(sql, ", s._sdc_deleted_at");
+	if (s->extracted_at >= 0)
+		appendStringInfoString(sql, ", s._sdc_extracted_at");
+	if (s->batched_at >= 0)
+		appendStringInfoString(sql, ", s._sdc_batched_at");
+	appendStringInfoString(sql, " FROM ");
+	append_last_per_key(sql, s, NULL, "s._pg_egress_del");
+	appendStringInfoString(sql, " ON CONFLICT (");
+	append_keys(sql, s, "");
+	appendStringInfoString(sql, ") DO UPDATE SET _sdc_deleted_at = EXCLUDED._sdc_deleted_at");
+	if (s->extracted_at >= 0)
+		appendStringInfoString(sql, ", _sdc_extracted_at = EXCLUDED._sdc_extracted_at");
+	if (s->batched_at >= 0)
+		appendStringInfoString(sql, ", _sdc_batched_at = EXCLUDED._sdc_batched_at");
+	appendStringInfoString(sql, ";\n");
+}
+
+/* keyless: append (soft), or with hard_delete delete the equal rows */
+static void
+append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *dest,
+			   const Segment *seg)
+{
+	bool		hard = a->sink->opts.hard_delete && seg->deletes;
+	bool		first = true;
+
+	appendStringInfo(sql, "INSERT INTO %s (", dest);
+	append_columns(sql, s);
+	appendStringInfoString(sql, ") SELECT ");
+	append_columns(sql, s);
+	appendStringInfo(sql, " FROM " STAGE "%s ORDER BY _pg_egress_seq;\n",
+					 hard ? " WHERE NOT _pg_egress_del" : "");
+	if (!hard)
+		return;
+	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s._pg_egress_del", dest);
+	for (int i = 0; i < s->ncols; i++)
+	{
+		const char *q = quote_identifier(s->cols[i].name);
+
+		if (strncmp(s->cols[i].name, "_sdc_", 5) == 0)
+			continue;
+		appendStringInfo(sql, " AND t.%s IS NOT DISTINCT FROM s.%s", q, q);
+		first = false;
+	}
+	if (first)
+		appendStringInfoString(sql, " AND false");
+	appendStringInfoString(sql, ";\n");
+}
+
+/*
+ * One segment's rows into dest (the table or its shadow): staging table,
+ * COPY, drop what the state says is applied, merge, in one round trip.
+ */
+static void
+load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+{
+	ApplyStream *st = bs->st;
+	const ApplySchema *s = seg->schema;
+	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "CREATE TEMP TABLE " STAGE " (");
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(&sql, "%s %s, ", quote_identifier(s->cols[i].name), types[i]);
+	appendStringInfoString(&sql, "_pg_egress_seq bigint, _pg_egress_del boolean, "
+						   "_pg_egress_pos text) ON COMMIT DROP;\n");
+	appendStringInfoString(&sql, "COPY " STAGE " FROM STDIN;\n");
+	if (seg->position && bs->state.position)
+		appendStringInfo(&sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
+						 quote_literal_cstr(bs->state.position));
+	if (s->nkeys == 0)
+		append_keyless(&sql, t->a, s, dest, seg);
+	else
+	{
+		append_upsert(&sql, s, dest, seg);
+		if (seg->deletes)
+			append_deletes(&sql, t->a, s, dest,
+						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
+	}
+	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
+	PQclear(txn_exec(t, sql.data, (StringInfo) &seg->copy));
+}
+
+/* ---------------------------------------------------------------------
+ * Applying: versions
+ * ---------------------------------------------------------------------
+ */
+
+/* the shadow table of version v: "<table>__v<v>", cut to NAMEDATALEN - 1 */
+static char *
+shadow_name(ApplyStream *st, int64 v)
+{
+	char		suffix[32];
+	int			keep;
+
+	snprintf(suffix, sizeof(suffix), "__v" INT64_FORMAT, v);
+	keep = pg_mbcliplen(st->table, strlen(st->table), NAMEDATALEN - 1 - strlen(suffix));
+	return qualify(st->target_schema, psprintf("%.*s%s", keep, st->table, suffix));
+}
+
+static bool
+query_bool(ApplyTxn *t, const char *sql)
+{
+	PGresult   *res = txn_exec(t, sql, NULL);
+	bool		v = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+	PQclear(res);
+	return v;
+}
+
+static bool
+relation_exists(ApplyTxn *t, const char *qname)
+{
+	return query_bool(t, psprintf("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+								  quote_literal_cstr(qname)));
+}
+
+/* a version's time (epoch milliseconds) as a timestamp literal, UTC */
+static char *
+version_time(int64 v)
+{
+	TimestampTz ts = (TimestampTz) v * 1000 -
+		(TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
+
+	return quote_literal_cstr(utc_text(ts));
+}
+
+/*
+ * Rows of the table that version v does not have (all of them when from is
+ * NULL: a TRUNCATE) are deleted, or soft-deleted when the table has
+ * _sdc_deleted_at and hard_delete is off.
+ */
+static void
+retire_rows(ApplyTxn *t, ApplyStream *st, const ApplySchema *s, const char *from, int64 v)
+{
+	StringInfoData sql;
+	bool		soft = !t->a->sink->opts.hard_delete && st->has_deleted_at;
+
+	initStringInfo(&sql);
+	if (soft)
+		appendStringInfo(&sql, "UPDATE %s AS t SET _sdc_deleted_at = %s WHERE t._sdc_deleted_at IS NULL",
+						 st->qtable, version_time(v));
+	else
+		appendStringInfo(&sql, "DELETE FROM %s AS t WHERE true", st->qtable);
+	if (from && s->nkeys > 0)
+	{
+		appendStringInfo(&sql, " AND NOT EXISTS (SELECT 1 FROM %s s WHERE ", from);
+		append_key_match(&sql, s, "s", "t");
+		appendStringInfoChar(&sql, ')');
+	}
+	txn_run(t, sql.data);
+}
+
+static void
+start_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s, int64 v)
+{
+	ApplyStream *st = bs->st;
+	StreamState *ss = &bs->state;
+
+	if (ss->loading && ss->shadow)
+		txn_ddl(t, psprintf("DROP TABLE IF EXISTS %s", shadow_name(st, ss->loading)));
+	ss->shadow = query_bool(t, psprintf("SELECT EXISTS (SELECT 1 FROM %s)", st->qtable));
+	if (ss->shadow)
+	{
+		char	   *shadow = shadow_name(st, v);
+
+		txn_ddl(t, psprintf("DROP TABLE IF EXISTS %s", shadow));
+		txn_ddl(t, psprintf("CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING INDEXES)",
+							shadow, st->qtable));
+	}
+	ss->loading = v;
+	ss->versions_changed = true;
+}
+
+/* the loading version becomes the table's contents */
+static void
+activate_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s)
+{
+	ApplyStream *st = bs->st;
+	StreamState *ss = &bs->state;
+
+	if (ss->shadow)
+	{
+		char	   *shadow = shadow_name(st, ss->loading);
+		StringInfoData sql;
+
+		retire_rows(t, st, s, shadow, ss->loading);
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "INSERT INTO %s AS t (", st->qtable);
+		append_columns(&sql, s);
+		appendStringInfoString(&sql, ") SELECT ");
+		append_columns(&sql, s);
+		appendStringInfo(&sql, " FROM %s", shadow);
+		if (s->nkeys > 0)
+			append_on_conflict(&sql, s);
+		txn_run(t, sql.data);
+		txn_ddl(t, psprintf("DROP TABLE %s", shadow));
+	}
+	ss->active = ss->loading;
+	ss->loading = 0;
+	ss->shadow = false;
+	ss->versions_changed = true;
+}
+
+/* a LOG_BASED TRUNCATE: a new version without rows, active at once */
+static void
+truncate_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s, int64 v)
+{
+	StreamState *ss = &bs->state;
+
+	if (ss->loading && ss->shadow)
+		txn_ddl(t, psprintf("DROP TABLE IF EXISTS %s", shadow_name(bs->st, ss->loading)));
+	retire_rows(t, bs->st, s, NULL, v);
+	ss->active = v;
+	ss->loading = 0;
+	ss->shadow = false;
+	ss->versions_changed = true;
+}
+
+static bool
+position_applied(const StreamState *ss, const char *position)
+{
+	return position && ss->position && strcmp(position, ss->position) <= 0;
+}
+
+static void
+apply_activate(ApplyTxn *t, BatchStream *bs, const Segment *seg)
+{
+	StreamState *ss = &bs->state;
+	int64		v = seg->version;
+
+	if (position_applied(ss, seg->position))
+		return;
+	ensure_table(t, bs->st, seg->schema);
+	if (seg->position)
+	{
+		if (v > ss->active)
+			truncate_version(t, bs, seg->schema, v);
+		bs->new_position = seg->position;
+	}
+	else if (ss->loading == v)
+		activate_version(t, bs, seg->schema);
+	else if (v > ss->active)
+		start_version(t, bs, seg->schema, v);
+}
+
+static void
+apply_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg)
+{
+	StreamState *ss = &bs->state;
+	const char *dest = bs->st->qtable;
+
+	if (seg->nrows == 0 || position_applied(ss, seg->position))
+		return;
+	ensure_table(t, bs->st, seg->schema);
+	/* the first change after the snapshot: the snapshot's version is complete */
+	if (seg->position && ss->loading && seg->version == ss->loading)
+		activate_version(t, bs, seg->schema);
+	if (ss->loading && seg->version == ss->loading && ss->shadow)
+	{
+		dest = shadow_name(bs->st, ss->loading);
+		/* the shadow follows the table's evolution */
+		evolve_table(t, dest, seg->schema, target_columns(t, dest), true);
+	}
+	load_rows(t, bs, seg, dest);
+	if (seg->position)
+		bs->new_position = seg->position;
+}
+
+/* ---------------------------------------------------------------------
+ * Applying: state
+ * ---------------------------------------------------------------------
+ */
+
+static void
+ensure_state_table(ApplyTxn *t)
+{
+	ApplySink  *a = t->a;
+
+	if (t->c->state_ok)
+		return;
+	if (!relation_exists(t, a->qstate))
+	{
+		txn_lock(t, a->qstate);
+		create_schema(t, a->state_schema);
+		txn_ddl(t, psprintf("CREATE TABLE IF NOT EXISTS %s (source text, destination text, "
+							"stream text, position text, batch_id text, loading_version bigint, "
+							"active_version bigint, bookmark jsonb, updated_at timestamptz, "
+							"PRIMARY KEY (source, destination, stream))", a->qstate));
+	}
+	/* set only after the commit: a rolled back CREATE must be made again */
+}
+
+static void
+read_states(ApplyTxn *t, List *streams)
+{
+	StringInfoData sql;
+	PGresult   *res;
+	ListCell   *lc;
+	bool		first = true;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT destination, stream, position, batch_id, loading_version, "
+					 "active_version FROM %s WHERE source OPERATOR(pg_catalog.=) %s "
+					 "AND (destination, stream) IN (", t->a->qstate,
+					 quote_literal_cstr(t->a->source));
+	foreach(lc, streams)
+	{
+		BatchStream *bs = lfirst(lc);
+
+		memset(&bs->state, 0, sizeof(StreamState));
+		bs->new_position = NULL;
+		appendStringInfo(&sql, "%s(%s, %s)", first ? "" : ", ",
+						 quote_literal_cstr(bs->st->dest), quote_literal_cstr(bs->st->id));
+		first = false;
+	}
+	appendStringInfoChar(&sql, ')');
+	res = txn_exec(t, sql.data, NULL);
+	for (int i = 0; i < PQntuples(res); i++)
+		foreach(lc, streams)
+		{
+			BatchStream *bs = lfirst(lc);
+			StreamState *ss = &bs->state;
+
+			if (strcmp(bs->st->dest, PQgetvalue(res, i, 0)) != 0 ||
+				strcmp(bs->st->id, PQgetvalue(res, i, 1)) != 0)
+				continue;
+			ss->found = true;
+			ss->position = PQgetisnull(res, i, 2) ? NULL : pstrdup(PQgetvalue(res, i, 2));
+			ss->batch_id = PQgetisnull(res, i, 3) ? NULL : pstrdup(PQgetvalue(res, i, 3));
+			ss->loading = PQgetisnull(res, i, 4) ? 0 : strtoi64(PQgetvalue(res, i, 4), NULL, 10);
+			ss->active = PQgetisnull(res, i, 5) ? 0 : strtoi64(PQgetvalue(res, i, 5), NULL, 10);
+		}
+	PQclear(res);
+	/* does the loading version have a shadow table? */
+	foreach(lc, streams)
+	{
+		BatchStream *bs = lfirst(lc);
+
+		if (bs->state.loading)
+			bs->state.shadow = relation_exists(t, shadow_name(bs->st, bs->state.loading));
+	}
+}
+
+static const char *
+lit_or_null(const char *s)
+{
+	return s ? quote_literal_cstr(s) : "NULL";
+}
+
+static const char *
+version_or_null(int64 v)
+{
+	return v ? psprintf(INT64_FORMAT, v) : "NULL";
+}
+
+static void
+write_state(ApplyTxn *t, BatchStream *bs)
+{
+	StreamState *ss = &bs->state;
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s AS s (source, destination, stream, position, batch_id, "
+					 "loading_version, active_version, bookmark, updated_at) "
+					 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, pg_catalog.now()) "
+					 "ON CONFLICT (source, destination, stream) DO UPDATE SET "
+					 "position = COALESCE(EXCLUDED.position, s.position), "
+					 "batch_id = EXCLUDED.batch_id, "
+					 "bookmark = COALESCE(EXCLUDED.bookmark, s.bookmark), "
+					 "updated_at = EXCLUDED.updated_at",
+					 t->a->qstate, quote_literal_cstr(t->a->source),
+					 quote_literal_cstr(bs->st->dest), quote_literal_cstr(bs->st->id),
+					 lit_or_null(bs->new_position), quote_literal_cstr(t->batch_id),
+					 version_or_null(ss->loading), version_or_null(ss->active),
+					 lit_or_null(bs->bookmark));
+	/* versions only when this batch changed them: parallel parts do not */
+	if (ss->versions_changed)
+		appendStringInfoString(&sql, ", loading_version = EXCLUDED.loading_version, "
+							   "active_version = EXCLUDED.active_version");
+	txn_run(t, sql.data);
+}
+
+/* ---------------------------------------------------------------------
+ * Applying: a connection's transaction
+ * ---------------------------------------------------------------------
+ */
+
+static void
+connect_if_needed(ApplySink *a, ApplyConn *c)
+{
+	char	   *error = NULL;
+	bool		refused = false;
+
+	if (c->conn && PQstatus(c->conn) == CONNECTION_OK &&
+		PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+		return;
+	close_conn(c);
+	a->target->owner_superuser = a->sink->owner_superuser;
+	c->conn = egress_pgconn_connect_ex(a->target, &error, &refused);
+	if (c->conn == NULL && refused)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("postgres destination %s: %s", a->sink->location, error)));
+	if (c->conn == NULL)
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
+}
+
+static void
+apply_stream(ApplyTxn *t, BatchStream *bs)
+{
+	ListCell   *lc;
+
+	t->bs = bs;
+	if (bs->state.batch_id && strcmp(bs->state.batch_id, t->batch_id) == 0)
+	{
+		/* applied before: the state says so */
+		t->bs = NULL;
+		return;
+	}
+	foreach(lc, bs->segments)
+	{
+		Segment    *seg = lfirst(lc);
+
+		CHECK_FOR_INTERRUPTS();
+		if (seg->kind == SEG_ACTIVATE)
+			apply_activate(t, bs, seg);
+		else
+			apply_rows(t, bs, seg);
+	}
+	write_state(t, bs);
+	t->bs = NULL;
+}
+
+static void
+apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
+{
+	ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
+	ListCell   *lc;
+
+	connect_if_needed(a, t.c);
+	txn_run(&t, "BEGIN; SET LOCAL client_min_messages = warning");
+	ensure_state_table(&t);
+	read_states(&t, streams);
+	foreach(lc, streams)
+		apply_stream(&t, lfirst(lc));
+	txn_run(&t, "COMMIT");
+	t.c->state_ok = true;
+	/* committed: what the tables were made to match holds */
+	foreach(lc, streams)
+	{
+		ApplyStream *st = ((BatchStream *) lfirst(lc))->st;
+
+		if (st->pending)
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(a->cxt);
+
+			st->verified = st->pending;
+			st->coltypes = palloc(sizeof(char *) * st->verified->ncols);
+			for (int c = 0; c < st->verified->ncols; c++)
+				st->coltypes[c] = pstrdup(st->pending_types[c]);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		st->pending = NULL;
+	}
+}
+
+/* rejections found while parsing, and keyless streams when keys are required */
+static void
+check_batch(ApplySink *a)
+{
+	ListCell   *lc;
+
+	foreach(lc, a->batch_streams)
+	{
+		BatchStream *bs = lfirst(lc);
+		ApplySchema *s = bs->st->schema;
+
+		if (bs->error)
+			ereport(ERROR,
+					(errcode(EGRESS_ERRCODE_REJECTED),
+					 errmsg("postgres destination %s refused stream \"%s\": %s",
+							a->sink->location, bs->st->id, bs->error)));
+		if (s && s->missing_key)
+			ereport(ERROR,
+					(errcode(EGRESS_ERRCODE_REJECTED),
+					 errmsg("postgres destination %s refused stream \"%s\": key property %s is not in its schema",
+							a->sink->location, bs->st->id, quote_identifier(s->missing_key))));
+		if (s && s->nkeys == 0 && a->sink->opts.primary_key_required)
+			ereport(ERROR,
+					(errcode(EGRESS_ERRCODE_REJECTED),
+					 errmsg("table %s of postgres destination %s has no primary key",
+							bs->st->qtable, a->sink->location),
+					 errdetail("Stream \"%s\" has no key properties, and the destination's option \"primary_key_required\" is true.",
+							   bs->st->id),
+					 errhint("Add a primary key to the source table, or set \"primary_key_required\": false on the destination to append rows.")));
+	}
+}
+
+static void
+forget_pending(ApplySink *a)
+{
+	ListCell   *lc;
+
+	/* a failed transaction may have rolled back DDL: check tables again */
+	foreach(lc, a->streams)
+	{
+		ApplyStream *st = lfirst(lc);
+
+		st->pending = NULL;
+		st->verified = NULL;
+	}
+}
+
+static bool
+pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *failure)
+{
+	ApplySink  *a = sink->private_data;
+	MemoryContext oldcxt;
+	MemoryContext errcxt;
+	volatile bool ok = true;
+
+	check_batch(a);
+	MemoryContextReset(a->attempt_cxt);
+	oldcxt = MemoryContextSwitchTo(a->attempt_cxt);
+	errcxt = CurrentMemoryContext;
+	PG_TRY();
+	{
+		for (int i = 0; i < a->nconns; i++)
+		{
+			List	   *streams = NIL;
+			ListCell   *lc;
+
+			foreach(lc, a->batch_streams)
+			{
+				BatchStream *bs = lfirst(lc);
+
+				if (bs->st->conn == i)
+					streams = lappend(streams, bs);
+			}
+			if (streams != NIL)
+				apply_on_conn(a, i, batch_id, streams);
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(errcxt);
+		edata = CopyErrorData();
+		forget_pending(a);
+		if (edata->sqlerrcode != PGA_ERRCODE_RETRY)
+		{
+			MemoryContextSwitchTo(oldcxt);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		failure->what = MemoryContextStrdup(oldcxt, edata->message);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	return ok;
+}
+
+static void
+pga_commit_batch(EgressSink *sink, const char *batch_id)
+{
+	ApplySink  *a = sink->private_data;
+
+	/* the last incomplete line, if the writer did not end it */
+	if (a->carry.data && a->carry.len > 0)
+	{
+		process_line(a, a->carry.data, a->carry.len);
+		resetStringInfo(&a->carry);
+	}
+	egress_sink_commit_with_retries(sink, batch_id);
+	forget_batch(a);
+}
+
 const EgressSinkOps egress_pg_apply_ops = {
-	.commit_attempt = stub_attempt,
-	.close = stub_close,
-	.probe = egress_postgres_probe,
+	.begin_batch = pga_begin_batch,
+	.write = pga_write,
+	.commit_batch = pga_commit_batch,
+	.commit_attempt = pga_commit_attempt,
+	.abort_batch = pga_abort_batch,
+	.cleanup = pga_cleanup,
+	.close = pga_close,
 };
+
+/* <system identifier>/<database name>: which source the state rows are of */
+static char *
+source_id(void)
+{
+	char	   *db;
+
+	if (IsTransactionState())
+		db = get_database_name(MyDatabaseId);
+	else
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+
+		StartTransactionCommand();
+		db = MemoryContextStrdup(cxt, get_database_name(MyDatabaseId));
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(cxt);
+	}
+	return psprintf(UINT64_FORMAT "/%s", GetSystemIdentifier(), db ? db : "?");
+}
 
 void *
 egress_pg_apply_create(EgressSink *sink, EgressPgTarget *target)
 {
-	return target;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "pg_egress postgres sink",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	ApplySink  *a = palloc0(sizeof(ApplySink));
+
+	a->sink = sink;
+	a->target = target;
+	a->cxt = cxt;
+	a->batch_cxt = AllocSetContextCreate(cxt, "pg_egress postgres batch", ALLOCSET_DEFAULT_SIZES);
+	a->attempt_cxt = AllocSetContextCreate(cxt, "pg_egress postgres attempt", ALLOCSET_DEFAULT_SIZES);
+	a->line_cxt = AllocSetContextCreate(cxt, "pg_egress postgres line", ALLOCSET_DEFAULT_SIZES);
+	a->source = source_id();
+	a->state_schema = pstrdup(sink->opts.default_target_schema ?
+							  sink->opts.default_target_schema : "public");
+	a->qstate = qualify(a->state_schema, STATE_TABLE);
+	a->nconns = Max(sink->opts.parallelism, 1);
+	a->conns = palloc0(sizeof(ApplyConn) * a->nconns);
+	MemoryContextSwitchTo(oldcxt);
+	return a;
 }
