@@ -689,7 +689,7 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 {
 	my $state = sub {
 		my ($schema) = @_;
-		my $out = tq($tgt, qq{SELECT source || ' ' || destination || ' ' || stream FROM "$schema"._pg_egress_state ORDER BY 2, 3});
+		my $out = tq($tgt, qq{SELECT source || ' ' || destination || ' ' || stream FROM "$schema"._pg_egress_state ORDER BY destination, stream});
 		return [ split /\n/, $out ];
 	};
 	my $s = "$sysid/postgres";
