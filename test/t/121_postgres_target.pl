@@ -683,7 +683,8 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 
 # ---------------------------------------------------------------------------
 # _pg_egress_state: a row per (source, target table, stream) in the
-# destination's default_target_schema (else public)
+# destination's default_target_schema (else public); the target table as
+# quote_ident() writes its parts (quoted only where needed)
 # ---------------------------------------------------------------------------
 
 {
@@ -694,12 +695,12 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 	};
 	my $s = "$sysid/postgres";
 	is_deeply($state->('meta'),
-		[ map { "$s \"meta\".\"$_\" public-$_" } sort qw(ev ft inc lb t) ],
+		[ map { "$s meta.$_ public-$_" } sort qw(ev ft inc lb t) ],
 		'meta._pg_egress_state: one row per stream of destination meta (source <system identifier>/<database>)');
-	is_deeply($state->('hard'), [ map { "$s \"hard\".\"$_\" public-$_" } qw(ft lb) ], 'hard._pg_egress_state');
-	is_deeply($state->('public'), [ map { "$s \"public\".\"$_\" public-$_" } qw(ft t) ],
+	is_deeply($state->('hard'), [ map { "$s hard.$_ public-$_" } qw(ft lb) ], 'hard._pg_egress_state');
+	is_deeply($state->('public'), [ map { "$s public.$_ public-$_" } qw(ft t) ],
 		'no default_target_schema: _pg_egress_state in public (the refused keyless stream left no row)');
-	is_deeply($state->('mapdef'), ["$s \"mapped\".\"mp\" public-mp"],
+	is_deeply($state->('mapdef'), ["$s mapped.mp public-mp"],
 		'with schema_mapping: _pg_egress_state in default_target_schema');
 	my $v = stream_row($src, 'lb_soft')->{version};
 	is(tq($tgt, q{SELECT position ~ '^[0-9A-F]{16}-[0-9]{10}$' AND active_version = } . $v
