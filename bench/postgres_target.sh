@@ -43,6 +43,9 @@
 #   BENCH_PHASES=...      which of "full cdc" to run (default both; cdc needs full)
 #   BENCH_TIMEOUT=...     seconds any single wait may take (default 1800)
 #   BENCH_PORT=...        port of the source cluster (target: BENCH_PORT + 1)
+#   BENCH_TARGET_CONF=... more postgresql.conf lines for the target cluster
+#                         (e.g. "log_min_duration_statement = 0")
+#   BENCH_LOGS=DIR        copy both server logs to DIR at the end
 #   BENCH_NO_SETUP=1      do not build and install (it was done, e.g. into a
 #                         private install whose bin directory is first in PATH)
 set -euo pipefail
@@ -79,6 +82,11 @@ q "CREATE EXTENSION pg_egress" >/dev/null
 TGT_DIR=$(egress_scratch_dir pg_egress-bench-target)
 TGT_PORT=$((BENCH_PORT + 1))
 cleanup() {
+	if [ -n "${BENCH_LOGS:-}" ]; then
+		mkdir -p "$BENCH_LOGS"
+		cp "$TGT_DIR/server.log" "$BENCH_LOGS/target.log" 2>/dev/null || true
+		cp "$BENCH_DIR/server.log" "$BENCH_LOGS/source.log" 2>/dev/null || true
+	fi
 	egress_as_user pg_ctl -D "$TGT_DIR/data" -m immediate stop >/dev/null 2>&1 || true
 	rm -rf "$TGT_DIR"
 	bench_stop_cluster
@@ -94,6 +102,7 @@ max_wal_size = 8GB
 checkpoint_timeout = 30min
 password_encryption = 'scram-sha-256'
 max_logical_replication_workers = 4
+${BENCH_TARGET_CONF:-}
 CONF
 {
 	echo "host all loader 127.0.0.1/32 scram-sha-256"
