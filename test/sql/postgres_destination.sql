@@ -99,6 +99,7 @@ SELECT name, location, options FROM egress_destinations WHERE name = 'pgu_a';
 SELECT egress_alter_destination('pgu_a', options => '{"sslmode": "require"}');
 SELECT egress_alter_destination('pgu_a', options => '{"password": "n3w", "sslkey": "/etc/passwd"}');
 SELECT egress_alter_destination('pgu_a', url => 'postgres://loader@127.0.0.1/db');
+SELECT egress_alter_destination('pgu_a', options => '{"password": null}');
 SELECT name, location, options FROM egress_destinations WHERE name = 'pgu_a';
 RESET ROLE;
 -- egress_check refuses the connection as a delivery would (the host is
