@@ -19,7 +19,7 @@
 #    the same target type (nothing renamed);
 #  - a table without a primary key: refused with primary_key_required
 #    (default; a clean last_error, no table made) and appended with false;
-#  - parallelism 2 with four streams (two connections);
+#  - parallelism 2 with four streams (two connections, both used);
 #  - loading into another database of the source cluster (same path: TCP,
 #    password);
 #  - schema_mapping and target_schema_privileges (a role can SELECT, another
@@ -640,7 +640,8 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 		is(target_rows($tgt, "public.p$n", dbname => 'par'), join("\n", map { "$_|p$n-$_" } 1 .. 3), "parallelism 2: p$n initial sync");
 	}
 	my $max = 0;
-	# one transaction touching every stream, then one per stream
+	my $t0 = tq($tgt, 'SELECT clock_timestamp()', dbname => 'postgres');
+	# one transaction touching every stream (one batch with all four), then one per stream
 	src_sql($src, join('', map { "INSERT INTO p$_ SELECT g, 'p$_-' || g FROM generate_series(4, 100) g;" } 1 .. 4));
 	src_sql($src, "UPDATE p$_ SET v = v || '!' WHERE id = 1") foreach 1 .. 4;
 	foreach my $n (1 .. 4)
@@ -653,6 +654,10 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 	ok(poll_until('two connections to database par', 60, sub { my $c = $conns->(); $max = $c if $c > $max; $c == 2; }),
 		'parallelism 2: the destination holds two connections to the target');
 	ok($max <= 2, "parallelism 2: never more than two connections (saw $max)");
+	# both connections did work for the batch with the four streams: each
+	# went through a statement after the changes were made
+	is(tq($tgt, qq{SELECT count(*) FROM pg_stat_activity WHERE datname = 'par' AND usename = 'loader'
+   AND state_change > '$t0'}, dbname => 'postgres'), '2', 'parallelism 2: both connections applied streams');
 }
 
 # ---------------------------------------------------------------------------
