@@ -11,8 +11,8 @@
  * Parsing is done once: commit_attempt, which may run several times for
  * one batch, only reads them.
  *
- * commit_attempt applies the batch on each connection (streams are hashed
- * onto "parallelism" connections, whose transactions run concurrently):
+ * commit_attempt applies the batch on each connection (streams are spread
+ * over "parallelism" connections, whose transactions run concurrently):
  * read the streams' rows of _pg_egress_state, skip what they say is
  * applied, create or evolve the tables, load each segment (COPY straight
  * into a table a version starts empty, else COPY into a temporary staging
@@ -27,7 +27,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
-#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -651,7 +650,8 @@ stream_get(ApplySink *a, const char *id)
 	st->target_schema = pstrdup(target_schema_of(a, src_schema));
 	st->qtable = qualify(st->target_schema, st->table);
 	st->dest = st->qtable;
-	st->conn = hash_bytes((const unsigned char *) id, strlen(id)) % a->nconns;
+	/* round robin in order of appearance: balanced, unlike a hash of few ids */
+	st->conn = list_length(a->streams) % a->nconns;
 	a->streams = lappend(a->streams, st);
 	MemoryContextSwitchTo(oldcxt);
 	return a->last_stream = st;
