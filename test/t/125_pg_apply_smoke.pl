@@ -104,6 +104,12 @@ like(tq(q{SELECT string_agg(attname || ':' || format_type(atttypid, NULL), ',' O
 	'the old column renamed aside, a new one added');
 is(tq(q{SELECT count(*) FROM raw.ev WHERE id = 5001 AND n IS NULL}), '1', 'old values stay in the renamed column');
 
+# a column dropped on the target by hand: the batch is tried again with the table checked again
+tq(q{ALTER TABLE raw.ev DROP COLUMN v});
+$src->safe_psql('postgres', q{INSERT INTO ev VALUES (6000, 'back', 'x')});
+ok(poll_until('column re-added', 60, sub { tq(q{SELECT count(*) FROM raw.ev WHERE id = 6000}) eq '1' }), 'dropped column: the change arrives');
+is(tq(q{SELECT v FROM raw.ev WHERE id = 6000}), 'back', 'dropped column: added again');
+
 # FULL_TABLE again: a second version loads into a shadow table and replaces the rows
 $src->safe_psql('postgres', q{DELETE FROM items WHERE id > 900; UPDATE items SET name = 'new' WHERE id = 1;
 SELECT egress_resync_stream('items');});
