@@ -212,8 +212,20 @@ egress_singer_record_open(StringInfo buf, EgressSingerStream *st)
 void
 egress_singer_record_close(StringInfo buf, int64 version, const char *time_extracted)
 {
-	appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s}\n",
-					 version, time_extracted);
+	egress_singer_record_close_at(buf, version, time_extracted, NULL);
+}
+
+/* ... with a top-level "position" when position is not NULL (plain ASCII) */
+void
+egress_singer_record_close_at(StringInfo buf, int64 version, const char *time_extracted,
+							  const char *position)
+{
+	if (position == NULL)
+		appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s}\n",
+						 version, time_extracted);
+	else
+		appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s,\"position\":\"%s\"}\n",
+						 version, time_extracted, position);
 }
 
 /* values/isnull are indexed by attnum - 1, as in a deformed tuple. */
@@ -242,9 +254,20 @@ egress_singer_record(StringInfo buf, EgressSingerStream *st,
 void
 egress_singer_activate_version(StringInfo buf, EgressSingerStream *st, int64 version)
 {
+	egress_singer_activate_version_at(buf, st, version, NULL);
+}
+
+void
+egress_singer_activate_version_at(StringInfo buf, EgressSingerStream *st, int64 version,
+								  const char *position)
+{
 	appendStringInfoString(buf, "{\"type\":\"ACTIVATE_VERSION\",\"stream\":");
 	escape_json(buf, st->stream_id);
-	appendStringInfo(buf, ",\"version\":" INT64_FORMAT "}\n", version);
+	if (position == NULL)
+		appendStringInfo(buf, ",\"version\":" INT64_FORMAT "}\n", version);
+	else
+		appendStringInfo(buf, ",\"version\":" INT64_FORMAT ",\"position\":\"%s\"}\n",
+						 version, position);
 }
 
 /* The bookmark pipelinewise-tap-postgres keeps for a FULL_TABLE stream. */

@@ -56,6 +56,17 @@ extern void egress_singer_record_close(StringInfo buf, int64 version,
 extern void egress_singer_activate_version(StringInfo buf, EgressSingerStream *st,
 										   int64 version);
 
+/*
+ * The same with a top-level "position" (a change's place in the WAL, see
+ * cdc_render.c) after the other keys; NULL: none, as above.
+ */
+#define EGRESS_POSITION_LEN 27	/* 16 hex digits, '-', 10 digits */
+extern void egress_singer_record_close_at(StringInfo buf, int64 version,
+										  const char *time_extracted,
+										  const char *position);
+extern void egress_singer_activate_version_at(StringInfo buf, EgressSingerStream *st,
+											  int64 version, const char *position);
+
 /* STATE: open, one bookmark per stream, close. */
 extern void egress_singer_state_open(StringInfo buf, const char *currently_syncing);
 extern void egress_singer_state_add(StringInfo buf, const char *stream_id,

@@ -227,6 +227,8 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 			cdc->txn_end = ch.nextlsn;
 			cdc->txn_time = ch.timestamp;
 			cdc->txn_records = 0;
+			/* every stream's position ordinals start again (cdc_render.c) */
+			cdc->txn_seq++;
 			break;
 		case EGRESS_CHANGE_COMMIT:
 			/* the whole transaction is in the batch, or had nothing for us */

@@ -106,6 +106,10 @@ typedef struct CdcStream
 	char	   *stop_message;
 	int64		acked_version;	/* version as of the last acknowledged batch */
 
+	/* positions (cdc_render.c): this stream's lines of the transaction */
+	uint64		pos_txn;		/* cdc->txn_seq they were counted in */
+	int64		pos_next;		/* the next line's ordinal in it */
+
 	/* as loaded, for a chunked backfill (cdc_backfill.c) */
 	bool		resync;			/* a new sync was asked for */
 	bool		syncing;		/* state syncing */
@@ -163,6 +167,7 @@ typedef struct CdcState
 	XLogRecPtr	txn_end;
 	TimestampTz txn_time;
 	int			txn_records;
+	uint64		txn_seq;		/* transactions begun in this process */
 
 	XLogRecPtr	delivered;		/* everything ending here or before is acked */
 	XLogRecPtr	persisted_end;	/* end of our last bookmark update's WAL */

@@ -8,6 +8,24 @@
  *	  the next transaction boundary to resolve them, and inside one
  *	  transaction what is held goes to a temporary file (spilling()).
  *
+ *	  Positions: for a sink that wants them (EgressSink.wants_positions:
+ *	  postgres destinations), every RECORD and ACTIVATE_VERSION rendered
+ *	  for a decoded change ends with a top-level key
+ *	  "position":"XXXXXXXXXXXXXXXX-NNNNNNNNNN": the commit LSN of the
+ *	  change's transaction as 16 upper-case hex digits, a dash, and the
+ *	  0-based ordinal of this line among the lines of this stream rendered
+ *	  for that transaction, as 10 decimal digits.  A stream's positions
+ *	  are strictly increasing and compare as strings; they depend only on
+ *	  the WAL and the stream (not on other streams, batch cuts, sessions),
+ *	  so a change decoded again after a crash gets the same position and a
+ *	  target can skip what it already applied.  An UPDATE that changes the
+ *	  key is two lines (the old key's deletion, then the row), two
+ *	  positions; a deferred row (unchanged TOAST) gets the position of its
+ *	  place, though its text is written later; a deferred row found gone
+ *	  leaves its ordinal unused.  Snapshot and backfill rows, and the
+ *	  ACTIVATE_VERSIONs around them, carry none: they are upserts by key.
+ *	  Other sinks' output has no such key.
+ *
  *	  Kinesis destinations with "format": "pg_kinesis" (cdc_pg_kinesis_format)
  *	  get no Singer messages: each INSERT/UPDATE/DELETE is rendered in
  *	  pg_kinesis' shape (encode/pg_kinesis.h) and handed to the sink as one
@@ -43,6 +61,8 @@ typedef struct PendingPiece
 	TimestampTz commit_time;
 	int64		version;
 	char	   *time_extracted;
+	bool		has_position;
+	char		position[EGRESS_POSITION_LEN + 1];	/* of its place */
 } PendingPiece;
 
 /*
@@ -168,6 +188,34 @@ append_sdc(StringInfo buf, CdcStream *s, bool deleted, bool first,
 }
 
 /*
+ * The position of the next line of stream s in the transaction being
+ * replayed (see the head of this file), written into out; NULL when the
+ * sink wants none.  The ordinal counts either way.
+ */
+static const char *
+next_position(CdcStream *s, char *out)
+{
+	int64		ordinal;
+
+	if (s->pos_txn != cdc->txn_seq)
+	{
+		s->pos_txn = cdc->txn_seq;
+		s->pos_next = 0;
+	}
+	ordinal = s->pos_next++;
+	if (cdc->sink == NULL || !cdc->sink->wants_positions)
+		return NULL;
+	if (ordinal > INT64CONST(9999999999))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("stream \"%s\": too many changes in one transaction",
+						s->def->name)));
+	snprintf(out, EGRESS_POSITION_LEN + 1, "%08X%08X-%010" INT64_MODIFIER "d",
+			 LSN_FORMAT_ARGS(cdc->txn_commit), ordinal);
+	return out;
+}
+
+/*
  * Unchanged TOASTed values are not in an UPDATE's WAL unless the old row
  * was logged whole (REPLICA IDENTITY FULL).  Otherwise the row is read
  * again by primary key, after decoding (with the current catalog: the
@@ -282,7 +330,8 @@ reselect_row(CdcStream *s, EgressChange *ch, TupleDesc *descp)
 static void
 render_row(StringInfo buf, CdcStream *s, EgressSingerStream *st, EgressChange *ch,
 		   HeapTuple again, TupleDesc againdesc, XLogRecPtr commit,
-		   TimestampTz commit_time, int64 version, const char *time_extracted)
+		   TimestampTz commit_time, int64 version, const char *time_extracted,
+		   const char *position)
 {
 	int			hint = 0;
 	int			ihint = 0;
@@ -317,7 +366,7 @@ render_row(StringInfo buf, CdcStream *s, EgressSingerStream *st, EgressChange *c
 		}
 	}
 	append_sdc(buf, s, false, st->ncolumns == 0, commit, commit_time);
-	egress_singer_record_close(buf, version, time_extracted);
+	egress_singer_record_close_at(buf, version, time_extracted, position);
 }
 
 static EgressChangeColumn *
@@ -596,7 +645,7 @@ take_keys(StringInfo keys)
  * kept with it, and nothing more reaches the sink until decoding pauses.
  */
 static void
-defer_row(CdcStream *s, EgressChange *ch)
+defer_row(CdcStream *s, EgressChange *ch, const char *position)
 {
 	MemoryContext oldcxt;
 	PendingPiece *piece;
@@ -625,6 +674,7 @@ defer_row(CdcStream *s, EgressChange *ch)
 		spill_write(&cdc->txn_time, sizeof(cdc->txn_time));
 		spill_write(&s->version, sizeof(s->version));
 		spill_write_str(cdc->time_extracted.data, cdc->time_extracted.len);
+		spill_write_str(position, position ? strlen(position) : 0);
 		spill_write(&ch->action, sizeof(ch->action));
 		spill_write_columns(ch->columns, ch->ncolumns);
 		spill_write_columns(ch->identity, ch->nidentity);
@@ -651,6 +701,9 @@ defer_row(CdcStream *s, EgressChange *ch)
 	piece->commit_time = cdc->txn_time;
 	piece->version = s->version;
 	piece->time_extracted = pstrdup(cdc->time_extracted.data);
+	piece->has_position = position != NULL;
+	if (position)
+		strlcpy(piece->position, position, sizeof(piece->position));
 	cdc->pending = lappend(cdc->pending, piece);
 	MemoryContextSwitchTo(oldcxt);
 }
@@ -713,6 +766,13 @@ read_spilled_piece(PendingPiece *p)
 	spill_read(&p->commit_time, sizeof(p->commit_time));
 	spill_read(&p->version, sizeof(p->version));
 	p->time_extracted = spill_read_str(NULL);
+	{
+		char	   *position = spill_read_str(NULL);
+
+		p->has_position = position != NULL;
+		if (position)
+			strlcpy(p->position, position, sizeof(p->position));
+	}
 	spill_read(&p->ch.action, sizeof(p->ch.action));
 	p->ch.columns = spill_read_columns(&p->ch.ncolumns);
 	p->ch.identity = spill_read_columns(&p->ch.nidentity);
@@ -773,7 +833,8 @@ resolve_piece(PendingPiece *p, StringInfo rec, MemoryContext rowcxt)
 		again = reselect_row(p->s, &p->ch, &desc);
 		if (again != NULL)
 			render_row(rec, p->s, p->st, &p->ch, again, desc, p->commit,
-					   p->commit_time, p->version, p->time_extracted);
+					   p->commit_time, p->version, p->time_extracted,
+					   p->has_position ? p->position : NULL);
 	}
 	PG_CATCH();
 	{
@@ -1140,6 +1201,8 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 	int			hint = 0;
 	int			ihint = 0;
 	bool		missing = false;
+	char		posbuf[EGRESS_POSITION_LEN + 1];
+	const char *position;
 
 	if (cdc_pg_kinesis_format())
 	{
@@ -1147,6 +1210,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 		return;
 	}
 	cdc_prepare_record(s);
+	position = next_position(s, posbuf);
 	for (int i = 0; i < s->st->ncolumns && !missing; i++)
 	{
 		const char *name = s->st->columns[i].name;
@@ -1156,7 +1220,7 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 			missing = true;
 	}
 	if (missing)
-		defer_row(s, ch);
+		defer_row(s, ch, position);
 	else
 	{
 		OwnerScope	sc;
@@ -1166,7 +1230,8 @@ cdc_emit_row(CdcStream *s, EgressChange *ch)
 		PG_TRY();
 		{
 			render_row(&cdc->buf, s, s->st, ch, NULL, NULL, cdc->txn_commit,
-					   cdc->txn_time, s->version, cdc->time_extracted.data);
+					   cdc->txn_time, s->version, cdc->time_extracted.data,
+					   position);
 		}
 		PG_CATCH();
 		{
@@ -1210,6 +1275,8 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 	volatile bool first = true;
 	OwnerScope	sc;
 	int			start;
+	char		posbuf[EGRESS_POSITION_LEN + 1];
+	const char *position;
 
 	if (cdc_pg_kinesis_format())
 	{
@@ -1223,6 +1290,7 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 		return;
 	}
 	cdc_prepare_record(s);
+	position = next_position(s, posbuf);
 	start = cdc->buf.len;
 	egress_singer_record_open(&cdc->buf, s->st);
 	as_owner_begin(s, &sc, false);
@@ -1251,7 +1319,8 @@ cdc_emit_delete(CdcStream *s, EgressChangeColumn *key, int nkey)
 	PG_END_TRY();
 	as_owner_end(&sc);
 	append_sdc(&cdc->buf, s, true, first, cdc->txn_commit, cdc->txn_time);
-	egress_singer_record_close(&cdc->buf, s->version, cdc->time_extracted.data);
+	egress_singer_record_close_at(&cdc->buf, s->version, cdc->time_extracted.data,
+								  position);
 	{
 		EgressChange dch = {0};
 
@@ -1310,7 +1379,12 @@ cdc_emit_truncate(CdcStream *s)
 	s->version = Max(commit_ms, s->version + 1);
 	/* pg_kinesis passes no TRUNCATE on */
 	if (!cdc_pg_kinesis_format())
-		egress_singer_activate_version(&cdc->buf, s->st, s->version);
+	{
+		char		posbuf[EGRESS_POSITION_LEN + 1];
+
+		egress_singer_activate_version_at(&cdc->buf, s->st, s->version,
+										  next_position(s, posbuf));
+	}
 	cdc->batch_last_commit = cdc->txn_commit;
 	cdc->txn_records++;
 }
