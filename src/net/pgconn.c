@@ -265,12 +265,29 @@ pgconn_message(const char *msg)
  */
 
 /*
+ * Notices and warnings of the target session: libpq's default prints them
+ * on stderr, i.e. into this server's log, where a target (its triggers,
+ * its DDL chatter) could write at will.  Shown at DEBUG1 only, one line,
+ * cut short.
+ */
+static void
+pgconn_notice_receiver(void *arg, const PGresult *res)
+{
+	char	   *msg = pgconn_message(PQresultErrorMessage(res));
+
+	if (strlen(msg) > 300)
+		msg[300] = '\0';
+	ereport(DEBUG1,
+			(errmsg_internal("PostgreSQL destination: %s", msg)));
+}
+
+/*
  * For owners that are not superusers: the first address host resolves to
  * that pg_egress.allowed_destination_hosts allows, as text, or NULL with
  * *error set.
  */
 static char *
-pgconn_pin_address(const EgressPgTarget *target, char **error)
+pgconn_pin_address(const EgressPgTarget *target, char **error, bool *refused)
 {
 	struct addrinfo hints;
 	struct addrinfo *res = NULL;
@@ -281,6 +298,7 @@ pgconn_pin_address(const EgressPgTarget *target, char **error)
 	if (target->host[0] == '/' || target->host[0] == '@')
 	{
 		*error = psprintf("socket directories are not allowed as the host of destinations of roles that are not superusers");
+		*refused = true;
 		return NULL;
 	}
 	memset(&hints, 0, sizeof(hints));
@@ -289,6 +307,7 @@ pgconn_pin_address(const EgressPgTarget *target, char **error)
 	rc = getaddrinfo(target->host, target->port, &hints, &res);
 	if (rc != 0)
 	{
+		/* perhaps for a while only: retried */
 		*error = psprintf("could not resolve host \"%s\": %s",
 						  target->host, gai_strerror(rc));
 		return NULL;
@@ -312,6 +331,7 @@ pgconn_pin_address(const EgressPgTarget *target, char **error)
 		break;
 	}
 	freeaddrinfo(res);
+	*refused = (result == NULL);
 	if (result == NULL)
 		*error = psprintf("destination host \"%s\" is not allowed: %s; pg_egress.allowed_destination_hosts does not allow it for destinations of roles that are not superusers",
 						  target->host, why[0] ? why : "it has no address");
@@ -360,12 +380,9 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 			*refused = true;
 			return NULL;
 		}
-		hostaddr = pgconn_pin_address(target, error);
+		hostaddr = pgconn_pin_address(target, error, refused);
 		if (hostaddr == NULL)
-		{
-			*refused = true;
 			return NULL;
-		}
 	}
 
 	timeout_ms = (opts && opts->connect_timeout_ms > 0) ?
@@ -496,6 +513,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 		return NULL;
 	}
 
+	PQsetNoticeReceiver(conn, pgconn_notice_receiver, NULL);
 	if (PQsetnonblocking(conn, 1) != 0)
 	{
 		*error = pgconn_message(PQerrorMessage(conn));

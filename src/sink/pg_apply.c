@@ -4,19 +4,22 @@
  *	  PostgreSQL server (issue 15; the behaviour is docs/postgres_target.md).
  *
  * write() splits the batch into lines and parses each as it comes:
- * RECORDs (the hot path) with the JSON parser's semantic actions straight
- * into COPY text, SCHEMA and STATE into a small tree.  A stream's messages
- * make segments (rows of one SCHEMA and version, or one ACTIVATE_VERSION),
- * kept in order until commit.  Parsing is done once: commit_attempt, which
- * may run several times for one batch, only reads them.
+ * RECORDs (the hot path) by a hand scanner straight into COPY text (the
+ * JSON parser's semantic actions when it gives up), SCHEMA and STATE into
+ * a small tree.  A stream's messages make segments (rows of one SCHEMA
+ * and version, or one ACTIVATE_VERSION), kept in order until commit.
+ * Parsing is done once: commit_attempt, which may run several times for
+ * one batch, only reads them.
  *
- * commit_attempt applies the batch on each connection (streams are hashed
- * onto "parallelism" connections) in one target transaction per
- * connection: read the streams' rows of _pg_egress_state, skip what they
- * say is applied, create or evolve the tables, COPY each segment into a
- * temporary staging table and merge it, write the state rows, COMMIT.
- * Failures worth retrying (connection, serialization, ...) return false;
- * others raise EGRESS_ERRCODE_REJECTED with the target's message.
+ * commit_attempt applies the batch on each connection (streams are spread
+ * over "parallelism" connections, whose transactions run concurrently):
+ * read the streams' rows of _pg_egress_state, skip what they say is
+ * applied, create or evolve the tables, load each segment (COPY straight
+ * into a table a version starts empty, else COPY into a temporary staging
+ * table and MERGE), write the state rows, COMMIT.  A sync's batch may
+ * start its COPY while it is still written (early load).  Failures worth
+ * retrying (connection, serialization, ...) return false; others raise
+ * EGRESS_ERRCODE_REJECTED with the target's message.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,11 +27,12 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
-#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/memutils.h"
@@ -42,6 +46,8 @@
 
 #define STAGE		"_pg_egress_stage"
 #define STATE_TABLE	"_pg_egress_state"
+/* a delete record: only they carry a _sdc_deleted_at */
+#define DEL_PRED	"_sdc_deleted_at IS NOT NULL"
 
 /* ---------------------------------------------------------------------
  * Data
@@ -74,7 +80,7 @@ typedef struct Segment
 	SegKind		kind;
 	ApplySchema *schema;
 	int64		version;		/* the rows' or the ACTIVATE_VERSION's; 0: none */
-	char	   *position;		/* the last one carried, NULL: none */
+	char	   *position;		/* the greatest one carried, NULL: none */
 	bool		deletes;		/* rows: some are deletes */
 	int64		nrows;
 	StringInfoData copy;		/* rows: COPY text */
@@ -123,15 +129,43 @@ struct ApplyStream
 	ApplySchema *pending;
 	char	  **pending_types;
 	BatchStream *bs;			/* in the current batch, or NULL */
+	/*
+	 * The last early load found no version loading (an INCREMENTAL run,
+	 * CDC): tried again only in a batch where something precedes the rows
+	 * (an ACTIVATE_VERSION).
+	 */
+	bool		early_hopeless;
 };
 
-typedef struct ApplyConn
+typedef struct ApplySink ApplySink;
+typedef struct ApplyConn ApplyConn;
+
+struct ApplyConn
 {
 	PGconn	   *conn;
 	bool		state_ok;		/* _pg_egress_state exists (this session saw it) */
-} ApplyConn;
+	bool		pending;		/* a query sent, its results not read yet */
+	bool		pending_direct; /* ... a direct COPY (a unique violation: staging) */
+	BatchStream *pending_bs;	/* ... of this stream, for messages */
+};
 
-typedef struct ApplySink
+/* the transaction of one attempt on one connection */
+typedef struct ApplyTxn
+{
+	ApplySink  *a;
+	ApplyConn  *c;
+	const char *batch_id;
+	BatchStream *bs;			/* the stream being applied, for messages */
+} ApplyTxn;
+
+typedef enum EarlyState
+{
+	EARLY_NONE,					/* not tried for this batch */
+	EARLY_COPYING,
+	EARLY_OFF					/* given up, or done */
+} EarlyState;
+
+struct ApplySink
 {
 	EgressSink *sink;
 	EgressPgTarget *target;
@@ -149,19 +183,23 @@ typedef struct ApplySink
 	/* the batch */
 	List	   *batch_streams;	/* of BatchStream *, first appearance order */
 	StringInfoData carry;		/* an incomplete line */
-	int64		seq;			/* rows of the batch, in order */
+	bool		no_direct;		/* this batch loads through staging only */
+	/* early load (see there) */
+	char	   *announced;		/* the batch's id, when the writer says it */
+	int			early;			/* EARLY_* */
+	ApplyTxn	early_txn;
+	BatchStream *early_bs;
+	Segment    *early_seg;
+	int			early_index;	/* of early_seg among its stream's segments */
+	int			early_sent;		/* bytes of its COPY text the target has */
+	bool		direct_conflict;	/* a direct COPY met a key it had */
 	char	   *batched_at;		/* _sdc_batched_at of the batch */
 	bool		open;
-} ApplySink;
+};
 
-/* the transaction of one attempt on one connection */
-typedef struct ApplyTxn
-{
-	ApplySink  *a;
-	ApplyConn  *c;
-	const char *batch_id;
-	BatchStream *bs;			/* the stream being applied, for messages */
-} ApplyTxn;
+
+static void forget_pending(ApplySink *a);
+static void early_row(ApplySink *a, BatchStream *bs, Segment *seg);
 
 /* ---------------------------------------------------------------------
  * Target statements
@@ -175,6 +213,50 @@ close_conn(ApplyConn *c)
 		egress_pgconn_close(c->conn);
 	c->conn = NULL;
 	c->state_ok = false;
+	c->pending = false;
+}
+
+/* waits for the socket (event) or the latch; serves interrupts */
+static void
+conn_wait(PGconn *conn, int event)
+{
+	int			rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | event,
+									   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* the next result of conn, NULL when there is none or the connection broke */
+static PGresult *
+conn_result(PGconn *conn)
+{
+	for (;;)
+	{
+		if (!PQconsumeInput(conn))
+			return NULL;
+		if (!PQisBusy(conn))
+			return PQgetResult(conn);
+		conn_wait(conn, WL_SOCKET_READABLE);
+	}
+}
+
+static bool
+conn_flush(PGconn *conn)
+{
+	for (;;)
+	{
+		int			r = PQflush(conn);
+
+		if (r == 0)
+			return true;
+		if (r < 0)
+			return false;
+		conn_wait(conn, WL_SOCKET_WRITEABLE);
+	}
 }
 
 /*
@@ -185,14 +267,10 @@ close_conn(ApplyConn *c)
  * raises EGRESS_ERRCODE_REJECTED with the target's message.
  */
 static PGresult *
-txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
+txn_check(ApplyTxn *t, PGresult *res, char *error)
 {
-	char	   *error = NULL;
-	PGresult   *res;
 	ExecStatusType status;
 
-	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
-							 copy ? copy->len : 0, &error);
 	if (res == NULL)
 	{
 		close_conn(t->c);
@@ -220,6 +298,108 @@ txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
 			 errdetail("The target server's error: %s", error),
 			 errhint("Retrying cannot help: change the target or the stream, then resume the stream.")));
 	return NULL;				/* keep compiler quiet */
+}
+
+/* a failed connection: its message */
+static void
+txn_broken(ApplyTxn *t)
+{
+	txn_check(t, NULL, pstrdup(t->c->conn ? PQerrorMessage(t->c->conn) : "no connection"));
+}
+
+/*
+ * The results of the query txn_send sent: the first error is raised as
+ * txn_check does (a direct COPY's unique violation sends the attempt
+ * through staging).
+ */
+static void
+txn_collect(ApplyTxn *t)
+{
+	PGresult   *res;
+	PGresult   *err = NULL;
+	BatchStream *bs = t->bs;
+
+	t->c->pending = false;
+	while ((res = conn_result(t->c->conn)) != NULL)
+	{
+		ExecStatusType status = PQresultStatus(res);
+
+		if (err == NULL && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK &&
+			status != PGRES_EMPTY_QUERY)
+			err = res;
+		else
+			PQclear(res);
+	}
+	if (PQstatus(t->c->conn) != CONNECTION_OK)
+		txn_broken(t);
+	if (err == NULL)
+		return;
+	if (t->c->pending_direct && PQresultErrorField(err, PG_DIAG_SQLSTATE) &&
+		strcmp(PQresultErrorField(err, PG_DIAG_SQLSTATE), "23505") == 0)
+	{
+		PQclear(err);
+		close_conn(t->c);
+		t->a->direct_conflict = true;
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
+	}
+	t->bs = t->c->pending_bs;
+	(void) txn_check(t, err, NULL);
+	t->bs = bs;
+}
+
+/*
+ * Sends sql, and the COPY data of its COPY FROM STDIN (copy), and returns
+ * without waiting for its end: the next statement on the connection
+ * collects the results.  Meanwhile the other connections get their work
+ * (parallelism): the targets apply concurrently.
+ */
+static void
+txn_send(ApplyTxn *t, const char *sql, const StringInfo copy, bool direct)
+{
+	PGconn	   *conn;
+
+	if (t->c->pending)
+		txn_collect(t);
+	conn = t->c->conn;
+	if (!PQsendQuery(conn, sql) || !conn_flush(conn))
+		txn_broken(t);
+	while (copy)
+	{
+		PGresult   *res = conn_result(conn);
+
+		if (res == NULL)
+			txn_broken(t);
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+		{
+			PQclear(res);
+			break;
+		}
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			t->c->pending_direct = direct;
+			(void) txn_check(t, res, NULL);
+		}
+		PQclear(res);
+	}
+	if (copy && (PQputCopyData(conn, copy->data, copy->len) != 1 ||
+				 PQputCopyEnd(conn, NULL) != 1 || !conn_flush(conn)))
+		txn_broken(t);
+	t->c->pending = true;
+	t->c->pending_direct = direct;
+	t->c->pending_bs = t->bs;
+}
+
+static PGresult *
+txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
+{
+	char	   *error = NULL;
+	PGresult   *res;
+
+	if (t->c->pending)
+		txn_collect(t);
+	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
+							 copy ? copy->len : 0, &error);
+	return txn_check(t, res, error);
 }
 
 static void
@@ -259,9 +439,11 @@ qualify(const char *schema, const char *name)
 
 typedef struct RecField
 {
-	char	   *name;
+	const char *name;			/* not NUL-terminated: namelen bytes */
+	int			namelen;
 	JsonTokenType tok;			/* OBJECT_START/ARRAY_START for nested values */
-	char	   *text;			/* a scalar's (strings de-escaped) */
+	const char *text;			/* a scalar's (strings de-escaped), textlen bytes */
+	int			textlen;
 	const char *raw;			/* the value's JSON text */
 	int			rawlen;
 } RecField;
@@ -304,8 +486,10 @@ lp_add_field(LineParse *lp, JsonTokenType tok, char *text)
 	}
 	f = &lp->fields[lp->nfields++];
 	f->name = lp->rfield;
+	f->namelen = strlen(lp->rfield);
 	f->tok = tok;
 	f->text = text;
+	f->textlen = text ? strlen(text) : 0;
 	f->raw = lp->rstart;
 	f->rawlen = lp->lex->prev_token_terminator - lp->rstart;
 }
@@ -466,7 +650,8 @@ stream_get(ApplySink *a, const char *id)
 	st->target_schema = pstrdup(target_schema_of(a, src_schema));
 	st->qtable = qualify(st->target_schema, st->table);
 	st->dest = st->qtable;
-	st->conn = hash_bytes((const unsigned char *) id, strlen(id)) % a->nconns;
+	/* round robin in order of appearance: balanced, unlike a hash of few ids */
+	st->conn = list_length(a->streams) % a->nconns;
 	a->streams = lappend(a->streams, st);
 	MemoryContextSwitchTo(oldcxt);
 	return a->last_stream = st;
@@ -494,6 +679,19 @@ schema_column(const ApplySchema *s, const char *name, int hint)
 		return hint;
 	for (int i = 0; i < s->ncols; i++)
 		if (strcmp(s->cols[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* the same for a name of len bytes, not NUL-terminated */
+static int
+schema_column_n(const ApplySchema *s, const char *name, int len, int hint)
+{
+	if (hint >= 0 && hint < s->ncols && strncmp(s->cols[hint].name, name, len) == 0 &&
+		s->cols[hint].name[len] == '\0')
+		return hint;
+	for (int i = 0; i < s->ncols; i++)
+		if (strncmp(s->cols[i].name, name, len) == 0 && s->cols[i].name[len] == '\0')
 			return i;
 	return -1;
 }
@@ -692,7 +890,7 @@ copy_value(StringInfo buf, const EgressPgColumn *col, const RecField *f)
 	if (col->jsonb || f->text == NULL)
 		egress_pg_copy_escape(buf, f->raw, f->rawlen);
 	else
-		egress_pg_copy_escape(buf, f->text, strlen(f->text));
+		egress_pg_copy_escape(buf, f->text, f->textlen);
 }
 
 /* the segment a record of this version goes to: the last one, or a new one */
@@ -746,7 +944,7 @@ on_record(ApplySink *a, LineParse *lp)
 	vals = palloc0(sizeof(RecField *) * s->ncols);
 	for (int i = 0; i < lp->nfields; i++)
 	{
-		int			c = schema_column(s, lp->fields[i].name, hint);
+		int			c = schema_column_n(s, lp->fields[i].name, lp->fields[i].namelen, hint);
 
 		/* properties the SCHEMA does not have are left out, as pipelinewise */
 		if (c >= 0)
@@ -771,22 +969,288 @@ on_record(ApplySink *a, LineParse *lp)
 			appendStringInfoString(buf, a->batched_at);
 		else
 			copy_value(buf, &s->cols[i], vals[i]);
-		appendStringInfoChar(buf, '\t');
+		if (i < s->ncols - 1 || lp->position)
+			appendStringInfoChar(buf, '\t');
 	}
-	appendStringInfo(buf, INT64_FORMAT "\t%c\t", ++a->seq, del ? 't' : 'f');
+	/* the row ends with its position (a positioned segment's rows only) */
 	if (lp->position)
 	{
 		egress_pg_copy_escape(buf, lp->position, strlen(lp->position));
-		if (seg->position == NULL || strlen(seg->position) < strlen(lp->position))
-			seg->position = MemoryContextStrdup(a->batch_cxt, lp->position);
-		else
-			strcpy(seg->position, lp->position);
+		/* the greatest: a row re-read for its TOAST values may come late */
+		if (seg->position == NULL || strcmp(seg->position, lp->position) < 0)
+		{
+			if (seg->position == NULL || strlen(lp->position) > strlen(seg->position))
+				seg->position = MemoryContextStrdup(a->batch_cxt, lp->position);
+			else
+				strcpy(seg->position, lp->position);
+		}
 	}
-	else
-		appendStringInfoString(buf, "\\N");
 	appendStringInfoChar(buf, '\n');
 	seg->nrows++;
 	seg->deletes |= del;
+	early_row(a, bs, seg);
+}
+
+/* ---------------------------------------------------------------------
+ * RECORD lines, fast path
+ *
+ * pg_egress writes RECORD lines in one shape; scanning them by hand is
+ * several times faster than the JSON parser's callbacks (measured: the
+ * parse was a third of a FULL_TABLE load).  Whatever this scanner does not
+ * expect (an escape in a string, another key, bad syntax) makes it give
+ * up: the line then goes through pg_parse_json, which also reports real
+ * errors.  Nested values (json, arrays) are only delimited here: the
+ * target's jsonb input checks them.
+ * ---------------------------------------------------------------------
+ */
+
+typedef struct Scan
+{
+	const char *p;
+	const char *end;
+} Scan;
+
+static inline void
+scan_ws(Scan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n'))
+		s->p++;
+}
+
+static inline bool
+scan_char(Scan *s, char c)
+{
+	scan_ws(s);
+	if (s->p < s->end && *s->p == c)
+	{
+		s->p++;
+		return true;
+	}
+	return false;
+}
+
+/* a string without escapes or control characters: its bytes between the quotes */
+static bool
+scan_plain(Scan *s, const char **start, int *len)
+{
+	const char *b;
+
+	scan_ws(s);
+	if (s->p >= s->end || *s->p != '"')
+		return false;
+	b = ++s->p;
+	while (s->p < s->end)
+	{
+		unsigned char c = *s->p;
+
+		if (c == '"')
+		{
+			*start = b;
+			*len = s->p - b;
+			s->p++;
+			return true;
+		}
+		if (c == '\\' || c < 0x20)
+			return false;
+		s->p++;
+	}
+	return false;
+}
+
+/* an object or array: to its end, strings skipped whole */
+static bool
+scan_nested(Scan *s)
+{
+	int			depth = 0;
+
+	while (s->p < s->end)
+	{
+		char		c = *s->p++;
+
+		if (c == '"')
+		{
+			while (s->p < s->end && *s->p != '"')
+				s->p += (*s->p == '\\') ? 2 : 1;
+			if (s->p >= s->end)
+				return false;
+			s->p++;
+		}
+		else if (c == '{' || c == '[')
+			depth++;
+		else if ((c == '}' || c == ']') && --depth == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+scan_literal(Scan *s, const char *word, int len)
+{
+	if (s->end - s->p < len || memcmp(s->p, word, len) != 0)
+		return false;
+	s->p += len;
+	return true;
+}
+
+static bool
+scan_value(Scan *s, RecField *f)
+{
+	const char *b;
+
+	scan_ws(s);
+	if (s->p >= s->end)
+		return false;
+	b = s->p;
+	f->text = NULL;
+	f->textlen = 0;
+	switch (*s->p)
+	{
+		case '"':
+			f->tok = JSON_TOKEN_STRING;
+			if (!scan_plain(s, &f->text, &f->textlen))
+				return false;
+			break;
+		case '{':
+		case '[':
+			f->tok = *s->p == '{' ? JSON_TOKEN_OBJECT_START : JSON_TOKEN_ARRAY_START;
+			if (!scan_nested(s))
+				return false;
+			break;
+		case 't':
+			f->tok = JSON_TOKEN_TRUE;
+			f->text = "true";
+			f->textlen = 4;
+			if (!scan_literal(s, "true", 4))
+				return false;
+			break;
+		case 'f':
+			f->tok = JSON_TOKEN_FALSE;
+			f->text = "false";
+			f->textlen = 5;
+			if (!scan_literal(s, "false", 5))
+				return false;
+			break;
+		case 'n':
+			f->tok = JSON_TOKEN_NULL;
+			if (!scan_literal(s, "null", 4))
+				return false;
+			break;
+		default:
+			if (*s->p != '-' && !isdigit((unsigned char) *s->p))
+				return false;
+			f->tok = JSON_TOKEN_NUMBER;
+			while (s->p < s->end && (isdigit((unsigned char) *s->p) || *s->p == '-' ||
+									 *s->p == '+' || *s->p == '.' || *s->p == 'e' || *s->p == 'E'))
+				s->p++;
+			f->text = b;
+			f->textlen = s->p - b;
+			break;
+	}
+	f->raw = b;
+	f->rawlen = s->p - b;
+	return true;
+}
+
+static bool
+scan_record(Scan *s, LineParse *lp)
+{
+	if (!scan_char(s, '{'))
+		return false;
+	if (scan_char(s, '}'))
+		return true;
+	do
+	{
+		RecField   *f;
+
+		if (lp->nfields == lp->maxfields)
+		{
+			lp->maxfields = lp->maxfields ? lp->maxfields * 2 : 32;
+			lp->fields = lp->fields ? repalloc(lp->fields, sizeof(RecField) * lp->maxfields) :
+				palloc(sizeof(RecField) * lp->maxfields);
+		}
+		f = &lp->fields[lp->nfields++];
+		if (!scan_plain(s, &f->name, &f->namelen) || !scan_char(s, ':') ||
+			!scan_value(s, f))
+			return false;
+	} while (scan_char(s, ','));
+	return scan_char(s, '}');
+}
+
+static bool
+scan_is(const char *b, int len, const char *word)
+{
+	return len == strlen(word) && memcmp(b, word, len) == 0;
+}
+
+/* a top-level string, copied: NULL if it is not a plain one */
+static char *
+scan_top_string(Scan *s)
+{
+	const char *b;
+	int			len;
+
+	return scan_plain(s, &b, &len) ? pnstrdup(b, len) : NULL;
+}
+
+/* true: the line was a RECORD and is taken; false: parse it the slow way */
+static bool
+fast_record(ApplySink *a, const char *line, int len)
+{
+	Scan		s = {line, line + len};
+	LineParse	lp = {0};
+
+	if (!scan_char(&s, '{'))
+		return false;
+	do
+	{
+		const char *k;
+		int			klen;
+
+		if (!scan_plain(&s, &k, &klen) || !scan_char(&s, ':'))
+			return false;
+		if (scan_is(k, klen, "type"))
+		{
+			if ((lp.type = scan_top_string(&s)) == NULL || strcmp(lp.type, "RECORD") != 0)
+				return false;
+		}
+		else if (scan_is(k, klen, "stream"))
+		{
+			if ((lp.stream = scan_top_string(&s)) == NULL)
+				return false;
+		}
+		else if (scan_is(k, klen, "time_extracted"))
+		{
+			if ((lp.time_extracted = scan_top_string(&s)) == NULL)
+				return false;
+		}
+		else if (scan_is(k, klen, "position"))
+		{
+			if ((lp.position = scan_top_string(&s)) == NULL)
+				return false;
+		}
+		else if (scan_is(k, klen, "version"))
+		{
+			RecField	v;
+
+			if (!scan_value(&s, &v) || v.tok != JSON_TOKEN_NUMBER)
+				return false;
+			lp.version = pnstrdup(v.text, v.textlen);
+		}
+		else if (scan_is(k, klen, "record"))
+		{
+			if (!scan_record(&s, &lp))
+				return false;
+		}
+		else
+			return false;
+	} while (scan_char(&s, ','));
+	if (!scan_char(&s, '}'))
+		return false;
+	scan_ws(&s);
+	if (s.p != s.end || lp.type == NULL || lp.stream == NULL)
+		return false;
+	on_record(a, &lp);
+	return true;
 }
 
 static void
@@ -800,6 +1264,14 @@ process_line(ApplySink *a, const char *line, int len)
 	if (len == 0)
 		return;
 	oldcxt = MemoryContextSwitchTo(a->line_cxt);
+	/* validate_records wants the parser's checked, de-escaped values */
+	if (!a->sink->opts.validate_records && fast_record(a, line, len))
+	{
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(a->line_cxt);
+		return;
+	}
+	/* the fast path gave up without side effects: it only reads */
 	lp.lex = makeJsonLexContextCstringLen((char *) line, len, GetDatabaseEncoding(), true);
 	sem.semstate = &lp;
 	sem.object_start = lp_open;
@@ -859,7 +1331,10 @@ forget_batch(ApplySink *a)
 		((ApplyStream *) lfirst(lc))->bs = NULL;
 	a->batch_streams = NIL;
 	a->open = false;
+	a->announced = NULL;
+	a->early = EARLY_NONE;
 	MemoryContextReset(a->batch_cxt);
+	MemoryContextReset(a->attempt_cxt);
 	/* the carry buffer lives in the batch context */
 	a->carry.data = NULL;
 }
@@ -875,8 +1350,16 @@ pga_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	initStringInfo(&a->carry);
 	a->batched_at = utc_text(GetCurrentTimestamp());
 	MemoryContextSwitchTo(oldcxt);
-	a->seq = 0;
+	a->no_direct = false;
 	a->open = true;
+}
+
+static void
+pga_announce_batch_id(EgressSink *sink, const char *batch_id)
+{
+	ApplySink  *a = sink->private_data;
+
+	a->announced = MemoryContextStrdup(a->batch_cxt, batch_id);
 }
 
 static void
@@ -1176,15 +1659,17 @@ append_key_match(StringInfo sql, const ApplySchema *s, const char *l, const char
  * those matching inner (NULL: all), then those matching outer.
  */
 static void
-append_last_per_key(StringInfo sql, const ApplySchema *s, const char *inner,
-					const char *outer)
+append_last_per_key(StringInfo sql, const ApplySchema *s, const Segment *seg,
+					const char *inner, const char *outer)
 {
 	appendStringInfoString(sql, "(SELECT DISTINCT ON (");
 	append_keys(sql, s, "");
 	appendStringInfo(sql, ") * FROM " STAGE "%s%s ORDER BY ",
 					 inner ? " WHERE " : "", inner ? inner : "");
 	append_keys(sql, s, "");
-	appendStringInfo(sql, ", _pg_egress_seq DESC) s%s%s",
+	/* positions order changes; rows without one have unique keys */
+	appendStringInfo(sql, "%s) s%s%s",
+					 seg->position ? ", _pg_egress_pos COLLATE \"C\" DESC" : "",
 					 outer ? " WHERE " : "", outer ? outer : "");
 }
 
@@ -1211,29 +1696,69 @@ append_on_conflict(StringInfo sql, const ApplySchema *s)
 		appendStringInfoString(sql, " DO NOTHING");
 }
 
+/*
+ * Rows of source (a parenthesized query or a table, unique keys) into
+ * dest, by key: MERGE on PostgreSQL 15 and later (measured faster than
+ * INSERT ... ON CONFLICT: docs/postgres_target.md), else ON CONFLICT.
+ */
+static void
+append_merge(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *dest,
+			 const char *source)
+{
+	bool		any = false;
+
+	if (PQserverVersion(conn) < 150000)
+	{
+		appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
+		append_columns(sql, s);
+		appendStringInfoString(sql, ") SELECT ");
+		append_columns(sql, s);
+		appendStringInfo(sql, " FROM %s", source);
+		append_on_conflict(sql, s);
+		appendStringInfoString(sql, ";\n");
+		return;
+	}
+	appendStringInfo(sql, "MERGE INTO %s AS t USING %s ON ", dest, source);
+	append_key_match(sql, s, "t", "s");
+	for (int i = 0; i < s->ncols; i++)
+	{
+		const char *q;
+
+		if (is_key(s, i))
+			continue;
+		q = quote_identifier(s->cols[i].name);
+		appendStringInfo(sql, "%s%s = s.%s", any ? ", " : " WHEN MATCHED THEN UPDATE SET ", q, q);
+		any = true;
+	}
+	appendStringInfoString(sql, " WHEN NOT MATCHED THEN INSERT (");
+	append_columns(sql, s);
+	appendStringInfoString(sql, ") VALUES (");
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(sql, "%ss.%s", i ? ", " : "", quote_identifier(s->cols[i].name));
+	appendStringInfoString(sql, ");\n");
+}
+
 /* upserts: the last non-delete record of each key */
 static void
-append_upsert(StringInfo sql, const ApplySchema *s, const char *dest, const Segment *seg)
+append_upsert(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *dest,
+			  const Segment *seg)
 {
-	appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
-	append_columns(sql, s);
-	appendStringInfoString(sql, ") SELECT ");
-	append_columns(sql, s);
-	appendStringInfoString(sql, " FROM ");
-	append_last_per_key(sql, s, seg->deletes ? "NOT _pg_egress_del" : NULL, NULL);
-	append_on_conflict(sql, s);
-	appendStringInfoString(sql, ";\n");
+	StringInfoData source;
+
+	initStringInfo(&source);
+	append_last_per_key(&source, s, seg, seg->deletes ? DEL_PRED " IS NOT TRUE" : NULL, NULL);
+	append_merge(sql, conn, s, dest, source.data);
 }
 
 /* delete records: the row goes (hard) or gets _sdc_deleted_at (soft) */
 static void
-append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *dest,
-			   bool soft)
+append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const Segment *seg,
+			   const char *dest, bool soft)
 {
 	if (!soft)
 	{
 		appendStringInfo(sql, "DELETE FROM %s AS t USING ", dest);
-		append_last_per_key(sql, s, NULL, "s._pg_egress_del");
+		append_last_per_key(sql, s, seg, NULL, "s." DEL_PRED);
 		appendStringInfoString(sql, " AND ");
 		append_key_match(sql, s, "t", "s");
 		appendStringInfoString(sql, ";\n");
@@ -1254,7 +1779,7 @@ append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 	if (s->batched_at >= 0)
 		appendStringInfoString(sql, ", s._sdc_batched_at");
 	appendStringInfoString(sql, " FROM ");
-	append_last_per_key(sql, s, NULL, "s._pg_egress_del");
+	append_last_per_key(sql, s, seg, NULL, "s." DEL_PRED);
 	appendStringInfoString(sql, " ON CONFLICT (");
 	append_keys(sql, s, "");
 	appendStringInfoString(sql, ") DO UPDATE SET _sdc_deleted_at = EXCLUDED._sdc_deleted_at");
@@ -1277,11 +1802,12 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 	append_columns(sql, s);
 	appendStringInfoString(sql, ") SELECT ");
 	append_columns(sql, s);
-	appendStringInfo(sql, " FROM " STAGE "%s ORDER BY _pg_egress_seq;\n",
-					 hard ? " WHERE NOT _pg_egress_del" : "");
+	appendStringInfo(sql, " FROM " STAGE "%s%s;\n",
+					 hard ? " WHERE " DEL_PRED " IS NOT TRUE" : "",
+					 seg->position ? " ORDER BY _pg_egress_pos COLLATE \"C\"" : "");
 	if (!hard)
 		return;
-	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s._pg_egress_del", dest);
+	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s." DEL_PRED, dest);
 	for (int i = 0; i < s->ncols; i++)
 	{
 		const char *q = quote_identifier(s->cols[i].name);
@@ -1297,6 +1823,31 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 }
 
 /*
+ * The fast path of a version's first load (rows without positions nor
+ * deletes, into the table that was empty when the version started): COPY
+ * straight into it, as native logical replication's initial copy does.
+ * Rows already there (a batch sent again after a crash, under another
+ * batch id: a parallel sync's part) make the COPY fail with a unique
+ * violation; the attempt is then made again through staging (upserts).
+ */
+static bool
+load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+{
+	StreamState *ss = &bs->state;
+	StringInfoData sql;
+
+	if (t->a->no_direct || seg->position || seg->deletes ||
+		ss->loading == 0 || seg->version != ss->loading || ss->shadow)
+		return false;
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "COPY %s (", dest);
+	append_columns(&sql, seg->schema);
+	appendStringInfoString(&sql, ") FROM STDIN");
+	txn_send(t, sql.data, (StringInfo) &seg->copy, true);
+	return true;
+}
+
+/*
  * One segment's rows into dest (the table or its shadow): staging table,
  * COPY, drop what the state says is applied, merge, in one round trip.
  */
@@ -1309,11 +1860,13 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 	StringInfoData sql;
 
 	initStringInfo(&sql);
+	if (load_direct(t, bs, seg, dest))
+		return;
 	appendStringInfoString(&sql, "CREATE TEMP TABLE " STAGE " (");
 	for (int i = 0; i < s->ncols; i++)
-		appendStringInfo(&sql, "%s %s, ", quote_identifier(s->cols[i].name), types[i]);
-	appendStringInfoString(&sql, "_pg_egress_seq bigint, _pg_egress_del boolean, "
-						   "_pg_egress_pos text) ON COMMIT DROP;\n");
+		appendStringInfo(&sql, "%s%s %s", i ? ", " : "", quote_identifier(s->cols[i].name), types[i]);
+	appendStringInfo(&sql, "%s) ON COMMIT DROP;\n",
+					 seg->position ? ", _pg_egress_pos text" : "");
 	appendStringInfoString(&sql, "COPY " STAGE " FROM STDIN;\n");
 	if (seg->position && bs->state.position)
 		appendStringInfo(&sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
@@ -1322,13 +1875,13 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 		append_keyless(&sql, t->a, s, dest, seg);
 	else
 	{
-		append_upsert(&sql, s, dest, seg);
+		append_upsert(&sql, t->c->conn, s, dest, seg);
 		if (seg->deletes)
-			append_deletes(&sql, t->a, s, dest,
+			append_deletes(&sql, t->a, s, seg, dest,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
 	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
-	PQclear(txn_exec(t, sql.data, (StringInfo) &seg->copy));
+	txn_send(t, sql.data, (StringInfo) &seg->copy, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -1436,13 +1989,16 @@ activate_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s)
 
 		retire_rows(t, st, s, shadow, ss->loading);
 		initStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s AS t (", st->qtable);
-		append_columns(&sql, s);
-		appendStringInfoString(&sql, ") SELECT ");
-		append_columns(&sql, s);
-		appendStringInfo(&sql, " FROM %s", shadow);
 		if (s->nkeys > 0)
-			append_on_conflict(&sql, s);
+			append_merge(&sql, t->c->conn, s, st->qtable, psprintf("%s AS s", shadow));
+		else
+		{
+			appendStringInfo(&sql, "INSERT INTO %s (", st->qtable);
+			append_columns(&sql, s);
+			appendStringInfoString(&sql, ") SELECT ");
+			append_columns(&sql, s);
+			appendStringInfo(&sql, " FROM %s", shadow);
+		}
 		txn_run(t, sql.data);
 		txn_ddl(t, psprintf("DROP TABLE %s", shadow));
 	}
@@ -1537,6 +2093,7 @@ ensure_state_table(ApplyTxn *t)
 							"stream text, position text, batch_id text, loading_version bigint, "
 							"active_version bigint, bookmark jsonb, updated_at timestamptz, "
 							"PRIMARY KEY (source, destination, stream))", a->qstate));
+		grant_to(t, psprintf("SELECT ON %s", a->qstate));
 	}
 	/* set only after the commit: a rolled back CREATE must be made again */
 }
@@ -1628,7 +2185,7 @@ write_state(ApplyTxn *t, BatchStream *bs)
 	if (ss->versions_changed)
 		appendStringInfoString(&sql, ", loading_version = EXCLUDED.loading_version, "
 							   "active_version = EXCLUDED.active_version");
-	txn_run(t, sql.data);
+	txn_send(t, sql.data, NULL, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -1656,21 +2213,21 @@ connect_if_needed(ApplySink *a, ApplyConn *c)
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 }
 
-static void
-apply_stream(ApplyTxn *t, BatchStream *bs)
+static bool
+stream_applied(ApplyTxn *t, BatchStream *bs)
 {
-	ListCell   *lc;
+	/* a batch sent again: the state row says it is applied */
+	return bs->state.batch_id && strcmp(bs->state.batch_id, t->batch_id) == 0;
+}
 
+/* segments [from, upto) of a stream */
+static void
+apply_segments(ApplyTxn *t, BatchStream *bs, int from, int upto)
+{
 	t->bs = bs;
-	if (bs->state.batch_id && strcmp(bs->state.batch_id, t->batch_id) == 0)
+	for (int i = from; i < upto; i++)
 	{
-		/* applied before: the state says so */
-		t->bs = NULL;
-		return;
-	}
-	foreach(lc, bs->segments)
-	{
-		Segment    *seg = lfirst(lc);
+		Segment    *seg = list_nth(bs->segments, i);
 
 		CHECK_FOR_INTERRUPTS();
 		if (seg->kind == SEG_ACTIVATE)
@@ -1678,24 +2235,37 @@ apply_stream(ApplyTxn *t, BatchStream *bs)
 		else
 			apply_rows(t, bs, seg);
 	}
+	t->bs = NULL;
+}
+
+/* a stream's segments from the from'th, then its state row */
+static void
+apply_stream(ApplyTxn *t, BatchStream *bs, int from)
+{
+	if (stream_applied(t, bs))
+		return;
+	apply_segments(t, bs, from, list_length(bs->segments));
+	t->bs = bs;
 	write_state(t, bs);
 	t->bs = NULL;
 }
 
 static void
-apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
+txn_begin(ApplyTxn *t, List *streams)
 {
-	ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
+	connect_if_needed(t->a, t->c);
+	txn_run(t, "BEGIN; SET LOCAL client_min_messages = warning");
+	ensure_state_table(t);
+	read_states(t, streams);
+}
+
+/* after COMMIT: what the tables were made to match holds */
+static void
+txn_committed(ApplyTxn *t, List *streams)
+{
 	ListCell   *lc;
 
-	connect_if_needed(a, t.c);
-	txn_run(&t, "BEGIN; SET LOCAL client_min_messages = warning");
-	ensure_state_table(&t);
-	read_states(&t, streams);
-	foreach(lc, streams)
-		apply_stream(&t, lfirst(lc));
-	txn_run(&t, "COMMIT");
-	t.c->state_ok = true;
+	t->c->state_ok = true;
 	/* committed: what the tables were made to match holds */
 	foreach(lc, streams)
 	{
@@ -1703,7 +2273,7 @@ apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
 
 		if (st->pending)
 		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(a->cxt);
+			MemoryContext oldcxt = MemoryContextSwitchTo(t->a->cxt);
 
 			st->verified = st->pending;
 			st->coltypes = palloc(sizeof(char *) * st->verified->ncols);
@@ -1713,6 +2283,210 @@ apply_on_conn(ApplySink *a, int i, const char *batch_id, List *streams)
 		}
 		st->pending = NULL;
 	}
+}
+
+static void
+txn_commit(ApplyTxn *t, List *streams)
+{
+	txn_run(t, "COMMIT");
+	txn_committed(t, streams);
+}
+
+
+/* ---------------------------------------------------------------------
+ * Early load: a snapshot batch streams its rows while it is written
+ *
+ * A sync's batch (one stream, its id announced) whose rows take the direct
+ * path starts its target transaction at its first row and sends the COPY
+ * text as it grows, so that the target loads while the source reads and
+ * renders (the two ran one after the other: the load was half the time).
+ * commit ends the COPY and finishes the transaction.  Anything unusual
+ * (not the direct path, a failure) gives up quietly: the rows stay in the
+ * segment, and commit applies the batch the usual way.
+ * ---------------------------------------------------------------------
+ */
+
+#define EARLY_CHUNK		(256 * 1024)
+
+static void
+early_give_up(ApplySink *a)
+{
+	close_conn(a->early_txn.c);
+	forget_pending(a);
+	a->early = EARLY_OFF;
+}
+
+/* sends what the segment has that the target does not; false: gave up */
+static bool
+early_send(ApplySink *a)
+{
+	PGconn	   *conn = a->early_txn.c->conn;
+	Segment    *seg = a->early_seg;
+	int			r;
+
+	if (conn == NULL)
+		return false;
+	while (seg->copy.len > a->early_sent)
+	{
+		r = PQputCopyData(conn, seg->copy.data + a->early_sent, seg->copy.len - a->early_sent);
+		if (r == 1)
+			a->early_sent = seg->copy.len;
+		else if (r < 0 || !conn_flush(conn))
+		{
+			early_give_up(a);
+			return false;
+		}
+	}
+	if (!conn_flush(conn))
+	{
+		early_give_up(a);
+		return false;
+	}
+	return true;
+}
+
+static bool
+direct_eligible(ApplySink *a, BatchStream *bs, const Segment *seg)
+{
+	StreamState *ss = &bs->state;
+
+	return !a->no_direct && seg->position == NULL && !seg->deletes &&
+		ss->loading != 0 && seg->version == ss->loading && !ss->shadow;
+}
+
+/* COPY into the table, up to the point where the target takes data */
+static void
+early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
+{
+	StringInfoData sql;
+	PGresult   *res;
+
+	if (t->c->pending)
+		txn_collect(t);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
+	append_columns(&sql, seg->schema);
+	appendStringInfoString(&sql, ") FROM STDIN");
+	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
+	res = conn_result(t->c->conn);
+	if (res && PQresultStatus(res) == PGRES_COPY_IN)
+	{
+		PQclear(res);
+		return;
+	}
+	PQclear(txn_check(t, res, pstrdup("no COPY")));
+	ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
+}
+
+static void
+early_start(ApplySink *a, BatchStream *bs, Segment *seg)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(a->batch_cxt);
+	ApplyTxn   *t = &a->early_txn;
+	int			idx = list_length(bs->segments) - 1;
+
+	a->early = EARLY_OFF;		/* unless it gets going */
+	t->a = a;
+	t->c = &a->conns[bs->st->conn];
+	t->batch_id = a->announced;
+	t->bs = NULL;
+	PG_TRY();
+	{
+		txn_begin(t, list_make1(bs));
+		if (!stream_applied(t, bs))
+		{
+			apply_segments(t, bs, 0, idx);
+			ensure_table(t, bs->st, seg->schema);
+			if (direct_eligible(a, bs, seg))
+			{
+				early_copy_begin(t, bs, seg);
+				a->early = EARLY_COPYING;
+				a->early_bs = bs;
+				a->early_seg = seg;
+				a->early_index = idx;
+				a->early_sent = 0;
+			}
+		}
+		if (a->early != EARLY_COPYING)
+		{
+			/* not the direct path: commit does it all, the session stays */
+			bs->st->early_hopeless = bs->state.loading == 0;
+			txn_run(t, "ROLLBACK");
+			bs->st->pending = NULL;
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(a->batch_cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != PGA_ERRCODE_RETRY &&
+			edata->sqlerrcode != EGRESS_ERRCODE_REJECTED)
+			PG_RE_THROW();
+		/* commit will meet it again, and report it */
+		FlushErrorState();
+		early_give_up(a);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* after a row went into seg: start, or send when a chunk is ready */
+static void
+early_row(ApplySink *a, BatchStream *bs, Segment *seg)
+{
+	if (a->early == EARLY_NONE)
+	{
+		if (a->announced && list_length(a->batch_streams) == 1 && bs->error == NULL &&
+			(!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
+			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
+			seg->position == NULL && !seg->deletes)
+			early_start(a, bs, seg);
+	}
+	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
+			 seg->copy.len - a->early_sent >= EARLY_CHUNK)
+		(void) early_send(a);
+}
+
+/*
+ * At commit: the COPY ended, the rest of the stream applied, COMMIT.
+ * false when the early load was given up: commit goes the usual way.
+ */
+static bool
+early_finish(ApplySink *a, const char *batch_id)
+{
+	ApplyTxn   *t = &a->early_txn;
+	BatchStream *bs = a->early_bs;
+	PGresult   *res;
+	const char *state;
+
+	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
+	if (strcmp(batch_id, a->announced) != 0 || bs->error || a->early_seg->deletes ||
+		list_length(a->batch_streams) != 1 || !early_send(a))
+	{
+		if (t->c->conn)
+			early_give_up(a);
+		return false;
+	}
+	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !conn_flush(t->c->conn))
+		txn_check(t, NULL, pstrdup(PQerrorMessage(t->c->conn)));
+	res = conn_result(t->c->conn);
+	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state && strcmp(state, "23505") == 0)
+	{
+		PQclear(res);
+		close_conn(t->c);
+		a->direct_conflict = true;
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
+	}
+	PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
+	while ((res = conn_result(t->c->conn)) != NULL)
+		PQclear(res);
+	apply_stream(t, bs, a->early_index + 1);
+	txn_commit(t, list_make1(bs));
+	return true;
 }
 
 /* rejections found while parsing, and keyless streams when keys are required */
@@ -1762,35 +2536,65 @@ forget_pending(ApplySink *a)
 	}
 }
 
-static bool
-pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *failure)
+/*
+ * Each connection's streams, in a transaction of its own, the connections
+ * concurrently: the heavy statements (loads, state rows, COMMIT) are sent
+ * without waiting (txn_send), and a connection's results are read only
+ * when its next statement needs them, after the others got theirs.
+ */
+static void
+apply_all(ApplySink *a, const char *batch_id)
 {
-	ApplySink  *a = sink->private_data;
+	ApplyTxn   *txns = palloc0(sizeof(ApplyTxn) * a->nconns);
+	List	  **lists = palloc0(sizeof(List *) * a->nconns);
+	int			rounds = 0;
+	ListCell   *lc;
+
+	foreach(lc, a->batch_streams)
+	{
+		BatchStream *bs = lfirst(lc);
+
+		lists[bs->st->conn] = lappend(lists[bs->st->conn], bs);
+		rounds = Max(rounds, list_length(lists[bs->st->conn]));
+	}
+	for (int i = 0; i < a->nconns; i++)
+	{
+		ApplyTxn	t = {a, &a->conns[i], batch_id, NULL};
+
+		txns[i] = t;
+		if (lists[i] != NIL)
+			txn_begin(&txns[i], lists[i]);
+	}
+	for (int k = 0; k < rounds; k++)
+		for (int i = 0; i < a->nconns; i++)
+			if (k < list_length(lists[i]))
+				apply_stream(&txns[i], list_nth(lists[i], k), 0);
+	for (int i = 0; i < a->nconns; i++)
+		if (lists[i] != NIL)
+			txn_send(&txns[i], "COMMIT", NULL, false);
+	for (int i = 0; i < a->nconns; i++)
+		if (lists[i] != NIL)
+		{
+			txn_collect(&txns[i]);
+			txn_committed(&txns[i], lists[i]);
+		}
+}
+
+static bool
+attempt_once(ApplySink *a, const char *batch_id, EgressSinkFailure *failure)
+{
 	MemoryContext oldcxt;
 	MemoryContext errcxt;
 	volatile bool ok = true;
 
-	check_batch(a);
+	a->direct_conflict = false;
 	MemoryContextReset(a->attempt_cxt);
 	oldcxt = MemoryContextSwitchTo(a->attempt_cxt);
 	errcxt = CurrentMemoryContext;
 	PG_TRY();
 	{
-		for (int i = 0; i < a->nconns; i++)
-		{
-			List	   *streams = NIL;
-			ListCell   *lc;
-
-			foreach(lc, a->batch_streams)
-			{
-				BatchStream *bs = lfirst(lc);
-
-				if (bs->st->conn == i)
-					streams = lappend(streams, bs);
-			}
-			if (streams != NIL)
-				apply_on_conn(a, i, batch_id, streams);
-		}
+		if (a->early != EARLY_COPYING || !early_finish(a, batch_id))
+			apply_all(a, batch_id);
 	}
 	PG_CATCH();
 	{
@@ -1813,6 +2617,25 @@ pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *fa
 	return ok;
 }
 
+static bool
+pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *failure)
+{
+	ApplySink  *a = sink->private_data;
+
+	check_batch(a);
+	if (attempt_once(a, batch_id, failure))
+		return true;
+	/* a direct COPY found rows of the batch: at once again, through staging */
+	if (a->direct_conflict && !a->no_direct)
+	{
+		a->no_direct = true;
+		pfree(failure->what);
+		failure->what = NULL;
+		return attempt_once(a, batch_id, failure);
+	}
+	return false;
+}
+
 static void
 pga_commit_batch(EgressSink *sink, const char *batch_id)
 {
@@ -1830,6 +2653,7 @@ pga_commit_batch(EgressSink *sink, const char *batch_id)
 
 const EgressSinkOps egress_pg_apply_ops = {
 	.begin_batch = pga_begin_batch,
+	.announce_batch_id = pga_announce_batch_id,
 	.write = pga_write,
 	.commit_batch = pga_commit_batch,
 	.commit_attempt = pga_commit_attempt,

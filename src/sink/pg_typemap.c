@@ -275,10 +275,33 @@ egress_pg_column_map(EgressPgColumn *col, const char *name, const EgressJNode *p
 	col->jsonb = strcmp(col->type, "jsonb") == 0;
 }
 
+/* integer types and numeric, narrowest first; 0: another type */
+static int
+numeric_rank(const char *type)
+{
+	static const char *const ranks[] = {"smallint", "integer", "bigint", "numeric"};
+
+	for (int i = 0; i < lengthof(ranks); i++)
+		if (strcmp(type, ranks[i]) == 0)
+			return i + 1;
+	return 0;
+}
+
 bool
 egress_pg_type_compatible(const char *existing, const char *wanted, const char *column)
 {
+	int			have = numeric_rank(existing);
+	int			want = numeric_rank(wanted);
+
 	if (strcmp(existing, wanted) == 0)
+		return true;
+	/* a wider number column takes the values (a table made earlier) */
+	if (have && want && have >= want)
+		return true;
+	/* pipelinewise's "number" columns */
+	if (strcmp(existing, "double precision") == 0 && strcmp(wanted, "numeric") == 0)
+		return true;
+	if (strcmp(existing, "text") == 0 && strcmp(wanted, "character varying") == 0)
 		return true;
 	if (strcmp(existing, "timestamp with time zone") == 0 &&
 		strcmp(wanted, "timestamp without time zone") == 0)

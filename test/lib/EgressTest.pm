@@ -1418,4 +1418,202 @@ sub replay_check
 	return $ok;
 }
 
+# ---------------------------------------------------------------------------
+# postgres:// destinations (issue 15): a target cluster and its tables
+# ---------------------------------------------------------------------------
+
+push @EXPORT, qw(create_target_node target_access pg_destination_url
+  add_pg_destination target_rows target_values target_columns target_psql);
+
+our $TARGET_USER = 'loader';
+our $TARGET_PASSWORD = 'l0ad-me s3cret';
+our $TARGET_DB = 'analytics';
+
+# target_access($node, user => 'loader', password => ..., dbname =>
+# 'analytics', owner => 1): on a node (a target cluster, or the source
+# cluster itself for a same-cluster load) creates the LOGIN role with a
+# password (scram-sha-256, the PostgreSQL 15 default) and the database,
+# owned by that role (so it may CREATE there and, PostgreSQL 15, in its
+# schema public), and puts `host all all 127.0.0.1/32 scram-sha-256` FIRST
+# in pg_hba.conf (initdb -A trust wrote trust lines for 127.0.0.1 after it;
+# the tests' own psql keep the Unix socket, still trust), then reloads.
+# The node must listen on 127.0.0.1 (listen_addresses) for the URL to work.
+# Returns (url, options JSON text with the password).  Idempotent per
+# role/database name: a second call for another database adds it only.
+sub target_access
+{
+	my ($node, %o) = @_;
+	my $user = $o{user} // $TARGET_USER;
+	my $password = $o{password} // $TARGET_PASSWORD;
+	my $db = $o{dbname} // $TARGET_DB;
+	my $hba = $node->data_dir . '/pg_hba.conf';
+	my $line = "host all all 127.0.0.1/32 scram-sha-256\n";
+	open(my $fh, '<', $hba) or die "could not open \"$hba\": $!";
+	my $old = do { local $/; <$fh> };
+	close $fh;
+	write_file($hba, "# postgres:// destinations of the tests: a password over TCP\n$line$old")
+	  unless $old =~ /\A# postgres:\/\/ destinations of the tests/;
+	my $exists = $node->safe_psql('postgres',
+		'SELECT count(*) FROM pg_roles WHERE rolname = ' . sql_quote($user));
+	$node->safe_psql('postgres',
+		  "SET password_encryption = 'scram-sha-256';\n"
+		. ($exists eq '0' ? "CREATE ROLE \"$user\" LOGIN;\n" : '')
+		. "ALTER ROLE \"$user\" PASSWORD " . sql_quote($password) . ";\n");
+	my $dbexists = $node->safe_psql('postgres',
+		'SELECT count(*) FROM pg_database WHERE datname = ' . sql_quote($db));
+	$node->safe_psql('postgres', "CREATE DATABASE \"$db\" OWNER \"$user\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'")
+	  if $dbexists eq '0';
+	$node->reload;
+	return (pg_destination_url($node, user => $user, dbname => $db),
+		JSON::PP->new->canonical->encode({ password => $password }));
+}
+
+# postgres://<user>@127.0.0.1:<port>/<dbname> of a node.
+sub pg_destination_url
+{
+	my ($node, %o) = @_;
+	return sprintf('postgres://%s@127.0.0.1:%d/%s',
+		$o{user} // $TARGET_USER, $node->port, $o{dbname} // $TARGET_DB);
+}
+
+# create_target_node($name, conf => "extra postgresql.conf lines", user =>,
+# password =>, dbname =>) -> ($node, $url, $options_json): a second cluster
+# of the same binaries (no pg_egress in it), listening on 127.0.0.1 as well
+# as on its Unix socket, with target_access() done: role "loader" with a
+# password, database "analytics" it owns, scram-sha-256 over TCP.  The
+# options JSON holds only {"password": ...}: merge more with
+# add_pg_destination.
+sub create_target_node
+{
+	my ($name, %o) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
+	$node->append_conf('postgresql.conf', qq{
+listen_addresses = '127.0.0.1'
+max_connections = 40
+shared_buffers = 16MB
+password_encryption = 'scram-sha-256'
+});
+	$node->append_conf('postgresql.conf', $o{conf}) if defined $o{conf};
+	$node->start;
+	my ($url, $json) = target_access($node, %o);
+	return ($node, $url, $json);
+}
+
+# add_pg_destination($source_node, $name, $url, $options) with $options a
+# hash reference (merged into {"password": TARGET_PASSWORD} unless it has its
+# own password; undef values drop a key) or a JSON text taken as is.
+sub add_pg_destination
+{
+	my ($node, $name, $url, $options) = @_;
+	my $json = $options;
+	if (!defined $options || ref $options eq 'HASH')
+	{
+		my %o = (password => $TARGET_PASSWORD, %{ $options // {} });
+		delete $o{$_} foreach grep { !defined $o{$_} } keys %o;
+		$json = JSON::PP->new->canonical->encode(\%o);
+	}
+	$node->safe_psql('postgres',
+		'SELECT egress_add_destination(' . sql_quote($name) . ', ' . sql_quote($url)
+		  . ', ' . sql_quote($json) . '::jsonb)');
+	return;
+}
+
+# target_psql($node, $sql, dbname => 'analytics') -> ($ret, $stdout,
+# $stderr) in UTC with ISO dates (the default DateStyle), so that
+# timestamps read the same whatever the node's TimeZone.
+sub target_psql
+{
+	my ($node, $sql, %o) = @_;
+	return $node->psql($o{dbname} // $TARGET_DB,
+		"SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1;\n$sql");
+}
+
+# target_rows($node, $relation, columns => [names] | '*', dbname =>
+# 'analytics', where => 'SQL condition') -> the rows of a target table as
+# text, one line per row, sorted (by Perl, bytewise): each row as COPY's
+# text format writes it with delimiter '|' (so '\n', '\t', '\\' and '\|'
+# inside values are escaped and a row is always one line), NULL as
+# '<null>'; '' when the table is empty, undef when the query fails (no such
+# table yet).  $relation is SQL as written (quote it: '"public"."t"').
+# columns '*' is every column; by default every column whose name does not
+# start with _sdc_ (their values are times of the load).  Times in UTC.
+sub target_rows
+{
+	my ($node, $relation, %o) = @_;
+	my $list = _target_column_list($node, $relation, %o);
+	return undef unless defined $list;
+	my ($ret, $out, $err) = target_psql($node,
+		"COPY (SELECT $list FROM $relation"
+		  . (defined $o{where} ? " WHERE $o{where}" : '')
+		  . q{) TO STDOUT WITH (DELIMITER '|', NULL '<null>')}, %o);
+	return undef if $ret != 0;
+	return join("\n", sort split /\n/, $out);
+}
+
+# target_values($node, $relation, key => 'id', columns => ..., dbname =>,
+# where =>) -> { <key text> => { column => text output (UTC) or undef } }
+# of a target table, every value as the server's text output of the column
+# (col::text), read through JSON (exact, any characters); undef when the
+# query fails.  Columns as target_rows (the key column must be among them).
+sub target_values
+{
+	my ($node, $relation, %o) = @_;
+	my $key = $o{key} // 'id';
+	my $list = _target_column_list($node, $relation, %o, names => 1);
+	return undef unless defined $list;
+	my $obj = join(', ', map { sql_quote($_) . ', (x.' . _qi($_) . ')::text' } @$list);
+	my ($ret, $out, $err) = target_psql($node,
+		"SELECT coalesce(json_agg(json_build_object($obj)), '[]') FROM $relation x"
+		  . (defined $o{where} ? " WHERE $o{where}" : ''), %o);
+	return undef if $ret != 0;
+	my %rows;
+	foreach my $r (@{ json_decode($out, "rows of $relation") })
+	{
+		$rows{ $r->{$key} // '<null>' } = $r;
+	}
+	return \%rows;
+}
+
+sub _qi { return '"' . ($_[0] =~ s/"/""/gr) . '"'; }
+
+# the SELECT list of target_rows / target_values (names => 1: the names)
+sub _target_column_list
+{
+	my ($node, $relation, %o) = @_;
+	my $cols = $o{columns};
+	my @names;
+	if (defined $cols && ref $cols eq 'ARRAY')
+	{
+		@names = @$cols;
+	}
+	else
+	{
+		my $all = defined $cols && $cols eq '*';
+		my ($ret, $out) = target_psql($node, qq{
+SELECT attname FROM pg_attribute
+ WHERE attrelid = '$relation'::regclass AND attnum > 0 AND NOT attisdropped
+   @{[ $all ? '' : q{AND attname NOT LIKE '\\_sdc\\_%'} ]} ORDER BY attnum}, %o);
+		return undef if $ret != 0 || $out eq '';
+		@names = split /\n/, $out;
+	}
+	return \@names if $o{names};
+	return join(', ', map { _qi($_) } @names);
+}
+
+# target_columns($node, $schema, $table, dbname => 'analytics') -> ordered
+# list of "name type" (format_type, e.g. "c_num numeric", "c_ts timestamp
+# with time zone") of the table's live columns; () when it does not exist.
+sub target_columns
+{
+	my ($node, $schema, $table, %o) = @_;
+	my ($ret, $out) = target_psql($node, q{
+SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = } . sql_quote($schema) . ' AND c.relname = ' . sql_quote($table) . q{
+   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum}, %o);
+	return () if $ret != 0 || $out eq '';
+	return split /\n/, $out;
+}
+
 1;
