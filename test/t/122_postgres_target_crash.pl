@@ -129,9 +129,9 @@ my $url = 'postgres://loader@127.0.0.1:' . $target->port . '/analytics';
 sq('SELECT egress_add_destination(' . sql_quote('wh') . ', ' . sql_quote($url) . ', '
 	  . sql_quote(qq({"password": "$PASSWORD", "default_target_schema": "raw", "add_metadata_columns": true, "primary_key_required": false, "batch_size_rows": $BATCH}))
 	  . '::jsonb)');
-# small batches (the stream option: batch_size_rows is the destination's)
-sq(qq{SELECT egress_add_stream('sk', 'k', method => 'LOG_BASED', destination => 'wh', options => '{"batch_max_rows": $BATCH}')});
-sq(qq{SELECT egress_add_stream('snk', 'nk', method => 'LOG_BASED', destination => 'wh', options => '{"batch_max_rows": $BATCH}')});
+# small batches: the destination's batch_size_rows
+sq(q{SELECT egress_add_stream('sk', 'k', method => 'LOG_BASED', destination => 'wh')});
+sq(q{SELECT egress_add_stream('snk', 'nk', method => 'LOG_BASED', destination => 'wh')});
 wait_stream_state($node, 'sk', 'streaming', 180);
 wait_stream_state($node, 'snk', 'streaming', 180);
 
