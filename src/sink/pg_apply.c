@@ -2316,9 +2316,14 @@ early_give_up(ApplySink *a)
 	a->early = EARLY_OFF;
 }
 
-/* sends what the segment has that the target does not; false: gave up */
+/*
+ * Sends what the segment has that the target does not; false: gave up.
+ * While the batch is written (wait false) it hands libpq what the socket
+ * takes now and goes on, so that the source never waits for the target
+ * there (libpq keeps the rest); at commit (wait true), all of it.
+ */
 static bool
-early_send(ApplySink *a)
+early_send(ApplySink *a, bool wait)
 {
 	PGconn	   *conn = a->early_txn.c->conn;
 	Segment    *seg = a->early_seg;
@@ -2337,7 +2342,7 @@ early_send(ApplySink *a)
 			return false;
 		}
 	}
-	if (!conn_flush(conn))
+	if (wait ? !conn_flush(conn) : PQflush(conn) < 0)
 	{
 		early_give_up(a);
 		return false;
@@ -2447,7 +2452,7 @@ early_row(ApplySink *a, BatchStream *bs, Segment *seg)
 	}
 	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
 			 seg->copy.len - a->early_sent >= EARLY_CHUNK)
-		(void) early_send(a);
+		(void) early_send(a, false);
 }
 
 /*
@@ -2464,7 +2469,7 @@ early_finish(ApplySink *a, const char *batch_id)
 
 	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
 	if (strcmp(batch_id, a->announced) != 0 || bs->error || a->early_seg->deletes ||
-		list_length(a->batch_streams) != 1 || !early_send(a))
+		list_length(a->batch_streams) != 1 || !early_send(a, true))
 	{
 		if (t->c->conn)
 			early_give_up(a);
