@@ -172,29 +172,20 @@ egress_sink_watch_destination(EgressSink *sink, int32 stream_id)
 }
 
 /*
- * Has the watched stream's destination changed since its sink was opened?
- * Read once at the first retry (a change may have come before it), then
- * again only when some egress_* change was committed (config_gen, as the
- * CDC workers do).  The sync runs in a long transaction whose snapshot
- * predates the change: the row is read with the latest snapshot.
+ * Is the destination of stream stream_id no longer what sink was opened
+ * with (kind, location, options, owner)?  Callers run in long transactions
+ * whose snapshot may predate the change: the row is read with the latest
+ * snapshot.  A stream that is gone: false (its worker is stopped anyway).
  */
-static void
-sink_check_destination(void)
+bool
+egress_sink_destination_changed(EgressSink *sink, int32 stream_id)
 {
-	uint32		gen = pg_atomic_read_u32(&egress_shared->config_gen);
-	EgressSink *sink = watched_sink;
 	EgressCatalogGuard guard;
 	Oid			argtypes[5] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, OIDOID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		started = false;
 	bool		same = true;
-
-	if (watched_gen_valid && gen == watched_gen)
-		return;
-	/* taken before the read: a change committed after it moves gen again */
-	watched_gen = gen;
-	watched_gen_valid = true;
 
 	if (!IsTransactionState())
 	{
@@ -204,7 +195,7 @@ sink_check_destination(void)
 	}
 	PushActiveSnapshot(GetLatestSnapshot());
 	egress_catalog_enter(&guard);
-	values[0] = Int32GetDatum(watched_stream);
+	values[0] = Int32GetDatum(stream_id);
 	values[1] = CStringGetTextDatum(sink->kind);
 	values[2] = CStringGetTextDatum(sink->location);
 	if (sink->options != NULL)
@@ -235,8 +226,25 @@ sink_check_destination(void)
 	PopActiveSnapshot();
 	if (started)
 		CommitTransactionCommand();
+	return !same;
+}
 
-	if (!same)
+/*
+ * The watched sync's check: once at the first retry (a change may have come
+ * before it), then again only when some egress_* change was committed
+ * (config_gen, as the CDC workers do).
+ */
+static void
+sink_check_destination(void)
+{
+	uint32		gen = pg_atomic_read_u32(&egress_shared->config_gen);
+
+	if (watched_gen_valid && gen == watched_gen)
+		return;
+	/* taken before the read: a change committed after it moves gen again */
+	watched_gen = gen;
+	watched_gen_valid = true;
+	if (egress_sink_destination_changed(watched_sink, watched_stream))
 		ereport(ERROR,
 				(errcode(EGRESS_ERRCODE_RESTART_RUN),
 				 errmsg("pg_egress stream %d: its destination was changed while a batch was being retried",

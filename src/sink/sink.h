@@ -236,6 +236,13 @@ extern bool egress_sink_show_retrying(void *arg, TimestampTz since);
  * destination (and its checks: egress_check_destination_use).
  */
 extern void egress_sink_watch_destination(EgressSink *sink, int32 stream_id);
+
+/*
+ * Is the destination of stream stream_id no longer what sink was opened
+ * with (kind, location, options, owner)?  Reads the catalog with the latest
+ * snapshot (in a transaction of its own when none is open).
+ */
+extern bool egress_sink_destination_changed(EgressSink *sink, int32 stream_id);
 extern void egress_sink_show_reading(void *arg);
 extern void egress_sink_retry_done(EgressSink *sink);
 
