@@ -615,7 +615,10 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 {
 	wait_stream_state($src, 'nk_refused', 'error', $T);
 	my $row = stream_row($src, 'nk_refused');
-	like($row->{last_error} // '', qr/primary key/i, 'primary_key_required: last_error says the table has no primary key');
+	like($row->{last_error} // '', qr/\bpublic\.nk\b.*has no primary key/,
+		'primary_key_required: last_error names the table and says it has no primary key');
+	unlike($row->{last_error} // '', qr/\n/, 'last_error is one line');
+	note 'last_error: ' . ($row->{last_error} // '(none)');
 	unlike($row->{last_error} // '', qr/\Q$EgressTest::TARGET_PASSWORD\E/, 'last_error does not show the password');
 	is(tq($tgt, q{SELECT count(*) FROM pg_class WHERE relname = 'nk' AND relnamespace = 'public'::regnamespace}), '0',
 		'primary_key_required: no target table was made');
