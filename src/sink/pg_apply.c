@@ -4,19 +4,22 @@
  *	  PostgreSQL server (issue 15; the behaviour is docs/postgres_target.md).
  *
  * write() splits the batch into lines and parses each as it comes:
- * RECORDs (the hot path) with the JSON parser's semantic actions straight
- * into COPY text, SCHEMA and STATE into a small tree.  A stream's messages
- * make segments (rows of one SCHEMA and version, or one ACTIVATE_VERSION),
- * kept in order until commit.  Parsing is done once: commit_attempt, which
- * may run several times for one batch, only reads them.
+ * RECORDs (the hot path) by a hand scanner straight into COPY text (the
+ * JSON parser's semantic actions when it gives up), SCHEMA and STATE into
+ * a small tree.  A stream's messages make segments (rows of one SCHEMA
+ * and version, or one ACTIVATE_VERSION), kept in order until commit.
+ * Parsing is done once: commit_attempt, which may run several times for
+ * one batch, only reads them.
  *
- * commit_attempt applies the batch on each connection (streams are hashed
- * onto "parallelism" connections) in one target transaction per
- * connection: read the streams' rows of _pg_egress_state, skip what they
- * say is applied, create or evolve the tables, COPY each segment into a
- * temporary staging table and merge it, write the state rows, COMMIT.
- * Failures worth retrying (connection, serialization, ...) return false;
- * others raise EGRESS_ERRCODE_REJECTED with the target's message.
+ * commit_attempt applies the batch on each connection (streams are spread
+ * over "parallelism" connections, whose transactions run concurrently):
+ * read the streams' rows of _pg_egress_state, skip what they say is
+ * applied, create or evolve the tables, load each segment (COPY straight
+ * into a table a version starts empty, else COPY into a temporary staging
+ * table and MERGE), write the state rows, COMMIT.  A sync's batch may
+ * start its COPY while it is still written (early load).  Failures worth
+ * retrying (connection, serialization, ...) return false; others raise
+ * EGRESS_ERRCODE_REJECTED with the target's message.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,7 +27,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
-#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -78,7 +80,7 @@ typedef struct Segment
 	SegKind		kind;
 	ApplySchema *schema;
 	int64		version;		/* the rows' or the ACTIVATE_VERSION's; 0: none */
-	char	   *position;		/* the last one carried, NULL: none */
+	char	   *position;		/* the greatest one carried, NULL: none */
 	bool		deletes;		/* rows: some are deletes */
 	int64		nrows;
 	StringInfoData copy;		/* rows: COPY text */
@@ -127,7 +129,16 @@ struct ApplyStream
 	ApplySchema *pending;
 	char	  **pending_types;
 	BatchStream *bs;			/* in the current batch, or NULL */
+	/*
+	 * The last early load found no version loading (an INCREMENTAL run,
+	 * CDC): tried again only in a batch where something precedes the rows
+	 * (an ACTIVATE_VERSION).
+	 */
+	bool		early_hopeless;
 };
+
+typedef struct ApplySink ApplySink;
+typedef struct ApplyConn ApplyConn;
 
 struct ApplyConn
 {
@@ -137,9 +148,6 @@ struct ApplyConn
 	bool		pending_direct; /* ... a direct COPY (a unique violation: staging) */
 	BatchStream *pending_bs;	/* ... of this stream, for messages */
 };
-
-typedef struct ApplySink ApplySink;
-typedef struct ApplyConn ApplyConn;
 
 /* the transaction of one attempt on one connection */
 typedef struct ApplyTxn
@@ -642,7 +650,8 @@ stream_get(ApplySink *a, const char *id)
 	st->target_schema = pstrdup(target_schema_of(a, src_schema));
 	st->qtable = qualify(st->target_schema, st->table);
 	st->dest = st->qtable;
-	st->conn = hash_bytes((const unsigned char *) id, strlen(id)) % a->nconns;
+	/* round robin in order of appearance: balanced, unlike a hash of few ids */
+	st->conn = list_length(a->streams) % a->nconns;
 	a->streams = lappend(a->streams, st);
 	MemoryContextSwitchTo(oldcxt);
 	return a->last_stream = st;
@@ -1325,6 +1334,7 @@ forget_batch(ApplySink *a)
 	a->announced = NULL;
 	a->early = EARLY_NONE;
 	MemoryContextReset(a->batch_cxt);
+	MemoryContextReset(a->attempt_cxt);
 	/* the carry buffer lives in the batch context */
 	a->carry.data = NULL;
 }
@@ -2083,6 +2093,7 @@ ensure_state_table(ApplyTxn *t)
 							"stream text, position text, batch_id text, loading_version bigint, "
 							"active_version bigint, bookmark jsonb, updated_at timestamptz, "
 							"PRIMARY KEY (source, destination, stream))", a->qstate));
+		grant_to(t, psprintf("SELECT ON %s", a->qstate));
 	}
 	/* set only after the commit: a rolled back CREATE must be made again */
 }
@@ -2398,7 +2409,12 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg)
 			}
 		}
 		if (a->early != EARLY_COPYING)
-			early_give_up(a);
+		{
+			/* not the direct path: commit does it all, the session stays */
+			bs->st->early_hopeless = bs->state.loading == 0;
+			txn_run(t, "ROLLBACK");
+			bs->st->pending = NULL;
+		}
 	}
 	PG_CATCH();
 	{
@@ -2424,6 +2440,7 @@ early_row(ApplySink *a, BatchStream *bs, Segment *seg)
 	if (a->early == EARLY_NONE)
 	{
 		if (a->announced && list_length(a->batch_streams) == 1 && bs->error == NULL &&
+			(!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
 			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
 			seg->position == NULL && !seg->deletes)
 			early_start(a, bs, seg);

@@ -610,6 +610,7 @@ egress_sink_options_parse(const char *kind, Jsonb *options, EgressSinkOptions *o
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	char	   *key = NULL;
+	char	   *batch_rows_key = NULL;
 
 	memset(out, 0, sizeof(EgressSinkOptions));
 	out->flush_interval_ms = -1;
@@ -654,6 +655,16 @@ egress_sink_options_parse(const char *kind, Jsonb *options, EgressSinkOptions *o
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unrecognized %s option \"%s\"", WHAT, key),
 					 errhint("Valid options are: %s.", option_names(kind))));
+		if (strcmp(key, "batch_max_rows") == 0 || strcmp(key, "batch_size_rows") == 0)
+		{
+			if (batch_rows_key != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s options \"%s\" and \"%s\" cannot both be given", WHAT,
+								batch_rows_key, key),
+						 errdetail("They are two names of one setting.")));
+			batch_rows_key = key;
+		}
 		parse_value(spec, key, &v, out);
 	}
 

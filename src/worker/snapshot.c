@@ -112,6 +112,9 @@ egress_stream_batch_rows(EgressStreamDef *def)
 		return v;
 	if (egress_jsonb_get_int64(def->dest_options, "batch_max_rows", &v) && v > 0)
 		return v;
+	/* postgres destinations: the name the Singer targets use */
+	if (egress_jsonb_get_int64(def->dest_options, "batch_size_rows", &v) && v > 0)
+		return v;
 	return egress_batch_max_rows;
 }
 

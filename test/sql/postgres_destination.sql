@@ -65,6 +65,7 @@ SELECT egress_add_destination('pg_e', 'postgres://loader@wh.example.com/db', '{"
 SELECT egress_add_destination('pg_e', 'postgres://loader@wh.example.com/db', '{"target_schema_privileges": [1]}');
 SELECT egress_add_destination('pg_e', 'postgres://loader@wh.example.com/db', '{"target_schema_privileges": {"a": 1}}');
 SELECT egress_add_destination('pg_e', 'postgres://loader@wh.example.com/db', '{"hard_delete": "yes"}');
+SELECT egress_add_destination('pg_e', 'postgres://loader@wh.example.com/db', '{"batch_size_rows": 10, "batch_max_rows": 20}');
 -- HTTP options are not postgres options, and the other way round
 SELECT egress_add_destination('pg_e', 'postgres://loader@wh.example.com/db', '{"headers": {"A": "b"}}');
 SELECT egress_add_destination('pg_e', 'http://93.184.216.34/in', '{"password": "s3cr3t"}');

@@ -210,13 +210,14 @@ is($tgt->safe_psql('wh', q{SELECT count(*) FROM pg_class WHERE relname = 't'}), 
 # here; the flow is shown with another destination.)
 
 # ---- a destination that works: rows flow ----
-$src->safe_psql('postgres', q{SELECT egress_alter_destination('m_ok', options => '{"flush_interval": "200ms"}')});
+$src->safe_psql('postgres', q{SELECT egress_alter_destination('m_ok', options => '{"flush_interval": "200ms", "batch_size_rows": 2}')});
 ($ret, $out, $err) = query_as($src, 'mallory', q{SELECT egress_add_stream('sf', 't', 'LOG_BASED', 'm_ok')});
 is($ret, 0, 'a stream to the destination with the right password') or diag $err;
 ok(poll_until('rows in the target', 90, sub {
 	my ($r, $o) = $tgt->psql('wh', 'SELECT count(*) FROM public.t');
 	return $r == 0 && $o eq '5';
 }), 'the rows arrive in the target') or diag explain stream_row($src, 'sf');
+cmp_ok(stream_row($src, 'sf')->{batches_sent}, '>=', 3, 'in batches of batch_size_rows (2) rows');
 $src->safe_psql('postgres', q{INSERT INTO t VALUES (6, 'v6')});
 ok(poll_until('the change in the target', 60, sub {
 	my ($r, $o) = $tgt->psql('wh', 'SELECT count(*) FROM public.t');

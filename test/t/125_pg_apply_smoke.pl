@@ -12,7 +12,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use EgressTest;
 
-my $src = create_node('src', cdc => 1, conf => "listen_addresses = '127.0.0.1'\n");
+my $src = create_node('src', cdc => 1,
+	conf => "listen_addresses = '127.0.0.1'\nmax_worker_processes = 24\npg_egress.max_workers = 16\n");
 
 my $tgt = PostgreSQL::Test::Cluster->new('tgt');
 $tgt->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
@@ -203,6 +204,16 @@ is(tq(q{SELECT c_text FROM et.t WHERE id = 1}), $src->safe_psql('postgres', q{SE
 is(tq(q{SELECT string_agg(format('%s|%s|%s|%s|%s', c_num, c_jsonb, c_txtarr, c_hstore, c_json), ',' ORDER BY id) FROM etl.t WHERE id > 100}),
 	tq(q{SELECT string_agg(format('%s|%s|%s|%s|%s', c_num, c_jsonb, c_txtarr, c_hstore, c_json), ',' ORDER BY id) FROM et.t}),
 	'every type: CDC values equal FULL_TABLE values');
+
+# INCREMENTAL: runs upsert by key
+$src->safe_psql('postgres', q{
+CREATE TABLE inc (id int PRIMARY KEY, v text, ts int NOT NULL);
+INSERT INTO inc SELECT i, 'a', i FROM generate_series(1, 50) i;
+SELECT egress_add_stream('inc', 'public.inc', 'INCREMENTAL', 'wh', replication_key => 'ts');
+});
+ok(poll_until('incremental run 1', 60, sub { tq(q{SELECT count(*) FROM pg_class WHERE relname = 'inc'}) eq '1' && tq(q{SELECT count(*) FROM raw.inc}) eq '50' }), 'INCREMENTAL: first run');
+$src->safe_psql('postgres', q{UPDATE inc SET v = 'b', ts = 100 + id WHERE id <= 5; INSERT INTO inc VALUES (51, 'c', 200); SELECT egress_sync_now('inc');});
+ok(poll_until('incremental run 2', 60, sub { tq(q{SELECT count(*) || ',' || count(*) FILTER (WHERE v = 'b') FROM raw.inc}) eq '51,5' }), 'INCREMENTAL: a later run upserts');
 
 is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name NOT IN ('nokey', 'hd_chk')}), '', 'no other stream error');
 done_testing();
