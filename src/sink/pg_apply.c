@@ -193,6 +193,8 @@ struct ApplySink
 	int			early_index;	/* of early_seg among its stream's segments */
 	int			early_sent;		/* bytes of its COPY text the target has */
 	bool		direct_conflict;	/* a direct COPY met a key it had */
+	bool		stale_catalog;	/* a table or column checked before is gone */
+	bool		catalog_retried;	/* ... and the batch was tried again for it */
 	char	   *batched_at;		/* _sdc_batched_at of the batch */
 	bool		open;
 };
@@ -260,6 +262,24 @@ conn_flush(PGconn *conn)
 }
 
 /*
+ * A table or column pg_egress saw is gone (dropped or renamed on the
+ * target since it was checked): worth one attempt more, with the tables
+ * checked again (commit_attempt).  Once per batch: a second time it is the
+ * target's error.
+ */
+static bool
+stale_catalog(ApplyTxn *t, const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	if (t->a->catalog_retried || state == NULL ||
+		(strcmp(state, "42P01") != 0 && strcmp(state, "42703") != 0))
+		return false;
+	t->a->stale_catalog = true;
+	return true;
+}
+
+/*
  * Runs sql (several statements, maybe a COPY fed with copy) on the
  * transaction's connection.  A failure worth retrying closes the
  * connection (its transaction goes with it) and raises PGA_ERRCODE_RETRY,
@@ -281,6 +301,13 @@ txn_check(ApplyTxn *t, PGresult *res, char *error)
 		status == PGRES_EMPTY_QUERY)
 		return res;
 	error = egress_pgconn_error(t->c->conn, res);
+	if (stale_catalog(t, res))
+	{
+		/* the table changed by hand since it was checked: check it again */
+		PQclear(res);
+		close_conn(t->c);
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
+	}
 	if (egress_pgconn_retryable(res))
 	{
 		PQclear(res);
@@ -1351,6 +1378,7 @@ pga_begin_batch(EgressSink *sink, const EgressBatchInfo *info)
 	a->batched_at = utc_text(GetCurrentTimestamp());
 	MemoryContextSwitchTo(oldcxt);
 	a->no_direct = false;
+	a->catalog_retried = false;
 	a->open = true;
 }
 
@@ -2316,9 +2344,14 @@ early_give_up(ApplySink *a)
 	a->early = EARLY_OFF;
 }
 
-/* sends what the segment has that the target does not; false: gave up */
+/*
+ * Sends what the segment has that the target does not; false: gave up.
+ * While the batch is written (wait false) it hands libpq what the socket
+ * takes now and goes on, so that the source never waits for the target
+ * there (libpq keeps the rest); at commit (wait true), all of it.
+ */
 static bool
-early_send(ApplySink *a)
+early_send(ApplySink *a, bool wait)
 {
 	PGconn	   *conn = a->early_txn.c->conn;
 	Segment    *seg = a->early_seg;
@@ -2337,7 +2370,7 @@ early_send(ApplySink *a)
 			return false;
 		}
 	}
-	if (!conn_flush(conn))
+	if (wait ? !conn_flush(conn) : PQflush(conn) < 0)
 	{
 		early_give_up(a);
 		return false;
@@ -2447,7 +2480,7 @@ early_row(ApplySink *a, BatchStream *bs, Segment *seg)
 	}
 	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
 			 seg->copy.len - a->early_sent >= EARLY_CHUNK)
-		(void) early_send(a);
+		(void) early_send(a, false);
 }
 
 /*
@@ -2464,7 +2497,7 @@ early_finish(ApplySink *a, const char *batch_id)
 
 	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
 	if (strcmp(batch_id, a->announced) != 0 || bs->error || a->early_seg->deletes ||
-		list_length(a->batch_streams) != 1 || !early_send(a))
+		list_length(a->batch_streams) != 1 || !early_send(a, true))
 	{
 		if (t->c->conn)
 			early_give_up(a);
@@ -2623,8 +2656,18 @@ pga_commit_attempt(EgressSink *sink, const char *batch_id, EgressSinkFailure *fa
 	ApplySink  *a = sink->private_data;
 
 	check_batch(a);
+	a->stale_catalog = false;
 	if (attempt_once(a, batch_id, failure))
 		return true;
+	/* the tables changed by hand: at once again, checking them (once) */
+	if (a->stale_catalog && !a->catalog_retried)
+	{
+		a->catalog_retried = true;
+		pfree(failure->what);
+		failure->what = NULL;
+		if (attempt_once(a, batch_id, failure))
+			return true;
+	}
 	/* a direct COPY found rows of the batch: at once again, through staging */
 	if (a->direct_conflict && !a->no_direct)
 	{

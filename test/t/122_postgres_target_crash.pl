@@ -10,21 +10,24 @@
 # batches are applied:
 #   1. kill -9 of the CDC worker with a target transaction open: the
 #      loader is held mid-apply by a lock the test takes on the target
-#      table nk, so the kill lands inside the batch's transaction; the
-#      changes of that batch and the ones committed since the last
-#      persisted bookmark are decoded and sent again;
-#   2. kill -9 of the CDC worker right after target commits of a backlog
-#      (the bookmarks are persisted once per decoding round, so the target
-#      is ahead of the source's bookmark: the resent changes are already
-#      applied and must be skipped by position);
+#      table nk, so the kill lands inside the batch's transaction, which
+#      the target rolls back; its changes are decoded and sent again;
+#   2. kill -9 of the CDC worker after the target committed a round of a
+#      backlog the source has not recorded as delivered (the test holds
+#      the source's bookmark rows, where the worker then waits): the
+#      changes are sent again, in batches cut differently, and the target
+#      must skip what it holds by position;
 #   3. kill -9 of the target's postmaster with a batch transaction open,
 #      and a restart.
+# (the TOASTed-row re-read may drop an UPDATE of a row deleted meanwhile:
+# its soft-deleted row keeps older values; values of deleted rows are
+# compared for rows without a TOASTed value)
 # Then the target must equal the source exactly:
 #   - k: the rows with _sdc_deleted_at NULL are the source's rows, every
 #     column; the rows with _sdc_deleted_at set are exactly the keys the
 #     source deleted (logged there by a trigger, a key-changing UPDATE
-#     deletes the old key), with the values they had when deleted and
-#     _sdc_deleted_at = the commit time of the deleting transaction;
+#     deletes the old key), _sdc_deleted_at = the commit time of the
+#     deleting transaction, with the values they had when deleted;
 #   - nk: the source's rows, each once (no duplicate, none missing);
 #   - a trigger on the target tables logs every row the loader writes
 #     (committed writes only): per key of k, the values applied are

@@ -104,6 +104,12 @@ like(tq(q{SELECT string_agg(attname || ':' || format_type(atttypid, NULL), ',' O
 	'the old column renamed aside, a new one added');
 is(tq(q{SELECT count(*) FROM raw.ev WHERE id = 5001 AND n IS NULL}), '1', 'old values stay in the renamed column');
 
+# a column dropped on the target by hand: the batch is tried again with the table checked again
+tq(q{ALTER TABLE raw.ev DROP COLUMN v});
+$src->safe_psql('postgres', q{INSERT INTO ev VALUES (6000, 'back', 'x')});
+ok(poll_until('column re-added', 60, sub { tq(q{SELECT count(*) FROM raw.ev WHERE id = 6000}) eq '1' }), 'dropped column: the change arrives');
+is(tq(q{SELECT v FROM raw.ev WHERE id = 6000}), 'back', 'dropped column: added again');
+
 # FULL_TABLE again: a second version loads into a shadow table and replaces the rows
 $src->safe_psql('postgres', q{DELETE FROM items WHERE id > 900; UPDATE items SET name = 'new' WHERE id = 1;
 SELECT egress_resync_stream('items');});
@@ -214,6 +220,34 @@ SELECT egress_add_stream('inc', 'public.inc', 'INCREMENTAL', 'wh', replication_k
 ok(poll_until('incremental run 1', 60, sub { tq(q{SELECT count(*) FROM pg_class WHERE relname = 'inc'}) eq '1' && tq(q{SELECT count(*) FROM raw.inc}) eq '50' }), 'INCREMENTAL: first run');
 $src->safe_psql('postgres', q{UPDATE inc SET v = 'b', ts = 100 + id WHERE id <= 5; INSERT INTO inc VALUES (51, 'c', 200); SELECT egress_sync_now('inc');});
 ok(poll_until('incremental run 2', 60, sub { tq(q{SELECT count(*) || ',' || count(*) FILTER (WHERE v = 'b') FROM raw.inc}) eq '51,5' }), 'INCREMENTAL: a later run upserts');
+
+# A direct COPY that meets a key already there goes through staging, at
+# once: a one-shot trigger (a sequence: not rolled back) on the target
+# table inserts key 2 while the batch's COPY runs.
+tq(q{CREATE SCHEMA dc AUTHORIZATION loader;});
+$tgt->safe_psql('wh', q{SET ROLE loader;
+CREATE TABLE dc.dct (id integer PRIMARY KEY, v character varying);
+CREATE SEQUENCE dc.once;
+CREATE FUNCTION dc.sneak() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.id = 1 AND pg_trigger_depth() = 1 AND nextval('dc.once') = 1 THEN
+    INSERT INTO dc.dct VALUES (2, 'sneaked');
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER sneak BEFORE INSERT ON dc.dct FOR EACH ROW EXECUTE FUNCTION dc.sneak();
+});
+$src->safe_psql('postgres', qq{
+CREATE TABLE dct (id int PRIMARY KEY, v text);
+INSERT INTO dct SELECT i, 'v' || i FROM generate_series(1, 10) i;
+SELECT egress_add_destination('dc', 'postgres://loader\@127.0.0.1:$port/wh',
+    '{"password": "secret-pw", "default_target_schema": "dc"}');
+SELECT egress_add_stream('dct', 'public.dct', 'FULL_TABLE', 'dc');
+});
+wait_stream_state($src, 'dct', 'synced');
+is(tq(q{SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM dc.dct}),
+	join(',', map { "$_:v$_" } 1 .. 10), 'direct COPY conflict: loaded through staging, rows as the source');
+ok(tq(q{SELECT last_value FROM dc.once}) >= 2, 'direct COPY conflict: the batch was applied twice (the first rolled back)');
 
 is($src->safe_psql('postgres', q{SELECT string_agg(name || ':' || coalesce(last_error, ''), ',') FROM egress_streams WHERE last_error IS NOT NULL AND name NOT IN ('nokey', 'hd_chk')}), '', 'no other stream error');
 done_testing();
