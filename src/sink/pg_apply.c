@@ -1878,10 +1878,15 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 /*
  * One segment's rows into dest (the table or its shadow): staging table,
  * COPY, drop what the state says is applied, merge, in one round trip.
+ * Changes (positioned rows) of a version loading into a shadow table: the
+ * shadow gets the upserts and loses the deleted keys (it holds the rows of
+ * the version, no delete markers), and the deletes also go to the table
+ * at once (soft: with their own time, kept by the activation).
  */
 static void
 load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 {
+	bool		into_shadow = strcmp(dest, bs->st->qtable) != 0;
 	ApplyStream *st = bs->st;
 	const ApplySchema *s = seg->schema;
 	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
@@ -1904,8 +1909,10 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 	else
 	{
 		append_upsert(&sql, t->c->conn, s, dest, seg);
+		if (seg->deletes && into_shadow)
+			append_deletes(&sql, t->a, s, seg, dest, false);
 		if (seg->deletes)
-			append_deletes(&sql, t->a, s, seg, dest,
+			append_deletes(&sql, t->a, s, seg, st->qtable,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
 	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
@@ -2087,8 +2094,18 @@ apply_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg)
 	if (seg->nrows == 0 || position_applied(ss, seg->position))
 		return;
 	ensure_table(t, bs->st, seg->schema);
-	/* the first change after the snapshot: the snapshot's version is complete */
-	if (seg->position && ss->loading && seg->version == ss->loading)
+
+	/*
+	 * A change of the loading version.  Only the closing ACTIVATE_VERSION
+	 * says the version is complete: a chunked backfill sends changes of the
+	 * version between its chunks, and rows not read yet must not be
+	 * retired.  They go where the version's rows go: the shadow table.
+	 * Without one (the version loads straight into a table that was empty)
+	 * nothing is there to retire: the version counts as active from here,
+	 * which also ends the direct path (its later rows may meet keys the
+	 * changes inserted).
+	 */
+	if (seg->position && ss->loading && seg->version == ss->loading && !ss->shadow)
 		activate_version(t, bs, seg->schema);
 	if (ss->loading && seg->version == ss->loading && ss->shadow)
 	{
