@@ -119,6 +119,7 @@ egress_sink_open(const char *kind_name, const char *location, Jsonb *options)
 	sink = palloc0(sizeof(EgressSink));
 	sink->kind = kind->name;
 	sink->location = pstrdup(location);
+	sink->stored_location = pstrdup(location);
 	sink->options = options;
 	egress_sink_options_parse(kind->name, options, &sink->opts);
 	kind->open(sink);
@@ -197,7 +198,7 @@ egress_sink_destination_changed(EgressSink *sink, int32 stream_id)
 	egress_catalog_enter(&guard);
 	values[0] = Int32GetDatum(stream_id);
 	values[1] = CStringGetTextDatum(sink->kind);
-	values[2] = CStringGetTextDatum(sink->location);
+	values[2] = CStringGetTextDatum(sink->stored_location);
 	if (sink->options != NULL)
 		values[3] = JsonbPGetDatum(sink->options);
 	else

@@ -105,7 +105,8 @@ struct EgressSink
 {
 	const EgressSinkOps *ops;
 	const char *kind;
-	char	   *location;
+	char	   *location;		/* what messages show (open may redact it) */
+	char	   *stored_location;	/* as egress.destination stores it */
 	Jsonb	   *options;
 	EgressSinkOptions opts;		/* options, parsed by egress_sink_open */
 	void	   *private_data;
