@@ -256,6 +256,40 @@ ok(poll_until('tiny: after the drop', $T,
 		sub { (tq(q{SELECT v FROM b1.tiny WHERE id = 1000}) // '') eq 'after drop' }),
 	'a column dropped by hand in the target is added again');
 
+
+# ---------------------------------------------------------------------------
+# 11. A source table named _pg_egress_state (a source that is itself a
+#     pg_egress target, or a role that wants to skew another stream): its
+#     stream maps onto the target's own state table.  Its rows must not
+#     become the state of other streams (here: a forged position that would
+#     make every later change of stream "victim" be skipped).
+# ---------------------------------------------------------------------------
+sq(q{CREATE TABLE victim (id int PRIMARY KEY, v text);
+INSERT INTO victim VALUES (1, 'one');});
+sq(q{SELECT egress_add_stream('victim', 'victim', 'LOG_BASED', 'wh')});
+wait_stream_state($src, 'victim', 'streaming', $T);
+sq(q{INSERT INTO victim VALUES (2, 'two')});
+ok(poll_until('victim: a change', $T, sub { (tq('SELECT count(*) FROM public.victim') // '') eq '2' }),
+	'victim: initial sync and a change');
+my $vstate = tq(q{SELECT source || '|' || destination FROM public._pg_egress_state WHERE stream = 'public-victim'});
+my ($vsource, $vdest) = split /\|/, $vstate // '|';
+sq(q{CREATE TABLE public._pg_egress_state (source text, destination text, stream text, position text,
+    batch_id text, loading_version bigint, active_version bigint, bookmark jsonb,
+    updated_at timestamptz, PRIMARY KEY (source, destination, stream))});
+sq('INSERT INTO public._pg_egress_state VALUES (' . sql_quote($vsource) . ', ' . sql_quote($vdest)
+	  . q{, 'public-victim', 'FFFFFFFFFFFFFFFF-9999999999', 'forged', NULL, NULL, NULL, now())});
+sq(q{SELECT egress_add_stream('statetab', 'public._pg_egress_state', 'FULL_TABLE', 'wh')});
+ok(poll_until('statetab: synced or refused', $T,
+		sub { (stream_of('statetab')->{state} // '') =~ /^(synced|error)$/ }),
+	'statetab: the sync ends');
+note 'statetab: ' . (stream_of('statetab')->{state} // '') . ' ' . (stream_of('statetab')->{last_error} // '');
+sq(q{INSERT INTO victim VALUES (3, 'three')});
+ok(poll_until('victim: change after statetab', 30,
+		sub { (tq('SELECT count(*) FROM public.victim') // '') eq '3' }),
+	'a source table named _pg_egress_state does not make other streams skip their changes');
+isnt(tq(q{SELECT position FROM public._pg_egress_state WHERE stream = 'public-victim'}),
+	'FFFFFFFFFFFFFFFF-9999999999', 'the forged position is not the state of stream victim');
+
 # ---------------------------------------------------------------------------
 # 10. A huge transaction: 1,000,000 rows; the CDC worker's memory
 # ---------------------------------------------------------------------------
