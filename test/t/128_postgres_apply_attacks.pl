@@ -21,6 +21,18 @@
 #    the target by hand): PE001, the stream stops, nothing of the batch stays.
 # 6. egress_remove_stream + egress_add_stream of the same table with the
 #    state row left behind: the new stream's rows all arrive.
+# 7. A keyless table with hard_delete: insert, delete, insert of one row in
+#    one transaction must leave the row (appends and deletes keep their order).
+# 8. batch_size_rows 1: one transaction cut into many batches (positions of
+#    one commit LSN across batches).
+# 9. A target column dropped by hand: added again.
+# 10. A 1,000,000-row transaction: every row arrives; the CDC worker's
+#    VmRSS stays well under the 1 GB segment limit.
+# 11. A source table named _pg_egress_state maps onto the target's state
+#    table: its rows become other streams' state (a forged position makes
+#    their changes be skipped silently).
+# 12. (TODO) A stale position from another WAL history (promoted standby,
+#    restored source) skips a newly synced stream's changes.
 
 use strict;
 use warnings;
