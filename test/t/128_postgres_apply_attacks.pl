@@ -33,6 +33,8 @@
 #    their changes be skipped silently).
 # 12. (TODO) A stale position from another WAL history (promoted standby,
 #    restored source) skips a newly synced stream's changes.
+# 13. Two 63-byte column names sharing 50 bytes renamed aside in one batch.
+# 14. parallelism changed while the destination streams.
 
 use strict;
 use warnings;
@@ -326,6 +328,40 @@ TODO:
 	ok(poll_until('forked: change', 30, sub { (tq('SELECT count(*) FROM public.forked') // '') eq '2' }),
 		'a stale position from another WAL history does not skip the changes of a newly synced stream');
 }
+
+
+# ---------------------------------------------------------------------------
+# 13. Two long column names (63 bytes, equal first 50 bytes) change type in
+#     one ALTER: their "renamed aside" names, cut to fit NAMEDATALEN, are the
+#     same.
+# ---------------------------------------------------------------------------
+my $ca = ('c' x 50) . ('A' x 13);
+my $cb = ('c' x 50) . ('B' x 13);
+sq(qq{CREATE TABLE longcols (id int PRIMARY KEY, "$ca" int, "$cb" int);
+INSERT INTO longcols VALUES (1, 1, 1);});
+sq(q{SELECT egress_add_stream('longcols', 'longcols', 'LOG_BASED', 'wh')});
+wait_stream_state($src, 'longcols', 'streaming', $T);
+ok(poll_until('longcols: initial sync', $T, sub { (tq('SELECT count(*) FROM public.longcols') // '') eq '1' }),
+	'longcols: initial sync');
+sq(qq{ALTER TABLE longcols ALTER COLUMN "$ca" TYPE text, ALTER COLUMN "$cb" TYPE text;
+INSERT INTO longcols VALUES (2, 'a', 'b');});
+ok(poll_until('longcols: after the type change', 30,
+		sub { (tq('SELECT count(*) FROM public.longcols') // '') eq '2'
+			  || (stream_of('longcols')->{state} // '') eq 'error' }),
+	'longcols: waited');
+is(tq(qq{SELECT "$ca" || "$cb" FROM public.longcols WHERE id = 2}), 'ab',
+	'two long columns renamed aside at once: rows still arrive');
+note 'longcols last_error: ' . (stream_of('longcols')->{last_error} // '(none)');
+
+# ---------------------------------------------------------------------------
+# 14. parallelism changed while the destination streams
+# ---------------------------------------------------------------------------
+sq(q{SELECT egress_alter_destination('wh1', NULL, '{"parallelism": 3, "batch_size_rows": 1000}')});
+sq(q{INSERT INTO tiny SELECT i, 'par' FROM generate_series(2000, 2199) i});
+ok(poll_until('tiny: after the parallelism change', $T,
+		sub { (tq(q{SELECT count(*) FROM b1.tiny WHERE v = 'par'}) // '') eq '200' }),
+	'parallelism changed while streaming: the rows arrive');
+is(stream_of('tiny')->{last_error}, undef, 'parallelism changed: no error');
 
 # ---------------------------------------------------------------------------
 # 10. A huge transaction: 1,000,000 rows; the CDC worker's memory
