@@ -69,7 +69,7 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: a throwaway instance with the library preloaded.  The workers
 # serve another database, so the SQL-surface tests stay deterministic.
-REGRESS = catalog types discover patterns export publication sink_options check alter alter_attacks check_attacks postgres_destination
+REGRESS = catalog types discover patterns export publication sink_options check alter alter_attacks check_attacks postgres_destination postgres_attacks
 REGRESS_OPTS = --inputdir=test --temp-instance=$(CURDIR)/tmp_regress \
 	--temp-config=$(CURDIR)/tmp_regress.conf --encoding=UTF8 --no-locale
 

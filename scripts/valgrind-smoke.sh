@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the worker paths (launcher, database worker, sync worker, file and HTTP sinks,
+# Runs the worker paths (launcher, database worker, sync worker, file, HTTP and PostgreSQL sinks,
 # type map over every type) of the installed build under valgrind memcheck
 # and lists the reports that involve pg_egress code.
 # Usage (as the unprivileged user, after make install): bash scripts/valgrind-smoke.sh
@@ -161,6 +161,35 @@ SQL
 	done
 	echo "HTTP requests received: $(wc -l <"$dir/rcv/requests.jsonl")"
 fi
+# the postgres sink (another database of this cluster, through the socket
+# directory: a superuser's destination): FULL_TABLE over every type, two
+# connections, metadata columns; a LOG_BASED stream with updates, deletes
+# and a TRUNCATE
+"${P[@]}" -c "CREATE DATABASE analytics" >/dev/null
+sockhost=$(printf '%s' "$dir" | sed 's|/|%2F|g')
+"${P[@]}" <<SQL
+SELECT egress_add_destination('wh', 'postgres://postgres@$sockhost:$port/analytics',
+	'{"add_metadata_columns": true, "parallelism": 2, "batch_size_rows": 700}');
+SELECT egress_add_stream('tpg', 't', 'FULL_TABLE', 'wh');
+SELECT egress_add_stream('cpg', 'c', 'LOG_BASED', 'wh');
+SQL
+for _ in $(seq 1 600); do
+	[ "$("${P[@]}" -Atc "SELECT string_agg(state, ',' ORDER BY name) FROM egress_streams WHERE name IN ('cpg', 'tpg')")" = streaming,synced ] && break
+	sleep 0.5
+done
+"${P[@]}" <<SQL
+UPDATE c SET v = 'pg' WHERE id <= 10;
+DELETE FROM c WHERE id = 1;
+INSERT INTO c SELECT g, 'p' FROM generate_series(200001, 200500) g;
+TRUNCATE c;
+INSERT INTO c VALUES (7, 'after truncate');
+SQL
+target=$("${P[@]}" -Atc "SELECT pg_current_wal_lsn()")
+for _ in $(seq 1 600); do
+	[ "$("${P[@]}" -Atc "SELECT confirmed_lsn >= '$target' FROM egress_streams WHERE name = 'cpg'")" = t ] && break
+	sleep 0.5
+done
+echo "postgres sink: $("${P[@]}" -d analytics -Atc "SELECT count(*) FROM public.t") rows of t, $("${P[@]}" -d analytics -Atc "SELECT count(*) FROM public.c WHERE _sdc_deleted_at IS NULL") live rows of c"
 # 0.2's operations: the checks (probes of every destination), alters the
 # CDC worker picks up, the progress and lag figures
 "${P[@]}" -c "SELECT count(*) FROM egress_check()" >/dev/null
@@ -181,7 +210,7 @@ done
 # any report left (known PostgreSQL false positives are suppressed) that runs through pg_egress code
 found=0
 for f in "$dir"/vglogs/*.log; do
-	if grep -q "^==[0-9]*== [A-Z]" "$f" && grep -q "egress_\|singer\|sink\|pg_egress.so\|curl" "$f"; then
+	if grep -q "^==[0-9]*== [A-Z]" "$f" && grep -q "egress_\|singer\|sink\|pg_egress.so\|curl\|libpq" "$f"; then
 		echo "== $f"
 		cat "$f"
 		found=1

@@ -322,7 +322,11 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 		option_changes(old_options, new_options, "region") ||
 		option_changes(old_options, new_options, "default_target_schema") ||
 		option_changes(old_options, new_options, "schema_mapping") ||
-		option_changes(old_options, new_options, "target_schema_privileges"))
+		option_changes(old_options, new_options, "target_schema_privileges") ||
+		option_changes(old_options, new_options, "sslmode") ||
+		option_changes(old_options, new_options, "sslrootcert") ||
+		option_changes(old_options, new_options, "sslcert") ||
+		option_changes(old_options, new_options, "sslkey"))
 	{
 		SPIPlanPtr	plan = SPI_prepare("SELECT s.owner::pg_catalog.oid FROM egress.stream s "
 									   "WHERE s.destination OPERATOR(pg_catalog.=) $1",
@@ -348,6 +352,17 @@ egress_alter_destination(PG_FUNCTION_ARGS)
 						 errhint("Their owners can remove them from it, or a role with their privileges can move it.")));
 		}
 	}
+
+	/* the stored password goes only where it was given for */
+	if (strcmp(old_kind, "postgres") == 0 &&
+		strcmp(new_location, old_location) != 0 &&
+		egress_jsonb_get_string(old_options, "password") != NULL &&
+		(patch == NULL || option_text(patch, "password") == NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("changing the location of destination \"%s\" requires its password", name),
+				 errdetail("The stored password is sent only to the server it was given for."),
+				 errhint("Give it again in option \"password\".")));
 
 	values[1] = CStringGetTextDatum(new_location);
 	values[2] = JsonbPGetDatum(new_options);

@@ -39,6 +39,7 @@
 #include <arpa/inet.h>
 
 #include "mb/pg_wchar.h"
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
@@ -49,6 +50,19 @@
 #include "net/pgconn.h"
 
 #define PGCONN_DEFAULT_CONNECT_TIMEOUT_MS	10000
+#define PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS	(30L * 60 * 1000)
+
+/*
+ * TCP keepalives and TCP_USER_TIMEOUT: a target whose host is gone (no
+ * reset ever comes) is noticed by the kernel within about a minute, even
+ * while a statement runs; a live server answering the probes is never cut
+ * short, however long its statement takes.  A server that is up but hangs
+ * is caught by the statement deadline (option "timeout").
+ */
+#define PGCONN_KEEPALIVES_IDLE		"30"
+#define PGCONN_KEEPALIVES_INTERVAL	"10"
+#define PGCONN_KEEPALIVES_COUNT		"3"
+#define PGCONN_TCP_USER_TIMEOUT		"60000"
 #define PGCONN_COPY_CHUNK	(64 * 1024)
 
 /*
@@ -63,11 +77,28 @@
 	"SET search_path = pg_catalog; SET datestyle = ISO; " \
 	"SET intervalstyle = postgres; SET extra_float_digits = 3"
 
+/*
+ * The statement deadline of each open connection (option "timeout"), kept
+ * here so that the callers' signatures need not carry it.  Entries live in
+ * TopMemoryContext and go at egress_pgconn_close.
+ */
+typedef struct PgConnTimeout
+{
+	PGconn	   *conn;
+	long		timeout_ms;
+} PgConnTimeout;
+
+static List *pgconn_timeouts = NIL;
+
 static bool pgconn_wait(PGconn *conn, int io_flags, TimestampTz deadline);
 static char *pgconn_message(const char *msg);
-static bool pgconn_flush(PGconn *conn, char **error);
+static bool pgconn_flush(PGconn *conn, TimestampTz deadline, char **error);
 static PGresult *pgconn_collect(PGconn *conn, const char *copy_data,
-								size_t copy_len, char **error);
+								size_t copy_len, TimestampTz deadline,
+								char **error);
+static PGresult *pgconn_exec_until(PGconn *conn, const char *sql,
+								   const char *copy_data, size_t copy_len,
+								   TimestampTz deadline, char **error);
 
 /* ---------------------------------------------------------------------
  * Locations
@@ -234,6 +265,41 @@ pgconn_wait(PGconn *conn, int io_flags, TimestampTz deadline)
 	}
 }
 
+/*
+ * libpq names the files it looks for in the server user's home directory
+ * (~/.postgresql/root.crt when sslmode is verify-ca or verify-full and no
+ * sslrootcert is given): messages say "~/.postgresql/..." instead, so that
+ * the server's file system layout is not shown to the destination's owner.
+ * In place: the text between the opening quote and "/.postgresql/" becomes
+ * "~".
+ */
+static void
+pgconn_hide_home(StringInfo buf)
+{
+	const char *dir = "/.postgresql/";
+	const char *s = buf->data;
+	const char *p;
+	StringInfoData out;
+
+	if (strstr(s, dir) == NULL)
+		return;
+	initStringInfo(&out);
+	while ((p = strstr(s, dir)) != NULL)
+	{
+		const char *q = p;
+
+		while (q > s && q[-1] != '"' && q[-1] != ' ')
+			q--;
+		appendBinaryStringInfo(&out, s, q - s);
+		appendStringInfoChar(&out, '~');
+		appendStringInfoString(&out, dir);
+		s = p + strlen(dir);
+	}
+	appendStringInfoString(&out, s);
+	pfree(buf->data);
+	*buf = out;
+}
+
 /* libpq's message as one line (white space runs made one space), palloc'd */
 static char *
 pgconn_message(const char *msg)
@@ -256,7 +322,43 @@ pgconn_message(const char *msg)
 	}
 	if (buf.len == 0)
 		return pstrdup("connection to the target server failed");
-	return buf.data;
+	pgconn_hide_home(&buf);
+	return egress_pg_sanitize(buf.data);
+}
+
+/*
+ * Text from the target server made safe for messages and the catalog:
+ * bytes that are not valid in the database encoding and control characters
+ * become '?'.  In place; returns s.
+ */
+char *
+egress_pg_sanitize(char *s)
+{
+	int			enc = GetDatabaseEncoding();
+	char	   *p = s;
+	int			left = strlen(s);
+
+	while (left > 0)
+	{
+		int			l;
+
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+		{
+			*p++ = '?';
+			left--;
+			continue;
+		}
+		l = pg_encoding_verifymbchar(enc, p, left);
+		if (l <= 0)
+		{
+			*p++ = '?';
+			left--;
+			continue;
+		}
+		p += l;
+		left -= l;
+	}
+	return s;
 }
 
 /* ---------------------------------------------------------------------
@@ -353,8 +455,8 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	const EgressSinkOptions *opts = target->opts;
 	bool		owner_superuser = target->owner_superuser_at ?
 		*target->owner_superuser_at : target->owner_superuser;
-	const char *keys[24];
-	const char *vals[24];
+	const char *keys[32];
+	const char *vals[32];
 	int			n = 0;
 	char	   *hostaddr = NULL;
 	char		timeout_s[32];
@@ -364,6 +466,23 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 
 	*error = NULL;
 	*refused = false;
+
+	/* the owner's status now, not when the worker's session began */
+	if (target->owner_at != NULL && OidIsValid(*target->owner_at))
+	{
+		MemoryContext oldcxt = CurrentMemoryContext;
+		bool		in_xact = IsTransactionState();
+
+		if (!in_xact)
+		{
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+		}
+		owner_superuser = superuser_arg(*target->owner_at);
+		if (!in_xact)
+			CommitTransactionCommand();
+		MemoryContextSwitchTo(oldcxt);
+	}
 
 	if (!owner_superuser)
 	{
@@ -422,6 +541,16 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	vals[n++] = timeout_s;
 	keys[n] = "application_name";
 	vals[n++] = "pg_egress";
+	keys[n] = "keepalives";
+	vals[n++] = "1";
+	keys[n] = "keepalives_idle";
+	vals[n++] = PGCONN_KEEPALIVES_IDLE;
+	keys[n] = "keepalives_interval";
+	vals[n++] = PGCONN_KEEPALIVES_INTERVAL;
+	keys[n] = "keepalives_count";
+	vals[n++] = PGCONN_KEEPALIVES_COUNT;
+	keys[n] = "tcp_user_timeout";
+	vals[n++] = PGCONN_TCP_USER_TIMEOUT;
 	keys[n] = "client_encoding";
 	vals[n++] = GetDatabaseEncodingName();
 	if (owner_superuser)
@@ -467,6 +596,7 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 		PQfinish(conn);
 		return NULL;
 	}
+	PQsetNoticeReceiver(conn, pgconn_notice_receiver, (void *) target->host);
 
 	PG_TRY();
 	{
@@ -521,11 +651,14 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 		return NULL;
 	}
 
+	egress_pgconn_set_timeout(conn, timeout_ms);
 	PG_TRY();
 	{
 		PGresult   *res;
 
-		res = egress_pgconn_exec(conn, PGCONN_SESSION_SQL, NULL, 0, error);
+		/* the session's settings: within what is left of connect_timeout */
+		res = pgconn_exec_until(conn, PGCONN_SESSION_SQL, NULL, 0,
+								deadline, error);
 		if (res != NULL && PQresultStatus(res) != PGRES_COMMAND_OK)
 			*error = psprintf("could not set up the target session: %s",
 							  egress_pgconn_error(conn, res));
@@ -534,24 +667,112 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	}
 	PG_CATCH();
 	{
-		PQfinish(conn);
+		egress_pgconn_close(conn);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
 	if (*error != NULL)
 	{
-		PQfinish(conn);
+		egress_pgconn_close(conn);
 		return NULL;
 	}
+	egress_pgconn_set_timeout(conn, (opts && opts->statement_timeout_ms > 0) ?
+							  opts->statement_timeout_ms :
+							  PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS);
 	return conn;
+}
+
+void
+egress_pgconn_set_timeout(PGconn *conn, long timeout_ms)
+{
+	ListCell   *lc;
+	PgConnTimeout *e;
+	MemoryContext oldcxt;
+
+	foreach(lc, pgconn_timeouts)
+	{
+		e = lfirst(lc);
+		if (e->conn == conn)
+		{
+			e->timeout_ms = timeout_ms;
+			return;
+		}
+	}
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	e = palloc(sizeof(PgConnTimeout));
+	e->conn = conn;
+	e->timeout_ms = timeout_ms;
+	pgconn_timeouts = lappend(pgconn_timeouts, e);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* the deadline of a statement started now on conn */
+static TimestampTz
+pgconn_statement_deadline(PGconn *conn)
+{
+	ListCell   *lc;
+	long		timeout_ms = PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS;
+
+	foreach(lc, pgconn_timeouts)
+	{
+		PgConnTimeout *e = lfirst(lc);
+
+		if (e->conn == conn)
+		{
+			timeout_ms = e->timeout_ms;
+			break;
+		}
+	}
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+}
+
+/* *error for a statement whose deadline passed */
+static char *
+pgconn_timeout_error(PGconn *conn)
+{
+	ListCell   *lc;
+	long		timeout_ms = PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS;
+
+	foreach(lc, pgconn_timeouts)
+	{
+		PgConnTimeout *e = lfirst(lc);
+
+		if (e->conn == conn)
+		{
+			timeout_ms = e->timeout_ms;
+			break;
+		}
+	}
+	return psprintf("the target server did not answer within %ld ms: connection closed",
+					timeout_ms);
 }
 
 void
 egress_pgconn_close(PGconn *conn)
 {
-	if (conn != NULL)
-		PQfinish(conn);
+	ListCell   *lc;
+
+	if (conn == NULL)
+		return;
+	foreach(lc, pgconn_timeouts)
+	{
+		PgConnTimeout *e = lfirst(lc);
+
+		if (e->conn == conn)
+		{
+			pgconn_timeouts = foreach_delete_current(pgconn_timeouts, lc);
+			pfree(e);
+			break;
+		}
+	}
+
+	/*
+	 * PQfinish only queues a Terminate message on a non-blocking connection
+	 * and closes the socket: it never waits for a target that does not
+	 * answer (PQcancel would, for its own connection).
+	 */
+	PQfinish(conn);
 }
 
 /* ---------------------------------------------------------------------
@@ -559,9 +780,12 @@ egress_pgconn_close(PGconn *conn)
  * ---------------------------------------------------------------------
  */
 
-/* sends what libpq has buffered; false with *error when the connection broke */
+/*
+ * sends what libpq has buffered; false with *error when the connection broke
+ * or deadline passed
+ */
 static bool
-pgconn_flush(PGconn *conn, char **error)
+pgconn_flush(PGconn *conn, TimestampTz deadline, char **error)
 {
 	for (;;)
 	{
@@ -575,7 +799,11 @@ pgconn_flush(PGconn *conn, char **error)
 			return false;
 		}
 		/* the server may wait for us to read before it reads more */
-		(void) pgconn_wait(conn, WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE, 0);
+		if (!pgconn_wait(conn, WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE, deadline))
+		{
+			*error = pgconn_timeout_error(conn);
+			return false;
+		}
 		if (PQconsumeInput(conn) == 0)
 		{
 			*error = pgconn_message(PQerrorMessage(conn));
@@ -586,7 +814,8 @@ pgconn_flush(PGconn *conn, char **error)
 
 /* sends a COPY's data and ends it; false with *error when the connection broke */
 static bool
-pgconn_copy_in(PGconn *conn, const char *data, size_t len, char **error)
+pgconn_copy_in(PGconn *conn, const char *data, size_t len,
+			   TimestampTz deadline, char **error)
 {
 	size_t		off = 0;
 
@@ -603,7 +832,11 @@ pgconn_copy_in(PGconn *conn, const char *data, size_t len, char **error)
 		if (rc == 0)
 		{
 			/* libpq's buffer is full: let it drain */
-			(void) pgconn_wait(conn, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE, 0);
+			if (!pgconn_wait(conn, WL_SOCKET_WRITEABLE | WL_SOCKET_READABLE, deadline))
+			{
+				*error = pgconn_timeout_error(conn);
+				return false;
+			}
 			if (PQconsumeInput(conn) == 0 || PQflush(conn) < 0)
 			{
 				*error = pgconn_message(PQerrorMessage(conn));
@@ -629,9 +862,13 @@ pgconn_copy_in(PGconn *conn, const char *data, size_t len, char **error)
 		}
 		if (rc == 1)
 			break;
-		(void) pgconn_wait(conn, WL_SOCKET_WRITEABLE, 0);
+		if (!pgconn_wait(conn, WL_SOCKET_WRITEABLE, deadline))
+		{
+			*error = pgconn_timeout_error(conn);
+			return false;
+		}
 	}
-	return pgconn_flush(conn, error);
+	return pgconn_flush(conn, deadline, error);
 }
 
 /*
@@ -640,7 +877,7 @@ pgconn_copy_in(PGconn *conn, const char *data, size_t len, char **error)
  */
 static PGresult *
 pgconn_collect(PGconn *conn, const char *copy_data, size_t copy_len,
-			   char **error)
+			   TimestampTz deadline, char **error)
 {
 	PGresult   *volatile kept = NULL;
 
@@ -652,7 +889,11 @@ pgconn_collect(PGconn *conn, const char *copy_data, size_t copy_len,
 
 			while (PQisBusy(conn))
 			{
-				(void) pgconn_wait(conn, WL_SOCKET_READABLE, 0);
+				if (!pgconn_wait(conn, WL_SOCKET_READABLE, deadline))
+				{
+					*error = pgconn_timeout_error(conn);
+					break;
+				}
 				if (PQconsumeInput(conn) == 0)
 				{
 					*error = pgconn_message(PQerrorMessage(conn));
@@ -668,7 +909,7 @@ pgconn_collect(PGconn *conn, const char *copy_data, size_t copy_len,
 			{
 				case PGRES_COPY_IN:
 					PQclear(res);
-					if (!pgconn_copy_in(conn, copy_data, copy_len, error))
+					if (!pgconn_copy_in(conn, copy_data, copy_len, deadline, error))
 						break;
 					continue;
 				case PGRES_COPY_OUT:
@@ -726,6 +967,15 @@ PGresult *
 egress_pgconn_exec(PGconn *conn, const char *sql,
 				   const char *copy_data, size_t copy_len, char **error)
 {
+	return pgconn_exec_until(conn, sql, copy_data, copy_len,
+							 pgconn_statement_deadline(conn), error);
+}
+
+static PGresult *
+pgconn_exec_until(PGconn *conn, const char *sql,
+				  const char *copy_data, size_t copy_len,
+				  TimestampTz deadline, char **error)
+{
 	*error = NULL;
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
@@ -737,9 +987,9 @@ egress_pgconn_exec(PGconn *conn, const char *sql,
 		*error = pgconn_message(PQerrorMessage(conn));
 		return NULL;
 	}
-	if (!pgconn_flush(conn, error))
+	if (!pgconn_flush(conn, deadline, error))
 		return NULL;
-	return pgconn_collect(conn, copy_data, copy_len, error);
+	return pgconn_collect(conn, copy_data, copy_len, deadline, error);
 }
 
 PGresult *
@@ -747,6 +997,8 @@ egress_pgconn_exec_params(PGconn *conn, const char *sql,
 						  int nparams, const char *const *values,
 						  char **error)
 {
+	TimestampTz deadline = pgconn_statement_deadline(conn);
+
 	*error = NULL;
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
@@ -758,9 +1010,9 @@ egress_pgconn_exec_params(PGconn *conn, const char *sql,
 		*error = pgconn_message(PQerrorMessage(conn));
 		return NULL;
 	}
-	if (!pgconn_flush(conn, error))
+	if (!pgconn_flush(conn, deadline, error))
 		return NULL;
-	return pgconn_collect(conn, NULL, 0, error);
+	return pgconn_collect(conn, NULL, 0, deadline, error);
 }
 
 /* ---------------------------------------------------------------------

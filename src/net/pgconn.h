@@ -34,6 +34,7 @@ typedef struct EgressPgTarget
 	 * instead of owner_superuser.
 	 */
 	const bool *owner_superuser_at;
+	const Oid  *owner_at;		/* when it points at a valid Oid: superuser_arg() at each connection */
 } EgressPgTarget;
 
 /*
@@ -65,7 +66,21 @@ extern PGconn *egress_pgconn_connect(const EgressPgTarget *target, char **error)
 extern PGconn *egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 										bool *refused);
 
+/*
+ * Closes conn (PQfinish: never waits for the target).  Also the way to drop
+ * a connection whose statement ran past its deadline.
+ */
 extern void egress_pgconn_close(PGconn *conn);
+
+/*
+ * The deadline of each later statement on conn (egress_pgconn_exec*):
+ * connect sets it from the option "timeout" (default 30 minutes).  A
+ * statement that runs past it fails with *error set like a broken
+ * connection (retried by the callers); the connection is then unusable:
+ * close it.
+ */
+extern void egress_pgconn_set_timeout(PGconn *conn, long timeout_ms);
+extern char *egress_pg_sanitize(char *s);
 
 /*
  * Percent-encoding of the parts of a stored location (user, host name,

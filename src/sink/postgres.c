@@ -219,6 +219,7 @@ postgres_open(EgressSink *sink)
 
 	/* callers set owner_superuser after open: read it at each connection */
 	target->owner_superuser_at = &sink->owner_superuser;
+	target->owner_at = &sink->owner;
 	sink->wants_positions = true;
 	sink->ops = &egress_pg_apply_ops;
 	sink->private_data = egress_pg_apply_create(sink, target);
@@ -258,12 +259,16 @@ egress_postgres_probe(EgressSink *sink)
 	conn = egress_pgconn_connect_ex(target, &error, &refused);
 	if (conn == NULL)
 		report_connect_failure(sink, error, refused);
+	/* a check answers quickly or says why not: the probe within connect_timeout */
+	egress_pgconn_set_timeout(conn, sink->opts.connect_timeout_ms > 0 ?
+							  sink->opts.connect_timeout_ms : 10000);
 
 	PG_TRY();
 	{
 		const char *params[1] = {schema};
 		PGresult   *res;
-		const char *version = PQparameterStatus(conn, "server_version");
+		const char *v = PQparameterStatus(conn, "server_version");
+		const char *version = v ? egress_pg_sanitize(pstrdup(v)) : NULL;
 		bool		schema_exists;
 		bool		may_create;
 

@@ -11,13 +11,26 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "catalog/catalog.h"
+#include "executor/spi.h"
 #include "net/backoff.h"
 #include "pg_egress.h"
 #include "sink/sink.h"
+
+/* egress_sink_watch_destination: the sync's sink and what was last checked */
+static EgressSink *watched_sink = NULL;
+static int32 watched_stream = 0;
+static bool watched_gen_valid = false;
+static uint32 watched_gen = 0;
 
 static const EgressSinkKind *const sink_kinds[] = {
 	&egress_file_sink_kind,
@@ -150,6 +163,95 @@ kind_label(const char *kind)
 	return kind;
 }
 
+void
+egress_sink_watch_destination(EgressSink *sink, int32 stream_id)
+{
+	watched_sink = sink;
+	watched_stream = stream_id;
+	watched_gen_valid = false;
+}
+
+/*
+ * Is the destination of stream stream_id no longer what sink was opened
+ * with (kind, location, options, owner)?  Callers run in long transactions
+ * whose snapshot may predate the change: the row is read with the latest
+ * snapshot.  A stream that is gone: false (its worker is stopped anyway).
+ */
+bool
+egress_sink_destination_changed(EgressSink *sink, int32 stream_id)
+{
+	EgressCatalogGuard guard;
+	Oid			argtypes[5] = {INT4OID, TEXTOID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		started = false;
+	bool		same = true;
+
+	if (!IsTransactionState())
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		started = true;
+	}
+	PushActiveSnapshot(GetLatestSnapshot());
+	egress_catalog_enter(&guard);
+	values[0] = Int32GetDatum(stream_id);
+	values[1] = CStringGetTextDatum(sink->kind);
+	values[2] = CStringGetTextDatum(sink->location);
+	if (sink->options != NULL)
+		values[3] = JsonbPGetDatum(sink->options);
+	else
+	{
+		values[3] = (Datum) 0;
+		nulls[3] = 'n';
+	}
+	values[4] = ObjectIdGetDatum(sink->owner);
+	if (egress_catalog_exec("SELECT d.kind OPERATOR(pg_catalog.=) $2 "
+							"AND d.location OPERATOR(pg_catalog.=) $3 "
+							"AND d.options OPERATOR(pg_catalog.=) $4 "
+							"AND d.owner::pg_catalog.oid OPERATOR(pg_catalog.=) $5 "
+							"FROM egress.stream s JOIN egress.destination d "
+							"ON d.name OPERATOR(pg_catalog.=) s.destination "
+							"WHERE s.id OPERATOR(pg_catalog.=) $1",
+							5, argtypes, values, nulls, true) == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		same = !isnull && DatumGetBool(d);
+	}
+	/* no row: the stream was removed; its worker is stopped anyway */
+	egress_catalog_exit(&guard);
+	PopActiveSnapshot();
+	if (started)
+		CommitTransactionCommand();
+	return !same;
+}
+
+/*
+ * The watched sync's check: once at the first retry (a change may have come
+ * before it), then again only when some egress_* change was committed
+ * (config_gen, as the CDC workers do).
+ */
+static void
+sink_check_destination(void)
+{
+	uint32		gen = pg_atomic_read_u32(&egress_shared->config_gen);
+
+	if (watched_gen_valid && gen == watched_gen)
+		return;
+	/* taken before the read: a change committed after it moves gen again */
+	watched_gen = gen;
+	watched_gen_valid = true;
+	if (egress_sink_destination_changed(watched_sink, watched_stream))
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_RESTART_RUN),
+				 errmsg("pg_egress stream %d: its destination was changed while a batch was being retried",
+						watched_stream),
+				 errdetail("The run starts again with the destination as it is now.")));
+}
+
 /*
  * keep_retrying of the workers that sync one stream (FULL_TABLE,
  * INCREMENTAL): they retry until the batch gets through, and their stream
@@ -162,6 +264,9 @@ egress_sink_show_retrying(void *arg, TimestampTz since)
 
 	if (slot != NULL && strcmp(slot->phase, "retrying") != 0)
 		egress_set_phase(slot, "retrying");
+	if (slot != NULL && watched_sink != NULL &&
+		slot->stream_id == watched_stream)
+		sink_check_destination();
 	return true;
 }
 

@@ -128,6 +128,8 @@ struct EgressSink
 	 * pg_egress.allowed_destination_hosts allows (net/hosts.h).
 	 */
 	bool		owner_superuser;
+	/* the destination's owner, when known: superuser status re-read at each connection */
+	Oid			owner;
 
 	/*
 	 * Set by the kind's open: the sink wants every RECORD and ACTIVATE_VERSION
@@ -147,6 +149,15 @@ struct EgressSink
  * delivery failure uses another SQLSTATE and is retried by the worker.
  */
 #define EGRESS_ERRCODE_REJECTED MAKE_SQLSTATE('P','E','0','0','1')
+
+/*
+ * SQLSTATE of a sync (FULL_TABLE, INCREMENTAL) given up because its
+ * destination was changed while a batch was being retried
+ * (egress_sink_watch_destination): not a failure of the stream; the worker
+ * ends, the stream stays pending/syncing, and the next worker runs it
+ * again with the destination as it is now.
+ */
+#define EGRESS_ERRCODE_RESTART_RUN MAKE_SQLSTATE('P','E','0','0','2')
 
 /*
  * What else the sinks raise, so that callers can classify a failure by its
@@ -215,6 +226,23 @@ extern EgressSink *egress_sink_open(const char *kind, const char *location,
  */
 extern void egress_sink_commit_with_retries(EgressSink *sink, const char *batch_id);
 extern bool egress_sink_show_retrying(void *arg, TimestampTz since);
+
+/*
+ * The sink of this process's sync of stream stream_id: while
+ * egress_sink_show_retrying retries one of its batches, a change of the
+ * stream's destination (kind, location, options, owner: a password fixed
+ * with egress_alter_destination) ends the retries with
+ * EGRESS_ERRCODE_RESTART_RUN, so that the run starts again with the new
+ * destination (and its checks: egress_check_destination_use).
+ */
+extern void egress_sink_watch_destination(EgressSink *sink, int32 stream_id);
+
+/*
+ * Is the destination of stream stream_id no longer what sink was opened
+ * with (kind, location, options, owner)?  Reads the catalog with the latest
+ * snapshot (in a transaction of its own when none is open).
+ */
+extern bool egress_sink_destination_changed(EgressSink *sink, int32 stream_id);
 extern void egress_sink_show_reading(void *arg);
 extern void egress_sink_retry_done(EgressSink *sink);
 

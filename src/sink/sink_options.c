@@ -88,6 +88,7 @@ static const SinkOptionSpec sink_options[] = {
 	{"sslcert", SOPT_STRING, "postgres", FIELD(sslcert)},
 	{"sslkey", SOPT_STRING, "postgres", FIELD(sslkey)},
 	{"connect_timeout", SOPT_DURATION, "postgres", FIELD(connect_timeout_ms)},
+	{"timeout", SOPT_DURATION, "postgres", FIELD(statement_timeout_ms)},
 	{"default_target_schema", SOPT_SCHEMA_NAME, "postgres", FIELD(default_target_schema)},
 	{"schema_mapping", SOPT_SCHEMA_MAPPING, "postgres", FIELD(schema_mapping)},
 	{"hard_delete", SOPT_BOOL, "postgres", FIELD(hard_delete)},
@@ -626,6 +627,8 @@ egress_sink_options_parse(const char *kind, Jsonb *options, EgressSinkOptions *o
 	out->partition_key = "primary_key";
 	out->primary_key_required = true;
 	out->parallelism = 1;
+	/* long enough for any batch's MERGE; short enough that a hung target is noticed */
+	out->statement_timeout_ms = 30 * 60 * 1000;
 
 	if (options == NULL)
 		return;

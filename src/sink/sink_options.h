@@ -69,6 +69,7 @@ typedef struct EgressSinkOptions
 	char	   *sslrootcert;
 	char	   *sslcert;
 	char	   *sslkey;
+	long		statement_timeout_ms;	/* option "timeout": each statement's deadline */
 	char	   *default_target_schema;	/* NULL: the source table's schema */
 	List	   *schema_mapping;	/* of EgressSchemaMapping */
 	bool		hard_delete;	/* default false */

@@ -363,6 +363,7 @@ run_session(MemoryContext sessioncxt)
 	open_sink();
 	/* every session: the owner's superuser status may have changed */
 	cdc->sink->owner_superuser = cdc->dest_owner_superuser;
+	cdc->sink->owner = cdc->dest_owner;
 
 	if (!cdc_ensure_slot())
 		return true;			/* its streams stopped: the next session sees */

@@ -474,10 +474,13 @@ incremental_stream(int32 stream_id, EgressWorkerSlot *slot)
 	egress_check_destination_use(def);
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 	current_sink->owner_superuser = def->dest_owner_superuser;
+	current_sink->owner = def->dest_owner;
 	/* retried until delivered; the stream shows "retrying" meanwhile */
 	current_sink->keep_retrying = egress_sink_show_retrying;
 	current_sink->keep_retrying_arg = slot;
 	current_sink->delivered_after_retries = egress_sink_show_reading;
+	/* a destination changed meanwhile (a password fixed): the run starts again */
+	egress_sink_watch_destination(current_sink, def->id);
 	run_incremental(def, current_sink, slot, &start, &inc, &result);
 	finish_run(def, &start, &inc, &result);
 	ereport(DEBUG1,

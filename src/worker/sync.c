@@ -335,6 +335,7 @@ sync_part(EgressParallelShared *sh, int part, EgressPartStatus *status)
 	{
 		part_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 		part_sink->owner_superuser = def->dest_owner_superuser;
+		part_sink->owner = def->dest_owner;
 		memset(&sp, 0, sizeof(sp));
 		sp.mode = EGRESS_SNAP_PART;
 		sp.part = part;
@@ -517,10 +518,13 @@ sync_stream(int32 stream_id, EgressWorkerSlot *slot)
 	egress_check_destination_use(def);
 	current_sink = egress_sink_open(def->dest_kind, def->dest_location, def->dest_options);
 	current_sink->owner_superuser = def->dest_owner_superuser;
+	current_sink->owner = def->dest_owner;
 	/* retried until delivered; the stream shows "retrying" meanwhile */
 	current_sink->keep_retrying = egress_sink_show_retrying;
 	current_sink->keep_retrying_arg = slot;
 	current_sink->delivered_after_retries = egress_sink_show_reading;
+	/* a destination changed meanwhile (a password fixed): the run starts again */
+	egress_sink_watch_destination(current_sink, def->id);
 	ereport(LOG,
 			(errmsg("pg_egress stream \"%s\": FULL_TABLE sync of %s started, version " INT64_FORMAT,
 					def->name, def->relation, version)));
@@ -593,6 +597,24 @@ egress_run_stream_worker(Datum main_arg,
 
 		MemoryContextSwitchTo(workcxt);
 		edata = CopyErrorData();
+		if (edata->sqlerrcode == EGRESS_ERRCODE_RESTART_RUN)
+		{
+			/*
+			 * The destination changed while a batch was retried: no failure
+			 * of the stream, which stays pending/syncing; the database
+			 * worker starts the next worker, which opens the destination
+			 * as it is now.
+			 */
+			FlushErrorState();
+			AbortCurrentTransaction();
+			if (*sink)
+				(*sink)->ops->abort_batch(*sink);
+			ereport(LOG,
+					(errmsg("%s", edata->message),
+					 edata->detail ? errdetail("%s", edata->detail) : 0));
+			egress_wake_dbworker();
+			proc_exit(0);
+		}
 		/* log it like any error, then keep it for egress_streams */
 		EmitErrorReport();
 		FlushErrorState();
