@@ -203,6 +203,7 @@ struct ApplySink
 
 
 static void forget_pending(ApplySink *a);
+static void check_target_name(ApplySink *a, ApplyStream *st);
 static void early_row(ApplySink *a, BatchStream *bs, Segment *seg);
 
 /* ---------------------------------------------------------------------
@@ -922,14 +923,22 @@ copy_value(StringInfo buf, const EgressPgColumn *col, const RecField *f)
 		egress_pg_copy_escape(buf, f->text, f->textlen);
 }
 
-/* the segment a record of this version goes to: the last one, or a new one */
+/*
+ * The segment a record of this version goes to: the last one, or a new one.
+ * A keyless stream with hard_delete cuts a segment where it switches
+ * between inserts and deletes: a segment's rows are appended before its
+ * deletes run, so an insert, delete, insert of one row in one segment
+ * would end with no row.
+ */
 static Segment *
-rows_segment(ApplySink *a, BatchStream *bs, int64 version, bool positioned)
+rows_segment(ApplySink *a, BatchStream *bs, int64 version, bool positioned, bool del)
 {
 	Segment    *seg = bs->segments ? llast(bs->segments) : NULL;
 
 	if (seg && seg->kind == SEG_ROWS && seg->schema == bs->st->schema &&
-		seg->version == version && (seg->position != NULL) == positioned)
+		seg->version == version && (seg->position != NULL) == positioned &&
+		(seg->schema->nkeys > 0 || !a->sink->opts.hard_delete ||
+		 seg->nrows == 0 || seg->deletes == del))
 		return seg;
 	return new_segment(a, bs, SEG_ROWS, version);
 }
@@ -988,7 +997,7 @@ on_record(ApplySink *a, LineParse *lp)
 	if (a->sink->opts.validate_records && !del)
 		check_record(a, bs, s, vals);
 
-	seg = rows_segment(a, bs, version_of(a, lp->version), lp->position != NULL);
+	seg = rows_segment(a, bs, version_of(a, lp->version), lp->position != NULL, del);
 	buf = &seg->copy;
 	for (int i = 0; i < s->ncols; i++)
 	{
@@ -1609,6 +1618,7 @@ ensure_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
 
 	if (st->pending == s || (st->pending == NULL && st->verified == s))
 		return;
+	check_target_name(t->a, st);
 	cols = target_columns(t, st->qtable);
 	if (cols == NIL || evolve_table(t, st->qtable, s, cols, false))
 	{
@@ -1802,13 +1812,18 @@ append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const Segment
 	appendStringInfoString(sql, ";\n");
 }
 
-/* keyless: append (soft), or with hard_delete delete the equal rows */
+/*
+ * keyless: append (soft), or with hard_delete delete equal rows, as many as
+ * there are delete records for them (a table may hold duplicates).  A
+ * segment is either appends or deletes (rows_segment), so order is kept.
+ */
 static void
 append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *dest,
 			   const Segment *seg)
 {
 	bool		hard = a->sink->opts.hard_delete && seg->deletes;
-	bool		first = true;
+	StringInfoData cols;
+	StringInfoData match;
 
 	appendStringInfo(sql, "INSERT INTO %s (", dest);
 	append_columns(sql, s);
@@ -1819,19 +1834,30 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 					 seg->position ? " ORDER BY _pg_egress_pos COLLATE \"C\"" : "");
 	if (!hard)
 		return;
-	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s." DEL_PRED, dest);
+	initStringInfo(&cols);
+	initStringInfo(&match);
 	for (int i = 0; i < s->ncols; i++)
 	{
 		const char *q = quote_identifier(s->cols[i].name);
 
 		if (strncmp(s->cols[i].name, "_sdc_", 5) == 0)
 			continue;
-		appendStringInfo(sql, " AND t.%s IS NOT DISTINCT FROM s.%s", q, q);
-		first = false;
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", q);
+		appendStringInfo(&match, "%st.%s IS NOT DISTINCT FROM d.%s",
+						 match.len ? " AND " : "", q, q);
 	}
-	if (first)
-		appendStringInfoString(sql, " AND false");
-	appendStringInfoString(sql, ";\n");
+	/* only metadata columns: nothing tells which row a delete meant */
+	if (cols.len == 0)
+		return;
+	appendStringInfo(sql,
+					 "DELETE FROM %s AS x USING (SELECT t.ctid, d.n, "
+					 "pg_catalog.row_number() OVER (PARTITION BY d.g) AS rn "
+					 "FROM %s AS t JOIN (SELECT pg_catalog.row_number() OVER () AS g, "
+					 "pg_catalog.count(*) AS n, %s FROM " STAGE " WHERE " DEL_PRED
+					 " GROUP BY %s) AS d ON %s) AS m "
+					 "WHERE x.ctid OPERATOR(pg_catalog.=) m.ctid "
+					 "AND m.rn OPERATOR(pg_catalog.<=) m.n;\n",
+					 dest, dest, cols.data, cols.data, match.data);
 }
 
 /*
@@ -2524,6 +2550,46 @@ early_finish(ApplySink *a, const char *batch_id)
 }
 
 /* rejections found while parsing, and keyless streams when keys are required */
+/* does name end in "__v<digits>", as a shadow table's name (shadow_name)? */
+static bool
+looks_like_shadow(const char *name)
+{
+	int			n = strlen(name);
+	int			d = n;
+
+	while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9')
+		d--;
+	return d < n && d >= 3 && strncmp(name + d - 3, "__v", 3) == 0;
+}
+
+/*
+ * A stream whose target table would be the state table (a source table
+ * named _pg_egress_state, mapped to the state table's schema) would merge
+ * its rows into other streams' state; one whose name looks like a shadow
+ * table ("<table>__v<digits>") could be taken for, or dropped as, another
+ * stream's shadow table.  Both are refused before anything is written.
+ */
+static void
+check_target_name(ApplySink *a, ApplyStream *st)
+{
+	if (strcmp(st->target_schema, a->state_schema) == 0 &&
+		strcmp(st->table, STATE_TABLE) == 0)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused stream \"%s\": its target table %s is the destination's state table",
+						a->sink->location, st->id, st->qtable),
+				 errdetail("Table %s holds the position of each stream loaded into this destination; rows of another table cannot go there.",
+						   a->qstate),
+				 errhint("Rename the source table, or map its schema to another target schema with \"schema_mapping\".")));
+	if (looks_like_shadow(st->table))
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused stream \"%s\": its target table name %s looks like a shadow table",
+						a->sink->location, st->id, quote_identifier(st->table)),
+				 errdetail("Names ending in \"__v\" and digits are those of the tables a new version of a stream is loaded into; such a table is dropped when its version is activated."),
+				 errhint("Rename the source table, or map its schema to another target schema with \"schema_mapping\".")));
+}
+
 static void
 check_batch(ApplySink *a)
 {
@@ -2534,6 +2600,7 @@ check_batch(ApplySink *a)
 		BatchStream *bs = lfirst(lc);
 		ApplySchema *s = bs->st->schema;
 
+		check_target_name(a, bs->st);
 		if (bs->error)
 			ereport(ERROR,
 					(errcode(EGRESS_ERRCODE_REJECTED),
