@@ -27,6 +27,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
+#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -204,6 +205,7 @@ struct ApplySink
 
 static void forget_pending(ApplySink *a);
 static void check_target_name(ApplySink *a, ApplyStream *st);
+static bool is_key(const ApplySchema *s, int col);
 static void early_row(ApplySink *a, BatchStream *bs, Segment *seg);
 
 /* ---------------------------------------------------------------------
@@ -1550,23 +1552,110 @@ create_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
 	grant_to(t, psprintf("SELECT ON %s", st->qtable));
 }
 
-/* "<column>_<yyyymmdd_hhmm>" (UTC), as pipelinewise's version_column */
+/*
+ * "<column>_<yyyymmdd_hhmm>" (UTC), as pipelinewise's version_column; when
+ * that name is taken (a second change within the minute, or two long names
+ * clipped alike), "_2", "_3", ... is added.  The column part is clipped so
+ * that the whole fits NAMEDATALEN - 1.
+ */
 static char *
-aside_name(const char *column)
+aside_name(const char *column, List *cols)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
-	char		suffix[32];
-	int			keep;
+	char		stamp[32];
 
 	timestamp2tm(GetCurrentTimestamp(), NULL, &tm, &fsec, NULL, NULL);
-	snprintf(suffix, sizeof(suffix), "_%04d%02d%02d_%02d%02d",
+	snprintf(stamp, sizeof(stamp), "_%04d%02d%02d_%02d%02d",
 			 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min);
-	keep = pg_mbcliplen(column, strlen(column), NAMEDATALEN - 1 - strlen(suffix));
-	return psprintf("%.*s%s", keep, column, suffix);
+	for (int n = 1;; n++)
+	{
+		char		suffix[64];
+		int			keep;
+		char	   *name;
+
+		if (n == 1)
+			snprintf(suffix, sizeof(suffix), "%s", stamp);
+		else
+			snprintf(suffix, sizeof(suffix), "%s_%d", stamp, n);
+		keep = pg_mbcliplen(column, strlen(column), NAMEDATALEN - 1 - strlen(suffix));
+		name = psprintf("%.*s%s", keep, column, suffix);
+		if (find_target_column(cols, name) == NULL)
+			return name;
+	}
 }
 
-/* ADD COLUMN for new properties; rename aside a column whose type changed */
+/* integer types and numeric, narrowest first; 0: another type */
+static int
+number_rank(const char *type)
+{
+	static const char *const ranks[] = {"smallint", "integer", "bigint", "numeric"};
+
+	for (int i = 0; i < lengthof(ranks); i++)
+		if (strcmp(type, ranks[i]) == 0)
+			return i + 1;
+	return 0;
+}
+
+/*
+ * Does a column of type have (format_type, no typmod) take every value of
+ * its own as type want, so that it can be altered in place?  A wider
+ * number; any type to a string.
+ */
+static bool
+type_widens(const char *have, const char *want)
+{
+	int			h = number_rank(have);
+	int			w = number_rank(want);
+
+	if (h && w && h < w)
+		return true;
+	return strcmp(want, "text") == 0 || strcmp(want, "character varying") == 0;
+}
+
+/*
+ * ALTER ... TYPE of a key column (sql): a key column is never renamed aside
+ * (its primary key would go with it, and the stream could not load again);
+ * when the target cannot convert it, the stream is refused with a hint.
+ */
+static void
+alter_key_type(ApplyTxn *t, const char *sql, const char *qtable,
+			   const TargetColumn *tc, const EgressPgColumn *col)
+{
+	PGresult   *res;
+	char	   *error = NULL;
+	char	   *msg;
+
+	ereport(LOG,
+			(errmsg("pg_egress PostgreSQL destination %s: %s",
+					t->a->sink->location, sql)));
+	if (t->c->pending)
+		txn_collect(t);
+	res = egress_pgconn_exec(t->c->conn, sql, NULL, 0, &error);
+	if (res == NULL || PQresultStatus(res) == PGRES_COMMAND_OK ||
+		egress_pgconn_retryable(res))
+	{
+		PQclear(txn_check(t, res, error));
+		return;
+	}
+	msg = egress_pgconn_error(t->c->conn, res);
+	PQclear(res);
+	close_conn(t->c);
+	ereport(ERROR,
+			(errcode(EGRESS_ERRCODE_REJECTED),
+			 errmsg("PostgreSQL destination %s cannot change key column %s of %s from %s to %s",
+					t->a->sink->location, quote_identifier(col->name), qtable,
+					tc->full, col->type),
+			 errdetail("The target server's error: %s", msg),
+			 errhint("Change the column's type in the target table by hand (or drop the table to load it again), then resume the stream.")));
+}
+
+/*
+ * ADD COLUMN for new properties.  A column whose type changed: altered in
+ * place when its values convert without loss (type_widens), or when it is
+ * a key; else renamed aside (made nullable: no more values come) and added
+ * again with the new type.
+ */
 static bool
 evolve_table(ApplyTxn *t, const char *qtable, const ApplySchema *s, List *cols, bool run)
 {
@@ -1577,15 +1666,39 @@ evolve_table(ApplyTxn *t, const char *qtable, const ApplySchema *s, List *cols, 
 		const EgressPgColumn *col = &s->cols[i];
 		TargetColumn *tc = find_target_column(cols, col->name);
 		const char *q = quote_identifier(col->name);
+		char	   *aside;
 
 		if (tc && egress_pg_type_compatible(tc->base, col->type, col->name))
 			continue;
 		changed = true;
 		if (!run)
 			continue;
+		if (tc && (is_key(s, i) || type_widens(tc->base, col->type)))
+		{
+			char	   *sql = psprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING CAST(%s AS %s)",
+									   qtable, q, col->type, q, col->type);
+
+			if (is_key(s, i))
+				alter_key_type(t, sql, qtable, tc, col);
+			else
+				txn_ddl(t, sql);
+			continue;
+		}
 		if (tc)
+		{
+			TargetColumn *moved = palloc(sizeof(TargetColumn));
+
+			aside = aside_name(col->name, cols);
 			txn_ddl(t, psprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", qtable, q,
-								quote_identifier(aside_name(col->name))));
+								quote_identifier(aside)));
+			txn_ddl(t, psprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", qtable,
+								quote_identifier(aside)));
+			/* later columns' aside names must not take it */
+			*moved = *tc;
+			moved->name = aside;
+			cols = lappend(cols, moved);
+			tc->name = "";
+		}
 		txn_ddl(t, psprintf("ALTER TABLE %s ADD COLUMN %s %s", qtable, q, col->type));
 	}
 	return changed;
@@ -1934,7 +2047,10 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
  * ---------------------------------------------------------------------
  */
 
-/* the shadow table of version v: "<table>__v<v>", cut to NAMEDATALEN - 1 */
+/*
+ * the shadow table of version v: "<table>__v<v>"; a name too long for
+ * NAMEDATALEN - 1 is clipped and gets a hash of the table's name
+ */
 static char *
 shadow_name(ApplyStream *st, int64 v)
 {
@@ -1942,6 +2058,13 @@ shadow_name(ApplyStream *st, int64 v)
 	int			keep;
 
 	snprintf(suffix, sizeof(suffix), "__v" INT64_FORMAT, v);
+	if (strlen(st->table) + strlen(suffix) > NAMEDATALEN - 1)
+	{
+		/* clipped: a hash of the whole name keeps long names that share a start apart */
+		snprintf(suffix, sizeof(suffix), "_%08x__v" INT64_FORMAT,
+				 (unsigned int) hash_bytes((const unsigned char *) st->table,
+										   strlen(st->table)), v);
+	}
 	keep = pg_mbcliplen(st->table, strlen(st->table), NAMEDATALEN - 1 - strlen(suffix));
 	return qualify(st->target_schema, psprintf("%.*s%s", keep, st->table, suffix));
 }
