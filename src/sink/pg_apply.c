@@ -136,6 +136,7 @@ struct ApplyStream
 	 * (an ACTIVATE_VERSION).
 	 */
 	bool		early_hopeless;
+	bool		ambiguous;		/* more than one '-' in id (stream_get) */
 };
 
 typedef struct ApplySink ApplySink;
@@ -654,7 +655,9 @@ target_schema_of(ApplySink *a, const char *source_schema)
 
 /*
  * Stream <schema>-<table>, split at the first '-' (pg_egress's stream ids;
- * a name without one is a table of the default schema).
+ * a name without one is a table of the default schema).  An id with more
+ * than one '-' does not tell where the schema ends ("a-b"."c" and
+ * "a"."b-c" are both a-b-c): such a stream is refused (check_target_name).
  */
 static ApplyStream *
 stream_get(ApplySink *a, const char *id)
@@ -679,6 +682,7 @@ stream_get(ApplySink *a, const char *id)
 	dash = strchr(id, '-');
 	src_schema = dash ? pnstrdup(id, dash - id) : pstrdup("public");
 	st->table = pstrdup(dash ? dash + 1 : id);
+	st->ambiguous = dash && strchr(dash + 1, '-') != NULL;
 	st->target_schema = pstrdup(target_schema_of(a, src_schema));
 	st->qtable = qualify(st->target_schema, st->table);
 	st->dest = st->qtable;
@@ -2695,6 +2699,14 @@ looks_like_shadow(const char *name)
 static void
 check_target_name(ApplySink *a, ApplyStream *st)
 {
+	if (st->ambiguous)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused stream \"%s\": its schema and table names are ambiguous",
+						a->sink->location, st->id),
+				 errdetail("Stream id \"%s\" has more than one \"-\": it could be the id of more than one source table (schema and table names joined by \"-\"), which would load into one target table.",
+						   st->id),
+				 errhint("Rename the source table or schema so that neither name contains \"-\".")));
 	if (strcmp(st->target_schema, a->state_schema) == 0 &&
 		strcmp(st->table, STATE_TABLE) == 0)
 		ereport(ERROR,
