@@ -22,7 +22,8 @@
 # 6. egress_remove_stream + egress_add_stream of the same table with the
 #    state row left behind: the new stream's rows all arrive.
 # 7. A keyless table with hard_delete: insert, delete, insert of one row in
-#    one transaction must leave the row (appends and deletes keep their order).
+#    one transaction must leave the row (appends and deletes keep their order);
+#    deleting one of two equal rows leaves the other.
 # 8. batch_size_rows 1: one transaction cut into many batches (positions of
 #    one commit LSN across batches).
 # 9. A target column dropped by hand: added again.
@@ -85,7 +86,9 @@ like(stream_of('dash2')->{last_error} // '', qr/a-b-c.*ambiguous/,
 is(tq(q{SELECT count(*) FROM pg_catalog.pg_class WHERE relname IN ('b-c', 'c')
      AND relnamespace::regnamespace::text IN ('a', '"a-b"')}), '0',
 	'dash collision: no rows mixed (no target table made)');
-is(tq(q{SELECT count(*) FROM _pg_egress_state WHERE stream = 'a-b-c'}), '0',
+# (the state table may not exist yet: these are the destination's first streams)
+is((tq(q{SELECT to_regclass('public._pg_egress_state') IS NULL}) // '') eq 't' ? '0'
+	  : tq(q{SELECT count(*) FROM public._pg_egress_state WHERE stream = 'a-b-c'}), '0',
 	'dash collision: no state row');
 
 # ---------------------------------------------------------------------------
@@ -241,6 +244,16 @@ ok(poll_until('queue: marker', $T, sub { (tq(q{SELECT count(*) FROM nk.queue WHE
 	'queue: the transaction is applied');
 is(tq(q{SELECT count(*) FROM nk.queue WHERE job = 1}), '1',
 	'keyless + hard_delete: insert, delete, insert of one row in a batch leaves the row (as in the source)');
+# duplicates: one of two equal rows deleted in the source, one stays
+sq(q{INSERT INTO queue VALUES (3, 'dup'), (3, 'dup')});
+ok(poll_until('queue: duplicates', $T, sub { (tq(q{SELECT count(*) FROM nk.queue WHERE job = 3}) // '') eq '2' }),
+	'queue: duplicates applied');
+sq(q{DELETE FROM queue WHERE ctid = (SELECT min(ctid) FROM queue WHERE job = 3);
+INSERT INTO queue VALUES (4, 'marker')});
+ok(poll_until('queue: marker 4', $T, sub { (tq(q{SELECT count(*) FROM nk.queue WHERE job = 4}) // '') eq '1' }),
+	'queue: the delete of one duplicate is applied');
+is(tq(q{SELECT count(*) FROM nk.queue WHERE job = 3}), '1',
+	'keyless + hard_delete: one delete record deletes one of two equal rows');
 
 # ---------------------------------------------------------------------------
 # 8. batch_size_rows 1: one transaction cut into many batches
