@@ -1621,9 +1621,10 @@ number_rank(const char *type)
 }
 
 /*
- * Does a column of type have (format_type, no typmod) take every value of
- * its own as type want, so that it can be altered in place?  A wider
- * number; any type to a string.
+ * Is a column of type have (format_type, no typmod) altered in place to
+ * type want?  A wider number keeps every value as it is.  (Any type to a
+ * string converts without loss too, but is renamed aside as pipelinewise
+ * does: the old values keep their type in the renamed column.)
  */
 static bool
 type_widens(const char *have, const char *want)
@@ -1631,9 +1632,7 @@ type_widens(const char *have, const char *want)
 	int			h = number_rank(have);
 	int			w = number_rank(want);
 
-	if (h && w && h < w)
-		return true;
-	return strcmp(want, "text") == 0 || strcmp(want, "character varying") == 0;
+	return h && w && h < w;
 }
 
 /*
@@ -1675,9 +1674,9 @@ alter_key_type(ApplyTxn *t, const char *sql, const char *qtable,
 
 /*
  * ADD COLUMN for new properties.  A column whose type changed: altered in
- * place when its values convert without loss (type_widens), or when it is
- * a key; else renamed aside (made nullable: no more values come) and added
- * again with the new type.
+ * place when it is a wider number (type_widens), or when it is a key; else
+ * renamed aside (made nullable: no more values come) and added again with
+ * the new type.
  */
 static bool
 evolve_table(ApplyTxn *t, const char *qtable, const ApplySchema *s, List *cols, bool run)
