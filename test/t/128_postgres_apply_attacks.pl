@@ -14,7 +14,8 @@
 #    (the forged position must not be stored).
 # 3. A key column widened in the source (int -> bigint, the usual fix for a
 #    running-out id): the target column is "renamed aside" with its PRIMARY
-#    KEY and NOT NULL; the new rows must still arrive.
+#    KEY and NOT NULL; the new rows must still arrive.  A key column the
+#    target cannot convert (text -> int) is refused with PE001, not moved.
 # 4. A non-key column whose type changes twice within one minute: the second
 #    rename aside must not collide with the first.
 # 5. A statement error in the middle of a batch (a CHECK constraint added to
@@ -31,7 +32,8 @@
 #    VmRSS stays well under the 1 GB segment limit.
 # 11. A source table named _pg_egress_state maps onto the target's state
 #    table: its rows become other streams' state (a forged position makes
-#    their changes be skipped silently).
+#    their changes be skipped silently).  A table named like a shadow table
+#    ("<t>__v<digits>") is refused too.
 # 12. (TODO) A stale position from another WAL history (promoted standby,
 #    restored source) skips a newly synced stream's changes.
 # 13. Two 63-byte column names sharing 50 bytes renamed aside in one batch.
@@ -160,6 +162,22 @@ is(tq(q{SELECT count(*) FROM public.widen WHERE v IN ('big', 'eleven')}), '2',
 	'key column widened int -> bigint: later rows still arrive');
 is(stream_of('widen')->{last_error}, undef, 'key column widened: no error');
 note 'widen last_error: ' . (stream_of('widen')->{last_error} // '(none)');
+
+# a key column whose values the target cannot convert: refused with a hint,
+# the key stays where it is
+sq(q{CREATE TABLE keytxt (id text PRIMARY KEY, v text);
+INSERT INTO keytxt VALUES ('x1', 'one');});
+sq(q{SELECT egress_add_stream('keytxt', 'keytxt', 'LOG_BASED', 'wh')});
+wait_stream_state($src, 'keytxt', 'streaming', $T);
+ok(poll_until('keytxt: initial sync', $T, sub { (tq('SELECT count(*) FROM public.keytxt') // '') eq '1' }),
+	'keytxt: initial sync');
+sq(q{ALTER TABLE keytxt ALTER COLUMN id TYPE int USING length(id); INSERT INTO keytxt VALUES (5, 'five')});
+wait_stream_state($src, 'keytxt', 'error', $T);
+like(stream_of('keytxt')->{last_error} // '', qr/cannot change key column/,
+	'a key column the target cannot convert: PE001 "cannot change key column"');
+is(tq(q{SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
+     WHERE attrelid = 'public.keytxt'::regclass AND attnum > 0 AND NOT attisdropped}),
+	'id,v,_sdc_deleted_at', 'the key column is not renamed aside');
 
 # ---------------------------------------------------------------------------
 # 4. Two type changes of one column within a minute
@@ -319,6 +337,14 @@ ok(poll_until('victim: change after statetab', 30,
 isnt(tq(q{SELECT position FROM public._pg_egress_state WHERE stream = 'public-victim'}),
 	'FFFFFFFFFFFFFFFF-9999999999', 'the forged position is not the state of stream victim');
 
+
+# a source table whose name looks like a shadow table: refused
+sq(q{CREATE TABLE victim__v1 (id int PRIMARY KEY); INSERT INTO victim__v1 VALUES (1);});
+sq(q{SELECT egress_add_stream('shadowlike', 'victim__v1', 'FULL_TABLE', 'wh')});
+wait_stream_state($src, 'shadowlike', 'error', $T);
+like(stream_of('shadowlike')->{last_error} // '', qr/looks like a shadow table/,
+	'a target table named like a shadow table is refused');
+is(tq(q{SELECT to_regclass('public.victim__v1') IS NULL}), 't', 'shadow-like: no table made');
 
 # ---------------------------------------------------------------------------
 # 12. A state row whose position is ahead of the source's WAL: what a
