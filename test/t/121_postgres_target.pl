@@ -366,6 +366,8 @@ add_pg_destination($src, 'map', $url,
 		target_schema_privileges => ['reader'],
 		default_target_schema => 'mapdef'
 	});
+# schema_mapping's other form: a plain string value
+add_pg_destination($src, 'map2', $url, { schema_mapping => { public => 'mapped2' } });
 
 # the password is nowhere to be seen in the catalog views
 my $dests = src_sql($src, 'SELECT string_agg(d::text, E\'\n\') FROM egress_destinations d');
@@ -396,8 +398,9 @@ add_stream('nkl_app', 'nkl', 'LOG_BASED', 'app');
 add_stream("p$_", "p$_", 'LOG_BASED', 'par') foreach 1 .. 4;
 add_stream('sm', 'sm', 'LOG_BASED', 'same');
 add_stream('mp', 'mp', 'FULL_TABLE', 'map');
+add_stream('mp2', 'mp', 'FULL_TABLE', 'map2');
 
-wait_stream_state($src, $_, 'synced', $T) foreach qw(types_ft ft_plain ft_soft ft_hard inc nk_app mp);
+wait_stream_state($src, $_, 'synced', $T) foreach qw(types_ft ft_plain ft_soft ft_hard inc nk_app mp mp2);
 wait_stream_state($src, $_, 'streaming', $T) foreach qw(types_cdc lb_soft lb_hard ev nkl_app p1 p2 p3 p4 sm);
 
 # ---------------------------------------------------------------------------
@@ -615,7 +618,10 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 {
 	wait_stream_state($src, 'nk_refused', 'error', $T);
 	my $row = stream_row($src, 'nk_refused');
-	like($row->{last_error} // '', qr/primary key/i, 'primary_key_required: last_error says the table has no primary key');
+	like($row->{last_error} // '', qr/\bpublic\.nk\b.*has no primary key/,
+		'primary_key_required: last_error names the table and says it has no primary key');
+	unlike($row->{last_error} // '', qr/\n/, 'last_error is one line');
+	note 'last_error: ' . ($row->{last_error} // '(none)');
 	unlike($row->{last_error} // '', qr/\Q$EgressTest::TARGET_PASSWORD\E/, 'last_error does not show the password');
 	is(tq($tgt, q{SELECT count(*) FROM pg_class WHERE relname = 'nk' AND relnamespace = 'public'::regnamespace}), '0',
 		'primary_key_required: no target table was made');
@@ -678,8 +684,9 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 
 {
 	is(target_rows($tgt, 'mapped.mp'), "1|m1\n2|m2", 'schema_mapping: public goes to schema mapped');
-	is(tq($tgt, q{SELECT count(*) FROM pg_class WHERE relname = 'mp' AND relnamespace <> 'mapped'::regnamespace}), '0',
-		'schema_mapping: not in default_target_schema nor public');
+	is(tq($tgt, q{SELECT string_agg(relnamespace::regnamespace::text, ',' ORDER BY relnamespace::regnamespace::text) FROM pg_class WHERE relname = 'mp'}),
+		'mapped,mapped2', 'schema_mapping: not in default_target_schema nor public');
+	is(target_rows($tgt, 'mapped2.mp'), "1|m1\n2|m2", 'schema_mapping with a plain string value: public goes to schema mapped2');
 	my ($ret, $out, $err) = $tgt->psql('analytics', 'SELECT v FROM mapped.mp ORDER BY id', extra_params => [ '-U', 'reader' ]);
 	is("$ret|$out", "0|m1\nm2", 'target_schema_privileges: reader may read the table') or diag $err;
 	($ret, $out, $err) = $tgt->psql('analytics', 'SELECT v FROM mapped.mp ORDER BY id', extra_params => [ '-U', 'outsider' ]);
@@ -703,8 +710,8 @@ DELETE FROM lb WHERE id = 5; INSERT INTO lb VALUES (5, 'e2', 50); COMMIT;});
 		[ map { "$s meta.$_ public-$_" } sort qw(ev ft inc lb t) ],
 		'meta._pg_egress_state: one row per stream of destination meta (source <system identifier>/<database>)');
 	is_deeply($state->('hard'), [ map { "$s hard.$_ public-$_" } qw(ft lb) ], 'hard._pg_egress_state');
-	is_deeply($state->('public'), [ map { "$s public.$_ public-$_" } qw(ft t) ],
-		'no default_target_schema: _pg_egress_state in public (the refused keyless stream left no row)');
+	is_deeply($state->('public'), [ "$s mapped2.mp public-mp", map { "$s public.$_ public-$_" } qw(ft t) ],
+		'no default_target_schema: _pg_egress_state in public, for destinations plain and map2 (the refused keyless stream left no row)');
 	is_deeply($state->('mapdef'), ["$s mapped.mp public-mp"],
 		'with schema_mapping: _pg_egress_state in default_target_schema');
 	my $v = stream_row($src, 'lb_soft')->{version};
