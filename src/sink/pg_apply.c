@@ -27,7 +27,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
-#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -36,7 +35,6 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
-#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -86,14 +84,6 @@ typedef struct Segment
 	bool		deletes;		/* rows: some are deletes */
 	int64		nrows;
 	StringInfoData copy;		/* rows: COPY text */
-	/*
-	 * Positioned rows with keys: hashes of the keys seen, to tell that no
-	 * key came twice (then the merge needs no DISTINCT ON; a collision only
-	 * costs the DISTINCT ON).
-	 */
-	HTAB	   *keyset;
-	bool		maybe_dup;		/* a key (hash) came twice, or a null key */
-	bool		all_distinct;	/* set when the merge is written: skip DISTINCT ON */
 } Segment;
 
 /* What a stream's row of _pg_egress_state says (read in each transaction). */
@@ -939,46 +929,6 @@ copy_value(StringInfo buf, const EgressPgColumn *col, const RecField *f)
 		egress_pg_copy_escape(buf, f->text, f->textlen);
 }
 
-/* note the key of a positioned row (see Segment.keyset) */
-static void
-track_key(ApplySink *a, Segment *seg, const ApplySchema *s, RecField **vals)
-{
-	uint64		h = 0;
-	bool		found;
-
-	for (int k = 0; k < s->nkeys; k++)
-	{
-		const RecField *f = vals[s->keys[k]];
-
-		if (f == NULL || f->tok == JSON_TOKEN_NULL)
-		{
-			seg->maybe_dup = true;
-			return;
-		}
-		/* the value's text: 1 and "1" count as the same key */
-		h = hash_combine64(h, f->text ?
-						   hash_bytes_extended((const unsigned char *) f->text, f->textlen, k) :
-						   hash_bytes_extended((const unsigned char *) f->raw, f->rawlen, k));
-	}
-	if (seg->keyset == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(uint64);
-		ctl.entrysize = sizeof(uint64);
-		ctl.hcxt = a->batch_cxt;
-		seg->keyset = hash_create("pg_egress segment keys", 1024, &ctl,
-								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	(void) hash_search(seg->keyset, &h, HASH_ENTER, &found);
-	if (found)
-	{
-		seg->maybe_dup = true;
-		hash_destroy(seg->keyset);
-		seg->keyset = NULL;
-	}
-}
-
 /* the segment a record of this version goes to: the last one, or a new one */
 static Segment *
 rows_segment(ApplySink *a, BatchStream *bs, int64 version, bool positioned)
@@ -1074,8 +1024,6 @@ on_record(ApplySink *a, LineParse *lp)
 	appendStringInfoChar(buf, '\n');
 	seg->nrows++;
 	seg->deletes |= del;
-	if (lp->position && s->nkeys > 0 && !seg->maybe_dup)
-		track_key(a, seg, s, vals);
 	early_row(a, bs, seg);
 }
 
@@ -1733,13 +1681,6 @@ static void
 append_last_per_key(StringInfo sql, const ApplySchema *s, const Segment *seg,
 					const char *inner, const char *outer)
 {
-	if (seg->all_distinct)
-	{
-		appendStringInfo(sql, "(SELECT * FROM " STAGE "%s%s) s%s%s",
-						 inner ? " WHERE " : "", inner ? inner : "",
-						 outer ? " WHERE " : "", outer ? outer : "");
-		return;
-	}
 	appendStringInfoString(sql, "(SELECT DISTINCT ON (");
 	append_keys(sql, s, "");
 	appendStringInfo(sql, ") * FROM " STAGE "%s%s ORDER BY ",
@@ -1949,49 +1890,14 @@ append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
 	appendStringInfoString(sql, "COPY " STAGE " FROM STDIN;\n");
 }
 
-/*
- * No key came twice among seg's rows, by the target's equality too: keys
- * of integer or text types (equal values have equal text; integers sent
- * as JSON integers only).  Measured: skipping the DISTINCT ON took a
- * tenth off the apply of changes (docs/postgres_target.md).
- */
-static bool
-keys_distinct(BatchStream *bs, const Segment *seg)
-{
-	ApplyStream *st = bs->st;
-	const ApplySchema *s = seg->schema;
-	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
-
-	if (seg->maybe_dup || seg->keyset == NULL || types == NULL)
-		return false;
-	for (int k = 0; k < s->nkeys; k++)
-	{
-		const char *type = types[s->keys[k]];
-		int			jt = s->cols[s->keys[k]].jtypes;
-
-		if (strcmp(type, "bigint") == 0 || strcmp(type, "integer") == 0 ||
-			strcmp(type, "smallint") == 0)
-		{
-			if ((jt & ~(EGRESS_JT_INTEGER | EGRESS_JT_NULL)) != 0)
-				return false;
-		}
-		else if (strcmp(type, "text") != 0 &&
-				 strncmp(type, "character varying", 17) != 0)
-			return false;
-	}
-	return true;
-}
-
 /* after the staging table got seg's rows: drop what is applied, merge */
 static void
-append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, Segment *seg,
+append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
 				   const char *dest)
 {
 	bool		into_shadow = strcmp(dest, bs->st->qtable) != 0;
 	ApplyStream *st = bs->st;
 	const ApplySchema *s = seg->schema;
-
-	seg->all_distinct = keys_distinct(bs, seg);
 
 	if (seg->position && bs->state.position)
 		appendStringInfo(sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
@@ -2027,7 +1933,7 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 		return;
 	initStringInfo(&sql);
 	append_stage(&sql, bs, seg);
-	append_stage_merge(&sql, t, bs, (Segment *) seg, dest);
+	append_stage_merge(&sql, t, bs, seg, dest);
 	txn_send(t, sql.data, (StringInfo) &seg->copy, false);
 }
 
