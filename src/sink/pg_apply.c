@@ -194,6 +194,13 @@ struct ApplySink
 	Segment    *early_seg;
 	int			early_index;	/* of early_seg among its stream's segments */
 	int			early_sent;		/* bytes of its COPY text the target has */
+	bool		early_staged;	/* changes: the COPY fills a staging table */
+	/*
+	 * The last batch of changes had several streams (an early load of one
+	 * would be given up, its session closed): not tried until a batch of
+	 * one stream comes again.
+	 */
+	bool		early_multi;
 	bool		direct_conflict;	/* a direct COPY met a key it had */
 	bool		stale_catalog;	/* a table or column checked before is gone */
 	bool		catalog_retried;	/* ... and the batch was tried again for it */
@@ -2028,39 +2035,66 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
  * the version, no delete markers), and the deletes also go to the table
  * at once (soft: with their own time, kept by the activation).
  */
+/* the staging table of seg's rows, and the COPY that fills it */
 static void
-load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
+{
+	ApplyStream *st = bs->st;
+	const ApplySchema *s = seg->schema;
+	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
+
+	appendStringInfoString(sql, "CREATE TEMP TABLE " STAGE " (");
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(sql, "%s%s %s", i ? ", " : "", quote_identifier(s->cols[i].name), types[i]);
+	appendStringInfo(sql, "%s) ON COMMIT DROP;\n",
+					 seg->position ? ", _pg_egress_pos text" : "");
+	appendStringInfoString(sql, "COPY " STAGE " FROM STDIN;\n");
+}
+
+/* after the staging table got seg's rows: drop what is applied, merge */
+static void
+append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
+				   const char *dest)
 {
 	bool		into_shadow = strcmp(dest, bs->st->qtable) != 0;
 	ApplyStream *st = bs->st;
 	const ApplySchema *s = seg->schema;
-	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
-	StringInfoData sql;
 
-	initStringInfo(&sql);
-	if (load_direct(t, bs, seg, dest))
-		return;
-	appendStringInfoString(&sql, "CREATE TEMP TABLE " STAGE " (");
-	for (int i = 0; i < s->ncols; i++)
-		appendStringInfo(&sql, "%s%s %s", i ? ", " : "", quote_identifier(s->cols[i].name), types[i]);
-	appendStringInfo(&sql, "%s) ON COMMIT DROP;\n",
-					 seg->position ? ", _pg_egress_pos text" : "");
-	appendStringInfoString(&sql, "COPY " STAGE " FROM STDIN;\n");
 	if (seg->position && bs->state.position)
-		appendStringInfo(&sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
+		appendStringInfo(sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
 						 quote_literal_cstr(bs->state.position));
 	if (s->nkeys == 0)
-		append_keyless(&sql, t->a, s, dest, seg);
+		append_keyless(sql, t->a, s, dest, seg);
 	else
 	{
-		append_upsert(&sql, t->c->conn, s, dest, seg);
+		append_upsert(sql, t->c->conn, s, dest, seg);
 		if (seg->deletes && into_shadow)
-			append_deletes(&sql, t->a, s, seg, dest, false);
+			append_deletes(sql, t->a, s, seg, dest, false);
 		if (seg->deletes)
-			append_deletes(&sql, t->a, s, seg, st->qtable,
+			append_deletes(sql, t->a, s, seg, st->qtable,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
-	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
+	appendStringInfoString(sql, "DROP TABLE " STAGE ";");
+}
+
+/*
+ * One segment's rows into dest (the table or its shadow): staging table,
+ * COPY, drop what the state says is applied, merge, in one round trip.
+ * Changes (positioned rows) of a version loading into a shadow table: the
+ * shadow gets the upserts and loses the deleted keys (it holds the rows of
+ * the version, no delete markers), and the deletes also go to the table
+ * at once (soft: with their own time, kept by the activation).
+ */
+static void
+load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+{
+	StringInfoData sql;
+
+	if (load_direct(t, bs, seg, dest))
+		return;
+	initStringInfo(&sql);
+	append_stage(&sql, bs, seg);
+	append_stage_merge(&sql, t, bs, seg, dest);
 	txn_send(t, sql.data, (StringInfo) &seg->copy, false);
 }
 
@@ -2494,12 +2528,17 @@ txn_commit(ApplyTxn *t, List *streams)
 
 
 /* ---------------------------------------------------------------------
- * Early load: a snapshot batch streams its rows while it is written
+ * Early load: a batch streams its rows while it is written
  *
  * A sync's batch (one stream, its id announced) whose rows take the direct
  * path starts its target transaction at its first row and sends the COPY
  * text as it grows, so that the target loads while the source reads and
  * renders (the two ran one after the other: the load was half the time).
+ * A batch of changes (one stream, positioned rows; its id is known only at
+ * commit) does the same into the staging table: its transaction reads the
+ * state row first, so that the merge at commit drops the rows at or before
+ * the stored position as usual, and the batch id is checked at commit
+ * (already applied: given up, the usual path then skips the batch).
  * commit ends the COPY and finishes the transaction.  Anything unusual
  * (not the direct path, a failure) gives up quietly: the rows stay in the
  * segment, and commit applies the batch the usual way.
@@ -2559,9 +2598,25 @@ direct_eligible(ApplySink *a, BatchStream *bs, const Segment *seg)
 		ss->loading != 0 && seg->version == ss->loading && !ss->shadow;
 }
 
-/* COPY into the table, up to the point where the target takes data */
+/*
+ * A change segment can load early: positioned rows not of a version
+ * loading (those go the ways apply_rows picks at commit).
+ */
+static bool
+staged_eligible(BatchStream *bs, const Segment *seg)
+{
+	StreamState *ss = &bs->state;
+
+	return seg->position != NULL &&
+		!(ss->loading != 0 && seg->version == ss->loading);
+}
+
+/*
+ * COPY into the table (staged: CREATE the staging table and COPY into
+ * it), up to the point where the target takes data
+ */
 static void
-early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
+early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg, bool staged)
 {
 	StringInfoData sql;
 	PGresult   *res;
@@ -2569,12 +2624,20 @@ early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
 	if (t->c->pending)
 		txn_collect(t);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
-	append_columns(&sql, seg->schema);
-	appendStringInfoString(&sql, ") FROM STDIN");
+	if (staged)
+		append_stage(&sql, bs, seg);
+	else
+	{
+		appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
+		append_columns(&sql, seg->schema);
+		appendStringInfoString(&sql, ") FROM STDIN");
+	}
 	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	res = conn_result(t->c->conn);
+	/* the CREATE's result first, when staged */
+	while ((res = conn_result(t->c->conn)) != NULL &&
+		   PQresultStatus(res) == PGRES_COMMAND_OK)
+		PQclear(res);
 	if (res && PQresultStatus(res) == PGRES_COPY_IN)
 	{
 		PQclear(res);
@@ -2594,19 +2657,24 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg)
 	a->early = EARLY_OFF;		/* unless it gets going */
 	t->a = a;
 	t->c = &a->conns[bs->st->conn];
-	t->batch_id = a->announced;
+	/* a batch of changes: its id is known at commit (checked there) */
+	t->batch_id = a->announced ? a->announced : "";
 	t->bs = NULL;
 	PG_TRY();
 	{
 		txn_begin(t, list_make1(bs));
-		if (!stream_applied(t, bs))
+		if (!a->announced || !stream_applied(t, bs))
 		{
+			bool		staged = false;
+
 			apply_segments(t, bs, 0, idx);
 			ensure_table(t, bs->st, seg->schema);
-			if (direct_eligible(a, bs, seg))
+			if (a->announced ? direct_eligible(a, bs, seg) :
+				(staged = staged_eligible(bs, seg)))
 			{
-				early_copy_begin(t, bs, seg);
+				early_copy_begin(t, bs, seg, staged);
 				a->early = EARLY_COPYING;
+				a->early_staged = staged;
 				a->early_bs = bs;
 				a->early_seg = seg;
 				a->early_index = idx;
@@ -2644,10 +2712,12 @@ early_row(ApplySink *a, BatchStream *bs, Segment *seg)
 {
 	if (a->early == EARLY_NONE)
 	{
-		if (a->announced && list_length(a->batch_streams) == 1 && bs->error == NULL &&
-			(!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
+		if (list_length(a->batch_streams) == 1 && bs->error == NULL &&
 			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
-			seg->position == NULL && !seg->deletes)
+			(a->announced ?
+			 ((!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
+			  seg->position == NULL && !seg->deletes) :
+			 (seg->position != NULL && !a->early_multi)))
 			early_start(a, bs, seg);
 	}
 	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
@@ -2668,16 +2738,42 @@ early_finish(ApplySink *a, const char *batch_id)
 	const char *state;
 
 	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
-	if (strcmp(batch_id, a->announced) != 0 || bs->error || a->early_seg->deletes ||
+	if ((a->announced && strcmp(batch_id, a->announced) != 0) || bs->error ||
+		(!a->early_staged && a->early_seg->deletes) ||
 		list_length(a->batch_streams) != 1 || !early_send(a, true))
 	{
 		if (t->c->conn)
 			early_give_up(a);
 		return false;
 	}
+	t->batch_id = batch_id;
+	t->bs = bs;
 	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !conn_flush(t->c->conn))
 		txn_check(t, NULL, pstrdup(PQerrorMessage(t->c->conn)));
 	res = conn_result(t->c->conn);
+	if (a->early_staged)
+	{
+		Segment    *seg = a->early_seg;
+		StringInfoData sql;
+
+		PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
+		while ((res = conn_result(t->c->conn)) != NULL)
+			PQclear(res);
+		/* applied already (a batch sent again): the usual path skips it */
+		if (stream_applied(t, bs))
+		{
+			early_give_up(a);
+			return false;
+		}
+		initStringInfo(&sql);
+		append_stage_merge(&sql, t, bs, seg, bs->st->qtable);
+		txn_send(t, sql.data, NULL, false);
+		if (!position_applied(&bs->state, seg->position))
+			bs->new_position = seg->position;
+		apply_stream(t, bs, a->early_index + 1);
+		txn_commit(t, list_make1(bs));
+		return true;
+	}
 	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (state && strcmp(state, "23505") == 0)
 	{
@@ -2911,6 +3007,8 @@ pga_commit_batch(EgressSink *sink, const char *batch_id)
 		process_line(a, a->carry.data, a->carry.len);
 		resetStringInfo(&a->carry);
 	}
+	if (a->announced == NULL)
+		a->early_multi = list_length(a->batch_streams) > 1;
 	egress_sink_commit_with_retries(sink, batch_id);
 	forget_batch(a);
 }
