@@ -2790,7 +2790,6 @@ early_finish(ApplySink *a, const char *batch_id)
 	return true;
 }
 
-/* rejections found while parsing, and keyless streams when keys are required */
 /* does name end in "__v<digits>", as a shadow table's name (shadow_name)? */
 static bool
 looks_like_shadow(const char *name)
@@ -2839,6 +2838,7 @@ check_target_name(ApplySink *a, ApplyStream *st)
 				 errhint("Rename the source table, or map its schema to another target schema with \"schema_mapping\".")));
 }
 
+/* rejections found while parsing, and keyless streams when keys are required */
 static void
 check_batch(ApplySink *a)
 {
