@@ -27,6 +27,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
+#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -135,6 +136,7 @@ struct ApplyStream
 	 * (an ACTIVATE_VERSION).
 	 */
 	bool		early_hopeless;
+	bool		ambiguous;		/* more than one '-' in id (stream_get) */
 };
 
 typedef struct ApplySink ApplySink;
@@ -192,6 +194,13 @@ struct ApplySink
 	Segment    *early_seg;
 	int			early_index;	/* of early_seg among its stream's segments */
 	int			early_sent;		/* bytes of its COPY text the target has */
+	bool		early_staged;	/* changes: the COPY fills a staging table */
+	/*
+	 * The last batch of changes had several streams (an early load of one
+	 * would be given up, its session closed): not tried until a batch of
+	 * one stream comes again.
+	 */
+	bool		early_multi;
 	bool		direct_conflict;	/* a direct COPY met a key it had */
 	bool		stale_catalog;	/* a table or column checked before is gone */
 	bool		catalog_retried;	/* ... and the batch was tried again for it */
@@ -201,6 +210,8 @@ struct ApplySink
 
 
 static void forget_pending(ApplySink *a);
+static void check_target_name(ApplySink *a, ApplyStream *st);
+static bool is_key(const ApplySchema *s, int col);
 static void early_row(ApplySink *a, BatchStream *bs, Segment *seg);
 
 /* ---------------------------------------------------------------------
@@ -649,7 +660,9 @@ target_schema_of(ApplySink *a, const char *source_schema)
 
 /*
  * Stream <schema>-<table>, split at the first '-' (pg_egress's stream ids;
- * a name without one is a table of the default schema).
+ * a name without one is a table of the default schema).  An id with more
+ * than one '-' does not tell where the schema ends ("a-b"."c" and
+ * "a"."b-c" are both a-b-c): such a stream is refused (check_target_name).
  */
 static ApplyStream *
 stream_get(ApplySink *a, const char *id)
@@ -674,6 +687,7 @@ stream_get(ApplySink *a, const char *id)
 	dash = strchr(id, '-');
 	src_schema = dash ? pnstrdup(id, dash - id) : pstrdup("public");
 	st->table = pstrdup(dash ? dash + 1 : id);
+	st->ambiguous = dash && strchr(dash + 1, '-') != NULL;
 	st->target_schema = pstrdup(target_schema_of(a, src_schema));
 	st->qtable = qualify(st->target_schema, st->table);
 	st->dest = st->qtable;
@@ -920,14 +934,22 @@ copy_value(StringInfo buf, const EgressPgColumn *col, const RecField *f)
 		egress_pg_copy_escape(buf, f->text, f->textlen);
 }
 
-/* the segment a record of this version goes to: the last one, or a new one */
+/*
+ * The segment a record of this version goes to: the last one, or a new one.
+ * A keyless stream with hard_delete cuts a segment where it switches
+ * between inserts and deletes: a segment's rows are appended before its
+ * deletes run, so an insert, delete, insert of one row in one segment
+ * would end with no row.
+ */
 static Segment *
-rows_segment(ApplySink *a, BatchStream *bs, int64 version, bool positioned)
+rows_segment(ApplySink *a, BatchStream *bs, int64 version, bool positioned, bool del)
 {
 	Segment    *seg = bs->segments ? llast(bs->segments) : NULL;
 
 	if (seg && seg->kind == SEG_ROWS && seg->schema == bs->st->schema &&
-		seg->version == version && (seg->position != NULL) == positioned)
+		seg->version == version && (seg->position != NULL) == positioned &&
+		(seg->schema->nkeys > 0 || !a->sink->opts.hard_delete ||
+		 seg->nrows == 0 || seg->deletes == del))
 		return seg;
 	return new_segment(a, bs, SEG_ROWS, version);
 }
@@ -986,7 +1008,7 @@ on_record(ApplySink *a, LineParse *lp)
 	if (a->sink->opts.validate_records && !del)
 		check_record(a, bs, s, vals);
 
-	seg = rows_segment(a, bs, version_of(a, lp->version), lp->position != NULL);
+	seg = rows_segment(a, bs, version_of(a, lp->version), lp->position != NULL, del);
 	buf = &seg->copy;
 	for (int i = 0; i < s->ncols; i++)
 	{
@@ -1027,7 +1049,10 @@ on_record(ApplySink *a, LineParse *lp)
  * expect (an escape in a string, another key, bad syntax) makes it give
  * up: the line then goes through pg_parse_json, which also reports real
  * errors.  Nested values (json, arrays) are only delimited here: the
- * target's jsonb input checks them.
+ * target's jsonb input checks them.  PostgreSQL's JSON lexer (json_lex,
+ * with a token walk of our own) was tried in place of this scanner: 2-3x
+ * the parse time, and a FULL_TABLE load measurably slower
+ * (docs/postgres_target.md, Measurements).
  * ---------------------------------------------------------------------
  */
 
@@ -1557,23 +1582,109 @@ create_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
 	grant_to(t, psprintf("SELECT ON %s", st->qtable));
 }
 
-/* "<column>_<yyyymmdd_hhmm>" (UTC), as pipelinewise's version_column */
+/*
+ * "<column>_<yyyymmdd_hhmm>" (UTC), as pipelinewise's version_column; when
+ * that name is taken (a second change within the minute, or two long names
+ * clipped alike), "_2", "_3", ... is added.  The column part is clipped so
+ * that the whole fits NAMEDATALEN - 1.
+ */
 static char *
-aside_name(const char *column)
+aside_name(const char *column, List *cols)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
-	char		suffix[32];
-	int			keep;
+	char		stamp[32];
 
 	timestamp2tm(GetCurrentTimestamp(), NULL, &tm, &fsec, NULL, NULL);
-	snprintf(suffix, sizeof(suffix), "_%04d%02d%02d_%02d%02d",
+	snprintf(stamp, sizeof(stamp), "_%04d%02d%02d_%02d%02d",
 			 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min);
-	keep = pg_mbcliplen(column, strlen(column), NAMEDATALEN - 1 - strlen(suffix));
-	return psprintf("%.*s%s", keep, column, suffix);
+	for (int n = 1;; n++)
+	{
+		char		suffix[64];
+		int			keep;
+		char	   *name;
+
+		if (n == 1)
+			snprintf(suffix, sizeof(suffix), "%s", stamp);
+		else
+			snprintf(suffix, sizeof(suffix), "%s_%d", stamp, n);
+		keep = pg_mbcliplen(column, strlen(column), NAMEDATALEN - 1 - strlen(suffix));
+		name = psprintf("%.*s%s", keep, column, suffix);
+		if (find_target_column(cols, name) == NULL)
+			return name;
+	}
 }
 
-/* ADD COLUMN for new properties; rename aside a column whose type changed */
+/* integer types and numeric, narrowest first; 0: another type */
+static int
+number_rank(const char *type)
+{
+	static const char *const ranks[] = {"smallint", "integer", "bigint", "numeric"};
+
+	for (int i = 0; i < lengthof(ranks); i++)
+		if (strcmp(type, ranks[i]) == 0)
+			return i + 1;
+	return 0;
+}
+
+/*
+ * Is a column of type have (format_type, no typmod) altered in place to
+ * type want?  A wider number keeps every value as it is.  (Any type to a
+ * string converts without loss too, but is renamed aside as pipelinewise
+ * does: the old values keep their type in the renamed column.)
+ */
+static bool
+type_widens(const char *have, const char *want)
+{
+	int			h = number_rank(have);
+	int			w = number_rank(want);
+
+	return h && w && h < w;
+}
+
+/*
+ * ALTER ... TYPE of a key column (sql): a key column is never renamed aside
+ * (its primary key would go with it, and the stream could not load again);
+ * when the target cannot convert it, the stream is refused with a hint.
+ */
+static void
+alter_key_type(ApplyTxn *t, const char *sql, const char *qtable,
+			   const TargetColumn *tc, const EgressPgColumn *col)
+{
+	PGresult   *res;
+	char	   *error = NULL;
+	char	   *msg;
+
+	ereport(LOG,
+			(errmsg("pg_egress PostgreSQL destination %s: %s",
+					t->a->sink->location, sql)));
+	if (t->c->pending)
+		txn_collect(t);
+	res = egress_pgconn_exec(t->c->conn, sql, NULL, 0, &error);
+	if (res == NULL || PQresultStatus(res) == PGRES_COMMAND_OK ||
+		egress_pgconn_retryable(res))
+	{
+		PQclear(txn_check(t, res, error));
+		return;
+	}
+	msg = egress_pgconn_error(t->c->conn, res);
+	PQclear(res);
+	close_conn(t->c);
+	ereport(ERROR,
+			(errcode(EGRESS_ERRCODE_REJECTED),
+			 errmsg("PostgreSQL destination %s cannot change key column %s of %s from %s to %s",
+					t->a->sink->location, quote_identifier(col->name), qtable,
+					tc->full, col->type),
+			 errdetail("The target server's error: %s", msg),
+			 errhint("Change the column's type in the target table by hand (or drop the table to load it again), then resume the stream.")));
+}
+
+/*
+ * ADD COLUMN for new properties.  A column whose type changed: altered in
+ * place when it is a wider number (type_widens), or when it is a key; else
+ * renamed aside (made nullable: no more values come) and added again with
+ * the new type.
+ */
 static bool
 evolve_table(ApplyTxn *t, const char *qtable, const ApplySchema *s, List *cols, bool run)
 {
@@ -1584,15 +1695,39 @@ evolve_table(ApplyTxn *t, const char *qtable, const ApplySchema *s, List *cols, 
 		const EgressPgColumn *col = &s->cols[i];
 		TargetColumn *tc = find_target_column(cols, col->name);
 		const char *q = quote_identifier(col->name);
+		char	   *aside;
 
 		if (tc && egress_pg_type_compatible(tc->base, col->type, col->name))
 			continue;
 		changed = true;
 		if (!run)
 			continue;
+		if (tc && (is_key(s, i) || type_widens(tc->base, col->type)))
+		{
+			char	   *sql = psprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING CAST(%s AS %s)",
+									   qtable, q, col->type, q, col->type);
+
+			if (is_key(s, i))
+				alter_key_type(t, sql, qtable, tc, col);
+			else
+				txn_ddl(t, sql);
+			continue;
+		}
 		if (tc)
+		{
+			TargetColumn *moved = palloc(sizeof(TargetColumn));
+
+			aside = aside_name(col->name, cols);
 			txn_ddl(t, psprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", qtable, q,
-								quote_identifier(aside_name(col->name))));
+								quote_identifier(aside)));
+			txn_ddl(t, psprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", qtable,
+								quote_identifier(aside)));
+			/* later columns' aside names must not take it */
+			*moved = *tc;
+			moved->name = aside;
+			cols = lappend(cols, moved);
+			tc->name = "";
+		}
 		txn_ddl(t, psprintf("ALTER TABLE %s ADD COLUMN %s %s", qtable, q, col->type));
 	}
 	return changed;
@@ -1625,6 +1760,7 @@ ensure_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
 
 	if (st->pending == s || (st->pending == NULL && st->verified == s))
 		return;
+	check_target_name(t->a, st);
 	cols = target_columns(t, st->qtable);
 	if (cols == NIL || evolve_table(t, st->qtable, s, cols, false))
 	{
@@ -1818,13 +1954,18 @@ append_deletes(StringInfo sql, ApplySink *a, const ApplySchema *s, const Segment
 	appendStringInfoString(sql, ";\n");
 }
 
-/* keyless: append (soft), or with hard_delete delete the equal rows */
+/*
+ * keyless: append (soft), or with hard_delete delete equal rows, as many as
+ * there are delete records for them (a table may hold duplicates).  A
+ * segment is either appends or deletes (rows_segment), so order is kept.
+ */
 static void
 append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *dest,
 			   const Segment *seg)
 {
 	bool		hard = a->sink->opts.hard_delete && seg->deletes;
-	bool		first = true;
+	StringInfoData cols;
+	StringInfoData match;
 
 	appendStringInfo(sql, "INSERT INTO %s (", dest);
 	append_columns(sql, s);
@@ -1835,19 +1976,30 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 					 seg->position ? " ORDER BY _pg_egress_pos COLLATE \"C\"" : "");
 	if (!hard)
 		return;
-	appendStringInfo(sql, "DELETE FROM %s AS t USING " STAGE " s WHERE s." DEL_PRED, dest);
+	initStringInfo(&cols);
+	initStringInfo(&match);
 	for (int i = 0; i < s->ncols; i++)
 	{
 		const char *q = quote_identifier(s->cols[i].name);
 
 		if (strncmp(s->cols[i].name, "_sdc_", 5) == 0)
 			continue;
-		appendStringInfo(sql, " AND t.%s IS NOT DISTINCT FROM s.%s", q, q);
-		first = false;
+		appendStringInfo(&cols, "%s%s", cols.len ? ", " : "", q);
+		appendStringInfo(&match, "%st.%s IS NOT DISTINCT FROM d.%s",
+						 match.len ? " AND " : "", q, q);
 	}
-	if (first)
-		appendStringInfoString(sql, " AND false");
-	appendStringInfoString(sql, ";\n");
+	/* only metadata columns: nothing tells which row a delete meant */
+	if (cols.len == 0)
+		return;
+	appendStringInfo(sql,
+					 "DELETE FROM %s AS x USING (SELECT t.ctid, d.n, "
+					 "pg_catalog.row_number() OVER (PARTITION BY d.g) AS rn "
+					 "FROM %s AS t JOIN (SELECT pg_catalog.row_number() OVER () AS g, "
+					 "pg_catalog.count(*) AS n, %s FROM " STAGE " WHERE " DEL_PRED
+					 " GROUP BY %s) AS d ON %s) AS m "
+					 "WHERE x.ctid OPERATOR(pg_catalog.=) m.ctid "
+					 "AND m.rn OPERATOR(pg_catalog.<=) m.n;\n",
+					 dest, dest, cols.data, cols.data, match.data);
 }
 
 /*
@@ -1883,39 +2035,66 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
  * the version, no delete markers), and the deletes also go to the table
  * at once (soft: with their own time, kept by the activation).
  */
+/* the staging table of seg's rows, and the COPY that fills it */
 static void
-load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
+{
+	ApplyStream *st = bs->st;
+	const ApplySchema *s = seg->schema;
+	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
+
+	appendStringInfoString(sql, "CREATE TEMP TABLE " STAGE " (");
+	for (int i = 0; i < s->ncols; i++)
+		appendStringInfo(sql, "%s%s %s", i ? ", " : "", quote_identifier(s->cols[i].name), types[i]);
+	appendStringInfo(sql, "%s) ON COMMIT DROP;\n",
+					 seg->position ? ", _pg_egress_pos text" : "");
+	appendStringInfoString(sql, "COPY " STAGE " FROM STDIN;\n");
+}
+
+/* after the staging table got seg's rows: drop what is applied, merge */
+static void
+append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
+				   const char *dest)
 {
 	bool		into_shadow = strcmp(dest, bs->st->qtable) != 0;
 	ApplyStream *st = bs->st;
 	const ApplySchema *s = seg->schema;
-	char	  **types = st->pending == s ? st->pending_types : st->coltypes;
-	StringInfoData sql;
 
-	initStringInfo(&sql);
-	if (load_direct(t, bs, seg, dest))
-		return;
-	appendStringInfoString(&sql, "CREATE TEMP TABLE " STAGE " (");
-	for (int i = 0; i < s->ncols; i++)
-		appendStringInfo(&sql, "%s%s %s", i ? ", " : "", quote_identifier(s->cols[i].name), types[i]);
-	appendStringInfo(&sql, "%s) ON COMMIT DROP;\n",
-					 seg->position ? ", _pg_egress_pos text" : "");
-	appendStringInfoString(&sql, "COPY " STAGE " FROM STDIN;\n");
 	if (seg->position && bs->state.position)
-		appendStringInfo(&sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
+		appendStringInfo(sql, "DELETE FROM " STAGE " WHERE _pg_egress_pos COLLATE \"C\" OPERATOR(pg_catalog.<=) %s;\n",
 						 quote_literal_cstr(bs->state.position));
 	if (s->nkeys == 0)
-		append_keyless(&sql, t->a, s, dest, seg);
+		append_keyless(sql, t->a, s, dest, seg);
 	else
 	{
-		append_upsert(&sql, t->c->conn, s, dest, seg);
+		append_upsert(sql, t->c->conn, s, dest, seg);
 		if (seg->deletes && into_shadow)
-			append_deletes(&sql, t->a, s, seg, dest, false);
+			append_deletes(sql, t->a, s, seg, dest, false);
 		if (seg->deletes)
-			append_deletes(&sql, t->a, s, seg, st->qtable,
+			append_deletes(sql, t->a, s, seg, st->qtable,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
-	appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
+	appendStringInfoString(sql, "DROP TABLE " STAGE ";");
+}
+
+/*
+ * One segment's rows into dest (the table or its shadow): staging table,
+ * COPY, drop what the state says is applied, merge, in one round trip.
+ * Changes (positioned rows) of a version loading into a shadow table: the
+ * shadow gets the upserts and loses the deleted keys (it holds the rows of
+ * the version, no delete markers), and the deletes also go to the table
+ * at once (soft: with their own time, kept by the activation).
+ */
+static void
+load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
+{
+	StringInfoData sql;
+
+	if (load_direct(t, bs, seg, dest))
+		return;
+	initStringInfo(&sql);
+	append_stage(&sql, bs, seg);
+	append_stage_merge(&sql, t, bs, seg, dest);
 	txn_send(t, sql.data, (StringInfo) &seg->copy, false);
 }
 
@@ -1924,7 +2103,10 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
  * ---------------------------------------------------------------------
  */
 
-/* the shadow table of version v: "<table>__v<v>", cut to NAMEDATALEN - 1 */
+/*
+ * the shadow table of version v: "<table>__v<v>"; a name too long for
+ * NAMEDATALEN - 1 is clipped and gets a hash of the table's name
+ */
 static char *
 shadow_name(ApplyStream *st, int64 v)
 {
@@ -1932,6 +2114,13 @@ shadow_name(ApplyStream *st, int64 v)
 	int			keep;
 
 	snprintf(suffix, sizeof(suffix), "__v" INT64_FORMAT, v);
+	if (strlen(st->table) + strlen(suffix) > NAMEDATALEN - 1)
+	{
+		/* clipped: a hash of the whole name keeps long names that share a start apart */
+		snprintf(suffix, sizeof(suffix), "_%08x__v" INT64_FORMAT,
+				 (unsigned int) hash_bytes((const unsigned char *) st->table,
+										   strlen(st->table)), v);
+	}
 	keep = pg_mbcliplen(st->table, strlen(st->table), NAMEDATALEN - 1 - strlen(suffix));
 	return qualify(st->target_schema, psprintf("%.*s%s", keep, st->table, suffix));
 }
@@ -2339,12 +2528,17 @@ txn_commit(ApplyTxn *t, List *streams)
 
 
 /* ---------------------------------------------------------------------
- * Early load: a snapshot batch streams its rows while it is written
+ * Early load: a batch streams its rows while it is written
  *
  * A sync's batch (one stream, its id announced) whose rows take the direct
  * path starts its target transaction at its first row and sends the COPY
  * text as it grows, so that the target loads while the source reads and
  * renders (the two ran one after the other: the load was half the time).
+ * A batch of changes (one stream, positioned rows; its id is known only at
+ * commit) does the same into the staging table: its transaction reads the
+ * state row first, so that the merge at commit drops the rows at or before
+ * the stored position as usual, and the batch id is checked at commit
+ * (already applied: given up, the usual path then skips the batch).
  * commit ends the COPY and finishes the transaction.  Anything unusual
  * (not the direct path, a failure) gives up quietly: the rows stay in the
  * segment, and commit applies the batch the usual way.
@@ -2404,9 +2598,25 @@ direct_eligible(ApplySink *a, BatchStream *bs, const Segment *seg)
 		ss->loading != 0 && seg->version == ss->loading && !ss->shadow;
 }
 
-/* COPY into the table, up to the point where the target takes data */
+/*
+ * A change segment can load early: positioned rows not of a version
+ * loading (those go the ways apply_rows picks at commit).
+ */
+static bool
+staged_eligible(BatchStream *bs, const Segment *seg)
+{
+	StreamState *ss = &bs->state;
+
+	return seg->position != NULL &&
+		!(ss->loading != 0 && seg->version == ss->loading);
+}
+
+/*
+ * COPY into the table (staged: CREATE the staging table and COPY into
+ * it), up to the point where the target takes data
+ */
 static void
-early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
+early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg, bool staged)
 {
 	StringInfoData sql;
 	PGresult   *res;
@@ -2414,12 +2624,20 @@ early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg)
 	if (t->c->pending)
 		txn_collect(t);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
-	append_columns(&sql, seg->schema);
-	appendStringInfoString(&sql, ") FROM STDIN");
+	if (staged)
+		append_stage(&sql, bs, seg);
+	else
+	{
+		appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
+		append_columns(&sql, seg->schema);
+		appendStringInfoString(&sql, ") FROM STDIN");
+	}
 	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	res = conn_result(t->c->conn);
+	/* the CREATE's result first, when staged */
+	while ((res = conn_result(t->c->conn)) != NULL &&
+		   PQresultStatus(res) == PGRES_COMMAND_OK)
+		PQclear(res);
 	if (res && PQresultStatus(res) == PGRES_COPY_IN)
 	{
 		PQclear(res);
@@ -2439,19 +2657,24 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg)
 	a->early = EARLY_OFF;		/* unless it gets going */
 	t->a = a;
 	t->c = &a->conns[bs->st->conn];
-	t->batch_id = a->announced;
+	/* a batch of changes: its id is known at commit (checked there) */
+	t->batch_id = a->announced ? a->announced : "";
 	t->bs = NULL;
 	PG_TRY();
 	{
 		txn_begin(t, list_make1(bs));
-		if (!stream_applied(t, bs))
+		if (!a->announced || !stream_applied(t, bs))
 		{
+			bool		staged = false;
+
 			apply_segments(t, bs, 0, idx);
 			ensure_table(t, bs->st, seg->schema);
-			if (direct_eligible(a, bs, seg))
+			if (a->announced ? direct_eligible(a, bs, seg) :
+				(staged = staged_eligible(bs, seg)))
 			{
-				early_copy_begin(t, bs, seg);
+				early_copy_begin(t, bs, seg, staged);
 				a->early = EARLY_COPYING;
+				a->early_staged = staged;
 				a->early_bs = bs;
 				a->early_seg = seg;
 				a->early_index = idx;
@@ -2489,10 +2712,12 @@ early_row(ApplySink *a, BatchStream *bs, Segment *seg)
 {
 	if (a->early == EARLY_NONE)
 	{
-		if (a->announced && list_length(a->batch_streams) == 1 && bs->error == NULL &&
-			(!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
+		if (list_length(a->batch_streams) == 1 && bs->error == NULL &&
 			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
-			seg->position == NULL && !seg->deletes)
+			(a->announced ?
+			 ((!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
+			  seg->position == NULL && !seg->deletes) :
+			 (seg->position != NULL && !a->early_multi)))
 			early_start(a, bs, seg);
 	}
 	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
@@ -2513,16 +2738,42 @@ early_finish(ApplySink *a, const char *batch_id)
 	const char *state;
 
 	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
-	if (strcmp(batch_id, a->announced) != 0 || bs->error || a->early_seg->deletes ||
+	if ((a->announced && strcmp(batch_id, a->announced) != 0) || bs->error ||
+		(!a->early_staged && a->early_seg->deletes) ||
 		list_length(a->batch_streams) != 1 || !early_send(a, true))
 	{
 		if (t->c->conn)
 			early_give_up(a);
 		return false;
 	}
+	t->batch_id = batch_id;
+	t->bs = bs;
 	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !conn_flush(t->c->conn))
 		txn_check(t, NULL, pstrdup(PQerrorMessage(t->c->conn)));
 	res = conn_result(t->c->conn);
+	if (a->early_staged)
+	{
+		Segment    *seg = a->early_seg;
+		StringInfoData sql;
+
+		PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
+		while ((res = conn_result(t->c->conn)) != NULL)
+			PQclear(res);
+		/* applied already (a batch sent again): the usual path skips it */
+		if (stream_applied(t, bs))
+		{
+			early_give_up(a);
+			return false;
+		}
+		initStringInfo(&sql);
+		append_stage_merge(&sql, t, bs, seg, bs->st->qtable);
+		txn_send(t, sql.data, NULL, false);
+		if (!position_applied(&bs->state, seg->position))
+			bs->new_position = seg->position;
+		apply_stream(t, bs, a->early_index + 1);
+		txn_commit(t, list_make1(bs));
+		return true;
+	}
 	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (state && strcmp(state, "23505") == 0)
 	{
@@ -2539,6 +2790,54 @@ early_finish(ApplySink *a, const char *batch_id)
 	return true;
 }
 
+/* does name end in "__v<digits>", as a shadow table's name (shadow_name)? */
+static bool
+looks_like_shadow(const char *name)
+{
+	int			n = strlen(name);
+	int			d = n;
+
+	while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9')
+		d--;
+	return d < n && d >= 3 && strncmp(name + d - 3, "__v", 3) == 0;
+}
+
+/*
+ * A stream whose target table would be the state table (a source table
+ * named _pg_egress_state, mapped to the state table's schema) would merge
+ * its rows into other streams' state; one whose name looks like a shadow
+ * table ("<table>__v<digits>") could be taken for, or dropped as, another
+ * stream's shadow table.  Both are refused before anything is written.
+ */
+static void
+check_target_name(ApplySink *a, ApplyStream *st)
+{
+	if (st->ambiguous)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused stream \"%s\": its schema and table names are ambiguous",
+						a->sink->location, st->id),
+				 errdetail("Stream id \"%s\" has more than one \"-\": it could be the id of more than one source table (schema and table names joined by \"-\"), which would load into one target table.",
+						   st->id),
+				 errhint("Rename the source table or schema so that neither name contains \"-\".")));
+	if (strcmp(st->target_schema, a->state_schema) == 0 &&
+		strcmp(st->table, STATE_TABLE) == 0)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused stream \"%s\": its target table %s is the destination's state table",
+						a->sink->location, st->id, st->qtable),
+				 errdetail("Table %s holds the position of each stream loaded into this destination; rows of another table cannot go there.",
+						   a->qstate),
+				 errhint("Rename the source table, or map its schema to another target schema with \"schema_mapping\".")));
+	if (looks_like_shadow(st->table))
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused stream \"%s\": its target table name %s looks like a shadow table",
+						a->sink->location, st->id, quote_identifier(st->table)),
+				 errdetail("Names ending in \"__v\" and digits are those of the tables a new version of a stream is loaded into; such a table is dropped when its version is activated."),
+				 errhint("Rename the source table, or map its schema to another target schema with \"schema_mapping\".")));
+}
+
 /* rejections found while parsing, and keyless streams when keys are required */
 static void
 check_batch(ApplySink *a)
@@ -2550,6 +2849,7 @@ check_batch(ApplySink *a)
 		BatchStream *bs = lfirst(lc);
 		ApplySchema *s = bs->st->schema;
 
+		check_target_name(a, bs->st);
 		if (bs->error)
 			ereport(ERROR,
 					(errcode(EGRESS_ERRCODE_REJECTED),
@@ -2707,6 +3007,8 @@ pga_commit_batch(EgressSink *sink, const char *batch_id)
 		process_line(a, a->carry.data, a->carry.len);
 		resetStringInfo(&a->carry);
 	}
+	if (a->announced == NULL)
+		a->early_multi = list_length(a->batch_streams) > 1;
 	egress_sink_commit_with_retries(sink, batch_id);
 	forget_batch(a);
 }
