@@ -4,9 +4,9 @@
  *	  PostgreSQL server (issue 15; the behaviour is docs/postgres_target.md).
  *
  * write() splits the batch into lines and parses each as it comes:
- * RECORDs (the hot path) by a hand scanner straight into COPY text (the
- * JSON parser's semantic actions when it gives up), SCHEMA and STATE into
- * a small tree.  A stream's messages make segments (rows of one SCHEMA
+ * RECORDs (the hot path) by PostgreSQL's JSON lexer and a small walk of
+ * our own straight into COPY text (the JSON parser's semantic actions when
+ * it gives up), SCHEMA and STATE into a small tree.  A stream's messages make segments (rows of one SCHEMA
  * and version, or one ACTIVATE_VERSION), kept in order until commit.
  * Parsing is done once: commit_attempt, which may run several times for
  * one batch, only reads them.
@@ -175,6 +175,8 @@ struct ApplySink
 	MemoryContext batch_cxt;	/* reset after each batch */
 	MemoryContext attempt_cxt;	/* reset at each attempt */
 	MemoryContext line_cxt;		/* reset after each line */
+	JsonLexContext *lex;		/* the RECORD lexer (fast_record) */
+	StringInfo	strval;			/* ... its de-escaped strings */
 	char	   *source;			/* <system identifier>/<database> */
 	char	   *state_schema;
 	char	   *qstate;			/* quoted, qualified _pg_egress_state */
@@ -1043,174 +1045,145 @@ on_record(ApplySink *a, LineParse *lp)
 /* ---------------------------------------------------------------------
  * RECORD lines, fast path
  *
- * pg_egress writes RECORD lines in one shape; scanning them by hand is
- * several times faster than the JSON parser's callbacks (measured: the
- * parse was a third of a FULL_TABLE load).  Whatever this scanner does not
- * expect (an escape in a string, another key, bad syntax) makes it give
- * up: the line then goes through pg_parse_json, which also reports real
- * errors.  Nested values (json, arrays) are only delimited here: the
- * target's jsonb input checks them.  PostgreSQL's JSON lexer (json_lex,
- * with a token walk of our own) was tried in place of this scanner: 2-3x
- * the parse time, and a FULL_TABLE load measurably slower
- * (docs/postgres_target.md, Measurements).
+ * RECORDs are read with PostgreSQL's JSON lexer (json_lex), which checks
+ * each token, and a small walk of our own over the tokens for the one
+ * shape pg_egress writes: no semantic-action callbacks, no copy of a value
+ * that has no escape (it points into the line), one lexer for the sink's
+ * life.  Strings are lexed without de-escaping (the lexer would copy every
+ * string into strval, byte by byte); only a string that holds a backslash
+ * is lexed again with strval to decode it.  Whatever the walk does not
+ * expect (another key, another message, a token error) makes it give up:
+ * the line then goes through pg_parse_json, which also reports real errors.
+ * Nested values (json, arrays) are only tokenized here: the target's jsonb
+ * input checks them.
  * ---------------------------------------------------------------------
  */
 
-typedef struct Scan
+/* the lexer at the start of a line */
+static void
+lx_reset(JsonLexContext *lex, const char *line, int len)
 {
-	const char *p;
-	const char *end;
-} Scan;
-
-static inline void
-scan_ws(Scan *s)
-{
-	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n'))
-		s->p++;
+	lex->input = lex->token_terminator = lex->line_start = (char *) line;
+	lex->input_length = len;
+	lex->token_start = NULL;
+	lex->prev_token_terminator = NULL;
+	lex->line_number = 1;
+	lex->strval = NULL;
 }
 
 static inline bool
-scan_char(Scan *s, char c)
+lx_next(JsonLexContext *lex)
 {
-	scan_ws(s);
-	if (s->p < s->end && *s->p == c)
+	return json_lex(lex) == JSON_SUCCESS;
+}
+
+static inline bool
+lx_expect(JsonLexContext *lex, JsonTokenType type)
+{
+	return json_lex(lex) == JSON_SUCCESS && lex->token_type == type;
+}
+
+/*
+ * The string token just lexed: its value, pointing into the line when it
+ * has no escape, else decoded by lexing it again with strval (a copy).
+ */
+static bool
+lx_string(JsonLexContext *lex, StringInfo strval, const char **text, int *len)
+{
+	const char *b = lex->token_start + 1;
+	int			n = lex->token_terminator - b - 1;
+	JsonParseErrorType rc;
+
+	if (memchr(b, '\\', n) == NULL)
 	{
-		s->p++;
+		*text = b;
+		*len = n;
 		return true;
 	}
-	return false;
-}
-
-/* a string without escapes or control characters: its bytes between the quotes */
-static bool
-scan_plain(Scan *s, const char **start, int *len)
-{
-	const char *b;
-
-	scan_ws(s);
-	if (s->p >= s->end || *s->p != '"')
+	lex->token_terminator = lex->token_start;
+	lex->strval = strval;
+	rc = json_lex(lex);
+	lex->strval = NULL;
+	if (rc != JSON_SUCCESS)
 		return false;
-	b = ++s->p;
-	while (s->p < s->end)
-	{
-		unsigned char c = *s->p;
-
-		if (c == '"')
-		{
-			*start = b;
-			*len = s->p - b;
-			s->p++;
-			return true;
-		}
-		if (c == '\\' || c < 0x20)
-			return false;
-		s->p++;
-	}
-	return false;
-}
-
-/* an object or array: to its end, strings skipped whole */
-static bool
-scan_nested(Scan *s)
-{
-	int			depth = 0;
-
-	while (s->p < s->end)
-	{
-		char		c = *s->p++;
-
-		if (c == '"')
-		{
-			while (s->p < s->end && *s->p != '"')
-				s->p += (*s->p == '\\') ? 2 : 1;
-			if (s->p >= s->end)
-				return false;
-			s->p++;
-		}
-		else if (c == '{' || c == '[')
-			depth++;
-		else if ((c == '}' || c == ']') && --depth == 0)
-			return true;
-	}
-	return false;
-}
-
-static bool
-scan_literal(Scan *s, const char *word, int len)
-{
-	if (s->end - s->p < len || memcmp(s->p, word, len) != 0)
-		return false;
-	s->p += len;
+	*text = pnstrdup(strval->data, strval->len);
+	*len = strval->len;
 	return true;
 }
 
-static bool
-scan_value(Scan *s, RecField *f)
+/* a top-level string value, copied */
+static char *
+lx_top_string(JsonLexContext *lex, StringInfo strval)
 {
 	const char *b;
+	int			len;
 
-	scan_ws(s);
-	if (s->p >= s->end)
-		return false;
-	b = s->p;
+	if (!lx_next(lex) || lex->token_type != JSON_TOKEN_STRING ||
+		!lx_string(lex, strval, &b, &len))
+		return NULL;
+	return pnstrdup(b, len);
+}
+
+/* the value whose first token was just lexed */
+static bool
+lx_value(JsonLexContext *lex, StringInfo strval, RecField *f)
+{
+	const char *b = lex->token_start;
+
+	f->tok = lex->token_type;
 	f->text = NULL;
 	f->textlen = 0;
-	switch (*s->p)
+	switch (lex->token_type)
 	{
-		case '"':
-			f->tok = JSON_TOKEN_STRING;
-			if (!scan_plain(s, &f->text, &f->textlen))
+		case JSON_TOKEN_STRING:
+			if (!lx_string(lex, strval, &f->text, &f->textlen))
 				return false;
 			break;
-		case '{':
-		case '[':
-			f->tok = *s->p == '{' ? JSON_TOKEN_OBJECT_START : JSON_TOKEN_ARRAY_START;
-			if (!scan_nested(s))
-				return false;
+		case JSON_TOKEN_NUMBER:
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			f->text = b;
+			f->textlen = lex->token_terminator - b;
 			break;
-		case 't':
-			f->tok = JSON_TOKEN_TRUE;
-			f->text = "true";
-			f->textlen = 4;
-			if (!scan_literal(s, "true", 4))
-				return false;
+		case JSON_TOKEN_NULL:
 			break;
-		case 'f':
-			f->tok = JSON_TOKEN_FALSE;
-			f->text = "false";
-			f->textlen = 5;
-			if (!scan_literal(s, "false", 5))
-				return false;
-			break;
-		case 'n':
-			f->tok = JSON_TOKEN_NULL;
-			if (!scan_literal(s, "null", 4))
-				return false;
+		case JSON_TOKEN_OBJECT_START:
+		case JSON_TOKEN_ARRAY_START:
+			{
+				int			depth = 1;
+
+				while (depth > 0)
+				{
+					if (!lx_next(lex))
+						return false;
+					if (lex->token_type == JSON_TOKEN_OBJECT_START ||
+						lex->token_type == JSON_TOKEN_ARRAY_START)
+						depth++;
+					else if (lex->token_type == JSON_TOKEN_OBJECT_END ||
+							 lex->token_type == JSON_TOKEN_ARRAY_END)
+						depth--;
+					else if (lex->token_type == JSON_TOKEN_END)
+						return false;
+				}
+			}
 			break;
 		default:
-			if (*s->p != '-' && !isdigit((unsigned char) *s->p))
-				return false;
-			f->tok = JSON_TOKEN_NUMBER;
-			while (s->p < s->end && (isdigit((unsigned char) *s->p) || *s->p == '-' ||
-									 *s->p == '+' || *s->p == '.' || *s->p == 'e' || *s->p == 'E'))
-				s->p++;
-			f->text = b;
-			f->textlen = s->p - b;
-			break;
+			return false;
 	}
 	f->raw = b;
-	f->rawlen = s->p - b;
+	f->rawlen = lex->token_terminator - b;
 	return true;
 }
 
+/* the record object, its { just lexed */
 static bool
-scan_record(Scan *s, LineParse *lp)
+lx_record(JsonLexContext *lex, StringInfo strval, LineParse *lp)
 {
-	if (!scan_char(s, '{'))
+	if (!lx_next(lex))
 		return false;
-	if (scan_char(s, '}'))
+	if (lex->token_type == JSON_TOKEN_OBJECT_END)
 		return true;
-	do
+	for (;;)
 	{
 		RecField   *f;
 
@@ -1221,85 +1194,93 @@ scan_record(Scan *s, LineParse *lp)
 				palloc(sizeof(RecField) * lp->maxfields);
 		}
 		f = &lp->fields[lp->nfields++];
-		if (!scan_plain(s, &f->name, &f->namelen) || !scan_char(s, ':') ||
-			!scan_value(s, f))
+		if (lex->token_type != JSON_TOKEN_STRING ||
+			!lx_string(lex, strval, &f->name, &f->namelen) ||
+			!lx_expect(lex, JSON_TOKEN_COLON) || !lx_next(lex) ||
+			!lx_value(lex, strval, f) || !lx_next(lex))
 			return false;
-	} while (scan_char(s, ','));
-	return scan_char(s, '}');
+		if (lex->token_type == JSON_TOKEN_OBJECT_END)
+			return true;
+		if (lex->token_type != JSON_TOKEN_COMMA || !lx_next(lex))
+			return false;
+	}
 }
 
 static bool
-scan_is(const char *b, int len, const char *word)
+lx_is(const char *b, int len, const char *word)
 {
 	return len == strlen(word) && memcmp(b, word, len) == 0;
 }
 
-/* a top-level string, copied: NULL if it is not a plain one */
-static char *
-scan_top_string(Scan *s)
+/*
+ * A RECORD line into lp (line context); false: not one this walk reads
+ * (parse it the slow way).
+ */
+static bool
+lx_line(JsonLexContext *lex, StringInfo strval, const char *line, int len, LineParse *lp)
 {
-	const char *b;
-	int			len;
+	lx_reset(lex, line, len);
+	if (!lx_expect(lex, JSON_TOKEN_OBJECT_START) || !lx_next(lex))
+		return false;
+	for (;;)
+	{
+		const char *k;
+		int			klen;
 
-	return scan_plain(s, &b, &len) ? pnstrdup(b, len) : NULL;
+		if (lex->token_type != JSON_TOKEN_STRING || !lx_string(lex, strval, &k, &klen) ||
+			!lx_expect(lex, JSON_TOKEN_COLON))
+			return false;
+		if (lx_is(k, klen, "type"))
+		{
+			if ((lp->type = lx_top_string(lex, strval)) == NULL ||
+				strcmp(lp->type, "RECORD") != 0)
+				return false;
+		}
+		else if (lx_is(k, klen, "stream"))
+		{
+			if ((lp->stream = lx_top_string(lex, strval)) == NULL)
+				return false;
+		}
+		else if (lx_is(k, klen, "time_extracted"))
+		{
+			if ((lp->time_extracted = lx_top_string(lex, strval)) == NULL)
+				return false;
+		}
+		else if (lx_is(k, klen, "position"))
+		{
+			if ((lp->position = lx_top_string(lex, strval)) == NULL)
+				return false;
+		}
+		else if (lx_is(k, klen, "version"))
+		{
+			if (!lx_expect(lex, JSON_TOKEN_NUMBER))
+				return false;
+			lp->version = pnstrdup(lex->token_start, lex->token_terminator - lex->token_start);
+		}
+		else if (lx_is(k, klen, "record"))
+		{
+			if (!lx_expect(lex, JSON_TOKEN_OBJECT_START) || !lx_record(lex, strval, lp))
+				return false;
+		}
+		else
+			return false;
+		if (!lx_next(lex))
+			return false;
+		if (lex->token_type == JSON_TOKEN_OBJECT_END)
+			break;
+		if (lex->token_type != JSON_TOKEN_COMMA || !lx_next(lex))
+			return false;
+	}
+	return lx_expect(lex, JSON_TOKEN_END) && lp->type != NULL && lp->stream != NULL;
 }
 
 /* true: the line was a RECORD and is taken; false: parse it the slow way */
 static bool
 fast_record(ApplySink *a, const char *line, int len)
 {
-	Scan		s = {line, line + len};
 	LineParse	lp = {0};
 
-	if (!scan_char(&s, '{'))
-		return false;
-	do
-	{
-		const char *k;
-		int			klen;
-
-		if (!scan_plain(&s, &k, &klen) || !scan_char(&s, ':'))
-			return false;
-		if (scan_is(k, klen, "type"))
-		{
-			if ((lp.type = scan_top_string(&s)) == NULL || strcmp(lp.type, "RECORD") != 0)
-				return false;
-		}
-		else if (scan_is(k, klen, "stream"))
-		{
-			if ((lp.stream = scan_top_string(&s)) == NULL)
-				return false;
-		}
-		else if (scan_is(k, klen, "time_extracted"))
-		{
-			if ((lp.time_extracted = scan_top_string(&s)) == NULL)
-				return false;
-		}
-		else if (scan_is(k, klen, "position"))
-		{
-			if ((lp.position = scan_top_string(&s)) == NULL)
-				return false;
-		}
-		else if (scan_is(k, klen, "version"))
-		{
-			RecField	v;
-
-			if (!scan_value(&s, &v) || v.tok != JSON_TOKEN_NUMBER)
-				return false;
-			lp.version = pnstrdup(v.text, v.textlen);
-		}
-		else if (scan_is(k, klen, "record"))
-		{
-			if (!scan_record(&s, &lp))
-				return false;
-		}
-		else
-			return false;
-	} while (scan_char(&s, ','));
-	if (!scan_char(&s, '}'))
-		return false;
-	scan_ws(&s);
-	if (s.p != s.end || lp.type == NULL || lp.stream == NULL)
+	if (!lx_line(a->lex, a->strval, line, len, &lp))
 		return false;
 	on_record(a, &lp);
 	return true;
@@ -3059,6 +3040,8 @@ egress_pg_apply_create(EgressSink *sink, EgressPgTarget *target)
 	a->batch_cxt = AllocSetContextCreate(cxt, "pg_egress postgres batch", ALLOCSET_DEFAULT_SIZES);
 	a->attempt_cxt = AllocSetContextCreate(cxt, "pg_egress postgres attempt", ALLOCSET_DEFAULT_SIZES);
 	a->line_cxt = AllocSetContextCreate(cxt, "pg_egress postgres line", ALLOCSET_DEFAULT_SIZES);
+	a->lex = makeJsonLexContextCstringLen("", 0, GetDatabaseEncoding(), false);
+	a->strval = makeStringInfo();
 	a->source = source_id();
 	a->state_schema = pstrdup(sink->opts.default_target_schema ?
 							  sink->opts.default_target_schema : "public");
