@@ -707,45 +707,35 @@ egress_pgconn_set_timeout(PGconn *conn, long timeout_ms)
 	MemoryContextSwitchTo(oldcxt);
 }
 
-/* the deadline of a statement started now on conn */
-static TimestampTz
-pgconn_statement_deadline(PGconn *conn)
+/* the statement timeout set for conn (egress_pgconn_set_timeout), or the default */
+static long
+pgconn_timeout_ms(PGconn *conn)
 {
 	ListCell   *lc;
-	long		timeout_ms = PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS;
 
 	foreach(lc, pgconn_timeouts)
 	{
 		PgConnTimeout *e = lfirst(lc);
 
 		if (e->conn == conn)
-		{
-			timeout_ms = e->timeout_ms;
-			break;
-		}
+			return e->timeout_ms;
 	}
-	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS;
+}
+
+/* the deadline of a statement started now on conn */
+static TimestampTz
+pgconn_statement_deadline(PGconn *conn)
+{
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pgconn_timeout_ms(conn));
 }
 
 /* *error for a statement whose deadline passed */
 static char *
 pgconn_timeout_error(PGconn *conn)
 {
-	ListCell   *lc;
-	long		timeout_ms = PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS;
-
-	foreach(lc, pgconn_timeouts)
-	{
-		PgConnTimeout *e = lfirst(lc);
-
-		if (e->conn == conn)
-		{
-			timeout_ms = e->timeout_ms;
-			break;
-		}
-	}
 	return psprintf("the target server did not answer within %ld ms: connection closed",
-					timeout_ms);
+					pgconn_timeout_ms(conn));
 }
 
 void
