@@ -49,6 +49,8 @@
 #include "net/hosts.h"
 #include "net/pgconn.h"
 
+/* libpq keywords a connection is made with, and the terminator */
+#define PGCONN_MAX_KEYWORDS 32
 #define PGCONN_DEFAULT_CONNECT_TIMEOUT_MS	10000
 #define PGCONN_DEFAULT_STATEMENT_TIMEOUT_MS	(30L * 60 * 1000)
 
@@ -448,6 +450,19 @@ egress_pgconn_connect(const EgressPgTarget *target, char **error)
 	return egress_pgconn_connect_ex(target, error, &refused);
 }
 
+/* one libpq keyword of a connection; an unset (NULL) value is left out */
+static void
+conn_kw(const char **keys, const char **vals, int *n, const char *key,
+		const char *val)
+{
+	if (val == NULL)
+		return;
+	Assert(*n < PGCONN_MAX_KEYWORDS - 1);
+	keys[*n] = key;
+	vals[*n] = val;
+	(*n)++;
+}
+
 PGconn *
 egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 						 bool *refused)
@@ -455,8 +470,8 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	const EgressSinkOptions *opts = target->opts;
 	bool		owner_superuser = target->owner_superuser_at ?
 		*target->owner_superuser_at : target->owner_superuser;
-	const char *keys[32];
-	const char *vals[32];
+	const char *keys[PGCONN_MAX_KEYWORDS];
+	const char *vals[PGCONN_MAX_KEYWORDS];
 	int			n = 0;
 	char	   *hostaddr = NULL;
 	char		timeout_s[32];
@@ -509,78 +524,38 @@ egress_pgconn_connect_ex(const EgressPgTarget *target, char **error,
 	/* libpq's own timer (seconds, at least 2) as a backstop to ours */
 	snprintf(timeout_s, sizeof(timeout_s), "%ld", Max(2, (timeout_ms + 999) / 1000));
 
-	keys[n] = "host";
-	vals[n++] = target->host;
-	if (hostaddr)
-	{
-		keys[n] = "hostaddr";
-		vals[n++] = hostaddr;
-	}
-	keys[n] = "port";
-	vals[n++] = target->port ? target->port : "5432";
-	keys[n] = "dbname";
-	vals[n++] = target->dbname;
-	keys[n] = "user";
-	vals[n++] = target->user;
+	conn_kw(keys, vals, &n, "host", target->host);
+	conn_kw(keys, vals, &n, "hostaddr", hostaddr);
+	conn_kw(keys, vals, &n, "port", target->port ? target->port : "5432");
+	conn_kw(keys, vals, &n, "dbname", target->dbname);
+	conn_kw(keys, vals, &n, "user", target->user);
 	if (opts && opts->password && opts->password[0] != '\0')
-	{
-		keys[n] = "password";
-		vals[n++] = opts->password;
-	}
-	if (opts && opts->sslmode)
-	{
-		keys[n] = "sslmode";
-		vals[n++] = opts->sslmode;
-	}
-	if (opts && opts->sslrootcert)
-	{
-		keys[n] = "sslrootcert";
-		vals[n++] = opts->sslrootcert;
-	}
-	keys[n] = "connect_timeout";
-	vals[n++] = timeout_s;
-	keys[n] = "application_name";
-	vals[n++] = "pg_egress";
-	keys[n] = "keepalives";
-	vals[n++] = "1";
-	keys[n] = "keepalives_idle";
-	vals[n++] = PGCONN_KEEPALIVES_IDLE;
-	keys[n] = "keepalives_interval";
-	vals[n++] = PGCONN_KEEPALIVES_INTERVAL;
-	keys[n] = "keepalives_count";
-	vals[n++] = PGCONN_KEEPALIVES_COUNT;
-	keys[n] = "tcp_user_timeout";
-	vals[n++] = PGCONN_TCP_USER_TIMEOUT;
-	keys[n] = "client_encoding";
-	vals[n++] = GetDatabaseEncodingName();
+		conn_kw(keys, vals, &n, "password", opts->password);
+	conn_kw(keys, vals, &n, "sslmode", opts ? opts->sslmode : NULL);
+	conn_kw(keys, vals, &n, "sslrootcert", opts ? opts->sslrootcert : NULL);
+	conn_kw(keys, vals, &n, "connect_timeout", timeout_s);
+	conn_kw(keys, vals, &n, "application_name", "pg_egress");
+	conn_kw(keys, vals, &n, "keepalives", "1");
+	conn_kw(keys, vals, &n, "keepalives_idle", PGCONN_KEEPALIVES_IDLE);
+	conn_kw(keys, vals, &n, "keepalives_interval", PGCONN_KEEPALIVES_INTERVAL);
+	conn_kw(keys, vals, &n, "keepalives_count", PGCONN_KEEPALIVES_COUNT);
+	conn_kw(keys, vals, &n, "tcp_user_timeout", PGCONN_TCP_USER_TIMEOUT);
+	conn_kw(keys, vals, &n, "client_encoding", GetDatabaseEncodingName());
 	if (owner_superuser)
 	{
-		if (opts && opts->sslcert)
-		{
-			keys[n] = "sslcert";
-			vals[n++] = opts->sslcert;
-		}
-		if (opts && opts->sslkey)
-		{
-			keys[n] = "sslkey";
-			vals[n++] = opts->sslkey;
-		}
+		conn_kw(keys, vals, &n, "sslcert", opts ? opts->sslcert : NULL);
+		conn_kw(keys, vals, &n, "sslkey", opts ? opts->sslkey : NULL);
 	}
 	else
 	{
 		/* nothing of the server's operating system user (see the top) */
-		keys[n] = "passfile";
-		vals[n++] = PGCONN_NO_FILE;
-		keys[n] = "sslcert";
-		vals[n++] = PGCONN_NO_FILE;
-		keys[n] = "sslkey";
-		vals[n++] = PGCONN_NO_FILE;
-		keys[n] = "gssencmode";
-		vals[n++] = "disable";
+		conn_kw(keys, vals, &n, "passfile", PGCONN_NO_FILE);
+		conn_kw(keys, vals, &n, "sslcert", PGCONN_NO_FILE);
+		conn_kw(keys, vals, &n, "sslkey", PGCONN_NO_FILE);
+		conn_kw(keys, vals, &n, "gssencmode", "disable");
 	}
 	keys[n] = NULL;
 	vals[n] = NULL;
-	Assert(n < lengthof(keys));
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
