@@ -220,12 +220,20 @@ void
 egress_singer_record_close_at(StringInfo buf, int64 version, const char *time_extracted,
 							  const char *position)
 {
-	if (position == NULL)
-		appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s}\n",
-						 version, time_extracted);
-	else
-		appendStringInfo(buf, "},\"version\":" INT64_FORMAT ",\"time_extracted\":%s,\"position\":\"%s\"}\n",
-						 version, time_extracted, position);
+	char		num[MAXINT8LEN + 1];
+
+	/* once per record: without the printf machinery */
+	appendStringInfoString(buf, "},\"version\":");
+	appendBinaryStringInfo(buf, num, pg_lltoa(version, num));
+	appendStringInfoString(buf, ",\"time_extracted\":");
+	appendStringInfoString(buf, time_extracted);
+	if (position != NULL)
+	{
+		appendStringInfoString(buf, ",\"position\":\"");
+		appendStringInfoString(buf, position);
+		appendStringInfoChar(buf, '"');
+	}
+	appendBinaryStringInfo(buf, "}\n", 2);
 }
 
 /* values/isnull are indexed by attnum - 1, as in a deformed tuple. */

@@ -39,6 +39,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "encode/singer.h"
 #include "sink/pg_apply.h"
 #include "sink/pg_typemap.h"
 
@@ -136,6 +137,12 @@ struct ApplyStream
 	 * (an ACTIVATE_VERSION).
 	 */
 	bool		early_hopeless;
+	/*
+	 * Batches of changes left before the next one streams its rows straight
+	 * into the table: after one whose keys the table had (updates), a few
+	 * go through chunks (see "Early load of changes").
+	 */
+	int			stream_skip;
 	bool		ambiguous;		/* more than one '-' in id (stream_get) */
 };
 
@@ -167,6 +174,16 @@ typedef enum EarlyState
 	EARLY_OFF					/* given up, or done */
 } EarlyState;
 
+/* where the connection of an early load of changes in chunks is */
+typedef enum EarlyPhase
+{
+	EP_STREAM,					/* in the first chunk's direct COPY, open-ended */
+	EP_READY,					/* nothing under way: a chunk may go */
+	EP_COPY_WAIT,				/* a chunk's COPY sent, waiting to take data */
+	EP_COPY_END,				/* its data sent, its result not read yet */
+	EP_MERGING					/* its merge from the staging table under way */
+} EarlyPhase;
+
 struct ApplySink
 {
 	EgressSink *sink;
@@ -197,6 +214,26 @@ struct ApplySink
 	int			early_index;	/* of early_seg among its stream's segments */
 	int			early_sent;		/* bytes of its COPY text the target has */
 	bool		early_staged;	/* changes: the COPY fills a staging table */
+	/* changes, applied in chunks (see "Early load of changes") */
+	bool		early_chunked;
+	int			early_phase;	/* EP_* */
+	int			polled_at;		/* seg->copy.len at the last look at the target */
+	bool		insert_ok;		/* a unique index on the key: direct chunks */
+	bool		insert_failed;	/* a direct chunk met a key: none in this batch */
+	bool		stage_made;		/* the staging table exists in the transaction */
+	bool		savepoint_open; /* the last direct chunk's */
+	StringInfoData stream_buf;	/* EP_STREAM: rows for the COPY, not sent yet */
+	/* the rows from chunk_start on: the next chunk */
+	int			chunk_start;
+	bool		chunk_deletes;
+	char		chunk_min[EGRESS_POSITION_LEN + 1];
+	/* the chunk under way */
+	int			sent_from;
+	int			sent_to;
+	bool		sent_direct;
+	bool		sent_refused;	/* its direct COPY met a key */
+	bool		sent_deletes;
+	char		sent_min[EGRESS_POSITION_LEN + 1];
 	/*
 	 * The last batch of changes had several streams (an early load of one
 	 * would be given up, its session closed): not tried until a batch of
@@ -208,13 +245,25 @@ struct ApplySink
 	bool		catalog_retried;	/* ... and the batch was tried again for it */
 	char	   *batched_at;		/* _sdc_batched_at of the batch */
 	bool		open;
+	/*
+	 * commit_batch_start: the commit may end with its COMMIT sent
+	 * (want_async), and one is: its result not read yet (commit_collect)
+	 */
+	bool		want_async;
+	bool		commit_inflight;
+	ApplyConn  *commit_conn;
+	ApplyStream *commit_st;
+	char	   *commit_batch;	/* its batch id (sink context) */
+	char	   *commit_error;	/* not acknowledged: why (sink context) */
+	uint32		commit_polls;
 };
 
 
 static void forget_pending(ApplySink *a);
 static void check_target_name(ApplySink *a, ApplyStream *st);
 static bool is_key(const ApplySchema *s, int col);
-static void early_row(ApplySink *a, BatchStream *bs, Segment *seg);
+static void early_row(ApplySink *a, BatchStream *bs, Segment *seg, int row_start,
+					  bool del, const char *position);
 
 /* ---------------------------------------------------------------------
  * Target statements
@@ -985,6 +1034,7 @@ on_record(ApplySink *a, LineParse *lp)
 	StringInfo	buf;
 	bool		del = false;
 	int			hint = 0;
+	int			row_start;
 
 	if (s == NULL)
 	{
@@ -1012,6 +1062,7 @@ on_record(ApplySink *a, LineParse *lp)
 
 	seg = rows_segment(a, bs, version_of(a, lp->version), lp->position != NULL, del);
 	buf = &seg->copy;
+	row_start = buf->len;
 	for (int i = 0; i < s->ncols; i++)
 	{
 		if (i == s->extracted_at && lp->time_extracted)
@@ -1039,7 +1090,7 @@ on_record(ApplySink *a, LineParse *lp)
 	appendStringInfoChar(buf, '\n');
 	seg->nrows++;
 	seg->deletes |= del;
-	early_row(a, bs, seg);
+	early_row(a, bs, seg, row_start, del, lp->position);
 }
 
 /* ---------------------------------------------------------------------
@@ -1429,6 +1480,12 @@ pga_abort_batch(EgressSink *sink)
 {
 	ApplySink  *a = sink->private_data;
 
+	/* a COMMIT under way is given up: its batch is sent again */
+	if (a->commit_inflight)
+	{
+		a->commit_inflight = false;
+		a->commit_error = MemoryContextStrdup(a->cxt, "the batch after it failed");
+	}
 	/* a connection left in the middle of a query or a transaction: closed */
 	for (int i = 0; i < a->nconns; i++)
 		if (a->conns[i].conn &&
@@ -2032,9 +2089,12 @@ append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
 	appendStringInfoString(sql, "COPY " STAGE " FROM STDIN;\n");
 }
 
-/* after the staging table got seg's rows: drop what is applied, merge */
+/*
+ * after the staging table got seg's rows: drop what is applied, merge (the
+ * staging table stays)
+ */
 static void
-append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
+append_stage_apply(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
 				   const char *dest)
 {
 	bool		into_shadow = strcmp(dest, bs->st->qtable) != 0;
@@ -2055,6 +2115,14 @@ append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *
 			append_deletes(sql, t->a, s, seg, st->qtable,
 						   !t->a->sink->opts.hard_delete && s->deleted_at >= 0);
 	}
+}
+
+/* ... and the staging table dropped */
+static void
+append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
+				   const char *dest)
+{
+	append_stage_apply(sql, t, bs, seg, dest);
 	appendStringInfoString(sql, "DROP TABLE " STAGE ";");
 }
 
@@ -2474,6 +2542,22 @@ txn_begin(ApplyTxn *t, List *streams)
 	read_states(t, streams);
 }
 
+static void
+stream_committed(ApplySink *a, ApplyStream *st)
+{
+	if (st->pending)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(a->cxt);
+
+		st->verified = st->pending;
+		st->coltypes = palloc(sizeof(char *) * st->verified->ncols);
+		for (int c = 0; c < st->verified->ncols; c++)
+			st->coltypes[c] = pstrdup(st->pending_types[c]);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	st->pending = NULL;
+}
+
 /* after COMMIT: what the tables were made to match holds */
 static void
 txn_committed(ApplyTxn *t, List *streams)
@@ -2483,21 +2567,7 @@ txn_committed(ApplyTxn *t, List *streams)
 	t->c->state_ok = true;
 	/* committed: what the tables were made to match holds */
 	foreach(lc, streams)
-	{
-		ApplyStream *st = ((BatchStream *) lfirst(lc))->st;
-
-		if (st->pending)
-		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(t->a->cxt);
-
-			st->verified = st->pending;
-			st->coltypes = palloc(sizeof(char *) * st->verified->ncols);
-			for (int c = 0; c < st->verified->ncols; c++)
-				st->coltypes[c] = pstrdup(st->pending_types[c]);
-			MemoryContextSwitchTo(oldcxt);
-		}
-		st->pending = NULL;
-	}
+		stream_committed(t->a, ((BatchStream *) lfirst(lc))->st);
 }
 
 static void
@@ -2520,6 +2590,12 @@ txn_commit(ApplyTxn *t, List *streams)
  * state row first, so that the merge at commit drops the rows at or before
  * the stored position as usual, and the batch id is checked at commit
  * (already applied: given up, the usual path then skips the batch).
+ * Such a batch's rows are also merged in chunks while it is written (the
+ * COPY ended, the staging table merged and emptied, a new COPY begun, in
+ * one query that the target runs while the source decodes the next
+ * chunk): the source need not wait at commit for the merge of the whole
+ * batch, only of its last chunk.  Chunks are merged in order, in the one
+ * transaction, so the result is the batch's merge.
  * commit ends the COPY and finishes the transaction.  Anything unusual
  * (not the direct path, a failure) gives up quietly: the rows stay in the
  * segment, and commit applies the batch the usual way.
@@ -2527,6 +2603,8 @@ txn_commit(ApplyTxn *t, List *streams)
  */
 
 #define EARLY_CHUNK		(256 * 1024)
+/* COPY text of changes merged at a time (a small sort on the target) */
+#define EARLY_MERGE_BYTES	(2 * 1024 * 1024)
 
 static void
 early_give_up(ApplySink *a)
@@ -2534,6 +2612,539 @@ early_give_up(ApplySink *a)
 	close_conn(a->early_txn.c);
 	forget_pending(a);
 	a->early = EARLY_OFF;
+}
+
+/*
+ * Early load of changes in chunks.  The rows of a batch of changes (one
+ * stream, keys) go to the target in chunks of CHUNK_BYTES of COPY text,
+ * each sent once the target is done with the one before: the target
+ * applies a chunk while the source decodes the next, and at commit only
+ * the last one is left.  A chunk is applied like a segment (the staging
+ * table, rows at or before the stored position dropped, MERGE) unless it
+ * can go straight into the table (direct): no deletes, all its positions
+ * after the stored one, and a unique index on the key (key_unique).  A
+ * direct chunk is COPYed into the table under a savepoint, as native
+ * replication inserts, without staging, sort nor join; when the index
+ * refuses a row (a key the table has, or a key twice in the chunk) the
+ * savepoint is rolled back, the chunk is merged from the staging table,
+ * and so are the batch's later chunks.  Chunks are applied in order in
+ * the one transaction: the result is the batch's merge.  Nothing here
+ * waits for the target but the COPY of a chunk; early_poll reads what it
+ * answered as it comes.  Any failure gives up (early_give_up): commit then
+ * applies the batch the usual way and reports the error if it comes again.
+ */
+#define SAVEPOINT		"pg_egress_chunk"
+/* batches that go in chunks after a streamed one met a key (stream_begin) */
+#define STREAM_SKIP		8
+
+static void
+chunk_query(ApplySink *a, const char *sql, EarlyPhase next)
+{
+	if (!PQsendQuery(a->early_txn.c->conn, sql))
+		early_give_up(a);
+	a->early_phase = next;
+}
+
+/* the query that begins the chunk's COPY (fallback: after its direct try) */
+static void
+chunk_copy(ApplySink *a, bool fallback)
+{
+	BatchStream *bs = a->early_bs;
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	if (fallback)
+		appendStringInfoString(&sql, "ROLLBACK TO SAVEPOINT " SAVEPOINT ";\n");
+	if (a->savepoint_open)
+		appendStringInfoString(&sql, "RELEASE SAVEPOINT " SAVEPOINT ";\n");
+	a->savepoint_open = false;
+	if (a->sent_direct)
+	{
+		appendStringInfo(&sql, "SAVEPOINT " SAVEPOINT ";\nCOPY %s (", bs->st->qtable);
+		append_columns(&sql, a->early_seg->schema);
+		appendStringInfoString(&sql, ") FROM STDIN;");
+		a->savepoint_open = true;
+	}
+	else if (!a->stage_made)
+	{
+		append_stage(&sql, bs, a->early_seg);
+		a->stage_made = true;
+	}
+	else
+		appendStringInfoString(&sql, "TRUNCATE " STAGE ";\nCOPY " STAGE " FROM STDIN;");
+	chunk_query(a, sql.data, EP_COPY_WAIT);
+	pfree(sql.data);
+}
+
+/*
+ * The rows from chunk_start on become the chunk under way (the target is
+ * ready).  The rows of one transaction's changes stay in order across
+ * chunks: positions grow.
+ */
+static void
+chunk_take(ApplySink *a)
+{
+	BatchStream *bs = a->early_bs;
+	const char *stored = bs->state.position;
+
+	a->sent_from = a->chunk_start;
+	a->sent_to = a->early_seg->copy.len;
+	a->sent_deletes = a->chunk_deletes;
+	strcpy(a->sent_min, a->chunk_min);
+	a->chunk_start = a->sent_to;
+	a->chunk_deletes = false;
+	a->chunk_min[0] = '\0';
+	a->sent_refused = false;
+	a->sent_direct = a->insert_ok && !a->insert_failed && !a->sent_deletes &&
+		a->sent_min[0] != '\0' && (stored == NULL || strcmp(a->sent_min, stored) > 0);
+	chunk_copy(a, false);
+}
+
+/*
+ * COPY lines [p, end) of a segment with positions, without their position
+ * (the last field, "\t<position>\n" ends each line: on_record), appended to
+ * buf.  false when a line is not so.
+ */
+static bool
+strip_positions(StringInfo buf, const char *p, const char *end)
+{
+	while (p < end)
+	{
+		const char *nl = memchr(p, '\n', end - p);
+
+		if (nl == NULL || nl - p < EGRESS_POSITION_LEN + 1 ||
+			nl[-(EGRESS_POSITION_LEN + 1)] != '\t')
+			return false;
+		appendBinaryStringInfo(buf, p, nl - p - (EGRESS_POSITION_LEN + 1));
+		appendStringInfoChar(buf, '\n');
+		p = nl + 1;
+	}
+	return true;
+}
+
+/*
+ * The target takes the chunk's COPY data: all of it (a direct chunk's rows
+ * without their position, the last field of each line), and the end.
+ */
+static void
+chunk_put(ApplySink *a)
+{
+	PGconn	   *conn = a->early_txn.c->conn;
+	const char *p = a->early_seg->copy.data + a->sent_from;
+	const char *end = a->early_seg->copy.data + a->sent_to;
+	StringInfoData buf;
+	const char *data = p;
+	int			len = end - p;
+	int			r;
+
+	if (a->sent_direct)
+	{
+		initStringInfo(&buf);
+		enlargeStringInfo(&buf, len);
+		if (!strip_positions(&buf, p, end))
+		{
+			pfree(buf.data);
+			early_give_up(a);
+			return;
+		}
+		data = buf.data;
+		len = buf.len;
+	}
+	while ((r = PQputCopyData(conn, data, len)) == 0)
+		if (!conn_flush(conn))
+			break;
+	while (r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
+		if (!conn_flush(conn))
+			break;
+	if (a->sent_direct)
+		pfree(buf.data);
+	if (r != 1)
+	{
+		early_give_up(a);
+		return;
+	}
+	a->early_phase = EP_COPY_END;
+}
+
+/* the chunk in the staging table: applied as a segment of its rows is */
+static void
+chunk_merge(ApplySink *a)
+{
+	ApplyTxn   *t = &a->early_txn;
+	BatchStream *bs = a->early_bs;
+	Segment		chunk = *a->early_seg;
+	StringInfoData sql;
+
+	chunk.deletes = a->sent_deletes;
+	initStringInfo(&sql);
+	t->bs = bs;
+	append_stage_apply(&sql, t, bs, &chunk, bs->st->qtable);
+	t->bs = NULL;
+	chunk_query(a, sql.data, EP_MERGING);
+	pfree(sql.data);
+}
+
+/*
+ * Reads what the target answered about the chunk under way and sends what
+ * comes next, until it is done (true: EP_READY).  Without wait, only what
+ * has arrived: false while it is not done.  false also when it gave up.
+ */
+static bool
+early_poll(ApplySink *a, bool wait)
+{
+	PGconn	   *conn = a->early_txn.c->conn;
+
+	if (a->early_phase == EP_STREAM)
+		return false;
+	while (a->early == EARLY_COPYING && a->early_phase != EP_READY)
+	{
+		PGresult   *res;
+		ExecStatusType status;
+		const char *state;
+
+		if (wait ? !conn_flush(conn) : PQflush(conn) < 0)
+			break;
+		if (wait)
+			res = conn_result(conn);
+		else if (!PQconsumeInput(conn))
+			break;
+		else if (PQisBusy(conn))
+			return false;
+		else
+			res = PQgetResult(conn);
+		if (res == NULL)
+		{
+			/* a query ended */
+			if (PQstatus(conn) != CONNECTION_OK || a->early_phase == EP_COPY_WAIT)
+				break;
+			if (a->early_phase == EP_MERGING)
+				a->early_phase = EP_READY;
+			else if (a->sent_refused)
+			{
+				/* the direct try met a key: this chunk and the next ones merge */
+				a->insert_failed = true;
+				a->early_bs->st->stream_skip = STREAM_SKIP;
+				a->sent_direct = false;
+				a->sent_refused = false;
+				chunk_copy(a, true);
+			}
+			else if (a->sent_direct)
+				a->early_phase = EP_READY;
+			else
+				chunk_merge(a);
+			continue;
+		}
+		status = PQresultStatus(res);
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (status == PGRES_COPY_IN && a->early_phase == EP_COPY_WAIT)
+		{
+			PQclear(res);
+			chunk_put(a);
+			continue;
+		}
+		if (status == PGRES_COMMAND_OK)
+		{
+			PQclear(res);
+			continue;
+		}
+		if (a->early_phase == EP_COPY_END && a->sent_direct &&
+			state && strcmp(state, "23505") == 0)
+		{
+			PQclear(res);
+			a->sent_refused = true;
+			continue;
+		}
+		PQclear(res);
+		break;
+	}
+	if (a->early == EARLY_COPYING && a->early_phase == EP_READY)
+		return true;
+	if (a->early == EARLY_COPYING)
+		early_give_up(a);
+	return false;
+}
+
+/*
+ * The first chunk of a batch streams (EP_STREAM): it is COPYed into the
+ * table as its rows come, as a sync's rows are, until a row that cannot go
+ * that way (a delete, a position at or before the stored one), or the
+ * batch's end.  The target then keeps up with the source, and at commit
+ * little is left for it to do.  Should the table have a key of the chunk
+ * (the COPY fails), the chunk is merged as any refused direct chunk, and
+ * the stream's next STREAM_SKIP batches go in chunks (a table with
+ * updates).
+ */
+static void
+stream_begin(ApplySink *a, int upto)
+{
+	ApplyTxn   *t = &a->early_txn;
+	StringInfoData sql;
+	PGresult   *res;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SAVEPOINT " SAVEPOINT ";\nCOPY %s (", a->early_bs->st->qtable);
+	append_columns(&sql, a->early_seg->schema);
+	appendStringInfoString(&sql, ") FROM STDIN;");
+	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
+	while ((res = conn_result(t->c->conn)) != NULL &&
+		   PQresultStatus(res) == PGRES_COMMAND_OK)
+		PQclear(res);
+	if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
+	{
+		PQclear(txn_check(t, res, pstrdup("no COPY")));
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
+	}
+	PQclear(res);
+	a->savepoint_open = true;
+	a->sent_direct = true;
+	a->sent_refused = false;
+	a->sent_deletes = false;
+	a->sent_min[0] = '\0';
+	a->sent_from = 0;
+	initStringInfo(&a->stream_buf);
+	a->early_phase = EP_STREAM;
+	/* the rows before upto are the stream's first */
+	if (upto > 0)
+	{
+		strcpy(a->sent_min, a->chunk_min);
+		a->chunk_deletes = false;
+		a->chunk_min[0] = '\0';
+		if (!strip_positions(&a->stream_buf, a->early_seg->copy.data,
+							 a->early_seg->copy.data + upto))
+			ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("unexpected COPY text")));
+	}
+}
+
+/*
+ * The streamed chunk ends with the rows before upto (copy_end: the COPY is
+ * to be ended; else it is over already: the target refused it).
+ */
+static void
+stream_end(ApplySink *a, int upto, bool copy_end)
+{
+	PGconn	   *conn = a->early_txn.c->conn;
+	int			r = 1;
+
+	if (copy_end)
+	{
+		while (a->stream_buf.len > 0 &&
+			   (r = PQputCopyData(conn, a->stream_buf.data, a->stream_buf.len)) == 0)
+			if (!conn_flush(conn))
+				break;
+		while (r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
+			if (!conn_flush(conn))
+				break;
+	}
+	pfree(a->stream_buf.data);
+	a->stream_buf.data = NULL;
+	a->sent_to = upto;
+	a->chunk_start = upto;
+	a->chunk_deletes = false;
+	a->chunk_min[0] = '\0';
+	a->early_phase = EP_COPY_END;
+	/* a failed put: the COPY's result says why */
+	if (r < 0 && PQstatus(conn) != CONNECTION_OK)
+	{
+		early_give_up(a);
+		return;
+	}
+	(void) early_poll(a, false);
+}
+
+/* a row for the streamed chunk (row: its COPY line, with its position) */
+static void
+stream_row(ApplySink *a, const char *row, int len, const char *position)
+{
+	PGconn	   *conn = a->early_txn.c->conn;
+	int			r;
+
+	if (!strip_positions(&a->stream_buf, row, row + len))
+	{
+		early_give_up(a);
+		return;
+	}
+	if (a->sent_min[0] == '\0')
+		strlcpy(a->sent_min, position, sizeof(a->sent_min));
+	if (a->stream_buf.len < EARLY_CHUNK)
+		return;
+	while ((r = PQputCopyData(conn, a->stream_buf.data, a->stream_buf.len)) == 0)
+		if (!conn_flush(conn))
+			break;
+	if (r == 1 && PQflush(conn) >= 0)
+	{
+		resetStringInfo(&a->stream_buf);
+		return;
+	}
+	/* the target ended the COPY (an error): this row is of the chunk */
+	stream_end(a, a->early_seg->copy.len, false);
+}
+
+/*
+ * Can a chunk go straight into the table: has it a unique index (valid,
+ * immediate, without predicate nor expressions) whose columns are key
+ * columns?  Then a row whose key the table has is refused (a unique
+ * violation) rather than added twice.
+ */
+static bool
+key_unique(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+					 "WHERE i.indrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s) "
+					 "AND i.indisunique AND i.indimmediate AND i.indisvalid "
+					 "AND i.indpred IS NULL AND i.indexprs IS NULL "
+					 "AND i.indnkeyatts OPERATOR(pg_catalog.=) (SELECT pg_catalog.count(*) "
+					 "FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
+					 "AND a.attnum OPERATOR(pg_catalog.=) ANY "
+					 "((i.indkey::pg_catalog.int2[])[0:i.indnkeyatts - 1]) "
+					 "AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY[",
+					 quote_literal_cstr(st->qtable));
+	for (int k = 0; k < s->nkeys; k++)
+		appendStringInfo(&sql, "%s%s", k ? ", " : "",
+						 quote_literal_cstr(s->cols[s->keys[k]].name));
+	appendStringInfoString(&sql, "]::pg_catalog.name[])))");
+	return query_bool(t, sql.data);
+}
+
+/*
+ * At commit: the last chunk, the staging table dropped, the rest of the
+ * stream, COMMIT.  false when given up: commit goes the usual way.
+ */
+static bool
+chunks_finish(ApplySink *a, const char *batch_id)
+{
+	ApplyTxn   *t = &a->early_txn;
+	BatchStream *bs = a->early_bs;
+	Segment    *seg = a->early_seg;
+	StringInfoData sql;
+
+	if (a->early_phase == EP_STREAM)
+		stream_end(a, seg->copy.len, true);
+	if (!early_poll(a, true))
+		return false;
+	if (bs->error || list_length(a->batch_streams) != 1)
+	{
+		early_give_up(a);
+		return false;
+	}
+	t->batch_id = batch_id;
+	/* applied already (a batch sent again): the usual path skips it */
+	if (stream_applied(t, bs))
+	{
+		early_give_up(a);
+		return false;
+	}
+	if (seg->copy.len > a->chunk_start)
+	{
+		chunk_take(a);
+		if (!early_poll(a, true))
+			return false;
+	}
+	a->early = EARLY_OFF;
+	t->bs = bs;
+	initStringInfo(&sql);
+	if (a->savepoint_open)
+		appendStringInfoString(&sql, "RELEASE SAVEPOINT " SAVEPOINT ";");
+	/* the later segments of the stream may stage their rows */
+	if (a->stage_made)
+		appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
+	if (sql.len > 0)
+		txn_run(t, sql.data);
+	if (!position_applied(&bs->state, seg->position))
+		bs->new_position = seg->position;
+	apply_stream(t, bs, a->early_index + 1);
+	if (a->want_async)
+	{
+		/* acknowledged later: commit_collect */
+		if (t->c->pending)
+			txn_collect(t);
+		if (!PQsendQuery(t->c->conn, "COMMIT") || !conn_flush(t->c->conn))
+			txn_broken(t);
+		a->commit_inflight = true;
+		a->commit_conn = t->c;
+		a->commit_st = bs->st;
+		a->commit_batch = MemoryContextStrdup(a->cxt, batch_id);
+		return true;
+	}
+	txn_commit(t, list_make1(bs));
+	return true;
+}
+
+/*
+ * The result of the COMMIT that commit_batch_start left under way (done:
+ * true; without wait, false while it has not come).  Not acknowledged (an
+ * error, the connection lost: its outcome unknown) sets commit_error, for
+ * commit_batch_finish to raise.  Raises nothing but interrupts.
+ */
+static bool
+commit_collect(ApplySink *a, bool wait)
+{
+	PGconn	   *conn = a->commit_conn ? a->commit_conn->conn : NULL;
+	bool		ok = false;
+	char	   *error = NULL;
+
+	if (!a->commit_inflight)
+		return true;
+	while (conn != NULL)
+	{
+		PGresult   *res;
+
+		if (wait)
+			res = conn_result(conn);
+		else if (!PQconsumeInput(conn))
+			res = NULL;
+		else if (PQisBusy(conn))
+			return false;
+		else
+			res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		/* a failed transaction's COMMIT answers ROLLBACK */
+		if (PQresultStatus(res) == PGRES_COMMAND_OK &&
+			strcmp(PQcmdStatus(res), "COMMIT") == 0)
+			ok = true;
+		else if (error == NULL)
+			error = egress_pgconn_error(conn, res);
+		PQclear(res);
+	}
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		ok = false;
+		if (error == NULL)
+			error = conn ? pstrdup(PQerrorMessage(conn)) : pstrdup("connection closed");
+	}
+	a->commit_inflight = false;
+	if (ok && error == NULL)
+	{
+		a->commit_conn->state_ok = true;
+		stream_committed(a, a->commit_st);
+		return true;
+	}
+	a->commit_error = MemoryContextStrdup(a->cxt, egress_pg_sanitize(error ? error : pstrdup("no answer")));
+	close_conn(a->commit_conn);
+	forget_pending(a);
+	return true;
+}
+
+/* a COMMIT left under way that was not acknowledged: the ERROR */
+static void
+commit_check(ApplySink *a)
+{
+	char	   *error;
+
+	(void) commit_collect(a, true);
+	error = a->commit_error;
+	if (error == NULL)
+		return;
+	a->commit_error = NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("PostgreSQL destination %s did not acknowledge batch %s: %s",
+					a->sink->location, a->commit_batch ? a->commit_batch : "?", error),
+			 errdetail("The outcome of its COMMIT is unknown: the batch is sent again, and applied unless it was.")));
 }
 
 /*
@@ -2628,8 +3239,27 @@ early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg, bool staged)
 	ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
 }
 
+/* the position of the first row of a segment with positions (on_record) */
+static bool
+first_position(const Segment *seg, char *out)
+{
+	const char *nl = memchr(seg->copy.data, '\n', seg->copy.len);
+
+	if (nl == NULL || nl - seg->copy.data < EGRESS_POSITION_LEN + 1 ||
+		nl[-(EGRESS_POSITION_LEN + 1)] != '\t')
+		return false;
+	memcpy(out, nl - EGRESS_POSITION_LEN, EGRESS_POSITION_LEN);
+	out[EGRESS_POSITION_LEN] = '\0';
+	return true;
+}
+
+/*
+ * The early load begins at a row of seg (row_start: where it starts in its
+ * COPY text); the rows before it are seg's first ones, when it waited for
+ * the last batch's COMMIT.
+ */
 static void
-early_start(ApplySink *a, BatchStream *bs, Segment *seg)
+early_start(ApplySink *a, BatchStream *bs, Segment *seg, int row_start)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(a->batch_cxt);
 	ApplyTxn   *t = &a->early_txn;
@@ -2653,13 +3283,37 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg)
 			if (a->announced ? direct_eligible(a, bs, seg) :
 				(staged = staged_eligible(bs, seg)))
 			{
-				early_copy_begin(t, bs, seg, staged);
+				a->early_chunked = staged && seg->schema->nkeys > 0;
+				a->insert_ok = a->early_chunked && key_unique(t, bs->st, seg->schema);
+				if (!a->early_chunked)
+					early_copy_begin(t, bs, seg, staged);
 				a->early = EARLY_COPYING;
 				a->early_staged = staged;
 				a->early_bs = bs;
 				a->early_seg = seg;
 				a->early_index = idx;
 				a->early_sent = 0;
+				a->early_phase = EP_READY;
+				a->polled_at = 0;
+				a->insert_failed = false;
+				a->stage_made = false;
+				a->savepoint_open = false;
+				a->chunk_start = 0;
+				a->chunk_deletes = false;
+				a->chunk_min[0] = '\0';
+				/* rows that came before: of the first chunk */
+				if (a->early_chunked && row_start > 0)
+				{
+					a->chunk_deletes = seg->deletes;
+					if (!first_position(seg, a->chunk_min))
+						a->early_chunked = a->insert_ok = false;
+				}
+				if (a->insert_ok && bs->st->stream_skip > 0)
+					bs->st->stream_skip--;
+				else if (a->insert_ok && !a->chunk_deletes &&
+						 (bs->state.position == NULL || a->chunk_min[0] == '\0' ||
+						  strcmp(a->chunk_min, bs->state.position) > 0))
+					stream_begin(a, row_start);
 			}
 		}
 		if (a->early != EARLY_COPYING)
@@ -2687,23 +3341,61 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg)
 	MemoryContextSwitchTo(oldcxt);
 }
 
-/* after a row went into seg: start, or send when a chunk is ready */
+/*
+ * after a row went into seg: start, or send when a chunk is ready (del,
+ * position: the row's)
+ */
 static void
-early_row(ApplySink *a, BatchStream *bs, Segment *seg)
+early_row(ApplySink *a, BatchStream *bs, Segment *seg, int row_start, bool del,
+		  const char *position)
 {
 	if (a->early == EARLY_NONE)
 	{
-		if (list_length(a->batch_streams) == 1 && bs->error == NULL &&
+		/* the last batch's COMMIT under way: the load waits for it */
+		if (a->commit_inflight &&
+			((++a->commit_polls % 64) != 0 || !commit_collect(a, false)))
+			return;
+		if (a->commit_error)
+			a->early = EARLY_OFF;
+		else if (list_length(a->batch_streams) == 1 && bs->error == NULL &&
 			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
 			(a->announced ?
 			 ((!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
 			  seg->position == NULL && !seg->deletes) :
 			 (seg->position != NULL && !a->early_multi)))
-			early_start(a, bs, seg);
+			early_start(a, bs, seg, row_start);
 	}
-	else if (a->early == EARLY_COPYING && seg == a->early_seg &&
-			 seg->copy.len - a->early_sent >= EARLY_CHUNK)
-		(void) early_send(a, false);
+	if (a->early != EARLY_COPYING || seg != a->early_seg)
+		return;
+	if (!a->early_chunked)
+	{
+		if (seg->copy.len - a->early_sent >= EARLY_CHUNK)
+			(void) early_send(a, false);
+		return;
+	}
+	if (a->early_phase == EP_STREAM)
+	{
+		const char *stored = bs->state.position;
+
+		if (!del && position && (stored == NULL || strcmp(position, stored) > 0))
+		{
+			stream_row(a, seg->copy.data + row_start, seg->copy.len - row_start, position);
+			return;
+		}
+		/* this row starts the next chunk */
+		stream_end(a, row_start, true);
+		if (a->early != EARLY_COPYING)
+			return;
+	}
+	a->chunk_deletes |= del;
+	if (position && (a->chunk_min[0] == '\0' || strcmp(position, a->chunk_min) < 0))
+		strlcpy(a->chunk_min, position, sizeof(a->chunk_min));
+	/* a look at the target now and then, a chunk when it is ready */
+	if (seg->copy.len - a->polled_at < EARLY_CHUNK)
+		return;
+	a->polled_at = seg->copy.len;
+	if (early_poll(a, false))
+		chunk_take(a);
 }
 
 /*
@@ -2718,6 +3410,8 @@ early_finish(ApplySink *a, const char *batch_id)
 	PGresult   *res;
 	const char *state;
 
+	if (a->early_chunked)
+		return chunks_finish(a, batch_id);
 	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
 	if ((a->announced && strcmp(batch_id, a->announced) != 0) || bs->error ||
 		(!a->early_staged && a->early_seg->deletes) ||
@@ -2990,8 +3684,40 @@ pga_commit_batch(EgressSink *sink, const char *batch_id)
 	}
 	if (a->announced == NULL)
 		a->early_multi = list_length(a->batch_streams) > 1;
+	/* the last batch's COMMIT first (its outcome unknown: an ERROR) */
+	commit_check(a);
 	egress_sink_commit_with_retries(sink, batch_id);
 	forget_batch(a);
+}
+
+/*
+ * commit_batch, but a batch of changes loaded early (chunks) may return
+ * with its COMMIT under way: true then, and commit_batch_finish says
+ * whether it was acknowledged.  Meanwhile the next batch is written: its
+ * early load starts once the COMMIT is done.
+ */
+static bool
+pga_commit_batch_start(EgressSink *sink, const char *batch_id)
+{
+	ApplySink  *a = sink->private_data;
+
+	a->want_async = true;
+	PG_TRY();
+	{
+		pga_commit_batch(sink, batch_id);
+	}
+	PG_FINALLY();
+	{
+		a->want_async = false;
+	}
+	PG_END_TRY();
+	return a->commit_inflight;
+}
+
+static void
+pga_commit_batch_finish(EgressSink *sink)
+{
+	commit_check(sink->private_data);
 }
 
 const EgressSinkOps egress_pg_apply_ops = {
@@ -3000,6 +3726,8 @@ const EgressSinkOps egress_pg_apply_ops = {
 	.write = pga_write,
 	.commit_batch = pga_commit_batch,
 	.commit_attempt = pga_commit_attempt,
+	.commit_batch_start = pga_commit_batch_start,
+	.commit_batch_finish = pga_commit_batch_finish,
 	.abort_batch = pga_abort_batch,
 	.cleanup = pga_cleanup,
 	.close = pga_close,

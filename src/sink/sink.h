@@ -53,6 +53,20 @@ typedef struct EgressSinkOps
 	void		(*commit_batch) (EgressSink *sink, const char *batch_id);
 
 	/*
+	 * Optional, both or neither: commit_batch, except that it may return
+	 * while the batch's last step (a COMMIT) is under way, before the
+	 * destination acknowledged it: true then, and the caller must not
+	 * record the positions the batch carried until commit_batch_finish
+	 * returned (an ERROR, ERRCODE_CONNECTION_FAILURE: not acknowledged,
+	 * its outcome unknown; the batch must be sent again).  Meanwhile the
+	 * next batch may be begun and written, so that the destination
+	 * acknowledges one batch while the source decodes the next.  false:
+	 * acknowledged, as after commit_batch.
+	 */
+	bool		(*commit_batch_start) (EgressSink *sink, const char *batch_id);
+	void		(*commit_batch_finish) (EgressSink *sink);
+
+	/*
 	 * Optional: one delivery attempt of the batch, for
 	 * egress_sink_commit_with_retries.  Returns true once the destination
 	 * has acknowledged the batch; false for a failure that may succeed

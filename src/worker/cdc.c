@@ -521,6 +521,8 @@ error_cleanup(void)
 	if (cdc->sink)
 		cdc->sink->ops->abort_batch(cdc->sink);
 	cdc->batch_open = false;
+	/* a batch not acknowledged is sent again by the next session */
+	cdc->ack_pending = false;
 	cdc->pending = NIL;
 	cdc_backfill_reset();
 	resetStringInfo(&cdc->buf);

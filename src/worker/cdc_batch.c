@@ -189,6 +189,8 @@ cdc_prepare_record(CdcStream *s)
 	}
 }
 
+static void commit_batch(bool async);
+
 void
 cdc_after_record(void)
 {
@@ -201,7 +203,7 @@ cdc_after_record(void)
 	if (cdc->pending == NIL &&
 		(cdc->batch_rows >= cdc->max_rows ||
 		 cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes))
-		cdc_commit_batch();
+		commit_batch(true);
 }
 
 static XLogRecPtr
@@ -210,10 +212,68 @@ stream_lsn(CdcStream *s, XLogRecPtr upto)
 	return Max(s->bookmark, upto);
 }
 
+/*
+ * What the last batch committed completed is delivered: the positions
+ * move (the post-commit bookkeeping of commit_batch), once the sink
+ * acknowledged it.  A batch committed with commit_batch_start (sinks that
+ * acknowledge one batch while the next is decoded: postgres destinations)
+ * is waited for here: an ERROR if it was not acknowledged, and nothing of
+ * it is recorded (the session starts again from the slot: the batch is
+ * sent again, which the destination recognises).  Until then nothing moves
+ * cdc->delivered (ack_pending counts as a batch open): see
+ * cdc_confirm_read_position.
+ */
 void
-cdc_commit_batch(void)
+cdc_finish_ack(void)
 {
-	char		batch_id[NAMEDATALEN + 64];
+	if (!cdc->ack_pending)
+		return;
+	/* an ERROR below leaves the batch unacknowledged, for good */
+	cdc->ack_pending = false;
+	if (cdc->ack_async)
+		cdc->sink->ops->commit_batch_finish(cdc->sink);
+	cdc_failing = false;
+	if (cdc_retrying)
+		set_retrying(false);
+
+	/* acknowledged: what it completed is delivered */
+	cdc->delivered = Max(cdc->delivered, cdc->ack_upto);
+	for (int i = 0; i < cdc->nstreams; i++)
+	{
+		CdcStream  *s = &cdc->streams[i];
+
+		if (s->needs_sync || s->stop != CDC_STOP_NONE || !s->ack_valid)
+			continue;
+		s->bookmark = Max(s->bookmark, cdc->delivered);
+		s->acked_version = s->ack_version;
+		s->batches_sent++;
+		if (s->slot)
+		{
+			s->slot->rows_sent = s->ack_rows;
+			s->slot->batches_sent = s->batches_sent;
+			s->slot->confirmed_lsn = s->bookmark;
+		}
+	}
+	cdc->acked_since_persist = true;
+	/* caught up to here: what is decoded next sets the lag again */
+	if (cdc_dest_entry)
+	{
+		cdc_dest_entry->unacked_since = 0;
+		egress_progress_acked(cdc_dest_entry);
+	}
+	ereport(DEBUG1,
+			(errmsg_internal("pg_egress destination \"%s\": batch %s acknowledged",
+							 cdc->dest_name, cdc->ack_batch_id)));
+}
+
+/*
+ * Commits the open batch.  async: the sink may acknowledge it while the
+ * next batch is decoded (commit_batch_start), cdc_finish_ack then records
+ * it later; else it is recorded before returning.
+ */
+static void
+commit_batch(bool async)
+{
 	XLogRecPtr	upto;
 	bool		first = true;
 	StringInfoData bm;
@@ -221,6 +281,8 @@ cdc_commit_batch(void)
 	if (!cdc->batch_open)
 		return;
 	cdc_resolve_pending();
+	/* the one before first: at most one batch is under way */
+	cdc_finish_ack();
 
 	/* the positions this batch completes: its last whole transaction */
 	upto = XLogRecPtrIsInvalid(cdc->batch_last_end) ? cdc->delivered : cdc->batch_last_end;
@@ -249,7 +311,7 @@ cdc_commit_batch(void)
 	}
 	hand_to_sink();
 
-	snprintf(batch_id, sizeof(batch_id), "%s-%08X%08X-%08X%08X-%010d",
+	snprintf(cdc->ack_batch_id, sizeof(cdc->ack_batch_id), "%s-%08X%08X-%08X%08X-%010d",
 			 cdc->dest_name,
 			 LSN_FORMAT_ARGS(cdc->batch_first_commit),
 			 LSN_FORMAT_ARGS(cdc->batch_last_commit),
@@ -262,43 +324,35 @@ cdc_commit_batch(void)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(cdc->batchcxt);
 
-		cdc->sink->ops->commit_batch(cdc->sink, batch_id);
+		cdc->ack_async = async && cdc->sink->ops->commit_batch_start != NULL &&
+			cdc->sink->ops->commit_batch_start(cdc->sink, cdc->ack_batch_id);
+		if (!cdc->ack_async && (!async || cdc->sink->ops->commit_batch_start == NULL))
+			cdc->sink->ops->commit_batch(cdc->sink, cdc->ack_batch_id);
 		MemoryContextSwitchTo(oldcxt);
 	}
 	cdc->batch_open = false;
-	cdc_failing = false;
-	if (cdc_retrying)
-		set_retrying(false);
+	MemoryContextReset(cdc->batchcxt);
 
-	/* acknowledged: what it completed is delivered */
-	cdc->delivered = Max(cdc->delivered, upto);
+	/* what cdc_finish_ack records, as of now */
+	cdc->ack_pending = true;
+	cdc->ack_upto = upto;
 	for (int i = 0; i < cdc->nstreams; i++)
 	{
 		CdcStream  *s = &cdc->streams[i];
 
-		if (s->needs_sync || s->stop != CDC_STOP_NONE)
-			continue;
-		s->bookmark = Max(s->bookmark, cdc->delivered);
-		s->acked_version = s->version;
-		s->batches_sent++;
-		if (s->slot)
-		{
-			s->slot->rows_sent = s->rows_sent;
-			s->slot->batches_sent = s->batches_sent;
-			s->slot->confirmed_lsn = s->bookmark;
-		}
+		s->ack_valid = !(s->needs_sync || s->stop != CDC_STOP_NONE);
+		s->ack_version = s->version;
+		s->ack_rows = s->rows_sent;
 	}
-	cdc->acked_since_persist = true;
-	/* caught up to here: what is decoded next sets the lag again */
-	if (cdc_dest_entry)
-	{
-		cdc_dest_entry->unacked_since = 0;
-		egress_progress_acked(cdc_dest_entry);
-	}
-	MemoryContextReset(cdc->batchcxt);
-	ereport(DEBUG1,
-			(errmsg_internal("pg_egress destination \"%s\": batch %s acknowledged",
-							 cdc->dest_name, batch_id)));
+	if (!cdc->ack_async)
+		cdc_finish_ack();
+}
+
+void
+cdc_commit_batch(void)
+{
+	commit_batch(false);
+	cdc_finish_ack();
 }
 
 /* ---- rendering changes ---------------------------------------------------- */

@@ -234,7 +234,7 @@ cdc_write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
 			/* the whole transaction is in the batch, or had nothing for us */
 			if (cdc->batch_open)
 				cdc->batch_last_end = cdc->txn_end;
-			else
+			else if (!cdc->ack_pending)
 				cdc->delivered = Max(cdc->delivered, cdc->txn_end);
 			break;
 		case EGRESS_CHANGE_TRUNCATE:
@@ -277,7 +277,7 @@ cdc_update_progress(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 		return;
 	if (cdc->batch_open)
 		cdc->batch_last_end = Max(cdc->batch_last_end, lsn);
-	else
+	else if (!cdc->ack_pending)
 		cdc->delivered = Max(cdc->delivered, lsn);
 }
 
@@ -457,6 +457,8 @@ cdc_decode_round(void)
 		 cdc->batch_rows >= cdc->max_rows ||
 		 cdc->batch_bytes + cdc->buf.len >= cdc->max_bytes))
 		cdc_commit_batch();
+	/* a batch committed while decoding is acknowledged by now */
+	cdc_finish_ack();
 	cdc_confirm_read_position();
 
 	/*

@@ -108,7 +108,7 @@ static XLogRecPtr hb_restart_then = InvalidXLogRecPtr;	/* ... restart_lsn then *
 void
 cdc_confirm_read_position(void)
 {
-	if (cdc->batch_open || cdc->pending != NIL)
+	if (cdc->batch_open || cdc->pending != NIL || cdc->ack_pending)
 		return;
 	cdc->delivered = Max(cdc->delivered, cdc->ctx->reader->EndRecPtr);
 }

@@ -105,6 +105,10 @@ typedef struct CdcStream
 	CdcStopKind stop;			/* stopped in this session (see stop_stream) */
 	char	   *stop_message;
 	int64		acked_version;	/* version as of the last acknowledged batch */
+	/* as of the batch committed last, for cdc_finish_ack */
+	bool		ack_valid;
+	int64		ack_version;
+	int64		ack_rows;
 
 	/* positions (cdc_render.c): this stream's lines of the transaction */
 	uint64		pos_txn;		/* cdc->txn_seq they were counted in */
@@ -160,6 +164,11 @@ typedef struct CdcState
 	int64		max_rows;
 	int64		max_bytes;
 	bool		acked_since_persist;
+	/* the batch committed last, not recorded yet (cdc_finish_ack) */
+	bool		ack_pending;
+	bool		ack_async;		/* ... its acknowledgement under way */
+	XLogRecPtr	ack_upto;
+	char		ack_batch_id[NAMEDATALEN + 64];
 
 	/* the transaction being replayed */
 	TransactionId txn_xid;
@@ -209,6 +218,7 @@ extern void cdc_delivered_after_retries(void *arg);
 extern void cdc_prepare_record(CdcStream *s);
 extern void cdc_after_record(void);
 extern void cdc_commit_batch(void);
+extern void cdc_finish_ack(void);
 
 /* cdc_render.c */
 extern void cdc_resolve_pending(void);

@@ -210,8 +210,18 @@ next_position(CdcStream *s, char *out)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("stream \"%s\": too many changes in one transaction",
 						s->def->name)));
-	snprintf(out, EGRESS_POSITION_LEN + 1, "%08X%08X-%010" INT64_MODIFIER "d",
-			 LSN_FORMAT_ARGS(cdc->txn_commit), ordinal);
+	/* "%08X%08X-%010d" of the commit LSN and the ordinal, once per line */
+	{
+		static const char hex[] = "0123456789ABCDEF";
+		uint64		lsn = (uint64) cdc->txn_commit;
+
+		for (int i = 15; i >= 0; i--, lsn >>= 4)
+			out[i] = hex[lsn & 0xF];
+		out[16] = '-';
+		for (int i = EGRESS_POSITION_LEN - 1; i > 16; i--, ordinal /= 10)
+			out[i] = '0' + (ordinal % 10);
+		out[EGRESS_POSITION_LEN] = '\0';
+	}
 	return out;
 }
 
