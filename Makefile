@@ -32,6 +32,7 @@ OBJS = \
 	src/sink/sink_options.o \
 	src/sink/postgres.o \
 	src/sink/pg_apply.o \
+	src/sink/pg_apply_early.o \
 	src/sink/pg_typemap.o \
 	src/worker/launcher.o \
 	src/worker/dbworker.o \

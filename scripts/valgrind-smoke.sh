@@ -183,6 +183,14 @@ DELETE FROM c WHERE id = 1;
 INSERT INTO c SELECT g, 'p' FROM generate_series(200001, 200500) g;
 TRUNCATE c;
 INSERT INTO c VALUES (7, 'after truncate');
+-- batches cut by batch_size_rows: streamed into the table, chunks, an
+-- update meeting a key (the merge), COMMITs acknowledged while decoding
+BEGIN;
+INSERT INTO c SELECT g, repeat('q', 300) FROM generate_series(300001, 303000) g;
+UPDATE c SET v = 'again' WHERE id BETWEEN 300001 AND 300100;
+DELETE FROM c WHERE id BETWEEN 300101 AND 300110;
+INSERT INTO c SELECT g, repeat('r', 300) FROM generate_series(303001, 304000) g;
+COMMIT;
 SQL
 target=$("${P[@]}" -Atc "SELECT pg_current_wal_lsn()")
 for _ in $(seq 1 600); do

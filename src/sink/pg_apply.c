@@ -16,10 +16,12 @@
  * read the streams' rows of _pg_egress_state, skip what they say is
  * applied, create or evolve the tables, load each segment (COPY straight
  * into a table a version starts empty, else COPY into a temporary staging
- * table and MERGE), write the state rows, COMMIT.  A sync's batch may
- * start its COPY while it is still written (early load).  Failures worth
- * retrying (connection, serialization, ...) return false; others raise
- * EGRESS_ERRCODE_REJECTED with the target's message.
+ * table and MERGE), write the state rows, COMMIT.  A batch of one stream
+ * may start its transaction and its COPY while it is still written, and a
+ * batch of changes may leave its COMMIT to be acknowledged while the next
+ * one is decoded: pg_apply_early.c.  Failures worth retrying (connection,
+ * serialization, ...) return false; others raise EGRESS_ERRCODE_REJECTED
+ * with the target's message.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,239 +41,19 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "encode/singer.h"
-#include "sink/pg_apply.h"
-#include "sink/pg_typemap.h"
-
-/* never escapes this file: a failure that commit_attempt turns into false */
-#define PGA_ERRCODE_RETRY	MAKE_SQLSTATE('P','E','0','9','9')
-
-#define STAGE		"_pg_egress_stage"
-#define STATE_TABLE	"_pg_egress_state"
-/* a delete record: only they carry a _sdc_deleted_at */
-#define DEL_PRED	"_sdc_deleted_at IS NOT NULL"
-
-/* ---------------------------------------------------------------------
- * Data
- * ---------------------------------------------------------------------
- */
-
-/* One SCHEMA of a stream, parsed (sink context: reused while unchanged). */
-typedef struct ApplySchema
-{
-	char	   *identity;		/* schema and key_properties text */
-	int			ncols;
-	EgressPgColumn *cols;		/* properties, then added metadata columns */
-	int			nkeys;
-	int		   *keys;			/* column index of each key property */
-	int			deleted_at;		/* index of _sdc_deleted_at, -1: none */
-	int			extracted_at;	/* metadata columns filled by pg_egress, -1: none */
-	int			batched_at;
-	char	   *missing_key;	/* a key property that is not a property */
-} ApplySchema;
-
-typedef enum SegKind
-{
-	SEG_ROWS,
-	SEG_ACTIVATE
-} SegKind;
-
-/* Rows of one schema and version, or one ACTIVATE_VERSION (batch context). */
-typedef struct Segment
-{
-	SegKind		kind;
-	ApplySchema *schema;
-	int64		version;		/* the rows' or the ACTIVATE_VERSION's; 0: none */
-	char	   *position;		/* the greatest one carried, NULL: none */
-	bool		deletes;		/* rows: some are deletes */
-	int64		nrows;
-	StringInfoData copy;		/* rows: COPY text */
-} Segment;
-
-/* What a stream's row of _pg_egress_state says (read in each transaction). */
-typedef struct StreamState
-{
-	bool		found;
-	char	   *position;
-	char	   *batch_id;
-	int64		loading;		/* 0: none */
-	int64		active;			/* 0: none */
-	bool		shadow;			/* the loading version has a shadow table */
-	bool		versions_changed;
-} StreamState;
-
-typedef struct ApplyStream ApplyStream;
-
-/* A stream's part of the current batch (batch context). */
-typedef struct BatchStream
-{
-	ApplyStream *st;
-	List	   *segments;
-	char	   *bookmark;		/* from the STATE message, NULL: none */
-	char	   *error;			/* a rejection found while parsing */
-	StreamState state;			/* per attempt */
-	char	   *new_position;	/* per attempt */
-} BatchStream;
-
-/* A stream, for the sink's life. */
-struct ApplyStream
-{
-	char	   *id;				/* Singer stream id */
-	char	   *target_schema;
-	char	   *table;
-	char	   *qtable;			/* quoted, qualified */
-	char	   *dest;			/* state.destination: "schema"."table" */
-	int			conn;
-	ApplySchema *schema;		/* the last SCHEMA */
-	/* what the target table was last seen (committed) to match */
-	ApplySchema *verified;
-	char	  **coltypes;		/* target types of verified's columns */
-	bool		has_deleted_at; /* the target table has _sdc_deleted_at */
-	/* during an attempt, before its commit */
-	ApplySchema *pending;
-	char	  **pending_types;
-	BatchStream *bs;			/* in the current batch, or NULL */
-	/*
-	 * The last early load found no version loading (an INCREMENTAL run,
-	 * CDC): tried again only in a batch where something precedes the rows
-	 * (an ACTIVATE_VERSION).
-	 */
-	bool		early_hopeless;
-	/*
-	 * Batches of changes left before the next one streams its rows straight
-	 * into the table: after one whose keys the table had (updates), a few
-	 * go through chunks (see "Early load of changes").
-	 */
-	int			stream_skip;
-	bool		ambiguous;		/* more than one '-' in id (stream_get) */
-};
-
-typedef struct ApplySink ApplySink;
-typedef struct ApplyConn ApplyConn;
-
-struct ApplyConn
-{
-	PGconn	   *conn;
-	bool		state_ok;		/* _pg_egress_state exists (this session saw it) */
-	bool		pending;		/* a query sent, its results not read yet */
-	bool		pending_direct; /* ... a direct COPY (a unique violation: staging) */
-	BatchStream *pending_bs;	/* ... of this stream, for messages */
-};
-
-/* the transaction of one attempt on one connection */
-typedef struct ApplyTxn
-{
-	ApplySink  *a;
-	ApplyConn  *c;
-	const char *batch_id;
-	BatchStream *bs;			/* the stream being applied, for messages */
-} ApplyTxn;
-
-typedef enum EarlyState
-{
-	EARLY_NONE,					/* not tried for this batch */
-	EARLY_COPYING,
-	EARLY_OFF					/* given up, or done */
-} EarlyState;
-
-/* where the connection of an early load of changes in chunks is */
-typedef enum EarlyPhase
-{
-	EP_STREAM,					/* in the first chunk's direct COPY, open-ended */
-	EP_READY,					/* nothing under way: a chunk may go */
-	EP_COPY_WAIT,				/* a chunk's COPY sent, waiting to take data */
-	EP_COPY_END,				/* its data sent, its result not read yet */
-	EP_MERGING					/* its merge from the staging table under way */
-} EarlyPhase;
-
-struct ApplySink
-{
-	EgressSink *sink;
-	EgressPgTarget *target;
-	MemoryContext cxt;			/* sink's life */
-	MemoryContext batch_cxt;	/* reset after each batch */
-	MemoryContext attempt_cxt;	/* reset at each attempt */
-	MemoryContext line_cxt;		/* reset after each line */
-	JsonLexContext *lex;		/* the RECORD lexer (fast_record) */
-	StringInfo	strval;			/* ... its de-escaped strings */
-	char	   *source;			/* <system identifier>/<database> */
-	char	   *state_schema;
-	char	   *qstate;			/* quoted, qualified _pg_egress_state */
-	int			nconns;
-	ApplyConn  *conns;
-	List	   *streams;		/* of ApplyStream * */
-	ApplyStream *last_stream;	/* lookup cache */
-	/* the batch */
-	List	   *batch_streams;	/* of BatchStream *, first appearance order */
-	StringInfoData carry;		/* an incomplete line */
-	bool		no_direct;		/* this batch loads through staging only */
-	/* early load (see there) */
-	char	   *announced;		/* the batch's id, when the writer says it */
-	int			early;			/* EARLY_* */
-	ApplyTxn	early_txn;
-	BatchStream *early_bs;
-	Segment    *early_seg;
-	int			early_index;	/* of early_seg among its stream's segments */
-	int			early_sent;		/* bytes of its COPY text the target has */
-	bool		early_staged;	/* changes: the COPY fills a staging table */
-	/* changes, applied in chunks (see "Early load of changes") */
-	bool		early_chunked;
-	int			early_phase;	/* EP_* */
-	int			polled_at;		/* seg->copy.len at the last look at the target */
-	bool		insert_ok;		/* a unique index on the key: direct chunks */
-	bool		insert_failed;	/* a direct chunk met a key: none in this batch */
-	bool		stage_made;		/* the staging table exists in the transaction */
-	bool		savepoint_open; /* the last direct chunk's */
-	StringInfoData stream_buf;	/* EP_STREAM: rows for the COPY, not sent yet */
-	/* the rows from chunk_start on: the next chunk */
-	int			chunk_start;
-	bool		chunk_deletes;
-	char		chunk_min[EGRESS_POSITION_LEN + 1];
-	/* the chunk under way */
-	int			sent_from;
-	int			sent_to;
-	bool		sent_direct;
-	bool		sent_refused;	/* its direct COPY met a key */
-	bool		sent_deletes;
-	char		sent_min[EGRESS_POSITION_LEN + 1];
-	/*
-	 * The last batch of changes had several streams (an early load of one
-	 * would be given up, its session closed): not tried until a batch of
-	 * one stream comes again.
-	 */
-	bool		early_multi;
-	bool		direct_conflict;	/* a direct COPY met a key it had */
-	bool		stale_catalog;	/* a table or column checked before is gone */
-	bool		catalog_retried;	/* ... and the batch was tried again for it */
-	char	   *batched_at;		/* _sdc_batched_at of the batch */
-	bool		open;
-	/*
-	 * commit_batch_start: the commit may end with its COMMIT sent
-	 * (want_async), and one is: its result not read yet (commit_collect)
-	 */
-	bool		want_async;
-	bool		commit_inflight;
-	ApplyConn  *commit_conn;
-	ApplyStream *commit_st;
-	char	   *commit_batch;	/* its batch id (sink context) */
-	char	   *commit_error;	/* not acknowledged: why (sink context) */
-	uint32		commit_polls;
-};
+#include "sink/pg_apply_int.h"
 
 
-static void forget_pending(ApplySink *a);
 static void check_target_name(ApplySink *a, ApplyStream *st);
 static bool is_key(const ApplySchema *s, int col);
-static void early_row(ApplySink *a, BatchStream *bs, Segment *seg, int row_start,
-					  bool del, const char *position);
 
 /* ---------------------------------------------------------------------
  * Target statements
  * ---------------------------------------------------------------------
  */
 
-static void
-close_conn(ApplyConn *c)
+void
+pga_close_conn(ApplyConn *c)
 {
 	if (c->conn)
 		egress_pgconn_close(c->conn);
@@ -295,8 +77,8 @@ conn_wait(PGconn *conn, int event)
 }
 
 /* the next result of conn, NULL when there is none or the connection broke */
-static PGresult *
-conn_result(PGconn *conn)
+PGresult *
+pga_conn_result(PGconn *conn)
 {
 	for (;;)
 	{
@@ -308,8 +90,8 @@ conn_result(PGconn *conn)
 	}
 }
 
-static bool
-conn_flush(PGconn *conn)
+bool
+pga_conn_flush(PGconn *conn)
 {
 	for (;;)
 	{
@@ -348,14 +130,14 @@ stale_catalog(ApplyTxn *t, const PGresult *res)
  * which commit_attempt turns into false; any other error closes it too and
  * raises EGRESS_ERRCODE_REJECTED with the target's message.
  */
-static PGresult *
-txn_check(ApplyTxn *t, PGresult *res, char *error)
+PGresult *
+pga_txn_check(ApplyTxn *t, PGresult *res, char *error)
 {
 	ExecStatusType status;
 
 	if (res == NULL)
 	{
-		close_conn(t->c);
+		pga_close_conn(t->c);
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 	}
 	status = PQresultStatus(res);
@@ -367,17 +149,17 @@ txn_check(ApplyTxn *t, PGresult *res, char *error)
 	{
 		/* the table changed by hand since it was checked: check it again */
 		PQclear(res);
-		close_conn(t->c);
+		pga_close_conn(t->c);
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 	}
 	if (egress_pgconn_retryable(res))
 	{
 		PQclear(res);
-		close_conn(t->c);
+		pga_close_conn(t->c);
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 	}
 	PQclear(res);
-	close_conn(t->c);
+	pga_close_conn(t->c);
 	ereport(ERROR,
 			(errcode(EGRESS_ERRCODE_REJECTED),
 			 errmsg("PostgreSQL destination %s refused batch %s%s%s: %s",
@@ -390,10 +172,10 @@ txn_check(ApplyTxn *t, PGresult *res, char *error)
 }
 
 /* a failed connection: its message */
-static void
-txn_broken(ApplyTxn *t)
+void
+pga_txn_broken(ApplyTxn *t)
 {
-	txn_check(t, NULL, pstrdup(t->c->conn ? PQerrorMessage(t->c->conn) : "no connection"));
+	pga_txn_check(t, NULL, pstrdup(t->c->conn ? PQerrorMessage(t->c->conn) : "no connection"));
 }
 
 /*
@@ -401,15 +183,15 @@ txn_broken(ApplyTxn *t)
  * txn_check does (a direct COPY's unique violation sends the attempt
  * through staging).
  */
-static void
-txn_collect(ApplyTxn *t)
+void
+pga_txn_collect(ApplyTxn *t)
 {
 	PGresult   *res;
 	PGresult   *err = NULL;
 	BatchStream *bs = t->bs;
 
 	t->c->pending = false;
-	while ((res = conn_result(t->c->conn)) != NULL)
+	while ((res = pga_conn_result(t->c->conn)) != NULL)
 	{
 		ExecStatusType status = PQresultStatus(res);
 
@@ -420,19 +202,19 @@ txn_collect(ApplyTxn *t)
 			PQclear(res);
 	}
 	if (PQstatus(t->c->conn) != CONNECTION_OK)
-		txn_broken(t);
+		pga_txn_broken(t);
 	if (err == NULL)
 		return;
 	if (t->c->pending_direct && PQresultErrorField(err, PG_DIAG_SQLSTATE) &&
 		strcmp(PQresultErrorField(err, PG_DIAG_SQLSTATE), "23505") == 0)
 	{
 		PQclear(err);
-		close_conn(t->c);
+		pga_close_conn(t->c);
 		t->a->direct_conflict = true;
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
 	}
 	t->bs = t->c->pending_bs;
-	(void) txn_check(t, err, NULL);
+	(void) pga_txn_check(t, err, NULL);
 	t->bs = bs;
 }
 
@@ -442,22 +224,22 @@ txn_collect(ApplyTxn *t)
  * collects the results.  Meanwhile the other connections get their work
  * (parallelism): the targets apply concurrently.
  */
-static void
-txn_send(ApplyTxn *t, const char *sql, const StringInfo copy, bool direct)
+void
+pga_txn_send(ApplyTxn *t, const char *sql, const StringInfo copy, bool direct)
 {
 	PGconn	   *conn;
 
 	if (t->c->pending)
-		txn_collect(t);
+		pga_txn_collect(t);
 	conn = t->c->conn;
-	if (!PQsendQuery(conn, sql) || !conn_flush(conn))
-		txn_broken(t);
+	if (!PQsendQuery(conn, sql) || !pga_conn_flush(conn))
+		pga_txn_broken(t);
 	while (copy)
 	{
-		PGresult   *res = conn_result(conn);
+		PGresult   *res = pga_conn_result(conn);
 
 		if (res == NULL)
-			txn_broken(t);
+			pga_txn_broken(t);
 		if (PQresultStatus(res) == PGRES_COPY_IN)
 		{
 			PQclear(res);
@@ -466,13 +248,13 @@ txn_send(ApplyTxn *t, const char *sql, const StringInfo copy, bool direct)
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
 			t->c->pending_direct = direct;
-			(void) txn_check(t, res, NULL);
+			(void) pga_txn_check(t, res, NULL);
 		}
 		PQclear(res);
 	}
 	if (copy && (PQputCopyData(conn, copy->data, copy->len) != 1 ||
-				 PQputCopyEnd(conn, NULL) != 1 || !conn_flush(conn)))
-		txn_broken(t);
+				 PQputCopyEnd(conn, NULL) != 1 || !pga_conn_flush(conn)))
+		pga_txn_broken(t);
 	t->c->pending = true;
 	t->c->pending_direct = direct;
 	t->c->pending_bs = t->bs;
@@ -485,14 +267,14 @@ txn_exec(ApplyTxn *t, const char *sql, const StringInfo copy)
 	PGresult   *res;
 
 	if (t->c->pending)
-		txn_collect(t);
+		pga_txn_collect(t);
 	res = egress_pgconn_exec(t->c->conn, sql, copy ? copy->data : NULL,
 							 copy ? copy->len : 0, &error);
-	return txn_check(t, res, error);
+	return pga_txn_check(t, res, error);
 }
 
-static void
-txn_run(ApplyTxn *t, const char *sql)
+void
+pga_txn_run(ApplyTxn *t, const char *sql)
 {
 	PQclear(txn_exec(t, sql, NULL));
 }
@@ -504,14 +286,14 @@ txn_ddl(ApplyTxn *t, const char *sql)
 	ereport(LOG,
 			(errmsg("pg_egress PostgreSQL destination %s: %s",
 					t->a->sink->location, sql)));
-	txn_run(t, sql);
+	pga_txn_run(t, sql);
 }
 
 /* serializes DDL on one name among concurrent loaders (parallel sync parts) */
 static void
 txn_lock(ApplyTxn *t, const char *name)
 {
-	txn_run(t, psprintf("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
+	pga_txn_run(t, psprintf("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext(%s))",
 						quote_literal_cstr(psprintf("pg_egress:%s", name))));
 }
 
@@ -1090,7 +872,7 @@ on_record(ApplySink *a, LineParse *lp)
 	appendStringInfoChar(buf, '\n');
 	seg->nrows++;
 	seg->deletes |= del;
-	early_row(a, bs, seg, row_start, del, lp->position);
+	pga_early_row(a, bs, seg, row_start, del, lp->position);
 }
 
 /* ---------------------------------------------------------------------
@@ -1480,17 +1262,18 @@ pga_abort_batch(EgressSink *sink)
 {
 	ApplySink  *a = sink->private_data;
 
-	/* a COMMIT under way is given up: its batch is sent again */
-	if (a->commit_inflight)
-	{
-		a->commit_inflight = false;
-		a->commit_error = MemoryContextStrdup(a->cxt, "the batch after it failed");
-	}
+	/*
+	 * A COMMIT under way is given up with the batch after it (its
+	 * connection is closed below): the caller does not wait for it, and
+	 * sends its batch again.
+	 */
+	a->commit_inflight = false;
+	a->commit_error = NULL;
 	/* a connection left in the middle of a query or a transaction: closed */
 	for (int i = 0; i < a->nconns; i++)
 		if (a->conns[i].conn &&
 			PQtransactionStatus(a->conns[i].conn) != PQTRANS_IDLE)
-			close_conn(&a->conns[i]);
+			pga_close_conn(&a->conns[i]);
 	forget_batch(a);
 }
 
@@ -1508,7 +1291,7 @@ pga_close(EgressSink *sink)
 	if (a == NULL)
 		return;
 	for (int i = 0; i < a->nconns; i++)
-		close_conn(&a->conns[i]);
+		pga_close_conn(&a->conns[i]);
 	MemoryContextDelete(a->cxt);
 	sink->private_data = NULL;
 }
@@ -1697,17 +1480,17 @@ alter_key_type(ApplyTxn *t, const char *sql, const char *qtable,
 			(errmsg("pg_egress PostgreSQL destination %s: %s",
 					t->a->sink->location, sql)));
 	if (t->c->pending)
-		txn_collect(t);
+		pga_txn_collect(t);
 	res = egress_pgconn_exec(t->c->conn, sql, NULL, 0, &error);
 	if (res == NULL || PQresultStatus(res) == PGRES_COMMAND_OK ||
 		egress_pgconn_retryable(res))
 	{
-		PQclear(txn_check(t, res, error));
+		PQclear(pga_txn_check(t, res, error));
 		return;
 	}
 	msg = egress_pgconn_error(t->c->conn, res);
 	PQclear(res);
-	close_conn(t->c);
+	pga_close_conn(t->c);
 	ereport(ERROR,
 			(errcode(EGRESS_ERRCODE_REJECTED),
 			 errmsg("PostgreSQL destination %s cannot change key column %s of %s from %s to %s",
@@ -1791,8 +1574,8 @@ column_types(const ApplySchema *s, List *cols)
  * properties, creating it if needed.  DDL runs under the table's advisory
  * lock and after a second look: another loader may have done it meanwhile.
  */
-static void
-ensure_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
+void
+pga_ensure_table(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
 {
 	List	   *cols;
 
@@ -1837,8 +1620,8 @@ is_key(const ApplySchema *s, int col)
 	return false;
 }
 
-static void
-append_columns(StringInfo sql, const ApplySchema *s)
+void
+pga_append_columns(StringInfo sql, const ApplySchema *s)
 {
 	for (int i = 0; i < s->ncols; i++)
 		appendStringInfo(sql, "%s%s", i ? ", " : "", quote_identifier(s->cols[i].name));
@@ -1912,9 +1695,9 @@ append_merge(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *des
 	if (PQserverVersion(conn) < 150000)
 	{
 		appendStringInfo(sql, "INSERT INTO %s AS t (", dest);
-		append_columns(sql, s);
+		pga_append_columns(sql, s);
 		appendStringInfoString(sql, ") SELECT ");
-		append_columns(sql, s);
+		pga_append_columns(sql, s);
 		appendStringInfo(sql, " FROM %s", source);
 		append_on_conflict(sql, s);
 		appendStringInfoString(sql, ";\n");
@@ -1933,7 +1716,7 @@ append_merge(StringInfo sql, PGconn *conn, const ApplySchema *s, const char *des
 		any = true;
 	}
 	appendStringInfoString(sql, " WHEN NOT MATCHED THEN INSERT (");
-	append_columns(sql, s);
+	pga_append_columns(sql, s);
 	appendStringInfoString(sql, ") VALUES (");
 	for (int i = 0; i < s->ncols; i++)
 		appendStringInfo(sql, "%ss.%s", i ? ", " : "", quote_identifier(s->cols[i].name));
@@ -2006,9 +1789,9 @@ append_keyless(StringInfo sql, ApplySink *a, const ApplySchema *s, const char *d
 	StringInfoData match;
 
 	appendStringInfo(sql, "INSERT INTO %s (", dest);
-	append_columns(sql, s);
+	pga_append_columns(sql, s);
 	appendStringInfoString(sql, ") SELECT ");
-	append_columns(sql, s);
+	pga_append_columns(sql, s);
 	appendStringInfo(sql, " FROM " STAGE "%s%s;\n",
 					 hard ? " WHERE " DEL_PRED " IS NOT TRUE" : "",
 					 seg->position ? " ORDER BY _pg_egress_pos COLLATE \"C\"" : "");
@@ -2059,9 +1842,9 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 		return false;
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "COPY %s (", dest);
-	append_columns(&sql, seg->schema);
+	pga_append_columns(&sql, seg->schema);
 	appendStringInfoString(&sql, ") FROM STDIN");
-	txn_send(t, sql.data, (StringInfo) &seg->copy, true);
+	pga_txn_send(t, sql.data, (StringInfo) &seg->copy, true);
 	return true;
 }
 
@@ -2074,8 +1857,8 @@ load_direct(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
  * at once (soft: with their own time, kept by the activation).
  */
 /* the staging table of seg's rows, and the COPY that fills it */
-static void
-append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
+void
+pga_append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
 {
 	ApplyStream *st = bs->st;
 	const ApplySchema *s = seg->schema;
@@ -2093,8 +1876,8 @@ append_stage(StringInfo sql, BatchStream *bs, const Segment *seg)
  * after the staging table got seg's rows: drop what is applied, merge (the
  * staging table stays)
  */
-static void
-append_stage_apply(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
+void
+pga_append_stage_apply(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
 				   const char *dest)
 {
 	bool		into_shadow = strcmp(dest, bs->st->qtable) != 0;
@@ -2118,11 +1901,11 @@ append_stage_apply(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *
 }
 
 /* ... and the staging table dropped */
-static void
-append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
+void
+pga_append_stage_merge(StringInfo sql, ApplyTxn *t, BatchStream *bs, const Segment *seg,
 				   const char *dest)
 {
-	append_stage_apply(sql, t, bs, seg, dest);
+	pga_append_stage_apply(sql, t, bs, seg, dest);
 	appendStringInfoString(sql, "DROP TABLE " STAGE ";");
 }
 
@@ -2142,9 +1925,9 @@ load_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg, const char *dest)
 	if (load_direct(t, bs, seg, dest))
 		return;
 	initStringInfo(&sql);
-	append_stage(&sql, bs, seg);
-	append_stage_merge(&sql, t, bs, seg, dest);
-	txn_send(t, sql.data, (StringInfo) &seg->copy, false);
+	pga_append_stage(&sql, bs, seg);
+	pga_append_stage_merge(&sql, t, bs, seg, dest);
+	pga_txn_send(t, sql.data, (StringInfo) &seg->copy, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -2174,8 +1957,8 @@ shadow_name(ApplyStream *st, int64 v)
 	return qualify(st->target_schema, psprintf("%.*s%s", keep, st->table, suffix));
 }
 
-static bool
-query_bool(ApplyTxn *t, const char *sql)
+bool
+pga_query_bool(ApplyTxn *t, const char *sql)
 {
 	PGresult   *res = txn_exec(t, sql, NULL);
 	bool		v = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -2187,7 +1970,7 @@ query_bool(ApplyTxn *t, const char *sql)
 static bool
 relation_exists(ApplyTxn *t, const char *qname)
 {
-	return query_bool(t, psprintf("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+	return pga_query_bool(t, psprintf("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
 								  quote_literal_cstr(qname)));
 }
 
@@ -2224,7 +2007,7 @@ retire_rows(ApplyTxn *t, ApplyStream *st, const ApplySchema *s, const char *from
 		append_key_match(&sql, s, "s", "t");
 		appendStringInfoChar(&sql, ')');
 	}
-	txn_run(t, sql.data);
+	pga_txn_run(t, sql.data);
 }
 
 static void
@@ -2235,7 +2018,7 @@ start_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s, int64 v)
 
 	if (ss->loading && ss->shadow)
 		txn_ddl(t, psprintf("DROP TABLE IF EXISTS %s", shadow_name(st, ss->loading)));
-	ss->shadow = query_bool(t, psprintf("SELECT EXISTS (SELECT 1 FROM %s)", st->qtable));
+	ss->shadow = pga_query_bool(t, psprintf("SELECT EXISTS (SELECT 1 FROM %s)", st->qtable));
 	if (ss->shadow)
 	{
 		char	   *shadow = shadow_name(st, v);
@@ -2267,12 +2050,12 @@ activate_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s)
 		else
 		{
 			appendStringInfo(&sql, "INSERT INTO %s (", st->qtable);
-			append_columns(&sql, s);
+			pga_append_columns(&sql, s);
 			appendStringInfoString(&sql, ") SELECT ");
-			append_columns(&sql, s);
+			pga_append_columns(&sql, s);
 			appendStringInfo(&sql, " FROM %s", shadow);
 		}
-		txn_run(t, sql.data);
+		pga_txn_run(t, sql.data);
 		txn_ddl(t, psprintf("DROP TABLE %s", shadow));
 	}
 	ss->active = ss->loading;
@@ -2296,8 +2079,8 @@ truncate_version(ApplyTxn *t, BatchStream *bs, const ApplySchema *s, int64 v)
 	ss->versions_changed = true;
 }
 
-static bool
-position_applied(const StreamState *ss, const char *position)
+bool
+pga_position_applied(const StreamState *ss, const char *position)
 {
 	return position && ss->position && strcmp(position, ss->position) <= 0;
 }
@@ -2308,9 +2091,9 @@ apply_activate(ApplyTxn *t, BatchStream *bs, const Segment *seg)
 	StreamState *ss = &bs->state;
 	int64		v = seg->version;
 
-	if (position_applied(ss, seg->position))
+	if (pga_position_applied(ss, seg->position))
 		return;
-	ensure_table(t, bs->st, seg->schema);
+	pga_ensure_table(t, bs->st, seg->schema);
 	if (seg->position)
 	{
 		if (v > ss->active)
@@ -2329,9 +2112,9 @@ apply_rows(ApplyTxn *t, BatchStream *bs, const Segment *seg)
 	StreamState *ss = &bs->state;
 	const char *dest = bs->st->qtable;
 
-	if (seg->nrows == 0 || position_applied(ss, seg->position))
+	if (seg->nrows == 0 || pga_position_applied(ss, seg->position))
 		return;
-	ensure_table(t, bs->st, seg->schema);
+	pga_ensure_table(t, bs->st, seg->schema);
 
 	/*
 	 * A change of the loading version.  Only the closing ACTIVATE_VERSION
@@ -2468,7 +2251,7 @@ write_state(ApplyTxn *t, BatchStream *bs)
 	if (ss->versions_changed)
 		appendStringInfoString(&sql, ", loading_version = EXCLUDED.loading_version, "
 							   "active_version = EXCLUDED.active_version");
-	txn_send(t, sql.data, NULL, false);
+	pga_txn_send(t, sql.data, NULL, false);
 }
 
 /* ---------------------------------------------------------------------
@@ -2485,7 +2268,7 @@ connect_if_needed(ApplySink *a, ApplyConn *c)
 	if (c->conn && PQstatus(c->conn) == CONNECTION_OK &&
 		PQtransactionStatus(c->conn) == PQTRANS_IDLE)
 		return;
-	close_conn(c);
+	pga_close_conn(c);
 	c->conn = egress_pgconn_connect_ex(a->target, &error, &refused);
 	if (c->conn == NULL && refused)
 		ereport(ERROR,
@@ -2496,16 +2279,16 @@ connect_if_needed(ApplySink *a, ApplyConn *c)
 		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("%s", error)));
 }
 
-static bool
-stream_applied(ApplyTxn *t, BatchStream *bs)
+bool
+pga_stream_applied(ApplyTxn *t, BatchStream *bs)
 {
 	/* a batch sent again: the state row says it is applied */
 	return bs->state.batch_id && strcmp(bs->state.batch_id, t->batch_id) == 0;
 }
 
 /* segments [from, upto) of a stream */
-static void
-apply_segments(ApplyTxn *t, BatchStream *bs, int from, int upto)
+void
+pga_apply_segments(ApplyTxn *t, BatchStream *bs, int from, int upto)
 {
 	t->bs = bs;
 	for (int i = from; i < upto; i++)
@@ -2522,28 +2305,28 @@ apply_segments(ApplyTxn *t, BatchStream *bs, int from, int upto)
 }
 
 /* a stream's segments from the from'th, then its state row */
-static void
-apply_stream(ApplyTxn *t, BatchStream *bs, int from)
+void
+pga_apply_stream(ApplyTxn *t, BatchStream *bs, int from)
 {
-	if (stream_applied(t, bs))
+	if (pga_stream_applied(t, bs))
 		return;
-	apply_segments(t, bs, from, list_length(bs->segments));
+	pga_apply_segments(t, bs, from, list_length(bs->segments));
 	t->bs = bs;
 	write_state(t, bs);
 	t->bs = NULL;
 }
 
-static void
-txn_begin(ApplyTxn *t, List *streams)
+void
+pga_txn_begin(ApplyTxn *t, List *streams)
 {
 	connect_if_needed(t->a, t->c);
-	txn_run(t, "BEGIN; SET LOCAL client_min_messages = warning");
+	pga_txn_run(t, "BEGIN; SET LOCAL client_min_messages = warning");
 	ensure_state_table(t);
 	read_states(t, streams);
 }
 
-static void
-stream_committed(ApplySink *a, ApplyStream *st)
+void
+pga_stream_committed(ApplySink *a, ApplyStream *st)
 {
 	if (st->pending)
 	{
@@ -2567,903 +2350,16 @@ txn_committed(ApplyTxn *t, List *streams)
 	t->c->state_ok = true;
 	/* committed: what the tables were made to match holds */
 	foreach(lc, streams)
-		stream_committed(t->a, ((BatchStream *) lfirst(lc))->st);
+		pga_stream_committed(t->a, ((BatchStream *) lfirst(lc))->st);
 }
 
-static void
-txn_commit(ApplyTxn *t, List *streams)
+void
+pga_txn_commit(ApplyTxn *t, List *streams)
 {
-	txn_run(t, "COMMIT");
+	pga_txn_run(t, "COMMIT");
 	txn_committed(t, streams);
 }
 
-
-/* ---------------------------------------------------------------------
- * Early load: a batch streams its rows while it is written
- *
- * A sync's batch (one stream, its id announced) whose rows take the direct
- * path starts its target transaction at its first row and sends the COPY
- * text as it grows, so that the target loads while the source reads and
- * renders (the two ran one after the other: the load was half the time).
- * A batch of changes (one stream, positioned rows; its id is known only at
- * commit) does the same into the staging table: its transaction reads the
- * state row first, so that the merge at commit drops the rows at or before
- * the stored position as usual, and the batch id is checked at commit
- * (already applied: given up, the usual path then skips the batch).
- * Such a batch's rows are also merged in chunks while it is written (the
- * COPY ended, the staging table merged and emptied, a new COPY begun, in
- * one query that the target runs while the source decodes the next
- * chunk): the source need not wait at commit for the merge of the whole
- * batch, only of its last chunk.  Chunks are merged in order, in the one
- * transaction, so the result is the batch's merge.
- * commit ends the COPY and finishes the transaction.  Anything unusual
- * (not the direct path, a failure) gives up quietly: the rows stay in the
- * segment, and commit applies the batch the usual way.
- * ---------------------------------------------------------------------
- */
-
-#define EARLY_CHUNK		(256 * 1024)
-/* COPY text of changes merged at a time (a small sort on the target) */
-#define EARLY_MERGE_BYTES	(2 * 1024 * 1024)
-
-static void
-early_give_up(ApplySink *a)
-{
-	close_conn(a->early_txn.c);
-	forget_pending(a);
-	a->early = EARLY_OFF;
-}
-
-/*
- * Early load of changes in chunks.  The rows of a batch of changes (one
- * stream, keys) go to the target in chunks of CHUNK_BYTES of COPY text,
- * each sent once the target is done with the one before: the target
- * applies a chunk while the source decodes the next, and at commit only
- * the last one is left.  A chunk is applied like a segment (the staging
- * table, rows at or before the stored position dropped, MERGE) unless it
- * can go straight into the table (direct): no deletes, all its positions
- * after the stored one, and a unique index on the key (key_unique).  A
- * direct chunk is COPYed into the table under a savepoint, as native
- * replication inserts, without staging, sort nor join; when the index
- * refuses a row (a key the table has, or a key twice in the chunk) the
- * savepoint is rolled back, the chunk is merged from the staging table,
- * and so are the batch's later chunks.  Chunks are applied in order in
- * the one transaction: the result is the batch's merge.  Nothing here
- * waits for the target but the COPY of a chunk; early_poll reads what it
- * answered as it comes.  Any failure gives up (early_give_up): commit then
- * applies the batch the usual way and reports the error if it comes again.
- */
-#define SAVEPOINT		"pg_egress_chunk"
-/* batches that go in chunks after a streamed one met a key (stream_begin) */
-#define STREAM_SKIP		8
-
-static void
-chunk_query(ApplySink *a, const char *sql, EarlyPhase next)
-{
-	if (!PQsendQuery(a->early_txn.c->conn, sql))
-		early_give_up(a);
-	a->early_phase = next;
-}
-
-/* the query that begins the chunk's COPY (fallback: after its direct try) */
-static void
-chunk_copy(ApplySink *a, bool fallback)
-{
-	BatchStream *bs = a->early_bs;
-	StringInfoData sql;
-
-	initStringInfo(&sql);
-	if (fallback)
-		appendStringInfoString(&sql, "ROLLBACK TO SAVEPOINT " SAVEPOINT ";\n");
-	if (a->savepoint_open)
-		appendStringInfoString(&sql, "RELEASE SAVEPOINT " SAVEPOINT ";\n");
-	a->savepoint_open = false;
-	if (a->sent_direct)
-	{
-		appendStringInfo(&sql, "SAVEPOINT " SAVEPOINT ";\nCOPY %s (", bs->st->qtable);
-		append_columns(&sql, a->early_seg->schema);
-		appendStringInfoString(&sql, ") FROM STDIN;");
-		a->savepoint_open = true;
-	}
-	else if (!a->stage_made)
-	{
-		append_stage(&sql, bs, a->early_seg);
-		a->stage_made = true;
-	}
-	else
-		appendStringInfoString(&sql, "TRUNCATE " STAGE ";\nCOPY " STAGE " FROM STDIN;");
-	chunk_query(a, sql.data, EP_COPY_WAIT);
-	pfree(sql.data);
-}
-
-/*
- * The rows from chunk_start on become the chunk under way (the target is
- * ready).  The rows of one transaction's changes stay in order across
- * chunks: positions grow.
- */
-static void
-chunk_take(ApplySink *a)
-{
-	BatchStream *bs = a->early_bs;
-	const char *stored = bs->state.position;
-
-	a->sent_from = a->chunk_start;
-	a->sent_to = a->early_seg->copy.len;
-	a->sent_deletes = a->chunk_deletes;
-	strcpy(a->sent_min, a->chunk_min);
-	a->chunk_start = a->sent_to;
-	a->chunk_deletes = false;
-	a->chunk_min[0] = '\0';
-	a->sent_refused = false;
-	a->sent_direct = a->insert_ok && !a->insert_failed && !a->sent_deletes &&
-		a->sent_min[0] != '\0' && (stored == NULL || strcmp(a->sent_min, stored) > 0);
-	chunk_copy(a, false);
-}
-
-/*
- * COPY lines [p, end) of a segment with positions, without their position
- * (the last field, "\t<position>\n" ends each line: on_record), appended to
- * buf.  false when a line is not so.
- */
-static bool
-strip_positions(StringInfo buf, const char *p, const char *end)
-{
-	while (p < end)
-	{
-		const char *nl = memchr(p, '\n', end - p);
-
-		if (nl == NULL || nl - p < EGRESS_POSITION_LEN + 1 ||
-			nl[-(EGRESS_POSITION_LEN + 1)] != '\t')
-			return false;
-		appendBinaryStringInfo(buf, p, nl - p - (EGRESS_POSITION_LEN + 1));
-		appendStringInfoChar(buf, '\n');
-		p = nl + 1;
-	}
-	return true;
-}
-
-/*
- * The target takes the chunk's COPY data: all of it (a direct chunk's rows
- * without their position, the last field of each line), and the end.
- */
-static void
-chunk_put(ApplySink *a)
-{
-	PGconn	   *conn = a->early_txn.c->conn;
-	const char *p = a->early_seg->copy.data + a->sent_from;
-	const char *end = a->early_seg->copy.data + a->sent_to;
-	StringInfoData buf;
-	const char *data = p;
-	int			len = end - p;
-	int			r;
-
-	if (a->sent_direct)
-	{
-		initStringInfo(&buf);
-		enlargeStringInfo(&buf, len);
-		if (!strip_positions(&buf, p, end))
-		{
-			pfree(buf.data);
-			early_give_up(a);
-			return;
-		}
-		data = buf.data;
-		len = buf.len;
-	}
-	while ((r = PQputCopyData(conn, data, len)) == 0)
-		if (!conn_flush(conn))
-			break;
-	while (r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
-		if (!conn_flush(conn))
-			break;
-	if (a->sent_direct)
-		pfree(buf.data);
-	if (r != 1)
-	{
-		early_give_up(a);
-		return;
-	}
-	a->early_phase = EP_COPY_END;
-}
-
-/* the chunk in the staging table: applied as a segment of its rows is */
-static void
-chunk_merge(ApplySink *a)
-{
-	ApplyTxn   *t = &a->early_txn;
-	BatchStream *bs = a->early_bs;
-	Segment		chunk = *a->early_seg;
-	StringInfoData sql;
-
-	chunk.deletes = a->sent_deletes;
-	initStringInfo(&sql);
-	t->bs = bs;
-	append_stage_apply(&sql, t, bs, &chunk, bs->st->qtable);
-	t->bs = NULL;
-	chunk_query(a, sql.data, EP_MERGING);
-	pfree(sql.data);
-}
-
-/*
- * Reads what the target answered about the chunk under way and sends what
- * comes next, until it is done (true: EP_READY).  Without wait, only what
- * has arrived: false while it is not done.  false also when it gave up.
- */
-static bool
-early_poll(ApplySink *a, bool wait)
-{
-	PGconn	   *conn = a->early_txn.c->conn;
-
-	if (a->early_phase == EP_STREAM)
-		return false;
-	while (a->early == EARLY_COPYING && a->early_phase != EP_READY)
-	{
-		PGresult   *res;
-		ExecStatusType status;
-		const char *state;
-
-		if (wait ? !conn_flush(conn) : PQflush(conn) < 0)
-			break;
-		if (wait)
-			res = conn_result(conn);
-		else if (!PQconsumeInput(conn))
-			break;
-		else if (PQisBusy(conn))
-			return false;
-		else
-			res = PQgetResult(conn);
-		if (res == NULL)
-		{
-			/* a query ended */
-			if (PQstatus(conn) != CONNECTION_OK || a->early_phase == EP_COPY_WAIT)
-				break;
-			if (a->early_phase == EP_MERGING)
-				a->early_phase = EP_READY;
-			else if (a->sent_refused)
-			{
-				/* the direct try met a key: this chunk and the next ones merge */
-				a->insert_failed = true;
-				a->early_bs->st->stream_skip = STREAM_SKIP;
-				a->sent_direct = false;
-				a->sent_refused = false;
-				chunk_copy(a, true);
-			}
-			else if (a->sent_direct)
-				a->early_phase = EP_READY;
-			else
-				chunk_merge(a);
-			continue;
-		}
-		status = PQresultStatus(res);
-		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (status == PGRES_COPY_IN && a->early_phase == EP_COPY_WAIT)
-		{
-			PQclear(res);
-			chunk_put(a);
-			continue;
-		}
-		if (status == PGRES_COMMAND_OK)
-		{
-			PQclear(res);
-			continue;
-		}
-		if (a->early_phase == EP_COPY_END && a->sent_direct &&
-			state && strcmp(state, "23505") == 0)
-		{
-			PQclear(res);
-			a->sent_refused = true;
-			continue;
-		}
-		PQclear(res);
-		break;
-	}
-	if (a->early == EARLY_COPYING && a->early_phase == EP_READY)
-		return true;
-	if (a->early == EARLY_COPYING)
-		early_give_up(a);
-	return false;
-}
-
-/*
- * The first chunk of a batch streams (EP_STREAM): it is COPYed into the
- * table as its rows come, as a sync's rows are, until a row that cannot go
- * that way (a delete, a position at or before the stored one), or the
- * batch's end.  The target then keeps up with the source, and at commit
- * little is left for it to do.  Should the table have a key of the chunk
- * (the COPY fails), the chunk is merged as any refused direct chunk, and
- * the stream's next STREAM_SKIP batches go in chunks (a table with
- * updates).
- */
-static void
-stream_begin(ApplySink *a, int upto)
-{
-	ApplyTxn   *t = &a->early_txn;
-	StringInfoData sql;
-	PGresult   *res;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "SAVEPOINT " SAVEPOINT ";\nCOPY %s (", a->early_bs->st->qtable);
-	append_columns(&sql, a->early_seg->schema);
-	appendStringInfoString(&sql, ") FROM STDIN;");
-	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	while ((res = conn_result(t->c->conn)) != NULL &&
-		   PQresultStatus(res) == PGRES_COMMAND_OK)
-		PQclear(res);
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
-	{
-		PQclear(txn_check(t, res, pstrdup("no COPY")));
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
-	}
-	PQclear(res);
-	a->savepoint_open = true;
-	a->sent_direct = true;
-	a->sent_refused = false;
-	a->sent_deletes = false;
-	a->sent_min[0] = '\0';
-	a->sent_from = 0;
-	initStringInfo(&a->stream_buf);
-	a->early_phase = EP_STREAM;
-	/* the rows before upto are the stream's first */
-	if (upto > 0)
-	{
-		strcpy(a->sent_min, a->chunk_min);
-		a->chunk_deletes = false;
-		a->chunk_min[0] = '\0';
-		if (!strip_positions(&a->stream_buf, a->early_seg->copy.data,
-							 a->early_seg->copy.data + upto))
-			ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("unexpected COPY text")));
-	}
-}
-
-/*
- * The streamed chunk ends with the rows before upto (copy_end: the COPY is
- * to be ended; else it is over already: the target refused it).
- */
-static void
-stream_end(ApplySink *a, int upto, bool copy_end)
-{
-	PGconn	   *conn = a->early_txn.c->conn;
-	int			r = 1;
-
-	if (copy_end)
-	{
-		while (a->stream_buf.len > 0 &&
-			   (r = PQputCopyData(conn, a->stream_buf.data, a->stream_buf.len)) == 0)
-			if (!conn_flush(conn))
-				break;
-		while (r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
-			if (!conn_flush(conn))
-				break;
-	}
-	pfree(a->stream_buf.data);
-	a->stream_buf.data = NULL;
-	a->sent_to = upto;
-	a->chunk_start = upto;
-	a->chunk_deletes = false;
-	a->chunk_min[0] = '\0';
-	a->early_phase = EP_COPY_END;
-	/* a failed put: the COPY's result says why */
-	if (r < 0 && PQstatus(conn) != CONNECTION_OK)
-	{
-		early_give_up(a);
-		return;
-	}
-	(void) early_poll(a, false);
-}
-
-/* a row for the streamed chunk (row: its COPY line, with its position) */
-static void
-stream_row(ApplySink *a, const char *row, int len, const char *position)
-{
-	PGconn	   *conn = a->early_txn.c->conn;
-	int			r;
-
-	if (!strip_positions(&a->stream_buf, row, row + len))
-	{
-		early_give_up(a);
-		return;
-	}
-	if (a->sent_min[0] == '\0')
-		strlcpy(a->sent_min, position, sizeof(a->sent_min));
-	if (a->stream_buf.len < EARLY_CHUNK)
-		return;
-	while ((r = PQputCopyData(conn, a->stream_buf.data, a->stream_buf.len)) == 0)
-		if (!conn_flush(conn))
-			break;
-	if (r == 1 && PQflush(conn) >= 0)
-	{
-		resetStringInfo(&a->stream_buf);
-		return;
-	}
-	/* the target ended the COPY (an error): this row is of the chunk */
-	stream_end(a, a->early_seg->copy.len, false);
-}
-
-/*
- * Can a chunk go straight into the table: has it a unique index (valid,
- * immediate, without predicate nor expressions) whose columns are key
- * columns?  Then a row whose key the table has is refused (a unique
- * violation) rather than added twice.
- */
-static bool
-key_unique(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
-{
-	StringInfoData sql;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
-					 "WHERE i.indrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s) "
-					 "AND i.indisunique AND i.indimmediate AND i.indisvalid "
-					 "AND i.indpred IS NULL AND i.indexprs IS NULL "
-					 "AND i.indnkeyatts OPERATOR(pg_catalog.=) (SELECT pg_catalog.count(*) "
-					 "FROM pg_catalog.pg_attribute a WHERE a.attrelid OPERATOR(pg_catalog.=) i.indrelid "
-					 "AND a.attnum OPERATOR(pg_catalog.=) ANY "
-					 "((i.indkey::pg_catalog.int2[])[0:i.indnkeyatts - 1]) "
-					 "AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY[",
-					 quote_literal_cstr(st->qtable));
-	for (int k = 0; k < s->nkeys; k++)
-		appendStringInfo(&sql, "%s%s", k ? ", " : "",
-						 quote_literal_cstr(s->cols[s->keys[k]].name));
-	appendStringInfoString(&sql, "]::pg_catalog.name[])))");
-	return query_bool(t, sql.data);
-}
-
-/*
- * At commit: the last chunk, the staging table dropped, the rest of the
- * stream, COMMIT.  false when given up: commit goes the usual way.
- */
-static bool
-chunks_finish(ApplySink *a, const char *batch_id)
-{
-	ApplyTxn   *t = &a->early_txn;
-	BatchStream *bs = a->early_bs;
-	Segment    *seg = a->early_seg;
-	StringInfoData sql;
-
-	if (a->early_phase == EP_STREAM)
-		stream_end(a, seg->copy.len, true);
-	if (!early_poll(a, true))
-		return false;
-	if (bs->error || list_length(a->batch_streams) != 1)
-	{
-		early_give_up(a);
-		return false;
-	}
-	t->batch_id = batch_id;
-	/* applied already (a batch sent again): the usual path skips it */
-	if (stream_applied(t, bs))
-	{
-		early_give_up(a);
-		return false;
-	}
-	if (seg->copy.len > a->chunk_start)
-	{
-		chunk_take(a);
-		if (!early_poll(a, true))
-			return false;
-	}
-	a->early = EARLY_OFF;
-	t->bs = bs;
-	initStringInfo(&sql);
-	if (a->savepoint_open)
-		appendStringInfoString(&sql, "RELEASE SAVEPOINT " SAVEPOINT ";");
-	/* the later segments of the stream may stage their rows */
-	if (a->stage_made)
-		appendStringInfoString(&sql, "DROP TABLE " STAGE ";");
-	if (sql.len > 0)
-		txn_run(t, sql.data);
-	if (!position_applied(&bs->state, seg->position))
-		bs->new_position = seg->position;
-	apply_stream(t, bs, a->early_index + 1);
-	if (a->want_async)
-	{
-		/* acknowledged later: commit_collect */
-		if (t->c->pending)
-			txn_collect(t);
-		if (!PQsendQuery(t->c->conn, "COMMIT") || !conn_flush(t->c->conn))
-			txn_broken(t);
-		a->commit_inflight = true;
-		a->commit_conn = t->c;
-		a->commit_st = bs->st;
-		a->commit_batch = MemoryContextStrdup(a->cxt, batch_id);
-		return true;
-	}
-	txn_commit(t, list_make1(bs));
-	return true;
-}
-
-/*
- * The result of the COMMIT that commit_batch_start left under way (done:
- * true; without wait, false while it has not come).  Not acknowledged (an
- * error, the connection lost: its outcome unknown) sets commit_error, for
- * commit_batch_finish to raise.  Raises nothing but interrupts.
- */
-static bool
-commit_collect(ApplySink *a, bool wait)
-{
-	PGconn	   *conn = a->commit_conn ? a->commit_conn->conn : NULL;
-	bool		ok = false;
-	char	   *error = NULL;
-
-	if (!a->commit_inflight)
-		return true;
-	while (conn != NULL)
-	{
-		PGresult   *res;
-
-		if (wait)
-			res = conn_result(conn);
-		else if (!PQconsumeInput(conn))
-			res = NULL;
-		else if (PQisBusy(conn))
-			return false;
-		else
-			res = PQgetResult(conn);
-		if (res == NULL)
-			break;
-		/* a failed transaction's COMMIT answers ROLLBACK */
-		if (PQresultStatus(res) == PGRES_COMMAND_OK &&
-			strcmp(PQcmdStatus(res), "COMMIT") == 0)
-			ok = true;
-		else if (error == NULL)
-			error = egress_pgconn_error(conn, res);
-		PQclear(res);
-	}
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
-	{
-		ok = false;
-		if (error == NULL)
-			error = conn ? pstrdup(PQerrorMessage(conn)) : pstrdup("connection closed");
-	}
-	a->commit_inflight = false;
-	if (ok && error == NULL)
-	{
-		a->commit_conn->state_ok = true;
-		stream_committed(a, a->commit_st);
-		return true;
-	}
-	a->commit_error = MemoryContextStrdup(a->cxt, egress_pg_sanitize(error ? error : pstrdup("no answer")));
-	close_conn(a->commit_conn);
-	forget_pending(a);
-	return true;
-}
-
-/* a COMMIT left under way that was not acknowledged: the ERROR */
-static void
-commit_check(ApplySink *a)
-{
-	char	   *error;
-
-	(void) commit_collect(a, true);
-	error = a->commit_error;
-	if (error == NULL)
-		return;
-	a->commit_error = NULL;
-	ereport(ERROR,
-			(errcode(ERRCODE_CONNECTION_FAILURE),
-			 errmsg("PostgreSQL destination %s did not acknowledge batch %s: %s",
-					a->sink->location, a->commit_batch ? a->commit_batch : "?", error),
-			 errdetail("The outcome of its COMMIT is unknown: the batch is sent again, and applied unless it was.")));
-}
-
-/*
- * Sends what the segment has that the target does not; false: gave up.
- * While the batch is written (wait false) it hands libpq what the socket
- * takes now and goes on, so that the source never waits for the target
- * there (libpq keeps the rest); at commit (wait true), all of it.
- */
-static bool
-early_send(ApplySink *a, bool wait)
-{
-	PGconn	   *conn = a->early_txn.c->conn;
-	Segment    *seg = a->early_seg;
-	int			r;
-
-	if (conn == NULL)
-		return false;
-	while (seg->copy.len > a->early_sent)
-	{
-		r = PQputCopyData(conn, seg->copy.data + a->early_sent, seg->copy.len - a->early_sent);
-		if (r == 1)
-			a->early_sent = seg->copy.len;
-		else if (r < 0 || !conn_flush(conn))
-		{
-			early_give_up(a);
-			return false;
-		}
-	}
-	if (wait ? !conn_flush(conn) : PQflush(conn) < 0)
-	{
-		early_give_up(a);
-		return false;
-	}
-	return true;
-}
-
-static bool
-direct_eligible(ApplySink *a, BatchStream *bs, const Segment *seg)
-{
-	StreamState *ss = &bs->state;
-
-	return !a->no_direct && seg->position == NULL && !seg->deletes &&
-		ss->loading != 0 && seg->version == ss->loading && !ss->shadow;
-}
-
-/*
- * A change segment can load early: positioned rows not of a version
- * loading (those go the ways apply_rows picks at commit).
- */
-static bool
-staged_eligible(BatchStream *bs, const Segment *seg)
-{
-	StreamState *ss = &bs->state;
-
-	return seg->position != NULL &&
-		!(ss->loading != 0 && seg->version == ss->loading);
-}
-
-/*
- * COPY into the table (staged: CREATE the staging table and COPY into
- * it), up to the point where the target takes data
- */
-static void
-early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg, bool staged)
-{
-	StringInfoData sql;
-	PGresult   *res;
-
-	if (t->c->pending)
-		txn_collect(t);
-	initStringInfo(&sql);
-	if (staged)
-		append_stage(&sql, bs, seg);
-	else
-	{
-		appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
-		append_columns(&sql, seg->schema);
-		appendStringInfoString(&sql, ") FROM STDIN");
-	}
-	if (!PQsendQuery(t->c->conn, sql.data) || !conn_flush(t->c->conn))
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	/* the CREATE's result first, when staged */
-	while ((res = conn_result(t->c->conn)) != NULL &&
-		   PQresultStatus(res) == PGRES_COMMAND_OK)
-		PQclear(res);
-	if (res && PQresultStatus(res) == PGRES_COPY_IN)
-	{
-		PQclear(res);
-		return;
-	}
-	PQclear(txn_check(t, res, pstrdup("no COPY")));
-	ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
-}
-
-/* the position of the first row of a segment with positions (on_record) */
-static bool
-first_position(const Segment *seg, char *out)
-{
-	const char *nl = memchr(seg->copy.data, '\n', seg->copy.len);
-
-	if (nl == NULL || nl - seg->copy.data < EGRESS_POSITION_LEN + 1 ||
-		nl[-(EGRESS_POSITION_LEN + 1)] != '\t')
-		return false;
-	memcpy(out, nl - EGRESS_POSITION_LEN, EGRESS_POSITION_LEN);
-	out[EGRESS_POSITION_LEN] = '\0';
-	return true;
-}
-
-/*
- * The early load begins at a row of seg (row_start: where it starts in its
- * COPY text); the rows before it are seg's first ones, when it waited for
- * the last batch's COMMIT.
- */
-static void
-early_start(ApplySink *a, BatchStream *bs, Segment *seg, int row_start)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(a->batch_cxt);
-	ApplyTxn   *t = &a->early_txn;
-	int			idx = list_length(bs->segments) - 1;
-
-	a->early = EARLY_OFF;		/* unless it gets going */
-	t->a = a;
-	t->c = &a->conns[bs->st->conn];
-	/* a batch of changes: its id is known at commit (checked there) */
-	t->batch_id = a->announced ? a->announced : "";
-	t->bs = NULL;
-	PG_TRY();
-	{
-		txn_begin(t, list_make1(bs));
-		if (!a->announced || !stream_applied(t, bs))
-		{
-			bool		staged = false;
-
-			apply_segments(t, bs, 0, idx);
-			ensure_table(t, bs->st, seg->schema);
-			if (a->announced ? direct_eligible(a, bs, seg) :
-				(staged = staged_eligible(bs, seg)))
-			{
-				a->early_chunked = staged && seg->schema->nkeys > 0;
-				a->insert_ok = a->early_chunked && key_unique(t, bs->st, seg->schema);
-				if (!a->early_chunked)
-					early_copy_begin(t, bs, seg, staged);
-				a->early = EARLY_COPYING;
-				a->early_staged = staged;
-				a->early_bs = bs;
-				a->early_seg = seg;
-				a->early_index = idx;
-				a->early_sent = 0;
-				a->early_phase = EP_READY;
-				a->polled_at = 0;
-				a->insert_failed = false;
-				a->stage_made = false;
-				a->savepoint_open = false;
-				a->chunk_start = 0;
-				a->chunk_deletes = false;
-				a->chunk_min[0] = '\0';
-				/* rows that came before: of the first chunk */
-				if (a->early_chunked && row_start > 0)
-				{
-					a->chunk_deletes = seg->deletes;
-					if (!first_position(seg, a->chunk_min))
-						a->early_chunked = a->insert_ok = false;
-				}
-				if (a->insert_ok && bs->st->stream_skip > 0)
-					bs->st->stream_skip--;
-				else if (a->insert_ok && !a->chunk_deletes &&
-						 (bs->state.position == NULL || a->chunk_min[0] == '\0' ||
-						  strcmp(a->chunk_min, bs->state.position) > 0))
-					stream_begin(a, row_start);
-			}
-		}
-		if (a->early != EARLY_COPYING)
-		{
-			/* not the direct path: commit does it all, the session stays */
-			bs->st->early_hopeless = bs->state.loading == 0;
-			txn_run(t, "ROLLBACK");
-			bs->st->pending = NULL;
-		}
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(a->batch_cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != PGA_ERRCODE_RETRY &&
-			edata->sqlerrcode != EGRESS_ERRCODE_REJECTED)
-			PG_RE_THROW();
-		/* commit will meet it again, and report it */
-		FlushErrorState();
-		early_give_up(a);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-}
-
-/*
- * after a row went into seg: start, or send when a chunk is ready (del,
- * position: the row's)
- */
-static void
-early_row(ApplySink *a, BatchStream *bs, Segment *seg, int row_start, bool del,
-		  const char *position)
-{
-	if (a->early == EARLY_NONE)
-	{
-		/* the last batch's COMMIT under way: the load waits for it */
-		if (a->commit_inflight &&
-			((++a->commit_polls % 64) != 0 || !commit_collect(a, false)))
-			return;
-		if (a->commit_error)
-			a->early = EARLY_OFF;
-		else if (list_length(a->batch_streams) == 1 && bs->error == NULL &&
-			(seg->schema->nkeys > 0 || !a->sink->opts.primary_key_required) &&
-			(a->announced ?
-			 ((!bs->st->early_hopeless || list_length(bs->segments) > 1) &&
-			  seg->position == NULL && !seg->deletes) :
-			 (seg->position != NULL && !a->early_multi)))
-			early_start(a, bs, seg, row_start);
-	}
-	if (a->early != EARLY_COPYING || seg != a->early_seg)
-		return;
-	if (!a->early_chunked)
-	{
-		if (seg->copy.len - a->early_sent >= EARLY_CHUNK)
-			(void) early_send(a, false);
-		return;
-	}
-	if (a->early_phase == EP_STREAM)
-	{
-		const char *stored = bs->state.position;
-
-		if (!del && position && (stored == NULL || strcmp(position, stored) > 0))
-		{
-			stream_row(a, seg->copy.data + row_start, seg->copy.len - row_start, position);
-			return;
-		}
-		/* this row starts the next chunk */
-		stream_end(a, row_start, true);
-		if (a->early != EARLY_COPYING)
-			return;
-	}
-	a->chunk_deletes |= del;
-	if (position && (a->chunk_min[0] == '\0' || strcmp(position, a->chunk_min) < 0))
-		strlcpy(a->chunk_min, position, sizeof(a->chunk_min));
-	/* a look at the target now and then, a chunk when it is ready */
-	if (seg->copy.len - a->polled_at < EARLY_CHUNK)
-		return;
-	a->polled_at = seg->copy.len;
-	if (early_poll(a, false))
-		chunk_take(a);
-}
-
-/*
- * At commit: the COPY ended, the rest of the stream applied, COMMIT.
- * false when the early load was given up: commit goes the usual way.
- */
-static bool
-early_finish(ApplySink *a, const char *batch_id)
-{
-	ApplyTxn   *t = &a->early_txn;
-	BatchStream *bs = a->early_bs;
-	PGresult   *res;
-	const char *state;
-
-	if (a->early_chunked)
-		return chunks_finish(a, batch_id);
-	a->early = EARLY_OFF;		/* a second attempt goes the usual way */
-	if ((a->announced && strcmp(batch_id, a->announced) != 0) || bs->error ||
-		(!a->early_staged && a->early_seg->deletes) ||
-		list_length(a->batch_streams) != 1 || !early_send(a, true))
-	{
-		if (t->c->conn)
-			early_give_up(a);
-		return false;
-	}
-	t->batch_id = batch_id;
-	t->bs = bs;
-	if (PQputCopyEnd(t->c->conn, NULL) != 1 || !conn_flush(t->c->conn))
-		txn_check(t, NULL, pstrdup(PQerrorMessage(t->c->conn)));
-	res = conn_result(t->c->conn);
-	if (a->early_staged)
-	{
-		Segment    *seg = a->early_seg;
-		StringInfoData sql;
-
-		PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
-		while ((res = conn_result(t->c->conn)) != NULL)
-			PQclear(res);
-		/* applied already (a batch sent again): the usual path skips it */
-		if (stream_applied(t, bs))
-		{
-			early_give_up(a);
-			return false;
-		}
-		initStringInfo(&sql);
-		append_stage_merge(&sql, t, bs, seg, bs->st->qtable);
-		txn_send(t, sql.data, NULL, false);
-		if (!position_applied(&bs->state, seg->position))
-			bs->new_position = seg->position;
-		apply_stream(t, bs, a->early_index + 1);
-		txn_commit(t, list_make1(bs));
-		return true;
-	}
-	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	if (state && strcmp(state, "23505") == 0)
-	{
-		PQclear(res);
-		close_conn(t->c);
-		a->direct_conflict = true;
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("rows already loaded: loading through staging")));
-	}
-	PQclear(txn_check(t, res, res ? NULL : pstrdup(PQerrorMessage(t->c->conn))));
-	while ((res = conn_result(t->c->conn)) != NULL)
-		PQclear(res);
-	apply_stream(t, bs, a->early_index + 1);
-	txn_commit(t, list_make1(bs));
-	return true;
-}
 
 /* does name end in "__v<digits>", as a shadow table's name (shadow_name)? */
 static bool
@@ -3546,8 +2442,8 @@ check_batch(ApplySink *a)
 	}
 }
 
-static void
-forget_pending(ApplySink *a)
+void
+pga_forget_pending(ApplySink *a)
 {
 	ListCell   *lc;
 
@@ -3588,19 +2484,19 @@ apply_all(ApplySink *a, const char *batch_id)
 
 		txns[i] = t;
 		if (lists[i] != NIL)
-			txn_begin(&txns[i], lists[i]);
+			pga_txn_begin(&txns[i], lists[i]);
 	}
 	for (int k = 0; k < rounds; k++)
 		for (int i = 0; i < a->nconns; i++)
 			if (k < list_length(lists[i]))
-				apply_stream(&txns[i], list_nth(lists[i], k), 0);
+				pga_apply_stream(&txns[i], list_nth(lists[i], k), 0);
 	for (int i = 0; i < a->nconns; i++)
 		if (lists[i] != NIL)
-			txn_send(&txns[i], "COMMIT", NULL, false);
+			pga_txn_send(&txns[i], "COMMIT", NULL, false);
 	for (int i = 0; i < a->nconns; i++)
 		if (lists[i] != NIL)
 		{
-			txn_collect(&txns[i]);
+			pga_txn_collect(&txns[i]);
 			txn_committed(&txns[i], lists[i]);
 		}
 }
@@ -3618,7 +2514,7 @@ attempt_once(ApplySink *a, const char *batch_id, EgressSinkFailure *failure)
 	errcxt = CurrentMemoryContext;
 	PG_TRY();
 	{
-		if (a->early != EARLY_COPYING || !early_finish(a, batch_id))
+		if (a->early != EARLY_COPYING || !pga_early_finish(a, batch_id))
 			apply_all(a, batch_id);
 	}
 	PG_CATCH();
@@ -3627,7 +2523,7 @@ attempt_once(ApplySink *a, const char *batch_id, EgressSinkFailure *failure)
 
 		MemoryContextSwitchTo(errcxt);
 		edata = CopyErrorData();
-		forget_pending(a);
+		pga_forget_pending(a);
 		if (edata->sqlerrcode != PGA_ERRCODE_RETRY)
 		{
 			MemoryContextSwitchTo(oldcxt);
@@ -3685,7 +2581,7 @@ pga_commit_batch(EgressSink *sink, const char *batch_id)
 	if (a->announced == NULL)
 		a->early_multi = list_length(a->batch_streams) > 1;
 	/* the last batch's COMMIT first (its outcome unknown: an ERROR) */
-	commit_check(a);
+	pga_commit_check(a);
 	egress_sink_commit_with_retries(sink, batch_id);
 	forget_batch(a);
 }
@@ -3717,7 +2613,7 @@ pga_commit_batch_start(EgressSink *sink, const char *batch_id)
 static void
 pga_commit_batch_finish(EgressSink *sink)
 {
-	commit_check(sink->private_data);
+	pga_commit_check(sink->private_data);
 }
 
 const EgressSinkOps egress_pg_apply_ops = {

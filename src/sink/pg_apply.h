@@ -7,9 +7,11 @@
  * opens the sink; pg_apply.c owns the batch operations: it parses the
  * Singer messages a batch is written as, creates and evolves the target
  * tables (pg_typemap.c maps Singer schemas to column types and values to
- * COPY text), loads each stream's rows through COPY into a staging table
- * and merges them, and records what it applied in _pg_egress_state in the
- * same target transaction (exactly-once).
+ * COPY text), loads each stream's rows through COPY (straight into the
+ * table, or into a staging table and merged), and records what it applied
+ * in _pg_egress_state in the same target transaction (exactly-once).
+ * pg_apply_early.c loads a batch while it is written; pg_apply_int.h is
+ * what the two share.
  *-------------------------------------------------------------------------
  */
 #ifndef EGRESS_PG_APPLY_H

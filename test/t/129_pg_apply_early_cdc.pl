@@ -1,8 +1,10 @@
 
 # postgres:// destinations: a batch of changes (LOG_BASED, one stream)
-# loads early into the staging table while it is written.  The target's statement log
-# shows which way a batch went: the early load's merge is a statement of
-# its own (the usual path sends CREATE + COPY + merge as one).  Batches
+# loads early while it is written.  The target's statement log shows which
+# way a batch went: new keys stream straight into the table (a COPY into it
+# under the savepoint pg_egress_chunk, no merge); a batch that meets keys
+# the table has falls back to the staging table, whose merge is a statement
+# of its own (the usual path sends CREATE + COPY + merge as one).  Batches
 # with a key changed twice, deletes, and two streams (the usual path) end
 # with the source's rows.
 
@@ -63,7 +65,8 @@ INSERT INTO kv SELECT i, repeat('x', 200) || i, i FROM generate_series(11, 5000)
 });
 ok(poll_until('distinct keys', 60, \&kv_same), 'distinct keys: the rows');
 my $text = slurp_file($log, $offset);
-like($text, qr/statement: (DELETE FROM _pg_egress_stage|MERGE INTO)/, 'early load: the merge is a statement of its own');
+like($text, qr/statement: SAVEPOINT pg_egress_chunk;\s+COPY raw\.kv \(/, 'new keys: streamed into the table');
+unlike($text, qr/MERGE INTO|_pg_egress_stage/, 'new keys: no staging, no merge');
 
 # a key changed several times in one batch, deletes, a delete then an insert
 $offset = -s $log;
@@ -82,7 +85,8 @@ ok(poll_until('repeated keys', 60, sub { tq('SELECT count(*) FROM raw.kv WHERE i
 ok(kv_same(), 'repeated keys: the last change of each key');
 is(tq(q{SELECT count(*) FROM raw.kv WHERE _sdc_deleted_at IS NOT NULL}), '100', 'deletes: soft');
 $text = slurp_file($log, $offset);
-like($text, qr/statement: (DELETE FROM _pg_egress_stage|MERGE INTO)/, 'repeated keys: loaded early');
+like($text, qr/statement: ROLLBACK TO SAVEPOINT pg_egress_chunk;/, 'repeated keys: the streamed rows met keys of the table');
+like($text, qr/statement: (DELETE FROM _pg_egress_stage|MERGE INTO)/, 'repeated keys: merged, early');
 
 # two streams in a batch: the usual path
 $src->safe_psql('postgres', q{
