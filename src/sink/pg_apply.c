@@ -1267,8 +1267,7 @@ pga_abort_batch(EgressSink *sink)
 	 * connection is closed below): the caller does not wait for it, and
 	 * sends its batch again.
 	 */
-	a->commit_inflight = false;
-	a->commit_error = NULL;
+	pga_commit_forget(a);
 	/* a connection left in the middle of a query or a transaction: closed */
 	for (int i = 0; i < a->nconns; i++)
 		if (a->conns[i].conn &&

@@ -425,6 +425,9 @@ key_unique(ApplyTxn *t, ApplyStream *st, const ApplySchema *s)
 {
 	StringInfoData sql;
 
+	/* pg_index.indnkeyatts: PostgreSQL 11 (older targets merge every chunk) */
+	if (PQserverVersion(t->c->conn) < 110000)
+		return false;
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
 					 "WHERE i.indrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s) "
@@ -501,6 +504,19 @@ chunks_finish(ApplySink *a, const char *batch_id)
 		a->commit_conn = t->c;
 		a->commit_st = bs->st;
 		a->commit_batch = MemoryContextStrdup(a->cxt, batch_id);
+		a->commit_ok = a->commit_refused = a->commit_answered = false;
+		a->commit_error = NULL;
+		/* the batch's memory goes before the COMMIT's answer comes */
+		if (bs->st->pending)
+		{
+			int			n = bs->st->pending->ncols;
+
+			a->commit_ntypes = n;
+			a->commit_types = MemoryContextAlloc(a->cxt, sizeof(char *) * n);
+			for (int c = 0; c < n; c++)
+				a->commit_types[c] = MemoryContextStrdup(a->cxt, bs->st->pending_types[c]);
+			bs->st->pending_types = a->commit_types;
+		}
 		return true;
 	}
 	pga_txn_commit(t, list_make1(bs));
@@ -509,16 +525,15 @@ chunks_finish(ApplySink *a, const char *batch_id)
 
 /*
  * The result of the COMMIT that commit_batch_start left under way (done:
- * true; without wait, false while it has not come).  Not acknowledged (an
- * error, the connection lost: its outcome unknown) sets commit_error, for
- * commit_batch_finish to raise.  Raises nothing but interrupts.
+ * true; without wait, false while it has not come: what came so far is
+ * kept in the sink).  Not acknowledged (an error, the connection lost: its
+ * outcome unknown) sets commit_error, for commit_check to raise.  Raises
+ * nothing but interrupts.
  */
 static bool
 commit_collect(ApplySink *a, bool wait)
 {
 	PGconn	   *conn = a->commit_conn ? a->commit_conn->conn : NULL;
-	bool		ok = false;
-	char	   *error = NULL;
 
 	if (!a->commit_inflight)
 		return true;
@@ -539,31 +554,65 @@ commit_collect(ApplySink *a, bool wait)
 		/* a failed transaction's COMMIT answers ROLLBACK */
 		if (PQresultStatus(res) == PGRES_COMMAND_OK &&
 			strcmp(PQcmdStatus(res), "COMMIT") == 0)
-			ok = true;
-		else if (error == NULL)
-			error = egress_pgconn_error(conn, res);
+			a->commit_ok = true;
+		else if (a->commit_error == NULL)
+		{
+			a->commit_answered = true;
+			a->commit_refused = PQresultStatus(res) == PGRES_FATAL_ERROR &&
+				!egress_pgconn_retryable(res);
+			a->commit_error = MemoryContextStrdup(a->cxt,
+												  egress_pg_sanitize(egress_pgconn_error(conn, res)));
+		}
 		PQclear(res);
 	}
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
-	{
-		ok = false;
-		if (error == NULL)
-			error = conn ? pstrdup(PQerrorMessage(conn)) : pstrdup("connection closed");
-	}
+	if ((conn == NULL || PQstatus(conn) != CONNECTION_OK) && a->commit_error == NULL)
+		a->commit_error = MemoryContextStrdup(a->cxt,
+											  egress_pg_sanitize(conn ? pstrdup(PQerrorMessage(conn)) :
+																 pstrdup("connection closed")));
+	if (a->commit_error == NULL && !a->commit_ok)
+		a->commit_error = MemoryContextStrdup(a->cxt, "no answer to COMMIT");
 	a->commit_inflight = false;
-	if (ok && error == NULL)
+	if (a->commit_error == NULL)
 	{
 		a->commit_conn->state_ok = true;
 		pga_stream_committed(a, a->commit_st);
-		return true;
 	}
-	a->commit_error = MemoryContextStrdup(a->cxt, egress_pg_sanitize(error ? error : pstrdup("no answer")));
-	pga_close_conn(a->commit_conn);
-	pga_forget_pending(a);
+	else
+	{
+		pga_close_conn(a->commit_conn);
+		pga_forget_pending(a);
+	}
+	if (a->commit_types)
+	{
+		for (int c = 0; c < a->commit_ntypes; c++)
+			pfree(a->commit_types[c]);
+		pfree(a->commit_types);
+		a->commit_types = NULL;
+	}
 	return true;
 }
 
-/* a COMMIT left under way that was not acknowledged: the ERROR */
+/* a COMMIT left under way is given up (with its connection, by the caller) */
+void
+pga_commit_forget(ApplySink *a)
+{
+	if (a->commit_types)
+	{
+		for (int c = 0; c < a->commit_ntypes; c++)
+			pfree(a->commit_types[c]);
+		pfree(a->commit_types);
+		a->commit_types = NULL;
+	}
+	a->commit_inflight = false;
+	a->commit_error = NULL;
+}
+
+/*
+ * A COMMIT left under way that was not acknowledged: the ERROR.  Refused
+ * by the target for good (a deferred constraint...): EGRESS_ERRCODE_REJECTED,
+ * as a COMMIT waited for is; else ERRCODE_CONNECTION_FAILURE: the caller
+ * sends the batch again (the state row says whether it was applied).
+ */
 void
 pga_commit_check(ApplySink *a)
 {
@@ -574,10 +623,19 @@ pga_commit_check(ApplySink *a)
 	if (error == NULL)
 		return;
 	a->commit_error = NULL;
+	if (a->commit_refused)
+		ereport(ERROR,
+				(errcode(EGRESS_ERRCODE_REJECTED),
+				 errmsg("PostgreSQL destination %s refused batch %s: %s",
+						a->sink->location, a->commit_batch, error),
+				 errdetail("The target server's error: %s", error),
+				 errhint("Retrying cannot help: change the target or the stream, then resume the stream.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("PostgreSQL destination %s did not acknowledge batch %s: %s",
-					a->sink->location, a->commit_batch ? a->commit_batch : "?", error),
+					a->sink->location, a->commit_batch, error),
+			 a->commit_answered ?
+			 errdetail("The target rolled the batch back: it is sent again.") :
 			 errdetail("The outcome of its COMMIT is unknown: the batch is sent again, and applied unless it was.")));
 }
 
@@ -740,7 +798,7 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg, int row_start)
 				{
 					a->chunk_deletes = seg->deletes;
 					if (!first_position(seg, a->chunk_min))
-						a->early_chunked = a->insert_ok = false;
+						ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("unexpected COPY text")));
 				}
 				if (a->insert_ok && bs->st->stream_skip > 0)
 					bs->st->stream_skip--;
@@ -805,6 +863,12 @@ pga_early_row(ApplySink *a, BatchStream *bs, Segment *seg, int row_start, bool d
 	{
 		if (seg->copy.len - a->early_sent >= EARLY_CHUNK)
 			(void) early_send(a, false);
+		return;
+	}
+	/* chunks cut positions off COPY lines by their length (strip_positions) */
+	if (position == NULL || strlen(position) != EGRESS_POSITION_LEN)
+	{
+		early_give_up(a);
 		return;
 	}
 	if (a->early_phase == EP_STREAM)

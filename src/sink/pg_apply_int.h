@@ -227,7 +227,13 @@ struct ApplySink
 	ApplyConn  *commit_conn;
 	ApplyStream *commit_st;
 	char	   *commit_batch;	/* its batch id (sink context) */
+	char	  **commit_types;	/* commit_st's pending_types, copied (sink context) */
+	int			commit_ntypes;
+	/* its results so far (commit_collect may read them over several calls) */
+	bool		commit_ok;		/* COMMIT answered COMMIT */
 	char	   *commit_error;	/* not acknowledged: why (sink context) */
+	bool		commit_refused; /* ... the target refused it, for good */
+	bool		commit_answered;	/* ... the target answered (rolled back) */
 	uint32		commit_polls;
 };
 
@@ -264,5 +270,6 @@ extern void pga_early_row(ApplySink *a, BatchStream *bs, Segment *seg, int row_s
 						  bool del, const char *position);
 extern bool pga_early_finish(ApplySink *a, const char *batch_id);
 extern void pga_commit_check(ApplySink *a);
+extern void pga_commit_forget(ApplySink *a);
 
 #endif							/* EGRESS_PG_APPLY_INT_H */

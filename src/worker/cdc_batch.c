@@ -155,10 +155,10 @@ cdc_begin_batch(void)
 	 * A batch opened by a backfill's rows, outside any decoded transaction
 	 * (the last one is delivered), counts from now.
 	 */
+	cdc->batch_oldest = (cdc->txn_time != 0 && cdc->txn_commit > cdc->delivered) ?
+		cdc->txn_time : cdc->batch_started;
 	if (cdc_dest_entry && cdc_dest_entry->unacked_since == 0)
-		cdc_dest_entry->unacked_since =
-			(cdc->txn_time != 0 && cdc->txn_commit > cdc->delivered) ?
-			cdc->txn_time : cdc->batch_started;
+		cdc_dest_entry->unacked_since = cdc->batch_oldest;
 	resetStringInfo(&cdc->time_extracted);
 	egress_append_time_extracted(&cdc->time_extracted, cdc->batch_started);
 	for (int i = 0; i < cdc->nstreams; i++)
@@ -255,10 +255,13 @@ cdc_finish_ack(void)
 		}
 	}
 	cdc->acked_since_persist = true;
-	/* caught up to here: what is decoded next sets the lag again */
+	/*
+	 * caught up to here: what is decoded next sets the lag again (the batch
+	 * opened while this one was acknowledged: from its oldest change)
+	 */
 	if (cdc_dest_entry)
 	{
-		cdc_dest_entry->unacked_since = 0;
+		cdc_dest_entry->unacked_since = cdc->batch_open ? cdc->batch_oldest : 0;
 		egress_progress_acked(cdc_dest_entry);
 	}
 	ereport(DEBUG1,

@@ -151,6 +151,7 @@ typedef struct CdcState
 	int64		batch_rows;
 	int64		batch_bytes;
 	TimestampTz batch_started;
+	TimestampTz batch_oldest;	/* its oldest change's time, for the lag */
 	XLogRecPtr	batch_first_commit;
 	int			batch_first_ordinal;	/* record number in its transaction */
 	XLogRecPtr	batch_last_commit;
