@@ -85,7 +85,7 @@ CREATE INDEX ON raw.t5 (id);
 
 # the source tables: t3, t4 have a twin for each destination
 my %dest_of = (t1 => 'soft', t2 => 'soft', t3s => 'soft', t3h => 'hard',
-	t4s => 'soft', t4h => 'hard', t5 => 'soft', t6 => 'soft');
+	t4s => 'soft', t4h => 'hard', t5 => 'soft', t6 => 'soft', t7s => 'soft', t7h => 'hard');
 for my $t (sort keys %dest_of)
 {
 	sq(qq{CREATE TABLE $t (id bigint PRIMARY KEY, v text, n integer);
@@ -299,6 +299,48 @@ unlike($text, qr/COPY "?raw"?\."?t5"? \(/, '5. no unique key: nothing COPYed str
 $pos = position_of('t5');
 sq(qq{UPDATE t5 SET n = 5 WHERE id <= 4000});
 check_table('5. no unique key, updates', 't5', $pos);
+
+# ---------------------------------------------------------------------------
+# 7. COPY text that is not plain (tabs, newlines, backslashes, NULLs,
+#    multibyte) in the streamed rows, a key deleted and inserted again in
+#    the batch, a key changed by an UPDATE (a delete of the old key), and a
+#    column added in the middle of a big batch (a second segment)
+# ---------------------------------------------------------------------------
+for my $t ('t7s', 't7h')
+{
+	$pos = position_of($t);
+	sq(qq{
+BEGIN;
+INSERT INTO $t SELECT i, $wide || E'\\t\\n\\\\N\\\\' || chr(233) || chr(8364) || i, CASE WHEN i % 5 = 0 THEN NULL ELSE i END
+	FROM generate_series(11, 1500) i;
+INSERT INTO $t VALUES (200001, NULL, NULL), (200002, E'a\\tb', 2);
+INSERT INTO $t SELECT i, $wide || i, i FROM generate_series(1501, 1800) i;
+DELETE FROM $t WHERE id = 200002;
+INSERT INTO $t VALUES (200002, 'reborn', 3);
+UPDATE $t SET id = 300001 WHERE id = 1600;
+INSERT INTO $t SELECT i, $wide || i, i FROM generate_series(1801, 2600) i;
+COMMIT;
+});
+	check_table("7. special text ($t)", $t, $pos, [1600]);
+	is(tq('SELECT v || n FROM ' . schema_of($t) . ".$t WHERE id = 200002 AND _sdc_deleted_at IS NULL"), 'reborn3',
+		"7. special text ($t): a key deleted and inserted again has its new values");
+	# a column added mid-batch: the batch's rows after it are of a new schema
+	$pos = position_of($t);
+	sq(qq{
+BEGIN;
+INSERT INTO $t SELECT i, $wide || i, i FROM generate_series(3001, 4200) i;
+ALTER TABLE $t ADD COLUMN extra text;
+INSERT INTO $t SELECT i, $wide || i, i, 'e' || i FROM generate_series(4201, 4500) i;
+UPDATE $t SET extra = 'x' || id, n = 42 WHERE id BETWEEN 3001 AND 3100;
+COMMIT;
+});
+	check_table("7. column added ($t)", $t, $pos);
+	my $s = schema_of($t);
+	my $want = sq(qq{SELECT coalesce(md5(string_agg(id || ':' || coalesce(extra, 'N'), ',' ORDER BY id)), '') FROM $t});
+	ok(poll_until("$t extra", 30, sub {
+		my ($ok, $got) = tq_try(qq{SELECT coalesce(md5(string_agg(id || ':' || coalesce(extra, 'N'), ',' ORDER BY id)), '') FROM $s.$t WHERE _sdc_deleted_at IS NULL});
+		return $ok && $got eq $want; }), "7. column added ($t): the new column equals the source");
+}
 
 # ---------------------------------------------------------------------------
 # 6a. the target stopped (immediate) while a big batch streams, started
