@@ -280,6 +280,27 @@ COMMIT;
 	like($text, qr/COPY _pg_egress_stage FROM STDIN/, "4. deletes ($t): later rows staged");
 }
 
+# the next batch: a delete cuts the stream, later chunks update keys the
+# stream inserted and insert again keys deleted before (soft: the rows
+# with _sdc_deleted_at come back to life)
+for my $t ('t4s', 't4h')
+{
+	$pos = position_of($t);
+	sq(qq{
+BEGIN;
+INSERT INTO $t SELECT i, $wide || i, i FROM generate_series(10001, 10500) i;
+DELETE FROM $t WHERE id = 10;
+INSERT INTO $t SELECT i, $wide || i, i FROM generate_series(10501, 11500) i;
+UPDATE $t SET v = 'later' || id, n = -1 WHERE id BETWEEN 10001 AND 10050;
+INSERT INTO $t VALUES (3, 'back', 3), (5, 'back', 5), (700, 'back', 700);
+INSERT INTO $t SELECT i, $wide || i, i FROM generate_series(11501, 11900) i;
+COMMIT;
+});
+	check_table("4. deletes, next batch ($t)", $t, $pos, [10, 701, 1300, 4000 .. 4010]);
+	is(tq('SELECT string_agg(v, \',\' ORDER BY id) FROM ' . schema_of($t) . ".$t WHERE id IN (3, 5, 700) AND _sdc_deleted_at IS NULL"),
+		'back,back,back', "4. deletes, next batch ($t): keys deleted before are back");
+}
+
 # ---------------------------------------------------------------------------
 # 5. a table without a unique index on the key: never streamed, merged
 # ---------------------------------------------------------------------------
