@@ -65,7 +65,7 @@ sub tq_try
 sub sq { server_up($src); return $src->safe_psql('postgres', $_[0]); }
 
 # two destinations: soft deletes into schema raw, hard deletes into rawh
-for my $d (['soft', 'raw', 'false'], ['hard', 'rawh', 'true'])
+for my $d (['soft', 'raw', 'false'], ['hard', 'rawh', 'true'], ['third', 'rawc', 'false'])
 {
 	my ($name, $schema, $hard) = @$d;
 	sq(qq{SELECT egress_add_destination('$name', 'postgres://loader\@127.0.0.1:$port/wh',
@@ -85,7 +85,7 @@ CREATE INDEX ON raw.t5 (id);
 
 # the source tables: t3, t4 have a twin for each destination
 my %dest_of = (t1 => 'soft', t2 => 'soft', t3s => 'soft', t3h => 'hard',
-	t4s => 'soft', t4h => 'hard', t5 => 'soft', t6 => 'soft', t7s => 'soft', t7h => 'hard');
+	t4s => 'soft', t4h => 'hard', t5 => 'soft', t6 => 'soft', t7s => 'soft', t7h => 'hard', t8 => 'third');
 for my $t (sort keys %dest_of)
 {
 	sq(qq{CREATE TABLE $t (id bigint PRIMARY KEY, v text, n integer);
@@ -100,7 +100,7 @@ for my $t (sort keys %dest_of)
 	wait_stream_state($src, $t, 'streaming', 120);
 }
 
-sub schema_of { return $dest_of{ $_[0] } eq 'hard' ? 'rawh' : 'raw'; }
+sub schema_of { return { soft => 'raw', hard => 'rawh', third => 'rawc' }->{ $dest_of{ $_[0] } }; }
 
 # every column of every live row, as one md5 and a count
 sub src_rows
@@ -404,6 +404,7 @@ ok($waiting, '6b. the target committed a batch the source has not recorded');
 # too: both are killed then)
 my @victims = split / /, sq(q{SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type = 'pg_egress cdc' AND wait_event_type = 'Lock'});
 cmp_ok(scalar(@victims), '>=', 1, "6b. CDC workers waiting for the lock: @victims");
+my $nworkers = scalar(cdc_worker_pids($src));
 my $soffset = -s $src->logfile;
 ok(kill('KILL', @victims), "6b. SIGKILL to the CDC worker(s) @victims");
 for my $victim (@victims)
@@ -416,10 +417,50 @@ eval { $bookmarks->quit; };
 ok(poll_until('new CDC workers', 120,
 		sub {
 			my @p = cdc_worker_pids($src);
-			return @p == 2 && !grep { my $p = $_; grep { $_ == $p } @victims } @p;
+			return @p == $nworkers && !grep { my $p = $_; grep { $_ == $p } @victims } @p;
 		}),
 	'6b. the CDC workers run again');
 check_table('6b. kill -9 after a commit', 't6', $pos);
+
+# ---------------------------------------------------------------------------
+# 8. the target's COMMIT of a batch fails once (a deferred constraint
+#    trigger raises at COMMIT, the first time only: a sequence counts).
+#    The first batch of a big transaction is committed while the next one
+#    is decoded (its COMMIT acknowledged later): not acknowledged, it is
+#    sent again, and arrives once; nothing is lost.
+# ---------------------------------------------------------------------------
+$pos = position_of('t8');
+tq(q{
+CREATE SEQUENCE public.boom_seq;
+CREATE FUNCTION public.boom() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+	IF NEW.v = 'boom' AND nextval('public.boom_seq') = 1 THEN
+		RAISE EXCEPTION 'boom at commit';
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER boom AFTER INSERT OR UPDATE ON rawc.t8
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.boom();
+});
+$offset = -s $log;
+my $soffset8 = -s $src->logfile;
+sq(qq{
+BEGIN;
+INSERT INTO t8 SELECT i, $wide || i, i FROM generate_series(11, 100) i;
+INSERT INTO t8 VALUES (101, 'boom', 1);
+INSERT INTO t8 SELECT i, $wide || i, i FROM generate_series(102, 6000) i;
+UPDATE t8 SET n = 8 WHERE id BETWEEN 50 AND 150;
+COMMIT;
+});
+ok(poll_until('the COMMIT refused', 60, sub { slurp_file($log, $offset) =~ /ERROR:  boom at commit/ }),
+	'8. the target refused a COMMIT once');
+check_table('8. a COMMIT refused once', 't8', $pos);
+my $st8 = stream_row($src, 't8');
+is($st8->{state}, 'streaming', '8. t8 still streaming (not in error: the batch was sent again)')
+	or diag 'last_error: ' . ($st8->{last_error} // '');
+my $slog8 = slurp_file($src->logfile, $soffset8);
+note "source log, t8: $1" while $slog8 =~ /(.*(?:did not acknowledge|refused batch).*)/g;
 
 # everything still equal at the end (nothing applied twice later)
 $pos = position_of('t1');
