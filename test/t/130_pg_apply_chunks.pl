@@ -474,6 +474,18 @@ else
 }
 my $slog8 = slurp_file($src->logfile, $soffset8);
 note "source log, t8: $1" while $slog8 =~ /(.*(?:did not acknowledge|refused batch).*)/g;
+# KNOWN BUG (intermittent, hence TODO): commit_collect(a, false) keeps the
+# COMMIT's result (ok / error) in locals; when the ErrorResponse has been
+# read but not yet the ReadyForQuery (the backend flushes an error at once,
+# ReadyForQuery later), PQisBusy() is true and it returns false, losing the
+# error: the next call gets no result and reports "no answer".  (The same
+# with a "COMMIT" result would report a committed batch as not
+# acknowledged.)
+TODO: {
+	local $TODO = 'commit_collect loses a result read before PQisBusy (intermittent)';
+	my ($msg) = $slog8 =~ /(did not acknowledge batch.*|refused batch.*)/;
+	like($msg // '', qr/boom at commit/, "8. the refused COMMIT's error names the target's error");
+}
 
 # ---------------------------------------------------------------------------
 # 8b. a COMMIT refused for good (the trigger raises every time).  The old
