@@ -1,6 +1,6 @@
 
 # postgres:// destinations, LOG_BASED: the apply paths of a batch of
-# changes of one stream with a key (src/sink/pg_apply.c, "Early load of
+# changes of one stream with a key (src/sink/pg_apply_early.c, "Early load of
 # changes in chunks"): the batch's first rows streamed straight into the
 # table (COPY under SAVEPOINT pg_egress_chunk), the fallback through the
 # staging table and MERGE when the table has a key of the chunk (23505),
@@ -426,10 +426,10 @@ check_table('6b. kill -9 after a commit', 't6', $pos);
 # 8. the target's COMMIT of a batch fails once (a deferred constraint
 #    trigger raises at COMMIT, the first time only: a sequence counts).
 #    The first batch of a big transaction is committed while the next one
-#    is decoded (its COMMIT acknowledged later).  Now (4e7ddbb) it is sent
-#    again by itself and arrives once; should a refused COMMIT put the
-#    stream in state error (8b, as the old path), it is resumed.  Either
-#    way: nothing lost, nothing twice.
+#    is decoded (its COMMIT acknowledged later).  A refused COMMIT puts the
+#    stream in state error (8b, as the old path); it is resumed.  Should it
+#    be sent again by itself instead, it arrives once.  Either way: nothing
+#    lost, nothing twice.
 # ---------------------------------------------------------------------------
 $pos = position_of('t8');
 tq(q{
@@ -474,15 +474,10 @@ else
 }
 my $slog8 = slurp_file($src->logfile, $soffset8);
 note "source log, t8: $1" while $slog8 =~ /(.*(?:did not acknowledge|refused batch).*)/g;
-# KNOWN BUG (intermittent, hence TODO): commit_collect(a, false) keeps the
-# COMMIT's result (ok / error) in locals; when the ErrorResponse has been
-# read but not yet the ReadyForQuery (the backend flushes an error at once,
-# ReadyForQuery later), PQisBusy() is true and it returns false, losing the
-# error: the next call gets no result and reports "no answer".  (The same
-# with a "COMMIT" result would report a committed batch as not
-# acknowledged.)
-TODO: {
-	local $TODO = 'commit_collect loses a result read before PQisBusy (intermittent)';
+# commit_collect(a, false) keeps what it read of the COMMIT's answer in the
+# sink across calls: an ErrorResponse read before its ReadyForQuery (the
+# backend flushes an error at once) is not lost ("no answer").
+{
 	my ($msg) = $slog8 =~ /(did not acknowledge batch.*|refused batch.*)/;
 	like($msg // '', qr/boom at commit/, "8. the refused COMMIT's error names the target's error");
 }
@@ -494,14 +489,8 @@ TODO: {
 #     the stream goes to state error with the target's error.  A batch
 #     whose COMMIT is acknowledged later (the first batch of a big
 #     transaction) must end the same way.
-#
-#     KNOWN FAILURE (bug in src/, reported by H3): on the asynchronous path
-#     (pga_commit_batch_start -> commit_collect sets commit_error ->
-#     commit_check raises ERRCODE_CONNECTION_FAILURE "did not acknowledge
-#     batch") the refusal is taken for a lost connection: the session
-#     restarts and sends the batch again, forever (with backoff), and the
-#     stream never reaches state error.  A COMMIT answered with an ERROR
-#     has a known outcome (rolled back): it is a refusal, as on the old path.
+#     (Found by this test: the asynchronous path took the refusal for a lost
+#     connection and sent the batch again for ever.)
 # ---------------------------------------------------------------------------
 tq(q{
 CREATE OR REPLACE FUNCTION public.boom() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
