@@ -1194,7 +1194,18 @@ forget_batch(ApplySink *a)
 	ListCell   *lc;
 
 	foreach(lc, a->streams)
-		((ApplyStream *) lfirst(lc))->bs = NULL;
+	{
+		ApplyStream *st = lfirst(lc);
+
+		st->bs = NULL;
+		/*
+		 * A schema checked in a transaction that did not commit (its types
+		 * are in the batch's memory) is checked again; the one of a COMMIT
+		 * under way waits for its answer (its types are the sink's).
+		 */
+		if (!(a->commit_inflight && st == a->commit_st))
+			st->pending = NULL;
+	}
 	a->batch_streams = NIL;
 	a->open = false;
 	a->announced = NULL;
@@ -1289,6 +1300,7 @@ pga_close(EgressSink *sink)
 
 	if (a == NULL)
 		return;
+	pga_commit_forget(a);
 	for (int i = 0; i < a->nconns; i++)
 		pga_close_conn(&a->conns[i]);
 	MemoryContextDelete(a->cxt);
@@ -2331,7 +2343,14 @@ pga_stream_committed(ApplySink *a, ApplyStream *st)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(a->cxt);
 
+		if (st->coltypes)
+		{
+			for (int c = 0; c < st->ncoltypes; c++)
+				pfree(st->coltypes[c]);
+			pfree(st->coltypes);
+		}
 		st->verified = st->pending;
+		st->ncoltypes = st->verified->ncols;
 		st->coltypes = palloc(sizeof(char *) * st->verified->ncols);
 		for (int c = 0; c < st->verified->ncols; c++)
 			st->coltypes[c] = pstrdup(st->pending_types[c]);

@@ -50,22 +50,24 @@ early_give_up(ApplySink *a)
 
 /*
  * Early load of changes in chunks.  The rows of a batch of changes (one
- * stream, keys) go to the target in chunks: whenever the target is done
- * with one, what was written since becomes the next (looked at every
- * EARLY_CHUNK bytes), so that the target applies a chunk while the source
- * decodes the next, and at commit only the last one is left.  A chunk is applied like a segment (the staging
- * table, rows at or before the stored position dropped, MERGE) unless it
- * can go straight into the table (direct): no deletes, all its positions
- * after the stored one, and a unique index on the key (key_unique).  A
- * direct chunk is COPYed into the table under a savepoint, as native
- * replication inserts, without staging, sort nor join; when the index
- * refuses a row (a key the table has, or a key twice in the chunk) the
- * savepoint is rolled back, the chunk is merged from the staging table,
- * and so are the batch's later chunks.  Chunks are applied in order in
- * the one transaction: the result is the batch's merge.  Nothing here
- * waits for the target but the COPY of a chunk; early_poll reads what it
- * answered as it comes.  Any failure gives up (early_give_up): commit then
- * applies the batch the usual way and reports the error if it comes again.
+ * stream, keys) go to the target in chunks: the first one streams (see
+ * stream_begin); after it, whenever the target is done with a chunk, what
+ * was written since becomes the next (looked at every EARLY_CHUNK bytes),
+ * so that the target applies a chunk while the source decodes the next,
+ * and at commit only the last one is left.  A chunk is applied like a
+ * segment (the staging table, rows at or before the stored position
+ * dropped, MERGE) unless it can go straight into the table (direct): no
+ * deletes, all its positions after the stored one, and a unique index on
+ * the key (key_unique).  A direct chunk is COPYed into the table under a
+ * savepoint, as native replication inserts, without staging, sort nor
+ * join; when the index refuses a row (a key the table has, or a key twice
+ * in the chunk) the savepoint is rolled back, the chunk is merged from the
+ * staging table, and so are the batch's later chunks.  Chunks are applied
+ * in order in the one transaction: the result is the batch's merge.
+ * Nothing here waits for the target but the COPY of a chunk; early_poll
+ * reads what it answered as it comes.  Any failure gives up
+ * (early_give_up): commit then applies the batch the usual way and
+ * reports the error if it comes again.
  */
 #define SAVEPOINT		"pg_egress_chunk"
 /* batches that go in chunks after a streamed one met a key (stream_begin) */
@@ -503,6 +505,8 @@ chunks_finish(ApplySink *a, const char *batch_id)
 		a->commit_inflight = true;
 		a->commit_conn = t->c;
 		a->commit_st = bs->st;
+		if (a->commit_batch)
+			pfree(a->commit_batch);
 		a->commit_batch = MemoryContextStrdup(a->cxt, batch_id);
 		a->commit_ok = a->commit_refused = a->commit_answered = false;
 		a->commit_error = NULL;
@@ -592,10 +596,18 @@ commit_collect(ApplySink *a, bool wait)
 	return true;
 }
 
-/* a COMMIT left under way is given up (with its connection, by the caller) */
+/*
+ * A COMMIT left under way is given up (its connection closed by the
+ * caller): its outcome unknown, the tables are checked again (the stream's
+ * pending schema points to commit_types, freed here).
+ */
 void
 pga_commit_forget(ApplySink *a)
 {
+	if (a->commit_inflight || a->commit_types)
+		pga_forget_pending(a);
+	if (a->commit_error)
+		pfree(a->commit_error);
 	if (a->commit_types)
 	{
 		for (int c = 0; c < a->commit_ntypes; c++)
@@ -619,9 +631,10 @@ pga_commit_check(ApplySink *a)
 	char	   *error;
 
 	(void) commit_collect(a, true);
-	error = a->commit_error;
-	if (error == NULL)
+	if (a->commit_error == NULL)
 		return;
+	error = pstrdup(a->commit_error);
+	pfree(a->commit_error);
 	a->commit_error = NULL;
 	if (a->commit_refused)
 		ereport(ERROR,

@@ -99,6 +99,7 @@ struct ApplyStream
 	/* what the target table was last seen (committed) to match */
 	ApplySchema *verified;
 	char	  **coltypes;		/* target types of verified's columns */
+	int			ncoltypes;
 	bool		has_deleted_at; /* the target table has _sdc_deleted_at */
 	/* during an attempt, before its commit */
 	ApplySchema *pending;

@@ -426,6 +426,8 @@ run_session(MemoryContext sessioncxt)
 		}
 		/* a chunked backfill: the next watermark or chunk */
 		cdc_backfill_step();
+		/* a batch its rows filled is acknowledged before the worker sleeps */
+		cdc_finish_ack();
 		if (cdc->catalog_moved)
 			break;
 
