@@ -681,11 +681,59 @@ new_segment(ApplySink *a, BatchStream *bs, SegKind kind, int64 version)
 	seg->kind = kind;
 	seg->schema = bs->st->schema;
 	seg->version = version;
-	if (kind == SEG_ROWS)
+	if (kind == SEG_ROWS && a->spare.data != NULL)
+	{
+		/* the buffer of an earlier batch: no growing, no fresh pages */
+		seg->copy = a->spare;
+		resetStringInfo(&seg->copy);
+		a->spare.data = NULL;
+	}
+	else if (kind == SEG_ROWS)
+	{
+		MemoryContextSwitchTo(a->cxt);
 		initStringInfo(&seg->copy);
+	}
 	bs->segments = lappend(bs->segments, seg);
 	MemoryContextSwitchTo(oldcxt);
 	return seg;
+}
+
+/*
+ * The COPY text buffers of a batch's segments (the sink's memory) are
+ * freed, but the largest, kept for the next batch's first segment: a batch
+ * of changes fills one buffer of tens of megabytes, and growing it again
+ * for every batch (copies, and pages the kernel clears) cost the CDC worker
+ * about a tenth of its time.
+ */
+#define SPARE_MAX	(64 * 1024 * 1024)
+
+static void
+recycle_buffers(ApplySink *a)
+{
+	ListCell   *lc;
+
+	foreach(lc, a->batch_streams)
+	{
+		ListCell   *sc;
+
+		foreach(sc, ((BatchStream *) lfirst(lc))->segments)
+		{
+			Segment    *seg = lfirst(sc);
+
+			if (seg->kind != SEG_ROWS || seg->copy.data == NULL)
+				continue;
+			if (seg->copy.maxlen <= SPARE_MAX &&
+				(a->spare.data == NULL || seg->copy.maxlen > a->spare.maxlen))
+			{
+				if (a->spare.data)
+					pfree(a->spare.data);
+				a->spare = seg->copy;
+			}
+			else
+				pfree(seg->copy.data);
+			seg->copy.data = NULL;
+		}
+	}
 }
 
 static int64
@@ -1193,6 +1241,7 @@ forget_batch(ApplySink *a)
 {
 	ListCell   *lc;
 
+	recycle_buffers(a);
 	foreach(lc, a->streams)
 	{
 		ApplyStream *st = lfirst(lc);

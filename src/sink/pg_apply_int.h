@@ -178,6 +178,7 @@ struct ApplySink
 	/* the batch */
 	List	   *batch_streams;	/* of BatchStream *, first appearance order */
 	StringInfoData carry;		/* an incomplete line */
+	StringInfoData spare;		/* a COPY text buffer for the next segment */
 	bool		no_direct;		/* this batch loads through staging only */
 	/* early load (see there) */
 	char	   *announced;		/* the batch's id, when the writer says it */
