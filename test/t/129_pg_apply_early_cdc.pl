@@ -18,15 +18,8 @@ use EgressTest;
 my $src = create_node('src', cdc => 1,
 	conf => "listen_addresses = '127.0.0.1'\nmax_worker_processes = 24\npg_egress.max_workers = 16\n");
 
-my $tgt = PostgreSQL::Test::Cluster->new('tgt');
-$tgt->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
-$tgt->append_conf('postgresql.conf', qq{listen_addresses = '127.0.0.1'
-log_statement = 'all'});
-$tgt->start;
-$tgt->safe_psql('postgres', q{
-CREATE ROLE loader LOGIN PASSWORD 'secret-pw';
-CREATE DATABASE wh OWNER loader;
-});
+# the target: role loader (password secret-pw), database wh it owns
+my ($tgt) = create_target_node('tgt', password => 'secret-pw', dbname => 'wh', conf => "log_statement = 'all'");
 my $port = $tgt->port;
 
 sub tq

@@ -25,14 +25,8 @@ use EgressTest;
 my $src = create_node('src', cdc => 1,
 	conf => "listen_addresses = '127.0.0.1'\nmax_worker_processes = 24\npg_egress.max_workers = 16\nrestart_after_crash = on\n");
 
-my $tgt = PostgreSQL::Test::Cluster->new('tgt');
-$tgt->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
-$tgt->append_conf('postgresql.conf', qq{listen_addresses = '127.0.0.1'});
-$tgt->start;
-$tgt->safe_psql('postgres', q{
-CREATE ROLE loader LOGIN PASSWORD 'secret-pw';
-CREATE DATABASE wh OWNER loader;
-});
+# the target: role loader (password secret-pw), database wh it owns
+my ($tgt) = create_target_node('tgt', password => 'secret-pw', dbname => 'wh');
 my $port = $tgt->port;
 sub tq { return $tgt->safe_psql('wh', $_[0]); }
 sub sq { return $src->safe_psql('postgres', $_[0]); }
