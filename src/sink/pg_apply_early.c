@@ -48,6 +48,58 @@ early_give_up(ApplySink *a)
 	a->early = EARLY_OFF;
 }
 
+/* "COPY <the stream's table> (<columns>) FROM STDIN" */
+static void
+append_table_copy(StringInfo sql, BatchStream *bs, const Segment *seg)
+{
+	appendStringInfo(sql, "COPY %s (", bs->st->qtable);
+	pga_append_columns(sql, seg->schema);
+	appendStringInfoString(sql, ") FROM STDIN");
+}
+
+/*
+ * Sends sql, which ends in a COPY FROM STDIN, and waits until the target
+ * takes the COPY's data (the results before it must be COMMAND_OK).
+ */
+static void
+begin_copy(ApplyTxn *t, const char *sql)
+{
+	PGresult   *res;
+
+	if (t->c->pending)
+		pga_txn_collect(t);
+	if (!PQsendQuery(t->c->conn, sql) || !pga_conn_flush(t->c->conn))
+		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
+	while ((res = pga_conn_result(t->c->conn)) != NULL &&
+		   PQresultStatus(res) == PGRES_COMMAND_OK)
+		PQclear(res);
+	if (res && PQresultStatus(res) == PGRES_COPY_IN)
+	{
+		PQclear(res);
+		return;
+	}
+	PQclear(pga_txn_check(t, res, pstrdup("no COPY")));
+	ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
+}
+
+/*
+ * COPY data, all of it handed to libpq (flushing when its buffer is full),
+ * then, with end, the COPY's end.  libpq's result: 1 done, -1 failed.
+ */
+static int
+put_copy(PGconn *conn, const char *data, int len, bool end)
+{
+	int			r = 1;
+
+	while (len > 0 && (r = PQputCopyData(conn, data, len)) == 0)
+		if (!pga_conn_flush(conn))
+			return -1;
+	while (end && r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
+		if (!pga_conn_flush(conn))
+			return -1;
+	return r;
+}
+
 /*
  * Early load of changes in chunks.  The rows of a batch of changes (one
  * stream, keys) go to the target in chunks: the first one streams (see
@@ -73,6 +125,15 @@ early_give_up(ApplySink *a)
 /* batches that go in chunks after a streamed one met a key (stream_begin) */
 #define STREAM_SKIP		8
 
+/* the next chunk starts at from: no rows of it seen yet */
+static void
+chunk_restart(ApplySink *a, int from)
+{
+	a->chunk_start = from;
+	a->chunk_deletes = false;
+	a->chunk_min[0] = '\0';
+}
+
 static void
 chunk_query(ApplySink *a, const char *sql, EarlyPhase next)
 {
@@ -96,9 +157,8 @@ chunk_copy(ApplySink *a, bool fallback)
 	a->savepoint_open = false;
 	if (a->sent_direct)
 	{
-		appendStringInfo(&sql, "SAVEPOINT " SAVEPOINT ";\nCOPY %s (", bs->st->qtable);
-		pga_append_columns(&sql, a->early_seg->schema);
-		appendStringInfoString(&sql, ") FROM STDIN;");
+		appendStringInfoString(&sql, "SAVEPOINT " SAVEPOINT ";\n");
+		append_table_copy(&sql, bs, a->early_seg);
 		a->savepoint_open = true;
 	}
 	else if (!a->stage_made)
@@ -127,9 +187,7 @@ chunk_take(ApplySink *a)
 	a->sent_to = a->early_seg->copy.len;
 	a->sent_deletes = a->chunk_deletes;
 	strcpy(a->sent_min, a->chunk_min);
-	a->chunk_start = a->sent_to;
-	a->chunk_deletes = false;
-	a->chunk_min[0] = '\0';
+	chunk_restart(a, a->sent_to);
 	a->sent_refused = false;
 	a->sent_direct = a->insert_ok && !a->insert_failed && !a->sent_deletes &&
 		a->sent_min[0] != '\0' && (stored == NULL || strcmp(a->sent_min, stored) > 0);
@@ -186,12 +244,7 @@ chunk_put(ApplySink *a)
 		data = buf.data;
 		len = buf.len;
 	}
-	while ((r = PQputCopyData(conn, data, len)) == 0)
-		if (!pga_conn_flush(conn))
-			break;
-	while (r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
-		if (!pga_conn_flush(conn))
-			break;
+	r = put_copy(conn, data, len, true);
 	if (a->sent_direct)
 		pfree(buf.data);
 	if (r != 1)
@@ -313,25 +366,13 @@ early_poll(ApplySink *a, bool wait)
 static void
 stream_begin(ApplySink *a, int upto)
 {
-	ApplyTxn   *t = &a->early_txn;
 	StringInfoData sql;
-	PGresult   *res;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SAVEPOINT " SAVEPOINT ";\nCOPY %s (", a->early_bs->st->qtable);
-	pga_append_columns(&sql, a->early_seg->schema);
-	appendStringInfoString(&sql, ") FROM STDIN;");
-	if (!PQsendQuery(t->c->conn, sql.data) || !pga_conn_flush(t->c->conn))
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	while ((res = pga_conn_result(t->c->conn)) != NULL &&
-		   PQresultStatus(res) == PGRES_COMMAND_OK)
-		PQclear(res);
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_IN)
-	{
-		PQclear(pga_txn_check(t, res, pstrdup("no COPY")));
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
-	}
-	PQclear(res);
+	appendStringInfoString(&sql, "SAVEPOINT " SAVEPOINT ";\n");
+	append_table_copy(&sql, a->early_bs, a->early_seg);
+	begin_copy(&a->early_txn, sql.data);
+	pfree(sql.data);
 	a->savepoint_open = true;
 	a->sent_direct = true;
 	a->sent_refused = false;
@@ -344,8 +385,7 @@ stream_begin(ApplySink *a, int upto)
 	if (upto > 0)
 	{
 		strcpy(a->sent_min, a->chunk_min);
-		a->chunk_deletes = false;
-		a->chunk_min[0] = '\0';
+		chunk_restart(a, 0);
 		if (!strip_positions(&a->stream_buf, a->early_seg->copy.data,
 							 a->early_seg->copy.data + upto))
 			ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("unexpected COPY text")));
@@ -363,21 +403,11 @@ stream_end(ApplySink *a, int upto, bool copy_end)
 	int			r = 1;
 
 	if (copy_end)
-	{
-		while (a->stream_buf.len > 0 &&
-			   (r = PQputCopyData(conn, a->stream_buf.data, a->stream_buf.len)) == 0)
-			if (!pga_conn_flush(conn))
-				break;
-		while (r == 1 && (r = PQputCopyEnd(conn, NULL)) == 0)
-			if (!pga_conn_flush(conn))
-				break;
-	}
+		r = put_copy(conn, a->stream_buf.data, a->stream_buf.len, true);
 	pfree(a->stream_buf.data);
 	a->stream_buf.data = NULL;
 	a->sent_to = upto;
-	a->chunk_start = upto;
-	a->chunk_deletes = false;
-	a->chunk_min[0] = '\0';
+	chunk_restart(a, upto);
 	a->early_phase = EP_COPY_END;
 	/* a failed put: the COPY's result says why */
 	if (r < 0 && PQstatus(conn) != CONNECTION_OK)
@@ -404,9 +434,7 @@ stream_row(ApplySink *a, const char *row, int len, const char *position)
 		strlcpy(a->sent_min, position, sizeof(a->sent_min));
 	if (a->stream_buf.len < EARLY_CHUNK)
 		return;
-	while ((r = PQputCopyData(conn, a->stream_buf.data, a->stream_buf.len)) == 0)
-		if (!pga_conn_flush(conn))
-			break;
+	r = put_copy(conn, a->stream_buf.data, a->stream_buf.len, false);
 	if (r == 1 && PQflush(conn) >= 0)
 	{
 		resetStringInfo(&a->stream_buf);
@@ -527,6 +555,18 @@ chunks_finish(ApplySink *a, const char *batch_id)
 	return true;
 }
 
+/* the copy of the pending column types of a COMMIT left under way */
+static void
+free_commit_types(ApplySink *a)
+{
+	if (a->commit_types == NULL)
+		return;
+	for (int c = 0; c < a->commit_ntypes; c++)
+		pfree(a->commit_types[c]);
+	pfree(a->commit_types);
+	a->commit_types = NULL;
+}
+
 /*
  * The result of the COMMIT that commit_batch_start left under way (done:
  * true; without wait, false while it has not come: what came so far is
@@ -586,13 +626,7 @@ commit_collect(ApplySink *a, bool wait)
 		pga_close_conn(a->commit_conn);
 		pga_forget_pending(a);
 	}
-	if (a->commit_types)
-	{
-		for (int c = 0; c < a->commit_ntypes; c++)
-			pfree(a->commit_types[c]);
-		pfree(a->commit_types);
-		a->commit_types = NULL;
-	}
+	free_commit_types(a);
 	return true;
 }
 
@@ -608,13 +642,7 @@ pga_commit_forget(ApplySink *a)
 		pga_forget_pending(a);
 	if (a->commit_error)
 		pfree(a->commit_error);
-	if (a->commit_types)
-	{
-		for (int c = 0; c < a->commit_ntypes; c++)
-			pfree(a->commit_types[c]);
-		pfree(a->commit_types);
-		a->commit_types = NULL;
-	}
+	free_commit_types(a);
 	a->commit_inflight = false;
 	a->commit_error = NULL;
 }
@@ -716,32 +744,14 @@ static void
 early_copy_begin(ApplyTxn *t, BatchStream *bs, Segment *seg, bool staged)
 {
 	StringInfoData sql;
-	PGresult   *res;
 
-	if (t->c->pending)
-		pga_txn_collect(t);
 	initStringInfo(&sql);
 	if (staged)
 		pga_append_stage(&sql, bs, seg);
 	else
-	{
-		appendStringInfo(&sql, "COPY %s (", bs->st->qtable);
-		pga_append_columns(&sql, seg->schema);
-		appendStringInfoString(&sql, ") FROM STDIN");
-	}
-	if (!PQsendQuery(t->c->conn, sql.data) || !pga_conn_flush(t->c->conn))
-		ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("could not send COPY")));
-	/* the CREATE's result first, when staged */
-	while ((res = pga_conn_result(t->c->conn)) != NULL &&
-		   PQresultStatus(res) == PGRES_COMMAND_OK)
-		PQclear(res);
-	if (res && PQresultStatus(res) == PGRES_COPY_IN)
-	{
-		PQclear(res);
-		return;
-	}
-	PQclear(pga_txn_check(t, res, pstrdup("no COPY")));
-	ereport(ERROR, (errcode(PGA_ERRCODE_RETRY), errmsg("no COPY")));
+		append_table_copy(&sql, bs, seg);
+	begin_copy(t, sql.data);
+	pfree(sql.data);
 }
 
 /* the position of the first row of a segment with positions (on_record) */
@@ -803,9 +813,7 @@ early_start(ApplySink *a, BatchStream *bs, Segment *seg, int row_start)
 				a->insert_failed = false;
 				a->stage_made = false;
 				a->savepoint_open = false;
-				a->chunk_start = 0;
-				a->chunk_deletes = false;
-				a->chunk_min[0] = '\0';
+				chunk_restart(a, 0);
 				/* rows that came before: of the first chunk */
 				if (a->early_chunked && row_start > 0)
 				{

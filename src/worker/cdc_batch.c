@@ -351,6 +351,10 @@ commit_batch(bool async)
 		cdc_finish_ack();
 }
 
+/*
+ * Commits the open batch, if any, and records it; an acknowledgement still
+ * pending from the hot path is recorded too, batch open or not.
+ */
 void
 cdc_commit_batch(void)
 {
